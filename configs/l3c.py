@@ -1,0 +1,80 @@
+"""L3C: learned lossless image compression (Mentzer et al., CVPR'19).
+
+    python -m experiments.train --config configs/l3c.py:cpu --workdir runs/l3c_cpu
+    python -m experiments.train --config configs/l3c.py:cpu --workdir runs/l3c_cpu \
+        --config.data.source=folder --config.data.path=../shared/data/photos
+
+Variants:
+  paper       the paper's setting (Cf=64, 8 blocks, C=5, L=25, K=10; 128x128 crops, batch 30;
+              RMSprop lr 1e-4, x0.75 every 5 epochs of Open Images' ~300k images).
+  rgb         the paper's "RGB" ablation: bicubic RGB pyramid instead of learned z(s).
+  rgb_shared  the "RGB Shared" ablation: as rgb, one decoder for all scales.
+  cpu         small enough to train usefully on 2 CPU cores in about an hour.
+  tiny        seconds, for tests.
+"""
+
+import ml_collections
+
+VARIANTS = ("paper", "rgb", "rgb_shared", "cpu", "tiny")
+
+
+def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.task = "l3c"
+    c.seed = 0
+
+    c.data = ml_collections.ConfigDict(dict(
+        source="samples",          # samples (shipped photos) | folder (data.path) | tfds (data.tfds_name)
+        path="",                   # folder of images for source=folder
+        val_path="",               # optional separate validation folder; else num_val held out
+        num_val=2,                 # images held out (stable hash of their names) when no val_path
+        tfds_name="", tfds_train_split="train", tfds_val_split="", tfds_data_dir="",
+        crop=128, batch_size=30, flip=True,
+        downscale=(1.0, 1.0),      # random scale range applied before cropping (L3C data prep)
+        eval_crop=256,             # validation images are cut into tiles of this size
+        cache=True,                # keep decoded images in memory
+        seed=0,
+    ))
+
+    c.model = ml_collections.ConfigDict(dict(
+        scales=3, features=64, blocks=8, latent_channels=5, levels=25, sigma=2.0, mixtures=10,
+        representation="learned", share_weights=False,
+    ))
+
+    # The paper decays by 0.75 every 5 epochs; an epoch of Open Images (~300k images) at
+    # batch 30 is 10k steps, so decay_every = 50k steps.
+    c.optimizer = ml_collections.ConfigDict(dict(
+        name="rmsprop", learning_rate=1e-4, schedule="step", decay_rate=0.75, decay_every=50_000,
+        warmup_steps=0, grad_clip=0.0,
+    ))
+
+    c.steps = 1_000_000
+    c.log_every = 100
+    c.eval_every = 5_000
+    c.checkpoint_every = 5_000
+    c.keep = 3
+    c.eval_batch_size = 4
+    c.distributed = False          # call jax.distributed.initialize() (multi-host)
+
+    if variant in ("rgb", "rgb_shared"):
+        c.model.representation = "rgb"
+        c.model.share_weights = variant == "rgb_shared"
+    elif variant == "cpu":
+        # ~1 hour on 2 cores: narrower and shallower, smaller crops, Adam for fast progress.
+        c.model.update(features=32, blocks=4)
+        c.data.update(crop=64, batch_size=8, downscale=(0.6, 1.0), num_val=4)
+        c.optimizer.update(name="adam", learning_rate=1e-3, schedule="cosine", decay_steps=3000,
+                           warmup_steps=100, grad_clip=1.0)
+        c.steps, c.log_every, c.eval_every, c.checkpoint_every = 3000, 50, 500, 500
+        c.data.eval_crop, c.eval_batch_size = 128, 8
+    elif variant == "tiny":
+        c.model.update(scales=2, features=8, blocks=1, mixtures=2, levels=9)
+        c.data.update(crop=16, batch_size=4, eval_crop=32, num_val=1)
+        c.optimizer.update(name="adam", learning_rate=3e-3, schedule="constant", decay_steps=0)
+        c.steps, c.log_every, c.eval_every, c.checkpoint_every = 20, 5, 20, 10
+        c.eval_batch_size = 4
+    elif variant not in ("paper", ""):
+        raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+    if "decay_steps" not in c.optimizer:
+        c.optimizer.decay_steps = 0
+    return c

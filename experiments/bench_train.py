@@ -1,0 +1,104 @@
+"""Training-step benchmark: compile time, step time, images/s and peak memory per config.
+
+    python -m experiments.bench_train --config configs/l3c.py:cpu configs/l3c.py:paper --steps 5
+
+Each config runs in its own subprocess (so peak memory is its own) on real crops of the
+shipped photos. Peak memory is the process's max RSS on CPU and the allocator's peak on
+GPU/TPU. Extra ``--xla-flags`` are passed through XLA_FLAGS to compare XLA options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+
+def bench_one(spec: str, steps: int, warmup: int, overrides: list[str]) -> dict:
+    import resource
+
+    import jax
+    import numpy as np
+
+    from jaxcomp import tasks
+    from jaxcomp import train as trainer
+    from jaxcomp.configs import load_config
+
+    config = load_config(spec, overrides)
+    task, data = tasks.build(config)
+    mesh = trainer.make_mesh()
+    batch = data.train_batch(0)
+    rng = jax.random.PRNGKey(0)
+    state = trainer.init_state(task, batch, rng, mesh)
+    train_step, _ = trainer.compile_steps(task, mesh)
+    sharded = trainer.shard_batch(batch, mesh)
+    t0 = time.perf_counter()
+    compiled = train_step.lower(state, sharded, rng, np.int32(0)).compile()
+    compile_s = time.perf_counter() - t0
+    for i in range(warmup):
+        state, metrics = compiled(state, sharded, rng, np.int32(i))
+    jax.block_until_ready(state)
+    times = []
+    for i in range(steps):
+        t0 = time.perf_counter()
+        state, metrics = compiled(state, sharded, rng, np.int32(i))
+        jax.block_until_ready(state)
+        times.append(time.perf_counter() - t0)
+    device = jax.devices()[0]
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    peak = stats.get("peak_bytes_in_use", 0) if stats else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    step_s = float(np.median(times))
+    return dict(
+        config=spec, device=f"{device.platform}:{device.device_kind} x{jax.device_count()}",
+        batch=int(batch["image"].shape[0]), crop=int(batch["image"].shape[1]),
+        compile_s=round(compile_s, 2), step_s=round(step_s, 4), images_per_s=round(batch["image"].shape[0] / step_s, 2),
+        peak_mem_mb=round(peak / 2**20, 1), xla_flags=os.environ.get("XLA_FLAGS", ""),
+        overrides=" ".join(overrides), bpsp=round(float(metrics["bpsp"]), 3),
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", nargs="+", required=True)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--override", action="append", default=[], help="key=value, applied to every config")
+    parser.add_argument("--xla-flags", default="", help="extra XLA_FLAGS for the measured runs")
+    parser.add_argument("--json", default="", help="append results as JSON lines to this file")
+    parser.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args._child:
+        print(json.dumps(bench_one(args.config[0], args.steps, args.warmup, args.override)))
+        return 0
+    rows = []
+    for spec in args.config:
+        env = dict(os.environ)
+        if args.xla_flags:
+            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
+        cmd = [sys.executable, "-m", "experiments.bench_train", "--_child", "--config", spec,
+               "--steps", str(args.steps), "--warmup", str(args.warmup)]
+        for o in args.override:
+            cmd += ["--override", o]
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if out.returncode:
+            print(out.stderr[-3000:], file=sys.stderr)
+            return out.returncode
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(json.dumps(rows[-1]), flush=True)
+    keys = ["config", "device", "batch", "crop", "compile_s", "step_s", "images_per_s", "peak_mem_mb",
+            "xla_flags", "overrides"]
+    print("\n| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
+    for r in rows:
+        print("| " + " | ".join(str(r[k]) for k in keys) + " |")
+    if args.json:
+        with open(args.json, "a") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Complete compression systems, one module each (``jaxcomp.codecs.l3c``, ...)."""

@@ -1,0 +1,244 @@
+"""L3C: Practical Full Resolution Learned Lossless Image Compression (Mentzer et al., CVPR'19).
+
+The image ``x = x(0)`` (``uint8 [B, H, W, 3]``) is encoded into a hierarchy of quantized
+auxiliary representations ``z(1), ..., z(S)``, each at half the resolution of the one
+before. Decoder ``D(s)`` sees ``z(s)`` and the features of ``D(s+1)`` and predicts a
+discretized logistic mixture for every symbol of ``x(s-1)`` (``z(s-1)``, or the RGB image at
+``s = 1``). ``z(S)`` is coded with a uniform prior. The loss is the total number of bits
+divided by the number of subpixels ``3HW`` (bits per subpixel, bpsp).
+
+Shapes: with ``S`` scales, ``H`` and ``W`` must be multiples of ``2**S``; ``z(s)`` is
+``[B, H/2^s, W/2^s, C]`` with values on ``levels`` points in ``[-1, 1]``.
+
+Variants (``config.model.representation``):
+  * ``"learned"`` — the paper's model: encoders ``E(s)`` learn ``z(s)``;
+  * ``"rgb"`` — the paper's "RGB" baseline: ``x(s)`` is a bicubic x2 downscaling of
+    ``x(s-1)`` rounded to 8 bits, so every scale is an RGB image (``share_weights`` gives
+    "RGB Shared": one decoder for all scales).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxcomp.entropy import logistic_mixture as lm
+from jaxcomp.nn import AtrousHead, ResBody, pixel_shuffle
+from jaxcomp.quantize import soft_hard_quantize, uniform_levels
+from jaxcomp.train import TrainState, make_optimizer
+
+RGB_LEVELS = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class L3CSpec:
+    """The architecture; built from ``config.model`` by :func:`spec_from_config`."""
+
+    scales: int = 3
+    features: int = 64          # Cf
+    blocks: int = 8             # residual blocks per encoder / decoder
+    latent_channels: int = 5    # C
+    levels: int = 25            # L
+    sigma: float = 2.0          # softness of the quantizer
+    mixtures: int = 10          # K
+    representation: str = "learned"
+    share_weights: bool = False
+
+    def __post_init__(self):
+        if self.representation not in ("learned", "rgb"):
+            raise ValueError(f"model.representation must be 'learned' or 'rgb', not {self.representation!r}")
+        if self.share_weights and self.representation != "rgb":
+            raise ValueError("model.share_weights is defined for the 'rgb' representation only")
+        if self.scales < 1:
+            raise ValueError(f"model.scales must be >= 1, got {self.scales}")
+
+    def channels(self, s: int) -> int:
+        """Channels of ``x(s)`` (``s = 0`` is the image)."""
+        return 3 if s == 0 or self.representation == "rgb" else self.latent_channels
+
+    def num_levels(self, s: int) -> int:
+        return RGB_LEVELS if s == 0 or self.representation == "rgb" else self.levels
+
+
+def spec_from_config(model: ml_collections.ConfigDict) -> L3CSpec:
+    return L3CSpec(**model.to_dict())
+
+
+def image_to_unit(x: jax.Array) -> jax.Array:
+    """``uint8/float [0, 255] -> float32 [-1, 1]``, the grid of the 256 RGB levels."""
+    return x.astype(jnp.float32) / 127.5 - 1.0
+
+
+class Encoder(nn.Module):
+    """E(s): 5x5 stride-2 conv, residual body with global skip, 1x1 conv, quantizer."""
+
+    spec: L3CSpec
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Returns ``(features [B,h,w,Cf], z_hat [B,h,w,C], symbols int32 [B,h,w,C])``."""
+        s = self.spec
+        h = nn.Conv(s.features, (5, 5), strides=(2, 2), padding=((2, 2), (2, 2)), name="head")(x)
+        h = ResBody(s.features, s.blocks, name="body")(h)
+        z = nn.Conv(s.latent_channels, (1, 1), name="tail")(h)
+        z_hat, symbols = soft_hard_quantize(z, uniform_levels(s.levels), s.sigma)
+        return h, z_hat, symbols
+
+
+class Decoder(nn.Module):
+    """D(s): 1x1 head, fusion with coarser features, residual body, x2 pixel-shuffle, atrous head."""
+
+    spec: L3CSpec
+    out_channels: int
+
+    @nn.compact
+    def __call__(self, z: jax.Array, coarser: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+        """Returns ``(features [B,2h,2w,Cf], mixture parameters [B,2h,2w,P])``."""
+        s = self.spec
+        h = nn.Conv(s.features, (1, 1), name="head")(z)
+        if coarser is not None:
+            h = h + coarser
+        h = ResBody(s.features, s.blocks, name="body")(h)
+        h = nn.Conv(4 * s.features, (3, 3), name="upsample")(h)
+        f = pixel_shuffle(h, 2)
+        autoregressive = self.out_channels == 3
+        p = lm.num_mixture_params(self.out_channels, s.mixtures, autoregressive)
+        return f, AtrousHead(s.features, p, name="probability")(f)
+
+
+def rgb_pyramid(x: jax.Array, scales: int) -> list[jax.Array]:
+    """Bicubic (antialiased) x2 downscalings rounded to 8 bits: ``[x(0), ..., x(S)]`` in [0, 255]."""
+    out = [x.astype(jnp.float32)]
+    for _ in range(scales):
+        prev = out[-1]
+        b, h, w, c = prev.shape
+        small = jax.image.resize(prev, (b, h // 2, w // 2, c), "bicubic", antialias=True)
+        out.append(jnp.clip(jnp.round(small), 0, 255))
+    return out
+
+
+class L3C(nn.Module):
+    """The multiscale model. ``__call__`` returns what the loss and the coder need."""
+
+    spec: L3CSpec
+
+    def setup(self):
+        s = self.spec
+        if s.representation == "learned":
+            self.encoders = [Encoder(s, name=f"E{i + 1}") for i in range(s.scales)]
+        n_dec = 1 if s.share_weights else s.scales
+        self.decoders = [Decoder(s, s.channels(i), name=f"D{i + 1}") for i in range(n_dec)]
+
+    def decoder(self, scale: int) -> Decoder:
+        """D(scale) for ``scale`` in ``1..S``."""
+        return self.decoders[0 if self.spec.share_weights else scale - 1]
+
+    def representations(self, x: jax.Array) -> tuple[list[jax.Array], list[jax.Array]]:
+        """``x(0..S)`` as decoder inputs on the unit grid, and their symbols (int32).
+
+        ``x(0)`` is the image mapped to ``[-1, 1]``; symbols of RGB scales are 0..255.
+        """
+        s = self.spec
+        if s.representation == "rgb":
+            pyramid = rgb_pyramid(x, s.scales)
+            return [image_to_unit(p) for p in pyramid], [p.astype(jnp.int32) for p in pyramid]
+        values, symbols = [image_to_unit(x)], [x.astype(jnp.int32)]
+        features = values[0]
+        for encoder in self.encoders:
+            features, z_hat, sym = encoder(features)
+            values.append(z_hat)
+            symbols.append(sym)
+        return values, symbols
+
+    def predict(self, z: jax.Array, coarser: jax.Array | None, scale: int) -> tuple[jax.Array, jax.Array]:
+        """D(scale) on ``z(scale)``: ``(features, raw mixture parameters for x(scale-1))``."""
+        return self.decoder(scale)(z, coarser)
+
+    def __call__(self, x: jax.Array) -> dict[str, Any]:
+        """Forward pass for training.
+
+        Args:
+          x: ``uint8 [B, H, W, 3]`` (or float in [0, 255]); H, W multiples of ``2**S``.
+
+        Returns:
+          dict with ``values``/``symbols`` (lists over scales 0..S) and ``params``: raw
+          mixture parameters ``[B, H/2^s, W/2^s, P]`` predicting ``x(s)``, for s = 0..S-1.
+        """
+        s = self.spec
+        values, symbols = self.representations(x)
+        params: list[jax.Array | None] = [None] * s.scales
+        coarser = None
+        for scale in range(s.scales, 0, -1):
+            coarser, params[scale - 1] = self.predict(values[scale], coarser, scale)
+        return {"values": values, "symbols": symbols, "params": params}
+
+
+def mixture_params(spec: L3CSpec, raw: jax.Array, scale: int) -> lm.MixtureParams:
+    """Mixture parameters for ``x(scale)`` from the raw output of ``D(scale+1)``."""
+    c = spec.channels(scale)
+    return lm.split_mixture_params(raw, c, spec.mixtures, autoregressive=(c == 3))
+
+
+def bits_per_scale(spec: L3CSpec, out: dict[str, Any]) -> list[jax.Array]:
+    """Bits of each representation ``x(0..S)`` per example, each ``float32 [B]``."""
+    bits = []
+    for scale in range(spec.scales):
+        p = mixture_params(spec, out["params"][scale], scale)
+        logp = lm.mixture_log_prob(p, out["values"][scale], spec.num_levels(scale))
+        bits.append(-jnp.sum(logp, axis=(1, 2, 3)) / np.log(2.0))
+    top = out["values"][spec.scales]
+    n_top = np.prod(top.shape[1:])
+    bits.append(jnp.full((top.shape[0],), n_top * np.log2(spec.num_levels(spec.scales)), jnp.float32))
+    return bits
+
+
+def bpsp_metrics(spec: L3CSpec, out: dict[str, Any], image_shape: tuple[int, ...]) -> dict[str, jax.Array]:
+    """Per-example ``bpsp`` and ``bpsp_s{s}`` (bits of scale s per subpixel of the image), ``[B]``."""
+    subpixels = float(np.prod(image_shape[1:]))
+    bits = bits_per_scale(spec, out)
+    metrics = {f"bpsp_s{s}": b / subpixels for s, b in enumerate(bits)}
+    metrics["bpsp"] = sum(bits) / subpixels
+    return metrics
+
+
+class L3CTask:
+    """The trainer's task for L3C: pure init / train_step / eval_step."""
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        self.spec = spec_from_config(config.model)
+        self.model = L3C(self.spec)
+        self.tx, self.schedule = make_optimizer(config.optimizer)
+
+    def check_batch(self, image_shape: tuple[int, ...]) -> None:
+        m = 2 ** self.spec.scales
+        if len(image_shape) != 4 or image_shape[-1] != 3:
+            raise ValueError(f"L3C expects images [B, H, W, 3], got shape {image_shape}")
+        if image_shape[1] % m or image_shape[2] % m:
+            raise ValueError(f"L3C with {self.spec.scales} scales needs H and W divisible by {m}, "
+                             f"got {image_shape[1]}x{image_shape[2]}")
+
+    def init(self, rng: jax.Array, batch: dict[str, jax.Array]) -> TrainState:
+        self.check_batch(batch["image"].shape)
+        params = self.model.init(rng, batch["image"][:1])["params"]
+        return TrainState.create(params, self.tx)
+
+    def loss(self, params: Any, image: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+        out = self.model.apply({"params": params}, image)
+        metrics = {k: jnp.mean(v) for k, v in bpsp_metrics(self.spec, out, image.shape).items()}
+        return metrics["bpsp"], metrics
+
+    def train_step(self, state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
+        del rng  # L3C training is deterministic given the batch
+        (_, metrics), grads = jax.value_and_grad(self.loss, has_aux=True)(state.params, batch["image"])
+        metrics["learning_rate"] = self.schedule(state.step)
+        return state.apply_gradients(grads), metrics
+
+    def eval_step(self, state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        out = self.model.apply({"params": state.params}, batch["image"])
+        return bpsp_metrics(self.spec, out, batch["image"].shape)

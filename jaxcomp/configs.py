@@ -1,0 +1,149 @@
+"""Loading experiment configs: ``configs/NAME.py:VARIANT`` plus ``key.path=value`` overrides.
+
+A config file defines ``get_config(variant: str) -> ml_collections.ConfigDict``. Every
+number that changes a result lives there; command lines and notebooks only override.
+Errors name the problem (unknown variant, unknown key, unparsable value) instead of
+surfacing deep inside the code that later reads the config.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import inspect
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import ml_collections
+
+
+class ConfigError(ValueError):
+    """A config spec, variant, key or value that cannot be used."""
+
+
+def _module_from_file(path: str):
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path!r}")
+    name = "jaxcomp_config_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"{path} defines no get_config(variant)")
+    return module
+
+
+def variants(module) -> tuple[str, ...]:
+    """The named variants a config module declares in ``VARIANTS`` (may be empty)."""
+    return tuple(getattr(module, "VARIANTS", ()))
+
+
+def load_config(spec: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
+    """Loads ``path/to/config.py[:variant]`` and applies ``a.b=value`` overrides.
+
+    Args:
+      spec: a config file path, optionally followed by ``:variant``.
+      overrides: strings ``dotted.key=value``; values are parsed as Python literals
+        when possible (``1e-3``, ``(64, 64)``, ``True``), else kept as strings.
+
+    Returns:
+      The config, locked so that a typo in a later attribute access raises.
+
+    Raises:
+      ConfigError: unknown file, variant or key, or a value of the wrong type.
+    """
+    path, _, variant = spec.partition(":")
+    module = _module_from_file(path)
+    known = variants(module)
+    if known and variant and variant not in known:
+        raise ConfigError(f"{path} has no variant {variant!r}; known variants: {', '.join(known)}")
+    params = inspect.signature(module.get_config).parameters
+    config = module.get_config(variant) if (variant or params) else module.get_config()
+    if variant and not params:
+        raise ConfigError(f"{path} takes no variant but {variant!r} was given")
+    config = apply_overrides(config, overrides)
+    config.lock()
+    return config
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _all_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in config.items():
+        keys.append(prefix + key)
+        if isinstance(value, ml_collections.ConfigDict):
+            keys.extend(_all_keys(value, prefix + key + "."))
+    return keys
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> ml_collections.ConfigDict:
+    """Returns a copy of ``config`` with ``dotted.key=value`` overrides applied.
+
+    Unknown keys raise :class:`ConfigError` with the closest known keys; a value whose
+    type does not match the default (an int where a string is expected, ...) too.
+    """
+    config = ml_collections.ConfigDict(config.to_dict())
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip().removeprefix("--config.").removeprefix("config.")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key.path=value")
+        *parents, leaf = key.split(".")
+        node = config
+        for i, part in enumerate(parents):
+            child = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
+            if not isinstance(child, ml_collections.ConfigDict):
+                raise _unknown_key(config, ".".join(parents[: i + 1]))
+            node = child
+        if leaf not in node:
+            raise _unknown_key(config, key)
+        old = node[leaf]
+        value = _parse_value(text)
+        if old is not None and not isinstance(value, type(old)):
+            if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            elif isinstance(old, str):
+                value = text
+            elif isinstance(old, (tuple, list)) and isinstance(value, (tuple, list)):
+                value = type(old)(value)
+            else:
+                raise ConfigError(
+                    f"config key {key!r} expects {type(old).__name__} (default {old!r}), got {text!r}"
+                )
+        node[leaf] = value
+    return config
+
+
+def _unknown_key(config: ml_collections.ConfigDict, key: str) -> ConfigError:
+    close = difflib.get_close_matches(key, _all_keys(config), n=3)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return ConfigError(f"config has no key {key!r}{hint}")
+
+
+def split_cli_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Splits ``--config.a.b=v`` / ``--config.a.b v`` arguments from the rest of ``argv``."""
+    overrides, rest = [], []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--config."):
+            if "=" in arg:
+                overrides.append(arg[len("--config."):])
+            elif i + 1 < len(argv):
+                overrides.append(arg[len("--config."):] + "=" + argv[i + 1])
+                i += 1
+            else:
+                raise ConfigError(f"override {arg!r} has no value")
+        else:
+            rest.append(arg)
+        i += 1
+    return overrides, rest

@@ -1,0 +1,306 @@
+"""Image sources and the L3C-style random-crop pipeline, all on the host in numpy.
+
+A *source* is a random-access sequence of ``uint8`` images ``[H, W, 3]`` (``len`` and
+``__getitem__``): a local folder (:class:`ImageFolderSource`), a named tfds dataset
+(:class:`TfdsImageSource`) or the photos shipped with the package
+(:func:`sample_image_paths`). :class:`ImageBatches` turns a source into training batches
+that depend only on ``(seed, step, process_index)`` — so a resumed run sees exactly the
+batches it would have seen — and into deterministic evaluation tiles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol
+
+import numpy as np
+from PIL import Image
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".webp", ".tif", ".tiff")
+SAMPLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "samples")
+
+
+class DataError(ValueError):
+    """A dataset path, file or setting that cannot be used."""
+
+
+def load_image(path: str) -> np.ndarray:
+    """Decodes an image file to ``uint8 [H, W, 3]`` RGB.
+
+    Grayscale and palette images are converted to RGB; images with an alpha channel or
+    more than 8 bits per sample are refused (a lossless codec must not drop data silently).
+    """
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
+                raise DataError(f"{path}: has an alpha channel ({mode}); only RGB images are supported")
+            if mode in ("I;16", "I;16B", "I;16L", "I", "F", "RGB;16"):
+                raise DataError(f"{path}: {mode} images (more than 8 bits per sample) are not supported")
+            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except DataError:
+        raise
+    except FileNotFoundError as e:
+        raise DataError(f"image file not found: {path}") from e
+    except OSError as e:
+        raise DataError(f"cannot decode image {path}: {e}") from e
+    return arr
+
+
+def list_images(path: str) -> list[str]:
+    """Sorted image files (by extension) directly inside folder ``path``."""
+    if not os.path.isdir(path):
+        raise DataError(f"image folder not found: {path!r}")
+    files = sorted(
+        os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS)
+    )
+    if not files:
+        raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {path!r}")
+    return files
+
+
+def sample_image_paths() -> list[str]:
+    """The real photographs shipped inside the package (attribution in samples/SOURCES.md)."""
+    return list_images(SAMPLES_DIR)
+
+
+def split_files(files: Sequence[str], num_val: int) -> tuple[list[str], list[str]]:
+    """Deterministic train/validation split: the ``num_val`` files whose name hashes lowest.
+
+    Hashing the base name (not the position) keeps the split stable when files are added.
+    """
+    if num_val < 0 or num_val >= len(files):
+        raise DataError(f"cannot hold out {num_val} of {len(files)} images")
+    key = lambda f: hashlib.sha1(os.path.basename(f).encode()).hexdigest()
+    val = set(sorted(files, key=key)[:num_val])
+    return [f for f in files if f not in val], [f for f in files if f in val]
+
+
+class ImageSource(Protocol):
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: int) -> np.ndarray: ...
+
+
+class ImageFolderSource:
+    """Images from a list of files; decoded once and kept in memory when ``cache``."""
+
+    def __init__(self, files: Sequence[str], cache: bool = True):
+        if not files:
+            raise DataError("empty image list")
+        self.files = list(files)
+        self._cache: dict[int, np.ndarray] | None = {} if cache else None
+
+    @classmethod
+    def from_folder(cls, path: str, cache: bool = True) -> ImageFolderSource:
+        return cls(list_images(path), cache=cache)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if self._cache is None:
+            return load_image(self.files[index])
+        if index not in self._cache:
+            self._cache[index] = load_image(self.files[index])
+        return self._cache[index]
+
+
+class TfdsImageSource:
+    """Images of a named tfds dataset, read through ``tfds.data_source`` (no TensorFlow).
+
+    The dataset must already be prepared in array_record format under ``data_dir`` (for
+    example with ``tfds build NAME --file_format=array_record``); nothing is downloaded.
+    """
+
+    def __init__(self, name: str, split: str, data_dir: str | None = None, image_key: str = "image"):
+        import tensorflow_datasets as tfds
+
+        try:
+            self._source = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
+        except Exception as e:  # tfds raises several types for "not prepared" / "unknown name"
+            raise DataError(
+                f"tfds dataset {name!r} split {split!r} is not available under data_dir={data_dir!r} "
+                f"in array_record format ({type(e).__name__}: {e}). Prepare it with "
+                f"`tfds build {name} --file_format=array_record --data_dir=DIR` and set data.tfds_data_dir"
+            ) from e
+        self.image_key = image_key
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        image = np.asarray(self._source[index][self.image_key])
+        if image.ndim == 2:
+            image = np.repeat(image[..., None], 3, axis=-1)
+        if image.shape[-1] == 1:
+            image = np.repeat(image, 3, axis=-1)
+        if image.dtype != np.uint8 or image.shape[-1] != 3:
+            raise DataError(f"tfds image {index} has dtype {image.dtype} shape {image.shape}; need uint8 RGB")
+        return image
+
+
+def random_crop(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    crop: int,
+    flip: bool = True,
+    downscale: tuple[float, float] = (1.0, 1.0),
+) -> np.ndarray:
+    """One training crop ``uint8 [crop, crop, 3]``, as in the L3C data preparation.
+
+    A scale ``s`` is drawn uniformly from ``downscale`` (``s <= 1`` shrinks the image), a
+    window of ``crop / s`` pixels is cut at a random place and resized to ``crop`` with a
+    bicubic (antialiased) filter; that equals downscaling the whole image and cropping.
+    """
+    h, w = image.shape[:2]
+    lo, hi = downscale
+    scale = float(rng.uniform(lo, hi)) if hi > lo else float(lo)
+    window = int(round(crop / scale))
+    window = max(crop, min(window, h, w)) if min(h, w) >= crop else window
+    if min(h, w) < window:
+        raise DataError(f"image of size {h}x{w} is smaller than the crop {window}")
+    y = int(rng.integers(0, h - window + 1))
+    x = int(rng.integers(0, w - window + 1))
+    patch = image[y : y + window, x : x + window]
+    if window != crop:
+        patch = np.asarray(Image.fromarray(patch).resize((crop, crop), Image.BICUBIC))
+    if flip and rng.random() < 0.5:
+        patch = patch[:, ::-1]
+    return np.ascontiguousarray(patch)
+
+
+def image_tiles(image: np.ndarray, tile: int) -> np.ndarray:
+    """Non-overlapping ``tile x tile`` tiles in row-major order, ``uint8 [N, tile, tile, 3]``.
+
+    The right and bottom remainders (less than one tile) are not covered.
+    """
+    h, w = image.shape[:2]
+    ny, nx = h // tile, w // tile
+    if ny == 0 or nx == 0:
+        return np.zeros((0, tile, tile, image.shape[2]), image.dtype)
+    t = image[: ny * tile, : nx * tile].reshape(ny, tile, nx, tile, -1).swapaxes(1, 2)
+    return t.reshape(ny * nx, tile, tile, -1)
+
+
+class ImageBatches:
+    """Training batches and evaluation tiles from image sources.
+
+    Args:
+      train: source of training images.
+      val: source of validation images (may be ``None``).
+      batch_size: *global* batch size; each of ``process_count`` hosts produces
+        ``batch_size // process_count`` examples of it.
+      crop, flip, downscale: the random-crop transform (:func:`random_crop`).
+      eval_crop: tile size of the evaluation tiles.
+      seed: base seed; batch ``step`` of host ``p`` uses ``default_rng([seed, step, p])``.
+    """
+
+    def __init__(
+        self,
+        train: ImageSource,
+        val: ImageSource | None,
+        batch_size: int,
+        crop: int,
+        flip: bool = True,
+        downscale: tuple[float, float] = (1.0, 1.0),
+        eval_crop: int = 256,
+        seed: int = 0,
+        process_index: int = 0,
+        process_count: int = 1,
+    ):
+        if batch_size % process_count:
+            raise DataError(f"global batch size {batch_size} is not divisible by {process_count} hosts")
+        if len(train) == 0:
+            raise DataError("no training images")
+        self.train, self.val = train, val
+        self.batch_size, self.local_batch_size = batch_size, batch_size // process_count
+        self.crop, self.flip, self.downscale = crop, flip, tuple(downscale)
+        self.eval_crop, self.seed = eval_crop, seed
+        self.process_index, self.process_count = process_index, process_count
+
+    def train_batch(self, step: int) -> dict[str, np.ndarray]:
+        """This host's part of global batch ``step``: ``{'image': uint8 [B_local, crop, crop, 3]}``."""
+        rng = np.random.default_rng([self.seed, step, self.process_index])
+        idx = rng.integers(0, len(self.train), self.local_batch_size)
+        crops = [random_crop(self.train[int(i)], rng, self.crop, self.flip, self.downscale) for i in idx]
+        return {"image": np.stack(crops)}
+
+    def train_batches(self, start_step: int = 0, prefetch: int = 2) -> Iterator[dict[str, np.ndarray]]:
+        """Batches ``start_step, start_step + 1, ...``, decoded in a background thread."""
+        return _prefetch(self.train_batch, start_step, prefetch)
+
+    def eval_tiles(self) -> np.ndarray:
+        """All validation tiles (every host's), ``uint8 [N, eval_crop, eval_crop, 3]``."""
+        if self.val is None or len(self.val) == 0:
+            return np.zeros((0, self.eval_crop, self.eval_crop, 3), np.uint8)
+        tiles = [image_tiles(self.val[i], self.eval_crop) for i in range(len(self.val))]
+        return np.concatenate(tiles)
+
+    def eval_batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+        """This host's share of the validation tiles in batches of ``batch_size // process_count``.
+
+        Every batch has the same shape; the last one is padded by repeating tiles and
+        carries ``'valid': bool [B_local]`` so padding never enters a metric.
+        """
+        return eval_batches_from_arrays({"image": self.eval_tiles()}, batch_size,
+                                        self.process_index, self.process_count)
+
+
+def eval_batches_from_arrays(
+    arrays: dict[str, np.ndarray], batch_size: int, process_index: int = 0, process_count: int = 1
+) -> Iterator[dict[str, np.ndarray]]:
+    """Fixed-shape batches over the leading axis of ``arrays`` with a ``'valid'`` mask.
+
+    The examples are split over hosts; each host yields the same number of batches, so
+    a multi-host evaluation stays in lockstep. Padding repeats the first example.
+    """
+    if batch_size % process_count:
+        raise DataError(f"eval batch size {batch_size} is not divisible by {process_count} hosts")
+    n = len(next(iter(arrays.values())))
+    local = batch_size // process_count
+    num_batches = -(-n // batch_size)
+    for b in range(num_batches):
+        start = b * batch_size + process_index * local
+        idx = np.arange(start, start + local)
+        valid = idx < n
+        idx = np.where(valid, idx, 0)
+        batch = {k: v[idx] for k, v in arrays.items()}
+        batch["valid"] = valid
+        yield batch
+
+
+def _prefetch(make: Callable[[int], dict], start: int, depth: int) -> Iterator[dict]:
+    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def worker():
+        step = start
+        while not stop.is_set():
+            try:
+                item = make(step)
+            except Exception as e:  # surface data errors in the consumer thread
+                q.put(e)
+                return
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            step += 1
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if isinstance(item, Exception):
+                raise item
+            yield item
+    finally:
+        stop.set()

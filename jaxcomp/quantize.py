@@ -1,0 +1,31 @@
+"""Quantizers with straight-through gradients: hard values forward, soft values backward."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def uniform_levels(levels: int, x_min: float = -1.0, x_max: float = 1.0) -> jax.Array:
+    """``levels`` evenly spaced centres in ``[x_min, x_max]``, ``float32 [levels]``."""
+    return jnp.linspace(x_min, x_max, levels, dtype=jnp.float32)
+
+
+def soft_hard_quantize(x: jax.Array, centers: jax.Array, sigma: float) -> tuple[jax.Array, jax.Array]:
+    """Soft-to-hard vector quantization (Agustsson et al. 2017; L3C).
+
+    Args:
+      x: ``float32 [...]`` values to quantize.
+      centers: ``float32 [L]`` quantization centres.
+      sigma: softness of the soft assignment ``softmax(-sigma * (x - c)^2)``.
+
+    Returns:
+      ``(values, symbols)``: ``float32 [...]`` equal to the nearest centre in the forward
+      pass whose gradient is that of the soft assignment ``sum_l softmax_l * c_l``; and
+      ``int32 [...]`` indices of the nearest centres.
+    """
+    d = jnp.square(x[..., None] - centers)
+    soft = jnp.sum(jax.nn.softmax(-sigma * d, axis=-1) * centers, axis=-1)
+    symbols = jnp.argmin(d, axis=-1).astype(jnp.int32)
+    hard = centers[symbols]
+    return soft + jax.lax.stop_gradient(hard - soft), symbols

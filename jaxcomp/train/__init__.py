@@ -1,0 +1,28 @@
+"""The one trainer for gradient-based experiments (see :mod:`jaxcomp.train.trainer`)."""
+
+from jaxcomp.train.state import TrainState, make_optimizer, make_schedule
+from jaxcomp.train.trainer import (
+    Batches,
+    CheckpointError,
+    Task,
+    abstract_state,
+    batch_sharding,
+    checkpoint_manager,
+    compile_steps,
+    evaluate,
+    init_state,
+    make_mesh,
+    maybe_initialize_distributed,
+    replicated,
+    restore_checkpoint,
+    restore_for_eval,
+    shard_batch,
+    train,
+)
+
+__all__ = [
+    "Batches", "CheckpointError", "Task", "TrainState", "abstract_state", "batch_sharding",
+    "checkpoint_manager", "compile_steps", "evaluate", "init_state", "make_mesh", "make_optimizer",
+    "make_schedule", "maybe_initialize_distributed", "replicated", "restore_checkpoint",
+    "restore_for_eval", "shard_batch", "train",
+]

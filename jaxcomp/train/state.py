@@ -1,0 +1,89 @@
+"""The default training state and optimizers built from a config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Parameters, optimizer state and non-trained model state (e.g. batch statistics).
+
+    ``tx`` is static (not a pytree leaf), so checkpoints hold arrays only.
+    """
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    model_state: Any
+    tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+
+    @classmethod
+    def create(cls, params: Any, tx: optax.GradientTransformation, model_state: Any = None) -> TrainState:
+        return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                   model_state={} if model_state is None else model_state, tx=tx)
+
+    def apply_gradients(self, grads: Any, model_state: Any = None) -> TrainState:
+        updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+        return self.replace(
+            step=self.step + 1,
+            params=optax.apply_updates(self.params, updates),
+            opt_state=opt_state,
+            model_state=self.model_state if model_state is None else model_state,
+        )
+
+
+def make_schedule(opt: ml_collections.ConfigDict) -> optax.Schedule:
+    """Learning-rate schedule from ``config.optimizer``.
+
+    ``schedule``: ``"constant"``; ``"step"`` (multiply by ``decay_rate`` every
+    ``decay_every`` steps, as L3C's x0.75 every 5 epochs); ``"cosine"`` (to 0 over
+    ``decay_steps``); any of them after ``warmup_steps`` of linear warm-up.
+    """
+    lr = opt.learning_rate
+    name = opt.get("schedule", "constant")
+    if name == "constant":
+        schedule = optax.constant_schedule(lr)
+    elif name == "step":
+        schedule = optax.exponential_decay(lr, transition_steps=opt.decay_every,
+                                           decay_rate=opt.decay_rate, staircase=True)
+    elif name == "cosine":
+        schedule = optax.cosine_decay_schedule(lr, decay_steps=opt.decay_steps)
+    else:
+        raise ValueError(f"unknown optimizer.schedule {name!r}; use 'constant', 'step' or 'cosine'")
+    warmup = opt.get("warmup_steps", 0)
+    if warmup:
+        schedule = optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), schedule], [warmup])
+    return schedule
+
+
+def make_optimizer(opt: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """An optax optimizer and its learning-rate schedule from ``config.optimizer``.
+
+    ``name``: ``rmsprop`` (PyTorch's defaults: decay 0.99, eps 1e-8 outside the root, as
+    the L3C reference code uses), ``adam``, ``adamw``, ``sgd`` (with ``momentum``).
+    ``grad_clip`` > 0 clips the global gradient norm first.
+    """
+    schedule = make_schedule(opt)
+    name = opt.name
+    if name == "rmsprop":
+        tx = optax.rmsprop(schedule, decay=opt.get("decay", 0.99), eps=opt.get("eps", 1e-8),
+                           eps_in_sqrt=False)
+    elif name == "adam":
+        tx = optax.adam(schedule, b1=opt.get("b1", 0.9), b2=opt.get("b2", 0.999))
+    elif name == "adamw":
+        tx = optax.adamw(schedule, weight_decay=opt.get("weight_decay", 1e-4))
+    elif name == "sgd":
+        tx = optax.sgd(schedule, momentum=opt.get("momentum", 0.9) or None,
+                       nesterov=opt.get("nesterov", False))
+    else:
+        raise ValueError(f"unknown optimizer.name {name!r}; use 'rmsprop', 'adam', 'adamw' or 'sgd'")
+    if opt.get("grad_clip", 0):
+        tx = optax.chain(optax.clip_by_global_norm(opt.grad_clip), tx)
+    return tx, schedule

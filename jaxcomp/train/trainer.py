@@ -1,0 +1,326 @@
+"""The one training loop: jitted steps over a device mesh, orbax checkpoints, metrics.
+
+A system plugs in through a :class:`Task` (pure functions) and a :class:`Batches` source
+(host-side numpy batches). The loop owns everything else: placing the global batch
+sharded over the ``data`` axis of a :class:`jax.sharding.Mesh` with the state replicated,
+compiling each step once, checkpointing every ``checkpoint_every`` steps (keeping the last
+``keep``) and resuming automatically from ``workdir``, logging to a progress bar,
+TensorBoard and ``metrics.jsonl``, and evaluating every ``eval_every`` steps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from tqdm.auto import tqdm
+
+log = logging.getLogger("jaxcomp.train")
+
+Batch = dict[str, np.ndarray]
+Metrics = dict[str, Any]
+
+
+class Task(Protocol):
+    """What a system gives the trainer. All three are pure and jit-compatible.
+
+    ``init(rng, batch) -> state``: a pytree (usually :class:`~jaxcomp.train.TrainState`).
+    ``train_step(state, batch, rng) -> (state, metrics)``: metrics are scalars.
+    ``eval_step(state, batch) -> metrics``: per-example arrays ``[B]`` (or scalars);
+    the trainer drops padded examples and averages.
+    """
+
+    def init(self, rng: jax.Array, batch: Batch) -> Any: ...
+    def train_step(self, state: Any, batch: Batch, rng: jax.Array) -> tuple[Any, Metrics]: ...
+    def eval_step(self, state: Any, batch: Batch) -> Metrics: ...
+
+
+class Batches(Protocol):
+    """Host-side data: each host yields its own shard of every global batch."""
+
+    batch_size: int  # global
+
+    def train_batches(self, start_step: int = 0) -> Iterator[Batch]: ...
+    def eval_batches(self, batch_size: int) -> Iterator[Batch]: ...
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing or does not fit the model the config describes."""
+
+
+def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
+    """Calls ``jax.distributed.initialize()`` when ``config.distributed`` is true (multi-host)."""
+    if config.get("distributed", False) and jax.process_count() == 1:
+        jax.distributed.initialize()
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A 1-D mesh with axis ``data`` over ``devices`` (default: all devices of all hosts)."""
+    devices = jax.devices() if devices is None else list(devices)
+    return Mesh(np.asarray(devices), ("data",))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec("data"))
+
+
+def shard_batch(batch: Batch, mesh: Mesh) -> dict[str, jax.Array]:
+    """Makes global arrays from this host's part of a batch, split over the ``data`` axis."""
+    sharding = batch_sharding(mesh)
+    n = mesh.devices.size
+    out = {}
+    for key, value in batch.items():
+        value = np.asarray(value)
+        global_shape = (value.shape[0] * jax.process_count(),) + value.shape[1:]
+        if global_shape[0] % n:
+            raise ValueError(
+                f"global batch of {global_shape[0]} examples ({key!r}) cannot be split over {n} devices; "
+                f"use a batch size divisible by {n}"
+            )
+        out[key] = jax.make_array_from_process_local_data(sharding, value, global_shape)
+    return out
+
+
+def compile_steps(task: Task, mesh: Mesh) -> tuple[Callable, Callable]:
+    """Jitted ``train_step(state, batch, rng, step)`` and ``eval_step(state, batch)``.
+
+    The per-step rng is ``fold_in(rng, step)``, computed inside the compiled function so
+    that a resumed run draws the same randomness as an uninterrupted one.
+    """
+    rep = replicated(mesh)
+
+    def train_step(state, batch, rng, step):
+        return task.train_step(state, batch, jax.random.fold_in(rng, step))
+
+    train = jax.jit(train_step, out_shardings=(rep, rep), donate_argnums=(0,))
+    evaluate = jax.jit(task.eval_step, out_shardings=rep)
+    return train, evaluate
+
+
+def init_state(task: Task, batch: Batch, rng: jax.Array, mesh: Mesh) -> Any:
+    """The task's initial state, replicated over the mesh."""
+    return jax.jit(task.init, out_shardings=replicated(mesh))(rng, shard_batch(batch, mesh))
+
+
+def abstract_state(task: Task, batch: Batch, rng: jax.Array, mesh: Mesh) -> Any:
+    """Shapes, dtypes and shardings of the task's state, without computing it."""
+    rep = replicated(mesh)
+    shapes = jax.eval_shape(task.init, rng, {k: jax.ShapeDtypeStruct(v.shape, v.dtype)
+                                              for k, v in batch.items()})
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), shapes)
+
+
+def checkpoint_manager(workdir: str, keep: int = 3) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"), options=options)
+
+
+def restore_checkpoint(manager: ocp.CheckpointManager, abstract: Any, step: int | None = None) -> Any:
+    """Restores ``step`` (default: the latest) into the structure of ``abstract``."""
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise CheckpointError(f"no checkpoint in {manager.directory}")
+    if step not in manager.all_steps():
+        raise CheckpointError(f"no checkpoint for step {step} in {manager.directory}; "
+                              f"available: {sorted(manager.all_steps())}")
+    try:
+        return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(
+            f"checkpoint {manager.directory}/{step} does not match the model of this config "
+            f"(different architecture or task?): {str(e)[:500]}"
+        ) from e
+
+
+def evaluate(eval_step: Callable, state: Any, batches: Iterator[Batch], mesh: Mesh) -> dict[str, float]:
+    """Mean of the per-example metrics of ``eval_step`` over all valid examples."""
+    sums: dict[str, float] = {}
+    count = 0
+    for batch in batches:
+        valid = np.asarray(batch.pop("valid", np.ones(len(next(iter(batch.values()))), bool)))
+        metrics = eval_step(state, shard_batch(batch, mesh))
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            metrics = multihost_utils.process_allgather(metrics, tiled=True)
+            valid = multihost_utils.process_allgather(valid, tiled=True)
+        metrics = jax.device_get(metrics)
+        n = int(valid.sum())
+        for key, value in metrics.items():
+            value = np.asarray(value, np.float64)
+            total = float((value * valid).sum()) if value.ndim else float(value) * n
+            sums[key] = sums.get(key, 0.0) + total
+        count += n
+    if count == 0:
+        return {}
+    return {key: value / count for key, value in sums.items()}
+
+
+class MetricWriter:
+    """TensorBoard (tensorboardX) and ``metrics.jsonl`` on host 0; nothing elsewhere."""
+
+    def __init__(self, workdir: str):
+        self.active = jax.process_index() == 0
+        self._tb = None
+        self._jsonl = None
+        if self.active:
+            os.makedirs(workdir, exist_ok=True)
+            try:
+                from tensorboardX import SummaryWriter
+                self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            except ImportError:
+                log.warning("tensorboardX not installed: no TensorBoard summaries")
+            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+
+    def write(self, step: int, metrics: dict[str, float], prefix: str) -> None:
+        if not self.active:
+            return
+        if self._tb is not None:
+            for key, value in metrics.items():
+                self._tb.add_scalar(f"{prefix}/{key}", value, step)
+            self._tb.flush()
+        self._jsonl.write(json.dumps({"step": step, "split": prefix, **metrics}) + "\n")
+        self._jsonl.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+        if self._jsonl is not None:
+            self._jsonl.close()
+
+
+def _save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+    if jax.process_index() != 0:
+        return
+    path = os.path.join(workdir, "config.json")
+    text = config.to_json_best_effort(indent=2, sort_keys=True)
+    if os.path.exists(path):
+        with open(path) as f:
+            if f.read() != text:
+                log.warning("config differs from the one saved in %s; saving the new one beside it", workdir)
+                os.replace(path, path + f".{int(time.time())}")
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def train(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    task: Task,
+    data: Batches,
+    callbacks: Sequence[Callable[[int, Any, Metrics], None]] = (),
+    mesh: Mesh | None = None,
+    progress: bool = True,
+) -> tuple[Any, dict[str, float]]:
+    """Trains ``task`` on ``data`` for ``config.steps`` steps; resumes from ``workdir``.
+
+    Config keys read: ``seed``, ``steps``, ``log_every``, ``eval_every``,
+    ``checkpoint_every``, ``keep``, ``eval_batch_size`` (all ints).
+    ``callbacks(step, state, metrics)`` run on the host after every step (``metrics``
+    holds device arrays; reading them synchronises).
+
+    Returns:
+      The final state and the last evaluation metrics (empty without validation data).
+    """
+    mesh = make_mesh() if mesh is None else mesh
+    os.makedirs(workdir, exist_ok=True)
+    _save_config(config, workdir)
+    rng = jax.random.PRNGKey(config.seed)
+    init_rng, train_rng = jax.random.split(rng)
+
+    manager = checkpoint_manager(workdir, config.keep)
+    start_step = manager.latest_step() or 0
+    batches = data.train_batches(start_step)
+    first = next(batches)
+    if start_step:
+        state = restore_checkpoint(manager, abstract_state(task, first, init_rng, mesh), start_step)
+        log.info("resumed from %s at step %d", manager.directory, start_step)
+    else:
+        state = init_state(task, first, init_rng, mesh)
+    train_step, eval_step = compile_steps(task, mesh)
+    writer = MetricWriter(workdir)
+    eval_metrics: dict[str, float] = {}
+
+    def run_eval(step: int) -> dict[str, float]:
+        metrics = evaluate(eval_step, state, data.eval_batches(config.eval_batch_size), mesh)
+        if metrics:
+            writer.write(step, metrics, "eval")
+            if progress and jax.process_index() == 0:
+                tqdm.write(f"step {step} eval: " + _fmt(metrics))
+        return metrics
+
+    bar = tqdm(total=config.steps, initial=start_step, disable=not progress or jax.process_index() != 0,
+               dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0, desc="train")
+    pending: list[Metrics] = []
+    last_log_time, last_log_step = time.perf_counter(), start_step
+    step = start_step
+    batch = first
+    try:
+        while step < config.steps:
+            state, metrics = train_step(state, shard_batch(batch, mesh), train_rng, np.int32(step))
+            step += 1
+            pending.append(metrics)
+            for callback in callbacks:
+                callback(step, state, metrics)
+            bar.update(1)
+            if step % config.log_every == 0 or step == config.steps:
+                means = {k: float(np.mean([float(m[k]) for m in pending])) for k in pending[0]}
+                now = time.perf_counter()
+                means["steps_per_sec"] = (step - last_log_step) / max(now - last_log_time, 1e-9)
+                last_log_time, last_log_step = now, step
+                writer.write(step, means, "train")
+                bar.set_postfix_str(_fmt(means))
+                pending.clear()
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                manager.save(step, args=ocp.args.StandardSave(state))
+            if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
+                eval_metrics = run_eval(step)
+            if step < config.steps:
+                batch = next(batches)
+    finally:
+        bar.close()
+        manager.wait_until_finished()
+        manager.close()
+        writer.close()
+        getattr(batches, "close", lambda: None)()
+    if not eval_metrics and step == start_step and config.eval_every:
+        eval_metrics = run_eval(step)  # already trained to the end: report, do not train
+    return state, eval_metrics
+
+
+def restore_for_eval(
+    config: ml_collections.ConfigDict, workdir: str, task: Task, example_batch: Batch,
+    step: int | None = None, mesh: Mesh | None = None,
+) -> Any:
+    """The state saved in ``workdir`` (latest step by default), for evaluation or coding."""
+    mesh = make_mesh() if mesh is None else mesh
+    init_rng, _ = jax.random.split(jax.random.PRNGKey(config.seed))
+    manager = checkpoint_manager(workdir, config.keep)
+    try:
+        return restore_checkpoint(manager, abstract_state(task, example_batch, init_rng, mesh), step)
+    finally:
+        manager.close()
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+
+
+__all__ = [
+    "Batches", "CheckpointError", "Task", "abstract_state", "batch_sharding", "checkpoint_manager",
+    "compile_steps", "evaluate", "init_state", "make_mesh", "maybe_initialize_distributed",
+    "replicated", "restore_checkpoint", "restore_for_eval", "shard_batch", "train",
+]

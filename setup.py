@@ -1,0 +1,35 @@
+"""jaxcomp: ten systems of learned compression and greedy optimisation in JAX/Flax."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="jaxcomp",
+    version="0.1.0",
+    description="L3C, context-model and GAN compression, born-again networks, StrassenNets, "
+    "ECG classification and matching pursuits in JAX/Flax",
+    python_requires=">=3.10",
+    packages=find_packages(include=["jaxcomp", "jaxcomp.*"]),
+    package_data={"jaxcomp": ["data/samples/*.png", "data/samples/*.md"]},
+    install_requires=[
+        "jax>=0.4.30",
+        "flax>=0.8",
+        "optax>=0.2",
+        "orbax-checkpoint>=0.6",
+        "constriction>=0.4",
+        "tensorflow-datasets>=4.9",
+        "numpy>=1.26",
+        "ml_collections>=0.1.1",
+        "pillow>=10",
+        "tqdm>=4.60",
+        "tensorboardX>=2.6",
+        "scipy>=1.11",
+        "scikit-learn>=1.3",
+        "matplotlib>=3.7",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "ruff>=0.5", "nbformat>=5", "nbclient>=0.10", "ipykernel>=6",
+                "imagecodecs>=2024.1"],
+        "bench": ["imagecodecs>=2024.1"],
+        "tf": ["tensorflow"],
+    },
+)

@@ -1,0 +1,141 @@
+"""The trainer: resume after a kill, sharding over devices, evaluation masks, config errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from jaxcomp import tasks
+from jaxcomp import train as trainer
+from jaxcomp.configs import ConfigError, apply_overrides, load_config
+from jaxcomp.data import DataError, build_image_data
+
+
+class Killed(Exception):
+    pass
+
+
+def _params(state):
+    return [np.asarray(x) for x in jax.tree.leaves(state.params)]
+
+
+def test_kill_and_resume_continues_from_the_same_state(l3c_tiny_config, tmp_path):
+    config = apply_overrides(l3c_tiny_config, ["steps=6", "checkpoint_every=2", "eval_every=0"])
+    task, data = tasks.build(config)
+    reference, _ = trainer.train(config, str(tmp_path / "straight"), task, data, progress=False)
+
+    def kill_at_5(step, state, metrics):
+        if step == 5:
+            raise Killed
+
+    workdir = str(tmp_path / "killed")
+    with pytest.raises(Killed):
+        trainer.train(config, workdir, task, data, callbacks=[kill_at_5], progress=False)
+    manager = trainer.checkpoint_manager(workdir)
+    assert manager.latest_step() == 4  # step 5 was lost with the kill
+    manager.close()
+    resumed, _ = trainer.train(config, workdir, task, data, progress=False)
+    assert int(resumed.step) == 6
+    for a, b in zip(_params(reference), _params(resumed)):
+        np.testing.assert_array_equal(a, b)
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert json.load(f)["model"]["features"] == config.model.features
+    lines = [json.loads(x) for x in open(os.path.join(workdir, "metrics.jsonl"))]
+    assert any(x["split"] == "train" and "bpsp" in x for x in lines)
+    assert os.listdir(os.path.join(workdir, "tensorboard"))
+
+    # the saved state restores for evaluation; a checkpoint of another architecture is refused
+    batch = data.train_batch(0)
+    restored = trainer.restore_for_eval(config, workdir, task, batch)
+    for a, b in zip(_params(reference), _params(restored)):
+        np.testing.assert_array_equal(a, b)
+    wider = apply_overrides(config, ["model.features=12"])
+    with pytest.raises(trainer.CheckpointError, match="does not match"):
+        trainer.restore_for_eval(wider, workdir, tasks.build(wider)[0], batch)
+
+
+MULTI_DEVICE_SCRIPT = r"""
+import json, jax, numpy as np
+from jaxcomp import tasks, train as trainer
+from jaxcomp.configs import load_config
+config = load_config(CONFIG)
+task, data = tasks.build(config)
+batch = data.train_batch(0)
+rng = jax.random.PRNGKey(0)
+out = {}
+for n in (1, 4):
+    mesh = trainer.make_mesh(jax.devices()[:n])
+    state = trainer.init_state(task, batch, rng, mesh)
+    before = [np.asarray(x) for x in jax.tree.leaves(state.params)]
+    step, _ = trainer.compile_steps(task, mesh)
+    sharded = trainer.shard_batch(batch, mesh)
+    assert len(sharded["image"].sharding.device_set) == n
+    state, metrics = step(state, sharded, rng, np.int32(0))
+    after = [np.asarray(x) for x in jax.tree.leaves(state.params)]
+    out[n] = dict(loss=float(metrics["bpsp"]), update=[(a - b).tolist() for a, b in zip(after, before)])
+print(json.dumps(dict(devices=jax.device_count(), one=out[1], four=out[4])))
+"""
+
+
+def test_four_devices_give_the_same_loss_and_update_as_one(repo):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    script = MULTI_DEVICE_SCRIPT.replace("CONFIG", repr(str(repo / "configs" / "l3c.py") + ":tiny"))
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=repo)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["devices"] == 4
+    np.testing.assert_allclose(result["four"]["loss"], result["one"]["loss"], rtol=1e-5)
+    for a, b in zip(result["four"]["update"], result["one"]["update"]):
+        a, b = np.asarray(a), np.asarray(b)
+        np.testing.assert_allclose(a, b, atol=1e-6 + 1e-3 * np.abs(b).max())
+
+
+def test_evaluation_ignores_padding(l3c_tiny_config):
+    task, data = tasks.build(l3c_tiny_config)
+    mesh = trainer.make_mesh()
+    state = trainer.init_state(task, data.train_batch(0), jax.random.PRNGKey(0), mesh)
+    _, eval_step = trainer.compile_steps(task, mesh)
+    tiles = data.eval_tiles()
+    assert len(tiles) % 7 != 0  # so the last batch of 7 is padded
+    padded = trainer.evaluate(eval_step, state, data.eval_batches(7), mesh)
+    exact = eval_step(state, {"image": tiles})
+    np.testing.assert_allclose(padded["bpsp"], float(np.mean(exact["bpsp"])), rtol=1e-5)
+
+
+def test_optimizers_and_schedules(l3c_tiny_config):
+    opt = apply_overrides(l3c_tiny_config, ["optimizer.name=rmsprop", "optimizer.schedule=step",
+                                            "optimizer.decay_every=5", "optimizer.decay_rate=0.75"]).optimizer
+    _, schedule = trainer.make_optimizer(opt)
+    np.testing.assert_allclose([schedule(0), schedule(4), schedule(5), schedule(10)],
+                               [3e-3, 3e-3, 3e-3 * 0.75, 3e-3 * 0.75**2], rtol=1e-6)
+    with pytest.raises(ValueError, match="optimizer.name"):
+        trainer.make_optimizer(apply_overrides(l3c_tiny_config, ["optimizer.name=lbfgs"]).optimizer)
+
+
+def test_config_errors_are_clear(repo, tmp_path):
+    spec = str(repo / "configs" / "l3c.py")
+    with pytest.raises(ConfigError, match=r"no key 'model.featurs'.*did you mean 'model.features'"):
+        load_config(spec + ":tiny", ["model.featurs=3"])
+    with pytest.raises(ConfigError, match="no variant 'huge'"):
+        load_config(spec + ":huge")
+    with pytest.raises(ConfigError, match="expects int"):
+        load_config(spec + ":tiny", ["model.features=wide"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(str(tmp_path / "nope.py"))
+    config = load_config(spec + ":tiny", ["data.source=folder", f"data.path={tmp_path / 'missing'}"])
+    with pytest.raises(DataError, match="image folder not found"):
+        build_image_data(config.data)
+    with pytest.raises(AttributeError):
+        config.model.featurs  # noqa: B018 — the loaded config is locked against typos
+
+
+def test_command_line_reports_errors_without_traceback(repo, tmp_path):
+    cmd = [sys.executable, "-m", "experiments.train", "--config", "configs/l3c.py:tiny",
+           "--workdir", str(tmp_path), "--config.data.pth=x"]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=repo)
+    assert out.returncode == 2
+    assert "no key 'data.pth'" in out.stderr and "Traceback" not in out.stderr
