@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 
 from jaxcomp.entropy import logistic_mixture as lm
-from jaxcomp.nn import AtrousHead, ResBody, pixel_shuffle
+from jaxcomp.nn import AtrousHead, Conv, ResBody, pixel_shuffle
 from jaxcomp.quantize import soft_hard_quantize, uniform_levels
 from jaxcomp.train import TrainState, make_optimizer
 
@@ -84,9 +84,9 @@ class Encoder(nn.Module):
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         """Returns ``(features [B,h,w,Cf], z_hat [B,h,w,C], symbols int32 [B,h,w,C])``."""
         s = self.spec
-        h = nn.Conv(s.features, (5, 5), strides=(2, 2), padding=((2, 2), (2, 2)), name="head")(x)
+        h = Conv(s.features, (5, 5), strides=(2, 2), padding=((2, 2), (2, 2)), name="head")(x)
         h = ResBody(s.features, s.blocks, name="body")(h)
-        z = nn.Conv(s.latent_channels, (1, 1), name="tail")(h)
+        z = Conv(s.latent_channels, (1, 1), name="tail")(h)
         z_hat, symbols = soft_hard_quantize(z, uniform_levels(s.levels), s.sigma)
         return h, z_hat, symbols
 
@@ -101,11 +101,11 @@ class Decoder(nn.Module):
     def __call__(self, z: jax.Array, coarser: jax.Array | None) -> tuple[jax.Array, jax.Array]:
         """Returns ``(features [B,2h,2w,Cf], mixture parameters [B,2h,2w,P])``."""
         s = self.spec
-        h = nn.Conv(s.features, (1, 1), name="head")(z)
+        h = Conv(s.features, (1, 1), name="head")(z)
         if coarser is not None:
             h = h + coarser
         h = ResBody(s.features, s.blocks, name="body")(h)
-        h = nn.Conv(4 * s.features, (3, 3), name="upsample")(h)
+        h = Conv(4 * s.features, (3, 3), name="upsample")(h)
         f = pixel_shuffle(h, 2)
         autoregressive = self.out_channels == 3
         p = lm.num_mixture_params(self.out_channels, s.mixtures, autoregressive)

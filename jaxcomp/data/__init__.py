@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import jax
 import ml_collections
 
@@ -27,13 +29,29 @@ __all__ = [
 ]
 
 
+def _split(files: list[str], data: ml_collections.ConfigDict) -> tuple[list[str], list[str]]:
+    if data.get("val_path"):
+        return files, list_images(data.val_path)
+    if data.source == "folder" and data.get("holdout", "hash") == "samples":
+        shipped = {os.path.basename(p) for p in sample_image_paths()}
+        val = [f for f in files if os.path.basename(f) in shipped]
+        if val and len(val) < len(files):
+            return [f for f in files if f not in val], val
+    elif data.get("holdout", "hash") not in ("samples", "hash"):
+        raise DataError(f"data.holdout must be 'samples' or 'hash', not {data.holdout!r}")
+    return split_files(files, data.num_val)
+
+
 def build_image_data(data: ml_collections.ConfigDict) -> ImageBatches:
     """Builds :class:`ImageBatches` from a ``config.data`` block.
 
     ``data.source`` picks where images come from:
       * ``"samples"`` — the photos shipped inside the package;
-      * ``"folder"`` — ``data.path`` (``data.val_path`` if given, else ``data.num_val``
-        images held out by a stable hash of their names);
+      * ``"folder"`` — ``data.path``; validation images are ``data.val_path`` if given,
+        else (``data.holdout="samples"``) the images named like the photos the package
+        ships, so that anything evaluated on the shipped photos is evaluated on held-out
+        images; else (``"hash"``, or no such names) ``data.num_val`` images chosen by a
+        stable hash of their names;
       * ``"tfds"`` — ``data.tfds_name`` with ``data.tfds_train_split`` / ``tfds_val_split``
         from ``data.tfds_data_dir`` (array_record, no TensorFlow needed).
     Each host reads its own shard: batch ``step`` differs per ``jax.process_index()``.
@@ -46,10 +64,7 @@ def build_image_data(data: ml_collections.ConfigDict) -> ImageBatches:
             if not data.path:
                 raise DataError("data.source='folder' needs data.path (a folder of images)")
             files = list_images(data.path)
-        if data.get("val_path"):
-            train_files, val_files = files, list_images(data.val_path)
-        else:
-            train_files, val_files = split_files(files, data.num_val)
+        train_files, val_files = _split(files, data)
         train = ImageFolderSource(train_files, cache=data.cache)
         val = ImageFolderSource(val_files, cache=data.cache) if val_files else None
     elif source == "tfds":

@@ -90,9 +90,21 @@ def bin_log_prob(
     is_last = value > x_max - half
     log_cdf_upper = jnp.where(is_last, 0.0, jax.nn.log_sigmoid(upper))
     log_sf_lower = jnp.where(is_first, 0.0, jax.nn.log_sigmoid(-lower))
-    # width of the bin in logit space; for edge bins the open side contributes log(1) = 0
-    gap = jnp.where(is_first | is_last, jnp.inf, upper - lower)
-    return log_cdf_upper + log_sf_lower + jnp.log(-jnp.expm1(-gap))
+    # log(1 - exp(-g)) for the bin width g = upper - lower = 2 * half / s, from log g
+    # analytically so that very wide logistics (g underflowing) keep finite values and
+    # gradients; for edge bins the open side contributes log(1) = 0.
+    log_gap = jnp.log(2 * half) - log_scales
+    log_width = _log1mexp(jnp.exp(jnp.minimum(log_gap, 30.0)), log_gap)
+    return log_cdf_upper + log_sf_lower + jnp.where(is_first | is_last, 0.0, log_width)
+
+
+def _log1mexp(gap: jax.Array, log_gap: jax.Array) -> jax.Array:
+    """``log(1 - exp(-gap))`` for ``gap > 0``, stable for tiny and large ``gap``."""
+    safe_small = jnp.minimum(gap, 0.6931)
+    safe_large = jnp.maximum(gap, 0.6931)
+    small = jnp.where(log_gap < -15.0, log_gap - gap / 2, jnp.log(-jnp.expm1(-jnp.maximum(safe_small, 1e-30))))
+    large = jnp.log1p(-jnp.exp(-safe_large))
+    return jnp.where(gap < 0.6931, small, large)
 
 
 def mixture_log_prob(

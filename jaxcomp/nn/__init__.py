@@ -8,6 +8,18 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+# PyTorch's default conv initialisation (kaiming_uniform with a=sqrt(5), i.e. U(+-1/sqrt(fan_in))):
+# the reference implementations (L3C, the CVPR'18 context model) train from it, and deep
+# residual stacks without normalisation start with much smaller activations than under
+# Flax's lecun_normal default.
+torch_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def Conv(features: int, kernel_size: tuple[int, ...], **kwargs) -> nn.Conv:  # noqa: N802 — a module factory
+    """``nn.Conv`` with :data:`torch_kernel_init` unless ``kernel_init`` is given."""
+    kwargs.setdefault("kernel_init", torch_kernel_init)
+    return nn.Conv(features, kernel_size, **kwargs)
+
 
 def pixel_shuffle(x: jax.Array, factor: int) -> jax.Array:
     """Depth-to-space: ``[B, H, W, C*f*f] -> [B, H*f, W*f, C]`` (PyTorch's PixelShuffle order)."""
@@ -30,9 +42,9 @@ class ResBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         k = (self.kernel, self.kernel)
-        y = nn.Conv(self.features, k, dtype=self.dtype, name="conv1")(x)
+        y = Conv(self.features, k, dtype=self.dtype, name="conv1")(x)
         y = nn.relu(y)
-        y = nn.Conv(self.features, k, dtype=self.dtype, name="conv2")(y)
+        y = Conv(self.features, k, dtype=self.dtype, name="conv2")(y)
         return x + y
 
 
@@ -49,7 +61,7 @@ class ResBody(nn.Module):
         y = x
         for i in range(self.blocks):
             y = ResBlock(self.features, self.kernel, self.dtype, name=f"block{i}")(y)
-        y = nn.Conv(self.features, (self.kernel, self.kernel), dtype=self.dtype, name="conv")(y)
+        y = Conv(self.features, (self.kernel, self.kernel), dtype=self.dtype, name="conv")(y)
         return x + y
 
 
@@ -64,7 +76,7 @@ class AtrousHead(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         branches = [
-            nn.Conv(self.features, (3, 3), kernel_dilation=(r, r), dtype=self.dtype, name=f"atrous{r}")(x)
+            Conv(self.features, (3, 3), kernel_dilation=(r, r), dtype=self.dtype, name=f"atrous{r}")(x)
             for r in self.rates
         ]
-        return nn.Conv(self.outputs, (1, 1), dtype=self.dtype, name="out")(jnp.concatenate(branches, -1))
+        return Conv(self.outputs, (1, 1), dtype=self.dtype, name="out")(jnp.concatenate(branches, -1))

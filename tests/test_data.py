@@ -1,0 +1,142 @@
+"""Image data: folders, shipped samples, tfds (array_record, no TensorFlow), transforms."""
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxcomp.configs import apply_overrides
+from jaxcomp.data import (
+    DataError,
+    ImageFolderSource,
+    build_image_data,
+    image_tiles,
+    load_image,
+    random_crop,
+    sample_image_paths,
+    split_files,
+)
+
+
+def test_samples_are_real_rgb_photos():
+    paths = sample_image_paths()
+    assert len(paths) >= 6
+    for p in paths:
+        img = load_image(p)
+        assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+        assert min(img.shape[:2]) >= 256 and img.std() > 20  # a photo, not a flat placeholder
+
+
+def test_batches_are_deterministic_per_step_and_host(l3c_tiny_config):
+    data = build_image_data(l3c_tiny_config.data)
+    a, b, c = data.train_batch(3), data.train_batch(3), data.train_batch(4)
+    assert a["image"].shape == (4, 16, 16, 3) and a["image"].dtype == np.uint8
+    np.testing.assert_array_equal(a["image"], b["image"])
+    assert not np.array_equal(a["image"], c["image"])
+    it = data.train_batches(3)
+    np.testing.assert_array_equal(next(it)["image"], a["image"])
+    np.testing.assert_array_equal(next(it)["image"], c["image"])
+    it.close()
+    other_host = build_image_data(l3c_tiny_config.data)
+    other_host.process_index = 1
+    assert not np.array_equal(other_host.train_batch(3)["image"], a["image"])
+
+
+def test_random_crop_downscale_and_flip():
+    img = load_image(sample_image_paths()[0])
+    rng = np.random.default_rng(0)
+    crop = random_crop(img, rng, 64, flip=False)
+    assert crop.shape == (64, 64, 3)
+    # the crop is a window of the image
+    found = any(np.array_equal(img[y:y + 64, x:x + 64], crop)
+                for y in range(img.shape[0] - 63) for x in range(img.shape[1] - 63))
+    assert found
+    small = random_crop(img, np.random.default_rng(1), 64, flip=False, downscale=(0.5, 0.5))
+    assert small.shape == (64, 64, 3)
+    # downscaled by 2: smoother than a plain crop of the same size (less high-frequency energy)
+    flipped = random_crop(img, np.random.default_rng(0), 64, flip=True, downscale=(1, 1))
+    assert flipped.shape == (64, 64, 3)
+    with pytest.raises(DataError, match="smaller than the crop"):
+        random_crop(img[:20, :20], rng, 64)
+
+
+def test_tiles_cover_the_image_in_order():
+    img = np.arange(70 * 100 * 3, dtype=np.uint32).reshape(70, 100, 3)
+    t = image_tiles(img, 32)
+    assert t.shape == (2 * 3, 32, 32, 3)
+    np.testing.assert_array_equal(t[4], img[32:64, 32:64])
+    assert image_tiles(img[:10], 32).shape[0] == 0
+
+
+def test_split_is_stable_and_disjoint():
+    files = [f"/x/img{i}.png" for i in range(10)]
+    train, val = split_files(files, 3)
+    assert len(val) == 3 and not set(train) & set(val) and set(train) | set(val) == set(files)
+    train2, val2 = split_files(files + ["/x/new.png"], 3)
+    assert len(set(val) & set(val2)) >= 2  # adding a file barely moves the split
+    with pytest.raises(DataError):
+        split_files(files, 10)
+
+
+def test_folder_source_holds_out_the_shipped_sample_names(l3c_tiny_config, tmp_path):
+    names = [os.path.basename(p) for p in sample_image_paths()]
+    for name in names[:2] + ["other1.png", "other2.png"]:
+        Image.fromarray(np.full((40, 40, 3), 7, np.uint8)).save(tmp_path / name)
+    config = apply_overrides(l3c_tiny_config, ["data.source=folder", f"data.path={tmp_path}"])
+    data = build_image_data(config.data)
+    assert sorted(os.path.basename(f) for f in data.val.files) == sorted(names[:2])
+    assert sorted(os.path.basename(f) for f in data.train.files) == ["other1.png", "other2.png"]
+
+
+def test_bad_images_give_clear_errors(tmp_path):
+    Image.fromarray(np.zeros((8, 8, 4), np.uint8)).save(tmp_path / "alpha.png")
+    with pytest.raises(DataError, match="alpha"):
+        load_image(str(tmp_path / "alpha.png"))
+    Image.fromarray(np.zeros((8, 8), np.uint16)).save(tmp_path / "deep.png")
+    with pytest.raises(DataError, match="bits"):
+        load_image(str(tmp_path / "deep.png"))
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with pytest.raises(DataError, match="cannot decode"):
+        ImageFolderSource([str(tmp_path / "broken.png")])[0]
+    gray = tmp_path / "gray.png"
+    Image.fromarray(np.full((8, 8), 9, np.uint8)).save(gray)
+    assert load_image(str(gray)).shape == (8, 8, 3)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="no images"):
+        ImageFolderSource.from_folder(str(empty))
+
+
+def test_tfds_array_record_source_without_tensorflow(l3c_tiny_config, tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    photos = [load_image(p)[:48, :64] for p in sample_image_paths()[:5]]
+
+    class JaxcompTinyPhotos(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            image = tfds.features.Tensor(shape=(None, None, 3), dtype=np.uint8, encoding="bytes")
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({"image": image}))
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples(photos[:3]), "validation": self._generate_examples(photos[3:])}
+
+        def _generate_examples(self, images):
+            for i, img in enumerate(images):
+                yield i, {"image": img}
+
+    JaxcompTinyPhotos(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
+    config = apply_overrides(l3c_tiny_config, [
+        "data.source=tfds", "data.tfds_name=jaxcomp_tiny_photos", f"data.tfds_data_dir={tmp_path}",
+        "data.tfds_val_split=validation"])
+    data = build_image_data(config.data)
+    assert len(data.train) == 3 and len(data.val) == 2
+    batch = data.train_batch(0)["image"]
+    assert batch.shape == (4, 16, 16, 3)
+    windows = [p[y:y + 16, x:x + 16] for p in photos[:3] for y in range(33) for x in range(49)]
+    assert any(np.array_equal(batch[0], w) or np.array_equal(batch[0], w[:, ::-1]) for w in windows)
+    assert data.eval_tiles().shape == (2 * 2, 32, 32, 3)
+    missing = apply_overrides(config, ["data.tfds_name=no_such_dataset_here"])
+    with pytest.raises(DataError, match="not available"):
+        build_image_data(missing.data)
