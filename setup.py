@@ -9,7 +9,8 @@ setup(
     "ECG classification and matching pursuits in JAX/Flax",
     python_requires=">=3.10",
     packages=find_packages(include=["jaxcomp", "jaxcomp.*"]),
-    package_data={"jaxcomp": ["data/samples/*.png", "data/samples/*.md"]},
+    package_data={"jaxcomp": ["data/samples/*.png", "data/samples/*.md", "codecs/pretrained/*.msgpack",
+                               "codecs/pretrained/*.json", "codecs/pretrained/*.md"]},
     install_requires=[
         "jax>=0.4.30",
         "flax>=0.8",
@@ -32,4 +33,5 @@ setup(
         "bench": ["imagecodecs>=2024.1"],
         "tf": ["tensorflow"],
     },
+    entry_points={"console_scripts": ["jaxcomp=jaxcomp.cli:main"]},
 )

@@ -7,11 +7,24 @@ from typing import Any
 import ml_collections
 
 
-def build(config: ml_collections.ConfigDict) -> tuple[Any, Any]:
-    """Returns ``(task, batches)`` for ``config.task``."""
+def build_task(config: ml_collections.ConfigDict) -> tuple[Any, str]:
+    """Returns ``(task, data kind)`` for ``config.task`` without touching any data."""
     name = config.task
     if name == "l3c":
         from jaxcomp.codecs.l3c import L3CTask
-        from jaxcomp.data import build_image_data
-        return L3CTask(config), build_image_data(config.data)
+        return L3CTask(config), "images"
     raise ValueError(f"unknown config.task {name!r}; known tasks: l3c")
+
+
+def build_data(config: ml_collections.ConfigDict, kind: str) -> Any:
+    """The host-side batches for a task's data kind."""
+    if kind == "images":
+        from jaxcomp.data import build_image_data
+        return build_image_data(config.data)
+    raise ValueError(f"unknown data kind {kind!r}")
+
+
+def build(config: ml_collections.ConfigDict) -> tuple[Any, Any]:
+    """Returns ``(task, batches)`` for ``config.task``."""
+    task, kind = build_task(config)
+    return task, build_data(config, kind)

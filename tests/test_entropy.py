@@ -79,3 +79,19 @@ def test_log_prob_gradients_are_finite_at_extremes():
     g = jax.grad(nll)(raw)
     assert np.isfinite(np.asarray(g)).all()
     assert np.isfinite(float(nll(raw)))
+
+
+@pytest.mark.parametrize("levels", [25, 256])
+def test_coding_pmf_matches_the_training_likelihood(levels):
+    rng = np.random.default_rng(3)
+    raw = rng.normal(size=(1, 3, 3, lm.num_mixture_params(3, 4, True))).astype(np.float32)
+    raw[..., 24:36] = rng.uniform(-7, 0.5, size=(1, 3, 3, 12))
+    p = lm.split_mixture_params(jnp.asarray(raw), 3, 4, autoregressive=True)
+    x = jnp.asarray(rng.integers(0, levels, (1, 3, 3, 3)) / ((levels - 1) / 2) - 1.0, jnp.float32)
+    pmf = np.asarray(lm.mixture_pmf(p, x, levels), np.float64)
+    np.testing.assert_allclose(pmf.sum(-1), 1.0, atol=1e-5)
+    exact = np.exp(np.asarray(lm.mixture_log_pmf(p, x, levels), np.float64))
+    np.testing.assert_allclose(pmf, exact, atol=1e-6, rtol=1e-3)
+    for c in range(3):
+        np.testing.assert_array_equal(np.asarray(lm.mixture_pmf(p, x, levels, channel=c))[..., 0, :],
+                                      np.asarray(lm.mixture_pmf(p, x, levels))[..., c, :])

@@ -6,10 +6,11 @@ from jaxcomp.entropy.logistic_mixture import (
     bin_log_prob,
     mixture_log_pmf,
     mixture_log_prob,
+    mixture_pmf,
     split_mixture_params,
 )
 
 __all__ = [
-    "LOG_SCALES_MIN", "MixtureParams", "bin_log_prob", "mixture_log_pmf", "mixture_log_prob",
+    "LOG_SCALES_MIN", "MixtureParams", "bin_log_prob", "mixture_log_pmf", "mixture_log_prob", "mixture_pmf",
     "split_mixture_params",
 ]

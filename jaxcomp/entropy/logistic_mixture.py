@@ -137,3 +137,36 @@ def mixture_log_pmf(
                              levels, x_min, x_max)  # [B, H, W, C, L, K]
     log_weights = jax.nn.log_softmax(params.logit_weights, axis=-1)[..., None, :]
     return jax.nn.logsumexp(log_probs + log_weights, axis=-1)
+
+
+def mixture_pmf(
+    params: MixtureParams, x: jax.Array | None, levels: int, x_min: float = -1.0, x_max: float = 1.0,
+    channel: int | None = None,
+) -> jax.Array:
+    """PMF over all levels for entropy coding, ``float32 [B, H, W, C, levels]``.
+
+    Computed from the mixture CDF at the ``levels - 1`` bin edges: each bin's mass is a
+    difference of CDFs below the component's mean and of survival functions above it, so
+    tail bins keep their relative precision. It agrees with :func:`mixture_log_prob` to
+    float precision and costs a fraction of :func:`mixture_log_pmf`. ``channel`` restricts
+    the output to one channel (``[B, H, W, 1, levels]``): a decoder of RGB asks for R, then G
+    given R, then B given R and G (``x`` holds the decoded values; later channels ignored).
+    """
+    means = conditioned_means(params, x)
+    log_scales, logits = params.log_scales, params.logit_weights
+    if channel is not None:
+        sl = slice(channel, channel + 1)
+        means, log_scales, logits = means[..., sl, :], log_scales[..., sl, :], logits[..., sl, :]
+    delta = (x_max - x_min) / (levels - 1)
+    edges = x_min + delta * (jnp.arange(levels - 1, dtype=jnp.float32) + 0.5)  # [L-1]
+    t = (edges[:, None] - means[..., None, :]) * jnp.exp(-log_scales)[..., None, :]  # [..., L-1, K]
+    pad = [(0, 0)] * (t.ndim - 2) + [(1, 1), (0, 0)]
+    cdf = jnp.pad(jax.nn.sigmoid(t), pad, constant_values=0.0)
+    cdf = cdf.at[..., -1, :].set(1.0)
+    sf = jnp.pad(jax.nn.sigmoid(-t), pad, constant_values=1.0)
+    sf = sf.at[..., -1, :].set(0.0)
+    centers = x_min + delta * jnp.arange(levels, dtype=jnp.float32)
+    below = (centers[:, None] < means[..., None, :])  # [..., L, K]
+    mass = jnp.where(below, cdf[..., 1:, :] - cdf[..., :-1, :], sf[..., :-1, :] - sf[..., 1:, :])
+    weights = jax.nn.softmax(logits, axis=-1)[..., None, :]
+    return jnp.sum(jnp.maximum(mass, 0.0) * weights, axis=-1)

@@ -1,0 +1,54 @@
+"""Export a trained model from a workdir into a compact file the codecs and the CLI load.
+
+    python -m experiments.export_model --workdir runs/l3c_cpu \
+        --out jaxcomp/codecs/pretrained/l3c_cpu.msgpack --command "python -m experiments.train ..."
+
+Writes the parameters (Flax msgpack) and, beside them, a JSON with the training config and
+notes: steps, the last validation metrics from metrics.jsonl, wall time, the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--out", required=True, help="NAME.msgpack (NAME.json is written beside it)")
+    parser.add_argument("--command", default="", help="the training command, recorded in the notes")
+    parser.add_argument("--note", default="", help="free text recorded in the notes")
+    args = parser.parse_args(argv)
+
+    from jaxcomp.codecs.pretrained import ModelLoadError, _load_workdir, export_params
+
+    try:
+        config, params, notes = _load_workdir(args.workdir)
+    except (ModelLoadError, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    log_path = os.path.join(args.workdir, "metrics.jsonl")
+    records = [json.loads(line) for line in open(log_path)] if os.path.exists(log_path) else []
+    evals = [r for r in records if r.get("split") == "eval"]
+    train = [r for r in records if r.get("split") == "train"]
+    steps = max((r["step"] for r in records), default=0)
+    # wall time of training: steps logged between consecutive records divided by their rate
+    seconds, prev = 0.0, 0
+    for r in train:
+        if r.get("steps_per_sec"):
+            seconds += (r["step"] - prev) / r["steps_per_sec"]
+        prev = r["step"]
+    training = dict(steps=steps, train_seconds=round(seconds), command=args.command, note=args.note,
+                    last_eval=evals[-1] if evals else None)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    export_params(params, config, args.out, training)
+    size = os.path.getsize(args.out)
+    print(json.dumps(dict(out=args.out, bytes=size, **training)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Trained models shipped with the package, and loading of user checkpoints for the codecs.
+
+A shipped model is ``NAME.msgpack`` (Flax-serialized parameters) beside ``NAME.json``
+(``{"config": <the training config>, "training": <how it was trained>}``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+PRETRAINED_DIR = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_L3C = os.path.join(PRETRAINED_DIR, "l3c_cpu.msgpack")
+
+
+class ModelLoadError(ValueError):
+    """A checkpoint path that does not hold a usable model."""
+
+
+def export_params(params: Any, config: ml_collections.ConfigDict, path: str, training: dict[str, Any]) -> None:
+    """Writes ``path`` (.msgpack parameters) and the ``.json`` beside it."""
+    from flax import serialization
+
+    host = jax.tree.map(np.asarray, params)
+    with open(path, "wb") as f:
+        f.write(serialization.msgpack_serialize(host))
+    with open(os.path.splitext(path)[0] + ".json", "w") as f:
+        json.dump({"config": json.loads(config.to_json_best_effort()), "training": training}, f, indent=2)
+
+
+def _load_exported(path: str) -> tuple[ml_collections.ConfigDict, Any, dict]:
+    from flax import serialization
+
+    meta_path = os.path.splitext(path)[0] + ".json"
+    if not os.path.isfile(meta_path):
+        raise ModelLoadError(f"{path}: no {os.path.basename(meta_path)} beside it (the model's config)")
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+        with open(path, "rb") as f:
+            params = serialization.msgpack_restore(f.read())
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"{path}: unreadable model file ({e})") from e
+    return ml_collections.ConfigDict(meta["config"]), params, meta.get("training", {})
+
+
+def _load_workdir(workdir: str) -> tuple[ml_collections.ConfigDict, Any, dict]:
+    from jaxcomp import tasks
+    from jaxcomp import train as trainer
+
+    with open(os.path.join(workdir, "config.json")) as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    crop = config.data.crop
+    task, _ = tasks.build_task(config)
+    example = {"image": np.zeros((jax.device_count(), crop, crop, 3), np.uint8)}
+    state = trainer.restore_for_eval(config, workdir, task, example)
+    return config, jax.device_get(state.params), {"workdir": os.path.abspath(workdir)}
+
+
+def load_model(checkpoint: str | None = None, task: str = "l3c") -> tuple[ml_collections.ConfigDict, Any, dict]:
+    """``(config, params, training notes)`` from a shipped/exported ``.msgpack`` or a training workdir.
+
+    ``checkpoint=None`` loads the model shipped with the package.
+    """
+    path = checkpoint or DEFAULT_L3C
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise ModelLoadError(f"{path}: a directory without config.json is not a training workdir")
+        config, params, notes = _load_workdir(path)
+    elif os.path.isfile(path):
+        config, params, notes = _load_exported(path)
+    else:
+        raise ModelLoadError(f"checkpoint not found: {path}")
+    if config.get("task") != task:
+        raise ModelLoadError(f"{path} holds a {config.get('task')!r} model, not {task!r}")
+    return config, params, notes

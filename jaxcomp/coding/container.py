@@ -1,0 +1,125 @@
+"""The jaxcomp bitstream container.
+
+Layout (all integers little-endian)::
+
+    magic   4 bytes  b"JXC\\x00"
+    version u8       FORMAT_VERSION
+    codec   u8       codec id (1 = L3C, ...)
+    model   16 bytes fingerprint of the model (parameters + architecture)
+    meta    u32 length + UTF-8 JSON (image shape, padding, tiling, pixel checksum, ...)
+    n       u16      number of payloads
+    sizes   n x u32  payload lengths in bytes
+    payloads
+    crc     u32      CRC-32 of everything before it
+
+:func:`unpack` checks, in this order, the magic, the version, the codec, the length (a
+truncated or extended file), the CRC (bit flips) and the model fingerprint, and raises a
+:class:`BitstreamError` subclass that says which check failed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+MAGIC = b"JXC\x00"
+FORMAT_VERSION = 1
+CODEC_IDS = {"l3c": 1, "cpm": 2}
+_HEAD = struct.Struct("<4sBB16sI")
+
+
+class BitstreamError(ValueError):
+    """A file that is not a valid jaxcomp bitstream for this model."""
+
+
+class TruncatedError(BitstreamError):
+    pass
+
+
+class ChecksumError(BitstreamError):
+    pass
+
+
+class UnsupportedError(BitstreamError):
+    pass
+
+
+class ModelMismatchError(BitstreamError):
+    pass
+
+
+def fingerprint(params: Any, architecture: dict[str, Any]) -> bytes:
+    """16-byte digest of every parameter (path, shape, dtype, bytes) and the architecture."""
+    h = hashlib.sha256(json.dumps(architecture, sort_keys=True).encode())
+    for path, leaf in sorted(jax.tree_util.tree_flatten_with_path(params)[0], key=lambda kv: str(kv[0])):
+        arr = np.asarray(leaf)
+        h.update(f"{jax.tree_util.keystr(path)}{arr.shape}{arr.dtype}".encode())
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.digest()[:16]
+
+
+def pack(codec: str, model: bytes, meta: dict[str, Any], payloads: Sequence[bytes]) -> bytes:
+    """Serialises a bitstream; ``payloads`` are opaque byte strings."""
+    meta_bytes = json.dumps(meta, sort_keys=True).encode()
+    parts = [_HEAD.pack(MAGIC, FORMAT_VERSION, CODEC_IDS[codec], model, len(meta_bytes)), meta_bytes,
+             struct.pack("<H", len(payloads)), struct.pack(f"<{len(payloads)}I", *map(len, payloads)), *payloads]
+    body = b"".join(parts)
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def unpack(data: bytes, codec: str, model: bytes | None = None) -> tuple[dict[str, Any], list[bytes]]:
+    """Parses and checks a bitstream; returns ``(meta, payloads)``.
+
+    Raises:
+      BitstreamError (or a subclass) naming what is wrong with ``data``.
+    """
+    if len(data) < _HEAD.size:
+        if MAGIC.startswith(bytes(data[:4])) and len(data) > 0:
+            raise TruncatedError(f"bitstream truncated: {len(data)} bytes is shorter than the header")
+        raise BitstreamError("not a jaxcomp bitstream (too short, wrong magic bytes)")
+    magic, version, codec_id, model_fp, meta_len = _HEAD.unpack_from(data, 0)
+    if magic != MAGIC:
+        raise BitstreamError("not a jaxcomp bitstream (wrong magic bytes)")
+    if version != FORMAT_VERSION:
+        raise UnsupportedError(f"bitstream format version {version}; this jaxcomp reads version {FORMAT_VERSION}")
+    names = {v: k for k, v in CODEC_IDS.items()}
+    if codec_id != CODEC_IDS[codec]:
+        raise UnsupportedError(f"bitstream was written by codec {names.get(codec_id, codec_id)!r}, not {codec!r}")
+    pos = _HEAD.size
+    try:
+        meta_bytes = data[pos : pos + meta_len]
+        pos += meta_len
+        (n,) = struct.unpack_from("<H", data, pos)
+        pos += 2
+        sizes = struct.unpack_from(f"<{n}I", data, pos)
+        pos += 4 * n
+    except struct.error as e:
+        raise TruncatedError("bitstream truncated inside its header") from e
+    expected = pos + sum(sizes) + 4
+    if len(data) < expected:
+        raise TruncatedError(f"bitstream truncated: {len(data)} bytes, the header announces {expected}")
+    if len(data) > expected:
+        raise BitstreamError(f"bitstream has {len(data) - expected} unexpected trailing bytes")
+    (crc,) = struct.unpack_from("<I", data, expected - 4)
+    if zlib.crc32(data[: expected - 4]) != crc:
+        raise ChecksumError("bitstream is corrupt (checksum mismatch)")
+    if model is not None and model_fp != model:
+        raise ModelMismatchError(
+            f"bitstream was written with another model (fingerprint {model_fp.hex()}, this model {model.hex()}); "
+            "decode it with the checkpoint it was compressed with (--checkpoint)")
+    try:
+        meta = json.loads(meta_bytes.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BitstreamError("bitstream metadata is unreadable") from e
+    payloads, pos2 = [], pos
+    for size in sizes:
+        payloads.append(bytes(data[pos2 : pos2 + size]))
+        pos2 += size
+    return meta, payloads

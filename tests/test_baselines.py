@@ -1,0 +1,159 @@
+"""Baseline codecs: every lossless one is bit-exact on a real photo; lossy ones and the benchmark run."""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxcomp import baselines
+from jaxcomp.baselines import Codec, CodecError, NotLosslessError, bits_per_subpixel, verify_lossless
+from jaxcomp.data import load_image, sample_image_paths
+
+ic = pytest.importorskip("imagecodecs")
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    """A 128x128 crop (uint8 [128, 128, 3]) of a shipped photo, from its textured middle."""
+    image = load_image(sample_image_paths()[0])
+    h, w = image.shape[:2]
+    return np.ascontiguousarray(image[h // 2 - 64:h // 2 + 64, w // 2 - 64:w // 2 + 64])
+
+
+@pytest.fixture(scope="module")
+def bench_codecs():
+    from conftest import REPO
+
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    return importlib.import_module("experiments.bench_codecs")
+
+
+def test_registry_lists_every_available_codec():
+    names = [c.name for c in baselines.lossless_baselines()]
+    assert names == [n for n in baselines.lossless_codec_names() if n in names]
+    assert {"png", "webp", "jpeg2000", "jpegxl-e7", "jpegxl-e9"} <= set(names)
+    assert [c.name for c in baselines.lossless_baselines(["webp", "png"])] == ["webp", "png"]
+
+
+@pytest.mark.parametrize("name", baselines.lossless_codec_names())
+def test_lossless_baseline_is_bit_exact_on_photo(name, photo):
+    try:
+        (codec,) = baselines.lossless_baselines([name])
+    except CodecError as e:
+        pytest.skip(str(e))  # not in this imagecodecs build
+    data = verify_lossless(codec, photo)
+    assert np.array_equal(codec.decode(data), photo)
+    bpsp = bits_per_subpixel(len(data), photo.shape)
+    assert 0.5 < bpsp < 8.0, f"{name}: {bpsp:.3f} bpsp is not below the raw 8 bpsp (24 bits per pixel)"
+
+
+def test_verify_lossless_catches_lossy_codecs(photo):
+    def flip_one(data: bytes) -> np.ndarray:
+        out = ic.png_decode(data).copy()
+        out[3, 5, 1] ^= 1
+        return out
+
+    flipper = Codec("flipper", lambda im: ic.png_encode(im), flip_one)
+    with pytest.raises(NotLosslessError, match=r"'flipper' is not lossless: 1 of 49152 subpixels differ.*\(3, 5, 1\)"):
+        verify_lossless(flipper, photo)
+    cropper = Codec("cropper", lambda im: ic.png_encode(im[:-1]), ic.png_decode)
+    with pytest.raises(NotLosslessError, match="decoded uint8"):
+        verify_lossless(cropper, photo)
+
+
+@pytest.mark.parametrize("encode", [
+    lambda im: ic.jpegxl_encode(im, level=100),  # no lossless=True: near-lossless VarDCT
+    lambda im: ic.jpegxl_encode(im, distance=0),
+    lambda im: ic.jpeg2k_encode(im, level=50, reversible=True),  # reversible wavelet, but rate-truncated
+    lambda im: ic.webp_encode(im, 100, lossless=False),
+], ids=["jpegxl-level100", "jpegxl-distance0", "jpeg2000-reversible-level50", "webp-lossless-false"])
+def test_silently_lossy_settings_are_caught(encode, photo):
+    def decode(data: bytes) -> np.ndarray:
+        return ic.imread(data)
+
+    with pytest.raises(NotLosslessError):
+        verify_lossless(Codec("trap", encode, decode), photo)
+
+
+def test_bad_input_and_names(photo):
+    (png,) = baselines.lossless_baselines(["png"])
+    with pytest.raises(CodecError, match="uint8"):
+        png.encode(photo.astype(np.float32))
+    with pytest.raises(CodecError, match=r"\[H, W, 3\]"):
+        png.encode(photo[..., :1])
+    with pytest.raises(CodecError, match="unknown lossless codec.*'flif'"):
+        baselines.lossless_baselines(["png", "flif"])
+    with pytest.raises(CodecError, match="unknown lossy codec"):
+        baselines.lossy_baselines(["bpg"])
+
+
+def test_lossy_baselines(photo):
+    crop = np.ascontiguousarray(photo[:64, :64])
+    codecs = baselines.lossy_baselines()
+    assert {"jpeg", "webp", "jpeg2000"} <= {c.name for c in codecs}
+    for c in codecs:
+        lo, hi = (0.5, 2.0) if c.param == "bpsp" else (30, 90)
+        small, large = c.encode(crop, lo), c.encode(crop, hi)
+        assert len(small) < len(large), c.name
+        out = c.decode(large)
+        assert out.shape == crop.shape and out.dtype == np.uint8, c.name
+        mse = np.mean((out.astype(float) - crop) ** 2)
+        assert 0 < mse < 100, (c.name, mse)  # lossy, but a decent reconstruction
+        if c.param == "bpsp":
+            assert bits_per_subpixel(len(small), crop.shape) <= lo
+
+
+def _tiny_folder(tmp_path, photo):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(photo[:40, :48]).save(folder / "a.png")
+    Image.fromarray(photo[50:82, 60:96]).save(folder / "b.png")
+    return folder
+
+
+def test_bench_codecs_writes_results(tmp_path, photo, bench_codecs, monkeypatch):
+    folder = _tiny_folder(tmp_path, photo)
+    (png,) = baselines.lossless_baselines(["png"])
+    learned = Codec("fake-learned", png.encode, png.decode, estimate=lambda im: 4.0 * im.size)
+    monkeypatch.setattr(bench_codecs, "extra_codecs", lambda args: [learned])
+    out = tmp_path / "out"
+    assert bench_codecs.main(["--images", str(folder), "--out", str(out), "--no-progress"]) == 0
+    md = (out / "results.md").read_text()
+    assert "estimated bpsp" in md and "| fake-learned |" in md and "4.0000" in md
+    assert (out / "bpsp.png").stat().st_size > 1000
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    names = [c.name for c in baselines.lossless_baselines()] + ["fake-learned"]
+    assert sorted({r["codec"] for r in rows}) == sorted(names)
+    totals = {r["codec"]: r for r in rows if r["image"] == "TOTAL"}
+    assert len(rows) == 3 * len(names) and set(totals) == set(names)
+    assert all(r["exact"] == "True" for r in rows)
+    # pooled bpsp of the fake codec == png's, and its estimate is exactly 4 bits per subpixel
+    assert float(totals["fake-learned"]["bpsp"]) == pytest.approx(float(totals["png"]["bpsp"]))
+    assert float(totals["fake-learned"]["estimated_bpsp"]) == pytest.approx(4.0)
+    subpixels = (40 * 48 + 32 * 36) * 3
+    assert float(totals["png"]["bpsp"]) == pytest.approx(8 * int(totals["png"]["bytes"]) / subpixels)
+
+
+def test_bench_codecs_errors(tmp_path, photo, bench_codecs, monkeypatch):
+    folder = _tiny_folder(tmp_path, photo)
+    out = str(tmp_path / "out")
+    with pytest.raises(SystemExit, match="image folder not found"):
+        bench_codecs.main(["--images", str(tmp_path / "missing"), "--out", out, "--no-progress", "--no-l3c"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no images"):
+        bench_codecs.main(["--images", str(tmp_path / "empty"), "--out", out, "--no-progress", "--no-l3c"])
+    with pytest.raises(SystemExit, match="unknown codec.*'nope'"):
+        bench_codecs.main(["--images", str(folder), "--codecs", "png,nope", "--out", out, "--no-progress", "--no-l3c"])
+    with pytest.raises(SystemExit, match="checkpoint not found"):
+        bench_codecs.main(["--images", str(folder), "--checkpoint", str(tmp_path / "none.msgpack"), "--out", out])
+    lossy = Codec("lossy", lambda im: ic.jpeg8_encode(im, level=90), ic.jpeg8_decode)
+    monkeypatch.setattr(bench_codecs, "extra_codecs", lambda args: [lossy])
+    with pytest.raises(SystemExit, match="'lossy' is not lossless on a.png"):
+        bench_codecs.main(["--images", str(folder), "--codecs", "png,lossy", "--out", out, "--no-progress"])

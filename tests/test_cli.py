@@ -1,0 +1,74 @@
+"""The jaxcomp command: files and folders, exit codes, no overwrites, no tracebacks."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxcomp import cli
+from jaxcomp.codecs import l3c
+from jaxcomp.codecs.pretrained import export_params
+from jaxcomp.data import load_image, sample_image_paths
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory, l3c_tiny_config):
+    spec = l3c.spec_from_config(l3c_tiny_config.model)
+    params = l3c.L3C(spec).init(jax.random.PRNGKey(0), np.zeros((1, 16, 16, 3), np.uint8))["params"]
+    path = str(tmp_path_factory.mktemp("model") / "tiny.msgpack")
+    export_params(params, l3c_tiny_config, path, {"note": "untrained, for tests"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    for i, p in enumerate(sample_image_paths()[:2]):
+        Image.fromarray(load_image(p)[:40, :56]).save(folder / f"p{i}.png")
+    Image.fromarray(load_image(sample_image_paths()[2])[:24, :24, 0]).save(folder / "gray.png")
+    return folder
+
+
+def test_folder_roundtrip_is_exact(model_file, photos, tmp_path, capsys):
+    args = ["--checkpoint", model_file, "--tile", "32", "--quiet"]
+    assert cli.main(["compress", str(photos), str(tmp_path / "c"), *args]) == 0
+    assert sorted(os.listdir(tmp_path / "c")) == ["gray.jxc", "p0.jxc", "p1.jxc"]
+    assert cli.main(["decompress", str(tmp_path / "c"), str(tmp_path / "d"), *args]) == 0
+    for name in ("p0", "p1", "gray"):
+        a = np.asarray(Image.open(photos / f"{name}.png"))
+        b = np.asarray(Image.open(tmp_path / "d" / f"{name}.png"))
+        np.testing.assert_array_equal(a, b)
+    # outputs are never overwritten silently
+    assert cli.main(["decompress", str(tmp_path / "c"), str(tmp_path / "d"), *args]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert cli.main(["decompress", str(tmp_path / "c"), str(tmp_path / "d"), *args, "--force"]) == 0
+
+    # a damaged file fails alone with a message; the others are still written
+    data = (tmp_path / "c" / "p0.jxc").read_bytes()
+    (tmp_path / "c" / "p0.jxc").write_bytes(data[: len(data) - 10])
+    assert cli.main(["decompress", str(tmp_path / "c"), str(tmp_path / "e"), *args]) == 1
+    err = capsys.readouterr().err
+    assert "p0.jxc" in err and "truncated" in err
+    assert sorted(os.listdir(tmp_path / "e")) == ["gray.png", "p1.png"]
+
+
+def test_usage_errors_exit_2(model_file, tmp_path, capsys):
+    assert cli.main(["compress", str(tmp_path / "missing.png"), str(tmp_path / "x.jxc"),
+                     "--checkpoint", model_file]) == 2
+    assert "input not found" in capsys.readouterr().err
+    img = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img)
+    assert cli.main(["compress", str(img), str(tmp_path / "a.jxc"), "--checkpoint", str(tmp_path / "nope")]) == 2
+    assert "cannot load the model" in capsys.readouterr().err
+
+
+def test_console_errors_have_no_traceback(tmp_path, repo):
+    (tmp_path / "junk.jxc").write_bytes(b"not a bitstream at all, just text")
+    out = subprocess.run([sys.executable, "-m", "jaxcomp.cli", "decompress", str(tmp_path / "junk.jxc"),
+                          str(tmp_path / "junk.png"), "--checkpoint", str(tmp_path / "missing.msgpack")],
+                         capture_output=True, text=True, cwd=repo)
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "checkpoint not found" in out.stderr

@@ -1,0 +1,71 @@
+"""Real bitstreams: exact roundtrips, overhead vs. the ideal, and clear errors for bad input."""
+
+import numpy as np
+import pytest
+
+from jaxcomp.coding import (
+    BitstreamError,
+    ChecksumError,
+    CodingError,
+    ModelMismatchError,
+    TruncatedError,
+    UnsupportedError,
+    decode_categorical,
+    encode_categorical,
+    ideal_bits,
+    pack,
+    unpack,
+)
+
+
+def test_categorical_roundtrip_is_exact_and_near_ideal():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(20000, 25)) * 3
+    pmfs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    symbols = np.array([rng.choice(25, p=p) for p in pmfs], np.int32)
+    words = encode_categorical(symbols, pmfs.astype(np.float32))
+    np.testing.assert_array_equal(decode_categorical(words, pmfs.astype(np.float32)), symbols)
+    ideal = ideal_bits(symbols, pmfs)
+    assert ideal <= 32 * len(words) <= ideal * 1.001 + 64
+
+
+def test_coder_refuses_bad_symbols_and_pmfs():
+    pmfs = np.full((3, 4), 0.25, np.float32)
+    with pytest.raises(CodingError, match=r"\[0, 4\)"):
+        encode_categorical(np.array([0, 4, 1]), pmfs)
+    with pytest.raises(CodingError, match="finite"):
+        encode_categorical(np.array([0, 1, 1]), np.where(np.eye(3, 4) > 0, np.nan, 0.25).astype(np.float32))
+    with pytest.raises(CodingError, match="3 symbols but 2"):
+        encode_categorical(np.array([0, 1, 1]), pmfs[:2])
+
+
+def test_container_detects_every_kind_of_damage():
+    model = bytes(range(16))
+    data = pack("l3c", model, {"height": 5}, [b"abcd", b"", b"0123456789ab"])
+    meta, payloads = unpack(data, "l3c", model)
+    assert meta == {"height": 5} and payloads == [b"abcd", b"", b"0123456789ab"]
+    with pytest.raises(TruncatedError):
+        unpack(data[:-3], "l3c", model)
+    with pytest.raises(TruncatedError):
+        unpack(data[:10], "l3c", model)
+    with pytest.raises(BitstreamError, match="trailing"):
+        unpack(data + b"x", "l3c", model)
+    for pos in (40, len(data) - 6):
+        flipped = bytearray(data)
+        flipped[pos] ^= 0x10
+        with pytest.raises(BitstreamError):
+            unpack(bytes(flipped), "l3c", model)
+    with pytest.raises(ModelMismatchError, match="another model"):
+        unpack(data, "l3c", bytes(16))
+    with pytest.raises(UnsupportedError, match="codec"):
+        unpack(data, "cpm", model)
+    with pytest.raises(BitstreamError, match="not a jaxcomp bitstream"):
+        unpack(b"\x89PNG\r\n\x1a\n" + bytes(40), "l3c", model)
+    bad_version = bytearray(data)
+    bad_version[4] = 99
+    with pytest.raises(UnsupportedError, match="version 99"):
+        unpack(bytes(bad_version), "l3c", model)
+    payload_flip = bytearray(data)
+    payload_flip[-8] ^= 1
+    with pytest.raises(ChecksumError):
+        unpack(bytes(payload_flip), "l3c", model)
