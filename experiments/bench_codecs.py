@@ -194,6 +194,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "(default: the model shipped with jaxcomp)")
     p.add_argument("--tile", type=int, default=512, help="L3C tile size")
     p.add_argument("--no-l3c", action="store_true", help="baselines only")
+    p.add_argument("--crop", type=int, default=0, help="centre-crop every image to at most CROP x CROP (timings)")
     return p.parse_args(argv)
 
 
@@ -208,6 +209,9 @@ def run(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
     for path in progress:
         name = os.path.basename(path)
         image = check_image(load_image(path))
+        if args.crop:
+            y, x = max(0, (image.shape[0] - args.crop) // 2), max(0, (image.shape[1] - args.crop) // 2)
+            image = image[y:y + args.crop, x:x + args.crop]
         for codec in codecs:
             progress.set_postfix_str(f"{codec.name}: {name[:32]}", refresh=False)
             rows.append(bench_image(codec, image, name))

@@ -323,8 +323,13 @@ class L3CCodec:
         out[..., :channel] = symbols[..., :channel]
         return out
 
-    def _encode_tile(self, tile: np.ndarray) -> tuple[list[bytes], float]:
+    def _encode_tile(self, tile: np.ndarray, bit_maps: dict | None = None) -> tuple[list[bytes], float]:
         from jaxcomp.coding import encode_categorical, encode_uniform, ideal_bits
+
+        def record(name, symbols, pmf):
+            if bit_maps is not None:
+                p = np.take_along_axis(pmf, symbols.reshape(-1, 1).astype(np.int64), 1)[:, 0] / pmf.sum(1)
+                bit_maps[name] = (-np.log2(p)).reshape(symbols.shape[1:])
 
         s = self.spec
         symbols = [np.asarray(v) for v in self._symbols(self.params, jnp.asarray(self._pad(tile))[None])]
@@ -339,10 +344,12 @@ class L3CCodec:
                     pmf = np.asarray(self._scale_pmf(raw, jnp.asarray(self._partial(target, c)), scale - 1, c))
                     payloads.append(encode_categorical(target[..., c].reshape(-1), pmf).tobytes())
                     bits += ideal_bits(target[..., c], pmf)
+                    record(self.payload_names()[len(payloads) - 1], target[..., c], pmf)
             else:
                 pmf = np.asarray(self._scale_pmf(raw, jnp.asarray(target), scale - 1, 0))
                 payloads.append(encode_categorical(target.reshape(-1), pmf).tobytes())
                 bits += ideal_bits(target, pmf)
+                record(self.payload_names()[len(payloads) - 1], target, pmf)
         return payloads, bits
 
     def _decode_tile(self, payloads: list[bytes], h: int, w: int) -> np.ndarray:
@@ -375,9 +382,30 @@ class L3CCodec:
             symbols = target
         return symbols[0, :h, :w].astype(np.uint8)
 
-    def payloads_per_tile(self) -> int:
+    def payload_names(self) -> list[str]:
+        """What each payload of a tile holds, in stream order (coarsest first)."""
         s = self.spec
-        return 1 + sum(3 if s.channels(scale) == 3 else 1 for scale in range(s.scales))
+        names = [f"x({s.scales}) uniform"]
+        for scale in range(s.scales - 1, -1, -1):
+            names += [f"x({scale}) {c}" for c in "RGB"] if s.channels(scale) == 3 else [f"x({scale})"]
+        return names
+
+    def payloads_per_tile(self) -> int:
+        return len(self.payload_names())
+
+    def bit_maps(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        """Per-symbol costs ``-log2 p`` under the coding PMFs, by payload name.
+
+        Each map is ``float32 [h_s, w_s]`` (RGB channels) or ``[h_s, w_s, C]`` (latents) of
+        the padded image; ``image`` must fit in one tile.
+        """
+        image = check_image(image)
+        rgb = np.repeat(image[..., None], 3, -1) if image.ndim == 2 else image
+        if max(rgb.shape[:2]) > self.tile:
+            raise ValueError(f"bit_maps works on one tile (at most {self.tile}px a side), got {rgb.shape[:2]}")
+        maps: dict[str, np.ndarray] = {}
+        self._encode_tile(rgb, maps)
+        return maps
 
     # ---- public API -------------------------------------------------------------------
 
