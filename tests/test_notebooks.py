@@ -5,7 +5,10 @@ import pathlib
 
 import pytest
 
-NOTEBOOKS = sorted((pathlib.Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+HERE = pathlib.Path(__file__).resolve().parent
+# notebooks with a dedicated test (tests/test_notebook_<name>.py, e.g. with injected settings) run there
+NOTEBOOKS = [p for p in sorted((HERE.parent / "notebooks").glob("*.ipynb"))
+             if not (HERE / f"test_notebook_{p.stem}.py").exists()]
 
 
 @pytest.mark.slow

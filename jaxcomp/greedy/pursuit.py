@@ -1,0 +1,357 @@
+"""Matching pursuit (MP) and orthogonal matching pursuit (OMP), jit-compiled and batched.
+
+Conventions: the dictionary ``D`` has shape ``(m, K)`` (columns are atoms), a signal ``y``
+has shape ``(m,)`` and a batch of signals ``(B, m)``. Every signal runs in its own
+``lax.while_loop`` with a fixed-size state (``max_iter`` support slots), so one compiled
+program serves every signal of a given batch shape and the batch is ``vmap``-ed (the
+correlations ``D^T r`` of the whole batch become one matrix product).
+
+Stopping rules (any of them ends the pursuit of one signal):
+
+* ``max_iter`` iterations (``s_max`` in Tschannen & Bölcskei);
+* the residual norm ``||r||_2 <= tol`` (absolute, the ``tau`` of the paper);
+* the largest normalised correlation ``max_k |<d_k, r>| / (||d_k|| ||r||) <= corr_tol``
+  (the residual looks like noise: no atom explains it any more);
+* MP only: ``max_nonzeros`` distinct atoms have been selected (``p_max``);
+* OMP only: the selected atom is numerically in the span of the active set.
+
+OMP solves the least-squares problem on the active set with an incremental Cholesky
+factorisation of the active Gram matrix (one new row per iteration, padded with the
+identity), so an iteration costs ``O(mK + m s + s^2)``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.scipy.linalg import solve_triangular
+
+Array = jax.Array
+
+
+class PursuitResult(NamedTuple):
+    """Output of :func:`mp` / :func:`omp` (leading batch axis ``B`` if ``y`` was batched).
+
+    Attributes:
+      coef: ``(..., K)`` dense coefficients, same float dtype as the inputs.
+      support: ``(..., S)`` int32 atom indices in order of first selection, ``-1`` padded
+        (``S = max_iter`` for OMP, ``min(max_iter, max_nonzeros)`` for MP).
+      support_coef: ``(..., S)`` coefficients aligned with ``support`` (0 where padded).
+      residual: ``(..., m)`` final residual ``y - D coef``.
+      residual_norm: ``(...,)`` its Euclidean norm.
+      n_iter: ``(...,)`` int32 iterations performed.
+    """
+
+    coef: Array
+    support: Array
+    support_coef: Array
+    residual: Array
+    residual_norm: Array
+    n_iter: Array
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _check_dictionary(D) -> np.ndarray:
+    D = np.asarray(D)
+    if D.ndim != 2:
+        raise ValueError(f"dictionary D must be 2-D (m, K) with atoms as columns, got shape {D.shape}")
+    if D.shape[0] == 0 or D.shape[1] == 0:
+        raise ValueError(f"dictionary D is empty: shape {D.shape}")
+    if not np.issubdtype(D.dtype, np.floating):
+        D = D.astype(np.float32)
+    if not np.all(np.isfinite(D)):
+        raise ValueError("dictionary D contains NaN or infinite entries")
+    norms = np.linalg.norm(D, axis=0)
+    zero = np.flatnonzero(norms == 0)
+    if zero.size:
+        raise ValueError(f"dictionary D has {zero.size} zero column(s), e.g. column {int(zero[0])}")
+    return D
+
+
+def _check_signals(y, m: int) -> tuple[np.ndarray, bool]:
+    y = np.asarray(y)
+    if y.ndim not in (1, 2):
+        raise ValueError(f"y must be (m,) or (B, m), got shape {y.shape}")
+    if y.shape[-1] != m:
+        raise ValueError(f"mismatched shapes: y has length {y.shape[-1]} but D has {m} rows")
+    if not np.all(np.isfinite(y)):
+        raise ValueError("y contains NaN or infinite entries")
+    return y, y.ndim == 1
+
+
+def _check_common(max_iter, tol, corr_tol, K: int) -> int:
+    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+    if not np.isfinite(tol) or tol < 0:
+        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+    if not np.isfinite(corr_tol) or not 0 <= corr_tol < 1:
+        raise ValueError(f"corr_tol must be in [0, 1), got {corr_tol!r}")
+    return int(max_iter)
+
+
+def _check_exclude(exclude, B: int, K: int) -> np.ndarray:
+    if exclude is None:
+        return np.full((B,), -1, np.int32)
+    exclude = np.asarray(exclude)
+    if exclude.ndim == 0:
+        exclude = np.full((B,), int(exclude), np.int32)
+    if exclude.shape != (B,):
+        raise ValueError(f"mismatched shapes: exclude must have one index per signal ({B},), got {exclude.shape}")
+    if not np.issubdtype(exclude.dtype, np.integer):
+        raise ValueError("exclude must hold integer atom indices (-1 for none)")
+    if np.any(exclude >= K) or np.any(exclude < -1):
+        raise ValueError(f"exclude indices must lie in [-1, {K}), got range [{exclude.min()}, {exclude.max()}]")
+    return exclude.astype(np.int32)
+
+
+# ----------------------------------------------------------------------------- core (device)
+
+
+def _scores(D, inv_norms, r, exclude, extra_mask=None):
+    """|<d_k, r>| / ||d_k|| with excluded atoms set to -1; also returns raw correlations."""
+    c = D.T @ r
+    score = jnp.abs(c) * inv_norms
+    k_ids = jnp.arange(D.shape[1])
+    bad = k_ids == exclude
+    if extra_mask is not None:
+        bad = bad | extra_mask
+    return jnp.where(bad, -1.0, score), c
+
+
+def omp_single(D: Array, y: Array, exclude: Array, tol: Array, corr_tol: Array, *, max_iter: int):
+    """OMP for one signal (device function; see :func:`omp` for the public, validated API).
+
+    Args:
+      D: ``(m, K)`` float dictionary, nonzero columns.
+      y: ``(m,)`` signal.
+      exclude: int32 scalar, an atom never to select (-1: none).
+      tol, corr_tol: float scalars, see module docstring.
+      max_iter: static int, number of support slots ``S``.
+
+    Returns:
+      ``(support (S,) int32, support_coef (S,), residual (m,), residual_norm (), n_iter ())``.
+    """
+    m, K = D.shape
+    S = max_iter
+    dtype = D.dtype
+    norms_sq = jnp.sum(D * D, axis=0)
+    inv_norms = 1.0 / jnp.sqrt(norms_sq)
+    slots = jnp.arange(S)
+    eps = jnp.asarray(100 * jnp.finfo(dtype).eps, dtype)
+
+    def cond(state):
+        return state["active"] & (state["t"] < S)
+
+    def body(state):
+        t, r, rnorm = state["t"], state["r"], state["rnorm"]
+        score, c = _scores(D, inv_norms, r, exclude, state["selected"])
+        k = jnp.argmax(score)
+        best = score[k]
+        go = (rnorm > tol) & (best > corr_tol * rnorm) & (best > 0)
+        dk = D[:, k]
+        used = slots < t
+        idx_safe = jnp.where(state["idx"] >= 0, state["idx"], 0)
+        v = jnp.where(used, D[:, idx_safe].T @ dk, 0.0)
+        w = solve_triangular(state["L"], v, lower=True)
+        diag2 = norms_sq[k] - jnp.dot(w, w)
+        go = go & (diag2 > eps * norms_sq[k])
+        diag = jnp.sqrt(jnp.maximum(diag2, eps * norms_sq[k]))
+        onehot = slots == t
+        L = state["L"].at[t].set(jnp.where(used, w, 0.0) + jnp.where(onehot, diag, 0.0))
+        b = state["b"].at[t].set(jnp.dot(dk, y))
+        idx = state["idx"].at[t].set(k.astype(jnp.int32))
+        z = solve_triangular(L, b, lower=True)
+        coef = solve_triangular(L.T, z, lower=False)
+        idx_safe = jnp.where(idx >= 0, idx, 0)
+        r_new = y - D[:, idx_safe] @ coef
+        new = dict(
+            t=t + 1,
+            r=r_new,
+            rnorm=jnp.linalg.norm(r_new),
+            L=L,
+            b=b,
+            idx=idx,
+            coef=coef,
+            selected=state["selected"].at[k].set(True),
+            active=jnp.asarray(True),
+        )
+        old = dict(state, active=jnp.asarray(False))
+        return jax.tree_util.tree_map(lambda a, o: jnp.where(go, a, o), new, old)
+
+    state = dict(
+        t=jnp.asarray(0, jnp.int32),
+        r=y,
+        rnorm=jnp.linalg.norm(y),
+        L=jnp.eye(S, dtype=dtype),
+        b=jnp.zeros(S, dtype),
+        idx=jnp.full((S,), -1, jnp.int32),
+        coef=jnp.zeros(S, dtype),
+        selected=jnp.zeros(K, bool),
+        active=jnp.asarray(True),
+    )
+    state = lax.while_loop(cond, body, state)
+    return state["idx"], state["coef"], state["r"], state["rnorm"], state["t"]
+
+
+def mp_single(
+    D: Array, y: Array, exclude: Array, tol: Array, corr_tol: Array, *, max_iter: int, max_nonzeros: int
+):
+    """MP for one signal (device function; see :func:`mp`).
+
+    The same atom may be selected repeatedly; its coefficient accumulates in its support
+    slot. ``S = min(max_iter, max_nonzeros)`` slots. Returns the same tuple as
+    :func:`omp_single`.
+    """
+    m, K = D.shape
+    S = min(max_iter, max_nonzeros)
+    dtype = D.dtype
+    norms_sq = jnp.sum(D * D, axis=0)
+    inv_norms = 1.0 / jnp.sqrt(norms_sq)
+    slots = jnp.arange(S)
+
+    def cond(state):
+        return state["active"] & (state["t"] < max_iter) & (state["nnz"] < max_nonzeros)
+
+    def body(state):
+        r, rnorm = state["r"], state["rnorm"]
+        score, c = _scores(D, inv_norms, r, exclude)
+        k = jnp.argmax(score)
+        best = score[k]
+        go = (rnorm > tol) & (best > corr_tol * rnorm) & (best > 0)
+        match = state["idx"] == k
+        found = jnp.any(match)
+        pos = jnp.where(found, jnp.argmax(match), state["nnz"])
+        step = c[k] / norms_sq[k]
+        coef = state["coef"] + jnp.where(slots == pos, step, 0.0)
+        idx = jnp.where(slots == pos, k.astype(jnp.int32), state["idx"])
+        r_new = r - step * D[:, k]
+        new = dict(
+            t=state["t"] + 1,
+            r=r_new,
+            rnorm=jnp.linalg.norm(r_new),
+            idx=idx,
+            coef=coef,
+            nnz=state["nnz"] + jnp.where(found, 0, 1).astype(jnp.int32),
+            active=jnp.asarray(True),
+        )
+        old = dict(state, active=jnp.asarray(False))
+        return jax.tree_util.tree_map(lambda a, o: jnp.where(go, a, o), new, old)
+
+    state = dict(
+        t=jnp.asarray(0, jnp.int32),
+        r=y,
+        rnorm=jnp.linalg.norm(y),
+        idx=jnp.full((S,), -1, jnp.int32),
+        coef=jnp.zeros(S, dtype),
+        nnz=jnp.asarray(0, jnp.int32),
+        active=jnp.asarray(True),
+    )
+    state = lax.while_loop(cond, body, state)
+    return state["idx"], state["coef"], state["r"], state["rnorm"], state["t"]
+
+
+@partial(jax.jit, static_argnames=("max_iter",))
+def omp_batch(D: Array, Y: Array, exclude: Array, tol: Array, corr_tol: Array, *, max_iter: int):
+    """Batched OMP on device: ``Y`` ``(B, m)``, ``exclude`` ``(B,)`` int32. No validation."""
+    fn = partial(omp_single, max_iter=max_iter)
+    return jax.vmap(fn, in_axes=(None, 0, 0, None, None))(D, Y, exclude, tol, corr_tol)
+
+
+@partial(jax.jit, static_argnames=("max_iter", "max_nonzeros"))
+def mp_batch(
+    D: Array, Y: Array, exclude: Array, tol: Array, corr_tol: Array, *, max_iter: int, max_nonzeros: int
+):
+    """Batched MP on device: ``Y`` ``(B, m)``, ``exclude`` ``(B,)`` int32. No validation."""
+    fn = partial(mp_single, max_iter=max_iter, max_nonzeros=max_nonzeros)
+    return jax.vmap(fn, in_axes=(None, 0, 0, None, None))(D, Y, exclude, tol, corr_tol)
+
+
+@partial(jax.jit, static_argnames=("K",))
+def _densify(support, support_coef, K: int):
+    def one(idx, val):
+        return jnp.zeros(K, val.dtype).at[jnp.where(idx >= 0, idx, K)].add(val, mode="drop")
+
+    return jax.vmap(one)(support, support_coef)
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def _run(kind, D, y, max_iter, tol, corr_tol, exclude, max_nonzeros=None) -> PursuitResult:
+    D = _check_dictionary(D)
+    m, K = D.shape
+    y, single = _check_signals(y, m)
+    max_iter = _check_common(max_iter, tol, corr_tol, K)
+    Y = y[None] if single else y
+    ex = _check_exclude(exclude, Y.shape[0], K)
+    dtype = jnp.result_type(D.dtype, Y.dtype) if jax.config.jax_enable_x64 else jnp.float32
+    Dj, Yj = jnp.asarray(D, dtype), jnp.asarray(Y, dtype)
+    tol_j, ctol_j = jnp.asarray(tol, dtype), jnp.asarray(corr_tol, dtype)
+    if kind == "omp":
+        out = omp_batch(Dj, Yj, jnp.asarray(ex), tol_j, ctol_j, max_iter=max_iter)
+    else:
+        out = mp_batch(Dj, Yj, jnp.asarray(ex), tol_j, ctol_j, max_iter=max_iter, max_nonzeros=max_nonzeros)
+    support, support_coef, r, rnorm, n_iter = out
+    coef = _densify(support, support_coef, K)
+    res = PursuitResult(coef, support, support_coef, r, rnorm, n_iter)
+    if single:
+        res = PursuitResult(*(a[0] for a in res))
+    return res
+
+
+def omp(
+    D,
+    y,
+    max_iter: int,
+    tol: float = 0.0,
+    corr_tol: float = 0.0,
+    exclude=None,
+) -> PursuitResult:
+    """Orthogonal matching pursuit of ``y`` over the columns of ``D``.
+
+    Args:
+      D: ``(m, K)`` float array, atoms as (nonzero) columns; need not be normalised.
+      y: ``(m,)`` or ``(B, m)`` float signals.
+      max_iter: maximum number of selected atoms ``s_max`` (static: one compilation per value).
+      tol: stop once ``||r||_2 <= tol``.
+      corr_tol: stop once ``max_k |<d_k, r>|/(||d_k|| ||r||) <= corr_tol``.
+      exclude: ``None``, an int, or ``(B,)`` ints: an atom index each signal may not use.
+
+    Returns:
+      A :class:`PursuitResult` (float32 unless x64 is enabled and inputs are float64).
+
+    Raises:
+      ValueError: NaNs, zero columns, mismatched shapes or bad parameters.
+    """
+    return _run("omp", D, y, max_iter, tol, corr_tol, exclude)
+
+
+def mp(
+    D,
+    y,
+    max_iter: int,
+    tol: float = 0.0,
+    max_nonzeros: int | None = None,
+    corr_tol: float = 0.0,
+    exclude=None,
+) -> PursuitResult:
+    """Matching pursuit of ``y`` over the columns of ``D``.
+
+    Each iteration picks ``k = argmax_k |<d_k, r>|/||d_k||`` and updates
+    ``coef_k += <d_k, r>/||d_k||^2``, ``r -= <d_k, r>/||d_k||^2 d_k``, so ``||r||`` never
+    increases. Arguments as in :func:`omp`, plus ``max_nonzeros`` (``p_max``): stop once
+    that many distinct atoms are in the support (default: ``max_iter``).
+    """
+    if max_nonzeros is None:
+        valid = isinstance(max_iter, (int, np.integer)) and not isinstance(max_iter, bool) and max_iter >= 1
+        max_nonzeros = max_iter if valid else 1  # an invalid max_iter is reported by _run
+    if isinstance(max_nonzeros, bool) or not isinstance(max_nonzeros, (int, np.integer)) or max_nonzeros < 1:
+        raise ValueError(f"max_nonzeros must be a positive integer, got {max_nonzeros!r}")
+    return _run("mp", D, y, max_iter, tol, corr_tol, exclude, int(max_nonzeros))

@@ -1,0 +1,43 @@
+"""Host helpers shared by the experiment drivers: Markdown / CSV tables."""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
+            return f"{v:.3e}"
+        return f"{v:.4f}"
+    return str(v)
+
+
+def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
+    """Rows of dicts -> a GitHub Markdown table (floats with 4 decimals or scientific)."""
+    if not rows:
+        return "(no rows)\n"
+    columns = list(columns or rows[0].keys())
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(rows: Sequence[dict], workdir: str, name: str, columns: Sequence[str] | None = None,
+                title: str | None = None) -> str:
+    """Writes ``workdir/name.md`` and ``workdir/name.csv`` and returns the Markdown text."""
+    os.makedirs(workdir, exist_ok=True)
+    columns = list(columns or (rows[0].keys() if rows else []))
+    md = markdown_table(rows, columns)
+    with open(os.path.join(workdir, name + ".md"), "w") as f:
+        if title:
+            f.write(f"## {title}\n\n")
+        f.write(md)
+    with open(os.path.join(workdir, name + ".csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    return md

@@ -1,0 +1,177 @@
+"""Tests for jaxcomp.cluster: SSC-OMP / SSC-MP, spectral clustering, metrics, configs."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn import metrics as skm
+
+from jaxcomp.cluster import (
+    SSCMP,
+    SSCOMP,
+    adjusted_rand_index,
+    clustering_accuracy,
+    clustering_error,
+    normalized_mutual_info,
+    sparse_coefficients,
+    spectral_clustering,
+    tau_from_noise,
+    union_of_subspaces,
+)
+from jaxcomp.cluster.baselines import sklearn_ssc_omp_coefficients
+from jaxcomp.cluster.data import load_mnist
+from jaxcomp.configs import ConfigError, load_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHUNK = 32  # one jit shape per algorithm for all the small problems below
+
+
+@pytest.fixture(scope="module")
+def subspaces():
+    # 3 subspaces of dim 4 in R^30, 24 points each, independent: perfectly clusterable.
+    return union_of_subspaces(30, 4, 3, intersection_dim=0, rho=8, sigma=0.0, seed=0)
+
+
+@pytest.fixture(scope="module")
+def fitted(subspaces):
+    X, _ = subspaces
+    return {
+        "omp": SSCOMP(n_clusters=3, s_max=6, tau=1e-3, chunk_size=CHUNK).fit(X),
+        "mp": SSCMP(n_clusters=3, s_max=6, tau=1e-3, chunk_size=CHUNK).fit(X),
+    }
+
+
+@pytest.mark.parametrize("algorithm", ["omp", "mp"])
+def test_ssc_clusters_union_of_subspaces(fitted, subspaces, algorithm):
+    _, y = subspaces
+    est = fitted[algorithm]
+    assert clustering_error(y, est.labels_) == 0.0
+    A = est.affinity_matrix_
+    assert sp.issparse(A) and A.shape == (len(y), len(y))
+    assert abs(A - A.T).max() < 1e-6
+    assert A.diagonal().max() == 0  # each point is coded by the others only
+    # no false discoveries: every coefficient links points of the same subspace
+    C = est.coef_.tocoo()
+    assert np.all(y[C.row] == y[C.col])
+
+
+def test_sklearn_baseline_matches_jax_omp(fitted, subspaces):
+    X, _ = subspaces
+    C = sklearn_ssc_omp_coefficients(X, s_max=6, tau=1e-3)
+    ours = fitted["omp"].coef_
+    assert C.nnz > 0 and C.diagonal().max() == 0
+    np.testing.assert_array_equal((abs(C) > 1e-4).toarray(), (abs(ours) > 1e-4).toarray())
+    np.testing.assert_allclose(C.toarray(), ours.toarray(), atol=1e-3)
+
+
+def test_ssc_mp_pmax_and_chunking(subspaces):
+    X, _ = subspaces
+    C, info = sparse_coefficients(X, "mp", s_max=12, p_max=2, chunk_size=CHUNK)
+    assert np.asarray((C != 0).sum(axis=1)).max() <= 2
+    C1, _ = sparse_coefficients(X, "mp", s_max=12, p_max=2, chunk_size=len(X))
+    np.testing.assert_allclose(C.toarray(), C1.toarray(), atol=1e-5)  # chunking changes nothing
+
+
+def test_ssc_eigengap_estimates_clusters(fitted, subspaces):
+    X, y = subspaces
+    labels, k = spectral_clustering(fitted["mp"].affinity_matrix_, None)
+    assert k == 3
+    assert clustering_error(y, labels) == 0.0
+
+
+def test_spectral_separates_block_affinity():
+    rng = np.random.default_rng(0)
+    sizes = [15, 20, 25]
+    y = np.repeat(np.arange(3), sizes)
+    A = (y[:, None] == y[None, :]) * rng.random((60, 60))
+    A = np.triu(A, 1)
+    A = sp.csr_matrix(A + A.T)
+    labels, k = spectral_clustering(A, 3)
+    assert k == 3 and clustering_accuracy(y, labels) == 1.0
+
+
+def test_tau_from_noise():
+    assert tau_from_noise(0.0, 200) == 0.0
+    assert tau_from_noise(0.5, 200, 20) < tau_from_noise(0.5, 200, 0)
+    with pytest.raises(ValueError):
+        tau_from_noise(-1.0, 200)
+
+
+def test_metrics_match_sklearn():
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        a = rng.integers(0, 4, 200)
+        b = np.where(rng.random(200) < 0.6, a, rng.integers(0, 5, 200))
+        assert normalized_mutual_info(a, b) == pytest.approx(skm.normalized_mutual_info_score(a, b), abs=1e-10)
+        assert adjusted_rand_index(a, b) == pytest.approx(skm.adjusted_rand_score(a, b), abs=1e-10)
+    perm = np.array([2, 0, 3, 1])[a]
+    assert clustering_accuracy(a, perm) == 1.0
+    assert clustering_error([0, 0, 1, 1], [0, 1, 1, 1]) == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize(
+    "X, kwargs, match",
+    [
+        (np.full((10, 5), np.nan), {}, "NaN"),
+        (np.vstack([np.ones((9, 5)), np.zeros((1, 5))]), {}, "zero point"),
+        (np.ones((2, 5)), dict(n_clusters=3), "fewer points"),
+        (np.ones(5), {}, "2-D"),
+    ],
+)
+def test_ssc_bad_input(X, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SSCMP(**kwargs).fit(X)
+
+
+def test_bad_parameters(subspaces):
+    X, _ = subspaces
+    with pytest.raises(ValueError, match="unknown algorithm"):
+        sparse_coefficients(X, "lasso")
+    with pytest.raises(ValueError, match="s_max"):
+        sparse_coefficients(X, "omp", s_max=0)
+    with pytest.raises(ValueError, match="mismatched shapes"):
+        clustering_error([0, 1, 1], [0, 1])
+    with pytest.raises(ValueError, match="symmetric"):
+        spectral_clustering(sp.csr_matrix(np.triu(np.ones((4, 4)), 1)), 2)
+
+
+def test_mnist_missing_file_is_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="MNIST file not found"):
+        load_mnist(str(tmp_path / "nope.npz"), 10)
+
+
+def test_configs_load_and_reject_unknown_keys():
+    for name in ("synthetic", "synthetic_sigma", "smax", "mnist", "tiny"):
+        cfg = load_config(os.path.join(ROOT, "configs/ssc.py") + ":" + name)
+        assert cfg.ssc.s_max >= 1
+    cfg = load_config(os.path.join(ROOT, "configs/ssc.py:mnist"), ["data.num_points=2000"])
+    assert cfg.data.num_points == 2000
+    with pytest.raises(ConfigError, match="no key"):
+        load_config(os.path.join(ROOT, "configs/ssc.py:mnist"), ["data.num_pts=2000"])
+    with pytest.raises(ConfigError, match="no variant"):
+        load_config(os.path.join(ROOT, "configs/ssc.py:cifar"))
+    cfg = load_config(os.path.join(ROOT, "configs/nnmp.py:tiny"))
+    assert cfg.max_iter >= 1
+
+
+@pytest.mark.slow
+def test_cluster_script_tiny(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "experiments.cluster", "--config", "configs/ssc.py:tiny", "--workdir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "phase_t_rho.png").exists() and (tmp_path / "phase_t_rho.csv").exists()
+
+
+@pytest.mark.slow
+def test_nnmp_script_tiny(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "experiments.nnmp", "--config", "configs/nnmp.py:tiny", "--workdir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "nnmp.md").exists() and (tmp_path / "nnmp_nnls.png").exists()
