@@ -92,7 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--checkpoint", default=None,
                        help="model: exported .msgpack or a training workdir (default: the shipped L3C model)")
         p.add_argument("--codec", default="l3c", choices=["l3c"])
-        p.add_argument("--tile", type=int, default=512, help="tile size in pixels (must match when decoding)")
+        p.add_argument("--tile", type=int, default=512,
+                       help="tile size in pixels when compressing (decoding reads it from the file)")
         p.add_argument("--force", action="store_true", help="overwrite existing outputs")
         p.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)

@@ -67,3 +67,9 @@ def test_damaged_or_foreign_bitstreams_give_clear_errors(codec, photo, l3c_tiny_
                          tile=48)
     with pytest.raises(ModelMismatchError):
         other.decompress(data)
+
+
+def test_the_tiling_is_read_from_the_stream(codec, photo):
+    bigger_tiles = l3c.L3CCodec(codec.spec, codec.params, tile=64)
+    image = photo[:70, :50]
+    np.testing.assert_array_equal(codec.decompress(bigger_tiles.compress(image)), image)

@@ -307,9 +307,9 @@ class L3CCodec:
 
     # ---- tiles ------------------------------------------------------------------------
 
-    def _tiles(self, h: int, w: int) -> list[tuple[int, int, int, int]]:
-        return [(y, x, min(self.tile, h - y), min(self.tile, w - x))
-                for y in range(0, h, self.tile) for x in range(0, w, self.tile)]
+    def _tiles(self, h: int, w: int, tile: int | None = None) -> list[tuple[int, int, int, int]]:
+        tile = tile or self.tile
+        return [(y, x, min(tile, h - y), min(tile, w - x)) for y in range(0, h, tile) for x in range(0, w, tile)]
 
     def _pad(self, tile: np.ndarray) -> np.ndarray:
         m = 2**self.spec.scales
@@ -449,9 +449,11 @@ class L3CCodec:
                                      int(meta["pixel_crc"]))
         except (KeyError, TypeError, ValueError) as e:
             raise BitstreamError(f"bitstream metadata is incomplete: {e}") from e
-        if not (0 < h <= 1 << 16 and 0 < w <= 1 << 16) or tile != self.tile or mode not in ("L", "RGB"):
+        m = 2**self.spec.scales
+        if not (0 < h <= 1 << 16 and 0 < w <= 1 << 16 and 0 < tile <= 1 << 14 and tile % m == 0) or \
+                mode not in ("L", "RGB"):
             raise BitstreamError(f"bitstream metadata is invalid: {meta}")
-        tiles = self._tiles(h, w)
+        tiles = self._tiles(h, w, tile)  # the tiling is a property of the stream, not of this codec
         per_tile = self.payloads_per_tile()
         if len(payloads) != per_tile * len(tiles):
             raise BitstreamError(f"bitstream has {len(payloads)} payloads, expected {per_tile * len(tiles)}")
