@@ -1,6 +1,5 @@
 """Every notebook runs top to bottom (tiny settings via JAXCOMP_NOTEBOOK_FAST=1)."""
 
-import os
 import pathlib
 
 import pytest
