@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("jaxcomp").setLevel(logging.INFO)
 
+    from jaxcomp.xla import prefer_xla_cpu_convolutions
+
+    prefer_xla_cpu_convolutions()  # before JAX starts: ~1.5x faster CPU training steps
     from jaxcomp import train as trainer  # after argument errors, which need no JAX
     from jaxcomp.data import DataError
 
