@@ -147,3 +147,27 @@ def split_cli_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
             rest.append(arg)
         i += 1
     return overrides, rest
+
+
+def config_script_main(description: str, default_config: str, run, argv: Sequence[str] | None = None) -> int:
+    """Entry point of an experiment script: ``--config FILE:VARIANT --workdir DIR [--config.k=v ...]``.
+
+    Loads the config, calls ``run(config, workdir)`` and prints what it returns. Config and
+    input errors (``ValueError`` and subclasses, ``FileNotFoundError``) are printed as one
+    ``error:`` line with exit status 2 instead of a traceback.
+    """
+    import argparse
+    import sys
+
+    try:
+        overrides, rest = split_cli_overrides(sys.argv[1:] if argv is None else list(argv))
+        parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+        parser.add_argument("--config", default=default_config, help="configs/NAME.py:VARIANT")
+        parser.add_argument("--workdir", required=True, help="output directory")
+        args = parser.parse_args(rest)
+        result = run(load_config(args.config, overrides), args.workdir)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(result)
+    return 0

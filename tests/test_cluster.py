@@ -175,3 +175,11 @@ def test_nnmp_script_tiny(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "nnmp.md").exists() and (tmp_path / "nnmp_nnls.png").exists()
+
+
+def test_experiment_scripts_report_config_errors_without_traceback(capsys):
+    from experiments import cluster, nnmp
+
+    for script, spec in ((cluster, "configs/ssc.py:tiny"), (nnmp, "configs/nnmp.py:tiny")):
+        assert script.main(["--config", spec, "--workdir", "/tmp/unused", "--config.no_such_key=1"]) == 2
+        assert "no key 'no_such_key'" in capsys.readouterr().err
