@@ -23,10 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--note", default="", help="free text recorded in the notes")
     args = parser.parse_args(argv)
 
-    from jaxcomp.codecs.pretrained import ModelLoadError, _load_workdir, export_params
+    from jaxcomp.codecs.pretrained import ModelLoadError, export_params, load_workdir
 
     try:
-        config, params, notes = _load_workdir(args.workdir)
+        config, params, notes = load_workdir(args.workdir)
     except (ModelLoadError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

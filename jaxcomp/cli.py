@@ -53,15 +53,9 @@ def _write_atomic(path: str, data: bytes) -> None:
 
 
 def _compress_one(codec, src: str, dst: str) -> tuple[int, int]:
-    from PIL import Image
-
     from jaxcomp.data import load_image
 
-    with Image.open(src) as im:
-        gray = im.mode in ("L", "1")
-    image = load_image(src)
-    if gray:
-        image = image[..., 0]
+    image = load_image(src, keep_gray=True)  # grayscale stays [H, W] and decodes as grayscale
     data = codec.compress(image)
     _write_atomic(dst, data)
     return image.size, len(data)

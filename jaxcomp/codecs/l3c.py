@@ -280,6 +280,7 @@ class L3CCodec:
         self._symbols = jax.jit(self._symbols_fn)
         self._decode_scale = jax.jit(self._decode_scale_fn, static_argnums=(3,))
         self._scale_pmf = jax.jit(self._scale_pmf_fn, static_argnums=(2, 3))
+        self._forward = jax.jit(lambda params, x: self.model.apply({"params": params}, x))  # estimates only
 
     # ---- the jitted functions shared by encoder and decoder --------------------------
 
@@ -481,11 +482,6 @@ class L3CCodec:
             total += float(sum(b[0] for b in bits_per_scale(self.spec, out)))
         return total
 
-    @property
-    def _forward(self):
-        if not hasattr(self, "_forward_jit"):
-            self._forward_jit = jax.jit(lambda params, x: self.model.apply({"params": params}, x))
-        return self._forward_jit
 
 
 def check_image(image: np.ndarray) -> np.ndarray:

@@ -28,11 +28,12 @@ class DataError(ValueError):
     """A dataset path, file or setting that cannot be used."""
 
 
-def load_image(path: str) -> np.ndarray:
+def load_image(path: str, keep_gray: bool = False) -> np.ndarray:
     """Decodes an image file to ``uint8 [H, W, 3]`` RGB.
 
-    Grayscale and palette images are converted to RGB; images with an alpha channel or
-    more than 8 bits per sample are refused (a lossless codec must not drop data silently).
+    Palette images, and grayscale ones unless ``keep_gray`` (then ``uint8 [H, W]``), are
+    converted to RGB; images with an alpha channel or more than 8 bits per sample are
+    refused (a lossless codec must not drop data silently).
     """
     try:
         with Image.open(path) as im:
@@ -42,7 +43,8 @@ def load_image(path: str) -> np.ndarray:
                 raise DataError(f"{path}: has an alpha channel ({mode}); only RGB images are supported")
             if mode in ("I;16", "I;16B", "I;16L", "I", "F", "RGB;16"):
                 raise DataError(f"{path}: {mode} images (more than 8 bits per sample) are not supported")
-            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+            gray = keep_gray and mode in ("L", "1")
+            arr = np.asarray(im.convert("L" if gray else "RGB"), dtype=np.uint8)
     except DataError:
         raise
     except FileNotFoundError as e:
@@ -160,10 +162,9 @@ def random_crop(
     h, w = image.shape[:2]
     lo, hi = downscale
     scale = float(rng.uniform(lo, hi)) if hi > lo else float(lo)
-    window = int(round(crop / scale))
-    window = max(crop, min(window, h, w)) if min(h, w) >= crop else window
-    if min(h, w) < window:
-        raise DataError(f"image of size {h}x{w} is smaller than the crop {window}")
+    if min(h, w) < crop:
+        raise DataError(f"image of size {h}x{w} is smaller than the crop {crop}")
+    window = max(crop, min(int(round(crop / scale)), h, w))  # a strong downscale is capped by the image
     y = int(rng.integers(0, h - window + 1))
     x = int(rng.integers(0, w - window + 1))
     patch = image[y : y + window, x : x + window]

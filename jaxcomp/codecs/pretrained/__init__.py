@@ -49,7 +49,8 @@ def _load_exported(path: str) -> tuple[ml_collections.ConfigDict, Any, dict]:
     return ml_collections.ConfigDict(meta["config"]), params, meta.get("training", {})
 
 
-def _load_workdir(workdir: str) -> tuple[ml_collections.ConfigDict, Any, dict]:
+def load_workdir(workdir: str) -> tuple[ml_collections.ConfigDict, Any, dict]:
+    """``(config, params, notes)`` of the latest checkpoint of a training workdir."""
     from jaxcomp import tasks
     from jaxcomp import train as trainer
 
@@ -71,7 +72,7 @@ def load_model(checkpoint: str | None = None, task: str = "l3c") -> tuple[ml_col
     if os.path.isdir(path):
         if not os.path.isfile(os.path.join(path, "config.json")):
             raise ModelLoadError(f"{path}: a directory without config.json is not a training workdir")
-        config, params, notes = _load_workdir(path)
+        config, params, notes = load_workdir(path)
     elif os.path.isfile(path):
         config, params, notes = _load_exported(path)
     else:
