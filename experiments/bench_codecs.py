@@ -35,6 +35,7 @@ from jaxcomp.baselines import (
     check_image,
     lossless_baselines,
 )
+from jaxcomp.codecs.l3c import DEFAULT_WINDOW
 from jaxcomp.codecs.pretrained import ModelLoadError
 from jaxcomp.data import DataError, list_images, load_image, sample_image_paths
 
@@ -49,9 +50,10 @@ def extra_codecs(args: argparse.Namespace) -> list[Codec]:
         return []
     from jaxcomp.codecs.l3c import load_codec
 
-    codec = load_codec(args.checkpoint, tile=args.tile)
+    codec = load_codec(args.checkpoint, tile=args.tile, window=args.window)
     return [Codec("l3c", codec.compress, codec.decompress, estimate=codec.estimate_bits,
-                  description=f"L3C ({args.checkpoint or 'shipped model'}), tiles of {args.tile}px", warmup=True)]
+                  description=f"L3C ({args.checkpoint or 'shipped model'}), tiles of {args.tile}px, "
+                              f"PMF window {args.window or 'all levels'}", warmup=True)]
 
 
 def build_codecs(args: argparse.Namespace) -> list[Codec]:
@@ -193,6 +195,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint", default=None, help="L3C model: exported .msgpack or training workdir "
                    "(default: the model shipped with jaxcomp)")
     p.add_argument("--tile", type=int, default=512, help="L3C tile size")
+    p.add_argument("--window", type=int, default=DEFAULT_WINDOW,
+                   help="L3C coding PMFs over WINDOW levels around the mean + escape (0: all 256 levels)")
     p.add_argument("--no-l3c", action="store_true", help="baselines only")
     p.add_argument("--crop", type=int, default=0, help="centre-crop every image to at most CROP x CROP (timings)")
     return p.parse_args(argv)

@@ -88,6 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--codec", default="l3c", choices=["l3c"])
         p.add_argument("--tile", type=int, default=512,
                        help="tile size in pixels when compressing (decoding reads it from the file)")
+        p.add_argument("--window", type=int, default=64,
+                       help="coding PMFs over WINDOW levels around the model's mean plus an escape, when "
+                            "compressing (0: all 256 levels; decoding reads it from the file)")
         p.add_argument("--force", action="store_true", help="overwrite existing outputs")
         p.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
@@ -102,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from jaxcomp.codecs.pretrained import ModelLoadError
         from jaxcomp.train import CheckpointError
         try:
-            codec = load_codec(args.checkpoint, tile=args.tile)
+            codec = load_codec(args.checkpoint, tile=args.tile, window=args.window)
         except (ModelLoadError, CheckpointError, ValueError, OSError) as e:
             raise UsageError(f"cannot load the model: {e}") from e
     except UsageError as e:

@@ -69,3 +69,22 @@ def test_container_detects_every_kind_of_damage():
     payload_flip[-8] ^= 1
     with pytest.raises(ChecksumError):
         unpack(bytes(payload_flip), "l3c", model)
+
+
+def test_windowed_code_roundtrips_escapes_and_costs_what_it_says():
+    from jaxcomp.coding import decode_windowed, encode_windowed, ideal_bits_windowed
+
+    rng = np.random.default_rng(2)
+    n, levels, window = 5000, 256, 16
+    lo = rng.integers(0, levels - window + 1, n)
+    pmfs = rng.dirichlet(np.ones(window + 1), n).astype(np.float32)
+    symbols = np.clip(lo + rng.integers(-8, window + 8, n), 0, levels - 1)  # about half escape
+    assert ((symbols < lo) | (symbols >= lo + window)).mean() > 0.2
+    words = encode_windowed(symbols, pmfs, lo, levels)
+    np.testing.assert_array_equal(decode_windowed(words, pmfs, lo, levels), symbols)
+    ideal = ideal_bits_windowed(symbols, pmfs, lo, levels).sum()
+    assert ideal <= 32 * len(words) <= ideal * 1.001 + 64
+    with pytest.raises(CodingError, match="window starts"):
+        encode_windowed(symbols, pmfs, lo[:-1], levels)
+    with pytest.raises(CodingError, match="window starts"):
+        decode_windowed(words, pmfs, lo[:-1], levels)

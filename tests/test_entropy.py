@@ -95,3 +95,23 @@ def test_coding_pmf_matches_the_training_likelihood(levels):
     for c in range(3):
         np.testing.assert_array_equal(np.asarray(lm.mixture_pmf(p, x, levels, channel=c))[..., 0, :],
                                       np.asarray(lm.mixture_pmf(p, x, levels))[..., c, :])
+
+
+def test_windowed_pmf_is_the_full_pmf_inside_the_window_and_its_rest_outside():
+    rng = np.random.default_rng(3)
+    b, h, w, k = 1, 4, 5, 10
+    raw = jnp.asarray(rng.normal(size=(b, h, w, lm.num_mixture_params(3, k, True))) * 2, jnp.float32)
+    p = lm.split_mixture_params(raw, 3, k, autoregressive=True)
+    x = jnp.asarray(rng.uniform(-1, 1, size=(b, h, w, 3)), jnp.float32)
+    for channel in range(3):
+        full = np.asarray(lm.mixture_pmf(p, x, 256, channel=channel), np.float64).reshape(-1, 256)
+        win, lo = lm.mixture_pmf_window(p, x, 256, 64, channel=channel)
+        win, lo = np.asarray(win, np.float64).reshape(-1, 65), np.asarray(lo).reshape(-1)
+        assert ((0 <= lo) & (lo <= 256 - 64)).all()
+        inside = np.stack([full[n, lo[n]:lo[n] + 64] for n in range(len(lo))])
+        np.testing.assert_allclose(win[:, :64], inside, atol=1e-5)
+        np.testing.assert_allclose(win[:, 64], 1.0 - inside.sum(1), atol=1e-5)
+        # the window sits on the mixture's mass: it holds the most probable level
+        assert (np.abs(full.argmax(1) - (lo + 32)) <= 64).mean() > 0.5
+    with pytest.raises(ValueError, match="window"):
+        lm.mixture_pmf_window(p, x, 256, 256)

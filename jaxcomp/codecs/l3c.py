@@ -34,6 +34,9 @@ from jaxcomp.quantize import soft_hard_quantize, uniform_levels
 from jaxcomp.train import TrainState, make_optimizer
 
 RGB_LEVELS = 256
+# Coding PMFs cover 64 levels around the mixture mean plus an escape: 4x fewer CDF evaluations
+# than all 256, for +0.1-0.2% bits on photos (experiments/bench_codecs.py --windows measures it).
+DEFAULT_WINDOW = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,6 +259,9 @@ class L3CCodec:
     tiles of at most ``tile x tile`` pixels that are coded independently (memory stays
     bounded for any image size; full tiles share one compiled shape). Each tile is padded
     by edge replication to a multiple of ``2**scales``; very small images work the same way.
+    ``window`` > 0 codes each 256-level subpixel with a PMF over ``window`` levels around the
+    mixture's mean plus an escape bin (:func:`jaxcomp.entropy.mixture_pmf_window`); 0 codes
+    with PMFs over all levels. The stream records its window, so any codec decodes it.
 
     Bit-exactness: the decoder computes every PMF with the jitted functions below, on
     inputs rebuilt from decoded symbols; the encoder calls the *same* functions on the
@@ -267,19 +273,21 @@ class L3CCodec:
 
     codec_name = "l3c"
 
-    def __init__(self, spec: L3CSpec, params: Any, tile: int = 512):
+    def __init__(self, spec: L3CSpec, params: Any, tile: int = 512, window: int = DEFAULT_WINDOW):
         from jaxcomp.coding import fingerprint
 
         m = 2**spec.scales
         if tile % m or tile <= 0:
             raise ValueError(f"tile must be a positive multiple of {m}, got {tile}")
-        self.spec, self.tile = spec, tile
+        if window < 0:
+            raise ValueError(f"window must be >= 0 (0: PMFs over all levels), got {window}")
+        self.spec, self.tile, self.window = spec, tile, window
         self.params = jax.tree.map(jnp.asarray, params)
         self.model = L3C(spec)
         self.fingerprint = fingerprint(self.params, dataclasses.asdict(spec))
         self._symbols = jax.jit(self._symbols_fn)
         self._decode_scale = jax.jit(self._decode_scale_fn, static_argnums=(3,))
-        self._scale_pmf = jax.jit(self._scale_pmf_fn, static_argnums=(2, 3))
+        self._scale_pmf = jax.jit(self._scale_pmf_fn, static_argnums=(2, 3, 4))
         self._forward = jax.jit(lambda params, x: self.model.apply({"params": params}, x))  # estimates only
 
     # ---- the jitted functions shared by encoder and decoder --------------------------
@@ -296,15 +304,44 @@ class L3CCodec:
         z = self._values(symbols, scale)
         return self.model.apply({"params": params}, z, coarser, scale, method=L3C.predict)
 
-    def _scale_pmf_fn(self, raw, symbols, scale, channel):
-        """PMFs ``[N, levels]`` of x(scale) (one channel of RGB, all channels otherwise)."""
+    def _window(self, scale: int, window: int) -> int:
+        """The window a stream coded with ``window`` uses at ``scale`` (0: all levels)."""
+        return window if 0 < window < self.spec.num_levels(scale) else 0
+
+    def _scale_pmf_fn(self, raw, symbols, scale, channel, window):
+        """PMFs ``[N, levels]`` of x(scale) (one channel of RGB, all channels otherwise), or
+        with a window, ``([N, window + 1], lo [N])`` (see :func:`lm.mixture_pmf_window`)."""
         p = mixture_params(self.spec, raw, scale)
         levels = self.spec.num_levels(scale)
-        if p.coeffs is not None:
-            pmf = lm.mixture_pmf(p, self._values(symbols, scale), levels, channel=channel)
-        else:
-            pmf = lm.mixture_pmf(p, None, levels)
-        return pmf.reshape(-1, levels)
+        values = self._values(symbols, scale) if p.coeffs is not None else None
+        ch = channel if p.coeffs is not None else None
+        if window:
+            pmf, lo = lm.mixture_pmf_window(p, values, levels, window, channel=ch)
+            return pmf.reshape(-1, window + 1), lo.reshape(-1)
+        return lm.mixture_pmf(p, values, levels, channel=ch).reshape(-1, levels), None
+
+    def _pmfs(self, raw, symbols: np.ndarray, scale: int, channel: int, window: int):
+        pmf, lo = self._scale_pmf(raw, jnp.asarray(symbols), scale, channel, self._window(scale, window))
+        return np.asarray(pmf), None if lo is None else np.asarray(lo)
+
+    def _encode(self, symbols: np.ndarray, pmf: np.ndarray, lo: np.ndarray | None, scale: int):
+        """One payload and the per-symbol information content ``float64 [N]`` (bits)."""
+        from jaxcomp.coding import encode_categorical, encode_windowed, ideal_bits_windowed
+
+        symbols = symbols.reshape(-1)
+        if lo is None:
+            data = encode_categorical(symbols, pmf)
+            p = np.take_along_axis(pmf, symbols.reshape(-1, 1).astype(np.int64), 1)[:, 0] / pmf.sum(1, np.float64)
+            return data.tobytes(), -np.log2(p)
+        levels = self.spec.num_levels(scale)
+        return encode_windowed(symbols, pmf, lo, levels).tobytes(), ideal_bits_windowed(symbols, pmf, lo, levels)
+
+    def _decode(self, words: np.ndarray, pmf: np.ndarray, lo: np.ndarray | None, scale: int) -> np.ndarray:
+        from jaxcomp.coding import decode_categorical, decode_windowed
+
+        if lo is None:
+            return decode_categorical(words, pmf)
+        return decode_windowed(words, pmf, lo, self.spec.num_levels(scale))
 
     # ---- tiles ------------------------------------------------------------------------
 
@@ -325,36 +362,30 @@ class L3CCodec:
         return out
 
     def _encode_tile(self, tile: np.ndarray, bit_maps: dict | None = None) -> tuple[list[bytes], float]:
-        from jaxcomp.coding import encode_categorical, encode_uniform, ideal_bits
-
-        def record(name, symbols, pmf):
-            if bit_maps is not None:
-                p = np.take_along_axis(pmf, symbols.reshape(-1, 1).astype(np.int64), 1)[:, 0] / pmf.sum(1)
-                bit_maps[name] = (-np.log2(p)).reshape(symbols.shape[1:])
+        from jaxcomp.coding import encode_uniform
 
         s = self.spec
+        names = self.payload_names()
         symbols = [np.asarray(v) for v in self._symbols(self.params, jnp.asarray(self._pad(tile))[None])]
         payloads = [encode_uniform(symbols[s.scales], s.num_levels(s.scales)).tobytes()]
-        bits = payloads[0].__len__() * 8.0
+        bits = len(payloads[0]) * 8.0
         coarser = None
         for scale in range(s.scales, 0, -1):
             coarser, raw = self._decode_scale(self.params, jnp.asarray(symbols[scale]), coarser, scale)
             target = symbols[scale - 1]
-            if s.channels(scale - 1) == 3:
-                for c in range(3):
-                    pmf = np.asarray(self._scale_pmf(raw, jnp.asarray(self._partial(target, c)), scale - 1, c))
-                    payloads.append(encode_categorical(target[..., c].reshape(-1), pmf).tobytes())
-                    bits += ideal_bits(target[..., c], pmf)
-                    record(self.payload_names()[len(payloads) - 1], target[..., c], pmf)
-            else:
-                pmf = np.asarray(self._scale_pmf(raw, jnp.asarray(target), scale - 1, 0))
-                payloads.append(encode_categorical(target.reshape(-1), pmf).tobytes())
-                bits += ideal_bits(target, pmf)
-                record(self.payload_names()[len(payloads) - 1], target, pmf)
+            rgb = s.channels(scale - 1) == 3
+            for c in range(3 if rgb else 1):
+                part = target[..., c] if rgb else target
+                pmf, lo = self._pmfs(raw, self._partial(target, c) if rgb else target, scale - 1, c, self.window)
+                data, symbol_bits = self._encode(part, pmf, lo, scale - 1)
+                payloads.append(data)
+                bits += float(symbol_bits.sum())
+                if bit_maps is not None:
+                    bit_maps[names[len(payloads) - 1]] = symbol_bits.astype(np.float32).reshape(part.shape[1:])
         return payloads, bits
 
-    def _decode_tile(self, payloads: list[bytes], h: int, w: int) -> np.ndarray:
-        from jaxcomp.coding import decode_categorical, decode_uniform
+    def _decode_tile(self, payloads: list[bytes], h: int, w: int, window: int) -> np.ndarray:
+        from jaxcomp.coding import decode_uniform
 
         s = self.spec
         m = 2**s.scales
@@ -370,15 +401,15 @@ class L3CCodec:
         for scale in range(s.scales, 0, -1):
             coarser, raw = self._decode_scale(self.params, jnp.asarray(symbols), coarser, scale)
             shape = (1, ph // 2 ** (scale - 1), pw // 2 ** (scale - 1), s.channels(scale - 1))
-            if shape[-1] == 3:
-                target = np.zeros(shape, np.int32)
-                for c in range(3):
-                    pmf = np.asarray(self._scale_pmf(raw, jnp.asarray(target), scale - 1, c))
-                    target[..., c] = decode_categorical(words[k], pmf).reshape(shape[:3])
-                    k += 1
-            else:
-                pmf = np.asarray(self._scale_pmf(raw, jnp.asarray(np.zeros(shape, np.int32)), scale - 1, 0))
-                target = decode_categorical(words[k], pmf).reshape(shape)
+            target = np.zeros(shape, np.int32)
+            rgb = shape[-1] == 3
+            for c in range(3 if rgb else 1):
+                pmf, lo = self._pmfs(raw, target, scale - 1, c, window)
+                decoded = self._decode(words[k], pmf, lo, scale - 1)
+                if rgb:
+                    target[..., c] = decoded.reshape(shape[:3])
+                else:
+                    target = decoded.reshape(shape)
                 k += 1
             symbols = target
         return symbols[0, :h, :w].astype(np.uint8)
@@ -429,7 +460,8 @@ class L3CCodec:
             p, b = self._encode_tile(rgb[y:y + th, x:x + tw])
             payloads += p
             bits += b
-        meta = dict(height=h, width=w, mode=mode, tile=self.tile, pixel_crc=zlib.crc32(image.tobytes()))
+        meta = dict(height=h, width=w, mode=mode, tile=self.tile, window=self.window,
+                    pixel_crc=zlib.crc32(image.tobytes()))
         data = pack(self.codec_name, self.fingerprint, meta, payloads)
         return (data, bits) if return_bits else data
 
@@ -448,11 +480,12 @@ class L3CCodec:
         try:
             h, w, tile, mode, crc = (int(meta["height"]), int(meta["width"]), int(meta["tile"]), meta["mode"],
                                      int(meta["pixel_crc"]))
+            window = int(meta.get("window", 0))  # streams written before windows existed code all levels
         except (KeyError, TypeError, ValueError) as e:
             raise BitstreamError(f"bitstream metadata is incomplete: {e}") from e
         m = 2**self.spec.scales
-        if not (0 < h <= 1 << 16 and 0 < w <= 1 << 16 and 0 < tile <= 1 << 14 and tile % m == 0) or \
-                mode not in ("L", "RGB"):
+        if not (0 < h <= 1 << 16 and 0 < w <= 1 << 16 and 0 < tile <= 1 << 14 and tile % m == 0
+                and 0 <= window <= RGB_LEVELS and mode in ("L", "RGB")):
             raise BitstreamError(f"bitstream metadata is invalid: {meta}")
         tiles = self._tiles(h, w, tile)  # the tiling is a property of the stream, not of this codec
         per_tile = self.payloads_per_tile()
@@ -461,7 +494,7 @@ class L3CCodec:
         out = np.zeros((h, w, 3), np.uint8)
         try:
             for i, (y, x, th, tw) in enumerate(tiles):
-                out[y:y + th, x:x + tw] = self._decode_tile(payloads[i * per_tile:(i + 1) * per_tile], th, tw)
+                out[y:y + th, x:x + tw] = self._decode_tile(payloads[i * per_tile:(i + 1) * per_tile], th, tw, window)
         except CodingError as e:
             raise BitstreamError(f"bitstream does not decode: {e}") from e
         image = out[..., 0] if mode == "L" else out
@@ -498,9 +531,9 @@ def check_image(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def load_codec(checkpoint: str | None = None, tile: int = 512) -> L3CCodec:
+def load_codec(checkpoint: str | None = None, tile: int = 512, window: int = DEFAULT_WINDOW) -> L3CCodec:
     """An :class:`L3CCodec` from the shipped model (default), an exported ``.msgpack`` or a workdir."""
     from jaxcomp.codecs.pretrained import load_model
 
     config, params, _ = load_model(checkpoint, task="l3c")
-    return L3CCodec(spec_from_config(config.model), params, tile=tile)
+    return L3CCodec(spec_from_config(config.model), params, tile=tile, window=window)

@@ -88,3 +88,67 @@ def ideal_bits(symbols: np.ndarray, pmfs: np.ndarray) -> float:
     pmfs = np.asarray(pmfs, np.float64)
     p = np.take_along_axis(pmfs, np.asarray(symbols).reshape(-1, 1).astype(np.int64), axis=1)[:, 0]
     return float(-np.sum(np.log2(p / pmfs.sum(1))))
+
+
+def _window_indices(symbols: np.ndarray, pmfs: np.ndarray, lo: np.ndarray, levels: int):
+    symbols = np.asarray(symbols).reshape(-1).astype(np.int64)
+    lo = np.asarray(lo).reshape(-1).astype(np.int64)
+    window = pmfs.shape[1] - 1
+    if len(lo) != len(symbols):
+        raise CodingError(f"{len(symbols)} symbols but {len(lo)} window starts")
+    if len(symbols) and (symbols.min() < 0 or symbols.max() >= levels):
+        raise CodingError(f"symbols must lie in [0, {levels})")
+    index = symbols - lo
+    escaped = (index < 0) | (index >= window)
+    index[escaped] = window
+    return index.astype(np.int32), escaped
+
+
+def encode_windowed(symbols: np.ndarray, pmfs: np.ndarray, lo: np.ndarray, levels: int) -> np.ndarray:
+    """Codes ``symbols`` (int ``[N]`` in ``[0, levels)``) under windowed PMFs.
+
+    ``pmfs`` (float ``[N, W + 1]``) give the probabilities of levels ``lo[n] .. lo[n] + W - 1``
+    and, last, of an *escape* (any other level); ``lo`` is int ``[N]``. A symbol inside its
+    window costs ``-log2 pmf``; one outside costs the escape plus ``log2(levels)`` bits for
+    the level itself (see :func:`jaxcomp.entropy.mixture_pmf_window`). One stream,
+    ``uint32 [words]``: the window indices first, then the escaped levels.
+    """
+    pmfs = _check_pmfs(pmfs, np.asarray(symbols).size)
+    index, escaped = _window_indices(symbols, pmfs, lo, levels)
+    coder = constriction.stream.stack.AnsCoder()
+    if escaped.any():  # pushed first, so decoded after the indices that say which symbols escaped
+        coder.encode_reverse(np.ascontiguousarray(np.asarray(symbols).reshape(-1)[escaped], dtype=np.int32),
+                             constriction.stream.model.Uniform(levels))
+    if len(index):
+        coder.encode_reverse(index, _CATEGORICAL, pmfs)
+    return coder.get_compressed()
+
+
+def decode_windowed(words: np.ndarray, pmfs: np.ndarray, lo: np.ndarray, levels: int) -> np.ndarray:
+    """Inverse of :func:`encode_windowed`: ``int32 [N]``."""
+    pmfs = _check_pmfs(pmfs)
+    lo = np.asarray(lo).reshape(-1).astype(np.int32)
+    if len(lo) != pmfs.shape[0]:
+        raise CodingError(f"{pmfs.shape[0]} PMFs but {len(lo)} window starts")
+    if pmfs.shape[0] == 0:
+        return np.zeros((0,), np.int32)
+    window = pmfs.shape[1] - 1
+    try:
+        coder = constriction.stream.stack.AnsCoder(np.ascontiguousarray(words, dtype=np.uint32))
+        index = np.asarray(coder.decode(_CATEGORICAL, pmfs), np.int32)
+        escaped = index == window
+        symbols = lo + index
+        if escaped.any():
+            symbols[escaped] = np.asarray(coder.decode(constriction.stream.model.Uniform(levels),
+                                                       int(escaped.sum())), np.int32)
+    except Exception as e:  # constriction raises plain exceptions on invalid streams
+        raise CodingError(f"entropy-coded stream does not decode: {e}") from e
+    return symbols
+
+
+def ideal_bits_windowed(symbols: np.ndarray, pmfs: np.ndarray, lo: np.ndarray, levels: int) -> np.ndarray:
+    """Per-symbol information content ``float64 [N]`` (bits) of :func:`encode_windowed`'s code."""
+    pmfs = np.asarray(pmfs, np.float64)
+    index, escaped = _window_indices(symbols, pmfs, lo, levels)
+    p = np.take_along_axis(pmfs, index.reshape(-1, 1).astype(np.int64), axis=1)[:, 0] / pmfs.sum(1)
+    return -np.log2(p) + escaped * np.log2(levels)
