@@ -4,7 +4,9 @@
 
 Each config runs in its own subprocess (so peak memory is its own) on real crops of the
 shipped photos. Peak memory is the process's max RSS on CPU and the allocator's peak on
-GPU/TPU. Extra ``--xla-flags`` are passed through XLA_FLAGS to compare XLA options.
+GPU/TPU. Extra ``--xla-flags`` are passed through XLA_FLAGS to compare XLA options; the
+``xla_flags`` column shows what ran (``import jaxcomp`` adds YNNPACK-off on CPU unless
+``JAXCOMP_KEEP_YNN=1``, see jaxcomp.xla).
 """
 
 from __future__ import annotations

@@ -1,22 +1,50 @@
-"""XLA settings that measurably help on this project's hardware, applied before JAX starts."""
+"""XLA settings that measurably help on this project's hardware, applied before JAX starts.
+
+``import jaxcomp`` calls :func:`prefer_xla_cpu_convolutions`, so every jaxcomp process that
+imports jaxcomp before running JAX computes with the same CPU convolutions: faster training,
+and codec streams that one jaxcomp process writes and another decodes bit-exactly.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 
 # jaxlib 0.10 hands CPU convolutions to YNNPACK by default; on the 2-core x86 machines of
-# this project XLA's own convolutions are ~1.5-1.9x faster for training (measured by
-# experiments/bench_conv_gap.py and experiments/bench_train.py; see the README).
+# this project XLA's own convolutions are ~1.5-2x faster for training and for the L3C codec
+# (measured by experiments/bench_conv_gap.py, experiments/bench_train.py and bench_codecs.py;
+# see the README). The two give different floats, so a codec must know which one ran.
 NO_YNN = "--xla_cpu_experimental_ynn_fusion_type="
+
+_state: dict[str, object] = {"flags_at_start": None}
+
+
+def _backends_started() -> bool:
+    if "jax" not in sys.modules:
+        return False
+    try:
+        from jax._src import xla_bridge
+        return bool(xla_bridge.backends_are_initialized())
+    except (ImportError, AttributeError):  # a jax without the helper: assume it may have started
+        return True
 
 
 def prefer_xla_cpu_convolutions() -> None:
     """Adds :data:`NO_YNN` to ``XLA_FLAGS`` unless the user set a YNN option or opted out.
 
-    Must run before the first JAX computation. Opt out with ``JAXCOMP_KEEP_YNN=1``. Only for
-    training: a codec's encoder and decoder must run with the *same* XLA settings.
+    Takes effect only if no JAX computation has run yet in this process (JAX reads
+    ``XLA_FLAGS`` once). Opt out with ``JAXCOMP_KEEP_YNN=1``. Idempotent.
     """
+    if _state["flags_at_start"] is None and _backends_started():
+        _state["flags_at_start"] = os.environ.get("XLA_FLAGS", "")  # too late: these are in force
     flags = os.environ.get("XLA_FLAGS", "")
     if os.environ.get("JAXCOMP_KEEP_YNN") == "1" or "ynn" in flags:
         return
     os.environ["XLA_FLAGS"] = (flags + " " + NO_YNN).strip()
+
+
+def cpu_convolutions() -> str:
+    """Which CPU convolutions this process runs: ``"xla"`` (YNNPACK fusions off) or ``"ynn"``."""
+    flags = _state["flags_at_start"]
+    flags = os.environ.get("XLA_FLAGS", "") if flags is None else flags
+    return "xla" if NO_YNN in str(flags).split() else "ynn"

@@ -88,3 +88,13 @@ def test_the_tiling_is_read_from_the_stream(codec, photo):
     bigger_tiles = l3c.L3CCodec(codec.spec, codec.params, tile=64)
     image = photo[:70, :50]
     np.testing.assert_array_equal(codec.decompress(bigger_tiles.compress(image)), image)
+
+
+def test_a_stream_from_other_numerics_is_refused_before_decoding(codec, photo):
+    import copy
+
+    other = copy.copy(codec)
+    other.numerics = "cpu/ynn" if codec.numerics != "cpu/ynn" else "cpu/xla"
+    with pytest.raises(BitstreamError, match=f"compressed with {other.numerics} numerics"):
+        codec.decompress(other.compress(photo[:16, :16]))
+    assert codec.numerics == "cpu/xla"  # importing jaxcomp before JAX starts selects XLA's convolutions

