@@ -19,6 +19,7 @@ Variants (``config.model.representation``):
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from typing import Any
 
@@ -375,21 +376,38 @@ class L3CCodec:
         symbols = [np.asarray(v) for v in self._symbols(self.params, jnp.asarray(self._pad(tile))[None])]
         payloads = [encode_uniform(symbols[s.scales], s.num_levels(s.scales)).tobytes()]
         bits = len(payloads[0]) * 8.0
-        coarser = None
-        for scale in range(s.scales, 0, -1):
-            coarser, raw = self._decode_scale(self.params, jnp.asarray(symbols[scale]), coarser, scale)
-            target = symbols[scale - 1]
-            rgb = s.channels(scale - 1) == 3
-            for c in range(3 if rgb else 1):
-                part = target[..., c] if rgb else target
-                pmf, lo = self._pmfs(raw, self._partial(target, c) if rgb else target, scale - 1, c, self.window)
-                data, symbol_bits = self._encode(part, pmf, lo, scale - 1, with_bits or bit_maps is not None)
-                payloads.append(data)
-                if symbol_bits is None:
-                    continue
+
+        def pmf_jobs():
+            """Dispatches each payload's PMFs (asynchronously: JAX returns before computing)."""
+            coarser = None
+            for scale in range(s.scales, 0, -1):
+                coarser, raw = self._decode_scale(self.params, jnp.asarray(symbols[scale]), coarser, scale)
+                target = symbols[scale - 1]
+                rgb = s.channels(scale - 1) == 3
+                for c in range(3 if rgb else 1):
+                    inputs = jnp.asarray(self._partial(target, c) if rgb else target)
+                    pmf_lo = self._scale_pmf(raw, inputs, scale - 1, c, self._window(scale - 1, self.window))
+                    yield scale - 1, target[..., c] if rgb else target, pmf_lo
+
+        def code(scale, part, pmf_lo):
+            nonlocal bits
+            pmf, lo = pmf_lo
+            data, symbol_bits = self._encode(part, np.asarray(pmf), None if lo is None else np.asarray(lo), scale,
+                                             with_bits or bit_maps is not None)
+            payloads.append(data)
+            if symbol_bits is not None:
                 bits += float(symbol_bits.sum())
                 if bit_maps is not None:
                     bit_maps[names[len(payloads) - 1]] = symbol_bits.astype(np.float32).reshape(part.shape[1:])
+
+        # The encoder knows every symbol, so the next payload's PMFs compute while this one is coded.
+        pending: collections.deque = collections.deque()
+        for job in pmf_jobs():
+            pending.append(job)
+            if len(pending) == 2:
+                code(*pending.popleft())
+        while pending:
+            code(*pending.popleft())
         return payloads, bits
 
     def _decode_tile(self, payloads: list[bytes], h: int, w: int, window: int) -> np.ndarray:
