@@ -6,13 +6,16 @@ for Electrocardiogram Classification" (CinC 2017) and its reference configuratio
 * **CNN**: ``conv_blocks`` blocks of ``layers_per_block`` 2-D convolutions (``kernel`` x
   ``kernel``) over (time, frequency), each followed by batch norm, ReLU and dropout; the
   last layer of a block has stride 2 and ``growth`` more channels than the block's input
-  (the first block starts at ``channels``). The output ``[B, T', F', C]`` is flattened to
+  (the first block starts at ``channels``); as in the reference code, dropout acts once per
+  block, after its last layer. The output ``[B, T', F', C]`` is flattened to
   features ``[B, T', F' C]``, averaged over the valid time steps, and a linear layer gives
   the four class logits. (Paper: 6 blocks x 4 layers = 24 conv layers, 5x5, 32 channels + 32
   per block.)
-* **CRNN**: the first ``crnn_conv_blocks`` blocks of the same stack (paper: 4), then
-  ``lstm_layers`` bidirectional LSTMs of ``lstm_units`` per direction (paper: 3 x 200) run
-  over the valid time steps only, their outputs averaged over time, and a linear layer.
+* **CRNN**: the first ``crnn_conv_blocks`` blocks of the same stack (paper: 4), then, as in
+  the reference code, a forward and a backward stack of ``lstm_layers`` LSTMs with
+  ``lstm_units`` each (paper: 3 layers, 200 units split as 100 per direction) over the valid
+  time steps only; each direction's outputs are averaged over time, concatenated, and a
+  linear layer gives the logits.
 
 Masking makes a recording's logits independent of how much padding its batch has: the
 features are zeroed beyond each recording's length after every layer, the convolutions pad
@@ -43,7 +46,7 @@ class ECGModelSpec:
     growth: int = 32
     dropout: float = 0.15
     lstm_layers: int = 3
-    lstm_units: int = 200
+    lstm_units: int = 100              # per direction
     bn_momentum: float = 0.99
     num_classes: int = 4
 
@@ -123,7 +126,8 @@ class ConvBlock(nn.Module):
             mask = time_mask(frames, x.shape[1])[:, :, None, None]
             x = MaskedBatchNorm(self.bn_momentum, name=f"bn{i}")(x, mask, train)
             x = nn.relu(x)
-            x = nn.Dropout(self.dropout, deterministic=not train)(x)
+            if last:  # as the reference code: dropout once, at the end of the block
+                x = nn.Dropout(self.dropout, deterministic=not train)(x)
             x = jnp.where(mask, x, 0.0)
         return x, frames
 
@@ -168,12 +172,15 @@ class ECGCRNN(nn.Module):
         s = self.spec
         conv_train = train if conv_train is None else conv_train
         x, frames = ConvStack(s, s.crnn_conv_blocks, name="conv")(spec_features, frames, conv_train)
-        for i in range(s.lstm_layers):
-            x = nn.Bidirectional(nn.RNN(nn.OptimizedLSTMCell(s.lstm_units), name=f"lstm{i}_fwd"),
-                                 nn.RNN(nn.OptimizedLSTMCell(s.lstm_units), name=f"lstm{i}_bwd"),
-                                 name=f"lstm{i}")(x, seq_lengths=frames)
-            x = nn.Dropout(s.dropout, deterministic=not train)(x)
-        return nn.Dense(s.num_classes, name="classifier")(masked_mean_over_time(x, frames))
+        directions = []
+        for direction in ("forward", "backward"):
+            h = x
+            for i in range(s.lstm_layers):
+                h = nn.RNN(nn.OptimizedLSTMCell(s.lstm_units), reverse=direction == "backward", keep_order=True,
+                           name=f"lstm_{direction}{i}")(h, seq_lengths=frames)
+                h = nn.Dropout(s.dropout, deterministic=not train)(h)
+            directions.append(masked_mean_over_time(h, frames))
+        return nn.Dense(s.num_classes, name="classifier")(jnp.concatenate(directions, axis=-1))
 
 
 def build_model(spec: ECGModelSpec) -> nn.Module:

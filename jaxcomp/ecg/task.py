@@ -4,8 +4,17 @@ Stage 1 trains the CNN (``model.name="cnn"``). Stage 2 trains the CRNN
 (``model.name="crnn"``) with ``stage.init_conv_from`` pointing at the stage-1 workdir: its
 first ``crnn_conv_blocks`` conv blocks (weights and batch-norm statistics) initialise the
 CRNN's, and with ``stage.freeze_conv`` they stay fixed (zero updates, batch norm in
-inference mode) while the LSTMs and the classifier learn. Both stages are the one trainer
-with different configs.
+inference mode) while the LSTMs and the classifier learn; ``freeze_conv=False`` fine-tunes
+everything from that initialisation instead. Both stages are the one trainer with different
+configs.
+
+The reference code (github.com/yruffiner/ecg-classification, ``network/crnn.py``) does the
+same with one graph: phase 0 trains the CRNN's conv blocks under a "mean branch" (time
+average, dense 200 + ReLU, linear), phase 1 stops the gradient at the conv features and
+trains the LSTMs and the linear layer. Differences here: stage 1 is the paper's CNN itself
+(time average, linear; no hidden dense layer), so one stage-1 run serves both as the CNN
+result and as the CRNN's initialisation, and with more conv blocks than the CRNN uses; and
+the frozen blocks' batch norm uses its running statistics instead of batch statistics.
 
 Batches (see :class:`jaxcomp.ecg.data.ECGBatches`): ``signal`` float32 ``[B, L]`` (mV),
 ``length`` int32 ``[B]``, ``label`` int32 ``[B]``, ``weight`` float32 ``[B]``. The train step
