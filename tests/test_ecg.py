@@ -165,11 +165,11 @@ def test_padding_does_not_change_the_logits(tiny_config):
             batch["signal"][0, :1000] = signal
             batch["signal"][1] = rng.standard_normal(width)
             if width == 1024:
-                state = task.init(jax.random.PRNGKey(0), batch)
+                state = jax.jit(task.init)(jax.random.PRNGKey(0), batch)
                 # non-trivial batch statistics, so that inference-mode batch norm is not the identity
                 stats = jax.tree.map(lambda s: s + 0.3 * jnp.ones_like(s), state.model_state)
                 state = state.replace(model_state=stats)
-            logits.append(np.asarray(task.predict(state, batch))[0])
+            logits.append(np.asarray(jax.jit(task.predict)(state, batch))[0])
         np.testing.assert_allclose(logits[0], logits[1], rtol=1e-4, atol=1e-5, err_msg=name)
 
 
@@ -181,17 +181,16 @@ def test_tiny_training_beats_chance_and_stage_two_freezes_the_conv_blocks(tiny_c
 
     config = apply_overrides(tiny_config, [
         "data.num_records=240", "data.min_seconds=6.0", "data.max_seconds=8.0", "data.buckets=()",
-        "data.num_folds=4", "data.batch_size=16", "data.class_weight_power=0.5",
-        "steps=80", "eval_every=0", "checkpoint_every=80", "optimizer.learning_rate=0.01",
+        "data.class_probs=(0.25, 0.25, 0.25, 0.25)", "data.num_folds=3", "data.batch_size=16",
+        "steps=150", "eval_every=0", "checkpoint_every=150",
         "model.channels=8", "model.growth=8", "model.layers_per_block=1", "model.conv_blocks=3"])
     task, data = ECGTask(config), build_ecg_data(config.data)
     state, _ = trainer.train(config, str(tmp_path / "cnn"), task, data, progress=False)
     labels, preds, probs, index = predict_split(task, state, data, 32)
     assert len(labels) == len(data.eval_idx) and sorted(index.tolist()) == sorted(data.eval_idx.tolist())
     s = score(labels, preds)
-    majority = np.bincount(labels).max() / len(labels)
-    # chance: always predicting the majority class N scores F1 = (F1_N + 0 + 0) / 3 < 0.25
-    assert s["f1"] > 0.4 and s["accuracy"] > majority, s
+    # chance on balanced classes: guessing scores F1 ~ 0.25, always answering N (F1_N = 0.4) 0.13
+    assert s["f1"] > 0.4 and s["accuracy"] > 0.45, s  # measured: 0.50, 0.63
 
     crnn_config = apply_overrides(config, ["model.name=crnn", "model.crnn_conv_blocks=2", "steps=2",
                                            "checkpoint_every=2", f"stage.init_conv_from={tmp_path / 'cnn'}"])

@@ -351,16 +351,18 @@ def load_dataset(data) -> ECGDataset:
     """The recordings a ``config.data`` block names (cached per process).
 
     ``data.source``: ``"synthetic"`` (``num_records`` generated with ``synthetic_seed``,
-    lengths ``min_seconds``..``max_seconds``) or ``"challenge"`` (``path`` = the CinC 2017
-    ``training2017/`` directory; ``limit`` > 0 reads only the first records).
+    lengths ``min_seconds``..``max_seconds``, classes N, A, O, ~ drawn with ``class_probs``)
+    or ``"challenge"`` (``path`` = the CinC 2017 ``training2017/`` directory; ``limit`` > 0
+    reads only the first records).
     """
     if data.source == "synthetic":
         from jaxcomp.ecg.synthetic import synthesize_dataset
 
-        key = ("synthetic", data.num_records, data.synthetic_seed, data.min_seconds, data.max_seconds)
+        probs = tuple(data.get("class_probs", ())) or (0.59, 0.09, 0.28, 0.04)
+        key = ("synthetic", data.num_records, data.synthetic_seed, data.min_seconds, data.max_seconds, probs)
         if key not in _DATASETS:
-            _DATASETS[key] = synthesize_dataset(data.num_records, data.synthetic_seed, min_seconds=data.min_seconds,
-                                                max_seconds=data.max_seconds, progress=data.num_records >= 2000)
+            _DATASETS[key] = synthesize_dataset(data.num_records, data.synthetic_seed, probs, data.min_seconds,
+                                                data.max_seconds, progress=data.num_records >= 2000)
     elif data.source == "challenge":
         if not data.path:
             raise ECGDataError("data.source='challenge' needs data.path=/path/to/training2017")
