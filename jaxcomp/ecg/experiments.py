@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 
 from jaxcomp.configs import apply_overrides
-from jaxcomp.ecg.data import CLASSES, ECGBatches, build_ecg_data
+from jaxcomp.ecg.data import ECGBatches, build_ecg_data
 from jaxcomp.ecg.scoring import plot_confusion, score
 from jaxcomp.ecg.task import ECGTask
 
@@ -94,7 +94,8 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> str:
             tqdm.write(f"seed {seed} fold {fold} {model}: F1 {r['f1']:.3f} (N {r['f1_N']:.3f} A {r['f1_A']:.3f} "
                        f"O {r['f1_O']:.3f} ~ {r['f1_~']:.3f}) acc {r['accuracy']:.3f} [{train_s:.0f} s]")
     rows = [done[k] for k in runs if k[2] in models]
-    table = results_table(rows)
+    sources = sorted({r.get("source", "") for r in rows})
+    table = f"Data: {', '.join(sources)}; F1 = mean(F1_N, F1_A, F1_O).\n\n" + results_table(rows)
     with open(os.path.join(workdir, "results.md"), "w") as f:
         f.write(table + "\n")
     plot_cv_confusion(rows, os.path.join(workdir, "confusion.png"))
@@ -135,4 +136,4 @@ def plot_cv_confusion(rows: list[dict], path: str) -> None:
     plt.close(fig)
 
 
-__all__ = ["CLASSES", "cross_validate", "plot_cv_confusion", "predict_split", "results_table"]
+__all__ = ["cross_validate", "plot_cv_confusion", "predict_split", "results_table"]
