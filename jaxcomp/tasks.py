@@ -13,7 +13,10 @@ def build_task(config: ml_collections.ConfigDict) -> tuple[Any, str]:
     if name == "l3c":
         from jaxcomp.codecs.l3c import L3CTask
         return L3CTask(config), "images"
-    raise ValueError(f"unknown config.task {name!r}; known tasks: l3c")
+    if name == "ecg":
+        from jaxcomp.ecg.task import ECGTask
+        return ECGTask(config), "ecg"
+    raise ValueError(f"unknown config.task {name!r}; known tasks: l3c, ecg")
 
 
 def build_data(config: ml_collections.ConfigDict, kind: str) -> Any:
@@ -21,6 +24,9 @@ def build_data(config: ml_collections.ConfigDict, kind: str) -> Any:
     if kind == "images":
         from jaxcomp.data import build_image_data
         return build_image_data(config.data)
+    if kind == "ecg":
+        from jaxcomp.ecg.data import build_ecg_data
+        return build_ecg_data(config.data)
     raise ValueError(f"unknown data kind {kind!r}")
 
 

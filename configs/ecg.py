@@ -1,0 +1,103 @@
+"""ECG rhythm classification (PhysioNet/CinC 2017): log-spectrogram CNN and CRNN (Zihlmann et al. 2017).
+
+    python -m experiments.train --config configs/ecg.py:cpu_cnn --workdir runs/ecg_cnn
+    python -m experiments.train --config configs/ecg.py:cpu_crnn --workdir runs/ecg_crnn \
+        --config.stage.init_conv_from=runs/ecg_cnn                  # stage 2 of the CRNN
+    python -m experiments.train --config configs/ecg.py:cnn --workdir runs/cnn \
+        --config.data.source=challenge --config.data.path=/path/to/training2017
+    python -m experiments.ecg_cv --config configs/ecg.py:cpu_cnn --workdir runs/ecg_cv   # 5-fold CV
+
+The default data are *synthetic* recordings (jaxcomp.ecg.synthetic; no AF recordings can be
+shipped); data.source=challenge reads the real training2017/ directory. data.fold picks the
+held-out fold of data.num_folds stratified folds (fold_seed) for evaluation.
+
+Variants:
+  cnn, crnn         the paper's networks and training setting: 6 blocks x 4 conv layers (5x5,
+                    32 channels + 32 per block); CRNN = 4 of those blocks + a forward and a backward
+                    stack of 3 LSTMs (100 units each, "200 neurons" in the reference code), outputs
+                    averaged over time; dropout 0.15, Adam 1e-3, batch 20; random resampling (60-120
+                    bpm for 80 bpm) and dropout bursts. The CRNN is trained in two stages:
+                    train `cnn`, then `crnn` with stage.init_conv_from=<the cnn workdir>.
+  cpu_cnn, cpu_crnn what 2 shared CPU cores can train in minutes: 4 blocks x 2 layers of 3x3
+                    (16 channels + 16 per block), CRNN = 3 blocks + 2-layer LSTM stacks of 32 units per direction;
+                    2000 synthetic recordings of 9-30 s, all padded to 30 s (one compiled shape);
+                    300 steps of batch 16, Adam 3e-3 with cosine decay (CRNN stage 2: 200 steps);
+                    resampling 0.8-1.2 and class weights (n / 4 n_c) ** 0.5 (see docs/ecg.md).
+  tiny_cnn, tiny_crnn  seconds, for tests.
+"""
+
+import ml_collections
+
+VARIANTS = ("cnn", "crnn", "cpu_cnn", "cpu_crnn", "tiny_cnn", "tiny_crnn")
+
+
+def get_config(variant: str = "cnn") -> ml_collections.ConfigDict:
+    if variant not in VARIANTS and variant != "":
+        raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+    variant = variant or "cnn"
+    c = ml_collections.ConfigDict()
+    c.task = "ecg"
+    c.seed = 0
+
+    c.data = ml_collections.ConfigDict(dict(
+        source="synthetic",        # synthetic | challenge (data.path = training2017/)
+        path="",
+        limit=0,                   # challenge: read only the first records (0 = all)
+        num_records=8528,          # synthetic: as many as the challenge's training set
+        synthetic_seed=0,
+        class_probs=(0.59, 0.09, 0.28, 0.04),  # synthetic N, A, O, ~: the challenge's training-set shares
+        min_seconds=9.0, max_seconds=60.0,
+        num_folds=5, fold=0, fold_seed=0,
+        buckets=(15.0, 30.0),      # padded lengths (s); one more bucket fits the longest recording
+        batch_size=20,
+        class_weight_power=1.0,    # loss weight of class c: (n / (4 n_c)) ** power
+        seed=0,
+    ))
+    c.model = ml_collections.ConfigDict(dict(
+        name="cnn", conv_blocks=6, crnn_conv_blocks=4, layers_per_block=4, kernel=5, channels=32, growth=32,
+        dropout=0.15, lstm_layers=3, lstm_units=100, bn_momentum=0.99, normalize=True,
+    ))
+    c.augment = ml_collections.ConfigDict(dict(
+        enabled=True, resample=True, min_factor=2 / 3, max_factor=4 / 3,   # 80 bpm -> 60..120 bpm
+        bursts=True, burst_rate=0.0228, burst_samples=9,                   # P(N(0,1) > 2), 30 ms
+    ))
+    c.stage = ml_collections.ConfigDict(dict(init_conv_from="", freeze_conv=True))
+    # experiments/ecg_cv.py: which models, seeds and folds; the CRNN's stage-2 steps
+    c.cv = ml_collections.ConfigDict(dict(models=("cnn", "crnn"), seeds=(0,), folds=(), crnn_steps=20_000))
+    c.optimizer = ml_collections.ConfigDict(dict(
+        name="adam", learning_rate=1e-3, schedule="constant", decay_steps=0, warmup_steps=0, grad_clip=0.0,
+    ))
+    c.steps = 50_000
+    c.log_every = 100
+    c.eval_every = 2_000
+    c.checkpoint_every = 2_000
+    c.keep = 2
+    c.eval_batch_size = 20
+    c.distributed = False
+
+    if variant.startswith("cpu"):
+        c.data.update(num_records=2000, max_seconds=30.0, buckets=(), batch_size=16)  # one shape: one compile
+        c.model.update(conv_blocks=4, crnn_conv_blocks=3, layers_per_block=2, kernel=3, channels=16, growth=16,
+                       lstm_layers=2, lstm_units=32, bn_momentum=0.9)
+        c.data.class_weight_power = 0.5  # full inverse-frequency weights made the short runs noisier
+        c.augment.update(min_factor=0.8, max_factor=1.2)  # milder: brady-/tachycardia are class O here
+        c.optimizer.update(learning_rate=3e-3, schedule="cosine", decay_steps=300, warmup_steps=20, grad_clip=5.0)
+        c.steps, c.log_every, c.eval_every, c.checkpoint_every = 300, 20, 300, 300
+        c.eval_batch_size = 32
+    elif variant.startswith("tiny"):
+        c.data.update(num_records=96, min_seconds=2.0, max_seconds=6.0, buckets=(4.0,), batch_size=8,
+                      num_folds=3)
+        c.model.update(conv_blocks=2, crnn_conv_blocks=1, layers_per_block=1, kernel=3, channels=4, growth=4,
+                       lstm_layers=1, lstm_units=8, bn_momentum=0.9)
+        c.optimizer.update(learning_rate=3e-3)
+        c.steps, c.log_every, c.eval_every, c.checkpoint_every = 6, 3, 6, 6
+        c.eval_batch_size = 16
+    if variant.endswith("crnn"):
+        c.model.name = "crnn"
+        if variant == "cpu_crnn":
+            c.steps = c.eval_every = c.checkpoint_every = c.optimizer.decay_steps = 200
+    if variant.startswith("cpu"):
+        c.cv.crnn_steps = 200
+    elif variant.startswith("tiny"):
+        c.cv.update(crnn_steps=4, folds=(0,))
+    return c

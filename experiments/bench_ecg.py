@@ -1,0 +1,112 @@
+"""ECG training throughput: recordings/s of the CNN and the CRNN train step, median over steps.
+
+    python -m experiments.bench_ecg --config configs/ecg.py:cpu_cnn configs/ecg.py:cpu_crnn --steps 10
+    python -m experiments.bench_ecg --config configs/ecg.py:cnn configs/ecg.py:crnn --seconds 30
+
+Each config runs in its own subprocess (so peak memory is its own) on a batch of synthetic
+recordings padded to ``--seconds`` (the challenge's typical 30 s). The step is the full
+train step: augmentation, log spectrogram, forward, backward, Adam. The CRNN is timed with
+every layer trainable (stage 2 with frozen conv blocks does less work). Peak memory is the
+process's max RSS on CPU and the allocator's peak on GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+
+def bench_one(spec: str, steps: int, warmup: int, seconds: float, overrides: list[str]) -> dict:
+    import resource
+
+    import jax
+    import numpy as np
+
+    from jaxcomp import train as trainer
+    from jaxcomp.configs import load_config
+    from jaxcomp.ecg.data import FS, class_weights, pad_batch
+    from jaxcomp.ecg.synthetic import synthesize_dataset
+    from jaxcomp.ecg.task import ECGTask
+
+    config = load_config(spec, overrides)
+    task = ECGTask(config)
+    b = config.data.batch_size
+    data = synthesize_dataset(b, seed=1, min_seconds=seconds, max_seconds=seconds)
+    signal, lengths = pad_batch(data.signals, int(seconds * FS))
+    batch = {"signal": signal, "length": lengths, "label": data.labels,
+             "weight": class_weights(data.labels)[data.labels]}
+    mesh = trainer.make_mesh()
+    rng = jax.random.PRNGKey(0)
+    state = trainer.init_state(task, batch, rng, mesh)
+    train_step, _ = trainer.compile_steps(task, mesh)
+    sharded = trainer.shard_batch(batch, mesh)
+    t0 = time.perf_counter()
+    compiled = train_step.lower(state, sharded, rng, np.int32(0)).compile()
+    compile_s = time.perf_counter() - t0
+    for i in range(warmup):
+        state, metrics = compiled(state, sharded, rng, np.int32(i))
+    jax.block_until_ready(state)
+    times = []
+    for i in range(steps):
+        t0 = time.perf_counter()
+        state, metrics = compiled(state, sharded, rng, np.int32(i))
+        jax.block_until_ready(state)
+        times.append(time.perf_counter() - t0)
+    device = jax.devices()[0]
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    peak = stats.get("peak_bytes_in_use", 0) if stats else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    step_s = float(np.median(times))
+    n_params = sum(x.size for x in jax.tree.leaves(state.params))
+    return dict(config=spec, model=config.model.name, params=int(n_params),
+                device=f"{device.platform}:{device.device_kind} x{jax.device_count()}", batch=b, seconds=seconds,
+                compile_s=round(compile_s, 2), step_s=round(step_s, 4), recordings_per_s=round(b / step_s, 2),
+                peak_mem_mb=round(peak / 2**20, 1), loss=round(float(metrics["loss"]), 3),
+                overrides=" ".join(overrides))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", nargs="+", required=True)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=30.0, help="recording length of the benchmark batch")
+    parser.add_argument("--override", action="append", default=[], help="key=value, applied to every config")
+    parser.add_argument("--json", default="", help="append results as JSON lines to this file")
+    parser.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args._child:
+        from jaxcomp.xla import prefer_xla_cpu_convolutions
+
+        prefer_xla_cpu_convolutions()  # as experiments.train does
+        print(json.dumps(bench_one(args.config[0], args.steps, args.warmup, args.seconds, args.override)))
+        return 0
+    rows = []
+    for spec in args.config:
+        cmd = [sys.executable, "-m", "experiments.bench_ecg", "--_child", "--config", spec, "--steps",
+               str(args.steps), "--warmup", str(args.warmup), "--seconds", str(args.seconds)]
+        for o in args.override:
+            cmd += ["--override", o]
+        out = subprocess.run(cmd, env=dict(os.environ), capture_output=True, text=True)
+        if out.returncode:
+            print(out.stderr[-3000:], file=sys.stderr)
+            return out.returncode
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(json.dumps(rows[-1]), flush=True)
+    keys = ["config", "params", "device", "batch", "seconds", "compile_s", "step_s", "recordings_per_s",
+            "peak_mem_mb", "overrides"]
+    print("\n| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
+    for r in rows:
+        print("| " + " | ".join(str(r[k]) for k in keys) + " |")
+    if args.json:
+        with open(args.json, "a") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Figures for docs/ecg.md: synthetic recordings of each class, their spectrograms, the
+augmentations, and synthetic beats next to real beats (resampled to 300 Hz).
+
+    python -m experiments.ecg_figures --out docs/figures
+
+The real recordings are read from ../shared/data/ecg when present (MIT-BIH arrhythmia
+record 208 at 360 Hz, raw 11-bit ADC, 200 ADC/mV around 1024; a healthy 1 kHz recording);
+without them the beat comparison is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+
+from jaxcomp.ecg.data import CLASS_NAMES, CLASSES, FS
+
+SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "ecg")
+
+
+def beats_at_r(x: np.ndarray, fs: int, before: float = 0.35, after: float = 0.55, max_beats: int = 200) -> np.ndarray:
+    """Beats ``[n, samples]`` cut around R peaks (band-passed peak picking, 0.3 s refractory)."""
+    import scipy.signal
+
+    b, a = scipy.signal.butter(2, [5, 30], btype="band", fs=fs)
+    y = scipy.signal.filtfilt(b, a, x)
+    sign = 1 if np.percentile(y, 99.5) >= -np.percentile(y, 0.5) else -1
+    peaks, _ = scipy.signal.find_peaks(sign * y, distance=int(0.3 * fs), height=np.percentile(sign * y, 98) * 0.4)
+    lo, hi = int(before * fs), int(after * fs)
+    peaks = peaks[(peaks > lo) & (peaks < len(x) - hi)][:max_beats]
+    base = scipy.signal.medfilt(x, 2 * int(0.3 * fs) + 1)  # remove baseline wander before averaging
+    return np.stack([x[p - lo:p + hi] - base[p] for p in peaks])
+
+
+def main() -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import scipy.signal
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="docs/figures")
+    parser.add_argument("--data", default=SHARED, help="directory of the real recordings")
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+
+    import jax
+
+    from jaxcomp.ecg.frontend import dropout_bursts, log_spectrogram, random_resample
+    from jaxcomp.ecg.synthetic import synthesize_record
+
+    # 1. one synthetic recording per class, first 10 s, with its log spectrogram
+    fig, axes = plt.subplots(4, 2, figsize=(13, 8), gridspec_kw={"width_ratios": [3, 1.2]})
+    for c, name in enumerate(CLASSES):
+        rng = np.random.default_rng([7, c])
+        x, info = synthesize_record(rng, c, 30 * FS)
+        t = np.arange(10 * FS) / FS
+        axes[c, 0].plot(t, x[: 10 * FS], lw=0.6, color="k")
+        extra = ", ".join(info.get("subtypes", [])) or info.get("rhythm", "")
+        axes[c, 0].set_title(f"synthetic {name} ({CLASS_NAMES[c]}; {extra}, {info['heart_rate']:.0f} bpm)",
+                             fontsize=9, loc="left")
+        axes[c, 0].set_ylabel("mV")
+        feats, frames = log_spectrogram(jax.numpy.asarray(x[None]), jax.numpy.asarray([len(x)]), normalize=False)
+        axes[c, 1].imshow(np.asarray(feats[0]).T, aspect="auto", origin="lower", cmap="magma",
+                          extent=[0, len(x) / FS, 0, FS / 2])
+        axes[c, 1].set_ylabel("Hz")
+    axes[-1, 0].set_xlabel("s")
+    axes[-1, 1].set_xlabel("s")
+    fig.tight_layout()
+    fig.savefig(os.path.join(args.out, "ecg_synthetic_classes.png"), dpi=90)
+    plt.close(fig)
+
+    # 2. augmentations of one recording
+    x, _ = synthesize_record(np.random.default_rng([7, 0]), 0, 10 * FS)
+    xs = jax.numpy.asarray(np.stack([x, x]))
+    n = jax.numpy.asarray([len(x), len(x)])
+    slow, n_slow = random_resample(jax.random.PRNGKey(3), xs, n, 1.3, 1.3)
+    fast, n_fast = random_resample(jax.random.PRNGKey(3), xs, n, 0.75, 0.75)
+    burst = dropout_bursts(jax.random.PRNGKey(4), xs, n)
+    fig, axes = plt.subplots(4, 1, figsize=(12, 7), sharex=True)
+    for ax, (title, y) in zip(axes, [("original (synthetic N)", x), ("resampled x1.3 (slower heart rate)", slow[0]),
+                                     ("resampled x0.75 (faster)", fast[0]), ("dropout bursts", burst[0])]):
+        ax.plot(np.arange(len(x)) / FS, np.asarray(y), lw=0.6, color="k")
+        ax.set_title(title, fontsize=9, loc="left")
+    axes[-1].set_xlabel("s")
+    fig.tight_layout()
+    fig.savefig(os.path.join(args.out, "ecg_augmentations.png"), dpi=90)
+    plt.close(fig)
+
+    # 3. synthetic beats next to real ones, all at 300 Hz, scaled to unit R amplitude
+    real = []
+    mit = os.path.join(args.data, "mitbih_208_360hz_raw.npy")
+    healthy = os.path.join(args.data, "systole_task1_1000hz.npy")
+    if os.path.exists(mit):
+        raw = (np.load(mit).astype(np.float64) - 1024) / 200.0  # MIT-BIH: 200 ADC units/mV, zero 1024
+        real.append(("MIT-BIH 208 (360 -> 300 Hz)", scipy.signal.resample_poly(raw, 5, 6)))
+    if os.path.exists(healthy):
+        h = np.load(healthy).astype(np.float64)[: 120 * 1000]
+        real.append(("healthy 1 kHz recording (-> 300 Hz)", scipy.signal.resample_poly(h, 3, 10)))
+    synth = np.concatenate([synthesize_record(np.random.default_rng([11, i]), 0, 30 * FS)[0] for i in range(6)])
+    panels = [("synthetic N (6 records)", synth)] + real
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), sharey=True)
+    axes = np.atleast_1d(axes)
+    t = (np.arange(int(0.35 * FS) + int(0.55 * FS)) - int(0.35 * FS)) / FS
+    for ax, (title, sig) in zip(axes, panels):
+        beats = beats_at_r(sig, FS)
+        r = np.median(beats[:, int(0.35 * FS)])
+        beats = beats / (r if abs(r) > 1e-6 else 1.0)
+        for b in beats[:60]:
+            ax.plot(t, b, color="0.7", lw=0.5)
+        ax.plot(t, np.median(beats, 0), color="C3", lw=1.8, label="median beat")
+        ax.set_title(f"{title}\n{len(beats)} beats", fontsize=9)
+        ax.set_xlabel("s from R peak")
+    axes[0].set_ylabel("amplitude / median R")
+    axes[0].legend(fontsize=8)
+    axes[0].set_ylim(-1.5, 1.6)
+    fig.tight_layout()
+    fig.savefig(os.path.join(args.out, "ecg_beats_synthetic_vs_real.png"), dpi=90)
+    plt.close(fig)
+    print("wrote", ", ".join(sorted(f for f in os.listdir(args.out) if f.startswith("ecg_"))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
