@@ -99,7 +99,9 @@ def run_generations(config: ml_collections.ConfigDict, workdir: str, progress: b
     Per seed: a teacher (``ban.teacher_model`` if set, else ``model.name``; cross-entropy to
     the labels), ``ban.generations`` born-again students each taught by the previous one with
     ``ban.loss``, one student of the teacher per loss in ``ban.variants`` (e.g. CWTM, DKPP), a
-    label-only model of the student architecture when it differs from the teacher's, and the
+    label-only model of the student architecture when it differs from the teacher's (unless
+    ``ban.student_baseline`` is false: it is the same run as the teacher of the same-architecture
+    experiment with the same seeds), and the
     BANE ensembles (BAN-1..k, and the teacher with all generations). Returns one row per model
     and seed: ``{'seed', 'model', 'error', 'nll', 'confidence'}`` (or perplexity for ``lm``).
     """
@@ -122,8 +124,8 @@ def _run_seed(config: ml_collections.ConfigDict, seed: int, base: str, progress:
         return m
 
     teacher = member("teacher", "ce", [], 0, model_name=ban.get("teacher_model") or None)
-    if ban.get("teacher_model") and ban.teacher_model != config.model.name:
-        member("student CE", "ce", [], 99)
+    if ban.get("teacher_model") and ban.teacher_model != config.model.name and ban.get("student_baseline", True):
+        member("student CE", "ce", [], 0)  # seed index 0: the run a same-architecture teacher would be
     chain = [teacher]
     for g in range(1, ban.generations + 1):
         chain.append(member(f"BAN-{g}", ban.loss, [chain[-1]], g))
