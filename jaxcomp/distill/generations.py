@@ -102,16 +102,40 @@ def run_generations(config: ml_collections.ConfigDict, workdir: str, progress: b
     label-only model of the student architecture when it differs from the teacher's (unless
     ``ban.student_baseline`` is false: it is the same run as the teacher of the same-architecture
     experiment with the same seeds), and the
-    BANE ensembles (BAN-1..k, and the teacher with all generations). Returns one row per model
-    and seed: ``{'seed', 'model', 'error', 'nll', 'confidence'}`` (or perplexity for ``lm``).
+    BANE ensembles (BAN-1..k, and the teacher with all generations); then, as their control,
+    ensembles of independently trained teachers (:func:`independent_ensembles`). Returns one
+    row per model and seed: ``{'seed', 'model', 'error', 'nll', 'confidence'}`` (or perplexity for ``lm``).
     """
     rows: list[dict[str, Any]] = []
+    teachers = []
     for seed in config.ban.seeds:
-        rows.extend(_run_seed(config, seed, os.path.join(workdir, f"seed{seed}"), progress, log))
+        rows.extend(_run_seed(config, seed, os.path.join(workdir, f"seed{seed}"), progress, log, teachers))
+    if config.task == "classification" and len(teachers) >= 2:
+        rows.extend(independent_ensembles(config, teachers))
     return rows
 
 
-def _run_seed(config: ml_collections.ConfigDict, seed: int, base: str, progress: bool, log) -> list[dict[str, Any]]:
+def independent_ensembles(config: ml_collections.ConfigDict, teachers: Sequence[tuple[int, Member]]):
+    """The control for BANE: ensembles of ``k`` teachers trained independently (other seeds).
+
+    For ``k`` from 2 to the number of seeds (at most ``ban.generations``), the windows of ``k``
+    consecutive seeds (cyclically; one window when ``k`` is the number of seeds) give one row
+    each, named ``k independent``, with the first seed of the window as its ``seed``.
+    """
+    from jaxcomp import tasks
+
+    labels = tasks.build_data(config, "classification").eval_arrays()["label"]
+    n = len(teachers)
+    rows = []
+    for k in range(2, min(n, max(config.ban.generations, 2)) + 1):
+        for start in range(n if k < n else 1):
+            window = [teachers[(start + j) % n][1] for j in range(k)]
+            rows.append({"seed": teachers[start][0], "model": f"{k} independent", **ensemble_metrics(window, labels)})
+    return rows
+
+
+def _run_seed(config: ml_collections.ConfigDict, seed: int, base: str, progress: bool, log,
+              teachers: list) -> list[dict[str, Any]]:
     ban = config.ban
     rows: list[dict[str, Any]] = []
 
@@ -124,6 +148,7 @@ def _run_seed(config: ml_collections.ConfigDict, seed: int, base: str, progress:
         return m
 
     teacher = member("teacher", "ce", [], 0, model_name=ban.get("teacher_model") or None)
+    teachers.append((seed, teacher))
     if ban.get("teacher_model") and ban.teacher_model != config.model.name and ban.get("student_baseline", True):
         member("student CE", "ce", [], 0)  # seed index 0: the run a same-architecture teacher would be
     chain = [teacher]
