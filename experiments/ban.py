@@ -26,7 +26,10 @@ def run(config, workdir: str) -> str:
     rows = run_generations(config, workdir, progress=False)
     write_table(rows, workdir, "per_seed")
     summary = summarize(rows)
-    title = f"{config.model.name if config.task == 'classification' else 'LSTM LM'} on {config.data.source}"
+    if config.task == "classification":
+        title = f"{config.model.name} on {config.data.source}"
+    else:
+        title = f"LSTM LM ({config.model.layers} x {config.model.hidden}) on {os.path.basename(config.data.path)}"
     table = write_table(summary, workdir, "results", columns=list(dict.fromkeys(k for r in summary for k in r)),
                         title=title)
     plot_summary(rows, os.path.join(workdir, "results.png"), title)
