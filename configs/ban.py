@@ -82,7 +82,7 @@ def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
 
     c.steps = 1200
     c.log_every = 100
-    c.eval_every = 0
+    c.eval_every = -1                # -1: once, at the last step (set below); experiments/ban.py evaluates itself
     c.checkpoint_every = 1200
     c.keep = 1
     c.eval_batch_size = 500
@@ -122,4 +122,6 @@ def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
         c.ban.update(seeds=(0,), variants=())
     else:
         raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+    if c.eval_every < 0:
+        c.eval_every = c.steps
     return c

@@ -45,7 +45,7 @@ def get_config(variant: str = "ptb") -> ml_collections.ConfigDict:
                                            teacher_model=""))
     c.steps = 300
     c.log_every = 50
-    c.eval_every = 0
+    c.eval_every = -1                # -1: once, at the last step (set below); experiments/ban.py evaluates itself
     c.checkpoint_every = 300
     c.keep = 1
     c.eval_batch_size = 128
@@ -70,4 +70,6 @@ def get_config(variant: str = "ptb") -> ml_collections.ConfigDict:
         c.eval_batch_size = 64
     else:
         raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+    if c.eval_every < 0:
+        c.eval_every = c.steps
     return c

@@ -298,6 +298,13 @@ def test_tiny_generations_train_and_chain_teachers(ban_config, tmp_path):
     again = run_generations(config, str(tmp_path), progress=False, log=lambda *_: None)
     assert again[0]["error"] == rows[0]["error"]
     assert os.path.isdir(student_dir / "checkpoints")
+    # evaluating a finished run (experiments/train.py --eval-only) reports without training
+    from jaxcomp import tasks
+    from jaxcomp import train as trainer
+
+    finished = apply_overrides(config, ["steps=0", "eval_every=40"])
+    _, metrics = trainer.train(finished, str(tmp_path / "seed0" / "teacher"), *tasks.build(finished), progress=False)
+    assert metrics["accuracy"] == pytest.approx(1 - rows[0]["error"] / 100, abs=1e-6)
 
 
 def test_language_model_trains_with_a_ban_label_student(tmp_path, repo):
