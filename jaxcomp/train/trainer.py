@@ -290,14 +290,14 @@ def train(
                 eval_metrics = run_eval(step)
             if step < config.steps:
                 batch = next(batches)
+        if not eval_metrics and step == start_step and config.eval_every:
+            eval_metrics = run_eval(step)  # already trained to the end: report, do not train
     finally:
         bar.close()
         manager.wait_until_finished()
         manager.close()
         writer.close()
         getattr(batches, "close", lambda: None)()
-    if not eval_metrics and step == start_step and config.eval_every:
-        eval_metrics = run_eval(step)  # already trained to the end: report, do not train
     return state, eval_metrics
 
 
