@@ -13,7 +13,10 @@ def build_task(config: ml_collections.ConfigDict) -> tuple[Any, str]:
     if name == "l3c":
         from jaxcomp.codecs.l3c import L3CTask
         return L3CTask(config), "images"
-    raise ValueError(f"unknown config.task {name!r}; known tasks: l3c")
+    if name in ("classification", "lm"):
+        from jaxcomp.distill.task import build_task as build_distill_task
+        return build_distill_task(config), "classification" if name == "classification" else "lm"
+    raise ValueError(f"unknown config.task {name!r}; known tasks: l3c, classification, lm")
 
 
 def build_data(config: ml_collections.ConfigDict, kind: str) -> Any:
@@ -21,6 +24,19 @@ def build_data(config: ml_collections.ConfigDict, kind: str) -> Any:
     if kind == "images":
         from jaxcomp.data import build_image_data
         return build_image_data(config.data)
+    if kind == "classification":
+        from jaxcomp.data.classification import build_classification_data
+        data = build_classification_data(config.data)
+        if data.num_classes > config.model.num_classes:
+            raise ValueError(f"the data has {data.num_classes} classes but "
+                             f"model.num_classes={config.model.num_classes}")
+        return data
+    if kind == "lm":
+        from jaxcomp.data.text import build_lm_data
+        data, vocab = build_lm_data(config.data)
+        if len(vocab) != config.model.vocab_size:
+            raise ValueError(f"the training text has {len(vocab)} words but model.vocab_size={config.model.vocab_size}")
+        return data
     raise ValueError(f"unknown data kind {kind!r}")
 
 

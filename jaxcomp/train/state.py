@@ -44,7 +44,9 @@ def make_schedule(opt: ml_collections.ConfigDict) -> optax.Schedule:
 
     ``schedule``: ``"constant"``; ``"step"`` (multiply by ``decay_rate`` every
     ``decay_every`` steps, as L3C's x0.75 every 5 epochs); ``"cosine"`` (to 0 over
-    ``decay_steps``); any of them after ``warmup_steps`` of linear warm-up.
+    ``decay_steps``); ``"piecewise"`` (multiply by ``decay_rate`` at each step of ``boundaries``,
+    as the CIFAR ResNet / WRN / DenseNet recipes do); any of them after ``warmup_steps`` of
+    linear warm-up.
     """
     lr = opt.learning_rate
     name = opt.get("schedule", "constant")
@@ -55,8 +57,10 @@ def make_schedule(opt: ml_collections.ConfigDict) -> optax.Schedule:
                                            decay_rate=opt.decay_rate, staircase=True)
     elif name == "cosine":
         schedule = optax.cosine_decay_schedule(lr, decay_steps=opt.decay_steps)
+    elif name == "piecewise":
+        schedule = optax.piecewise_constant_schedule(lr, {int(b): opt.decay_rate for b in opt.boundaries})
     else:
-        raise ValueError(f"unknown optimizer.schedule {name!r}; use 'constant', 'step' or 'cosine'")
+        raise ValueError(f"unknown optimizer.schedule {name!r}; use 'constant', 'step', 'cosine' or 'piecewise'")
     warmup = opt.get("warmup_steps", 0)
     if warmup:
         schedule = optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), schedule], [warmup])

@@ -1,0 +1,250 @@
+"""Labelled images for classifiers: scikit-learn's digits (the embedded default), MNIST from a local
+``.npz``, CIFAR-10/100 through tfds; deterministic, augmented training batches.
+
+Arrays are ``uint8 [N, H, W, C]`` images and ``int32 [N]`` labels in memory. Batches are
+``{'image': float32 [B, H, W, C] (normalised by the training set's per-channel mean and std),
+'label': int32 [B]}``; batch ``step`` of host ``p`` is a pure function of ``(seed, step, p)``:
+the examples follow a fresh permutation of the training set every epoch, and the augmentation
+(random crop of a zero-padded image, optional horizontal flip) draws from
+``default_rng([seed, step, p])``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import ml_collections
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxcomp.data.images import DataError, _prefetch, eval_batches_from_arrays
+
+SOURCES = ("digits", "mnist", "tfds")
+AUGMENTATIONS = ("none", "shift", "crop_flip")
+
+
+def load_digits_arrays(split: str, num_test: int = 497) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 1797 handwritten digits (UCI, 8x8, 17 gray levels) as ``uint8 [N, 8, 8, 1]``.
+
+    A fixed, class-stratified hold-out of ``num_test`` images (seeded, independent of any run
+    seed) is the ``test`` split; the other 1300 are ``train``; ``all`` is everything.
+    """
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    images = np.round(data.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+    labels = data.target.astype(np.int32)
+    if split == "all":
+        return images, labels
+    test = _stratified_subset(labels, num_test, seed=1234)
+    mask = np.zeros(len(labels), bool)
+    mask[test] = True
+    if split == "test":
+        return images[mask], labels[mask]
+    if split == "train":
+        return images[~mask], labels[~mask]
+    raise DataError(f"unknown digits split {split!r}; use 'train', 'test' or 'all'")
+
+
+def load_mnist_arrays(path: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST from an ``.npz`` with ``x_train, y_train, x_test, y_test`` (the Keras layout):
+    ``uint8 [N, 28, 28, 1]``, ``int32 [N]``."""
+    if not path:
+        raise DataError("data.source='mnist' needs data.path, an .npz with x_train/y_train/x_test/y_test")
+    if not os.path.isfile(path):
+        raise DataError(f"MNIST file not found: {path!r}. Put an .npz with x_train/y_train/x_test/y_test there "
+                        "(the Keras mnist.npz) or pass --config.data.path=/path/to/mnist.npz")
+    if split not in ("train", "test"):
+        raise DataError(f"unknown MNIST split {split!r}; use 'train' or 'test'")
+    with np.load(path) as f:
+        missing = {f"x_{split}", f"y_{split}"} - set(f.files)
+        if missing:
+            raise DataError(f"{path} lacks {sorted(missing)}; it has {sorted(f.files)}")
+        x, y = f[f"x_{split}"], f[f"y_{split}"]
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.dtype != np.uint8 or x.ndim != 4 or len(x) != len(y):
+        raise DataError(f"{path}: expected uint8 images [N, H, W(, C)] and N labels, got {x.dtype} {x.shape}, "
+                        f"{len(y)} labels")
+    return x, y.astype(np.int32)
+
+
+def load_tfds_arrays(name: str, split: str, data_dir: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """A prepared tfds image-classification dataset (e.g. ``cifar10``, ``cifar100``) read into memory
+    through ``tfds.data_source`` (array_record; no TensorFlow, no download)."""
+    import tensorflow_datasets as tfds
+
+    try:
+        source = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
+    except Exception as e:  # tfds raises several types for "not prepared" / "unknown name"
+        raise DataError(
+            f"tfds dataset {name!r} split {split!r} is not available under "
+            f"data_dir={data_dir or '~/tensorflow_datasets'!r} "
+            f"in array_record format ({type(e).__name__}: {str(e)[:300]}). Prepare it once, on a machine "
+            f"with internet, with `tfds build {name} --file_format=array_record --data_dir=DIR` and pass "
+            f"--config.data.tfds_data_dir=DIR"
+        ) from e
+    n = len(source)
+    first = source[0]
+    images = np.empty((n, *np.asarray(first["image"]).shape), np.uint8)
+    labels = np.empty(n, np.int32)
+    for i in tqdm(range(n), desc=f"reading {name}:{split}", mininterval=5.0, leave=False):
+        record = source[i]
+        images[i], labels[i] = record["image"], record["label"]
+    return images, labels
+
+
+def _stratified_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """Indices of ``size`` examples with the classes as balanced as possible (sorted)."""
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in classes]
+    picked: list[int] = []
+    depth = 0
+    while len(picked) < size:
+        added = False
+        for idx in per_class:
+            if depth < len(idx) and len(picked) < size:
+                picked.append(int(idx[depth]))
+                added = True
+        if not added:
+            break
+        depth += 1
+    return np.sort(np.asarray(picked, np.int64))
+
+
+def augment(images: np.ndarray, rng: np.random.Generator, kind: str, pad: int) -> np.ndarray:
+    """Random crops of zero-padded images (``shift``), plus horizontal flips (``crop_flip``).
+
+    ``uint8 [B, H, W, C] -> uint8 [B, H, W, C]``; ``none`` returns the input.
+    """
+    if kind == "none" or (pad == 0 and kind == "shift"):
+        return images
+    b, h, w, _ = images.shape
+    out = images
+    if pad:
+        padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+        ys = rng.integers(0, 2 * pad + 1, b)
+        xs = rng.integers(0, 2 * pad + 1, b)
+        out = np.stack([padded[i, y : y + h, x : x + w] for i, (y, x) in enumerate(zip(ys, xs))])
+    if kind == "crop_flip":
+        flip = rng.random(b) < 0.5
+        out = np.where(flip[:, None, None, None], out[:, :, ::-1], out)
+    return out
+
+
+class ClassificationBatches:
+    """Training and evaluation batches from in-memory labelled images.
+
+    Args:
+      train, val: ``(images uint8 [N, H, W, C], labels int [N])``; ``val`` may be ``None``.
+      batch_size: global batch size (each host makes ``batch_size // process_count``).
+      augment, pad: see :func:`augment`.
+      seed: base seed of the epoch permutations and the augmentation.
+      num_classes: number of classes (default: ``max label + 1`` of the union).
+    """
+
+    def __init__(self, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray] | None,
+                 batch_size: int, augment: str = "none", pad: int = 0, seed: int = 0,
+                 num_classes: int | None = None, process_index: int = 0, process_count: int = 1):
+        x, y = train
+        if augment not in AUGMENTATIONS:
+            raise DataError(f"unknown data.augment {augment!r}; use one of {', '.join(AUGMENTATIONS)}")
+        if len(x) == 0 or len(x) != len(y):
+            raise DataError(f"need a non-empty training set with one label per image, got {len(x)} images, "
+                            f"{len(y)} labels")
+        if batch_size % process_count:
+            raise DataError(f"global batch size {batch_size} is not divisible by {process_count} hosts")
+        self.train_images, self.train_labels = x, np.asarray(y, np.int32)
+        self.val = None if val is None else (val[0], np.asarray(val[1], np.int32))
+        self.batch_size, self.local_batch_size = batch_size, batch_size // process_count
+        self.augment, self.pad, self.seed = augment, pad, seed
+        self.process_index, self.process_count = process_index, process_count
+        labels = self.train_labels if self.val is None else np.concatenate([self.train_labels, self.val[1]])
+        self.num_classes = int(labels.max()) + 1 if num_classes is None else num_classes
+        pixels = x.reshape(-1, x.shape[-1]).astype(np.float64) / 255.0
+        self.mean = pixels.mean(0).astype(np.float32)
+        self.std = np.maximum(pixels.std(0), 1e-3).astype(np.float32)
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self.train_images.shape[1:])
+
+    def normalize(self, images: np.ndarray) -> np.ndarray:
+        """``uint8 [..., C] -> float32`` standardised by the training set's per-channel statistics."""
+        return (images.astype(np.float32) / 255.0 - self.mean) / self.std
+
+    def _indices(self, step: int) -> np.ndarray:
+        n, b = len(self.train_labels), self.batch_size
+        start = step * b + self.process_index * self.local_batch_size
+        positions = np.arange(start, start + self.local_batch_size)
+        epochs, offsets = positions // n, positions % n
+        out = np.empty(len(positions), np.int64)
+        for epoch in np.unique(epochs):
+            perm = np.random.default_rng([self.seed, int(epoch)]).permutation(n)
+            out[epochs == epoch] = perm[offsets[epochs == epoch]]
+        return out
+
+    def train_batch(self, step: int) -> dict[str, np.ndarray]:
+        """This host's part of global batch ``step``: ``image float32 [B, H, W, C]``, ``label int32 [B]``."""
+        idx = self._indices(step)
+        rng = np.random.default_rng([self.seed, step, self.process_index, 1])
+        images = augment(self.train_images[idx], rng, self.augment, self.pad)
+        return {"image": self.normalize(images), "label": self.train_labels[idx]}
+
+    def train_batches(self, start_step: int = 0, prefetch: int = 2) -> Iterator[dict[str, np.ndarray]]:
+        return _prefetch(self.train_batch, start_step, prefetch)
+
+    def eval_arrays(self) -> dict[str, np.ndarray]:
+        """All validation examples (normalised), ``image float32 [N, H, W, C]``, ``label int32 [N]``."""
+        if self.val is None:
+            return {"image": np.zeros((0, *self.image_shape), np.float32), "label": np.zeros(0, np.int32)}
+        return {"image": self.normalize(self.val[0]), "label": self.val[1]}
+
+    def eval_batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+        """Fixed-shape validation batches with a boolean ``valid [B]`` mask on the padded tail."""
+        return eval_batches_from_arrays(self.eval_arrays(), batch_size, self.process_index, self.process_count)
+
+
+def build_classification_data(data: ml_collections.ConfigDict, process_index: int | None = None,
+                              process_count: int | None = None) -> ClassificationBatches:
+    """Batches from a ``config.data`` block.
+
+    ``source``: ``digits`` (scikit-learn's, shipped with the dependency), ``mnist`` (``path`` to an
+    npz), ``tfds`` (``tfds_name`` e.g. ``cifar100``, ``tfds_train_split``, ``tfds_val_split``,
+    ``tfds_data_dir``). ``train_size`` > 0 keeps a fixed class-balanced subset of the training
+    split (chosen by ``subset_seed``, the same for every run); ``val_size`` > 0 likewise for the
+    validation split. Also reads ``batch_size``, ``augment``, ``pad``, ``seed``.
+    """
+    import jax
+
+    source = data.source
+    if source == "digits":
+        train, val = load_digits_arrays("train"), load_digits_arrays("test")
+    elif source == "mnist":
+        train, val = load_mnist_arrays(data.path, "train"), load_mnist_arrays(data.path, "test")
+    elif source == "tfds":
+        if not data.get("tfds_name"):
+            raise DataError("data.source='tfds' needs data.tfds_name (e.g. cifar10, cifar100)")
+        train = load_tfds_arrays(data.tfds_name, data.get("tfds_train_split", "train"), data.get("tfds_data_dir", ""))
+        val_split = data.get("tfds_val_split", "test")
+        val = load_tfds_arrays(data.tfds_name, val_split, data.get("tfds_data_dir", "")) if val_split else None
+    else:
+        raise DataError(f"unknown data.source {source!r} for classification; use one of {', '.join(SOURCES)}")
+    num_classes = int(max(train[1].max(), -1 if val is None else val[1].max())) + 1
+    subset_seed = data.get("subset_seed", 0)
+    if data.get("train_size", 0):
+        if data.train_size > len(train[1]):
+            raise DataError(f"data.train_size={data.train_size} exceeds the {len(train[1])} training examples")
+        idx = _stratified_subset(train[1], data.train_size, subset_seed)
+        train = (train[0][idx], train[1][idx])
+    if val is not None and data.get("val_size", 0) and data.val_size < len(val[1]):
+        idx = _stratified_subset(val[1], data.val_size, subset_seed + 1)
+        val = (val[0][idx], val[1][idx])
+    return ClassificationBatches(
+        train, val, data.batch_size, augment=data.get("augment", "none"), pad=data.get("pad", 0),
+        seed=data.get("seed", 0), num_classes=num_classes,
+        process_index=jax.process_index() if process_index is None else process_index,
+        process_count=jax.process_count() if process_count is None else process_count,
+    )

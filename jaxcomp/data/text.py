@@ -1,0 +1,131 @@
+"""Word-level language-model data: the Penn Treebank text files (Mikolov's ``ptb.{train,valid,test}.txt``).
+
+Each line is split on whitespace and ends with ``<eos>``; the vocabulary comes from the
+training file (ids by decreasing frequency, ties alphabetically, so they are stable).
+Training batches are windows at random offsets of the token stream, a pure function of
+``(seed, step, host)``: each window has ``burn_in`` tokens of context that warm up the LSTM
+state without being scored, then ``seq_len`` scored tokens (a stateless stand-in for carrying
+the state across truncated-BPTT segments, so that a resumed run is bit-identical). Evaluation
+covers the validation stream exactly once, in consecutive ``seq_len`` windows each preceded
+by its ``burn_in`` tokens of true context.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+from collections.abc import Iterator
+
+import ml_collections
+import numpy as np
+
+from jaxcomp.data.images import DataError, _prefetch, eval_batches_from_arrays
+
+EOS = "<eos>"
+
+
+def read_words(path: str) -> list[str]:
+    """The words of a text file, ``<eos>`` after every line."""
+    if not os.path.isfile(path):
+        raise DataError(f"text file not found: {path!r}")
+    with open(path, encoding="utf-8") as f:
+        return [w for line in f for w in line.split() + [EOS]]
+
+
+class Vocabulary:
+    """Word <-> id; words not in the vocabulary map to ``<unk>`` (an error if there is none)."""
+
+    def __init__(self, words: list[str]):
+        counts = collections.Counter(words)
+        self.words = sorted(counts, key=lambda w: (-counts[w], w))
+        self.ids = {w: i for i, w in enumerate(self.words)}
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def encode(self, words: list[str]) -> np.ndarray:
+        """``int32 [N]`` ids of ``words``."""
+        unk = self.ids.get("<unk>")
+        try:
+            return np.asarray([self.ids[w] if unk is None else self.ids.get(w, unk) for w in words], np.int32)
+        except KeyError as e:
+            raise DataError(f"word {e.args[0]!r} is not in the vocabulary (and there is no <unk>)") from None
+
+
+class LMBatches:
+    """Language-model batches: ``tokens int32 [B, burn_in + seq_len]``, ``targets`` (the next tokens,
+    same shape) and ``weights float32`` (1 on scored positions, 0 on burn-in and padding)."""
+
+    def __init__(self, train: np.ndarray, val: np.ndarray | None, vocab_size: int, batch_size: int,
+                 seq_len: int, burn_in: int = 0, seed: int = 0, process_index: int = 0, process_count: int = 1):
+        if batch_size % process_count:
+            raise DataError(f"global batch size {batch_size} is not divisible by {process_count} hosts")
+        if len(train) < burn_in + seq_len + 2:
+            raise DataError(f"training text of {len(train)} tokens is shorter than one window "
+                            f"({burn_in} + {seq_len} + 1)")
+        self.train, self.val, self.vocab_size = train, val, vocab_size
+        self.batch_size, self.local_batch_size = batch_size, batch_size // process_count
+        self.seq_len, self.burn_in, self.seed = seq_len, burn_in, seed
+        self.process_index, self.process_count = process_index, process_count
+
+    def train_batch(self, step: int) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng([self.seed, step, self.process_index])
+        length = self.burn_in + self.seq_len
+        starts = rng.integers(0, len(self.train) - length - 1, self.local_batch_size)
+        window = self.train[starts[:, None] + np.arange(length + 1)]
+        weights = np.zeros((self.local_batch_size, length), np.float32)
+        weights[:, self.burn_in:] = 1.0
+        return {"tokens": window[:, :-1], "targets": window[:, 1:], "weights": weights}
+
+    def train_batches(self, start_step: int = 0, prefetch: int = 2) -> Iterator[dict[str, np.ndarray]]:
+        return _prefetch(self.train_batch, start_step, prefetch)
+
+    def eval_arrays(self) -> dict[str, np.ndarray]:
+        """Every validation token scored once: windows ``[N, burn_in + seq_len]``; the first window's missing
+        context and the last window's tail are padded with token 0 at weight 0."""
+        length = self.burn_in + self.seq_len
+        if self.val is None or len(self.val) < 2:
+            z = np.zeros((0, length), np.int32)
+            return {"tokens": z, "targets": z, "weights": z.astype(np.float32)}
+        inputs, targets = self.val[:-1], self.val[1:]
+        n = len(targets)
+        num = -(-n // self.seq_len)
+        first = np.arange(num)[:, None] * self.seq_len - self.burn_in + np.arange(length)[None, :]
+        scored = (first >= np.arange(num)[:, None] * self.seq_len) & (first < n)
+        valid_pos = (first >= 0) & (first < n)
+        idx = np.clip(first, 0, n - 1)
+        return {"tokens": np.where(valid_pos, inputs[idx], 0).astype(np.int32),
+                "targets": np.where(valid_pos, targets[idx], 0).astype(np.int32),
+                "weights": scored.astype(np.float32)}
+
+    def eval_batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+        return eval_batches_from_arrays(self.eval_arrays(), batch_size, self.process_index, self.process_count)
+
+
+def build_lm_data(data: ml_collections.ConfigDict, process_index: int | None = None,
+                  process_count: int | None = None) -> tuple[LMBatches, Vocabulary]:
+    """PTB-style data from ``data.path`` (a folder with ``{prefix}train.txt`` and ``{prefix}valid.txt``;
+    ``data.prefix`` defaults to ``ptb.``); ``data.split`` picks ``valid`` or ``test`` for evaluation.
+    ``data.train_tokens`` > 0 keeps only the first that many training tokens (CPU runs)."""
+    import jax
+
+    if not data.path or not os.path.isdir(data.path):
+        raise DataError(f"language-model data folder not found: {data.path!r}; it must hold ptb.train.txt and "
+                        "ptb.valid.txt (pass --config.data.path=DIR)")
+    prefix = data.get("prefix", "ptb.")
+    train_words = read_words(os.path.join(data.path, f"{prefix}train.txt"))
+    vocab = Vocabulary(train_words)
+    split = data.get("split", "valid")
+    if split not in ("valid", "test"):
+        raise DataError(f"data.split must be 'valid' or 'test', got {split!r}")
+    val = vocab.encode(read_words(os.path.join(data.path, f"{prefix}{split}.txt")))
+    train = vocab.encode(train_words)
+    if data.get("train_tokens", 0):
+        train = train[: data.train_tokens]
+    if data.get("val_tokens", 0):
+        val = val[: data.val_tokens]
+    batches = LMBatches(train, val, len(vocab), data.batch_size, data.seq_len, data.get("burn_in", 0),
+                        data.get("seed", 0),
+                        jax.process_index() if process_index is None else process_index,
+                        jax.process_count() if process_count is None else process_count)
+    return batches, vocab

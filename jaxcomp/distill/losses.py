@@ -1,0 +1,154 @@
+"""Distillation losses as pure functions (Born-Again Networks, Furlanello et al., ICML 2018; Hinton et al., 2015).
+
+Shapes: ``logits`` are ``float [..., C]`` over any leading axes (``[B, C]`` for images,
+``[B, T, C]`` for a language model); ``labels`` are ``int [...]``. Every ``*_loss`` returns a
+``float32`` scalar: the mean over all leading positions (or, for CWTM, the weighted sum its
+definition asks for). An optional boolean ``mask [...]`` excludes positions (padding).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+LOSSES = ("ce", "kd", "ban", "ban_label", "cwtm", "dkpp")
+
+
+def _mean(values: jax.Array, mask: jax.Array | None) -> jax.Array:
+    if mask is None:
+        return jnp.mean(values)
+    mask = mask.astype(values.dtype)
+    return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Per-position cross-entropy with integer labels: ``[..., C], int [...] -> [...]``."""
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return -jnp.take_along_axis(logp, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
+
+
+def soft_cross_entropy(logits: jax.Array, target_probs: jax.Array) -> jax.Array:
+    """Per-position cross-entropy to a target distribution: ``[..., C], [..., C] -> [...]``.
+
+    ``target_probs`` is treated as a constant (no gradient flows into it).
+    """
+    target_probs = jax.lax.stop_gradient(target_probs.astype(jnp.float32))
+    return -jnp.sum(target_probs * jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), axis=-1)
+
+
+def label_loss(student_logits: jax.Array, labels: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Ordinary training: mean cross-entropy to the labels. Scalar."""
+    return _mean(cross_entropy(student_logits, labels), mask)
+
+
+def kd_loss(student_logits: jax.Array, teacher_logits: jax.Array, temperature: float = 4.0,
+            mask: jax.Array | None = None) -> jax.Array:
+    """Hinton et al.'s knowledge distillation: ``T^2 * KL(softmax(t/T) || softmax(s/T))``, mean. Scalar.
+
+    The ``T^2`` factor keeps the gradient's scale independent of ``T`` (the soft gradient scales
+    as ``1/T^2``). KL and cross-entropy differ by the teacher's entropy, a constant, so the
+    gradient is that of the cross-entropy; the KL form is 0 when the student equals the teacher.
+    Args: student_logits, teacher_logits ``float [..., C]``; temperature ``T > 0``; mask ``bool [...]``.
+    """
+    t = jax.lax.stop_gradient(teacher_logits.astype(jnp.float32)) / temperature
+    s = student_logits.astype(jnp.float32) / temperature
+    p_t, logp_t = jax.nn.softmax(t, axis=-1), jax.nn.log_softmax(t, axis=-1)
+    kl = jnp.sum(p_t * (logp_t - jax.nn.log_softmax(s, axis=-1)), axis=-1)
+    return temperature**2 * _mean(kl, mask)
+
+
+def ban_loss(student_logits: jax.Array, teacher_logits: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """BAN: cross-entropy to the teacher's softmax at temperature 1 (no labels). Scalar."""
+    return _mean(soft_cross_entropy(student_logits, jax.nn.softmax(teacher_logits.astype(jnp.float32))), mask)
+
+
+def ban_label_loss(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.Array,
+                   label_weight: float = 1.0, mask: jax.Array | None = None) -> jax.Array:
+    """BAN+L: :func:`ban_loss` plus ``label_weight`` times the label cross-entropy. Scalar."""
+    return ban_loss(student_logits, teacher_logits, mask) + label_weight * label_loss(student_logits, labels, mask)
+
+
+def cwtm_weights(teacher_logits: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """CWTM sample weights ``max_c p_t(c | x_i) / sum_j max_c p_t(c | x_j)``: ``[..., C] -> [...]``, summing to 1
+    over the (unmasked) positions of the batch."""
+    conf = jnp.max(jax.nn.softmax(jax.lax.stop_gradient(teacher_logits.astype(jnp.float32)), axis=-1), axis=-1)
+    if mask is not None:
+        conf = conf * mask.astype(conf.dtype)
+    return conf / jnp.sum(conf)
+
+
+def cwtm_loss(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.Array,
+              mask: jax.Array | None = None) -> jax.Array:
+    """Confidence-Weighted by Teacher Max: label cross-entropy weighted by :func:`cwtm_weights`. Scalar.
+
+    The teacher contributes only its confidence in each sample, not its distribution over
+    classes (BAN paper, section 3.2).
+    """
+    return jnp.sum(cwtm_weights(teacher_logits, mask) * cross_entropy(student_logits, labels))
+
+
+def dkpp_targets(teacher_logits: jax.Array, rng: jax.Array) -> jax.Array:
+    """Dark Knowledge with Permuted Predictions: the teacher's softmax with the argmax entry kept
+    and every other entry permuted at random (independently per position). ``[..., C] -> [..., C]``.
+    """
+    probs = jax.nn.softmax(jax.lax.stop_gradient(teacher_logits.astype(jnp.float32)), axis=-1)
+    shape = probs.shape
+    probs = probs.reshape(-1, shape[-1])
+    n, c = probs.shape
+    top = jnp.argmax(probs, axis=-1)
+    is_top = jnp.arange(c)[None, :] == top[:, None]
+    # Sorting with the argmax forced first: src lists [argmax, others in random order], dst lists
+    # [argmax, others in index order]; moving src[j] to dst[j] fixes the argmax, permutes the rest.
+    keys = jnp.where(is_top, -1.0, jax.random.uniform(rng, (n, c)))
+    src = jnp.argsort(keys, axis=-1)
+    dst = jnp.argsort(jnp.where(is_top, -1, jnp.arange(c)[None, :]), axis=-1)
+    rows = jnp.arange(n)[:, None]
+    out = jnp.zeros_like(probs).at[rows, dst].set(probs[rows, src])
+    return out.reshape(shape)
+
+
+def dkpp_loss(student_logits: jax.Array, teacher_logits: jax.Array, rng: jax.Array,
+              labels: jax.Array | None = None, label_weight: float = 0.0,
+              mask: jax.Array | None = None) -> jax.Array:
+    """Cross-entropy to :func:`dkpp_targets` (plus ``label_weight`` x label cross-entropy). Scalar."""
+    loss = _mean(soft_cross_entropy(student_logits, dkpp_targets(teacher_logits, rng)), mask)
+    if labels is not None and label_weight:
+        loss = loss + label_weight * label_loss(student_logits, labels, mask)
+    return loss
+
+
+def ensemble_log_probs(logits: jax.Array) -> jax.Array:
+    """Log of the mean of the members' softmax (BANE): ``[M, ..., C] -> [..., C]``.
+
+    The result is a valid logits array (its softmax is the averaged distribution), so it can
+    serve as the teacher of another generation.
+    """
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return jax.scipy.special.logsumexp(logp, axis=0) - jnp.log(logits.shape[0])
+
+
+def distillation_loss(name: str, student_logits: jax.Array, teacher_logits: jax.Array | None,
+                      labels: jax.Array, rng: jax.Array, temperature: float = 4.0, label_weight: float = 1.0,
+                      mask: jax.Array | None = None) -> jax.Array:
+    """The loss called ``name`` (one of :data:`LOSSES`); ``ce`` ignores the teacher. Scalar.
+
+    ``kd`` mixes ``label_weight`` x labels + the soft term (Hinton's usual combination, the
+    soft term already scaled by ``T^2``); ``ban_label`` and ``dkpp`` use ``label_weight`` as in
+    :func:`ban_label_loss` / :func:`dkpp_loss`.
+    """
+    if name == "ce":
+        return label_loss(student_logits, labels, mask)
+    if name not in LOSSES:
+        raise ValueError(f"unknown distillation loss {name!r}; use one of {', '.join(LOSSES)}")
+    if teacher_logits is None:
+        raise ValueError(f"distillation loss {name!r} needs a teacher")
+    if name == "kd":
+        loss = kd_loss(student_logits, teacher_logits, temperature, mask)
+        return loss + label_weight * label_loss(student_logits, labels, mask) if label_weight else loss
+    if name == "ban":
+        return ban_loss(student_logits, teacher_logits, mask)
+    if name == "ban_label":
+        return ban_label_loss(student_logits, teacher_logits, labels, label_weight, mask)
+    if name == "cwtm":
+        return cwtm_loss(student_logits, teacher_logits, labels, mask)
+    return dkpp_loss(student_logits, teacher_logits, rng, labels, label_weight, mask)

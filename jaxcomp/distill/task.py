@@ -1,0 +1,247 @@
+"""The trainer's tasks for classifiers and language models, with optional teachers.
+
+``ClassificationTask`` trains any :mod:`jaxcomp.models` classifier on batches
+``{'image': float32 [B, H, W, C], 'label': int32 [B]}``; ``LanguageModelTask`` trains the
+LSTM LM on ``{'tokens', 'targets': int32 [B, T], 'weights': float32 [B, T]}``. Batch-norm
+statistics live in ``TrainState.model_state['batch_stats']``.
+
+Teachers (frozen models) sit in ``model_state['teachers']``, so their logits come from a
+forward pass compiled into the student's train step, and a resumed run restores them with the
+checkpoint. Several teachers are combined as an ensemble (mean of their probabilities). The
+loss is ``config.distill.loss``, one of :data:`jaxcomp.distill.losses.LOSSES`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxcomp.distill.losses import LOSSES, cross_entropy, distillation_loss, ensemble_log_probs
+from jaxcomp.models import LSTMLanguageModel, classifier
+from jaxcomp.train import TrainState, make_optimizer
+
+Batch = dict[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Teacher:
+    """A frozen model: ``model.apply(variables, x, train=False)`` gives its logits.
+
+    ``variables`` is ``{'params': ..., 'batch_stats': ...}`` (arrays, or ``jax.ShapeDtypeStruct``
+    leaves when only the structure is needed, e.g. to restore a student's checkpoint).
+    """
+
+    model: nn.Module
+    variables: Any
+
+
+def build_model(config: ml_collections.ConfigDict) -> nn.Module:
+    """The network ``config.model`` describes, for ``config.task`` ``classification`` or ``lm``.
+
+    ``classification``: ``model.name`` (see :func:`jaxcomp.models.classifier`), ``num_classes``,
+    ``dropout`` (WRN / DenseNet only). ``lm``: ``vocab_size``, ``embed_dim``, ``hidden``,
+    ``layers``, ``dropout``.
+    """
+    m = config.model
+    if config.task == "lm":
+        return LSTMLanguageModel(vocab_size=m.vocab_size, embed_dim=m.embed_dim, hidden=m.hidden,
+                                 layers=m.layers, dropout=m.get("dropout", 0.0))
+    kwargs = {}
+    if m.get("dropout", 0.0):
+        if m.name.startswith("resnet"):
+            raise ValueError(f"model.dropout is not supported by {m.name}; use a wrn-* or densenet-bc-* model")
+        kwargs["dropout"] = m.dropout
+    if m.get("shortcut", "") and m.name.startswith("resnet"):
+        kwargs["shortcut"] = m.shortcut
+    return classifier(m.name, m.num_classes, **kwargs)
+
+
+def example_batch(config: ml_collections.ConfigDict, batch_size: int = 2) -> dict[str, np.ndarray]:
+    """A zero batch of the structure ``config``'s task trains on (parameter shapes do not depend on
+    the spatial size, so 32x32 stands for every classifier input)."""
+    if config.task == "lm":
+        z = np.zeros((batch_size, 4), np.int32)
+        return {"tokens": z, "targets": z, "weights": z.astype(np.float32)}
+    channels = 3 if config.data.source == "tfds" else 1
+    return {"image": np.zeros((batch_size, 32, 32, channels), np.float32), "label": np.zeros(batch_size, np.int32)}
+
+
+def _variables(params: Any, batch_stats: Any) -> dict[str, Any]:
+    return {"params": params, "batch_stats": batch_stats} if batch_stats else {"params": params}
+
+
+def _materialize(tree: Any) -> Any:
+    """Zeros for ``ShapeDtypeStruct`` leaves (only ever traced for shapes), arrays unchanged."""
+    return jax.tree.map(lambda v: jnp.zeros(v.shape, v.dtype) if isinstance(v, jax.ShapeDtypeStruct) else v, tree)
+
+
+class ClassificationTask:
+    """Pure ``init`` / ``train_step`` / ``eval_step`` for a classifier, with optional teachers.
+
+    Args:
+      config: reads ``model``, ``optimizer`` (plus ``optimizer.l2``: an L2 penalty
+        ``0.5 * l2 * ||w||^2`` on all parameters, i.e. PyTorch SGD's ``weight_decay``) and
+        ``distill`` (``loss``, ``temperature``, ``label_weight``, ``teachers``: workdirs of
+        trained teachers, used when ``teachers`` is not given).
+      teachers: the teachers, overriding ``config.distill.teachers``.
+    """
+
+    input_key, target_key = "image", "label"
+
+    def __init__(self, config: ml_collections.ConfigDict, teachers: Sequence[Teacher] | None = None):
+        self.config = config
+        self.model = build_model(config)
+        self.tx, self.schedule = make_optimizer(config.optimizer)
+        self.l2 = config.optimizer.get("l2", 0.0)
+        d = config.distill
+        if d.loss not in LOSSES:
+            raise ValueError(f"unknown distill.loss {d.loss!r}; use one of {', '.join(LOSSES)}")
+        self.loss_name, self.temperature, self.label_weight = d.loss, d.temperature, d.label_weight
+        if teachers is None:
+            teachers = [load_teacher(w) for w in d.get("teachers", ())]
+        self.teachers = tuple(teachers)
+        if self.loss_name != "ce" and not self.teachers:
+            raise ValueError(f"distill.loss={self.loss_name!r} needs a teacher: set distill.teachers to the "
+                             "workdir(s) of trained models (or pass teachers=)")
+
+    # ---- pieces -------------------------------------------------------------------------
+
+    def mask(self, batch: Batch) -> jax.Array | None:
+        return None
+
+    def apply(self, params: Any, batch_stats: Any, x: jax.Array) -> jax.Array:
+        """Evaluation-mode logits (running batch statistics)."""
+        return self.model.apply(_variables(params, batch_stats), x, train=False)
+
+    def teacher_logits(self, model_state: dict[str, Any], x: jax.Array) -> jax.Array | None:
+        """The teachers' logits (their ensemble's log-probabilities if several), without gradient."""
+        if not self.teachers:
+            return None
+        outs = [t.model.apply(v, x, train=False) for t, v in zip(self.teachers, model_state["teachers"])]
+        logits = outs[0] if len(outs) == 1 else ensemble_log_probs(jnp.stack(outs))
+        return jax.lax.stop_gradient(logits)
+
+    def predict(self, state: TrainState, batch: Batch) -> jax.Array:
+        """Evaluation-mode logits of the student for ``batch[input_key]``."""
+        return self.apply(state.params, state.model_state["batch_stats"], batch[self.input_key])
+
+    # ---- the task protocol ------------------------------------------------------------------
+
+    def init(self, rng: jax.Array, batch: Batch) -> TrainState:
+        x = batch[self.input_key][:1]
+        variables = self.model.init({"params": rng, "dropout": rng}, x, train=False)
+        model_state = {"batch_stats": variables.get("batch_stats", {}),
+                       "teachers": tuple(_materialize(t.variables) for t in self.teachers)}
+        return TrainState.create(variables["params"], self.tx, model_state)
+
+    def loss(self, params: Any, state: TrainState, batch: Batch, rng: jax.Array):
+        dropout_rng, dkpp_rng = jax.random.split(rng)
+        x, y, mask = batch[self.input_key], batch[self.target_key], self.mask(batch)
+        logits, updates = self.model.apply(_variables(params, state.model_state["batch_stats"]), x, train=True,
+                                           mutable=["batch_stats"], rngs={"dropout": dropout_rng})
+        teacher = self.teacher_logits(state.model_state, x)
+        loss = distillation_loss(self.loss_name, logits, teacher, y, dkpp_rng, self.temperature,
+                                 self.label_weight, mask)
+        metrics = {"task_loss": loss, "accuracy": _mean(jnp.argmax(logits, -1) == y, mask)}
+        if teacher is not None:
+            metrics["agreement"] = _mean(jnp.argmax(logits, -1) == jnp.argmax(teacher, -1), mask)
+        if self.l2:
+            loss = loss + 0.5 * self.l2 * sum(jnp.sum(jnp.square(p)) for p in jax.tree.leaves(params))
+        metrics["loss"] = loss
+        return loss, (metrics, updates.get("batch_stats", {}))
+
+    def train_step(self, state: TrainState, batch: Batch, rng: jax.Array):
+        grads, (metrics, batch_stats) = jax.grad(self.loss, has_aux=True)(state.params, state, batch, rng)
+        metrics["learning_rate"] = self.schedule(state.step)
+        model_state = dict(state.model_state, batch_stats=batch_stats)
+        return state.apply_gradients(grads, model_state=model_state), metrics
+
+    def eval_step(self, state: TrainState, batch: Batch) -> dict[str, jax.Array]:
+        """Per-example ``accuracy``, ``cross_entropy`` and ``confidence`` (max probability), ``[B]``."""
+        logits = self.predict(state, batch)
+        y = batch[self.target_key]
+        return {"accuracy": (jnp.argmax(logits, -1) == y).astype(jnp.float32),
+                "cross_entropy": cross_entropy(logits, y),
+                "confidence": jnp.max(jax.nn.softmax(logits.astype(jnp.float32), -1), -1)}
+
+
+class LanguageModelTask(ClassificationTask):
+    """The LSTM LM with the same losses, per scored token (``weights`` masks burn-in and padding).
+
+    ``eval_step`` gives per-window ``nll_sum`` and ``tokens``: the trainer's mean of each over
+    windows makes ``exp(nll_sum / tokens)`` the exact per-token perplexity.
+    """
+
+    input_key, target_key = "tokens", "targets"
+
+    def mask(self, batch: Batch) -> jax.Array:
+        return batch["weights"] > 0
+
+    def eval_step(self, state: TrainState, batch: Batch) -> dict[str, jax.Array]:
+        logits = self.predict(state, batch)
+        w = batch["weights"]
+        nll = cross_entropy(logits, batch["targets"]) * w
+        correct = (jnp.argmax(logits, -1) == batch["targets"]) * w
+        return {"nll_sum": jnp.sum(nll, -1), "tokens": jnp.sum(w, -1), "correct": jnp.sum(correct, -1)}
+
+
+def _mean(values: jax.Array, mask: jax.Array | None) -> jax.Array:
+    values = values.astype(jnp.float32)
+    if mask is None:
+        return jnp.mean(values)
+    return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1)
+
+
+def build_task(config: ml_collections.ConfigDict, teachers: Sequence[Teacher] | None = None) -> ClassificationTask:
+    """The task for ``config.task`` (``classification`` or ``lm``)."""
+    if config.task == "lm":
+        return LanguageModelTask(config, teachers)
+    if config.task == "classification":
+        return ClassificationTask(config, teachers)
+    raise ValueError(f"unknown distillation task {config.task!r}; use 'classification' or 'lm'")
+
+
+def read_workdir_config(workdir: str) -> ml_collections.ConfigDict:
+    """The ``config.json`` a training run saved in ``workdir``."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(path):
+        raise ValueError(f"teacher workdir {workdir!r} has no config.json (is it a finished training run?)")
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def teacher_from_state(task: ClassificationTask, state: TrainState) -> Teacher:
+    """A trained task's model and variables as a :class:`Teacher`."""
+    return Teacher(task.model, _variables(state.params, state.model_state["batch_stats"]))
+
+
+def load_teacher(workdir: str, step: int | None = None) -> Teacher:
+    """The model trained in ``workdir`` (its saved config and latest checkpoint) as a teacher.
+
+    That run's own teachers are only needed for the structure of its checkpoint: they are
+    described by shapes, so a chain of generations is not re-loaded.
+    """
+    from jaxcomp import train as trainer
+
+    config = read_workdir_config(workdir)
+    nested = [abstract_teacher(read_workdir_config(w)) for w in config.distill.get("teachers", ())]
+    task = build_task(config, teachers=nested)
+    state = trainer.restore_for_eval(config, workdir, task, example_batch(config), step=step)
+    return teacher_from_state(task, state)
+
+
+def abstract_teacher(config: ml_collections.ConfigDict) -> Teacher:
+    """A teacher of the architecture ``config`` describes, with ``ShapeDtypeStruct`` variables."""
+    model = build_model(config)
+    x = example_batch(config, 1)["tokens" if config.task == "lm" else "image"]
+    variables = jax.eval_shape(lambda: model.init({"params": jax.random.PRNGKey(0)}, jnp.asarray(x), train=False))
+    return Teacher(model, variables)
