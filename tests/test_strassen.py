@@ -9,7 +9,7 @@ import pytest
 
 from jaxcomp import strassen
 from jaxcomp.strassen import counting
-from jaxcomp.strassen.matmul import describe_algorithm, tensor_error, verify_on_integers
+from jaxcomp.strassen.matmul import canonical_signs, describe_algorithm, tensor_error, verify_on_integers
 
 
 def test_twn_ternary_values_threshold_and_straight_through_gradient():
@@ -68,8 +68,10 @@ def test_strassen_weights_compute_exact_products_and_a_wrong_sign_does_not():
     broken[0, 3] = -broken[0, 3]
     assert tensor_error(wa, wb, broken) > 0
     assert not verify_on_integers(wa, wb, broken, trials=100)
-    lines = describe_algorithm(wa, wb, wc)
-    assert lines[0] == "M1 = (A11 + A22) (B11 + B22)" and lines[7] == "C11 = M1 + M4 - M5 + M7"
+    lines = describe_algorithm(wa, wb, wc)  # M4 = A22 (B21 - B11) is printed as A22 (B11 - B21), negated in C
+    assert lines[0] == "M1 = (A11 + A22) (B11 + B22)" and lines[3] == "M4 = A22 (B11 - B21)"
+    assert lines[7] == "C11 = M1 - M4 - M5 + M7" and lines[9] == "C21 = M2 - M4"
+    assert tensor_error(*canonical_signs(wa, wb, wc)) == 0
 
 
 @pytest.mark.parametrize("p,stride,size", [(1, 1, 8), (2, 1, 7), (2, 2, 9), (3, 2, 8)])
@@ -170,3 +172,32 @@ def test_matmul_experiment_tiny_learns_an_exact_algorithm(repo, tmp_path):
     table = run(load_config(str(repo / "configs" / "strassen_matmul.py") + ":tiny"), str(tmp_path))
     assert "| 8 | 1/1 |" in table and "exact on 10000 random integer matrices" in table
     assert (tmp_path / "results.json").exists()
+
+
+def test_spn_resnet_trains_through_the_three_phases(repo, tmp_path):
+    """The zoo's ResNet with SPN convs through the trainer: ternary after the ramp, W_b/W_c frozen from
+    freeze_step while a_tilde trains, per-layer counts with >99% fewer multiplications in SPN layers."""
+    from jaxcomp import tasks
+    from jaxcomp import train as trainer
+    from jaxcomp.configs import load_config
+
+    config = load_config(str(repo / "configs" / "strassen.py") + ":tiny",
+                         ["steps=8", "strassen.ternary_start=2", "strassen.ramp_steps=2", "strassen.freeze_step=5",
+                          "eval_every=8", "checkpoint_every=8", "data.batch_size=16"])
+    task, data = tasks.build(config)
+    seen = {}
+
+    def snapshot(step, state, metrics):
+        seen[step] = jax.tree.map(np.asarray, state.params["stage1_block0"]["conv1"])
+        seen[f"mix{step}"] = float(metrics["ternary_mix"])
+
+    state, metrics = trainer.train(config, str(tmp_path), task, data, callbacks=[snapshot], progress=False)
+    assert [seen[f"mix{s}"] for s in range(1, 9)] == [0, 0, 0.5, 1, 1, 1, 1, 1]  # mix of the step taken
+    np.testing.assert_array_equal(seen[5]["wb"], seen[8]["wb"])   # frozen from step 5 on
+    np.testing.assert_array_equal(seen[5]["wc"], seen[8]["wc"])
+    assert not np.array_equal(seen[4]["wb"], seen[5]["wb"])        # trained before
+    assert not np.array_equal(seen[5]["a_tilde"], seen[8]["a_tilde"])
+    eff = task.effective_params(state.params, state.step)["stage1_block0"]["conv1"]["wb"]
+    assert len(np.unique(np.asarray(eff))) == 3 and 0.0 <= metrics["accuracy"] <= 1.0
+    s = strassen.summarize(task.op_counts(state, data.train_batch(0)["image"]))
+    assert s["spn_layers"] == 6 and s["spn_mul_reduction"] > 0.99

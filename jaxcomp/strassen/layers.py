@@ -143,7 +143,10 @@ class SPNConv(nn.Module):
       features, kernel_size, strides, padding, use_bias: as the zoo's conv factory contract.
       hidden: ``r``, the multiplications per hidden position.
       p: outputs per hidden position along each axis.
-      train: batch norm uses batch statistics (and updates ``batch_stats``) when true.
+      train: batch norm uses batch statistics (and updates ``batch_stats``) when true; ``None``
+        (default) infers it from whether ``batch_stats`` is mutable in this ``apply`` -- the zoo's
+        conv factory contract passes no ``train`` flag, and its tasks train with
+        ``mutable=["batch_stats"]`` and evaluate without.
       batch_norm: the paper's batch norm after W_b (set false for the bare SPN).
     """
 
@@ -154,7 +157,7 @@ class SPNConv(nn.Module):
     strides: Sequence[int] = (1, 1)
     padding: Padding = ((0, 0), (0, 0))
     use_bias: bool = False
-    train: bool = False
+    train: bool | None = None
     batch_norm: bool = True
 
     @nn.compact
@@ -177,7 +180,8 @@ class SPNConv(nn.Module):
         hid = jax.lax.conv_general_dilated(x, wb.astype(x.dtype), (p * sh, p * sw), "VALID",
                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))[:, :hh, :wh]
         if self.batch_norm:
-            hid = nn.BatchNorm(use_running_average=not self.train, momentum=0.9, epsilon=1e-5, name="bn")(hid)
+            train = self.is_mutable_collection("batch_stats") if self.train is None else self.train
+            hid = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name="bn")(hid)
         hid = hid * self.param("a_tilde", nn.initializers.ones, (self.hidden,))
         wc = self.param("wc", nn.initializers.variance_scaling(1.0, "fan_in", "normal"),
                         (p, p, self.hidden, self.features))

@@ -156,9 +156,25 @@ def _linear_form(coeffs: np.ndarray, names: list[str]) -> str:
     return text + "".join(f" {s} {t}" for s, t in terms[1:])
 
 
+def canonical_signs(wa: np.ndarray, wb: np.ndarray, wc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The same algorithm with the first non-zero coefficient of every factor positive (signs moved into W_c)."""
+    wa, wb, wc = np.array(wa), np.array(wb), np.array(wc)
+    for i in range(wa.shape[0]):
+        for w in (wa, wb):
+            nz = np.flatnonzero(w[i])
+            if len(nz) and w[i, nz[0]] < 0:
+                w[i] = -w[i]
+                wc[:, i] = -wc[:, i]
+    return wa, wb, wc
+
+
 def describe_algorithm(wa: np.ndarray, wb: np.ndarray, wc: np.ndarray, n: int = 2, m: int = 2,
                        k: int = 2) -> list[str]:
-    """Human-readable products ``M1 = (A11 + A22)(B11 + B22)`` and outputs ``C11 = M1 + M4 - ...`` (1-based)."""
+    """Human-readable products ``M1 = (A11 + A22)(B11 + B22)`` and outputs ``C11 = M1 + M4 - ...`` (1-based).
+
+    Signs are normalised first (:func:`canonical_signs`), which does not change the algorithm.
+    """
+    wa, wb, wc = canonical_signs(wa, wb, wc)
     a_names = [f"A{i + 1}{j + 1}" for i in range(n) for j in range(m)]
     b_names = [f"B{i + 1}{j + 1}" for i in range(m) for j in range(k)]
     c_names = [f"C{i + 1}{j + 1}" for i in range(n) for j in range(k)]
