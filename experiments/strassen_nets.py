@@ -6,8 +6,8 @@
 Trains the full-precision model (``strassen.enabled=False``), then for each
 ``experiment.hidden_ratios`` an SPN model, and (``experiment.kd``) the same SPN model distilled
 from the full-precision one (the zoo's ``kd`` loss). Every model lives in its own sub-folder of
---workdir, so a rerun resumes or skips finished models. Writes results.md / results.json and a
-plot of the metric against the multiplications.
+--workdir (with its per-layer op_counts.md), so a rerun resumes or skips finished models. Writes
+results.md / results.json and a plot of the metric against the multiplications.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import ml_collections
 from jaxcomp import tasks
 from jaxcomp import train as trainer
 from jaxcomp.configs import config_script_main
-from jaxcomp.strassen.counting import summarize
+from jaxcomp.strassen.counting import format_table, summarize
 
 
 def _variant(config: ml_collections.ConfigDict, enabled: bool, ratio: float = 1.0, kd_teacher: str = ""):
@@ -39,7 +39,10 @@ def _train(config, workdir: str) -> dict:
     task, data = tasks.build(config)
     state, metrics = trainer.train(config, workdir, task, data)
     example = data.train_batch(0)[task.input_key]
-    counts = summarize(task.op_counts(state, example))
+    rows = task.op_counts(state, example)
+    with open(os.path.join(workdir, "op_counts.md"), "w") as f:
+        f.write(format_table(rows) + "\n")
+    counts = summarize(rows)
     if config.task == "lm":
         metrics = dict(metrics, perplexity=math.exp(metrics["nll_sum"] / metrics["tokens"]))
     return dict(metrics=metrics, counts=counts)

@@ -93,9 +93,9 @@ def test_spn_conv_can_express_the_conv_it_replaces(p, stride, size):
                 wb[i * stride:i * stride + k, j * stride:j * stride + k, :, ch] = kernel[..., o]
                 wc[i, j, ch, o] = 1.0
     layer = strassen.SPNConv(c_out, (k, k), hidden=r, p=p, strides=(stride, stride), padding=pad, batch_norm=False)
-    params = layer.init(jax.random.PRNGKey(2), x)["params"]
+    params = jax.eval_shape(layer.init, jax.random.PRNGKey(2), x)["params"]
     assert params["wb"].shape == wb.shape and params["wc"].shape == wc.shape
-    y = layer.apply({"params": {"wb": wb, "wc": wc, "a_tilde": np.ones(r, np.float32)}}, x)
+    y = jax.jit(layer.apply)({"params": {"wb": wb, "wc": wc, "a_tilde": np.ones(r, np.float32)}}, x)
     assert y.shape == ref.shape
     np.testing.assert_allclose(y, ref, atol=1e-4)
 
@@ -116,11 +116,12 @@ def test_op_counts_by_hand():
     #   SPN: 64 positions x 16 = 1024 muls; adds 1024*143 (W_b) + 1024 (BN shift) + 1024*15 (W_c) = 162816
     layer = strassen.SPNConv(16, (3, 3), hidden=16, p=1, padding=((1, 1), (1, 1)))
     x = jnp.ones((1, 8, 8, 16))
-    rows = counting.count_ops(layer, layer.init(jax.random.PRNGKey(0), x), x)
+    shapes = jax.eval_shape(layer.init, jax.random.PRNGKey(0), x)  # counting needs shapes only
+    rows = counting.count_ops(layer, shapes, x)
     assert rows == [("", dict(muls=1024, adds=162816, fp_muls=147456, fp_adds=146432, spn=1))]
     # p = 2: 4x4 hidden positions, W_b kernel 4x4: 16*16 = 256 muls, 256*(16*16-1) + 256 + 1024*15 adds
     layer2 = strassen.SPNConv(16, (3, 3), hidden=16, p=2, padding=((1, 1), (1, 1)))
-    (_, c2), = counting.count_ops(layer2, layer2.init(jax.random.PRNGKey(0), x), x)
+    (_, c2), = counting.count_ops(layer2, jax.eval_shape(layer2.init, jax.random.PRNGKey(0), x), x)
     assert (c2["muls"], c2["adds"], c2["fp_muls"]) == (256, 256 * 255 + 256 + 1024 * 15, 147456)
 
     class Net(nn.Module):
@@ -133,7 +134,7 @@ def test_op_counts_by_hand():
 
     x = jnp.ones((1, 8, 8, 3))
     net = Net()
-    rows = counting.count_ops(net, net.init(jax.random.PRNGKey(0), x), x)
+    rows = counting.count_ops(net, jax.eval_shape(net.init, jax.random.PRNGKey(0), x), x)
     assert [c["muls"] for _, c in rows] == [6912, 6, 20]
     assert rows[1][1]["adds"] == 6 * 3 + 10 * 5 + 10 and rows[2][1]["adds"] == 20
     s = counting.summarize(rows)
@@ -182,8 +183,8 @@ def test_spn_resnet_trains_through_the_three_phases(repo, tmp_path):
     from jaxcomp.configs import load_config
 
     config = load_config(str(repo / "configs" / "strassen.py") + ":tiny",
-                         ["steps=8", "strassen.ternary_start=2", "strassen.ramp_steps=2", "strassen.freeze_step=5",
-                          "eval_every=8", "checkpoint_every=8", "data.batch_size=16"])
+                         ["steps=7", "strassen.ternary_start=2", "strassen.ramp_steps=2", "strassen.freeze_step=4",
+                          "eval_every=0", "checkpoint_every=7", "data.batch_size=16"])
     task, data = tasks.build(config)
     seen = {}
 
@@ -191,13 +192,13 @@ def test_spn_resnet_trains_through_the_three_phases(repo, tmp_path):
         seen[step] = jax.tree.map(np.asarray, state.params["stage1_block0"]["conv1"])
         seen[f"mix{step}"] = float(metrics["ternary_mix"])
 
-    state, metrics = trainer.train(config, str(tmp_path), task, data, callbacks=[snapshot], progress=False)
-    assert [seen[f"mix{s}"] for s in range(1, 9)] == [0, 0, 0.5, 1, 1, 1, 1, 1]  # mix of the step taken
-    np.testing.assert_array_equal(seen[5]["wb"], seen[8]["wb"])   # frozen from step 5 on
-    np.testing.assert_array_equal(seen[5]["wc"], seen[8]["wc"])
-    assert not np.array_equal(seen[4]["wb"], seen[5]["wb"])        # trained before
-    assert not np.array_equal(seen[5]["a_tilde"], seen[8]["a_tilde"])
+    state, _ = trainer.train(config, str(tmp_path), task, data, callbacks=[snapshot], progress=False)
+    assert [seen[f"mix{s}"] for s in range(1, 8)] == [0, 0, 0.5, 1, 1, 1, 1]  # mix of the step taken
+    np.testing.assert_array_equal(seen[4]["wb"], seen[7]["wb"])   # frozen from step 4 on
+    np.testing.assert_array_equal(seen[4]["wc"], seen[7]["wc"])
+    assert not np.array_equal(seen[3]["wb"], seen[4]["wb"])        # trained before
+    assert not np.array_equal(seen[4]["a_tilde"], seen[7]["a_tilde"])
     eff = task.effective_params(state.params, state.step)["stage1_block0"]["conv1"]["wb"]
-    assert len(np.unique(np.asarray(eff))) == 3 and 0.0 <= metrics["accuracy"] <= 1.0
+    assert len(np.unique(np.asarray(eff))) == 3
     s = strassen.summarize(task.op_counts(state, data.train_batch(0)["image"]))
     assert s["spn_layers"] == 6 and s["spn_mul_reduction"] > 0.99

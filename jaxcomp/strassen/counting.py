@@ -27,7 +27,6 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import numpy as np
 
 
 def _counts(muls: int, adds: int, fp_muls: int, fp_adds: int, spn: bool) -> dict[str, int]:
@@ -71,24 +70,32 @@ def spn_conv_counts(h_hidden: int, w_hidden: int, h_out: int, w_out: int, c_in: 
 
 
 def count_ops(model: nn.Module, variables: dict[str, Any], *inputs: Any, **kwargs: Any) -> list[tuple[str, dict]]:
-    """Runs ``model.apply(variables, *inputs, **kwargs)`` once (eagerly) and returns ``[(layer path, counts)]``.
+    """Traces ``model.apply(variables, *inputs, **kwargs)`` once and returns ``[(layer path, counts)]``.
 
-    Inputs should hold one example (counts are per example). Layers that do not sow (plain
-    ``nn.Conv``) are not counted: build the model with :class:`~jaxcomp.strassen.layers.CountedConv`
-    / ``CountedDense`` for its full-precision layers.
+    Only shapes matter: nothing is compiled or run (``jax.eval_shape``), and ``variables`` may hold
+    ``jax.ShapeDtypeStruct`` leaves. Inputs should hold one example (counts are per example).
+    Layers that do not sow (plain ``nn.Conv``) are not counted: build the model with
+    :class:`~jaxcomp.strassen.layers.CountedConv` / ``CountedDense`` for its full-precision layers.
+    Layers inside ``nn.scan`` cannot sow; count those from their shapes (see ``lm_op_counts``).
     """
     variables = {k: v for k, v in variables.items() if k != "op_counts"}
-    _, state = model.apply(variables, *inputs, mutable=["op_counts"], **kwargs)
+    captured: dict[str, Any] = {}
+
+    def trace(variables, *inputs):
+        out, state = model.apply(variables, *inputs, mutable=["op_counts"], **kwargs)
+        captured.update(state.get("op_counts", {}))  # python ints, read at trace time
+        return out
+
+    jax.eval_shape(trace, variables, *inputs)
     rows: list[tuple[str, dict]] = []
 
     def visit(node, path):
         for key, value in node.items():
             if key == "ops":
-                for entry in value:
-                    rows.append(("/".join(path), {k: int(np.asarray(jax.device_get(v))) for k, v in entry.items()}))
+                rows.extend(("/".join(path), {k: int(v) for k, v in entry.items()}) for entry in value)
             else:
                 visit(value, path + [key])
-    visit(dict(state.get("op_counts", {})), [])  # not tree-mapped: pytrees sort keys, we keep call order
+    visit(captured, [])  # a plain walk: pytree utilities would sort the keys, we keep call order
     return rows
 
 
