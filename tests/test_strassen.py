@@ -202,3 +202,17 @@ def test_spn_resnet_trains_through_the_three_phases(repo, tmp_path):
     assert len(np.unique(np.asarray(eff))) == 3
     s = strassen.summarize(task.op_counts(state, data.train_batch(0)["image"]))
     assert s["spn_layers"] == 6 and s["spn_mul_reduction"] > 0.99
+
+
+def test_counts_script_for_configs(repo, tmp_path):
+    from experiments.strassen_counts import run
+    from jaxcomp.configs import load_config
+
+    spec = str(repo / "configs" / "strassen.py")
+    table = run(load_config(spec + ":tiny"), str(tmp_path))  # ResNet-8 on 8x8 digits, r = c_out, p = 1
+    assert "| stage1_block0/conv1 | yes | 1,024 | 162,816 | 147,456 | 146,432 |" in table
+    assert (tmp_path / "op_counts.md").exists()
+    # LSTM (counted from shapes): 64 -> 512 input and 128 -> 512 recurrent projections with r = 512
+    lm = run(load_config(spec + ":ptb"), str(tmp_path))
+    assert "| lstm0_input | yes | 512 | 294,400 | 32,768 | 32,768 |" in lm
+    assert "| output | no | 1,280,000 |" in lm
