@@ -95,6 +95,17 @@ def load_tfds_arrays(name: str, split: str, data_dir: str = "") -> tuple[np.ndar
     return images, labels
 
 
+def downsample(images: np.ndarray, factor: int) -> np.ndarray:
+    """Mean over ``factor x factor`` pixel blocks: ``uint8 [N, H, W, C] -> uint8 [N, H/f, W/f, C]``."""
+    if factor <= 1:
+        return images
+    n, h, w, c = images.shape
+    if h % factor or w % factor:
+        raise DataError(f"data.downsample={factor} does not divide the image size {h}x{w}")
+    blocks = images.reshape(n, h // factor, factor, w // factor, factor, c).astype(np.float32)
+    return np.round(blocks.mean(axis=(2, 4))).astype(np.uint8)
+
+
 def _stratified_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
     """Indices of ``size`` examples with the classes as balanced as possible (sorted)."""
     rng = np.random.default_rng(seed)
@@ -215,7 +226,8 @@ def build_classification_data(data: ml_collections.ConfigDict, process_index: in
     npz), ``tfds`` (``tfds_name`` e.g. ``cifar100``, ``tfds_train_split``, ``tfds_val_split``,
     ``tfds_data_dir``). ``train_size`` > 0 keeps a fixed class-balanced subset of the training
     split (chosen by ``subset_seed``, the same for every run); ``val_size`` > 0 likewise for the
-    validation split. Also reads ``batch_size``, ``augment``, ``pad``, ``seed``.
+    validation split. ``downsample`` > 1 averages pixel blocks (cheaper CPU experiments). Also
+    reads ``batch_size``, ``augment``, ``pad``, ``seed``.
     """
     import jax
 
@@ -242,6 +254,9 @@ def build_classification_data(data: ml_collections.ConfigDict, process_index: in
     if val is not None and data.get("val_size", 0) and data.val_size < len(val[1]):
         idx = _stratified_subset(val[1], data.val_size, subset_seed + 1)
         val = (val[0][idx], val[1][idx])
+    factor = data.get("downsample", 1)
+    train = (downsample(train[0], factor), train[1])
+    val = None if val is None else (downsample(val[0], factor), val[1])
     return ClassificationBatches(
         train, val, data.batch_size, augment=data.get("augment", "none"), pad=data.get("pad", 0),
         seed=data.get("seed", 0), num_classes=num_classes,

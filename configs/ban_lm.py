@@ -1,0 +1,73 @@
+"""Born-Again Networks for language modelling: an LSTM LM on the Penn Treebank, BAN+L students.
+
+    python -m experiments.ban --config configs/ban_lm.py:ptb --workdir runs/ban_ptb
+    python -m experiments.train --config configs/ban_lm.py:ptb --workdir runs/ptb_teacher
+
+Data: Mikolov's ptb.{train,valid,test}.txt in data.path (10k words, <eos> per line). Windows of
+seq_len scored tokens after burn_in tokens of unscored context, at random offsets (see
+jaxcomp/data/text.py); perplexity is exact per token over the validation stream.
+
+Variants:
+  ptb        CPU-feasible: embed 128, one LSTM layer of 128, no dropout, batch 32 x (10 + 35) tokens,
+             Adam 3e-3 with cosine decay over 300 steps (~0.34M scored tokens, a third of an epoch); the
+             first 20k validation tokens are scored. Teacher, then one BAN+L student (label weight 1).
+             (~1 step/s on 2 shared cores: the 10k-way output layer dominates.)
+  medium     Zaremba et al.'s medium model (2 x 650, dropout 0.5, 39 epochs of batch 20 x 35),
+             SGD 1.0 decayed x0.8 per epoch after epoch 6, gradient clipping 5; for a GPU.
+  tiny       seconds, for tests (the first 20k training tokens).
+"""
+
+import ml_collections
+
+VARIANTS = ("ptb", "medium", "tiny")
+
+
+def get_config(variant: str = "ptb") -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.task = "lm"
+    c.seed = 0
+
+    c.data = ml_collections.ConfigDict(dict(
+        path="../shared/data/ptb",    # folder with ptb.train.txt, ptb.valid.txt, ptb.test.txt
+        prefix="ptb.", split="valid",
+        batch_size=32, seq_len=35, burn_in=10,
+        train_tokens=0,               # > 0: only the first that many training tokens
+        val_tokens=20_000,            # > 0: only the first that many validation tokens (0: all)
+        seed=0,
+    ))
+    c.model = ml_collections.ConfigDict(dict(vocab_size=10_000, embed_dim=128, hidden=128, layers=1, dropout=0.0))
+    c.distill = ml_collections.ConfigDict(dict(loss="ce", temperature=4.0, label_weight=1.0, teachers=()))
+    c.optimizer = ml_collections.ConfigDict(dict(
+        name="adam", learning_rate=3e-3, schedule="cosine", decay_steps=300, decay_rate=0.1, boundaries=(),
+        decay_every=0, warmup_steps=50, grad_clip=5.0, l2=0.0,
+    ))
+    c.ban = ml_collections.ConfigDict(dict(generations=1, seeds=(0,), loss="ban_label", variants=(),
+                                           teacher_model=""))
+    c.steps = 300
+    c.log_every = 50
+    c.eval_every = 0
+    c.checkpoint_every = 300
+    c.keep = 1
+    c.eval_batch_size = 128
+    c.distributed = False
+
+    if variant in ("ptb", ""):
+        pass
+    elif variant == "medium":
+        epoch = 929_589 // (20 * 35)
+        c.data.update(batch_size=20, burn_in=35, val_tokens=0)
+        c.model.update(embed_dim=650, hidden=650, layers=2, dropout=0.5)
+        c.optimizer.update(name="sgd", learning_rate=1.0, momentum=0.0, schedule="piecewise", decay_rate=0.8,
+                           boundaries=tuple(epoch * e for e in range(6, 39)), warmup_steps=0)
+        c.steps = c.optimizer.decay_steps = c.checkpoint_every = 39 * epoch
+        c.eval_every, c.log_every = epoch, 200
+    elif variant == "tiny":
+        c.data.update(batch_size=8, seq_len=12, burn_in=4, train_tokens=20_000, val_tokens=2_000)
+        c.model.update(embed_dim=16, hidden=32)
+        c.optimizer.update(decay_steps=30, warmup_steps=0, learning_rate=1e-2)
+        c.steps = c.checkpoint_every = 30
+        c.log_every = 10
+        c.eval_batch_size = 64
+    else:
+        raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+    return c

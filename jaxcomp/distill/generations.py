@@ -1,0 +1,222 @@
+"""Born-again generations: teacher -> BAN-1 -> BAN-2 -> ..., CWTM / DKPP students, BANE ensembles.
+
+Each model is an ordinary run of :func:`jaxcomp.train.train` in its own workdir (so a rerun
+skips what is finished), with the same architecture and a new seed; its teacher is the previous
+generation, whose logits come from a forward pass compiled into the student's train step.
+:func:`run_generations` returns per-seed rows; :func:`summarize` aggregates them over seeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from jaxcomp import train as trainer
+from jaxcomp.distill.losses import cross_entropy
+from jaxcomp.distill.task import Teacher, build_task, teacher_from_state
+
+
+@dataclasses.dataclass
+class Member:
+    """A trained model of a chain: its name (``teacher``, ``BAN-1``, ``CWTM``...), workdir,
+    evaluation metrics, validation logits ``float32 [N, C]`` (classification only), and teacher."""
+
+    name: str
+    workdir: str
+    metrics: dict[str, float]
+    logits: np.ndarray | None
+    teacher: Teacher
+
+
+def _config_for(config: ml_collections.ConfigDict, *, seed: int, loss: str, teacher_workdirs: Sequence[str],
+                model_name: str | None = None) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict(config.to_dict())
+    c.seed = seed
+    c.data.seed = seed
+    c.distill.loss = loss
+    c.distill.teachers = tuple(teacher_workdirs)
+    if model_name:
+        c.model.name = model_name
+    c.eval_every = 0  # members are evaluated once, below
+    return c
+
+
+def predict_logits(task: Any, state: Any, batches) -> np.ndarray:
+    """Evaluation-mode logits of every valid example of ``batches``: ``float32 [N, ...]`` (host)."""
+    predict = jax.jit(task.predict)
+    out = []
+    for batch in batches:
+        valid = batch.pop("valid")
+        out.append(np.asarray(predict(state, batch))[valid])
+    return np.concatenate(out)
+
+
+def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """``error`` (%), ``nll`` (nats) and mean ``confidence`` of logits ``[N, C]`` against labels ``[N]``."""
+    probs = np.asarray(jax.nn.softmax(logits, -1))
+    return {"error": 100.0 * float(np.mean(np.argmax(logits, -1) != labels)),
+            "nll": float(np.mean(np.asarray(cross_entropy(logits, labels)))),
+            "confidence": float(np.mean(probs.max(-1)))}
+
+
+def train_member(config: ml_collections.ConfigDict, workdir: str, name: str, teachers: Sequence[Member],
+                 progress: bool = True) -> Member:
+    """Trains (or, if finished, restores) one model of the chain in ``workdir`` and evaluates it."""
+    from jaxcomp import tasks
+
+    task = build_task(config, teachers=[t.teacher for t in teachers])
+    data = tasks.build_data(config, config.task)
+    state, _ = trainer.train(config, workdir, task, data, progress=progress)
+    logits = None
+    if config.task == "classification":
+        logits = predict_logits(task, state, data.eval_batches(config.eval_batch_size))
+        metrics = classification_metrics(logits, data.eval_arrays()["label"])
+    else:
+        metrics = trainer.evaluate(jax.jit(task.eval_step), state, data.eval_batches(config.eval_batch_size),
+                                   trainer.make_mesh())
+        metrics = {"perplexity": math.exp(metrics["nll_sum"] / metrics["tokens"]),
+                   "accuracy": 100.0 * metrics["correct"] / metrics["tokens"]}
+    return Member(name, workdir, metrics, logits, teacher_from_state(task, state))
+
+
+def ensemble_metrics(members: Sequence[Member], labels: np.ndarray) -> dict[str, float]:
+    """BANE: the metrics of the average of the members' probabilities."""
+    probs = np.mean([np.asarray(jax.nn.softmax(m.logits, -1)) for m in members], axis=0)
+    return classification_metrics(np.log(np.maximum(probs, 1e-30)), labels)
+
+
+def run_generations(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
+                    log=print) -> list[dict[str, Any]]:
+    """The whole experiment ``config.ban`` describes, for every seed of ``ban.seeds``.
+
+    Per seed: a teacher (``ban.teacher_model`` if set, else ``model.name``; cross-entropy to
+    the labels), ``ban.generations`` born-again students each taught by the previous one with
+    ``ban.loss``, one student of the teacher per loss in ``ban.variants`` (e.g. CWTM, DKPP), a
+    label-only model of the student architecture when it differs from the teacher's (unless
+    ``ban.student_baseline`` is false: it is the same run as the teacher of the same-architecture
+    experiment with the same seeds), and the
+    BANE ensembles (BAN-1..k, and the teacher with all generations); then, as their control,
+    ensembles of independently trained teachers (:func:`independent_ensembles`). Returns one
+    row per model and seed: ``{'seed', 'model', 'error', 'nll', 'confidence'}`` (or perplexity for ``lm``).
+    """
+    rows: list[dict[str, Any]] = []
+    teachers = []
+    for seed in config.ban.seeds:
+        rows.extend(_run_seed(config, seed, os.path.join(workdir, f"seed{seed}"), progress, log, teachers))
+    if config.task == "classification" and len(teachers) >= 2:
+        rows.extend(independent_ensembles(config, teachers))
+    return rows
+
+
+def independent_ensembles(config: ml_collections.ConfigDict, teachers: Sequence[tuple[int, Member]]):
+    """The control for BANE: ensembles of ``k`` teachers trained independently (other seeds).
+
+    For ``k`` from 2 to the number of seeds (at most ``ban.generations``), the windows of ``k``
+    consecutive seeds (cyclically; one window when ``k`` is the number of seeds) give one row
+    each, named ``k independent``, with the first seed of the window as its ``seed``.
+    """
+    from jaxcomp import tasks
+
+    labels = tasks.build_data(config, "classification").eval_arrays()["label"]
+    n = len(teachers)
+    rows = []
+    for k in range(2, min(n, max(config.ban.generations, 2)) + 1):
+        for start in range(n if k < n else 1):
+            window = [teachers[(start + j) % n][1] for j in range(k)]
+            rows.append({"seed": teachers[start][0], "model": f"{k} independent", **ensemble_metrics(window, labels)})
+    return rows
+
+
+def _run_seed(config: ml_collections.ConfigDict, seed: int, base: str, progress: bool, log,
+              teachers: list) -> list[dict[str, Any]]:
+    ban = config.ban
+    rows: list[dict[str, Any]] = []
+
+    def member(name: str, loss: str, teachers: Sequence[Member], index: int, model_name: str | None = None):
+        c = _config_for(config, seed=1000 * seed + index, loss=loss,
+                        teacher_workdirs=[t.workdir for t in teachers], model_name=model_name)
+        m = train_member(c, os.path.join(base, name.lower().replace(" ", "_")), name, teachers, progress)
+        rows.append({"seed": seed, "model": name, **m.metrics})
+        log(f"seed {seed} {name}: " + " ".join(f"{k}={v:.4g}" for k, v in m.metrics.items()))
+        return m
+
+    teacher = member("teacher", "ce", [], 0, model_name=ban.get("teacher_model") or None)
+    teachers.append((seed, teacher))
+    if ban.get("teacher_model") and ban.teacher_model != config.model.name and ban.get("student_baseline", True):
+        member("student CE", "ce", [], 0)  # seed index 0: the run a same-architecture teacher would be
+    chain = [teacher]
+    for g in range(1, ban.generations + 1):
+        chain.append(member(f"BAN-{g}", ban.loss, [chain[-1]], g))
+    for i, loss in enumerate(ban.variants):
+        member(loss.upper(), loss, [teacher], 50 + i)
+    if config.task == "classification" and ban.generations >= 2:
+        from jaxcomp import tasks
+
+        labels = tasks.build_data(config, "classification").eval_arrays()["label"]
+        for k in range(2, ban.generations + 1):
+            rows.append({"seed": seed, "model": f"BANE-1..{k}", **ensemble_metrics(chain[1 : k + 1], labels)})
+        rows.append({"seed": seed, "model": f"teacher + BAN-1..{ban.generations}", **ensemble_metrics(chain, labels)})
+    return rows
+
+
+def summarize(rows: Sequence[dict[str, Any]], baseline: str = "teacher") -> list[dict[str, Any]]:
+    """Mean and (sample) std over seeds per model, in first-seen order, plus the paired difference
+    to ``baseline`` of the same seed and the number of seeds where the model is better.
+
+    The compared metric is ``error`` (lower is better) or ``perplexity``.
+    """
+    key = "error" if "error" in rows[0] else "perplexity"
+    names = list(dict.fromkeys(r["model"] for r in rows))
+    base = {r["seed"]: r[key] for r in rows if r["model"] == baseline}
+    out = []
+    for name in names:
+        rs = [r for r in rows if r["model"] == name]
+        vals = np.array([r[key] for r in rs])
+        diffs = np.array([r[key] - base[r["seed"]] for r in rs if r["seed"] in base])
+        row = {"model": name, "seeds": len(rs), key: _pm(vals)}
+        for extra in ("nll", "confidence", "accuracy"):
+            if extra in rs[0]:
+                row[extra] = _pm(np.array([r[extra] for r in rs]), 3 if extra != "accuracy" else 2)
+        if name != baseline and len(diffs):
+            row[f"{key} - {baseline}"] = _pm(diffs)
+            row[f"better than {baseline}"] = f"{int(np.sum(diffs < 0))}/{len(diffs)}"
+        out.append(row)
+    return out
+
+
+def _pm(values: np.ndarray, digits: int = 2) -> str:
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return f"{float(np.mean(values)):.{digits}f} ± {std:.{digits}f}"
+
+
+def plot_summary(rows: Sequence[dict[str, Any]], path: str, title: str = "") -> None:
+    """Per-model mean ± std (bars) and per-seed values (dots) of the error / perplexity, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key = "error" if "error" in rows[0] else "perplexity"
+    names = list(dict.fromkeys(r["model"] for r in rows))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.0 * len(names)), 3.6))
+    for i, name in enumerate(names):
+        vals = np.array([r[key] for r in rows if r["model"] == name])
+        std = np.std(vals, ddof=1) if len(vals) > 1 else 0.0
+        ax.bar(i, vals.mean(), yerr=std, color="C1" if name == "teacher" else "C0", alpha=0.6, capsize=3)
+        ax.plot(np.full(len(vals), i) + np.linspace(-0.15, 0.15, len(vals)), vals, "k.", ms=4)
+    lo = min(r[key] for r in rows)
+    hi = max(r[key] for r in rows)
+    ax.set_ylim(max(0.0, lo - 0.3 * (hi - lo + 1e-9)), hi + 0.2 * (hi - lo + 1e-9))
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_ylabel("test error (%)" if key == "error" else "perplexity")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

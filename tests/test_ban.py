@@ -1,0 +1,323 @@
+"""Born-Again Networks: losses against numpy, the model zoo, batch norm, data readers, a tiny generation run."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcomp import distill, models
+from jaxcomp.configs import apply_overrides, load_config
+from jaxcomp.data import DataError
+from jaxcomp.data.classification import ClassificationBatches, build_classification_data, load_digits_arrays
+from jaxcomp.data.text import LMBatches, Vocabulary, build_lm_data, read_words
+
+
+def _softmax(x, axis=-1):
+    e = np.exp(x - x.max(axis, keepdims=True))
+    return e / e.sum(axis, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def logits():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(6, 5)).astype(np.float32) * 2, rng.normal(size=(6, 5)).astype(np.float32) * 2
+
+
+@pytest.fixture(scope="module")
+def ban_config(repo):
+    return load_config(str(repo / "configs" / "ban.py") + ":tiny")
+
+
+# ---- losses ------------------------------------------------------------------------------
+
+
+def test_kd_loss_value_and_gradient_scale(logits):
+    s, t = logits
+    for temp in (1.0, 4.0):
+        p, q = _softmax(t / temp), _softmax(s / temp)
+        expected = temp**2 * np.mean(np.sum(p * (np.log(p) - np.log(q)), -1))
+        np.testing.assert_allclose(distill.kd_loss(s, t, temp), expected, rtol=1e-5)
+        # d/ds T^2 KL(p || softmax(s/T)) = T (q - p): the T^2 factor keeps the scale O(1) in T
+        grad = jax.grad(distill.kd_loss)(jnp.asarray(s), t, temp)
+        np.testing.assert_allclose(grad, temp * (q - p) / len(s), atol=1e-6)
+    assert float(distill.kd_loss(t, t, 3.0)) == pytest.approx(0.0, abs=1e-6)
+    assert float(jnp.abs(jax.grad(lambda x: distill.kd_loss(s, x, 2.0))(jnp.asarray(t))).max()) == 0.0
+
+
+def test_ban_losses_are_cross_entropy_to_the_teacher(logits):
+    s, t = logits
+    labels = np.array([0, 1, 2, 3, 4, 0])
+    p = _softmax(t)
+    ce_soft = np.mean(-np.sum(p * np.log(_softmax(s)), -1))
+    ce_labels = np.mean(-np.log(_softmax(s)[np.arange(6), labels]))
+    np.testing.assert_allclose(distill.ban_loss(s, t), ce_soft, rtol=1e-5)
+    np.testing.assert_allclose(distill.ban_label_loss(s, t, labels, 0.5), ce_soft + 0.5 * ce_labels, rtol=1e-5)
+    np.testing.assert_allclose(distill.label_loss(s, labels), ce_labels, rtol=1e-5)
+    # BAN = KD at T=1 up to the teacher's entropy
+    entropy = np.mean(-np.sum(p * np.log(p), -1))
+    np.testing.assert_allclose(distill.ban_loss(s, t), distill.kd_loss(s, t, 1.0) + entropy, rtol=1e-5)
+    mask = np.array([1, 1, 1, 0, 0, 0], bool)
+    np.testing.assert_allclose(distill.ban_loss(s, t, mask), distill.ban_loss(s[:3], t[:3]), rtol=1e-5)
+
+
+def test_cwtm_weights_are_normalised_teacher_confidence(logits):
+    s, t = logits
+    labels = np.array([0, 1, 2, 3, 4, 0])
+    w = np.asarray(distill.cwtm_weights(t))
+    conf = _softmax(t).max(-1)
+    np.testing.assert_allclose(w, conf / conf.sum(), rtol=1e-5)
+    assert w.sum() == pytest.approx(1.0, rel=1e-6)
+    ce = -np.log(_softmax(s)[np.arange(6), labels])
+    np.testing.assert_allclose(distill.cwtm_loss(s, t, labels), np.sum(w * ce), rtol=1e-5)
+    masked = np.asarray(distill.cwtm_weights(t, np.array([1, 1, 0, 0, 1, 1], bool)))
+    assert masked[2] == masked[3] == 0 and masked.sum() == pytest.approx(1.0, rel=1e-6)
+
+
+def test_dkpp_keeps_the_argmax_and_permutes_the_rest():
+    t = jnp.asarray(np.random.default_rng(1).normal(size=(200, 7)).astype(np.float32))
+    p = np.asarray(jax.nn.softmax(t))
+    d = np.asarray(distill.dkpp_targets(t, jax.random.PRNGKey(3)))
+    np.testing.assert_array_equal(d.argmax(-1), p.argmax(-1))
+    np.testing.assert_allclose(d.max(-1), p.max(-1))
+    np.testing.assert_allclose(np.sort(d, -1), np.sort(p, -1))  # same values, other places
+    moved = (np.abs(d - p) > 1e-9).any(-1)
+    assert moved.mean() > 0.9  # 6 non-argmax entries: the identity has probability 1/720
+    d2 = np.asarray(distill.dkpp_targets(t, jax.random.PRNGKey(4)))
+    assert not np.allclose(d, d2)
+    np.testing.assert_allclose(distill.dkpp_loss(t, t, jax.random.PRNGKey(3)),
+                               np.mean(-np.sum(d * np.log(p), -1)), rtol=1e-5)
+
+
+def test_ensembles_and_loss_dispatch(logits):
+    s, t = logits
+    ens = distill.ensemble_log_probs(jnp.stack([s, t]))
+    np.testing.assert_allclose(jax.nn.softmax(ens), (_softmax(s) + _softmax(t)) / 2, rtol=1e-5)
+    labels = np.zeros(6, np.int32)
+    rng = jax.random.PRNGKey(0)
+    np.testing.assert_allclose(distill.distillation_loss("ce", s, None, labels, rng), distill.label_loss(s, labels))
+    with pytest.raises(ValueError, match="unknown distillation loss"):
+        distill.distillation_loss("fitnet", s, t, labels, rng)
+    with pytest.raises(ValueError, match="needs a teacher"):
+        distill.distillation_loss("ban", s, None, labels, rng)
+
+
+# ---- models --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,classes,params", [
+    ("resnet20", 10, 269_722), ("resnet56", 10, 853_018), ("wrn-28-10", 100, 36_536_884),
+    ("wrn-28-2", 100, 1_479_220), ("densenet-bc-100-12", 10, 769_162),
+])
+def test_named_variants_have_the_papers_parameter_counts(name, classes, params):
+    # abstract init (jax.eval_shape): no compute even for WRN-28-10's 36.5M parameters
+    assert models.count_params(models.classifier(name, classes), (1, 32, 32, 3)) == params
+
+
+def test_model_output_shapes_and_injected_layers():
+    x = jax.ShapeDtypeStruct((2, 16, 16, 3), jnp.float32)
+    for name in ("resnet8", "wrn-10-2", "densenet-bc-22-4"):
+        model = models.classifier(name, 7)
+        variables = jax.eval_shape(lambda m=model: m.init(jax.random.PRNGKey(0), jnp.zeros(x.shape)))
+        out = jax.eval_shape(lambda v, m=model: m.apply(v, jnp.zeros(x.shape)), variables)
+        assert out.shape == (2, 7) and "batch_stats" in variables
+    calls = []
+
+    def conv(features, kernel_size, **kw):
+        calls.append((features, tuple(kernel_size), kw["strides"], kw["padding"]))
+        return nn.Conv(features, kernel_size, **kw)
+
+    dense_names = []
+
+    def dense(features, **kw):
+        dense_names.append(kw["name"])
+        return nn.Dense(features, **kw)
+
+    model = models.classifier("resnet8", 10, conv=conv, dense=dense)
+    jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1))))
+    assert len(calls) == 7 and calls[0] == (16, (3, 3), (1, 1), ((1, 1), (1, 1)))  # stem + 3 blocks x 2
+    assert dense_names == ["head"]
+    dense_names.clear()
+    lm = models.LSTMLanguageModel(vocab_size=50, embed_dim=8, hidden=12, layers=2, dense=dense)
+    params = jax.eval_shape(lambda: lm.init(jax.random.PRNGKey(0), jnp.zeros((3, 5), jnp.int32)))
+    assert {"lstm0_input", "recurrent", "output"} <= set(dense_names)
+    out = jax.eval_shape(lambda v: lm.apply(v, jnp.zeros((3, 5), jnp.int32)), params)
+    assert out.shape == (3, 5, 50)
+    with pytest.raises(ValueError, match="unknown classifier"):
+        models.classifier("vgg16", 10)
+    with pytest.raises(ValueError, match="6n\\+2"):
+        models.classifier("resnet21", 10)
+    with pytest.raises(ValueError, match="6n\\+4"):
+        models.classifier("wrn-27-2", 10)
+
+
+def test_batch_norm_updates_in_training_only(ban_config):
+    from jaxcomp.distill.task import ClassificationTask
+
+    task = ClassificationTask(ban_config)
+    rng = np.random.default_rng(0)
+    batch = {"image": rng.normal(2.0, 3.0, (8, 8, 8, 1)).astype(np.float32), "label": np.arange(8) % 10}
+    state = jax.jit(task.init)(jax.random.PRNGKey(0), batch)
+    before = jax.tree.map(np.asarray, state.model_state["batch_stats"])
+    new, metrics = jax.jit(task.train_step)(state, batch, jax.random.PRNGKey(1))
+    after = jax.tree.map(np.asarray, new.model_state["batch_stats"])
+    stem = nn.Conv(16, (3, 3), padding=((1, 1), (1, 1)), use_bias=False).apply(
+        {"params": state.params["stem"]}, batch["image"])
+    expected = 0.9 * before["stem_bn"]["mean"] + 0.1 * np.asarray(stem).mean((0, 1, 2))  # PyTorch momentum 0.1
+    np.testing.assert_allclose(after["stem_bn"]["mean"], expected, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(after["stem_bn"]["mean"], before["stem_bn"]["mean"])
+    # evaluation uses the running statistics: an example's logits do not depend on its batch
+    predict = jax.jit(task.predict)
+    full = np.asarray(predict(new, batch))
+    alone = np.asarray(predict(new, {"image": batch["image"][:1]}))
+    np.testing.assert_allclose(full[:1], alone, rtol=1e-4, atol=1e-5)
+    eval_apply = jax.jit(lambda v, x: task.model.apply(v, x, train=False, mutable=["batch_stats"]))
+    _, vars_out = eval_apply({"params": new.params, "batch_stats": new.model_state["batch_stats"]}, batch["image"])
+    for a, b in zip(jax.tree.leaves(vars_out["batch_stats"]), jax.tree.leaves(new.model_state["batch_stats"])):
+        np.testing.assert_array_equal(a, b)
+
+
+# ---- data ------------------------------------------------------------------------------------
+
+
+def test_digits_batches_are_deterministic_epochs(ban_config):
+    x, y = load_digits_arrays("train")
+    xt, yt = load_digits_arrays("test")
+    assert x.shape == (1300, 8, 8, 1) and xt.shape == (497, 8, 8, 1) and x.dtype == np.uint8
+    assert np.bincount(yt).min() >= 49  # stratified hold-out
+    data = build_classification_data(apply_overrides(ban_config, ["data.batch_size=100", "data.augment=none"]).data)
+    seen = np.concatenate([data._indices(s) for s in range(13)])
+    np.testing.assert_array_equal(np.sort(seen), np.arange(1300))  # one epoch = every example once
+    a, b = data.train_batch(3), data.train_batch(3)
+    np.testing.assert_array_equal(a["image"], b["image"])
+    assert not np.array_equal(a["label"], data.train_batch(4)["label"])
+    assert abs(float(np.mean(data.normalize(x)))) < 1e-3
+    aug = ClassificationBatches((x, y), (xt, yt), 32, augment="crop_flip", pad=2, seed=1)
+    assert aug.train_batch(0)["image"].shape == (32, 8, 8, 1)
+    batches = list(data.eval_batches(200))
+    assert [b["image"].shape[0] for b in batches] == [200, 200, 200]
+    assert sum(int(b["valid"].sum()) for b in batches) == 497
+
+
+def test_classification_data_errors(ban_config, tmp_path):
+    with pytest.raises(DataError, match="MNIST file not found"):
+        build_classification_data(apply_overrides(ban_config, ["data.source=mnist",
+                                                               f"data.path={tmp_path / 'none.npz'}"]).data)
+    with pytest.raises(DataError, match="unknown data.source 'imagenet'"):
+        build_classification_data(apply_overrides(ban_config, ["data.source=imagenet"]).data)
+    with pytest.raises(DataError, match="tfds build cifar10"):
+        build_classification_data(apply_overrides(ban_config, ["data.source=tfds", "data.tfds_name=cifar10",
+                                                               f"data.tfds_data_dir={tmp_path}"]).data)
+    with pytest.raises(DataError, match="unknown data.augment"):
+        build_classification_data(apply_overrides(ban_config, ["data.augment=mixup"]).data)
+    rng = np.random.default_rng(0)
+    path = tmp_path / "mnist.npz"
+    np.savez(path, x_train=rng.integers(0, 255, (40, 28, 28), dtype=np.uint8), y_train=np.arange(40) % 10,
+             x_test=rng.integers(0, 255, (10, 28, 28), dtype=np.uint8), y_test=np.arange(10))
+    data = build_classification_data(apply_overrides(ban_config, ["data.source=mnist", f"data.path={path}",
+                                                                  "data.train_size=20", "data.downsample=2"]).data)
+    assert data.train_batch(0)["image"].shape == (32, 14, 14, 1) and len(data.train_labels) == 20
+    assert np.bincount(data.train_labels).tolist() == [2] * 10
+    np.savez(path, images=np.zeros((2, 28, 28), np.uint8))
+    with pytest.raises(DataError, match="lacks"):
+        build_classification_data(apply_overrides(ban_config, ["data.source=mnist", f"data.path={path}"]).data)
+
+
+def test_text_reader_vocabulary_and_exact_evaluation_windows(tmp_path, repo):
+    (tmp_path / "ptb.train.txt").write_text(" a b c\n a b <unk>\n a\n")
+    (tmp_path / "ptb.valid.txt").write_text(" a z c\n b\n")
+    words = read_words(str(tmp_path / "ptb.train.txt"))
+    assert words[:4] == ["a", "b", "c", "<eos>"]
+    vocab = Vocabulary(words)
+    assert vocab.words[:3] == ["<eos>", "a", "b"]  # 3 each: ties alphabetically and len(vocab) == 5
+    np.testing.assert_array_equal(vocab.encode(["z", "a"]), [vocab.ids["<unk>"], 1])
+    config = load_config(str(repo / "configs" / "ban_lm.py") + ":tiny",
+                         [f"data.path={tmp_path}", "data.train_tokens=0", "data.val_tokens=0", "data.seq_len=2",
+                          "data.burn_in=1", "data.batch_size=2"])
+    data, _ = build_lm_data(config.data)
+    arrays = data.eval_arrays()
+    assert arrays["weights"].sum() == 5  # 6 validation tokens: 5 predictions, each scored once
+    val = vocab.encode(read_words(str(tmp_path / "ptb.valid.txt")))
+    scored = arrays["weights"] > 0
+    np.testing.assert_array_equal(arrays["targets"][scored], val[1:])
+    np.testing.assert_array_equal(arrays["tokens"][1:, 1:], arrays["targets"][1:, :-1])  # row 0: padded context
+    batch = data.train_batch(0)
+    assert batch["tokens"].shape == (2, 3) and batch["weights"][:, 0].sum() == 0
+    np.testing.assert_array_equal(batch["tokens"][:, 1:], batch["targets"][:, :-1])
+    with pytest.raises(DataError, match="language-model data folder not found"):
+        build_lm_data(apply_overrides(config, [f"data.path={tmp_path / 'nope'}"]).data)
+    assert isinstance(data, LMBatches)
+
+
+def test_all_config_variants_load(repo):
+    from jaxcomp.configs import _module_from_file as module_from_file
+    from jaxcomp.configs import variants
+
+    for name in ("ban.py", "ban_lm.py"):
+        path = str(repo / "configs" / name)
+        for variant in variants(module_from_file(path)):
+            config = load_config(f"{path}:{variant}")
+            assert config.steps > 0
+            if config.task == "classification":
+                models.classifier(config.model.name, config.model.num_classes)
+
+
+# ---- training ------------------------------------------------------------------------------
+
+
+def test_tiny_generations_train_and_chain_teachers(ban_config, tmp_path):
+    from jaxcomp.distill.generations import run_generations, summarize
+    from jaxcomp.distill.task import build_task, load_teacher
+
+    config = apply_overrides(ban_config, ["ban.variants=()"])
+    rows = run_generations(config, str(tmp_path), progress=False, log=lambda *_: None)
+    by_name = {r["model"]: r for r in rows}
+    assert set(by_name) == {"teacher", "BAN-1"}
+    assert by_name["teacher"]["error"] < 50 and by_name["BAN-1"]["error"] < 60  # chance: 90% error
+    student_dir = tmp_path / "seed0" / "ban-1"
+    saved = json.loads((student_dir / "config.json").read_text())
+    assert saved["distill"]["loss"] == "ban" and saved["distill"]["teachers"] == [str(tmp_path / "seed0" / "teacher")]
+    lines = [json.loads(x) for x in open(student_dir / "metrics.jsonl")]
+    assert any("agreement" in x for x in lines)  # the teacher ran inside the student's step
+    # the student reloads as a teacher of its own (its teacher only as shapes), and as a config-built task
+    teacher = load_teacher(str(student_dir))
+    x = np.zeros((3, 8, 8, 1), np.float32)
+    assert teacher.model.apply(teacher.variables, x).shape == (3, 10)
+    task = build_task(apply_overrides(config, ["distill.loss=dkpp", f"distill.teachers=('{student_dir}',)"]))
+    assert len(task.teachers) == 1
+    table = summarize(rows)
+    assert table[1]["model"] == "BAN-1" and "better than teacher" in table[1]
+    with pytest.raises(ValueError, match="needs a teacher"):
+        build_task(apply_overrides(config, ["distill.loss=ban"]))
+    # a rerun skips finished models and reproduces the numbers
+    again = run_generations(config, str(tmp_path), progress=False, log=lambda *_: None)
+    assert again[0]["error"] == rows[0]["error"]
+    assert os.path.isdir(student_dir / "checkpoints")
+
+
+def test_language_model_trains_with_a_ban_label_student(tmp_path, repo):
+    from jaxcomp import train as trainer
+    from jaxcomp.distill.task import build_task, teacher_from_state
+
+    words = ("the cat sat on the mat\n" * 200).split("\n")
+    (tmp_path / "ptb.train.txt").write_text("\n".join(words))
+    (tmp_path / "ptb.valid.txt").write_text("the cat sat on the mat\n" * 10)
+    config = load_config(str(repo / "configs" / "ban_lm.py") + ":tiny",
+                         [f"data.path={tmp_path}", "model.vocab_size=6", "steps=30", "data.train_tokens=0"])
+    data, _ = build_lm_data(config.data)
+    task = build_task(config)
+    state, _ = trainer.train(config, str(tmp_path / "teacher"), task, data, progress=False)
+    metrics = trainer.evaluate(jax.jit(task.eval_step), state, data.eval_batches(64), trainer.make_mesh())
+    perplexity = np.exp(metrics["nll_sum"] / metrics["tokens"])
+    assert perplexity < 2.5  # 6 words, a deterministic sentence after "the" is 50/50: well below 6
+    student_config = apply_overrides(config, ["distill.loss=ban_label", "steps=2"])
+    student = build_task(student_config, teachers=[teacher_from_state(task, state)])
+    s_state = jax.jit(student.init)(jax.random.PRNGKey(1), data.train_batch(0))
+    _, m = jax.jit(student.train_step)(s_state, data.train_batch(0), jax.random.PRNGKey(2))
+    assert np.isfinite(float(m["loss"])) and "agreement" in m
+
