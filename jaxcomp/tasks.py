@@ -16,6 +16,9 @@ def build_task(config: ml_collections.ConfigDict) -> tuple[Any, str]:
     if name == "ecg":
         from jaxcomp.ecg.task import ECGTask
         return ECGTask(config), "ecg"
+    if name in ("classification", "lm") and "strassen" in config:  # the same models with SPN layers
+        from jaxcomp.strassen.task import build_task as build_strassen_task
+        return build_strassen_task(config), "classification" if name == "classification" else "lm"
     if name in ("classification", "lm"):
         from jaxcomp.distill.task import build_task as build_distill_task
         return build_distill_task(config), "classification" if name == "classification" else "lm"

@@ -1,0 +1,217 @@
+"""Sum-product networks (SPNs): matrix multiplication and DNN layers with r multiplications.
+
+The 2-layer SPN of StrassenNets (Tschannen, Khanna & Anandkumar, ICML 2018) computes a bilinear map
+
+    vec(C) = W_c [(W_b vec(B)) * (W_a vec(A))],     W_a, W_b in R^{r x nm}, R^{r x mk}, W_c in R^{nk x r},
+
+with exactly ``r`` multiplications (the elementwise product) when the W's are ternary. For a
+DNN layer the weight side ``W_a vec(A)`` is replaced by a learned full-precision vector
+``a_tilde`` in R^r:
+
+* :class:`SPNDense`: ``y = W_c [(W_b x) * a_tilde]`` (+ bias);
+* :class:`SPNConv`: a conv with ternary ``W_b`` of kernel ``(p-1)s + k`` and stride ``p s`` to
+  ``r`` channels, batch norm, channel-wise multiplication by ``a_tilde``, and a stride-``p``
+  transposed conv with ternary ``W_c`` (kernel ``p x p``) back to ``c_out`` channels -- each
+  hidden position produces a ``p x p`` block of the ``k x k``, stride-``s`` conv's outputs.
+
+Vectorisation is row-major: ``vec(A)[i * m + j] = A[i, j]`` (``A.reshape(-1)`` in numpy).
+The layers compute with the weights they are given; ternarization is a transform of the
+parameter tree (:func:`jaxcomp.strassen.ternary.ternarize_params`). Every layer sows its
+per-example operation counts into the ``op_counts`` collection when that is mutable
+(:mod:`jaxcomp.strassen.counting`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcomp.strassen import counting
+
+Padding = Sequence[tuple[int, int]]
+
+
+# --------------------------------------------------------------------------------------
+# Matrix multiplication
+# --------------------------------------------------------------------------------------
+
+
+def matmul_tensor(n: int = 2, m: int = 2, k: int = 2) -> np.ndarray:
+    """The matrix-multiplication tensor ``T [nm, mk, nk]`` (int64).
+
+    ``vec(AB)_c = sum_ab T[a, b, c] vec(A)_a vec(B)_b``.
+    """
+    t = np.zeros((n * m, m * k, n * k), np.int64)
+    for i in range(n):
+        for j in range(m):
+            for q in range(k):
+                t[i * m + j, j * k + q, i * k + q] = 1
+    return t
+
+
+def spn_tensor(wa: jax.Array, wb: jax.Array, wc: jax.Array) -> jax.Array:
+    """The bilinear map an SPN computes as a tensor ``[nm, mk, nk]``: ``sum_r wa[r,a] wb[r,b] wc[c,r]``."""
+    return jnp.einsum("ra,rb,cr->abc", wa, wb, wc)
+
+
+def spn_matmul(wa: jax.Array, wb: jax.Array, wc: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
+    """``vec(C) = W_c[(W_b vec(B)) * (W_a vec(A))]``.
+
+    Args:
+      wa: ``[r, n*m]``; wb: ``[r, m*k]``; wc: ``[n*k, r]``.
+      a: ``[..., n*m]`` row-major vec(A); b: ``[..., m*k]`` vec(B).
+
+    Returns:
+      ``[..., n*k]`` vec(C), same dtype as the inputs.
+    """
+    return ((a @ wa.T) * (b @ wb.T)) @ wc.T
+
+
+def strassen_weights() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Strassen's (1969) algorithm as ternary ``(W_a [7, 4], W_b [7, 4], W_c [4, 7])`` (int).
+
+    M1 = (A11 + A22)(B11 + B22), M2 = (A21 + A22) B11, M3 = A11 (B12 - B22), M4 = A22 (B21 - B11),
+    M5 = (A11 + A12) B22, M6 = (A21 - A11)(B11 + B12), M7 = (A12 - A22)(B21 + B22);
+    C11 = M1 + M4 - M5 + M7, C12 = M3 + M5, C21 = M2 + M4, C22 = M1 - M2 + M3 + M6.
+    """
+    wa = np.array([[1, 0, 0, 1], [0, 0, 1, 1], [1, 0, 0, 0], [0, 0, 0, 1],
+                   [1, 1, 0, 0], [-1, 0, 1, 0], [0, 1, 0, -1]])
+    wb = np.array([[1, 0, 0, 1], [1, 0, 0, 0], [0, 1, 0, -1], [-1, 0, 1, 0],
+                   [0, 0, 0, 1], [1, 1, 0, 0], [0, 0, 1, 1]])
+    wc = np.array([[1, 0, 0, 1, -1, 0, 1], [0, 0, 1, 0, 1, 0, 0],
+                   [0, 1, 0, 1, 0, 0, 0], [1, -1, 1, 0, 0, 1, 0]])
+    return wa, wb, wc
+
+
+# --------------------------------------------------------------------------------------
+# DNN layers
+# --------------------------------------------------------------------------------------
+
+
+class SPNDense(nn.Module):
+    """``y = W_c[(W_b x) * a_tilde] + bias``: ``[..., D_in] -> [..., features]`` with ``hidden`` multiplications.
+
+    Params: ``wb [D_in, r]``, ``a_tilde [r]``, ``wc [r, features]`` (ternarized by the task), ``bias``.
+    Signature-compatible with the zoo's ``dense(features, use_bias=, name=)`` factories.
+    """
+
+    features: int
+    hidden: int
+    use_bias: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        d_in = x.shape[-1]
+        wb = self.param("wb", nn.initializers.variance_scaling(1.0, "fan_in", "normal"), (d_in, self.hidden))
+        a_tilde = self.param("a_tilde", nn.initializers.ones, (self.hidden,))
+        wc = self.param("wc", nn.initializers.variance_scaling(1.0, "fan_in", "normal"), (self.hidden, self.features))
+        y = ((x @ wb) * a_tilde) @ wc
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,))
+        self.sow("op_counts", "ops", counting.spn_dense_counts(d_in, self.features, self.hidden, self.use_bias))
+        return y
+
+
+class CountedDense(nn.Dense):
+    """:class:`flax.linen.Dense` that sows its full-precision operation counts (for network totals)."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        self.sow("op_counts", "ops", counting.dense_counts(x.shape[-1], self.features, self.use_bias))
+        return super().__call__(x)
+
+
+def _out_size(size: int, kernel: int, stride: int, pad: tuple[int, int]) -> int:
+    return (size + pad[0] + pad[1] - kernel) // stride + 1
+
+
+class SPNConv(nn.Module):
+    """StrassenNets' convolution: ``[B, H, W, C_in] -> [B, H', W', features]`` as the k x k, stride-s conv it replaces.
+
+    W_b: conv, kernel ``K = (p-1)s + k``, stride ``p s``, ``C_in -> r`` (params ``wb [K, K, C_in, r]``);
+    batch norm over the ``r`` channels (statistics in ``batch_stats``); times ``a_tilde [r]``;
+    W_c: transposed conv, kernel and stride ``p``, ``r -> features`` (``wc [p, p, r, features]``).
+    The top/left padding is the replaced conv's, so hidden position ``(u, v)`` computes the
+    outputs ``[u p, u p + p) x [v p, v p + p)`` exactly where the ``k x k`` conv would;
+    surplus outputs at the bottom/right (when ``p`` does not divide ``H'``) are cropped.
+
+    Attributes:
+      features, kernel_size, strides, padding, use_bias: as the zoo's conv factory contract.
+      hidden: ``r``, the multiplications per hidden position.
+      p: outputs per hidden position along each axis.
+      train: batch norm uses batch statistics (and updates ``batch_stats``) when true; ``None``
+        (default) infers it from whether ``batch_stats`` is mutable in this ``apply`` -- the zoo's
+        conv factory contract passes no ``train`` flag, and its tasks train with
+        ``mutable=["batch_stats"]`` and evaluate without.
+      batch_norm: the paper's batch norm after W_b (set false for the bare SPN).
+    """
+
+    features: int
+    kernel_size: Sequence[int]
+    hidden: int
+    p: int = 1
+    strides: Sequence[int] = (1, 1)
+    padding: Padding = ((0, 0), (0, 0))
+    use_bias: bool = False
+    train: bool | None = None
+    batch_norm: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if x.ndim != 4:
+            raise ValueError(f"SPNConv expects [B, H, W, C], got shape {x.shape}")
+        (kh, kw), (sh, sw), p = tuple(self.kernel_size), tuple(self.strides), self.p
+        if isinstance(self.padding, str):
+            raise ValueError("SPNConv needs explicit padding ((top, bottom), (left, right)), as the zoo passes it")
+        (pt, pb), (pl, pr) = self.padding
+        _, h, w, c_in = x.shape
+        ho, wo = _out_size(h, kh, sh, (pt, pb)), _out_size(w, kw, sw, (pl, pr))
+        hh, wh = -(-ho // p), -(-wo // p)  # hidden positions (ceil)
+        kkh, kkw = (p - 1) * sh + kh, (p - 1) * sw + kw
+        # bottom/right padding so that the hidden grid covers all outputs
+        pad_b, pad_r = (hh - 1) * p * sh + kkh - h - pt, (wh - 1) * p * sw + kkw - w - pl
+        x = jnp.pad(x, ((0, 0), (pt, max(pad_b, 0)), (pl, max(pad_r, 0)), (0, 0)))
+        init = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+        wb = self.param("wb", init, (kkh, kkw, c_in, self.hidden))
+        hid = jax.lax.conv_general_dilated(x, wb.astype(x.dtype), (p * sh, p * sw), "VALID",
+                                           dimension_numbers=("NHWC", "HWIO", "NHWC"))[:, :hh, :wh]
+        if self.batch_norm:
+            train = self.is_mutable_collection("batch_stats") if self.train is None else self.train
+            hid = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name="bn")(hid)
+        hid = hid * self.param("a_tilde", nn.initializers.ones, (self.hidden,))
+        wc = self.param("wc", nn.initializers.variance_scaling(1.0, "fan_in", "normal"),
+                        (p, p, self.hidden, self.features))
+        # stride-p transposed conv with a p x p kernel: every hidden position writes its own p x p block
+        y = jnp.einsum("bhwr,ijro->bhiwjo", hid, wc.astype(hid.dtype))
+        y = y.reshape(y.shape[0], hh * p, wh * p, self.features)[:, :ho, :wo]
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,))
+        self.sow("op_counts", "ops", counting.spn_conv_counts(
+            hh, wh, ho, wo, c_in, self.features, self.hidden, kkh, kkw, kh, kw, self.use_bias))
+        return y
+
+
+class CountedConv(nn.Module):
+    """A plain (full-precision) conv with the zoo's signature that sows its operation counts."""
+
+    features: int
+    kernel_size: Sequence[int]
+    strides: Sequence[int] = (1, 1)
+    padding: Padding = ((0, 0), (0, 0))
+    use_bias: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
+                            (*self.kernel_size, x.shape[-1], self.features))
+        y = jax.lax.conv_general_dilated(x, kernel.astype(x.dtype), tuple(self.strides), tuple(self.padding),
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,))
+        self.sow("op_counts", "ops", counting.conv_counts(
+            y.shape[1], y.shape[2], x.shape[-1], self.features, *self.kernel_size, self.use_bias))
+        return y

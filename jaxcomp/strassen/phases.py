@@ -1,0 +1,54 @@
+"""StrassenNets' training schedule as config, not as a fork of the trainer.
+
+Phase 1 (steps ``< ternary_start``): everything full precision. Phase 2: ``W_a``/``W_b``/``W_c``
+are blended towards ternary by ``mix`` (linear ramp over ``ramp_steps``; 0 = switch at once) and
+trained straight through. Phase 3 (steps ``>= freeze_step``): the ternary matrices are frozen
+(their optimizer updates are multiplied by 0 through :func:`optax.multi_transform`) while
+``a_tilde``, batch norm, biases and the full-precision layers keep training.
+
+The task reads :func:`ternary_mix` of ``state.step`` inside its jitted step, and builds its
+optimizer with :func:`phased_optimizer`; both are pure functions of the step counter, so a
+resumed run continues the schedule exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxcomp.strassen.ternary import TERNARY_KEYS
+
+
+def ternary_mix(step: jax.Array | int, ternary_start: int, ramp_steps: int = 0) -> jax.Array:
+    """``float32`` in [0, 1]: 0 before ``ternary_start``, then a linear ramp to 1 over ``ramp_steps``.
+
+    ``ternary_start < 0`` means never ternarize (a full-precision run).
+    """
+    step = jnp.asarray(step, jnp.float32)
+    if ternary_start < 0:
+        return jnp.zeros((), jnp.float32)
+    if ramp_steps <= 0:
+        return (step >= ternary_start).astype(jnp.float32)
+    return jnp.clip((step - ternary_start + 1) / ramp_steps, 0.0, 1.0)
+
+
+def phase_labels(params: Any) -> Any:
+    """``"ternary"`` for every ``wa``/``wb``/``wc`` leaf, ``"rest"`` for the others (same structure)."""
+    def label(path, _):
+        name = getattr(path[-1], "key", getattr(path[-1], "name", None))
+        return "ternary" if name in TERNARY_KEYS else "rest"
+    return jax.tree_util.tree_map_with_path(label, params)
+
+
+def phased_optimizer(tx: optax.GradientTransformation, freeze_step: int) -> optax.GradientTransformation:
+    """``tx`` for all parameters, with the ternary matrices' updates zeroed from ``freeze_step`` on.
+
+    ``freeze_step < 0`` never freezes. Learned scales (``*_scale``) and ``a_tilde`` keep training.
+    """
+    if freeze_step < 0:
+        return tx
+    gate = optax.scale_by_schedule(lambda count: (count < freeze_step).astype(jnp.float32))
+    return optax.multi_transform({"ternary": optax.chain(tx, gate), "rest": tx}, phase_labels)

@@ -1,0 +1,182 @@
+"""StrassenNets on the model zoo: classifiers and LSTM language models with SPN layers.
+
+A config of the zoo's ``classification`` or ``lm`` task with a ``strassen`` section trains
+the same architecture with its convolutions / dense layers replaced by
+:class:`~jaxcomp.strassen.layers.SPNConv` / :class:`~jaxcomp.strassen.layers.SPNDense`
+(through the zoo's injectable factories), the three-phase schedule of
+:mod:`jaxcomp.strassen.phases`, and optionally knowledge distillation from a full-precision
+teacher (``distill.loss="kd"``, ``distill.teachers=(workdir,)``: the zoo's KD loss and teachers).
+
+``config.strassen``:
+  enabled        false: the full-precision architecture (with operation counting), the baseline.
+  hidden_ratio   ``r = round(hidden_ratio * out_features)`` per layer (the paper's ``r = c_out`` is 1).
+  p              outputs per hidden position along each axis (SPN conv).
+  layers         which layers become SPNs: ``"inner"`` (classifiers: every conv but the stem,
+                 the head stays full precision; LSTM: input and recurrent projections, the output
+                 layer stays full precision) or ``"all"``.
+  method, threshold, learned_scale   the ternary quantizer (:mod:`jaxcomp.strassen.ternary`).
+  ternary_start, ramp_steps, freeze_step   the schedule (steps; negative = never).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+
+from jaxcomp.distill.task import ClassificationTask, LanguageModelTask, Teacher, _variables
+from jaxcomp.models import LSTMLanguageModel, classifier
+from jaxcomp.strassen.counting import count_ops, dense_counts, spn_dense_counts
+from jaxcomp.strassen.layers import CountedConv, CountedDense, SPNConv, SPNDense
+from jaxcomp.strassen.phases import phased_optimizer, ternary_mix
+from jaxcomp.strassen.ternary import add_learned_scales, ternarize_params
+
+_FULL_PRECISION_NAMES = {"inner": {"stem", "head", "output"}, "all": set()}
+
+
+def _check(s: ml_collections.ConfigDict) -> None:
+    if s.layers not in _FULL_PRECISION_NAMES:
+        raise ValueError(f"strassen.layers must be one of {sorted(_FULL_PRECISION_NAMES)}, got {s.layers!r}")
+    if s.hidden_ratio <= 0 or s.p < 1:
+        raise ValueError(f"strassen.hidden_ratio must be > 0 and strassen.p >= 1, got {s.hidden_ratio}, {s.p}")
+
+
+def layer_factories(s: ml_collections.ConfigDict):
+    """``(conv, dense)`` factories of the zoo's contract that build SPN or counted full-precision layers."""
+    _check(s)
+    full = _FULL_PRECISION_NAMES[s.layers]
+
+    def spn(name):
+        return s.enabled and name not in full
+
+    def hidden(features):
+        return max(1, int(round(s.hidden_ratio * features)))
+
+    def conv(features, kernel_size, strides=(1, 1), padding=((0, 0), (0, 0)), use_bias=False, name=None):
+        if spn(name):
+            return SPNConv(features, tuple(kernel_size), hidden=hidden(features), p=s.p, strides=tuple(strides),
+                           padding=padding, use_bias=use_bias, name=name)
+        return CountedConv(features, tuple(kernel_size), tuple(strides), padding, use_bias, name=name)
+
+    def dense(features, use_bias=True, name=None):
+        if spn(name):
+            return SPNDense(features, hidden(features), use_bias, name=name)
+        return CountedDense(features, use_bias=use_bias, name=name)
+
+    return conv, dense
+
+
+def build_spn_model(config: ml_collections.ConfigDict) -> nn.Module:
+    """The zoo architecture of ``config.model`` with the layers ``config.strassen`` asks for."""
+    conv, dense = layer_factories(config.strassen)
+    m = config.model
+    if config.task == "lm":
+        return LSTMLanguageModel(vocab_size=m.vocab_size, embed_dim=m.embed_dim, hidden=m.hidden, layers=m.layers,
+                                 dropout=m.get("dropout", 0.0), dense=dense)
+    kwargs = {"shortcut": m.shortcut} if m.get("shortcut", "") and m.name.startswith("resnet") else {}
+    if m.get("dropout", 0.0):
+        kwargs["dropout"] = m.dropout
+    return classifier(m.name, m.num_classes, conv=conv, dense=dense, **kwargs)
+
+
+class _StrassenMixin:
+    """What StrassenNets adds to a zoo task: SPN layers, ternarized parameters, the phased optimizer."""
+
+    def _setup_strassen(self, config: ml_collections.ConfigDict) -> None:
+        self.strassen = s = config.strassen
+        self.model = build_spn_model(config)
+        if s.enabled:
+            self.tx = phased_optimizer(self.tx, s.freeze_step)
+
+    def mix(self, step: jax.Array) -> jax.Array:
+        """The ternarization level at ``step`` (0 = full precision, 1 = ternary)."""
+        s = self.strassen
+        return ternary_mix(step, s.ternary_start if s.enabled else -1, s.ramp_steps)
+
+    def effective_params(self, params: Any, step: jax.Array) -> Any:
+        """The weights the network computes with at ``step`` (latent -> ternary, straight through)."""
+        if not self.strassen.enabled:
+            return params
+        return ternarize_params(params, self.mix(step), self.strassen.method, self.strassen.threshold)
+
+    def init(self, rng: jax.Array, batch: dict[str, jax.Array]):
+        state = super().init(rng, batch)
+        if self.strassen.enabled and self.strassen.learned_scale:
+            params = add_learned_scales(state.params, self.strassen.method, self.strassen.threshold)
+            state = type(state).create(params, self.tx, state.model_state)
+        return state
+
+    def loss(self, params: Any, state: Any, batch: dict[str, jax.Array], rng: jax.Array):
+        loss, (metrics, updates) = super().loss(self.effective_params(params, state.step), state, batch, rng)
+        metrics["ternary_mix"] = self.mix(state.step)
+        return loss, (metrics, updates)
+
+    def predict(self, state: Any, batch: dict[str, jax.Array]) -> jax.Array:
+        return self.apply(self.effective_params(state.params, state.step), state.model_state["batch_stats"],
+                          batch[self.input_key])
+
+    def op_counts(self, state: Any, example: np.ndarray) -> list[tuple[str, dict]]:
+        """Per-layer operation counts for one example (``example``: a batch; only its first row is used)."""
+        variables = _variables(self.effective_params(state.params, state.step), state.model_state["batch_stats"])
+        return count_ops(self.model, variables, jax.numpy.asarray(example[:1]), train=False)
+
+
+class StrassenClassificationTask(_StrassenMixin, ClassificationTask):
+    """The zoo's classification task (losses, teachers, metrics) with SPN convolutions."""
+
+    def __init__(self, config: ml_collections.ConfigDict, teachers: Sequence[Teacher] | None = None):
+        super().__init__(config, teachers)
+        self._setup_strassen(config)
+
+
+class StrassenLanguageModelTask(_StrassenMixin, LanguageModelTask):
+    """The zoo's LSTM language-model task with SPN projections."""
+
+    def __init__(self, config: ml_collections.ConfigDict, teachers: Sequence[Teacher] | None = None):
+        super().__init__(config, teachers)
+        self._setup_strassen(config)
+        self.config = config
+
+    def op_counts(self, state: Any = None, example: np.ndarray | None = None) -> list[tuple[str, dict]]:
+        """Per-token operation counts (from the shapes: the recurrence runs inside ``nn.scan``)."""
+        return lm_op_counts(self.config)
+
+
+def lm_op_counts(config: ml_collections.ConfigDict) -> list[tuple[str, dict]]:
+    """Per-token counts of the LSTM LM of ``config``: projections, gate arithmetic and the output layer.
+
+    The gates' elementwise products (``f c``, ``i g``, ``o tanh(c)``: ``3H`` multiplications,
+    ``H`` additions) are full-precision arithmetic in both models; nonlinearities are not counted.
+    """
+    m, s = config.model, config.strassen
+    _check(s)
+    full = _FULL_PRECISION_NAMES[s.layers]
+    gates = 4 * m.hidden
+    r = max(1, int(round(s.hidden_ratio * gates)))
+
+    def proj(name, d_in, d_out, bias):
+        spn = s.enabled and name.split("/")[-1] not in full
+        return (name, spn_dense_counts(d_in, d_out, r, bias) if spn else dense_counts(d_in, d_out, bias))
+
+    rows = []
+    for layer in range(m.layers):
+        d_in = m.embed_dim if layer == 0 else m.hidden
+        rows.append(proj(f"lstm{layer}_input", d_in, gates, True))
+        rows.append(proj(f"lstm{layer}/recurrent", m.hidden, gates, False))
+        h = m.hidden
+        rows.append((f"lstm{layer}/gates", dict(muls=3 * h, adds=h, fp_muls=3 * h, fp_adds=h, spn=0)))
+    rows.append(proj("output", m.hidden, m.vocab_size, True))
+    return rows
+
+
+def build_task(config: ml_collections.ConfigDict, teachers: Sequence[Teacher] | None = None):
+    """The StrassenNets task for a ``classification`` or ``lm`` config with a ``strassen`` section."""
+    if config.task == "lm":
+        return StrassenLanguageModelTask(config, teachers)
+    if config.task == "classification":
+        return StrassenClassificationTask(config, teachers)
+    raise ValueError(f"StrassenNets layers apply to config.task 'classification' or 'lm', got {config.task!r}")
