@@ -21,7 +21,7 @@ def run(config, workdir: str) -> str:
 
     prefer_xla_cpu_convolutions()
     from jaxcomp.distill.generations import plot_summary, run_generations, summarize
-    from jaxcomp.greedy.reporting import write_table
+    from jaxcomp.reporting import write_table
 
     rows = run_generations(config, workdir, progress=False)
     write_table(rows, workdir, "per_seed")

@@ -17,7 +17,7 @@ from jaxcomp.cluster.estimators import SSCMP, SSCOMP
 from jaxcomp.cluster.metrics import all_metrics
 from jaxcomp.cluster.spectral import spectral_clustering
 from jaxcomp.cluster.ssc import affinity_from_coefficients, check_data, tau_from_noise
-from jaxcomp.greedy.reporting import write_table
+from jaxcomp.reporting import write_table
 
 NAMES = {"omp": "SSC-OMP", "mp": "SSC-MP"}
 

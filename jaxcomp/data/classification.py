@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxcomp.data.images import DataError, _prefetch, eval_batches_from_arrays
+from jaxcomp.data.images import DataError, eval_batches_from_arrays, prefetch_batches
 
 SOURCES = ("digits", "mnist", "tfds")
 AUGMENTATIONS = ("none", "shift", "crop_flip")
@@ -205,7 +205,7 @@ class ClassificationBatches:
         return {"image": self.normalize(images), "label": self.train_labels[idx]}
 
     def train_batches(self, start_step: int = 0, prefetch: int = 2) -> Iterator[dict[str, np.ndarray]]:
-        return _prefetch(self.train_batch, start_step, prefetch)
+        return prefetch_batches(self.train_batch, start_step, prefetch)
 
     def eval_arrays(self) -> dict[str, np.ndarray]:
         """All validation examples (normalised), ``image float32 [N, H, W, C]``, ``label int32 [N]``."""

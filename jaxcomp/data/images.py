@@ -233,7 +233,7 @@ class ImageBatches:
 
     def train_batches(self, start_step: int = 0, prefetch: int = 2) -> Iterator[dict[str, np.ndarray]]:
         """Batches ``start_step, start_step + 1, ...``, decoded in a background thread."""
-        return _prefetch(self.train_batch, start_step, prefetch)
+        return prefetch_batches(self.train_batch, start_step, prefetch)
 
     def eval_tiles(self) -> np.ndarray:
         """All validation tiles (every host's), ``uint8 [N, eval_crop, eval_crop, 3]``."""
@@ -275,7 +275,13 @@ def eval_batches_from_arrays(
         yield batch
 
 
-def _prefetch(make: Callable[[int], dict], start: int, depth: int) -> Iterator[dict]:
+def prefetch_batches(make: Callable[[int], dict], start: int, depth: int) -> Iterator[dict]:
+    """Yields ``make(start), make(start + 1), ...`` computed ``depth`` ahead in a background thread.
+
+    Every batch source's ``train_batches`` uses it: ``make(step)`` is a pure function of the
+    step, so the order and contents do not depend on the thread's timing. Closing the iterator
+    stops the thread.
+    """
     q: queue.Queue = queue.Queue(maxsize=max(1, depth))
     stop = threading.Event()
 

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import ml_collections
 import numpy as np
 
-from jaxcomp.data.images import DataError, _prefetch, eval_batches_from_arrays
+from jaxcomp.data.images import DataError, eval_batches_from_arrays, prefetch_batches
 
 EOS = "<eos>"
 
@@ -78,7 +78,7 @@ class LMBatches:
         return {"tokens": window[:, :-1], "targets": window[:, 1:], "weights": weights}
 
     def train_batches(self, start_step: int = 0, prefetch: int = 2) -> Iterator[dict[str, np.ndarray]]:
-        return _prefetch(self.train_batch, start_step, prefetch)
+        return prefetch_batches(self.train_batch, start_step, prefetch)
 
     def eval_arrays(self) -> dict[str, np.ndarray]:
         """Every validation token scored once: windows ``[N, burn_in + seq_len]``; the first window's missing

@@ -20,7 +20,7 @@ import numpy as np
 import scipy.optimize as so
 
 from jaxcomp.greedy.nnmp import VARIANTS, distance_objective, logistic_objective, nnmp
-from jaxcomp.greedy.reporting import write_table
+from jaxcomp.reporting import write_table
 
 LABELS = {"nnmp": "NNMP", "away": "Away-steps MP", "pairwise": "Pairwise MP", "fully_corrective": "Fully-corrective MP"}
 
