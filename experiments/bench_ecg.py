@@ -17,14 +17,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 
 def bench_one(spec: str, steps: int, warmup: int, seconds: float, overrides: list[str]) -> dict:
-    import resource
 
-    import jax
-    import numpy as np
 
     from jaxcomp import train as trainer
     from jaxcomp.configs import load_config
@@ -39,32 +35,12 @@ def bench_one(spec: str, steps: int, warmup: int, seconds: float, overrides: lis
     signal, lengths = pad_batch(data.signals, int(seconds * FS))
     batch = {"signal": signal, "length": lengths, "label": data.labels,
              "weight": class_weights(data.labels)[data.labels]}
-    mesh = trainer.make_mesh()
-    rng = jax.random.PRNGKey(0)
-    state = trainer.init_state(task, batch, rng, mesh)
-    train_step, _ = trainer.compile_steps(task, mesh)
-    sharded = trainer.shard_batch(batch, mesh)
-    t0 = time.perf_counter()
-    compiled = train_step.lower(state, sharded, rng, np.int32(0)).compile()
-    compile_s = time.perf_counter() - t0
-    for i in range(warmup):
-        state, metrics = compiled(state, sharded, rng, np.int32(i))
-    jax.block_until_ready(state)
-    times = []
-    for i in range(steps):
-        t0 = time.perf_counter()
-        state, metrics = compiled(state, sharded, rng, np.int32(i))
-        jax.block_until_ready(state)
-        times.append(time.perf_counter() - t0)
-    device = jax.devices()[0]
-    stats = device.memory_stats() if device.platform != "cpu" else None
-    peak = stats.get("peak_bytes_in_use", 0) if stats else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    step_s = float(np.median(times))
-    n_params = sum(x.size for x in jax.tree.leaves(state.params))
-    return dict(config=spec, model=config.model.name, params=int(n_params),
-                device=f"{device.platform}:{device.device_kind} x{jax.device_count()}", batch=b, seconds=seconds,
-                compile_s=round(compile_s, 2), step_s=round(step_s, 4), recordings_per_s=round(b / step_s, 2),
-                peak_mem_mb=round(peak / 2**20, 1), loss=round(float(metrics["loss"]), 3),
+    r = trainer.benchmark_train_step(task, batch, steps, warmup)
+    step_s = r["step_s"]
+    return dict(config=spec, model=config.model.name, params=r["params"], device=r["device"], batch=b,
+                seconds=seconds, compile_s=round(r["compile_s"], 2), step_s=round(step_s, 4),
+                recordings_per_s=round(b / step_s, 2), peak_mem_mb=round(r["peak_mem_mb"], 1),
+                loss=round(r["metrics"]["loss"], 3),
                 overrides=" ".join(overrides))
 
 

@@ -16,14 +16,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 
 def bench_one(spec: str, steps: int, warmup: int, overrides: list[str]) -> dict:
-    import resource
 
-    import jax
-    import numpy as np
 
     from jaxcomp import tasks
     from jaxcomp import train as trainer
@@ -31,34 +27,16 @@ def bench_one(spec: str, steps: int, warmup: int, overrides: list[str]) -> dict:
 
     config = load_config(spec, overrides)
     task, data = tasks.build(config)
-    mesh = trainer.make_mesh()
     batch = data.train_batch(0)
-    rng = jax.random.PRNGKey(0)
-    state = trainer.init_state(task, batch, rng, mesh)
-    train_step, _ = trainer.compile_steps(task, mesh)
-    sharded = trainer.shard_batch(batch, mesh)
-    t0 = time.perf_counter()
-    compiled = train_step.lower(state, sharded, rng, np.int32(0)).compile()
-    compile_s = time.perf_counter() - t0
-    for i in range(warmup):
-        state, metrics = compiled(state, sharded, rng, np.int32(i))
-    jax.block_until_ready(state)
-    times = []
-    for i in range(steps):
-        t0 = time.perf_counter()
-        state, metrics = compiled(state, sharded, rng, np.int32(i))
-        jax.block_until_ready(state)
-        times.append(time.perf_counter() - t0)
-    device = jax.devices()[0]
-    stats = device.memory_stats() if device.platform != "cpu" else None
-    peak = stats.get("peak_bytes_in_use", 0) if stats else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    step_s = float(np.median(times))
+    r = trainer.benchmark_train_step(task, batch, steps, warmup)
+    step_s = r["step_s"]
     return dict(
-        config=spec, device=f"{device.platform}:{device.device_kind} x{jax.device_count()}",
+        config=spec, device=r["device"],
         batch=int(batch["image"].shape[0]), crop=int(batch["image"].shape[1]),
-        compile_s=round(compile_s, 2), step_s=round(step_s, 4), images_per_s=round(batch["image"].shape[0] / step_s, 2),
-        peak_mem_mb=round(peak / 2**20, 1), xla_flags=os.environ.get("XLA_FLAGS", ""),
-        overrides=" ".join(overrides), bpsp=round(float(metrics["bpsp"]), 3),
+        compile_s=round(r["compile_s"], 2), step_s=round(step_s, 4),
+        images_per_s=round(batch["image"].shape[0] / step_s, 2),
+        peak_mem_mb=round(r["peak_mem_mb"], 1), xla_flags=os.environ.get("XLA_FLAGS", ""),
+        overrides=" ".join(overrides), bpsp=round(r["metrics"]["bpsp"], 3),
     )
 
 

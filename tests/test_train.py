@@ -106,6 +106,15 @@ def test_evaluation_ignores_padding(l3c_tiny_config):
     np.testing.assert_allclose(padded["bpsp"], float(np.mean(exact["bpsp"])), rtol=1e-5)
 
 
+def test_benchmark_times_the_training_step_it_compiles(l3c_tiny_config):
+    task, data = tasks.build(l3c_tiny_config)
+    r = trainer.benchmark_train_step(task, data.train_batch(0), steps=2, warmup=1)
+    assert r["compile_s"] > 0 and r["step_s"] > 0 and r["peak_mem_mb"] > 0
+    assert int(r["state"].step) == 3  # warm-up and timed steps all trained
+    assert r["params"] == sum(x.size for x in jax.tree.leaves(r["state"].params)) > 0
+    assert np.isfinite(r["metrics"]["bpsp"]) and r["metrics"]["bpsp"] > 0
+
+
 def test_optimizers_and_schedules(l3c_tiny_config):
     opt = apply_overrides(l3c_tiny_config, ["optimizer.name=rmsprop", "optimizer.schedule=step",
                                             "optimizer.decay_every=5", "optimizer.decay_rate=0.75"]).optimizer

@@ -7,6 +7,7 @@ from jaxcomp.train.trainer import (
     Task,
     abstract_state,
     batch_sharding,
+    benchmark_train_step,
     checkpoint_manager,
     compile_steps,
     evaluate,
@@ -22,7 +23,8 @@ from jaxcomp.train.trainer import (
 
 __all__ = [
     "Batches", "CheckpointError", "Task", "TrainState", "abstract_state", "batch_sharding",
-    "checkpoint_manager", "compile_steps", "evaluate", "init_state", "make_mesh", "make_optimizer",
+    "benchmark_train_step", "checkpoint_manager", "compile_steps", "evaluate", "init_state", "make_mesh",
+    "make_optimizer",
     "make_schedule", "maybe_initialize_distributed", "replicated", "restore_checkpoint",
     "restore_for_eval", "shard_batch", "train",
 ]

@@ -324,3 +324,42 @@ __all__ = [
     "compile_steps", "evaluate", "init_state", "make_mesh", "maybe_initialize_distributed",
     "replicated", "restore_checkpoint", "restore_for_eval", "shard_batch", "train",
 ]
+
+
+def benchmark_train_step(task: Task, batch: Batch, steps: int = 5, warmup: int = 1,
+                         mesh: Mesh | None = None) -> dict[str, Any]:
+    """Times the task's jitted train step on one fixed ``batch`` (for ``experiments/bench_*``).
+
+    Compiles once (timed separately), runs ``warmup`` untimed steps, then ``steps`` timed
+    ones. Returns ``compile_s``, ``step_s`` (median), ``peak_mem_mb`` (the process's max RSS
+    on CPU, the allocator's peak on GPU/TPU), ``device``, ``params`` (count), ``metrics`` (of
+    the last step, as floats) and ``state``.
+    """
+    import resource
+
+    mesh = make_mesh() if mesh is None else mesh
+    rng = jax.random.PRNGKey(0)
+    state = init_state(task, batch, rng, mesh)
+    train_step, _ = compile_steps(task, mesh)
+    sharded = shard_batch(batch, mesh)
+    t0 = time.perf_counter()
+    compiled = train_step.lower(state, sharded, rng, np.int32(0)).compile()
+    compile_s = time.perf_counter() - t0
+    metrics: Metrics = {}
+    for i in range(warmup):
+        state, metrics = compiled(state, sharded, rng, np.int32(i))
+    jax.block_until_ready(state)
+    times = []
+    for i in range(steps):
+        t0 = time.perf_counter()
+        state, metrics = compiled(state, sharded, rng, np.int32(i))
+        jax.block_until_ready(state)
+        times.append(time.perf_counter() - t0)
+    device = jax.devices()[0]
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    peak = stats.get("peak_bytes_in_use", 0) if stats else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    params = getattr(state, "params", state)
+    return dict(compile_s=compile_s, step_s=float(np.median(times)), peak_mem_mb=peak / 2**20,
+                device=f"{device.platform}:{device.device_kind} x{jax.device_count()}",
+                params=int(sum(x.size for x in jax.tree.leaves(params))),
+                metrics={k: float(v) for k, v in metrics.items()}, state=state)
