@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
+
+from experiments._children import run_each_config
 
 
 def bench_one(spec: str, steps: int, warmup: int, seconds: float, overrides: list[str]) -> dict:
@@ -55,34 +55,13 @@ def main() -> int:
     parser.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._child:
-        from jaxcomp.xla import prefer_xla_cpu_convolutions
-
-        prefer_xla_cpu_convolutions()  # as experiments.train does
         print(json.dumps(bench_one(args.config[0], args.steps, args.warmup, args.seconds, args.override)))
         return 0
-    rows = []
-    for spec in args.config:
-        cmd = [sys.executable, "-m", "experiments.bench_ecg", "--_child", "--config", spec, "--steps",
-               str(args.steps), "--warmup", str(args.warmup), "--seconds", str(args.seconds)]
-        for o in args.override:
-            cmd += ["--override", o]
-        out = subprocess.run(cmd, env=dict(os.environ), capture_output=True, text=True)
-        if out.returncode:
-            print(out.stderr[-3000:], file=sys.stderr)
-            return out.returncode
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(json.dumps(rows[-1]), flush=True)
     keys = ["config", "params", "device", "batch", "seconds", "compile_s", "step_s", "recordings_per_s",
             "peak_mem_mb", "overrides"]
-    print("\n| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
-    for r in rows:
-        print("| " + " | ".join(str(r[k]) for k in keys) + " |")
-    if args.json:
-        with open(args.json, "a") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
-    return 0
-
+    return run_each_config("experiments.bench_ecg", args.config,
+                           ["--steps", str(args.steps), "--warmup", str(args.warmup), "--seconds", str(args.seconds)],
+                           args.override, keys, args.json)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -14,8 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
+
+from experiments._children import run_each_config
 
 
 def bench_one(spec: str, steps: int, warmup: int, overrides: list[str]) -> dict:
@@ -53,32 +54,14 @@ def main() -> int:
     if args._child:
         print(json.dumps(bench_one(args.config[0], args.steps, args.warmup, args.override)))
         return 0
-    rows = []
-    for spec in args.config:
-        env = dict(os.environ)
-        if args.xla_flags:
-            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
-        cmd = [sys.executable, "-m", "experiments.bench_train", "--_child", "--config", spec,
-               "--steps", str(args.steps), "--warmup", str(args.warmup)]
-        for o in args.override:
-            cmd += ["--override", o]
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if out.returncode:
-            print(out.stderr[-3000:], file=sys.stderr)
-            return out.returncode
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(json.dumps(rows[-1]), flush=True)
+    env = dict(os.environ)
+    if args.xla_flags:
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
     keys = ["config", "device", "batch", "crop", "compile_s", "step_s", "images_per_s", "peak_mem_mb",
             "xla_flags", "overrides"]
-    print("\n| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
-    for r in rows:
-        print("| " + " | ".join(str(r[k]) for k in keys) + " |")
-    if args.json:
-        with open(args.json, "a") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
-    return 0
-
+    return run_each_config("experiments.bench_train", args.config,
+                           ["--steps", str(args.steps), "--warmup", str(args.warmup)], args.override, keys,
+                           args.json, env)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -150,6 +150,13 @@ def test_command_line_reports_errors_without_traceback(repo, tmp_path):
     assert "no key 'data.pth'" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_benchmark_scripts_refuse_unknown_configs_without_traceback(repo):
+    cmd = [sys.executable, "-m", "experiments.bench_train", "--config", "configs/l3c.py:nope"]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=repo)
+    assert out.returncode == 2
+    assert "no variant 'nope'" in out.stderr and "Traceback" not in out.stderr
+
+
 MULTI_HOST_SCRIPT = r"""
 import json, sys
 import jax
