@@ -1,0 +1,110 @@
+"""PSNR and MS-SSIM (Wang, Simoncelli & Bovik 2003) in JAX.
+
+MS-SSIM follows the definition of the original implementation that the CVPR'18 context-model
+paper and most learned-compression work report (Google's ``msssim.py``, the same as
+``tf.image.ssim_multiscale`` for images larger than the filter at every scale):
+
+* an 11x11 Gaussian window with sigma 1.5, applied with 'valid' borders; on a scale smaller than
+  the window, the window shrinks to the scale's size and sigma scales with it (so small training
+  crops still get all five scales);
+* ``K1 = 0.01, K2 = 0.03`` and the data range ``max_val`` (255 for 8-bit images);
+* 5 scales with weights ``(0.0448, 0.2856, 0.3001, 0.2363, 0.1333)``, a 2x2 average pool between
+  scales; contrast-structure terms of the first four scales and the luminance term of the last.
+
+Inputs are ``float [B, H, W, C]`` in ``[0, max_val]``; results are per image, ``float32 [B]``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+def mse(x: jax.Array, y: jax.Array) -> jax.Array:
+    """Mean squared error per image: ``[B, H, W, C]`` x2 -> ``float32 [B]``."""
+    d = x.astype(jnp.float32) - y.astype(jnp.float32)
+    return jnp.mean(jnp.square(d), axis=tuple(range(1, d.ndim)))
+
+
+def psnr(x: jax.Array, y: jax.Array, max_val: float = 255.0) -> jax.Array:
+    """PSNR in dB per image: ``[B, H, W, C]`` x2 -> ``float32 [B]`` (inf for identical images)."""
+    return 10.0 * jnp.log10(max_val**2 / mse(x, y))
+
+
+def _gaussian(size: int, sigma: float) -> np.ndarray:
+    r = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
+    g = np.exp(-(r**2) / (2.0 * sigma**2))
+    return (g / g.sum()).astype(np.float32)
+
+
+def _blur(x: jax.Array, size: int, sigma: float) -> jax.Array:
+    """Separable Gaussian blur with 'valid' borders on ``[B, H, W, C]`` (depthwise)."""
+    g = jnp.asarray(_gaussian(size, sigma))
+    c = x.shape[-1]
+    dn = ("NHWC", "HWIO", "NHWC")
+    kh = jnp.tile(g.reshape(size, 1, 1, 1), (1, 1, 1, c))
+    kw = jnp.tile(g.reshape(1, size, 1, 1), (1, 1, 1, c))
+    x = jax.lax.conv_general_dilated(x, kh, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=c,
+                                     precision=jax.lax.Precision.HIGHEST)
+    return jax.lax.conv_general_dilated(x, kw, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=c,
+                                        precision=jax.lax.Precision.HIGHEST)
+
+
+def ssim_components(x: jax.Array, y: jax.Array, max_val: float = 255.0, filter_size: int = 11,
+                    filter_sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03) -> tuple[jax.Array, jax.Array]:
+    """``(ssim, cs)`` per image, ``float32 [B]`` each: SSIM and its contrast-structure part."""
+    x = x.astype(jnp.float32)
+    y = y.astype(jnp.float32)
+    size = min(filter_size, x.shape[1], x.shape[2])
+    sigma = size * filter_sigma / filter_size
+    c1, c2 = (k1 * max_val) ** 2, (k2 * max_val) ** 2
+    mu_x, mu_y = _blur(x, size, sigma), _blur(y, size, sigma)
+    sxx = _blur(x * x, size, sigma) - mu_x * mu_x
+    syy = _blur(y * y, size, sigma) - mu_y * mu_y
+    sxy = _blur(x * y, size, sigma) - mu_x * mu_y
+    cs_map = (2.0 * sxy + c2) / (sxx + syy + c2)
+    ssim_map = (2.0 * mu_x * mu_y + c1) / (mu_x * mu_x + mu_y * mu_y + c1) * cs_map
+    axes = (1, 2, 3)
+    return jnp.mean(ssim_map, axis=axes), jnp.mean(cs_map, axis=axes)
+
+
+def _downsample(x: jax.Array) -> jax.Array:
+    b, h, w, c = x.shape
+    x = x[:, : h - h % 2, : w - w % 2]
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+
+
+def ms_ssim(x: jax.Array, y: jax.Array, max_val: float = 255.0, weights=MS_SSIM_WEIGHTS) -> jax.Array:
+    """Multi-scale SSIM per image.
+
+    Args:
+      x, y: ``float/uint8 [B, H, W, C]`` images in ``[0, max_val]``; with 5 scales, H and W
+        should be at least 16 (the coarsest scale is ``H / 16``).
+      max_val: the data range.
+      weights: per-scale exponents (default: the paper's five).
+
+    Returns:
+      ``float32 [B]`` in ``[0, 1]`` (1 for identical images).
+    """
+    if x.shape != y.shape or x.ndim != 4:
+        raise ValueError(f"ms_ssim expects two images [B, H, W, C] of the same shape, got {x.shape} and {y.shape}")
+    n = len(weights)
+    if min(x.shape[1], x.shape[2]) < 2 ** (n - 1):
+        raise ValueError(f"ms_ssim with {n} scales needs images of at least {2 ** (n - 1)} pixels a side, "
+                         f"got {x.shape[1]}x{x.shape[2]}")
+    x = x.astype(jnp.float32)
+    y = y.astype(jnp.float32)
+    w = jnp.asarray(weights, jnp.float32)
+    values = []
+    for scale in range(n):
+        ssim, cs = ssim_components(x, y, max_val)
+        # cs can be slightly negative for unrelated images; the original clips nothing, but a
+        # negative base with a fractional exponent is NaN, so keep it at a tiny positive value.
+        values.append(jnp.maximum(cs if scale < n - 1 else ssim, 1e-6))
+        if scale < n - 1:
+            x, y = _downsample(x), _downsample(y)
+    stacked = jnp.stack(values, axis=-1)  # [B, n]
+    return jnp.prod(stacked ** w, axis=-1)
