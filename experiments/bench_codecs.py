@@ -37,7 +37,7 @@ from jaxcomp.baselines import (
 )
 from jaxcomp.codecs.l3c import DEFAULT_WINDOW
 from jaxcomp.codecs.pretrained import ModelLoadError
-from jaxcomp.data import DataError, list_images, load_image, sample_image_paths
+from jaxcomp.data import DataError, benchmark_image_paths, centre_crop, load_image
 
 
 def extra_codecs(args: argparse.Namespace) -> list[Codec]:
@@ -67,15 +67,6 @@ def build_codecs(args: argparse.Namespace) -> list[Codec]:
     if unknown:
         raise CodecError(f"unknown codec(s) {', '.join(map(repr, unknown))}; available: {', '.join(by_name)}")
     return [by_name[n] for n in dict.fromkeys(wanted)]
-
-
-def image_paths(args: argparse.Namespace) -> list[str]:
-    paths = list_images(args.images) if args.images else sample_image_paths()
-    if args.max_images is not None:
-        if args.max_images < 1:
-            raise DataError(f"--max-images must be >= 1, got {args.max_images}")
-        paths = paths[: args.max_images]
-    return paths
 
 
 def bench_image(codec: Codec, image: np.ndarray, name: str) -> dict:
@@ -207,15 +198,14 @@ def run(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
     from tqdm import tqdm
 
     codecs = build_codecs(args)
-    paths = image_paths(args)
+    paths = benchmark_image_paths(args.images, args.max_images)
     rows: list[dict] = []
     progress = tqdm(paths, desc="images", unit="img", disable=args.no_progress, file=sys.stderr)
     for path in progress:
         name = os.path.basename(path)
         image = check_image(load_image(path))
         if args.crop:
-            y, x = max(0, (image.shape[0] - args.crop) // 2), max(0, (image.shape[1] - args.crop) // 2)
-            image = image[y:y + args.crop, x:x + args.crop]
+            image = centre_crop(image, args.crop)
         for codec in codecs:
             progress.set_postfix_str(f"{codec.name}: {name[:32]}", refresh=False)
             rows.append(bench_image(codec, image, name))

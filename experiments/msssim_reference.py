@@ -33,7 +33,7 @@ import zlib
 
 import numpy as np
 
-from jaxcomp.data import load_image, sample_image_paths
+from jaxcomp.data import centre_crop, load_image, sample_image_paths
 
 DISTORTIONS = ("jpeg10", "jpeg50", "noise10", "blur5")
 # (image file name, (height, width) of the centre crop). Sides divisible by 16: pytorch_msssim runs.
@@ -49,19 +49,12 @@ SMALL_CROPS = (
 )
 
 
-def centre_crop(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``uint8 [H, W, 3]`` -> its centre ``size = (h, w)`` crop (C-contiguous)."""
-    h, w = size
-    y, x = (image.shape[0] - h) // 2, (image.shape[1] - w) // 2
-    if y < 0 or x < 0:
-        raise ValueError(f"cannot crop {size} from an image of shape {image.shape}")
-    return np.ascontiguousarray(image[y:y + h, x:x + w])
-
-
 def sample_crop(name: str, size: tuple[int, int]) -> np.ndarray:
     """The centre crop of the shipped photo ``name``."""
     (path,) = [p for p in sample_image_paths() if os.path.basename(p) == name]
-    return centre_crop(load_image(path), size)
+    crop = centre_crop(load_image(path), *size)
+    assert crop.shape[:2] == size, (name, size)
+    return crop
 
 
 def box_blur(image: np.ndarray, k: int) -> np.ndarray:

@@ -31,8 +31,9 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "Codec", "CodecError", "LossyCodec", "NotLosslessError", "assert_bit_exact", "bits_per_subpixel", "check_image",
-    "lossless_baselines", "lossless_codec_names", "lossy_baselines", "lossy_codec_names", "verify_lossless",
+    "Codec", "CodecError", "LossyCodec", "NotLosslessError", "RateMatch", "assert_bit_exact", "bits_per_pixel",
+    "bits_per_subpixel", "check_image", "encode_at_bitrate", "lossless_baselines", "lossless_codec_names",
+    "lossy_baselines", "lossy_codec_names", "verify_lossless",
 ]
 
 
@@ -101,6 +102,11 @@ def check_image(image: Any) -> np.ndarray:
 def bits_per_subpixel(num_bytes: int, shape: Sequence[int]) -> float:
     """``8 * num_bytes / (H * W * C)`` for an image of ``shape`` ``[H, W, C]``."""
     return 8.0 * num_bytes / float(np.prod(shape))
+
+
+def bits_per_pixel(num_bytes: int, shape: Sequence[int]) -> float:
+    """``8 * num_bytes / (H * W)`` for an image of ``shape`` ``[H, W, ...]`` (the lossy papers' bpp)."""
+    return 8.0 * num_bytes / float(shape[0] * shape[1])
 
 
 def verify_lossless(codec: Codec, image: np.ndarray) -> bytes:
@@ -285,3 +291,61 @@ def lossy_baselines(names: Sequence[str] | None = None) -> list[LossyCodec]:
     """The lossy baseline codecs (``None``: every one this imagecodecs build supports)."""
     ic = _imagecodecs()
     return _select(names, _lossy_registry(ic), "lossy", ic)
+
+
+@dataclasses.dataclass(frozen=True)
+class RateMatch:
+    """An encoding chosen by :func:`encode_at_bitrate`.
+
+    Attributes:
+      data: the encoded bytes.
+      param: the codec's knob that made them (a quality, or the target bpsp).
+      bpp: their rate, ``8 * len(data) / (H * W)``.
+      reachable: ``bpp <= max_bpp``; ``False`` when even the lowest setting is larger (``data``
+        is then that smallest encoding).
+    """
+
+    data: bytes
+    param: float
+    bpp: float
+    reachable: bool
+
+
+def encode_at_bitrate(codec: LossyCodec, image: np.ndarray, max_bpp: float) -> RateMatch:
+    """The best encoding of ``image`` (``uint8 [H, W, 3]``) not above ``max_bpp`` bits per pixel.
+
+    "Best" is the highest setting of the codec's knob whose encoding fits: for a ``"quality"``
+    knob, a bisection over the integer qualities in ``param_range`` (about 9 encodes for 0..100;
+    it assumes the size grows with the quality, which holds for the baselines up to a few bytes
+    of noise); for a ``"bpsp"`` knob (JPEG 2000), the codec's own rate control at
+    ``max_bpp / 3`` bits per subpixel. This is the usual "at matched bitrate" comparison of a
+    learned codec with a classical one on the same image.
+    """
+    image = check_image(image)
+    if not max_bpp > 0:
+        raise CodecError(f"target rate must be > 0 bpp, got {max_bpp}")
+
+    def attempt(param: float) -> RateMatch:
+        data = bytes(codec.encode(image, param))
+        bpp = bits_per_pixel(len(data), image.shape)
+        return RateMatch(data, float(param), bpp, bpp <= max_bpp)
+
+    if codec.param == "bpsp":
+        return attempt(max_bpp / image.shape[2])
+    if codec.param != "quality":
+        raise CodecError(f"codec {codec.name!r}: unknown knob {codec.param!r}")
+    lo, hi = int(np.ceil(codec.param_range[0])), int(np.floor(codec.param_range[1]))
+    best = attempt(lo)
+    if not best.reachable:
+        return best
+    top = attempt(hi)
+    if top.reachable:
+        return top
+    while hi - lo > 1:  # attempt(lo) fits, attempt(hi) does not
+        mid = (lo + hi) // 2
+        m = attempt(mid)
+        if m.reachable:
+            lo, best = mid, m
+        else:
+            hi = mid
+    return best

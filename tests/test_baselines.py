@@ -157,3 +157,37 @@ def test_bench_codecs_errors(tmp_path, photo, bench_codecs, monkeypatch):
     monkeypatch.setattr(bench_codecs, "extra_codecs", lambda args: [lossy])
     with pytest.raises(SystemExit, match="'lossy' is not lossless on a.png"):
         bench_codecs.main(["--images", str(folder), "--codecs", "png,lossy", "--out", out, "--no-progress"])
+
+
+def test_encode_at_bitrate_bisection_is_exact():
+    """A fake codec whose size is known: the largest quality that fits, in a handful of encodes."""
+    image = np.zeros((8, 10, 3), np.uint8)  # 80 pixels: 10 bytes = 1 bpp
+    calls = []
+
+    def encode(im, q):
+        calls.append(q)
+        return b"x" * (10 + 2 * int(q))  # 1 bpp + 0.2 bpp per quality step
+
+    fake = baselines.LossyCodec("fake", encode, lambda data: image, param_range=(0, 100))
+    for target_q in (0, 1, 37, 99):
+        calls.clear()
+        m = baselines.encode_at_bitrate(fake, image, max_bpp=1.0 + 0.2 * target_q + 0.1)
+        assert (m.param, m.reachable) == (target_q, True) and m.bpp == pytest.approx(1.0 + 0.2 * target_q)
+        assert len(calls) <= 9
+    assert baselines.encode_at_bitrate(fake, image, max_bpp=100.0).param == 100  # everything fits
+    m = baselines.encode_at_bitrate(fake, image, max_bpp=0.5)  # nothing fits: the smallest, flagged
+    assert (m.param, m.reachable, m.bpp) == (0, False, 1.0)
+    with pytest.raises(CodecError, match="> 0 bpp"):
+        baselines.encode_at_bitrate(fake, image, max_bpp=0.0)
+
+
+def test_encode_at_bitrate_real_codecs(photo):
+    (jpeg, j2k) = baselines.lossy_baselines(["jpeg", "jpeg2000"])
+    target = baselines.bits_per_pixel(len(jpeg.encode(photo, 50)), photo.shape)
+    m = baselines.encode_at_bitrate(jpeg, photo, target)
+    assert m.reachable and m.bpp <= target and m.param >= 50
+    assert baselines.bits_per_pixel(len(jpeg.encode(photo, m.param + 1)), photo.shape) > target  # the largest
+    assert np.array_equal(jpeg.decode(m.data), jpeg.decode(jpeg.encode(photo, m.param)))
+    m = baselines.encode_at_bitrate(j2k, photo, 1.5)
+    assert m.reachable and 1.2 < m.bpp <= 1.5 and m.param == pytest.approx(0.5)
+    assert not baselines.encode_at_bitrate(jpeg, photo, 0.01).reachable

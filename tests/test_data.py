@@ -140,3 +140,19 @@ def test_tfds_array_record_source_without_tensorflow(l3c_tiny_config, tmp_path):
     missing = apply_overrides(config, ["data.tfds_name=no_such_dataset_here"])
     with pytest.raises(DataError, match="not available"):
         build_image_data(missing.data)
+
+
+def test_centre_crop_and_benchmark_image_paths(tmp_path):
+    from jaxcomp.data import benchmark_image_paths, centre_crop
+
+    image = np.arange(5 * 8 * 3, dtype=np.uint8).reshape(5, 8, 3)
+    crop = centre_crop(image, 3, 4)
+    assert np.array_equal(crop, image[1:4, 2:6]) and crop.flags.c_contiguous
+    assert np.array_equal(centre_crop(image, 4), image[0:4, 2:6])
+    assert centre_crop(image, 100).shape == image.shape  # never larger than the image
+    shipped = benchmark_image_paths()
+    assert len(shipped) >= 8 and benchmark_image_paths("", 2) == shipped[:2]
+    with pytest.raises(DataError, match="--max-images must be >= 1"):
+        benchmark_image_paths("", 0)
+    with pytest.raises(DataError, match="image folder not found"):
+        benchmark_image_paths(str(tmp_path / "missing"))

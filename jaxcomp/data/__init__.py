@@ -13,6 +13,8 @@ from jaxcomp.data.images import (
     ImageBatches,
     ImageFolderSource,
     TfdsImageSource,
+    benchmark_image_paths,
+    centre_crop,
     eval_batches_from_arrays,
     image_tiles,
     list_images,
@@ -24,8 +26,8 @@ from jaxcomp.data.images import (
 
 __all__ = [
     "SAMPLES_DIR", "DataError", "ImageBatches", "ImageFolderSource", "TfdsImageSource",
-    "build_image_data", "eval_batches_from_arrays", "image_tiles", "list_images", "load_image",
-    "random_crop", "sample_image_paths", "split_files",
+    "benchmark_image_paths", "build_image_data", "centre_crop", "eval_batches_from_arrays", "image_tiles",
+    "list_images", "load_image", "random_crop", "sample_image_paths", "split_files",
 ]
 
 

@@ -71,6 +71,28 @@ def sample_image_paths() -> list[str]:
     return list_images(SAMPLES_DIR)
 
 
+def benchmark_image_paths(folder: str = "", max_images: int | None = None) -> list[str]:
+    """The images a benchmark runs on: those in ``folder`` (sorted) or, if empty, the shipped photos;
+    only the first ``max_images`` if given (>= 1)."""
+    paths = list_images(folder) if folder else sample_image_paths()
+    if max_images is not None:
+        if max_images < 1:
+            raise DataError(f"--max-images must be >= 1, got {max_images}")
+        paths = paths[:max_images]
+    return paths
+
+
+def centre_crop(image: np.ndarray, height: int, width: int | None = None) -> np.ndarray:
+    """The centre ``min(height, H) x min(width, W)`` window of ``image [H, W, ...]`` (C-contiguous).
+
+    ``width`` defaults to ``height``; the window is never larger than the image.
+    """
+    width = height if width is None else width
+    h, w = min(height, image.shape[0]), min(width, image.shape[1])
+    y, x = (image.shape[0] - h) // 2, (image.shape[1] - w) // 2
+    return np.ascontiguousarray(image[y:y + h, x:x + w])
+
+
 def split_files(files: Sequence[str], num_val: int) -> tuple[list[str], list[str]]:
     """Deterministic train/validation split: the ``num_val`` files whose name hashes lowest.
 
