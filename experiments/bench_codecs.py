@@ -26,18 +26,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from experiments._images import add_image_arguments, iter_images, pyplot
 from jaxcomp.baselines import (
     Codec,
     CodecError,
     NotLosslessError,
     assert_bit_exact,
     bits_per_subpixel,
-    check_image,
     lossless_baselines,
 )
 from jaxcomp.codecs.l3c import DEFAULT_WINDOW
 from jaxcomp.codecs.pretrained import ModelLoadError
-from jaxcomp.data import DataError, benchmark_image_paths, centre_crop, load_image
+from jaxcomp.data import DataError
 
 
 def extra_codecs(args: argparse.Namespace) -> list[Codec]:
@@ -152,11 +152,7 @@ def write_csv(path: str, rows: list[dict]) -> None:
 
 def plot_bpsp(path: str, totals: list[dict], title: str) -> None:
     """Bar chart of total bpsp per codec (sorted), estimated bpsp as a hatched bar where present."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     totals = sorted(totals, key=lambda t: t["bpsp"])
     names = [t["codec"] for t in totals]
     xs = np.arange(len(names))
@@ -178,34 +174,22 @@ def plot_bpsp(path: str, totals: list[dict], title: str) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--images", default="", help="folder of images (default: the photos shipped with jaxcomp)")
-    p.add_argument("--max-images", type=int, default=None, help="only the first N images (sorted by name)")
+    add_image_arguments(p, out=os.path.join("runs", "bench_codecs"))
     p.add_argument("--codecs", default="", help="comma-separated codec names (default: all available)")
-    p.add_argument("--out", default=os.path.join("runs", "bench_codecs"), help="output folder")
-    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     p.add_argument("--checkpoint", default=None, help="L3C model: exported .msgpack or training workdir "
                    "(default: the model shipped with jaxcomp)")
     p.add_argument("--tile", type=int, default=512, help="L3C tile size")
     p.add_argument("--window", type=int, default=DEFAULT_WINDOW,
                    help="L3C coding PMFs over WINDOW levels around the mean + escape (0: all 256 levels)")
     p.add_argument("--no-l3c", action="store_true", help="baselines only")
-    p.add_argument("--crop", type=int, default=0, help="centre-crop every image to at most CROP x CROP (timings)")
     return p.parse_args(argv)
 
 
 def run(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
     """Benchmarks every selected codec on every image; returns (per-image rows, TOTAL rows)."""
-    from tqdm import tqdm
-
     codecs = build_codecs(args)
-    paths = benchmark_image_paths(args.images, args.max_images)
     rows: list[dict] = []
-    progress = tqdm(paths, desc="images", unit="img", disable=args.no_progress, file=sys.stderr)
-    for path in progress:
-        name = os.path.basename(path)
-        image = check_image(load_image(path))
-        if args.crop:
-            image = centre_crop(image, args.crop)
+    for name, image, progress in iter_images(args):
         for codec in codecs:
             progress.set_postfix_str(f"{codec.name}: {name[:32]}", refresh=False)
             rows.append(bench_image(codec, image, name))

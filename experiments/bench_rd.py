@@ -36,10 +36,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from jaxcomp.baselines import CodecError, LossyCodec, bits_per_pixel, check_image, encode_at_bitrate, lossy_baselines
+from experiments._images import add_image_arguments, iter_images, pyplot
+from jaxcomp.baselines import CodecError, LossyCodec, bits_per_pixel, encode_at_bitrate, lossy_baselines
 from jaxcomp.codecs.pretrained import PRETRAINED_DIR, ModelLoadError
 from jaxcomp.coding.container import BitstreamError
-from jaxcomp.data import DataError, benchmark_image_paths, centre_crop, load_image
+from jaxcomp.data import DataError
 from jaxcomp.reporting import write_table
 
 DEFAULT_BASELINES = ("jpeg", "webp", "jpeg2000", "avif")
@@ -203,11 +204,7 @@ def per_image_table(rows: list[dict]) -> list[dict]:
 
 def plot_rd(path: str, curves: list[dict], summary: list[dict], metric: str, title: str) -> None:
     """Baselines' mean curves (lines), learned points (large markers) and matched baselines (x)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.8), constrained_layout=True)
     colours = {}
     for codec in dict.fromkeys(c["codec"] for c in curves):
@@ -241,9 +238,7 @@ def plot_rd(path: str, curves: list[dict], summary: list[dict], metric: str, tit
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--images", default="", help="folder of images (default: the photos shipped with jaxcomp)")
-    p.add_argument("--max-images", type=int, default=None, help="only the first N images (sorted by name)")
-    p.add_argument("--crop", type=int, default=0, help="centre-crop every image to at most CROP x CROP")
+    add_image_arguments(p, out=os.path.join("runs", "bench_rd"))
     p.add_argument("--codecs", default=",".join(DEFAULT_BASELINES),
                    help="comma-separated lossy baselines (known: jpeg, webp, jpeg2000, avif, jpegxl; '' for none)")
     p.add_argument("--checkpoints", nargs="*", default=None,
@@ -251,30 +246,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "shipped cpm_{low,med,high}.msgpack that exist; give none for baselines only")
     p.add_argument("--qualities", default=",".join(map(str, QUALITY_GRID)), help="baselines' quality grid")
     p.add_argument("--bpsp", default=",".join(map(str, BPSP_GRID)), help="JPEG 2000's grid (bits per subpixel)")
-    p.add_argument("--out", default=os.path.join("runs", "bench_rd"), help="output folder")
-    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     return p.parse_args(argv)
 
 
 def run(args: argparse.Namespace) -> list[dict]:
     """Every row (learned, curve and matched) for every image."""
-    from tqdm import tqdm
-
     grids = dict(quality=parse_list(args.qualities, float, "--qualities"), bpsp=parse_list(args.bpsp, float, "--bpsp"))
     names = [n.strip() for n in args.codecs.split(",") if n.strip()]
     baselines = lossy_baselines(list(dict.fromkeys(names))) if names else []
-    paths = benchmark_image_paths(args.images, args.max_images)
     learned = learned_codecs(args)
     if not learned and not baselines:
         raise CodecError("nothing to benchmark: no learned checkpoints and no baselines")
     rows: list[dict] = []
-    progress = tqdm(paths, desc="images", unit="img", disable=args.no_progress, file=sys.stderr)
-    for path in progress:
-        name = os.path.basename(path)
+    for name, image, progress in iter_images(args):
         progress.set_postfix_str(name[:40], refresh=False)
-        image = check_image(load_image(path))
-        if args.crop:
-            image = centre_crop(image, args.crop)
         if min(image.shape[:2]) < 16:
             raise DataError(f"{name}: {image.shape[0]}x{image.shape[1]} is too small for MS-SSIM (16 px a side)")
         rows += bench_image(image, name, learned, baselines, grids)
