@@ -221,8 +221,12 @@ def plot_rd(path: str, curves: list[dict], summary: list[dict], metric: str, tit
         codec = s["codec"].removesuffix(" (matched)")
         if s["codec"] != s["point"] and codec in colours:
             ax.plot(s["bpp"], s[metric], "x", color=colours[codec], ms=8)
-    if learned:  # zoom on the learned codecs' range; the baselines' curves go on beyond it
-        xmax = 2.0 * max(s["bpp"] for s in learned)
+    if any(s["codec"] != s["point"] for s in summary):
+        ax.plot([], [], "x", color="grey", ms=8, label="baseline at matched bpp")
+    if learned:  # zoom on the learned codecs' range, showing at least two points of every curve
+        lowest = [sorted(c["bpp"] for c in curves if c["codec"] == codec)[:2][-1] for codec in colours]
+        xmax = max([2.0 * max(s["bpp"] for s in learned)] + [1.05 * b for b in lowest]
+                   + [1.05 * s["bpp"] for s in summary])
         shown = [p[metric] for p in curves + summary if p["bpp"] <= xmax and np.isfinite(p[metric])]
         ax.set_xlim(0, xmax)
         lo, hi = min(shown), max(shown)
