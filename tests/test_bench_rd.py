@@ -152,3 +152,28 @@ def test_bench_rd_baselines_only_and_errors(tmp_path, folder, bench_rd, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: "), err
         assert re.search(message, err[0]), (message, err[0])
+
+
+def test_learned_codecs_from_checkpoints(tmp_path, folder, bench_rd, monkeypatch, capsys):
+    """Names come from the paths; the default is the shipped cpm_{low,med,high} that exist."""
+    import types
+
+    from jaxcomp.codecs.pretrained import ModelLoadError
+
+    def load_codec(path):
+        if "missing" in path:
+            raise ModelLoadError(f"checkpoint not found: {path}")
+        return FakeLearnedCodec(30)
+
+    monkeypatch.setitem(sys.modules, "jaxcomp.codecs.cpm", types.SimpleNamespace(load_codec=load_codec))
+    args = bench_rd.parse_args(["--checkpoints", "runs/a/model.msgpack", "runs/b/model.msgpack", "runs/workdir/"])
+    assert [name for name, _ in bench_rd.learned_codecs(args)] == ["model", "model'", "workdir"]
+    (tmp_path / "pre").mkdir()
+    (tmp_path / "pre" / "cpm_high.msgpack").write_bytes(b"")
+    (tmp_path / "pre" / "cpm_low.msgpack").write_bytes(b"")
+    monkeypatch.setattr(bench_rd, "PRETRAINED_DIR", str(tmp_path / "pre"))
+    assert [n for n, _ in bench_rd.learned_codecs(bench_rd.parse_args([]))] == ["cpm_low", "cpm_high"]
+    capsys.readouterr()
+    assert bench_rd.main(["--images", str(folder), "--checkpoints", "missing.msgpack", "--out", str(tmp_path / "o"),
+                          "--no-progress"]) == 2
+    assert capsys.readouterr().err.strip() == "error: checkpoint not found: missing.msgpack"
