@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from jaxcomp.baselines import check_image
-from jaxcomp.data import benchmark_image_paths, centre_crop, load_image
+from jaxcomp.data import DataError, benchmark_image_paths, centre_crop, load_image
 
 
 def add_image_arguments(p: argparse.ArgumentParser, out: str) -> None:
@@ -30,6 +30,8 @@ def iter_images(args: argparse.Namespace) -> Iterator[tuple[str, np.ndarray, obj
     """
     from tqdm import tqdm
 
+    if args.crop < 0:
+        raise DataError(f"--crop must be >= 0, got {args.crop}")
     paths = benchmark_image_paths(args.images, args.max_images)
     progress = tqdm(paths, desc="images", unit="img", disable=args.no_progress, file=sys.stderr)
     for path in progress:

@@ -146,6 +146,8 @@ def test_bench_rd_baselines_only_and_errors(tmp_path, folder, bench_rd, capsys):
         (["--images", str(folder), "--qualities", "10,x"], "--qualities"),
         (["--images", str(folder), "--codecs", ""], "nothing to benchmark"),
         (["--images", str(folder), "--crop", "8", "--codecs", "jpeg"], "too small for MS-SSIM"),
+        (["--images", str(folder), "--crop", "-1", "--codecs", "jpeg"], "--crop must be >= 0"),
+        (["--images", str(folder), "--max-images", "0", "--codecs", "jpeg"], "--max-images must be >= 1"),
     ]
     for args, message in bad:
         assert bench_rd.main(args + ["--checkpoints", "--out", str(out), "--no-progress"]) == 2, args
