@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="NAME.msgpack (NAME.json is written beside it)")
     parser.add_argument("--command", default="", help="the training command, recorded in the notes")
     parser.add_argument("--note", default="", help="free text recorded in the notes")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float16"],
+                        help="storage precision of the parameters (float16: half the file; loaded as float32)")
     args = parser.parse_args(argv)
 
     from jaxcomp.codecs.pretrained import ModelLoadError, export_params, load_workdir
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     training = dict(steps=steps, train_seconds=round(seconds), command=args.command, note=args.note,
                     last_eval=evals[-1] if evals else None)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    export_params(params, config, args.out, training)
+    export_params(params, config, args.out, training, dtype=args.dtype)
     size = os.path.getsize(args.out)
     print(json.dumps(dict(out=args.out, bytes=size, **training)))
     return 0

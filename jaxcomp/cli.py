@@ -1,10 +1,14 @@
-"""The ``jaxcomp`` command: lossless compression of images with a learned codec.
+"""The ``jaxcomp`` command: image compression with the learned codecs.
 
-    jaxcomp compress photo.png photo.jxc          # one file
+    jaxcomp compress photo.png photo.jxc          # lossless, the shipped L3C model
     jaxcomp compress photos/ compressed/          # every image of a folder (progress bar)
     jaxcomp decompress compressed/ restored/      # every .jxc of a folder, written as PNG
     jaxcomp compress --checkpoint runs/l3c_cpu photo.png photo.jxc   # a model of your own
+    jaxcomp compress --codec cpm photo.png photo.jxc                 # lossy, context model (med rate)
+    jaxcomp compress --codec cpm --checkpoint low photo.png photo.jxc  # shipped low / med / high
 
+Decompression reads the codec from the file; a lossy file written with one of the shipped
+context-model operating points is decoded with the matching one (else give --checkpoint).
 Exit status: 0 all files done; 1 some files failed (each named on stderr, the others are
 done); 2 the command itself is wrong (bad arguments, missing input, unusable checkpoint).
 Existing outputs are never overwritten unless --force is given.
@@ -52,27 +56,79 @@ def _write_atomic(path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+class _Codecs:
+    """Loads codecs on first use: ``get(name, checkpoint)``; ``for_stream(data)`` picks the codec
+    named in a bitstream's header and, for shipped context models, the matching operating point."""
+
+    def __init__(self, checkpoint: str | None, tile: int | None, window: int):
+        self.checkpoint, self.tile, self.window = checkpoint, tile, window
+        self._cache: dict = {}
+
+    def get(self, name: str, checkpoint: str | None):
+        key = (name, checkpoint)
+        if key not in self._cache:
+            from jaxcomp.codecs.pretrained import ModelLoadError
+            from jaxcomp.train import CheckpointError
+            try:
+                if name == "l3c":
+                    from jaxcomp.codecs.l3c import load_codec
+                    codec = load_codec(checkpoint, tile=self.tile or 512, window=self.window)
+                else:
+                    from jaxcomp.codecs.cpm import load_codec
+                    codec = load_codec(checkpoint, tile=self.tile or 1024)
+            except (ModelLoadError, CheckpointError, ValueError, OSError) as e:
+                raise UsageError(f"cannot load the {name} model: {e}") from e
+            self._cache[key] = codec
+        return self._cache[key]
+
+    def for_stream(self, data: bytes):
+        from jaxcomp.coding import BitstreamError, peek
+
+        name, model = peek(data)
+        if self.checkpoint is not None or name == "l3c":
+            return self.get(name, self.checkpoint)
+        from jaxcomp.codecs.cpm import OPERATING_POINTS, shipped_model
+        for point in OPERATING_POINTS:
+            if os.path.exists(shipped_model(point)):
+                codec = self.get(name, point)
+                if codec.fingerprint == model:
+                    return codec
+        raise BitstreamError("written with a context model that is not shipped with jaxcomp; "
+                             "give the model it was compressed with (--checkpoint)")
+
+
 def _compress_one(codec, src: str, dst: str) -> tuple[int, int]:
     from jaxcomp.data import load_image
 
     image = load_image(src, keep_gray=True)  # grayscale stays [H, W] and decodes as grayscale
     data = codec.compress(image)
     _write_atomic(dst, data)
-    return image.size, len(data)
+    return image.size, image.shape[0] * image.shape[1], len(data)
 
 
-def _decompress_one(codec, src: str, dst: str) -> tuple[int, int]:
+def _decompress_one(codecs: _Codecs, src: str, dst: str) -> tuple[int, int]:
     import io
 
     from PIL import Image
 
     with open(src, "rb") as f:
         data = f.read()
-    image = codec.decompress(data)
+    image = codecs.for_stream(data).decompress(data)
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")
     _write_atomic(dst, buf.getvalue())
-    return image.size, len(data)
+    return image.size, image.shape[0] * image.shape[1], len(data)
+
+
+def _stream_codec(path: str) -> str:
+    """The codec named in a file's header (``"l3c"`` if it is unreadable: decoding reports that)."""
+    from jaxcomp.coding import BitstreamError, peek
+
+    try:
+        with open(path, "rb") as f:
+            return peek(f.read(64))[0]
+    except (BitstreamError, OSError):
+        return "l3c"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -84,10 +140,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("input")
         p.add_argument("output")
         p.add_argument("--checkpoint", default=None,
-                       help="model: exported .msgpack or a training workdir (default: the shipped L3C model)")
-        p.add_argument("--codec", default="l3c", choices=["l3c"])
-        p.add_argument("--tile", type=int, default=512,
-                       help="tile size in pixels when compressing (decoding reads it from the file)")
+                       help="model: exported .msgpack or a training workdir; for cpm also low, med or high "
+                            "(default: the shipped L3C model / the shipped med-rate context model)")
+        if name == "compress":
+            p.add_argument("--codec", default="l3c", choices=["l3c", "cpm"],
+                           help="l3c: lossless (default); cpm: lossy, 3D context model (CVPR'18)")
+        p.add_argument("--tile", type=int, default=None,
+                       help="tile size in pixels when compressing (default: 512 for l3c, 1024 for cpm; "
+                            "decoding reads it from the file)")
         p.add_argument("--window", type=int, default=64,
                        help="coding PMFs over WINDOW levels around the model's mean plus an escape, when "
                             "compressing (0: all 256 levels; decoding reads it from the file)")
@@ -101,13 +161,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             existing = [d for _, d in pairs if os.path.exists(d)]
             if existing:
                 raise UsageError(f"{existing[0]} exists (and {len(existing) - 1} more); use --force to overwrite")
-        from jaxcomp.codecs.l3c import load_codec
-        from jaxcomp.codecs.pretrained import ModelLoadError
-        from jaxcomp.train import CheckpointError
-        try:
-            codec = load_codec(args.checkpoint, tile=args.tile, window=args.window)
-        except (ModelLoadError, CheckpointError, ValueError, OSError) as e:
-            raise UsageError(f"cannot load the model: {e}") from e
+        codecs = _Codecs(args.checkpoint, args.tile, args.window)
+        if compress:
+            codec = codecs.get(args.codec, args.checkpoint)
+        elif args.checkpoint is not None:
+            codecs.get(_stream_codec(pairs[0][0]), args.checkpoint)  # an unusable model is a usage error
     except UsageError as e:
         print(f"jaxcomp {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -118,22 +176,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jaxcomp.data import DataError
 
     failures = 0
-    total_in = total_out = 0
-    work = _compress_one if compress else _decompress_one
+    total_in = total_px = total_out = 0
+    lossy = compress and args.codec == "cpm"
+
+    def rate(nbytes: int, subpixels: int, pixels: int) -> str:
+        if lossy:
+            return f"{8 * nbytes / pixels:.4f} bits per pixel"
+        return f"{8 * nbytes / subpixels:.3f} bits per subpixel"
+
     bar = tqdm(pairs, disable=args.quiet or len(pairs) == 1, unit="file", desc=args.command)
     for src, dst in bar:
         try:
-            pixels, nbytes = work(codec, src, dst)
-        except (BitstreamError, DataError, ValueError, OSError) as e:
+            subpixels, pixels, nbytes = (_compress_one(codec, src, dst) if compress
+                                         else _decompress_one(codecs, src, dst))
+        except (UsageError, BitstreamError, DataError, ValueError, OSError) as e:
             failures += 1
             print(f"jaxcomp {args.command}: {src}: {e}", file=sys.stderr)
             continue
-        total_in += pixels
+        total_in += subpixels
+        total_px += pixels
         total_out += nbytes
         if not args.quiet and len(pairs) == 1:
-            print(f"{src} -> {dst}: {nbytes} bytes, {8 * nbytes / pixels:.3f} bits per subpixel")
+            print(f"{src} -> {dst}: {nbytes} bytes, {rate(nbytes, subpixels, pixels)}")
     if not args.quiet and len(pairs) > 1 and total_in:
-        print(f"{len(pairs) - failures}/{len(pairs)} files, {8 * total_out / total_in:.3f} bits per subpixel")
+        print(f"{len(pairs) - failures}/{len(pairs)} files, {rate(total_out, total_in, total_px)}")
     return 1 if failures else 0
 
 

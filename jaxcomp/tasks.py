@@ -13,6 +13,9 @@ def build_task(config: ml_collections.ConfigDict) -> tuple[Any, str]:
     if name == "l3c":
         from jaxcomp.codecs.l3c import L3CTask
         return L3CTask(config), "images"
+    if name == "cpm":
+        from jaxcomp.codecs.cpm import CPMTask
+        return CPMTask(config), "images"
     if name == "ecg":
         from jaxcomp.ecg.task import ECGTask
         return ECGTask(config), "ecg"
@@ -22,7 +25,7 @@ def build_task(config: ml_collections.ConfigDict) -> tuple[Any, str]:
     if name in ("classification", "lm"):
         from jaxcomp.distill.task import build_task as build_distill_task
         return build_distill_task(config), "classification" if name == "classification" else "lm"
-    raise ValueError(f"unknown config.task {name!r}; known tasks: l3c, ecg, classification, lm")
+    raise ValueError(f"unknown config.task {name!r}; known tasks: l3c, cpm, ecg, classification, lm")
 
 
 def build_data(config: ml_collections.ConfigDict, kind: str) -> Any:

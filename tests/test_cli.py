@@ -63,7 +63,7 @@ def test_usage_errors_exit_2(model_file, tmp_path, capsys):
     img = tmp_path / "a.png"
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img)
     assert cli.main(["compress", str(img), str(tmp_path / "a.jxc"), "--checkpoint", str(tmp_path / "nope")]) == 2
-    assert "cannot load the model" in capsys.readouterr().err
+    assert "cannot load the l3c model" in capsys.readouterr().err
 
 
 def test_console_errors_have_no_traceback(tmp_path, repo):
@@ -72,3 +72,35 @@ def test_console_errors_have_no_traceback(tmp_path, repo):
                           str(tmp_path / "junk.png"), "--checkpoint", str(tmp_path / "missing.msgpack")],
                          capture_output=True, text=True, cwd=repo)
     assert out.returncode == 2 and "Traceback" not in out.stderr and "checkpoint not found" in out.stderr
+
+
+@pytest.fixture(scope="module")
+def cpm_model_file(tmp_path_factory, repo):
+    from jaxcomp.codecs import cpm
+    from jaxcomp.configs import load_config
+
+    config = load_config(str(repo / "configs" / "cpm.py") + ":tiny")
+    params = cpm.CPM(cpm.spec_from_config(config.model)).init(jax.random.PRNGKey(0), np.zeros((1, 32, 32, 3)))
+    path = str(tmp_path_factory.mktemp("cpm") / "tiny_cpm.msgpack")
+    export_params(params["params"], config, path, {"note": "untrained, for tests"})
+    return path
+
+
+def test_lossy_codec_through_the_command(cpm_model_file, photos, tmp_path, capsys):
+    from jaxcomp.codecs import cpm
+
+    args = ["--checkpoint", cpm_model_file, "--quiet"]
+    assert cli.main(["compress", "--codec", "cpm", str(photos), str(tmp_path / "c"), *args]) == 0
+    assert cli.main(["decompress", str(tmp_path / "c"), str(tmp_path / "d"), *args]) == 0
+    codec = cpm.load_codec(cpm_model_file)
+    for name in ("p0", "gray"):
+        original = np.asarray(Image.open(photos / f"{name}.png"))
+        decoded = np.asarray(Image.open(tmp_path / "d" / f"{name}.png"))
+        np.testing.assert_array_equal(decoded, codec.reconstruct(original))
+    # without --checkpoint, a stream of a model that is not shipped fails clearly (exit 1)
+    assert cli.main(["decompress", str(tmp_path / "c" / "p0.jxc"), str(tmp_path / "e.png")]) == 1
+    assert "not shipped" in capsys.readouterr().err
+    # an unusable model for the lossy codec is a usage error
+    assert cli.main(["compress", "--codec", "cpm", str(photos / "p1.png"), str(tmp_path / "p1.jxc"),
+                     "--checkpoint", "nope"]) == 2
+    assert "cannot load the cpm model" in capsys.readouterr().err

@@ -8,14 +8,17 @@ from jaxcomp.coding.container import (
     UnsupportedError,
     fingerprint,
     pack,
+    peek,
     unpack,
 )
 from jaxcomp.coding.entropy_coder import (
+    CategoricalStreamDecoder,
     CodingError,
     decode_categorical,
     decode_uniform,
     decode_windowed,
     encode_categorical,
+    encode_categorical_parts,
     encode_uniform,
     encode_windowed,
     ideal_bits,
@@ -23,8 +26,8 @@ from jaxcomp.coding.entropy_coder import (
 )
 
 __all__ = [
-    "BitstreamError", "ChecksumError", "CodingError", "ModelMismatchError", "TruncatedError", "UnsupportedError",
-    "decode_categorical", "decode_uniform", "decode_windowed", "encode_categorical", "encode_uniform",
-    "encode_windowed", "fingerprint", "ideal_bits", "ideal_bits_windowed",
-    "pack", "unpack",
+    "BitstreamError", "CategoricalStreamDecoder", "ChecksumError", "CodingError", "ModelMismatchError",
+    "TruncatedError", "UnsupportedError", "decode_categorical", "decode_uniform", "decode_windowed",
+    "encode_categorical", "encode_categorical_parts", "encode_uniform", "encode_windowed", "fingerprint",
+    "ideal_bits", "ideal_bits_windowed", "pack", "peek", "unpack",
 ]

@@ -67,11 +67,27 @@ def fingerprint(params: Any, architecture: dict[str, Any]) -> bytes:
 
 def pack(codec: str, model: bytes, meta: dict[str, Any], payloads: Sequence[bytes]) -> bytes:
     """Serialises a bitstream; ``payloads`` are opaque byte strings."""
-    meta_bytes = json.dumps(meta, sort_keys=True).encode()
+    meta_bytes = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
     parts = [_HEAD.pack(MAGIC, FORMAT_VERSION, CODEC_IDS[codec], model, len(meta_bytes)), meta_bytes,
              struct.pack("<H", len(payloads)), struct.pack(f"<{len(payloads)}I", *map(len, payloads)), *payloads]
     body = b"".join(parts)
     return body + struct.pack("<I", zlib.crc32(body))
+
+
+def peek(data: bytes) -> tuple[str, bytes]:
+    """``(codec name, model fingerprint)`` from a bitstream's header, without further checks.
+
+    Raises :class:`BitstreamError` if ``data`` does not start like a jaxcomp bitstream.
+    """
+    if len(data) < _HEAD.size or bytes(data[:4]) != MAGIC:
+        raise BitstreamError("not a jaxcomp bitstream (too short, wrong magic bytes)")
+    _, version, codec_id, model_fp, _ = _HEAD.unpack_from(data, 0)
+    if version != FORMAT_VERSION:
+        raise UnsupportedError(f"bitstream format version {version}; this jaxcomp reads version {FORMAT_VERSION}")
+    names = {v: k for k, v in CODEC_IDS.items()}
+    if codec_id not in names:
+        raise UnsupportedError(f"bitstream was written by an unknown codec (id {codec_id})")
+    return names[codec_id], bytes(model_fp)
 
 
 def unpack(data: bytes, codec: str, model: bytes | None = None) -> tuple[dict[str, Any], list[bytes]]:

@@ -60,6 +60,45 @@ def decode_categorical(words: np.ndarray, pmfs: np.ndarray) -> np.ndarray:
     return np.asarray(symbols, np.int32)
 
 
+def encode_categorical_parts(parts: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Codes several ``(symbols int [N_i], pmfs float [N_i, L_i])`` parts into one stream.
+
+    A :class:`CategoricalStreamDecoder` gets them back part by part in the same order, each
+    with PMFs it may compute only after decoding the parts before (e.g. wavefronts of a
+    context model). Returns ``uint32 [words]``.
+    """
+    coder = constriction.stream.stack.AnsCoder()
+    for symbols, pmfs in reversed(parts):  # a stack: the last part pushed is decoded first
+        symbols = np.ascontiguousarray(np.asarray(symbols).reshape(-1), dtype=np.int32)
+        pmfs = _check_pmfs(pmfs, len(symbols))
+        if len(symbols) and (symbols.min() < 0 or symbols.max() >= pmfs.shape[1]):
+            raise CodingError(f"symbols must lie in [0, {pmfs.shape[1]})")
+        if len(symbols):
+            coder.encode_reverse(symbols, _CATEGORICAL, pmfs)
+    return coder.get_compressed()
+
+
+class CategoricalStreamDecoder:
+    """Decodes a stream of :func:`encode_categorical_parts` (or :func:`encode_categorical`)
+    incrementally: each :meth:`decode` call takes the PMFs ``[N, L]`` of the next ``N`` symbols."""
+
+    def __init__(self, words: np.ndarray):
+        try:
+            self._coder = constriction.stream.stack.AnsCoder(np.ascontiguousarray(words, dtype=np.uint32))
+        except Exception as e:
+            raise CodingError(f"entropy-coded stream is unreadable: {e}") from e
+
+    def decode(self, pmfs: np.ndarray) -> np.ndarray:
+        """The next ``N`` symbols, ``int32 [N]``."""
+        pmfs = _check_pmfs(pmfs)
+        if pmfs.shape[0] == 0:
+            return np.zeros((0,), np.int32)
+        try:
+            return np.asarray(self._coder.decode(_CATEGORICAL, pmfs), np.int32)
+        except Exception as e:  # constriction raises plain exceptions on invalid streams
+            raise CodingError(f"entropy-coded stream does not decode: {e}") from e
+
+
 def encode_uniform(symbols: np.ndarray, levels: int) -> np.ndarray:
     """Codes int ``symbols`` in ``[0, levels)`` with a uniform prior: ``uint32 [words]``."""
     symbols = np.ascontiguousarray(np.asarray(symbols).reshape(-1), dtype=np.int32)

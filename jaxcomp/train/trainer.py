@@ -137,6 +137,12 @@ def restore_checkpoint(manager: ocp.CheckpointManager, abstract: Any, step: int 
     if step not in manager.all_steps():
         raise CheckpointError(f"no checkpoint for step {step} in {manager.directory}; "
                               f"available: {sorted(manager.all_steps())}")
+    mismatch = _param_mismatch(manager, step, abstract)
+    if mismatch:
+        # checked before restoring: a failing orbax restore leaves background futures whose
+        # errors asyncio reports at interpreter exit
+        raise CheckpointError(f"checkpoint {manager.directory}/{step} does not match the model of this config "
+                              f"(different architecture or task?): {mismatch}")
     try:
         return manager.restore(step, args=ocp.args.StandardRestore(abstract))
     except (ValueError, KeyError, TypeError) as e:
@@ -144,6 +150,39 @@ def restore_checkpoint(manager: ocp.CheckpointManager, abstract: Any, step: int 
             f"checkpoint {manager.directory}/{step} does not match the model of this config "
             f"(different architecture or task?): {str(e)[:500]}"
         ) from e
+
+
+def _path_name(path: tuple) -> str:
+    parts = []
+    for k in path:
+        parts.append(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))))
+    return "/".join(parts)
+
+
+def _param_mismatch(manager: ocp.CheckpointManager, step: int, abstract: Any) -> str:
+    """Differences between the saved and the expected ``params`` (names, shapes); "" if none or unknown."""
+    absl_log = logging.getLogger("absl")
+    level = absl_log.level
+    absl_log.setLevel(logging.ERROR)  # orbax warns that a metadata file it does not need is absent
+    try:
+        saved = ocp.StandardCheckpointer().metadata(os.path.join(str(manager.directory), str(step), "default"))
+        saved = getattr(saved, "item_metadata", saved)
+        saved_shapes = {_path_name(p): tuple(m.shape) for p, m in jax.tree_util.tree_flatten_with_path(saved)[0]
+                        if getattr(m, "shape", None) is not None}
+    except Exception:  # no metadata to compare with: let the restore itself decide
+        return ""
+    finally:
+        absl_log.setLevel(level)
+    expected = {_path_name(p): tuple(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(abstract)[0]}
+    saved_p = {k: v for k, v in saved_shapes.items() if k.startswith("params/")}
+    expected_p = {k: v for k, v in expected.items() if k.startswith("params/")}
+    if not saved_p or not expected_p:
+        return ""
+    problems = [f"{k} missing" for k in sorted(expected_p.keys() - saved_p.keys())]
+    problems += [f"{k} unexpected" for k in sorted(saved_p.keys() - expected_p.keys())]
+    problems += [f"{k} has shape {saved_p[k]}, expected {expected_p[k]}"
+                 for k in sorted(saved_p.keys() & expected_p.keys()) if saved_p[k] != expected_p[k]]
+    return "; ".join(problems[:4]) + (f" (and {len(problems) - 4} more)" if len(problems) > 4 else "")
 
 
 def evaluate(eval_step: Callable, state: Any, batches: Iterator[Batch], mesh: Mesh) -> dict[str, float]:

@@ -22,11 +22,20 @@ class ModelLoadError(ValueError):
     """A checkpoint path that does not hold a usable model."""
 
 
-def export_params(params: Any, config: ml_collections.ConfigDict, path: str, training: dict[str, Any]) -> None:
-    """Writes ``path`` (.msgpack parameters) and the ``.json`` beside it."""
+def export_params(params: Any, config: ml_collections.ConfigDict, path: str, training: dict[str, Any],
+                  dtype: str = "float32") -> None:
+    """Writes ``path`` (.msgpack parameters) and the ``.json`` beside it.
+
+    ``dtype="float16"`` stores floating-point parameters in half precision (half the file);
+    :func:`load_model` returns them as float32, so a codec computes with exactly the stored values.
+    """
     from flax import serialization
 
-    host = jax.tree.map(np.asarray, params)
+    if dtype not in ("float32", "float16"):
+        raise ValueError(f"dtype must be float32 or float16, not {dtype!r}")
+    host = jax.tree.map(lambda a: np.asarray(a).astype(dtype) if np.issubdtype(np.asarray(a).dtype, np.floating)
+                        else np.asarray(a), params)
+    training = dict(training, stored_dtype=dtype)
     with open(path, "wb") as f:
         f.write(serialization.msgpack_serialize(host))
     with open(os.path.splitext(path)[0] + ".json", "w") as f:
@@ -77,6 +86,8 @@ def load_model(checkpoint: str | None = None, task: str = "l3c") -> tuple[ml_col
         config, params, notes = _load_exported(path)
     else:
         raise ModelLoadError(f"checkpoint not found: {path}")
+    params = jax.tree.map(lambda a: np.asarray(a, np.float32) if np.issubdtype(np.asarray(a).dtype, np.floating)
+                          else a, params)
     if config.get("task") != task:
         raise ModelLoadError(f"{path} holds a {config.get('task')!r} model, not {task!r}")
     return config, params, notes

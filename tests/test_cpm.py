@@ -1,0 +1,175 @@
+"""Context-model lossy codec (CVPR'18): model pieces, exact decoding, rate estimate, bad input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcomp.codecs import cpm
+from jaxcomp.coding import BitstreamError, ModelMismatchError, TruncatedError, UnsupportedError
+from jaxcomp.data import load_image, sample_image_paths
+
+
+@pytest.fixture(scope="module")
+def tiny_config(repo):
+    from jaxcomp.configs import load_config
+    return load_config(str(repo / "configs" / "cpm.py") + ":tiny")
+
+
+@pytest.fixture(scope="module")
+def params(tiny_config):
+    spec = cpm.spec_from_config(tiny_config.model)
+    return cpm.CPM(spec).init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))["params"]
+
+
+@pytest.fixture(scope="module")
+def codec(tiny_config, params):
+    # 64-pixel tiles: images over 64 pixels a side are coded in several independent tiles
+    return cpm.CPMCodec(cpm.spec_from_config(tiny_config.model), params, tile=64)
+
+
+@pytest.fixture(scope="module")
+def photo():
+    return load_image(sample_image_paths()[1])
+
+
+def test_importance_mask_is_the_papers_3d_mask():
+    y = jnp.array([[[-100.0, 0.0, 100.0]]])  # sigmoid -> 0, 0.5, 1
+    m = np.asarray(cpm.importance_mask(y, 4))[0, 0]
+    np.testing.assert_allclose(m[0], [0, 0, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(m[1], [1, 1, 0, 0], atol=1e-6)  # sigmoid(0) * 4 = 2
+    np.testing.assert_allclose(m[2], [1, 1, 1, 1], atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(cpm.unmasked_count(jnp.asarray(m)[None])), [[0, 2, 4]])
+
+
+def test_context_model_is_causal_in_the_wavefront_order(tiny_config, params):
+    """Changing one symbol changes logits only at positions of later wavefronts."""
+    spec = cpm.spec_from_config(tiny_config.model)
+    model = cpm.CPM(spec)
+    rng = np.random.default_rng(0)
+    centers = np.asarray(params["centers"])
+    sym = rng.integers(0, spec.centers, (1, 6, 7, spec.channels))
+    base = model.apply({"params": params}, jnp.asarray(centers[sym]), method=cpm.CPM.context_logits)
+    fronts = cpm.wavefronts(spec.channels, 6, 7)
+    t_of = np.zeros((spec.channels, 6, 7), int)
+    for t, f in enumerate(fronts):
+        t_of[f[:, 0], f[:, 1], f[:, 2]] = t
+    for c, y, x in [(1, 2, 3), (0, 0, 0), (spec.channels - 1, 5, 6)]:
+        changed = sym.copy()
+        changed[0, y, x, c] = (changed[0, y, x, c] + 1) % spec.centers
+        out = model.apply({"params": params}, jnp.asarray(centers[changed]), method=cpm.CPM.context_logits)
+        diff = np.abs(np.asarray(out - base)).max(-1)[0]  # [h, w, C]
+        affected = np.transpose(diff > 0, (2, 0, 1))
+        assert not affected[t_of <= t_of[c, y, x]].any()
+
+
+def test_wavefront_steps_equal_the_conv_context_model(codec, tiny_config):
+    """The coder's incremental steps compute the training model's PMFs (up to float rounding)."""
+    spec = codec.spec
+    rng = np.random.default_rng(1)
+    h, w = 5, 9
+    sym = rng.integers(0, spec.centers, (h, w, spec.channels)).astype(np.int32)
+    logits = codec._logits_fn(codec.params, jnp.asarray(codec.centers[sym])[None])
+    expected = np.asarray(jax.nn.softmax(logits, -1))[0]  # [h, w, C, L]
+    plan = codec._plan(h, w)
+    got = np.zeros_like(expected)
+
+    def consume(i, pmf):
+        f = plan.fronts[i]
+        got[f[:, 1], f[:, 2], f[:, 0]] = pmf
+        return sym[f[:, 1], f[:, 2], f[:, 0]]
+
+    codec._run_fronts(plan, None, consume)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_exact_roundtrip_of_real_photos_at_odd_sizes(codec, photo):
+    rng = np.random.default_rng(0)
+    for h, w in [(64, 64), (77, 131), (1, 1), (9, 200)]:
+        y, x = rng.integers(0, photo.shape[0] - h), rng.integers(0, photo.shape[1] - w)
+        image = photo[y:y + h, x:x + w]
+        data, ideal = codec.compress(image, return_bits=True)
+        out = codec.decompress(data)
+        assert out.dtype == np.uint8 and out.shape == image.shape
+        np.testing.assert_array_equal(out, codec.reconstruct(image))
+        assert len(data) * 8 < ideal + 8 * (120 + 12 * len(codec._tiles(-(-h // 8), -(-w // 8), 8)))
+        if h * w >= 64 * 64:
+            estimate = codec.estimate_bits(image)
+            assert abs(ideal - estimate) / estimate < 1e-3
+
+
+def test_masked_symbols_are_not_coded(codec, photo):
+    image = photo[:64, :64]
+    symbols, k = codec.analyse(image)
+    assert 0 < k.mean() < codec.spec.channels  # an untrained map masks some channels, not all
+    masked = np.arange(codec.spec.channels)[None, None] >= k[..., None]
+    assert (symbols[masked] == codec.zero_symbol).all()
+    # the coder codes sum(k) latent symbols plus the h*w importance values, nothing more
+    _, bits = codec.compress(image, return_bits=True)
+    bit_map, k2 = codec.bit_map(image)
+    np.testing.assert_array_equal(k, k2)
+    assert (bit_map[k == 0] == 0).all()
+
+
+def test_grayscale_roundtrip(codec, photo):
+    gray = photo[:40, :48, 1]
+    out = codec.decompress(codec.compress(gray))
+    assert out.shape == gray.shape and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, codec.reconstruct(gray))
+
+
+def test_bad_images_are_refused(codec, photo):
+    with pytest.raises(ValueError, match="uint8"):
+        codec.compress(photo[:16, :16].astype(np.float32))
+    with pytest.raises(ValueError, match="RGBA"):
+        codec.compress(np.zeros((8, 8, 4), np.uint8))
+    with pytest.raises(ValueError, match="shape"):
+        codec.compress(np.zeros((8, 8, 2), np.uint8))
+
+
+def test_damaged_or_foreign_bitstreams_give_clear_errors(codec, photo, tiny_config, params):
+    data = codec.compress(photo[:40, :40])
+    with pytest.raises(TruncatedError):
+        codec.decompress(data[: len(data) // 2])
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        flipped = bytearray(data)
+        flipped[int(rng.integers(0, len(data)))] ^= 1 << int(rng.integers(0, 8))
+        with pytest.raises(BitstreamError):
+            codec.decompress(bytes(flipped))
+    other = jax.tree.map(lambda p: p + 0.01, params)
+    with pytest.raises(ModelMismatchError):
+        cpm.CPMCodec(codec.spec, other, tile=64).decompress(data)
+    from jaxcomp.coding import unpack
+    with pytest.raises(UnsupportedError, match="cpm"):  # an L3C decoder refuses a cpm stream by its codec id
+        unpack(data, "l3c")
+
+
+def test_training_step_lowers_the_loss_and_reports_rates(tiny_config):
+    task = cpm.CPMTask(tiny_config)
+    photo = load_image(sample_image_paths()[0])
+    batch = {"image": jnp.asarray(np.stack([photo[:32, :32], photo[40:72, 40:72]]))}
+    state = task.init(jax.random.PRNGKey(0), batch)
+    step = jax.jit(task.train_step)
+    losses = []
+    for _ in range(6):
+        state, m = step(state, batch, jax.random.PRNGKey(0))
+        losses.append(float(m["loss"]))
+    assert losses[-1] < losses[0]
+    for key in ("ms_ssim", "bpp", "H_soft", "H_real", "kmap_bpp", "psnr", "importance"):
+        assert np.isfinite(float(m[key])), key
+    ev = task.eval_step(state, batch)
+    assert ev["bpp"].shape == (2,) and ((ev["ms_ssim"] > 0) & (ev["ms_ssim"] <= 1)).all()
+
+
+def test_config_errors_are_clear(tiny_config):
+    from jaxcomp.configs import ConfigError, apply_overrides
+
+    with pytest.raises(ConfigError, match="loss.H_targt"):
+        apply_overrides(tiny_config, ["loss.H_targt=1.0"])
+    bad = apply_overrides(tiny_config, ["loss.distortion=ssim"])
+    with pytest.raises(ValueError, match="distortion"):
+        cpm.CPMTask(bad)
+    task = cpm.CPMTask(tiny_config)
+    with pytest.raises(ValueError, match="multiples of 8"):
+        task.check_batch((1, 36, 36, 3))
