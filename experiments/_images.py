@@ -18,7 +18,11 @@ def add_image_arguments(p: argparse.ArgumentParser, out: str) -> None:
     """``--images``, ``--max-images``, ``--crop``, ``--out`` (default ``out``) and ``--no-progress``."""
     p.add_argument("--images", default="", help="folder of images (default: the photos shipped with jaxcomp)")
     p.add_argument("--max-images", type=int, default=None, help="only the first N images (sorted by name)")
-    p.add_argument("--crop", type=int, default=0, help="centre-crop every image to at most CROP x CROP")
+    p.add_argument("--crop", default="0",
+                   help="centre-crop every image to at most CROP x CROP pixels, or WIDTHxHEIGHT (e.g. 768x512)")
+    p.add_argument("--held-out", action="store_true",
+                   help="only the images named like the shipped samples (in ../shared/data/photos: the "
+                        "originals held out from training the shipped models)")
     p.add_argument("--out", default=out, help="output folder")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
 
@@ -30,13 +34,37 @@ def iter_images(args: argparse.Namespace) -> Iterator[tuple[str, np.ndarray, obj
     """
     from tqdm import tqdm
 
-    if args.crop < 0:
-        raise DataError(f"--crop must be >= 0, got {args.crop}")
-    paths = benchmark_image_paths(args.images, args.max_images)
+    crop_h, crop_w = parse_crop(str(args.crop))
+    paths = benchmark_image_paths(args.images, None)
+    if getattr(args, "held_out", False):
+        from jaxcomp.data import sample_image_paths
+
+        shipped = {os.path.basename(p) for p in sample_image_paths()}
+        paths = [p for p in paths if os.path.basename(p) in shipped]
+        if not paths:
+            raise DataError("--held-out: no image in the folder is named like a shipped sample")
+    if args.max_images is not None:
+        if args.max_images < 1:
+            raise DataError(f"--max-images must be >= 1, got {args.max_images}")
+        paths = paths[:args.max_images]
     progress = tqdm(paths, desc="images", unit="img", disable=args.no_progress, file=sys.stderr)
     for path in progress:
         image = check_image(load_image(path))
-        yield os.path.basename(path), centre_crop(image, args.crop) if args.crop else image, progress
+        yield os.path.basename(path), centre_crop(image, crop_h, crop_w) if crop_h else image, progress
+
+
+def parse_crop(text: str) -> tuple[int, int]:
+    """``"N"`` -> ``(N, N)``; ``"WxH"`` -> ``(H, W)``; ``"0"`` -> no crop. Bad text is a DataError."""
+    try:
+        if "x" in text:
+            w, h = (int(v) for v in text.lower().split("x"))
+        else:
+            h = w = int(text)
+    except ValueError as e:
+        raise DataError(f"--crop must be N or WIDTHxHEIGHT, got {text!r}") from e
+    if h < 0 or w < 0 or (h == 0) != (w == 0):
+        raise DataError(f"--crop must be >= 0, got {text!r}")
+    return h, w
 
 
 def pyplot():

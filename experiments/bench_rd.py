@@ -280,7 +280,9 @@ def report(rows: list[dict], args: argparse.Namespace) -> str:
     os.remove(os.path.join(out, "rows.md"))  # every encoding: CSV only
     parts = [
         "# Rate-distortion benchmark",
-        f"{len(images)} images from `{source}`" + (f", centre crops of at most {args.crop} px" if args.crop else "")
+        f"{len(images)} images from `{source}`"
+        + (f", centre crops of at most {args.crop} px" if args.crop != "0" else "")
+        + (", held-out images only" if args.held_out else "")
         + "; bpp = 8 * bytes / (H * W) of real bitstreams; MS-SSIM and PSNR over RGB of the decoded image. "
         "Baselines *at matched bitrate*: the best encoding not above the learned codec's bpp on each image.",
     ]

@@ -369,6 +369,8 @@ class CPMTask:
         if self.loss_config.distortion not in ("ms_ssim", "mse"):
             raise ValueError(f"loss.distortion must be 'ms_ssim' or 'mse', not {self.loss_config.distortion!r}")
         self.init_from = config.get("init_from", "")
+        # read on the host now: init() runs under jit, where no checkpoint can be restored
+        self._init_params = _load_params(self.init_from) if self.init_from else None
         self.tx, self.schedule = make_optimizer(config.optimizer)
 
     def check_batch(self, image_shape: tuple[int, ...]) -> None:
@@ -381,8 +383,8 @@ class CPMTask:
     def init(self, rng: jax.Array, batch: dict[str, jax.Array]) -> TrainState:
         self.check_batch(batch["image"].shape)
         params = self.model.init(rng, batch["image"][:1].astype(jnp.float32))["params"]
-        if self.init_from:
-            params = _warm_start(params, self.init_from)
+        if self._init_params is not None:
+            params = _warm_start(params, self._init_params, self.init_from)
         return TrainState.create(params, self.tx)
 
     def metrics(self, params: Any, image: jax.Array) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
@@ -426,12 +428,20 @@ class CPMTask:
         return m
 
 
-def _warm_start(params: Any, source: str) -> Any:
-    """Parameters of ``source`` (workdir or .msgpack) where their shapes match ``params``."""
-    from jaxcomp.codecs.pretrained import load_model
+def _load_params(source: str) -> Any:
+    from jaxcomp.codecs.pretrained import ModelLoadError, load_model
     from jaxcomp.train import CheckpointError
 
-    _, loaded, _ = load_model(source, task="cpm")
+    try:
+        return load_model(source, task="cpm")[1]
+    except ModelLoadError as e:
+        raise CheckpointError(f"init_from: {e}") from e
+
+
+def _warm_start(params: Any, loaded: Any, source: str) -> Any:
+    """``loaded`` (the parameters of ``source``) in place of ``params``, which must match in shapes."""
+    from jaxcomp.train import CheckpointError
+
     flat_new = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_flatten_with_path(params)[0]}
     flat_old = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_flatten_with_path(loaded)[0]}
     bad = [k for k in flat_new if k not in flat_old or np.shape(flat_old[k]) != np.shape(flat_new[k])]
