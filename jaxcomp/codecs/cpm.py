@@ -476,6 +476,7 @@ class _TilePlan:
             flat = np.full((self.width,), self.size, np.int32)
             flat[: len(f)] = ((f[:, 0] + 1) * ph + f[:, 1] + 1) * pw + f[:, 2] + 1
             self.flat.append(flat)
+        self.flat_device = [jnp.asarray(f) for f in self.flat]  # uploaded once per tile shape, not per call
 
 
 class CPMCodec:
@@ -572,7 +573,7 @@ class CPMCodec:
         prev_values = jnp.zeros((plan.width,), jnp.float32)
         pending = []
         for i, front in enumerate(plan.fronts):
-            state, pmf = self._step(cparams, state, prev_flat, prev_values, jnp.asarray(plan.flat[i]), offsets)
+            state, pmf = self._step(cparams, state, prev_flat, prev_values, plan.flat_device[i], offsets)
             if symbols is not None:
                 decoded = symbols[front[:, 0], front[:, 1], front[:, 2]]
                 pending.append(pmf)
@@ -580,7 +581,7 @@ class CPMCodec:
                 decoded = consume(i, np.asarray(pmf)[: len(front)])
             vals = np.zeros((plan.width,), np.float32)
             vals[: len(front)] = self.centers[decoded]
-            prev_flat, prev_values = jnp.asarray(plan.flat[i]), jnp.asarray(vals)
+            prev_flat, prev_values = plan.flat_device[i], jnp.asarray(vals)
         if symbols is not None:
             for i, pmf in enumerate(pending):
                 consume(i, np.asarray(pmf)[: len(plan.fronts[i])])
@@ -776,16 +777,9 @@ def _as_mode(rgb: np.ndarray, gray: bool) -> np.ndarray:
 
 def check_image(image: np.ndarray) -> np.ndarray:
     """Accepts ``uint8 [H, W, 3]`` or ``uint8 [H, W]``; anything else is a clear ``ValueError``."""
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-        raise ValueError(f"the context-model codec codes 8-bit images (uint8); got dtype {image.dtype}")
-    if image.ndim == 3 and image.shape[2] == 4:
-        raise ValueError("the context-model codec codes RGB or grayscale images; got 4 channels (RGBA)")
-    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
-        raise ValueError(f"expected an image [H, W, 3] or [H, W]; got shape {image.shape}")
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        raise ValueError(f"empty image of shape {image.shape}")
-    return np.ascontiguousarray(image)
+    from jaxcomp.codecs.l3c import check_image as check_codec_image
+
+    return check_codec_image(image, "the context-model codec")
 
 
 OPERATING_POINTS = ("low", "med", "high")

@@ -565,15 +565,16 @@ def numerics() -> str:
     return f"cpu/{cpu_convolutions()}" if platform == "cpu" else platform
 
 
-def check_image(image: np.ndarray) -> np.ndarray:
-    """Accepts ``uint8 [H, W, 3]`` or ``uint8 [H, W]``; anything else is a clear ``ValueError``."""
+def check_image(image: np.ndarray, codec: str = "L3C") -> np.ndarray:
+    """Accepts ``uint8 [H, W, 3]`` or ``uint8 [H, W]``; anything else is a ``ValueError`` that
+    names ``codec`` and the problem (dtype, RGBA, shape, empty). Shared by the image codecs."""
     image = np.asarray(image)
     if image.dtype != np.uint8:
-        raise ValueError(f"L3C codes 8-bit images (uint8); got dtype {image.dtype}")
+        raise ValueError(f"{codec} codes 8-bit images (uint8); got dtype {image.dtype}")
     if image.ndim == 3 and image.shape[2] == 4:
-        raise ValueError("L3C codes RGB or grayscale images; got 4 channels (RGBA)")
+        raise ValueError(f"{codec} codes RGB or grayscale images; got 4 channels (RGBA)")
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
-        raise ValueError(f"L3C expects an image [H, W, 3] or [H, W]; got shape {image.shape}")
+        raise ValueError(f"{codec} expects an image [H, W, 3] or [H, W]; got shape {image.shape}")
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ValueError(f"empty image of shape {image.shape}")
     return np.ascontiguousarray(image)
