@@ -174,23 +174,3 @@ def test_config_errors_are_clear(tiny_config):
     with pytest.raises(ValueError, match="multiples of 8"):
         task.check_batch((1, 36, 36, 3))
 
-
-def test_init_from_starts_from_another_models_parameters(tiny_config, params, tmp_path):
-    """Operating points are fine-tuned from another model; init runs under jit like in the trainer."""
-    from jaxcomp.codecs.pretrained import export_params
-    from jaxcomp.configs import apply_overrides
-    from jaxcomp.train import CheckpointError
-
-    path = str(tmp_path / "start.msgpack")
-    export_params(params, tiny_config, path, {"note": "test"})
-    config = apply_overrides(tiny_config, [f"init_from={path}"])
-    task = cpm.CPMTask(config)
-    batch = {"image": jnp.zeros((1, 32, 32, 3), jnp.uint8)}
-    state = jax.jit(task.init)(jax.random.PRNGKey(5), batch)
-    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(params)):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    wider = apply_overrides(tiny_config, [f"init_from={path}", "model.features=16"])
-    with pytest.raises(CheckpointError, match="different architecture"):
-        cpm.CPMTask(wider).init(jax.random.PRNGKey(0), batch)
-    with pytest.raises(CheckpointError, match="not found"):
-        cpm.CPMTask(apply_overrides(tiny_config, ["init_from=/nonexistent/model.msgpack"]))

@@ -58,6 +58,33 @@ def test_kill_and_resume_continues_from_the_same_state(l3c_tiny_config, tmp_path
         trainer.restore_for_eval(wider, workdir, tasks.build(wider)[0], batch)
 
 
+def test_init_from_starts_a_new_run_from_an_exported_model(l3c_tiny_config, tmp_path):
+    """Fine-tuning: a new run starts from another model's parameters (shapes checked, task checked)."""
+    from jaxcomp.codecs.pretrained import export_params
+
+    task, data = tasks.build(l3c_tiny_config)
+    mesh = trainer.make_mesh()
+    start = trainer.init_state(task, data.train_batch(0), jax.random.PRNGKey(7), mesh)
+    path = str(tmp_path / "start.msgpack")
+    export_params(start.params, l3c_tiny_config, path, {"note": "test"})
+
+    config = apply_overrides(l3c_tiny_config, [f"init_from={path}", "steps=0", "eval_every=0"])
+    state, _ = trainer.train(config, str(tmp_path / "run"), task, data, progress=False)
+    for a, b in zip(_params(state), _params(start)):
+        np.testing.assert_array_equal(a, b)
+    assert int(state.step) == 0
+
+    wider = apply_overrides(config, ["model.features=12"])
+    with pytest.raises(trainer.CheckpointError, match="different architecture"):
+        trainer.train(wider, str(tmp_path / "wider"), tasks.build(wider)[0], data, progress=False)
+    missing = apply_overrides(config, ["init_from=/nonexistent/model.msgpack"])
+    with pytest.raises(trainer.CheckpointError, match="not found"):
+        trainer.train(missing, str(tmp_path / "missing"), task, data, progress=False)
+    other = apply_overrides(config, ["task=cpm"])
+    with pytest.raises(trainer.CheckpointError, match="not 'cpm'"):
+        trainer.load_init_params(other)
+
+
 MULTI_DEVICE_SCRIPT = r"""
 import json, jax, numpy as np
 from jaxcomp import tasks, train as trainer

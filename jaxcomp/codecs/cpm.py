@@ -358,8 +358,8 @@ class CPMTask:
     ``config.loss``: ``distortion`` ("ms_ssim": ``K_ms_ssim * (1 - MS-SSIM) + mix_mse * MSE``;
     "mse": ``K_mse * MSE``), ``beta``, ``H_target`` (bits per symbol; the target bpp is
     ``H_target * C / 64``), ``weight_decay`` (autoencoder kernels), ``center_decay``.
-    ``config.init_from``: a workdir or exported ``.msgpack`` of a CPM model to start from
-    (e.g. a medium-rate model fine-tuned to another operating point).
+    ``config.init_from`` (read by the trainer): a workdir or exported ``.msgpack`` of a CPM model
+    to start from (e.g. a medium-rate model fine-tuned to another operating point).
     """
 
     def __init__(self, config: ml_collections.ConfigDict):
@@ -368,9 +368,6 @@ class CPMTask:
         self.loss_config = config.loss
         if self.loss_config.distortion not in ("ms_ssim", "mse"):
             raise ValueError(f"loss.distortion must be 'ms_ssim' or 'mse', not {self.loss_config.distortion!r}")
-        self.init_from = config.get("init_from", "")
-        # read on the host now: init() runs under jit, where no checkpoint can be restored
-        self._init_params = _load_params(self.init_from) if self.init_from else None
         self.tx, self.schedule = make_optimizer(config.optimizer)
 
     def check_batch(self, image_shape: tuple[int, ...]) -> None:
@@ -383,8 +380,6 @@ class CPMTask:
     def init(self, rng: jax.Array, batch: dict[str, jax.Array]) -> TrainState:
         self.check_batch(batch["image"].shape)
         params = self.model.init(rng, batch["image"][:1].astype(jnp.float32))["params"]
-        if self._init_params is not None:
-            params = _warm_start(params, self._init_params, self.init_from)
         return TrainState.create(params, self.tx)
 
     def metrics(self, params: Any, image: jax.Array) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
@@ -426,31 +421,6 @@ class CPMTask:
         m, _ = self.metrics(state.params, batch["image"])
         m["psnr"] = 10.0 * jnp.log10(255.0**2 / jnp.maximum(m["mse"], 1e-10))
         return m
-
-
-def _load_params(source: str) -> Any:
-    from jaxcomp.codecs.pretrained import ModelLoadError, load_model
-    from jaxcomp.train import CheckpointError
-
-    try:
-        return load_model(source, task="cpm")[1]
-    except ModelLoadError as e:
-        raise CheckpointError(f"init_from: {e}") from e
-
-
-def _warm_start(params: Any, loaded: Any, source: str) -> Any:
-    """``loaded`` (the parameters of ``source``) in place of ``params``, which must match in shapes."""
-    from jaxcomp.train import CheckpointError
-
-    flat_new = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_flatten_with_path(params)[0]}
-    flat_old = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_flatten_with_path(loaded)[0]}
-    bad = [k for k in flat_new if k not in flat_old or np.shape(flat_old[k]) != np.shape(flat_new[k])]
-    if bad:
-        raise CheckpointError(f"init_from={source!r} is a different architecture: {', '.join(bad[:4])} "
-                              f"{'and more ' if len(bad) > 4 else ''}do not match")
-    paths = [p for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
-    leaves = [jnp.asarray(flat_old[jax.tree_util.keystr(p)]) for p in paths]
-    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params), leaves)
 
 
 # --------------------------------------------------------------------------------------

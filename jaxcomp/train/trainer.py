@@ -124,6 +124,41 @@ def abstract_state(task: Task, batch: Batch, rng: jax.Array, mesh: Mesh) -> Any:
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), shapes)
 
 
+def load_init_params(config: ml_collections.ConfigDict) -> Any:
+    """The parameters named by ``config.init_from`` (a training workdir or an exported ``.msgpack``).
+
+    The model must be of the same ``config.task``; read on the host, as float32 numpy arrays.
+    """
+    from jaxcomp.codecs.pretrained import ModelLoadError, load_model
+
+    try:
+        return load_model(config.init_from, task=config.task)[1]
+    except ModelLoadError as e:
+        raise CheckpointError(f"init_from: {e}") from e
+
+
+def warm_start(state: Any, loaded: Any, source: str, mesh: Mesh | None = None) -> Any:
+    """``state`` with its ``params`` replaced by ``loaded``, which must match them in names and shapes.
+
+    The optimizer state and step stay as initialised: fine-tuning starts a new schedule. Raises
+    :class:`CheckpointError` naming the parameters that differ (another architecture).
+    """
+    flat_new = {_path_name(p): v for p, v in jax.tree_util.tree_flatten_with_path(state.params)[0]}
+    flat_old = {_path_name(p): v for p, v in jax.tree_util.tree_flatten_with_path(loaded)[0]}
+    bad = [k for k, v in flat_new.items() if k not in flat_old or np.shape(flat_old[k]) != np.shape(v)]
+    bad += [k for k in flat_old if k not in flat_new]
+    if bad:
+        raise CheckpointError(f"init_from={source!r} is a different architecture: {', '.join(bad[:4])} "
+                              f"{'and more ' if len(bad) > 4 else ''}do not match")
+    paths = [p for p, _ in jax.tree_util.tree_flatten_with_path(state.params)[0]]
+    dtypes = [v.dtype for v in jax.tree.leaves(state.params)]
+    leaves = [np.asarray(flat_old[_path_name(p)], d) for p, d in zip(paths, dtypes)]
+    params = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(state.params), leaves)
+    if mesh is not None:
+        params = jax.device_put(params, replicated(mesh))
+    return state.replace(params=params)
+
+
 def checkpoint_manager(workdir: str, keep: int = 3) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
     return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"), options=options)
@@ -267,7 +302,9 @@ def train(
     """Trains ``task`` on ``data`` for ``config.steps`` steps; resumes from ``workdir``.
 
     Config keys read: ``seed``, ``steps``, ``log_every``, ``eval_every``,
-    ``checkpoint_every``, ``keep``, ``eval_batch_size`` (all ints).
+    ``checkpoint_every``, ``keep``, ``eval_batch_size`` (all ints), and ``init_from`` if present:
+    a workdir or exported ``.msgpack`` of the same task whose parameters a new run starts from
+    (fine-tuning; a resumed run ignores it).
     ``callbacks(step, state, metrics)`` run on the host after every step (``metrics``
     holds device arrays; reading them synchronises).
 
@@ -289,6 +326,9 @@ def train(
         log.info("resumed from %s at step %d", manager.directory, start_step)
     else:
         state = init_state(task, first, init_rng, mesh)
+        if config.get("init_from", ""):
+            state = warm_start(state, load_init_params(config), config.init_from, mesh)
+            log.info("started from the parameters of %s", config.init_from)
     train_step, eval_step = compile_steps(task, mesh)
     writer = MetricWriter(workdir)
     eval_metrics: dict[str, float] = {}
