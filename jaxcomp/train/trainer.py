@@ -143,13 +143,10 @@ def warm_start(state: Any, loaded: Any, source: str, mesh: Mesh | None = None) -
     The optimizer state and step stay as initialised: fine-tuning starts a new schedule. Raises
     :class:`CheckpointError` naming the parameters that differ (another architecture).
     """
-    flat_new = {_path_name(p): v for p, v in jax.tree_util.tree_flatten_with_path(state.params)[0]}
     flat_old = {_path_name(p): v for p, v in jax.tree_util.tree_flatten_with_path(loaded)[0]}
-    bad = [k for k, v in flat_new.items() if k not in flat_old or np.shape(flat_old[k]) != np.shape(v)]
-    bad += [k for k in flat_old if k not in flat_new]
-    if bad:
-        raise CheckpointError(f"init_from={source!r} is a different architecture: {', '.join(bad[:4])} "
-                              f"{'and more ' if len(bad) > 4 else ''}do not match")
+    mismatch = _shape_mismatch(_shapes(state.params), {k: np.shape(v) for k, v in flat_old.items()})
+    if mismatch:
+        raise CheckpointError(f"init_from={source!r} is a different architecture: {mismatch}")
     paths = [p for p, _ in jax.tree_util.tree_flatten_with_path(state.params)[0]]
     dtypes = [v.dtype for v in jax.tree.leaves(state.params)]
     leaves = [np.asarray(flat_old[_path_name(p)], d) for p, d in zip(paths, dtypes)]
@@ -208,15 +205,24 @@ def _param_mismatch(manager: ocp.CheckpointManager, step: int, abstract: Any) ->
         return ""
     finally:
         absl_log.setLevel(level)
-    expected = {_path_name(p): tuple(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(abstract)[0]}
     saved_p = {k: v for k, v in saved_shapes.items() if k.startswith("params/")}
-    expected_p = {k: v for k, v in expected.items() if k.startswith("params/")}
+    expected_p = {k: v for k, v in _shapes(abstract).items() if k.startswith("params/")}
     if not saved_p or not expected_p:
         return ""
-    problems = [f"{k} missing" for k in sorted(expected_p.keys() - saved_p.keys())]
-    problems += [f"{k} unexpected" for k in sorted(saved_p.keys() - expected_p.keys())]
-    problems += [f"{k} has shape {saved_p[k]}, expected {expected_p[k]}"
-                 for k in sorted(saved_p.keys() & expected_p.keys()) if saved_p[k] != expected_p[k]]
+    return _shape_mismatch(expected_p, saved_p)
+
+
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    """``{"a/b/kernel": shape}`` for every leaf of ``tree``."""
+    return {_path_name(p): tuple(np.shape(x)) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _shape_mismatch(expected: dict[str, tuple], saved: dict[str, tuple]) -> str:
+    """Names missing from / unexpected in ``saved`` and shapes that differ; "" if they match."""
+    problems = [f"{k} missing" for k in sorted(expected.keys() - saved.keys())]
+    problems += [f"{k} unexpected" for k in sorted(saved.keys() - expected.keys())]
+    problems += [f"{k} has shape {tuple(saved[k])}, expected {tuple(expected[k])}"
+                 for k in sorted(saved.keys() & expected.keys()) if tuple(saved[k]) != tuple(expected[k])]
     return "; ".join(problems[:4]) + (f" (and {len(problems) - 4} more)" if len(problems) > 4 else "")
 
 
@@ -325,9 +331,11 @@ def train(
         state = restore_checkpoint(manager, abstract_state(task, first, init_rng, mesh), start_step)
         log.info("resumed from %s at step %d", manager.directory, start_step)
     else:
+        # the starting model is read before init compiles, so a wrong path fails at once
+        loaded = load_init_params(config) if config.get("init_from", "") else None
         state = init_state(task, first, init_rng, mesh)
-        if config.get("init_from", ""):
-            state = warm_start(state, load_init_params(config), config.init_from, mesh)
+        if loaded is not None:
+            state = warm_start(state, loaded, config.init_from, mesh)
             log.info("started from the parameters of %s", config.init_from)
     train_step, eval_step = compile_steps(task, mesh)
     writer = MetricWriter(workdir)
