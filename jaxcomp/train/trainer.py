@@ -147,10 +147,9 @@ def warm_start(state: Any, loaded: Any, source: str, mesh: Mesh | None = None) -
     mismatch = _shape_mismatch(_shapes(state.params), {k: np.shape(v) for k, v in flat_old.items()})
     if mismatch:
         raise CheckpointError(f"init_from={source!r} is a different architecture: {mismatch}")
-    paths = [p for p, _ in jax.tree_util.tree_flatten_with_path(state.params)[0]]
-    dtypes = [v.dtype for v in jax.tree.leaves(state.params)]
-    leaves = [np.asarray(flat_old[_path_name(p)], d) for p, d in zip(paths, dtypes)]
-    params = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(state.params), leaves)
+    flat_new, treedef = jax.tree_util.tree_flatten_with_path(state.params)
+    leaves = [np.asarray(flat_old[_path_name(p)], v.dtype) for p, v in flat_new]
+    params = jax.tree_util.tree_unflatten(treedef, leaves)
     if mesh is not None:
         params = jax.device_put(params, replicated(mesh))
     return state.replace(params=params)
