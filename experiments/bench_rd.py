@@ -215,8 +215,10 @@ def plot_rd(path: str, curves: list[dict], summary: list[dict], metric: str, tit
     if learned:
         learned = sorted(learned, key=lambda s: s["bpp"])
         ax.plot([s["bpp"] for s in learned], [s[metric] for s in learned], "k*-", ms=12, label="learned (real bpp)")
-        for s in learned:
-            ax.annotate(s["point"], (s["bpp"], s[metric]), textcoords="offset points", xytext=(6, -10), fontsize=8)
+        for i, s in enumerate(learned):  # alternate below-right / above-left so close points' labels do not overlap
+            below = i % 2 == 0
+            ax.annotate(s["point"], (s["bpp"], s[metric]), textcoords="offset points", fontsize=8,
+                        xytext=(6, -10) if below else (-6, 6), ha="left" if below else "right")
     for s in summary:
         codec = s["codec"].removesuffix(" (matched)")
         if s["codec"] != s["point"] and codec in colours:
