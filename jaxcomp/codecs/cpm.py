@@ -449,6 +449,19 @@ class _TilePlan:
         self.flat_device = [jnp.asarray(f) for f in self.flat]  # uploaded once per tile shape, not per call
 
 
+@functools.lru_cache(maxsize=8)
+def _codec_functions(spec: CPMSpec) -> tuple[Any, Any, Any]:
+    """The jitted ``(encode, decode, context_logits)`` of ``(params, inputs)`` for one architecture."""
+    model = CPM(spec)
+    return (jax.jit(lambda p, x: model.apply({"params": p}, x, method=CPM.encode)),
+            jax.jit(lambda p, q: model.apply({"params": p}, q, method=CPM.decode)),
+            jax.jit(lambda p, q: model.apply({"params": p}, q, method=CPM.context_logits)))
+
+
+_CONTEXT_STEP = jax.jit(_context_step, donate_argnums=(1,))
+_KMAP_TABLE = jax.jit(lambda p: jax.nn.softmax(KMAP_SCALE * p["kmap_logits"], -1))
+
+
 class CPMCodec:
     """Lossy compression of ``uint8`` images with a trained context-model codec.
 
@@ -477,11 +490,10 @@ class CPMCodec:
         centers = np.asarray(self.params["centers"], np.float32)
         self.centers = centers
         self.zero_symbol = int(np.argmin(np.abs(centers)))  # what a masked symbol quantizes to
-        self._encode_fn = jax.jit(lambda p, x: self.model.apply({"params": p}, x, method=CPM.encode))
-        self._decode_fn = jax.jit(lambda p, q: self.model.apply({"params": p}, q, method=CPM.decode))
-        self._logits_fn = jax.jit(lambda p, q: self.model.apply({"params": p}, q, method=CPM.context_logits))
-        self._step = jax.jit(_context_step, donate_argnums=(1,))
-        self.kmap_table = np.asarray(jax.jit(lambda p: jax.nn.softmax(KMAP_SCALE * p["kmap_logits"], -1))(self.params))
+        # compiled once per architecture, shared by every codec of it (another checkpoint, a reload)
+        self._encode_fn, self._decode_fn, self._logits_fn = _codec_functions(spec)
+        self._step = _CONTEXT_STEP
+        self.kmap_table = np.asarray(_KMAP_TABLE(self.params))
         self._plans: dict[tuple[int, int], _TilePlan] = {}
 
     # ---- the bottleneck --------------------------------------------------------------

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -253,6 +254,51 @@ class L3CTask:
 # --------------------------------------------------------------------------------------
 
 
+class _CodecFunctions:
+    """The jitted functions shared by encoder and decoder, functions of (params, inputs) only.
+
+    One per :class:`L3CSpec` (:func:`_codec_functions`), so codecs of the same architecture
+    (another checkpoint, tile size or window; a codec loaded again by each command) reuse
+    the compiled code instead of compiling it again.
+    """
+
+    def __init__(self, spec: L3CSpec):
+        self.spec, self.model = spec, L3C(spec)
+        self.symbols = jax.jit(self._symbols_fn)
+        self.decode_scale = jax.jit(self._decode_scale_fn, static_argnums=(3,))
+        self.scale_pmf = jax.jit(self._scale_pmf_fn, static_argnums=(2, 3, 4))
+        self.forward = jax.jit(lambda params, x: self.model.apply({"params": params}, x))
+
+    def _symbols_fn(self, params, x):
+        return self.model.apply({"params": params}, x, method=L3C.representations)[1]
+
+    def _values(self, symbols: jax.Array, scale: int) -> jax.Array:
+        if self.spec.num_levels(scale) == RGB_LEVELS:
+            return symbols.astype(jnp.float32) / 127.5 - 1.0
+        return uniform_levels(self.spec.levels)[symbols]
+
+    def _decode_scale_fn(self, params, symbols, coarser, scale):
+        z = self._values(symbols, scale)
+        return self.model.apply({"params": params}, z, coarser, scale, method=L3C.predict)
+
+    def _scale_pmf_fn(self, raw, symbols, scale, channel, window):
+        """PMFs ``[N, levels]`` of x(scale) (one channel of RGB, all channels otherwise), or
+        with a window, ``([N, window + 1], lo [N])`` (see :func:`lm.mixture_pmf_window`)."""
+        p = mixture_params(self.spec, raw, scale)
+        levels = self.spec.num_levels(scale)
+        values = self._values(symbols, scale) if p.coeffs is not None else None
+        ch = channel if p.coeffs is not None else None
+        if window:
+            pmf, lo = lm.mixture_pmf_window(p, values, levels, window, channel=ch)
+            return pmf.reshape(-1, window + 1), lo.reshape(-1)
+        return lm.mixture_pmf(p, values, levels, channel=ch).reshape(-1, levels), None
+
+
+@functools.lru_cache(maxsize=8)
+def _codec_functions(spec: L3CSpec) -> _CodecFunctions:
+    return _CodecFunctions(spec)
+
+
 class L3CCodec:
     """Lossless compression of ``uint8`` images with a trained L3C model.
 
@@ -287,40 +333,13 @@ class L3CCodec:
         self.model = L3C(spec)
         self.fingerprint = fingerprint(self.params, dataclasses.asdict(spec))
         self.numerics = numerics()
-        self._symbols = jax.jit(self._symbols_fn)
-        self._decode_scale = jax.jit(self._decode_scale_fn, static_argnums=(3,))
-        self._scale_pmf = jax.jit(self._scale_pmf_fn, static_argnums=(2, 3, 4))
-        self._forward = jax.jit(lambda params, x: self.model.apply({"params": params}, x))  # estimates only
-
-    # ---- the jitted functions shared by encoder and decoder --------------------------
-
-    def _symbols_fn(self, params, x):
-        return self.model.apply({"params": params}, x, method=L3C.representations)[1]
-
-    def _values(self, symbols: jax.Array, scale: int) -> jax.Array:
-        if self.spec.num_levels(scale) == RGB_LEVELS:
-            return symbols.astype(jnp.float32) / 127.5 - 1.0
-        return uniform_levels(self.spec.levels)[symbols]
-
-    def _decode_scale_fn(self, params, symbols, coarser, scale):
-        z = self._values(symbols, scale)
-        return self.model.apply({"params": params}, z, coarser, scale, method=L3C.predict)
+        fns = _codec_functions(spec)  # compiled once per architecture, for every codec of it
+        self._symbols, self._decode_scale, self._scale_pmf = fns.symbols, fns.decode_scale, fns.scale_pmf
+        self._forward = fns.forward  # estimates only
 
     def _window(self, scale: int, window: int) -> int:
         """The window a stream coded with ``window`` uses at ``scale`` (0: all levels)."""
         return window if 0 < window < self.spec.num_levels(scale) else 0
-
-    def _scale_pmf_fn(self, raw, symbols, scale, channel, window):
-        """PMFs ``[N, levels]`` of x(scale) (one channel of RGB, all channels otherwise), or
-        with a window, ``([N, window + 1], lo [N])`` (see :func:`lm.mixture_pmf_window`)."""
-        p = mixture_params(self.spec, raw, scale)
-        levels = self.spec.num_levels(scale)
-        values = self._values(symbols, scale) if p.coeffs is not None else None
-        ch = channel if p.coeffs is not None else None
-        if window:
-            pmf, lo = lm.mixture_pmf_window(p, values, levels, window, channel=ch)
-            return pmf.reshape(-1, window + 1), lo.reshape(-1)
-        return lm.mixture_pmf(p, values, levels, channel=ch).reshape(-1, levels), None
 
     def _pmfs(self, raw, symbols: np.ndarray, scale: int, channel: int, window: int):
         pmf, lo = self._scale_pmf(raw, jnp.asarray(symbols), scale, channel, self._window(scale, window))

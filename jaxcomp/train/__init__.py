@@ -12,6 +12,7 @@ from jaxcomp.train.trainer import (
     compile_steps,
     evaluate,
     init_state,
+    jit_init,
     load_init_params,
     make_mesh,
     maybe_initialize_distributed,
@@ -25,7 +26,7 @@ from jaxcomp.train.trainer import (
 
 __all__ = [
     "Batches", "CheckpointError", "Task", "TrainState", "abstract_state", "batch_sharding",
-    "benchmark_train_step", "checkpoint_manager", "compile_steps", "evaluate", "init_state",
+    "benchmark_train_step", "checkpoint_manager", "compile_steps", "evaluate", "init_state", "jit_init",
     "load_init_params", "make_mesh", "make_optimizer", "make_schedule", "maybe_initialize_distributed",
     "replicated", "restore_checkpoint", "restore_for_eval", "shard_batch", "train", "warm_start",
 ]
