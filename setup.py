@@ -28,7 +28,7 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
-        "dev": ["pytest>=8", "ruff>=0.5", "nbformat>=5", "nbclient>=0.10", "ipykernel>=6",
+        "dev": ["pytest>=8", "pytest-xdist>=3", "ruff>=0.5", "nbformat>=5", "nbclient>=0.10", "ipykernel>=6",
                 "imagecodecs>=2024.1"],
         "bench": ["imagecodecs>=2024.1"],
         "tf": ["tensorflow"],

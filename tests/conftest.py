@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import pathlib
+import shutil
+import tempfile
 
 import pytest
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One XLA compilation cache for the whole run, inherited by the processes the tests start: the
+# multi-device, multi-host and command-line tests compile steps that other tests compiled already.
+# A fresh folder each run, so nothing carries over between runs (JAX_COMPILATION_CACHE_DIR wins).
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="jaxcomp-test-xla-cache-")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # the codecs' many small ones too
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -22,3 +33,35 @@ def repo() -> pathlib.Path:
 def l3c_tiny_config():
     from jaxcomp.configs import load_config
     return load_config(str(REPO / "configs" / "l3c.py") + ":tiny")
+
+
+@pytest.fixture(scope="session")
+def cpm_tiny_config():
+    from jaxcomp.configs import load_config
+    return load_config(str(REPO / "configs" / "cpm.py") + ":tiny")
+
+
+@pytest.fixture(scope="session")
+def l3c_tiny_params(l3c_tiny_config):
+    """Untrained parameters of the tiny L3C (seed 0), shared by the codec and command-line tests."""
+    import jax
+    import numpy as np
+
+    from jaxcomp.codecs import l3c
+    from jaxcomp.train import jit_init
+
+    model = l3c.L3C(l3c.spec_from_config(l3c_tiny_config.model))
+    return jit_init(model.init)(jax.random.PRNGKey(0), np.zeros((1, 16, 16, 3), np.uint8))["params"]
+
+
+@pytest.fixture(scope="session")
+def cpm_tiny_params(cpm_tiny_config):
+    """Untrained parameters of the tiny context-model codec (seed 0)."""
+    import jax
+    import numpy as np
+
+    from jaxcomp.codecs import cpm
+    from jaxcomp.train import jit_init
+
+    model = cpm.CPM(cpm.spec_from_config(cpm_tiny_config.model))
+    return jit_init(model.init)(jax.random.PRNGKey(0), np.zeros((1, 32, 32, 3), np.float32))["params"]

@@ -16,6 +16,7 @@ from jaxcomp.configs import apply_overrides, load_config
 from jaxcomp.data import DataError
 from jaxcomp.data.classification import ClassificationBatches, build_classification_data, load_digits_arrays
 from jaxcomp.data.text import LMBatches, Vocabulary, build_lm_data, read_words
+from jaxcomp.train import jit_init
 
 
 def _softmax(x, axis=-1):
@@ -162,7 +163,7 @@ def test_batch_norm_updates_in_training_only(ban_config):
     task = ClassificationTask(ban_config)
     rng = np.random.default_rng(0)
     batch = {"image": rng.normal(2.0, 3.0, (8, 8, 8, 1)).astype(np.float32), "label": np.arange(8) % 10}
-    state = jax.jit(task.init)(jax.random.PRNGKey(0), batch)
+    state = jit_init(task.init)(jax.random.PRNGKey(0), batch)
     before = jax.tree.map(np.asarray, state.model_state["batch_stats"])
     new, metrics = jax.jit(task.train_step)(state, batch, jax.random.PRNGKey(1))
     after = jax.tree.map(np.asarray, new.model_state["batch_stats"])
@@ -324,7 +325,7 @@ def test_language_model_trains_with_a_ban_label_student(tmp_path, repo):
     assert perplexity < 2.5  # 6 words, a deterministic sentence after "the" is 50/50: well below 6
     student_config = apply_overrides(config, ["distill.loss=ban_label", "steps=2"])
     student = build_task(student_config, teachers=[teacher_from_state(task, state)])
-    s_state = jax.jit(student.init)(jax.random.PRNGKey(1), data.train_batch(0))
+    s_state = jit_init(student.init)(jax.random.PRNGKey(1), data.train_batch(0))
     _, m = jax.jit(student.train_step)(s_state, data.train_batch(0), jax.random.PRNGKey(2))
     assert np.isfinite(float(m["loss"])) and "agreement" in m
 

@@ -4,21 +4,18 @@ import os
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 from PIL import Image
 
 from jaxcomp import cli
-from jaxcomp.codecs import l3c
 from jaxcomp.codecs.pretrained import export_params
 from jaxcomp.data import load_image, sample_image_paths
 
 
 @pytest.fixture(scope="module")
-def model_file(tmp_path_factory, l3c_tiny_config):
-    spec = l3c.spec_from_config(l3c_tiny_config.model)
-    params = l3c.L3C(spec).init(jax.random.PRNGKey(0), np.zeros((1, 16, 16, 3), np.uint8))["params"]
+def model_file(tmp_path_factory, l3c_tiny_config, l3c_tiny_params):
+    params = l3c_tiny_params
     path = str(tmp_path_factory.mktemp("model") / "tiny.msgpack")
     export_params(params, l3c_tiny_config, path, {"note": "untrained, for tests"})
     return path
@@ -75,14 +72,9 @@ def test_console_errors_have_no_traceback(tmp_path, repo):
 
 
 @pytest.fixture(scope="module")
-def cpm_model_file(tmp_path_factory, repo):
-    from jaxcomp.codecs import cpm
-    from jaxcomp.configs import load_config
-
-    config = load_config(str(repo / "configs" / "cpm.py") + ":tiny")
-    params = cpm.CPM(cpm.spec_from_config(config.model)).init(jax.random.PRNGKey(0), np.zeros((1, 32, 32, 3)))
+def cpm_model_file(tmp_path_factory, cpm_tiny_config, cpm_tiny_params):
     path = str(tmp_path_factory.mktemp("cpm") / "tiny_cpm.msgpack")
-    export_params(params["params"], config, path, {"note": "untrained, for tests"})
+    export_params(cpm_tiny_params, cpm_tiny_config, path, {"note": "untrained, for tests"})
     return path
 
 

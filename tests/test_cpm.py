@@ -8,18 +8,17 @@ import pytest
 from jaxcomp.codecs import cpm
 from jaxcomp.coding import BitstreamError, ModelMismatchError, TruncatedError, UnsupportedError
 from jaxcomp.data import load_image, sample_image_paths
+from jaxcomp.train import jit_init
 
 
 @pytest.fixture(scope="module")
-def tiny_config(repo):
-    from jaxcomp.configs import load_config
-    return load_config(str(repo / "configs" / "cpm.py") + ":tiny")
+def tiny_config(cpm_tiny_config):
+    return cpm_tiny_config
 
 
 @pytest.fixture(scope="module")
-def params(tiny_config):
-    spec = cpm.spec_from_config(tiny_config.model)
-    return cpm.CPM(spec).init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))["params"]
+def params(cpm_tiny_params):
+    return cpm_tiny_params
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +148,7 @@ def test_training_step_lowers_the_loss_and_reports_rates(tiny_config):
     task = cpm.CPMTask(tiny_config)
     photo = load_image(sample_image_paths()[0])
     batch = {"image": jnp.asarray(np.stack([photo[:32, :32], photo[40:72, 40:72]]))}
-    state = task.init(jax.random.PRNGKey(0), batch)
+    state = jit_init(task.init)(jax.random.PRNGKey(0), batch)
     step = jax.jit(task.train_step)
     losses = []
     for _ in range(6):
@@ -158,7 +157,7 @@ def test_training_step_lowers_the_loss_and_reports_rates(tiny_config):
     assert losses[-1] < losses[0]
     for key in ("ms_ssim", "bpp", "H_soft", "H_real", "kmap_bpp", "psnr", "importance"):
         assert np.isfinite(float(m[key])), key
-    ev = task.eval_step(state, batch)
+    ev = jax.jit(task.eval_step)(state, batch)
     assert ev["bpp"].shape == (2,) and ((ev["ms_ssim"] > 0) & (ev["ms_ssim"] <= 1)).all()
 
 

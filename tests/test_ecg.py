@@ -14,6 +14,7 @@ from jaxcomp.ecg import data as ecg_data
 from jaxcomp.ecg.data import ECGDataError, load_challenge, read_record, stratified_kfold, write_record
 from jaxcomp.ecg.frontend import dropout_bursts, log_spectrogram, num_frames, random_resample, spectrogram
 from jaxcomp.ecg.scoring import challenge_f1, confusion_matrix, f1_per_class, score
+from jaxcomp.train import jit_init
 
 
 def _write_challenge_record(directory, name, adc, fs=300, header_length=None, value_dtype=np.int16):
@@ -165,7 +166,7 @@ def test_padding_does_not_change_the_logits(tiny_config):
             batch["signal"][0, :1000] = signal
             batch["signal"][1] = rng.standard_normal(width)
             if width == 1024:
-                state = jax.jit(task.init)(jax.random.PRNGKey(0), batch)
+                state = jit_init(task.init)(jax.random.PRNGKey(0), batch)
                 # non-trivial batch statistics, so that inference-mode batch norm is not the identity
                 stats = jax.tree.map(lambda s: s + 0.3 * jnp.ones_like(s), state.model_state)
                 state = state.replace(model_state=stats)

@@ -7,6 +7,11 @@ import pytest
 
 from jaxcomp.entropy import logistic_mixture as lm
 
+# Jitted once here: run eagerly, each of these compiles every operation on its own (seconds each)
+mixture_log_pmf = jax.jit(lm.mixture_log_pmf, static_argnums=(2,))
+mixture_log_prob = jax.jit(lm.mixture_log_prob, static_argnums=(2,))
+mixture_pmf = jax.jit(lm.mixture_pmf, static_argnums=(2,), static_argnames=("channel",))
+mixture_pmf_window = jax.jit(lm.mixture_pmf_window, static_argnums=(2, 3), static_argnames=("channel",))
 
 def _sigmoid(x):
     with np.errstate(over="ignore"):
@@ -34,7 +39,7 @@ def test_pmf_sums_to_one_and_matches_brute_force(levels):
     raw = rng.normal(size=(b, h, w, lm.num_mixture_params(c, k, False))).astype(np.float32)
     raw[..., 2 * c * k:] = rng.uniform(-9, 1, size=(b, h, w, c * k))  # include clamped scales
     p = lm.split_mixture_params(jnp.asarray(raw), c, k, autoregressive=False)
-    pmf = np.exp(np.asarray(lm.mixture_log_pmf(p, None, levels), np.float64))
+    pmf = np.exp(np.asarray(mixture_log_pmf(p, None, levels), np.float64))
     np.testing.assert_allclose(pmf.sum(-1), 1.0, atol=1e-4)
     ref = brute_force_pmf(np.asarray(p.logit_weights, np.float64), np.asarray(p.means, np.float64),
                           np.asarray(p.log_scales, np.float64), levels, -1.0, 1.0)
@@ -49,8 +54,8 @@ def test_log_prob_of_symbols_equals_log_pmf_entry():
     symbols = rng.integers(0, levels, size=(b, h, w, 3))
     symbols[0, 0, 0] = [0, 255, 0]  # the open edge bins
     x = jnp.asarray(symbols / 127.5 - 1.0, jnp.float32)
-    logp = np.asarray(lm.mixture_log_prob(p, x, levels))
-    log_pmf = np.asarray(lm.mixture_log_pmf(p, x, levels))
+    logp = np.asarray(mixture_log_prob(p, x, levels))
+    log_pmf = np.asarray(mixture_log_pmf(p, x, levels))
     picked = np.take_along_axis(log_pmf, symbols[..., None], axis=-1)[..., 0]
     np.testing.assert_allclose(logp, picked, atol=1e-4)
 
@@ -60,10 +65,10 @@ def test_rgb_conditioning_uses_previous_channels_only():
     raw = rng.normal(size=(1, 2, 2, lm.num_mixture_params(3, 4, True))).astype(np.float32)
     p = lm.split_mixture_params(jnp.asarray(raw), 3, 4, autoregressive=True)
     x = jnp.asarray(rng.uniform(-1, 1, (1, 2, 2, 3)), jnp.float32)
-    base = np.asarray(lm.mixture_log_pmf(p, x, 256))
-    changed_b = np.asarray(lm.mixture_log_pmf(p, x.at[..., 2].set(0.5), 256))
+    base = np.asarray(mixture_log_pmf(p, x, 256))
+    changed_b = np.asarray(mixture_log_pmf(p, x.at[..., 2].set(0.5), 256))
     np.testing.assert_array_equal(base, changed_b)  # B's value conditions nothing
-    changed_r = np.asarray(lm.mixture_log_pmf(p, x.at[..., 0].set(0.5), 256))
+    changed_r = np.asarray(mixture_log_pmf(p, x.at[..., 0].set(0.5), 256))
     np.testing.assert_array_equal(base[..., 0, :], changed_r[..., 0, :])
     assert np.abs(base[..., 1:, :] - changed_r[..., 1:, :]).max() > 1e-3  # G and B depend on R
 
@@ -72,7 +77,7 @@ def test_log_prob_gradients_are_finite_at_extremes():
     def nll(raw):
         p = lm.split_mixture_params(raw, 3, 2, autoregressive=True)
         x = jnp.array([[[[-1.0, 1.0, 0.0]]]])
-        return -lm.mixture_log_prob(p, x, 256).sum()
+        return -mixture_log_prob(p, x, 256).sum()
 
     raw = jnp.concatenate([jnp.zeros((1, 1, 1, 12)), jnp.full((1, 1, 1, 6), -20.0),
                            jnp.zeros((1, 1, 1, 6))], -1)
@@ -88,13 +93,13 @@ def test_coding_pmf_matches_the_training_likelihood(levels):
     raw[..., 24:36] = rng.uniform(-7, 0.5, size=(1, 3, 3, 12))
     p = lm.split_mixture_params(jnp.asarray(raw), 3, 4, autoregressive=True)
     x = jnp.asarray(rng.integers(0, levels, (1, 3, 3, 3)) / ((levels - 1) / 2) - 1.0, jnp.float32)
-    pmf = np.asarray(lm.mixture_pmf(p, x, levels), np.float64)
+    pmf = np.asarray(mixture_pmf(p, x, levels), np.float64)
     np.testing.assert_allclose(pmf.sum(-1), 1.0, atol=1e-5)
-    exact = np.exp(np.asarray(lm.mixture_log_pmf(p, x, levels), np.float64))
+    exact = np.exp(np.asarray(mixture_log_pmf(p, x, levels), np.float64))
     np.testing.assert_allclose(pmf, exact, atol=3e-6, rtol=1e-2)
     for c in range(3):
-        np.testing.assert_array_equal(np.asarray(lm.mixture_pmf(p, x, levels, channel=c))[..., 0, :],
-                                      np.asarray(lm.mixture_pmf(p, x, levels))[..., c, :])
+        np.testing.assert_array_equal(np.asarray(mixture_pmf(p, x, levels, channel=c))[..., 0, :],
+                                      np.asarray(mixture_pmf(p, x, levels))[..., c, :])
 
 
 def test_windowed_pmf_is_the_full_pmf_inside_the_window_and_its_rest_outside():
@@ -104,8 +109,8 @@ def test_windowed_pmf_is_the_full_pmf_inside_the_window_and_its_rest_outside():
     p = lm.split_mixture_params(raw, 3, k, autoregressive=True)
     x = jnp.asarray(rng.uniform(-1, 1, size=(b, h, w, 3)), jnp.float32)
     for channel in range(3):
-        full = np.asarray(lm.mixture_pmf(p, x, 256, channel=channel), np.float64).reshape(-1, 256)
-        win, lo = lm.mixture_pmf_window(p, x, 256, 64, channel=channel)
+        full = np.asarray(mixture_pmf(p, x, 256, channel=channel), np.float64).reshape(-1, 256)
+        win, lo = mixture_pmf_window(p, x, 256, 64, channel=channel)
         win, lo = np.asarray(win, np.float64).reshape(-1, 65), np.asarray(lo).reshape(-1)
         assert ((0 <= lo) & (lo <= 256 - 64)).all()
         inside = np.stack([full[n, lo[n]:lo[n] + 64] for n in range(len(lo))])

@@ -8,6 +8,7 @@ import pytest
 from jaxcomp.codecs import l3c
 from jaxcomp.configs import apply_overrides
 from jaxcomp.data import load_image, sample_image_paths
+from jaxcomp.train import jit_init
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +20,8 @@ def images():
 def test_representation_shapes_and_top_bits(l3c_tiny_config, images):
     spec = l3c.spec_from_config(l3c_tiny_config.model)
     model = l3c.L3C(spec)
-    params = model.init(jax.random.PRNGKey(0), images)["params"]
-    out = model.apply({"params": params}, images)
+    params = jit_init(model.init)(jax.random.PRNGKey(0), images)["params"]
+    out = jax.jit(model.apply)({"params": params}, images)  # eager: one compile per op
     for s in range(spec.scales + 1):
         size = 32 // 2**s
         assert out["values"][s].shape == (2, size, size, spec.channels(s))
@@ -41,8 +42,8 @@ def test_rgb_variants(l3c_tiny_config, images):
         cfg = apply_overrides(l3c_tiny_config, ["model.representation=rgb", f"model.share_weights={shared}"])
         spec = l3c.spec_from_config(cfg.model)
         model = l3c.L3C(spec)
-        params = model.init(jax.random.PRNGKey(0), images)["params"]
-        out = model.apply({"params": params}, images)
+        params = jit_init(model.init)(jax.random.PRNGKey(0), images)["params"]
+        out = jax.jit(model.apply)({"params": params}, images)  # eager: one compile per op
         assert out["symbols"][1].shape == (2, 16, 16, 3) and int(out["symbols"][2].max()) <= 255
         assert np.isfinite(np.asarray(l3c.bpsp_metrics(spec, out, images.shape)["bpsp"])).all()
         counts[shared] = sum(x.size for x in jax.tree.leaves(params))
@@ -62,11 +63,11 @@ def test_bad_shapes_and_settings_are_refused(l3c_tiny_config):
 def test_tiny_training_lowers_the_loss(l3c_tiny_config, images):
     task = l3c.L3CTask(l3c_tiny_config)
     batch = {"image": images}
-    state = task.init(jax.random.PRNGKey(0), batch)
+    state = jit_init(task.init)(jax.random.PRNGKey(0), batch)
     step = jax.jit(task.train_step)
     first = None
     for i in range(40):
         state, metrics = step(state, batch, jax.random.PRNGKey(i))
         first = float(metrics["bpsp"]) if first is None else first
-    last = float(task.eval_step(state, batch)["bpsp"].mean())
+    last = float(jax.jit(task.eval_step)(state, batch)["bpsp"].mean())
     assert last < 0.8 * first, (first, last)

@@ -7,13 +7,12 @@ import pytest
 from jaxcomp.codecs import l3c
 from jaxcomp.coding import BitstreamError, ModelMismatchError, TruncatedError
 from jaxcomp.data import load_image, sample_image_paths
+from jaxcomp.train import jit_init
 
 
 @pytest.fixture(scope="module")
-def codec(l3c_tiny_config):
-    spec = l3c.spec_from_config(l3c_tiny_config.model)
-    params = l3c.L3C(spec).init(jax.random.PRNGKey(0), np.zeros((1, 16, 16, 3), np.uint8))["params"]
-    return l3c.L3CCodec(spec, params, tile=48)
+def codec(l3c_tiny_config, l3c_tiny_params):
+    return l3c.L3CCodec(l3c.spec_from_config(l3c_tiny_config.model), l3c_tiny_params, tile=48)
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +77,8 @@ def test_damaged_or_foreign_bitstreams_give_clear_errors(codec, photo, l3c_tiny_
         with pytest.raises(BitstreamError):
             codec.decompress(bytes(flipped))
     spec = l3c.spec_from_config(l3c_tiny_config.model)
-    other = l3c.L3CCodec(spec, l3c.L3C(spec).init(jax.random.PRNGKey(1), np.zeros((1, 16, 16, 3), np.uint8))["params"],
-                         tile=48)
+    other_params = jit_init(l3c.L3C(spec).init)(jax.random.PRNGKey(1), np.zeros((1, 16, 16, 3), np.uint8))["params"]
+    other = l3c.L3CCodec(spec, other_params, tile=48)
     with pytest.raises(ModelMismatchError):
         other.decompress(data)
 

@@ -222,3 +222,17 @@ def test_two_hosts_train_in_lockstep(repo, tmp_path):
     assert results[0]["checksum"] == results[1]["checksum"]
     assert results[0]["eval"] == results[1]["eval"] and np.isfinite(results[0]["eval"]["bpsp"])
     assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["2", "4"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", ["l3c.py:tiny", "cpm.py:tiny", "ecg.py:tiny_crnn", "ban.py:tiny", "strassen.py:tiny"])
+def test_jit_init_gives_the_parameters_of_the_default_compile(repo, spec):
+    """The faster-compiled initialisation must not change a run's starting point."""
+    config = load_config(str(repo / "configs" / spec))
+    task, data = tasks.build(config)
+    batch, rng = data.train_batch(0), jax.random.PRNGKey(config.seed)
+    fast = jax.tree.leaves(trainer.jit_init(task.init)(rng, batch))
+    default = jax.tree.leaves(jax.jit(task.init)(rng, batch))
+    assert len(fast) == len(default)
+    for a, b in zip(fast, default):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
