@@ -12,19 +12,9 @@ from jaxcomp.train import jit_init
 
 
 @pytest.fixture(scope="module")
-def tiny_config(cpm_tiny_config):
-    return cpm_tiny_config
-
-
-@pytest.fixture(scope="module")
-def params(cpm_tiny_params):
-    return cpm_tiny_params
-
-
-@pytest.fixture(scope="module")
-def codec(tiny_config, params):
+def codec(cpm_tiny_config, cpm_tiny_params):
     # 64-pixel tiles: images over 64 pixels a side are coded in several independent tiles
-    return cpm.CPMCodec(cpm.spec_from_config(tiny_config.model), params, tile=64)
+    return cpm.CPMCodec(cpm.spec_from_config(cpm_tiny_config.model), cpm_tiny_params, tile=64)
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +31,14 @@ def test_importance_mask_is_the_papers_3d_mask():
     np.testing.assert_array_equal(np.asarray(cpm.unmasked_count(jnp.asarray(m)[None])), [[0, 2, 4]])
 
 
-def test_context_model_is_causal_in_the_wavefront_order(tiny_config, params):
+def test_context_model_is_causal_in_the_wavefront_order(cpm_tiny_config, cpm_tiny_params):
     """Changing one symbol changes logits only at positions of later wavefronts."""
-    spec = cpm.spec_from_config(tiny_config.model)
+    spec = cpm.spec_from_config(cpm_tiny_config.model)
     model = cpm.CPM(spec)
     rng = np.random.default_rng(0)
-    centers = np.asarray(params["centers"])
+    centers = np.asarray(cpm_tiny_params["centers"])
     sym = rng.integers(0, spec.centers, (1, 6, 7, spec.channels))
-    base = model.apply({"params": params}, jnp.asarray(centers[sym]), method=cpm.CPM.context_logits)
+    base = model.apply({"params": cpm_tiny_params}, jnp.asarray(centers[sym]), method=cpm.CPM.context_logits)
     fronts = cpm.wavefronts(spec.channels, 6, 7)
     t_of = np.zeros((spec.channels, 6, 7), int)
     for t, f in enumerate(fronts):
@@ -56,13 +46,13 @@ def test_context_model_is_causal_in_the_wavefront_order(tiny_config, params):
     for c, y, x in [(1, 2, 3), (0, 0, 0), (spec.channels - 1, 5, 6)]:
         changed = sym.copy()
         changed[0, y, x, c] = (changed[0, y, x, c] + 1) % spec.centers
-        out = model.apply({"params": params}, jnp.asarray(centers[changed]), method=cpm.CPM.context_logits)
+        out = model.apply({"params": cpm_tiny_params}, jnp.asarray(centers[changed]), method=cpm.CPM.context_logits)
         diff = np.abs(np.asarray(out - base)).max(-1)[0]  # [h, w, C]
         affected = np.transpose(diff > 0, (2, 0, 1))
         assert not affected[t_of <= t_of[c, y, x]].any()
 
 
-def test_wavefront_steps_equal_the_conv_context_model(codec, tiny_config):
+def test_wavefront_steps_equal_the_conv_context_model(codec, cpm_tiny_config):
     """The coder's incremental steps compute the training model's PMFs (up to float rounding)."""
     spec = codec.spec
     rng = np.random.default_rng(1)
@@ -126,7 +116,7 @@ def test_bad_images_are_refused(codec, photo):
         codec.compress(np.zeros((8, 8, 2), np.uint8))
 
 
-def test_damaged_or_foreign_bitstreams_give_clear_errors(codec, photo, tiny_config, params):
+def test_damaged_or_foreign_bitstreams_give_clear_errors(codec, photo, cpm_tiny_config, cpm_tiny_params):
     data = codec.compress(photo[:40, :40])
     with pytest.raises(TruncatedError):
         codec.decompress(data[: len(data) // 2])
@@ -136,7 +126,7 @@ def test_damaged_or_foreign_bitstreams_give_clear_errors(codec, photo, tiny_conf
         flipped[int(rng.integers(0, len(data)))] ^= 1 << int(rng.integers(0, 8))
         with pytest.raises(BitstreamError):
             codec.decompress(bytes(flipped))
-    other = jax.tree.map(lambda p: p + 0.01, params)
+    other = jax.tree.map(lambda p: p + 0.01, cpm_tiny_params)
     with pytest.raises(ModelMismatchError):
         cpm.CPMCodec(codec.spec, other, tile=64).decompress(data)
     from jaxcomp.coding import unpack
@@ -144,8 +134,8 @@ def test_damaged_or_foreign_bitstreams_give_clear_errors(codec, photo, tiny_conf
         unpack(data, "l3c")
 
 
-def test_training_step_lowers_the_loss_and_reports_rates(tiny_config):
-    task = cpm.CPMTask(tiny_config)
+def test_training_step_lowers_the_loss_and_reports_rates(cpm_tiny_config):
+    task = cpm.CPMTask(cpm_tiny_config)
     photo = load_image(sample_image_paths()[0])
     batch = {"image": jnp.asarray(np.stack([photo[:32, :32], photo[40:72, 40:72]]))}
     state = jit_init(task.init)(jax.random.PRNGKey(0), batch)
@@ -161,15 +151,15 @@ def test_training_step_lowers_the_loss_and_reports_rates(tiny_config):
     assert ev["bpp"].shape == (2,) and ((ev["ms_ssim"] > 0) & (ev["ms_ssim"] <= 1)).all()
 
 
-def test_config_errors_are_clear(tiny_config):
+def test_config_errors_are_clear(cpm_tiny_config):
     from jaxcomp.configs import ConfigError, apply_overrides
 
     with pytest.raises(ConfigError, match="loss.H_targt"):
-        apply_overrides(tiny_config, ["loss.H_targt=1.0"])
-    bad = apply_overrides(tiny_config, ["loss.distortion=ssim"])
+        apply_overrides(cpm_tiny_config, ["loss.H_targt=1.0"])
+    bad = apply_overrides(cpm_tiny_config, ["loss.distortion=ssim"])
     with pytest.raises(ValueError, match="distortion"):
         cpm.CPMTask(bad)
-    task = cpm.CPMTask(tiny_config)
+    task = cpm.CPMTask(cpm_tiny_config)
     with pytest.raises(ValueError, match="multiples of 8"):
         task.check_batch((1, 36, 36, 3))
 

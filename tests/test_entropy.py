@@ -13,6 +13,7 @@ mixture_log_prob = jax.jit(lm.mixture_log_prob, static_argnums=(2,))
 mixture_pmf = jax.jit(lm.mixture_pmf, static_argnums=(2,), static_argnames=("channel",))
 mixture_pmf_window = jax.jit(lm.mixture_pmf_window, static_argnums=(2, 3), static_argnames=("channel",))
 
+
 def _sigmoid(x):
     with np.errstate(over="ignore"):
         return 1.0 / (1.0 + np.exp(-x))

@@ -17,11 +17,11 @@ def images():
     return jnp.asarray(np.stack([img[:32, :32], img[32:64, 32:64]]))
 
 
-def test_representation_shapes_and_top_bits(l3c_tiny_config, images):
+def test_representation_shapes_and_top_bits(l3c_tiny_config, l3c_tiny_params, images):
     spec = l3c.spec_from_config(l3c_tiny_config.model)
     model = l3c.L3C(spec)
-    params = jit_init(model.init)(jax.random.PRNGKey(0), images)["params"]
-    out = jax.jit(model.apply)({"params": params}, images)  # eager: one compile per op
+    params = l3c_tiny_params
+    out = jax.jit(model.apply)({"params": params}, images)  # jitted: run eagerly, every op compiles alone
     for s in range(spec.scales + 1):
         size = 32 // 2**s
         assert out["values"][s].shape == (2, size, size, spec.channels(s))
@@ -43,7 +43,7 @@ def test_rgb_variants(l3c_tiny_config, images):
         spec = l3c.spec_from_config(cfg.model)
         model = l3c.L3C(spec)
         params = jit_init(model.init)(jax.random.PRNGKey(0), images)["params"]
-        out = jax.jit(model.apply)({"params": params}, images)  # eager: one compile per op
+        out = jax.jit(model.apply)({"params": params}, images)  # jitted: run eagerly, every op compiles alone
         assert out["symbols"][1].shape == (2, 16, 16, 3) and int(out["symbols"][2].max()) <= 255
         assert np.isfinite(np.asarray(l3c.bpsp_metrics(spec, out, images.shape)["bpsp"])).all()
         counts[shared] = sum(x.size for x in jax.tree.leaves(params))

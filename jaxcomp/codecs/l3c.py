@@ -330,10 +330,10 @@ class L3CCodec:
             raise ValueError(f"window must be >= 0 (0: PMFs over all levels), got {window}")
         self.spec, self.tile, self.window = spec, tile, window
         self.params = jax.tree.map(jnp.asarray, params)
-        self.model = L3C(spec)
+        fns = _codec_functions(spec)  # compiled once per architecture, for every codec of it
+        self.model = fns.model
         self.fingerprint = fingerprint(self.params, dataclasses.asdict(spec))
         self.numerics = numerics()
-        fns = _codec_functions(spec)  # compiled once per architecture, for every codec of it
         self._symbols, self._decode_scale, self._scale_pmf = fns.symbols, fns.decode_scale, fns.scale_pmf
         self._forward = fns.forward  # estimates only
 

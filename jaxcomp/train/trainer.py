@@ -113,9 +113,9 @@ def compile_steps(task: Task, mesh: Mesh) -> tuple[Callable, Callable]:
 
 # An initialisation runs once, but on the CPU its compile takes longer than the training step's:
 # every parameter initialiser unrolls the threefry random-number rounds, and LLVM's default
-# optimisation level spends most of the time on that code. Level 1 compiles the init of every
-# config in configs/ 1.3-6x faster (e.g. cpm.py:tiny 27 s -> 4 s, l3c.py:tiny 13 s -> 4 s, with
-# the execution) and gives bit-identical parameters (checked for 11 configs of all five tasks;
+# optimisation level spends most of the time on that code. Level 1 compiles the inits of the 11
+# configs checked 1.3-6x faster (e.g. cpm.py:tiny 27 s -> 4 s, l3c.py:tiny 13 s -> 4 s, with
+# the execution) and gives bit-identical parameters (all 11, from all five tasks;
 # tests/test_train.py keeps a slow check), so training runs stay reproducible.
 INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 
