@@ -37,7 +37,9 @@ def bench_one(spec: str, steps: int, warmup: int, overrides: list[str]) -> dict:
         compile_s=round(r["compile_s"], 2), step_s=round(step_s, 4),
         images_per_s=round(batch["image"].shape[0] / step_s, 2),
         peak_mem_mb=round(r["peak_mem_mb"], 1), xla_flags=os.environ.get("XLA_FLAGS", ""),
-        overrides=" ".join(overrides), bpsp=round(r["metrics"]["bpsp"], 3),
+        overrides=" ".join(overrides),
+        # the task's own rate metric (L3C: bpsp, CPM: bpp), as a check that the step computes
+        **{k: round(v, 4) for k, v in r["metrics"].items() if k in ("loss", "bpsp", "bpp")},
     )
 
 
@@ -62,6 +64,7 @@ def main() -> int:
     return run_each_config("experiments.bench_train", args.config,
                            ["--steps", str(args.steps), "--warmup", str(args.warmup)], args.override, keys,
                            args.json, env)
+
 
 if __name__ == "__main__":
     sys.exit(main())

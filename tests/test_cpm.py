@@ -72,6 +72,35 @@ def test_wavefront_steps_equal_the_conv_context_model(codec, cpm_tiny_config):
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("k,s", [(3, 2), (5, 2), (4, 2), (5, 3), (1, 2)])
+def test_subpixel_conv_transpose_is_flax_conv_transpose(k, s):
+    """jaxcomp.nn.ConvTranspose: nn.ConvTranspose(padding="SAME")'s parameters and outputs."""
+    import flax.linen as fnn
+
+    from jaxcomp.nn import ConvTranspose
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 7, 4))
+    ref = fnn.ConvTranspose(3, (k, k), strides=(s, s), padding="SAME")
+    ours = ConvTranspose(3, (k, k), (s, s), kernel_init=fnn.initializers.lecun_normal())
+    p_ref, p_ours = ref.init(jax.random.PRNGKey(1), x), ours.init(jax.random.PRNGKey(1), x)
+    jax.tree.map(np.testing.assert_array_equal, p_ref, p_ours)  # same names, shapes, values
+    p = jax.tree.map(lambda a: a + 0.3, p_ref)  # a non-zero bias too
+    y_ref, y_ours = ref.apply(p, x), ours.apply(p, x)
+    assert y_ours.shape == (2, 5 * s, 7 * s, 3)
+    np.testing.assert_allclose(np.asarray(y_ours), np.asarray(y_ref), atol=1e-5)
+
+
+def test_training_decoder_computes_the_codecs_synthesis(codec, cpm_tiny_params):
+    """The sub-pixel decoder used in training and the codec's dilated one: same parameters, same
+    images up to float rounding."""
+    sym = np.random.default_rng(2).integers(0, codec.spec.centers, (1, 3, 5, codec.spec.channels))
+    q = jnp.asarray(codec.centers[sym])
+    fast = cpm.CPM(codec.spec).apply({"params": cpm_tiny_params}, q, method=cpm.CPM.decode)
+    exact = codec._decode_fn(cpm_tiny_params, q)
+    assert fast.shape == exact.shape == (1, 24, 40, 3)
+    np.testing.assert_allclose(np.asarray(fast), np.asarray(exact), atol=1e-3)
+
+
 def test_exact_roundtrip_of_real_photos_at_odd_sizes(codec, photo):
     rng = np.random.default_rng(0)
     for h, w in [(64, 64), (77, 131), (1, 1), (9, 200)]:

@@ -261,6 +261,20 @@ def test_gradient_is_finite(reference_module):
     assert float(value2) < float(value)
 
 
+@pytest.mark.parametrize("size", [11, 6])
+def test_blur_gradient_is_the_gradient_of_the_blur(size):
+    """The blur's hand-written gradient (a blur of the padded cotangent) is the autodiff gradient
+    of its shifted-slices form."""
+    from jaxcomp.metrics.image import _blur, _blur_valid
+
+    x = jax.random.uniform(jax.random.PRNGKey(0), (2, 23, 30, 3))
+    ct = jax.random.normal(jax.random.PRNGKey(1), (2, 24 - size, 31 - size, 3))
+    ours = jax.vjp(lambda x: _blur(x, size, 1.5), x)[1](ct)[0]
+    autodiff = jax.vjp(lambda x: _blur_valid(x, size, 1.5), x)[1](ct)[0]
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(autodiff), atol=1e-6)
+    assert float(jnp.abs(autodiff).max()) > 0.1
+
+
 @pytest.mark.parametrize("fn", [ms_ssim, ssim_components, psnr, mse])
 def test_wrong_shapes_raise(fn):
     a = np.zeros((1, 32, 32, 3), np.float32)

@@ -60,16 +60,36 @@ def _gaussian(size: int, sigma: float) -> np.ndarray:
     return (g / g.sum()).astype(np.float32)
 
 
+def _blur_valid(x: jax.Array, size: int, sigma: float) -> jax.Array:
+    g = _gaussian(size, sigma)
+    h, w = x.shape[1] - size + 1, x.shape[2] - size + 1
+    x = sum(float(g[i]) * x[:, i:i + h] for i in range(size))
+    return sum(float(g[i]) * x[:, :, i:i + w] for i in range(size))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
 def _blur(x: jax.Array, size: int, sigma: float) -> jax.Array:
     """Separable Gaussian blur with 'valid' borders on ``[B, H, W, C]``, each channel alone.
 
     Written as a weighted sum of ``size`` shifted slices per axis: XLA fuses it into one loop,
     ~15x faster on CPU than a depthwise ``conv_general_dilated`` and the same to float32 rounding.
+    Its gradient is the same blur of the zero-padded cotangent (the window is symmetric), in
+    the same fused form: ~4x faster than differentiating the slices (each slice's transpose is
+    a full-size pad).
     """
-    g = _gaussian(size, sigma)
-    h, w = x.shape[1] - size + 1, x.shape[2] - size + 1
-    x = sum(float(g[i]) * x[:, i:i + h] for i in range(size))
-    return sum(float(g[i]) * x[:, :, i:i + w] for i in range(size))
+    return _blur_valid(x, size, sigma)
+
+
+def _blur_fwd(x: jax.Array, size: int, sigma: float) -> tuple[jax.Array, None]:
+    return _blur_valid(x, size, sigma), None
+
+
+def _blur_bwd(size: int, sigma: float, _: None, ct: jax.Array) -> tuple[jax.Array]:
+    p = size - 1
+    return (_blur_valid(jnp.pad(ct, ((0, 0), (p, p), (p, p), (0, 0))), size, sigma),)
+
+
+_blur.defvjp(_blur_fwd, _blur_bwd)
 
 
 @functools.partial(jax.jit, static_argnames=("filter_size", "filter_sigma"))
