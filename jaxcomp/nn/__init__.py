@@ -56,8 +56,9 @@ def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array, strides: tuple[int,
     one stride-1 convolution to ``sy*sx*O`` channels followed by depth-to-space.
 
     ``x``: ``float [B, H, W, I]``, ``kernel``: ``[kh, kw, I, O]`` -> ``[B, sy*H, sx*W, O]``. The
-    same sums without the multiplications by the dilation's zeros; on XLA's CPU backend the
-    gradients of the dilated form are ~10x slower than those of this one.
+    same sums without the multiplications by the dilation's zeros. On XLA's CPU backend the
+    dilated form's gradients are slow: a 5x5 stride-2 layer of the CPM decoder took 13 ms
+    forward and 301 ms forward + gradient.
     """
     (sy, sx), (kh, kw) = strides, kernel.shape[:2]
     ty, ymin, ymax = _subpixel_taps(kh, sy)
