@@ -473,10 +473,11 @@ class _TilePlan:
 
 
 @functools.lru_cache(maxsize=8)
-def _codec_functions(spec: CPMSpec) -> tuple[Any, Any, Any]:
-    """The jitted ``(encode, decode, context_logits)`` of ``(params, inputs)`` for one architecture."""
+def _codec_functions(spec: CPMSpec) -> tuple[CPM, Any, Any, Any]:
+    """The model and its jitted ``(encode, decode, context_logits)`` of ``(params, inputs)`` for one
+    architecture."""
     model = CPM(spec, subpixel_decoder=False)  # the synthesis the streams' checksums were written with
-    return (jax.jit(lambda p, x: model.apply({"params": p}, x, method=CPM.encode)),
+    return (model, jax.jit(lambda p, x: model.apply({"params": p}, x, method=CPM.encode)),
             jax.jit(lambda p, q: model.apply({"params": p}, q, method=CPM.decode)),
             jax.jit(lambda p, q: model.apply({"params": p}, q, method=CPM.context_logits)))
 
@@ -507,14 +508,13 @@ class CPMCodec:
             raise ValueError(f"tile must be a positive multiple of {FACTOR} pixels, got {tile}")
         self.spec, self.tile = spec, tile
         self.params = jax.tree.map(jnp.asarray, params)
-        self.model = CPM(spec, subpixel_decoder=False)
         self.fingerprint = fingerprint(self.params, dataclasses.asdict(spec))
         self.numerics = numerics()
         centers = np.asarray(self.params["centers"], np.float32)
         self.centers = centers
         self.zero_symbol = int(np.argmin(np.abs(centers)))  # what a masked symbol quantizes to
         # compiled once per architecture, shared by every codec of it (another checkpoint, a reload)
-        self._encode_fn, self._decode_fn, self._logits_fn = _codec_functions(spec)
+        self.model, self._encode_fn, self._decode_fn, self._logits_fn = _codec_functions(spec)
         self._step = _CONTEXT_STEP
         self.kmap_table = np.asarray(_KMAP_TABLE(self.params))
         self._plans: dict[tuple[int, int], _TilePlan] = {}

@@ -52,8 +52,8 @@ def _subpixel_taps(k: int, s: int) -> tuple[np.ndarray, int, int]:
 
 
 def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array, strides: tuple[int, int]) -> jax.Array:
-    """``jax.lax.conv_transpose(x, kernel, strides, "SAME")`` (NHWC, HWIO, kernel not flipped) as
-    one stride-1 convolution to ``sy*sx*O`` channels followed by depth-to-space.
+    """``jax.lax.conv_transpose(x, kernel, strides, "SAME")`` (NHWC, HWIO, kernel not flipped, equal
+    strides) as one stride-1 convolution to ``O*s*s`` channels followed by :func:`pixel_shuffle`.
 
     ``x``: ``float [B, H, W, I]``, ``kernel``: ``[kh, kw, I, O]`` -> ``[B, sy*H, sx*W, O]``. The
     same sums without the multiplications by the dilation's zeros. On XLA's CPU backend the
@@ -61,17 +61,17 @@ def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array, strides: tuple[int,
     forward and 301 ms forward + gradient.
     """
     (sy, sx), (kh, kw) = strides, kernel.shape[:2]
+    if sy != sx:
+        raise ValueError(f"conv_transpose_subpixel: strides must be equal, got {strides}")
     ty, ymin, ymax = _subpixel_taps(kh, sy)
     tx, xmin, xmax = _subpixel_taps(kw, sx)
     padded = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))  # index k: a zero tap
     w = padded[ty[:, None, :, None], tx[None, :, None, :]]  # [Dy, Dx, sy, sx, I, O]
     dy, dx, _, _, i, o = w.shape
-    w = w.transpose(0, 1, 4, 2, 3, 5).reshape(dy, dx, i, sy * sx * o)
+    w = w.transpose(0, 1, 4, 5, 2, 3).reshape(dy, dx, i, o * sy * sx)  # pixel_shuffle's channel order
     y = jax.lax.conv_general_dilated(x, w, (1, 1), ((-ymin, ymax), (-xmin, xmax)),
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    b, h, wd, _ = y.shape
-    y = y.reshape(b, h, wd, sy, sx, o).transpose(0, 1, 3, 2, 4, 5)
-    return y.reshape(b, h * sy, wd * sx, o)
+    return pixel_shuffle(y, sy)
 
 
 class ConvTranspose(nn.Module):
