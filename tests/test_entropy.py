@@ -61,6 +61,24 @@ def test_log_prob_of_symbols_equals_log_pmf_entry():
     np.testing.assert_allclose(logp, picked, atol=1e-4)
 
 
+@pytest.mark.parametrize("channels,autoregressive", [(3, True), (5, False)])
+def test_channels_first_layout_gives_the_same_log_probs(channels, autoregressive):
+    rng = np.random.default_rng(4)
+    b, h, w, k, levels = 2, 3, 4, 3, 256
+    raw = rng.normal(size=(b, h, w, lm.num_mixture_params(channels, k, autoregressive))).astype(np.float32)
+    x = jnp.asarray(rng.integers(0, levels, size=(b, h, w, channels)) / 127.5 - 1.0, jnp.float32)
+    nhwc = np.asarray(mixture_log_prob(lm.split_mixture_params(jnp.asarray(raw), channels, k, autoregressive),
+                                       x, levels))
+    p_cf = lm.split_mixture_params(jnp.moveaxis(jnp.asarray(raw), -1, 0), channels, k, autoregressive,
+                                   channels_first=True)
+    assert p_cf.means.shape == (channels, k, b, h, w)
+    cf = np.asarray(jax.jit(lm.mixture_log_prob, static_argnums=(2,), static_argnames=("channels_first",))(
+        p_cf, jnp.moveaxis(x, -1, 0), levels, channels_first=True))
+    np.testing.assert_allclose(np.moveaxis(cf, 0, -1), nhwc, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="expected .* parameter channels"):
+        lm.split_mixture_params(jnp.asarray(raw), channels, k, autoregressive, channels_first=True)
+
+
 def test_rgb_conditioning_uses_previous_channels_only():
     rng = np.random.default_rng(2)
     raw = rng.normal(size=(1, 2, 2, lm.num_mixture_params(3, 4, True))).astype(np.float32)

@@ -8,6 +8,7 @@ import pytest
 from jaxcomp.codecs import l3c
 from jaxcomp.configs import apply_overrides
 from jaxcomp.data import load_image, sample_image_paths
+from jaxcomp.entropy import logistic_mixture as lm
 from jaxcomp.train import jit_init
 
 
@@ -34,6 +35,31 @@ def test_representation_shapes_and_top_bits(l3c_tiny_config, l3c_tiny_params, im
     np.testing.assert_allclose(np.asarray(bits[-1]), [top, top], rtol=1e-6)
     m = l3c.bpsp_metrics(spec, out, images.shape)
     np.testing.assert_allclose(np.asarray(m["bpsp"]), sum(np.asarray(b) for b in bits) / (32 * 32 * 3), rtol=1e-5)
+
+
+def test_bits_channels_first_match_nhwc(l3c_tiny_config, l3c_tiny_params, images):
+    """bits_per_scale computes channels-first (faster on CPU); the NHWC formulation gives the
+    same bits and the same gradients, on both the RGB and the latent scales."""
+    spec = l3c.spec_from_config(l3c_tiny_config.model)
+    model = l3c.L3C(spec)
+
+    def bits(params, channels_first):
+        out = model.apply({"params": params}, images)
+        if channels_first:
+            return jnp.stack(l3c.bits_per_scale(spec, out)[:-1])
+        return jnp.stack([-jnp.sum(lm.mixture_log_prob(l3c.mixture_params(spec, out["params"][s], s),
+                                                       out["values"][s], spec.num_levels(s)), axis=(1, 2, 3))
+                          / np.log(2.0) for s in range(spec.scales)])
+
+    grad = jax.jit(jax.value_and_grad(lambda p, cf: jnp.sum(bits(p, cf)) / 1e4), static_argnums=1)
+    (v_nhwc, g_nhwc), (v_cf, g_cf) = grad(l3c_tiny_params, False), grad(l3c_tiny_params, True)
+    per_scale = jax.jit(bits, static_argnums=1)
+    np.testing.assert_allclose(np.asarray(per_scale(l3c_tiny_params, True)),
+                               np.asarray(per_scale(l3c_tiny_params, False)), rtol=2e-5)
+    np.testing.assert_allclose(float(v_cf), float(v_nhwc), rtol=1e-5)
+    assert jax.tree.structure(g_nhwc) == jax.tree.structure(g_cf)
+    for a, b in zip(jax.tree.leaves(g_nhwc), jax.tree.leaves(g_cf)):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-3, atol=1e-5 * float(np.abs(a).max()))
 
 
 def test_rgb_variants(l3c_tiny_config, images):

@@ -40,33 +40,51 @@ def num_mixture_params(channels: int, mixtures: int, autoregressive: bool) -> in
     return 3 * channels * mixtures + (3 * mixtures if autoregressive else 0)
 
 
-def split_mixture_params(raw: jax.Array, channels: int, mixtures: int, autoregressive: bool) -> MixtureParams:
+def split_mixture_params(
+    raw: jax.Array, channels: int, mixtures: int, autoregressive: bool, channels_first: bool = False
+) -> MixtureParams:
     """Splits a network output ``[B, H, W, num_mixture_params]`` into :class:`MixtureParams`.
 
+    With ``channels_first`` the output is ``[num_mixture_params, B, H, W]`` and the parameters
+    are ``[C, K, B, H, W]`` (the layout of :func:`mixture_log_prob`'s ``channels_first``).
     Log-scales are clamped below at ``LOG_SCALES_MIN`` (as in L3C).
     """
     if autoregressive and channels != 3:
         raise ValueError(f"autoregressive mixtures are defined for 3 (RGB) channels, not {channels}")
     expected = num_mixture_params(channels, mixtures, autoregressive)
-    if raw.shape[-1] != expected:
-        raise ValueError(f"expected {expected} parameter channels, got {raw.shape[-1]}")
-    b, h, w, _ = raw.shape
+    got = raw.shape[0] if channels_first else raw.shape[-1]
+    if got != expected:
+        raise ValueError(f"expected {expected} parameter channels, got {got}")
     n = channels * mixtures
-    shape = (b, h, w, channels, mixtures)
-    logits = raw[..., :n].reshape(shape)
-    means = raw[..., n : 2 * n].reshape(shape)
-    log_scales = jnp.maximum(raw[..., 2 * n : 3 * n].reshape(shape), LOG_SCALES_MIN)
-    coeffs = jnp.tanh(raw[..., 3 * n :].reshape(b, h, w, 3, mixtures)) if autoregressive else None
+    if channels_first:
+        def part(i: int, j: int, c: int) -> jax.Array:
+            return raw[i:j].reshape((c, mixtures) + raw.shape[1:])
+    else:
+        def part(i: int, j: int, c: int) -> jax.Array:
+            return raw[..., i:j].reshape(raw.shape[:-1] + (c, mixtures))
+    logits = part(0, n, channels)
+    means = part(n, 2 * n, channels)
+    log_scales = jnp.maximum(part(2 * n, 3 * n, channels), LOG_SCALES_MIN)
+    coeffs = jnp.tanh(part(3 * n, expected, 3)) if autoregressive else None
     return MixtureParams(logits, means, log_scales, coeffs)
 
 
-def conditioned_means(params: MixtureParams, x: jax.Array | None) -> jax.Array:
-    """Means ``[B, H, W, C, K]``; with RGB coefficients, conditioned on values ``x [B, H, W, 3]``."""
+def conditioned_means(params: MixtureParams, x: jax.Array | None, channels_first: bool = False) -> jax.Array:
+    """Means ``[B, H, W, C, K]``; with RGB coefficients, conditioned on values ``x [B, H, W, 3]``.
+
+    With ``channels_first``: means ``[C, K, B, H, W]`` and ``x [3, B, H, W]``.
+    """
     if params.coeffs is None:
         return params.means
     if x is None:
         raise ValueError("autoregressive mixture needs the previous channels' values")
     m, c = params.means, params.coeffs
+    if channels_first:
+        xr, xg = x[0][None], x[1][None]  # [1, B, H, W] against [K, B, H, W]
+        mu_r = m[0]
+        mu_g = m[1] + c[0] * xr
+        mu_b = m[2] + c[1] * xr + c[2] * xg
+        return jnp.stack([mu_r, mu_g, mu_b], axis=0)
     xr, xg = x[..., 0:1], x[..., 1:2]
     mu_r = m[..., 0, :]
     mu_g = m[..., 1, :] + c[..., 0, :] * xr
@@ -108,18 +126,26 @@ def _log1mexp(gap: jax.Array, log_gap: jax.Array) -> jax.Array:
 
 
 def mixture_log_prob(
-    params: MixtureParams, x: jax.Array, levels: int, x_min: float = -1.0, x_max: float = 1.0
+    params: MixtureParams, x: jax.Array, levels: int, x_min: float = -1.0, x_max: float = 1.0,
+    channels_first: bool = False,
 ) -> jax.Array:
     """log P(x) per channel, ``float32 [B, H, W, C]`` (natural log).
 
     Args:
       params: mixture parameters for ``C`` channels.
       x: ``float32 [B, H, W, C]`` values on the grid of ``levels`` values in ``[x_min, x_max]``.
+      channels_first: ``params`` are ``[C, K, B, H, W]`` (``split_mixture_params(...,
+        channels_first=True)``), ``x`` is ``[C, B, H, W]`` and so is the result. The same
+        numbers; on XLA's CPU backend faster for training (elementwise loops over a minor
+        dimension of K=10 vectorise poorly; here the minor dimension is W): L3C's loss +
+        gradient on 16 crops of 64x64, 0.49 instead of 0.87 s for the mixture part.
     """
-    means = conditioned_means(params, x)
-    log_probs = bin_log_prob(x[..., None], means, params.log_scales, levels, x_min, x_max)
-    log_weights = jax.nn.log_softmax(params.logit_weights, axis=-1)
-    return jax.nn.logsumexp(log_probs + log_weights, axis=-1)
+    means = conditioned_means(params, x, channels_first)
+    k_axis = 1 if channels_first else -1
+    value = x[:, None] if channels_first else x[..., None]
+    log_probs = bin_log_prob(value, means, params.log_scales, levels, x_min, x_max)
+    log_weights = jax.nn.log_softmax(params.logit_weights, axis=k_axis)
+    return jax.nn.logsumexp(log_probs + log_weights, axis=k_axis)
 
 
 def mixture_log_pmf(
