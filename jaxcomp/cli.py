@@ -12,6 +12,12 @@ context-model operating points is decoded with the matching one (else give --che
 Exit status: 0 all files done; 1 some files failed (each named on stderr, the others are
 done); 2 the command itself is wrong (bad arguments, missing input, unusable checkpoint).
 Existing outputs are never overwritten unless --force is given.
+
+Compiled model functions are kept in a persistent XLA compilation cache (default
+``$JAXCOMP_CACHE_DIR``, ``$JAX_COMPILATION_CACHE_DIR`` or ``~/.cache/jaxcomp/xla``;
+``--cache-dir ""`` turns it off), so only
+the first call for a model and tile shape pays the compilation: most of a cold call's time.
+A cached function is the same compiled program, so streams decode bit-exactly either way.
 """
 
 from __future__ import annotations
@@ -28,6 +34,37 @@ SUFFIX = ".jxc"
 
 class UsageError(Exception):
     pass
+
+
+def default_cache_dir() -> str:
+    """``$JAXCOMP_CACHE_DIR``, else JAX's own ``$JAX_COMPILATION_CACHE_DIR``, else
+    ``~/.cache/jaxcomp/xla`` (under ``$XDG_CACHE_HOME`` if that is set)."""
+    for var in ("JAXCOMP_CACHE_DIR", "JAX_COMPILATION_CACHE_DIR"):
+        if var in os.environ:
+            return os.environ[var]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "jaxcomp", "xla")
+
+
+def enable_compilation_cache(path: str) -> bool:
+    """Points JAX's persistent compilation cache at ``path`` (created if needed); ``""`` does
+    nothing. Returns whether the cache is on; a folder that cannot be created only costs a
+    warning on stderr (compression works without the cache, just slower to start)."""
+    if not path:
+        return False
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        print(f"jaxcomp: warning: no compilation cache ({e}); every call compiles the model anew",
+              file=sys.stderr)
+        return False
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", path)
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        # the model functions (seconds each); not the many tiny ones, whose keys change with the image size
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    return True
 
 
 def _pairs(src: str, dst: str, compress: bool) -> list[tuple[str, str]]:
@@ -151,6 +188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--window", type=int, default=64,
                        help="coding PMFs over WINDOW levels around the model's mean plus an escape, when "
                             "compressing (0: all 256 levels; decoding reads it from the file)")
+        p.add_argument("--cache-dir", default=None,
+                       help="persistent XLA compilation cache (default: $JAXCOMP_CACHE_DIR, "
+                            "$JAX_COMPILATION_CACHE_DIR or ~/.cache/jaxcomp/xla; \"\" to turn it off)")
         p.add_argument("--force", action="store_true", help="overwrite existing outputs")
         p.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
@@ -161,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             existing = [d for _, d in pairs if os.path.exists(d)]
             if existing:
                 raise UsageError(f"{existing[0]} exists (and {len(existing) - 1} more); use --force to overwrite")
+        enable_compilation_cache(default_cache_dir() if args.cache_dir is None else args.cache_dir)
         codecs = _Codecs(args.checkpoint, args.tile, args.window)
         if compress:
             codec = codecs.get(args.codec, args.checkpoint)

@@ -71,6 +71,42 @@ def test_console_errors_have_no_traceback(tmp_path, repo):
     assert out.returncode == 2 and "Traceback" not in out.stderr and "checkpoint not found" in out.stderr
 
 
+def test_compilation_cache_folder(tmp_path, monkeypatch, capsys):
+    for var in ("JAXCOMP_CACHE_DIR", "JAX_COMPILATION_CACHE_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cli.default_cache_dir() == os.path.join(str(tmp_path), "jaxcomp", "xla")
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/jax/own")
+    assert cli.default_cache_dir() == "/jax/own"
+    monkeypatch.setenv("JAXCOMP_CACHE_DIR", "/ours")
+    assert cli.default_cache_dir() == "/ours"
+    assert not cli.enable_compilation_cache("")
+    (tmp_path / "a_file").write_text("x")
+    assert not cli.enable_compilation_cache(str(tmp_path / "a_file" / "cache"))
+    assert "no compilation cache" in capsys.readouterr().err
+
+
+def test_second_call_reuses_the_compiled_model(model_file, tmp_path, repo):
+    """A shell user's second ``jaxcomp`` call loads the model's compiled functions from the
+    cache folder instead of compiling them again, and the stream still decodes exactly."""
+    img = tmp_path / "a.png"
+    Image.fromarray(load_image(sample_image_paths()[0])[:32, :40]).save(img)
+    cache = tmp_path / "cache"
+    env = dict(os.environ, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_LOG_COMPILES="1")
+    common = ["--checkpoint", model_file, "--tile", "32", "--cache-dir", str(cache), "--force"]
+    runs = []
+    steps = (("compress", img, tmp_path / "a.jxc"), ("decompress", tmp_path / "a.jxc", tmp_path / "b.png"))
+    for command, src, dst in steps:
+        out = subprocess.run([sys.executable, "-m", "jaxcomp.cli", command, str(src), str(dst), *common],
+                             capture_output=True, text=True, cwd=repo, env=env)
+        assert out.returncode == 0, out.stderr
+        runs.append(out.stderr)
+    assert len(os.listdir(cache)) > 0
+    # decoding runs the encoder's jitted model functions: found in the cache the encoder filled
+    assert "Persistent compilation cache hit" in runs[1]
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "b.png")), np.asarray(Image.open(img)))
+
+
 @pytest.fixture(scope="module")
 def cpm_model_file(tmp_path_factory, cpm_tiny_config, cpm_tiny_params):
     path = str(tmp_path_factory.mktemp("cpm") / "tiny_cpm.msgpack")
