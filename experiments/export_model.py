@@ -34,9 +34,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     log_path = os.path.join(args.workdir, "metrics.jsonl")
     records = [json.loads(line) for line in open(log_path)] if os.path.exists(log_path) else []
+    # the checkpoint's step: a run stopped between checkpoints logged steps that are not exported
+    steps = notes["step"]
+    records = [r for r in records if r["step"] <= steps]
     evals = [r for r in records if r.get("split") == "eval"]
     train = [r for r in records if r.get("split") == "train"]
-    steps = max((r["step"] for r in records), default=0)
     # wall time of training: steps logged between consecutive records divided by their rate
     seconds, prev = 0.0, 0
     for r in train:

@@ -59,7 +59,8 @@ def _load_exported(path: str) -> tuple[ml_collections.ConfigDict, Any, dict]:
 
 
 def load_workdir(workdir: str) -> tuple[ml_collections.ConfigDict, Any, dict]:
-    """``(config, params, notes)`` of the latest checkpoint of a training workdir."""
+    """``(config, params, notes)`` of the latest checkpoint of a training workdir; ``notes["step"]``
+    is that checkpoint's step."""
     from jaxcomp import tasks
     from jaxcomp import train as trainer
 
@@ -69,7 +70,7 @@ def load_workdir(workdir: str) -> tuple[ml_collections.ConfigDict, Any, dict]:
     task, _ = tasks.build_task(config)
     example = {"image": np.zeros((jax.device_count(), crop, crop, 3), np.uint8)}
     state = trainer.restore_for_eval(config, workdir, task, example)
-    return config, jax.device_get(state.params), {"workdir": os.path.abspath(workdir)}
+    return config, jax.device_get(state.params), {"workdir": os.path.abspath(workdir), "step": int(state.step)}
 
 
 def load_model(checkpoint: str | None = None, task: str = "l3c") -> tuple[ml_collections.ConfigDict, Any, dict]:
