@@ -15,9 +15,9 @@ Existing outputs are never overwritten unless --force is given.
 
 Compiled model functions are kept in a persistent XLA compilation cache (default
 ``$JAXCOMP_CACHE_DIR``, ``$JAX_COMPILATION_CACHE_DIR`` or ``~/.cache/jaxcomp/xla``;
-``--cache-dir ""`` turns it off), so only
-the first call for a model and tile shape pays the compilation: most of a cold call's time.
-A cached function is the same compiled program, so streams decode bit-exactly either way.
+``--cache-dir ""`` turns it off), so only the first call for a model and tile shape pays the
+compilation, most of a cold call's time. A cached function is the same compiled program, so
+streams decode bit-exactly either way. Delete the folder to clear it.
 """
 
 from __future__ import annotations
