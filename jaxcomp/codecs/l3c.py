@@ -184,10 +184,11 @@ class L3C(nn.Module):
         return {"values": values, "symbols": symbols, "params": params}
 
 
-def mixture_params(spec: L3CSpec, raw: jax.Array, scale: int) -> lm.MixtureParams:
-    """Mixture parameters for ``x(scale)`` from the raw output of ``D(scale+1)``."""
+def mixture_params(spec: L3CSpec, raw: jax.Array, scale: int, channels_first: bool = False) -> lm.MixtureParams:
+    """Mixture parameters for ``x(scale)`` from the raw output of ``D(scale+1)`` (``[B, h, w, P]``,
+    or ``[P, B, h, w]`` with ``channels_first``)."""
     c = spec.channels(scale)
-    return lm.split_mixture_params(raw, c, spec.mixtures, autoregressive=(c == 3))
+    return lm.split_mixture_params(raw, c, spec.mixtures, autoregressive=(c == 3), channels_first=channels_first)
 
 
 def bits_per_scale(spec: L3CSpec, out: dict[str, Any]) -> list[jax.Array]:
@@ -202,9 +203,7 @@ def bits_per_scale(spec: L3CSpec, out: dict[str, Any]) -> list[jax.Array]:
     """
     bits = []
     for scale in range(spec.scales):
-        c = spec.channels(scale)
-        p = lm.split_mixture_params(jnp.moveaxis(out["params"][scale], -1, 0), c, spec.mixtures,
-                                    autoregressive=(c == 3), channels_first=True)
+        p = mixture_params(spec, jnp.moveaxis(out["params"][scale], -1, 0), scale, channels_first=True)
         x = jnp.moveaxis(out["values"][scale], -1, 0)
         logp = lm.mixture_log_prob(p, x, spec.num_levels(scale), channels_first=True)  # [C, B, H, W]
         bits.append(-jnp.sum(logp, axis=(0, 2, 3)) / np.log(2.0))
