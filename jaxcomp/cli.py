@@ -28,43 +28,13 @@ import sys
 from collections.abc import Sequence
 
 from jaxcomp.data.images import IMAGE_EXTENSIONS
+from jaxcomp.xla import default_cache_dir, enable_compilation_cache
 
 SUFFIX = ".jxc"
 
 
 class UsageError(Exception):
     pass
-
-
-def default_cache_dir() -> str:
-    """``$JAXCOMP_CACHE_DIR``, else JAX's own ``$JAX_COMPILATION_CACHE_DIR``, else
-    ``~/.cache/jaxcomp/xla`` (under ``$XDG_CACHE_HOME`` if that is set)."""
-    for var in ("JAXCOMP_CACHE_DIR", "JAX_COMPILATION_CACHE_DIR"):
-        if var in os.environ:
-            return os.environ[var]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "jaxcomp", "xla")
-
-
-def enable_compilation_cache(path: str) -> bool:
-    """Points JAX's persistent compilation cache at ``path`` (created if needed); ``""`` does
-    nothing. Returns whether the cache is on; a folder that cannot be created only costs a
-    warning on stderr (compression works without the cache, just slower to start)."""
-    if not path:
-        return False
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as e:
-        print(f"jaxcomp: warning: no compilation cache ({e}); every call compiles the model anew",
-              file=sys.stderr)
-        return False
-    import jax
-
-    jax.config.update("jax_compilation_cache_dir", path)
-    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
-        # the model functions (seconds each); not the many tiny ones, whose keys change with the image size
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    return True
 
 
 def _pairs(src: str, dst: str, compress: bool) -> list[tuple[str, str]]:

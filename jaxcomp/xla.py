@@ -48,3 +48,37 @@ def cpu_convolutions() -> str:
     flags = _state["flags_at_start"]
     flags = os.environ.get("XLA_FLAGS", "") if flags is None else flags
     return "xla" if NO_YNN in str(flags).split() else "ynn"
+
+
+def default_cache_dir() -> str:
+    """``$JAXCOMP_CACHE_DIR``, else JAX's own ``$JAX_COMPILATION_CACHE_DIR``, else
+    ``~/.cache/jaxcomp/xla`` (under ``$XDG_CACHE_HOME`` if that is set)."""
+    for var in ("JAXCOMP_CACHE_DIR", "JAX_COMPILATION_CACHE_DIR"):
+        if var in os.environ:
+            return os.environ[var]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "jaxcomp", "xla")
+
+
+def enable_compilation_cache(path: str, min_compile_secs: float = 0.5) -> bool:
+    """Points JAX's persistent compilation cache at ``path`` (created if needed); ``""`` does
+    nothing. Functions that took at least ``min_compile_secs`` to compile are stored (unless
+    ``$JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` says otherwise): the model functions (seconds
+    each), not the many tiny ones whose keys change with every shape. Returns whether the cache
+    is on; a folder that cannot be created only costs a warning on stderr (everything works
+    without the cache, it just compiles anew). The jaxcomp CLI and the ECG cross-validation use it.
+    """
+    if not path:
+        return False
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        print(f"jaxcomp: warning: no compilation cache ({e}); every call compiles the model anew",
+              file=sys.stderr)
+        return False
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", path)
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_secs)
+    return True

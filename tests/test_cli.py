@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcomp import cli
+from jaxcomp import cli, xla
 from jaxcomp.codecs.pretrained import export_params
 from jaxcomp.data import load_image, sample_image_paths
 
@@ -75,14 +75,14 @@ def test_compilation_cache_folder(tmp_path, monkeypatch, capsys):
     for var in ("JAXCOMP_CACHE_DIR", "JAX_COMPILATION_CACHE_DIR"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert cli.default_cache_dir() == os.path.join(str(tmp_path), "jaxcomp", "xla")
+    assert xla.default_cache_dir() == os.path.join(str(tmp_path), "jaxcomp", "xla")
     monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/jax/own")
-    assert cli.default_cache_dir() == "/jax/own"
+    assert xla.default_cache_dir() == "/jax/own"
     monkeypatch.setenv("JAXCOMP_CACHE_DIR", "/ours")
-    assert cli.default_cache_dir() == "/ours"
-    assert not cli.enable_compilation_cache("")
+    assert xla.default_cache_dir() == "/ours"
+    assert not xla.enable_compilation_cache("")
     (tmp_path / "a_file").write_text("x")
-    assert not cli.enable_compilation_cache(str(tmp_path / "a_file" / "cache"))
+    assert not xla.enable_compilation_cache(str(tmp_path / "a_file" / "cache"))
     assert "no compilation cache" in capsys.readouterr().err
 
 

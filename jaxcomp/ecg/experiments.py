@@ -21,6 +21,7 @@ from jaxcomp.configs import apply_overrides
 from jaxcomp.ecg.data import ECGBatches, build_ecg_data
 from jaxcomp.ecg.scoring import plot_confusion, score
 from jaxcomp.ecg.task import ECGTask
+from jaxcomp.xla import enable_compilation_cache
 
 
 def predict_split(task: ECGTask, state, data: ECGBatches, batch_size: int, idx: np.ndarray | None = None):
@@ -58,8 +59,7 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> str:
     from jaxcomp import train as trainer
 
     os.makedirs(workdir, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, "jax_cache"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    enable_compilation_cache(os.path.join(workdir, "jax_cache"), min_compile_secs=1.0)
     folds = list(config.cv.folds) or list(range(config.data.num_folds))
     models = list(config.cv.models)
     unknown = set(models) - {"cnn", "crnn"}
