@@ -33,6 +33,7 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
     c.task = "cpm"
     c.seed = 0
     c.init_from = ""               # workdir or .msgpack of a CPM model to start from
+    c.init_grow = False            # let wider parameters start from narrower ones (leading block)
 
     c.data = ml_collections.ConfigDict(dict(
         source="samples", path="", val_path="", holdout="samples", num_val=2,

@@ -26,6 +26,7 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
     c.task = "l3c"
     c.seed = 0
     c.init_from = ""               # workdir or .msgpack of an L3C model to start from (fine-tuning)
+    c.init_grow = False            # let wider parameters start from narrower ones (leading block)
 
     c.data = ml_collections.ConfigDict(dict(
         source="samples",          # samples (shipped photos) | folder (data.path) | tfds (data.tfds_name)

@@ -75,8 +75,28 @@ def test_init_from_starts_a_new_run_from_an_exported_model(l3c_tiny_config, tmp_
     assert int(state.step) == 0
 
     wider = apply_overrides(config, ["model.features=12"])
+    wide_task = tasks.build(wider)[0]
+    with pytest.raises(trainer.CheckpointError, match="different architecture.*init_grow"):
+        trainer.train(wider, str(tmp_path / "wider"), wide_task, data, progress=False)
+    # init_grow: the wider model's parameters hold the narrower ones in their leading block and
+    # keep their fresh initialisation elsewhere; a narrower model still cannot start from a wider one
+    fresh = trainer.init_state(wide_task, data.train_batch(0), jax.random.PRNGKey(3), mesh)
+    grown = trainer.warm_start(fresh, start.params, path, grow=True)
+    n_grown = 0
+    for old, new, init in zip(_params(start), _params(grown), _params(fresh)):
+        block = tuple(slice(0, n) for n in old.shape)
+        np.testing.assert_array_equal(new[block], old)
+        rest = np.ones(new.shape, bool)
+        rest[block] = False
+        np.testing.assert_array_equal(new[rest], init[rest])
+        n_grown += old.shape != new.shape
+    assert n_grown > 0
+    state, _ = trainer.train(apply_overrides(wider, ["init_grow=True"]), str(tmp_path / "grown"), wide_task,
+                             data, progress=False)
+    for a, b in zip(_params(state), _params(start)):
+        np.testing.assert_array_equal(a[tuple(slice(0, n) for n in b.shape)], b)
     with pytest.raises(trainer.CheckpointError, match="different architecture"):
-        trainer.train(wider, str(tmp_path / "wider"), tasks.build(wider)[0], data, progress=False)
+        trainer.warm_start(start, grown.params, "wide.msgpack", grow=True)
     missing = apply_overrides(config, ["init_from=/nonexistent/model.msgpack"])
     with pytest.raises(trainer.CheckpointError, match="not found"):
         trainer.train(missing, str(tmp_path / "missing"), task, data, progress=False)

@@ -156,22 +156,43 @@ def load_init_params(config: ml_collections.ConfigDict) -> Any:
         raise CheckpointError(f"init_from: {e}") from e
 
 
-def warm_start(state: Any, loaded: Any, source: str, mesh: Mesh | None = None) -> Any:
+def warm_start(state: Any, loaded: Any, source: str, mesh: Mesh | None = None, grow: bool = False) -> Any:
     """``state`` with its ``params`` replaced by ``loaded``, which must match them in names and shapes.
+
+    ``grow``: a parameter may instead be at least as large as the loaded one in every dimension
+    (a wider model, e.g. a CPM bottleneck of 64 channels started from one of 32): the loaded values
+    fill its leading block, the rest keeps ``state``'s fresh initialisation. Names must still match.
 
     The optimizer state and step stay as initialised: fine-tuning starts a new schedule. Raises
     :class:`CheckpointError` naming the parameters that differ (another architecture).
     """
     flat_old = {_path_name(p): v for p, v in jax.tree_util.tree_flatten_with_path(loaded)[0]}
-    mismatch = _shape_mismatch(_shapes(state.params), {k: np.shape(v) for k, v in flat_old.items()})
+    expected = _shapes(state.params)
+    saved = {k: np.shape(v) for k, v in flat_old.items()}
+    if grow:  # shapes that fit inside the new ones are not a mismatch
+        saved = {k: (expected[k] if k in expected and _fits(v, expected[k]) else v) for k, v in saved.items()}
+    mismatch = _shape_mismatch(expected, saved)
     if mismatch:
-        raise CheckpointError(f"init_from={source!r} is a different architecture: {mismatch}")
+        hint = "" if grow else " (init_grow=True starts a wider model from a narrower one)"
+        raise CheckpointError(f"init_from={source!r} is a different architecture: {mismatch}{hint}")
     flat_new, treedef = jax.tree_util.tree_flatten_with_path(state.params)
-    leaves = [np.asarray(flat_old[_path_name(p)], v.dtype) for p, v in flat_new]
+    leaves = []
+    for p, v in flat_new:
+        old = np.asarray(flat_old[_path_name(p)], v.dtype)
+        if old.shape != v.shape:
+            grown = np.array(v)
+            grown[tuple(slice(0, n) for n in old.shape)] = old
+            log.info("init_grow: %s %s -> %s", _path_name(p), old.shape, v.shape)
+            old = grown
+        leaves.append(old)
     params = jax.tree_util.tree_unflatten(treedef, leaves)
     if mesh is not None:
         params = jax.device_put(params, replicated(mesh))
     return state.replace(params=params)
+
+
+def _fits(small: tuple, big: tuple) -> bool:
+    return len(small) == len(big) and all(a <= b for a, b in zip(small, big, strict=True))
 
 
 def checkpoint_manager(workdir: str, keep: int = 3) -> ocp.CheckpointManager:
@@ -328,7 +349,8 @@ def train(
     Config keys read: ``seed``, ``steps``, ``log_every``, ``eval_every``,
     ``checkpoint_every``, ``keep``, ``eval_batch_size`` (all ints), and ``init_from`` if present:
     a workdir or exported ``.msgpack`` of the same task whose parameters a new run starts from
-    (fine-tuning; a resumed run ignores it).
+    (fine-tuning; a resumed run ignores it), with ``init_grow`` (bool, if present) letting
+    parameters of a wider model start from narrower ones (see :func:`warm_start`).
     ``callbacks(step, state, metrics)`` run on the host after every step (``metrics``
     holds device arrays; reading them synchronises).
 
@@ -353,7 +375,7 @@ def train(
         loaded = load_init_params(config) if config.get("init_from", "") else None
         state = init_state(task, first, init_rng, mesh)
         if loaded is not None:
-            state = warm_start(state, loaded, config.init_from, mesh)
+            state = warm_start(state, loaded, config.init_from, mesh, grow=bool(config.get("init_grow", False)))
             log.info("started from the parameters of %s", config.init_from)
     train_step, eval_step = compile_steps(task, mesh)
     writer = MetricWriter(workdir)
