@@ -15,7 +15,8 @@ real rate ends below the target):
   cpu_low/cpu_med/cpu_high: the same targets on 2 CPU cores: n=64, 2 groups, 96x96 crops,
   batch 8, Adam 1e-3 with cosine decay, plus 0.2 * MSE in the distortion (colours). cpu_med
   trains from scratch; cpu_low and cpu_high start from it (init_from) and move to their
-  targets; cpu_high keeps C=32 (so it can start from cpu_med) with H_target 2.0 (1.0 bpp).
+  targets; cpu_high has C=64 as paper_high, its first 32 channels started from cpu_med's
+  (init_grow; until 2026-12-02 it kept C=32 with H_target 2.0, and never used the extra rate).
   mse         as paper_med with the MSE distortion (the PSNR variant).
   tiny        seconds, for tests.
 """
@@ -78,7 +79,10 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
         c.steps, c.log_every, c.eval_every, c.checkpoint_every = 2000, 50, 500, 250
         c.eval_batch_size = 4
         if point == "high":
-            c.loss.H_target = 2.0      # C=32 here: 2.0 bits/symbol = 1.0 bpp, as the paper's high point
+            # C=64 as in the paper (H_target 1.0: 1.0 bpp), started from the C=32 cpu_med: the
+            # leading 32 channels keep their weights, the new ones start fresh (init_grow)
+            c.model.channels = 64
+            c.init_grow = True
         if point in ("low", "high"):
             c.init_from = "runs/cpm_cpu_med"
             c.optimizer.update(learning_rate=3e-4, decay_steps=800, warmup_steps=0)
