@@ -86,6 +86,8 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
         if point in ("low", "high"):
             c.init_from = "runs/cpm_cpu_med"
             c.optimizer.update(learning_rate=3e-4, decay_steps=800, warmup_steps=0)
+            if point == "high":  # the new channels need longer: the shipped cpm_high's schedule
+                c.optimizer.update(decay_steps=4000, warmup_steps=100)
             c.steps = c.optimizer.decay_steps
     elif variant == "tiny":
         c.model.update(channels=4, features=8, groups=1, context_features=4)
