@@ -70,7 +70,7 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
     if variant == "mse":
         c.loss.update(distortion="mse", K_mse=1.0)
     if variant.startswith("cpu_"):
-        c.model.update(features=64, groups=2, channels=32)
+        c.model.update(features=64, groups=2)
         c.data.update(crop=96, batch_size=8, downscale=(0.5, 1.0), eval_crop=192)
         # MS-SSIM alone hardly penalises lost colour saturation; in 250 CPU steps it gave sepia
         # reconstructions (PSNR 17 dB), so a small MSE term keeps the colours
@@ -78,17 +78,16 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
         c.optimizer.update(learning_rate=1e-3, decay_steps=2000, warmup_steps=100, grad_clip=5.0)
         c.steps, c.log_every, c.eval_every, c.checkpoint_every = 2000, 50, 500, 250
         c.eval_batch_size = 4
-        if point == "high":
-            # C=64 as in the paper (H_target 1.0: 1.0 bpp), started from the C=32 cpu_med: the
-            # leading 32 channels keep their weights, the new ones start fresh (init_grow)
-            c.model.channels = 64
-            c.init_grow = True
         if point in ("low", "high"):
             c.init_from = "runs/cpm_cpu_med"
             c.optimizer.update(learning_rate=3e-4, decay_steps=800, warmup_steps=0)
-            if point == "high":  # the new channels need longer: the shipped cpm_high's schedule
-                c.optimizer.update(decay_steps=4000, warmup_steps=100)
-            c.steps = c.optimizer.decay_steps
+        if point == "high":
+            # C=64 as in the paper (set above; H_target 1.0: 1.0 bpp), started from the C=32
+            # cpu_med: the leading 32 channels keep their weights, the new ones start fresh
+            # (init_grow); they need longer: the shipped cpm_high's schedule
+            c.init_grow = True
+            c.optimizer.update(decay_steps=4000, warmup_steps=100)
+        c.steps = c.optimizer.decay_steps
     elif variant == "tiny":
         c.model.update(channels=4, features=8, groups=1, context_features=4)
         c.data.update(crop=32, batch_size=2, eval_crop=32, num_val=1)
