@@ -4,7 +4,10 @@
         --out jaxcomp/codecs/pretrained/l3c_cpu.msgpack --command "python -m experiments.train ..."
 
 Writes the parameters (Flax msgpack) and, beside them, a JSON with the training config and
-notes: steps, the last validation metrics from metrics.jsonl, wall time, the command.
+notes: steps, the last validation metrics from metrics.jsonl, wall time, the command, and, for a
+run warm-started with ``init_from``, the ``lineage``: every earlier round it continues (file hash,
+command, steps, last validation), so a chain of fine-tuning rounds stays reproducible from the
+shipped ``.json`` alone.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="storage precision of the parameters (float16: half the file; loaded as float32)")
     args = parser.parse_args(argv)
 
-    from jaxcomp.codecs.pretrained import ModelLoadError, export_params, load_workdir
+    from jaxcomp.codecs.pretrained import ModelLoadError, export_params, lineage, load_workdir
 
     try:
         config, params, notes = load_workdir(args.workdir)
@@ -47,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
         prev = r["step"]
     training = dict(steps=steps, train_seconds=round(seconds), command=args.command, note=args.note,
                     last_eval=evals[-1] if evals else None)
+    chain = lineage(config.get("init_from", ""))
+    if chain:
+        training["lineage"] = chain
+        for entry in chain:
+            if entry.get("missing"):
+                print(f"warning: the lineage cannot be followed past {entry['model']} (not found)", file=sys.stderr)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     export_params(params, config, args.out, training, dtype=args.dtype)
     size = os.path.getsize(args.out)

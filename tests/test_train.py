@@ -105,6 +105,29 @@ def test_init_from_starts_a_new_run_from_an_exported_model(l3c_tiny_config, tmp_
         trainer.load_init_params(other)
 
 
+def test_lineage_follows_a_chain_of_exported_models(l3c_tiny_config, tmp_path):
+    """An exported model records every round it continues, with the hash of each starting file."""
+    import hashlib
+
+    from jaxcomp.codecs.pretrained import export_params, lineage
+
+    params = {"w": np.arange(3, dtype=np.float32)}
+    first, second = str(tmp_path / "first.msgpack"), str(tmp_path / "second.msgpack")
+    export_params(params, l3c_tiny_config, first, {"steps": 5, "command": "train first", "note": "round 1"})
+    export_params(params, l3c_tiny_config, second, {"steps": 7, "command": "train second",
+                                                    "lineage": lineage(first)})
+    chain = lineage(second)
+    assert [(e["model"], e["steps"], e["command"]) for e in chain] == [
+        (first, 5, "train first"), (second, 7, "train second")]
+    with open(first, "rb") as f:
+        assert chain[0]["sha256"] == hashlib.sha256(f.read()).hexdigest()
+    assert chain[0]["note"] == "round 1" and "lineage" not in chain[1]
+    assert lineage("") == []
+    assert lineage(str(tmp_path)) == [{"workdir": str(tmp_path)}]
+    gone = str(tmp_path / "gone.msgpack")
+    assert lineage(gone) == [{"model": gone, "missing": True}]
+
+
 MULTI_DEVICE_SCRIPT = r"""
 import json, jax, numpy as np
 from jaxcomp import tasks, train as trainer

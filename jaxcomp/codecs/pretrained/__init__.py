@@ -42,6 +42,34 @@ def export_params(params: Any, config: ml_collections.ConfigDict, path: str, tra
         json.dump({"config": json.loads(config.to_json_best_effort()), "training": training}, f, indent=2)
 
 
+def lineage(init_from: str) -> list[dict[str, Any]]:
+    """The chain of trainings a run with ``config.init_from=init_from`` continues, oldest first.
+
+    Each entry describes one earlier training round: for an exported ``.msgpack`` its path as given,
+    the SHA-256 of the file and the ``steps``, ``train_seconds``, ``command``, ``note`` and
+    ``last_eval`` of its ``.json``, preceded by that model's own recorded lineage; a training workdir
+    is recorded by its path alone. A starting model that is no longer on disk is recorded with
+    ``"missing": True``, so a chain is never silently cut short. ``""`` (no warm start) gives ``[]``.
+    """
+    import hashlib
+
+    if not init_from:
+        return []
+    if os.path.isdir(init_from):
+        return [{"workdir": os.path.abspath(init_from)}]
+    meta_path = os.path.splitext(init_from)[0] + ".json"
+    if not (os.path.isfile(init_from) and os.path.isfile(meta_path)):
+        return [{"model": init_from, "missing": True}]
+    with open(init_from, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    with open(meta_path) as f:
+        training = json.load(f).get("training", {})
+    entry = {"model": init_from, "sha256": digest}
+    entry.update({k: training[k] for k in ("steps", "train_seconds", "command", "note", "last_eval")
+                  if k in training})
+    return list(training.get("lineage", [])) + [entry]
+
+
 def _load_exported(path: str) -> tuple[ml_collections.ConfigDict, Any, dict]:
     from flax import serialization
 
