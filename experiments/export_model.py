@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         config, params, notes = load_workdir(args.workdir)
+        chain = lineage(config.get("init_from", ""))
     except (ModelLoadError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -50,7 +51,6 @@ def main(argv: list[str] | None = None) -> int:
         prev = r["step"]
     training = dict(steps=steps, train_seconds=round(seconds), command=args.command, note=args.note,
                     last_eval=evals[-1] if evals else None)
-    chain = lineage(config.get("init_from", ""))
     if chain:
         training["lineage"] = chain
         for entry in chain:

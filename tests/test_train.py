@@ -109,7 +109,7 @@ def test_lineage_follows_a_chain_of_exported_models(l3c_tiny_config, tmp_path):
     """An exported model records every round it continues, with the hash of each starting file."""
     import hashlib
 
-    from jaxcomp.codecs.pretrained import export_params, lineage
+    from jaxcomp.codecs.pretrained import ModelLoadError, export_params, lineage
 
     params = {"w": np.arange(3, dtype=np.float32)}
     first, second = str(tmp_path / "first.msgpack"), str(tmp_path / "second.msgpack")
@@ -126,6 +126,10 @@ def test_lineage_follows_a_chain_of_exported_models(l3c_tiny_config, tmp_path):
     assert lineage(str(tmp_path)) == [{"workdir": str(tmp_path)}]
     gone = str(tmp_path / "gone.msgpack")
     assert lineage(gone) == [{"model": gone, "missing": True}]
+    with open(str(tmp_path / "first.json"), "w") as f:
+        f.write("{truncated")
+    with pytest.raises(ModelLoadError, match="unreadable model notes"):
+        lineage(first)
 
 
 MULTI_DEVICE_SCRIPT = r"""

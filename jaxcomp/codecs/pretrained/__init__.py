@@ -50,6 +50,8 @@ def lineage(init_from: str) -> list[dict[str, Any]]:
     ``last_eval`` of its ``.json``, preceded by that model's own recorded lineage; a training workdir
     is recorded by its path alone. A starting model that is no longer on disk is recorded with
     ``"missing": True``, so a chain is never silently cut short. ``""`` (no warm start) gives ``[]``.
+The hash is of the file as it is now: export before replacing a starting model in place.
+Raises :class:`ModelLoadError` for notes that are not JSON.
     """
     import hashlib
 
@@ -62,8 +64,11 @@ def lineage(init_from: str) -> list[dict[str, Any]]:
         return [{"model": init_from, "missing": True}]
     with open(init_from, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()
-    with open(meta_path) as f:
-        training = json.load(f).get("training", {})
+    try:
+        with open(meta_path) as f:
+            training = json.load(f).get("training", {})
+    except ValueError as e:
+        raise ModelLoadError(f"{meta_path}: unreadable model notes ({e}); cannot record the lineage") from e
     entry = {"model": init_from, "sha256": digest}
     entry.update({k: training[k] for k in ("steps", "train_seconds", "command", "note", "last_eval")
                   if k in training})
