@@ -6,8 +6,8 @@
 Writes the parameters (Flax msgpack) and, beside them, a JSON with the training config and
 notes: steps, the last validation metrics from metrics.jsonl, wall time, the command, and, for a
 run warm-started with ``init_from``, the ``lineage``: every earlier round it continues (file hash,
-command, steps, last validation), so a chain of fine-tuning rounds stays reproducible from the
-shipped ``.json`` alone.
+command, steps, last validation; as the trainer recorded it in ``WORKDIR/lineage.json`` when the
+run started), so a chain of fine-tuning rounds stays reproducible from the shipped ``.json`` alone.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="storage precision of the parameters (float16: half the file; loaded as float32)")
     args = parser.parse_args(argv)
 
-    from jaxcomp.codecs.pretrained import ModelLoadError, export_params, lineage, load_workdir
+    from jaxcomp.codecs.pretrained import ModelLoadError, export_params, load_workdir, workdir_lineage
 
     try:
         config, params, notes = load_workdir(args.workdir)
-        chain = lineage(config.get("init_from", ""))
+        chain = workdir_lineage(args.workdir, config.get("init_from", ""))
     except (ModelLoadError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -73,7 +73,6 @@ def test_init_from_starts_a_new_run_from_an_exported_model(l3c_tiny_config, tmp_
     for a, b in zip(_params(state), _params(start)):
         np.testing.assert_array_equal(a, b)
     assert int(state.step) == 0
-
     wider = apply_overrides(config, ["model.features=12"])
     wide_task = tasks.build(wider)[0]
     with pytest.raises(trainer.CheckpointError, match="different architecture.*init_grow"):
@@ -103,13 +102,21 @@ def test_init_from_starts_a_new_run_from_an_exported_model(l3c_tiny_config, tmp_
     other = apply_overrides(config, ["task=cpm"])
     with pytest.raises(trainer.CheckpointError, match="not 'cpm'"):
         trainer.load_init_params(other)
+    # the run records the starting file's hash when it starts: replacing that file in place later
+    # (as when a fine-tuned model is copied over the one it started from) does not change it
+    from jaxcomp.codecs.pretrained import lineage, workdir_lineage
+
+    recorded = workdir_lineage(str(tmp_path / "run"), path)
+    assert recorded == lineage(path) and len(recorded) == 1
+    export_params(jax.tree.map(lambda a: np.asarray(a) + 1, start.params), l3c_tiny_config, path, {})
+    assert workdir_lineage(str(tmp_path / "run"), path) == recorded != lineage(path)
 
 
 def test_lineage_follows_a_chain_of_exported_models(l3c_tiny_config, tmp_path):
     """An exported model records every round it continues, with the hash of each starting file."""
     import hashlib
 
-    from jaxcomp.codecs.pretrained import ModelLoadError, export_params, lineage
+    from jaxcomp.codecs.pretrained import ModelLoadError, export_params, lineage, workdir_lineage
 
     params = {"w": np.arange(3, dtype=np.float32)}
     first, second = str(tmp_path / "first.msgpack"), str(tmp_path / "second.msgpack")
@@ -130,6 +137,13 @@ def test_lineage_follows_a_chain_of_exported_models(l3c_tiny_config, tmp_path):
         f.write("{truncated")
     with pytest.raises(ModelLoadError, match="unreadable model notes"):
         lineage(first)
+    # a workdir without a recorded lineage (older runs) falls back to the files as they are now
+    run = tmp_path / "run"
+    run.mkdir()
+    assert workdir_lineage(str(run), gone) == lineage(gone)
+    (run / "lineage.json").write_text("[truncated")
+    with pytest.raises(ModelLoadError, match="unreadable lineage"):
+        workdir_lineage(str(run), gone)
 
 
 MULTI_DEVICE_SCRIPT = r"""

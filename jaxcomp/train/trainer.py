@@ -349,8 +349,9 @@ def train(
     Config keys read: ``seed``, ``steps``, ``log_every``, ``eval_every``,
     ``checkpoint_every``, ``keep``, ``eval_batch_size`` (all ints), and ``init_from`` if present:
     a workdir or exported ``.msgpack`` of the same task whose parameters a new run starts from
-    (fine-tuning; a resumed run ignores it), with ``init_grow`` (bool, if present) letting
-    parameters of a wider model start from narrower ones (see :func:`warm_start`).
+    (fine-tuning; a resumed run ignores it; its lineage goes to ``WORKDIR/lineage.json``), with
+    ``init_grow`` (bool, if present) letting parameters of a wider model start from narrower ones
+    (see :func:`warm_start`).
     ``callbacks(step, state, metrics)`` run on the host after every step (``metrics``
     holds device arrays; reading them synchronises).
 
@@ -377,6 +378,11 @@ def train(
         if loaded is not None:
             state = warm_start(state, loaded, config.init_from, mesh, grow=bool(config.get("init_grow", False)))
             log.info("started from the parameters of %s", config.init_from)
+            if jax.process_index() == 0:
+                from jaxcomp.codecs.pretrained import record_lineage
+
+                # hashes of the files as they are now, not as they are when the model is exported
+                record_lineage(workdir, config.init_from)
     train_step, eval_step = compile_steps(task, mesh)
     writer = MetricWriter(workdir)
     eval_metrics: dict[str, float] = {}

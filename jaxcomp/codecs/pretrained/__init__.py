@@ -50,8 +50,9 @@ def lineage(init_from: str) -> list[dict[str, Any]]:
     ``last_eval`` of its ``.json``, preceded by that model's own recorded lineage; a training workdir
     is recorded by its path alone. A starting model that is no longer on disk is recorded with
     ``"missing": True``, so a chain is never silently cut short. ``""`` (no warm start) gives ``[]``.
-The hash is of the file as it is now: export before replacing a starting model in place.
-Raises :class:`ModelLoadError` for notes that are not JSON.
+    The hash is of the file as it is now; the trainer therefore records the lineage in the workdir
+    when a run starts (:func:`record_lineage`), and export reads it from there
+    (:func:`workdir_lineage`). Raises :class:`ModelLoadError` for notes that are not JSON.
     """
     import hashlib
 
@@ -73,6 +74,38 @@ Raises :class:`ModelLoadError` for notes that are not JSON.
     entry.update({k: training[k] for k in ("steps", "train_seconds", "command", "note", "last_eval")
                   if k in training})
     return list(training.get("lineage", [])) + [entry]
+
+
+LINEAGE_FILE = "lineage.json"
+
+
+def record_lineage(workdir: str, init_from: str) -> list[dict[str, Any]]:
+    """Writes ``lineage(init_from)`` to ``WORKDIR/lineage.json`` and returns it.
+
+    Called by the trainer when a run warm-starts, so the hashes are those of the files the run
+    actually started from, even if a starting model is later replaced in place (as when a
+    fine-tuned model is copied over the shipped file it started from).
+    """
+    chain = lineage(init_from)
+    with open(os.path.join(workdir, LINEAGE_FILE), "w") as f:
+        json.dump(chain, f, indent=2)
+    return chain
+
+
+def workdir_lineage(workdir: str, init_from: str) -> list[dict[str, Any]]:
+    """The lineage a training workdir recorded when it started (:func:`record_lineage`); for a
+    workdir from before that was recorded, ``lineage(init_from)`` as the files are now."""
+    path = os.path.join(workdir, LINEAGE_FILE)
+    if not os.path.isfile(path):
+        return lineage(init_from)
+    try:
+        with open(path) as f:
+            chain = json.load(f)
+    except ValueError as e:
+        raise ModelLoadError(f"{path}: unreadable lineage ({e})") from e
+    if not isinstance(chain, list):
+        raise ModelLoadError(f"{path}: a lineage is a JSON list, not {type(chain).__name__}")
+    return chain
 
 
 def _load_exported(path: str) -> tuple[ml_collections.ConfigDict, Any, dict]:
