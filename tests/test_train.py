@@ -73,6 +73,7 @@ def test_init_from_starts_a_new_run_from_an_exported_model(l3c_tiny_config, tmp_
     for a, b in zip(_params(state), _params(start)):
         np.testing.assert_array_equal(a, b)
     assert int(state.step) == 0
+
     wider = apply_overrides(config, ["model.features=12"])
     wide_task = tasks.build(wider)[0]
     with pytest.raises(trainer.CheckpointError, match="different architecture.*init_grow"):

@@ -65,15 +65,20 @@ def lineage(init_from: str) -> list[dict[str, Any]]:
         return [{"model": init_from, "missing": True}]
     with open(init_from, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()
-    try:
-        with open(meta_path) as f:
-            training = json.load(f).get("training", {})
-    except ValueError as e:
-        raise ModelLoadError(f"{meta_path}: unreadable model notes ({e}); cannot record the lineage") from e
+    training = _read_json(meta_path, "model notes").get("training", {})
     entry = {"model": init_from, "sha256": digest}
     entry.update({k: training[k] for k in ("steps", "train_seconds", "command", "note", "last_eval")
                   if k in training})
     return list(training.get("lineage", [])) + [entry]
+
+
+def _read_json(path: str, what: str) -> Any:
+    """The JSON in ``path``; :class:`ModelLoadError` naming the file and ``what`` it holds if it is not JSON."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except ValueError as e:
+        raise ModelLoadError(f"{path}: unreadable {what} ({e})") from e
 
 
 LINEAGE_FILE = "lineage.json"
@@ -98,11 +103,7 @@ def workdir_lineage(workdir: str, init_from: str) -> list[dict[str, Any]]:
     path = os.path.join(workdir, LINEAGE_FILE)
     if not os.path.isfile(path):
         return lineage(init_from)
-    try:
-        with open(path) as f:
-            chain = json.load(f)
-    except ValueError as e:
-        raise ModelLoadError(f"{path}: unreadable lineage ({e})") from e
+    chain = _read_json(path, "lineage")
     if not isinstance(chain, list):
         raise ModelLoadError(f"{path}: a lineage is a JSON list, not {type(chain).__name__}")
     return chain
