@@ -4,6 +4,7 @@
     python -m experiments.bench_rd --images /data/kodak --out runs/rd_kodak
     python -m experiments.bench_rd --checkpoints runs/cpm_a/model.msgpack runs/cpm_b --crop 256
     python -m experiments.bench_rd --checkpoints --codecs jpeg,webp   # baselines' curves only
+    python -m experiments.bench_rd --refine 0,100                # also with 100 steps of latent refinement
 
 Rates are real bitstreams: bpp = 8 * bytes / (H * W). Quality is MS-SSIM (Google's msssim.py
 definition, ``jaxcomp.metrics.ms_ssim``) and PSNR over RGB, both of the decoded image.
@@ -61,18 +62,32 @@ def learned_codecs(args: argparse.Namespace) -> list[tuple[str, object]]:
     """``(name, codec)`` per ``--checkpoints`` entry; a codec has ``compress``, ``decompress``,
     ``estimate_bits`` and ``reconstruct`` (:class:`jaxcomp.codecs.cpm.CPMCodec`)."""
     paths = default_checkpoints() if args.checkpoints is None else list(args.checkpoints)
+    refine = parse_refine(args.refine)
     if not paths:
         return []
     from jaxcomp.codecs.cpm import load_codec
 
     out, names = [], set()
-    for path in paths:
-        name = os.path.splitext(os.path.basename(os.path.normpath(path)))[0] or path
-        while name in names:
-            name += "'"
-        names.add(name)
-        out.append((name, load_codec(path)))
+    for steps in refine:
+        for path in paths:
+            name = os.path.splitext(os.path.basename(os.path.normpath(path)))[0] or path
+            name += f"+refine{steps}" if steps else ""
+            while name in names:
+                name += "'"
+            names.add(name)
+            out.append((name, load_codec(path, refine=steps)))
     return out
+
+
+def parse_refine(text: str) -> list[int]:
+    """``'0,100'`` -> ``[0, 100]``: steps of latent refinement, each a separate learned point."""
+    try:
+        values = [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError as e:
+        raise CodecError(f"--refine: {e}") from e
+    if not values or any(v < 0 for v in values):
+        raise CodecError(f"--refine must be a comma-separated list of steps >= 0, got {text!r}")
+    return list(dict.fromkeys(values))
 
 
 def parse_list(text: str, kind: type, what: str) -> list:
@@ -125,7 +140,8 @@ def bench_image(image: np.ndarray, name: str, learned: list, baselines: list[Los
     base = dict(image=name, height=h, width=w)
     entries: list[tuple[dict, np.ndarray]] = []
     for point, codec in learned:
-        codec.decompress(codec.compress(image))  # warm-up: compiles this shape
+        warm = codec.with_refinement(min(codec.refine_steps, 1))  # warm-up: compiles this shape
+        warm.decompress(warm.compress(image))
         data, enc_s = _timed(codec.compress, image)
         decoded, dec_s = _timed(codec.decompress, data)
         exact = bool(np.array_equal(decoded, codec.reconstruct(image)))
@@ -212,12 +228,14 @@ def plot_rd(path: str, curves: list[dict], summary: list[dict], metric: str, tit
         (line,) = ax.plot([c["bpp"] for c in cs], [c[metric] for c in cs], ".-", label=codec, lw=1)
         colours[codec] = line.get_color()
     learned = [s for s in summary if s["codec"] == s["point"]]
-    if learned:
-        learned = sorted(learned, key=lambda s: s["bpp"])
-        ax.plot([s["bpp"] for s in learned], [s[metric] for s in learned], "k*-", ms=12, label="learned (real bpp)")
-        for i, s in enumerate(learned):  # alternate below-right / above-left so close points' labels do not overlap
+    families = dict.fromkeys(s["point"].partition("+")[2] for s in learned)  # "" or "refine100", ...
+    for family, style in zip(families, ("k*-", "m*-", "c*-", "y*-")):
+        points = sorted((s for s in learned if s["point"].partition("+")[2] == family), key=lambda s: s["bpp"])
+        ax.plot([s["bpp"] for s in points], [s[metric] for s in points], style, ms=12,
+                label=f"learned{', ' + family if family else ''} (real bpp)")
+        for i, s in enumerate(points):  # alternate below-right / above-left so close points' labels do not overlap
             below = i % 2 == 0
-            ax.annotate(s["point"], (s["bpp"], s[metric]), textcoords="offset points", fontsize=8,
+            ax.annotate(s["point"], (s["bpp"], s[metric]), textcoords="offset points", fontsize=7,
                         xytext=(6, -10) if below else (-6, 6), ha="left" if below else "right")
     for s in summary:
         codec = s["codec"].removesuffix(" (matched)")
@@ -250,6 +268,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoints", nargs="*", default=None,
                    help="learned models (exported .msgpack, training workdir, or low/med/high); default: the "
                         "shipped cpm_{low,med,high}.msgpack that exist; give none for baselines only")
+    p.add_argument("--refine", default="0",
+                   help="steps of encoder-side latent refinement of the learned codecs (CPMCodec.refine); a "
+                        "comma-separated list benchmarks each (e.g. 0,100; refined points are named +refineN)")
     p.add_argument("--qualities", default=",".join(map(str, QUALITY_GRID)), help="baselines' quality grid")
     p.add_argument("--bpsp", default=",".join(map(str, BPSP_GRID)), help="JPEG 2000's grid (bits per subpixel)")
     return p.parse_args(argv)

@@ -19,8 +19,11 @@ ic = pytest.importorskip("imagecodecs")
 class FakeLearnedCodec:
     """The learned codecs' API on top of JPEG at one quality; ``broken`` decodes one pixel wrong."""
 
-    def __init__(self, quality: int, broken: bool = False):
-        self.quality, self.broken = quality, broken
+    def __init__(self, quality: int, broken: bool = False, refine_steps: int = 0):
+        self.quality, self.broken, self.refine_steps = quality, broken, refine_steps
+
+    def with_refinement(self, steps: int) -> FakeLearnedCodec:
+        return FakeLearnedCodec(self.quality, self.broken, steps)
 
     def compress(self, image: np.ndarray) -> bytes:
         return bytes(ic.jpeg8_encode(image, level=self.quality))
@@ -64,7 +67,8 @@ def _read_csv(path):
 
 
 def test_bench_rd_end_to_end(tmp_path, folder, bench_rd, monkeypatch):
-    learned = [("fake_low", FakeLearnedCodec(20)), ("fake_high", FakeLearnedCodec(60, broken=True))]
+    learned = [("fake_low", FakeLearnedCodec(20)), ("fake_high", FakeLearnedCodec(60, broken=True)),
+               ("fake_low+refine5", FakeLearnedCodec(30, refine_steps=5))]
     monkeypatch.setattr(bench_rd, "learned_codecs", lambda args: learned)
     out = tmp_path / "out"
     assert bench_rd.main(["--images", str(folder), "--codecs", "jpeg", "--qualities", "10,50,90", "--out", str(out),
@@ -75,13 +79,13 @@ def test_bench_rd_end_to_end(tmp_path, folder, bench_rd, monkeypatch):
         assert (out / name).read_bytes()[:4] == b"\x89PNG" and (out / name).stat().st_size > 5000
 
     rows = _read_csv(out / "rows.csv")
-    assert len(rows) == 2 * (2 + 3 + 2)  # per image: 2 learned points, 3 curve points, 2 matched
+    assert len(rows) == 2 * (3 + 3 + 3)  # per image: 3 learned points, 3 curve points, 3 matched
     own = {(r["image"], r["codec"]): r for r in rows if r["kind"] == "learned"}
     for (_, point), r in own.items():
         assert float(r["estimated_bpp"]) == pytest.approx(0.9 * float(r["bpp"]))
         assert r["exact"] == ("False" if point == "fake_high" else "True")
         assert 0 < float(r["ms_ssim"]) < 1 and 15 < float(r["psnr"]) < 50
-    matched = [r for r in rows if r["kind"] == "matched"]
+    matched = [r for r in rows if r["kind"] == "matched" and "+" not in r["target"]]
     assert len(matched) == 4
     for m in matched:
         target = own[(m["image"], m["target"])]
@@ -94,7 +98,8 @@ def test_bench_rd_end_to_end(tmp_path, folder, bench_rd, monkeypatch):
 
     summary = {r["codec"] + "@" + r["point"]: r for r in _read_csv(out / "summary.csv")}
     assert set(summary) == {"fake_low@fake_low", "jpeg (matched)@fake_low", "fake_high@fake_high",
-                            "jpeg (matched)@fake_high"}
+                            "jpeg (matched)@fake_high", "fake_low+refine5@fake_low+refine5",
+                            "jpeg (matched)@fake_low+refine5"}
     assert summary["fake_low@fake_low"]["exact"] == "2/2" and summary["fake_high@fake_high"]["exact"] == "0/2"
     m = summary["jpeg (matched)@fake_low"]
     assert m["learned_ms_ssim_higher"].endswith("/2") and m["over_budget"] == "0"
@@ -148,6 +153,7 @@ def test_bench_rd_baselines_only_and_errors(tmp_path, folder, bench_rd, capsys):
         (["--images", str(folder), "--crop", "8", "--codecs", "jpeg"], "too small for MS-SSIM"),
         (["--images", str(folder), "--crop", "-1", "--codecs", "jpeg"], "--crop must be >= 0"),
         (["--images", str(folder), "--max-images", "0", "--codecs", "jpeg"], "--max-images must be >= 1"),
+        (["--images", str(folder), "--refine", "5,-1", "--codecs", "jpeg"], "--refine must be a comma-separated"),
     ]
     for args, message in bad:
         assert bench_rd.main(args + ["--checkpoints", "--out", str(out), "--no-progress"]) == 2, args
@@ -162,14 +168,16 @@ def test_learned_codecs_from_checkpoints(tmp_path, folder, bench_rd, monkeypatch
 
     from jaxcomp.codecs.pretrained import ModelLoadError
 
-    def load_codec(path):
+    def load_codec(path, refine=0):
         if "missing" in path:
             raise ModelLoadError(f"checkpoint not found: {path}")
-        return FakeLearnedCodec(30)
+        return FakeLearnedCodec(30, refine_steps=refine)
 
     monkeypatch.setitem(sys.modules, "jaxcomp.codecs.cpm", types.SimpleNamespace(load_codec=load_codec))
     args = bench_rd.parse_args(["--checkpoints", "runs/a/model.msgpack", "runs/b/model.msgpack", "runs/workdir/"])
     assert [name for name, _ in bench_rd.learned_codecs(args)] == ["model", "model'", "workdir"]
+    args = bench_rd.parse_args(["--checkpoints", "runs/a.msgpack", "--refine", "0,7,7"])
+    assert [(n, c.refine_steps) for n, c in bench_rd.learned_codecs(args)] == [("a", 0), ("a+refine7", 7)]
     (tmp_path / "pre").mkdir()
     (tmp_path / "pre" / "cpm_high.msgpack").write_bytes(b"")
     (tmp_path / "pre" / "cpm_low.msgpack").write_bytes(b"")

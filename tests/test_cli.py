@@ -132,3 +132,14 @@ def test_lossy_codec_through_the_command(cpm_model_file, photos, tmp_path, capsy
     assert cli.main(["compress", "--codec", "cpm", str(photos / "p1.png"), str(tmp_path / "p1.jxc"),
                      "--checkpoint", "nope"]) == 2
     assert "cannot load the cpm model" in capsys.readouterr().err
+    # --refine: the refined file decodes with the plain command, to the refined codec's reconstruction
+    assert cli.main(["compress", "--codec", "cpm", "--refine", "3", str(photos / "p0.png"), str(tmp_path / "r.jxc"),
+                     *args]) == 0
+    assert cli.main(["decompress", str(tmp_path / "r.jxc"), str(tmp_path / "r.png"), *args]) == 0
+    original = np.asarray(Image.open(photos / "p0.png"))
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "r.png")),
+                                  cpm.load_codec(cpm_model_file, refine=3).reconstruct(original))
+    for bad, message in ((["--codec", "cpm", "--refine", "-2"], "--refine must be >= 0"),
+                         (["--refine", "5"], "lossy codec only")):
+        assert cli.main(["compress", *bad, str(photos / "p1.png"), str(tmp_path / "x.jxc"), *args]) == 2
+        assert message in capsys.readouterr().err

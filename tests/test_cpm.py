@@ -192,3 +192,32 @@ def test_config_errors_are_clear(cpm_tiny_config):
     with pytest.raises(ValueError, match="multiples of 8"):
         task.check_batch((1, 36, 36, 3))
 
+
+
+def test_latent_refinement_lowers_the_objective_and_any_codec_of_the_model_decodes(codec, photo, cpm_tiny_config):
+    image = photo[30:94, 50:114]
+    objective = cpm.objective_weights(cpm_tiny_config.loss)
+    refined = cpm.CPMCodec(codec.spec, codec.params, tile=64, refine=12, objective=objective,
+                           refine_lr=0.3)
+    latent, _, _ = cpm._refine_functions(codec.spec)
+    x = jnp.asarray(image, jnp.float32)[None]
+    z0 = latent(codec.params, x)
+    z, trace = refined.refine(x, z0)
+    values = [t[0] for t in trace]
+    assert len(trace) == 12 and values[-1] < values[0]  # the training objective of this image went down
+    assert not np.array_equal(np.asarray(z), np.asarray(z0))  # the best iterate is a refined one
+    symbols, k = refined.analyse(image)
+    assert refined.analyse(image)[0] is symbols  # remembered: compress, reconstruct, estimate refine once
+    plain_symbols, plain_k = codec.analyse(image)
+    assert not (np.array_equal(symbols, plain_symbols) and np.array_equal(k, plain_k))
+    data, bits = refined.compress(image, return_bits=True)
+    out = codec.decompress(data)  # the decoder needs no refinement: the stream is an ordinary one
+    np.testing.assert_array_equal(out, refined.reconstruct(image))
+    assert abs(bits - refined.estimate_bits(image)) / bits < 1e-3
+    plain = refined.with_refinement(0)
+    assert plain.refine_steps == 0 and refined.refine_steps == 12
+    np.testing.assert_array_equal(plain.reconstruct(image), codec.reconstruct(image))
+    with pytest.raises(ValueError, match="objective"):
+        codec.with_refinement(5)  # built without the model's training objective
+    with pytest.raises(ValueError, match=">= 0"):
+        refined.with_refinement(-1)
