@@ -67,15 +67,16 @@ def learned_codecs(args: argparse.Namespace) -> list[tuple[str, object]]:
         return []
     from jaxcomp.codecs.cpm import load_codec
 
+    loaded = [load_codec(path) for path in paths]  # each model read once; refined copies share it
     out, names = [], set()
     for steps in refine:
-        for path in paths:
+        for path, codec in zip(paths, loaded):
             name = os.path.splitext(os.path.basename(os.path.normpath(path)))[0] or path
             name += f"+refine{steps}" if steps else ""
             while name in names:
                 name += "'"
             names.add(name)
-            out.append((name, load_codec(path, refine=steps)))
+            out.append((name, codec.with_refinement(steps)))
     return out
 
 

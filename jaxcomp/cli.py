@@ -156,7 +156,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name == "compress":
             p.add_argument("--codec", default="l3c", choices=["l3c", "cpm"],
                            help="l3c: lossless (default); cpm: lossy, 3D context model (CVPR'18)")
-        if name == "compress":
             p.add_argument("--refine", type=int, default=0, metavar="STEPS",
                            help="cpm: optimise each image's latent for STEPS steps under the model's training "
                                 "loss before coding (slower encoding, better rate-distortion; decoding unchanged)")

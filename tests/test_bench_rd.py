@@ -168,10 +168,10 @@ def test_learned_codecs_from_checkpoints(tmp_path, folder, bench_rd, monkeypatch
 
     from jaxcomp.codecs.pretrained import ModelLoadError
 
-    def load_codec(path, refine=0):
+    def load_codec(path):
         if "missing" in path:
             raise ModelLoadError(f"checkpoint not found: {path}")
-        return FakeLearnedCodec(30, refine_steps=refine)
+        return FakeLearnedCodec(30)
 
     monkeypatch.setitem(sys.modules, "jaxcomp.codecs.cpm", types.SimpleNamespace(load_codec=load_codec))
     args = bench_rd.parse_args(["--checkpoints", "runs/a/model.msgpack", "runs/b/model.msgpack", "runs/workdir/"])

@@ -73,7 +73,6 @@ def test_init_from_starts_a_new_run_from_an_exported_model(l3c_tiny_config, tmp_
     for a, b in zip(_params(state), _params(start)):
         np.testing.assert_array_equal(a, b)
     assert int(state.step) == 0
-
     wider = apply_overrides(config, ["model.features=12"])
     wide_task = tasks.build(wider)[0]
     with pytest.raises(trainer.CheckpointError, match="different architecture.*init_grow"):
@@ -134,6 +133,10 @@ def test_lineage_follows_a_chain_of_exported_models(l3c_tiny_config, tmp_path):
     assert lineage(str(tmp_path)) == [{"workdir": str(tmp_path)}]
     gone = str(tmp_path / "gone.msgpack")
     assert lineage(gone) == [{"model": gone, "missing": True}]
+    with open(str(tmp_path / "first.json"), "w") as f:
+        f.write("[1, 2]")
+    with pytest.raises(ModelLoadError, match="model notes are a JSON object, not list"):
+        lineage(first)
     with open(str(tmp_path / "first.json"), "w") as f:
         f.write("{truncated")
     with pytest.raises(ModelLoadError, match="unreadable model notes"):

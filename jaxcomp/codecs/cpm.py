@@ -558,6 +558,14 @@ def _refine_functions(spec: CPMSpec) -> tuple[Any, Any, Any]:
             jax.jit(step))
 
 
+def _check_refinement(steps: int, lr: float, objective: dict | None) -> None:
+    """ValueError unless ``steps`` >= 0, ``lr`` > 0 and, for ``steps`` > 0, an ``objective`` is given."""
+    if steps < 0 or lr <= 0:
+        raise ValueError(f"refine must be >= 0 steps and refine_lr > 0, got {steps} and {lr}")
+    if steps and objective is None:
+        raise ValueError("refine needs the model's training objective (objective_weights(config.loss))")
+
+
 _CONTEXT_STEP = jax.jit(_context_step, donate_argnums=(1,))
 _KMAP_TABLE = jax.jit(lambda p: jax.nn.softmax(KMAP_SCALE * p["kmap_logits"], -1))
 
@@ -590,10 +598,7 @@ class CPMCodec:
 
         if tile < FACTOR or tile % FACTOR:
             raise ValueError(f"tile must be a positive multiple of {FACTOR} pixels, got {tile}")
-        if refine < 0 or refine_lr <= 0:
-            raise ValueError(f"refine must be >= 0 steps and refine_lr > 0, got {refine} and {refine_lr}")
-        if refine and objective is None:
-            raise ValueError("refine needs the model's training objective (objective_weights(config.loss))")
+        _check_refinement(refine, refine_lr, objective)
         self.refine_steps, self.refine_lr, self.progress = refine, refine_lr, progress
         self.objective = None if objective is None else {k: float(v) for k, v in objective.items()}
         self._memo: tuple[tuple, tuple[np.ndarray, np.ndarray]] | None = None
@@ -620,10 +625,7 @@ class CPMCodec:
     def with_refinement(self, steps: int) -> CPMCodec:
         """This codec with ``steps`` steps of :meth:`refine` (a copy sharing the model and its
         compiled functions; ``0``: none)."""
-        if steps < 0:
-            raise ValueError(f"refine must be >= 0 steps, got {steps}")
-        if steps and self.objective is None:
-            raise ValueError("refine needs the model's training objective (objective_weights(config.loss))")
+        _check_refinement(steps, self.refine_lr, self.objective)
         other = copy.copy(self)
         other.refine_steps, other._memo, other.refine_trace = steps, None, []
         return other

@@ -65,7 +65,10 @@ def lineage(init_from: str) -> list[dict[str, Any]]:
         return [{"model": init_from, "missing": True}]
     with open(init_from, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()
-    training = _read_json(meta_path, "model notes").get("training", {})
+    notes = _read_json(meta_path, "model notes")
+    if not isinstance(notes, dict):
+        raise ModelLoadError(f"{meta_path}: model notes are a JSON object, not {type(notes).__name__}")
+    training = notes.get("training", {})
     entry = {"model": init_from, "sha256": digest}
     entry.update({k: training[k] for k in ("steps", "train_seconds", "command", "note", "last_eval")
                   if k in training})
