@@ -108,6 +108,9 @@ def test_init_from_starts_a_new_run_from_an_exported_model(l3c_tiny_config, tmp_
 
     recorded = workdir_lineage(str(tmp_path / "run"), path)
     assert recorded == lineage(path) and len(recorded) == 1
+    # the hash recorded is that of the bytes the run loaded (load_init_params' notes), one read
+    loaded, notes = trainer.load_init_params(config)
+    assert notes["sha256"] == recorded[0]["sha256"] and lineage(path, notes["sha256"]) == recorded
     export_params(jax.tree.map(lambda a: np.asarray(a) + 1, start.params), l3c_tiny_config, path, {})
     assert workdir_lineage(str(tmp_path / "run"), path) == recorded != lineage(path)
 

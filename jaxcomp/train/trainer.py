@@ -143,15 +143,18 @@ def abstract_state(task: Task, batch: Batch, rng: jax.Array, mesh: Mesh) -> Any:
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), shapes)
 
 
-def load_init_params(config: ml_collections.ConfigDict) -> Any:
-    """The parameters named by ``config.init_from`` (a training workdir or an exported ``.msgpack``).
+def load_init_params(config: ml_collections.ConfigDict) -> tuple[Any, dict]:
+    """``(params, notes)`` of the model named by ``config.init_from`` (a training workdir or an
+    exported ``.msgpack``; the notes as :func:`jaxcomp.codecs.pretrained.load_model` gives them,
+    with the file's ``"sha256"`` for a ``.msgpack``).
 
     The model must be of the same ``config.task``; read on the host, as float32 numpy arrays.
     """
     from jaxcomp.codecs.pretrained import ModelLoadError, load_model
 
     try:
-        return load_model(config.init_from, task=config.task)[1]
+        _, params, notes = load_model(config.init_from, task=config.task)
+        return params, notes
     except ModelLoadError as e:
         raise CheckpointError(f"init_from: {e}") from e
 
@@ -373,7 +376,7 @@ def train(
         log.info("resumed from %s at step %d", manager.directory, start_step)
     else:
         # the starting model is read before init compiles, so a wrong path fails at once
-        loaded = load_init_params(config) if config.get("init_from", "") else None
+        loaded, notes = load_init_params(config) if config.get("init_from", "") else (None, {})
         state = init_state(task, first, init_rng, mesh)
         if loaded is not None:
             state = warm_start(state, loaded, config.init_from, mesh, grow=bool(config.get("init_grow", False)))
@@ -381,8 +384,8 @@ def train(
             if jax.process_index() == 0:
                 from jaxcomp.codecs.pretrained import record_lineage
 
-                # hashes of the files as they are now, not as they are when the model is exported
-                record_lineage(workdir, config.init_from)
+                # the hash of the bytes just loaded, not of the file when the model is exported
+                record_lineage(workdir, config.init_from, notes.get("sha256"))
     train_step, eval_step = compile_steps(task, mesh)
     writer = MetricWriter(workdir)
     eval_metrics: dict[str, float] = {}

@@ -42,7 +42,7 @@ def export_params(params: Any, config: ml_collections.ConfigDict, path: str, tra
         json.dump({"config": json.loads(config.to_json_best_effort()), "training": training}, f, indent=2)
 
 
-def lineage(init_from: str) -> list[dict[str, Any]]:
+def lineage(init_from: str, sha256: str | None = None) -> list[dict[str, Any]]:
     """The chain of trainings a run with ``config.init_from=init_from`` continues, oldest first.
 
     Each entry describes one earlier training round: for an exported ``.msgpack`` its path as given,
@@ -52,7 +52,10 @@ def lineage(init_from: str) -> list[dict[str, Any]]:
     ``"missing": True``, so a chain is never silently cut short. ``""`` (no warm start) gives ``[]``.
     The hash is of the file as it is now; the trainer therefore records the lineage in the workdir
     when a run starts (:func:`record_lineage`), and export reads it from there
-    (:func:`workdir_lineage`). Raises :class:`ModelLoadError` for notes that are not JSON.
+    (:func:`workdir_lineage`). ``sha256``: the digest of the model file if the caller has already
+    read it (:func:`load_model` returns it as ``notes["sha256"]``), so the file is not read again
+    and the hash is that of the very bytes that were loaded. Raises :class:`ModelLoadError` for
+    notes that are not JSON.
     """
     import hashlib
 
@@ -63,13 +66,14 @@ def lineage(init_from: str) -> list[dict[str, Any]]:
     meta_path = os.path.splitext(init_from)[0] + ".json"
     if not (os.path.isfile(init_from) and os.path.isfile(meta_path)):
         return [{"model": init_from, "missing": True}]
-    with open(init_from, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
+    if sha256 is None:
+        with open(init_from, "rb") as f:
+            sha256 = hashlib.sha256(f.read()).hexdigest()
     notes = _read_json(meta_path, "model notes")
     if not isinstance(notes, dict):
         raise ModelLoadError(f"{meta_path}: model notes are a JSON object, not {type(notes).__name__}")
     training = notes.get("training", {})
-    entry = {"model": init_from, "sha256": digest}
+    entry = {"model": init_from, "sha256": sha256}
     entry.update({k: training[k] for k in ("steps", "train_seconds", "command", "note", "last_eval")
                   if k in training})
     return list(training.get("lineage", [])) + [entry]
@@ -87,14 +91,14 @@ def _read_json(path: str, what: str) -> Any:
 LINEAGE_FILE = "lineage.json"
 
 
-def record_lineage(workdir: str, init_from: str) -> list[dict[str, Any]]:
-    """Writes ``lineage(init_from)`` to ``WORKDIR/lineage.json`` and returns it.
+def record_lineage(workdir: str, init_from: str, sha256: str | None = None) -> list[dict[str, Any]]:
+    """Writes ``lineage(init_from, sha256)`` to ``WORKDIR/lineage.json`` and returns it.
 
     Called by the trainer when a run warm-starts, so the hashes are those of the files the run
     actually started from, even if a starting model is later replaced in place (as when a
     fine-tuned model is copied over the shipped file it started from).
     """
-    chain = lineage(init_from)
+    chain = lineage(init_from, sha256)
     with open(os.path.join(workdir, LINEAGE_FILE), "w") as f:
         json.dump(chain, f, indent=2)
     return chain
@@ -113,6 +117,10 @@ def workdir_lineage(workdir: str, init_from: str) -> list[dict[str, Any]]:
 
 
 def _load_exported(path: str) -> tuple[ml_collections.ConfigDict, Any, dict]:
+    """``(config, params, notes)`` of an exported model; ``notes`` is its ``.json``'s ``training``
+    plus ``"sha256"``, the digest of the bytes the parameters were read from."""
+    import hashlib
+
     from flax import serialization
 
     meta_path = os.path.splitext(path)[0] + ".json"
@@ -122,10 +130,12 @@ def _load_exported(path: str) -> tuple[ml_collections.ConfigDict, Any, dict]:
         with open(meta_path) as f:
             meta = json.load(f)
         with open(path, "rb") as f:
-            params = serialization.msgpack_restore(f.read())
+            data = f.read()
+        params = serialization.msgpack_restore(data)
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"{path}: unreadable model file ({e})") from e
-    return ml_collections.ConfigDict(meta["config"]), params, meta.get("training", {})
+    notes = dict(meta.get("training", {}), sha256=hashlib.sha256(data).hexdigest())
+    return ml_collections.ConfigDict(meta["config"]), params, notes
 
 
 def load_workdir(workdir: str) -> tuple[ml_collections.ConfigDict, Any, dict]:
@@ -145,6 +155,9 @@ def load_workdir(workdir: str) -> tuple[ml_collections.ConfigDict, Any, dict]:
 
 def load_model(checkpoint: str | None = None, task: str = "l3c") -> tuple[ml_collections.ConfigDict, Any, dict]:
     """``(config, params, training notes)`` from a shipped/exported ``.msgpack`` or a training workdir.
+
+    The notes of a ``.msgpack`` carry ``"sha256"`` (of the file as read), those of a workdir its
+    path and checkpoint ``"step"``.
 
     ``checkpoint=None`` loads the model shipped with the package.
     """
