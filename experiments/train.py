@@ -4,6 +4,9 @@
         [--config.data.path=DIR ...]
 
 Resumes from the last checkpoint in --workdir; --eval-only evaluates that checkpoint.
+--time-limit SECONDS stops (with a checkpoint) once that much wall-clock time has passed; the
+same command then continues the run, as if it had not stopped (for leased machines with a
+per-command limit, or a shared CPU).
 """
 
 from __future__ import annotations
@@ -29,7 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", required=True, help="checkpoints, config.json, metrics, TensorBoard")
     parser.add_argument("--eval-only", action="store_true", help="evaluate the latest checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                        help="stop with a checkpoint after this much wall-clock time from the start of "
+                             "training (compilation included); run the same command again to continue")
     args = parser.parse_args(rest)
+    if args.time_limit is not None and args.time_limit <= 0:
+        parser.error(f"--time-limit must be > 0 seconds, got {args.time_limit:g}")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("jaxcomp").setLevel(logging.INFO)
 
@@ -47,11 +55,16 @@ def main(argv: list[str] | None = None) -> int:
             config.unlock()
             config.steps = 0
             config.lock()
-        _, metrics = trainer.train(config, args.workdir, task, data, progress=not args.no_progress)
+        state, metrics = trainer.train(config, args.workdir, task, data, progress=not args.no_progress,
+                                       time_limit=args.time_limit)
     except (ConfigError, DataError, trainer.CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps({"workdir": args.workdir, "eval": metrics}))
+    step = int(state.step)
+    if step < config.steps:
+        print(f"stopped by --time-limit at step {step} of {config.steps}; run the same command to continue",
+              file=sys.stderr)
+    print(json.dumps({"workdir": args.workdir, "step": step, "eval": metrics}))
     return 0
 
 

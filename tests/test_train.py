@@ -42,6 +42,18 @@ def test_kill_and_resume_continues_from_the_same_state(l3c_tiny_config, tmp_path
     assert int(resumed.step) == 6
     for a, b in zip(_params(reference), _params(resumed)):
         np.testing.assert_array_equal(a, b)
+    # a time limit stops after the step that ran out of time, checkpointed even off the
+    # checkpoint_every grid; the next call continues to the same end state
+    limited = str(tmp_path / "limited")
+    stopped, metrics = trainer.train(config, limited, task, data, progress=False, time_limit=1e-9)
+    assert int(stopped.step) == 1 and metrics == {}
+    manager = trainer.checkpoint_manager(limited)
+    assert manager.latest_step() == 1
+    manager.close()
+    finished, _ = trainer.train(config, limited, task, data, progress=False, time_limit=3600.0)
+    assert int(finished.step) == 6
+    for a, b in zip(_params(reference), _params(finished)):
+        np.testing.assert_array_equal(a, b)
     with open(os.path.join(workdir, "config.json")) as f:
         assert json.load(f)["model"]["features"] == config.model.features
     lines = [json.loads(x) for x in open(os.path.join(workdir, "metrics.jsonl"))]
@@ -243,6 +255,10 @@ def test_command_line_reports_errors_without_traceback(repo, tmp_path):
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=repo)
     assert out.returncode == 2
     assert "no key 'data.pth'" in out.stderr and "Traceback" not in out.stderr
+    cmd[-1:] = ["--time-limit", "0"]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=repo)
+    assert out.returncode == 2
+    assert "--time-limit must be > 0 seconds" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_benchmark_scripts_refuse_unknown_configs_without_traceback(repo):
@@ -260,12 +276,14 @@ jax.distributed.initialize(coordinator_address=sys.argv[3], num_processes=2, pro
 import numpy as np
 from jaxcomp import tasks, train as trainer
 from jaxcomp.configs import load_config
-config = load_config(sys.argv[4], ["steps=4", "checkpoint_every=2", "eval_every=4"])
+config = load_config(sys.argv[4], ["steps=4", "checkpoint_every=2", "eval_every=4", "log_every=1"])
 task, data = tasks.build(config)
+# process 0's clock decides when a time limit stops the run: both stop at the same step
+stopped, _ = trainer.train(config, sys.argv[2], task, data, progress=False, time_limit=1e-9)
 state, metrics = trainer.train(config, sys.argv[2], task, data, progress=False)
 leaves = [np.asarray(x.addressable_data(0)) for x in jax.tree.leaves(state.params)]
 print(json.dumps(dict(hosts=jax.process_count(), local_batch=data.local_batch_size, eval=metrics,
-                      checksum=float(sum(np.abs(x).sum() for x in leaves)))))
+                      stopped=int(stopped.step), checksum=float(sum(np.abs(x).sum() for x in leaves)))))
 """
 
 
@@ -286,10 +304,10 @@ def test_two_hosts_train_in_lockstep(repo, tmp_path):
     for p, (_out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
     results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
-    assert all(r["hosts"] == 2 and r["local_batch"] == 2 for r in results)
+    assert all(r["hosts"] == 2 and r["local_batch"] == 2 and r["stopped"] == 1 for r in results)
     assert results[0]["checksum"] == results[1]["checksum"]
     assert results[0]["eval"] == results[1]["eval"] and np.isfinite(results[0]["eval"]["bpsp"])
-    assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["2", "4"]
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["1", "2", "4"]
 
 
 @pytest.mark.slow

@@ -346,6 +346,7 @@ def train(
     callbacks: Sequence[Callable[[int, Any, Metrics], None]] = (),
     mesh: Mesh | None = None,
     progress: bool = True,
+    time_limit: float | None = None,
 ) -> tuple[Any, dict[str, float]]:
     """Trains ``task`` on ``data`` for ``config.steps`` steps; resumes from ``workdir``.
 
@@ -358,9 +359,18 @@ def train(
     ``callbacks(step, state, metrics)`` run on the host after every step (``metrics``
     holds device arrays; reading them synchronises).
 
+    ``time_limit`` (seconds of wall clock from this call, initialisation and compilation included):
+    stop after the first step that ends later, with a checkpoint of that step and no evaluation.
+    Calling ``train`` again with the same config and workdir continues the run; batches and step
+    keys depend only on (seed, step), so the result is that of an uninterrupted run. For leased
+    machines with a per-command limit, and for sharing a CPU. With several processes, process
+    0's clock decides, checked every ``log_every`` steps.
+
     Returns:
-      The final state and the last evaluation metrics (empty without validation data).
+      The final state (``state.step < config.steps`` if stopped by ``time_limit``) and the last
+      evaluation metrics (empty without validation data).
     """
+    started = time.monotonic()
     mesh = make_mesh() if mesh is None else mesh
     os.makedirs(workdir, exist_ok=True)
     _save_config(config, workdir)
@@ -424,6 +434,12 @@ def train(
                 manager.save(step, args=ocp.args.StandardSave(state))
             if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
                 eval_metrics = run_eval(step)
+            if step < config.steps and _out_of_time(started, time_limit, step, config.log_every):
+                if step % config.checkpoint_every:
+                    manager.save(step, args=ocp.args.StandardSave(state))
+                log.info("time limit of %.0f s reached: stopped at step %d of %d (checkpointed; "
+                         "the same command continues the run)", time_limit, step, config.steps)
+                break
             if step < config.steps:
                 batch = next(batches)
         if not eval_metrics and step == start_step and config.eval_every:
@@ -435,6 +451,21 @@ def train(
         writer.close()
         getattr(batches, "close", lambda: None)()
     return state, eval_metrics
+
+
+def _out_of_time(started: float, time_limit: float | None, step: int, every: int) -> bool:
+    """Whether a run that began at ``started`` (``time.monotonic()``) has used ``time_limit``
+    seconds; the same answer on every process (process 0's, checked every ``every`` steps)."""
+    if not time_limit:
+        return False
+    if jax.process_count() == 1:
+        return time.monotonic() - started > time_limit
+    if step % every:
+        return False
+    from jax.experimental import multihost_utils
+
+    late = np.bool_(time.monotonic() - started > time_limit)
+    return bool(multihost_utils.broadcast_one_to_all(late))
 
 
 def restore_for_eval(
