@@ -62,7 +62,7 @@ def learned_codecs(args: argparse.Namespace) -> list[tuple[str, object]]:
     """``(name, codec)`` per ``--checkpoints`` entry; a codec has ``compress``, ``decompress``,
     ``estimate_bits`` and ``reconstruct`` (:class:`jaxcomp.codecs.cpm.CPMCodec`)."""
     paths = default_checkpoints() if args.checkpoints is None else list(args.checkpoints)
-    refine = parse_refine(args.refine)
+    refine = list(dict.fromkeys(parse_list(args.refine, int, "--refine", allow_zero=True)))  # 0,100 -> [0, 100]
     if not paths:
         return []
     from jaxcomp.codecs.cpm import load_codec
@@ -80,26 +80,17 @@ def learned_codecs(args: argparse.Namespace) -> list[tuple[str, object]]:
     return out
 
 
-def parse_refine(text: str) -> list[int]:
-    """``'0,100'`` -> ``[0, 100]``: steps of latent refinement, each a separate learned point."""
-    try:
-        values = [int(v) for v in str(text).split(",") if v.strip()]
-    except ValueError as e:
-        raise CodecError(f"--refine: {e}") from e
-    if not values or any(v < 0 for v in values):
-        raise CodecError(f"--refine must be a comma-separated list of steps >= 0, got {text!r}")
-    return list(dict.fromkeys(values))
-
-
-def parse_list(text: str, kind: type, what: str) -> list:
-    """``'5,10,0.5'`` -> ``[5, 10, 0.5]`` (positive numbers), or :class:`CodecError` naming ``what``."""
+def parse_list(text: str, kind: type, what: str, allow_zero: bool = False) -> list:
+    """``'5,10,0.5'`` -> ``[5, 10, 0.5]`` (positive numbers, or >= 0 with ``allow_zero``), or
+    :class:`CodecError` naming ``what``."""
     try:
         values = [kind(v) for v in text.split(",") if v.strip()]
         values = [int(v) if float(v).is_integer() else v for v in values]
     except ValueError as e:
         raise CodecError(f"{what}: {e}") from e
-    if not values or any(v <= 0 for v in values):
-        raise CodecError(f"{what} must be a comma-separated list of positive numbers, got {text!r}")
+    if not values or any(v < 0 or (v == 0 and not allow_zero) for v in values):
+        kind_text = "numbers >= 0" if allow_zero else "positive numbers"
+        raise CodecError(f"{what} must be a comma-separated list of {kind_text}, got {text!r}")
     return values
 
 
