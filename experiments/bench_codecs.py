@@ -36,8 +36,8 @@ from jaxcomp.baselines import (
     lossless_baselines,
 )
 from jaxcomp.codecs.l3c import DEFAULT_WINDOW
-from jaxcomp.codecs.pretrained import ModelLoadError
 from jaxcomp.data import DataError
+from jaxcomp.modelfile import ModelLoadError
 
 
 def extra_codecs(args: argparse.Namespace) -> list[Codec]:

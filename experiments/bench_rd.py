@@ -39,9 +39,10 @@ import numpy as np
 
 from experiments._images import add_image_arguments, iter_images, pyplot
 from jaxcomp.baselines import CodecError, LossyCodec, bits_per_pixel, encode_at_bitrate, lossy_baselines
-from jaxcomp.codecs.pretrained import PRETRAINED_DIR, ModelLoadError
+from jaxcomp.codecs.pretrained import PRETRAINED_DIR
 from jaxcomp.coding.container import BitstreamError
 from jaxcomp.data import DataError
+from jaxcomp.modelfile import ModelLoadError
 from jaxcomp.reporting import write_table
 
 DEFAULT_BASELINES = ("jpeg", "webp", "jpeg2000", "avif")

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="storage precision of the parameters (float16: half the file; loaded as float32)")
     args = parser.parse_args(argv)
 
-    from jaxcomp.codecs.pretrained import ModelLoadError, export_params, load_workdir, workdir_lineage
+    from jaxcomp.modelfile import ModelLoadError, export_params, load_workdir, workdir_lineage
 
     try:
         config, params, notes = load_workdir(args.workdir)

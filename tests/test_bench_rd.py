@@ -166,7 +166,7 @@ def test_learned_codecs_from_checkpoints(tmp_path, folder, bench_rd, monkeypatch
     """Names come from the paths; the default is the shipped cpm_{low,med,high} that exist."""
     import types
 
-    from jaxcomp.codecs.pretrained import ModelLoadError
+    from jaxcomp.modelfile import ModelLoadError
 
     def load_codec(path):
         if "missing" in path:

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from jaxcomp import cli, xla
-from jaxcomp.codecs.pretrained import export_params
 from jaxcomp.data import load_image, sample_image_paths
+from jaxcomp.modelfile import export_params
 
 
 @pytest.fixture(scope="module")

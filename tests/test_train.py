@@ -65,6 +65,14 @@ def test_kill_and_resume_continues_from_the_same_state(l3c_tiny_config, tmp_path
     restored = trainer.restore_for_eval(config, workdir, task, batch)
     for a, b in zip(_params(reference), _params(restored)):
         np.testing.assert_array_equal(a, b)
+    # a model file's loader reads the same parameters without building the task (no target tree)
+    from jaxcomp.modelfile import load_model
+
+    _, params, notes = load_model(workdir, task=config.task)
+    assert notes == {"workdir": os.path.abspath(workdir), "step": 6}
+    assert jax.tree.structure(params) == jax.tree.structure(jax.device_get(restored.params))
+    for a, b in zip(_params(restored), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(a, b)
     wider = apply_overrides(config, ["model.features=12"])
     with pytest.raises(trainer.CheckpointError, match=r"does not match .*has shape"):  # named before restoring
         trainer.restore_for_eval(wider, workdir, tasks.build(wider)[0], batch)
@@ -72,7 +80,7 @@ def test_kill_and_resume_continues_from_the_same_state(l3c_tiny_config, tmp_path
 
 def test_init_from_starts_a_new_run_from_an_exported_model(l3c_tiny_config, tmp_path):
     """Fine-tuning: a new run starts from another model's parameters (shapes checked, task checked)."""
-    from jaxcomp.codecs.pretrained import export_params
+    from jaxcomp.modelfile import export_params
 
     task, data = tasks.build(l3c_tiny_config)
     mesh = trainer.make_mesh()
@@ -116,7 +124,7 @@ def test_init_from_starts_a_new_run_from_an_exported_model(l3c_tiny_config, tmp_
         trainer.load_init_params(other)
     # the run records the starting file's hash when it starts: replacing that file in place later
     # (as when a fine-tuned model is copied over the one it started from) does not change it
-    from jaxcomp.codecs.pretrained import lineage, workdir_lineage
+    from jaxcomp.modelfile import lineage, workdir_lineage
 
     recorded = workdir_lineage(str(tmp_path / "run"), path)
     assert recorded == lineage(path) and len(recorded) == 1
@@ -131,7 +139,7 @@ def test_lineage_follows_a_chain_of_exported_models(l3c_tiny_config, tmp_path):
     """An exported model records every round it continues, with the hash of each starting file."""
     import hashlib
 
-    from jaxcomp.codecs.pretrained import ModelLoadError, export_params, lineage, workdir_lineage
+    from jaxcomp.modelfile import ModelLoadError, export_params, lineage, workdir_lineage
 
     params = {"w": np.arange(3, dtype=np.float32)}
     first, second = str(tmp_path / "first.msgpack"), str(tmp_path / "second.msgpack")
@@ -308,6 +316,12 @@ def test_two_hosts_train_in_lockstep(repo, tmp_path):
     assert results[0]["checksum"] == results[1]["checksum"]
     assert results[0]["eval"] == results[1]["eval"] and np.isfinite(results[0]["eval"]["bpsp"])
     assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["1", "2", "4"]
+    # what two hosts saved loads in this one-device process, without the task (jaxcomp.modelfile)
+    from jaxcomp.modelfile import load_model
+
+    _, params, notes = load_model(str(tmp_path / "run"), task="l3c")
+    assert notes["step"] == 4
+    assert float(sum(np.abs(x).sum() for x in jax.tree.leaves(params))) == results[0]["checksum"]
 
 
 @pytest.mark.slow

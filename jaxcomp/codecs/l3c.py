@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxcomp.codecs.common import NUMERICS_HELP, check_image, numerics
 from jaxcomp.entropy import logistic_mixture as lm
 from jaxcomp.nn import AtrousHead, Conv, ResBody, pixel_shuffle
 from jaxcomp.quantize import soft_hard_quantize, uniform_levels
@@ -486,7 +487,7 @@ class L3CCodec:
         Each map is ``float32 [h_s, w_s]`` (RGB channels) or ``[h_s, w_s, C]`` (latents) of
         the padded image; ``image`` must fit in one tile.
         """
-        image = check_image(image)
+        image = check_image(image, "L3C")
         rgb = np.repeat(image[..., None], 3, -1) if image.ndim == 2 else image
         if max(rgb.shape[:2]) > self.tile:
             raise ValueError(f"bit_maps works on one tile (at most {self.tile}px a side), got {rgb.shape[:2]}")
@@ -506,7 +507,7 @@ class L3CCodec:
 
         from jaxcomp.coding import pack
 
-        image = check_image(image)
+        image = check_image(image, "L3C")
         mode = "L" if image.ndim == 2 else "RGB"
         rgb = np.repeat(image[..., None], 3, -1) if mode == "L" else image
         h, w = rgb.shape[:2]
@@ -547,7 +548,7 @@ class L3CCodec:
             raise BitstreamError(
                 f"this file was compressed with {stream_numerics} numerics and this process computes with "
                 f"{self.numerics}: the model's probabilities would differ, so it cannot be decoded here. "
-                + _NUMERICS_HELP)
+                + NUMERICS_HELP)
         tiles = self._tiles(h, w, tile)  # the tiling is a property of the stream, not of this codec
         per_tile = self.payloads_per_tile()
         if len(payloads) != per_tile * len(tiles):
@@ -566,7 +567,7 @@ class L3CCodec:
 
     def estimate_bits(self, image: np.ndarray) -> float:
         """Cross-entropy (training-loss) estimate of the bits :meth:`compress` spends."""
-        image = check_image(image)
+        image = check_image(image, "L3C")
         rgb = np.repeat(image[..., None], 3, -1) if image.ndim == 2 else image
         h, w = rgb.shape[:2]
         total = 0.0
@@ -577,41 +578,10 @@ class L3CCodec:
         return total
 
 
-
-_NUMERICS_HELP = ("Decode on the same platform; on CPU, 'cpu/xla' is what a process gets that imports jaxcomp "
-                  "before running JAX, 'cpu/ynn' what it gets with JAXCOMP_KEEP_YNN=1 (or after JAX started).")
-
-
-def numerics() -> str:
-    """What computes this process's probabilities: ``"cpu/xla"``, ``"cpu/ynn"`` or the platform.
-
-    Streams record it; a decoder with other numerics refuses clearly instead of decoding into
-    a checksum error (see :mod:`jaxcomp.xla`).
-    """
-    from jaxcomp.xla import cpu_convolutions
-
-    platform = jax.default_backend()
-    return f"cpu/{cpu_convolutions()}" if platform == "cpu" else platform
-
-
-def check_image(image: np.ndarray, codec: str = "L3C") -> np.ndarray:
-    """Accepts ``uint8 [H, W, 3]`` or ``uint8 [H, W]``; anything else is a ``ValueError`` that
-    names ``codec`` and the problem (dtype, RGBA, shape, empty). Shared by the image codecs."""
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-        raise ValueError(f"{codec} codes 8-bit images (uint8); got dtype {image.dtype}")
-    if image.ndim == 3 and image.shape[2] == 4:
-        raise ValueError(f"{codec} codes RGB or grayscale images; got 4 channels (RGBA)")
-    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
-        raise ValueError(f"{codec} expects an image [H, W, 3] or [H, W]; got shape {image.shape}")
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        raise ValueError(f"empty image of shape {image.shape}")
-    return np.ascontiguousarray(image)
-
-
 def load_codec(checkpoint: str | None = None, tile: int = 512, window: int = DEFAULT_WINDOW) -> L3CCodec:
     """An :class:`L3CCodec` from the shipped model (default), an exported ``.msgpack`` or a workdir."""
-    from jaxcomp.codecs.pretrained import load_model
+    from jaxcomp.codecs.pretrained import DEFAULT_L3C
+    from jaxcomp.modelfile import load_model
 
-    config, params, _ = load_model(checkpoint, task="l3c")
+    config, params, _ = load_model(checkpoint or DEFAULT_L3C, task="l3c")
     return L3CCodec(spec_from_config(config.model), params, tile=tile, window=window)

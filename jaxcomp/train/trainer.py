@@ -150,7 +150,7 @@ def load_init_params(config: ml_collections.ConfigDict) -> tuple[Any, dict]:
 
     The model must be of the same ``config.task``; read on the host, as float32 numpy arrays.
     """
-    from jaxcomp.codecs.pretrained import ModelLoadError, load_model
+    from jaxcomp.modelfile import ModelLoadError, load_model
 
     try:
         _, params, notes = load_model(config.init_from, task=config.task)
@@ -392,7 +392,7 @@ def train(
             state = warm_start(state, loaded, config.init_from, mesh, grow=bool(config.get("init_grow", False)))
             log.info("started from the parameters of %s", config.init_from)
             if jax.process_index() == 0:
-                from jaxcomp.codecs.pretrained import record_lineage
+                from jaxcomp.modelfile import record_lineage
 
                 # the hash of the bytes just loaded, not of the file when the model is exported
                 record_lineage(workdir, config.init_from, notes.get("sha256"))

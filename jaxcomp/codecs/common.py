@@ -1,0 +1,41 @@
+"""What every image codec shares: the image check and the numerics a stream records.
+
+A codec computes its probabilities with jitted JAX functions; a stream records which numerics
+computed them (:func:`numerics`) and a decoder with other numerics refuses it with
+:data:`NUMERICS_HELP` instead of decoding into a checksum error (see :mod:`jaxcomp.xla`).
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+NUMERICS_HELP = ("Decode on the same platform; on CPU, 'cpu/xla' is what a process gets that imports jaxcomp "
+                 "before running JAX, 'cpu/ynn' what it gets with JAXCOMP_KEEP_YNN=1 (or after JAX started).")
+
+
+def numerics() -> str:
+    """What computes this process's probabilities: ``"cpu/xla"``, ``"cpu/ynn"`` or the platform.
+
+    Streams record it; a decoder with other numerics refuses clearly instead of decoding into
+    a checksum error (see :mod:`jaxcomp.xla`).
+    """
+    from jaxcomp.xla import cpu_convolutions
+
+    platform = jax.default_backend()
+    return f"cpu/{cpu_convolutions()}" if platform == "cpu" else platform
+
+
+def check_image(image: np.ndarray, codec: str) -> np.ndarray:
+    """Accepts ``uint8 [H, W, 3]`` or ``uint8 [H, W]``; anything else is a ``ValueError`` that
+    names ``codec`` and the problem (dtype, RGBA, shape, empty). Returns it C-contiguous."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f"{codec} codes 8-bit images (uint8); got dtype {image.dtype}")
+    if image.ndim == 3 and image.shape[2] == 4:
+        raise ValueError(f"{codec} codes RGB or grayscale images; got 4 channels (RGBA)")
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
+        raise ValueError(f"{codec} expects an image [H, W, 3] or [H, W]; got shape {image.shape}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"empty image of shape {image.shape}")
+    return np.ascontiguousarray(image)

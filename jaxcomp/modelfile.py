@@ -1,0 +1,195 @@
+"""Model files: exporting trained parameters, loading them back, and the lineage of trainings.
+
+An exported model is ``NAME.msgpack`` (Flax-serialized parameters) beside ``NAME.json``
+(``{"config": <the training config>, "training": <how it was trained>}``); a training workdir
+holds ``config.json`` and orbax checkpoints of the trainer's state under ``checkpoints/``.
+
+This module sits below both the trainer (which warm-starts from a model file and records the
+lineage) and the codecs (which load one): it imports neither, nor :mod:`jaxcomp.tasks`. The
+models shipped with the package are found by :mod:`jaxcomp.codecs.pretrained`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+
+class ModelLoadError(ValueError):
+    """A checkpoint path that does not hold a usable model."""
+
+
+def export_params(params: Any, config: ml_collections.ConfigDict, path: str, training: dict[str, Any],
+                  dtype: str = "float32") -> None:
+    """Writes ``path`` (.msgpack parameters) and the ``.json`` beside it.
+
+    ``dtype="float16"`` stores floating-point parameters in half precision (half the file);
+    :func:`load_model` returns them as float32, so a codec computes with exactly the stored values.
+    """
+    from flax import serialization
+
+    if dtype not in ("float32", "float16"):
+        raise ValueError(f"dtype must be float32 or float16, not {dtype!r}")
+    host = jax.tree.map(lambda a: np.asarray(a).astype(dtype) if np.issubdtype(np.asarray(a).dtype, np.floating)
+                        else np.asarray(a), params)
+    training = dict(training, stored_dtype=dtype)
+    with open(path, "wb") as f:
+        f.write(serialization.msgpack_serialize(host))
+    with open(os.path.splitext(path)[0] + ".json", "w") as f:
+        json.dump({"config": json.loads(config.to_json_best_effort()), "training": training}, f, indent=2)
+
+
+def lineage(init_from: str, sha256: str | None = None) -> list[dict[str, Any]]:
+    """The chain of trainings a run with ``config.init_from=init_from`` continues, oldest first.
+
+    Each entry describes one earlier training round: for an exported ``.msgpack`` its path as given,
+    the SHA-256 of the file and the ``steps``, ``train_seconds``, ``command``, ``note`` and
+    ``last_eval`` of its ``.json``, preceded by that model's own recorded lineage; a training workdir
+    is recorded by its path alone. A starting model that is no longer on disk is recorded with
+    ``"missing": True``, so a chain is never silently cut short. ``""`` (no warm start) gives ``[]``.
+    The hash is of the file as it is now; the trainer therefore records the lineage in the workdir
+    when a run starts (:func:`record_lineage`), and export reads it from there
+    (:func:`workdir_lineage`). ``sha256``: the digest of the model file if the caller has already
+    read it (:func:`load_model` returns it as ``notes["sha256"]``), so the file is not read again
+    and the hash is that of the very bytes that were loaded. Raises :class:`ModelLoadError` for
+    notes that are not JSON.
+    """
+    import hashlib
+
+    if not init_from:
+        return []
+    if os.path.isdir(init_from):
+        return [{"workdir": os.path.abspath(init_from)}]
+    meta_path = os.path.splitext(init_from)[0] + ".json"
+    if not (os.path.isfile(init_from) and os.path.isfile(meta_path)):
+        return [{"model": init_from, "missing": True}]
+    if sha256 is None:
+        with open(init_from, "rb") as f:
+            sha256 = hashlib.sha256(f.read()).hexdigest()
+    notes = _read_json(meta_path, "model notes")
+    if not isinstance(notes, dict):
+        raise ModelLoadError(f"{meta_path}: model notes are a JSON object, not {type(notes).__name__}")
+    training = notes.get("training", {})
+    entry = {"model": init_from, "sha256": sha256}
+    entry.update({k: training[k] for k in ("steps", "train_seconds", "command", "note", "last_eval")
+                  if k in training})
+    return list(training.get("lineage", [])) + [entry]
+
+
+def _read_json(path: str, what: str) -> Any:
+    """The JSON in ``path``; :class:`ModelLoadError` naming the file and ``what`` it holds if it is not JSON."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except ValueError as e:
+        raise ModelLoadError(f"{path}: unreadable {what} ({e})") from e
+
+
+LINEAGE_FILE = "lineage.json"
+
+
+def record_lineage(workdir: str, init_from: str, sha256: str | None = None) -> list[dict[str, Any]]:
+    """Writes ``lineage(init_from, sha256)`` to ``WORKDIR/lineage.json`` and returns it.
+
+    Called by the trainer when a run warm-starts, so the hashes are those of the files the run
+    actually started from, even if a starting model is later replaced in place (as when a
+    fine-tuned model is copied over the shipped file it started from).
+    """
+    chain = lineage(init_from, sha256)
+    with open(os.path.join(workdir, LINEAGE_FILE), "w") as f:
+        json.dump(chain, f, indent=2)
+    return chain
+
+
+def workdir_lineage(workdir: str, init_from: str) -> list[dict[str, Any]]:
+    """The lineage a training workdir recorded when it started (:func:`record_lineage`); for a
+    workdir from before that was recorded, ``lineage(init_from)`` as the files are now."""
+    path = os.path.join(workdir, LINEAGE_FILE)
+    if not os.path.isfile(path):
+        return lineage(init_from)
+    chain = _read_json(path, "lineage")
+    if not isinstance(chain, list):
+        raise ModelLoadError(f"{path}: a lineage is a JSON list, not {type(chain).__name__}")
+    return chain
+
+
+def _load_exported(path: str) -> tuple[ml_collections.ConfigDict, Any, dict]:
+    """``(config, params, notes)`` of an exported model; ``notes`` is its ``.json``'s ``training``
+    plus ``"sha256"``, the digest of the bytes the parameters were read from."""
+    import hashlib
+
+    from flax import serialization
+
+    meta_path = os.path.splitext(path)[0] + ".json"
+    if not os.path.isfile(meta_path):
+        raise ModelLoadError(f"{path}: no {os.path.basename(meta_path)} beside it (the model's config)")
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+        with open(path, "rb") as f:
+            data = f.read()
+        params = serialization.msgpack_restore(data)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"{path}: unreadable model file ({e})") from e
+    notes = dict(meta.get("training", {}), sha256=hashlib.sha256(data).hexdigest())
+    return ml_collections.ConfigDict(meta["config"]), params, notes
+
+
+def load_workdir(workdir: str) -> tuple[ml_collections.ConfigDict, Any, dict]:
+    """``(config, params, notes)`` of the latest checkpoint of a training workdir; ``notes["step"]``
+    is that checkpoint's step.
+
+    The checkpoint is restored without a target tree (and so without building the task, its
+    model or a device mesh): as nested dicts of host ``numpy`` arrays, whatever the devices it
+    was saved from; ``params`` is the trainer state's ``params``. Whether they fit the model of
+    ``config`` is checked by whoever uses them (a codec, the trainer's warm start).
+    """
+    import orbax.checkpoint as ocp
+
+    with open(os.path.join(workdir, "config.json")) as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    step = None
+    if os.path.isdir(directory):
+        options = ocp.CheckpointManagerOptions(create=False, read_only=True)
+        with ocp.CheckpointManager(directory, options=options) as manager:
+            step = manager.latest_step()
+    if step is None:
+        raise ModelLoadError(f"no checkpoint in {directory}")
+    item = os.path.join(directory, str(step), "default")  # the trainer's one (default) item
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        metadata = checkpointer.metadata(item)
+        tree = getattr(metadata, "item_metadata", metadata)
+        tree = getattr(tree, "tree", tree)
+        as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+        state = checkpointer.restore(item, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
+    return config, state["params"], {"workdir": os.path.abspath(workdir), "step": int(state["step"])}
+
+
+def load_model(checkpoint: str, task: str) -> tuple[ml_collections.ConfigDict, Any, dict]:
+    """``(config, params, training notes)`` from an exported ``.msgpack`` or a training workdir.
+
+    The notes of a ``.msgpack`` carry ``"sha256"`` (of the file as read), those of a workdir its
+    path and checkpoint ``"step"``. Floating-point parameters come back as ``float32`` numpy
+    arrays. Raises :class:`ModelLoadError` for a path that does not hold a model of ``task``.
+    (:func:`jaxcomp.codecs.pretrained.load_model` defaults to the shipped L3C model.)
+    """
+    path = checkpoint
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise ModelLoadError(f"{path}: a directory without config.json is not a training workdir")
+        config, params, notes = load_workdir(path)
+    elif os.path.isfile(path):
+        config, params, notes = _load_exported(path)
+    else:
+        raise ModelLoadError(f"checkpoint not found: {path}")
+    params = jax.tree.map(lambda a: np.asarray(a, np.float32) if np.issubdtype(np.asarray(a).dtype, np.floating)
+                          else a, params)
+    if config.get("task") != task:
+        raise ModelLoadError(f"{path} holds a {config.get('task')!r} model, not {task!r}")
+    return config, params, notes
