@@ -7,9 +7,11 @@
     jaxcomp compress --codec cpm photo.png photo.jxc                 # lossy, context model (med rate)
     jaxcomp compress --codec cpm --checkpoint low photo.png photo.jxc  # shipped low / med / high
     jaxcomp compress --codec cpm --refine 100 photo.png photo.jxc     # latent refined per image
+    jaxcomp compress --codec gc photo.png photo.jxc                  # generative, ~0.03 bpp (GC, C=4)
 
 Decompression reads the codec from the file; a lossy file written with one of the shipped
-context-model operating points is decoded with the matching one (else give --checkpoint).
+context-model operating points or GC models is decoded with the matching one (else give
+--checkpoint).
 Exit status: 0 all files done; 1 some files failed (each named on stderr, the others are
 done); 2 the command itself is wrong (bad arguments, missing input, unusable checkpoint).
 Existing outputs are never overwritten unless --force is given.
@@ -77,12 +79,15 @@ class _Codecs:
     def get(self, name: str, checkpoint: str | None):
         key = (name, checkpoint)
         if key not in self._cache:
-            from jaxcomp.codecs.pretrained import ModelLoadError
+            from jaxcomp.modelfile import ModelLoadError
             from jaxcomp.train import CheckpointError
             try:
                 if name == "l3c":
                     from jaxcomp.codecs.l3c import load_codec
                     codec = load_codec(checkpoint, tile=self.tile or 512, window=self.window)
+                elif name == "gc":
+                    from jaxcomp.codecs.gc import load_codec
+                    codec = load_codec(checkpoint)
                 else:
                     from jaxcomp.codecs.cpm import load_codec
                     codec = load_codec(checkpoint, tile=self.tile or 1024, refine=self.refine,
@@ -98,13 +103,18 @@ class _Codecs:
         name, model = peek(data)
         if self.checkpoint is not None or name == "l3c":
             return self.get(name, self.checkpoint)
-        from jaxcomp.codecs.cpm import OPERATING_POINTS, shipped_model
-        for point in OPERATING_POINTS:
+        if name == "gc":
+            from jaxcomp.codecs.gc import CHECKPOINTS as points
+            from jaxcomp.codecs.gc import shipped_model
+        else:
+            from jaxcomp.codecs.cpm import OPERATING_POINTS as points
+            from jaxcomp.codecs.cpm import shipped_model
+        for point in points:
             if os.path.exists(shipped_model(point)):
                 codec = self.get(name, point)
                 if codec.fingerprint == model:
                     return codec
-        raise BitstreamError("written with a context model that is not shipped with jaxcomp; "
+        raise BitstreamError(f"written with a {name} model that is not shipped with jaxcomp; "
                              "give the model it was compressed with (--checkpoint)")
 
 
@@ -151,11 +161,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("input")
         p.add_argument("output")
         p.add_argument("--checkpoint", default=None,
-                       help="model: exported .msgpack or a training workdir; for cpm also low, med or high "
-                            "(default: the shipped L3C model / the shipped med-rate context model)")
+                       help="model: exported .msgpack or a training workdir; for cpm also low, med or high, "
+                            "for gc c2, c4 or c8 (default: the shipped L3C model / the shipped med-rate "
+                            "context model / gc c4)")
         if name == "compress":
-            p.add_argument("--codec", default="l3c", choices=["l3c", "cpm"],
-                           help="l3c: lossless (default); cpm: lossy, 3D context model (CVPR'18)")
+            p.add_argument("--codec", default="l3c", choices=["l3c", "cpm", "gc"],
+                           help="l3c: lossless (default); cpm: lossy, 3D context model (CVPR'18); "
+                                "gc: generative, extreme rates (ICCV'19)")
             p.add_argument("--refine", type=int, default=0, metavar="STEPS",
                            help="cpm: optimise each image's latent for STEPS steps under the model's training "
                                 "loss before coding (slower encoding, better rate-distortion; decoding unchanged)")
@@ -201,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     failures = 0
     total_in = total_px = total_out = 0
-    lossy = compress and args.codec == "cpm"
+    lossy = compress and args.codec in ("cpm", "gc")
 
     def rate(nbytes: int, subpixels: int, pixels: int) -> str:
         if lossy:

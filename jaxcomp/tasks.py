@@ -16,6 +16,9 @@ def build_task(config: ml_collections.ConfigDict) -> tuple[Any, str]:
     if name == "cpm":
         from jaxcomp.codecs.cpm import CPMTask
         return CPMTask(config), "images"
+    if name == "gc":
+        from jaxcomp.codecs.gc import GCTask
+        return GCTask(config), "images"
     if name == "ecg":
         from jaxcomp.ecg.task import ECGTask
         return ECGTask(config), "ecg"
@@ -25,7 +28,7 @@ def build_task(config: ml_collections.ConfigDict) -> tuple[Any, str]:
     if name in ("classification", "lm"):
         from jaxcomp.distill.task import build_task as build_distill_task
         return build_distill_task(config), "classification" if name == "classification" else "lm"
-    raise ValueError(f"unknown config.task {name!r}; known tasks: l3c, cpm, ecg, classification, lm")
+    raise ValueError(f"unknown config.task {name!r}; known tasks: l3c, cpm, gc, ecg, classification, lm")
 
 
 def build_data(config: ml_collections.ConfigDict, kind: str) -> Any:

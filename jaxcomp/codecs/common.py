@@ -39,3 +39,15 @@ def check_image(image: np.ndarray, codec: str) -> np.ndarray:
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ValueError(f"empty image of shape {image.shape}")
     return np.ascontiguousarray(image)
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """``uint8 [H, W]`` -> ``[H, W, 3]`` (the gray value in every channel); RGB unchanged."""
+    return np.repeat(image[..., None], 3, -1) if image.ndim == 2 else image
+
+
+def as_mode(rgb: np.ndarray, gray: bool) -> np.ndarray:
+    """A decoded ``uint8 [H, W, 3]`` as the input's mode: ``[H, W]`` (rounded channel mean) if ``gray``."""
+    if not gray:
+        return rgb
+    return np.round(rgb.astype(np.float32).mean(-1)).astype(np.uint8)

@@ -91,3 +91,41 @@ def make_optimizer(opt: ml_collections.ConfigDict) -> tuple[optax.GradientTransf
     if opt.get("grad_clip", 0):
         tx = optax.chain(optax.clip_by_global_norm(opt.grad_clip), tx)
     return tx, schedule
+
+
+PLAYERS = ("generator", "discriminator")
+
+
+@flax.struct.dataclass
+class TwoPlayerState:
+    """The state of a two-player (GAN / critic) task: both players in one checkpointable pytree.
+
+    ``params`` and ``opt_state`` are dicts ``{"generator": ..., "discriminator": ...}``; each player
+    has its own optimizer (``tx`` holds both, static) and is updated alone by :meth:`apply`.
+    ``step`` counts trainer steps, whichever player(s) a step updated. The trainer treats it like
+    :class:`TrainState` (``params``, ``replace``), so checkpoints, resume, ``init_from`` and export
+    work unchanged; an exported model holds both players (a codec uses ``params["generator"]``).
+    """
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    model_state: Any
+    tx: dict = flax.struct.field(pytree_node=False)
+
+    @classmethod
+    def create(cls, generator: Any, discriminator: Any, tx_generator: optax.GradientTransformation,
+               tx_discriminator: optax.GradientTransformation) -> TwoPlayerState:
+        params = {"generator": generator, "discriminator": discriminator}
+        tx = {"generator": tx_generator, "discriminator": tx_discriminator}
+        return cls(step=jnp.zeros((), jnp.int32), params=params,
+                   opt_state={k: tx[k].init(params[k]) for k in PLAYERS}, model_state={}, tx=tx)
+
+    def apply(self, player: str, grads: Any) -> TwoPlayerState:
+        """One optimizer update of ``player``'s parameters with ``grads`` (its subtree only); the
+        other player's parameters and optimizer state are untouched; ``step`` is not advanced."""
+        if player not in PLAYERS:
+            raise ValueError(f"unknown player {player!r}; use one of {PLAYERS}")
+        updates, opt = self.tx[player].update(grads, self.opt_state[player], self.params[player])
+        params = dict(self.params, **{player: optax.apply_updates(self.params[player], updates)})
+        return self.replace(params=params, opt_state=dict(self.opt_state, **{player: opt}))

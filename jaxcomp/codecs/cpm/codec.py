@@ -256,7 +256,7 @@ class CPMCodec:
         latent (:meth:`refine`)."""
         import hashlib
 
-        rgb = _as_rgb(image)
+        rgb = common.as_rgb(image)
         key = (rgb.shape, hashlib.blake2b(np.ascontiguousarray(rgb).tobytes(), digest_size=16).digest())
         if self._memo is not None and self._memo[0] == key:
             return self._memo[1]
@@ -289,7 +289,7 @@ class CPMCodec:
         """What :meth:`decompress` returns for this image, without entropy coding."""
         image = check_image(image)
         symbols, _ = self.analyse(image)
-        return _as_mode(self.synthesise(symbols, *image.shape[:2]), image.ndim == 2)
+        return common.as_mode(self.synthesise(symbols, *image.shape[:2]), image.ndim == 2)
 
     # ---- tiles and wavefronts ----------------------------------------------------------
 
@@ -414,7 +414,7 @@ class CPMCodec:
 
         image = check_image(image)
         symbols, k = self.analyse(image)
-        recon = _as_mode(self.synthesise(symbols, *image.shape[:2]), image.ndim == 2)
+        recon = common.as_mode(self.synthesise(symbols, *image.shape[:2]), image.ndim == 2)
         payloads, bits = [], 0.0
         for y, x, th, tw in self._tiles(*k.shape, self.tile // FACTOR):
             p, b = self._encode_tile(symbols[y:y + th, x:x + tw], k[y:y + th, x:x + tw])
@@ -461,7 +461,7 @@ class CPMCodec:
                 symbols[y:y + th, x:x + tw] = self._decode_tile(payload, th, tw)
         except CodingError as e:
             raise BitstreamError(f"bitstream does not decode: {e}") from e
-        image = _as_mode(self.synthesise(symbols, h, w), mode == "L")
+        image = common.as_mode(self.synthesise(symbols, h, w), mode == "L")
         if zlib.crc32(np.ascontiguousarray(image).tobytes()) != crc:
             raise BitstreamError("decoded image does not match the encoder's checksum: the model computed "
                                  "different values here than when compressing (different platform or jaxlib?)")
@@ -507,16 +507,6 @@ def _ideal_bits(symbols: np.ndarray, pmfs: np.ndarray) -> float:
         return 0.0
     p = pmfs[np.arange(len(symbols)), symbols].astype(np.float64) / pmfs.sum(1, dtype=np.float64)
     return float(-np.log2(p).sum())
-
-
-def _as_rgb(image: np.ndarray) -> np.ndarray:
-    return np.repeat(image[..., None], 3, -1) if image.ndim == 2 else image
-
-
-def _as_mode(rgb: np.ndarray, gray: bool) -> np.ndarray:
-    if not gray:
-        return rgb
-    return np.round(rgb.astype(np.float32).mean(-1)).astype(np.uint8)
 
 
 def check_image(image: np.ndarray) -> np.ndarray:

@@ -1,0 +1,76 @@
+"""GC: generative compression at extreme rates (Agustsson et al., ICCV 2019).
+
+    python -m experiments.train --config configs/gc.py:cpu_c4 --workdir runs/gc_c4 \
+        --config.data.source=folder --config.data.path=../shared/data/photos --time-limit 3600
+
+Rate without entropy coding: C * log2(5) / 256 bpp (C=2: 0.0181, C=4: 0.0362, C=8: 0.0724); the
+codec codes the symbols under a learned factorized prior, so files come in below that bound.
+
+  paper_c2/_c4/_c8  the paper's networks (E: c7s1-60 d120 d240 d480 d960 c3s1-C; G: c3s1-960,
+                    9 residual blocks, u480 u240 u120 u60 c7s1-3; instance norm), a 3-scale
+                    pix2pixHD discriminator (64 features), LSGAN, lambda_MSE 10, feature matching
+                    10 (pix2pixHD's weight), no VGG loss (it needs downloaded ImageNet weights);
+                    Adam 2e-4 (b1 0.5, pix2pixHD's), 256x256 crops of a large photo set
+                    (data.source='tfds' or a folder), batch 8; for accelerators.
+  cpu_c2/_c4/_c8    the same structure at 3/16 of the channels (11 ... 180), 4 residual blocks,
+                    a 3-scale discriminator of 16 features, 128x128 crops, batch 8: about an hour
+                    on 2 CPU cores; the first third of the steps train E and G on the distortion
+                    alone (gan.warmup_steps), as a short run cannot afford to learn it adversarially.
+  tiny              seconds, for tests.
+"""
+
+import ml_collections
+
+VARIANTS = ("paper_c2", "paper_c4", "paper_c8", "cpu_c2", "cpu_c4", "cpu_c8", "tiny")
+
+
+def get_config(variant: str = "paper_c4") -> ml_collections.ConfigDict:
+    if variant not in VARIANTS + ("",):
+        raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+    variant = variant or "paper_c4"
+    c = ml_collections.ConfigDict()
+    c.task = "gc"
+    c.seed = 0
+    c.init_from = ""
+    c.init_grow = False
+
+    c.data = ml_collections.ConfigDict(dict(
+        source="samples", path="", val_path="", holdout="samples", num_val=2,
+        tfds_name="", tfds_train_split="train", tfds_val_split="", tfds_data_dir="",
+        crop=256, batch_size=8, flip=True, downscale=(0.5, 1.0), eval_crop=256, cache=True, seed=0,
+    ))
+    channels = int(variant.split("_c")[-1]) if "_c" in variant else 4
+    c.model = ml_collections.ConfigDict(dict(
+        channels=channels, width=1.0, res_blocks=9, sigma=1.0, noise_channels=0, semantic_classes=0,
+        disc_features=64, disc_scales=3, disc_layers=3,
+    ))
+    c.loss = ml_collections.ConfigDict(dict(gan="lsgan", lambda_mse=10.0, lambda_fm=10.0, beta=0.0))
+    c.gan = ml_collections.ConfigDict(dict(mode="joint", d_steps=1, warmup_steps=0))
+    c.optimizer = ml_collections.ConfigDict(dict(
+        name="adam", learning_rate=2e-4, b1=0.5, b2=0.999, schedule="constant", decay_steps=0,
+        warmup_steps=0, grad_clip=0.0,
+    ))
+    c.optimizer_d = ml_collections.ConfigDict(dict(c.optimizer.to_dict()))
+    c.steps = 150_000
+    c.log_every = 100
+    c.eval_every = 5_000
+    c.checkpoint_every = 5_000
+    c.keep = 3
+    c.eval_batch_size = 4
+    c.distributed = False
+
+    if variant.startswith("cpu_"):
+        c.model.update(width=0.1875, res_blocks=4, disc_features=16)
+        c.data.update(crop=128, batch_size=8, eval_crop=192)
+        c.optimizer.update(learning_rate=5e-4, schedule="cosine", decay_steps=12000, warmup_steps=100,
+                           grad_clip=5.0)
+        c.optimizer_d.update(learning_rate=2e-4)
+        c.gan.warmup_steps = 4000
+        c.steps, c.log_every, c.eval_every, c.checkpoint_every = 12000, 50, 1000, 250
+    elif variant == "tiny":
+        c.model.update(width=0.05, res_blocks=1, disc_features=4, disc_scales=2, disc_layers=2)
+        c.data.update(crop=32, batch_size=2, eval_crop=32, num_val=1)
+        c.gan.warmup_steps = 1
+        c.steps, c.log_every, c.eval_every, c.checkpoint_every = 4, 2, 4, 2
+        c.eval_batch_size = 2
+    return c

@@ -1,0 +1,142 @@
+"""GC training as a two-player task of the one trainer (:mod:`jaxcomp.gan.training`).
+
+Generator player: E, the quantizer, G and the factorized prior. Discriminator player: a
+:class:`~jaxcomp.gan.MultiScaleDiscriminator` on images in ``[-1, 1]``.
+
+Generator loss (the paper's, with pix2pixHD's feature matching; no VGG loss, which would need
+downloaded weights):  ``adversarial * (g_loss + lambda_fm * FM) + lambda_mse * MSE + prior``, where
+MSE is over images in ``[-1, 1]`` and ``prior`` is the factorized prior's cross-entropy (bits per
+symbol) on the *constant* symbols, so it fits the prior without pulling on the encoder. With
+``loss.beta > 0`` a rate term ``beta * bits per symbol`` of the soft-quantized latent under the prior is
+added (the paper's ``beta H(w_hat)``; 0 for GC, whose rate is fixed by C).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from jaxcomp.codecs.gc.model import FACTOR, GC, prior_bits, spec_from_config, to_pixels, to_unit
+from jaxcomp.gan import (
+    MultiScaleDiscriminator,
+    d_loss,
+    feature_matching,
+    g_loss,
+    logits_of,
+    schedule_from_config,
+    two_player_step,
+)
+from jaxcomp.metrics import ms_ssim
+from jaxcomp.train import TwoPlayerState, make_optimizer
+
+
+class GCTask:
+    """The trainer's task for GC (``config.task = "gc"``): pure ``init`` / ``train_step`` / ``eval_step``.
+
+    ``config.loss``: ``gan`` (``lsgan``, ``nonsaturating``, ``hinge``), ``lambda_mse`` (10 in the
+    paper), ``lambda_fm`` (feature matching, 10 as pix2pixHD), ``beta`` (rate; 0).
+    ``config.gan``: ``mode``, ``d_steps``, ``warmup_steps`` (:class:`~jaxcomp.gan.GANSchedule`).
+    ``config.optimizer`` (generator) and ``config.optimizer_d`` (discriminator).
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        self.spec = spec_from_config(config.model)
+        self.model = GC(self.spec)
+        self.disc = MultiScaleDiscriminator(self.spec.disc_scales, self.spec.disc_features, self.spec.disc_layers)
+        self.loss_config = config.loss
+        if config.loss.gan not in ("lsgan", "nonsaturating", "hinge"):
+            raise ValueError(f"config.loss.gan must be 'lsgan', 'nonsaturating' or 'hinge' for GC, "
+                             f"not {config.loss.gan!r}")
+        self.schedule = schedule_from_config(config.gan)
+        self.tx_g, self.lr_g = make_optimizer(config.optimizer)
+        self.tx_d, _ = make_optimizer(config.optimizer_d)
+
+    def check_batch(self, shape: tuple[int, ...]) -> None:
+        if len(shape) != 4 or shape[-1] != 3:
+            raise ValueError(f"GC expects images [B, H, W, 3], got shape {shape}")
+        if shape[1] % FACTOR or shape[2] % FACTOR:
+            raise ValueError(f"GC training crops must be multiples of {FACTOR} pixels, got {shape[1]}x{shape[2]}")
+
+    def noise(self, rng: jax.Array, image: jax.Array) -> jax.Array | None:
+        """Noise channels for G, ``float32 [B, H/16, W/16, noise_channels]`` (None without)."""
+        if not self.spec.noise_channels:
+            return None
+        b, h, w = image.shape[:3]
+        return jax.random.normal(rng, (b, h // FACTOR, w // FACTOR, self.spec.noise_channels), jnp.float32)
+
+    def init(self, rng: jax.Array, batch: dict[str, jax.Array]) -> TwoPlayerState:
+        self.check_batch(batch["image"].shape)
+        g_rng, d_rng = jax.random.split(rng)
+        image = batch["image"][:1]
+        g = self.model.init(g_rng, image, self.noise(g_rng, image))["params"]
+        d = self.disc.init(d_rng, to_unit(image))["params"]
+        return TwoPlayerState.create(g, d, self.tx_g, self.tx_d)
+
+    def forward(self, params: Any, batch: dict[str, jax.Array], rng: jax.Array) -> dict[str, jax.Array]:
+        return self.model.apply({"params": params["generator"]}, batch["image"], self.noise(rng, batch["image"]))
+
+    def generate(self, params: Any, batch: dict[str, jax.Array], rng: jax.Array) -> jax.Array:
+        return self.forward(params, batch, rng)["x_hat"]
+
+    def generator_loss(self, params: Any, batch: dict[str, jax.Array], rng: jax.Array, adversarial: jax.Array
+                       ) -> tuple[jax.Array, tuple[dict[str, jax.Array], jax.Array]]:
+        c = self.loss_config
+        out = self.forward(params, batch, rng)
+        x, x_hat = to_unit(batch["image"]), out["x_hat"]
+        mse = jnp.mean(jnp.square(x - x_hat))
+        d_params = {"params": params["discriminator"]}
+        fake_feats = self.disc.apply(d_params, x_hat)
+        real_feats = self.disc.apply(d_params, x)
+        adv = g_loss(c.gan, logits_of(fake_feats))
+        fm = feature_matching(real_feats, fake_feats)
+        symbols = jax.lax.stop_gradient(out["symbols"])
+        prior_fit = jnp.mean(prior_bits(out["prior_logits"], symbols)) / self.spec.channels
+        rate = 0.0
+        if c.get("beta", 0.0):
+            rate = c.beta * jnp.mean(self._soft_bits(out)) / self.spec.channels
+        loss = adversarial * (adv + c.lambda_fm * fm) + c.lambda_mse * mse + prior_fit + rate
+        pixels = float(x.shape[1] * x.shape[2])
+        mse255 = jnp.mean(jnp.square(to_pixels(x_hat) - batch["image"].astype(jnp.float32)), axis=(1, 2, 3))
+        metrics = dict(loss=loss, mse=jnp.mean(mse255), psnr=jnp.mean(_psnr(mse255)), g_adv=adv, fm=fm,
+                       prior_bits_per_symbol=prior_fit,
+                       bpp_prior=jnp.mean(prior_bits(out["prior_logits"], symbols).sum((1, 2))) / pixels)
+        return loss, (metrics, x_hat)
+
+    def _soft_bits(self, out: dict[str, jax.Array]) -> jax.Array:
+        """Bits of the latent under the prior with the straight-through symbols' soft gradient."""
+        logp = jax.nn.log_softmax(out["prior_logits"], -1) / jnp.log(2.0)  # [C, 5]
+        # w_hat's value in the forward pass is the centre; its gradient flows into w
+        weights = jax.nn.one_hot(out["symbols"], 5) + (out["w_hat"] - jax.lax.stop_gradient(out["w_hat"]))[..., None]
+        return -jnp.sum(weights * jax.lax.stop_gradient(logp), axis=(-2, -1))
+
+    def discriminator_loss(self, params: Any, batch: dict[str, jax.Array], fake: jax.Array, rng: jax.Array
+                           ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        del rng
+        d_params = {"params": params["discriminator"]}
+        real = logits_of(self.disc.apply(d_params, to_unit(batch["image"])))
+        fake_logits = logits_of(self.disc.apply(d_params, fake))
+        loss = d_loss(self.loss_config.gan, real, fake_logits)
+        return loss, dict(loss=loss, real=sum(jnp.mean(r) for r in real) / len(real),
+                          fake=sum(jnp.mean(f) for f in fake_logits) / len(fake_logits))
+
+    def train_step(self, state: TwoPlayerState, batch: dict[str, jax.Array], rng: jax.Array):
+        lr = self.lr_g(state.step)
+        state, metrics = two_player_step(state, batch, rng, self.schedule, self.generate, self.generator_loss,
+                                         self.discriminator_loss)
+        return state, dict(metrics, learning_rate=lr)
+
+    def eval_step(self, state: TwoPlayerState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        out = self.forward(state.params, batch, jax.random.PRNGKey(0))
+        image = batch["image"].astype(jnp.float32)
+        x_hat = jnp.round(to_pixels(out["x_hat"]))
+        mse255 = jnp.mean(jnp.square(x_hat - image), axis=(1, 2, 3))
+        pixels = float(image.shape[1] * image.shape[2])
+        return dict(mse=mse255, psnr=_psnr(mse255), ms_ssim=ms_ssim(image, x_hat),
+                    bpp_prior=prior_bits(out["prior_logits"], out["symbols"]).sum((1, 2)) / pixels)
+
+
+def _psnr(mse255: jax.Array) -> jax.Array:
+    return 10.0 * jnp.log10(255.0**2 / jnp.maximum(mse255, 1e-10))

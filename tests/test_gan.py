@@ -1,0 +1,219 @@
+"""Shared GAN pieces: hand-computed losses, the 3-scale discriminator, the two-player schedule."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxcomp import gan
+from jaxcomp.nn import StridedConv
+from jaxcomp.train import TwoPlayerState
+
+
+def test_avg_pool_matches_a_hand_computation():
+    x = np.arange(25, dtype=np.float32).reshape(1, 5, 5, 1)
+    expected = np.zeros((3, 3), np.float32)
+    for i in range(3):
+        for j in range(3):  # 3x3 window centred on (2i, 2j), padding not counted
+            rows = range(max(2 * i - 1, 0), min(2 * i + 2, 5))
+            cols = range(max(2 * j - 1, 0), min(2 * j + 2, 5))
+            expected[i, j] = np.mean([x[0, r, c, 0] for r in rows for c in cols])
+    np.testing.assert_allclose(np.asarray(gan.avg_pool_3x3(jnp.asarray(x)))[0, ..., 0], expected, rtol=1e-6)
+
+
+def test_the_discriminator_sees_three_scales():
+    d = gan.MultiScaleDiscriminator(scales=3, features=4, layers=2)
+    x = jax.random.uniform(jax.random.PRNGKey(0), (2, 32, 32, 3), minval=-1, maxval=1)
+    params = d.init(jax.random.PRNGKey(1), x)["params"]
+    out = d.apply({"params": params}, x)
+    assert len(out) == 3 and sorted(params) == ["scale0", "scale1", "scale2"]
+    # 32 -> 17 -> 9 (stride 2, pad 2) -> 10 -> 11 (stride 1, pad 2); 16 -> ... -> 7; 8 -> ... -> 5
+    assert [o[-1].shape for o in out] == [(2, 11, 11, 1), (2, 7, 7, 1), (2, 5, 5, 1)]
+    assert all(len(o) == 4 for o in out)  # 2 stride-2 blocks, a stride-1 block, the logits
+    # scale s is a PatchGAN on the image average-pooled s times
+    single = gan.PatchDiscriminator(4, 2)
+    pooled = x
+    for s in range(3):
+        ref = single.apply({"params": params[f"scale{s}"]}, pooled)[-1]
+        np.testing.assert_allclose(np.asarray(out[s][-1]), np.asarray(ref), rtol=1e-5, atol=1e-6)
+        pooled = gan.avg_pool_3x3(pooled)
+    # a conditioning map is an input at every scale
+    cond = jnp.zeros((2, 32, 32, 2))
+    dc = gan.MultiScaleDiscriminator(scales=3, features=4, layers=2)
+    pc = dc.init(jax.random.PRNGKey(1), x, cond)["params"]
+    assert pc["scale2"]["conv0"]["kernel"].shape[2] == 5
+    moved = dc.apply({"params": pc}, x, cond.at[:, :, :, 0].set(1.0))
+    base = dc.apply({"params": pc}, x, cond)
+    assert all(float(jnp.abs(a[-1] - b[-1]).max()) > 1e-4 for a, b in zip(moved, base))
+    with pytest.raises(ValueError, match="does not match"):
+        dc.apply({"params": pc}, x, cond[:, :16])
+
+
+R = np.array([[1.5, 0.5], [-0.5, 2.0]], np.float32)
+F = np.array([[-1.0, 0.25], [0.75, -2.0]], np.float32)
+
+
+def softplus(v):
+    return np.log1p(np.exp(v))
+
+
+@pytest.mark.parametrize("kind, d_expected, g_expected", [
+    ("lsgan", np.mean((R - 1) ** 2) + np.mean(F ** 2), np.mean((F - 1) ** 2)),
+    ("nonsaturating", np.mean(softplus(-R)) + np.mean(softplus(F)), np.mean(softplus(-F))),
+    ("hinge", np.mean(np.maximum(1 - R, 0)) + np.mean(np.maximum(1 + F, 0)), -np.mean(F)),
+    ("wgan", np.mean(F) - np.mean(R), -np.mean(F)),
+])
+def test_gan_losses_equal_hand_computations(kind, d_expected, g_expected):
+    assert float(gan.d_loss(kind, jnp.asarray(R), jnp.asarray(F))) == pytest.approx(d_expected, rel=1e-5)
+    assert float(gan.g_loss(kind, jnp.asarray(F))) == pytest.approx(g_expected, rel=1e-5)
+    # lists are scales of a multi-scale discriminator: their losses add up
+    two = gan.d_loss(kind, [jnp.asarray(R), jnp.asarray(2 * R)], [jnp.asarray(F), jnp.asarray(F)])
+    assert float(two) == pytest.approx(d_expected + float(gan.d_loss(kind, jnp.asarray(2 * R), jnp.asarray(F))),
+                                       rel=1e-5)
+    with pytest.raises(ValueError, match="unknown GAN loss"):
+        gan.d_loss(kind + "x", R, F)
+
+
+def test_gradient_penalty_at_the_interpolates():
+    a = jnp.asarray([[1.0, 2.0], [2.0, 0.0]])  # ||a|| = 3: a linear critic's gradient everywhere
+    real = jax.random.normal(jax.random.PRNGKey(0), (3, 2, 2))
+    fake = jax.random.normal(jax.random.PRNGKey(1), (3, 2, 2))
+    linear = lambda x: jnp.sum(x * a, axis=(1, 2))
+    assert float(gan.gradient_penalty(linear, real, fake, jax.random.PRNGKey(2))) == pytest.approx(4.0, rel=1e-5)
+    # a quadratic critic: grad = 2 x_hat, at x_hat = eps real + (1 - eps) fake with eps per example
+    rng = jax.random.PRNGKey(3)
+    eps = np.asarray(jax.random.uniform(rng, (3, 1, 1)))
+    x_hat = eps * np.asarray(real) + (1 - eps) * np.asarray(fake)
+    norms = np.sqrt(np.sum((2 * x_hat) ** 2, axis=(1, 2)))
+    quad = lambda x: jnp.sum(x**2, axis=(1, 2))
+    assert float(gan.gradient_penalty(quad, real, fake, rng)) == pytest.approx(np.mean((norms - 1) ** 2), rel=1e-4)
+
+
+def test_feature_matching_is_the_mean_l1_over_layers_and_scales():
+    r = [[jnp.ones((1, 2, 2, 1)), jnp.zeros((1, 1, 1, 2)), jnp.full((1, 1, 1, 1), 9.0)],
+         [jnp.full((1, 2, 2, 1), 2.0), jnp.full((1, 1, 1, 1), 5.0)]]
+    f = [[jnp.zeros((1, 2, 2, 1)), jnp.full((1, 1, 1, 2), 3.0), jnp.zeros((1, 1, 1, 1))],
+         [jnp.full((1, 2, 2, 1), -2.0), jnp.zeros((1, 1, 1, 1))]]
+    # scale 0: layers |1-0| = 1 and |0-3| = 3 (logits ignored); scale 1: |2+2| = 4
+    expected = (1 + 3) / (2 * 2) + 4 / (1 * 2)
+    assert float(gan.feature_matching(r, f)) == pytest.approx(expected)
+    grads = jax.grad(lambda real: gan.feature_matching(real, f))(r)
+    assert all(float(jnp.abs(g).max()) == 0.0 for s in grads for g in s)  # real features are constants
+
+
+def test_mmd_imq_equals_a_loop():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(3, 2)), rng.normal(size=(4, 2)) + 0.5
+    scales, var = (0.5, 2.0), 1.5
+    total = 0.0
+    for s in scales:
+        c = s * 2 * 2 * var
+        k = lambda a, b, c=c: c / (c + np.sum((a - b) ** 2))
+        kxx = sum(k(x[i], x[j]) for i in range(3) for j in range(3) if i != j) / 6
+        kyy = sum(k(y[i], y[j]) for i in range(4) for j in range(4) if i != j) / 12
+        kxy = sum(k(x[i], y[j]) for i in range(3) for j in range(4)) / 12
+        total += kxx + kyy - 2 * kxy
+    got = gan.mmd_imq(jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32), var, scales)
+    assert float(got) == pytest.approx(total, rel=1e-5)
+    # samples of one distribution are closer than shifted ones
+    a = jax.random.normal(jax.random.PRNGKey(0), (200, 4))
+    b = jax.random.normal(jax.random.PRNGKey(1), (200, 4))
+    assert abs(float(gan.mmd_imq(a, b))) < 0.02 < float(gan.mmd_imq(a, b + 1.0))
+    with pytest.raises(ValueError, match="at least 2"):
+        gan.mmd_imq(a[:1], b)
+
+
+@pytest.mark.parametrize("shape, k, s, pad", [((2, 16, 16, 3), 4, 2, (2, 2)), ((1, 17, 15, 2), 4, 2, (2, 2)),
+                                              ((2, 9, 13, 3), 3, 2, (1, 1)), ((1, 20, 20, 2), 5, 3, (2, 1))])
+def test_strided_conv_equals_flax_conv(shape, k, s, pad):
+    x = jax.random.normal(jax.random.PRNGKey(0), shape)
+    ref = nn.Conv(5, (k, k), strides=(s, s), padding=(pad, pad))
+    params = ref.init(jax.random.PRNGKey(1), x)
+    got = StridedConv(5, k, s, pad).apply(params, x)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(ref.apply(params, x)), rtol=1e-5, atol=1e-5)
+
+
+class ToyPlayers:
+    """G(z) = a * z, D(x) = b * x: small enough to check every update by hand."""
+
+    def __init__(self, schedule):
+        self.schedule = schedule
+        self.seen_adversarial = []
+
+    def state(self):
+        return TwoPlayerState.create({"a": jnp.ones(())}, {"b": jnp.ones(())}, optax.sgd(0.1), optax.sgd(0.1))
+
+    def generate(self, params, batch, rng):
+        return params["generator"]["a"] * batch["z"]
+
+    def generator_loss(self, params, batch, rng, adversarial):
+        fake = self.generate(params, batch, rng)
+        score = params["discriminator"]["b"] * fake
+        loss = adversarial * -jnp.mean(score) + jnp.mean((fake - batch["x"]) ** 2)
+        return loss, ({"adv": adversarial}, fake)
+
+    def discriminator_loss(self, params, batch, fake, rng):
+        b = params["discriminator"]["b"]
+        loss = jnp.mean(b * fake) - jnp.mean(b * batch["x"])
+        return loss, {"fake_mean": jnp.mean(fake)}
+
+    def step(self, state, batch):
+        return jax.jit(lambda st, bt: gan.two_player_step(st, bt, jax.random.PRNGKey(0), self.schedule, self.generate,
+                                                          self.generator_loss, self.discriminator_loss))(state, batch)
+
+
+def test_joint_schedule_updates_exactly_the_players_it_should():
+    toy = ToyPlayers(gan.GANSchedule("joint", 1, warmup_steps=1))
+    batch = {"z": jnp.asarray([1.0, 2.0]), "x": jnp.asarray([3.0, 3.0])}
+    s0 = toy.state()
+    s1, m1 = toy.step(s0, batch)  # warm-up: G on the distortion alone, D untouched
+    # d/da mean((a z - x)^2) at a = 1: mean(2 (z - x) z) = (2*-2*1 + 2*-1*2) / 2 = -4
+    assert float(s1.params["generator"]["a"]) == pytest.approx(1.0 + 0.1 * 4.0)
+    assert float(s1.params["discriminator"]["b"]) == 1.0
+    assert float(m1["adv"]) == 0.0 and float(m1["updated_discriminator"]) == 0.0
+    assert int(s1.step) == 1
+    s2, m2 = toy.step(s1, batch)  # both players, D on the fakes of the G it saw this step
+    a1 = float(s1.params["generator"]["a"])
+    # G: d/da [-b mean(a z) + mean((a z - x)^2)] with b = 1
+    g_grad = -1.5 + np.mean(2 * (a1 * np.array([1, 2]) - 3) * np.array([1, 2]))
+    assert float(s2.params["generator"]["a"]) == pytest.approx(a1 - 0.1 * g_grad, rel=1e-5)
+    # D: d/db [mean(b fake) - mean(b x)] with fake = a1 z (generated before G's update)
+    d_grad = np.mean(a1 * np.array([1, 2])) - 3.0
+    assert float(s2.params["discriminator"]["b"]) == pytest.approx(1.0 - 0.1 * d_grad, rel=1e-5)
+    assert float(m2["d_fake_mean"]) == pytest.approx(np.mean(a1 * np.array([1, 2])), rel=1e-6)
+
+
+def test_alternate_schedule_cycles_critic_and_generator_steps():
+    toy = ToyPlayers(gan.GANSchedule("alternate", d_steps=2, warmup_steps=0))
+    batch = {"z": jnp.asarray([1.0, 2.0]), "x": jnp.asarray([3.0, 3.0])}
+    state = toy.state()
+    updated = []
+    for _ in range(6):
+        new, m = toy.step(state, batch)
+        g_moved = float(new.params["generator"]["a"]) != float(state.params["generator"]["a"])
+        d_moved = float(new.params["discriminator"]["b"]) != float(state.params["discriminator"]["b"])
+        assert (g_moved, d_moved) == (bool(m["updated_generator"]), bool(m["updated_discriminator"]))
+        updated.append("G" if g_moved and not d_moved else "D" if d_moved and not g_moved else "?")
+        state = new
+    assert "".join(updated) == "DDGDDG"
+
+
+def test_schedule_settings_are_checked():
+    with pytest.raises(ValueError, match="d_steps must be 1"):
+        gan.GANSchedule("joint", d_steps=5)
+    with pytest.raises(ValueError, match="unknown gan.mode"):
+        gan.GANSchedule("simultaneous")
+    with pytest.raises(ValueError, match=">= 1"):
+        gan.GANSchedule("alternate", d_steps=0)
+
+
+def test_mode_none_trains_the_generator_alone():
+    toy = ToyPlayers(gan.GANSchedule("none", warmup_steps=0))
+    batch = {"z": jnp.asarray([1.0, 2.0]), "x": jnp.asarray([3.0, 3.0])}
+    s0 = toy.state()
+    s1, m = toy.step(s0, batch)
+    assert float(m["adv"]) == 0.0 and float(m["updated_discriminator"]) == 0.0
+    assert float(s1.params["generator"]["a"]) == pytest.approx(1.4)  # the distortion's gradient alone
+    assert float(s1.params["discriminator"]["b"]) == 1.0

@@ -1,0 +1,216 @@
+"""GC (generative compression): quantizer, heatmap, two-player training and resume, codec, CLI."""
+
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from jaxcomp import cli, tasks
+from jaxcomp import train as trainer
+from jaxcomp.codecs import gc
+from jaxcomp.coding import BitstreamError, ModelMismatchError, TruncatedError, UnsupportedError, pack
+from jaxcomp.configs import apply_overrides, load_config
+from jaxcomp.data import load_image, sample_image_paths
+from jaxcomp.modelfile import export_params
+
+
+@pytest.fixture(scope="module")
+def config(repo):
+    return load_config(str(repo / "configs" / "gc.py") + ":tiny")
+
+
+@pytest.fixture(scope="module")
+def state(config):
+    task, _ = tasks.build_task(config)
+    batch = {"image": np.zeros((1, 32, 32, 3), np.uint8)}
+    return trainer.jit_init(task.init)(jax.random.PRNGKey(0), batch)
+
+
+@pytest.fixture(scope="module")
+def photo():
+    return load_image(sample_image_paths()[1])[:72, :88]  # not a multiple of 16: padded
+
+
+def test_quantizer_emits_only_the_five_centres(config, state):
+    model = gc.GC(gc.spec_from_config(config.model))
+    x = jax.random.uniform(jax.random.PRNGKey(0), (2, 32, 48, 3), maxval=255.0)
+    params = state.params["generator"]
+    out = model.apply({"params": params}, x)
+    assert out["w_hat"].shape == (2, 2, 3, config.model.channels)
+    np.testing.assert_array_equal(np.unique(np.asarray(out["w_hat"])) % 1, 0)
+    assert set(np.unique(np.asarray(out["w_hat"]))) <= {-2.0, -1.0, 0.0, 1.0, 2.0}
+    np.testing.assert_array_equal(np.asarray(gc.centers())[np.asarray(out["symbols"])], np.asarray(out["w_hat"]))
+    w = jnp.asarray([-7.0, -1.4, -0.6, 0.2, 1.51, 9.0])
+    values, symbols = model.apply({"params": params}, w, method=gc.GC.quantize)
+    np.testing.assert_array_equal(np.asarray(values), [-2, -1, -1, 0, 2, 2])
+    np.testing.assert_array_equal(np.asarray(symbols), [0, 1, 1, 2, 4, 4])
+    # straight-through: the soft assignment's gradient reaches w
+    assert float(jnp.abs(jax.grad(lambda v: model.apply({"params": params}, v, method=gc.GC.quantize)[0].sum())(
+        jnp.asarray([0.4, 1.3]))).sum()) > 0
+
+
+def test_rate_bound_is_the_papers():
+    for c, bpp in ((2, 0.0181), (4, 0.0362), (8, 0.0724)):  # the paper's numbers (multiples of 0.0181)
+        assert gc.GCSpec(channels=c).bound_bits_per_pixel == pytest.approx(bpp, rel=3e-3)
+        assert gc.GCSpec(channels=c).bound_bits_per_pixel == c * math.log2(5) / 256
+    assert gc.GCSpec(width=0.25).features == (15, 30, 60, 120, 240)
+    with pytest.raises(ValueError, match="unknown config.model keys.*widht"):
+        gc.spec_from_config(ml_collections.ConfigDict(dict(channels=4, widht=1.0)))
+
+
+def test_heatmap_zeroes_the_masked_latent(config, state):
+    model = gc.GC(gc.spec_from_config(config.model))
+    x = jax.random.uniform(jax.random.PRNGKey(0), (1, 32, 32, 3), maxval=255.0)
+    params = state.params["generator"]
+    heat = jnp.asarray([[[1.0, 0.0], [0.0, 1.0]]])
+    full = model.apply({"params": params}, x)
+    masked = model.apply({"params": params}, x, heatmap=heat)
+    np.testing.assert_array_equal(np.asarray(masked["w_hat"])[0, 0, 1], 0.0)
+    np.testing.assert_array_equal(np.asarray(masked["w_hat"])[0, 1, 0], 0.0)
+    np.testing.assert_array_equal(np.asarray(masked["w_hat"])[0, 0, 0], np.asarray(full["w_hat"])[0, 0, 0])
+    # G sees only w_hat: changing the image where the latent is masked cannot change the output
+    far = x.at[:, :16, 16:].set(0.0).at[:, 16:, :16].set(255.0)
+    other = model.apply({"params": params}, far, heatmap=heat)
+    assert float(jnp.abs(other["w"] - masked["w"]).max()) > 0  # the encoder did see the change
+    np.testing.assert_array_equal(np.asarray(other["w_hat"])[0, 0, 1], 0.0)
+
+
+def _leaves(tree):
+    return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def test_gan_training_resumes_exactly(config, tmp_path):
+    """Warm-up step, then joint steps; a run stopped by its time limit and continued ends in the
+    same state (both players, both optimizers) as an uninterrupted one."""
+    config = apply_overrides(config, ["steps=3", "checkpoint_every=2", "eval_every=0"])
+    task, data = tasks.build(config)
+    reference, _ = trainer.train(config, str(tmp_path / "straight"), task, data, progress=False)
+    assert int(reference.step) == 3
+    stopped, _ = trainer.train(config, str(tmp_path / "sliced"), task, data, progress=False, time_limit=1e-9)
+    assert int(stopped.step) == 1
+    resumed, _ = trainer.train(config, str(tmp_path / "sliced"), task, data, progress=False)
+    for a, b in zip(_leaves((reference.params, reference.opt_state)), _leaves((resumed.params, resumed.opt_state))):
+        np.testing.assert_array_equal(a, b)
+    # both players moved, and the discriminator only after the warm-up step
+    init = task.init(jax.random.split(jax.random.PRNGKey(config.seed))[0], data.train_batch(0))
+    for player in ("generator", "discriminator"):
+        moved = [not np.array_equal(a, b) for a, b in zip(_leaves(init.params[player]),
+                                                          _leaves(reference.params[player]))]
+        assert any(moved), player
+    d_counts = [int(x) for x in jax.tree.leaves(stopped.opt_state["discriminator"]) if np.ndim(x) == 0]
+    g_counts = [int(x) for x in jax.tree.leaves(stopped.opt_state["generator"]) if np.ndim(x) == 0]
+    assert set(d_counts) == {0} and 1 in g_counts  # warm-up: no discriminator update
+    assert trainer.checkpoint_manager(str(tmp_path / "sliced")).latest_step() == 3
+
+
+def test_codec_roundtrip_is_exact_and_within_the_bound(state, config, photo):
+    spec = gc.spec_from_config(config.model)
+    codec = gc.GCCodec(spec, state.params["generator"])
+    data = codec.compress(photo)
+    decoded = codec.decompress(data)
+    assert decoded.shape == photo.shape and decoded.dtype == np.uint8
+    np.testing.assert_array_equal(decoded, codec.reconstruct(photo))
+    np.testing.assert_array_equal(codec.decompress(data), decoded)  # deterministic
+    # untrained prior = uniform: the payload is the raw symbols' information, plus at most the ANS
+    # coder's 64-bit state (2 words)
+    symbols = 5 * 6 * spec.channels
+    header = len(pack("gc", codec.fingerprint, dict(h=72, w=88, m="RGB", e="p", n=codec.numerics, c=2**32 - 1),
+                      [b""]))
+    assert len(data) - header <= (math.ceil(symbols * math.log2(5) / 32) + 2) * 4
+    gray = photo[..., 1]
+    assert codec.decompress(codec.compress(gray)).shape == gray.shape
+    # a skewed prior that fits the symbols codes them in fewer bytes than the uniform code
+    sym = codec.analyse(photo)
+    counts = np.stack([np.bincount(sym[..., c].ravel(), minlength=5) for c in range(spec.channels)]) + 0.1
+    fitted = dict(state.params["generator"], prior_logits=np.log(counts / counts.sum(1, keepdims=True)))
+    skewed = gc.GCCodec(spec, fitted)
+    mode, payload = skewed._payload(sym)
+    entropy = -np.sum(counts / counts.sum(1, keepdims=True) * np.log2(counts / counts.sum(1, keepdims=True)), 1)
+    if entropy.sum() * 30 < symbols * math.log2(5) - 64:  # clearly below the uniform code
+        assert mode == "p"
+    np.testing.assert_array_equal(skewed.decompress(skewed.compress(photo)), skewed.reconstruct(photo))
+    # a prior that contradicts the symbols falls back to the uniform code
+    wrong = dict(state.params["generator"], prior_logits=np.tile([30.0, 0, 0, 0, 0], (spec.channels, 1)))
+    bad_prior = gc.GCCodec(spec, wrong)
+    assert bad_prior._payload(np.full((5, 6, spec.channels), 4))[0] == "u"
+
+
+def test_codec_refuses_bad_input(state, config, photo):
+    spec = gc.spec_from_config(config.model)
+    codec = gc.GCCodec(spec, state.params["generator"])
+    data = codec.compress(photo)
+    with pytest.raises(TruncatedError):
+        codec.decompress(data[:-7])
+    flipped = bytearray(data)
+    flipped[len(flipped) // 2] ^= 4
+    with pytest.raises(BitstreamError, match="corrupt"):
+        codec.decompress(bytes(flipped))
+    other = gc.GCCodec(spec, jax.tree.map(lambda a: a * 1.01, state.params["generator"]))
+    with pytest.raises(ModelMismatchError):
+        other.decompress(data)
+    with pytest.raises(UnsupportedError, match="cpm"):
+        codec.decompress(pack("cpm", codec.fingerprint, {}, [b""]))
+    with pytest.raises(BitstreamError, match="numerics"):
+        codec.numerics, saved = "tpu", codec.numerics
+        try:
+            codec.decompress(data)
+        finally:
+            codec.numerics = saved
+    with pytest.raises(ValueError, match="uint8"):
+        codec.compress(photo.astype(np.float32))
+    with pytest.raises(ValueError, match="at least 16"):
+        codec.compress(photo[:8])
+    with pytest.raises(ValueError, match="RGBA"):
+        codec.compress(np.zeros((32, 32, 4), np.uint8))
+
+
+def test_command_line_roundtrip(state, config, photo, tmp_path, capsys):
+    from PIL import Image
+
+    model = str(tmp_path / "gc_tiny.msgpack")
+    export_params(state.params, config, model, {"note": "untrained, for tests"})
+    Image.fromarray(photo).save(tmp_path / "p.png")
+    assert cli.main(["compress", "--codec", "gc", "--checkpoint", model, str(tmp_path / "p.png"),
+                     str(tmp_path / "p.jxc")]) == 0
+    assert "bits per pixel" in capsys.readouterr().out
+    assert cli.main(["decompress", "--checkpoint", model, str(tmp_path / "p.jxc"), str(tmp_path / "d.png")]) == 0
+    codec = gc.load_codec(model)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "d.png")), codec.reconstruct(photo))
+    # without --checkpoint a file of a model that is not shipped is refused with a message
+    assert cli.main(["decompress", str(tmp_path / "p.jxc"), str(tmp_path / "e.png")]) == 1
+    assert "not shipped" in capsys.readouterr().err
+    # an L3C or CPM model is not a GC model
+    with pytest.raises(Exception, match="not 'gc'"):
+        gc.load_codec(str(repo_model("l3c")))
+
+
+def repo_model(name):
+    from jaxcomp.codecs.pretrained import PRETRAINED_DIR
+
+    return os.path.join(PRETRAINED_DIR, f"{name}.msgpack")
+
+
+def test_generator_loss_terms(config, state):
+    """loss = adversarial * (g_adv + lambda_fm * FM) + lambda_mse * MSE([-1, 1]) + prior fit."""
+    task, _ = tasks.build_task(config)
+    image = jnp.asarray(load_image(sample_image_paths()[2])[:32, :32][None])
+    batch = {"image": image}
+    rng = jax.random.PRNGKey(0)
+    off, (m_off, x_hat) = task.generator_loss(state.params, batch, rng, jnp.float32(0.0))
+    on, (m_on, _) = task.generator_loss(state.params, batch, rng, jnp.float32(1.0))
+    mse_unit = float(jnp.mean(jnp.square(image / 127.5 - 1.0 - x_hat)))
+    assert float(off) == pytest.approx(config.loss.lambda_mse * mse_unit + float(m_off["prior_bits_per_symbol"]),
+                                       rel=1e-5)
+    assert float(on) - float(off) == pytest.approx(float(m_on["g_adv"]) + config.loss.lambda_fm * float(m_on["fm"]),
+                                                   rel=1e-4)
+    # the prior's cross-entropy trains the prior only: no gradient into the encoder from it
+    lam0 = apply_overrides(config, ["loss.lambda_mse=0.0"])
+    t0, _ = tasks.build_task(lam0)
+    grads = jax.grad(lambda g: t0.generator_loss(dict(state.params, generator=g), batch, rng, jnp.float32(0.0))[0])(
+        state.params["generator"])
+    assert float(jnp.abs(grads["prior_logits"]).sum()) > 0
+    assert all(float(jnp.abs(x).max()) == 0 for x in jax.tree.leaves(grads["encoder"]))
