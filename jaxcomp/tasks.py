@@ -19,6 +19,9 @@ def build_task(config: ml_collections.ConfigDict) -> tuple[Any, str]:
     if name == "gc":
         from jaxcomp.codecs.gc import GCTask
         return GCTask(config), "images"
+    if name == "gc_sampler":
+        from jaxcomp.codecs.gc.sampler import LatentSamplerTask
+        return LatentSamplerTask(config), "images"
     if name == "ecg":
         from jaxcomp.ecg.task import ECGTask
         return ECGTask(config), "ecg"
@@ -28,7 +31,7 @@ def build_task(config: ml_collections.ConfigDict) -> tuple[Any, str]:
     if name in ("classification", "lm"):
         from jaxcomp.distill.task import build_task as build_distill_task
         return build_distill_task(config), "classification" if name == "classification" else "lm"
-    raise ValueError(f"unknown config.task {name!r}; known tasks: l3c, cpm, gc, ecg, classification, lm")
+    raise ValueError(f"unknown config.task {name!r}; known tasks: l3c, cpm, gc, gc_sampler, ecg, classification, lm")
 
 
 def build_data(config: ml_collections.ConfigDict, kind: str) -> Any:
