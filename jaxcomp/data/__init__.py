@@ -45,7 +45,8 @@ def _split(files: list[str], data: ml_collections.ConfigDict) -> tuple[list[str]
 
 
 def build_image_data(data: ml_collections.ConfigDict) -> ImageBatches:
-    """Builds :class:`ImageBatches` from a ``config.data`` block.
+    """Builds :class:`ImageBatches` from a ``config.data`` block (with ``data.labels`` set:
+    :class:`~jaxcomp.data.labels.LabelledImageBatches`, images with label maps).
 
     ``data.source`` picks where images come from:
       * ``"samples"`` — the photos shipped inside the package;
@@ -58,6 +59,20 @@ def build_image_data(data: ml_collections.ConfigDict) -> ImageBatches:
         from ``data.tfds_data_dir`` (array_record, no TensorFlow needed).
     Each host reads its own shard: batch ``step`` differs per ``jax.process_index()``.
     """
+    if data.get("labels", ""):
+        from jaxcomp.data.labels import build_labelled_data
+
+        return build_labelled_data(data, _image_sources, jax.process_index(), jax.process_count())
+    train, val = _image_sources(data)
+    return ImageBatches(
+        train, val, batch_size=data.batch_size, crop=data.crop, flip=data.flip,
+        downscale=tuple(data.downscale), eval_crop=data.eval_crop, seed=data.seed,
+        process_index=jax.process_index(), process_count=jax.process_count(),
+    )
+
+
+def _image_sources(data: ml_collections.ConfigDict):
+    """The training and validation image sources of ``config.data`` (validation may be None)."""
     source = data.source
     if source in ("samples", "folder"):
         if source == "samples":
@@ -70,13 +85,10 @@ def build_image_data(data: ml_collections.ConfigDict) -> ImageBatches:
         train = ImageFolderSource(train_files, cache=data.cache)
         val = ImageFolderSource(val_files, cache=data.cache) if val_files else None
     elif source == "tfds":
-        train = TfdsImageSource(data.tfds_name, data.tfds_train_split, data.tfds_data_dir)
-        val = TfdsImageSource(data.tfds_name, data.tfds_val_split, data.tfds_data_dir) \
+        key = data.get("tfds_image_key", "image")
+        train = TfdsImageSource(data.tfds_name, data.tfds_train_split, data.tfds_data_dir, key)
+        val = TfdsImageSource(data.tfds_name, data.tfds_val_split, data.tfds_data_dir, key) \
             if data.tfds_val_split else None
     else:
         raise DataError(f"unknown data.source {source!r}; use 'samples', 'folder' or 'tfds'")
-    return ImageBatches(
-        train, val, batch_size=data.batch_size, crop=data.crop, flip=data.flip,
-        downscale=tuple(data.downscale), eval_crop=data.eval_crop, seed=data.seed,
-        process_index=jax.process_index(), process_count=jax.process_count(),
-    )
+    return train, val

@@ -52,7 +52,8 @@ class GCCodec:
 
     def __init__(self, spec: GCSpec, params: Any):
         if spec.semantic_classes:
-            raise ValueError("this is a selective (SC) GC model; the codec codes global (GC) models")
+            raise ValueError("this is a selective (SC) GC model; GCCodec codes global (GC) models: use "
+                             "jaxcomp.codecs.gc.sc_codec.SCCodec, which also codes the label map and the heatmap")
         self.spec = spec
         self.params = jax.tree.map(jnp.asarray, params)
         self.model = GC(spec)

@@ -10,9 +10,12 @@ paper). Without entropy coding the rate is ``C * log2(5) / 256`` bits per pixel;
 learns a factorized prior (a categorical over the 5 centres per channel) that the codec codes the
 symbols with, so real files come in under that bound.
 
-Selective compression (SC) adds a semantic label map: an encoder F of the one-hot map whose output
-G sees beside ``w_hat``, and a binary heatmap at latent resolution that zeroes ``w_hat`` where G
-must synthesise the content from the map alone.
+Selective compression (SC, ``semantic_classes > 0``; the paper's Fig. 8) adds a semantic label map
+``s``: E encodes the image and the one-hot map together (``w = E([x, s])``), an encoder F of the
+one-hot map (E's architecture) gives features that G sees beside ``w_hat``, and a binary heatmap at
+latent resolution multiplies ``w_hat``, so G synthesises the zeroed regions from ``F(s)`` alone.
+The heatmap and the map are sent (:mod:`jaxcomp.codecs.gc.sc_codec`); the modes that draw heatmaps
+for training are in :mod:`jaxcomp.codecs.gc.semantic`.
 """
 
 from __future__ import annotations
@@ -136,7 +139,8 @@ class GC(nn.Module):
     """Encoder, quantizer, factorized prior and generator (the discriminator is separate).
 
     ``__call__(image [B, H, W, 3] in [0, 255], noise [B, H/16, W/16, noise_channels] | None,
-    semantic int32 [B, H, W] | None, heatmap float32 [B, H/16, W/16] | None)`` returns a dict:
+    semantic int32 [B, H, W] | None, heatmap float32 [B, H/16, W/16] | None)`` (1 = code the
+    latent there, 0 = zero it and synthesise) returns a dict:
     ``w`` (float32 ``[B, h, w, C]`` before quantization), ``w_hat`` (quantized, straight-through),
     ``symbols`` (int32 ``[B, h, w, C]`` in ``0..4``), ``x_hat`` (``[-1, 1]``), ``prior_logits``
     (``[C, 5]``).
@@ -152,9 +156,13 @@ class GC(nn.Module):
         self.generator = Generator(s.features, s.res_blocks)
         self.prior_logits = self.param("prior_logits", nn.initializers.zeros, (s.channels, LEVELS))
 
-    def encode(self, image: jax.Array) -> jax.Array:
-        """``[B, H, W, 3]`` in ``[0, 255]`` -> ``w`` ``float32 [B, H/16, W/16, C]``."""
-        return self.encoder(to_unit(image))
+    def encode(self, image: jax.Array, semantic: jax.Array | None = None) -> jax.Array:
+        """``[B, H, W, 3]`` in ``[0, 255]`` (SC: and the label map ``int32 [B, H, W]``) ->
+        ``w`` ``float32 [B, H/16, W/16, C]``."""
+        x = to_unit(image)
+        if self.spec.semantic_classes:  # SC: E sees the image and the label map (the paper's Fig. 8)
+            x = jnp.concatenate([x, self.one_hot(semantic)], -1)
+        return self.encoder(x)
 
     def one_hot(self, semantic: jax.Array | None) -> jax.Array:
         if semantic is None:
@@ -179,7 +187,7 @@ class GC(nn.Module):
 
     def __call__(self, image: jax.Array, noise: jax.Array | None = None, semantic: jax.Array | None = None,
                  heatmap: jax.Array | None = None) -> dict[str, jax.Array]:
-        w = self.encode(image)
+        w = self.encode(image, semantic)
         w_hat, symbols = self.quantize(w)
         if heatmap is not None:
             w_hat = w_hat * heatmap[..., None]

@@ -9,6 +9,12 @@ MSE is over images in ``[-1, 1]`` and ``prior`` is the factorized prior's cross-
 symbol) on the *constant* symbols, so it fits the prior without pulling on the encoder. With
 ``loss.beta > 0`` a rate term ``beta * bits per symbol`` of the soft-quantized latent under the prior is
 added (the paper's ``beta H(w_hat)``; 0 for GC, whose rate is fixed by C).
+
+SC (``model.semantic_classes > 0``): batches carry ``semantic int32 [B, H, W]`` beside ``image``;
+every step draws a heatmap from its key (``config.sc``, :mod:`jaxcomp.codecs.gc.semantic`) that
+zeroes the latent where G must synthesise; the MSE is over the preserved pixels only (the
+upsampled heatmap), the adversarial and feature-matching terms stay on the whole image, and the
+discriminator sees the one-hot label map beside the image (a conditional GAN, as the paper's SC).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from jaxcomp.codecs.gc import semantic as sc
 from jaxcomp.codecs.gc.model import FACTOR, GC, prior_bits, spec_from_config, to_pixels, to_unit
 from jaxcomp.gan import (
     MultiScaleDiscriminator,
@@ -53,12 +60,25 @@ class GCTask:
         self.schedule = schedule_from_config(config.gan)
         self.tx_g, self.lr_g = make_optimizer(config.optimizer)
         self.tx_d, _ = make_optimizer(config.optimizer_d)
+        self.classes = self.spec.semantic_classes
+        if self.classes:
+            self.sc = sc.settings_from_config(config.get("sc"))
+            labels = config.data.get("label_classes", self.classes)
+            if labels != self.classes:
+                raise ValueError(f"config.data.label_classes={labels} but config.model.semantic_classes="
+                                 f"{self.classes}: the label maps must have the model's classes")
+        elif "sc" in config:
+            raise ValueError("config.sc is set but config.model.semantic_classes is 0 (a GC model, not SC)")
 
-    def check_batch(self, shape: tuple[int, ...]) -> None:
+    def check_batch(self, shape: tuple[int, ...], semantic: tuple[int, ...] | None = None) -> None:
+        """Image batch shape ``[B, H, W, 3]`` and (SC) the label map's shape ``[B, H, W]``."""
         if len(shape) != 4 or shape[-1] != 3:
             raise ValueError(f"GC expects images [B, H, W, 3], got shape {shape}")
         if shape[1] % FACTOR or shape[2] % FACTOR:
             raise ValueError(f"GC training crops must be multiples of {FACTOR} pixels, got {shape[1]}x{shape[2]}")
+        if self.classes and (semantic is None or tuple(semantic) != tuple(shape[:3])):
+            raise ValueError(f"an SC model trains on batches with a label map 'semantic' int32 {tuple(shape[:3])} "
+                             f"beside the images (config.data.labels); got {semantic}")
 
     def noise(self, rng: jax.Array, image: jax.Array) -> jax.Array | None:
         """Noise channels for G, ``float32 [B, H/16, W/16, noise_channels]`` (None without)."""
@@ -68,15 +88,33 @@ class GCTask:
         return jax.random.normal(rng, (b, h // FACTOR, w // FACTOR, self.spec.noise_channels), jnp.float32)
 
     def init(self, rng: jax.Array, batch: dict[str, jax.Array]) -> TwoPlayerState:
-        self.check_batch(batch["image"].shape)
+        self.check_batch(batch["image"].shape, batch["semantic"].shape if "semantic" in batch else None)
         g_rng, d_rng = jax.random.split(rng)
         image = batch["image"][:1]
-        g = self.model.init(g_rng, image, self.noise(g_rng, image))["params"]
-        d = self.disc.init(d_rng, to_unit(image))["params"]
+        semantic = batch["semantic"][:1] if self.classes else None
+        g = self.model.init(g_rng, image, self.noise(g_rng, image), semantic)["params"]
+        d = self.disc.init(d_rng, to_unit(image), self.cond(semantic))["params"]
         return TwoPlayerState.create(g, d, self.tx_g, self.tx_d)
 
-    def forward(self, params: Any, batch: dict[str, jax.Array], rng: jax.Array) -> dict[str, jax.Array]:
-        return self.model.apply({"params": params["generator"]}, batch["image"], self.noise(rng, batch["image"]))
+    def cond(self, semantic: jax.Array | None) -> jax.Array | None:
+        """What the discriminator is conditioned on: the one-hot label map (SC), else nothing."""
+        return None if semantic is None else jax.nn.one_hot(semantic, self.classes, dtype=jnp.float32)
+
+    def heatmap(self, batch: dict[str, jax.Array], rng: jax.Array) -> jax.Array | None:
+        """SC: this step's heatmap ``float32 [B, H/16, W/16]``, drawn from ``rng`` (GC: None)."""
+        if not self.classes:
+            return None
+        # a key of its own, so the noise channels are drawn as in GC
+        return sc.sample_heatmap(self.sc, jax.random.fold_in(rng, 0x5C), batch["semantic"], self.classes)
+
+    def forward(self, params: Any, batch: dict[str, jax.Array], rng: jax.Array,
+                heatmap: jax.Array | None = None) -> dict[str, jax.Array]:
+        noise = self.noise(rng, batch["image"])
+        if not self.classes:
+            return self.model.apply({"params": params["generator"]}, batch["image"], noise)
+        heatmap = self.heatmap(batch, rng) if heatmap is None else heatmap
+        out = self.model.apply({"params": params["generator"]}, batch["image"], noise, batch["semantic"], heatmap)
+        return dict(out, heatmap=heatmap)
 
     def generate(self, params: Any, batch: dict[str, jax.Array], rng: jax.Array) -> jax.Array:
         return self.forward(params, batch, rng)["x_hat"]
@@ -86,10 +124,13 @@ class GCTask:
         c = self.loss_config
         out = self.forward(params, batch, rng)
         x, x_hat = to_unit(batch["image"]), out["x_hat"]
-        mse = jnp.mean(jnp.square(x - x_hat))
+        heat = out.get("heatmap")
+        # SC: the distortion of the preserved region only; the synthesised one is judged by D alone
+        mse = jnp.mean(jnp.square(x - x_hat)) if heat is None else sc.masked_mse(x, x_hat, heat)
         d_params = {"params": params["discriminator"]}
-        fake_feats = self.disc.apply(d_params, x_hat)
-        real_feats = self.disc.apply(d_params, x)
+        cond = self.cond(batch.get("semantic") if self.classes else None)
+        fake_feats = self.disc.apply(d_params, x_hat, cond)
+        real_feats = self.disc.apply(d_params, x, cond)
         adv = g_loss(c.gan, logits_of(fake_feats))
         fm = feature_matching(real_feats, fake_feats)
         symbols = jax.lax.stop_gradient(out["symbols"])
@@ -99,10 +140,17 @@ class GCTask:
             rate = c.beta * jnp.mean(self._soft_bits(out)) / self.spec.channels
         loss = adversarial * (adv + c.lambda_fm * fm) + c.lambda_mse * mse + prior_fit + rate
         pixels = float(x.shape[1] * x.shape[2])
-        mse255 = jnp.mean(jnp.square(to_pixels(x_hat) - batch["image"].astype(jnp.float32)), axis=(1, 2, 3))
+        image = batch["image"].astype(jnp.float32)
+        if heat is None:
+            mse255 = jnp.mean(jnp.square(to_pixels(x_hat) - image), axis=(1, 2, 3))
+            bits = prior_bits(out["prior_logits"], symbols)
+        else:  # pooled over the batch's preserved pixels (an image may have none)
+            mse255 = sc.masked_mse(image, to_pixels(x_hat), heat)
+            bits = prior_bits(out["prior_logits"], symbols) * heat  # only the preserved symbols are sent
         metrics = dict(loss=loss, mse=jnp.mean(mse255), psnr=jnp.mean(_psnr(mse255)), g_adv=adv, fm=fm,
-                       prior_bits_per_symbol=prior_fit,
-                       bpp_prior=jnp.mean(prior_bits(out["prior_logits"], symbols).sum((1, 2))) / pixels)
+                       prior_bits_per_symbol=prior_fit, bpp_prior=jnp.mean(bits.sum((1, 2))) / pixels)
+        if heat is not None:
+            metrics["preserved"] = jnp.mean(heat)
         return loss, (metrics, x_hat)
 
     def _soft_bits(self, out: dict[str, jax.Array]) -> jax.Array:
@@ -116,8 +164,9 @@ class GCTask:
                            ) -> tuple[jax.Array, dict[str, jax.Array]]:
         del rng
         d_params = {"params": params["discriminator"]}
-        real = logits_of(self.disc.apply(d_params, to_unit(batch["image"])))
-        fake_logits = logits_of(self.disc.apply(d_params, fake))
+        cond = self.cond(batch.get("semantic") if self.classes else None)
+        real = logits_of(self.disc.apply(d_params, to_unit(batch["image"]), cond))
+        fake_logits = logits_of(self.disc.apply(d_params, fake, cond))
         loss = d_loss(self.loss_config.gan, real, fake_logits)
         return loss, dict(loss=loss, real=sum(jnp.mean(r) for r in real) / len(real),
                           fake=sum(jnp.mean(f) for f in fake_logits) / len(fake_logits))
@@ -129,13 +178,26 @@ class GCTask:
         return state, dict(metrics, learning_rate=lr)
 
     def eval_step(self, state: TwoPlayerState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-        out = self.forward(state.params, batch, jax.random.PRNGKey(0))
+        """Per image: ``mse``, ``psnr``, ``ms_ssim`` of the decoded image and ``bpp_prior``. SC: those
+        of the image decoded from its whole latent (all preserved), and under heatmaps drawn with a
+        fixed key: ``mse_preserved`` (MSE of the preserved pixels; 0 where an image has none),
+        ``preserved`` (fraction of the latent coded), ``bpp_prior`` (the coded symbols only)."""
         image = batch["image"].astype(jnp.float32)
+        pixels = float(image.shape[1] * image.shape[2])
+        full = None if not self.classes else jnp.ones((image.shape[0], image.shape[1] // FACTOR,
+                                                         image.shape[2] // FACTOR), jnp.float32)
+        out = self.forward(state.params, batch, jax.random.PRNGKey(0), full)
         x_hat = jnp.round(to_pixels(out["x_hat"]))
         mse255 = jnp.mean(jnp.square(x_hat - image), axis=(1, 2, 3))
-        pixels = float(image.shape[1] * image.shape[2])
-        return dict(mse=mse255, psnr=_psnr(mse255), ms_ssim=ms_ssim(image, x_hat),
-                    bpp_prior=prior_bits(out["prior_logits"], out["symbols"]).sum((1, 2)) / pixels)
+        metrics = dict(mse=mse255, psnr=_psnr(mse255), ms_ssim=ms_ssim(image, x_hat),
+                       bpp_prior=prior_bits(out["prior_logits"], out["symbols"]).sum((1, 2)) / pixels)
+        if self.classes:
+            out = self.forward(state.params, batch, jax.random.PRNGKey(0))
+            heat = out["heatmap"]
+            x_sel = jnp.round(to_pixels(out["x_hat"]))
+            metrics.update(mse_preserved=sc.masked_mse_per_image(image, x_sel, heat), preserved=jnp.mean(heat, (1, 2)),
+                           bpp_prior=(prior_bits(out["prior_logits"], out["symbols"]) * heat).sum((1, 2)) / pixels)
+        return metrics
 
 
 def _psnr(mse255: jax.Array) -> jax.Array:
