@@ -247,3 +247,55 @@ def test_latent_sampler_trains_on_frozen_latents_and_samples_centres(state, conf
     assert all(f"| {name} |" in text for name in ("wgan-gp", "prior", "reconstruction", "real (another draw)"))
     assert (out / "grid_wgan-gp.png").exists()
     assert gc_samples.main(["--sampler", str(tmp_path / "missing"), "--out", str(out)]) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", ["gc.py:paper_c2", "gc.py:paper_c4", "gc.py:paper_c8", "gc.py:cpu_c4"])
+def test_paper_configs_train_a_few_steps(repo, spec):
+    """The paper-size networks compile and take finite steps on the CPU (batch of 1, the D update on)."""
+    config = load_config(str(repo / "configs" / spec), ["data.batch_size=1", "gan.warmup_steps=0"])
+    task, data = tasks.build(config)
+    r = trainer.benchmark_train_step(task, data.train_batch(0), steps=1, warmup=1)
+    assert np.isfinite(r["metrics"]["loss"]) and np.isfinite(r["metrics"]["d_loss"])
+    assert r["metrics"]["updated_discriminator"] == 1.0
+
+
+def test_context_model_codes_correlated_symbols_exactly_and_smaller(state, config, photo):
+    """The fitted table p(s | left, up, previous channel): counting fit, exact diagonal-order
+    decoding, fewer bits than the factorized prior on correlated latents, and files that need it."""
+    from jaxcomp.codecs.gc import context
+    from jaxcomp.coding import CategoricalStreamDecoder, encode_categorical
+
+    rng = np.random.default_rng(0)
+    field = np.clip(np.round(np.cumsum(rng.normal(size=(9, 11, 3)), axis=1) / 3) + 2, 0, 4).astype(np.int32)
+    ctx = context.contexts(field)
+    assert tuple(ctx[0, 0, 0]) == (context.OUTSIDE,) * 3
+    assert tuple(ctx[2, 3, 1]) == (field[2, 2, 1], field[1, 3, 1], field[2, 3, 0])
+    logits = context.fit_context_logits([field], 3, smoothing=0.5)
+    # the fit is the smoothed count: one context seen once with symbol s has p(s) = 1.5 / (1 + 2.5)
+    c, (left, up, prev), sym = 0, ctx[0, 0, 0], field[0, 0, 0]
+    seen = np.sum((ctx[..., 0, :] == ctx[0, 0, 0]).all(-1))
+    same = np.sum((ctx[..., 0, :] == ctx[0, 0, 0]).all(-1) & (field[..., 0] == sym))
+    assert np.exp(logits[c, left, up, prev, sym]) == pytest.approx((same + 0.5) / (seen + 2.5), rel=1e-5)
+    pmfs = context.table_pmfs(logits)
+    order = context.coding_order(field.shape)
+    assert sorted(order) == list(range(field.size))
+    words = encode_categorical(field.reshape(-1)[order], context.symbol_pmfs(pmfs, field)[order])
+    np.testing.assert_array_equal(context.decode_symbols(CategoricalStreamDecoder(words), pmfs, field.shape), field)
+    assert len(words) * 32 < field.size * math.log2(5) * 0.8
+
+    spec = gc.spec_from_config(config.model)
+    plain = gc.GCCodec(spec, state.params["generator"])
+    sym_photo = plain.analyse(photo)
+    table = context.fit_context_logits([sym_photo], spec.channels)
+    ctx_codec = gc.GCCodec(spec, state.params["generator"], table)
+    bits = ctx_codec.estimate_bits(photo)
+    assert bits["context"] < bits["factorized"] <= bits["bound"] + 1e-6
+    data = ctx_codec.compress(photo)
+    assert ctx_codec._payload(sym_photo)[0] == "x" and len(data) < len(plain.compress(photo))
+    np.testing.assert_array_equal(ctx_codec.decompress(data), plain.reconstruct(photo))
+    assert ctx_codec.fingerprint != plain.fingerprint  # the table is part of the model
+    with pytest.raises(ModelMismatchError):
+        plain.decompress(data)
+    with pytest.raises(ValueError, match="context_logits has shape"):
+        gc.GCCodec(spec, state.params["generator"], table[:, :5])

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcomp.codecs import common
+from jaxcomp.codecs.gc import context
 from jaxcomp.codecs.gc.model import FACTOR, GC, LEVELS, GCSpec, centers, spec_from_config, to_pixels
 
 CHECKPOINTS = ("c2", "c4", "c8")
@@ -45,12 +46,14 @@ class GCCodec:
 
     ``compress(uint8 [H, W, 3] | [H, W]) -> bytes`` and ``decompress(bytes) -> uint8`` image of
     the same shape; ``reconstruct(image)`` gives the decoded image without coding;
-    ``bound_bpp`` is the paper's ``C * log2(5) / 256``.
+    ``bound_bpp`` is the paper's ``C * log2(5) / 256``. ``context_logits`` (``[C, 6, 6, 6, 5]``,
+    optional): the fitted latent context model of :mod:`jaxcomp.codecs.gc.context`, stored beside
+    the players in a model file by ``experiments/gc_context.py``.
     """
 
     codec_name = "gc"
 
-    def __init__(self, spec: GCSpec, params: Any):
+    def __init__(self, spec: GCSpec, params: Any, context_logits: Any = None):
         if spec.semantic_classes:
             raise ValueError("this is a selective (SC) GC model; GCCodec codes global (GC) models: use "
                              "jaxcomp.codecs.gc.sc_codec.SCCodec, which also codes the label map and the heatmap")
@@ -64,7 +67,17 @@ class GCCodec:
         self.pmfs = p / p.sum(-1, keepdims=True)  # [C, 5], float64, host
         from jaxcomp.coding import fingerprint
 
-        self.fingerprint = fingerprint(params, dict(codec="gc", format=FORMAT, **dataclasses.asdict(spec)))
+        architecture = dict(codec="gc", format=FORMAT, **dataclasses.asdict(spec))
+        self.context_pmfs = None
+        if context_logits is not None:  # the fitted context model (jaxcomp.codecs.gc.context)
+            table = np.asarray(context_logits)
+            expected = (spec.channels, context.SIDE, context.SIDE, context.SIDE, LEVELS)
+            if table.shape != expected:
+                raise ValueError(f"context_logits has shape {table.shape}, expected {expected}")
+            self.context_pmfs = context.table_pmfs(table)
+            self.fingerprint = fingerprint({"generator": params, "context_logits": table}, architecture)
+        else:
+            self.fingerprint = fingerprint(params, architecture)
         self.numerics = common.numerics()
         model = self.model
 
@@ -108,21 +121,32 @@ class GCCodec:
         image = check_image(image)
         return common.as_mode(self.synthesise(self.analyse(image), *image.shape[:2]), image.ndim == 2)
 
-    def estimate_bits(self, image: np.ndarray) -> float:
-        """Information content of the symbols under the prior, in bits (payload before coding)."""
+    def estimate_bits(self, image: np.ndarray) -> dict[str, float]:
+        """Information content of the image's symbols in bits: ``{"bound": C h w log2(5),
+        "factorized": under the prior, "context": under the context model (if fitted)}``."""
         from jaxcomp.coding import ideal_bits
 
         symbols = self.analyse(image)
-        return ideal_bits(symbols.reshape(-1), np.tile(self.pmfs, (symbols.shape[0] * symbols.shape[1], 1)))
+        prior = np.tile(self.pmfs, (symbols.shape[0] * symbols.shape[1], 1))
+        out = {"bound": symbols.size * float(np.log2(LEVELS)), "factorized": ideal_bits(symbols.reshape(-1), prior)}
+        if self.context_pmfs is not None:
+            out["context"] = ideal_bits(symbols.reshape(-1), context.symbol_pmfs(self.context_pmfs, symbols))
+        return out
 
     def _payload(self, symbols: np.ndarray) -> tuple[str, bytes]:
+        """The smallest of: ``"x"`` the context model (if fitted), ``"p"`` the factorized prior, ``"u"``
+        uniform (so a payload never exceeds the raw symbols' ``log2(5)`` bits by more than the coder's
+        2 words)."""
         from jaxcomp.coding import encode_categorical, encode_uniform
 
         flat = symbols.reshape(-1)
         pmfs = np.tile(self.pmfs, (symbols.shape[0] * symbols.shape[1], 1)).astype(np.float64)
-        prior = encode_categorical(flat, pmfs).tobytes()
-        uniform = encode_uniform(flat, LEVELS).tobytes()
-        return ("p", prior) if len(prior) <= len(uniform) else ("u", uniform)
+        options = [("p", encode_categorical(flat, pmfs).tobytes()), ("u", encode_uniform(flat, LEVELS).tobytes())]
+        if self.context_pmfs is not None:
+            order = context.coding_order(symbols.shape)
+            pm = context.symbol_pmfs(self.context_pmfs, symbols)
+            options.insert(0, ("x", encode_categorical(flat[order], pm[order]).tobytes()))
+        return min(options, key=lambda o: len(o[1]))
 
     def compress(self, image: np.ndarray) -> bytes:
         """``uint8 [H, W, 3]`` (or ``[H, W]``) -> bitstream ``bytes``."""
@@ -133,8 +157,10 @@ class GCCodec:
         mode, payload = self._payload(symbols)
         seed = zlib.crc32(payload)
         recon = common.as_mode(self.synthesise(symbols, *image.shape[:2], seed=seed), image.ndim == 2)
-        meta = dict(h=image.shape[0], w=image.shape[1], m="L" if image.ndim == 2 else "RGB", e=mode,
-                    n=self.numerics, c=zlib.crc32(recon.tobytes()))
+        # short keys: height, width, entropy model, numerics, CRC-32 of the pixels; m="L" for grayscale
+        meta = dict(h=image.shape[0], w=image.shape[1], e=mode, n=self.numerics, c=zlib.crc32(recon.tobytes()))
+        if image.ndim == 2:
+            meta["m"] = "L"
         return pack(self.codec_name, self.fingerprint, meta, [payload])
 
     def decompress(self, data: bytes) -> np.ndarray:
@@ -144,15 +170,22 @@ class GCCodec:
           jaxcomp.coding.BitstreamError: not a GC bitstream of this model, truncated, corrupt,
             written with other numerics, or decoded pixels that differ from the encoder's.
         """
-        from jaxcomp.coding import BitstreamError, CodingError, decode_categorical, decode_uniform, unpack
+        from jaxcomp.coding import (
+            BitstreamError,
+            CategoricalStreamDecoder,
+            CodingError,
+            decode_categorical,
+            decode_uniform,
+            unpack,
+        )
 
         meta, payloads = unpack(data, self.codec_name, self.fingerprint)
         try:
-            h, w, mode, ent, crc = int(meta["h"]), int(meta["w"]), meta["m"], meta["e"], int(meta["c"])
+            h, w, mode, ent, crc = int(meta["h"]), int(meta["w"]), meta.get("m", "RGB"), meta["e"], int(meta["c"])
             stream_numerics = str(meta["n"])
         except (KeyError, TypeError, ValueError) as e:
             raise BitstreamError(f"bitstream metadata is incomplete: {e}") from e
-        if not (FACTOR <= h <= 1 << 16 and FACTOR <= w <= 1 << 16 and mode in ("L", "RGB") and ent in ("p", "u")
+        if not (FACTOR <= h <= 1 << 16 and FACTOR <= w <= 1 << 16 and mode in ("L", "RGB") and ent in ("p", "u", "x")
                 and len(payloads) == 1):
             raise BitstreamError(f"bitstream metadata is invalid: {meta}")
         if stream_numerics != self.numerics:
@@ -164,14 +197,18 @@ class GCCodec:
         words = np.frombuffer(payloads[0], dtype=np.uint32) if len(payloads[0]) % 4 == 0 else None
         if words is None:
             raise BitstreamError("bitstream payload is not a whole number of 32-bit words")
+        if ent == "x" and self.context_pmfs is None:
+            raise BitstreamError("this file was coded with a latent context model that this model does not have")
+        shape = (lh, lw, self.spec.channels)
         try:
-            if ent == "p":
-                flat = decode_categorical(words, np.tile(self.pmfs, (lh * lw, 1)))
+            if ent == "x":
+                symbols = context.decode_symbols(CategoricalStreamDecoder(words), self.context_pmfs, shape)
+            elif ent == "p":
+                symbols = decode_categorical(words, np.tile(self.pmfs, (lh * lw, 1))).reshape(shape)
             else:
-                flat = decode_uniform(words, count, LEVELS)
+                symbols = decode_uniform(words, count, LEVELS).reshape(shape)
         except CodingError as e:
             raise BitstreamError(f"bitstream does not decode: {e}") from e
-        symbols = flat.reshape(lh, lw, self.spec.channels)
         image = common.as_mode(self.synthesise(symbols, h, w, seed=zlib.crc32(payloads[0])), mode == "L")
         if zlib.crc32(np.ascontiguousarray(image).tobytes()) != crc:
             raise BitstreamError("decoded image does not match the encoder's checksum: the model computed "
@@ -201,4 +238,4 @@ def load_codec(checkpoint: str | None = None) -> GCCodec:
     config, params, _ = load_model(checkpoint, task="gc")
     if "generator" not in params:
         raise ModelLoadError(f"{checkpoint}: not a GC model (no generator parameters)")
-    return GCCodec(spec_from_config(config.model), params["generator"])
+    return GCCodec(spec_from_config(config.model), params["generator"], params.get("context_logits"))
