@@ -75,3 +75,17 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def results_title(images: object, source: str) -> str:
+    """``"8 images (photos)"``: a figure title naming how many images and the folder they came from."""
+    n = len(images)
+    return f"{n} image{'s' if n != 1 else ''} ({os.path.basename(source.rstrip('/'))})"
+
+
+def write_results(out: str, parts: list[str]) -> str:
+    """Joins Markdown ``parts`` with blank lines, writes ``out/results.md`` and returns the text."""
+    md = "\n\n".join(p.rstrip("\n") for p in parts) + "\n"
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(md)
+    return md

@@ -45,7 +45,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from experiments._images import add_image_arguments, iter_images, pyplot
+from experiments._images import add_image_arguments, iter_images, pyplot, results_title, write_results
 from jaxcomp.baselines import CodecError, LossyCodec, RateMatch, bits_per_pixel, encode_at_bitrate, lossy_baselines
 from jaxcomp.coding.container import BitstreamError
 from jaxcomp.data import DataError, benchmark_image_paths
@@ -392,12 +392,9 @@ def report(rows: list[dict], swds: dict[str, dict], args: argparse.Namespace) ->
         "## SWD per pyramid level (level0 = finest detail)",
         write_table(swd_table(swds), out, "swd"),
     ]
-    title = f"{len(images)} image{'s' if len(images) != 1 else ''} ({os.path.basename(source.rstrip('/'))})"
+    title = results_title(images, source)
     plot_bpp_swd(os.path.join(out, "bpp_swd.png"), summary, title)
-    md = "\n\n".join(p.rstrip("\n") for p in parts) + "\n"
-    with open(os.path.join(out, "results.md"), "w") as f:
-        f.write(md)
-    return md
+    return write_results(out, parts)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from experiments._images import add_image_arguments, iter_images, pyplot
+from experiments._images import add_image_arguments, iter_images, pyplot, results_title, write_results
 from jaxcomp.baselines import CodecError, LossyCodec, bits_per_pixel, encode_at_bitrate, lossy_baselines
 from jaxcomp.codecs.pretrained import PRETRAINED_DIR
 from jaxcomp.coding.container import BitstreamError
@@ -311,13 +311,10 @@ def report(rows: list[dict], args: argparse.Namespace) -> str:
         parts.append("No learned checkpoints (see --checkpoints): baselines' curves only.")
     if curves:
         parts += ["## Baselines' curves (means over images per setting)", write_table(curves, out, "curves")]
-    title = f"{len(images)} image{'s' if len(images) != 1 else ''} ({os.path.basename(source.rstrip('/'))})"
+    title = results_title(images, source)
     for metric in ("ms_ssim", "psnr"):
         plot_rd(os.path.join(out, f"rd_{metric.replace('_', '')}.png"), curves, summary, metric, title)
-    md = "\n\n".join(p.rstrip("\n") for p in parts) + "\n"
-    with open(os.path.join(out, "results.md"), "w") as f:
-        f.write(md)
-    return md
+    return write_results(out, parts)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -60,11 +60,7 @@ class GCCodec:
         self.spec = spec
         self.params = jax.tree.map(jnp.asarray, params)
         self.model = GC(spec)
-        logits = np.asarray(params["prior_logits"], np.float64)
-        if logits.shape != (spec.channels, LEVELS):
-            raise ValueError(f"prior_logits has shape {logits.shape}, expected {(spec.channels, LEVELS)}")
-        p = np.exp(logits - logits.max(-1, keepdims=True))
-        self.pmfs = p / p.sum(-1, keepdims=True)  # [C, 5], float64, host
+        self.pmfs = context.prior_pmfs(params["prior_logits"], spec.channels)  # [C, 5], float64, host
         from jaxcomp.coding import fingerprint
 
         architecture = dict(codec="gc", format=FORMAT, **dataclasses.asdict(spec))

@@ -50,11 +50,25 @@ def fit_context_logits(latents: Iterable[np.ndarray], channels: int, smoothing: 
     return np.log(counts / counts.sum(-1, keepdims=True)).astype(np.float32)
 
 
-def table_pmfs(context_logits: np.ndarray) -> np.ndarray:
-    """``float64 [C, 6, 6, 6, 5]`` PMFs of the stored log-probabilities (normalised on the host)."""
-    logits = np.asarray(context_logits, np.float64)
+def host_pmfs(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis in numpy float64: the PMFs both coder sides compute from stored
+    parameters, identical on every platform."""
+    logits = np.asarray(logits, np.float64)
     p = np.exp(logits - logits.max(-1, keepdims=True))
     return p / p.sum(-1, keepdims=True)
+
+
+def prior_pmfs(prior_logits: np.ndarray, channels: int) -> np.ndarray:
+    """The factorized prior's PMFs ``float64 [C, 5]``; a ``ValueError`` if the logits are not ``[C, 5]``."""
+    logits = np.asarray(prior_logits)
+    if logits.shape != (channels, LEVELS):
+        raise ValueError(f"prior_logits has shape {logits.shape}, expected {(channels, LEVELS)}")
+    return host_pmfs(logits)
+
+
+def table_pmfs(context_logits: np.ndarray) -> np.ndarray:
+    """``float64 [C, 6, 6, 6, 5]`` PMFs of the stored log-probabilities (normalised on the host)."""
+    return host_pmfs(context_logits)
 
 
 def symbol_pmfs(pmfs: np.ndarray, symbols: np.ndarray) -> np.ndarray:

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcomp.codecs import common
+from jaxcomp.codecs.gc import context
 from jaxcomp.codecs.gc.codec import check_image
 from jaxcomp.codecs.gc.model import FACTOR, GC, LEVELS, GCSpec, centers, spec_from_config, to_pixels
 
@@ -176,11 +177,7 @@ class SCCodec:
         self.spec, self.classes = spec, spec.semantic_classes
         self.params = jax.tree.map(jnp.asarray, params)
         self.model = GC(spec)
-        logits = np.asarray(params["prior_logits"], np.float64)
-        if logits.shape != (spec.channels, LEVELS):
-            raise ValueError(f"prior_logits has shape {logits.shape}, expected {(spec.channels, LEVELS)}")
-        p = np.exp(logits - logits.max(-1, keepdims=True))
-        self.pmfs = p / p.sum(-1, keepdims=True)  # [C, 5], float64, host
+        self.pmfs = context.prior_pmfs(params["prior_logits"], spec.channels)  # [C, 5], float64, host
         from jaxcomp.coding import fingerprint
 
         self.fingerprint = fingerprint(params, dict(codec="gc", sc_format=SC_FORMAT, **dataclasses.asdict(spec)))
