@@ -22,6 +22,12 @@ def build_task(config: ml_collections.ConfigDict) -> tuple[Any, str]:
     if name == "gc_sampler":
         from jaxcomp.codecs.gc.sampler import LatentSamplerTask
         return LatentSamplerTask(config), "images"
+    if name == "dplc_generator":
+        from jaxcomp.codecs.dplc import DPLCGeneratorTask
+        return DPLCGeneratorTask(config), "images"
+    if name == "dplc":
+        from jaxcomp.codecs.dplc import DPLCTask
+        return DPLCTask(config), "images"
     if name == "ecg":
         from jaxcomp.ecg.task import ECGTask
         return ECGTask(config), "ecg"
@@ -31,7 +37,8 @@ def build_task(config: ml_collections.ConfigDict) -> tuple[Any, str]:
     if name in ("classification", "lm"):
         from jaxcomp.distill.task import build_task as build_distill_task
         return build_distill_task(config), "classification" if name == "classification" else "lm"
-    raise ValueError(f"unknown config.task {name!r}; known tasks: l3c, cpm, gc, gc_sampler, ecg, classification, lm")
+    raise ValueError(f"unknown config.task {name!r}; known tasks: l3c, cpm, gc, gc_sampler, dplc_generator, dplc, "
+                     "ecg, classification, lm")
 
 
 def build_data(config: ml_collections.ConfigDict, kind: str) -> Any:

@@ -6,12 +6,15 @@ import os
 
 import jax
 import ml_collections
+import numpy as np
 
 from jaxcomp.data.images import (
     SAMPLES_DIR,
+    ArrayImageSource,
     DataError,
     ImageBatches,
     ImageFolderSource,
+    ResizedSource,
     TfdsImageSource,
     benchmark_image_paths,
     centre_crop,
@@ -20,12 +23,14 @@ from jaxcomp.data.images import (
     list_images,
     load_image,
     random_crop,
+    resize_centre_crop,
     sample_image_paths,
     split_files,
 )
 
 __all__ = [
-    "SAMPLES_DIR", "DataError", "ImageBatches", "ImageFolderSource", "TfdsImageSource",
+    "SAMPLES_DIR", "ArrayImageSource", "DataError", "ResizedSource", "mnist_images", "resize_centre_crop",
+    "ImageBatches", "ImageFolderSource", "TfdsImageSource",
     "benchmark_image_paths", "build_image_data", "centre_crop", "eval_batches_from_arrays", "image_tiles",
     "list_images", "load_image", "random_crop", "sample_image_paths", "split_files",
 ]
@@ -55,8 +60,14 @@ def build_image_data(data: ml_collections.ConfigDict) -> ImageBatches:
         ships, so that anything evaluated on the shipped photos is evaluated on held-out
         images; else (``"hash"``, or no such names) ``data.num_val`` images chosen by a
         stable hash of their names;
+      * ``"mnist"`` — the Keras ``mnist.npz`` at ``data.path``, zero-padded to ``data.pad_to``
+        pixels a side (grayscale, C = 1): training images ``x_train[:50000]``, validation
+        ``x_train[50000:]`` (the first ``data.num_val`` of them when > 0); the 10k test images
+        are never read by training (:func:`mnist_images` gives them to evaluations);
       * ``"tfds"`` — ``data.tfds_name`` with ``data.tfds_train_split`` / ``tfds_val_split``
         from ``data.tfds_data_dir`` (array_record, no TensorFlow needed).
+    With ``data.resize`` > 0 every image (training and validation) is first resized so its
+    shorter side is ``data.resize`` and centre-cropped square (:func:`resize_centre_crop`).
     Each host reads its own shard: batch ``step`` differs per ``jax.process_index()``.
     """
     if data.get("labels", ""):
@@ -64,6 +75,9 @@ def build_image_data(data: ml_collections.ConfigDict) -> ImageBatches:
 
         return build_labelled_data(data, _image_sources, jax.process_index(), jax.process_count())
     train, val = _image_sources(data)
+    if data.get("resize", 0):
+        train = ResizedSource(train, data.resize, cache=data.get("cache", True))
+        val = ResizedSource(val, data.resize, cache=data.get("cache", True)) if val is not None else None
     return ImageBatches(
         train, val, batch_size=data.batch_size, crop=data.crop, flip=data.flip,
         downscale=tuple(data.downscale), eval_crop=data.eval_crop, seed=data.seed,
@@ -84,11 +98,38 @@ def _image_sources(data: ml_collections.ConfigDict):
         train_files, val_files = _split(files, data)
         train = ImageFolderSource(train_files, cache=data.cache)
         val = ImageFolderSource(val_files, cache=data.cache) if val_files else None
+    elif source == "mnist":
+        train = ArrayImageSource(mnist_images(data.path, "train", data.get("pad_to", 32)))
+        val_images = mnist_images(data.path, "val", data.get("pad_to", 32))
+        val = ArrayImageSource(val_images[: data.num_val] if data.get("num_val", 0) > 0 else val_images)
     elif source == "tfds":
         key = data.get("tfds_image_key", "image")
         train = TfdsImageSource(data.tfds_name, data.tfds_train_split, data.tfds_data_dir, key)
         val = TfdsImageSource(data.tfds_name, data.tfds_val_split, data.tfds_data_dir, key) \
             if data.tfds_val_split else None
     else:
-        raise DataError(f"unknown data.source {source!r}; use 'samples', 'folder' or 'tfds'")
+        raise DataError(f"unknown data.source {source!r}; use 'samples', 'folder', 'mnist' or 'tfds'")
     return train, val
+
+
+MNIST_TRAIN = 50_000  # x_train[:50000] trains, x_train[50000:] validates, x_test is for reports
+
+
+def mnist_images(path: str, split: str, pad_to: int = 32) -> np.ndarray:
+    """MNIST digits from the Keras ``mnist.npz`` at ``path``, zero-padded to ``pad_to`` pixels a
+    side: ``uint8 [N, pad_to, pad_to, 1]``. ``split``: ``"train"`` (``x_train[:50000]``), ``"val"``
+    (``x_train[50000:]``), ``"test"`` (the 10k test digits)."""
+    from jaxcomp.data.classification import load_mnist_arrays
+
+    if split not in ("train", "val", "test"):
+        raise DataError(f"unknown MNIST split {split!r}; use 'train', 'val' or 'test'")
+    x, _ = load_mnist_arrays(path, "test" if split == "test" else "train")
+    if split == "train":
+        x = x[:MNIST_TRAIN]
+    elif split == "val":
+        x = x[MNIST_TRAIN:]
+    h, w = x.shape[1:3]
+    if pad_to < max(h, w):
+        raise DataError(f"data.pad_to={pad_to} is smaller than the {h}x{w} digits")
+    top, left = (pad_to - h) // 2, (pad_to - w) // 2
+    return np.pad(x, ((0, 0), (top, pad_to - h - top), (left, pad_to - w - left), (0, 0)))

@@ -168,6 +168,58 @@ class TfdsImageSource:
         return image
 
 
+class ArrayImageSource:
+    """Images held in one array, ``uint8 [N, H, W, C]`` (e.g. MNIST, C = 1)."""
+
+    def __init__(self, images: np.ndarray):
+        if images.dtype != np.uint8 or images.ndim != 4:
+            raise DataError(f"ArrayImageSource needs uint8 [N, H, W, C], got {images.dtype} {images.shape}")
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.images[index]
+
+
+def resize_centre_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """Bicubic (antialiased) resize so the shorter side is ``size``, then the centre ``size x size``
+    (torchvision's ``Resize(size)`` + ``CenterCrop(size)``, as DCGAN-style CelebA/LSUN pipelines):
+    ``uint8 [H, W, C] -> uint8 [size, size, C]``."""
+    h, w = image.shape[:2]
+    scale = size / min(h, w)
+    nh, nw = max(size, int(round(h * scale))), max(size, int(round(w * scale)))
+    gray = image.shape[-1] == 1
+    pil = Image.fromarray(image[..., 0] if gray else image)
+    out = np.asarray(pil.resize((nw, nh), Image.BICUBIC)) if (nh, nw) != (h, w) else np.asarray(pil)
+    if gray:
+        out = out[..., None]
+    y, x = (nh - size) // 2, (nw - size) // 2
+    return np.ascontiguousarray(out[y : y + size, x : x + size])
+
+
+class ResizedSource:
+    """Another source's images through :func:`resize_centre_crop` (cached when ``cache``)."""
+
+    def __init__(self, source: ImageSource, size: int, cache: bool = True):
+        if size < 1:
+            raise DataError(f"resize size must be positive, got {size}")
+        self.source, self.size = source, size
+        self._cache: dict[int, np.ndarray] | None = {} if cache else None
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if self._cache is not None and index in self._cache:
+            return self._cache[index]
+        out = resize_centre_crop(self.source[index], self.size)
+        if self._cache is not None:
+            self._cache[index] = out
+        return out
+
+
 def random_crop(
     image: np.ndarray,
     rng: np.random.Generator,
@@ -260,7 +312,7 @@ class ImageBatches:
     def eval_tiles(self) -> np.ndarray:
         """All validation tiles (every host's), ``uint8 [N, eval_crop, eval_crop, 3]``."""
         if self.val is None or len(self.val) == 0:
-            return np.zeros((0, self.eval_crop, self.eval_crop, 3), np.uint8)
+            return np.zeros((0, self.eval_crop, self.eval_crop, self.train[0].shape[-1]), np.uint8)
         tiles = [image_tiles(self.val[i], self.eval_crop) for i in range(len(self.val))]
         return np.concatenate(tiles)
 

@@ -1,0 +1,173 @@
+"""Distribution-preserving lossy compression (Tschannen, Agustsson & Lucic, NeurIPS 2018).
+
+Stage 1, the generative model (WGAN-GP, WAE or Wasserstein++):
+    python -m experiments.train --config configs/dplc.py:mnist --workdir runs/dplc_mnist_g \
+        --config.data.path=../shared/data/mnist/mnist.npz
+Stage 2, E and B into the frozen G's latent space at one rate (m channels x L levels):
+    python -m experiments.train --config configs/dplc.py:mnist_compress --workdir runs/dplc_mnist_m4 \
+        --config.data.path=../shared/data/mnist/mnist.npz --config.compress.generator=runs/dplc_mnist_g \
+        --config.model.code_channels=4
+The sweep over rates with the baselines, seeds and plots: ``python -m experiments.dplc_sweep``.
+
+Variants (``<data>`` is the stage-1 model; ``<data>_compress`` DPLC; ``<data>_cae`` the compressive
+auto-encoder with MSE; ``<data>_gan`` the GAN-compression objective, adversarial + MSE):
+  paper_celeba[_compress|_cae|_gan]   CelebA 64x64 (tfds ``celeb_a``: Resize(64) + CenterCrop(64) of
+        the aligned images, as the reference), nz = 128, N(0, I) prior, f = 64; Wasserstein++ with the
+        reference's settings (``--lbd 100 --lbd_di 2.5e-5 --lr_eg 3e-4``, batch 256, 165 epochs,
+        x0.4 at epochs 100 and 140, 5 critic steps, gradient penalty 10, RMSE distortion); stage 2
+        with ``--lbd 300 --lr_eg 1e-3 --nresenc 2 --ncenc 8`` (m = 8 channels of L = 2 levels on the
+        4x4 grid: 128 bits, 0.031 bpp), 55 epochs, x0.4 at 30 and 50. For accelerators.
+  paper_celeba_wgan, paper_celeba_wae  the other two stage-1 models of the paper's comparison
+        (WGAN-GP: lr 1e-4, Adam (0.5, 0.9), batch 64; WAE: lr 1e-3, batch 256, 55 epochs).
+  paper_lsun[_compress|_cae|_gan]   the same on LSUN bedrooms (tfds ``lsun/bedroom``), 10k images of
+        the training split held out as the reference's ``--lsun_custom_split`` does.
+  mnist[_compress|_cae|_gan]   the CPU substitute: MNIST padded to 32x32 (1 channel; x_train[:50000]
+        trains, x_train[50000:] validates, the test split is for reports), nz = 16, f = 16, batch 64;
+        Wasserstein++ for 5000 joint steps (G, F and the critic each step); stage 2 for 1500 steps
+        (the sweep: 400). Minutes on 2 CPU cores.
+  photos[_compress|_cae|_gan]   64x64 crops of photos resized to 128 pixels on the shorter side
+        (``data.source=folder``, ``data.path=../shared/data/photos``; the shipped samples' originals
+        validate); nz = 64, f = 16.
+  tiny[_compress]   seconds, for tests (the shipped photo samples at 16x16).
+"""
+
+import ml_collections
+
+DATASETS = ("paper_celeba", "paper_lsun", "mnist", "photos", "tiny")
+STAGE2 = ("compress", "cae", "gan")
+EXTRA = ("paper_celeba_wgan", "paper_celeba_wae")
+VARIANTS = DATASETS + tuple(f"{d}_{s}" for d in DATASETS for s in STAGE2) + EXTRA
+
+
+def _optimizer(lr: float, b2: float = 0.999, boundaries: tuple = ()) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(
+        name="adam", learning_rate=lr, b1=0.5, b2=b2, schedule="piecewise" if boundaries else "constant",
+        boundaries=tuple(boundaries), decay_rate=0.4, warmup_steps=0, grad_clip=0.0))
+
+
+def _cpu(c: ml_collections.ConfigDict) -> None:
+    """The CPU stage-1 recipe: f = 16, G upsampling by resize + conv, Wasserstein++ with a critic
+    weight of 1e-3, 5000 steps, Adam 1e-3 (x0.4 at 3500), the critic at 1e-4."""
+    c.model.update(features=16, critic_features=16, upsample="resize")
+    c.loss.update(gan=1e-3)
+    # joint updates: on the CPU a step computes both players' branches anyway (gan.training.branch),
+    # so the reference's 5:1 alternation would cost 5x the time per generator update
+    c.gan.update(mode="joint", d_steps=1)
+    c.optimizer = _optimizer(1e-3, boundaries=(3500,))
+    c.optimizer_d = _optimizer(1e-4, b2=0.9)
+    c.steps, c.log_every, c.eval_every, c.checkpoint_every = 5000, 100, 1000, 1000
+
+
+def get_config(variant: str = "mnist") -> ml_collections.ConfigDict:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+    stage = next((s for s in STAGE2 if variant.endswith("_" + s)), "")
+    dataset = variant[: -len(stage) - 1] if stage else variant
+    objective = {"paper_celeba_wgan": "wgan", "paper_celeba_wae": "wae"}.get(dataset, "wpp")
+    if dataset in EXTRA:
+        dataset = "paper_celeba"
+
+    c = ml_collections.ConfigDict()
+    c.task = "dplc" if stage else "dplc_generator"
+    c.seed = 0
+    c.init_from = ""
+    c.data = ml_collections.ConfigDict(dict(
+        source="tfds", path="", val_path="", holdout="hash", num_val=0, pad_to=32, resize=64,
+        tfds_name="celeb_a", tfds_train_split="train", tfds_val_split="validation", tfds_data_dir="",
+        crop=64, batch_size=256, flip=False, downscale=(1.0, 1.0), eval_crop=64, cache=True, seed=0,
+    ))
+    c.model = ml_collections.ConfigDict(dict(
+        image_size=64, channels=3, latent=128, features=64, critic_features=64, code_channels=8, levels=2,
+        res_blocks=2, sigma=1.0, prior="gaussian", prior_var=1.0, upsample="transposed"))
+    c.loss = ml_collections.ConfigDict(dict(distortion="rmse", mmd=100.0, gan=2.5e-5, gp=10.0, adversarial="wgan"))
+    c.gan = ml_collections.ConfigDict(dict(mode="alternate", d_steps=5, warmup_steps=0))
+    # CelebA: 162,770 training images, 636 batches of 256 an epoch
+    epoch = 636
+    c.optimizer = _optimizer(3e-4, boundaries=(100 * epoch, 140 * epoch))
+    c.optimizer_d = _optimizer(1e-4, boundaries=(100 * epoch, 140 * epoch))
+    c.steps = 165 * epoch
+    c.log_every, c.eval_every, c.checkpoint_every, c.keep = 100, 5000, 5000, 2
+    c.eval_batch_size = 256
+    c.distributed = False
+    if stage:
+        c.compress = ml_collections.ConfigDict(dict(
+            generator="",              # the stage-1 model: a dplc_generator workdir, .msgpack or shipped name
+            decoder="frozen",          # frozen (DPLC) | train (the baselines)
+            decoder_init="generator",  # generator | scratch
+        ))
+    else:
+        c.objective = objective        # wgan | wae | wpp (Wasserstein++)
+
+    if dataset == "paper_celeba" and objective == "wgan":
+        c.loss.update(gan=1.0, mmd=0.0)
+        c.optimizer = _optimizer(1e-4, b2=0.9)
+        c.optimizer_d = _optimizer(1e-4, b2=0.9)
+        c.data.batch_size = 64
+        c.steps = 165 * 2543
+    elif dataset == "paper_celeba" and objective == "wae":
+        c.loss.update(gan=0.0)
+        c.gan.update(mode="none", d_steps=1)
+        c.optimizer = _optimizer(1e-3, boundaries=(30 * epoch, 50 * epoch))
+        c.steps = 55 * epoch
+    elif dataset == "paper_lsun":
+        c.data.update(tfds_name="lsun/bedroom", tfds_train_split="train[10000:]", tfds_val_split="train[:10000]")
+        epoch = 3_033_042 // 256
+        c.optimizer = _optimizer(3e-4, boundaries=(100 * epoch // 10, 140 * epoch // 10))
+        c.optimizer_d = _optimizer(1e-4, boundaries=(100 * epoch // 10, 140 * epoch // 10))
+        c.steps = 165 * epoch // 10  # a tenth of the reference's epochs: LSUN is 19x larger than CelebA
+    elif dataset == "mnist":
+        c.data.update(source="mnist", path="../shared/data/mnist/mnist.npz", num_val=2000, resize=0, crop=32,
+                      eval_crop=32, batch_size=64)
+        c.model.update(image_size=32, channels=1, latent=16)
+        _cpu(c)
+        c.eval_batch_size = 500
+    elif dataset == "photos":
+        c.data.update(source="folder", path="../shared/data/photos", holdout="samples", num_val=2, resize=128,
+                      flip=True, batch_size=32)
+        c.model.update(latent=64)
+        _cpu(c)
+        c.eval_batch_size = 64
+    elif dataset == "tiny":
+        c.data.update(source="samples", holdout="hash", num_val=1, resize=48, crop=16, eval_crop=16, batch_size=4)
+        c.model.update(image_size=16, latent=8, features=4, critic_features=4, code_channels=2, res_blocks=1)
+        c.gan.update(d_steps=2)
+        c.optimizer = _optimizer(1e-3)
+        c.optimizer_d = _optimizer(1e-4, b2=0.9)
+        c.steps, c.log_every, c.eval_every, c.checkpoint_every = 6, 2, 6, 3
+        c.eval_batch_size = 8
+
+    if not stage:
+        # experiments/dplc_sweep.py: stage-2 runs of each method at each rate (m channels, L levels)
+        c.sweep = ml_collections.ConfigDict(dict(
+            dataset=dataset, generator="", methods=("dplc", "cae", "gan"), seeds=(0, 1, 2),
+            rates=((0, 2), (2, 2), (4, 2), (8, 2), (16, 2)),  # 0 .. 256 bits on the 4x4 grid
+            steps=0,              # > 0: every stage-2 run trains this many steps (else the variant's own)
+            eval_images=10_000, grid_images=10, quiet=False))
+        if dataset == "mnist":
+            # 0, 4, 16, 64 and 256 bits per image on the 2x2 grid (0 to 0.25 bpp)
+            c.sweep.update(rates=((0, 2), (1, 2), (4, 2), (16, 2), (32, 4)), steps=400)
+        elif dataset == "photos":
+            c.sweep.update(rates=((0, 2), (2, 2), (8, 2), (32, 2), (64, 4)), steps=400, seeds=(0,),
+                           eval_images=1000)
+        elif dataset == "tiny":
+            c.sweep.update(rates=((0, 2), (2, 2)), methods=("dplc", "cae"), seeds=(0, 1), steps=3, eval_images=8,
+                           grid_images=4, quiet=True)
+    if stage:
+        c.gan.update(mode="none", d_steps=1, warmup_steps=0)
+        c.loss.gan = 0.0
+        if dataset.startswith("paper"):
+            c.loss.mmd = 300.0
+            c.optimizer = _optimizer(1e-3, boundaries=(30 * epoch, 50 * epoch))
+            c.steps = 55 * epoch
+        else:
+            c.optimizer = _optimizer(1e-3, boundaries=(1000,) if dataset != "tiny" else ())
+            c.steps = 1500 if dataset != "tiny" else 6
+            c.eval_every = c.checkpoint_every = c.steps
+        if stage in ("cae", "gan"):
+            c.compress.decoder = "train"
+            c.loss.update(mmd=0.0, distortion="mse")
+        if stage == "gan":
+            # GC's objective on this decoder: LSGAN + MSE, one discriminator step per step
+            c.loss.update(adversarial="lsgan", gan=0.01 if dataset != "tiny" else 1.0)
+            c.gan.update(mode="joint", d_steps=1)
+    return c

@@ -1,0 +1,257 @@
+"""DPLC's experiment (NeurIPS'18, Fig. 3/4): distortion and distribution distance against the rate, for
+DPLC (E and B into the frozen generator), the compressive auto-encoder (MSE) and the GAN-compression
+objective (adversarial + MSE), each trained by the same code at the same rates, with seeds.
+
+    python -m experiments.dplc_sweep --config configs/dplc.py:mnist --workdir runs/dplc_sweep_mnist \
+        --config.sweep.generator=runs/dplc_mnist_g
+
+``--config`` is the stage-1 variant of a data set (``mnist``, ``photos``, ``paper_celeba``, ...); its
+``sweep`` block gives the rates (``(m, L)`` pairs: m code channels of L levels), the methods, the
+seeds, the steps of each stage-2 run and the stage-1 model (``sweep.generator``, required). Every run
+is an ordinary training run in ``WORKDIR/runs/<method>_b<bits>_s<seed>`` (a rerun skips finished
+ones). Each model is then evaluated on data no run saw (MNIST: the 10k test digits; photos: the
+held-out photos' tiles): MSE and PSNR of one stochastic decoding (key = seed), and the distribution
+distance of the decoded set to the originals (MNIST: the Fréchet distance in the feature space of
+jaxcomp's own MNIST classifier, :class:`jaxcomp.metrics.frechet.MNISTFeatures`; photos: SWD of
+Laplacian-pyramid patches). Reference rows: the generator's own samples (``G(z)``, z from the prior)
+and, for MNIST, the validation digits (the distance between two samples of the data itself).
+
+Writes ``results.md/.csv`` (mean ± std over seeds), ``results.json``, ``curves.png`` (both metrics
+against bits per image) and ``samples_b<bits>.png`` (originals, DPLC, CAE, GAN rows; seed 0).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from jaxcomp.configs import config_script_main
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "dplc.py")
+METHODS = {"dplc": "compress", "cae": "cae", "gan": "gan"}
+LABELS = {"dplc": "DPLC (frozen G, MMD)", "cae": "CAE (MSE)", "gan": "GAN compression (adv. + MSE)"}
+
+
+def stage2_config(config, method: str, code_channels: int, levels: int, seed: int):
+    """The stage-2 config of ``method`` at ``(m, L)`` for the data set of stage-1 ``config``."""
+    import ml_collections
+
+    from jaxcomp.configs import load_config
+
+    if method not in METHODS:
+        raise ValueError(f"unknown sweep method {method!r}; use {sorted(METHODS)}")
+    c = load_config(f"{CONFIGS}:{config.sweep.dataset}_{METHODS[method]}")
+    c.data = ml_collections.ConfigDict(config.data.to_dict())  # the user's data paths and splits
+    c.model.update(code_channels=int(code_channels), levels=int(levels))
+    c.compress.generator = config.sweep.generator
+    c.seed = int(seed)
+    c.data.seed = int(seed)
+    if config.sweep.steps:
+        c.steps = int(config.sweep.steps)
+        c.optimizer.boundaries = tuple(int(b * c.steps / 1500) for b in c.optimizer.boundaries) \
+            if config.sweep.dataset in ("mnist", "photos", "tiny") else c.optimizer.boundaries
+        c.eval_every = c.checkpoint_every = c.steps
+    return c
+
+
+def evaluation_images(config) -> tuple[np.ndarray, np.ndarray]:
+    """``(report images, reference images)``, ``uint8 [N, S, S, C]``: MNIST's test digits and its
+    validation digits; for other data the validation tiles (twice: no second held-out set)."""
+    from jaxcomp.data import build_image_data, mnist_images
+
+    n = config.sweep.eval_images
+    if config.data.source == "mnist":
+        test = mnist_images(config.data.path, "test", config.data.pad_to)[:n]
+        val = mnist_images(config.data.path, "val", config.data.pad_to)[:n]
+        return test, val
+    tiles = build_image_data(config.data).eval_tiles()[:n]
+    if not len(tiles):
+        raise ValueError("no evaluation tiles: the data has no validation images")
+    return tiles, tiles
+
+
+class DistributionMetric:
+    """The distribution distance of the sweep: MNIST Fréchet distance (1-channel 32x32) or SWD."""
+
+    def __init__(self, channels: int, image_size: int):
+        self.kind = "fd_mnist" if channels == 1 and image_size == 32 else "swd"
+        if self.kind == "fd_mnist":
+            from jaxcomp.metrics.frechet import MNISTFeatures
+
+            self.features = MNISTFeatures()
+
+    @property
+    def name(self) -> str:
+        return "FD (MNIST classifier)" if self.kind == "fd_mnist" else "SWD x1e3"
+
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> float:
+        if self.kind == "fd_mnist":
+            return float(self.features.frechet(a, b))
+        from jaxcomp.metrics import swd
+
+        return float(swd(a, b)["mean"])
+
+
+def decode_all(task: Any, params: Any, images: np.ndarray, seed: int, batch: int = 500) -> np.ndarray:
+    """One stochastic decoding of every image (B's noise from ``seed``): ``uint8 [N, S, S, C]``."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxcomp.codecs.dplc.model import to_pixels
+
+    fwd = jax.jit(lambda p, x, k: jnp.round(to_pixels(task.forward(p, x, k)["x_hat"])).astype(jnp.uint8))
+    out = []
+    for i in range(0, len(images), batch):
+        chunk = images[i : i + batch]
+        pad = batch - len(chunk)
+        x = np.concatenate([chunk, np.repeat(chunk[:1], pad, 0)]) if pad else chunk
+        out.append(np.asarray(fwd(params, x, jax.random.fold_in(jax.random.PRNGKey(seed), i)))[: len(chunk)])
+    return np.concatenate(out)
+
+
+def generator_samples(config, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` samples ``G(z)`` of the stage-1 model, ``uint8 [n, S, S, C]``."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxcomp.codecs.dplc.codec import resolve_model
+    from jaxcomp.codecs.dplc.model import Generator, sample_prior, spec_from_config, to_pixels
+    from jaxcomp.modelfile import load_model
+
+    g_config, params, _ = load_model(resolve_model(config.sweep.generator), task="dplc_generator")
+    spec = spec_from_config(g_config.model)
+    z = sample_prior(spec, jax.random.PRNGKey(seed), n)
+    x = jax.jit(lambda p, z: Generator(spec).apply({"params": p}, z))(params["generator"]["decoder"], z)
+    return np.asarray(jnp.round(to_pixels(x)).astype(jnp.uint8))
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def run(config, workdir: str) -> str:
+    from jaxcomp.xla import prefer_xla_cpu_convolutions
+
+    prefer_xla_cpu_convolutions()
+    import jax
+
+    from jaxcomp import tasks
+    from jaxcomp import train as trainer
+    from jaxcomp.codecs.dplc.model import spec_from_config
+    from jaxcomp.reporting import write_table
+
+    s = config.sweep
+    if not s.generator:
+        raise ValueError("set --config.sweep.generator to the stage-1 model (a dplc_generator workdir or .msgpack)")
+    os.makedirs(workdir, exist_ok=True)
+    test, reference = evaluation_images(config)
+    spec = spec_from_config(config.model)
+    metric = DistributionMetric(spec.channels, spec.image_size)
+    results: dict[str, Any] = {"metric": metric.name, "eval_images": len(test), "runs": []}
+    samples = generator_samples(config, len(test))
+    results["generator_samples"] = metric(samples, test)
+    results["data_reference"] = metric(reference, test) if config.data.source == "mnist" else None
+    grids: dict[float, dict[str, np.ndarray]] = {}
+    for m, levels in s.rates:
+        for method in s.methods:
+            for seed in s.seeds:
+                c = stage2_config(config, method, m, levels, seed)
+                task, data = tasks.build(c)
+                bits = task.spec.bits
+                name = f"{method}_b{bits:g}_s{seed}"
+                run_dir = os.path.join(workdir, "runs", name)
+                state, _ = trainer.train(c, run_dir, task, data, progress=not s.get("quiet", False))
+                params = jax.device_get(state.params)
+                decoded = decode_all(task, params, test, seed)
+                err = np.mean(np.square(decoded.astype(np.float64) - test.astype(np.float64)), axis=(1, 2, 3))
+                row = dict(method=method, bits=bits, bpp=bits / spec.image_size ** 2, seed=seed, code_channels=m,
+                           levels=levels, mse=float(np.mean(err)),
+                           psnr=float(np.mean(10 * np.log10(255.0 ** 2 / np.maximum(err, 1e-10)))),
+                           distance=metric(decoded, test))
+                results["runs"].append(row)
+                print(json.dumps(row))
+                if seed == s.seeds[0]:
+                    grids.setdefault(bits, {})[method] = decoded[: s.grid_images]
+                with open(os.path.join(workdir, "results.json"), "w") as f:
+                    json.dump(results, f, indent=1)
+    rows = summarize(results)
+    md = write_table(rows, workdir, "results", title=f"DPLC sweep: {config.sweep.dataset}, {len(test)} held-out "
+                                                     f"images, seeds {tuple(s.seeds)}; distance = {metric.name}")
+    plot_curves(results, os.path.join(workdir, "curves.png"))
+    for bits, per_method in grids.items():
+        save_grid([test[: s.grid_images]] + [per_method[k] for k in s.methods if k in per_method],
+                  os.path.join(workdir, f"samples_b{bits:g}.png"))
+    save_grid([samples[: s.grid_images]], os.path.join(workdir, "generator_samples.png"))
+    return md
+
+
+def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (method, bits): mean ± std over seeds, plus the reference rows."""
+    rows = []
+    keys = sorted({(r["method"], r["bits"]) for r in results["runs"]}, key=lambda k: (k[1], list(METHODS).index(k[0])))
+    for method, bits in keys:
+        runs = [r for r in results["runs"] if r["method"] == method and r["bits"] == bits]
+        mse, mse_sd = _mean_std([r["mse"] for r in runs])
+        psnr, psnr_sd = _mean_std([r["psnr"] for r in runs])
+        dist, dist_sd = _mean_std([r["distance"] for r in runs])
+        rows.append({"method": method, "bits/image": f"{bits:g}", "bpp": f"{runs[0]['bpp']:.4f}", "seeds": len(runs),
+                     "MSE": f"{mse:.1f} ± {mse_sd:.1f}", "PSNR (dB)": f"{psnr:.2f} ± {psnr_sd:.2f}",
+                     "distance": f"{dist:.2f} ± {dist_sd:.2f}"})
+    rows.append({"method": "G(z) samples (reference)", "bits/image": "0", "bpp": "0", "seeds": 1, "MSE": "",
+                 "PSNR (dB)": "", "distance": f"{results['generator_samples']:.2f}"})
+    if results.get("data_reference") is not None:
+        rows.append({"method": "held-out data (reference)", "bits/image": "", "bpp": "", "seeds": 1, "MSE": "",
+                     "PSNR (dB)": "", "distance": f"{results['data_reference']:.2f}"})
+    return rows
+
+
+def plot_curves(results: dict[str, Any], path: str) -> None:
+    """MSE and distance against bits per image, mean ± std over seeds, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for method in METHODS:
+        runs = [r for r in results["runs"] if r["method"] == method]
+        if not runs:
+            continue
+        bits = sorted({r["bits"] for r in runs})
+        for ax, key in zip(axes, ("mse", "distance")):
+            vals = [[r[key] for r in runs if r["bits"] == b] for b in bits]
+            mean = np.array([np.mean(v) for v in vals])
+            sd = np.array([np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in vals])
+            ax.errorbar(np.array(bits) + 1, mean, yerr=sd, marker="o", capsize=3, label=LABELS[method])
+    axes[1].axhline(results["generator_samples"], color="gray", ls="--", label="G(z) samples")
+    if results.get("data_reference") is not None:
+        axes[1].axhline(results["data_reference"], color="black", ls=":", label="held-out data")
+    for ax, title in zip(axes, ("MSE ([0, 255]^2)", results["metric"])):
+        ax.set_xscale("log")
+        ax.set_xlabel("bits per image + 1")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def save_grid(rows: list[np.ndarray], path: str) -> None:
+    """Rows of images ``uint8 [n, S, S, C]`` side by side into one PNG."""
+    from PIL import Image
+
+    strips = [np.concatenate(list(r), axis=1) for r in rows]
+    grid = np.concatenate(strips, axis=0)
+    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return config_script_main(__doc__, "configs/dplc.py:mnist", run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,243 @@
+"""DPLC: the rate, the objectives of both stages, the frozen generator, the data (tiny configs)."""
+
+import importlib.util
+import math
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcomp import gan, tasks
+from jaxcomp.codecs.dplc import model as dm
+from jaxcomp.codecs.dplc.task import DPLCGeneratorTask, DPLCTask, distortion
+from jaxcomp.configs import apply_overrides, load_config
+
+SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _config(repo, variant, **overrides):
+    c = load_config(str(repo / "configs" / "dplc.py") + ":" + variant)
+    return apply_overrides(c, [f"{k}={v}" for k, v in overrides.items()]) if overrides else c
+
+
+@pytest.fixture(scope="module")
+def batch():
+    rng = np.random.default_rng(0)
+    return {"image": rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)}
+
+
+@pytest.fixture(scope="module")
+def generator_params(repo, batch):
+    """Stage-1 parameters of the tiny Wasserstein++ model (untrained, seed 0)."""
+    task = DPLCGeneratorTask(_config(repo, "tiny"))
+    return task.init(jax.random.PRNGKey(0), batch).params["generator"]["decoder"]
+
+
+def _leaves(tree):
+    return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def _changed(a, b):
+    return any(not np.array_equal(x, y) for x, y in zip(_leaves(a), _leaves(b)))
+
+
+def test_rate_is_m_times_grid_times_log2_levels():
+    spec = dm.DPLCSpec(image_size=64, code_channels=8, levels=2)
+    assert spec.grid == 4 and spec.bits == 128 and spec.bpp == pytest.approx(128 / 4096)
+    assert dm.DPLCSpec(image_size=32, code_channels=4, levels=4).bits == 2 * 2 * 4 * 2
+    assert dm.DPLCSpec(image_size=32, code_channels=3, levels=5).bits == pytest.approx(4 * 3 * math.log2(5))
+    assert dm.DPLCSpec(code_channels=0).bits == 0
+    np.testing.assert_allclose(dm.DPLCSpec(levels=2).centers(), [-0.5, 0.5])
+    np.testing.assert_allclose(dm.DPLCSpec(levels=4).centers(), [-0.75, -0.25, 0.25, 0.75])
+    assert dm.DPLCSpec(image_size=32, latent=16).noise_channels == 4  # ceil(16 / 2^2), the reference's
+    with pytest.raises(ValueError, match="multiple of 16"):
+        dm.DPLCSpec(image_size=40)
+
+
+def test_encoder_emits_only_the_centres_and_symbols_agree(repo, batch, generator_params):
+    task = DPLCTask(_config(repo, "tiny_compress", **{"model.levels": 3}), generator_params)
+    state = task.init(jax.random.PRNGKey(1), batch)
+    code, symbols = task.encode(state.params, dm.to_model_range(batch["image"]))
+    assert code.shape == symbols.shape == (4, 1, 1, 2) and symbols.dtype == jnp.int32
+    centers = np.asarray(task.spec.centers())
+    np.testing.assert_array_equal(np.asarray(code), centers[np.asarray(symbols)])
+    assert np.asarray(symbols).min() >= 0 and np.asarray(symbols).max() < 3
+
+
+def test_mmd_estimator_is_unbiased():
+    """The unbiased MMD^2 averages to 0 over independent same-distribution samples (the biased
+    V-statistic, which keeps the diagonal, would average clearly above 0), and is positive for
+    a shifted distribution."""
+    keys = jax.random.split(jax.random.PRNGKey(0), 400)
+    draw = jax.vmap(lambda k: jax.random.normal(k, (2, 8, 4)))(keys)
+    values = jax.vmap(lambda d: gan.mmd_imq(d[0], d[1]))(draw)
+    mean, err = float(jnp.mean(values)), float(jnp.std(values)) / math.sqrt(len(keys))
+    assert abs(mean) < 3 * err
+    shifted = jax.vmap(lambda d: gan.mmd_imq(d[0], d[1] + 1.0))(draw)
+    assert float(jnp.mean(shifted)) > 10 * err
+
+
+def _loss_terms_generator(task, params, batch, rng):
+    """The stage-1 loss recomputed from its definition with the same keys as the task draws them."""
+    x = dm.to_model_range(batch["image"])
+    fx = task.encode(params, x)
+    rec = distortion(task.loss.distortion, x, task.decode(params, fx))
+    prior = dm.sample_prior(task.spec, jax.random.fold_in(rng, 2), x.shape[0])
+    mmd = gan.mmd_imq(fx, prior, task.spec.prior_var)
+    adv = -jnp.mean(task.critic.critic.apply({"params": params["discriminator"]}, task.decode(params, fx)))
+    return rec, mmd, adv
+
+
+def test_wasserstein_pp_loss_is_wae_plus_weighted_critic(repo, batch):
+    task = DPLCGeneratorTask(_config(repo, "tiny", **{"loss.gan": 0.5, "loss.mmd": 3.0}))
+    state = task.init(jax.random.PRNGKey(0), batch)
+    rng = jax.random.PRNGKey(7)
+    loss, (metrics, _) = task.generator_loss(state.params, batch, rng, jnp.float32(1.0))
+    rec, mmd, adv = _loss_terms_generator(task, state.params, batch, rng)
+    assert float(metrics["reconstruction"]) == pytest.approx(float(rec), rel=1e-5)
+    assert float(metrics["mmd"]) == pytest.approx(float(mmd), rel=1e-4, abs=1e-6)
+    assert float(loss) == pytest.approx(float(rec + 3.0 * mmd + 0.5 * adv), rel=1e-5)
+    # the adversarial term is off during a warm-up
+    loss0, _ = task.generator_loss(state.params, batch, rng, jnp.float32(0.0))
+    assert float(loss0) == pytest.approx(float(rec + 3.0 * mmd), rel=1e-5)
+    # the critic's gradient reaches G, not F: F's gradient is that of the WAE terms alone
+    def f_grad(weight):
+        t = DPLCGeneratorTask(_config(repo, "tiny", **{"loss.gan": weight, "loss.mmd": 3.0}))
+        return jax.grad(lambda g: t.generator_loss(dict(state.params, generator=g), batch, rng,
+                                                   jnp.float32(1.0))[0])(state.params["generator"])
+    with_adv, without = f_grad(0.5), f_grad(0.0)
+    for a, b in zip(_leaves(with_adv["encoder"]), _leaves(without["encoder"])):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+    assert _changed(with_adv["decoder"], without["decoder"])
+
+
+def test_wasserstein_pp_critic_sees_interpolates_of_encoder_and_prior(repo, batch):
+    wpp = DPLCGeneratorTask(_config(repo, "tiny"))
+    state = wpp.init(jax.random.PRNGKey(0), batch)
+    rng = jax.random.PRNGKey(3)
+    fake = wpp.generate(state.params, batch, rng)
+    z_rng, a_rng = jax.random.split(jax.random.fold_in(rng, 1))
+    z = dm.sample_prior(wpp.spec, z_rng, 4)
+    fx = wpp.encode(state.params, dm.to_model_range(batch["image"]))
+    a = jax.random.uniform(a_rng, (4, 1))
+    np.testing.assert_allclose(fake, wpp.decode(state.params, a * fx + (1 - a) * z), atol=1e-5)
+    assert not np.allclose(fake, wpp.decode(state.params, z), atol=1e-3)
+    assert not np.allclose(fake, wpp.decode(state.params, fx), atol=1e-3)
+    # WGAN-GP's critic sees G(z) alone
+    wgan = DPLCGeneratorTask(_config(repo, "tiny", objective="wgan"))
+    s2 = wgan.init(jax.random.PRNGKey(0), batch)
+    np.testing.assert_allclose(wgan.generate(s2.params, batch, rng), wgan.decode(s2.params, z), atol=1e-5)
+
+
+@pytest.mark.parametrize("objective, mode", [("wgan", "alternate"), ("wae", "none"), ("wpp", "alternate")])
+def test_each_objective_trains_the_players_it_should(repo, batch, objective, mode):
+    config = _config(repo, "tiny", objective=objective, **{"gan.mode": mode, "gan.d_steps": 1})
+    task, _ = tasks.build_task(config)
+    state = task.init(jax.random.PRNGKey(0), batch)
+    assert ("encoder" in state.params["generator"]) == (objective != "wgan")
+    step = jax.jit(task.train_step)
+    s1, m1 = step(state, batch, jax.random.PRNGKey(1))  # alternate with d_steps 1: a critic step first
+    s2, m2 = step(s1, batch, jax.random.PRNGKey(2))
+    assert _changed(state.params["generator"], s2.params["generator"])
+    assert _changed(state.params["discriminator"], s2.params["discriminator"]) == (objective != "wae")
+    assert all(np.isfinite(float(v)) for v in m2.values())
+
+
+def test_objective_and_schedule_must_agree(repo):
+    with pytest.raises(ValueError, match="gan.mode='none'"):
+        DPLCGeneratorTask(_config(repo, "tiny", objective="wae"))
+    with pytest.raises(ValueError, match="objective must be one of"):
+        DPLCGeneratorTask(_config(repo, "tiny", objective="vae"))
+    with pytest.raises(ValueError, match="compress.generator must name"):
+        DPLCTask(_config(repo, "tiny_compress"))
+
+
+def test_compression_losses_of_dplc_cae_and_gan_baseline(repo, batch, generator_params):
+    rng = jax.random.PRNGKey(5)
+    x = dm.to_model_range(batch["image"])
+    for variant, mmd_weight, adv_weight in (("tiny_compress", 100.0, 0.0), ("tiny_cae", 0.0, 0.0),
+                                            ("tiny_gan", 0.0, 1.0)):
+        task = DPLCTask(_config(repo, variant), generator_params)
+        state = task.init(jax.random.PRNGKey(1), batch)
+        loss, (metrics, x_hat) = task.generator_loss(state.params, batch, rng, jnp.float32(1.0))
+        out = task.forward(state.params, batch["image"], rng)
+        np.testing.assert_allclose(x_hat, out["x_hat"], atol=1e-6)
+        expected = distortion(task.loss.distortion, x, out["x_hat"])
+        if mmd_weight:
+            prior = dm.sample_prior(task.spec, jax.random.fold_in(rng, 2), 4)
+            expected += mmd_weight * gan.mmd_imq(out["z"], prior)
+        if adv_weight:
+            logits = task.critic.critic.apply({"params": state.params["discriminator"]}, out["x_hat"])
+            expected += adv_weight * gan.g_loss("lsgan", logits)
+        assert float(loss) == pytest.approx(float(expected), rel=1e-5), variant
+        assert float(metrics["bits"]) == task.spec.bits
+
+
+@pytest.mark.parametrize("variant, frozen", [("tiny_compress", True), ("tiny_cae", False)])
+def test_generator_stays_frozen_in_dplc_and_trains_in_the_baseline(repo, batch, generator_params, variant, frozen):
+    task = DPLCTask(_config(repo, variant), generator_params)
+    state = task.init(jax.random.PRNGKey(1), batch)
+    for leaf, ref in zip(_leaves(state.params["generator"]["decoder"]), _leaves(generator_params)):
+        np.testing.assert_array_equal(leaf, ref)  # the decoder starts as the stage-1 generator
+    step = jax.jit(task.train_step)
+    for i in range(3):
+        state, _ = step(state, batch, jax.random.PRNGKey(10 + i))
+    assert _changed(generator_params, state.params["generator"]["decoder"]) != frozen
+    assert _changed(task.init(jax.random.PRNGKey(1), batch).params["generator"]["map"],
+                    state.params["generator"]["map"])
+
+
+def test_zero_bits_maps_noise_alone(repo, batch, generator_params):
+    task = DPLCTask(_config(repo, "tiny_compress", **{"model.code_channels": 0}), generator_params)
+    state = task.init(jax.random.PRNGKey(1), batch)
+    assert task.spec.bits == 0 and state.params["generator"]["encoder"] == {}
+    a = task.forward(state.params, batch["image"], jax.random.PRNGKey(0))["x_hat"]
+    b = task.forward(state.params, batch["image"][::-1], jax.random.PRNGKey(0))["x_hat"]
+    np.testing.assert_allclose(a, b, atol=1e-6)  # the image does not matter at 0 bits
+    state, metrics = jax.jit(task.train_step)(state, batch, jax.random.PRNGKey(2))
+    assert np.isfinite(float(metrics["loss"]))
+
+
+def test_wrong_image_shape_is_refused(repo, generator_params):
+    task = DPLCTask(_config(repo, "tiny_compress"), generator_params)
+    with pytest.raises(ValueError, match=r"takes images \[B, 16, 16, 3\]"):
+        task.init(jax.random.PRNGKey(0), {"image": np.zeros((2, 32, 32, 3), np.uint8)})
+
+
+def test_every_variant_builds(repo):
+    spec = importlib.util.spec_from_file_location("dplc_config", repo / "configs" / "dplc.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for variant in module.VARIANTS:
+        config = _config(repo, variant)
+        if config.task == "dplc_generator":
+            tasks.build_task(config)
+        else:
+            assert config.compress.generator == ""
+
+
+def test_mnist_images_are_padded_and_split():
+    path = SHARED_DATA / "mnist" / "mnist.npz"
+    if not path.exists():
+        pytest.skip("../shared/data/mnist is absent")
+    from jaxcomp.data import mnist_images
+
+    train, val = mnist_images(str(path), "train"), mnist_images(str(path), "val")
+    assert train.shape == (50000, 32, 32, 1) and val.shape == (10000, 32, 32, 1) and train.dtype == np.uint8
+    assert train[:, :2].max() == 0 and train[:, :, -2:].max() == 0  # 2 zero rows/columns each side
+    test = mnist_images(str(path), "test", pad_to=28)
+    assert test.shape == (10000, 28, 28, 1)
+
+
+def test_resize_centre_crop_is_torchvisions():
+    from jaxcomp.data import resize_centre_crop
+
+    image = np.zeros((60, 90, 3), np.uint8)
+    image[:, 45:] = 255
+    out = resize_centre_crop(image, 20)
+    assert out.shape == (20, 20, 3)
+    assert out[:, :8].max() == 0 and out[:, 12:].min() == 255  # the middle 60x60, shrunk by 3
+    gray = resize_centre_crop(np.full((40, 30, 1), 7, np.uint8), 10)
+    assert gray.shape == (10, 10, 1) and (gray == 7).all()
