@@ -8,10 +8,12 @@
     jaxcomp compress --codec cpm --checkpoint low photo.png photo.jxc  # shipped low / med / high
     jaxcomp compress --codec cpm --refine 100 photo.png photo.jxc     # latent refined per image
     jaxcomp compress --codec gc photo.png photo.jxc                  # generative, ~0.03 bpp (GC, C=4)
+    jaxcomp compress --codec dplc digit.png digit.jxc                # distribution-preserving (DPLC), 32x32 gray
 
 Decompression reads the codec from the file; a lossy file written with one of the shipped
-context-model operating points or GC models is decoded with the matching one (else give
---checkpoint).
+context-model operating points or GC or DPLC models is decoded with the matching one (else
+give --checkpoint). A DPLC file stores the seed of its decoder's noise, so it always decodes to
+the same image.
 Exit status: 0 all files done; 1 some files failed (each named on stderr, the others are
 done); 2 the command itself is wrong (bad arguments, missing input, unusable checkpoint).
 Existing outputs are never overwritten unless --force is given.
@@ -88,6 +90,9 @@ class _Codecs:
                 elif name == "gc":
                     from jaxcomp.codecs.gc import load_codec
                     codec = load_codec(checkpoint)
+                elif name == "dplc":
+                    from jaxcomp.codecs.dplc.codec import load_codec
+                    codec = load_codec(checkpoint)
                 else:
                     from jaxcomp.codecs.cpm import load_codec
                     codec = load_codec(checkpoint, tile=self.tile or 1024, refine=self.refine,
@@ -106,6 +111,9 @@ class _Codecs:
         if name == "gc":
             from jaxcomp.codecs.gc import CHECKPOINTS as points
             from jaxcomp.codecs.gc import shipped_model
+        elif name == "dplc":
+            from jaxcomp.codecs.dplc.codec import CODEC_MODELS as points
+            from jaxcomp.codecs.dplc.codec import shipped_model
         else:
             from jaxcomp.codecs.cpm import OPERATING_POINTS as points
             from jaxcomp.codecs.cpm import shipped_model
@@ -122,6 +130,8 @@ def _compress_one(codec, src: str, dst: str) -> tuple[int, int]:
     from jaxcomp.data import load_image
 
     image = load_image(src, keep_gray=True)  # grayscale stays [H, W] and decodes as grayscale
+    if hasattr(codec, "adapt"):  # DPLC: the model's channels (gray from equal RGB channels, RGB from gray)
+        image = codec.adapt(image)
     data = codec.compress(image)
     _write_atomic(dst, data)
     return image.size, image.shape[0] * image.shape[1], len(data)
@@ -135,6 +145,8 @@ def _decompress_one(codecs: _Codecs, src: str, dst: str) -> tuple[int, int]:
     with open(src, "rb") as f:
         data = f.read()
     image = codecs.for_stream(data).decompress(data)
+    if image.ndim == 3 and image.shape[2] == 1:  # a grayscale DPLC file written from [H, W, 1]
+        image = image[..., 0]
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")
     _write_atomic(dst, buf.getvalue())
@@ -162,12 +174,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("output")
         p.add_argument("--checkpoint", default=None,
                        help="model: exported .msgpack or a training workdir; for cpm also low, med or high, "
-                            "for gc c2, c4 or c8 (default: the shipped L3C model / the shipped med-rate "
-                            "context model / gc c4)")
+                            "for gc c2, c4 or c8, for dplc a stage-2 model (default: the shipped L3C model / "
+                            "the shipped med-rate context model / gc c4 / dplc mnist)")
         if name == "compress":
-            p.add_argument("--codec", default="l3c", choices=["l3c", "cpm", "gc"],
+            p.add_argument("--codec", default="l3c", choices=["l3c", "cpm", "gc", "dplc"],
                            help="l3c: lossless (default); cpm: lossy, 3D context model (CVPR'18); "
-                                "gc: generative, extreme rates (ICCV'19)")
+                                "gc: generative, extreme rates (ICCV'19); dplc: distribution-preserving, "
+                                "fixed-size images (NeurIPS'18)")
             p.add_argument("--refine", type=int, default=0, metavar="STEPS",
                            help="cpm: optimise each image's latent for STEPS steps under the model's training "
                                 "loss before coding (slower encoding, better rate-distortion; decoding unchanged)")
@@ -213,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     failures = 0
     total_in = total_px = total_out = 0
-    lossy = compress and args.codec in ("cpm", "gc")
+    lossy = compress and args.codec in ("cpm", "gc", "dplc")
 
     def rate(nbytes: int, subpixels: int, pixels: int) -> str:
         if lossy:

@@ -31,7 +31,7 @@ import numpy as np
 
 MAGIC = b"JXC\x00"
 FORMAT_VERSION = 1
-CODEC_IDS = {"l3c": 1, "cpm": 2, "gc": 3}
+CODEC_IDS = {"l3c": 1, "cpm": 2, "gc": 3, "dplc": 4}
 _HEAD = struct.Struct("<4sBB16sI")
 
 
