@@ -167,7 +167,7 @@ def get_config(variant: str = "mnist") -> ml_collections.ConfigDict:
             c.compress.decoder = "train"
             c.loss.update(mmd=0.0, distortion="mse")
         if stage == "gan":
-            # GC's objective on this decoder: LSGAN + MSE, one discriminator step per step
-            c.loss.update(adversarial="lsgan", gan=0.01 if dataset != "tiny" else 1.0)
+            # GC's objective on this decoder: MSE + 0.1 LSGAN (GC: 10 MSE + 1 LSGAN), one D step per step
+            c.loss.update(adversarial="lsgan", gan=0.1 if dataset != "tiny" else 1.0)
             c.gan.update(mode="joint", d_steps=1)
     return c

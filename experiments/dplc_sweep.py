@@ -9,12 +9,13 @@ objective (adversarial + MSE), each trained by the same code at the same rates, 
 ``sweep`` block gives the rates (``(m, L)`` pairs: m code channels of L levels), the methods, the
 seeds, the steps of each stage-2 run and the stage-1 model (``sweep.generator``, required). Every run
 is an ordinary training run in ``WORKDIR/runs/<method>_b<bits>_s<seed>`` (a rerun skips finished
-ones). Each model is then evaluated on data no run saw (MNIST: the 10k test digits; photos: the
-held-out photos' tiles): MSE and PSNR of one stochastic decoding (key = seed), and the distribution
-distance of the decoded set to the originals (MNIST: the Fréchet distance in the feature space of
-jaxcomp's own MNIST classifier, :class:`jaxcomp.metrics.frechet.MNISTFeatures`; photos: SWD of
-Laplacian-pyramid patches). Reference rows: the generator's own samples (``G(z)``, z from the prior)
-and, for MNIST, the validation digits (the distance between two samples of the data itself).
+ones; each run's decodings of the report images are kept there in ``decoded.npz``). Each model is
+then evaluated on data no run saw (MNIST: the 10k test digits; photos: the held-out photos' tiles):
+MSE and PSNR of one stochastic decoding (key = seed), and the distribution distance of the decoded
+set to the originals (MNIST: the Fréchet distance in the feature space of jaxcomp's own MNIST
+classifier, :class:`jaxcomp.metrics.frechet.MNISTFeatures`; photos: SWD of Laplacian-pyramid
+patches). Reference rows: the generator's own samples (``G(z)``, z from the prior) and, for MNIST,
+the validation digits (the distance between two samples of the data itself).
 
 Writes ``results.md/.csv`` (mean ± std over seeds), ``results.json``, ``curves.png`` (both metrics
 against bits per image) and ``samples_b<bits>.png`` (originals, DPLC, CAE, GAN rows; seed 0).
@@ -149,34 +150,43 @@ def run(config, workdir: str) -> str:
     os.makedirs(workdir, exist_ok=True)
     test, reference = evaluation_images(config)
     spec = spec_from_config(config.model)
-    metric = DistributionMetric(spec.channels, spec.image_size)
-    results: dict[str, Any] = {"metric": metric.name, "eval_images": len(test), "runs": []}
-    samples = generator_samples(config, len(test))
-    results["generator_samples"] = metric(samples, test)
-    results["data_reference"] = metric(reference, test) if config.data.source == "mnist" else None
-    grids: dict[float, dict[str, np.ndarray]] = {}
+    # pass 1: train (or find finished) runs and decode the report images once, cached in the run dir
+    decoded_runs = []
     for m, levels in s.rates:
         for method in s.methods:
             for seed in s.seeds:
                 c = stage2_config(config, method, m, levels, seed)
                 task, data = tasks.build(c)
                 bits = task.spec.bits
-                name = f"{method}_b{bits:g}_s{seed}"
-                run_dir = os.path.join(workdir, "runs", name)
-                state, _ = trainer.train(c, run_dir, task, data, progress=not s.get("quiet", False))
-                params = jax.device_get(state.params)
-                decoded = decode_all(task, params, test, seed)
-                err = np.mean(np.square(decoded.astype(np.float64) - test.astype(np.float64)), axis=(1, 2, 3))
-                row = dict(method=method, bits=bits, bpp=bits / spec.image_size ** 2, seed=seed, code_channels=m,
-                           levels=levels, mse=float(np.mean(err)),
-                           psnr=float(np.mean(10 * np.log10(255.0 ** 2 / np.maximum(err, 1e-10)))),
-                           distance=metric(decoded, test))
-                results["runs"].append(row)
-                print(json.dumps(row))
-                if seed == s.seeds[0]:
-                    grids.setdefault(bits, {})[method] = decoded[: s.grid_images]
-                with open(os.path.join(workdir, "results.json"), "w") as f:
-                    json.dump(results, f, indent=1)
+                run_dir = os.path.join(workdir, "runs", f"{method}_b{bits:g}_s{seed}")
+                cache = os.path.join(run_dir, "decoded.npz")
+                if not os.path.exists(cache):
+                    state, _ = trainer.train(c, run_dir, task, data, progress=not s.get("quiet", False))
+                    decoded = decode_all(task, jax.device_get(state.params), test, seed)
+                    np.savez_compressed(cache, decoded=decoded, images=len(test))
+                decoded_runs.append((dict(method=method, bits=bits, bpp=bits / spec.image_size ** 2, seed=seed,
+                                          code_channels=m, levels=levels), cache))
+    # pass 2: the metrics
+    metric = DistributionMetric(spec.channels, spec.image_size)
+    results: dict[str, Any] = {"metric": metric.name, "eval_images": len(test), "runs": []}
+    samples = generator_samples(config, len(test))
+    results["generator_samples"] = metric(samples, test)
+    results["data_reference"] = metric(reference, test) if config.data.source == "mnist" else None
+    grids: dict[float, dict[str, np.ndarray]] = {}
+    for row, cache in decoded_runs:
+        with np.load(cache) as f:
+            decoded = f["decoded"]
+        if len(decoded) != len(test):
+            raise ValueError(f"{cache} holds {len(decoded)} decoded images, not {len(test)}: remove it to redo")
+        err = np.mean(np.square(decoded.astype(np.float64) - test.astype(np.float64)), axis=(1, 2, 3))
+        row.update(mse=float(np.mean(err)), psnr=float(np.mean(10 * np.log10(255.0 ** 2 / np.maximum(err, 1e-10)))),
+                   distance=metric(decoded, test))
+        results["runs"].append(row)
+        print(json.dumps(row))
+        if row["seed"] == s.seeds[0]:
+            grids.setdefault(row["bits"], {})[row["method"]] = decoded[: s.grid_images]
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
     rows = summarize(results)
     md = write_table(rows, workdir, "results", title=f"DPLC sweep: {config.sweep.dataset}, {len(test)} held-out "
                                                      f"images, seeds {tuple(s.seeds)}; distance = {metric.name}")

@@ -241,3 +241,34 @@ def test_resize_centre_crop_is_torchvisions():
     assert out[:, :8].max() == 0 and out[:, 12:].min() == 255  # the middle 60x60, shrunk by 3
     gray = resize_centre_crop(np.full((40, 30, 1), 7, np.uint8), 10)
     assert gray.shape == (10, 10, 1) and (gray == 7).all()
+
+
+PAPER_VARIANTS = ["paper_celeba", "paper_celeba_wgan", "paper_celeba_wae", "paper_lsun", "paper_celeba_compress",
+                  "paper_celeba_cae", "paper_celeba_gan", "mnist", "photos"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", PAPER_VARIANTS)
+def test_paper_configs_train_a_few_steps(repo, variant):
+    """The paper-size networks (64x64, nz = 128, f = 64) compile and take finite steps on the CPU, on the
+    shipped photos in place of CelebA/LSUN (which need tfds data prepared offline)."""
+    from jaxcomp import train as trainer
+    from jaxcomp.data import build_image_data
+
+    overrides = {"data.batch_size": 4}
+    if variant in ("mnist", "photos") and not (SHARED_DATA / variant).exists():
+        pytest.skip(f"../shared/data/{variant} is absent")
+    if variant.startswith("paper"):
+        overrides.update({"data.source": "samples", "data.holdout": "hash", "data.num_val": 1, "data.resize": 64})
+    config = _config(repo, variant, **overrides)
+    generator = None
+    if config.task == "dplc":
+        g_task = DPLCGeneratorTask(_config(repo, "paper_celeba", **overrides))
+        batch = {"image": np.zeros((4, 64, 64, 3), np.uint8)}
+        generator = g_task.init(jax.random.PRNGKey(0), batch).params["generator"]["decoder"]
+        task = DPLCTask(config, generator)
+        data = build_image_data(config.data)
+    else:
+        task, data = tasks.build(config)
+    r = trainer.benchmark_train_step(task, data.train_batch(0), steps=2, warmup=1)
+    assert all(np.isfinite(v) for v in r["metrics"].values())
