@@ -16,6 +16,15 @@ Variants:
               has 75k), ResNet-8 BAN students (the driver reads ban.teacher_model); the label-only
               ResNet-8 of the same seeds is the teacher of the mnist variant (bit-identical config),
               so it is not trained again.
+  mnist_features  the feature network of the MNIST Fréchet distance (jaxcomp.metrics.frechet, used by
+              DPLC): ResNet-8 on MNIST zero-padded to 32x32 as DPLC's digits (data.pad_to=32),
+              trained on x_train[:50000] only (DPLC validates on x_train[50000:] and reports on the
+              10k test digits, which are this run's evaluation set: nothing is selected on them);
+              random shifts of up to 2 pixels, 1500 steps of batch 128 (3.8 epochs). A variant here
+              rather than a config of its own because it is this file's task and recipe (the
+              classification task, ResNet-8, SGD + Nesterov, cosine decay, L2 5e-4) on other data:
+              only the data block and the step count differ. Trained with experiments/train.py,
+              shipped with experiments/export_model.py (jaxcomp/metrics/pretrained/MODEL.md).
   tiny        seconds, for tests (digits, ResNet-8, 40 steps).
   paper       CIFAR-100, DenseNet-BC-112-33 (the paper's Table 1); the DenseNet recipe: 300 epochs
               at batch 64, SGD + Nesterov 0.9, lr 0.1 divided by 10 at 50% and 75%, L2 1e-4,
@@ -29,8 +38,9 @@ Variants:
 
 import ml_collections
 
-VARIANTS = ("digits", "mnist", "mnist_cross", "tiny", "paper", "paper_densenet_90_60", "paper_densenet_80_80",
-            "paper_densenet_80_120", "paper_wrn_28_10", "paper_wrn_28_2", "paper_cifar10_wrn_28_2")
+VARIANTS = ("digits", "mnist", "mnist_cross", "mnist_features", "tiny", "paper", "paper_densenet_90_60",
+            "paper_densenet_80_80", "paper_densenet_80_120", "paper_wrn_28_10", "paper_wrn_28_2",
+            "paper_cifar10_wrn_28_2")
 
 _PAPER_DENSENETS = {"paper": "densenet-bc-112-33", "paper_densenet_90_60": "densenet-bc-90-60",
                     "paper_densenet_80_80": "densenet-bc-80-80", "paper_densenet_80_120": "densenet-bc-80-120"}
@@ -52,6 +62,8 @@ def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
         augment="shift",              # none | shift (random crop of the padded image) | crop_flip
         pad=1,
         downsample=1,                 # > 1: average pixel blocks (MNIST 28x28 -> 14x14 for CPU runs)
+        pad_to=0,                     # > 0: zero-pad (centre) the images to pad_to x pad_to (MNIST -> 32)
+        train_first=0,                # > 0: only the first N training examples (MNIST x_train[:50000])
         seed=0,                       # the order of the examples and the augmentation
     ))
 
@@ -96,6 +108,12 @@ def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
         if variant == "mnist_cross":
             # the label-only ResNet-8 of the same seeds is the teacher of the mnist variant: not run twice
             c.ban.update(teacher_model="densenet-bc-22-12", generations=1, variants=(), student_baseline=False)
+    elif variant == "mnist_features":
+        # the classifier whose features measure DPLC's distribution distance (jaxcomp.metrics.frechet):
+        # MNIST padded to 32x32 as DPLC's digits, trained on x_train[:50000] only (DPLC validates on the rest)
+        c.data.update(source="mnist", path="../shared/data/mnist/mnist.npz", train_first=50_000, pad_to=32, pad=2,
+                      batch_size=128)
+        c.steps = c.optimizer.decay_steps = c.checkpoint_every = 1500
     elif variant == "tiny":
         c.steps = c.optimizer.decay_steps = c.checkpoint_every = 40
         c.data.batch_size = 32

@@ -8,6 +8,13 @@ notes: steps, the last validation metrics from metrics.jsonl, wall time, the com
 run warm-started with ``init_from``, the ``lineage``: every earlier round it continues (file hash,
 command, steps, last validation; as the trainer recorded it in ``WORKDIR/lineage.json`` when the
 run started), so a chain of fine-tuning rounds stays reproducible from the shipped ``.json`` alone.
+
+A classifier (``task: classification``) is exported as its Flax variables, ``{"params": ...,
+"batch_stats": ...}`` (its batch norms need their running statistics to evaluate), and its notes
+record the ``normalization`` its training batches had: the training set's per-channel pixel mean
+and standard deviation (of ``uint8 / 255``), recomputed from the run's own ``config.data`` as the
+trainer computed them (:class:`jaxcomp.data.classification.ClassificationBatches`), so whoever
+feeds the model images normalises them exactly as training did.
 """
 
 from __future__ import annotations
@@ -16,6 +23,21 @@ import argparse
 import json
 import os
 import sys
+from typing import Any
+
+import ml_collections
+
+
+def classification_normalization(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The per-channel ``mean`` and ``std`` (lists of floats) that the classification run of
+    ``config`` normalised its images with: ``(uint8 / 255 - mean) / std``, statistics of the
+    training images as the run's ``config.data`` selects and pads them."""
+    from jaxcomp.data.classification import build_classification_data
+
+    data = build_classification_data(config.data, process_index=0, process_count=1)
+    return {"mean": [float(v) for v in data.mean], "std": [float(v) for v in data.std],
+            "formula": "(uint8 / 255 - mean) / std, per channel",
+            "train_images": int(len(data.train_labels)), "image_shape": list(data.image_shape)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,12 +50,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="storage precision of the parameters (float16: half the file; loaded as float32)")
     args = parser.parse_args(argv)
 
+    from jaxcomp.data import DataError
     from jaxcomp.modelfile import ModelLoadError, export_params, load_workdir, workdir_lineage
 
     try:
-        config, params, notes = load_workdir(args.workdir)
+        with open(os.path.join(args.workdir, "config.json")) as f:
+            classifier = json.load(f).get("task") == "classification"
+        config, params, notes = load_workdir(args.workdir, batch_stats=classifier)
         chain = workdir_lineage(args.workdir, config.get("init_from", ""))
-    except (ModelLoadError, OSError, ValueError) as e:
+        normalization = classification_normalization(config) if classifier else None
+    except (ModelLoadError, DataError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     log_path = os.path.join(args.workdir, "metrics.jsonl")
@@ -51,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         prev = r["step"]
     training = dict(steps=steps, train_seconds=round(seconds), command=args.command, note=args.note,
                     last_eval=evals[-1] if evals else None)
+    if normalization is not None:
+        training["normalization"] = normalization
     if chain:
         training["lineage"] = chain
         for entry in chain:

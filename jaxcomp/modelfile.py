@@ -140,9 +140,13 @@ def _load_exported(path: str) -> tuple[ml_collections.ConfigDict, Any, dict]:
     return ml_collections.ConfigDict(meta["config"]), params, notes
 
 
-def load_workdir(workdir: str) -> tuple[ml_collections.ConfigDict, Any, dict]:
+def load_workdir(workdir: str, batch_stats: bool = False) -> tuple[ml_collections.ConfigDict, Any, dict]:
     """``(config, params, notes)`` of the latest checkpoint of a training workdir; ``notes["step"]``
     is that checkpoint's step.
+
+    ``batch_stats=True`` returns, in place of ``params``, the Flax variables ``{"params": ...,
+    "batch_stats": ...}`` with the batch-norm running statistics of the state's ``model_state``
+    (what a batch-norm classifier needs to evaluate; :class:`ModelLoadError` if it has none).
 
     The checkpoint is restored without a target tree (and so without building the task, its
     model or a device mesh): as nested dicts of host ``numpy`` arrays, whatever the devices it
@@ -168,7 +172,13 @@ def load_workdir(workdir: str) -> tuple[ml_collections.ConfigDict, Any, dict]:
         tree = getattr(tree, "tree", tree)
         as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
         state = checkpointer.restore(item, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
-    return config, state["params"], {"workdir": os.path.abspath(workdir), "step": int(state["step"])}
+    params = state["params"]
+    if batch_stats:
+        stats = (state.get("model_state") or {}).get("batch_stats")
+        if not stats:
+            raise ModelLoadError(f"{workdir}: the checkpoint has no model_state.batch_stats")
+        params = {"params": params, "batch_stats": stats}
+    return config, params, {"workdir": os.path.abspath(workdir), "step": int(state["step"])}
 
 
 def load_model(checkpoint: str, task: str) -> tuple[ml_collections.ConfigDict, Any, dict]:

@@ -106,6 +106,17 @@ def downsample(images: np.ndarray, factor: int) -> np.ndarray:
     return np.round(blocks.mean(axis=(2, 4))).astype(np.uint8)
 
 
+def pad_images(images: np.ndarray, size: int) -> np.ndarray:
+    """Centre ``uint8 [N, H, W, C]`` images in ``size x size`` zeros: ``uint8 [N, size, size, C]``
+    (MNIST to 32: ``np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)))``; an odd margin puts the extra row
+    or column at the bottom / right)."""
+    n, h, w, c = images.shape
+    if size < max(h, w):
+        raise DataError(f"data.pad_to={size} is smaller than the {h}x{w} images")
+    top, left = (size - h) // 2, (size - w) // 2
+    return np.pad(images, ((0, 0), (top, size - h - top), (left, size - w - left), (0, 0)))
+
+
 def _stratified_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
     """Indices of ``size`` examples with the classes as balanced as possible (sorted)."""
     rng = np.random.default_rng(seed)
@@ -226,7 +237,9 @@ def build_classification_data(data: ml_collections.ConfigDict, process_index: in
     npz), ``tfds`` (``tfds_name`` e.g. ``cifar100``, ``tfds_train_split``, ``tfds_val_split``,
     ``tfds_data_dir``). ``train_size`` > 0 keeps a fixed class-balanced subset of the training
     split (chosen by ``subset_seed``, the same for every run); ``val_size`` > 0 likewise for the
-    validation split. ``downsample`` > 1 averages pixel blocks (cheaper CPU experiments). Also
+    validation split. ``train_first`` > 0 keeps the first N training examples instead.
+    ``downsample`` > 1 averages pixel blocks (cheaper CPU experiments); ``pad_to`` > 0 zero-pads the
+    images to ``pad_to`` pixels a side (:func:`pad_images`). Also
     reads ``batch_size``, ``augment``, ``pad``, ``seed``.
     """
     import jax
@@ -254,9 +267,17 @@ def build_classification_data(data: ml_collections.ConfigDict, process_index: in
     if val is not None and data.get("val_size", 0) and data.val_size < len(val[1]):
         idx = _stratified_subset(val[1], data.val_size, subset_seed + 1)
         val = (val[0][idx], val[1][idx])
+    if data.get("train_first", 0):  # the first N training examples (e.g. MNIST's x_train[:50000])
+        if data.get("train_size", 0) or data.train_first > len(train[1]):
+            raise DataError(f"data.train_first={data.train_first} needs data.train_size=0 and at most the "
+                            f"{len(train[1])} training examples")
+        train = (train[0][: data.train_first], train[1][: data.train_first])
     factor = data.get("downsample", 1)
     train = (downsample(train[0], factor), train[1])
     val = None if val is None else (downsample(val[0], factor), val[1])
+    if data.get("pad_to", 0):  # zero-pad to pad_to x pad_to (MNIST 28 -> 32, as DPLC's digits)
+        train = (pad_images(train[0], data.pad_to), train[1])
+        val = None if val is None else (pad_images(val[0], data.pad_to), val[1])
     return ClassificationBatches(
         train, val, data.batch_size, augment=data.get("augment", "none"), pad=data.get("pad", 0),
         seed=data.get("seed", 0), num_classes=num_classes,

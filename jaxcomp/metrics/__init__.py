@@ -1,8 +1,11 @@
-"""Image quality metrics: pure JAX functions (differentiable, jittable) and, in ``swd``, a host-side
-(numpy) distribution distance between image sets."""
+"""Image quality metrics: pure JAX functions (differentiable, jittable) and host-side (numpy)
+distribution distances between image sets: ``swd`` (no network) and, in ``frechet``, the Fréchet
+distance in the feature space of jaxcomp's own MNIST classifier (shipped in ``metrics/pretrained``)."""
 
+from jaxcomp.metrics.frechet import MNISTFeatures, frechet_distance, frechet_distance_features, gaussian_stats
 from jaxcomp.metrics.image import MS_SSIM_WEIGHTS, ms_ssim, mse, psnr, ssim_components
 from jaxcomp.metrics.swd import laplacian_pyramid, reconstruct_laplacian_pyramid, sliced_wasserstein, swd
 
-__all__ = ["MS_SSIM_WEIGHTS", "laplacian_pyramid", "ms_ssim", "mse", "psnr", "reconstruct_laplacian_pyramid",
-           "sliced_wasserstein", "ssim_components", "swd"]
+__all__ = ["MNISTFeatures", "MS_SSIM_WEIGHTS", "frechet_distance", "frechet_distance_features", "gaussian_stats",
+           "laplacian_pyramid", "ms_ssim", "mse", "psnr", "reconstruct_laplacian_pyramid", "sliced_wasserstein",
+           "ssim_components", "swd"]
