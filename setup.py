@@ -9,8 +9,8 @@ setup(
     "ECG classification and matching pursuits in JAX/Flax",
     python_requires=">=3.10",
     packages=find_packages(include=["jaxcomp", "jaxcomp.*"]),
-    package_data={"jaxcomp": ["data/samples/*.png", "data/samples/*.md", "codecs/pretrained/*.msgpack",
-                               "codecs/pretrained/*.json", "codecs/pretrained/*.md",
+    package_data={"jaxcomp": ["data/samples/*.png", "data/samples/*.md", "data/samples/mnist/*",
+                               "codecs/pretrained/*.msgpack", "codecs/pretrained/*.json", "codecs/pretrained/*.md",
                                "metrics/pretrained/*.msgpack", "metrics/pretrained/*.json", "metrics/pretrained/*.md"]},
     install_requires=[
         "jax>=0.4.30",

@@ -119,7 +119,7 @@ def mnist_images(path: str, split: str, pad_to: int = 32) -> np.ndarray:
     """MNIST digits from the Keras ``mnist.npz`` at ``path``, zero-padded to ``pad_to`` pixels a
     side: ``uint8 [N, pad_to, pad_to, 1]``. ``split``: ``"train"`` (``x_train[:50000]``), ``"val"``
     (``x_train[50000:]``), ``"test"`` (the 10k test digits)."""
-    from jaxcomp.data.classification import load_mnist_arrays
+    from jaxcomp.data.classification import load_mnist_arrays, pad_images
 
     if split not in ("train", "val", "test"):
         raise DataError(f"unknown MNIST split {split!r}; use 'train', 'val' or 'test'")
@@ -128,8 +128,4 @@ def mnist_images(path: str, split: str, pad_to: int = 32) -> np.ndarray:
         x = x[:MNIST_TRAIN]
     elif split == "val":
         x = x[MNIST_TRAIN:]
-    h, w = x.shape[1:3]
-    if pad_to < max(h, w):
-        raise DataError(f"data.pad_to={pad_to} is smaller than the {h}x{w} digits")
-    top, left = (pad_to - h) // 2, (pad_to - w) // 2
-    return np.pad(x, ((0, 0), (top, pad_to - h - top), (left, pad_to - w - left), (0, 0)))
+    return pad_images(x, pad_to)
