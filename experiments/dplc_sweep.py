@@ -48,6 +48,8 @@ def stage2_config(config, method: str, code_channels: int, levels: int, seed: in
     c.data = ml_collections.ConfigDict(config.data.to_dict())  # the user's data paths and splits
     c.model.update(code_channels=int(code_channels), levels=int(levels))
     c.compress.generator = config.sweep.generator
+    if method == "dplc" and config.sweep.get("mmd", 0.0) > 0:
+        c.loss.mmd = float(config.sweep.mmd)
     c.seed = int(seed)
     c.data.seed = int(seed)
     if config.sweep.steps:
@@ -60,14 +62,18 @@ def stage2_config(config, method: str, code_channels: int, levels: int, seed: in
 
 def evaluation_images(config) -> tuple[np.ndarray, np.ndarray]:
     """``(report images, reference images)``, ``uint8 [N, S, S, C]``: MNIST's test digits and its
-    validation digits; for other data the validation tiles (twice: no second held-out set)."""
+    validation digits (``sweep.split="val"``, for choosing settings: the validation digits and half of
+    them); for other data the validation tiles (twice: no second held-out set)."""
     from jaxcomp.data import build_image_data, mnist_images
 
     n = config.sweep.eval_images
+    if config.sweep.get("split", "test") not in ("test", "val"):
+        raise ValueError(f"sweep.split must be 'test' or 'val', got {config.sweep.split!r}")
     if config.data.source == "mnist":
         test = mnist_images(config.data.path, "test", config.data.pad_to)[:n]
         val = mnist_images(config.data.path, "val", config.data.pad_to)[:n]
-        return test, val
+        # selecting settings (sweep.split='val'): the validation digits, against half of themselves
+        return (test, val) if config.sweep.get("split", "test") == "test" else (val, val[: len(val) // 2])
     tiles = build_image_data(config.data).eval_tiles()[:n]
     if not len(tiles):
         raise ValueError("no evaluation tiles: the data has no validation images")
