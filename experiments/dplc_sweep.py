@@ -48,8 +48,14 @@ def stage2_config(config, method: str, code_channels: int, levels: int, seed: in
     c.data = ml_collections.ConfigDict(config.data.to_dict())  # the user's data paths and splits
     c.model.update(code_channels=int(code_channels), levels=int(levels))
     c.compress.generator = config.sweep.generator
-    if method == "dplc" and config.sweep.get("mmd", 0.0) > 0:
-        c.loss.mmd = float(config.sweep.mmd)
+    mmd = config.sweep.get("mmd", 0.0)
+    if method == "dplc" and isinstance(mmd, (tuple, list)):  # one lambda per rate of sweep.rates
+        rates = [tuple(r) for r in config.sweep.rates]
+        if len(mmd) != len(rates):
+            raise ValueError(f"sweep.mmd has {len(mmd)} values for {len(rates)} rates")
+        mmd = mmd[rates.index((code_channels, levels))]
+    if method == "dplc" and mmd > 0:
+        c.loss.mmd = float(mmd)
     c.seed = int(seed)
     c.data.seed = int(seed)
     if config.sweep.steps:
