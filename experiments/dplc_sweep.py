@@ -58,10 +58,10 @@ def stage2_config(config, method: str, code_channels: int, levels: int, seed: in
         c.loss.mmd = float(mmd)
     c.seed = int(seed)
     c.data.seed = int(seed)
-    if config.sweep.steps:
+    if config.sweep.steps:  # a shorter (or longer) run: the learning-rate decays move with it
+        scale = int(config.sweep.steps) / c.steps
         c.steps = int(config.sweep.steps)
-        c.optimizer.boundaries = tuple(int(b * c.steps / 1500) for b in c.optimizer.boundaries) \
-            if config.sweep.dataset in ("mnist", "photos", "tiny") else c.optimizer.boundaries
+        c.optimizer.boundaries = tuple(int(b * scale) for b in c.optimizer.boundaries)
         c.eval_every = c.checkpoint_every = c.steps
     return c
 
