@@ -3,7 +3,9 @@
 Named variants: :func:`classifier` parses ``"resnet20"``, ``"resnet56"``, ``"wrn-28-10"``,
 ``"densenet-bc-112-33"`` (any valid depth/width/growth), so configs name architectures the way
 the papers do. Convolutions and dense layers are injectable (``conv=`` / ``dense=`` factories,
-contract in :mod:`jaxcomp.models.layers`).
+contract in :mod:`jaxcomp.models.layers`). ImageNet ResNets, the cResNets that read a codec's latent and
+their DeepLab segmentation heads (understanding on compressed representations, ICLR'18) are in
+:mod:`jaxcomp.models.cresnet` (:func:`understanding_network`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from jaxcomp.models.cresnet import PAPER_NETWORKS, DeepLab, ImageNetResNet, understanding_network
 from jaxcomp.models.densenet import DenseNetBC
 from jaxcomp.models.layers import batch_norm, default_conv, default_dense, he_normal_fan_out, pad_same
 from jaxcomp.models.lstm import LSTMLanguageModel
@@ -74,6 +77,7 @@ def count_params(model: nn.Module, input_shape: tuple[int, ...], **call_kwargs: 
 
 
 __all__ = [
-    "PAPER_CLASSIFIERS", "BasicBlock", "CifarResNet", "DenseNetBC", "LSTMLanguageModel", "WideBlock", "WideResNet",
+    "PAPER_CLASSIFIERS", "PAPER_NETWORKS", "BasicBlock", "CifarResNet", "DeepLab", "DenseNetBC", "ImageNetResNet",
+    "understanding_network", "LSTMLanguageModel", "WideBlock", "WideResNet",
     "batch_norm", "classifier", "count_params", "default_conv", "default_dense", "he_normal_fan_out", "pad_same",
 ]
