@@ -28,6 +28,9 @@ def build_task(config: ml_collections.ConfigDict) -> tuple[Any, str]:
     if name == "dplc":
         from jaxcomp.codecs.dplc import DPLCTask
         return DPLCTask(config), "images"
+    if name == "understanding":
+        from jaxcomp.vision import UnderstandingTask
+        return UnderstandingTask(config), "classification"
     if name == "ecg":
         from jaxcomp.ecg.task import ECGTask
         return ECGTask(config), "ecg"
@@ -38,7 +41,7 @@ def build_task(config: ml_collections.ConfigDict) -> tuple[Any, str]:
         from jaxcomp.distill.task import build_task as build_distill_task
         return build_distill_task(config), "classification" if name == "classification" else "lm"
     raise ValueError(f"unknown config.task {name!r}; known tasks: l3c, cpm, gc, gc_sampler, dplc_generator, dplc, "
-                     "ecg, classification, lm")
+                     "understanding, ecg, classification, lm")
 
 
 def build_data(config: ml_collections.ConfigDict, kind: str) -> Any:

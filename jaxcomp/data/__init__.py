@@ -64,6 +64,9 @@ def build_image_data(data: ml_collections.ConfigDict) -> ImageBatches:
         pixels a side (grayscale, C = 1): training images ``x_train[:50000]``, validation
         ``x_train[50000:]`` (the first ``data.num_val`` of them when > 0); the 10k test images
         are never read by training (:func:`mnist_images` gives them to evaluations);
+      * ``"digit_scenes"`` — the MNIST-on-photos scenes of :mod:`jaxcomp.data.digit_scenes`
+        (``data.kind``, ``size``, ``num_train``, ``num_val``, ``mnist_path``, ``photos_path``, ...;
+        see :func:`jaxcomp.vision.data.split_images`), images only;
       * ``"tfds"`` — ``data.tfds_name`` with ``data.tfds_train_split`` / ``tfds_val_split``
         from ``data.tfds_data_dir`` (array_record, no TensorFlow needed).
     With ``data.resize`` > 0 every image (training and validation) is first resized so its
@@ -102,13 +105,18 @@ def _image_sources(data: ml_collections.ConfigDict):
         train = ArrayImageSource(mnist_images(data.path, "train", data.get("pad_to", 32)))
         val_images = mnist_images(data.path, "val", data.get("pad_to", 32))
         val = ArrayImageSource(val_images[: data.num_val] if data.get("num_val", 0) > 0 else val_images)
+    elif source == "digit_scenes":  # the MNIST-on-photos scenes (a codec for understanding, ICLR'18)
+        from jaxcomp.vision.data import split_images
+
+        train = ArrayImageSource(split_images(data, "train")[0])
+        val = ArrayImageSource(split_images(data, "val")[0])
     elif source == "tfds":
         key = data.get("tfds_image_key", "image")
         train = TfdsImageSource(data.tfds_name, data.tfds_train_split, data.tfds_data_dir, key)
         val = TfdsImageSource(data.tfds_name, data.tfds_val_split, data.tfds_data_dir, key) \
             if data.tfds_val_split else None
     else:
-        raise DataError(f"unknown data.source {source!r}; use 'samples', 'folder', 'mnist' or 'tfds'")
+        raise DataError(f"unknown data.source {source!r}; use 'samples', 'folder', 'mnist', 'digit_scenes' or 'tfds'")
     return train, val
 
 

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from jaxcomp.data.images import DataError, eval_batches_from_arrays, prefetch_batches
 
-SOURCES = ("digits", "mnist", "tfds")
+SOURCES = ("digits", "mnist", "tfds", "digit_scenes", "voc", "tfds_stream")
 AUGMENTATIONS = ("none", "shift", "crop_flip")
 
 
@@ -161,15 +161,22 @@ class ClassificationBatches:
 
     Args:
       train, val: ``(images uint8 [N, H, W, C], labels int [N])``; ``val`` may be ``None``.
+        Images may also be ``float32`` (e.g. a codec's quantized latents ``[N, h, w, C]``): they are
+        standardised per channel without the ``/ 255``. Labels may also be dense, ``int [N, ...]``
+        (per-pixel class maps for segmentation; then ``augment`` must be ``"none"``, since the
+        crops and flips would not move the maps).
       batch_size: global batch size (each host makes ``batch_size // process_count``).
       augment, pad: see :func:`augment`.
       seed: base seed of the epoch permutations and the augmentation.
       num_classes: number of classes (default: ``max label + 1`` of the union).
+      normalize: ``False`` hands the images on as ``float32`` values unchanged (a task that
+        normalises in its own graph, e.g. :class:`jaxcomp.vision.UnderstandingTask`).
     """
 
     def __init__(self, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray] | None,
                  batch_size: int, augment: str = "none", pad: int = 0, seed: int = 0,
-                 num_classes: int | None = None, process_index: int = 0, process_count: int = 1):
+                 num_classes: int | None = None, process_index: int = 0, process_count: int = 1,
+                 normalize: bool = True):
         x, y = train
         if augment not in AUGMENTATIONS:
             raise DataError(f"unknown data.augment {augment!r}; use one of {', '.join(AUGMENTATIONS)}")
@@ -178,6 +185,12 @@ class ClassificationBatches:
                             f"{len(y)} labels")
         if batch_size % process_count:
             raise DataError(f"global batch size {batch_size} is not divisible by {process_count} hosts")
+        if np.ndim(y) > 1 and augment != "none":
+            raise DataError(f"data.augment={augment!r} would move the images but not their per-pixel labels; "
+                            "use augment='none' with dense labels")
+        if x.dtype != np.uint8 and not np.issubdtype(x.dtype, np.floating):
+            raise DataError(f"images must be uint8 or float, got {x.dtype}")
+        self.scale = 255.0 if x.dtype == np.uint8 else 1.0
         self.train_images, self.train_labels = x, np.asarray(y, np.int32)
         self.val = None if val is None else (val[0], np.asarray(val[1], np.int32))
         self.batch_size, self.local_batch_size = batch_size, batch_size // process_count
@@ -185,17 +198,21 @@ class ClassificationBatches:
         self.process_index, self.process_count = process_index, process_count
         labels = self.train_labels if self.val is None else np.concatenate([self.train_labels, self.val[1]])
         self.num_classes = int(labels.max()) + 1 if num_classes is None else num_classes
-        pixels = x.reshape(-1, x.shape[-1]).astype(np.float64) / 255.0
-        self.mean = pixels.mean(0).astype(np.float32)
-        self.std = np.maximum(pixels.std(0), 1e-3).astype(np.float32)
+        if normalize:
+            pixels = x.reshape(-1, x.shape[-1]).astype(np.float64) / self.scale
+            self.mean = pixels.mean(0).astype(np.float32)
+            self.std = np.maximum(pixels.std(0), 1e-3).astype(np.float32)
+        else:  # identity
+            self.scale = 1.0
+            self.mean, self.std = np.zeros(x.shape[-1], np.float32), np.ones(x.shape[-1], np.float32)
 
     @property
     def image_shape(self) -> tuple[int, ...]:
         return tuple(self.train_images.shape[1:])
 
     def normalize(self, images: np.ndarray) -> np.ndarray:
-        """``uint8 [..., C] -> float32`` standardised by the training set's per-channel statistics."""
-        return (images.astype(np.float32) / 255.0 - self.mean) / self.std
+        """``uint8 (or float) [..., C] -> float32`` standardised by the training set's per-channel statistics."""
+        return (images.astype(np.float32) / np.float32(self.scale) - self.mean) / self.std
 
     def _indices(self, step: int) -> np.ndarray:
         n, b = len(self.train_labels), self.batch_size
@@ -245,6 +262,20 @@ def build_classification_data(data: ml_collections.ConfigDict, process_index: in
     import jax
 
     source = data.source
+    if source == "tfds_stream":  # ImageNet-size tfds data, read per batch (understanding, ICLR'18)
+        from jaxcomp.vision.data import TfdsStreamBatches
+
+        return TfdsStreamBatches(data, jax.process_index() if process_index is None else process_index,
+                                 jax.process_count() if process_count is None else process_count)
+    if source in ("digit_scenes", "voc"):  # understanding on compressed representations (ICLR'18)
+        from jaxcomp.vision.data import understanding_arrays
+
+        train, val = understanding_arrays(data, "train"), understanding_arrays(data, "val")
+        return ClassificationBatches(
+            train, val, data.batch_size, augment=data.get("augment", "none"), seed=data.get("seed", 0),
+            num_classes=data.get("num_classes", None) or None, normalize=data.get("normalize", True),
+            process_index=jax.process_index() if process_index is None else process_index,
+            process_count=jax.process_count() if process_count is None else process_count)
     if source == "digits":
         train, val = load_digits_arrays("train"), load_digits_arrays("test")
     elif source == "mnist":

@@ -157,6 +157,10 @@ class TfdsImageSource:
     def __len__(self) -> int:
         return len(self._source)
 
+    def record(self, index: int) -> dict:
+        """Example ``index`` as tfds stores it (all its features, e.g. ``image`` and ``label``)."""
+        return self._source[index]
+
     def __getitem__(self, index: int) -> np.ndarray:
         image = np.asarray(self._source[index][self.image_key])
         if image.ndim == 2:

@@ -63,6 +63,12 @@ class CPMTask:
         return TrainState.create(params, self.tx)
 
     def metrics(self, params: Any, image: jax.Array) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+        m, rates, _ = self.forward(params, image)
+        return m, rates
+
+    def forward(self, params: Any, image: jax.Array) -> tuple[dict, dict, dict]:
+        """``(per-example metrics [B], rate terms [B], the model's outputs)`` of ``image`` (``[B, H, W, 3]``
+        in [0, 255]); the outputs hold ``q`` (the quantized latent ``[B, H/8, W/8, C]``) and ``x_hat``."""
         x = image.astype(jnp.float32)
         out = self.model.apply({"params": params}, x)
         rates = rate_terms(self.spec, out)
@@ -71,11 +77,13 @@ class CPMTask:
                  bpp=rates["bits"] / pixels, bpp_all=rates["H_real"] * self.spec.channels / FACTOR**2,
                  H_soft=rates["H_soft"], H_real=rates["H_real"], kmap_bpp=rates["kmap_bits"] / pixels,
                  importance=jnp.mean(unmasked_count(out["mask"]), axis=(1, 2)) / self.spec.channels)
-        return m, rates
+        return m, rates, out
 
-    def loss(self, params: Any, image: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def objective(self, params: Any, image: jax.Array) -> tuple[jax.Array, dict[str, jax.Array], dict]:
+        """``(training loss, batch-mean metrics, the model's outputs)``; :meth:`loss` without the outputs
+        (a joint task adds its own term on ``outputs["q"]``)."""
         c = self.loss_config
-        m, rates = self.metrics(params, image)
+        m, rates, out = self.forward(params, image)
         distortion, rate_penalty = rd_objective(self.weights, m["ms_ssim"], m["mse"], rates["H_soft"])
         fit = jnp.mean(rates["H_fit"])  # trains the context model and the importance-map prior on every step
         ae = {k: v for k, v in params.items() if k in ("encoder", "decoder")}
@@ -85,6 +93,10 @@ class CPMTask:
         metrics = {k: jnp.mean(v) for k, v in m.items()}
         metrics.update(loss=total, distortion=distortion, rate_penalty=rate_penalty)
         metrics["psnr"] = jnp.mean(10.0 * jnp.log10(255.0**2 / jnp.maximum(m["mse"], 1e-10)))
+        return total, metrics, out
+
+    def loss(self, params: Any, image: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+        total, metrics, _ = self.objective(params, image)
         return total, metrics
 
     def train_step(self, state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):

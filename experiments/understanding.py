@@ -1,0 +1,522 @@
+"""Image understanding on compressed representations (ICLR'18): the study, end to end.
+
+    python -m experiments.understanding --config configs/understanding.py:cpu --workdir runs/understanding
+
+1. **Scenes**: classification (one digit per 64x64 image) and segmentation scenes (several digits,
+   per-pixel maps) of :mod:`jaxcomp.data.digit_scenes`, train / val / test (disjoint digits and
+   photos).
+2. **Codecs**: the CPM codec fine-tuned on the training scenes to each operating point of
+   ``experiment.points`` (``WORKDIR/codec_<point>``), from the shipped photo model of that rate; its
+   rate (the context model's cross-entropy, bits per pixel) and MS-SSIM / PSNR on the test scenes,
+   beside JPEG at the same bpp.
+3. **Rows**: for each task, point and input (latent -> cResNet, decoded -> ResNet, original ->
+   ResNet, the latter once) and each seed, a run of :class:`jaxcomp.vision.UnderstandingTask` on
+   inputs precomputed once by the codec (``WORKDIR/<task>_<input>_<point>_s<seed>``); the last
+   checkpoint (no selection) evaluated on the test scenes: top-1 accuracy, mIoU. A linear classifier
+   (logistic regression) on the same inputs is the simplest baseline a reviewer asks for.
+4. **Compute**: FLOPs of each network on one input (counted from the shapes, checked against XLA's
+   cost analysis), of the codec's decoder (what the decoded-RGB path adds), and measured inference
+   time per image.
+5. **Joint training** at ``experiment.joint_point``: from the trained codec and each seed's latent
+   classifier, ``joint_steps`` of codec loss + ``joint_task_weight`` x cross-entropy, against the
+   control that trains the classifier alone for the same steps on the frozen codec; accuracy, bpp,
+   MS-SSIM, PSNR on the test scenes.
+
+Writes ``results.md`` (tables, mean ± std over seeds), ``results.json``, ``accuracy_vs_bpp.png``.
+Finished runs are skipped, so the same command continues an interrupted study
+(``experiment.time_limit`` seconds stops it between runs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from jaxcomp.configs import config_script_main
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "understanding.py")
+
+
+STAGES = ("codecs", "classification", "joint", "segmentation", "compute")
+
+
+class OutOfTime(Exception):
+    pass
+
+
+def _module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("jaxcomp_configs_understanding", CONFIGS)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _finished(workdir: str, steps: int) -> bool:
+    from jaxcomp.modelfile import ModelLoadError, load_workdir
+
+    if not os.path.isfile(os.path.join(workdir, "config.json")):
+        return False
+    try:
+        return load_workdir(workdir)[2]["step"] >= steps
+    except (ModelLoadError, FileNotFoundError, KeyError):
+        return False
+
+
+class Study:
+    def __init__(self, config, workdir: str):
+        self.config, self.workdir, self.exp = config, workdir, config.experiment
+        self.cfg = _module()
+        self.started = time.monotonic()
+        self.results: dict[str, Any] = {"rows": [], "codecs": {}, "flops": {}, "joint": [], "linear": []}
+        from jaxcomp.xla import enable_compilation_cache
+
+        # the seeds of a row compile the same programs: the second and third hit the cache
+        enable_compilation_cache(os.path.join(workdir, "jax_cache"), min_compile_secs=1.0)
+
+    def check_time(self) -> None:
+        limit = self.exp.get("time_limit", 0)
+        if limit and time.monotonic() - self.started > limit:
+            raise OutOfTime
+
+    # ---- configs -------------------------------------------------------------------------
+
+    def data_block(self, kind: str):
+        import ml_collections
+
+        d = ml_collections.ConfigDict(self.config.data.to_dict())
+        if kind == "segmentation":
+            seg = self.cfg.get_config("seg_latent").data
+            d.update(kind="segmentation", digits=tuple(seg.digits), digit_size=tuple(seg.digit_size),
+                     num_classes=seg.num_classes, size=int(self.exp.seg_size))
+        return d
+
+    def codec_config(self, point: str):
+        c = self.cfg.codec_config(point)
+        d = self.data_block("classification")
+        c.data.update({k: d[k] for k in ("mnist_path", "photos_path", "cache_dir", "num_train", "num_val",
+                                          "size", "scene_seed", "digit_size", "digits", "kind")})
+        c.data.crop = c.data.eval_crop = int(d.size)
+        c.data.batch_size = int(self.exp.codec_batch_size)
+        c.steps = c.optimizer.decay_steps = int(self.exp.codec_steps)
+        c.optimizer.learning_rate = float(self.exp.codec_learning_rate)
+        c.optimizer.warmup_steps = min(c.optimizer.warmup_steps, c.steps // 4)
+        c.checkpoint_every = c.steps
+        c.eval_every = 0  # its rate and quality are measured on the report split by codec_outputs
+        return c
+
+    def row_config(self, kind: str, inp: str, point: str, seed: int):
+        import ml_collections
+
+        c = ml_collections.ConfigDict(self.config.to_dict())
+        c.data = self.data_block(kind)
+        c.model.num_classes = int(c.data.num_classes)
+        self.cfg.set_input(c, inp, kind)
+        c.data.codec = self.codec_dir(point) if inp != "original" else ""
+        c.data.precomputed = c.understanding.precomputed = True
+        c.seed = c.data.seed = int(seed)
+        if kind == "segmentation":
+            c.steps = c.optimizer.decay_steps = int(self.exp.seg_steps)
+        c.checkpoint_every = c.steps
+        c.eval_every = 0  # the last checkpoint is evaluated on the report split afterwards (no selection)
+        return c
+
+    def codec_dir(self, point: str) -> str:
+        """The codec of ``point``: ``experiment.codecs_from``'s ``codec_<point>.msgpack`` when given (codecs
+        trained elsewhere, e.g. on an accelerator), else this study's own ``WORKDIR/codec_<point>``."""
+        source = self.exp.get("codecs_from", "")
+        if source:
+            path = os.path.join(source, f"codec_{point}.msgpack")
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"experiment.codecs_from={source!r} has no codec_{point}.msgpack")
+            return path
+        return os.path.join(self.workdir, f"codec_{point}")
+
+    # ---- stages --------------------------------------------------------------------------
+
+    def train(self, config, workdir: str):
+        from jaxcomp import tasks
+        from jaxcomp import train as trainer
+
+        self.check_time()
+        task, data = tasks.build(config)
+        limit = self.exp.get("time_limit", 0)
+        left = max(1.0, limit - (time.monotonic() - self.started)) if limit else None
+        state, _ = trainer.train(config, workdir, task, data, progress=False, time_limit=left)
+        if int(state.step) < config.steps:
+            raise OutOfTime
+        return task, state
+
+    def codecs(self) -> None:
+        from jaxcomp.vision.data import codec_outputs, split_images
+
+        test_images, _ = split_images(self.data_block("classification"), self.exp.report_split)
+        for point in self.exp.points:
+            c = self.codec_config(point)
+            if not self.exp.get("codecs_from", "") and not _finished(self.codec_dir(point), c.steps):
+                print(f"[codec {point}] fine-tuning {c.steps} steps from {c.init_from}", flush=True)
+                self.train(c, self.codec_dir(point))
+            out = codec_outputs(self.codec_dir(point), test_images, int(self.config.data.codec_batch_size),
+                                self.config.data.cache_dir, progress=False)
+            bpp = float(np.mean(out["bpp"]))
+            jpeg = jpeg_at_bpp(test_images[:256], bpp)
+            self.results["codecs"][point] = dict(
+                bpp=bpp, bpp_std=float(np.std(out["bpp"])), ms_ssim=float(np.mean(out["ms_ssim"])),
+                psnr=float(np.mean(out["psnr"])), latent_shape=list(out["latent"].shape[1:]),
+                jpeg_bpp=jpeg["bpp"], jpeg_ms_ssim=jpeg["ms_ssim"], jpeg_psnr=jpeg["psnr"])
+            print(f"[codec {point}] {self.results['codecs'][point]}", flush=True)
+
+    def classification(self) -> None:
+        self.rows("classification")
+
+    def segmentation(self) -> None:
+        self.rows("segmentation")
+
+    def rows(self, kind: str) -> None:
+        from jaxcomp.vision.data import understanding_arrays
+
+        points = self.exp.points if kind == "classification" else self.exp.get("seg_points", None) or self.exp.points
+        for point in points:
+            for inp in self.exp.inputs:
+                if inp == "original" and point != points[0]:
+                    continue  # no codec: one row for all points
+                for seed in self.exp.seeds:
+                    c = self.row_config(kind, inp, point, seed)
+                    name = f"{kind}_{inp}_{point if inp != 'original' else 'none'}_s{seed}"
+                    wd = os.path.join(self.workdir, name)
+                    report = os.path.join(wd, "report.json")
+                    if os.path.isfile(report) and _finished(wd, c.steps):  # evaluated before: not again
+                        with open(report) as f:
+                            row = json.load(f)
+                    else:
+                        print(f"[{name}] {c.model.name} ({c.steps} steps)", flush=True)
+                        task, state = self.train(c, wd)
+                        x, y = understanding_arrays(c.data, self.exp.report_split)
+                        metrics = evaluate(task, state, x, y, int(c.eval_batch_size))
+                        row = dict(task=kind, input=inp, point=point if inp != "original" else "none",
+                                   seed=int(seed), net=c.model.name, **metrics)
+                        with open(report, "w") as f:
+                            json.dump(row, f)
+                    self.results["rows"].append(row)
+                    print(f"[{name}] {row}", flush=True)
+                if kind == "classification" and self.exp.get("linear", True):
+                    self.linear(inp, point)
+
+    def linear(self, inp: str, point: str) -> None:
+        """Logistic regression on the flattened inputs (the simplest alternative)."""
+        from sklearn.linear_model import LogisticRegression
+
+        from jaxcomp.vision.data import understanding_arrays
+
+        key = (inp, point if inp != "original" else "none")
+        path = os.path.join(self.workdir, f"linear_{key[0]}_{key[1]}.json")
+        if os.path.isfile(path):
+            with open(path) as f:
+                self.results["linear"].append(json.load(f))
+            return
+        c = self.row_config("classification", inp, point, 0)
+        xtr, ytr = understanding_arrays(c.data, "train")
+        xte, yte = understanding_arrays(c.data, self.exp.report_split)
+        scale = 1.0 if inp == "latent" else 255.0
+        f = lambda a: a.reshape(len(a), -1).astype(np.float32) / scale  # noqa: E731
+        import warnings
+
+        with warnings.catch_warnings():  # lbfgs may stop at max_iter: the score is still the baseline's
+            warnings.simplefilter("ignore")
+            clf = LogisticRegression(max_iter=300, C=1.0).fit(f(xtr), ytr)
+        acc = float(np.mean(clf.predict(f(xte)) == yte))
+        row = dict(input=inp, point=key[1], accuracy=acc)
+        with open(path, "w") as f:
+            json.dump(row, f)
+        self.results["linear"].append(row)
+        print(f"[linear {inp} {point}] accuracy {acc:.4f}", flush=True)
+
+    def compute(self) -> None:
+        """FLOPs and inference time of each network and of the codec's decoder."""
+        import jax
+        import jax.numpy as jnp
+
+        from jaxcomp.metrics.flops import count_flops, xla_flops
+        from jaxcomp.models.cresnet import understanding_network
+        from jaxcomp.vision.task import load_codec_task
+
+        size = int(self.config.data.size)
+        out: dict[str, Any] = {}
+        for point in self.exp.points:
+            codec, params = load_codec_task(self.codec_dir(point))
+            ch = codec.spec.channels
+            q = jnp.zeros((1, size // 8, size // 8, ch), jnp.float32)
+
+            def decode(q, params=params, codec=codec):
+                return codec.model.apply({"params": params}, q, method=codec.model.decode)
+
+            def encode(x, params=params, codec=codec):
+                return codec.model.apply({"params": params}, x, method=codec.model.encode)["q"]
+
+            x = jnp.zeros((1, size, size, 3), jnp.float32)
+            out[f"decoder_{point}"] = dict(flops=count_flops(decode, q), xla=xla_flops(decode, q),
+                                           ms_per_image=_time(decode, q, int(self.exp.timing_batch)))
+            out[f"encoder_{point}"] = dict(flops=count_flops(encode, x), xla=xla_flops(encode, x),
+                                           ms_per_image=_time(encode, x, int(self.exp.timing_batch)))
+            for kind in self.exp.tasks:
+                classes = 10 if kind == "classification" else 11
+                s = size if kind == "classification" else int(self.exp.seg_size)
+                for inp, name in (("latent", self.exp.latent_net), ("rgb", self.exp.rgb_net)):
+                    key = f"{kind}_{name}_C{ch}" if inp == "latent" else f"{kind}_{name}"
+                    if key in out:
+                        continue
+                    net = understanding_network(name, classes, task=kind, width=float(self.config.model.width))
+                    z = jnp.zeros((1, s // 8, s // 8, ch) if inp == "latent" else (1, s, s, 3), jnp.float32)
+                    variables = net.init(jax.random.PRNGKey(0), z, train=False)
+
+                    def apply(z, variables=variables, net=net):
+                        return net.apply(variables, z, train=False)
+
+                    out[key] = dict(flops=count_flops(apply, z), xla=xla_flops(apply, z),
+                                    ms_per_image=_time(apply, z, int(self.exp.timing_batch)), input=list(z.shape[1:]))
+        self.results["flops"] = out
+        print(f"[compute] {json.dumps(out)}", flush=True)
+
+    def joint(self) -> None:
+        """Joint training against the classifier trained alone for the same steps (both from the same start)."""
+        import ml_collections
+
+        from jaxcomp.vision.data import split_images
+
+        point = self.exp.joint_point
+        d = self.data_block("classification")
+        images, labels = split_images(d, self.exp.report_split)
+        for seed in self.exp.seeds:
+            start = os.path.join(self.workdir, f"classification_latent_{point}_s{seed}")
+            for mode in ("joint", "classifier_only"):
+                c = self.cfg.get_config("joint")
+                c.data = ml_collections.ConfigDict(dict(d.to_dict(), precomputed=False, input="latent", codec=""))
+                c.data.batch_size = 16
+                c.model.update(name=self.exp.latent_net, width=float(self.config.model.width))
+                c.understanding.update(codec=self.codec_dir(point), init_net=start, train_codec=mode == "joint",
+                                       task_weight=float(self.exp.joint_task_weight))
+                c.steps = c.optimizer.decay_steps = int(self.exp.joint_steps)
+                c.optimizer.learning_rate = float(self.exp.joint_learning_rate)
+                c.checkpoint_every = c.steps
+                c.eval_every = 0
+                c.seed = c.data.seed = int(seed)
+                wd = os.path.join(self.workdir, f"joint_{mode}_{point}_s{seed}")
+                print(f"[{os.path.basename(wd)}] {c.steps} steps", flush=True)
+                task, state = self.train(c, wd)
+                m = evaluate(task, state, images, labels, 50, codec_metrics=True)
+                self.results["joint"].append(dict(mode=mode, point=point, seed=int(seed), **m))
+                print(f"[{os.path.basename(wd)}] {m}", flush=True)
+
+    def run(self) -> str:
+        done = []
+        try:
+            for stage in self.exp.stages:
+                if stage not in STAGES:
+                    raise ValueError(f"unknown experiment stage {stage!r}; use {STAGES}")
+                getattr(self, stage)()
+                done.append(stage)
+        except OutOfTime:
+            print(f"experiment.time_limit reached after stages {done}: run the same command to continue", flush=True)
+        os.makedirs(self.workdir, exist_ok=True)
+        with open(os.path.join(self.workdir, "results.json"), "w") as f:
+            json.dump(self.results, f, indent=1)
+        report = write_report(self.results, self.workdir)
+        return report
+
+
+def jpeg_at_bpp(images: np.ndarray, bpp: float, grid: int = 8) -> dict[str, float]:
+    """JPEG at (at most) ``bpp`` on ``images`` (``uint8 [N, S, S, 3]``) tiled into ``grid x grid``
+    mosaics, so that the file header (~600 bytes, 1.2 bpp of one 64x64 image) is shared as the
+    codec's side information is; mean ``bpp``, ``ms_ssim`` and ``psnr`` of the tiles."""
+    import jax.numpy as jnp
+
+    from jaxcomp.baselines import encode_at_bitrate, lossy_baselines
+    from jaxcomp.metrics import ms_ssim, psnr
+
+    try:
+        jpeg = lossy_baselines(["jpeg"])[0]
+    except Exception as e:  # imagecodecs missing or without JPEG (e.g. a bare accelerator image)
+        print(f"no JPEG baseline: {e}", flush=True)
+        jpeg = None
+    n, s = (len(images) // grid**2) * grid**2, images.shape[1]
+    if n == 0 or jpeg is None:
+        return dict(bpp=float("nan"), ms_ssim=float("nan"), psnr=float("nan"))
+    bpps, decoded = [], []
+    for m in range(0, n, grid**2):
+        mosaic = images[m:m + grid**2].reshape(grid, grid, s, s, 3).transpose(0, 2, 1, 3, 4).reshape(grid * s,
+                                                                                                    grid * s, 3)
+        match = encode_at_bitrate(jpeg, mosaic, bpp)
+        bpps.append(match.bpp)
+        out = jpeg.decode(match.data).reshape(grid, s, grid, s, 3).transpose(0, 2, 1, 3, 4).reshape(-1, s, s, 3)
+        decoded.append(out)
+    dec = np.concatenate(decoded).astype(np.float32)
+    ref = images[:n].astype(np.float32)
+    return dict(bpp=float(np.mean(bpps)), ms_ssim=float(jnp.mean(ms_ssim(jnp.asarray(ref), jnp.asarray(dec)))),
+                psnr=float(jnp.mean(psnr(jnp.asarray(ref), jnp.asarray(dec)))))
+
+
+def _time(fn, x, batch: int, repeats: int = 5) -> float:
+    """Milliseconds per image of jitted ``fn`` on a batch of ``batch`` copies of ``x`` (best of ``repeats``)."""
+    import jax
+    import jax.numpy as jnp
+
+    f = jax.jit(fn)
+    xb = jnp.repeat(x, batch, axis=0)
+    jax.block_until_ready(f(xb))
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(f(xb))
+        best = min(best, time.perf_counter() - t)
+    return 1000.0 * best / batch
+
+
+def evaluate(task, state, inputs: np.ndarray, labels: np.ndarray, batch_size: int,
+             codec_metrics: bool = False) -> dict[str, float]:
+    """Top-1 accuracy (classification) or mIoU and pixel accuracy (segmentation) of ``task``'s network
+    on ``inputs`` (``[N, ...]`` as the task's batches hold them); with ``codec_metrics`` also the mean
+    ``bpp``, ``ms_ssim`` and ``psnr`` of the codec in the task's graph."""
+    import jax
+
+    from jaxcomp.vision.task import mean_iou
+
+    step = jax.jit(task.eval_step)
+    sums: dict[str, float] = {}
+    n = len(inputs)
+    for s in range(0, n, batch_size):
+        x, y = inputs[s:s + batch_size], labels[s:s + batch_size]
+        pad = batch_size - len(x)
+        if pad:
+            x = np.concatenate([x, np.repeat(x[-1:], pad, 0)])
+            y = np.concatenate([y, np.repeat(y[-1:], pad, 0)])
+        m = jax.device_get(step(state, {"image": x.astype(np.float32), "label": y.astype(np.int32)}))
+        for k, v in m.items():
+            sums[k] = sums.get(k, 0.0) + float(np.sum(np.asarray(v, np.float64)[: batch_size - pad]))
+    mean = {k: v / n for k, v in sums.items()}
+    out: dict[str, float] = {}
+    if "accuracy" in mean:
+        out["accuracy"] = mean["accuracy"]
+    else:
+        k = sum(1 for key in mean if key.startswith("inter_"))
+        out["miou"] = mean_iou(np.array([mean[f"inter_{i}"] for i in range(k)]),
+                               np.array([mean[f"union_{i}"] for i in range(k)]))
+        out["pixel_accuracy"] = mean["pixel_accuracy"]
+    if codec_metrics:
+        out.update({k: mean[k] for k in ("bpp", "ms_ssim", "psnr") if k in mean})
+    return out
+
+
+def _ms(values: list[float], digits: int = 3) -> str:
+    a = np.asarray(values, np.float64)
+    if len(a) == 0:
+        return "—"
+    return f"{a.mean():.{digits}f} ± {a.std():.{digits}f}" if len(a) > 1 else f"{a.mean():.{digits}f}"
+
+
+def write_report(results: dict[str, Any], workdir: str) -> str:
+    """``results.md`` (and ``accuracy_vs_bpp.png``) from the results; returns the markdown."""
+    lines = ["# Understanding on compressed representations: results", ""]
+    codecs = results.get("codecs", {})
+    if codecs:
+        lines += ["## Codec operating points (test scenes)", "",
+                  "| point | bpp | MS-SSIM | PSNR (dB) | latent | JPEG bpp | JPEG MS-SSIM | JPEG PSNR |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for p, r in codecs.items():
+            lines.append(f"| {p} | {r['bpp']:.3f} | {r['ms_ssim']:.4f} | {r['psnr']:.2f} | {r['latent_shape']} | "
+                         f"{r['jpeg_bpp']:.3f} | {r['jpeg_ms_ssim']:.4f} | {r['jpeg_psnr']:.2f} |")
+        lines.append("")
+    rows = results.get("rows", [])
+    linear = {(r["input"], r["point"]): r["accuracy"] for r in results.get("linear", [])}
+    for kind, metric in (("classification", "accuracy"), ("segmentation", "miou")):
+        sel = [r for r in rows if r["task"] == kind]
+        if not sel:
+            continue
+        head = "top-1 accuracy" if kind == "classification" else "mIoU"
+        lines += [f"## {kind.capitalize()}: {head} on the test scenes (mean ± std over seeds)", ""]
+        extra = " | linear (logistic regression)" if kind == "classification" else ""
+        lines += [f"| point | bpp | input | network | {head} | seeds{extra} |",
+                  "|---|---|---|---|---|---|" + ("---|" if extra else "")]
+        keys = sorted({(r["point"], r["input"]) for r in sel}, key=lambda k: (k[0] == "none", k[0], k[1]))
+        for point, inp in keys:
+            rs = [r for r in sel if r["point"] == point and r["input"] == inp]
+            bpp = f"{codecs[point]['bpp']:.3f}" if point in codecs else "—"
+            lin = f" | {linear[(inp, point)]:.3f}" if extra and (inp, point) in linear else (" | —" if extra else "")
+            lines.append(f"| {point} | {bpp} | {inp} | {rs[0]['net']} | {_ms([r[metric] for r in rs])} | "
+                         f"{len(rs)}{lin} |")
+        lines.append("")
+    flops = results.get("flops", {})
+    if flops:
+        lines += ["## Compute per image (FLOPs = 2 x multiply-adds of convolutions and dense layers)", "",
+                  "| network | input | FLOPs (shapes) | FLOPs (XLA) | ms / image |", "|---|---|---|---|---|"]
+        for k, r in flops.items():
+            lines.append(f"| {k} | {r.get('input', '')} | {r['flops'] / 1e6:.2f} M | {r['xla'] / 1e6:.2f} M | "
+                         f"{r['ms_per_image']:.3f} |")
+        lines.append("")
+    joint = results.get("joint", [])
+    if joint:
+        lines += ["## Joint training (test scenes, mean ± std over seeds)", "",
+                  "| mode | accuracy | bpp | MS-SSIM | PSNR (dB) | seeds |", "|---|---|---|---|---|---|"]
+        for mode in ("classifier_only", "joint"):
+            rs = [r for r in joint if r["mode"] == mode]
+            if rs:
+                lines.append(f"| {mode} | {_ms([r['accuracy'] for r in rs])} | {_ms([r['bpp'] for r in rs])} | "
+                             f"{_ms([r['ms_ssim'] for r in rs], 4)} | {_ms([r['psnr'] for r in rs], 2)} | {len(rs)} |")
+        lines.append("")
+    text = "\n".join(lines)
+    with open(os.path.join(workdir, "results.md"), "w") as f:
+        f.write(text + "\n")
+    if rows and codecs:
+        plot(results, os.path.join(workdir, "accuracy_vs_bpp.png"))
+    return text
+
+
+def plot(results: dict[str, Any], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    codecs = results["codecs"]
+    kinds = [k for k in ("classification", "segmentation") if any(r["task"] == k for r in results["rows"])]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds), 4), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        metric = "accuracy" if kind == "classification" else "miou"
+        rows = [r for r in results["rows"] if r["task"] == kind]
+        for inp, style in (("latent", "o-"), ("decoded", "s--")):
+            pts = [(codecs[p]["bpp"], [r[metric] for r in rows if r["input"] == inp and r["point"] == p])
+                   for p in codecs]
+            pts = sorted((b, v) for b, v in pts if v)
+            if pts:
+                ax.errorbar([b for b, _ in pts], [np.mean(v) for _, v in pts], yerr=[np.std(v) for _, v in pts],
+                            fmt=style, capsize=3, label=f"{inp} ({'cResNet' if inp == 'latent' else 'ResNet'})")
+        orig = [r[metric] for r in rows if r["input"] == "original"]
+        if orig:
+            ax.axhline(np.mean(orig), color="k", lw=1, ls=":", label="original RGB (ResNet)")
+        ax.set_xlabel("bits per pixel")
+        ax.set_ylabel("top-1 accuracy" if kind == "classification" else "mIoU")
+        ax.set_title(kind)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(config, workdir: str) -> str:
+    return Study(config, workdir).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from jaxcomp.xla import prefer_xla_cpu_convolutions
+
+    prefer_xla_cpu_convolutions()
+    return config_script_main(__doc__, "configs/understanding.py:cpu", run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,313 @@
+"""Understanding on compressed representations (ICLR'18): the task, its inputs, joint training."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from jaxcomp.configs import load_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, "configs", "understanding.py")
+
+
+@pytest.fixture(scope="module")
+def tiny_codec(tmp_path_factory) -> str:
+    """A tiny CPM model (C=4) as an exported .msgpack, with a trained-looking importance map."""
+    from jaxcomp.codecs.cpm import CPM, spec_from_config
+    from jaxcomp.modelfile import export_params
+
+    config = load_config(os.path.join(ROOT, "configs", "cpm.py") + ":tiny")
+    model = CPM(spec_from_config(config.model))
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))["params"]
+    path = str(tmp_path_factory.mktemp("codec") / "cpm_tiny.msgpack")
+    export_params(params, config, path, {"note": "test"})
+    return path
+
+
+def _config(inp: str, kind: str = "classification", codec: str = "", precomputed: bool = True,
+            train_codec: bool = False) -> ml_collections.ConfigDict:
+    c = load_config(CONFIG + ":tiny")
+    c.unlock()
+    c.model.width = 0.125
+    c.experiment.update(latent_net="cresnet-1-1-1", rgb_net="resnet-1-1-1-1")
+    _config_module().set_input(c, inp, kind)
+    c.model.num_classes = 10 if kind == "classification" else 11
+    c.understanding.update(codec=codec, precomputed=precomputed, train_codec=train_codec)
+    c.data.update(codec=codec, precomputed=precomputed)
+    return c
+
+
+def _config_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("understanding_config_for_tests", CONFIG)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _batch(kind: str, size: int = 32, n: int = 4, latent_channels: int | None = None, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    if latent_channels:
+        image = rng.normal(size=(n, size // 8, size // 8, latent_channels)).astype(np.float32)
+    else:
+        image = rng.uniform(0, 255, size=(n, size, size, 3)).astype(np.float32)
+    label = rng.integers(0, 10, n) if kind == "classification" else rng.integers(0, 11, (n, size, size))
+    return {"image": jnp.asarray(image), "label": jnp.asarray(label, jnp.int32)}
+
+
+def _build(config):
+    from jaxcomp.vision import UnderstandingTask
+
+    return UnderstandingTask(config)
+
+
+def test_shipped_operating_points_fit_the_cresnet():
+    """Every shipped CPM operating point's latent shape (C = 32, 32, 64) goes through the cResNet."""
+    from jaxcomp.codecs.cpm import spec_from_config
+    from jaxcomp.modelfile import load_model
+    from jaxcomp.models.cresnet import understanding_network
+
+    net = understanding_network("cresnet-1-1-1", 10, width=0.125)
+    seg = understanding_network("cresnet-1-1-1", 11, task="segmentation", width=0.125)
+    for name in ("cpm_low", "cpm_med", "cpm_high"):
+        config, _, _ = load_model(os.path.join(ROOT, "jaxcomp", "codecs", "pretrained", f"{name}.msgpack"), "cpm")
+        c = spec_from_config(config.model).channels
+        y = jnp.zeros((2, 8, 8, c))
+        variables = jax.eval_shape(lambda y=y: net.init(jax.random.PRNGKey(0), y))
+        assert jax.eval_shape(lambda v, y: net.apply(v, y), variables, y).shape == (2, 10)
+        variables = jax.eval_shape(lambda y=y: seg.init(jax.random.PRNGKey(0), y))
+        assert jax.eval_shape(lambda v, y: seg.apply(v, y), variables, y).shape == (2, 64, 64, 11)
+
+
+def test_latent_network_never_sees_decoded_pixels(tiny_codec):
+    """With the codec in the graph, the latent classifier's logits do not depend on the decoder: the same
+    with a decoder of NaNs; the decoded-input classifier's do (a check that the probe can fail)."""
+    logits = {}
+    for inp, name in (("latent", "latent"), ("decoded", "decoded")):
+        task = _build(_config(inp, codec=tiny_codec, precomputed=False))
+        batch = _batch("classification", size=16, n=2)
+        state = jax.jit(task.init)(jax.random.PRNGKey(0), batch)
+        predict = jax.jit(task.predict)  # one compilation, two calls
+        good = predict(state, batch)
+        broken = dict(state.model_state, codec=dict(state.model_state["codec"],
+                                                    decoder=jax.tree.map(lambda a: a * jnp.nan,
+                                                                         state.model_state["codec"]["decoder"])))
+        bad = predict(state.replace(model_state=broken), batch)
+        logits[name] = (good, bad)
+    good, bad = logits["latent"]
+    np.testing.assert_array_equal(np.asarray(good), np.asarray(bad))
+    assert np.all(np.isnan(np.asarray(logits["decoded"][1])))
+
+
+def test_joint_training_updates_both_networks_and_frozen_codec_stays(tiny_codec):
+    """Joint training changes the codec and the task network (and the task loss reaches the encoder);
+    the control with a frozen codec changes only the network, its codec bit-equal."""
+    batch = _batch("classification", size=16, n=2)
+    joint = _build(_config("latent", codec=tiny_codec, precomputed=False, train_codec=True))
+    state = jax.jit(joint.init)(jax.random.PRNGKey(0), batch)
+    new, metrics = jax.jit(joint.train_step)(state, batch, jax.random.PRNGKey(1))
+    changed = lambda a, b: any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))  # noqa: E731
+    assert changed(state.params["codec"]["encoder"], new.params["codec"]["encoder"])
+    assert changed(state.params["codec"]["decoder"], new.params["codec"]["decoder"])
+    assert changed(state.params["net"], new.params["net"])
+    assert "codec_bpp" in metrics and np.isfinite(float(metrics["loss"]))
+    # what the task network reads passes gradient into the encoder (the straight-through quantizer);
+    # the tiny random codec maps every value to one centre, so probe with a function of the latent
+    x = batch["image"]
+
+    def through_latent(codec_params):
+        latent, _ = joint.network_input(x, codec_params)
+        return jnp.sum(jnp.square(latent))
+
+    g = jax.jit(jax.grad(through_latent))(state.params["codec"])
+    assert float(sum(jnp.sum(jnp.abs(v)) for v in jax.tree.leaves(g["encoder"]))) > 0
+    assert float(sum(jnp.sum(jnp.abs(v)) for v in jax.tree.leaves(g["decoder"]))) == 0
+
+    frozen = _build(_config("latent", codec=tiny_codec, precomputed=False, train_codec=False))
+    fstate = jax.jit(frozen.init)(jax.random.PRNGKey(0), batch)
+    fnew, _ = jax.jit(frozen.train_step)(fstate, batch, jax.random.PRNGKey(1))
+    assert "codec" not in fnew.params
+    for a, b in zip(jax.tree.leaves(fstate.model_state["codec"]), jax.tree.leaves(fnew.model_state["codec"])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert changed(fstate.params["net"], fnew.params["net"])
+
+
+def test_precomputed_and_in_graph_inputs_agree(tiny_codec):
+    """Latents made once on the host (:func:`codec_outputs`) are what the codec in the graph feeds the
+    network: the same logits from both paths."""
+    from jaxcomp.vision.data import codec_outputs
+
+    images = np.random.default_rng(3).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    out = codec_outputs(tiny_codec, images, batch_size=4, progress=False)
+    assert out["latent"].shape == (4, 4, 4, 4) and out["decoded"].shape == images.shape
+    assert out["decoded"].dtype == np.uint8 and np.all(out["bpp"] > 0) and np.all(out["ms_ssim"] <= 1)
+    in_graph = _build(_config("latent", codec=tiny_codec, precomputed=False))
+    pre = _build(_config("latent", codec=tiny_codec, precomputed=True))
+    b_img = {"image": jnp.asarray(images, jnp.float32), "label": jnp.zeros(4, jnp.int32)}
+    b_lat = {"image": jnp.asarray(out["latent"]), "label": jnp.zeros(4, jnp.int32)}
+    s_img = in_graph.init(jax.random.PRNGKey(0), b_img)
+    s_lat = pre.init(jax.random.PRNGKey(0), b_lat)
+    np.testing.assert_allclose(np.asarray(in_graph.predict(s_img, b_img)), np.asarray(pre.predict(s_lat, b_lat)),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_segmentation_counts_and_void_labels():
+    """Per-class intersections and unions against a hand count; VOC-style void labels are ignored by both
+    the loss and the counts."""
+    from jaxcomp.vision import confusion_counts, mean_iou
+
+    pred = jnp.array([[[0, 1], [1, 2]]])
+    labels = jnp.array([[[0, 1], [2, 255]]])
+    inter, union = confusion_counts(pred, labels, 3)
+    np.testing.assert_array_equal(np.asarray(inter), [[1, 1, 0]])
+    np.testing.assert_array_equal(np.asarray(union), [[1, 2, 1]])  # the void pixel's prediction not counted
+    assert mean_iou(np.asarray(inter), np.asarray(union)) == pytest.approx((1 + 0.5 + 0) / 3)
+
+    task = _build(_config("original", kind="segmentation"))
+    logits = jnp.zeros((1, 2, 2, 11)).at[..., 0].set(5.0)
+    all_void = task.task_loss(logits, jnp.full((1, 2, 2), 255))
+    assert float(all_void) == 0.0
+    one = task.task_loss(logits, jnp.array([[[0, 255], [255, 255]]]))
+    assert float(one) == pytest.approx(float(-jax.nn.log_softmax(logits[0, 0, 0])[0]), rel=1e-6)
+
+
+def test_segmentation_task_trains_on_latents():
+    """A segmentation step on precomputed latents: full-resolution logits, finite loss, metrics per example."""
+    task = _build(_config("latent", kind="segmentation"))
+    batch = _batch("segmentation", latent_channels=8)
+    state = task.init(jax.random.PRNGKey(0), batch)
+    assert task.predict(state, batch).shape == (4, 32, 32, 11)
+    new, metrics = jax.jit(task.train_step)(state, batch, jax.random.PRNGKey(1))
+    assert np.isfinite(float(metrics["loss"])) and 0 <= float(metrics["pixel_accuracy"]) <= 1
+    m = task.eval_step(new, batch)
+    assert m["pixel_accuracy"].shape == (4,) and m["inter_0"].shape == (4,)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(model_name="resnet-1-1-1-1", input="latent"), "does not fit"),
+    (dict(input="pixels"), "understanding.input"),
+    (dict(train_codec=True), "precomputed=False"),
+    (dict(precomputed=False), "needs understanding.codec"),
+])
+def test_clear_config_errors(change, message):
+    c = _config("latent")
+    if "model_name" in change:
+        c.model.name = change["model_name"]
+    if "input" in change:
+        c.understanding.input = change["input"]
+    for key in ("train_codec", "precomputed"):
+        if key in change:
+            c.understanding[key] = change[key]
+    with pytest.raises(ValueError, match=message):
+        _build(c)
+
+
+def test_rgb_batch_for_a_latent_network_is_named():
+    task = _build(_config("latent"))
+    with pytest.raises(ValueError, match="RGB"):
+        task.init(jax.random.PRNGKey(0), _batch("classification"))
+
+
+def test_config_variants_load():
+    for v in _config_module().VARIANTS:
+        c = load_config(f"{CONFIG}:{v}")
+        assert c.task in ("understanding", "cpm")
+        if c.task == "understanding":
+            assert c.data.input == c.understanding.input
+            assert c.model.name.startswith("cresnet") == (c.understanding.input == "latent")
+
+
+def test_voc_loader_reads_the_original_layout(tmp_path):
+    """The original VOC 2012 layout: JPEGs, palette PNG label maps (255 = void), the split listing."""
+    from PIL import Image
+
+    from jaxcomp.vision.data import load_voc_segmentation
+
+    for d in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (tmp_path / d).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name, (h, w) in (("2007_000001", (40, 60)), ("2007_000002", (50, 30))):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(tmp_path / "JPEGImages" / f"{name}.jpg")
+        lab = np.zeros((h, w), np.uint8)
+        lab[: h // 2] = 15
+        lab[h // 2, :] = 255
+        im = Image.fromarray(lab, mode="P")
+        im.putpalette([0, 0, 0] * 256)
+        im.save(tmp_path / "SegmentationClass" / f"{name}.png")
+    (tmp_path / "ImageSets" / "Segmentation" / "val.txt").write_text("2007_000001\n2007_000002\n")
+    images, labels = load_voc_segmentation(str(tmp_path), "val", 24)
+    assert images.shape == (2, 24, 24, 3) and images.dtype == np.uint8
+    assert labels.shape == (2, 24, 24) and set(np.unique(labels)) <= {0, 15, 255}
+    assert (labels[0] == 15).any() and (labels[0] == 0).any()
+    from jaxcomp.data.images import DataError
+
+    with pytest.raises(DataError, match="VOC 2012"):
+        load_voc_segmentation(str(tmp_path / "nowhere"), "train", 24)
+
+
+def test_imagenet_stream_without_prepared_data_names_the_fix(tmp_path):
+    from jaxcomp.data.images import DataError
+    from jaxcomp.vision.data import TfdsStreamBatches
+
+    c = load_config(CONFIG + ":paper_imagenet_latent")
+    c.unlock()
+    c.data.tfds_data_dir = str(tmp_path)
+    with pytest.raises(DataError, match="tfds build imagenet2012"):
+        TfdsStreamBatches(c.data)
+
+
+SHARED = os.path.join(ROOT, "..", "shared", "data")
+needs_shared = pytest.mark.skipif(not (os.path.isfile(os.path.join(SHARED, "mnist", "mnist.npz"))
+                                       and os.path.isdir(os.path.join(SHARED, "photos"))),
+                                  reason="../shared/data (MNIST and the photos) not present")
+
+
+@pytest.mark.slow
+@needs_shared
+@pytest.mark.parametrize("variant", ["paper_imagenet_latent", "paper_imagenet_decoded", "paper_voc_latent"])
+def test_paper_configs_train_a_few_steps(variant, tmp_path):
+    """The paper's networks (cResNet-51 on the 28x28 latent of a 224x224 image, ResNet-50 on its decoding,
+    DeepLab on cResNet-51 features) with the codec in the graph, two steps through the trainer, on the
+    local scenes at the paper's image size in place of ImageNet / VOC."""
+    from jaxcomp import tasks
+    from jaxcomp import train as trainer
+
+    c = load_config(f"{CONFIG}:{variant}")
+    c.unlock()
+    kind = c.understanding.task
+    size = 224 if kind == "classification" else 96
+    scenes = load_config(CONFIG + (":seg_latent" if kind == "segmentation" else ":latent")).data
+    c.data = ml_collections.ConfigDict(dict(
+        scenes.to_dict(), size=size, num_train=4, num_val=2, num_test=2, batch_size=2, cache_dir="",
+        mnist_path=os.path.join(SHARED, "mnist", "mnist.npz"), photos_path=os.path.join(SHARED, "photos"),
+        input=c.understanding.input, codec=c.understanding.codec, precomputed=False,
+        digit_size=(60, 120) if kind == "classification" else (20, 36)))
+    c.model.num_classes = int(c.data.num_classes)
+    c.understanding.codec = os.path.join(ROOT, c.understanding.codec)
+    c.data.codec = c.understanding.codec
+    c.steps, c.log_every, c.checkpoint_every, c.eval_every, c.eval_batch_size = 2, 1, 2, 2, 2
+    task, data = tasks.build(c)
+    state, metrics = trainer.train(c, str(tmp_path), task, data, progress=False)
+    assert int(state.step) == 2 and metrics
+    assert all(np.isfinite(v) for v in metrics.values())
+
+
+@pytest.mark.slow
+@needs_shared
+def test_study_runs_end_to_end(tmp_path):
+    """``experiments.understanding`` on the tiny config: every stage, every table of the report."""
+    from experiments.understanding import main
+
+    assert main(["--config", CONFIG + ":tiny", "--workdir", str(tmp_path)]) == 0
+    report = (tmp_path / "results.md").read_text()
+    for section in ("Codec operating points", "Classification", "Segmentation", "Compute per image",
+                    "Joint training"):
+        assert section in report
+    assert (tmp_path / "accuracy_vs_bpp.png").is_file()
