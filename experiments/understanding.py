@@ -49,12 +49,22 @@ class OutOfTime(Exception):
 
 
 def _module():
-    import importlib.util
+    from jaxcomp.configs import config_module
 
-    spec = importlib.util.spec_from_file_location("jaxcomp_configs_understanding", CONFIGS)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return config_module(CONFIGS)
+
+
+def _row_key(config) -> str:
+    """What a row's result depends on: its whole config and the codec's parameters (a cached result with
+    another key is stale: retrained codec, other data sizes, other network)."""
+    import hashlib
+
+    from jaxcomp.vision.data import model_digest
+
+    h = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
+    if config.data.get("codec", ""):
+        h.update(model_digest(config.data.codec).encode())
+    return h.hexdigest()[:16]
 
 
 def _finished(workdir: str, steps: int) -> bool:
@@ -164,11 +174,13 @@ class Study:
             out = codec_outputs(self.codec_dir(point), test_images, int(self.config.data.codec_batch_size),
                                 self.config.data.cache_dir, progress=False)
             bpp = float(np.mean(out["bpp"]))
-            jpeg = jpeg_at_bpp(test_images[:256], bpp)
+            n = min(256, len(test_images))  # JPEG at the codec's rate on the same images
+            jpeg = jpeg_at_bpp(test_images[:n], float(np.mean(out["bpp"][:n])))
             self.results["codecs"][point] = dict(
                 bpp=bpp, bpp_std=float(np.std(out["bpp"])), ms_ssim=float(np.mean(out["ms_ssim"])),
                 psnr=float(np.mean(out["psnr"])), latent_shape=list(out["latent"].shape[1:]),
-                jpeg_bpp=jpeg["bpp"], jpeg_ms_ssim=jpeg["ms_ssim"], jpeg_psnr=jpeg["psnr"])
+                jpeg_bpp=jpeg["bpp"], jpeg_ms_ssim=jpeg["ms_ssim"], jpeg_psnr=jpeg["psnr"],
+                jpeg_reachable=jpeg["reachable"])
             print(f"[codec {point}] {self.results['codecs'][point]}", flush=True)
 
     def classification(self) -> None:
@@ -190,16 +202,21 @@ class Study:
                     name = f"{kind}_{inp}_{point if inp != 'original' else 'none'}_s{seed}"
                     wd = os.path.join(self.workdir, name)
                     report = os.path.join(wd, "report.json")
+                    key = _row_key(c)
+                    row = None
                     if os.path.isfile(report) and _finished(wd, c.steps):  # evaluated before: not again
                         with open(report) as f:
                             row = json.load(f)
-                    else:
+                        if row.get("key") != key:
+                            raise ValueError(f"{wd} holds a run of another config or codec; remove it or use "
+                                             "another --workdir")
+                    if row is None:
                         print(f"[{name}] {c.model.name} ({c.steps} steps)", flush=True)
                         task, state = self.train(c, wd)
                         x, y = understanding_arrays(c.data, self.exp.report_split)
                         metrics = evaluate(task, state, x, y, int(c.eval_batch_size))
                         row = dict(task=kind, input=inp, point=point if inp != "original" else "none",
-                                   seed=int(seed), net=c.model.name, **metrics)
+                                   seed=int(seed), net=c.model.name, key=key, **metrics)
                         with open(report, "w") as f:
                             json.dump(row, f)
                     self.results["rows"].append(row)
@@ -215,11 +232,13 @@ class Study:
 
         key = (inp, point if inp != "original" else "none")
         path = os.path.join(self.workdir, f"linear_{key[0]}_{key[1]}.json")
+        c = self.row_config("classification", inp, point, 0)
         if os.path.isfile(path):
             with open(path) as f:
-                self.results["linear"].append(json.load(f))
-            return
-        c = self.row_config("classification", inp, point, 0)
+                row = json.load(f)
+            if row.get("key") == _row_key(c):
+                self.results["linear"].append(row)
+                return
         xtr, ytr = understanding_arrays(c.data, "train")
         xte, yte = understanding_arrays(c.data, self.exp.report_split)
         scale = 1.0 if inp == "latent" else 255.0
@@ -230,7 +249,7 @@ class Study:
             warnings.simplefilter("ignore")
             clf = LogisticRegression(max_iter=300, C=1.0).fit(f(xtr), ytr)
         acc = float(np.mean(clf.predict(f(xte)) == yte))
-        row = dict(input=inp, point=key[1], accuracy=acc)
+        row = dict(input=inp, point=key[1], accuracy=acc, key=_row_key(c))
         with open(path, "w") as f:
             json.dump(row, f)
         self.results["linear"].append(row)
@@ -332,7 +351,8 @@ class Study:
 def jpeg_at_bpp(images: np.ndarray, bpp: float, grid: int = 8) -> dict[str, float]:
     """JPEG at (at most) ``bpp`` on ``images`` (``uint8 [N, S, S, 3]``) tiled into ``grid x grid``
     mosaics, so that the file header (~600 bytes, 1.2 bpp of one 64x64 image) is shared as the
-    codec's side information is; mean ``bpp``, ``ms_ssim`` and ``psnr`` of the tiles."""
+    codec's side information is; mean ``bpp``, ``ms_ssim`` and ``psnr`` of the tiles, and ``reachable``:
+    the fraction of mosaics whose JPEG fits the rate (where even quality 0 does not, its size is used)."""
     import jax.numpy as jnp
 
     from jaxcomp.baselines import encode_at_bitrate, lossy_baselines
@@ -345,19 +365,20 @@ def jpeg_at_bpp(images: np.ndarray, bpp: float, grid: int = 8) -> dict[str, floa
         jpeg = None
     n, s = (len(images) // grid**2) * grid**2, images.shape[1]
     if n == 0 or jpeg is None:
-        return dict(bpp=float("nan"), ms_ssim=float("nan"), psnr=float("nan"))
-    bpps, decoded = [], []
+        return dict(bpp=float("nan"), ms_ssim=float("nan"), psnr=float("nan"), reachable=float("nan"))
+    bpps, decoded, reachable = [], [], []
     for m in range(0, n, grid**2):
         mosaic = images[m:m + grid**2].reshape(grid, grid, s, s, 3).transpose(0, 2, 1, 3, 4).reshape(grid * s,
                                                                                                     grid * s, 3)
         match = encode_at_bitrate(jpeg, mosaic, bpp)
         bpps.append(match.bpp)
+        reachable.append(match.reachable)
         out = jpeg.decode(match.data).reshape(grid, s, grid, s, 3).transpose(0, 2, 1, 3, 4).reshape(-1, s, s, 3)
         decoded.append(out)
     dec = np.concatenate(decoded).astype(np.float32)
     ref = images[:n].astype(np.float32)
     return dict(bpp=float(np.mean(bpps)), ms_ssim=float(jnp.mean(ms_ssim(jnp.asarray(ref), jnp.asarray(dec)))),
-                psnr=float(jnp.mean(psnr(jnp.asarray(ref), jnp.asarray(dec)))))
+                psnr=float(jnp.mean(psnr(jnp.asarray(ref), jnp.asarray(dec)))), reachable=float(np.mean(reachable)))
 
 
 def _time(fn, x, batch: int, repeats: int = 5) -> float:
@@ -424,11 +445,12 @@ def write_report(results: dict[str, Any], workdir: str) -> str:
     codecs = results.get("codecs", {})
     if codecs:
         lines += ["## Codec operating points (test scenes)", "",
-                  "| point | bpp | MS-SSIM | PSNR (dB) | latent | JPEG bpp | JPEG MS-SSIM | JPEG PSNR |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| point | bpp | MS-SSIM | PSNR (dB) | latent | JPEG bpp | JPEG MS-SSIM | JPEG PSNR | JPEG fits |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for p, r in codecs.items():
             lines.append(f"| {p} | {r['bpp']:.3f} | {r['ms_ssim']:.4f} | {r['psnr']:.2f} | {r['latent_shape']} | "
-                         f"{r['jpeg_bpp']:.3f} | {r['jpeg_ms_ssim']:.4f} | {r['jpeg_psnr']:.2f} |")
+                         f"{r['jpeg_bpp']:.3f} | {r['jpeg_ms_ssim']:.4f} | {r['jpeg_psnr']:.2f} | "
+                         f"{r.get('jpeg_reachable', float('nan')):.2f} |")
         lines.append("")
     rows = results.get("rows", [])
     linear = {(r["input"], r["point"]): r["accuracy"] for r in results.get("linear", [])}

@@ -23,6 +23,11 @@ class ConfigError(ValueError):
     """A config spec, variant, key or value that cannot be used."""
 
 
+def config_module(path: str):
+    """The Python module of a config file (its ``get_config``, ``VARIANTS`` and helpers)."""
+    return _module_from_file(path)
+
+
 def _module_from_file(path: str):
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path!r}")

@@ -18,13 +18,16 @@ CONFIG = os.path.join(ROOT, "configs", "understanding.py")
 
 @pytest.fixture(scope="module")
 def tiny_codec(tmp_path_factory) -> str:
-    """A tiny CPM model (C=4) as an exported .msgpack, with a trained-looking importance map."""
+    """A tiny CPM model (C=4) as an exported .msgpack; its bottleneck scaled up so that the latents spread
+    over several centres (a fresh one maps every value to one centre: a constant latent)."""
     from jaxcomp.codecs.cpm import CPM, spec_from_config
     from jaxcomp.modelfile import export_params
 
     config = load_config(os.path.join(ROOT, "configs", "cpm.py") + ":tiny")
     model = CPM(spec_from_config(config.model))
     params = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))["params"]
+    params = jax.tree.map(lambda a: a, params)
+    params["encoder"]["to_bottleneck"]["kernel"] = params["encoder"]["to_bottleneck"]["kernel"] * 40.0
     path = str(tmp_path_factory.mktemp("codec") / "cpm_tiny.msgpack")
     export_params(params, config, path, {"note": "test"})
     return path
@@ -44,12 +47,9 @@ def _config(inp: str, kind: str = "classification", codec: str = "", precomputed
 
 
 def _config_module():
-    import importlib.util
+    from jaxcomp.configs import config_module
 
-    spec = importlib.util.spec_from_file_location("understanding_config_for_tests", CONFIG)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return config_module(CONFIG)
 
 
 def _batch(kind: str, size: int = 32, n: int = 4, latent_channels: int | None = None, seed: int = 0):
@@ -118,15 +118,15 @@ def test_joint_training_updates_both_networks_and_frozen_codec_stays(tiny_codec)
     assert changed(state.params["codec"]["decoder"], new.params["codec"]["decoder"])
     assert changed(state.params["net"], new.params["net"])
     assert "codec_bpp" in metrics and np.isfinite(float(metrics["loss"]))
-    # what the task network reads passes gradient into the encoder (the straight-through quantizer);
-    # the tiny random codec maps every value to one centre, so probe with a function of the latent
+    # the task loss alone reaches the encoder (through the straight-through quantizer), not the decoder
     x = batch["image"]
 
-    def through_latent(codec_params):
-        latent, _ = joint.network_input(x, codec_params)
-        return jnp.sum(jnp.square(latent))
+    def task_only(codec_params):
+        logits, _, _ = joint.forward(dict(state.params, codec=codec_params), state.model_state, x, True,
+                                     jax.random.PRNGKey(0))
+        return joint.task_loss(logits, batch["label"])
 
-    g = jax.jit(jax.grad(through_latent))(state.params["codec"])
+    g = jax.jit(jax.grad(task_only))(state.params["codec"])
     assert float(sum(jnp.sum(jnp.abs(v)) for v in jax.tree.leaves(g["encoder"]))) > 0
     assert float(sum(jnp.sum(jnp.abs(v)) for v in jax.tree.leaves(g["decoder"]))) == 0
 
@@ -205,6 +205,17 @@ def test_clear_config_errors(change, message):
     for key in ("train_codec", "precomputed"):
         if key in change:
             c.understanding[key] = change[key]
+    with pytest.raises(ValueError, match=message):
+        _build(c)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("input", "decoded", "config.data.input"),
+    ("normalize", True, "normalize must be False"),
+])
+def test_data_block_must_describe_the_same_input(key, value, message):
+    c = _config("latent")
+    c.data[key] = value
     with pytest.raises(ValueError, match=message):
         _build(c)
 

@@ -27,13 +27,21 @@ from jaxcomp.data.images import DataError
 VOC_VOID = 255  # VOC's "void" border label; the task ignores labels >= num_classes
 
 
+def model_digest(path: str) -> str:
+    """A short hash of a model's parameters: the bytes of a ``.msgpack``, the latest checkpoint of a workdir."""
+    return _file_digest(path)
+
+
 def _file_digest(path: str) -> str:
     h = hashlib.sha256()
-    if os.path.isdir(path):  # a workdir: its latest checkpoint's files
+    if os.path.isdir(path):  # a workdir: the parameters of its latest checkpoint
+        import jax
+
         from jaxcomp.modelfile import load_workdir
 
-        _, params, notes = load_workdir(path)
-        h.update(f"{os.path.abspath(path)}:{notes['step']}".encode())
+        _, params, _ = load_workdir(path)
+        for leaf in jax.tree.leaves(params):
+            h.update(np.ascontiguousarray(leaf).tobytes())
         return h.hexdigest()[:16]
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -54,7 +62,7 @@ def codec_outputs(codec: str, images: np.ndarray, batch_size: int = 64, cache_di
     import jax
     import jax.numpy as jnp
 
-    from jaxcomp.vision.task import load_codec_task
+    from jaxcomp.vision.task import load_codec_task, psnr_from_mse
 
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
@@ -73,7 +81,7 @@ def codec_outputs(codec: str, images: np.ndarray, batch_size: int = 64, cache_di
     @jax.jit
     def run(x):
         m, _, out = task.forward(params, x.astype(jnp.float32))
-        psnr = 10.0 * jnp.log10(255.0**2 / jnp.maximum(m["mse"], 1e-10))
+        psnr = psnr_from_mse(m["mse"])
         return (out["q"], jnp.round(out["x_hat"]).astype(jnp.uint8), m["bpp"] * x.shape[1] * x.shape[2],
                 m["bpp"], m["ms_ssim"], psnr)
 
@@ -125,6 +133,10 @@ def understanding_arrays(data: ml_collections.ConfigDict, split: str) -> tuple[n
     ``data.precomputed`` the codec's latents / decodings of them (``data.input``, ``data.codec``)."""
     images, labels = split_images(data, split)
     inp = data.get("input", "original")
+    from jaxcomp.vision.task import INPUTS
+
+    if inp not in INPUTS:
+        raise DataError(f"data.input must be one of {INPUTS}, got {inp!r}")
     if data.get("precomputed", False) and inp != "original":
         if not data.get("codec", ""):
             raise DataError(f"data.input={inp!r} with precomputed inputs needs data.codec (a CPM model)")
@@ -187,6 +199,7 @@ class TfdsStreamBatches:
         self.seed, self.flip = int(data.get("seed", 0)), bool(data.get("flip", True))
         self.process_index = process_index
         self.num_classes = int(data.num_classes)
+        self._perm: tuple[int, np.ndarray] | None = None  # (epoch, permutation) of the last batch
 
     def _example(self, source, index: int, rng: np.random.Generator | None) -> tuple[np.ndarray, int]:
         from jaxcomp.data.images import resize_centre_crop
@@ -195,8 +208,10 @@ class TfdsStreamBatches:
         image = np.asarray(record["image"])
         if image.ndim == 2 or image.shape[-1] == 1:
             image = np.repeat(image.reshape(*image.shape[:2], 1), 3, axis=-1)
-        if rng is None:
-            return resize_centre_crop(image, self.size), int(record["label"])
+        if rng is None:  # evaluation: the shorter side to `resize` as in training, then the centre crop
+            big = resize_centre_crop(image, self.resize)
+            top = (self.resize - self.size) // 2
+            return big[top:top + self.size, top:top + self.size], int(record["label"])
         h, w = image.shape[:2]
         scale = self.resize / min(h, w)
         from PIL import Image
@@ -215,7 +230,10 @@ class TfdsStreamBatches:
         positions = np.arange(start, start + self.local)
         images, labels = [], []
         for pos in positions:
-            perm = np.random.default_rng([self.seed, int(pos // n)]).permutation(n)
+            epoch = int(pos // n)
+            if self._perm is None or self._perm[0] != epoch:  # one permutation per epoch, kept
+                self._perm = (epoch, np.random.default_rng([self.seed, epoch]).permutation(n))
+            perm = self._perm[1]
             rng = np.random.default_rng([self.seed, step, int(pos)])
             image, label = self._example(self.train, int(perm[pos % n]), rng)
             images.append(image)

@@ -103,6 +103,8 @@ class UnderstandingTask:
             self.codec, self.codec_params = load_codec_task(u.codec)
         self.init_net = load_network(u.init_net) if u.get("init_net", "") else None
         self.tx, self.schedule = make_optimizer(config.optimizer)
+        self.l2 = float(config.optimizer.get("l2", 0.0))  # 0.5 * l2 * ||w||^2 on the task network (SGD's decay)
+        _check_data(config)
 
     # ---- pieces --------------------------------------------------------------------------
 
@@ -144,6 +146,11 @@ class UnderstandingTask:
         model_state: dict[str, Any] = {}
         if self.codec is not None and not self.train_codec:
             model_state["codec"] = self.codec_params
+        if self.codec is not None and not self.precomputed:
+            self.codec.check_batch(image.shape)  # sides multiples of 8: named here, not deep in XLA
+        elif self.input != "latent" and image.shape[-1] != 3:
+            raise ValueError(f"understanding.input={self.input!r} needs RGB images [B, H, W, 3], got "
+                             f"{tuple(image.shape)}")
         x, _ = self.network_input(image, self.codec_params if self.codec is not None else None)
         if self.input == "latent" and self.precomputed and image.shape[-1] == 3:
             raise ValueError(f"understanding.input='latent' with precomputed inputs, but the batches hold RGB "
@@ -173,6 +180,8 @@ class UnderstandingTask:
         accuracy = jnp.sum((jnp.argmax(logits, -1) == labels) * valid) / jnp.maximum(jnp.sum(valid), 1)
         metrics = {"task_loss": task_loss, "accuracy" if self.kind == "classification" else "pixel_accuracy": accuracy}
         loss = task_loss
+        if self.l2:
+            loss = loss + 0.5 * self.l2 * sum(jnp.sum(jnp.square(p)) for p in jax.tree.leaves(params["net"]))
         if self.train_codec:
             codec_loss, codec_metrics = codec
             loss = codec_loss + self.task_weight * task_loss
@@ -210,9 +219,28 @@ class UnderstandingTask:
         if self.codec is not None and not self.precomputed:
             m, _, _ = self.codec.forward(self._codec_params(state.params, state.model_state),
                                          batch["image"].astype(jnp.float32))
-            out.update(bpp=m["bpp"], ms_ssim=m["ms_ssim"],
-                       psnr=10.0 * jnp.log10(255.0**2 / jnp.maximum(m["mse"], 1e-10)))
+            out.update(bpp=m["bpp"], ms_ssim=m["ms_ssim"], psnr=psnr_from_mse(m["mse"]))
         return out
+
+
+def psnr_from_mse(mse: jax.Array) -> jax.Array:
+    """PSNR in dB of 8-bit images from their MSE (``[B] -> [B]``)."""
+    return 10.0 * jnp.log10(255.0**2 / jnp.maximum(mse, 1e-10))
+
+
+def _check_data(config: ml_collections.ConfigDict) -> None:
+    """``config.data`` must describe the same input as ``config.understanding`` (both are read: the data
+    by the host pipeline, the understanding block by the task), and must not normalise the images (the
+    task does, in its graph)."""
+    d, u = config.data, config.understanding
+    for key in ("input", "precomputed"):
+        if key in d and d[key] != u[key]:
+            raise ValueError(f"config.data.{key}={d[key]!r} differs from config.understanding.{key}={u[key]!r}")
+    if u.precomputed and u.input != "original" and "codec" in d and u.codec and d.codec != u.codec:
+        raise ValueError(f"config.data.codec={d.codec!r} differs from config.understanding.codec={u.codec!r}")
+    if d.get("normalize", False):
+        raise ValueError("config.data.normalize must be False for an understanding task: it normalises its "
+                         "inputs in the graph (latents as they are, RGB as x / 127.5 - 1)")
 
 
 def load_codec_task(path: str):
