@@ -322,3 +322,23 @@ def test_study_runs_end_to_end(tmp_path):
                     "Joint training"):
         assert section in report
     assert (tmp_path / "accuracy_vs_bpp.png").is_file()
+
+
+@needs_shared
+@pytest.mark.parametrize("inp", ["latent", "decoded", "original"])
+def test_trainer_batches_carry_the_codec_outputs_unnormalised(inp, tiny_codec):
+    """Through the trainer's data pipeline (digit scenes -> codec -> ClassificationBatches): the batches
+    hold exactly the codec's latents / decodings / the images, as float32 and not standardised (the task
+    normalises in its graph, the same way as with the codec in the graph)."""
+    from jaxcomp import tasks
+    from jaxcomp.vision.data import codec_outputs, split_images
+
+    c = _config(inp, codec=tiny_codec if inp != "original" else "")
+    c.data.update(size=16, digit_size=(8, 14), num_train=8, num_val=4, batch_size=4, codec_batch_size=4,
+                  mnist_path=os.path.join(SHARED, "mnist", "mnist.npz"), photos_path=os.path.join(SHARED, "photos"))
+    data = tasks.build_data(c, "classification")
+    images, labels = split_images(c.data, "val")
+    batch = next(iter(data.eval_batches(4)))
+    expected = images if inp == "original" else codec_outputs(tiny_codec, images, 4, progress=False)[inp]
+    np.testing.assert_array_equal(batch["image"], np.asarray(expected, np.float32))
+    np.testing.assert_array_equal(batch["label"], labels)
