@@ -187,19 +187,26 @@ class ArrayImageSource:
         return self.images[index]
 
 
-def resize_centre_crop(image: np.ndarray, size: int) -> np.ndarray:
-    """Bicubic (antialiased) resize so the shorter side is ``size``, then the centre ``size x size``
-    (torchvision's ``Resize(size)`` + ``CenterCrop(size)``, as DCGAN-style CelebA/LSUN pipelines):
-    ``uint8 [H, W, C] -> uint8 [size, size, C]``."""
+def resize_shorter_side(image: np.ndarray, size: int, resample: int = Image.BICUBIC) -> np.ndarray:
+    """Resize so the shorter side is ``size`` (the other rounded, at least ``size``): ``uint8 [H, W(, C)]``
+    -> ``uint8 [H', W'(, C)]``; unchanged when already that size. ``resample``: a PIL filter (bicubic for
+    images, ``Image.NEAREST`` for label maps)."""
     h, w = image.shape[:2]
     scale = size / min(h, w)
     nh, nw = max(size, int(round(h * scale))), max(size, int(round(w * scale)))
-    gray = image.shape[-1] == 1
-    pil = Image.fromarray(image[..., 0] if gray else image)
-    out = np.asarray(pil.resize((nw, nh), Image.BICUBIC)) if (nh, nw) != (h, w) else np.asarray(pil)
-    if gray:
-        out = out[..., None]
-    y, x = (nh - size) // 2, (nw - size) // 2
+    if (nh, nw) == (h, w):
+        return image
+    gray = image.ndim == 3 and image.shape[-1] == 1
+    out = np.asarray(Image.fromarray(image[..., 0] if gray else image).resize((nw, nh), resample))
+    return out[..., None] if gray else out
+
+
+def resize_centre_crop(image: np.ndarray, size: int, resample: int = Image.BICUBIC) -> np.ndarray:
+    """Bicubic (antialiased) resize so the shorter side is ``size``, then the centre ``size x size``
+    (torchvision's ``Resize(size)`` + ``CenterCrop(size)``, as DCGAN-style CelebA/LSUN pipelines):
+    ``uint8 [H, W(, C)] -> uint8 [size, size(, C)]``; ``resample=Image.NEAREST`` for label maps."""
+    out = resize_shorter_side(image, size, resample)
+    y, x = (out.shape[0] - size) // 2, (out.shape[1] - size) // 2
     return np.ascontiguousarray(out[y : y + size, x : x + size])
 
 

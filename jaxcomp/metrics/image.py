@@ -54,6 +54,12 @@ def psnr(x: jax.Array, y: jax.Array, max_val: float = 255.0) -> jax.Array:
     return 10.0 * jnp.log10(max_val**2 / mse(x, y))
 
 
+def psnr_from_mse(mse_: jax.Array, max_val: float = 255.0) -> jax.Array:
+    """PSNR in dB from a per-image MSE (``[B] -> [B]``), the MSE floored at 1e-10 (finite for exact
+    reconstructions, as the training metrics want)."""
+    return 10.0 * jnp.log10(max_val**2 / jnp.maximum(mse_, 1e-10))
+
+
 def _gaussian(size: int, sigma: float) -> np.ndarray:
     r = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
     g = np.exp(-(r**2) / (2.0 * sigma**2))

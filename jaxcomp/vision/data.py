@@ -62,7 +62,8 @@ def codec_outputs(codec: str, images: np.ndarray, batch_size: int = 64, cache_di
     import jax
     import jax.numpy as jnp
 
-    from jaxcomp.vision.task import load_codec_task, psnr_from_mse
+    from jaxcomp.metrics import psnr_from_mse
+    from jaxcomp.vision.task import load_codec_task
 
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
@@ -167,12 +168,7 @@ def load_voc_segmentation(root: str, split: str, size: int) -> tuple[np.ndarray,
         img = np.asarray(Image.open(os.path.join(root, "JPEGImages", name + ".jpg")).convert("RGB"))
         lab = np.asarray(Image.open(os.path.join(root, "SegmentationClass", name + ".png")))  # palette indices
         images[i] = resize_centre_crop(img, size)
-        h, w = lab.shape
-        scale = size / min(h, w)
-        nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-        lab = np.asarray(Image.fromarray(lab).resize((nw, nh), Image.NEAREST))
-        top, left = (nh - size) // 2, (nw - size) // 2
-        labels[i] = lab[top:top + size, left:left + size]
+        labels[i] = resize_centre_crop(lab, size, Image.NEAREST)
     return images, labels
 
 
@@ -202,7 +198,7 @@ class TfdsStreamBatches:
         self._perm: tuple[int, np.ndarray] | None = None  # (epoch, permutation) of the last batch
 
     def _example(self, source, index: int, rng: np.random.Generator | None) -> tuple[np.ndarray, int]:
-        from jaxcomp.data.images import resize_centre_crop
+        from jaxcomp.data.images import resize_centre_crop, resize_shorter_side
 
         record = source.record(index)
         image = np.asarray(record["image"])
@@ -212,12 +208,8 @@ class TfdsStreamBatches:
             big = resize_centre_crop(image, self.resize)
             top = (self.resize - self.size) // 2
             return big[top:top + self.size, top:top + self.size], int(record["label"])
-        h, w = image.shape[:2]
-        scale = self.resize / min(h, w)
-        from PIL import Image
-
-        nh, nw = max(self.resize, round(h * scale)), max(self.resize, round(w * scale))
-        big = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BICUBIC))
+        big = resize_shorter_side(image, self.resize)
+        nh, nw = big.shape[:2]
         y, x = rng.integers(0, nh - self.size + 1), rng.integers(0, nw - self.size + 1)
         crop = big[y:y + self.size, x:x + self.size]
         if self.flip and rng.random() < 0.5:

@@ -33,6 +33,7 @@ import ml_collections
 import numpy as np
 
 from jaxcomp.distill.losses import cross_entropy
+from jaxcomp.metrics import psnr_from_mse
 from jaxcomp.train import TrainState, make_optimizer
 
 INPUTS = ("latent", "decoded", "original")
@@ -108,13 +109,19 @@ class UnderstandingTask:
 
     # ---- pieces --------------------------------------------------------------------------
 
-    def network_input(self, image: jax.Array, codec_params: Any) -> tuple[jax.Array, dict | None]:
-        """``(the network's input, (loss, metrics) of the codec or None)`` for a batch ``image``."""
+    def network_input(self, image: jax.Array, codec_params: Any,
+                      codec_out: dict | None = None) -> tuple[jax.Array, tuple | None]:
+        """``(the network's input, (loss, metrics) of the codec or None)`` for a batch ``image``
+        (``float32 [B, H, W, 3]`` in [0, 255], or precomputed inputs): a latent ``[B, H/8, W/8, C]`` as the
+        codec's centres, RGB ``[B, H, W, 3]`` as ``x / 127.5 - 1``. ``codec_out``: the codec's outputs
+        for ``image`` when the caller already has them (evaluation computes them once, for its metrics)."""
         codec = None
         x = image.astype(jnp.float32)
         if self.codec is not None and not self.precomputed:
             model = self.codec.model
-            if self.train_codec:  # the whole codec objective (its decoder too), for the joint loss
+            if codec_out is not None:
+                out = codec_out
+            elif self.train_codec:  # the whole codec objective (its decoder too), for the joint loss
                 total, metrics, out = self.codec.objective(codec_params, x)
                 codec = (total, metrics)
             else:  # only what the input needs: a latent network's graph holds no decoder
@@ -129,9 +136,10 @@ class UnderstandingTask:
             return params["codec"]
         return jax.lax.stop_gradient(model_state["codec"]) if "codec" in model_state else None
 
-    def forward(self, params: Any, model_state: dict, image: jax.Array, train: bool, rng: jax.Array | None = None):
-        """``(logits, new batch stats, codec (loss, metrics) or None)``."""
-        x, codec = self.network_input(image, self._codec_params(params, model_state))
+    def forward(self, params: Any, model_state: dict, image: jax.Array, train: bool, rng: jax.Array | None = None,
+                codec_out: dict | None = None) -> tuple[jax.Array, Any, tuple | None]:
+        """``(logits, new batch stats, codec (loss, metrics) or None)``; ``codec_out`` as :meth:`network_input`."""
+        x, codec = self.network_input(image, self._codec_params(params, model_state), codec_out)
         variables = {"params": params["net"], "batch_stats": model_state["batch_stats"]}
         if train:
             logits, updates = self.net.apply(variables, x, train=True, mutable=["batch_stats"],
@@ -204,7 +212,11 @@ class UnderstandingTask:
         ``pixel_accuracy`` and ``inter_k`` / ``union_k`` per class (segmentation: the trainer's means
         give ``mIoU = mean_k mean(inter_k) / mean(union_k)``); with the codec in the graph also its
         ``bpp``, ``ms_ssim`` and ``psnr``."""
-        logits, _, _ = self.forward(state.params, state.model_state, batch["image"], False)
+        codec_metrics, codec_out = None, None
+        if self.codec is not None and not self.precomputed:  # the codec runs once, for both
+            codec_metrics, _, codec_out = self.codec.forward(self._codec_params(state.params, state.model_state),
+                                                             batch["image"].astype(jnp.float32))
+        logits, _, _ = self.forward(state.params, state.model_state, batch["image"], False, codec_out=codec_out)
         labels = batch["label"]
         pred = jnp.argmax(logits, -1)
         if self.kind == "classification":
@@ -216,16 +228,10 @@ class UnderstandingTask:
                    / jnp.maximum(jnp.sum(valid, axis=(1, 2)), 1)}
             for k in range(self.num_classes):
                 out[f"inter_{k}"], out[f"union_{k}"] = inter[:, k], union[:, k]
-        if self.codec is not None and not self.precomputed:
-            m, _, _ = self.codec.forward(self._codec_params(state.params, state.model_state),
-                                         batch["image"].astype(jnp.float32))
+        if codec_metrics is not None:
+            m = codec_metrics
             out.update(bpp=m["bpp"], ms_ssim=m["ms_ssim"], psnr=psnr_from_mse(m["mse"]))
         return out
-
-
-def psnr_from_mse(mse: jax.Array) -> jax.Array:
-    """PSNR in dB of 8-bit images from their MSE (``[B] -> [B]``)."""
-    return 10.0 * jnp.log10(255.0**2 / jnp.maximum(mse, 1e-10))
 
 
 def _check_data(config: ml_collections.ConfigDict) -> None:

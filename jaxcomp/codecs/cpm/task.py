@@ -16,7 +16,7 @@ from jaxcomp.codecs.cpm.model import (
     spec_from_config,
     unmasked_count,
 )
-from jaxcomp.metrics import ms_ssim, mse
+from jaxcomp.metrics import ms_ssim, mse, psnr_from_mse
 from jaxcomp.train import TrainState, make_optimizer
 
 
@@ -92,7 +92,7 @@ class CPMTask:
         total = distortion + rate_penalty + fit + wd + cd
         metrics = {k: jnp.mean(v) for k, v in m.items()}
         metrics.update(loss=total, distortion=distortion, rate_penalty=rate_penalty)
-        metrics["psnr"] = jnp.mean(10.0 * jnp.log10(255.0**2 / jnp.maximum(m["mse"], 1e-10)))
+        metrics["psnr"] = jnp.mean(psnr_from_mse(m["mse"]))
         return total, metrics, out
 
     def loss(self, params: Any, image: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -107,6 +107,6 @@ class CPMTask:
 
     def eval_step(self, state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
         m, _ = self.metrics(state.params, batch["image"])
-        m["psnr"] = 10.0 * jnp.log10(255.0**2 / jnp.maximum(m["mse"], 1e-10))
+        m["psnr"] = psnr_from_mse(m["mse"])
         return m
 

@@ -50,6 +50,7 @@ from jaxcomp.codecs.dplc.model import (
     to_pixels,
 )
 from jaxcomp.gan import d_loss, g_loss, gradient_penalty, mmd_imq, schedule_from_config, two_player_step
+from jaxcomp.metrics import psnr_from_mse
 from jaxcomp.train import TwoPlayerState, make_optimizer
 
 OBJECTIVES = ("wgan", "wae", "wpp")
@@ -66,10 +67,6 @@ def distortion(kind: str, x: jax.Array, x_hat: jax.Array) -> jax.Array:
 def per_image_mse(image: jax.Array, x_hat: jax.Array) -> jax.Array:
     """MSE of the decoded ``x_hat`` (``[-1, 1]``) against ``image`` (``uint8``) in ``[0, 255]^2``, ``[B]``."""
     return jnp.mean(jnp.square(to_pixels(x_hat) - image.astype(jnp.float32)), axis=(1, 2, 3))
-
-
-def psnr_of(mse255: jax.Array) -> jax.Array:
-    return 10.0 * jnp.log10(255.0 ** 2 / jnp.maximum(mse255, 1e-10))
 
 
 class _CriticLoss:
@@ -186,7 +183,7 @@ class DPLCGeneratorTask(_ImageCriticTask):
             mmd = mmd_imq(fx, sample_prior(self.spec, jax.random.fold_in(rng, 2), x.shape[0]), self.spec.prior_var)
             loss = rec + self.loss.mmd * mmd
             mse255 = per_image_mse(batch["image"], x_hat)
-            metrics.update(reconstruction=rec, mmd=mmd, mse=jnp.mean(mse255), psnr=jnp.mean(psnr_of(mse255)))
+            metrics.update(reconstruction=rec, mmd=mmd, mse=jnp.mean(mse255), psnr=jnp.mean(psnr_from_mse(mse255)))
         if self.objective == "wgan":
             fake = self.generate(params, batch, rng)
             adv = self.critic.generator_term(params, fake)
@@ -211,7 +208,7 @@ class DPLCGeneratorTask(_ImageCriticTask):
         out = {"critic_gap": self.critic.score(state.params, x) - self.critic.score(state.params, sample)}
         if self.objective != "wgan":
             mse255 = per_image_mse(batch["image"], self.decode(state.params, self.encode(state.params, x)))
-            out.update(mse=mse255, psnr=psnr_of(mse255))
+            out.update(mse=mse255, psnr=psnr_from_mse(mse255))
         return out
 
 
@@ -307,7 +304,7 @@ class DPLCTask(_ImageCriticTask):
             loss = loss + adversarial * self.loss.gan * adv
             metrics["g_adv"] = adv
         mse255 = per_image_mse(batch["image"], out["x_hat"])
-        metrics.update(loss=loss, mse=jnp.mean(mse255), psnr=jnp.mean(psnr_of(mse255)),
+        metrics.update(loss=loss, mse=jnp.mean(mse255), psnr=jnp.mean(psnr_from_mse(mse255)),
                        bits=jnp.float32(self.spec.bits))
         return loss, (metrics, out["x_hat"])
 
@@ -316,7 +313,7 @@ class DPLCTask(_ImageCriticTask):
         MMD-free latent statistic ``|z|^2 / nz`` (1 for latents like the N(0, I) prior)."""
         out = self.forward(state.params, batch["image"], jax.random.PRNGKey(0))
         mse255 = per_image_mse(batch["image"], out["x_hat"])
-        return {"mse": mse255, "psnr": psnr_of(mse255),
+        return {"mse": mse255, "psnr": psnr_from_mse(mse255),
                 "latent_power": jnp.mean(jnp.square(out["z"]), -1)}
 
 

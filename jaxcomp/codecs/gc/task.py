@@ -36,7 +36,7 @@ from jaxcomp.gan import (
     schedule_from_config,
     two_player_step,
 )
-from jaxcomp.metrics import ms_ssim
+from jaxcomp.metrics import ms_ssim, psnr_from_mse
 from jaxcomp.train import TwoPlayerState, make_optimizer
 
 
@@ -147,7 +147,7 @@ class GCTask:
         else:  # pooled over the batch's preserved pixels (an image may have none)
             mse255 = sc.masked_mse(image, to_pixels(x_hat), heat)
             bits = prior_bits(out["prior_logits"], symbols) * heat  # only the preserved symbols are sent
-        metrics = dict(loss=loss, mse=jnp.mean(mse255), psnr=jnp.mean(_psnr(mse255)), g_adv=adv, fm=fm,
+        metrics = dict(loss=loss, mse=jnp.mean(mse255), psnr=jnp.mean(psnr_from_mse(mse255)), g_adv=adv, fm=fm,
                        prior_bits_per_symbol=prior_fit, bpp_prior=jnp.mean(bits.sum((1, 2))) / pixels)
         if heat is not None:
             metrics["preserved"] = jnp.mean(heat)
@@ -189,7 +189,7 @@ class GCTask:
         out = self.forward(state.params, batch, jax.random.PRNGKey(0), full)
         x_hat = jnp.round(to_pixels(out["x_hat"]))
         mse255 = jnp.mean(jnp.square(x_hat - image), axis=(1, 2, 3))
-        metrics = dict(mse=mse255, psnr=_psnr(mse255), ms_ssim=ms_ssim(image, x_hat),
+        metrics = dict(mse=mse255, psnr=psnr_from_mse(mse255), ms_ssim=ms_ssim(image, x_hat),
                        bpp_prior=prior_bits(out["prior_logits"], out["symbols"]).sum((1, 2)) / pixels)
         if self.classes:
             out = self.forward(state.params, batch, jax.random.PRNGKey(0))
@@ -200,5 +200,3 @@ class GCTask:
         return metrics
 
 
-def _psnr(mse255: jax.Array) -> jax.Array:
-    return 10.0 * jnp.log10(255.0**2 / jnp.maximum(mse255, 1e-10))
