@@ -15,6 +15,7 @@ and the labelled arrays of each input (latent / decoded / original) for the trai
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 
@@ -59,32 +60,20 @@ def codec_outputs(codec: str, images: np.ndarray, batch_size: int = 64, cache_di
     importance map's cross-entropy of the symbols, what the arithmetic coder spends to within a
     few bytes), ``bpp``, ``ms_ssim`` and ``psnr`` (``float32 [N]``).
     """
-    import jax
-    import jax.numpy as jnp
-
-    from jaxcomp.metrics import psnr_from_mse
-    from jaxcomp.vision.task import load_codec_task
-
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise DataError(f"codec_outputs needs uint8 images [N, H, W, 3], got {images.dtype} {images.shape}")
     if images.shape[1] % 8 or images.shape[2] % 8:
         raise DataError(f"image sides must be multiples of 8 for the codec, got {images.shape[1:3]}")
     path = ""
+    digest = _file_digest(codec)
     if cache_dir:
         key = hashlib.sha256(images.tobytes()).hexdigest()[:16]
-        path = os.path.join(cache_dir, f"codec_{_file_digest(codec)}_{key}.npz")
+        path = os.path.join(cache_dir, f"codec_{digest}_{key}.npz")
         if os.path.isfile(path):
             with np.load(path) as f:
                 return {k: f[k] for k in f.files}
-    task, params = load_codec_task(codec)
-
-    @jax.jit
-    def run(x):
-        m, _, out = task.forward(params, x.astype(jnp.float32))
-        psnr = psnr_from_mse(m["mse"])
-        return (out["q"], jnp.round(out["x_hat"]).astype(jnp.uint8), m["bpp"] * x.shape[1] * x.shape[2],
-                m["bpp"], m["ms_ssim"], psnr)
+    run, params = _codec_runner(codec, digest)
 
     n = len(images)
     parts: list[tuple] = []
@@ -93,7 +82,7 @@ def codec_outputs(codec: str, images: np.ndarray, batch_size: int = 64, cache_di
         pad = batch_size - len(chunk)
         if pad:  # one compiled shape
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)])
-        parts.append(tuple(np.asarray(v)[: batch_size - pad] for v in run(chunk)))
+        parts.append(tuple(np.asarray(v)[: batch_size - pad] for v in run(params, chunk)))
     names = ("latent", "decoded", "bits", "bpp", "ms_ssim", "psnr")
     out = {k: np.concatenate([p[i] for p in parts]) for i, k in enumerate(names)}
     out["latent"] = out["latent"].astype(np.float32)
@@ -103,6 +92,28 @@ def codec_outputs(codec: str, images: np.ndarray, batch_size: int = 64, cache_di
         np.savez(tmp, **out)
         os.replace(tmp, path)
     return out
+
+
+@functools.lru_cache(maxsize=4)
+def _codec_runner(codec: str, digest: str):
+    """``(jitted run(params, x), params)`` of a CPM model, kept per model (``digest``: its parameters'
+    hash), so that every split and every call reuses one compilation; the parameters are an argument,
+    not constants baked into the program."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxcomp.metrics import psnr_from_mse
+    from jaxcomp.vision.task import load_codec_task
+
+    task, params = load_codec_task(codec)
+
+    @jax.jit
+    def run(params, x):
+        m, _, out = task.forward(params, x.astype(jnp.float32))
+        return (out["q"], jnp.round(out["x_hat"]).astype(jnp.uint8), m["bpp"] * x.shape[1] * x.shape[2],
+                m["bpp"], m["ms_ssim"], psnr_from_mse(m["mse"]))
+
+    return run, params
 
 
 def scene_spec(data: ml_collections.ConfigDict):
