@@ -31,6 +31,28 @@ def test_importance_mask_is_the_papers_3d_mask():
     np.testing.assert_array_equal(np.asarray(cpm.unmasked_count(jnp.asarray(m)[None])), [[0, 2, 4]])
 
 
+def test_rate_penalty_is_a_hinge_above_the_target():
+    """``beta * max(mean(H) - H_target, 0)``: bits above the target cost, bits below it do not
+    (guards the mutant `cpm/rate-hinge-flipped`)."""
+    w = dict(ms_ssim=2.0, mse=0.5, beta=3.0, H_target=1.0)
+    ones = jnp.ones(2)
+    d, r = cpm.rd_objective(w, 0.9 * ones, 0.1 * ones, jnp.array([1.2, 1.6]))
+    np.testing.assert_allclose([float(d), float(r)], [2.0 * 0.1 + 0.5 * 0.1, 3.0 * 0.4], rtol=1e-6)
+    _, r = cpm.rd_objective(w, ones, ones, jnp.array([0.5, 0.7]))
+    assert float(r) == 0.0
+
+
+def test_rate_terms_count_only_unmasked_symbols():
+    """``bits`` sums the symbols the mask keeps (plus the importance map); ``H_real`` all of them
+    (guards `cpm/rate-counts-masked-symbols`)."""
+    spec = cpm.CPMSpec(channels=4, centers=6, importance_map=False)
+    bc = jnp.arange(1.0, 1 + 2 * 2 * 4).reshape(1, 2, 2, 4)
+    mask = jnp.asarray(np.arange(4)[None, None, None] < np.array([[1, 4], [0, 2]])[None, ..., None], jnp.float32)
+    out = cpm.rate_terms(spec, dict(mask=mask), bc)
+    np.testing.assert_allclose(float(out["bits"][0]), float(jnp.sum(bc * mask)))
+    np.testing.assert_allclose(float(out["H_real"][0]), float(jnp.mean(bc)))
+
+
 def test_context_model_is_causal_in_the_wavefront_order(cpm_tiny_config, cpm_tiny_params):
     """Changing one symbol changes logits only at positions of later wavefronts."""
     spec = cpm.spec_from_config(cpm_tiny_config.model)
@@ -48,8 +70,14 @@ def test_context_model_is_causal_in_the_wavefront_order(cpm_tiny_config, cpm_tin
         changed[0, y, x, c] = (changed[0, y, x, c] + 1) % spec.centers
         out = model.apply({"params": cpm_tiny_params}, jnp.asarray(centers[changed]), method=cpm.CPM.context_logits)
         diff = np.abs(np.asarray(out - base)).max(-1)[0]  # [h, w, C]
-        affected = np.transpose(diff > 0, (2, 0, 1))
+        affected = np.transpose(diff > 0, (2, 0, 1))  # [C, h, w]
         assert not affected[t_of <= t_of[c, y, x]].any()
+        # ... and it is used: the same position of the next channel (the 3D context; guards the
+        # mutant `cpm/context-blind-to-previous-channel`) and the next position to the right
+        if c + 1 < spec.channels:
+            assert affected[c + 1, y, x]
+        if x + 1 < 7:
+            assert affected[c, y, x + 1]
 
 
 def test_wavefront_steps_equal_the_conv_context_model(codec, cpm_tiny_config):

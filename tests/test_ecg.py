@@ -147,6 +147,172 @@ def test_augmentations_keep_shapes_and_lengths():
     assert not np.asarray(z[1, 1200:]).any()
 
 
+def test_random_resample_changes_the_length_by_the_drawn_factor():
+    """A recording stretched by ``f`` has ``round(n f)`` samples (cut to the width) holding the stretched signal.
+
+    Guards against ecg/resample-factor-ignored (every factor 1) and ecg/resample-factor-inverted
+    (length ``n / f``), and ecg/resample-interpolation-ignores-factor (right length, unstretched content).
+    A degenerate range ``[f, f]`` draws ``f`` itself; a ramp ``1, 2, ..., n`` resampled linearly is
+    again a ramp from 1 to ``n`` over the new length, so content and length must agree.
+    """
+    width = 3000  # the shapes of the test above, whose compiled operations this one reuses
+    lengths = np.array([1000, 301, 2500], np.int32)
+    x = np.zeros((3, width), np.float32)
+    for i, n in enumerate(lengths):
+        x[i, :n] = 1 + np.arange(n)
+    key = jax.random.PRNGKey(3)
+
+    def check(y, new, expect_len, full):
+        np.testing.assert_array_equal(np.asarray(new), expect_len)
+        y = np.asarray(y)
+        for i, (n, m, f) in enumerate(zip(lengths, expect_len, full)):
+            ramp = 1 + np.arange(m) * (n - 1) / (f - 1)  # sample j reads input position j (n - 1) / (f - 1)
+            np.testing.assert_allclose(y[i, :m], ramp, rtol=0, atol=0.02, err_msg=f"recording {i}")
+            assert not y[i, m:].any()
+
+    for factor, expect_len, full in ((1.25, [1250, 376, 3000], [1250, 376, 3125]),  # 3125: cut to the width
+                                     (0.8, [800, 241, 2000], [800, 241, 2000])):
+        y, new = random_resample(key, jnp.asarray(x), jnp.asarray(lengths), factor, factor)
+        check(y, new, np.array(expect_len), np.array(full))
+    # a real range: per-recording factors inside it, not all equal, the content stretched to the new length
+    y, new = random_resample(key, jnp.asarray(x), jnp.asarray(lengths), 0.7, 0.95)
+    ratio = np.asarray(new) / lengths
+    assert ((ratio > 0.7 - 0.01) & (ratio < 0.95 + 0.01)).all() and np.ptp(ratio) > 0.01, ratio
+    check(y, new, np.asarray(new), np.asarray(new))
+    # a stretch below 64 samples: the length is raised to 64, the samples past round(n f) are zeros
+    # (they once read past the recording's end)
+    short = np.zeros_like(x)
+    short[:, :70] = 1 + np.arange(70)
+    y, new = random_resample(key, jnp.asarray(short), jnp.asarray(np.full(3, 70, np.int32)), 0.7, 0.7)
+    np.testing.assert_array_equal(np.asarray(new), 64)
+    np.testing.assert_allclose(np.asarray(y)[:, :49], np.tile(1 + np.arange(49) * 69 / 48, (3, 1)), atol=0.02)
+    assert not np.asarray(y)[:, 49:].any()
+
+
+def test_dropout_bursts_zero_exactly_the_drawn_segments():
+    """Each drawn start ``s`` (``bernoulli(key, rate, x.shape)``, as documented) zeroes ``[s, s + burst_samples)``.
+
+    Guards against ecg/burst-length-doubled (bursts ``2 burst_samples`` long) and any shift of the
+    bursts relative to their starts; the existing test only bounds the zeroed fraction.
+    """
+    rate, k = 0.02, 9  # the shapes of test_augmentations_keep_shapes_and_lengths (compiled already)
+    lengths = np.array([3000, 1200, 64], np.int32)
+    x = np.zeros((3, 3000), np.float32)
+    for i, n in enumerate(lengths):
+        x[i, :n] = np.random.default_rng(i).uniform(0.5, 1.5, n)  # no sample is 0 by itself
+    key = jax.random.PRNGKey(5)
+    z = np.asarray(dropout_bursts(key, jnp.asarray(x), jnp.asarray(lengths), burst_rate=rate, burst_samples=k))
+    starts = np.asarray(jax.random.bernoulli(key, rate, x.shape))
+    assert starts.sum() >= 50 and (np.diff(np.flatnonzero(starts[0])) > k).any()  # some isolated bursts too
+    covered = np.zeros_like(starts)
+    for b, s in zip(*np.nonzero(starts)):
+        covered[b, s:s + k] = True
+    np.testing.assert_array_equal(z, np.where(covered, 0.0, x))
+
+
+def test_class_weights_are_the_configured_formula():
+    """Class ``c``'s weight is ``(n / (K n_c)) ** power`` over the *training* split (0 for absent classes).
+
+    Guards against ecg/class-weights-frequency-not-inverse (``K n_c / n``) and
+    ecg/class-weight-power-ignored; the batches' ``weight`` is the weight of each label.
+    """
+    labels = np.array([0] * 6 + [1] + [2] * 3)  # n = 10, counts (6, 1, 3, 0), K = 4
+    np.testing.assert_allclose(ecg_data.class_weights(labels), [10 / 24, 10 / 4, 10 / 12, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(ecg_data.class_weights(labels, 0.5), np.sqrt([10 / 24, 10 / 4, 10 / 12, 0.0]),
+                               rtol=1e-6)
+    np.testing.assert_allclose(ecg_data.class_weights(labels, 0.0)[:3], 1.0)
+    # the batches weigh by the training split's frequencies: labels of the first 9 are (4, 2, 1, 2) of 9
+    all_labels = np.array([0, 0, 0, 0, 1, 1, 2, 3, 3, 3, 3, 3], np.int32)
+    ds = ecg_data.ECGDataset([f"r{i}" for i in range(12)], [np.ones(300, np.float32)] * 12, all_labels)
+    batches = ecg_data.ECGBatches(ds, np.arange(9), np.arange(9, 12), batch_size=8, buckets=(),
+                                  class_weight_power=1.0)
+    np.testing.assert_allclose(batches.weights, [9 / 16, 9 / 8, 9 / 4, 9 / 8], rtol=1e-6)
+    batch = batches.train_batch(0)
+    np.testing.assert_allclose(batch["weight"], np.array([9 / 16, 9 / 8, 9 / 4, 9 / 8])[batch["label"]], rtol=1e-6)
+
+
+def test_challenge_f1_by_hand():
+    """On a small confusion matrix F1 = 2TP / (2TP + FP + FN) per class and the score is mean(F1_N, F1_A, F1_O).
+
+    Guards against ecg/challenge-f1-averages-all-classes (noisy included) and a transposed matrix.
+    """
+    cm = np.array([[5, 1, 0, 0],    # true N
+                   [1, 2, 0, 1],    # true A
+                   [0, 0, 3, 1],    # true O
+                   [2, 0, 1, 0]])   # true ~
+    labels = np.repeat(np.arange(4), cm.sum(1))
+    preds = np.concatenate([np.repeat(np.arange(4), row) for row in cm])
+    np.testing.assert_array_equal(confusion_matrix(labels, preds), cm)  # rows true, columns predicted
+    # N: 10 / (10 + 3 + 1); A: 4 / (4 + 1 + 2); O: 6 / (6 + 1 + 1); ~: 0
+    np.testing.assert_allclose(f1_per_class(cm), [5 / 7, 4 / 7, 3 / 4, 0.0])
+    assert challenge_f1(cm) == pytest.approx(19 / 28)  # (5/7 + 4/7 + 3/4) / 3; with ~ it would be 57/112
+    s = score(labels, preds)
+    assert s["f1"] == pytest.approx(19 / 28) and s["f1_~"] == 0.0 and s["accuracy"] == pytest.approx(10 / 17)
+    # an absent, never-predicted class scores 0, not NaN
+    assert f1_per_class(np.diag([3, 2, 1, 0])).tolist() == [1.0, 1.0, 1.0, 0.0]
+
+
+def test_crnn_backward_lstm_runs_backwards_over_the_valid_steps():
+    """The backward stream at step ``t`` is the LSTM run from the last *valid* step down to ``t``.
+
+    Each direction's layer output (captured from the CRNN, inference mode) is compared with a plain
+    step-by-step loop of the same cell's parameters: forward over ``x[:n]``, backward over ``x[:n][::-1]``
+    (then re-reversed), with ``n`` each recording's own number of conv frames, layer by layer.
+    Guards against ecg/backward-lstm-not-reversed (a "backward" LSTM that runs forwards) and
+    ecg/backward-lstm-order-not-kept (outputs left in reversed time order).
+    """
+    import flax.linen as nn
+
+    from jaxcomp.ecg.models import ECGCRNN, ECGModelSpec
+
+    spec = ECGModelSpec(name="crnn", conv_blocks=1, crnn_conv_blocks=1, layers_per_block=1, kernel=3, channels=2,
+                        growth=2, lstm_layers=2, lstm_units=3)
+    rng = np.random.default_rng(0)
+    feats, frames_in = rng.standard_normal((2, 12, 33)).astype(np.float32), np.array([12, 7], np.int32)
+    model = ECGCRNN(spec)
+    # random variables of the right shapes (eval_shape compiles nothing; a jitted apply compiles once)
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), feats, frames_in)
+    variables = jax.tree.map(lambda s: rng.normal(0.0, 0.5, s.shape).astype(np.float32), shapes)
+    variables["batch_stats"] = jax.tree.map(lambda v: np.abs(v) + 0.5, variables["batch_stats"])
+    apply = jax.jit(lambda v, f, n: model.apply(v, f, n, capture_intermediates=True, mutable=["intermediates"]))
+    inter = apply(variables, feats, frames_in)[1]["intermediates"]
+    conv_out, frames = inter["conv"]["__call__"][0]
+    assert np.asarray(frames).tolist() == [6, 4]  # stride 2: ceil(12 / 2), ceil(7 / 2)
+    params, cell = variables["params"], nn.OptimizedLSTMCell(spec.lstm_units)
+
+    def cell_params(direction, layer):
+        if f"lstm_{direction}{layer}" in params:  # the cell under its RNN (older Flax)
+            return params[f"lstm_{direction}{layer}"]["cell"]
+        return params[f"OptimizedLSTMCell_{(direction == 'backward') * spec.lstm_layers + layer}"]  # creation order
+
+    step = jax.jit(lambda p, carry, x: cell.apply({"params": p}, carry, x))
+    n = np.asarray(frames)
+    t = np.arange(conv_out.shape[1])
+    rev = np.where(t[None] < n[:, None], n[:, None] - 1 - t[None], t[None])  # [B, T]: reverse within the length
+
+    def run(p, seq):  # a plain forward loop over seq [B, T, D] -> [B, T, units]
+        carry = cell.initialize_carry(jax.random.PRNGKey(0), seq[:, 0].shape)
+        out = []
+        for i in range(seq.shape[1]):
+            carry, y = step(p, carry, seq[:, i])
+            out.append(np.asarray(y))
+        return np.stack(out, axis=1)
+
+    valid = t[None] < n[:, None]
+    for direction in ("forward", "backward"):
+        h_in = np.asarray(conv_out)
+        for layer in range(spec.lstm_layers):
+            h = np.asarray(inter[f"lstm_{direction}{layer}"]["__call__"][0])
+            if direction == "forward":
+                want = run(cell_params(direction, layer), h_in)
+            else:  # run forwards over the reversed valid steps, then reverse back
+                want = np.take_along_axis(run(cell_params(direction, layer), np.take_along_axis(
+                    h_in, rev[:, :, None], 1)), rev[:, :, None], 1)
+            np.testing.assert_allclose(h[valid], want[valid], rtol=1e-5, atol=1e-6,
+                                       err_msg=f"{direction} layer {layer}")
+            h_in = h
+
+
 @pytest.fixture(scope="module")
 def tiny_config(repo):
     return load_config(str(repo / "configs" / "ecg.py") + ":tiny_cnn")

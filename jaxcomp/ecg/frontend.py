@@ -99,7 +99,8 @@ def random_resample(rng: jax.Array, x: jax.Array, lengths: jax.Array, min_factor
     """Stretches each recording by a random factor (linear interpolation); returns ``(x, new lengths)``.
 
     The paper's default range (2/3 .. 4/3) maps 80 bpm to 60..120 bpm. New lengths are
-    ``round(length * factor)`` cut to ``L``; never below 64 samples.
+    ``round(length * factor)`` cut to ``L``; never below 64 samples (a shorter stretch is padded with
+    zeros up to 64; recordings under 64 samples are left as they are).
     """
     b, width = x.shape
     factor = jax.random.uniform(rng, (b,), minval=min_factor, maxval=max_factor)
@@ -113,7 +114,8 @@ def random_resample(rng: jax.Array, x: jax.Array, lengths: jax.Array, min_factor
     hi = jnp.clip(lo + 1, 0, jnp.maximum(lengths - 1, 0)[:, None])
     frac = pos - lo
     y = jnp.take_along_axis(x, lo, axis=1) * (1 - frac) + jnp.take_along_axis(x, hi, axis=1) * frac
-    valid = jnp.arange(width)[None, :] < new_len[:, None]
+    # a recording raised to 64 samples holds its round(length * factor) stretched ones, then zeros
+    valid = jnp.arange(width)[None, :] < jnp.minimum(new_len, full.astype(jnp.int32))[:, None]
     return jnp.where(valid, y, 0.0), new_len
 
 
