@@ -108,6 +108,100 @@ def test_ensembles_and_loss_dispatch(logits):
         distill.distillation_loss("ban", s, None, labels, rng)
 
 
+# ---- the losses as the task trains with them (a tiny linear model) -----------------------------
+
+
+class _Linear(nn.Module):
+    """A linear classifier of a few hundred parameters (``6x6x1`` images, 5 classes: 185), standing in for
+    the config's ResNet so that the task and the generations driver run in seconds."""
+
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        return nn.Dense(self.num_classes, name="head")(x.reshape(x.shape[0], -1))
+
+
+def _linear_model(config):
+    return _Linear(config.model.num_classes)
+
+
+@pytest.fixture(scope="module")
+def tiny_npz(tmp_path_factory):
+    """Synthetic MNIST-layout data: 5 classes of 6x6 images, a bright class-dependent pixel pair plus noise;
+    80 training and 40 held-out images."""
+    rng = np.random.default_rng(0)
+
+    def images(n):
+        y = np.arange(n) % 5
+        x = rng.integers(0, 90, (n, 6, 6))
+        x[np.arange(n), y, y] = 255
+        x[np.arange(n), 5 - y, y] = 200
+        return x.astype(np.uint8), y
+
+    (x, y), (xt, yt) = images(80), images(40)
+    path = tmp_path_factory.mktemp("ban_tiny") / "tiny.npz"
+    np.savez(path, x_train=x, y_train=y, x_test=xt, y_test=yt)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_config(ban_config, tiny_npz):
+    return apply_overrides(ban_config, [
+        "data.source=mnist", f"data.path={tiny_npz}", "data.augment=none", "data.batch_size=16",
+        "model.num_classes=5", "steps=3", "checkpoint_every=3", "log_every=3", "optimizer.decay_steps=3",
+        "optimizer.learning_rate=0.5", "eval_batch_size=64", "distill.temperature=2.0", "distill.label_weight=0.3"])
+
+
+def test_the_task_trains_with_the_configured_losses_gradient(tiny_config, monkeypatch):
+    """For ``distill.loss`` in kd, ban_label, cwtm, dkpp (T=2 and label weight 0.3, not the defaults), one SGD
+    step of the task must report the loss function called directly on the same student / teacher logits,
+    labels and DKPP key, and move the parameters by exactly ``-lr`` times that function's gradient.
+
+    Guards against: cwtm / dkpp (or kd, ban_label) dispatched to the plain BAN loss; KD's temperature
+    or label weight dropped; DKPP drawing its permutation from a fixed key instead of the step's key."""
+    from jaxcomp.distill import task as task_module
+
+    monkeypatch.setattr(task_module, "build_model", _linear_model)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(16, 6, 6, 1)).astype(np.float32)
+    y = rng.integers(0, 5, 16).astype(np.int32)
+    model = _Linear(5)
+    teacher = task_module.Teacher(model, {"params": {"head": {  # a confident teacher
+        "kernel": rng.normal(0, 0.5, (36, 5)).astype(np.float32), "bias": np.zeros(5, np.float32)}}})
+    losses = ("kd", "ban_label", "cwtm", "dkpp")
+    tasks = {name: task_module.ClassificationTask(apply_overrides(tiny_config, [
+        f"distill.loss={name}", "optimizer.momentum=0", "optimizer.l2=0"]), teachers=[teacher]) for name in losses}
+    batch = {"image": x, "label": y}
+    state = jit_init(tasks["kd"].init)(jax.random.PRNGKey(1), batch)  # the same structure for every loss
+    step_rng = jax.random.PRNGKey(5)
+
+    def steps_and_direct(state):
+        t = model.apply(teacher.variables, x)
+        dkpp_key = jax.random.split(step_rng)[1]  # the task's split: (dropout, DKPP)
+        direct = {"kd": lambda s: distill.kd_loss(s, t, 2.0) + 0.3 * distill.label_loss(s, y),
+                  "ban_label": lambda s: distill.ban_label_loss(s, t, y, 0.3),
+                  "cwtm": lambda s: distill.cwtm_loss(s, t, y),
+                  "dkpp": lambda s: distill.dkpp_loss(s, t, dkpp_key, y, 0.3)}
+        out = {}
+        for name in losses:
+            new, metrics = tasks[name].train_step(state, batch, step_rng)
+            value, grads = jax.value_and_grad(lambda p, f=direct[name]: f(model.apply({"params": p}, x)))(state.params)
+            out[name] = new.params, metrics, value, grads
+        return out, distill.ban_loss(model.apply({"params": state.params}, x), t)
+
+    # one compilation for the four tasks' steps and the direct losses, at XLA's cheapest optimisation level
+    fast = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
+    out, ban = jax.tree.map(np.asarray, jax.jit(steps_and_direct, compiler_options=fast)(state))
+    params0 = jax.tree.leaves(jax.tree.map(np.asarray, state.params))
+    for name, (params, metrics, value, grads) in out.items():
+        assert abs(value - ban) > 1e-2, name  # the plain BAN loss is told apart
+        np.testing.assert_allclose(metrics["task_loss"], value, rtol=1e-5, err_msg=name)
+        np.testing.assert_allclose(metrics["loss"], value, rtol=1e-5, err_msg=name)
+        for p0, p1, g in zip(params0, jax.tree.leaves(params), jax.tree.leaves(grads)):
+            np.testing.assert_allclose(p1, p0 - 0.5 * g, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
 # ---- models --------------------------------------------------------------------------------
 
 
@@ -269,6 +363,117 @@ def test_all_config_variants_load(repo):
 
 
 # ---- training ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_generations(tiny_config, tmp_path_factory):
+    """The generations driver on the linear model and synthetic data: 2 seeds x (teacher, BAN-1, BAN-2),
+    3 steps each. Returns the config, the driver's rows, per model (``seed0/ban-2``...) the config, task
+    and final state ``trainer.train`` returned, and the driver's workdir."""
+    import importlib
+
+    from jaxcomp.distill import generations
+    from jaxcomp.distill import task as task_module
+
+    trainer = importlib.import_module("jaxcomp.train")
+    config = apply_overrides(tiny_config, ["ban.generations=2", "ban.seeds=(0, 1)", "ban.variants=()",
+                                           "ban.loss=ban"])
+    root = tmp_path_factory.mktemp("ban_generations")
+    trained = {}
+    real_train = trainer.train
+
+    def train(c, workdir, task, data, **kwargs):
+        state, metrics = real_train(c, workdir, task, data, **kwargs)
+        trained[os.path.relpath(workdir, root)] = (c, task, state)
+        return state, metrics
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(task_module, "build_model", _linear_model)
+        mp.setattr(trainer, "train", train)
+        rows = generations.run_generations(config, str(root), progress=False, log=lambda *_: None)
+    return config, rows, trained, root
+
+
+def _eval_logits(tiny_config, state):
+    from jaxcomp.data.classification import build_classification_data
+
+    arrays = build_classification_data(tiny_config.data).eval_arrays()
+    return np.asarray(_Linear(5).apply({"params": state.params}, arrays["image"]), np.float64), arrays["label"]
+
+
+def _mean_prob_metrics(logits, labels):
+    """error / nll / confidence of the average of the members' softmax, in float64 numpy."""
+    probs = np.mean([_softmax(x) for x in logits], axis=0)
+    return {"error": 100.0 * np.mean(probs.argmax(-1) != labels),
+            "nll": -np.mean(np.log(probs[np.arange(len(labels)), labels])), "confidence": np.mean(probs.max(-1))}
+
+
+def _assert_row(row, expected):
+    assert row["error"] == pytest.approx(expected["error"], abs=1e-6)
+    assert row["nll"] == pytest.approx(expected["nll"], rel=1e-5)
+    assert row["confidence"] == pytest.approx(expected["confidence"], rel=1e-5)
+
+
+def test_generation_k_is_taught_by_generation_k_minus_1(tiny_generations):
+    """BAN-k's teacher (in its train step's state and in its saved config) is BAN-(k-1)'s trained
+    parameters, for k = 1, 2.
+
+    Guards against: every generation taught by the original teacher (``[chain[-1]]`` -> ``[teacher]``)."""
+    _, _, trained, root = tiny_generations
+    assert set(trained) == {f"seed{s}/{m}" for s in (0, 1) for m in ("teacher", "ban-1", "ban-2")}
+    for seed in (0, 1):
+        chain = [trained[f"seed{seed}/{m}"] for m in ("teacher", "ban-1", "ban-2")]
+        assert chain[0][0].distill.loss == "ce" and chain[0][1].teachers == ()
+        for k in (1, 2):
+            config, task, state = chain[k]
+            assert config.distill.loss == "ban" and len(task.teachers) == 1
+            assert tuple(config.distill.teachers) == (str(root / f"seed{seed}" / ("teacher", "ban-1")[k - 1]),)
+            taught_by = state.model_state["teachers"][0]["params"]
+            for a, b in zip(jax.tree.leaves(taught_by), jax.tree.leaves(chain[k - 1][2].params)):
+                np.testing.assert_array_equal(a, b)
+        gen0 = jax.tree.leaves(chain[0][2].params)
+        assert not all(np.allclose(a, b) for a, b in zip(jax.tree.leaves(
+            chain[2][2].model_state["teachers"][0]["params"]), gen0))
+
+
+def test_bane_averages_the_generations_probabilities(tiny_config, tiny_generations):
+    """The rows ``BANE-1..2`` and ``teacher + BAN-1..2`` are the metrics of the mean of the members'
+    softmax (recomputed here from their trained parameters), not of the mean logits, nor of one member.
+
+    Guards against: BANE replaced by the teacher; BANE averaging logits instead of probabilities."""
+    _, rows, trained, _ = tiny_generations
+    for seed in (0, 1):
+        by_name = {r["model"]: r for r in rows if r["seed"] == seed}
+        assert {"teacher", "BAN-1", "BAN-2", "BANE-1..2", "teacher + BAN-1..2"} <= set(by_name)
+        logits = {}
+        for name in ("teacher", "BAN-1", "BAN-2"):
+            logits[name], labels = _eval_logits(tiny_config, trained[f"seed{seed}/{name.lower()}"][2])
+            _assert_row(by_name[name], _mean_prob_metrics([logits[name]], labels))
+        bane = _mean_prob_metrics([logits["BAN-1"], logits["BAN-2"]], labels)
+        _assert_row(by_name["BANE-1..2"], bane)
+        _assert_row(by_name["teacher + BAN-1..2"], _mean_prob_metrics(list(logits.values()), labels))
+        # the alternatives are told apart: the mean logits, and any single member
+        mean_logits = _mean_prob_metrics([(logits["BAN-1"] + logits["BAN-2"]) / 2], labels)
+        for other in [mean_logits] + [_mean_prob_metrics([v], labels) for v in logits.values()]:
+            assert abs(other["nll"] - bane["nll"]) > 1e-3
+
+
+def test_independent_ensemble_control_uses_teachers_of_different_seeds(tiny_config, tiny_generations):
+    """The ``2 independent`` row is the probability average of the two seeds' teachers, which were
+    trained with different seeds (init and data order) and so differ.
+
+    Guards against: the independent ensemble using one seed for all teachers (or one teacher twice)."""
+    _, rows, trained, _ = tiny_generations
+    (c0, _, s0), (c1, _, s1) = trained["seed0/teacher"], trained["seed1/teacher"]
+    assert (c0.seed, c0.data.seed) == (0, 0) and (c1.seed, c1.data.seed) == (1000, 1000)
+    assert not np.allclose(s0.params["head"]["kernel"], s1.params["head"]["kernel"])
+    (row,) = [r for r in rows if r["model"] == "2 independent"]
+    assert row["seed"] == 0
+    (l0, labels), (l1, _) = _eval_logits(tiny_config, s0), _eval_logits(tiny_config, s1)
+    expected = _mean_prob_metrics([l0, l1], labels)
+    _assert_row(row, expected)
+    for alone in (l0, l1):
+        assert abs(_mean_prob_metrics([alone], labels)["nll"] - expected["nll"]) > 1e-3
 
 
 def test_tiny_generations_train_and_chain_teachers(ban_config, tmp_path):

@@ -18,11 +18,33 @@ def images():
     return jnp.asarray(np.stack([img[:32, :32], img[32:64, 32:64]]))
 
 
-def test_representation_shapes_and_top_bits(l3c_tiny_config, l3c_tiny_params, images):
+@pytest.fixture(scope="module")
+def params(l3c_tiny_params):
+    """The tiny model's initial parameters with random biases instead of zeros.
+
+    With zero biases the untrained encoders put every symbol of z(2) on the centre level 0, so
+    D(2)'s features are exactly zero and its outputs (and the RGB coefficients of D(1)) nearly
+    so: a decoder that ignored the coarser scale, or a mixture without channel conditioning,
+    would compute the same numbers. With these the representations spread over the levels
+    and every input and term of the model shows in its outputs.
+    """
+    rng = np.random.default_rng(0)
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: x + rng.normal(0.0, 0.3, x.shape).astype(x.dtype) if path[-1].key == "bias" else x,
+        l3c_tiny_params)
+
+
+@pytest.fixture(scope="module")
+def forward(l3c_tiny_config, params, images):
+    """``(spec, model, out)``: the tiny model's forward pass on ``images``, computed once for the module."""
     spec = l3c.spec_from_config(l3c_tiny_config.model)
     model = l3c.L3C(spec)
-    params = l3c_tiny_params
     out = jax.jit(model.apply)({"params": params}, images)  # jitted: run eagerly, every op compiles alone
+    return spec, model, out
+
+
+def test_representation_shapes_and_top_bits(forward, images):
+    spec, _, out = forward
     for s in range(spec.scales + 1):
         size = 32 // 2**s
         assert out["values"][s].shape == (2, size, size, spec.channels(s))
@@ -97,3 +119,154 @@ def test_tiny_training_lowers_the_loss(l3c_tiny_config, images):
         first = float(metrics["bpsp"]) if first is None else first
     last = float(jax.jit(task.eval_step)(state, batch)["bpsp"].mean())
     assert last < 0.8 * first, (first, last)
+
+
+def test_each_decoder_fuses_the_coarser_scales_features(forward, params):
+    """D(s) predicts x(s-1) from z(s) *and* the features of D(s+1) (the paper's feature fusion,
+    ``head(z) + coarser``), and the forward pass hands each decoder the coarser one's features.
+
+    Guards against: the forward pass giving the decoders no coarser features (each scale
+    predicted from its own z(s) only); the fusion removed inside the decoder; a decoder that
+    ignores its own z(s). Perturbing only the coarser scale's representation must move the
+    finer scale's predicted mixture parameters.
+    """
+    spec, model, out = forward
+    predict = jax.jit(lambda z, coarser, scale: model.apply({"params": params}, z, coarser, scale,
+                                                            method=l3c.L3C.predict), static_argnums=2)
+    v = out["values"]  # z(0..2); the tiny model has 2 scales
+    f2, raw1 = predict(v[2], None, 2)
+    _, raw0 = predict(v[1], f2, 1)
+    # the forward pass is this chain: D(2) on z(2), then D(1) on z(1) fused with D(2)'s features
+    np.testing.assert_allclose(np.asarray(out["params"][1]), np.asarray(raw1), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(out["params"][0]), np.asarray(raw0), rtol=1e-4, atol=1e-5)
+
+    spread = np.asarray(raw0).std(axis=(0, 1, 2)).mean()  # how much x(0)'s parameters vary over pixels
+
+    def moved(raw):
+        """Mean change of x(0)'s mixture parameters, relative to their spread over the pixels."""
+        return float(np.abs(np.asarray(raw) - np.asarray(raw0)).mean() / spread)
+
+    # z(2) mirrored (level l -> L-1-l, still on the grid): another coarser representation, the same z(1)
+    f2_other, _ = predict(-v[2], None, 2)
+    assert moved(predict(v[1], f2_other, 1)[1]) > 0.1  # ... changes the finer scale's prediction
+    assert moved(predict(v[1], None, 1)[1]) > 0.1      # without the coarser features: another prediction
+    assert moved(predict(-v[1], f2, 1)[1]) > 0.1       # and D(1) also reads its own z(1)
+
+
+def _keys_cubic(t):
+    """Keys' cubic convolution kernel (a = -0.5), the bicubic kernel of PIL, TensorFlow and JAX."""
+    t = np.abs(t)
+    return np.where(t < 1, (1.5 * t - 2.5) * t * t + 1,
+                    np.where(t < 2, ((-0.5 * t + 2.5) * t - 4) * t + 2, 0.0))
+
+
+def _halve_bicubic_antialiased(image):
+    """float64 ``[B, H, W, C] -> [B, H/2, W/2, C]``: output pixel i is centred on input coordinate
+    2i + 1/2 (pixel centres at integers), the kernel is stretched x2 (antialiasing: 8 taps per
+    axis), and the weights that fall inside the image are renormalised to sum to one (PIL's
+    BICUBIC resize of a float image gives the same numbers)."""
+    def matrix(n):
+        w = _keys_cubic((np.arange(n)[None, :] - (2 * np.arange(n // 2)[:, None] + 0.5)) / 2)
+        return w / w.sum(1, keepdims=True)
+
+    return np.einsum("ih,jw,bhwc->bijc", matrix(image.shape[1]), matrix(image.shape[2]), image)
+
+
+def test_rgb_pyramid_is_antialiased_bicubic_downscaling(images):
+    """Each level of the RGB variant's pyramid is the previous one downscaled x2 with an
+    antialiased bicubic filter and rounded to 8 bits, computed here independently in float64
+    numpy (on two photo crops and a noise image, where filters differ most).
+
+    Guards against: nearest-neighbour subsampling (``x[::2, ::2]``, no antialiasing);
+    bicubic interpolation without antialiasing (4 taps); flooring instead of rounding.
+    """
+    noise = np.random.default_rng(0).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
+    x = jnp.concatenate([images, jnp.asarray(noise)])
+    pyramid = [np.asarray(p) for p in jax.jit(l3c.rgb_pyramid, static_argnums=1)(x, 2)]
+    np.testing.assert_array_equal(pyramid[0], np.asarray(x, np.float32))
+    for s in (1, 2):
+        exact = _halve_bicubic_antialiased(pyramid[s - 1].astype(np.float64))
+        expected = np.clip(np.round(exact), 0, 255)
+        assert pyramid[s].shape == expected.shape
+        # float32 vs float64: a value within float error of a half-integer may round either way
+        differs = pyramid[s] != expected
+        assert np.all(np.abs(exact[differs] - np.floor(exact[differs]) - 0.5) < 1e-3), s
+        assert differs.mean() < 0.01, (s, differs.mean())
+
+
+def _reference_bits(raw, x, levels, rgb, mixtures):
+    """float64 numpy ``-log2 P(x)`` per example under PixelCNN++'s discretized logistic mixture
+    (L3C's likelihood), straight from the decoder's raw output ``[B, H, W, P]``.
+
+    ``P = [logits | means | log-scales]`` (each ``C x K``, channel-major) and, for RGB, ``3 x K``
+    coefficients: ``mu_G = m_G + tanh(a) x_R``, ``mu_B = m_B + tanh(b) x_R + tanh(c) x_G``.
+    Log-scales are clamped below at -7; a bin is ``[x - d/2, x + d/2]`` with ``d = 2 / (L - 1)``,
+    the first and last extended to -inf and +inf.
+    """
+    raw, x = np.asarray(raw, np.float64), np.asarray(x, np.float64)
+    c, k = x.shape[-1], mixtures
+    n, shape = c * k, raw.shape[:-1] + (c, k)
+    logits, means = raw[..., :n].reshape(shape), raw[..., n:2 * n].reshape(shape).copy()
+    scales = np.exp(np.maximum(raw[..., 2 * n:3 * n].reshape(shape), -7.0))
+    if rgb:
+        coeffs = np.tanh(raw[..., 3 * n:].reshape(raw.shape[:-1] + (3, k)))
+        means[..., 1, :] += coeffs[..., 0, :] * x[..., 0:1]
+        means[..., 2, :] += coeffs[..., 1, :] * x[..., 0:1] + coeffs[..., 2, :] * x[..., 1:2]
+    half = 1.0 / (levels - 1)
+    v = x[..., None]
+    upper = np.where(v > 1 - half, 1.0, 1 / (1 + np.exp(-(v + half - means) / scales)))
+    lower = np.where(v < -1 + half, 0.0, 1 / (1 + np.exp(-(v - half - means) / scales)))
+    weights = np.exp(logits - logits.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    p = np.sum((upper - lower) * weights, -1)
+    return -np.log2(p).sum(axis=(1, 2, 3))
+
+
+def test_training_bits_are_the_discretized_logistic_mixture(forward):
+    """The bits L3C trains on (``bits_per_scale``) for the RGB scale x(0) (256 levels, channel
+    conditioning) and the latent scale x(1) (9 levels) equal a float64 numpy evaluation of the
+    discretized logistic mixture from the decoders' raw outputs.
+
+    Guards against: the bin width off by one (``2 / L`` instead of ``2 / (L - 1)``: bins that
+    no longer tile the range); the RGB channel conditioning dropped (zero coefficients); the
+    log-scale clamp wrong; the edge bins not extended.
+    """
+    spec, _, out = forward
+    bits = jax.jit(lambda out: l3c.bits_per_scale(spec, out))(out)
+    for s in range(spec.scales):
+        ref = _reference_bits(out["params"][s], out["values"][s], spec.num_levels(s), spec.channels(s) == 3,
+                              spec.mixtures)
+        np.testing.assert_allclose(np.asarray(bits[s]), ref, rtol=2e-5, err_msg=f"scale {s}")
+
+
+def test_green_and_blue_means_are_conditioned_on_the_decoded_channels(forward):
+    """x(0)'s mixture (from D(1)'s output) conditions the means on the channels decoded before:
+    ``mu_R = m_R``, ``mu_G = m_G + tanh(a) x_R``, ``mu_B = m_B + tanh(b) x_R + tanh(c) x_G``, in both
+    layouts (the coder's NHWC and the loss's channels-first); its log-scales are clamped below
+    at -7 (L3C's clamp).
+
+    Guards against: the RGB channel conditioning dropped (G's mean not depending on R, in
+    either layout); the conditioning coefficients not squashed by tanh; the log-scale clamp
+    flipped or moved.
+    """
+    spec, _, out = forward
+    k = spec.mixtures
+    n = 3 * k
+    raw = np.array(out["params"][0])
+    # log-scales either side of the clamp
+    raw[..., 2 * n:3 * n] = np.linspace(-10.0, 1.0, raw[..., 2 * n:3 * n].size).reshape(raw[..., 2 * n:3 * n].shape)
+    p = l3c.mixture_params(spec, jnp.asarray(raw), 0)
+    np.testing.assert_array_equal(np.asarray(p.log_scales),
+                                  np.maximum(raw[..., 2 * n:3 * n], -7.0).reshape(p.log_scales.shape))
+    x = np.asarray(out["values"][0])
+    m = raw[..., n:2 * n].reshape(raw.shape[:-1] + (3, k))
+    a, b, c = np.moveaxis(np.tanh(raw[..., 3 * n:].reshape(raw.shape[:-1] + (3, k))), -2, 0)
+    xr, xg = x[..., 0:1], x[..., 1:2]
+    expected = np.stack([m[..., 0, :], m[..., 1, :] + a * xr, m[..., 2, :] + b * xr + c * xg], -2)
+    assert np.abs(expected[..., 1, :] - m[..., 1, :]).mean() > 0.01  # G's mean really moves with R here
+
+    means = jax.jit(lm.conditioned_means, static_argnames="channels_first")
+    np.testing.assert_allclose(np.asarray(means(p, jnp.asarray(x))), expected, rtol=1e-5, atol=1e-6)
+    p_cf = l3c.mixture_params(spec, jnp.moveaxis(jnp.asarray(raw), -1, 0), 0, channels_first=True)
+    cf = np.asarray(means(p_cf, jnp.moveaxis(jnp.asarray(x), -1, 0), channels_first=True))  # [C, K, B, H, W]
+    np.testing.assert_allclose(np.moveaxis(cf, (0, 1), (-2, -1)), expected, rtol=1e-5, atol=1e-6)

@@ -1,4 +1,7 @@
-"""L3C codec: exact decoding of real photos at any size, estimate vs. real bits, bad input."""
+"""L3C codec: exact decoding of real photos at any size, estimate vs. real bits, bad input, the shipped model."""
+
+import json
+import os
 
 import jax
 import numpy as np
@@ -97,3 +100,31 @@ def test_a_stream_from_other_numerics_is_refused_before_decoding(codec, photo):
     with pytest.raises(BitstreamError, match=f"compressed with {other.numerics} numerics"):
         codec.decompress(other.compress(photo[:16, :16]))
     assert codec.numerics == "cpu/xla"  # importing jaxcomp before JAX starts selects XLA's convolutions
+
+
+def test_the_shipped_model_codes_a_photo_crop_exactly_and_compactly():
+    """The model ``jaxcomp compress`` uses by default (``l3c.load_codec()``: the shipped
+    ``jaxcomp/codecs/pretrained/l3c.msgpack``) has the architecture its ``l3c.json`` records,
+    and codes a 64x64 crop of a held-out sample photo bit-exactly (decoded by a second codec
+    loaded from the file, as another ``jaxcomp decompress`` process would) in under 4.4 bits
+    per subpixel, header included. It measures 3.97; an untrained model of this architecture
+    spends 11.
+
+    Guards against a wrongly loaded model (parameters of the wrong layers or scales) and
+    against bugs that a trained model exposes and the untrained test model hides (measured on
+    this crop): the codec's decoders ignoring the coarser scale's features (6.5 bpsp), the RGB
+    pyramid subsampled by nearest neighbour instead of the antialiased bicubic filter it was
+    trained on (4.8), the RGB channel conditioning dropped (15.6), every log-scale clamped to
+    at most -7 instead of at least -7 (7.6).
+    """
+    from jaxcomp.codecs.pretrained import DEFAULT_L3C
+
+    codec = l3c.load_codec()
+    with open(os.path.splitext(DEFAULT_L3C)[0] + ".json") as f:
+        recorded = json.load(f)["config"]["model"]
+    assert codec.spec == l3c.L3CSpec(**recorded) and codec.spec.representation == "rgb"
+    image = load_image(sample_image_paths()[0])[:64, 128:192]
+    data = codec.compress(image)
+    np.testing.assert_array_equal(l3c.load_codec().decompress(data), image)
+    bpsp = len(data) * 8 / image.size
+    assert bpsp < 4.4, bpsp
