@@ -1,6 +1,6 @@
 """Counting multiplications and additions of SPN layers and of the full-precision layers they replace.
 
-Convention (per example, inference, batch norm folded):
+Convention (per example, inference, batch norm folded where it folds):
 
 * full-precision dense ``D_in -> D_out``: ``D_in D_out`` multiplications and ``(D_in - 1) D_out``
   additions (+ ``D_out`` for a bias); a conv: the same per output element with ``D_in = k_h k_w C_in``.
@@ -15,9 +15,22 @@ Convention (per example, inference, batch norm folded):
 * SPN conv: ``H_h W_h r`` multiplications (hidden grid ``H_h x W_h``); additions
   ``H_h W_h r (K_h K_w C_in - 1)`` for ``W_b``, ``H_h W_h r`` for the batch-norm shift and
   ``H' W' C_out (r - 1)`` for ``W_c`` (each output sums the ``r`` channels of one hidden position).
+* A batch norm applied directly to a layer's output (the zoo's conv -> BN): after a full-precision
+  layer its scale folds into the weights (and its shift into a bias), free. After an SPN layer it
+  does **not** fold: its per-output-channel scale ``g_o`` multiplies ``W_c``'s output, and
+  ``W_c`` mixes the ``r`` hidden units into the output channels, so ``g_o`` can neither become a
+  per-hidden-unit factor of ``a_tilde`` (``W_c diag(d) = diag(g) W_c`` has no solution for a
+  general ``g``) nor enter ternary ``W_c`` (``W_c diag(g)`` is not ternary times one scale). It
+  costs one multiplication per output element (``H' W' C_out`` for a conv, ``D_out`` for a dense),
+  counted in ``muls`` of the SPN layer's row and also reported as ``bn_muls``, so
+  ``muls - bn_muls`` is the convention that leaves these batch norms out. The shift is a
+  per-channel addition in both networks and is not counted (as before). Batch norms that do not
+  take a layer's output directly (pre-activation blocks: BN -> ReLU -> conv) are not counted in
+  either network.
 
-Layers sow ``{"muls", "adds", "fp_muls", "fp_adds", "spn"}`` into the ``op_counts`` collection;
-:func:`count_ops` runs a model once and collects them per layer.
+Layers sow ``{"muls", "adds", "fp_muls", "fp_adds", "spn", "bn_muls"}`` into the ``op_counts``
+collection; :func:`count_ops` runs a model once, collects them per layer and adds the batch norms
+that follow SPN layers.
 """
 
 from __future__ import annotations
@@ -27,10 +40,12 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import numpy as np
 
 
-def _counts(muls: int, adds: int, fp_muls: int, fp_adds: int, spn: bool) -> dict[str, int]:
-    return dict(muls=int(muls), adds=int(adds), fp_muls=int(fp_muls), fp_adds=int(fp_adds), spn=int(spn))
+def _counts(muls: int, adds: int, fp_muls: int, fp_adds: int, spn: bool, bn_muls: int = 0) -> dict[str, int]:
+    return dict(muls=int(muls), adds=int(adds), fp_muls=int(fp_muls), fp_adds=int(fp_adds), spn=int(spn),
+                bn_muls=int(bn_muls))
 
 
 def dense_counts(d_in: int, d_out: int, bias: bool = False) -> dict[str, int]:
@@ -77,12 +92,39 @@ def count_ops(model: nn.Module, variables: dict[str, Any], *inputs: Any, **kwarg
     Layers that do not sow (plain ``nn.Conv``) are not counted: build the model with
     :class:`~jaxcomp.strassen.layers.CountedConv` / ``CountedDense`` for its full-precision layers.
     Layers inside ``nn.scan`` cannot sow; count those from their shapes (see ``lm_op_counts``).
+
+    A :class:`flax.linen.BatchNorm` (with a scale) whose input is the very array an SPN layer
+    returned adds its scale's multiplications to that layer's row (``muls`` and ``bn_muls``; see
+    the module docstring: it cannot fold into ternary weights); found by intercepting module calls
+    while tracing. After a full-precision layer it folds and adds nothing.
     """
+    from jaxcomp.strassen.layers import SPNConv, SPNDense  # the layers import this module
+
     variables = {k: v for k, v in variables.items() if k != "op_counts"}
     captured: dict[str, Any] = {}
+    bn_muls: dict[tuple[str, int], int] = {}  # (SPN layer path, its k-th call) -> BN scale multiplications
+    calls: dict[str, int] = {}  # SPN layer path -> calls so far
+    spn_outputs: dict[int, tuple[Any, tuple[str, int], int]] = {}  # id(output) -> (output, row key, per example)
+
+    def interceptor(next_fun, args, kw, context):
+        out = next_fun(*args, **kw)
+        module = context.module
+        if context.method_name != "__call__":
+            return out
+        if isinstance(module, (SPNConv, SPNDense)):
+            path = "/".join(module.path)
+            calls[path] = calls.get(path, 0) + 1
+            # per example: a conv's H' W' C_out outputs, a dense layer's D_out per vector (as its own counts)
+            per_example = int(np.prod(out.shape[-3:])) if isinstance(module, SPNConv) else int(out.shape[-1])
+            spn_outputs[id(out)] = (out, (path, calls[path] - 1), per_example)  # keeps `out` alive: ids stay unique
+        elif isinstance(module, nn.BatchNorm) and module.use_scale and args and id(args[0]) in spn_outputs:
+            _, key, per_example = spn_outputs[id(args[0])]
+            bn_muls[key] = bn_muls.get(key, 0) + per_example
+        return out
 
     def trace(variables, *inputs):
-        out, state = model.apply(variables, *inputs, mutable=["op_counts"], **kwargs)
+        with nn.intercept_methods(interceptor):
+            out, state = model.apply(variables, *inputs, mutable=["op_counts"], **kwargs)
         captured.update(state.get("op_counts", {}))  # python ints, read at trace time
         return out
 
@@ -92,7 +134,13 @@ def count_ops(model: nn.Module, variables: dict[str, Any], *inputs: Any, **kwarg
     def visit(node, path):
         for key, value in node.items():
             if key == "ops":
-                rows.extend(("/".join(path), {k: int(v) for k, v in entry.items()}) for entry in value)
+                name = "/".join(path)
+                for i, entry in enumerate(value):
+                    counts = {k: int(v) for k, v in entry.items()}
+                    extra = bn_muls.get((name, i), 0)
+                    counts["muls"] += extra
+                    counts["bn_muls"] = counts.get("bn_muls", 0) + extra
+                    rows.append((name, counts))
             else:
                 visit(value, path + [key])
     visit(captured, [])  # a plain walk: pytree utilities would sort the keys, we keep call order
@@ -100,25 +148,34 @@ def count_ops(model: nn.Module, variables: dict[str, Any], *inputs: Any, **kwarg
 
 
 def summarize(rows: Sequence[tuple[str, dict]]) -> dict[str, float]:
-    """Totals over a network: all layers, and the SPN layers alone, with the reductions vs full precision."""
-    total = {k: sum(c[k] for _, c in rows) for k in ("muls", "adds", "fp_muls", "fp_adds")}
-    spn = {k: sum(c[k] for _, c in rows if c["spn"]) for k in ("muls", "adds", "fp_muls", "fp_adds")}
+    """Totals over a network: all layers, and the SPN layers alone, with the reductions vs full precision.
+
+    ``*_muls`` include the batch-norm scales after SPN layers (``*_bn_muls``); the
+    ``*_mul_reduction_without_bn`` reductions leave those out (the convention of counting only the
+    ``r`` products with ``a_tilde``).
+    """
+    keys = ("muls", "adds", "fp_muls", "fp_adds", "bn_muls")
+    total = {k: sum(c.get(k, 0) for _, c in rows) for k in keys}
+    spn = {k: sum(c.get(k, 0) for _, c in rows if c["spn"]) for k in keys}
     out = {f"net_{k}": v for k, v in total.items()}
     out.update({f"spn_{k}": v for k, v in spn.items()})
     out["net_mul_reduction"] = 1.0 - total["muls"] / max(total["fp_muls"], 1)
     out["spn_mul_reduction"] = 1.0 - spn["muls"] / max(spn["fp_muls"], 1)
+    out["net_mul_reduction_without_bn"] = 1.0 - (total["muls"] - total["bn_muls"]) / max(total["fp_muls"], 1)
+    out["spn_mul_reduction_without_bn"] = 1.0 - (spn["muls"] - spn["bn_muls"]) / max(spn["fp_muls"], 1)
     out["spn_layers"] = sum(1 for _, c in rows if c["spn"])
     return out
 
 
 def format_table(rows: Sequence[tuple[str, dict]]) -> str:
-    """A Markdown table of per-layer counts with totals."""
-    lines = ["| layer | SPN | muls | adds | full-precision muls | full-precision adds |",
-             "|---|---|---:|---:|---:|---:|"]
+    """A Markdown table of per-layer counts with totals (``muls`` include the batch-norm scales after
+    SPN layers; the next column gives that part)."""
+    lines = ["| layer | SPN | muls | of which BN scale | adds | full-precision muls | full-precision adds |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for path, c in rows:
-        lines.append(f"| {path} | {'yes' if c['spn'] else 'no'} | {c['muls']:,} | {c['adds']:,} | "
-                     f"{c['fp_muls']:,} | {c['fp_adds']:,} |")
+        lines.append(f"| {path} | {'yes' if c['spn'] else 'no'} | {c['muls']:,} | {c.get('bn_muls', 0):,} | "
+                     f"{c['adds']:,} | {c['fp_muls']:,} | {c['fp_adds']:,} |")
     s = summarize(rows)
-    lines.append(f"| **network** | | {s['net_muls']:,} | {s['net_adds']:,} | {s['net_fp_muls']:,} | "
-                 f"{s['net_fp_adds']:,} |")
+    lines.append(f"| **network** | | {s['net_muls']:,} | {s['net_bn_muls']:,} | {s['net_adds']:,} | "
+                 f"{s['net_fp_muls']:,} | {s['net_fp_adds']:,} |")
     return "\n".join(lines)

@@ -121,7 +121,8 @@ class _StrassenMixin:
 
     def op_counts(self, state: Any, example: np.ndarray) -> list[tuple[str, dict]]:
         """Per-layer operation counts for one example (``example``: a batch; only its first row is used)."""
-        variables = _variables(self.effective_params(state.params, state.step), state.model_state["batch_stats"])
+        params = jax.eval_shape(self.effective_params, state.params, state.step)  # counting needs shapes only
+        variables = _variables(params, state.model_state["batch_stats"])
         return count_ops(self.model, variables, jax.numpy.asarray(example[:1]), train=False)
 
 
@@ -168,7 +169,7 @@ def lm_op_counts(config: ml_collections.ConfigDict) -> list[tuple[str, dict]]:
         rows.append(proj(f"lstm{layer}_input", d_in, gates, True))
         rows.append(proj(f"lstm{layer}/recurrent", m.hidden, gates, False))
         h = m.hidden
-        rows.append((f"lstm{layer}/gates", dict(muls=3 * h, adds=h, fp_muls=3 * h, fp_adds=h, spn=0)))
+        rows.append((f"lstm{layer}/gates", dict(muls=3 * h, adds=h, fp_muls=3 * h, fp_adds=h, spn=0, bn_muls=0)))
     rows.append(proj("output", m.hidden, m.vocab_size, True))
     return rows
 
