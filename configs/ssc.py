@@ -6,9 +6,21 @@ Variants:
   smax:            clustering error vs s_max (tau = 0), SSC-OMP vs SSC-MP.
   mnist:           10,000 MNIST training images, pixels -> uncentred PCA to 500 dims.
   tiny:            a few-second smoke test of the phase-diagram code path.
+
+MNIST is read from ``data.path``: by default ``<project>/../shared/data/mnist/mnist.npz``, found
+from this file's location (so it does not depend on where the project is checked out or on the
+working directory); give another file with ``--config.data.path=/path/to/mnist.npz`` (a relative
+path is taken from the working directory). A missing file is reported by
+``jaxcomp.cluster.data.load_mnist`` with its path and this override.
 """
 
+import os
+
 import ml_collections
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.normpath(os.path.join(PROJECT_ROOT, os.pardir, "shared", "data"))
+MNIST_PATH = os.path.join(SHARED_DATA, "mnist", "mnist.npz")
 
 VARIANTS = ("synthetic", "synthetic_sigma", "smax", "mnist", "tiny")
 
@@ -22,7 +34,7 @@ def get_config(variant: str = "synthetic") -> ml_collections.ConfigDict:
     # Data: the synthetic model of Tschannen & Bölcskei (m=200, d=20, L=3) and MNIST.
     c.data = ml_collections.ConfigDict(dict(
         ambient_dim=200, subspace_dim=20, n_subspaces=3, intersection_dim=0, rho=5.0, sigma=0.0,
-        path="/work/shared/data/mnist/mnist.npz", split="train", num_points=10000,
+        path=MNIST_PATH, split="train", num_points=10000,
         features="pca", feature_dim=500, n_clusters=10,
     ))
     # Pursuit: s_max iterations; tau_mode "noise" uses max(tau, tau_from_noise(sigma, m, tau_subspace_dim)).

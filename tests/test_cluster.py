@@ -1,6 +1,7 @@
 """Tests for jaxcomp.cluster: SSC-OMP / SSC-MP, spectral clustering, metrics, configs."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ from jaxcomp.cluster import (
     SSCMP,
     SSCOMP,
     adjusted_rand_index,
+    affinity_from_coefficients,
     clustering_accuracy,
     clustering_error,
     normalized_mutual_info,
@@ -58,6 +60,51 @@ def test_ssc_clusters_union_of_subspaces(fitted, subspaces, algorithm):
     assert np.all(y[C.row] == y[C.col])
 
 
+def test_ssc_tau_stops_at_the_noise_floor(fitted):
+    """Noiseless points of 4-dim subspaces, tau = 1e-3, s_max = 6: SSC-OMP needs at most d = 4
+    steps (exact least squares on the support) to reach ``||r|| <= tau``; SSC-MP stops before
+    s_max for some points, and only once their residual is below ``tau``.
+
+    Guards against: a wrong stopping tolerance (``tau`` not passed on, or swapped with
+    ``corr_tol``), OMP not re-solving least squares over its support.
+    """
+    omp_, mp_ = fitted["omp"], fitted["mp"]
+    assert omp_.n_iter_.max() == 4 and omp_.residual_norm_.max() <= 1e-3
+    early = mp_.n_iter_ < 6
+    assert early.any() and mp_.residual_norm_[early].max() <= 1e-3
+
+
+def test_ssc_omp_degrades_past_subspace_dimension_mp_does_not():
+    """The paper's s_max robustness (Tschannen & Bölcskei 2018) in miniature: 3 noisy
+    (sigma = 0.1) 4-dim subspaces in R^30, tau = 0. With s_max = 6 both SSC-OMP and SSC-MP put
+    < 15 % of their coefficient mass on other subspaces; with s_max = 16 = 4d, OMP (whose
+    residual is orthogonal to the point's own subspace after ~d steps) puts > 40 % there and its
+    clustering error exceeds 0.3, while MP keeps < 20 % there and clusters perfectly.
+
+    Guards against: the headline silently breaking: SSC-MP losing its robustness (e.g. MP
+    re-solving least squares like OMP, or a step that overshoots), SSC-OMP not re-solving least
+    squares (it would not degrade).
+    """
+    X, y = union_of_subspaces(30, 4, 3, intersection_dim=0, rho=8, sigma=0.1, seed=1)  # the shapes of `subspaces`
+
+    def run(algorithm, s_max, cluster):
+        C, _ = sparse_coefficients(X, algorithm, s_max=s_max, tau=0.0, chunk_size=CHUNK)
+        Cc = C.tocoo()
+        wrong = np.abs(Cc.data[y[Cc.row] != y[Cc.col]]).sum() / np.abs(Cc.data).sum()
+        if not cluster:
+            return wrong, None
+        labels, _ = spectral_clustering(affinity_from_coefficients(C), 3, n_init=3)
+        return wrong, clustering_error(y, labels)
+
+    for algorithm in ("omp", "mp"):  # s_max = 6: the programs compiled for `fitted`
+        wrong, _ = run(algorithm, 6, cluster=False)
+        assert wrong < 0.15, (algorithm, wrong)
+    wrong, ce = run("omp", 16, cluster=True)
+    assert wrong > 0.4 and ce > 0.3, (wrong, ce)
+    wrong, ce = run("mp", 16, cluster=True)
+    assert wrong < 0.2 and ce <= 0.02, (wrong, ce)
+
+
 def test_sklearn_baseline_matches_jax_omp(fitted, subspaces):
     X, _ = subspaces
     C = sklearn_ssc_omp_coefficients(X, s_max=6, tau=1e-3)
@@ -98,6 +145,24 @@ def test_tau_from_noise():
     assert tau_from_noise(0.5, 200, 20) < tau_from_noise(0.5, 200, 0)
     with pytest.raises(ValueError):
         tau_from_noise(-1.0, 200)
+
+
+def test_tau_from_noise_matches_projection_residual():
+    """The data-dependent threshold is 1.1 x the RMS residual of projecting a noisy unit point
+    on its true subspace, checked by Monte Carlo (2000 points) for two (m, d, sigma).
+
+    Guards against: a wrong tau formula (a missing square root, the subspace dimension or the
+    1/(1 + sigma^2) normalisation dropped), which would make the data-dependent stopping rule
+    stop too early or too late.
+    """
+    rng = np.random.default_rng(0)
+    for m, d, sigma in ((200, 20, 0.5), (50, 10, 0.3)):
+        U = np.linalg.qr(rng.standard_normal((m, d)))[0]
+        a = rng.standard_normal((d, 2000))
+        pts = U @ (a / np.linalg.norm(a, axis=0)) + sigma / np.sqrt(m) * rng.standard_normal((m, 2000))
+        pts /= np.linalg.norm(pts, axis=0)
+        rms = np.sqrt(np.mean(np.sum((pts - U @ (U.T @ pts)) ** 2, axis=0)))
+        assert tau_from_noise(sigma, m, d) == pytest.approx(1.1 * rms, rel=0.01)
 
 
 def test_metrics_match_sklearn():
@@ -155,6 +220,27 @@ def test_configs_load_and_reject_unknown_keys():
         load_config(os.path.join(ROOT, "configs/ssc.py:cifar"))
     cfg = load_config(os.path.join(ROOT, "configs/nnmp.py:tiny"))
     assert cfg.max_iter >= 1
+
+
+def test_mnist_path_is_relative_to_the_project(tmp_path, capsys):
+    """The default MNIST path is ``<project>/../shared/data/mnist/mnist.npz`` resolved from the
+    config file's location (a copy of the config in another project finds that project's data),
+    never a hard-coded absolute path; a missing file is one clear ``error:`` line naming the path
+    and the override, exit status 2.
+    """
+    cfg = load_config(os.path.join(ROOT, "configs/ssc.py:mnist"))
+    assert cfg.data.path == os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "mnist", "mnist.npz"))
+    other = tmp_path / "elsewhere" / "project"
+    (other / "configs").mkdir(parents=True)
+    shutil.copy(os.path.join(ROOT, "configs", "ssc.py"), other / "configs" / "ssc.py")
+    moved = load_config(str(other / "configs" / "ssc.py") + ":mnist")
+    assert moved.data.path == str(tmp_path / "elsewhere" / "shared" / "data" / "mnist" / "mnist.npz")
+    from experiments import cluster
+
+    spec = str(other / "configs" / "ssc.py") + ":mnist"
+    assert cluster.main(["--config", spec, "--workdir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "MNIST file not found" in err and moved.data.path in err and "--config.data.path" in err
 
 
 @pytest.mark.slow
