@@ -169,6 +169,9 @@ def test_segmentation_counts_and_void_labels():
     np.testing.assert_array_equal(np.asarray(inter), [[1, 1, 0]])
     np.testing.assert_array_equal(np.asarray(union), [[1, 2, 1]])  # the void pixel's prediction not counted
     assert mean_iou(np.asarray(inter), np.asarray(union)) == pytest.approx((1 + 0.5 + 0) / 3)
+    # a class neither predicted nor labelled is left out of the mean, not counted as 0 or NaN (guards
+    # the mutant `understanding/miou-over-absent-classes`)
+    assert mean_iou(np.array([[3.0, 1.0, 0.0]]), np.array([[4.0, 2.0, 0.0]])) == pytest.approx((0.75 + 0.5) / 2)
 
     task = _build(_config("original", kind="segmentation"))
     logits = jnp.zeros((1, 2, 2, 11)).at[..., 0].set(5.0)
