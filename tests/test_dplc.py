@@ -13,6 +13,7 @@ from jaxcomp import gan, tasks
 from jaxcomp.codecs.dplc import model as dm
 from jaxcomp.codecs.dplc.task import DPLCGeneratorTask, DPLCTask, distortion
 from jaxcomp.configs import apply_overrides, load_config
+from jaxcomp.train import jit_init
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -32,7 +33,7 @@ def batch():
 def generator_params(repo, batch):
     """Stage-1 parameters of the tiny Wasserstein++ model (untrained, seed 0)."""
     task = DPLCGeneratorTask(_config(repo, "tiny"))
-    return task.init(jax.random.PRNGKey(0), batch).params["generator"]["decoder"]
+    return jit_init(task.init)(jax.random.PRNGKey(0), batch).params["generator"]["decoder"]
 
 
 def _leaves(tree):
@@ -58,7 +59,7 @@ def test_rate_is_m_times_grid_times_log2_levels():
 
 def test_encoder_emits_only_the_centres_and_symbols_agree(repo, batch, generator_params):
     task = DPLCTask(_config(repo, "tiny_compress", **{"model.levels": 3}), generator_params)
-    state = task.init(jax.random.PRNGKey(1), batch)
+    state = jit_init(task.init)(jax.random.PRNGKey(1), batch)
     code, symbols = task.encode(state.params, dm.to_model_range(batch["image"]))
     assert code.shape == symbols.shape == (4, 1, 1, 2) and symbols.dtype == jnp.int32
     centers = np.asarray(task.spec.centers())
@@ -92,21 +93,22 @@ def _loss_terms_generator(task, params, batch, rng):
 
 def test_wasserstein_pp_loss_is_wae_plus_weighted_critic(repo, batch):
     task = DPLCGeneratorTask(_config(repo, "tiny", **{"loss.gan": 0.5, "loss.mmd": 3.0}))
-    state = task.init(jax.random.PRNGKey(0), batch)
+    state = jit_init(task.init)(jax.random.PRNGKey(0), batch)
     rng = jax.random.PRNGKey(7)
-    loss, (metrics, _) = task.generator_loss(state.params, batch, rng, jnp.float32(1.0))
-    rec, mmd, adv = _loss_terms_generator(task, state.params, batch, rng)
+    generator_loss = jax.jit(task.generator_loss)  # one compilation for both weights
+    loss, (metrics, _) = generator_loss(state.params, batch, rng, jnp.float32(1.0))
+    rec, mmd, adv = jax.jit(_loss_terms_generator, static_argnums=0)(task, state.params, batch, rng)
     assert float(metrics["reconstruction"]) == pytest.approx(float(rec), rel=1e-5)
     assert float(metrics["mmd"]) == pytest.approx(float(mmd), rel=1e-4, abs=1e-6)
     assert float(loss) == pytest.approx(float(rec + 3.0 * mmd + 0.5 * adv), rel=1e-5)
     # the adversarial term is off during a warm-up
-    loss0, _ = task.generator_loss(state.params, batch, rng, jnp.float32(0.0))
+    loss0, _ = generator_loss(state.params, batch, rng, jnp.float32(0.0))
     assert float(loss0) == pytest.approx(float(rec + 3.0 * mmd), rel=1e-5)
     # the critic's gradient reaches G, not F: F's gradient is that of the WAE terms alone
     def f_grad(weight):
         t = DPLCGeneratorTask(_config(repo, "tiny", **{"loss.gan": weight, "loss.mmd": 3.0}))
-        return jax.grad(lambda g: t.generator_loss(dict(state.params, generator=g), batch, rng,
-                                                   jnp.float32(1.0))[0])(state.params["generator"])
+        return jax.jit(jax.grad(lambda g: t.generator_loss(dict(state.params, generator=g), batch, rng,
+                                                           jnp.float32(1.0))[0]))(state.params["generator"])
     with_adv, without = f_grad(0.5), f_grad(0.0)
     for a, b in zip(_leaves(with_adv["encoder"]), _leaves(without["encoder"])):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
@@ -115,7 +117,7 @@ def test_wasserstein_pp_loss_is_wae_plus_weighted_critic(repo, batch):
 
 def test_wasserstein_pp_critic_sees_interpolates_of_encoder_and_prior(repo, batch):
     wpp = DPLCGeneratorTask(_config(repo, "tiny"))
-    state = wpp.init(jax.random.PRNGKey(0), batch)
+    state = jit_init(wpp.init)(jax.random.PRNGKey(0), batch)
     rng = jax.random.PRNGKey(3)
     fake = wpp.generate(state.params, batch, rng)
     z_rng, a_rng = jax.random.split(jax.random.fold_in(rng, 1))
@@ -127,7 +129,7 @@ def test_wasserstein_pp_critic_sees_interpolates_of_encoder_and_prior(repo, batc
     assert not np.allclose(fake, wpp.decode(state.params, fx), atol=1e-3)
     # WGAN-GP's critic sees G(z) alone
     wgan = DPLCGeneratorTask(_config(repo, "tiny", objective="wgan"))
-    s2 = wgan.init(jax.random.PRNGKey(0), batch)
+    s2 = jit_init(wgan.init)(jax.random.PRNGKey(0), batch)
     np.testing.assert_allclose(wgan.generate(s2.params, batch, rng), wgan.decode(s2.params, z), atol=1e-5)
 
 
@@ -135,7 +137,7 @@ def test_wasserstein_pp_critic_sees_interpolates_of_encoder_and_prior(repo, batc
 def test_each_objective_trains_the_players_it_should(repo, batch, objective, mode):
     config = _config(repo, "tiny", objective=objective, **{"gan.mode": mode, "gan.d_steps": 1})
     task, _ = tasks.build_task(config)
-    state = task.init(jax.random.PRNGKey(0), batch)
+    state = jit_init(task.init)(jax.random.PRNGKey(0), batch)
     assert ("encoder" in state.params["generator"]) == (objective != "wgan")
     step = jax.jit(task.train_step)
     s1, m1 = step(state, batch, jax.random.PRNGKey(1))  # alternate with d_steps 1: a critic step first
@@ -160,7 +162,7 @@ def test_compression_losses_of_dplc_cae_and_gan_baseline(repo, batch, generator_
     for variant, mmd_weight, adv_weight in (("tiny_compress", 100.0, 0.0), ("tiny_cae", 0.0, 0.0),
                                             ("tiny_gan", 0.0, 1.0)):
         task = DPLCTask(_config(repo, variant), generator_params)
-        state = task.init(jax.random.PRNGKey(1), batch)
+        state = jit_init(task.init)(jax.random.PRNGKey(1), batch)
         loss, (metrics, x_hat) = task.generator_loss(state.params, batch, rng, jnp.float32(1.0))
         out = task.forward(state.params, batch["image"], rng)
         np.testing.assert_allclose(x_hat, out["x_hat"], atol=1e-6)
@@ -178,20 +180,20 @@ def test_compression_losses_of_dplc_cae_and_gan_baseline(repo, batch, generator_
 @pytest.mark.parametrize("variant, frozen", [("tiny_compress", True), ("tiny_cae", False)])
 def test_generator_stays_frozen_in_dplc_and_trains_in_the_baseline(repo, batch, generator_params, variant, frozen):
     task = DPLCTask(_config(repo, variant), generator_params)
-    state = task.init(jax.random.PRNGKey(1), batch)
+    state = jit_init(task.init)(jax.random.PRNGKey(1), batch)
     for leaf, ref in zip(_leaves(state.params["generator"]["decoder"]), _leaves(generator_params)):
         np.testing.assert_array_equal(leaf, ref)  # the decoder starts as the stage-1 generator
     step = jax.jit(task.train_step)
     for i in range(3):
         state, _ = step(state, batch, jax.random.PRNGKey(10 + i))
     assert _changed(generator_params, state.params["generator"]["decoder"]) != frozen
-    assert _changed(task.init(jax.random.PRNGKey(1), batch).params["generator"]["map"],
+    assert _changed(jit_init(task.init)(jax.random.PRNGKey(1), batch).params["generator"]["map"],
                     state.params["generator"]["map"])
 
 
 def test_zero_bits_maps_noise_alone(repo, batch, generator_params):
     task = DPLCTask(_config(repo, "tiny_compress", **{"model.code_channels": 0}), generator_params)
-    state = task.init(jax.random.PRNGKey(1), batch)
+    state = jit_init(task.init)(jax.random.PRNGKey(1), batch)
     assert task.spec.bits == 0 and state.params["generator"]["encoder"] == {}
     a = task.forward(state.params, batch["image"], jax.random.PRNGKey(0))["x_hat"]
     b = task.forward(state.params, batch["image"][::-1], jax.random.PRNGKey(0))["x_hat"]
@@ -265,7 +267,7 @@ def test_paper_configs_train_a_few_steps(repo, variant):
     if config.task == "dplc":
         g_task = DPLCGeneratorTask(_config(repo, "paper_celeba", **overrides))
         batch = {"image": np.zeros((4, 64, 64, 3), np.uint8)}
-        generator = g_task.init(jax.random.PRNGKey(0), batch).params["generator"]["decoder"]
+        generator = jit_init(g_task.init)(jax.random.PRNGKey(0), batch).params["generator"]["decoder"]
         task = DPLCTask(config, generator)
         data = build_image_data(config.data)
     else:

@@ -96,7 +96,7 @@ def test_gan_training_resumes_exactly(config, tmp_path):
     for a, b in zip(_leaves((reference.params, reference.opt_state)), _leaves((resumed.params, resumed.opt_state))):
         np.testing.assert_array_equal(a, b)
     # both players moved, and the discriminator only after the warm-up step
-    init = task.init(jax.random.split(jax.random.PRNGKey(config.seed))[0], data.train_batch(0))
+    init = trainer.jit_init(task.init)(jax.random.split(jax.random.PRNGKey(config.seed))[0], data.train_batch(0))
     for player in ("generator", "discriminator"):
         moved = [not np.array_equal(a, b) for a, b in zip(_leaves(init.params[player]),
                                                           _leaves(reference.params[player]))]
@@ -200,8 +200,9 @@ def test_generator_loss_terms(config, state):
     image = jnp.asarray(load_image(sample_image_paths()[2])[:32, :32][None])
     batch = {"image": image}
     rng = jax.random.PRNGKey(0)
-    off, (m_off, x_hat) = task.generator_loss(state.params, batch, rng, jnp.float32(0.0))
-    on, (m_on, _) = task.generator_loss(state.params, batch, rng, jnp.float32(1.0))
+    loss = jax.jit(task.generator_loss)  # one compilation for both weights (eager runs take seconds each)
+    off, (m_off, x_hat) = loss(state.params, batch, rng, jnp.float32(0.0))
+    on, (m_on, _) = loss(state.params, batch, rng, jnp.float32(1.0))
     mse_unit = float(jnp.mean(jnp.square(image / 127.5 - 1.0 - x_hat)))
     assert float(off) == pytest.approx(config.loss.lambda_mse * mse_unit + float(m_off["prior_bits_per_symbol"]),
                                        rel=1e-5)
@@ -210,8 +211,8 @@ def test_generator_loss_terms(config, state):
     # the prior's cross-entropy trains the prior only: no gradient into the encoder from it
     lam0 = apply_overrides(config, ["loss.lambda_mse=0.0"])
     t0, _ = tasks.build_task(lam0)
-    grads = jax.grad(lambda g: t0.generator_loss(dict(state.params, generator=g), batch, rng, jnp.float32(0.0))[0])(
-        state.params["generator"])
+    grads = jax.jit(jax.grad(lambda g: t0.generator_loss(dict(state.params, generator=g), batch, rng,
+                                                         jnp.float32(0.0))[0]))(state.params["generator"])
     assert float(jnp.abs(grads["prior_logits"]).sum()) > 0
     assert all(float(jnp.abs(x).max()) == 0 for x in jax.tree.leaves(grads["encoder"]))
 
@@ -231,7 +232,7 @@ def test_latent_sampler_trains_on_frozen_latents_and_samples_centres(state, conf
     assert {"critic_real", "critic_fake", "gap"} <= set(metrics)
     for a, b in zip(_leaves(final.model_state["gc"]), _leaves(state.params["generator"])):
         np.testing.assert_array_equal(a, b)  # GC stays frozen
-    init = task.init(jax.random.split(jax.random.PRNGKey(scfg.seed))[0], data.train_batch(0))
+    init = trainer.jit_init(task.init)(jax.random.split(jax.random.PRNGKey(scfg.seed))[0], data.train_batch(0))
     g_moved = [not np.array_equal(a, b) for a, b in zip(_leaves(init.params["generator"]),
                                                         _leaves(final.params["generator"]))]
     assert any(g_moved)  # steps 0, 1 the critic's, step 2 the generator's
