@@ -13,6 +13,7 @@ from jaxcomp.coding import (
     decode_categorical,
     encode_categorical,
     ideal_bits,
+    information_content,
     pack,
     unpack,
 )
@@ -27,6 +28,22 @@ def test_categorical_roundtrip_is_exact_and_near_ideal():
     np.testing.assert_array_equal(decode_categorical(words, pmfs.astype(np.float32)), symbols)
     ideal = ideal_bits(symbols, pmfs)
     assert ideal <= 32 * len(words) <= ideal * 1.001 + 64
+
+
+def test_symbols_of_zero_float_probability_cost_the_coders_24_bits_not_infinity():
+    """A symbol the float model gives probability 0 is still coded (constriction's fixed-point model
+    gives it 2^-24): the reported cost is those 24 bits, finite, and the stream's length agrees."""
+    n = 400
+    pmfs = np.zeros((n, 5), np.float32)
+    pmfs[:, 0] = 1.0
+    symbols = np.full(n, 3, np.int32)
+    words = encode_categorical(symbols, pmfs)
+    np.testing.assert_array_equal(decode_categorical(words, pmfs), symbols)
+    np.testing.assert_array_equal(information_content(symbols, pmfs), 24.0)
+    assert ideal_bits(symbols, pmfs) == 24.0 * n
+    assert abs(32 * len(words) - 24 * n) <= 64
+    # above the floor nothing changes: -log2 p
+    np.testing.assert_allclose(information_content(np.array([0, 1]), np.array([[0.5, 0.5], [0.75, 0.25]])), [1.0, 2.0])
 
 
 def test_coder_refuses_bad_symbols_and_pmfs():

@@ -359,15 +359,14 @@ class L3CCodec:
     def _encode(self, symbols: np.ndarray, pmf: np.ndarray, lo: np.ndarray | None, scale: int,
                 with_bits: bool = True) -> tuple[bytes, np.ndarray | None]:
         """One payload and (``with_bits``) the per-symbol information content ``float64 [N]`` in bits."""
-        from jaxcomp.coding import encode_categorical, encode_windowed, ideal_bits_windowed
+        from jaxcomp.coding import encode_categorical, encode_windowed, ideal_bits_windowed, information_content
 
         symbols = symbols.reshape(-1)
         if lo is None:
             data = encode_categorical(symbols, pmf).tobytes()
             if not with_bits:
                 return data, None
-            p = np.take_along_axis(pmf, symbols.reshape(-1, 1).astype(np.int64), 1)[:, 0] / pmf.sum(1, np.float64)
-            return data, -np.log2(p)
+            return data, information_content(symbols, pmf)
         levels = self.spec.num_levels(scale)
         data = encode_windowed(symbols, pmf, lo, levels).tobytes()
         return data, ideal_bits_windowed(symbols, pmf, lo, levels) if with_bits else None

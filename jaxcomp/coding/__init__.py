@@ -23,11 +23,12 @@ from jaxcomp.coding.entropy_coder import (
     encode_windowed,
     ideal_bits,
     ideal_bits_windowed,
+    information_content,
 )
 
 __all__ = [
     "BitstreamError", "CategoricalStreamDecoder", "ChecksumError", "CodingError", "ModelMismatchError",
     "TruncatedError", "UnsupportedError", "decode_categorical", "decode_uniform", "decode_windowed",
     "encode_categorical", "encode_categorical_parts", "encode_uniform", "encode_windowed", "fingerprint",
-    "ideal_bits", "ideal_bits_windowed", "pack", "peek", "unpack",
+    "ideal_bits", "ideal_bits_windowed", "information_content", "pack", "peek", "unpack",
 ]

@@ -122,11 +122,27 @@ def decode_uniform(words: np.ndarray, count: int, levels: int) -> np.ndarray:
     return np.asarray(symbols, np.int32)
 
 
-def ideal_bits(symbols: np.ndarray, pmfs: np.ndarray) -> float:
-    """Information content ``-sum log2 p(symbol)`` under the normalised ``pmfs``, in bits."""
+# constriction's categorical models quantize to 24-bit fixed point and give every symbol at least one
+# of 2^24 units: a symbol whose float probability is 0 (or below 2^-24) costs 24 bits, not infinitely many.
+MIN_PROBABILITY = 2.0 ** -24
+
+
+def information_content(symbols: np.ndarray, pmfs: np.ndarray) -> np.ndarray:
+    """Per-symbol cost ``-log2 p(symbol)`` in bits, ``float64 [N]``, under the normalised ``pmfs``
+    (float ``[N, L]``), with ``p`` floored at the coder's :data:`MIN_PROBABILITY` (so at most 24 bits:
+    what the coder spends on a symbol the float model gives probability 0)."""
     pmfs = np.asarray(pmfs, np.float64)
-    p = np.take_along_axis(pmfs, np.asarray(symbols).reshape(-1, 1).astype(np.int64), axis=1)[:, 0]
-    return float(-np.sum(np.log2(p / pmfs.sum(1))))
+    symbols = np.asarray(symbols).reshape(-1, 1).astype(np.int64)
+    if len(symbols) == 0:
+        return np.zeros((0,), np.float64)
+    p = np.take_along_axis(pmfs, symbols, axis=1)[:, 0] / pmfs.sum(1)
+    return -np.log2(np.maximum(p, MIN_PROBABILITY))
+
+
+def ideal_bits(symbols: np.ndarray, pmfs: np.ndarray) -> float:
+    """Information content ``-sum log2 p(symbol)`` under the normalised ``pmfs``, in bits (see
+    :func:`information_content`)."""
+    return float(information_content(symbols, pmfs).sum())
 
 
 def _window_indices(symbols: np.ndarray, pmfs: np.ndarray, lo: np.ndarray, levels: int):
@@ -189,5 +205,4 @@ def ideal_bits_windowed(symbols: np.ndarray, pmfs: np.ndarray, lo: np.ndarray, l
     """Per-symbol information content ``float64 [N]`` (bits) of :func:`encode_windowed`'s code."""
     pmfs = np.asarray(pmfs, np.float64)
     index, escaped = _window_indices(symbols, pmfs, lo, levels)
-    p = np.take_along_axis(pmfs, index.reshape(-1, 1).astype(np.int64), axis=1)[:, 0] / pmfs.sum(1)
-    return -np.log2(p) + escaped * np.log2(levels)
+    return information_content(index, pmfs) + escaped * np.log2(levels)

@@ -342,7 +342,7 @@ class CPMCodec:
     def _encode_tile(self, symbols: np.ndarray, k: np.ndarray,
                      bit_map: np.ndarray | None = None) -> tuple[bytes, float]:
         """``symbols [h, w, C]``, ``k [h, w]`` of one tile -> (payload, ideal bits)."""
-        from jaxcomp.coding import encode_categorical_parts
+        from jaxcomp.coding import encode_categorical_parts, ideal_bits, information_content
 
         s = self.spec
         h, w = k.shape
@@ -360,13 +360,12 @@ class CPMCodec:
             coded_syms.append(sym)
             coded_pmfs.append(pmf[keep])
             if bit_map is not None:
-                p = pmf[keep][np.arange(len(sym)), sym] / pmf[keep].sum(1)
-                bit_map[f[keep, 1], f[keep, 2]] += -np.log2(p)
+                bit_map[f[keep, 1], f[keep, 2]] += information_content(sym, pmf[keep])
             return vol[f[:, 0], f[:, 1], f[:, 2]]
 
         self._run_fronts(plan, vol, consume)
         parts.append((np.concatenate(coded_syms), np.concatenate(coded_pmfs)))
-        bits = sum(_ideal_bits(sym, pmf) for sym, pmf in parts)
+        bits = sum(ideal_bits(sym, pmf) for sym, pmf in parts)
         return encode_categorical_parts(parts).tobytes(), bits
 
     def _decode_tile(self, payload: bytes, h: int, w: int) -> np.ndarray:
@@ -502,11 +501,6 @@ def _diagonal_order(h: int, w: int) -> np.ndarray:
     return np.lexsort((y.reshape(-1), (y + x).reshape(-1)))
 
 
-def _ideal_bits(symbols: np.ndarray, pmfs: np.ndarray) -> float:
-    if len(symbols) == 0:
-        return 0.0
-    p = pmfs[np.arange(len(symbols)), symbols].astype(np.float64) / pmfs.sum(1, dtype=np.float64)
-    return float(-np.log2(p).sum())
 
 
 def check_image(image: np.ndarray) -> np.ndarray:
