@@ -14,6 +14,14 @@ Variants:
   cpu_rgb     the "RGB" ablation at the cpu size, 3000 steps (no encoders: faster steps, and at a
               CPU budget it leaves the early plateau of the learned representation far sooner).
   tiny        seconds, for tests.
+
+The paper-scale variants (paper, rgb, rgb_shared) need real training data and refuse to start
+without it: the default source is a folder whose path you give (or tfds), and the shipped samples,
+which are the photos the codec is evaluated on, are refused (``data.allow_samples=False``; set it
+True only for timing, as experiments/bench_train.py does):
+
+    python -m experiments.train --config configs/l3c.py:paper --workdir runs/l3c_paper \
+        --config.data.source=folder --config.data.path=/data/openimages_train
 """
 
 import ml_collections
@@ -32,6 +40,7 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
         source="samples",          # samples (shipped photos) | folder (data.path) | tfds (data.tfds_name)
         path="",                   # folder of images for source=folder
         val_path="",               # optional separate validation folder; else num_val held out
+        allow_samples=True,        # False (paper-scale variants): refuse to train on the shipped samples
         holdout="samples",         # folder source: hold out images named like the shipped samples
         num_val=2,                 # else: images held out by a stable hash of their names
         tfds_name="", tfds_train_split="train", tfds_val_split="", tfds_data_dir="",
@@ -62,6 +71,8 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
     c.eval_batch_size = 4
     c.distributed = False          # call jax.distributed.initialize() (multi-host)
 
+    if variant in ("paper", "", "rgb", "rgb_shared"):  # real training data, never the evaluation photos
+        c.data.update(source="folder", allow_samples=False)
     if variant in ("rgb", "rgb_shared"):
         c.model.representation = "rgb"
         c.model.share_weights = variant == "rgb_shared"

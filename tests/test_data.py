@@ -156,3 +156,19 @@ def test_centre_crop_and_benchmark_image_paths(tmp_path):
         benchmark_image_paths("", 0)
     with pytest.raises(DataError, match="image folder not found"):
         benchmark_image_paths(str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("variant", ["paper", "rgb", "rgb_shared"])
+def test_paper_configs_refuse_to_train_without_real_data(repo, variant):
+    """The paper-scale L3C configs need a training folder (or tfds) and refuse the shipped samples,
+    which are the evaluation photos; the CPU configs keep training on them."""
+    from jaxcomp.configs import load_config
+    from jaxcomp.data import DataError, build_image_data
+
+    config = load_config(str(repo / "configs" / "l3c.py") + ":" + variant)
+    with pytest.raises(DataError, match="needs data.path"):
+        build_image_data(config.data)
+    with pytest.raises(DataError, match="refuses the shipped samples"):
+        build_image_data(apply_overrides(config, ["data.source=samples"]).data)
+    assert load_config(str(repo / "configs" / "l3c.py") + ":cpu").data.source == "samples"
+

@@ -93,10 +93,14 @@ def _image_sources(data: ml_collections.ConfigDict):
     source = data.source
     if source in ("samples", "folder"):
         if source == "samples":
+            if not data.get("allow_samples", True):
+                raise DataError("this config trains at paper scale and refuses the shipped samples (they are the "
+                                "photos the codec is evaluated on): give data.source=folder with data.path, or "
+                                "data.source=tfds (data.allow_samples=True overrides, e.g. for timing)")
             files = sample_image_paths()
         else:
             if not data.path:
-                raise DataError("data.source='folder' needs data.path (a folder of images)")
+                raise DataError("data.source='folder' needs data.path (a folder of training images)")
             files = list_images(data.path)
         train_files, val_files = _split(files, data)
         train = ImageFolderSource(train_files, cache=data.cache)
