@@ -17,12 +17,13 @@ from jaxcomp.ecg.data import (
     stratified_kfold,
     write_record,
 )
+from jaxcomp.ecg.features import FEATURE_NAMES, detect_qrs, feature_matrix, record_features
 from jaxcomp.ecg.scoring import challenge_f1, confusion_matrix, f1_per_class, score
 from jaxcomp.ecg.synthetic import synthesize_dataset, synthesize_record
 
 __all__ = [
-    "CLASSES", "CLASS_NAMES", "ECGBatches", "ECGDataError", "ECGDataset", "FS", "build_ecg_data",
-    "challenge_f1", "check_recording", "confusion_matrix", "f1_per_class", "load_challenge", "load_dataset",
-    "read_record", "read_reference", "score", "stratified_kfold", "synthesize_dataset", "synthesize_record",
-    "write_record",
+    "CLASSES", "CLASS_NAMES", "ECGBatches", "ECGDataError", "ECGDataset", "FEATURE_NAMES", "FS", "build_ecg_data",
+    "challenge_f1", "check_recording", "confusion_matrix", "detect_qrs", "f1_per_class", "feature_matrix",
+    "load_challenge", "load_dataset", "read_record", "read_reference", "record_features", "score",
+    "stratified_kfold", "synthesize_dataset", "synthesize_record", "write_record",
 ]

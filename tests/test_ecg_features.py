@@ -1,0 +1,74 @@
+"""ECG feature baseline: the Pan-Tompkins-style QRS detector and the record features (fast, numpy only)."""
+
+import numpy as np
+import pytest
+
+from jaxcomp.ecg.data import FS
+from jaxcomp.ecg.features import FEATURE_NAMES, detect_qrs, feature_matrix, record_features
+from jaxcomp.ecg.synthetic import synthesize_record
+
+_F = {name: i for i, name in enumerate(FEATURE_NAMES)}
+
+
+def _beat_train(r_times: np.ndarray, seconds: float, fs: int = FS, noise: float = 0.02, seed: int = 0) -> np.ndarray:
+    """A simple ECG: per beat a narrow R (1 mV, sigma 12 ms), a small S and a broad T wave, plus noise."""
+    t = np.arange(int(seconds * fs)) / fs
+    x = np.zeros_like(t)
+    for r in r_times:
+        x += 1.0 * np.exp(-0.5 * ((t - r) / 0.012) ** 2)
+        x -= 0.25 * np.exp(-0.5 * ((t - r - 0.03) / 0.01) ** 2)
+        x += 0.3 * np.exp(-0.5 * ((t - r - 0.25) / 0.05) ** 2)
+    return x + noise * np.random.default_rng(seed).standard_normal(len(t))
+
+
+@pytest.mark.parametrize("bpm", [50.0, 75.0, 140.0])
+def test_detector_regular_rhythm(bpm):
+    rr = 60.0 / bpm
+    r_times = np.arange(0.4, 20.0 - 0.3, rr)
+    peaks = detect_qrs(_beat_train(r_times, 20.0), FS)
+    assert abs(len(peaks) - len(r_times)) <= 1
+    assert abs(np.mean(np.diff(peaks)) / FS / rr - 1) < 0.02
+    feats = record_features(_beat_train(r_times, 20.0), FS)
+    assert abs(feats[_F["rr_mean"]] / rr - 1) < 0.02
+    assert abs(feats[_F["beats_per_s"]] - len(r_times) / 20.0) <= 1 / 20.0
+
+
+def test_detector_on_project_generator():
+    """A synthetic normal-sinus recording (jaxcomp.ecg.synthetic): beats within +-1 of heart rate x duration."""
+    x, info = synthesize_record(np.random.default_rng([5, 0, 0]), 0, 30 * FS)
+    peaks = detect_qrs(x, FS)
+    expected = info["heart_rate"] / 60.0 * 30.0
+    assert abs(len(peaks) - expected) <= 1.5
+    assert abs(np.mean(np.diff(peaks)) / FS / (60.0 / info["heart_rate"]) - 1) < 0.03
+
+
+@pytest.mark.parametrize("signal", [np.zeros(9000), np.zeros(200), np.zeros(10), np.zeros(0), np.ones(3000),
+                                    np.r_[np.zeros(1500), 5.0, np.zeros(1500)]],
+                         ids=["zeros_30s", "zeros_short", "ten_samples", "empty", "constant", "one_spike"])
+def test_features_finite_for_degenerate_input(signal):
+    f = record_features(signal, FS)
+    assert f.dtype == np.float64 and f.shape == (len(FEATURE_NAMES),)
+    assert np.all(np.isfinite(f))
+
+
+def test_rr_std_ordering_and_value():
+    rng = np.random.default_rng(1)
+    regular = np.arange(0.4, 29.5, 0.8)
+    rr_irregular = 0.8 * np.exp(rng.normal(0, 0.2, 60))  # AF-like, CV ~ 20 %
+    irregular = 0.4 + np.concatenate([[0], np.cumsum(rr_irregular)])
+    irregular = irregular[irregular < 29.5]
+    f_reg = record_features(_beat_train(regular, 30.0), FS)
+    f_irr = record_features(_beat_train(irregular, 30.0), FS)
+    for name in ("rr_std", "rr_cv", "rmssd", "pnn50"):
+        assert f_irr[_F[name]] > f_reg[_F[name]] + 0.05 * max(f_irr[_F[name]], 1e-3), name
+    assert f_reg[_F["rr_std"]] < 0.01  # one-sample jitter at most
+    # the value itself: the std of the true RR intervals (to a few samples of detection jitter)
+    true_rr = np.diff(irregular)
+    assert abs(f_irr[_F["rr_std"]] - np.std(true_rr)) < 0.01
+    assert abs(f_irr[_F["rmssd"]] - np.sqrt(np.mean(np.diff(true_rr) ** 2))) < 0.015
+
+
+def test_feature_matrix_shape():
+    X = feature_matrix([np.zeros(600), _beat_train(np.arange(0.4, 9.5, 1.0), 10.0)], FS)
+    assert X.shape == (2, len(FEATURE_NAMES)) and X.dtype == np.float64 and np.isfinite(X).all()
+    assert feature_matrix([], FS).shape == (0, len(FEATURE_NAMES))
