@@ -53,6 +53,7 @@ def test_ssc_clusters_union_of_subspaces(fitted, subspaces, algorithm):
     assert clustering_error(y, est.labels_) == 0.0
     A = est.affinity_matrix_
     assert sp.issparse(A) and A.shape == (len(y), len(y))
+    assert est.n_features_in_ == 30
     assert abs(A - A.T).max() < 1e-6
     assert A.diagonal().max() == 0  # each point is coded by the others only
     # no false discoveries: every coefficient links points of the same subspace
@@ -184,6 +185,9 @@ def test_metrics_match_sklearn():
         (np.vstack([np.ones((9, 5)), np.zeros((1, 5))]), {}, "zero point"),
         (np.ones((2, 5)), dict(n_clusters=3), "fewer points"),
         (np.ones(5), {}, "2-D"),
+        (sp.csr_matrix(np.eye(6)), {}, "sparse csr_matrix.*toarray"),
+        (np.ones((6, 3)) * (1 + 1j), {}, "must be real"),
+        (np.array([["a", "b"], ["c", "d"]], object), {}, "numeric"),
     ],
 )
 def test_ssc_bad_input(X, kwargs, match):

@@ -19,7 +19,7 @@ class _SSCBase(ClusterMixin, BaseEstimator):
             isinstance(self.n_clusters, bool) or int(self.n_clusters) != self.n_clusters or self.n_clusters < 1
         ):
             raise ValueError(f"n_clusters must be a positive integer or None, got {self.n_clusters!r}")
-        check_data(X, self.n_clusters)
+        self.n_features_in_ = check_data(X, self.n_clusters).shape[1]
         t0 = time.perf_counter()
         C, info = sparse_coefficients(
             X,
@@ -62,8 +62,8 @@ class SSCOMP(_SSCBase):
       verbose: tqdm progress over chunks.
 
     Attributes (after ``fit``): ``coef_`` (N, N) csr, ``affinity_matrix_`` (N, N) csr,
-    ``labels_`` (N,), ``n_clusters_``, ``n_iter_`` (N,), ``residual_norm_`` (N,),
-    ``timings_``.
+    ``labels_`` (N,), ``n_clusters_``, ``n_features_in_`` (m), ``n_iter_`` (N,), ``residual_norm_``
+    (N,), ``timings_``. Sparse, complex or non-numeric ``X`` is refused with a ``ValueError``.
     """
 
     _algorithm = "omp"

@@ -50,10 +50,17 @@ def check_data(X, n_clusters: int | None = None) -> np.ndarray:
     """Validates ``X`` ``(N, m)`` on the host and returns it as float32 with unit-norm rows.
 
     Raises:
-      ValueError: not 2-D, NaN/inf, zero rows (points), fewer than 2 points, or fewer points
-        than ``n_clusters``.
+      ValueError: a sparse matrix, complex or non-numeric entries, not 2-D, NaN/inf, zero rows
+        (points), fewer than 2 points, or fewer points than ``n_clusters``.
     """
+    import scipy.sparse as sp
+
+    if sp.issparse(X):
+        raise ValueError(f"X is a sparse {type(X).__name__}: SSC codes every point over all the others and "
+                         "needs a dense array (X.toarray())")
     X = np.asarray(X)
+    if np.iscomplexobj(X):
+        raise ValueError(f"X must be real, got complex dtype {X.dtype}")
     if X.ndim != 2:
         raise ValueError(f"X must be 2-D (n_points, n_features), got shape {X.shape}")
     if not np.issubdtype(X.dtype, np.number):
