@@ -48,18 +48,18 @@ QUOTED_NETWORKS = {
 _KEYS = ("f1", "f1_N", "f1_A", "f1_O", "f1_~", "accuracy")
 
 
-def _models(seed: int):
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+def _model(name: str, seed: int):
+    """``logreg``: StandardScaler + balanced logistic regression; ``hgb``: balanced gradient-boosted trees."""
+    if name == "logreg":
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
 
-    return {
-        "logreg": make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=5000,
-                                                                     C=1.0)),
-        "hgb": HistGradientBoostingClassifier(class_weight="balanced", max_features=0.8, learning_rate=0.1,
-                                              max_iter=200, early_stopping=False, random_state=seed),
-    }
+        return make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=5000, C=1.0))
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    return HistGradientBoostingClassifier(class_weight="balanced", max_features=0.8, learning_rate=0.1,
+                                          max_iter=200, early_stopping=False, random_state=seed)
 
 
 def run(config, workdir):
@@ -74,12 +74,7 @@ def run(config, workdir):
     splits = stratified_kfold(dataset.labels, config.data.num_folds, config.data.fold_seed)
     folds = list(config.cv.folds) or list(range(config.data.num_folds))
     seeds = list(dict.fromkeys(int(s) for s in config.cv.seeds))
-    extra = 0
-    tree_seeds = list(seeds)
-    while len(tree_seeds) < 3:
-        if extra not in tree_seeds:
-            tree_seeds.append(extra)
-        extra += 1
+    tree_seeds = (seeds + [s for s in range(3) if s not in seeds])[:max(3, len(seeds))]  # at least 3
 
     t0 = time.perf_counter()
     X = feature_matrix(dataset.signals, dataset.fs, progress=True)
@@ -100,7 +95,7 @@ def run(config, workdir):
                                   ("logreg_spec", [seeds[0]])):
             cols = groups.get(method, slice(None))
             for seed in seed_list:
-                model = _models(seed)[method.split("_")[0]]
+                model = _model(method.split("_")[0], seed)
                 t1 = time.perf_counter()
                 model.fit(X[train_idx][:, cols], y[train_idx])
                 pred = model.predict(X[eval_idx][:, cols])

@@ -1,5 +1,7 @@
 """Tests for jaxcomp.greedy: MP / OMP known answers and the non-negative MP variants."""
 
+import functools
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -157,46 +159,34 @@ def test_nnmp_bad_input(kwargs, match):
 # ----------------------------------------------------------------------------- MP / OMP vs numpy references
 
 
-def _mp_reference(D, y, max_iter, tol=0.0, corr_tol=0.0, exclude=-1):
-    """Matching pursuit written out in float64 numpy: ``(coef, residual, n_iter)``."""
-    D, r = np.asarray(D, np.float64), np.asarray(y, np.float64).copy()
+def _pursuit_reference(D, y, max_iter, tol=0.0, corr_tol=0.0, exclude=-1, orthogonal=False):
+    """Matching pursuit (``orthogonal=False``) or OMP (``lstsq`` on the support every step), written
+    out in float64 numpy: ``(coef, residual, n_iter)``."""
+    D, y = np.asarray(D, np.float64), np.asarray(y, np.float64)
     norms = np.linalg.norm(D, axis=0)
-    coef, n = np.zeros(D.shape[1]), 0
+    coef, r, S, n = np.zeros(D.shape[1]), y.copy(), [], 0
     while n < max_iter:
         c = D.T @ r
         score = np.abs(c) / norms
+        if orthogonal:
+            score[S] = -1.0
         if exclude >= 0:
             score[exclude] = -1.0
         k = int(np.argmax(score))
         rn = np.linalg.norm(r)
         if not (rn > tol and score[k] > corr_tol * rn):
             break
-        step = c[k] / norms[k] ** 2  # the projection of r on the line of d_k
-        coef[k] += step
-        r = r - step * D[:, k]
+        if orthogonal:
+            S.append(k)
+            coef = np.zeros(D.shape[1])
+            coef[S] = np.linalg.lstsq(D[:, S], y, rcond=None)[0]
+            r = y - D @ coef
+        else:
+            step = c[k] / norms[k] ** 2  # the projection of r on the line of d_k
+            coef[k] += step
+            r = r - step * D[:, k]
         n += 1
     return coef, r, n
-
-
-def _omp_reference(D, y, max_iter, tol=0.0, corr_tol=0.0, exclude=-1):
-    """Orthogonal matching pursuit in float64 numpy (``lstsq`` on the support every step)."""
-    D, y = np.asarray(D, np.float64), np.asarray(y, np.float64)
-    norms = np.linalg.norm(D, axis=0)
-    coef, r, S = np.zeros(D.shape[1]), y.copy(), []
-    while len(S) < max_iter:
-        score = np.abs(D.T @ r) / norms
-        score[S] = -1.0
-        if exclude >= 0:
-            score[exclude] = -1.0
-        k = int(np.argmax(score))
-        rn = np.linalg.norm(r)
-        if not (rn > tol and score[k] > corr_tol * rn):
-            break
-        S.append(k)
-        coef = np.zeros(D.shape[1])
-        coef[S] = np.linalg.lstsq(D[:, S], y, rcond=None)[0]
-        r = y - D @ coef
-    return coef, r, len(S)
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +213,8 @@ def test_pursuit_matches_numpy_reference_with_unnormalised_atoms(scaled_dictiona
     ``corr_tol`` compared without the ``||r||`` factor, the ``exclude`` index ignored.
     """
     D, Y, ex = scaled_dictionary
-    fn, ref, max_iter = (mp, _mp_reference, 9) if algorithm == "mp" else (omp, _omp_reference, 8)
+    fn, max_iter = (mp, 9) if algorithm == "mp" else (omp, 8)
+    ref = functools.partial(_pursuit_reference, orthogonal=algorithm == "omp")
     for kw in (dict(), dict(tol=4.5), dict(corr_tol=0.3)):
         res = fn(D, Y, max_iter, exclude=ex, **kw)
         iters = []

@@ -30,10 +30,6 @@ VOC_VOID = 255  # VOC's "void" border label; the task ignores labels >= num_clas
 
 def model_digest(path: str) -> str:
     """A short hash of a model's parameters: the bytes of a ``.msgpack``, the latest checkpoint of a workdir."""
-    return _file_digest(path)
-
-
-def _file_digest(path: str) -> str:
     h = hashlib.sha256()
     if os.path.isdir(path):  # a workdir: the parameters of its latest checkpoint
         import jax
@@ -66,7 +62,7 @@ def codec_outputs(codec: str, images: np.ndarray, batch_size: int = 64, cache_di
     if images.shape[1] % 8 or images.shape[2] % 8:
         raise DataError(f"image sides must be multiples of 8 for the codec, got {images.shape[1:3]}")
     path = ""
-    digest = _file_digest(codec)
+    digest = model_digest(codec)
     if cache_dir:
         key = hashlib.sha256(images.tobytes()).hexdigest()[:16]
         path = os.path.join(cache_dir, f"codec_{digest}_{key}.npz")
