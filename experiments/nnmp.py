@@ -3,7 +3,9 @@
   python -m experiments.nnmp --config configs/nnmp.py:default --workdir /tmp/nnmp
 
 Writes nnmp.md / nnmp.csv (final objectives vs scipy references) and objective-gap plots
-nnmp_{nnls,logistic,logistic_l2}.png into --workdir and prints the table.
+nnmp_{nnls,logistic,logistic_l2}.png into --workdir and prints the table. The real-data
+experiments (digits as non-negative combinations of digits, NMF with greedy coding steps) are
+``python -m experiments.nnmp_real {regression,nmf}``.
 """
 
 from __future__ import annotations

@@ -435,3 +435,172 @@ def test_nnmp_sublinear_rate_and_away_fixes_zigzag(zigzag_runs):
     assert np.max(t * gap[t]) <= 2 * 100 * gap[100]
     assert gap[-1] > 1e-4
     assert zigzag_runs["away"].history[-1] - ZIGZAG_FSTAR < 1e-12
+
+
+# ----------------------------------------------------------------------------- real-data experiments (issue 33)
+
+
+@pytest.fixture(scope="module")
+def digits_problem():
+    """scikit-learn's bundled 8x8 digits (no download): 10 training digits as atoms (64 x 10) and
+    30 held-out digits as targets; the same shapes as the NMF test below, so both reuse one
+    compiled program."""
+    from jaxcomp.greedy.realdata import load_images, regression_problem
+
+    train, test, _ = load_images("digits")
+    A, B = regression_problem(train, test, n_atoms=10, n_targets=30, seed=0)
+    return A, B, train
+
+
+def test_batched_coding_matches_scipy_nnls_on_digits(digits_problem):
+    """Fully-corrective MP batched over 30 held-out digits (``nnmp_batch``, float64) reaches
+    scipy's NNLS optimum of every target (weights to 1e-8, objective to 1e-10 relative) and the
+    experiment's relative gap is ~0; weights are non-negative, ``x = A w``.
+
+    Guards against: the traced objective of the batched coder (gradient or Hessian-vector
+    product) being wrong, targets mixed up across the batch, the relative gap formula.
+    """
+    from jaxcomp.greedy import nnmp_batch
+    from jaxcomp.greedy.realdata import nnls_reference, relative_gap
+
+    A, B, _ = digits_problem
+    W_ref, fstar, _ = nnls_reference(A, B)
+    res = nnmp_batch(A, B, variant="fully_corrective", max_iter=12, x64=True)
+    assert res.weights.shape == (30, 10) and res.history.shape == (30, 13)
+    assert np.all(res.weights >= 0)
+    np.testing.assert_allclose(res.x, res.weights @ A.T, atol=1e-10)
+    np.testing.assert_allclose(res.weights, W_ref, atol=1e-8)
+    np.testing.assert_allclose(res.history[:, -1], fstar, rtol=1e-10)
+    assert abs(relative_gap(res.history.T, fstar)[-1]) < 1e-10
+    assert relative_gap(res.history.T, fstar)[0] == pytest.approx((np.sum(B**2) / 2 - fstar.sum()) / fstar.sum())
+
+
+def test_nmf_with_greedy_coding_decreases_and_matches_anls(digits_problem):
+    """Alternating NMF of 30 digits (rank 10) whose coding step is fully-corrective MP: the
+    relative error never increases over 4 outer iterations and drops by > 10 %, both factors are
+    non-negative, W's columns have unit norm, and the whole error trajectory equals ANLS (exact
+    coding by scipy's NNLS, same dictionary steps) to 1e-9; the final codes are the NNLS codes.
+
+    Guards against: a coding step that can increase the objective, codes not non-negative, the
+    dictionary normalisation changing the product W H, ANLS / greedy runs not comparable.
+    """
+    from jaxcomp.greedy.realdata import nmf
+
+    _, B, _ = digits_problem
+    Y = B.T  # (64, 30)
+    W, H, err, _, _ = nmf(Y, 10, "fully_corrective", outer_iter=4, code_iter=12, x64=True)
+    _, _, err_anls, _, _ = nmf(Y, 10, "anls", outer_iter=4)
+    assert np.all(np.diff(err) <= 1e-12) and err[-1] < 0.9 * err[0], err
+    assert np.all(W >= 0) and np.all(H >= 0)
+    np.testing.assert_allclose(np.linalg.norm(W, axis=0), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(err, err_anls, atol=1e-9)
+    np.testing.assert_allclose(H, np.stack([so.nnls(W, y)[0] for y in Y.T], axis=1), atol=1e-7)
+
+
+def test_nmf_dictionary_step_is_exact_and_normalisation_keeps_product():
+    """HALS sweeps converge to the exact NNLS solution of the dictionary subproblem (rows of W by
+    scipy's NNLS) and never increase the error; the normalisation keeps W H, gives unit columns,
+    and replaces a zero column by the worst-fitted data column.
+
+    A coding step keeps, per column, whichever of the old and new codes fits better.
+
+    Guards against: a wrong HALS update (sign, missing projection, wrong Gram entry), a
+    normalisation that rescales H the wrong way, greedy codes restarted from 0 replacing better
+    ones (the NMF objective could increase).
+    """
+    from jaxcomp.greedy.realdata import _normalise, hals_update, keep_better
+
+    rng = np.random.default_rng(3)
+    Y, W0, H = rng.random((12, 20)), rng.random((12, 4)), rng.random((4, 20))
+    W1 = hals_update(Y, W0, H, 1)
+    assert np.linalg.norm(Y - W1 @ H) <= np.linalg.norm(Y - W0 @ H)
+    W = hals_update(Y, W0, H, 300)
+    W_ref = np.stack([so.nnls(H.T, y)[0] for y in Y])
+    np.testing.assert_allclose(W, W_ref, atol=1e-8)
+    W[:, 2] = 0.0
+    Wn, Hn = _normalise(Y, W, H)
+    np.testing.assert_allclose(np.linalg.norm(Wn, axis=0), 1.0)
+    H2 = H.copy()
+    H2[2] = 0.0
+    np.testing.assert_allclose(Wn @ Hn, W @ H2, atol=1e-12)
+    worst = int(np.argmax(np.linalg.norm(Y - W @ H, axis=0)))
+    np.testing.assert_allclose(Wn[:, 2], Y[:, worst] / np.linalg.norm(Y[:, worst]))
+    # a coding step keeps, per column, whichever code fits better
+    H_new = np.linalg.lstsq(W, Y, rcond=None)[0]  # unconstrained least squares: better everywhere
+    H_new[:, :10] = 0.0  # then worse on the first 10 columns
+    err_old, err_new = np.sum((Y - W @ H) ** 2, axis=0), np.sum((Y - W @ H_new) ** 2, axis=0)
+    assert np.all(err_new[:10] > err_old[:10]) and np.all(err_new[10:] < err_old[10:])
+    kept = keep_better(Y, W, H, H_new)
+    np.testing.assert_array_equal(kept[:, :10], H[:, :10])
+    np.testing.assert_array_equal(kept[:, 10:], H_new[:, 10:])
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: __import__("jaxcomp.greedy", fromlist=["x"]).nnmp_batch(np.eye(3), np.ones((2, 4))), "mismatched"),
+        (lambda: __import__("jaxcomp.greedy", fromlist=["x"]).nnmp_batch(np.eye(3), np.full((2, 3), np.nan)), "NaN"),
+        (lambda: __import__("jaxcomp.greedy", fromlist=["x"]).nnmp_batch(np.eye(3), np.ones((2, 3), complex)),
+         "real numbers"),
+        (lambda: __import__("jaxcomp.greedy", fromlist=["x"]).nnmp_batch(np.zeros((3, 2)), np.ones(3)), "zero column"),
+        (lambda: __import__("jaxcomp.greedy", fromlist=["x"]).nnmp_batch(np.eye(3), np.ones(3), max_iter=0),
+         "max_iter"),
+        (lambda: __import__("jaxcomp.greedy.realdata", fromlist=["x"]).nmf(-np.ones((3, 4)), 2, "anls"),
+         "non-negative"),
+        (lambda: __import__("jaxcomp.greedy.realdata", fromlist=["x"]).nmf(np.ones((3, 4)), 5, "anls"), "rank"),
+        (lambda: __import__("jaxcomp.greedy.realdata", fromlist=["x"]).code_columns(np.eye(3), np.ones((3, 2)), "x", 3),
+         "unknown coding method"),
+        (lambda: __import__("jaxcomp.greedy.realdata", fromlist=["x"]).load_images("photos"), "unknown image source"),
+    ],
+)
+def test_real_data_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+@pytest.mark.slow
+def test_batched_coding_iterates_equal_single_runs(nnls_problem):
+    """``nnmp_batch`` gives, target by target, the iterates of :func:`nnmp` for NNMP, away-steps
+    and fully-corrective MP (f(x_t) to 1e-12, final weights); pairwise MP, whose exact line
+    search leaves ties at 0 that rounding decides differently under ``vmap``, reaches each
+    target's NNLS optimum."""
+    from jaxcomp.greedy import nnmp_batch
+
+    M, _, _, _ = nnls_problem
+    B = np.random.default_rng(7).standard_normal((4, M.shape[0]))
+    fstar = np.array([0.5 * so.nnls(M, b)[1] ** 2 for b in B])
+    for v in VARIANTS:
+        res = nnmp_batch(M, B, variant=v, max_iter=300 if v == "pairwise" else 60, x64=True)
+        if v == "pairwise":
+            np.testing.assert_allclose(res.history[:, -1], fstar, rtol=1e-10)
+            continue
+        for i, b in enumerate(B):
+            one = nnmp(distance_objective(b), M, variant=v, max_iter=60, x64=True)
+            np.testing.assert_allclose(res.history[i], one.history, atol=1e-12 * one.history[0])
+            np.testing.assert_allclose(res.weights[i], one.weights, atol=1e-9)
+
+
+@pytest.mark.slow
+def test_real_data_experiments_run(tmp_path):
+    """Both experiment drivers end to end on scikit-learn's digits, a few steps: tables, curves and
+    figures written; fully-corrective MP at the NNLS optimum, plain NNMP not yet; every NMF error
+    curve non-increasing (guards against greedy codes restarted from 0 replacing better ones);
+    greedy NMF with fully-corrective coding equal to ANLS."""
+    from jaxcomp.greedy.realdata import run_nmf, run_regression
+
+    md = run_regression(str(tmp_path / "r"), data="digits", n_atoms=20, n_targets=3, max_iter=40, checkpoints=(10,),
+                        seeds=(0, 1, 2), lasso_iters=(1, 10))
+    assert "Fully-corrective MP" in md and "scipy.optimize.nnls" in md
+    cur = np.load(tmp_path / "r" / "regression_curves.npz")
+    assert cur["gap_fully_corrective"].shape == (3, 41)
+    assert np.all(np.abs(cur["gap_fully_corrective"][:, -1]) < 1e-10)
+    assert np.all(cur["gap_nnmp"][:, -1] > 1e-6)
+    assert (tmp_path / "r" / "nnmp_regression.png").stat().st_size > 0
+    md = run_nmf(str(tmp_path / "n"), data="digits", n_images=40, rank=5, outer_iter=2, code_iter=8, seeds=(0, 1, 2))
+    cur = np.load(tmp_path / "n" / "nmf_curves.npz")
+    assert cur["err_anls"].shape == (3, 3)
+    for key in ("err_anls",) + tuple(f"err_{v}" for v in VARIANTS):  # the NMF objective never increases
+        assert np.all(np.diff(cur[key], axis=1) <= 1e-9), (key, cur[key])
+    np.testing.assert_allclose(cur["err_fully_corrective"], cur["err_anls"], atol=1e-4)  # float32 codes
+    assert np.all(cur["err_nnmp"][:, -1] >= cur["err_anls"][:, -1] - 1e-6)
+    assert (tmp_path / "n" / "nnmp_nmf.png").stat().st_size > 0 and "sklearn NMF" in md

@@ -3,7 +3,8 @@
 * :mod:`jaxcomp.greedy.pursuit`: matching pursuit (MP) and orthogonal matching pursuit
   (OMP), jit-compiled and batched over signals.
 * :mod:`jaxcomp.greedy.nnmp`: non-negative matching pursuit over the conic hull of an atom
-  set (NNMP, away-steps, pairwise and fully-corrective variants; Locatello et al. 2017).
+  set (NNMP, away-steps, pairwise and fully-corrective variants; Locatello et al. 2017), and
+  ``nnmp_batch`` (non-negative coding of many targets over one atom set).
 * :mod:`jaxcomp.greedy.benchmarks`: host-side experiment drivers (plots, tables).
 """
 
@@ -16,6 +17,7 @@ from jaxcomp.greedy.nnmp import (
     logistic_objective,
     make_objective,
     nnmp,
+    nnmp_batch,
 )
 from jaxcomp.greedy.pursuit import PursuitResult, mp, mp_batch, omp, omp_batch
 
@@ -31,6 +33,7 @@ __all__ = [
     "mp",
     "mp_batch",
     "nnmp",
+    "nnmp_batch",
     "omp",
     "omp_batch",
 ]

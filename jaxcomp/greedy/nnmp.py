@@ -39,6 +39,7 @@ inside a ``jax.enable_x64`` context (no global config change) — needed to matc
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -198,8 +199,23 @@ def _fc_smooth(obj, A, w, active, L_w, inner_iter):
     return w
 
 
-def _make_runner(obj: Objective, variant: str, max_iter: int, lmo, lmo_returns_atom: bool, inner_iter: int):
-    def run(A):
+def _traced_distance(b: Array) -> Objective:
+    """``f(x) = 0.5||x - b||^2`` for a traced ``b`` (the batched coder's objective)."""
+
+    def residual(x):
+        return x - b
+
+    return Objective(f=lambda x: 0.5 * jnp.sum(residual(x) ** 2), grad=residual, L=1.0, hvp=lambda d: d)
+
+
+def _make_runner(objective: Objective | None, variant: str, max_iter: int, lmo, lmo_returns_atom: bool,
+                 inner_iter: int, jit: bool = True):
+    """``run(A)`` for a fixed objective, or ``run(A, b)`` minimising ``0.5||x - b||^2`` when
+    ``objective`` is None (so that ``b`` can be traced and ``vmap``-ed); jitted unless
+    ``jit=False``."""
+
+    def run(A, b=None):
+        obj = objective if b is None else _traced_distance(b)
         m, K = A.shape
         dtype = A.dtype
         quadratic = obj.quadratic
@@ -321,7 +337,78 @@ def _make_runner(obj: Objective, variant: str, max_iter: int, lmo, lmo_returns_a
         w, A, hist, nact = lax.fori_loop(0, max_iter, body, (w0, A, hist, nact))
         return NNMPResult(A @ w, w, A, hist, nact)
 
-    return jax.jit(run)
+    return jax.jit(run) if jit else run
+
+
+@functools.lru_cache(maxsize=64)
+def _batched_distance_runner(variant: str, max_iter: int):
+    """One jitted ``(A (m, K), B (n, m)) -> NNMPResult`` (leading axis n, ``atoms=None``) per
+    ``(variant, max_iter)``: ``jax.jit`` then caches one program per shape and dtype."""
+    run = _make_runner(None, variant, max_iter, None, False, 0, jit=False)
+
+    def one(A, b):
+        return run(A, b)._replace(atoms=None)  # the atoms are shared: do not copy them per target
+
+    return jax.jit(jax.vmap(one, in_axes=(None, 0)))
+
+
+def nnmp_batch(atoms, targets, *, variant: str = "nnmp", max_iter: int = 100, x64: bool = False) -> NNMPResult:
+    """Non-negative coding of many targets over one atom set: for every row ``b`` of ``targets``,
+    ``min_{w >= 0} 0.5 ||A w - b||^2`` by ``max_iter`` steps of ``variant`` from ``w = 0``, i.e.
+    :func:`nnmp` with :func:`distance_objective` (exact line search, exact fully-corrective
+    solve), ``vmap``-ed over the targets in one compiled program (cached per variant,
+    ``max_iter``, shapes and dtype, so repeated calls do not recompile).
+
+    Args:
+      atoms: ``(m, K)`` atoms as columns (finite, no zero column).
+      targets: ``(n, m)`` signals to code (or one ``(m,)`` signal, then no leading axis).
+      variant: one of ``VARIANTS``.
+      max_iter: steps per target (at most ``max_iter`` atoms become active, fewer after drops).
+      x64: compute in float64 inside ``jax.enable_x64(True)``; else float32.
+
+    Returns:
+      :class:`NNMPResult` of numpy arrays with a leading axis ``n``: ``x`` ``(n, m)``,
+      ``weights`` ``(n, K)`` (>= 0), ``history`` ``(n, max_iter + 1)`` of ``f(x_t)``,
+      ``n_active`` ``(n, max_iter + 1)``; ``atoms`` is the ``(m, K)`` atom matrix (not repeated).
+
+    Raises:
+      ValueError: unknown variant, bad ``max_iter``, non-2-D / non-finite / zero atoms, targets
+        that are not ``(n, m)`` or not finite.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown NNMP variant {variant!r}; expected one of {', '.join(VARIANTS)}")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+    A = np.asarray(atoms)
+    if A.ndim != 2 or A.shape[0] < 1 or A.shape[1] < 1:
+        raise ValueError(f"atoms must be a non-empty 2-D (m, K) array with atoms as columns, got shape {A.shape}")
+    if not np.issubdtype(A.dtype, np.number) or np.iscomplexobj(A):
+        raise ValueError(f"atoms must be real numbers, got dtype {A.dtype}")
+    if not np.all(np.isfinite(A)):
+        raise ValueError("atoms contain NaN or infinite entries")
+    zero = np.flatnonzero(np.linalg.norm(A, axis=0) == 0)
+    if zero.size:
+        raise ValueError(f"atoms have {zero.size} zero column(s), e.g. column {int(zero[0])}")
+    Y = np.asarray(targets)
+    single = Y.ndim == 1
+    if single:
+        Y = Y[None]
+    if Y.ndim != 2 or Y.shape[1] != A.shape[0]:
+        raise ValueError(f"mismatched shapes: targets must be (n, {A.shape[0]}) for atoms of shape {A.shape}, "
+                         f"got {np.shape(targets)}")
+    if not np.issubdtype(Y.dtype, np.number) or np.iscomplexobj(Y):
+        raise ValueError(f"targets must be real numbers, got dtype {Y.dtype}")
+    if not np.all(np.isfinite(Y)):
+        raise ValueError("targets contain NaN or infinite entries")
+    with jax.enable_x64(x64):
+        dtype = jnp.float64 if x64 else jnp.float32
+        run = _batched_distance_runner(variant, int(max_iter))
+        out = run(jnp.asarray(A, dtype), jnp.asarray(Y, dtype))
+        out = jax.tree_util.tree_map(lambda a: np.asarray(a), out)
+    out = out._replace(atoms=np.asarray(A, np.float64 if x64 else np.float32))
+    if single:
+        out = out._replace(x=out.x[0], weights=out.weights[0], history=out.history[0], n_active=out.n_active[0])
+    return out
 
 
 def nnmp(
