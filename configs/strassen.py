@@ -3,6 +3,7 @@
     python -m experiments.train --config configs/strassen.py:digits --workdir runs/strassen_digits
     python -m experiments.strassen_nets --config configs/strassen.py:digits --workdir runs/strassen_b
     python -m experiments.strassen_nets --config configs/strassen.py:ptb --workdir runs/strassen_c
+    python -m experiments.strassen_nets --config configs/strassen.py:mnist --workdir runs/strassen_mnist
 
 The classifier variants start from the zoo's digits recipe (configs/ban.py:digits: scikit-learn's
 8x8 digits, 1300 train / 497 held out, SGD + Nesterov, cosine decay, L2 5e-4, shifts) with the
@@ -24,11 +25,32 @@ the shared 2 cores). The input and recurrent projections become SPN dense layers
 200 / 100 / 450, gave perplexities 484 / 663 / 719: all models far from converged.)
 
 Variants:
-  digits      SPN ResNet-20 on digits, r = c_out.
+  mnist       the seeded table of docs/strassen.md: ResNet-8 (ResNet-20's family at n = 1) on MNIST
+              (../shared/data/mnist/mnist.npz averaged to 14x14; 1000 class-balanced training images,
+              2000 test images), batch 32, 300 steps (phases at 100 / +50 / 225); the experiment runs
+              full precision, TWN and SPN r = 0.5, 1, 2 c_out with and without KD, seeds 0-2.
+  mnist_fp    its full-precision network.
+  digits      SPN ResNet-20 on digits, r = c_out (the earlier single-seed experiment).
   digits_fp   the full-precision ResNet-20 (same recipe): the baseline and the KD teacher.
   ptb         SPN LSTM LM on PTB, r = 4H.
   ptb_fp      the full-precision LSTM LM.
-  tiny        seconds, for tests (digits, ResNet-8, 30 steps, every phase visited).
+  ptb_small   the same LM for a seeded comparison with and without KD: 600 steps, r = 0.25 x 4H, KD at
+              T = 1, validation on the first 20,000 tokens, seeds 0-2.
+  paper_cifar10 (_fp, _twn)   ST-ResNet-20 on tfds cifar10 with the authors' CIFAR-10 recipe (their
+              repository's script): SGD 0.1, momentum 0.9, wd 1e-4, batch 128, crop + flip, 300
+              epochs: SPN weights full precision to epoch 250 (lr x0.1 at 150, 200), ternary to 290,
+              then W_b / W_c frozen; r = 0.5, 1, 2, 4 c_out, TWN and KD in the experiment.
+  paper_imagenet (_fp, _twn)  ResNet-18 with SPN convs on tfds imagenet2012 (array_record, streamed):
+              224 crops, SGD 0.1 x0.1 at epochs 30, 60, ternary from 90, frozen from 110, 120 epochs
+              (our schedule); the root conv and head full precision.
+  paper_ptb (_fp)   the LSTM LM at the authors' size: 2 x 650 units, 650-d embeddings, dropout 0.5,
+              BPTT 35, batch 20, SGD lr 1 halved every 2 epochs from 12, clip 5, 40 epochs; SPN
+              projections and an SPN output layer with r = 2000; KD at T = 1.
+  tiny, tiny_twn   seconds, for tests (digits, ResNet-8, 30 steps, every phase visited).
+
+The paper configs need an accelerator and the prepared tfds data (--config.data.tfds_data_dir=DIR);
+without the data they stop with an error naming the dataset. docs/strassen.md lists what comes from
+the authors' code and what is ours.
 """
 
 import os
@@ -37,13 +59,17 @@ import ml_collections
 
 from jaxcomp.configs import load_config
 
-VARIANTS = ("digits", "digits_fp", "ptb", "ptb_fp", "tiny")
+VARIANTS = ("digits", "digits_fp", "mnist", "mnist_fp", "ptb", "ptb_fp", "ptb_small", "tiny", "tiny_twn",
+            "paper_cifar10", "paper_cifar10_fp", "paper_cifar10_twn", "paper_imagenet", "paper_imagenet_fp",
+            "paper_imagenet_twn", "paper_ptb", "paper_ptb_fp")
 
 
-def _strassen(enabled: bool = True) -> ml_collections.ConfigDict:
+def _strassen(enabled: bool = True, mode: str = "spn") -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(
         enabled=enabled,
+        mode=mode,            # spn | twn (the ternary-weight baseline: the replaced layers' own kernels ternary)
         hidden_ratio=1.0,     # r = hidden_ratio * output features (c_out, or 4H for the LSTM)
+        output_r=0,           # layers="all" LM: a fixed r for the output layer (0: hidden_ratio * vocab)
         p=1,                  # outputs per hidden position and axis (SPN conv)
         layers="inner",       # inner: stem / head / LM output stay full precision | all
         method="twn",         # twn (0.7 mean|W| threshold, optimal scale) | round
@@ -53,26 +79,59 @@ def _strassen(enabled: bool = True) -> ml_collections.ConfigDict:
     ))
 
 
-def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
-    if variant in ("digits", "digits_fp", "tiny", ""):
-        c = load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "ban.py") + ":digits")
-        c.unlock()
-        c.model.name = "resnet20"
-        c.strassen = _strassen(variant != "digits_fp")
-        c.eval_every = 1200
-        c.experiment = ml_collections.ConfigDict(dict(
-            hidden_ratios=(0.5, 1.0, 2.0),   # experiments/strassen_nets.py: one SPN model (with and without KD) each
-            kd=True,
-        ))
-        if variant == "tiny":
-            c.model.name = "resnet8"
-            c.steps = c.optimizer.decay_steps = c.checkpoint_every = c.eval_every = 30
-            c.data.batch_size, c.log_every = 32, 10
-            c.strassen.update(ternary_start=10, ramp_steps=5, freeze_step=20)
-            c.experiment.hidden_ratios = (1.0,)
-        return c
-    if variant not in ("ptb", "ptb_fp"):
-        raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+def _experiment(ratios, kd: bool, seeds=(0,), twn: bool = False) -> ml_collections.ConfigDict:
+    # experiments/strassen_nets.py: per seed the full-precision model, (twn) the TWN baseline, and per ratio
+    # an SPN model (and with kd the same SPN model distilled from that seed's full-precision model)
+    return ml_collections.ConfigDict(dict(hidden_ratios=tuple(ratios), kd=kd, seeds=tuple(seeds), twn=twn))
+
+
+def _classifier(variant: str) -> ml_collections.ConfigDict:
+    c = load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "ban.py") + ":digits")
+    c.unlock()
+    c.model.name = "resnet20"
+    c.model.input_shape = (8, 8, 1)  # one example's shape (counting without data)
+    c.strassen = _strassen(not variant.endswith("_fp"), "twn" if variant.endswith("_twn") else "spn")
+    c.eval_every = 1200
+    c.experiment = _experiment((0.5, 1.0, 2.0), kd=True)
+    return c
+
+
+def _paper_cifar10(variant: str) -> ml_collections.ConfigDict:
+    """ST-ResNet-20 on CIFAR-10 (the paper's Section 4.2.1), the authors' recipe (see the module docstring)."""
+    c = _classifier(variant)
+    epoch = 50_000 // 128 + 1  # 391 steps of batch 128
+    c.data.update(source="tfds", tfds_name="cifar10", tfds_train_split="train", tfds_val_split="test",
+                  augment="crop_flip", pad=4, batch_size=128)
+    c.model.update(name="resnet20", num_classes=10, shortcut="A", input_shape=(32, 32, 3))
+    c.optimizer.update(name="sgd", learning_rate=0.1, momentum=0.9, nesterov=False, schedule="piecewise",
+                       decay_rate=0.1, boundaries=(150 * epoch, 200 * epoch), l2=1e-4)
+    c.steps = c.optimizer.decay_steps = 300 * epoch
+    c.strassen.update(ternary_start=250 * epoch, ramp_steps=0, freeze_step=290 * epoch)
+    c.distill.update(loss="ce", temperature=1.0, label_weight=1.0, teachers=())
+    c.log_every, c.eval_every, c.checkpoint_every, c.keep, c.eval_batch_size = 100, 10 * epoch, 10 * epoch, 2, 500
+    c.experiment = _experiment((0.5, 1.0, 2.0, 4.0), kd=True, twn=True)
+    return c
+
+
+def _paper_imagenet(variant: str) -> ml_collections.ConfigDict:
+    """ResNet-18 with SPN convs on ImageNet (the paper's Section 4.2.2), read as array_record through tfds."""
+    c = _classifier(variant)
+    epoch = 1_281_167 // 256 + 1  # 5005 steps of batch 256
+    c.data = ml_collections.ConfigDict(dict(
+        source="tfds_stream", tfds_name="imagenet2012", tfds_train_split="train", tfds_val_split="validation",
+        tfds_data_dir="", size=224, resize=256, flip=True, num_classes=1000, batch_size=256, seed=0))
+    c.model.update(name="resnet18-imagenet", num_classes=1000, shortcut="B", input_shape=(224, 224, 3))
+    c.optimizer.update(name="sgd", learning_rate=0.1, momentum=0.9, nesterov=False, schedule="piecewise",
+                       decay_rate=0.1, boundaries=(30 * epoch, 60 * epoch), l2=1e-4)
+    c.steps = c.optimizer.decay_steps = 120 * epoch
+    c.strassen.update(ternary_start=90 * epoch, ramp_steps=0, freeze_step=110 * epoch)
+    c.distill.update(loss="ce", temperature=1.0, label_weight=1.0, teachers=())
+    c.log_every, c.eval_every, c.checkpoint_every, c.keep, c.eval_batch_size = 200, 5 * epoch, epoch, 2, 250
+    c.experiment = _experiment((0.5, 1.0, 2.0, 4.0), kd=True, twn=True)
+    return c
+
+
+def _lm(variant: str) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.task = "lm"
     c.seed = 0
@@ -82,9 +141,68 @@ def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
     c.distill = ml_collections.ConfigDict(dict(loss="ce", temperature=4.0, label_weight=1.0, teachers=()))
     c.optimizer = ml_collections.ConfigDict(dict(name="adam", learning_rate=3e-3, schedule="cosine",
                                                  decay_steps=2000, warmup_steps=0, grad_clip=5.0, l2=0.0))
-    c.strassen = _strassen(variant == "ptb")
+    c.strassen = _strassen(not variant.endswith("_fp"))
     c.strassen.update(ternary_start=700, ramp_steps=300, freeze_step=1500)
     c.steps = c.checkpoint_every = c.eval_every = 2000
     c.log_every, c.keep, c.eval_batch_size, c.distributed = 100, 1, 256, False
-    c.experiment = ml_collections.ConfigDict(dict(hidden_ratios=(0.25, 1.0), kd=False))
+    c.experiment = _experiment((0.25, 1.0), kd=False)
+    if variant == "ptb_small":  # seeds, with and without KD, at the CPU size
+        c.steps = c.checkpoint_every = c.eval_every = c.optimizer.decay_steps = 600
+        c.data.val_tokens = 20_000
+        c.strassen.update(ternary_start=200, ramp_steps=100, freeze_step=450)
+        c.distill.update(temperature=1.0, label_weight=1.0)
+        c.experiment = _experiment((0.25,), kd=True, seeds=(0, 1, 2))
+    elif variant.startswith("paper_ptb"):
+        # the paper's LM size (the authors' langmod/train.py defaults): 2 LSTM layers of 650 units, dropout
+        # 0.5, 35-step BPTT, batch 20, SGD lr 1 (their lr 2 on the loss (1 - l) CE + l T^2 KD with l = 0.5:
+        # ours is CE + T^2 KD, twice theirs), clip 5; KD at T = 1. Word embeddings (650-d) instead of
+        # their character CNN + highway layers.
+        epoch = 929_589 // (20 * 35) + 1
+        c.model.update(embed_dim=650, hidden=650, layers=2, dropout=0.5)
+        c.data.update(seq_len=35, batch_size=20)
+        c.optimizer = ml_collections.ConfigDict(dict(name="sgd", learning_rate=1.0, momentum=0.0, nesterov=False,
+                                                     schedule="piecewise", decay_rate=0.5,
+                                                     boundaries=tuple(e * epoch for e in range(12, 40, 2)),
+                                                     decay_steps=0, warmup_steps=0, grad_clip=5.0, l2=0.0))
+        c.steps = c.optimizer.decay_steps = 40 * epoch
+        # the output layer too, with a fixed r = 2000 (their out_nbr_mul); the embedding is a lookup
+        c.strassen.update(ternary_start=25 * epoch, ramp_steps=0, freeze_step=35 * epoch, layers="all",
+                          output_r=2000)
+        c.distill.update(temperature=1.0, label_weight=1.0)
+        c.log_every, c.eval_every, c.checkpoint_every, c.keep = 200, epoch, epoch, 2
+        c.experiment = _experiment((0.5, 1.0, 2.0), kd=True)
     return c
+
+
+def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
+    if variant.startswith("paper_cifar10"):
+        return _paper_cifar10(variant)
+    if variant.startswith("paper_imagenet"):
+        return _paper_imagenet(variant)
+    if variant in ("ptb", "ptb_fp", "ptb_small", "paper_ptb", "paper_ptb_fp"):
+        return _lm(variant)
+    if variant not in ("digits", "digits_fp", "mnist", "mnist_fp", "tiny", "tiny_twn", ""):
+        raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+    c = _classifier(variant)
+    if variant.startswith("mnist"):
+        # 28x28 MNIST averaged to 14x14 (the CPU budget), 1000 class-balanced training images (the same for
+        # every run), 2000 class-balanced test images (nothing is selected on them), shifts of 1 pixel
+        c.data.update(source="mnist", path="../shared/data/mnist/mnist.npz", train_size=1000, val_size=2000,
+                      downsample=2, pad=1, batch_size=32)
+        c.model.update(name="resnet8", input_shape=(14, 14, 1))  # ResNet-20's family at n = 1 (CPU budget)
+        c.eval_batch_size = 1000
+        c.steps = c.optimizer.decay_steps = c.checkpoint_every = c.eval_every = MNIST_STEPS
+        c.strassen.update(ternary_start=MNIST_STEPS // 3, ramp_steps=MNIST_STEPS // 6,
+                          freeze_step=3 * MNIST_STEPS // 4)
+        c.log_every = 50
+        c.experiment = _experiment((0.5, 1.0, 2.0), kd=True, seeds=(0, 1, 2), twn=True)
+    if variant.startswith("tiny"):
+        c.model.name = "resnet8"
+        c.steps = c.optimizer.decay_steps = c.checkpoint_every = c.eval_every = 30
+        c.data.batch_size, c.log_every = 32, 10
+        c.strassen.update(ternary_start=10, ramp_steps=5, freeze_step=20)
+        c.experiment.hidden_ratios = (1.0,)
+    return c
+
+
+MNIST_STEPS = 300

@@ -3,11 +3,18 @@
   python -m experiments.strassen_nets --config configs/strassen.py:digits --workdir runs/strassen_b
   python -m experiments.strassen_nets --config configs/strassen.py:ptb --workdir runs/strassen_c
 
-Trains the full-precision model (``strassen.enabled=False``), then for each
-``experiment.hidden_ratios`` an SPN model, and (``experiment.kd``) the same SPN model distilled
-from the full-precision one (the zoo's ``kd`` loss). Every model lives in its own sub-folder of
---workdir (with its per-layer op_counts.md), so a rerun resumes or skips finished models. Writes
-results.md / results.json and a plot of the metric against the multiplications.
+For each seed of ``experiment.seeds`` (default: the config's seed): the full-precision model
+(``strassen.enabled=False``), with ``experiment.twn`` the ternary-weight baseline (TWN: the same
+layers with ternary kernels), then for each ``experiment.hidden_ratios`` an SPN model and
+(``experiment.kd``) the same SPN model distilled from that seed's full-precision model (the zoo's
+``kd`` loss). The seed sets the initialisation, the example order and the augmentation (a data
+subset stays the same). Every model lives in its own sub-folder of --workdir (``seed<k>/...`` with
+several seeds; with its per-layer op_counts.md), so a rerun resumes or skips finished models;
+``experiment.time_limit`` (seconds per model) stops a model early (rerun to continue). Writes
+results.md (mean ± sample std over seeds) / results.json and a plot of the metric against the
+multiplications. Compiled programs are cached in --workdir/jax_cache (seeds share them).
+
+  python -m experiments.strassen_nets --config configs/strassen.py:mnist --workdir runs/strassen_mnist
 """
 
 from __future__ import annotations
@@ -15,19 +22,26 @@ from __future__ import annotations
 import json
 import math
 import os
+from typing import Any
 
 import ml_collections
+import numpy as np
 
 from jaxcomp import tasks
 from jaxcomp import train as trainer
 from jaxcomp.configs import config_script_main
 from jaxcomp.strassen.counting import format_table, summarize
+from jaxcomp.xla import enable_compilation_cache
 
 
-def _variant(config: ml_collections.ConfigDict, enabled: bool, ratio: float = 1.0, kd_teacher: str = ""):
+def _variant(config: ml_collections.ConfigDict, enabled: bool, ratio: float = 1.0, kd_teacher: str = "",
+             seed: int | None = None, mode: str = "spn"):
     c = ml_collections.ConfigDict(config.to_dict())
     c.strassen.enabled = enabled
+    c.strassen.mode = mode
     c.strassen.hidden_ratio = float(ratio)
+    if seed is not None:  # the run's seed: initialisation, example order, augmentation (not the data subset)
+        c.seed = c.data.seed = int(seed)
     if kd_teacher:
         c.distill.loss = "kd"
         c.distill.teachers = (kd_teacher,)
@@ -35,9 +49,12 @@ def _variant(config: ml_collections.ConfigDict, enabled: bool, ratio: float = 1.
     return c
 
 
-def _train(config, workdir: str) -> dict:
+def _train(config, workdir: str, time_limit: float | None = None) -> dict:
     task, data = tasks.build(config)
-    state, metrics = trainer.train(config, workdir, task, data)
+    state, metrics = trainer.train(config, workdir, task, data, time_limit=time_limit)
+    if int(state.step) < config.steps:
+        raise RuntimeError(f"{workdir} stopped at step {int(state.step)} of {config.steps} (time limit); "
+                           "rerun the same command to continue")
     example = data.train_batch(0)[task.input_key]
     rows = task.op_counts(state, example)
     with open(os.path.join(workdir, "op_counts.md"), "w") as f:
@@ -48,35 +65,68 @@ def _train(config, workdir: str) -> dict:
     return dict(metrics=metrics, counts=counts)
 
 
+def plan(config: ml_collections.ConfigDict, workdir: str) -> list[tuple[str, Any, int, ml_collections.ConfigDict, str]]:
+    """``[(model, ratio, seed, config, workdir)]`` in training order: per seed the full-precision model
+    first (the KD teacher of that seed's SPN + KD models), then TWN, then the SPN models."""
+    e = config.experiment
+    seeds = tuple(e.get("seeds", (config.seed,)))
+    runs = []
+    for seed in seeds:
+        # one seed at the config's own seed keeps the single-seed layout of earlier runs (workdir/full_precision)
+        base = workdir if seeds == (config.seed,) else os.path.join(workdir, f"seed{seed}")
+        fp_dir = os.path.abspath(os.path.join(base, "full_precision"))
+        runs.append(("full precision", "-", seed, _variant(config, False, seed=seed), fp_dir))
+        if e.get("twn", False):
+            runs.append(("TWN", "-", seed, _variant(config, True, seed=seed, mode="twn"), os.path.join(base, "twn")))
+        for ratio in e.hidden_ratios:
+            runs.append(("SPN", ratio, seed, _variant(config, True, ratio, seed=seed),
+                         os.path.join(base, f"spn_r{ratio:g}")))
+            if e.kd:
+                runs.append(("SPN + KD", ratio, seed, _variant(config, True, ratio, fp_dir, seed=seed),
+                             os.path.join(base, f"spn_r{ratio:g}_kd")))
+    return runs
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    v = np.asarray(values, np.float64)
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> str:
     os.makedirs(workdir, exist_ok=True)
+    enable_compilation_cache(os.path.join(workdir, "jax_cache"), min_compile_secs=1.0)  # seeds share programs
     lm = config.task == "lm"
-    fp_dir = os.path.abspath(os.path.join(workdir, "full_precision"))
-    runs = [("full precision", "-", False, _variant(config, False), fp_dir)]
-    for ratio in config.experiment.hidden_ratios:
-        runs.append(("SPN", ratio, False, _variant(config, True, ratio), os.path.join(workdir, f"spn_r{ratio:g}")))
-        if config.experiment.kd:
-            runs.append(("SPN + KD", ratio, True, _variant(config, True, ratio, fp_dir),
-                         os.path.join(workdir, f"spn_r{ratio:g}_kd")))
+    time_limit = config.experiment.get("time_limit", 0) or None
     results = []
-    for name, ratio, kd, cfg, wd in runs:
-        print(f"== {name} r/out={ratio} -> {wd}", flush=True)
-        out = _train(cfg, wd)
-        results.append(dict(model=name, hidden_ratio=ratio, kd=kd, workdir=wd, **out))
+    for name, ratio, seed, cfg, wd in plan(config, workdir):
+        print(f"== {name} r/out={ratio} seed={seed} -> {wd}", flush=True)
+        out = _train(cfg, wd, time_limit)
+        results.append(dict(model=name, hidden_ratio=ratio, seed=seed, kd=name.endswith("KD"), workdir=wd, **out))
     metric = "perplexity" if lm else "accuracy"
     unit = "per token" if lm else "per image"
-    fp_spn_muls = results[1]["counts"]["spn_fp_muls"] if len(results) > 1 else 0
-    lines = [f"| model | r / out | {'valid perplexity' if lm else 'held-out accuracy (%)'} | "
-             f"muls in SPN layers ({unit}) | full-precision muls of those layers | reduction | "
-             f"network muls | network adds |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    groups: dict[tuple[str, Any], list[dict]] = {}
     for r in results:
-        c, v = r["counts"], r["metrics"][metric]
-        spn_muls = c["spn_muls"] if r["hidden_ratio"] != "-" else fp_spn_muls
-        reduction = f"{100 * c['spn_mul_reduction']:.2f}%" if r["hidden_ratio"] != "-" else "-"
-        shown = f"{v:.1f}" if lm else f"{100 * v:.2f}"
-        lines.append(f"| {r['model']} | {r['hidden_ratio']} | {shown} | {spn_muls:,} | {fp_spn_muls:,} | "
-                     f"{reduction} | {c['net_muls']:,} | {c['net_adds']:,} |")
+        groups.setdefault((r["model"], r["hidden_ratio"]), []).append(r)
+    fp_spn_muls = next((r["counts"]["spn_fp_muls"] for r in results if r["model"] != "full precision"), 0)
+    fp = groups[("full precision", "-")]
+    fp_mean = _mean_std([r["metrics"][metric] for r in fp])[0]
+    scale = 1.0 if lm else 100.0
+    lines = [f"| model | r / out | seeds | {'valid perplexity' if lm else 'held-out accuracy (%)'} (mean ± std) | "
+             f"vs full precision | muls in replaced layers ({unit}) | reduction | without BN: muls | "
+             f"without BN: reduction | network muls | network adds |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for (name, ratio), rs in groups.items():
+        c = rs[0]["counts"]
+        mean, std = _mean_std([r["metrics"][metric] for r in rs])
+        replaced = name != "full precision"
+        spn_muls = c["spn_muls"] if replaced else fp_spn_muls
+        red = f"{100 * c['spn_mul_reduction']:.2f}%" if replaced else "-"
+        red_nobn = f"{100 * c['spn_mul_reduction_without_bn']:.2f}%" if replaced else "-"
+        fmt = "{:.1f}" if lm else "{:.2f}"
+        shown = f"{fmt.format(scale * mean)} ± {fmt.format(scale * std)}"
+        gap = f"{scale * (mean - fp_mean):+.2f}" if replaced else "-"
+        lines.append(f"| {name} | {ratio} | {len(rs)} | {shown} | {gap} | {spn_muls:,} | {red} | "
+                     f"{spn_muls - c['spn_bn_muls']:,} | {red_nobn} | {c['net_muls']:,} | {c['net_adds']:,} |")
     table = "\n".join(lines)
     with open(os.path.join(workdir, "results.md"), "w") as f:
         f.write(table + "\n")

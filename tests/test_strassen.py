@@ -410,3 +410,186 @@ def test_counts_script_for_configs(repo, tmp_path):
     lm = run(load_config(spec + ":ptb"), str(tmp_path))
     assert "| lstm0_input | yes | 512 | 0 | 294,400 | 32,768 | 32,768 |" in lm
     assert "| output | no | 1,280,000 |" in lm
+
+
+# ------------------------------------------------------------------------------------------------
+# TWN baseline and the paper's networks (CIFAR-10 ST-ResNet-20, ImageNet ResNet-18, the PTB LM)
+# ------------------------------------------------------------------------------------------------
+
+
+def test_twn_baseline_ternarizes_the_layers_own_kernels_and_counts_one_scale_per_output(repo):
+    """strassen.mode='twn': the replaced convs keep their shape with a ternary kernel ``wt`` (the task's
+    effective parameters), one multiplication per output (the scale, into which the following batch norm
+    folds) and the full-precision additions."""
+    from jaxcomp.configs import load_config
+    from jaxcomp.strassen.task import build_task, example_input
+
+    config = load_config(str(repo / "configs" / "strassen.py") + ":tiny_twn")
+    task = build_task(config)
+    x = jnp.asarray(example_input(config))
+    variables = jax.eval_shape(task.model.init, jax.random.PRNGKey(0), x)
+    conv = variables["params"]["stage1_block0"]["conv1"]
+    assert set(conv) == {"wt"} and conv["wt"].shape == (3, 3, 16, 16)
+    assert "kernel" in variables["params"]["stem"]  # the stem stays full precision
+    wt = np.random.default_rng(1).normal(size=(3, 3, 16, 16)).astype(np.float32)
+    step = config.strassen.ternary_start + 99
+    eff, ref = jax.jit(lambda w: (task.effective_params({"c": {"wt": w}}, step)["c"]["wt"], strassen.ternarize(w)))(wt)
+    np.testing.assert_allclose(eff, ref)
+    assert len(np.unique(np.asarray(eff))) == 3
+    rows = dict(counting.count_ops(task.model, variables, x, train=False))
+    c = rows["stage1_block0/conv1"]  # 8x8x16 outputs, 3x3x16 fan-in
+    assert c == dict(muls=1024, adds=1024 * 143, fp_muls=1024 * 144, fp_adds=1024 * 143, spn=1, bn_muls=0)
+
+
+def _params(config):
+    from jaxcomp.strassen.task import build_spn_model, example_input
+
+    model = build_spn_model(config)
+    x = jnp.asarray(example_input(config))
+    variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+    return model, variables, x
+
+
+def test_paper_configs_build_the_papers_networks(repo):
+    """The paper configs instantiate (shapes only, jax.eval_shape) with the paper's layer shapes: ST-ResNet-20
+    on 32x32x3 (stages of 16/32/64 channels, r = c_out), ResNet-18 on 224x224x3 (7x7 root conv, 64..512
+    channels, 1x1 projections, 1000 classes) and the 2 x 650 LSTM LM with an SPN output layer of r = 2000;
+    the full-precision counts are He et al.'s (ResNet-18: 1.81 G multiply-adds)."""
+    from jaxcomp.configs import load_config
+
+    spec = str(repo / "configs" / "strassen.py")
+    cifar = load_config(spec + ":paper_cifar10")
+    assert (cifar.data.tfds_name, cifar.model.name, cifar.experiment.twn) == ("cifar10", "resnet20", True)
+    _, v, _ = _params(cifar)
+    p = v["params"]
+    assert p["stem"]["kernel"].shape == (3, 3, 3, 16) and p["head"]["kernel"].shape == (64, 10)
+    assert p["stage1_block0"]["conv1"]["wb"].shape == (3, 3, 16, 16)
+    assert p["stage3_block2"]["conv2"]["wc"].shape == (1, 1, 64, 64)
+    assert len([k for k in p if k.startswith("stage")]) == 9  # 3 stages x 3 blocks: ResNet-20
+
+    imagenet = load_config(spec + ":paper_imagenet")
+    assert (imagenet.data.source, imagenet.data.tfds_name) == ("tfds_stream", "imagenet2012")
+    model, v, x = _params(imagenet)
+    p = v["params"]
+    assert x.shape == (1, 224, 224, 3) and p["root_conv"]["kernel"].shape == (7, 7, 3, 64)
+    assert p["conv2_block0"]["conv1"]["wb"].shape == (3, 3, 64, 64)
+    assert p["conv5_block1"]["conv2"]["wb"].shape == (3, 3, 512, 512)
+    assert p["conv4_block0"]["proj"]["wb"].shape == (1, 1, 128, 256)
+    assert p["head"]["kernel"].shape == (512, 1000)
+    assert sorted(k for k in p if k.startswith("conv")) == [f"conv{s}_block{i}" for s in range(2, 6) for i in (0, 1)]
+    spn = counting.summarize(counting.count_ops(model, v, x, train=False))
+    assert spn["net_fp_muls"] == 1_814_073_344  # the full-precision ResNet-18 at 224x224 (He et al.: 1.8 G)
+    assert spn["spn_layers"] == 19 and spn["spn_mul_reduction"] > 0.99  # 16 3x3 convs + 3 projections
+
+    lm = load_config(spec + ":paper_ptb")
+    assert (lm.model.hidden, lm.model.layers, lm.data.seq_len, lm.distill.temperature) == (650, 2, 35, 1.0)
+    assert lm.experiment.kd
+    _, v, _ = _params(lm)
+    p = v["params"]
+    assert p["lstm1_input"]["wb"].shape == (650, 2600) and p["lstm1_input"]["wc"].shape == (2600, 2600)
+    assert p["output"]["wb"].shape == (650, 2000) and p["output"]["wc"].shape == (2000, 10000)
+
+
+def test_paper_configs_name_the_missing_tfds_dataset(repo, tmp_path):
+    """Without prepared tfds data (nothing downloads), building the data fails with the dataset's name and
+    the command that prepares it."""
+    from jaxcomp import tasks
+    from jaxcomp.configs import load_config
+    from jaxcomp.data.images import DataError
+
+    spec = str(repo / "configs" / "strassen.py")
+    for variant, name in (("paper_cifar10", "cifar10"), ("paper_imagenet", "imagenet2012")):
+        config = load_config(spec + f":{variant}", [f"data.tfds_data_dir={tmp_path}"])
+        with pytest.raises(DataError, match=f"(?s)tfds dataset .{name}. .*tfds build {name}"):
+            tasks.build(config)
+
+
+class _TokenBatches:
+    """Synthetic LM batches (a fixed next-token rule) of the config's vocabulary, batch and window."""
+
+    def __init__(self, vocab: int, batch: int, seq: int):
+        self.vocab, self.batch, self.seq = vocab, batch, seq
+
+    def train_batch(self, step: int) -> dict:
+        rng = np.random.default_rng(step)
+        start = rng.integers(0, self.vocab, (self.batch, 1))
+        tokens = (start + 7 * np.arange(self.seq + 1)) % self.vocab
+        return {"tokens": tokens[:, :-1].astype(np.int32), "targets": tokens[:, 1:].astype(np.int32),
+                "weights": np.ones((self.batch, self.seq), np.float32)}
+
+    def train_batches(self, start_step: int = 0, prefetch: int = 2):
+        step = start_step
+        while True:
+            yield self.train_batch(step)
+            step += 1
+
+    def eval_batches(self, batch_size: int):
+        yield self.train_batch(10_000)
+
+
+def _synthetic_data(config):
+    from jaxcomp.data.classification import ClassificationBatches
+
+    if config.task == "lm":
+        return _TokenBatches(config.model.vocab_size, 2, config.data.seq_len)
+    rng = np.random.default_rng(0)
+    shape = tuple(config.model.input_shape)
+    x = rng.integers(0, 256, (4, *shape), dtype=np.uint8)
+    y = np.arange(4, dtype=np.int32) % config.model.num_classes
+    return ClassificationBatches((x, y), (x, y), batch_size=2, num_classes=config.model.num_classes)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["paper_cifar10", "paper_imagenet", "paper_ptb"])
+def test_paper_config_trains_a_few_steps_with_kd_on_synthetic_data(repo, tmp_path, variant):
+    """Each paper config through the trainer on CPU, on synthetic arrays of the paper's shapes: the
+    full-precision teacher (2 steps), then the SPN student with the paper's KD from it, through its
+    phases compressed to 4 steps (ternary from step 1, frozen from step 3), finite losses."""
+    from jaxcomp import train as trainer
+    from jaxcomp.configs import load_config
+    from jaxcomp.distill.task import teacher_from_state
+    from jaxcomp.strassen.task import build_task
+
+    spec = str(repo / "configs" / "strassen.py") + f":{variant}"
+    short = ["checkpoint_every=100", "eval_every=0", "log_every=1", "eval_batch_size=4"]
+    fp_config = load_config(spec, ["strassen.enabled=False", "steps=2", *short])
+    data = _synthetic_data(fp_config)
+    fp_task = build_task(fp_config)
+    fp_state, _ = trainer.train(fp_config, str(tmp_path / "fp"), fp_task, data, progress=False)
+    config = load_config(spec, ["steps=4", "strassen.ternary_start=1", "strassen.freeze_step=3", "distill.loss=kd",
+                                *short])
+    task = build_task(config, teachers=[teacher_from_state(fp_task, fp_state)])
+    seen = []
+    state, _ = trainer.train(config, str(tmp_path / "spn"), task, data, progress=False,
+                             callbacks=[lambda step, state, m: seen.append((float(m["ternary_mix"]),
+                                                                            float(m["task_loss"])))])
+    assert int(state.step) == 4 and [m for m, _ in seen] == [0.0, 1.0, 1.0, 1.0]
+    assert all(np.isfinite(loss) for _, loss in seen)
+
+
+def test_mnist_experiment_plan_seeds_baselines_and_teachers(repo, tmp_path):
+    """experiments/strassen_nets.py's plan for the MNIST table: per seed the full-precision model first, TWN,
+    SPN at r = 0.5, 1, 2 c_out, each with a KD twin taught by the same seed's full-precision model; the
+    seed reaches the initialisation and the data order, not the fixed training subset."""
+    from experiments.strassen_nets import _mean_std, plan
+    from jaxcomp.configs import load_config
+
+    config = load_config(str(repo / "configs" / "strassen.py") + ":mnist")
+    assert (config.data.source, config.data.path) == ("mnist", "../shared/data/mnist/mnist.npz")
+    runs = plan(config, str(tmp_path))
+    assert len(runs) == 3 * 8
+    for seed in (0, 1, 2):
+        mine = [r for r in runs if r[2] == seed]
+        assert [(name, ratio) for name, ratio, *_ in mine] == [
+            ("full precision", "-"), ("TWN", "-"), ("SPN", 0.5), ("SPN + KD", 0.5), ("SPN", 1.0),
+            ("SPN + KD", 1.0), ("SPN", 2.0), ("SPN + KD", 2.0)]
+        fp_dir = mine[0][4]
+        for name, ratio, _, cfg, wd in mine:
+            assert (cfg.seed, cfg.data.seed, cfg.data.subset_seed) == (seed, seed, 0)
+            assert cfg.strassen.enabled == (name != "full precision")
+            assert cfg.strassen.mode == ("twn" if name == "TWN" else "spn")
+            assert tuple(cfg.distill.teachers) == ((fp_dir,) if name.endswith("KD") else ())
+            assert wd.startswith(str(tmp_path / f"seed{seed}"))
+            if ratio != "-":
+                assert cfg.strassen.hidden_ratio == ratio
+    assert _mean_std([0.9, 0.95, 1.0]) == pytest.approx((0.95, 0.05))  # sample std (ddof = 1)

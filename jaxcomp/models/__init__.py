@@ -45,6 +45,10 @@ def classifier(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     Raises:
       ValueError: an unknown name or an invalid depth.
     """
+    from jaxcomp.models.resnet import IMAGENET_RESNETS, imagenet_resnet  # ImageNet ResNet-18/34 (StrassenNets)
+
+    if name.lower() in IMAGENET_RESNETS:
+        return imagenet_resnet(name.lower(), num_classes, **kwargs)
     for pattern, build in _PATTERNS:
         m = pattern.match(name.lower())
         if m:

@@ -139,3 +139,32 @@ class WideResNet(nn.Module):
         x = nn.relu(batch_norm(train, "final_bn")(x))
         x = jnp.mean(x, axis=(1, 2))
         return self.dense(self.num_classes, name="head")(x)
+
+
+#: ImageNet ResNets with basic blocks (He et al., 2016, Table 1) by the names :func:`jaxcomp.models.classifier`
+#: accepts: blocks per stage conv2_x..conv5_x.
+IMAGENET_RESNETS: dict[str, tuple[int, ...]] = {"resnet18-imagenet": (2, 2, 2, 2), "resnet34-imagenet": (3, 4, 6, 3)}
+
+
+def imagenet_resnet(name: str = "resnet18-imagenet", num_classes: int = 1000, shortcut: str = "B",
+                    conv: ConvFactory = default_conv, dense: DenseFactory = default_dense) -> nn.Module:
+    """The ImageNet ResNet-18 (or -34) of He et al. (2016): ``float32 [B, 224, 224, 3] -> logits [B, num_classes]``.
+
+    The torchvision architecture (11,689,512 parameters for ResNet-18 with 1000 classes, 1.81 G
+    multiply-adds at 224x224): 7x7/2 conv-BN-ReLU, 3x3/2 max-pool, four stages of basic blocks with
+    64, 128, 256, 512 channels (strides 1, 2, 2, 2; 1x1 conv + BN projection shortcuts where the shape
+    changes, the paper's option B), global average pooling, dense head. Built as
+    :class:`jaxcomp.models.cresnet.ImageNetResNet` (parameter names ``root_conv``, ``conv{2..5}_block{i}``,
+    ``head``), through the zoo's ``conv`` / ``dense`` factories (e.g. StrassenNets' SPN layers).
+
+    Raises:
+      ValueError: an unknown name, or ``shortcut`` other than ``"B"`` (the ImageNet ResNets project).
+    """
+    from jaxcomp.models.cresnet import ImageNetResNet  # cresnet does not import this module
+
+    if name not in IMAGENET_RESNETS:
+        raise ValueError(f"unknown ImageNet ResNet {name!r}; use one of {', '.join(IMAGENET_RESNETS)}")
+    if shortcut != "B":
+        raise ValueError(f"the ImageNet ResNets use projection shortcuts (shortcut='B'), got {shortcut!r}")
+    return ImageNetResNet(stage_sizes=IMAGENET_RESNETS[name], bottleneck=False, base_width=64,
+                          num_classes=num_classes, conv=conv, dense=dense)

@@ -12,6 +12,9 @@ Convention (per example, inference, batch norm folded where it folds):
   only multiplications are the ``r`` products with ``a_tilde`` per hidden position, and the
   batch norm's shift adds ``r`` additions there.
 * SPN dense: ``r`` multiplications; ``r (D_in - 1) + D_out (r - 1)`` additions (+ bias).
+* TWN layers (the ternary-weight baseline: the replaced layer's own kernel ternary times one scale):
+  one multiplication per output for the scale, into which a following batch norm's scale folds;
+  additions as the full-precision layer's (dense upper bound). Counted as replaced layers (``spn = 1``).
 * SPN conv: ``H_h W_h r`` multiplications (hidden grid ``H_h x W_h``); additions
   ``H_h W_h r (K_h K_w C_in - 1)`` for ``W_b``, ``H_h W_h r`` for the batch-norm shift and
   ``H' W' C_out (r - 1)`` for ``W_c`` (each output sums the ``r`` channels of one hidden position).
@@ -82,6 +85,25 @@ def spn_conv_counts(h_hidden: int, w_hidden: int, h_out: int, w_out: int, c_in: 
     adds = pos * r * (kh_b * kw_b * c_in - 1) + pos * r + h_out * w_out * c_out * (r - 1)
     adds += h_out * w_out * c_out if bias else 0
     return _counts(pos * r, adds, fp["muls"], fp["adds"], True)
+
+
+def twn_dense_counts(d_in: int, d_out: int, bias: bool = False) -> dict[str, int]:
+    """A TWN dense layer (ternary kernel times one scale) and the dense layer it replaces.
+
+    The products with ternary weights are additions (dense upper bound, as for SPNs); the scale
+    costs one multiplication per output, ``d_out``. A batch norm after the layer joins that scale
+    (``g_o s`` is one per-channel factor), so it adds nothing: the count is the same in both
+    conventions. ``spn`` is 1: the layer is one of the replaced ones.
+    """
+    fp = dense_counts(d_in, d_out, bias)
+    return _counts(d_out, fp["adds"], fp["muls"], fp["adds"], True)
+
+
+def twn_conv_counts(h_out: int, w_out: int, c_in: int, c_out: int, kh: int, kw: int,
+                    bias: bool = False) -> dict[str, int]:
+    """A TWN ``kh x kw`` conv: ``H' W' C_out`` multiplications (the scale; see :func:`twn_dense_counts`)."""
+    fp = conv_counts(h_out, w_out, c_in, c_out, kh, kw, bias)
+    return _counts(h_out * w_out * c_out, fp["adds"], fp["muls"], fp["adds"], True)
 
 
 def count_ops(model: nn.Module, variables: dict[str, Any], *inputs: Any, **kwargs: Any) -> list[tuple[str, dict]]:

@@ -195,6 +195,50 @@ class SPNConv(nn.Module):
         return y
 
 
+class TWNDense(nn.Module):
+    """The ternary-weight (TWN) baseline of a dense layer: ``y = x @ wt + bias`` with ``wt [D_in, features]``
+    ternarized by the task (like ``wb``/``wc``); ``[..., D_in] -> [..., features]``. Counts: see
+    :func:`~jaxcomp.strassen.counting.twn_dense_counts`."""
+
+    features: int
+    use_bias: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        wt = self.param("wt", nn.initializers.lecun_normal(), (x.shape[-1], self.features))
+        y = x @ wt.astype(x.dtype)
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,))
+        self.sow("op_counts", "ops", counting.twn_dense_counts(x.shape[-1], self.features, self.use_bias))
+        return y
+
+
+class TWNConv(nn.Module):
+    """The ternary-weight (TWN) baseline of a conv: the zoo's conv with its kernel ``wt [kh, kw, C_in, features]``
+    ternarized by the task. ``float32 [B, H, W, C_in] -> [B, H', W', features]``; the factory contract
+    of :class:`CountedConv`. Counts: see :func:`~jaxcomp.strassen.counting.twn_conv_counts`."""
+
+    features: int
+    kernel_size: Sequence[int]
+    strides: Sequence[int] = (1, 1)
+    padding: Padding = ((0, 0), (0, 0))
+    use_bias: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if x.ndim != 4:
+            raise ValueError(f"TWNConv expects [B, H, W, C], got shape {x.shape}")
+        wt = self.param("wt", nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
+                        (*self.kernel_size, x.shape[-1], self.features))
+        y = jax.lax.conv_general_dilated(x, wt.astype(x.dtype), tuple(self.strides), tuple(self.padding),
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,))
+        self.sow("op_counts", "ops", counting.twn_conv_counts(
+            y.shape[1], y.shape[2], x.shape[-1], self.features, *self.kernel_size, self.use_bias))
+        return y
+
+
 class CountedConv(nn.Module):
     """A plain (full-precision) conv with the zoo's signature that sows its operation counts."""
 

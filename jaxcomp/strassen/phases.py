@@ -36,7 +36,8 @@ def ternary_mix(step: jax.Array | int, ternary_start: int, ramp_steps: int = 0) 
 
 
 def phase_labels(params: Any) -> Any:
-    """``"ternary"`` for every ``wa``/``wb``/``wc`` leaf, ``"rest"`` for the others (same structure)."""
+    """``"ternary"`` for every ``wa``/``wb``/``wc``/``wt`` leaf (``TERNARY_KEYS``), ``"rest"`` for the others
+    (same structure)."""
     def label(path, _):
         name = getattr(path[-1], "key", getattr(path[-1], "name", None))
         return "ternary" if name in TERNARY_KEYS else "rest"

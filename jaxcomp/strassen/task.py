@@ -9,7 +9,10 @@ teacher (``distill.loss="kd"``, ``distill.teachers=(workdir,)``: the zoo's KD lo
 
 ``config.strassen``:
   enabled        false: the full-precision architecture (with operation counting), the baseline.
+  mode           ``"spn"`` (default): SPN layers; ``"twn"``: the ternary-weight baseline, the replaced
+                 layers keep their shape and their kernel is ternarized (TWN: ``wt`` leaves).
   hidden_ratio   ``r = round(hidden_ratio * out_features)`` per layer (the paper's ``r = c_out`` is 1).
+  output_r       (``layers="all"``) a fixed ``r`` for the LM's output layer (0: ``hidden_ratio * vocab``).
   p              outputs per hidden position along each axis (SPN conv).
   layers         which layers become SPNs: ``"inner"`` (classifiers: every conv but the stem,
                  the head stays full precision; LSTM: input and recurrent projections, the output
@@ -30,41 +33,56 @@ import numpy as np
 
 from jaxcomp.distill.task import ClassificationTask, LanguageModelTask, Teacher, _variables
 from jaxcomp.models import LSTMLanguageModel, classifier
-from jaxcomp.strassen.counting import count_ops, dense_counts, spn_dense_counts
-from jaxcomp.strassen.layers import CountedConv, CountedDense, SPNConv, SPNDense
+from jaxcomp.strassen.counting import count_ops, dense_counts, spn_dense_counts, twn_dense_counts
+from jaxcomp.strassen.layers import CountedConv, CountedDense, SPNConv, SPNDense, TWNConv, TWNDense
 from jaxcomp.strassen.phases import phased_optimizer, ternary_mix
 from jaxcomp.strassen.ternary import add_learned_scales, ternarize_params
 
-_FULL_PRECISION_NAMES = {"inner": {"stem", "head", "output"}, "all": set()}
+#: Layers kept full precision by ``strassen.layers``: the CIFAR ResNets' ``stem``, the ImageNet ResNets'
+#: ``root_conv``, every classifier's ``head`` and the LM's ``output`` layer.
+_FULL_PRECISION_NAMES = {"inner": {"stem", "root_conv", "head", "output"}, "all": set()}
+MODES = ("spn", "twn")
 
 
 def _check(s: ml_collections.ConfigDict) -> None:
     if s.layers not in _FULL_PRECISION_NAMES:
         raise ValueError(f"strassen.layers must be one of {sorted(_FULL_PRECISION_NAMES)}, got {s.layers!r}")
+    if s.get("mode", "spn") not in MODES:
+        raise ValueError(f"strassen.mode must be one of {MODES}, got {s.mode!r}")
     if s.hidden_ratio <= 0 or s.p < 1:
         raise ValueError(f"strassen.hidden_ratio must be > 0 and strassen.p >= 1, got {s.hidden_ratio}, {s.p}")
+
+
+def _hidden(s: ml_collections.ConfigDict, features: int, name: str | None) -> int:
+    """``r`` of the SPN layer ``name`` with ``features`` outputs: ``strassen.output_r`` for the LM's output
+    layer when set (> 0), else ``round(hidden_ratio * features)``."""
+    if name == "output" and s.get("output_r", 0) > 0:
+        return int(s.output_r)
+    return max(1, int(round(s.hidden_ratio * features)))
 
 
 def layer_factories(s: ml_collections.ConfigDict):
     """``(conv, dense)`` factories of the zoo's contract that build SPN or counted full-precision layers."""
     _check(s)
     full = _FULL_PRECISION_NAMES[s.layers]
+    twn = s.get("mode", "spn") == "twn"
 
     def spn(name):
         return s.enabled and name not in full
 
-    def hidden(features):
-        return max(1, int(round(s.hidden_ratio * features)))
-
     def conv(features, kernel_size, strides=(1, 1), padding=((0, 0), (0, 0)), use_bias=False, name=None):
+        if spn(name) and twn:
+            return TWNConv(features, tuple(kernel_size), tuple(strides), padding, use_bias, name=name)
         if spn(name):
-            return SPNConv(features, tuple(kernel_size), hidden=hidden(features), p=s.p, strides=tuple(strides),
-                           padding=padding, use_bias=use_bias, name=name)
+            return SPNConv(features, tuple(kernel_size), hidden=_hidden(s, features, name), p=s.p,
+                           strides=tuple(strides), padding=padding, use_bias=use_bias, name=name)
         return CountedConv(features, tuple(kernel_size), tuple(strides), padding, use_bias, name=name)
 
     def dense(features, use_bias=True, name=None):
+        if spn(name) and twn:
+            return TWNDense(features, use_bias, name=name)
         if spn(name):
-            return SPNDense(features, hidden(features), use_bias, name=name)
+            return SPNDense(features, _hidden(s, features, name), use_bias, name=name)
         return CountedDense(features, use_bias=use_bias, name=name)
 
     return conv, dense
@@ -81,6 +99,21 @@ def build_spn_model(config: ml_collections.ConfigDict) -> nn.Module:
     if m.get("dropout", 0.0):
         kwargs["dropout"] = m.dropout
     return classifier(m.name, m.num_classes, conv=conv, dense=dense, **kwargs)
+
+
+def example_input(config: ml_collections.ConfigDict, batch_size: int = 1) -> np.ndarray:
+    """A zero input batch of the shape ``config``'s model reads: ``float32 [B, *model.input_shape]`` for a
+    classifier whose config gives ``model.input_shape`` (no data is read), else the shape of the
+    config's training batches (the data are built); ``int32 [B, 4]`` tokens for the LM."""
+    if config.task == "lm":
+        return np.zeros((batch_size, 4), np.int32)
+    shape = config.model.get("input_shape", None)
+    if shape:
+        return np.zeros((batch_size, *shape), np.float32)
+    from jaxcomp import tasks
+
+    data = tasks.build_data(config, "classification")
+    return np.zeros((batch_size, *np.shape(data.train_batch(0)["image"])[1:]), np.float32)
 
 
 class _StrassenMixin:
@@ -157,11 +190,13 @@ def lm_op_counts(config: ml_collections.ConfigDict) -> list[tuple[str, dict]]:
     _check(s)
     full = _FULL_PRECISION_NAMES[s.layers]
     gates = 4 * m.hidden
-    r = max(1, int(round(s.hidden_ratio * gates)))
 
     def proj(name, d_in, d_out, bias):
-        spn = s.enabled and name.split("/")[-1] not in full
-        return (name, spn_dense_counts(d_in, d_out, r, bias) if spn else dense_counts(d_in, d_out, bias))
+        if not (s.enabled and name.split("/")[-1] not in full):
+            return (name, dense_counts(d_in, d_out, bias))
+        if s.get("mode", "spn") == "twn":
+            return (name, twn_dense_counts(d_in, d_out, bias))
+        return (name, spn_dense_counts(d_in, d_out, _hidden(s, d_out, name.split("/")[-1]), bias))
 
     rows = []
     for layer in range(m.layers):

@@ -26,8 +26,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-#: Parameter names of the matrices that are ternarized (in :mod:`jaxcomp.strassen.layers`).
-TERNARY_KEYS = ("wa", "wb", "wc")
+#: Parameter names of the matrices that are ternarized (in :mod:`jaxcomp.strassen.layers`): the SPN
+#: matrices ``wa``/``wb``/``wc`` and a TWN layer's kernel ``wt``.
+TERNARY_KEYS = ("wa", "wb", "wc", "wt")
 METHODS = ("twn", "round")
 
 
@@ -103,7 +104,7 @@ def add_learned_scales(params: Any, method: str = "twn", threshold: float = 0.7)
 
 
 def ternarize_params(params: Any, mix: jax.Array | float, method: str = "twn", threshold: float = 0.7) -> Any:
-    """The effective parameters: every ``wa``/``wb``/``wc`` leaf blended towards ternary by ``mix``.
+    """The effective parameters: every ``wa``/``wb``/``wc``/``wt`` leaf blended towards ternary by ``mix``.
 
     Learned scales (leaves ``<key>_scale`` from :func:`add_learned_scales`) are used and removed,
     so the result has the structure the model's ``apply`` expects. Other leaves pass through.
