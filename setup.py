@@ -9,9 +9,11 @@ setup(
     "ECG classification and matching pursuits in JAX/Flax",
     python_requires=">=3.10",
     packages=find_packages(include=["jaxcomp", "jaxcomp.*"]),
-    package_data={"jaxcomp": ["data/samples/*.png", "data/samples/*.md", "data/samples/mnist/*",
+    package_data={"jaxcomp": ["data/samples/*.png", "data/samples/*.md", "data/samples/*.json", "data/samples/mnist/*",
                                "codecs/pretrained/*.msgpack", "codecs/pretrained/*.json", "codecs/pretrained/*.md",
-                               "metrics/pretrained/*.msgpack", "metrics/pretrained/*.json", "metrics/pretrained/*.md"]},
+                               "metrics/pretrained/*.msgpack", "metrics/pretrained/*.json", "metrics/pretrained/*.md",
+                               "ecg/templates/*.npz", "ecg/templates/*.md",
+                               "ecg/pretrained/*.msgpack", "ecg/pretrained/*.json", "ecg/pretrained/*.md"]},
     install_requires=[
         "jax>=0.4.30",
         "flax>=0.8",
@@ -30,7 +32,7 @@ setup(
     ],
     extras_require={
         "dev": ["pytest>=8", "pytest-xdist>=3", "ruff>=0.5", "nbformat>=5", "nbclient>=0.10", "ipykernel>=6",
-                "imagecodecs>=2024.1"],
+                "imagecodecs>=2024.1", "kymatio>=0.3"],
         "bench": ["imagecodecs>=2024.1"],
         "tf": ["tensorflow"],
     },

@@ -4,8 +4,9 @@
 * :mod:`jaxcomp.cluster.spectral`: normalised spectral clustering of a sparse affinity.
 * :mod:`jaxcomp.cluster.estimators`: ``SSCOMP`` / ``SSCMP`` (scikit-learn style).
 * :mod:`jaxcomp.cluster.metrics`: clustering accuracy / error, NMI, ARI.
-* :mod:`jaxcomp.cluster.data`: synthetic unions of subspaces, MNIST features.
-* :mod:`jaxcomp.cluster.baselines`: SSC-OMP on scikit-learn's OMP.
+* :mod:`jaxcomp.cluster.data`: synthetic unions of subspaces, MNIST features (pixels, PCA, scattering).
+* :mod:`jaxcomp.cluster.scattering`: the 2-D scattering transform (kymatio's Morlet filters) in JAX.
+* :mod:`jaxcomp.cluster.baselines`: SSC-OMP on scikit-learn's OMP (per point, or on a precomputed Gram).
 * :mod:`jaxcomp.cluster.benchmarks`: host-side experiment drivers (plots, tables).
 """
 

@@ -16,7 +16,7 @@ from jaxcomp.cluster.data import load_mnist, mnist_features, union_of_subspaces
 from jaxcomp.cluster.estimators import SSCMP, SSCOMP
 from jaxcomp.cluster.metrics import all_metrics
 from jaxcomp.cluster.spectral import spectral_clustering
-from jaxcomp.cluster.ssc import affinity_from_coefficients, check_data, tau_from_noise
+from jaxcomp.cluster.ssc import affinity_from_coefficients, check_data, sparse_coefficients, tau_from_noise
 from jaxcomp.reporting import write_table
 
 NAMES = {"omp": "SSC-OMP", "mp": "SSC-MP"}
@@ -55,7 +55,8 @@ def _synthetic(cfg, t, rho, sigma, seed):
 
 
 def run_phase(cfg, workdir: str) -> list[dict]:
-    """Clustering error over a grid (``grid.axes`` = ``"t_rho"`` or ``"sigma_rho"``)."""
+    """Clustering error over a grid: ``grid.axes`` = ``"t_rho"`` (intersection dimension),
+    ``"sigma_rho"`` (noise level) or ``"smax_rho"`` (pursuit iterations ``s_max``) against ``rho``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -66,8 +67,10 @@ def run_phase(cfg, workdir: str) -> list[dict]:
         ylab, yvals = "t", list(cfg.grid.t)
     elif axes == "sigma_rho":
         ylab, yvals = "sigma", list(cfg.grid.sigma)
+    elif axes == "smax_rho":
+        ylab, yvals = "s_max", list(cfg.grid.s_max)
     else:
-        raise ValueError(f"unknown grid.axes {axes!r}; expected t_rho or sigma_rho")
+        raise ValueError(f"unknown grid.axes {axes!r}; expected t_rho, sigma_rho or smax_rho")
     rhos = list(cfg.grid.rho)
     algos = list(cfg.ssc.algorithms)
     rows = []
@@ -77,12 +80,14 @@ def run_phase(cfg, workdir: str) -> list[dict]:
         yv, rho = yvals[i], rhos[j]
         t = yv if axes == "t_rho" else cfg.data.intersection_dim
         sigma = yv if axes == "sigma_rho" else cfg.data.sigma
+        s_max = int(yv) if axes == "smax_rho" else cfg.ssc.s_max
         tau = tau_for(cfg, sigma)
         for a in algos:
             errs, times, iters = [], [], []
             for trial in range(cfg.grid.trials):
-                X, y = _synthetic(cfg, t, rho, sigma, cfg.seed + 1000 * trial + 17 * i + j)
-                est = make_estimator(a, cfg, cfg.data.n_subspaces, cfg.ssc.s_max, tau)
+                seed = cfg.seed + 1000 * trial + (17 * i if axes != "smax_rho" else 0) + j  # same data for every s_max
+                X, y = _synthetic(cfg, t, rho, sigma, seed)
+                est = make_estimator(a, cfg, cfg.data.n_subspaces, s_max, tau)
                 t0 = time.perf_counter()
                 lab = est.fit_predict(X)
                 times.append(time.perf_counter() - t0)
@@ -90,7 +95,8 @@ def run_phase(cfg, workdir: str) -> list[dict]:
                 iters.append(float(np.mean(est.n_iter_)))
             err[a][i, j] = np.mean(errs)
             rows.append({"algorithm": NAMES[a], ylab: yv, "rho": rho, "N": len(y), "tau": tau,
-                         "clustering_error": float(np.mean(errs)), "mean_iters": float(np.mean(iters)),
+                         "clustering_error": float(np.mean(errs)), "ce_std": float(np.std(errs)),
+                         "mean_iters": float(np.mean(iters)),
                          "seconds": float(np.mean(times))})
     fig, axs = plt.subplots(1, len(algos), figsize=(4.2 * len(algos), 3.6), squeeze=False)
     for ax, a in zip(axs[0], algos):
@@ -102,7 +108,9 @@ def run_phase(cfg, workdir: str) -> list[dict]:
         ax.set_title(f"{NAMES[a]} clustering error")
         fig.colorbar(im, ax=ax, fraction=0.046)
     fig.suptitle(f"m={cfg.data.ambient_dim}, d={cfg.data.subspace_dim}, L={cfg.data.n_subspaces}, "
-                 f"s_max={cfg.ssc.s_max}, tau={cfg.ssc.tau_mode}", fontsize=9)
+                 f"sigma={cfg.data.sigma:g}, s_max={cfg.ssc.s_max if axes != 'smax_rho' else 'y'}, "
+                 f"tau={cfg.ssc.tau_mode}" + (f" ({tau_for(cfg, cfg.data.sigma):.3f})" if axes != "sigma_rho" else ""),
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(os.path.join(workdir, f"phase_{axes}.png"), dpi=90)
     plt.close(fig)
@@ -150,52 +158,120 @@ def run_smax(cfg, workdir: str) -> list[dict]:
     return rows
 
 
+def _mnist_data(cfg, seed: int):
+    """``(features (n, dim) float32, labels (n,), feature seconds)`` of one seed's MNIST sample."""
+    d = cfg.data
+    images, y = load_mnist(d.path, d.num_points, seed, d.split)
+    t0 = time.perf_counter()
+    X = mnist_features(images, d.features, d.feature_dim, cache_dir=d.cache_dir or None, progress=True)
+    return X, y, time.perf_counter() - t0
+
+
+def _aggregate(rows: list[dict]) -> list[dict]:
+    """Per-method mean ± std (over seeds) of accuracy, NMI, ARI and seconds."""
+    out = []
+    for name in dict.fromkeys(r["method"] for r in rows):
+        rs = [r for r in rows if r["method"] == name]
+        agg = {"method": name, "seeds": len(rs)}
+        for k in ("accuracy", "nmi", "ari", "seconds"):
+            v = np.array([r[k] for r in rs], np.float64)
+            agg[k] = float(v.mean())
+            agg[k + "_std"] = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+        agg["notes"] = rs[0]["notes"]
+        out.append(agg)
+    return out
+
+
 def run_mnist(cfg, workdir: str) -> list[dict]:
-    """SSC-MP, SSC-OMP, sklearn-OMP SSC-OMP, sklearn SpectralClustering and KMeans on MNIST."""
+    """SSC-MP, SSC-OMP, (optionally) scikit-learn-OMP SSC-OMP, scikit-learn SpectralClustering (kNN
+    graph) and KMeans on the same MNIST features, for ``cfg.n_seeds`` seeds (each seed draws its
+    own ``num_points`` sample and seeds the clusterings). Writes ``mnist_runs.{md,csv}`` (one row per
+    seed and method) and returns the mean ± std rows."""
     from sklearn.cluster import KMeans, SpectralClustering
 
     d = cfg.data
-    images, y = load_mnist(d.path, d.num_points, cfg.seed, d.split)
-    t0 = time.perf_counter()
-    X = mnist_features(images, d.features, d.feature_dim)
-    feat_s = time.perf_counter() - t0
-    print(f"MNIST: {X.shape[0]} points, features={d.features} dim={X.shape[1]} ({feat_s:.1f}s)")
-    k = int(cfg.data.n_clusters)
-    Xn = check_data(X)
+    k = int(d.n_clusters)
     rows = []
+    for seed in [int(cfg.seed) + i for i in range(int(cfg.n_seeds))]:
+        X, y, feat_s = _mnist_data(cfg, seed)
+        print(f"MNIST seed {seed}: {X.shape[0]} points, features={d.features} dim={X.shape[1]} ({feat_s:.1f}s)")
+        Xn = check_data(X)
+        scfg = cfg.copy_and_resolve_references()
+        scfg.seed = seed
 
-    def record(name, labels, seconds, extra=""):
-        m = all_metrics(y, labels)
-        rows.append({"method": name, "accuracy": m["accuracy"], "nmi": m["nmi"], "ari": m["ari"],
-                     "seconds": seconds, "notes": extra})
-        print(f"  {name}: acc={m['accuracy']:.4f} nmi={m['nmi']:.4f} ari={m['ari']:.4f} time={seconds:.1f}s")
+        def record(name, labels, seconds, extra="", seed=seed, y=y):
+            m = all_metrics(y, labels)
+            rows.append({"method": name, "seed": seed, "accuracy": m["accuracy"], "nmi": m["nmi"], "ari": m["ari"],
+                         "seconds": seconds, "notes": extra})
+            print(f"  {name}: acc={m['accuracy']:.4f} nmi={m['nmi']:.4f} ari={m['ari']:.4f} time={seconds:.1f}s")
 
-    tau = float(cfg.ssc.tau)
-    for a in cfg.ssc.algorithms:
-        est = make_estimator(a, cfg, k, cfg.ssc.s_max, tau, verbose=True)
-        est.fit(X)  # includes jit compilation
-        t = est.timings_
-        record(NAMES[a] + " (jaxcomp)", est.labels_, t["coding_s"] + t["spectral_s"],
-               f"coding {t['coding_s']:.1f}s + spectral {t['spectral_s']:.1f}s; s_max={cfg.ssc.s_max}")
-    if cfg.baselines.sklearn_omp:
+        tau = float(cfg.ssc.tau)
+        for a in cfg.ssc.algorithms:
+            est = make_estimator(a, scfg, k, cfg.ssc.s_max, tau, verbose=True)
+            est.fit(X)  # includes jit compilation (once per process and shape)
+            t = est.timings_
+            record(NAMES[a] + " (jaxcomp)", est.labels_, t["coding_s"] + t["spectral_s"],
+                   f"s_max={cfg.ssc.s_max}; coding + spectral")
+        if cfg.baselines.sklearn_omp:
+            t0 = time.perf_counter()
+            C = sklearn_ssc_omp_coefficients(X, cfg.ssc.s_max, tau, progress=True, method=cfg.baselines.sklearn_method)
+            t1 = time.perf_counter()
+            lab, _ = spectral_clustering(affinity_from_coefficients(C), k, seed=seed)
+            record(f"SSC-OMP (sklearn, {cfg.baselines.sklearn_method})", lab, time.perf_counter() - t0,
+                   f"coding {t1 - t0:.1f}s + spectral")
+        if cfg.baselines.spectral:
+            t0 = time.perf_counter()
+            sc = SpectralClustering(k, affinity="nearest_neighbors", n_neighbors=cfg.baselines.n_neighbors,
+                                    random_state=seed, assign_labels="kmeans", n_jobs=1)
+            lab = sc.fit_predict(Xn)
+            record("sklearn SpectralClustering (kNN graph)", lab, time.perf_counter() - t0,
+                   f"n_neighbors={cfg.baselines.n_neighbors}")
+        if cfg.baselines.kmeans:
+            t0 = time.perf_counter()
+            lab = KMeans(k, n_init=10, random_state=seed).fit_predict(Xn)
+            record("sklearn KMeans", lab, time.perf_counter() - t0, "n_init=10")
+    write_table(rows, workdir, "mnist_runs", title="mnist: one row per seed")
+    return _aggregate(rows)
+
+
+def run_speed(cfg, workdir: str) -> list[dict]:
+    """SSC-OMP coding time: jaxcomp (all points, cold = with compilation, then warm) against
+    scikit-learn's ``orthogonal_mp`` per point and ``orthogonal_mp_gram`` on a precomputed Gram
+    (both timed on ``speed.sample_points`` points and extrapolated linearly to all N), on the same
+    features in the same process (``speed.algorithms``: also SSC-MP if listed). ``speed.num_points``
+    > 0 keeps the first that many points of the MNIST sample (0: all). Also reports the fraction of
+    sampled points whose scikit-learn support equals ours."""
+    X, _, feat_s = _mnist_data(cfg, int(cfg.seed))
+    if cfg.speed.num_points:
+        X = X[: int(cfg.speed.num_points)]
+    n = X.shape[0]
+    s_max, tau = int(cfg.ssc.s_max), float(cfg.ssc.tau)
+    print(f"speed: {n} points, dim {X.shape[1]} (features {feat_s:.1f}s)")
+    rows = []
+    C_ours = {}
+    for a in cfg.speed.algorithms:
+        for run_id in ("cold", "warm"):
+            t0 = time.perf_counter()
+            C, _ = sparse_coefficients(X, a, s_max=s_max, tau=tau, chunk_size=cfg.ssc.chunk_size)
+            dt = time.perf_counter() - t0
+            C_ours[a] = C
+            rows.append({"method": f"{NAMES[a]} jaxcomp ({run_id})", "N": n, "points_timed": n,
+                         "seconds_measured": dt, "seconds_all_points": dt})
+            print(f"  {rows[-1]['method']}: {dt:.1f}s")
+    pts = np.random.default_rng(cfg.seed).choice(n, size=min(int(cfg.speed.sample_points), n), replace=False)
+    for method in ("gram", "loop"):
         t0 = time.perf_counter()
-        C = sklearn_ssc_omp_coefficients(X, cfg.ssc.s_max, tau, progress=True)
-        t1 = time.perf_counter()
-        lab, _ = spectral_clustering(affinity_from_coefficients(C), k, seed=cfg.seed)
-        t2 = time.perf_counter()
-        record("SSC-OMP (sklearn orthogonal_mp)", lab, t2 - t0,
-               f"coding {t1 - t0:.1f}s + spectral {t2 - t1:.1f}s")
-    if cfg.baselines.spectral:
-        t0 = time.perf_counter()
-        sc = SpectralClustering(k, affinity="nearest_neighbors", n_neighbors=cfg.baselines.n_neighbors,
-                                random_state=cfg.seed, assign_labels="kmeans", n_jobs=1)
-        lab = sc.fit_predict(Xn)
-        record("sklearn SpectralClustering (kNN graph)", lab, time.perf_counter() - t0,
-               f"n_neighbors={cfg.baselines.n_neighbors}")
-    if cfg.baselines.kmeans:
-        t0 = time.perf_counter()
-        lab = KMeans(k, n_init=10, random_state=cfg.seed).fit_predict(Xn)
-        record("sklearn KMeans", lab, time.perf_counter() - t0, "n_init=10")
+        C = sklearn_ssc_omp_coefficients(X, s_max, tau, method=method, points=pts, progress=True)
+        dt = time.perf_counter() - t0
+        same = np.mean([set(C[j].indices) == set(C_ours["omp"][j].indices) for j in pts]) if "omp" in C_ours else np.nan
+        label = "orthogonal_mp_gram, precomputed Gram" if method == "gram" else "orthogonal_mp per point"
+        rows.append({"method": f"SSC-OMP sklearn ({label})", "N": n, "points_timed": len(pts),
+                     "seconds_measured": dt, "seconds_all_points": dt * n / len(pts),
+                     "same_support_as_jaxcomp": float(same)})
+        print(f"  {rows[-1]['method']}: {dt:.1f}s for {len(pts)} points; same support {same:.3f}")
+    warm = next(r["seconds_all_points"] for r in rows if r["method"] == "SSC-OMP jaxcomp (warm)")
+    for r in rows:
+        r["ratio_to_jaxcomp_omp_warm"] = r["seconds_all_points"] / warm
     return rows
 
 
@@ -209,8 +285,10 @@ def run(cfg, workdir: str) -> str:
         rows, name = run_smax(cfg, workdir), "smax"
     elif exp == "mnist":
         rows, name = run_mnist(cfg, workdir), "mnist"
+    elif exp == "speed":
+        rows, name = run_speed(cfg, workdir), "speed"
     else:
-        raise ValueError(f"unknown experiment {exp!r}; expected phase, smax or mnist")
+        raise ValueError(f"unknown experiment {exp!r}; expected phase, smax, mnist or speed")
     md = write_table(rows, workdir, name, title=name)
     with open(os.path.join(workdir, "config.txt"), "w") as f:
         f.write(str(cfg))

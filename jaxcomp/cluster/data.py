@@ -81,21 +81,88 @@ def load_mnist(path: str, num_points: int, seed: int = 0, split: str = "train") 
     return x[idx].reshape(num_points, -1).astype(np.float32) / 255.0, y[idx].astype(np.int64)
 
 
-def mnist_features(images: np.ndarray, kind: str = "pca", dim: int = 500, seed: int = 0) -> np.ndarray:
+def uncentred_pca(X: np.ndarray, dim: int) -> np.ndarray:
+    """Projection of the rows of ``X`` ``(n, p)`` on their top ``dim`` *uncentred* principal
+    directions (right singular vectors of ``X`` itself, so linear subspaces stay linear).
+
+    Returns:
+      ``(n, min(dim, n, p))`` float32.
+    """
+    X = np.asarray(X, np.float64)
+    k = min(dim, X.shape[1], X.shape[0])
+    if X.shape[1] <= X.shape[0]:  # eigenvectors of the (p, p) second-moment matrix: cheaper for n >> p
+        _, V = np.linalg.eigh(X.T @ X)
+        V = V[:, ::-1][:, :k]
+    else:
+        V = np.linalg.svd(X, full_matrices=False)[2][:k].T
+    return (X @ V).astype(np.float32)
+
+
+def scattering_vectors(images: np.ndarray, J: int = 3, L: int = 8, pad_to: int = 32, batch_size: int = 256,
+                       cache_dir: str | None = None, progress: bool = False) -> np.ndarray:
+    """Scattering feature vectors of ``(n, 784)`` (or ``(n, 28, 28)``) MNIST images, as in the
+    subspace-clustering literature (You et al., CVPR 2016; their public ``run_mnist.py``).
+
+    Images are zero-padded to ``pad_to x pad_to`` (the literature resizes to 32 x 32; padding keeps
+    the digits' pixels), transformed by :func:`jaxcomp.cluster.scattering.scattering2d` (order 2,
+    ``K = 217`` paths for ``J = 3, L = 8``, each ``4 x 4``), every path of every image divided by
+    its largest absolute value (so each path lies in ``[-1, 1]``; all-zero paths stay zero), and
+    flattened: ``(n, K * (pad_to // 2^J)^2)`` float32 (3,472 for the defaults).
+
+    ``cache_dir``: if given, the vectors are stored there as ``.npy`` under a name hashed from the
+    images and ``(J, L, pad_to)``, and read back on the next call.
+    """
+    import hashlib
+
+    from jaxcomp.cluster.scattering import scattering_features
+
+    x = np.asarray(images, np.float32)
+    if x.ndim == 2:
+        side = int(round(np.sqrt(x.shape[1])))
+        if side * side != x.shape[1]:
+            raise ValueError(f"flat images must have a square number of pixels, got {x.shape[1]}")
+        x = x.reshape(-1, side, side)
+    if x.ndim != 3:
+        raise ValueError(f"images must be (n, H*W) or (n, H, W), got shape {x.shape}")
+    path = None
+    if cache_dir:
+        key = hashlib.sha1(x.tobytes() + repr((J, L, pad_to, x.shape)).encode()).hexdigest()[:16]
+        path = os.path.join(cache_dir, f"scattering_J{J}_L{L}_{x.shape[0]}_{key}.npy")
+        if os.path.isfile(path):
+            return np.load(path)
+    H, W = x.shape[1:]
+    if pad_to < max(H, W):
+        raise ValueError(f"pad_to={pad_to} is smaller than the images ({H}x{W})")
+    ph, pw = pad_to - H, pad_to - W
+    x = np.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)))
+    S = scattering_features(x, J, L, 2, batch_size=batch_size, progress=progress)  # (n, K, h, w)
+    S = S.reshape(S.shape[0], S.shape[1], -1)
+    peak = np.abs(S).max(axis=2, keepdims=True)
+    S = (S / np.where(peak > 0, peak, 1.0)).reshape(S.shape[0], -1).astype(np.float32)
+    if path:
+        os.makedirs(cache_dir, exist_ok=True)
+        np.save(path, S)
+    return S
+
+
+def mnist_features(images: np.ndarray, kind: str = "pca", dim: int = 500, seed: int = 0,
+                   cache_dir: str | None = None, progress: bool = False) -> np.ndarray:
     """Fixed (unsupervised, label-free) features of ``(n, 784)`` images.
 
     * ``"pixels"``: the raw pixels.
-    * ``"pca"``: pixels projected on their top ``dim`` principal directions (uncentred SVD,
-      so linear subspaces stay linear).
+    * ``"pca"``: pixels projected on their top ``dim`` principal directions (uncentred, so
+      linear subspaces stay linear).
+    * ``"scattering"``: :func:`scattering_vectors` (3,472-dim), then the same uncentred PCA to
+      ``dim`` (the literature's 500).
 
     Returns:
-      ``(n, min(dim, n_features))`` float32.
+      ``(n, min(dim, n_features))`` float32 (``(n, 784)`` for pixels).
     """
-    if kind not in ("pixels", "pca"):
-        raise ValueError(f"unknown MNIST feature kind {kind!r}; expected pixels or pca")
+    if kind not in ("pixels", "pca", "scattering"):
+        raise ValueError(f"unknown MNIST feature kind {kind!r}; expected pixels, pca or scattering")
     X = np.asarray(images, np.float64)
     if kind == "pixels":
         return X.astype(np.float32)
-    k = min(dim, X.shape[1], X.shape[0])
-    _, _, Vt = np.linalg.svd(X, full_matrices=False)
-    return (X @ Vt[:k].T).astype(np.float32)
+    if kind == "scattering":
+        X = scattering_vectors(images, cache_dir=cache_dir, progress=progress)
+    return uncentred_pca(X, dim)

@@ -50,8 +50,10 @@ def check_data(X, n_clusters: int | None = None) -> np.ndarray:
     """Validates ``X`` ``(N, m)`` on the host and returns it as float32 with unit-norm rows.
 
     Raises:
-      ValueError: a sparse matrix, complex or non-numeric entries, not 2-D, NaN/inf, zero rows
-        (points), fewer than 2 points, or fewer points than ``n_clusters``.
+      ValueError: a sparse matrix, complex or non-numeric entries, not 2-D, no features, NaN/inf,
+        zero rows (points: a zero point has no direction), fewer than 2 points, or fewer points than
+        ``n_clusters``.
+      TypeError: an object array holding something that is not a number (e.g. a dict).
     """
     import scipy.sparse as sp
 
@@ -60,14 +62,21 @@ def check_data(X, n_clusters: int | None = None) -> np.ndarray:
                          "needs a dense array (X.toarray())")
     X = np.asarray(X)
     if np.iscomplexobj(X):
-        raise ValueError(f"X must be real, got complex dtype {X.dtype}")
+        raise ValueError(f"Complex data not supported: X must be real, got complex dtype {X.dtype}")
+    if X.dtype == object:  # numbers stored as objects are fine (scikit-learn's convention), anything else is not
+        try:
+            X = X.astype(np.float64)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"X must be numeric, got dtype object with a non-numeric entry ({e})") from None
     if X.ndim != 2:
         raise ValueError(f"X must be 2-D (n_points, n_features), got shape {X.shape}")
-    if not np.issubdtype(X.dtype, np.number):
+    if not np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.timedelta64):
         raise ValueError(f"X must be numeric, got dtype {X.dtype}")
     n = X.shape[0]
     if n < 2:
-        raise ValueError(f"need at least 2 points, got {n}")
+        raise ValueError(f"need at least 2 points (samples), got {n} sample(s)")
+    if X.shape[1] < 1:
+        raise ValueError(f"0 feature(s) (shape={X.shape}) while a minimum of 1 is required.")
     if n_clusters is not None and n < n_clusters:
         raise ValueError(f"fewer points ({n}) than clusters ({n_clusters})")
     X = X.astype(np.float64)
