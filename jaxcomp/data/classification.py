@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from jaxcomp.data.images import DataError, eval_batches_from_arrays, prefetch_batches
 
 SOURCES = ("digits", "mnist", "tfds", "digit_scenes", "voc", "tfds_stream")
-AUGMENTATIONS = ("none", "shift", "crop_flip")
+AUGMENTATIONS = ("none", "shift", "crop_flip", "shift_device", "crop_flip_device")
 
 
 def load_digits_arrays(split: str, num_test: int = 497) -> tuple[np.ndarray, np.ndarray]:
@@ -136,6 +136,18 @@ def _stratified_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
     return np.sort(np.asarray(picked, np.int64))
 
 
+def noisy_labels(labels: np.ndarray, fraction: float, num_classes: int, seed: int) -> np.ndarray:
+    """Symmetric label noise: ``round(fraction * N)`` examples (chosen by ``seed``) get a different
+    class drawn uniformly from the other ``num_classes - 1``. ``int [N] -> int32 [N]``."""
+    if not 0.0 <= fraction <= 1.0:
+        raise DataError(f"data.label_noise={fraction} must be a fraction in [0, 1]")
+    rng = np.random.default_rng([seed, 7])
+    labels = np.asarray(labels, np.int32).copy()
+    idx = rng.permutation(len(labels))[: int(round(fraction * len(labels)))]
+    labels[idx] = (labels[idx] + rng.integers(1, num_classes, len(idx))) % num_classes
+    return labels
+
+
 def augment(images: np.ndarray, rng: np.random.Generator, kind: str, pad: int) -> np.ndarray:
     """Random crops of zero-padded images (``shift``), plus horizontal flips (``crop_flip``).
 
@@ -156,6 +168,34 @@ def augment(images: np.ndarray, rng: np.random.Generator, kind: str, pad: int) -
     return out
 
 
+def device_augment(images, key, pad: int, flip: bool):
+    """Random ``H x W`` crops of images already zero-padded by ``pad`` (and normalised), plus
+    horizontal flips with probability 1/2 when ``flip``: the on-device half of the
+    ``*_device`` augmentations, pure jax (jit it, or call it inside a jitted train step).
+
+    ``float32 [B, H + 2 pad, W + 2 pad, C] -> float32 [B, H, W, C]``; ``key`` a jax PRNG key.
+    Each example draws its own offsets (uniform over the ``(2 pad + 1)^2`` windows) and flip.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    if images.ndim != 4:
+        raise ValueError(f"device_augment expects images [B, H, W, C], got shape {images.shape}")
+    b, hp, wp, c = images.shape
+    h, w = hp - 2 * pad, wp - 2 * pad
+    if h < 1 or w < 1:
+        raise ValueError(f"device_augment: images {hp}x{wp} are too small to remove a padding of {pad}")
+    k_y, k_x, k_f = jax.random.split(key, 3)
+    ys = jax.random.randint(k_y, (b,), 0, 2 * pad + 1)
+    xs = jax.random.randint(k_x, (b,), 0, 2 * pad + 1)
+    crop = jax.vmap(lambda im, y, x: jax.lax.dynamic_slice(im, (y, x, 0), (h, w, c)))
+    out = crop(images, ys, xs)
+    if flip:
+        flips = jax.random.bernoulli(k_f, 0.5, (b,))
+        out = jnp.where(flips[:, None, None, None], out[:, :, ::-1], out)
+    return out
+
+
 class ClassificationBatches:
     """Training and evaluation batches from in-memory labelled images.
 
@@ -166,7 +206,11 @@ class ClassificationBatches:
         (per-pixel class maps for segmentation; then ``augment`` must be ``"none"``, since the
         crops and flips would not move the maps).
       batch_size: global batch size (each host makes ``batch_size // process_count``).
-      augment, pad: see :func:`augment`.
+      augment, pad: see :func:`augment`; ``shift_device`` / ``crop_flip_device`` do the same
+        crops (and flips) on the accelerator instead: training batches then hold the normalised,
+        zero-padded, un-augmented images ``float32 [B, H + 2 pad, W + 2 pad, C]`` (gathered from
+        padded copies kept in memory) and the task calls :func:`device_augment` inside its jitted
+        step (:class:`jaxcomp.distill.task.ClassificationTask` does).
       seed: base seed of the epoch permutations and the augmentation.
       num_classes: number of classes (default: ``max label + 1`` of the union).
       normalize: ``False`` hands the images on as ``float32`` values unchanged (a task that
@@ -195,6 +239,11 @@ class ClassificationBatches:
         self.val = None if val is None else (val[0], np.asarray(val[1], np.int32))
         self.batch_size, self.local_batch_size = batch_size, batch_size // process_count
         self.augment, self.pad, self.seed = augment, pad, seed
+        self._padded = None
+        if augment.endswith("_device"):
+            if np.ndim(y) > 1 or pad < 1:
+                raise DataError(f"data.augment={augment!r} needs class labels and data.pad >= 1, got pad={pad}")
+            self._padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
         self.process_index, self.process_count = process_index, process_count
         labels = self.train_labels if self.val is None else np.concatenate([self.train_labels, self.val[1]])
         self.num_classes = int(labels.max()) + 1 if num_classes is None else num_classes
@@ -228,6 +277,8 @@ class ClassificationBatches:
     def train_batch(self, step: int) -> dict[str, np.ndarray]:
         """This host's part of global batch ``step``: ``image float32 [B, H, W, C]``, ``label int32 [B]``."""
         idx = self._indices(step)
+        if self._padded is not None:  # augmented on the device (device_augment)
+            return {"image": self.normalize(self._padded[idx]), "label": self.train_labels[idx]}
         rng = np.random.default_rng([self.seed, step, self.process_index, 1])
         images = augment(self.train_images[idx], rng, self.augment, self.pad)
         return {"image": self.normalize(images), "label": self.train_labels[idx]}
@@ -255,6 +306,10 @@ def build_classification_data(data: ml_collections.ConfigDict, process_index: in
     ``tfds_data_dir``). ``train_size`` > 0 keeps a fixed class-balanced subset of the training
     split (chosen by ``subset_seed``, the same for every run); ``val_size`` > 0 likewise for the
     validation split. ``train_first`` > 0 keeps the first N training examples instead.
+    MNIST only: ``holdout_last`` > 0 removes the last N examples of the training split from the
+    training pool; with ``eval_on="holdout"`` they are the evaluation set (a validation split
+    for choosing settings) instead of the test split. ``label_noise`` (a fraction) replaces that
+    share of the training labels by other classes (:func:`noisy_labels`, fixed by ``subset_seed``).
     ``downsample`` > 1 averages pixel blocks (cheaper CPU experiments); ``pad_to`` > 0 zero-pads the
     images to ``pad_to`` pixels a side (:func:`pad_images`). Also
     reads ``batch_size``, ``augment``, ``pad``, ``seed``.
@@ -280,6 +335,17 @@ def build_classification_data(data: ml_collections.ConfigDict, process_index: in
         train, val = load_digits_arrays("train"), load_digits_arrays("test")
     elif source == "mnist":
         train, val = load_mnist_arrays(data.path, "train"), load_mnist_arrays(data.path, "test")
+        holdout, eval_on = data.get("holdout_last", 0), data.get("eval_on", "test")
+        if eval_on not in ("test", "holdout") or (eval_on == "holdout" and not holdout):
+            raise DataError(f"data.eval_on={eval_on!r}: use 'test', or 'holdout' with data.holdout_last > 0")
+        if holdout:  # a validation split carved from the end of the training split
+            if not 0 < holdout < len(train[1]):
+                raise DataError(f"data.holdout_last={holdout} must be between 1 and {len(train[1]) - 1} (the training "
+                                f"split has {len(train[1])} examples)")
+            held = (train[0][-holdout:], train[1][-holdout:])
+            train = (train[0][:-holdout], train[1][:-holdout])
+            if eval_on == "holdout":
+                val = held
     elif source == "tfds":
         if not data.get("tfds_name"):
             raise DataError("data.source='tfds' needs data.tfds_name (e.g. cifar10, cifar100)")
@@ -303,6 +369,8 @@ def build_classification_data(data: ml_collections.ConfigDict, process_index: in
             raise DataError(f"data.train_first={data.train_first} needs data.train_size=0 and at most the "
                             f"{len(train[1])} training examples")
         train = (train[0][: data.train_first], train[1][: data.train_first])
+    if data.get("label_noise", 0.0):
+        train = (train[0], noisy_labels(train[1], data.label_noise, num_classes, subset_seed))
     factor = data.get("downsample", 1)
     train = (downsample(train[0], factor), train[1])
     val = None if val is None else (downsample(val[0], factor), val[1])

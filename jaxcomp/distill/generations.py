@@ -36,11 +36,13 @@ class Member:
 
 
 def _config_for(config: ml_collections.ConfigDict, *, seed: int, loss: str, teacher_workdirs: Sequence[str],
-                model_name: str | None = None) -> ml_collections.ConfigDict:
+                model_name: str | None = None, label_weight: float | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict(config.to_dict())
     c.seed = seed
     c.data.seed = seed
     c.distill.loss = loss
+    if label_weight is not None:
+        c.distill.label_weight = label_weight
     c.distill.teachers = tuple(teacher_workdirs)
     if model_name:
         c.model.name = model_name
@@ -97,13 +99,17 @@ def run_generations(config: ml_collections.ConfigDict, workdir: str, progress: b
     """The whole experiment ``config.ban`` describes, for every seed of ``ban.seeds``.
 
     Per seed: a teacher (``ban.teacher_model`` if set, else ``model.name``; cross-entropy to
-    the labels), ``ban.generations`` born-again students each taught by the previous one with
-    ``ban.loss``, one student of the teacher per loss in ``ban.variants`` (e.g. CWTM, DKPP), a
-    label-only model of the student architecture when it differs from the teacher's (unless
-    ``ban.student_baseline`` is false: it is the same run as the teacher of the same-architecture
-    experiment with the same seeds), and the
-    BANE ensembles (BAN-1..k, and the teacher with all generations); then, as their control,
-    ensembles of independently trained teachers (:func:`independent_ensembles`). Returns one
+    the labels; trained with the whole config ``ban.teacher_config`` names, e.g.
+    ``configs/ban.py:paper_wrn_28_10``, when that is set: cross-architecture pairs whose teacher
+    has its own recipe; the students' ``data.tfds_data_dir`` / ``data.path`` and then the
+    ``key=value`` strings of ``ban.teacher_overrides`` are applied to it), ``ban.generations``
+    born-again students each taught by the previous one with ``ban.loss``, one student of the
+    teacher per loss in ``ban.variants`` (e.g. CWTM, DKPP; a variant ``"loss:w"`` sets
+    ``distill.label_weight=w`` for that student, e.g. ``"dkpp:0"``), a label-only model of the
+    student architecture when it differs from the teacher's (unless ``ban.student_baseline`` is
+    false: it is the same run as the teacher of the same-architecture experiment with the same
+    seeds), and the BANE ensembles (BAN-1..k, and the teacher with all generations); then, as their
+    control, ensembles of independently trained teachers (:func:`independent_ensembles`). Returns one
     row per model and seed: ``{'seed', 'model', 'error', 'nll', 'confidence'}`` (or perplexity for ``lm``).
     """
     rows: list[dict[str, Any]] = []
@@ -139,23 +145,37 @@ def _run_seed(config: ml_collections.ConfigDict, seed: int, base: str, progress:
     ban = config.ban
     rows: list[dict[str, Any]] = []
 
-    def member(name: str, loss: str, teachers: Sequence[Member], index: int, model_name: str | None = None):
-        c = _config_for(config, seed=1000 * seed + index, loss=loss,
-                        teacher_workdirs=[t.workdir for t in teachers], model_name=model_name)
+    def member(name: str, loss: str, teachers: Sequence[Member], index: int, model_name: str | None = None,
+               base_config: ml_collections.ConfigDict | None = None, label_weight: float | None = None):
+        c = _config_for(config if base_config is None else base_config, seed=1000 * seed + index, loss=loss,
+                        teacher_workdirs=[t.workdir for t in teachers], model_name=model_name,
+                        label_weight=label_weight)
         m = train_member(c, os.path.join(base, name.lower().replace(" ", "_")), name, teachers, progress)
         rows.append({"seed": seed, "model": name, **m.metrics})
         log(f"seed {seed} {name}: " + " ".join(f"{k}={v:.4g}" for k, v in m.metrics.items()))
         return m
 
-    teacher = member("teacher", "ce", [], 0, model_name=ban.get("teacher_model") or None)
+    teacher_base = None
+    if ban.get("teacher_config"):
+        from jaxcomp.configs import load_config
+
+        # the data's location comes from the students' config; ban.teacher_overrides change the rest
+        located = [f"data.{k}={config.data[k]}" for k in ("tfds_data_dir", "path") if config.data.get(k, "")]
+        teacher_base = load_config(ban.teacher_config, located + list(ban.get("teacher_overrides", ())))
+        if teacher_base.task != config.task:
+            raise ValueError(f"ban.teacher_config={ban.teacher_config!r} is a {teacher_base.task!r} config; the "
+                             f"students are {config.task!r}")
+    teacher = member("teacher", "ce", [], 0, model_name=ban.get("teacher_model") or None, base_config=teacher_base)
     teachers.append((seed, teacher))
-    if ban.get("teacher_model") and ban.teacher_model != config.model.name and ban.get("student_baseline", True):
+    teacher_arch = teacher_base.model.name if teacher_base is not None else ban.get("teacher_model")
+    if teacher_arch and teacher_arch != config.model.name and ban.get("student_baseline", True):
         member("student CE", "ce", [], 0)  # seed index 0: the run a same-architecture teacher would be
     chain = [teacher]
     for g in range(1, ban.generations + 1):
         chain.append(member(f"BAN-{g}", ban.loss, [chain[-1]], g))
-    for i, loss in enumerate(ban.variants):
-        member(loss.upper(), loss, [teacher], 50 + i)
+    for i, variant in enumerate(ban.variants):
+        loss, _, weight = variant.partition(":")
+        member(loss.upper(), loss, [teacher], 50 + i, label_weight=float(weight) if weight else None)
     if config.task == "classification" and ban.generations >= 2:
         from jaxcomp import tasks
 
@@ -168,7 +188,8 @@ def _run_seed(config: ml_collections.ConfigDict, seed: int, base: str, progress:
 
 def summarize(rows: Sequence[dict[str, Any]], baseline: str = "teacher") -> list[dict[str, Any]]:
     """Mean and (sample) std over seeds per model, in first-seen order, plus the paired difference
-    to ``baseline`` of the same seed and the number of seeds where the model is better.
+    to ``baseline`` of the same seed (mean ± std, and its 95% t-interval, :func:`paired_interval`)
+    and the number of seeds where the model is better.
 
     The compared metric is ``error`` (lower is better) or ``perplexity``.
     """
@@ -186,9 +207,24 @@ def summarize(rows: Sequence[dict[str, Any]], baseline: str = "teacher") -> list
                 row[extra] = _pm(np.array([r[extra] for r in rs]), 3 if extra != "accuracy" else 2)
         if name != baseline and len(diffs):
             row[f"{key} - {baseline}"] = _pm(diffs)
+            if len(diffs) > 1:
+                lo, hi = paired_interval(diffs)
+                row["95% CI"] = f"[{lo:+.2f}, {hi:+.2f}]"
             row[f"better than {baseline}"] = f"{int(np.sum(diffs < 0))}/{len(diffs)}"
         out.append(row)
     return out
+
+
+def paired_interval(diffs: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Student-t confidence interval of the mean of paired differences ``[n]`` (n >= 2):
+    ``mean ± t_{(1+level)/2, n-1} * std / sqrt(n)`` with the sample std."""
+    from scipy.special import stdtrit  # the Student-t quantile (lighter than importing scipy.stats)
+
+    diffs = np.asarray(diffs, np.float64)
+    if diffs.ndim != 1 or len(diffs) < 2:
+        raise ValueError(f"paired_interval needs at least 2 differences, got shape {diffs.shape}")
+    half = stdtrit(len(diffs) - 1, 0.5 + level / 2) * diffs.std(ddof=1) / np.sqrt(len(diffs))
+    return float(diffs.mean() - half), float(diffs.mean() + half)
 
 
 def _pm(values: np.ndarray, digits: int = 2) -> str:

@@ -48,8 +48,9 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
     """The network ``config.model`` describes, for ``config.task`` ``classification`` or ``lm``.
 
     ``classification``: ``model.name`` (see :func:`jaxcomp.models.classifier`), ``num_classes``,
-    ``dropout`` (WRN / DenseNet only). ``lm``: ``vocab_size``, ``embed_dim``, ``hidden``,
-    ``layers``, ``dropout``.
+    ``dropout`` (WRN / DenseNet only), ``densenet_stem`` (DenseNet only: the stem's channels,
+    16 for the Born-Again paper's DenseNets; 0 = ``2 * growth_rate``). ``lm``: ``vocab_size``,
+    ``embed_dim``, ``hidden``, ``layers``, ``dropout``.
     """
     m = config.model
     if config.task == "lm":
@@ -62,6 +63,8 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
         kwargs["dropout"] = m.dropout
     if m.get("shortcut", "") and m.name.startswith("resnet"):
         kwargs["shortcut"] = m.shortcut
+    if m.get("densenet_stem", 0) and m.name.startswith("densenet"):
+        kwargs["stem"] = m.densenet_stem
     return classifier(m.name, m.num_classes, **kwargs)
 
 
@@ -71,7 +74,7 @@ def example_batch(config: ml_collections.ConfigDict, batch_size: int = 2) -> dic
     if config.task == "lm":
         z = np.zeros((batch_size, 4), np.int32)
         return {"tokens": z, "targets": z, "weights": z.astype(np.float32)}
-    channels = 3 if config.data.source == "tfds" else 1
+    channels = 3 if config.data.source in ("tfds", "tfds_stream") else 1  # RGB tfds sets (cifar, imagenet2012)
     return {"image": np.zeros((batch_size, 32, 32, channels), np.float32), "label": np.zeros(batch_size, np.int32)}
 
 
@@ -91,7 +94,10 @@ class ClassificationTask:
       config: reads ``model``, ``optimizer`` (plus ``optimizer.l2``: an L2 penalty
         ``0.5 * l2 * ||w||^2`` on all parameters, i.e. PyTorch SGD's ``weight_decay``) and
         ``distill`` (``loss``, ``temperature``, ``label_weight``, ``teachers``: workdirs of
-        trained teachers, used when ``teachers`` is not given).
+        trained teachers, used when ``teachers`` is not given); ``data.augment`` ending in
+        ``_device`` (with ``data.pad``): the training images arrive padded and the train step
+        crops (and flips) them with :func:`jaxcomp.data.classification.device_augment`, keyed by
+        the step's rng, before the student and its teachers see them.
       teachers: the teachers, overriding ``config.distill.teachers``.
     """
 
@@ -112,6 +118,11 @@ class ClassificationTask:
         if self.loss_name != "ce" and not self.teachers:
             raise ValueError(f"distill.loss={self.loss_name!r} needs a teacher: set distill.teachers to the "
                              "workdir(s) of trained models (or pass teachers=)")
+        data = config.get("data", None)
+        augment = data.get("augment", "none") if data is not None else "none"
+        # *_device augmentations: the batches hold padded images, cropped (and flipped) in the train step
+        self.device_augment = (data.get("pad", 0), augment.startswith("crop_flip")) if augment.endswith(
+            "_device") else None
 
     # ---- pieces -------------------------------------------------------------------------
 
@@ -146,6 +157,10 @@ class ClassificationTask:
     def loss(self, params: Any, state: TrainState, batch: Batch, rng: jax.Array):
         dropout_rng, dkpp_rng = jax.random.split(rng)
         x, y, mask = batch[self.input_key], batch[self.target_key], self.mask(batch)
+        if self.device_augment is not None:
+            from jaxcomp.data.classification import device_augment
+
+            x = device_augment(x, jax.random.fold_in(rng, 7), *self.device_augment)
         logits, updates = self.model.apply(_variables(params, state.model_state["batch_stats"]), x, train=True,
                                            mutable=["batch_stats"], rngs={"dropout": dropout_rng})
         teacher = self.teacher_logits(state.model_state, x)

@@ -1,0 +1,123 @@
+"""Born-Again Networks: the table of a generations run whose seeds were trained by separate processes.
+
+    python -m experiments.ban_collect --config configs/ban.py:mnist_soft --workdir runs/ban_soft --seeds 0
+    python -m experiments.ban_collect --config configs/ban.py:mnist_soft --workdir runs/ban_soft
+
+``experiments/ban.py`` run once per seed (``--config.ban.seeds="(S,)"``, in parallel) trains
+every chain but each process's table holds one seed. With ``--seeds``, this restores the finished
+models of those seeds (``teacher``, ``ban-1`` .. ``ban-<generations>``, as far as they exist),
+and saves their evaluation logits to ``seed<S>/logits.npz`` (run one process per seed to
+parallelise); without it, it reads every ``seed*/logits.npz`` and writes what
+``experiments/ban.py`` writes over all seeds: ``per_seed.csv``, ``results.md`` / ``.csv`` (mean ±
+std, paired difference to the teacher with its 95% t-interval, seeds better than the teacher;
+BANE and the independent-ensemble control) and ``results.png``. Only the generations every seed
+finished enter the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+
+
+def save_logits(config, workdir: str, seed: int) -> str:
+    """Evaluation logits of the finished models of one seed's chain -> ``seed<S>/logits.npz``."""
+    import jax
+    import numpy as np
+
+    from jaxcomp import tasks
+    from jaxcomp.distill.task import load_teacher
+
+    data = tasks.build_data(config, "classification")
+    images = data.eval_arrays()["image"]
+    base = os.path.join(workdir, f"seed{seed}")
+    out = {}
+    for model in ["teacher"] + [f"ban-{g}" for g in range(1, config.ban.generations + 1)]:
+        path = os.path.join(base, model)
+        if not os.path.isdir(os.path.join(path, "checkpoints", str(config.steps))):  # not finished
+            break
+        teacher = load_teacher(path)
+        apply = jax.jit(lambda x, t=teacher: t.model.apply(t.variables, x, train=False))
+        out[model] = np.concatenate([np.asarray(apply(images[i : i + 500])) for i in range(0, len(images), 500)])
+        print(f"seed {seed} {model}: restored", flush=True)
+    target = os.path.join(base, "logits.npz")
+    np.savez(target, **out)
+    return target
+
+
+def collect(config, workdir: str) -> str:
+    """The table over every ``seed*/logits.npz`` (the generations all seeds finished)."""
+    import numpy as np
+
+    from jaxcomp import tasks
+    from jaxcomp.distill.generations import (
+        Member,
+        classification_metrics,
+        ensemble_metrics,
+        independent_ensembles,
+        plot_summary,
+        summarize,
+    )
+    from jaxcomp.reporting import write_table
+
+    labels = tasks.build_data(config, "classification").eval_arrays()["label"]
+    chains = {}
+    for path in sorted(glob.glob(os.path.join(workdir, "seed*", "logits.npz"))):
+        seed = int(os.path.basename(os.path.dirname(path))[4:])
+        with np.load(path) as f:
+            chains[seed] = {k: f[k] for k in f.files}
+    if not chains:
+        raise SystemExit(f"no seed*/logits.npz under {workdir}: run with --seeds first")
+    generations = min(len(c) for c in chains.values()) - 1
+    rows, teachers = [], []
+    for seed in sorted(chains):
+        names = ["teacher"] + [f"BAN-{g}" for g in range(1, generations + 1)]
+        members = [Member(n, "", {}, chains[seed][n.lower()], None) for n in names]
+        teachers.append((seed, members[0]))
+        for m in members:
+            rows.append({"seed": seed, "model": m.name, **classification_metrics(m.logits, labels)})
+        for k in range(2, generations + 1):
+            rows.append({"seed": seed, "model": f"BANE-1..{k}", **ensemble_metrics(members[1 : k + 1], labels)})
+        if generations:
+            rows.append({"seed": seed, "model": f"teacher + BAN-1..{generations}", **ensemble_metrics(members, labels)})
+    with config.unlocked():
+        config.ban.generations = generations
+    if len(teachers) >= 2:
+        rows.extend(independent_ensembles(config, teachers))
+    write_table(rows, workdir, "per_seed")
+    summary = summarize(rows)
+    title = f"{config.model.name} on {config.data.source}, {len(chains)} seeds"
+    table = write_table(summary, workdir, "results", columns=list(dict.fromkeys(k for r in summary for k in r)),
+                        title=title)
+    plot_summary(rows, os.path.join(workdir, "results.png"), title)
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="the run's config, configs/NAME.py:VARIANT")
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--seeds", default="", help="comma-separated: save these seeds' logits (else: the table)")
+    args = parser.parse_args(argv)
+
+    from jaxcomp.xla import prefer_xla_cpu_convolutions
+
+    prefer_xla_cpu_convolutions()
+    from jaxcomp.configs import load_config
+
+    config = load_config(args.config)
+    if config.task != "classification":
+        print("error: ban_collect tabulates classification runs", file=sys.stderr)
+        return 2
+    if args.seeds:
+        for seed in (int(s) for s in args.seeds.split(",")):
+            print(save_logits(config, args.workdir, seed))
+    else:
+        print(collect(config, args.workdir))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
