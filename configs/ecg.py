@@ -12,6 +12,7 @@ shipped); data.source=challenge reads the real training2017/ directory. data.fol
 held-out fold of data.num_folds stratified folds (fold_seed) for evaluation.
 
 Variants:
+  paper             = cnn reading the real challenge data: --config.data.path=/path/to/training2017
   cnn, crnn         the paper's networks and training setting: 6 blocks x 4 conv layers (5x5,
                     32 channels + 32 per block); CRNN = 4 of those blocks + a forward and a backward
                     stack of 3 LSTMs (100 units each, "200 neurons" in the reference code), outputs
@@ -28,13 +29,15 @@ Variants:
 
 import ml_collections
 
-VARIANTS = ("cnn", "crnn", "cpu_cnn", "cpu_crnn", "tiny_cnn", "tiny_crnn")
+VARIANTS = ("cnn", "crnn", "paper", "cpu_cnn", "cpu_crnn", "tiny_cnn", "tiny_crnn")
 
 
 def get_config(variant: str = "cnn") -> ml_collections.ConfigDict:
     if variant not in VARIANTS and variant != "":
         raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
     variant = variant or "cnn"
+    paper = variant == "paper"  # the paper's CNN (stage 1) on the real CinC 2017 data: needs data.path
+    variant = "cnn" if paper else variant
     c = ml_collections.ConfigDict()
     c.task = "ecg"
     c.seed = 0
@@ -46,6 +49,8 @@ def get_config(variant: str = "cnn") -> ml_collections.ConfigDict:
         num_records=8528,          # synthetic: as many as the challenge's training set
         synthetic_seed=0,
         class_probs=(0.59, 0.09, 0.28, 0.04),  # synthetic N, A, O, ~: the challenge's training-set shares
+        generator="simple",        # synthetic: simple (Gaussian-wave beats) | realistic (real beats + noise)
+        templates="",              # realistic: template bank .npz ("" = jaxcomp/ecg/templates/ecg_templates.npz)
         min_seconds=9.0, max_seconds=60.0,
         num_folds=5, fold=0, fold_seed=0,
         buckets=(15.0, 30.0),      # padded lengths (s); one more bucket fits the longest recording
@@ -62,6 +67,19 @@ def get_config(variant: str = "cnn") -> ml_collections.ConfigDict:
         bursts=True, burst_rate=0.0228, burst_samples=9,                   # P(N(0,1) > 2), 30 ms
     ))
     c.stage = ml_collections.ConfigDict(dict(init_conv_from="", freeze_conv=True))
+    # Training as the reference code (github.com/yruffiner/ecg-classification, models/*_paper.json);
+    # read by jaxcomp.ecg.experiments (experiments/ecg_cv.py, the shipped model). See docs/ecg.md.
+    # loss.class_weights: "reference" = (1 - class_penalty) + class_penalty / p_c (p_c: the class's share
+    # of the training split; 0.2 as the reference), "power" = (n / (4 n_c)) ** data.class_weight_power.
+    c.loss = ml_collections.ConfigDict(dict(class_weights="reference", class_penalty=0.2))
+    # sampling.oversample: the reference's dataset_compensation; class c is drawn floor(oversample / p_c) + 1
+    # times as often as its share (0.2: N, O x1, A x3, ~ x7 on the challenge's shares); 0 = off
+    c.sampling = ml_collections.ConfigDict(dict(oversample=0.2))
+    # validation: a stratified share of the training folds (reference: 1/6), scored (challenge F1) every
+    # `every` steps; the best step's parameters are kept (WORKDIR/best.msgpack) and used; training stops
+    # after `patience` scores without improvement (0 = never stops early). fraction 0 = no validation.
+    # paper: every ~5 epochs of the 5685 training recordings, stop after 20 scores (the reference's 100 epochs)
+    c.validation = ml_collections.ConfigDict(dict(fraction=1 / 6, every=1_500, patience=20, seed=0))
     # experiments/ecg_cv.py: which models, seeds and folds; the CRNN's stage-2 steps
     c.cv = ml_collections.ConfigDict(dict(models=("cnn", "crnn"), seeds=(0,), folds=(), crnn_steps=20_000))
     c.optimizer = ml_collections.ConfigDict(dict(
@@ -84,6 +102,7 @@ def get_config(variant: str = "cnn") -> ml_collections.ConfigDict:
         c.optimizer.update(learning_rate=3e-3, schedule="cosine", decay_steps=300, warmup_steps=20, grad_clip=5.0)
         c.steps, c.log_every, c.eval_every, c.checkpoint_every = 300, 20, 300, 300
         c.eval_batch_size = 32
+        c.validation.update(every=25, patience=0)  # short cosine runs: keep the best score, never stop early
     elif variant.startswith("tiny"):
         c.data.update(num_records=96, min_seconds=2.0, max_seconds=6.0, buckets=(4.0,), batch_size=8,
                       num_folds=3)
@@ -92,10 +111,13 @@ def get_config(variant: str = "cnn") -> ml_collections.ConfigDict:
         c.optimizer.update(learning_rate=3e-3)
         c.steps, c.log_every, c.eval_every, c.checkpoint_every = 6, 3, 6, 6
         c.eval_batch_size = 16
+        c.validation.update(every=3, patience=0)
     if variant.endswith("crnn"):
         c.model.name = "crnn"
         if variant == "cpu_crnn":
             c.steps = c.eval_every = c.checkpoint_every = c.optimizer.decay_steps = 200
+    if paper:
+        c.data.source = "challenge"
     if variant.startswith("cpu"):
         c.cv.crnn_steps = 200
     elif variant.startswith("tiny"):

@@ -1,7 +1,9 @@
 """Figures for docs/ecg.md: synthetic recordings of each class, their spectrograms, the
-augmentations, and synthetic beats next to real beats (resampled to 300 Hz).
+augmentations, synthetic beats next to real beats (resampled to 300 Hz), and the realistic
+generator's beats next to the real beats of its template bank.
 
     python -m experiments.ecg_figures --out docs/figures
+    python -m experiments.ecg_figures --out docs/figures --only realistic   # the realistic set's figures
 
 The real recordings are read from ../shared/data/ecg when present (MIT-BIH arrhythmia
 record 208 at 360 Hz, raw 11-bit ADC, 200 ADC/mV around 1024; a healthy 1 kHz recording);
@@ -34,6 +36,76 @@ def beats_at_r(x: np.ndarray, fs: int, before: float = 0.35, after: float = 0.55
     return np.stack([x[p - lo:p + hi] - base[p] for p in peaks])
 
 
+def realistic_figures(out: str) -> None:
+    """``ecg_realistic_beats.png``: beats of the realistic generator next to the real beats of the shipped
+    template bank they come from (normal beats of both sources, PVCs), and ``ecg_realistic_classes.png``:
+    one realistic recording per class."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from jaxcomp.ecg.realistic import POST, PRE, load_template_bank, synthesize_realistic_record
+
+    bank = load_template_bank()
+    t = (np.arange(PRE + POST) - PRE) / FS
+
+    def cut(x, r_times):
+        idx = np.round(np.asarray(r_times) * FS).astype(int)
+        idx = idx[(idx >= PRE) & (idx + POST <= len(x))]
+        return np.stack([x[i - PRE:i + POST] for i in idx]) if len(idx) else np.zeros((0, PRE + POST))
+
+    synth = {"healthy": [], "mit": [], "pvc": []}
+    for i in range(60):  # normal records of each source, and O records with PVCs
+        label = 0 if i < 24 else 2
+        x, info = synthesize_realistic_record(np.random.default_rng([21, i]), label, 30 * FS, bank)
+        r, e = info["r_times"], info["ectopic"]
+        if label == 0:
+            synth[info["source"]].append(cut(x, r))
+        elif info.get("ectopic_kind") == "pvc":
+            synth["pvc"].append(cut(x, r[e]))
+    panels = [("healthy recording: normal beats", bank["normal_healthy_unit"], "healthy"),
+              ("MIT-BIH 208: normal beats", bank["normal_mit_unit"], "mit"),
+              ("MIT-BIH 208: PVCs (wide QRS, no P)", bank["pvc_mit_unit"], "pvc")]
+    fig, axes = plt.subplots(2, 3, figsize=(12.5, 5.6), sharex=True)
+    for j, (title, real, key) in enumerate(panels):
+        beats = np.concatenate(synth[key]) if synth[key] else np.zeros((0, PRE + POST))
+        for row, (name, b, colour) in enumerate([("real (template bank)", real, "C0"),
+                                                  ("realistic synthetic", beats, "C3")]):
+            ax = axes[row, j]
+            if len(b) == 0:
+                continue
+            # each beat to unit peak |QRS| and the polarity of the bank's median, for display
+            peak = np.abs(b[:, PRE - 15:PRE + 30]).max(1, keepdims=True) + 1e-9
+            b = b / peak
+            ref = np.median(real / (np.abs(real[:, PRE - 15:PRE + 30]).max(1, keepdims=True) + 1e-9), 0)
+            b = b * np.sign(b @ ref)[:, None]
+            for beat in b[:80]:
+                ax.plot(t, beat, color="0.75", lw=0.4)
+            ax.plot(t, np.median(b, 0), color=colour, lw=1.8, label=f"median of {len(b)}")
+            ax.set_title(f"{title}\n{name}", fontsize=8.5)
+            ax.legend(fontsize=7, loc="lower right")
+            ax.set_ylim(-1.6, 1.4)
+    for ax in axes[1]:
+        ax.set_xlabel("s from R peak")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "ecg_realistic_beats.png"), dpi=80)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(4, 1, figsize=(12, 7.5), sharex=True)
+    for c, name in enumerate(CLASSES):
+        x, info = synthesize_realistic_record(np.random.default_rng([23, c]), c, 30 * FS, bank)
+        axes[c].plot(np.arange(10 * FS) / FS, x[: 10 * FS], lw=0.6, color="k")
+        extra = ", ".join(list(info.get("subtypes", [])) + list(info.get("artefacts", [])))
+        axes[c].set_title(f"realistic {name} ({CLASS_NAMES[c]}; beats from {info['source']}"
+                          f"{', ' + extra if extra else ''}, {info['heart_rate']:.0f} bpm)", fontsize=9, loc="left")
+        axes[c].set_ylabel("mV")
+    axes[-1].set_xlabel("s")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "ecg_realistic_classes.png"), dpi=80)
+    plt.close(fig)
+
+
 def main() -> int:
     import matplotlib
 
@@ -44,8 +116,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="docs/figures")
     parser.add_argument("--data", default=SHARED, help="directory of the real recordings")
+    parser.add_argument("--only", choices=("all", "simple", "realistic"), default="all",
+                        help="the figures of the simple generator, of the realistic one, or both")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
+    if args.only in ("all", "realistic"):
+        realistic_figures(args.out)
+    if args.only == "realistic":
+        print("wrote", ", ".join(sorted(f for f in os.listdir(args.out) if f.startswith("ecg_realistic"))))
+        return 0
 
     import jax
 

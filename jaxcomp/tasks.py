@@ -50,8 +50,10 @@ def build_data(config: ml_collections.ConfigDict, kind: str) -> Any:
         from jaxcomp.data import build_image_data
         return build_image_data(config.data)
     if kind == "ecg":
-        from jaxcomp.ecg.data import build_ecg_data
-        return build_ecg_data(config.data)
+        # the paper's protocol's data side (validation split held out, configured class weights and
+        # oversampling); early stopping on that split is experiments.ecg_cv's (train_with_validation)
+        from jaxcomp.ecg.experiments import build_training_data
+        return build_training_data(config)
     if kind == "classification":
         from jaxcomp.data.classification import build_classification_data
         data = build_classification_data(config.data)

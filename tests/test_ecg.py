@@ -374,3 +374,47 @@ def test_tiny_training_beats_chance_and_stage_two_freezes_the_conv_blocks(tiny_c
     assert "block2" not in crnn_state.params["conv"] and int(crnn_state.step) == 2
     with pytest.raises(ValueError, match="conv blocks must match"):
         ECGTask(apply_overrides(crnn_config, ["model.channels=4"]))
+
+
+def test_reference_class_weights_oversampling_and_validation_split():
+    """Training as the reference code (yruffiner/ecg-classification): loss weights ``(1 - c) + c / p_c``,
+    oversampling ``floor(o / p_c) + 1`` per class, a stratified validation split disjoint from training.
+
+    Guards against ecg/reference-weights-share-not-inverse, ecg/oversampling-repeats-off-by-one,
+    ecg/oversampling-ignored and ecg/validation-overlaps-training.
+    """
+    from jaxcomp.ecg.experiments import (
+        ECGTrainingBatches,
+        oversampling_repeats,
+        reference_class_weights,
+        validation_split,
+    )
+
+    # the challenge's training set (REFERENCE-v3): 5076 N, 758 A, 2415 O, 279 ~ -> A/N about 2.7
+    labels = np.repeat(np.arange(4), [5076, 758, 2415, 279])
+    p = np.array([5076, 758, 2415, 279]) / 8528
+    np.testing.assert_allclose(reference_class_weights(labels, 0.2), 0.8 + 0.2 / p, rtol=1e-6)
+    np.testing.assert_allclose(reference_class_weights(labels, 0.0), 1.0)
+    w = reference_class_weights(labels, 0.2)
+    assert w[1] / w[0] == pytest.approx(2.68, 0.01)
+    np.testing.assert_array_equal(oversampling_repeats(labels, 0.2), [1, 3, 1, 7])  # N x1, A x3, O x1, ~ x7
+    np.testing.assert_array_equal(oversampling_repeats(labels, 0.0), [1, 1, 1, 1])
+    # validation: round(fraction * n_c) of each class, disjoint from training, deterministic in the seed
+    idx = np.arange(0, 8528, 2)
+    train, val = validation_split(labels, idx, 1 / 6, seed=3)
+    assert len(np.intersect1d(train, val)) == 0 and len(train) + len(val) == len(idx)
+    assert set(val) <= set(idx)
+    np.testing.assert_array_equal(np.bincount(labels[val], minlength=4),
+                                  np.round(np.bincount(labels[idx], minlength=4) / 6))
+    np.testing.assert_array_equal(validation_split(labels, idx, 1 / 6, seed=3)[1], val)
+    # oversampled batches: class c drawn in proportion to n_c * repeats_c (here 40/60 for A vs N)
+    small = np.array([0] * 80 + [1] * 10 + [3] * 10, np.int32)  # shares .8/.1/0/.1 -> repeats 1, 3, 1, 3
+    ds = ecg_data.ECGDataset([f"r{i}" for i in range(100)], [np.ones(300, np.float32)] * 100, small)
+    w = reference_class_weights(small, 0.2)
+    batches = ECGTrainingBatches(ds, np.arange(100), np.arange(0), np.arange(0), 50, 0, (), w,
+                                 oversampling_repeats(small, 0.2))
+    drawn = np.concatenate([batches.train_batch(s)["label"] for s in range(40)])
+    share = np.bincount(drawn, minlength=4) / len(drawn)
+    np.testing.assert_allclose(share, [80 / 140, 30 / 140, 0, 30 / 140], atol=0.03)
+    batch = batches.train_batch(0)
+    np.testing.assert_allclose(batch["weight"], w[batch["label"]])

@@ -351,7 +351,9 @@ def load_dataset(data) -> ECGDataset:
     """The recordings a ``config.data`` block names (cached per process).
 
     ``data.source``: ``"synthetic"`` (``num_records`` generated with ``synthetic_seed``,
-    lengths ``min_seconds``..``max_seconds``, classes N, A, O, ~ drawn with ``class_probs``)
+    lengths ``min_seconds``..``max_seconds``, classes N, A, O, ~ drawn with ``class_probs``, by
+    ``data.generator``: ``"simple"`` Gaussian-wave beats or ``"realistic"`` real beats and noise from
+    the template bank ``data.templates``, ``""`` = the shipped one; see jaxcomp.ecg.realistic)
     or ``"challenge"`` (``path`` = the CinC 2017 ``training2017/`` directory; ``limit`` > 0
     reads only the first records).
     """
@@ -359,10 +361,15 @@ def load_dataset(data) -> ECGDataset:
         from jaxcomp.ecg.synthetic import synthesize_dataset
 
         probs = tuple(data.get("class_probs", ())) or (0.59, 0.09, 0.28, 0.04)
-        key = ("synthetic", data.num_records, data.synthetic_seed, data.min_seconds, data.max_seconds, probs)
+        generator, templates = data.get("generator", "simple"), data.get("templates", "")
+        if generator not in ("simple", "realistic"):
+            raise ECGDataError(f"unknown data.generator {generator!r}; use 'simple' or 'realistic'")
+        key = ("synthetic", data.num_records, data.synthetic_seed, data.min_seconds, data.max_seconds, probs,
+               generator, templates)
         if key not in _DATASETS:
             _DATASETS[key] = synthesize_dataset(data.num_records, data.synthetic_seed, probs, data.min_seconds,
-                                                data.max_seconds, progress=data.num_records >= 2000)
+                                                data.max_seconds, progress=data.num_records >= 2000,
+                                                generator=generator, templates=templates)
     elif data.source == "challenge":
         if not data.path:
             raise ECGDataError("data.source='challenge' needs data.path=/path/to/training2017")

@@ -1,10 +1,29 @@
-"""k-fold cross-validation of the CNN and the staged CRNN (used by experiments/ecg_cv.py and the notebook).
+"""Training as the paper, and k-fold cross-validation of the CNN and the staged CRNN.
 
-For every seed and fold: train the CNN on the other folds (stage 1), score it on the
-held-out fold, then train the CRNN with its conv blocks initialised from that CNN (stage 2)
-and score it. Results go to ``workdir/results.jsonl`` (one line per run; finished runs are
-skipped when the script is started again), ``workdir/results.md`` (a table per fold and
-mean +- std) and ``workdir/confusion.png`` (confusion matrices summed over folds).
+**Training as the reference code** (github.com/yruffiner/ecg-classification, ``models/*_paper.json``;
+:func:`build_training_data`, :func:`train_with_validation`):
+
+* a stratified *validation split* of ``validation.fraction`` of the training folds (reference:
+  1/6), scored with the challenge F1 every ``validation.every`` steps; the best step's
+  parameters and batch statistics are written to ``WORKDIR/best.msgpack`` (+ ``best.json``,
+  :mod:`jaxcomp.modelfile`'s format) and are the result of the run; after ``validation.patience``
+  scores without improvement training stops (*early stopping*; 0 = never);
+* *class weights* ``loss.class_weights="reference"``: ``w_c = (1 - c) + c / p_c`` with
+  ``c = loss.class_penalty`` (0.2) and ``p_c`` the class's share of the training split — a mix of
+  uniform and inverse-frequency weights (the reference hard-codes the shares of the whole
+  challenge set); ``"power"``: ``(n / (4 n_c)) ** data.class_weight_power`` (the data module's);
+* *oversampling* ``sampling.oversample`` (the reference's ``dataset_compensation``, 0.2): a
+  training recording of class ``c`` is drawn ``floor(oversample / p_c) + 1`` times as often.
+
+**Cross-validation** (:func:`cross_validate`, ``experiments/ecg_cv.py``, the notebook): for every
+seed and fold, train the CNN on the other folds (stage 1), score it on the held-out fold, then
+train the CRNN with its conv blocks initialised from that CNN (stage 2) and score it (with
+``"cnn_more"`` in ``cv.models`` also the control at equal total steps: the CNN continued for the
+CRNN's stage-2 steps — its conv blocks, a new linear layer, all trained, same schedule). With a
+validation split, the scored model is the best one on validation (``f1``); the last step's
+score is kept as ``last_f1``. Results go to ``workdir/results.jsonl`` (one line per run;
+finished runs are skipped when the script is started again), ``workdir/results.md`` (a table per
+fold and mean +- std) and ``workdir/confusion.png`` (confusion matrices summed over folds).
 """
 
 from __future__ import annotations
@@ -18,15 +37,144 @@ import ml_collections
 import numpy as np
 
 from jaxcomp.configs import apply_overrides
-from jaxcomp.ecg.data import ECGBatches, build_ecg_data
-from jaxcomp.ecg.scoring import plot_confusion, score
+from jaxcomp.ecg.data import CLASSES, ECGBatches, ECGDataError, ECGDataset, load_dataset, stratified_kfold
+from jaxcomp.ecg.scoring import challenge_f1, confusion_matrix, plot_confusion, score
 from jaxcomp.ecg.task import ECGTask
 from jaxcomp.xla import enable_compilation_cache
+
+BEST_MODEL = "best.msgpack"      # in a workdir: the best step's variables by validation F1
+VALIDATION_LOG = "validation.json"
+
+
+def class_shares(labels: np.ndarray) -> np.ndarray:
+    """``[4]`` float64: each class's share of ``labels`` (int ``[n]``)."""
+    counts = np.bincount(np.asarray(labels, np.int64), minlength=len(CLASSES)).astype(np.float64)
+    return counts / max(counts.sum(), 1.0)
+
+
+def reference_class_weights(labels: np.ndarray, class_penalty: float = 0.2) -> np.ndarray:
+    """The reference code's loss weights ``(1 - c) + c / p_c`` (``c = class_penalty``), float32 ``[4]``.
+
+    ``p_c`` is the class's share of ``labels`` (int ``[n]``); a class absent from them gets 0.
+    ``class_penalty=0`` gives uniform weights, 1 pure inverse-frequency ones.
+    """
+    if not 0.0 <= class_penalty <= 1.0:
+        raise ValueError(f"loss.class_penalty must be in [0, 1], got {class_penalty}")
+    p = class_shares(labels)
+    w = np.where(p > 0, (1.0 - class_penalty) + class_penalty / np.maximum(p, 1e-12), 0.0)
+    return w.astype(np.float32)
+
+
+def oversampling_repeats(labels: np.ndarray, oversample: float = 0.2) -> np.ndarray:
+    """How many times each class is repeated in the training pool, int64 ``[4]``: ``floor(oversample / p_c) + 1``.
+
+    The reference's ``batch_splitter`` (``dataset_compensation``): with the challenge's shares
+    (59.5 / 8.9 / 28.3 / 3.3 %) and 0.2 that is N x1, A x3, O x1, ~ x7. ``oversample=0``: all 1.
+    """
+    if oversample < 0:
+        raise ValueError(f"sampling.oversample must be >= 0, got {oversample}")
+    p = class_shares(labels)
+    return np.where(p > 0, np.floor(oversample / np.maximum(p, 1e-12) + 1e-9) + 1, 1).astype(np.int64)
+
+
+def validation_split(labels: np.ndarray, train_idx: np.ndarray, fraction: float,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified split of ``train_idx`` (int ``[n]``) into ``(train, validation)`` index arrays.
+
+    Each class gives ``round(fraction * n_c)`` of its members (shuffled with
+    ``default_rng([seed, class])``) to the validation set, at least one if it has two or more.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"validation.fraction must be in [0, 1), got {fraction}")
+    train_idx = np.asarray(train_idx)
+    if fraction == 0:
+        return train_idx, train_idx[:0]
+    labels = np.asarray(labels)[train_idx]
+    val = []
+    for c in np.unique(labels):
+        members = np.random.default_rng([seed, int(c)]).permutation(train_idx[labels == c])
+        k = int(round(fraction * len(members)))
+        k = max(k, 1) if len(members) >= 2 else 0
+        val.append(members[:k])
+    val_idx = np.sort(np.concatenate(val))
+    return np.setdiff1d(train_idx, val_idx), val_idx
+
+
+class ECGTrainingBatches(ECGBatches):
+    """:class:`ECGBatches` with a validation split, configurable class weights and oversampling.
+
+    ``val_idx``: the validation recordings (scored by :func:`train_with_validation`, not trained
+    on). ``repeats [4]``: a training recording of class ``c`` is drawn with probability
+    proportional to ``repeats[c]`` (all ones: exactly :class:`ECGBatches`' batches).
+    ``class_weights [4]``: the loss weight of each class (replaces the data module's).
+    """
+
+    def __init__(self, dataset: ECGDataset, train_idx: np.ndarray, val_idx: np.ndarray, eval_idx: np.ndarray,
+                 batch_size: int, seed: int, buckets, class_weights: np.ndarray, repeats: np.ndarray,
+                 process_index: int = 0, process_count: int = 1):
+        super().__init__(dataset, train_idx, eval_idx, batch_size, seed, buckets, 1.0, process_index, process_count)
+        self.val_idx = np.asarray(val_idx)
+        self.weights = np.asarray(class_weights, np.float32)
+        self.repeats = np.asarray(repeats, np.int64)
+        self.oversampled = bool(np.any(self.repeats != 1))
+        if self.oversampled:
+            mass = [self.repeats[dataset.labels[m]].astype(np.float64) for m in self.train_buckets]
+            self.member_probs = [w / max(w.sum(), 1e-12) for w in mass]
+            sizes = np.array([w.sum() for w in mass])
+            self.bucket_probs = sizes / sizes.sum()
+
+    def train_batch(self, step: int) -> dict[str, np.ndarray]:
+        if not self.oversampled:
+            return super().train_batch(step)
+        rng = np.random.default_rng([self.seed, step, self.process_index])
+        b = int(rng.choice(len(self.edges), p=self.bucket_probs))
+        idx = rng.choice(self.train_buckets[b], self.local_batch_size, p=self.member_probs[b])
+        return self._batch(idx, int(self.edges[b]))
+
+
+def build_training_data(config: ml_collections.ConfigDict, fold: int | None = None) -> ECGTrainingBatches:
+    """The batches of fold ``fold`` (default ``data.fold``) with the validation split, class weights and
+    oversampling that ``config.validation``, ``config.loss`` and ``config.sampling`` describe.
+
+    Without those blocks (older configs): no validation split, the data module's power-law
+    weights, no oversampling — the batches :func:`jaxcomp.ecg.data.build_ecg_data` gives.
+    """
+    data = config.data
+    dataset = load_dataset(data)
+    fold = data.fold if fold is None else fold
+    if data.num_folds:
+        if not 0 <= fold < data.num_folds:
+            raise ECGDataError(f"data.fold must be in 0..{data.num_folds - 1}, got {fold}")
+        train_idx, eval_idx = stratified_kfold(dataset.labels, data.num_folds, data.fold_seed)[fold]
+    else:
+        train_idx, eval_idx = np.arange(len(dataset)), np.arange(0)
+    validation = config.get("validation", ml_collections.ConfigDict({"fraction": 0.0, "seed": 0}))
+    train_idx, val_idx = validation_split(dataset.labels, train_idx, validation.fraction, validation.get("seed", 0))
+    train_labels = dataset.labels[train_idx]
+    loss = config.get("loss", ml_collections.ConfigDict({"class_weights": "power"}))
+    if loss.class_weights == "reference":
+        weights = reference_class_weights(train_labels, loss.class_penalty)
+    elif loss.class_weights == "power":
+        from jaxcomp.ecg.data import class_weights
+        weights = class_weights(train_labels, data.class_weight_power)
+    else:
+        raise ValueError(f"loss.class_weights must be 'reference' or 'power', got {loss.class_weights!r}")
+    sampling = config.get("sampling", ml_collections.ConfigDict({"oversample": 0.0}))
+    repeats = oversampling_repeats(train_labels, sampling.oversample)
+    return ECGTrainingBatches(dataset, train_idx, val_idx, eval_idx, data.batch_size, data.seed, tuple(data.buckets),
+                              weights, repeats, jax.process_index(), jax.process_count())
+
+
+def _jitted_predict(task: ECGTask):
+    fn = getattr(task, "_jitted_predict", None)
+    if fn is None:
+        fn = task._jitted_predict = jax.jit(task.predict)
+    return fn
 
 
 def predict_split(task: ECGTask, state, data: ECGBatches, batch_size: int, idx: np.ndarray | None = None):
     """``(labels [n], predictions [n], probabilities [n, 4], indices [n])`` of a split (default: the eval fold)."""
-    predict = jax.jit(task.predict)
+    predict = _jitted_predict(task)
     labels, preds, probs, index = [], [], [], []
     for batch in data.eval_batches(batch_size, idx):
         valid = batch.pop("valid")
@@ -40,6 +188,93 @@ def predict_split(task: ECGTask, state, data: ECGBatches, batch_size: int, idx: 
     return np.concatenate(labels), np.concatenate(preds), np.concatenate(probs), np.concatenate(index)
 
 
+class _EarlyStop(Exception):
+    pass
+
+
+def state_from_variables(task: ECGTask, variables: dict):
+    """A :class:`jaxcomp.train.TrainState` holding ``{"params", "batch_stats"}`` (for ``task.predict``)."""
+    from jaxcomp.train import TrainState
+
+    params = jax.tree.map(jax.numpy.asarray, variables["params"])
+    return TrainState.create(params, task.tx, model_state={"batch_stats": jax.tree.map(jax.numpy.asarray,
+                                                                                      variables["batch_stats"])})
+
+
+def train_with_validation(config: ml_collections.ConfigDict, workdir: str, task: ECGTask,
+                          data: ECGTrainingBatches, progress: bool = False, time_limit: float | None = None,
+                          note: str = ""):
+    """Trains with the trainer, scoring ``data.val_idx`` every ``validation.every`` steps; keeps the best.
+
+    Returns ``(state, info)``: the state with the best validation F1's parameters (the last
+    state if there is no validation split) and ``info`` = ``dict(best_step, best_val_f1,
+    stopped_at, history=[{step, f1}], last_state)``. The best variables are also written to
+    ``WORKDIR/best.msgpack`` (:func:`jaxcomp.modelfile.export_params`, loadable with
+    ``load_model(path, task="ecg")``) and the scores to ``WORKDIR/validation.json``. Started
+    again on a finished (or early-stopped) workdir it trains no further.
+    """
+    from jaxcomp import train as trainer
+    from jaxcomp.modelfile import export_params, load_model
+
+    os.makedirs(workdir, exist_ok=True)
+    val_idx = getattr(data, "val_idx", np.arange(0))
+    validation = config.get("validation", ml_collections.ConfigDict({"every": 0, "patience": 0}))
+    log_path, best_path = os.path.join(workdir, VALIDATION_LOG), os.path.join(workdir, BEST_MODEL)
+    info = {"best_step": None, "best_val_f1": None, "stopped_at": None, "history": []}
+    if os.path.isfile(log_path) and os.path.isfile(best_path):
+        with open(log_path) as f:
+            info.update(json.load(f))
+    if len(val_idx) == 0 or not validation.every:
+        state, _ = trainer.train(config, workdir, task, data, progress=progress, time_limit=time_limit)
+        return state, dict(info, last_state=state)
+    latest: list = [None]
+    best: list = [None]
+    every, patience = int(validation.every), int(validation.get("patience", 0))
+
+    def save_log():
+        with open(log_path, "w") as f:
+            json.dump({k: v for k, v in info.items()}, f, indent=1)
+
+    def on_step(step, state, metrics):
+        latest[0] = state
+        if step % every and step != config.steps:
+            return
+        if info["history"] and info["history"][-1]["step"] >= step:
+            return
+        labels, preds, _, _ = predict_split(task, state, data, config.eval_batch_size, val_idx)
+        f1 = challenge_f1(confusion_matrix(labels, preds))
+        info["history"].append({"step": int(step), "f1": round(f1, 5)})
+        if info["best_val_f1"] is None or f1 >= info["best_val_f1"]:  # >= as the reference: the later one
+            info["best_step"], info["best_val_f1"] = int(step), float(f1)
+            variables = jax.device_get({"params": state.params, "batch_stats": state.model_state["batch_stats"]})
+            best[0] = variables
+            export_params(variables, config, best_path, dict(
+                steps=int(step), best_step=int(step), val_f1=round(f1, 5), n_val=int(len(val_idx)),
+                n_train=int(len(data.train_idx)), data=data.dataset.source, note=note))
+        save_log()
+        if progress:
+            from tqdm.auto import tqdm
+            tqdm.write(f"step {step} validation F1 {f1:.3f} (best {info['best_val_f1']:.3f} at {info['best_step']})")
+        rounds_since = sum(1 for h in info["history"] if h["step"] > info["best_step"])
+        if patience and rounds_since >= patience and step < config.steps:
+            info["stopped_at"] = int(step)
+            save_log()
+            raise _EarlyStop
+
+    last = None
+    if info["stopped_at"] is None:
+        try:
+            last, _ = trainer.train(config, workdir, task, data, callbacks=[on_step], progress=progress,
+                                    time_limit=time_limit)
+        except _EarlyStop:
+            last = latest[0]
+    if best[0] is None:
+        if not os.path.isfile(best_path):  # finished before validation was configured: the last state
+            return last, dict(info, last_state=last)
+        _, best[0], _ = load_model(best_path, "ecg")
+    return state_from_variables(task, best[0]), dict(info, last_state=last if last is not None else latest[0])
+
+
 def _stage_configs(config: ml_collections.ConfigDict, seed: int, fold: int, cnn_dir: str):
     common = [f"seed={seed}", f"data.seed={seed}", f"data.fold={fold}"]
     cnn = apply_overrides(config, common + ["model.name=cnn", "stage.init_conv_from="])
@@ -47,32 +282,34 @@ def _stage_configs(config: ml_collections.ConfigDict, seed: int, fold: int, cnn_
     crnn = apply_overrides(config, common + ["model.name=crnn", f"stage.init_conv_from={cnn_dir}",
                                              f"steps={crnn_steps}", f"eval_every={crnn_steps}",
                                              f"checkpoint_every={crnn_steps}"])
-    if crnn.optimizer.get("decay_steps"):
-        crnn.optimizer.decay_steps = crnn_steps
-    return {"cnn": cnn, "crnn": crnn}
+    # the control at equal total steps: the CNN's conv blocks, a new linear layer, everything trained
+    # for the CRNN's stage-2 steps with the same schedule
+    cnn_more = apply_overrides(crnn, ["model.name=cnn", "stage.freeze_conv=False"])
+    for c in (crnn, cnn_more):
+        if c.optimizer.get("decay_steps"):
+            c.optimizer.decay_steps = crnn_steps
+    return {"cnn": cnn, "crnn": crnn, "cnn_more": cnn_more}
 
 
 def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> str:
     """Runs the cross-validation a config's ``cv`` block describes; returns the Markdown table."""
     from tqdm.auto import tqdm
 
-    from jaxcomp import train as trainer
-
     os.makedirs(workdir, exist_ok=True)
     enable_compilation_cache(os.path.join(workdir, "jax_cache"), min_compile_secs=1.0)
     folds = list(config.cv.folds) or list(range(config.data.num_folds))
     models = list(config.cv.models)
-    unknown = set(models) - {"cnn", "crnn"}
+    unknown = set(models) - {"cnn", "crnn", "cnn_more"}
     if unknown:
-        raise ValueError(f"cv.models may hold 'cnn' and 'crnn', got {sorted(unknown)}")
+        raise ValueError(f"cv.models may hold 'cnn', 'crnn' and 'cnn_more', got {sorted(unknown)}")
     results_path = os.path.join(workdir, "results.jsonl")
     done = {}
     if os.path.exists(results_path):
         for line in open(results_path):
             r = json.loads(line)
             done[(r["seed"], r["fold"], r["model"])] = r
-    runs = [(s, f, m) for s in config.cv.seeds for f in folds for m in ("cnn", "crnn") if m in models or
-            (m == "cnn" and "crnn" in models)]
+    runs = [(s, f, m) for s in config.cv.seeds for f in folds for m in ("cnn", "crnn", "cnn_more")
+            if m in models or (m == "cnn" and set(models) & {"crnn", "cnn_more"})]
     bar = tqdm(runs, desc="cv runs", mininterval=10.0)
     for seed, fold, model in bar:
         bar.set_postfix_str(f"seed {seed} fold {fold} {model}")
@@ -80,13 +317,20 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> str:
             continue
         run_dir = os.path.join(workdir, f"seed{seed}", f"fold{fold}")
         cfg = _stage_configs(config, seed, fold, os.path.join(run_dir, "cnn"))[model]
-        task, data = ECGTask(cfg), build_ecg_data(cfg.data)
+        task, data = ECGTask(cfg), build_training_data(cfg)
         t0 = time.perf_counter()
-        state, _ = trainer.train(cfg, os.path.join(run_dir, model), task, data, progress=False)
+        state, info = train_with_validation(cfg, os.path.join(run_dir, model), task, data)
         train_s = time.perf_counter() - t0
         labels, preds, _, _ = predict_split(task, state, data, cfg.eval_batch_size)
         r = dict(seed=seed, fold=fold, model=model, steps=cfg.steps, train_s=round(train_s, 1), n_eval=len(labels),
                  source=data.dataset.source, **score(labels, preds))
+        if info["best_step"] is not None:
+            last_state = info["last_state"]
+            if last_state is not None:
+                _, last_preds, _, _ = predict_split(task, last_state, data, cfg.eval_batch_size)
+                r["last_f1"] = score(labels, last_preds)["f1"]
+            r.update(best_step=info["best_step"], val_f1=info["best_val_f1"], stopped_at=info["stopped_at"],
+                     n_val=int(len(data.val_idx)))
         done[(seed, fold, model)] = r
         if model in models:
             with open(results_path, "a") as f:
@@ -107,14 +351,19 @@ def results_table(rows: list[dict]) -> str:
     keys = ["f1", "f1_N", "f1_A", "f1_O", "f1_~", "accuracy"]
     head = "| model | seed | fold | n eval | " + " | ".join(k.replace("f1_~", "f1_noisy") for k in keys) + \
         " | train s |\n|" + "---|" * (len(keys) + 5)
+    extra = [k for k in ("last_f1", "val_f1", "best_step") if rows and all(k in r for r in rows)]
+    if extra:  # trained with a validation split: the last step's test F1, the best validation F1 and its step
+        head = head.replace(" | train s |\n|", " | " + " | ".join(extra) + " | train s |\n|" + "---|" * len(extra))
     lines = [head]
     for r in rows:
         lines.append(f"| {r['model']} | {r['seed']} | {r['fold']} | {r['n_eval']} | "
-                     + " | ".join(f"{r[k]:.3f}" for k in keys) + f" | {r['train_s']:.0f} |")
+                     + " | ".join(f"{r[k]:.3f}" for k in keys + extra[:2])
+                     + "".join(f" | {r[k]}" for k in extra[2:]) + f" | {r['train_s']:.0f} |")
     for model in dict.fromkeys(r["model"] for r in rows):
         sel = [r for r in rows if r["model"] == model]
-        stats = [f"{np.mean([r[k] for r in sel]):.3f} ± {np.std([r[k] for r in sel]):.3f}" for k in keys]
-        lines.append(f"| **{model} mean ± std** | | {len(sel)} runs | | " + " | ".join(stats) + " | |")
+        stats = [f"{np.mean([r[k] for r in sel]):.3f} ± {np.std([r[k] for r in sel]):.3f}" for k in keys + extra[:2]]
+        lines.append(f"| **{model} mean ± std** | | {len(sel)} runs | | " + " | ".join(stats)
+                     + " |" * len(extra[2:]) + " | |")
     return "\n".join(lines)
 
 
@@ -136,4 +385,8 @@ def plot_cv_confusion(rows: list[dict], path: str) -> None:
     plt.close(fig)
 
 
-__all__ = ["cross_validate", "plot_cv_confusion", "predict_split", "results_table"]
+__all__ = [
+    "ECGTrainingBatches", "build_training_data", "class_shares", "cross_validate", "oversampling_repeats",
+    "plot_cv_confusion", "predict_split", "reference_class_weights", "results_table", "state_from_variables",
+    "train_with_validation", "validation_split",
+]

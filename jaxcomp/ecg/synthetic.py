@@ -262,14 +262,24 @@ def _corrupt(rng: np.random.Generator, x: np.ndarray, info: dict) -> np.ndarray:
 def synthesize_dataset(
     num_records: int, seed: int = 0, class_probs: tuple[float, ...] = _CHALLENGE_CLASS_PROBS,
     min_seconds: float = 9.0, max_seconds: float = 60.0, fixed_fraction: float = 0.6,
-    fixed_seconds: float = 30.0, progress: bool = False,
+    fixed_seconds: float = 30.0, progress: bool = False, generator: str = "simple", templates: str = "",
 ) -> ECGDataset:
     """``num_records`` synthetic recordings; record ``i`` depends only on ``(seed, i)``.
 
     ``class_probs`` (N, A, O, ~) default to the challenge's training-set proportions. A
     ``fixed_fraction`` of the records are ``fixed_seconds`` long (the challenge's 30 s),
-    the rest uniform in ``[min_seconds, max_seconds]``.
+    the rest uniform in ``[min_seconds, max_seconds]``. ``generator``: ``"simple"`` (this
+    module's Gaussian-wave beats) or ``"realistic"`` (:mod:`jaxcomp.ecg.realistic`: real beats
+    and noise from the template bank ``templates``, ``""`` = the shipped one); both draw the
+    same labels and lengths for the same seed.
     """
+    if generator not in ("simple", "realistic"):
+        raise ValueError(f"unknown synthetic generator {generator!r}; use 'simple' or 'realistic'")
+    bank = None
+    if generator == "realistic":
+        from jaxcomp.ecg.realistic import load_template_bank, synthesize_realistic_record
+
+        bank = load_template_bank(templates)
     probs = np.asarray(class_probs, np.float64)
     if probs.shape != (len(CLASSES),) or (probs < 0).any() or probs.sum() <= 0:
         raise ValueError(f"class_probs must be {len(CLASSES)} non-negative numbers (N, A, O, ~), got {class_probs}")
@@ -286,8 +296,12 @@ def synthesize_dataset(
         label = int(rng.choice(len(CLASSES), p=probs))
         seconds = fixed_seconds if rng.random() < fixed_fraction else rng.uniform(min_seconds, max_seconds)
         seconds = float(np.clip(seconds, min_seconds, max_seconds))
-        signal, _ = synthesize_record(rng, label, int(seconds * FS))
+        if bank is None:
+            signal, _ = synthesize_record(rng, label, int(seconds * FS))
+        else:
+            signal, _ = synthesize_realistic_record(rng, label, int(seconds * FS), bank)
         signals.append(signal)
         labels.append(label)
-        names.append(f"S{seed:03d}_{i:05d}")
-    return ECGDataset(names, signals, np.array(labels, np.int32), FS, f"synthetic (seed {seed})")
+        names.append(f"{'S' if bank is None else 'R'}{seed:03d}_{i:05d}")
+    kind = "synthetic" if bank is None else "realistic synthetic"
+    return ECGDataset(names, signals, np.array(labels, np.int32), FS, f"{kind} (seed {seed})")

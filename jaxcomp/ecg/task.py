@@ -40,26 +40,46 @@ from jaxcomp.ecg.models import build_model, spec_from_config
 from jaxcomp.train.state import TrainState, make_optimizer
 
 
-def load_conv_stage(workdir: str, blocks: int) -> tuple[Any, Any]:
-    """The first ``blocks`` conv blocks (params, batch stats) of the model trained in ``workdir``."""
+def load_conv_stage(workdir: str, blocks: int) -> tuple[Any, Any, ml_collections.ConfigDict]:
+    """The first ``blocks`` conv blocks ``(params, batch stats, config)`` of a trained model.
+
+    ``workdir``: a training workdir (its ``best.msgpack``, the best step by validation F1, if it
+    has one — see :func:`jaxcomp.ecg.experiments.train_with_validation` — else its latest
+    checkpoint) or an exported ``.msgpack`` of an ECG model (e.g. the shipped one).
+    """
+    from jaxcomp.modelfile import load_model
     from jaxcomp.train import CheckpointError, restore_for_eval
 
-    path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(path):
-        raise CheckpointError(f"stage.init_conv_from={workdir!r}: no config.json there (train the CNN first)")
-    with open(path) as f:
-        config = ml_collections.ConfigDict(json.load(f))
-    task = ECGTask(config)
-    example = {"signal": np.zeros((1, 64 * 8), np.float32), "length": np.full((1,), 64 * 8, np.int32),
-               "label": np.zeros((1,), np.int32), "weight": np.ones((1,), np.float32)}
-    state = restore_for_eval(config, workdir, task, example)
-    params, stats = state.params["conv"], state.model_state["batch_stats"]["conv"]
+    best = workdir if workdir.endswith(".msgpack") else os.path.join(workdir, "best.msgpack")
+    if os.path.isfile(best):
+        config, variables, _ = load_model(best, task="ecg")
+        params, stats = variables["params"].get("conv", {}), variables["batch_stats"].get("conv", {})
+    else:
+        path = os.path.join(workdir, "config.json")
+        if not os.path.isfile(path):
+            raise CheckpointError(f"stage.init_conv_from={workdir!r}: no config.json there (train the CNN first)")
+        with open(path) as f:
+            config = ml_collections.ConfigDict(json.load(f))
+        config = _without_stage(config)
+        task = ECGTask(config)
+        example = {"signal": np.zeros((1, 64 * 8), np.float32), "length": np.full((1,), 64 * 8, np.int32),
+                   "label": np.zeros((1,), np.int32), "weight": np.ones((1,), np.float32)}
+        state = restore_for_eval(config, workdir, task, example)
+        params, stats = state.params["conv"], state.model_state["batch_stats"]["conv"]
     missing = [f"block{b}" for b in range(blocks) if f"block{b}" not in params]
     if missing:
         raise CheckpointError(f"stage.init_conv_from={workdir!r} has no conv {', '.join(missing)} "
                               f"(it has {len(params)} blocks)")
     keep = lambda tree: {f"block{b}": jax.tree.map(np.asarray, tree[f"block{b}"]) for b in range(blocks)}
     return keep(params), keep(stats), config
+
+
+def _without_stage(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """``config`` with ``stage.init_conv_from`` cleared (to rebuild a trained model without its stage 1)."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    if "stage" in config:
+        config.stage.init_conv_from = ""
+    return config
 
 
 class ECGTask:

@@ -1,0 +1,143 @@
+"""The ECG rhythm classifier shipped with the package, and loading any exported ECG model (see MODEL.md).
+
+    from jaxcomp.ecg.pretrained import load_classifier
+    clf = load_classifier()                      # the shipped model (trained on SYNTHETIC data)
+    probs = clf.predict_proba([signal_mv, ...])  # float32 [n, 4]: P(N), P(A), P(O), P(~)
+
+A model file is :mod:`jaxcomp.modelfile`'s format: ``NAME.msgpack`` holding the Flax variables
+``{"params", "batch_stats"}`` beside ``NAME.json`` (the training config and notes), as
+:func:`jaxcomp.ecg.experiments.train_with_validation` writes them (``WORKDIR/best.msgpack``). A
+training workdir works too (its ``best.msgpack`` if present, else its latest checkpoint).
+
+It is **not a clinical model**: it was trained on the package's synthetic recordings only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxcomp.ecg.data import CLASSES, FS, MIN_SAMPLES, NOVERLAP, ECGDataError
+
+PRETRAINED_DIR = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_MODEL = os.path.join(PRETRAINED_DIR, "ecg_synthetic.msgpack")
+PAD_SECONDS = 15.0  # recordings are padded to a multiple of this (one compiled shape per multiple)
+
+
+class ECGClassifier:
+    """A trained CNN or CRNN: float32 mV recordings at 300 Hz -> class probabilities.
+
+    Attributes:
+      config: the model's training config (``stage.init_conv_from`` cleared).
+      variables: ``{"params", "batch_stats"}`` (float32 numpy arrays).
+      notes: the model file's training notes (``val_f1``, ``steps``, ``sha256``, ...).
+      path: where it was loaded from.
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict, variables: dict, notes: dict | None = None,
+                 path: str = "", batch_size: int = 16):
+        from jaxcomp.ecg.task import ECGTask, _without_stage
+
+        if set(variables) != {"params", "batch_stats"}:
+            raise ECGDataError(f"{path or 'model'}: an ECG model file holds 'params' and 'batch_stats', "
+                               f"not {sorted(variables)}")
+        self.config = _without_stage(config)
+        self.task = ECGTask(self.config)
+        self.variables = variables
+        self.notes = dict(notes or {})
+        self.path = path
+        self.batch_size = int(batch_size)
+        task = self.task
+
+        @jax.jit
+        def logits(variables, signal, length):
+            feats, frames = task.features({"signal": signal, "length": length})
+            return task.apply(variables["params"], variables["batch_stats"], feats, frames, False)
+
+        self._logits = logits
+        self._device_variables = jax.tree.map(jnp.asarray, variables)
+
+    @property
+    def model_name(self) -> str:
+        return str(self.config.model.name)
+
+    def predict_proba(self, signals: Sequence[np.ndarray]) -> np.ndarray:
+        """Probabilities of N, A, O, ~ for each recording: float32 ``[n, 4]`` (rows sum to 1).
+
+        ``signals``: float mV arrays ``[length_i]`` at 300 Hz, each at least 64 samples. They
+        are padded to a multiple of 15 s and batched by padded length (masking makes the result
+        independent of the padding), ``batch_size`` at a time.
+        """
+        n = len(signals)
+        out = np.zeros((n, len(CLASSES)), np.float32)
+        if n == 0:
+            return out
+        arrays = [np.asarray(s, np.float32).reshape(-1) for s in signals]
+        for i, s in enumerate(arrays):
+            if len(s) < MIN_SAMPLES or not np.all(np.isfinite(s)):
+                raise ECGDataError(f"recording {i}: needs >= {MIN_SAMPLES} finite samples at {FS} Hz, "
+                                   f"got {len(s)} samples{'' if np.all(np.isfinite(s)) else ' with NaN/inf'}")
+        step = int(PAD_SECONDS * FS)
+        padded = np.array([-(-len(s) // step) * step for s in arrays])
+        padded = -(-padded // NOVERLAP) * NOVERLAP
+        for width in np.unique(padded):
+            members = np.flatnonzero(padded == width)
+            for start in range(0, len(members), self.batch_size):
+                idx = members[start:start + self.batch_size]
+                signal = np.zeros((self.batch_size, int(width)), np.float32)
+                length = np.full((self.batch_size,), MIN_SAMPLES, np.int32)  # filler rows: ignored
+                for row, i in enumerate(idx):
+                    signal[row, :len(arrays[i])] = arrays[i]
+                    length[row] = len(arrays[i])
+                z = np.asarray(self._logits(self._device_variables, signal, length), np.float64)[:len(idx)]
+                z = np.exp(z - z.max(-1, keepdims=True))
+                out[idx] = (z / z.sum(-1, keepdims=True)).astype(np.float32)
+        return out
+
+    def predict(self, signals: Sequence[np.ndarray]) -> list[str]:
+        """The most probable class (``N``, ``A``, ``O`` or ``~``) of each recording."""
+        return [CLASSES[i] for i in self.predict_proba(signals).argmax(-1)]
+
+
+def load_classifier(path: str | None = None, batch_size: int = 16) -> ECGClassifier:
+    """An :class:`ECGClassifier` from a model file or workdir (default: the shipped model, :data:`DEFAULT_MODEL`).
+
+    Raises:
+      jaxcomp.modelfile.ModelLoadError: the path does not hold an ECG model.
+    """
+    from jaxcomp.modelfile import ModelLoadError, load_model
+
+    path = path or DEFAULT_MODEL
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, "best.msgpack")):
+        path = os.path.join(path, "best.msgpack")
+    if os.path.isdir(path):
+        from jaxcomp.modelfile import load_workdir
+
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise ModelLoadError(f"{path}: a directory without config.json is not a training workdir")
+        config, variables, notes = load_workdir(path, batch_stats=True)
+        if config.get("task") != "ecg":
+            raise ModelLoadError(f"{path} holds a {config.get('task')!r} model, not 'ecg'")
+        variables = jax.tree.map(lambda a: np.asarray(a, np.float32) if np.issubdtype(np.asarray(a).dtype,
+                                                                                      np.floating) else a, variables)
+    else:
+        config, variables, notes = load_model(path, task="ecg")
+    if not isinstance(variables, dict) or set(variables) != {"params", "batch_stats"}:
+        raise ModelLoadError(f"{path}: not an exported ECG classifier (expected 'params' and 'batch_stats')")
+    return ECGClassifier(config, variables, notes, path, batch_size)
+
+
+def model_summary(clf: ECGClassifier) -> dict[str, Any]:
+    """Name, parameter count and training notes of a classifier (for the prediction command's header)."""
+    count = int(sum(np.asarray(x).size for x in jax.tree.leaves(clf.variables["params"])))
+    return dict(path=clf.path, model=clf.model_name, params=count,
+                val_f1=clf.notes.get("val_f1"), steps=clf.notes.get("steps"), data=clf.notes.get("data"))
+
+
+__all__ = ["DEFAULT_MODEL", "PRETRAINED_DIR", "ECGClassifier", "load_classifier", "model_summary"]
