@@ -54,6 +54,10 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(dict(
         scales=3, features=64, blocks=8, latent_channels=5, levels=25, sigma=2.0, mixtures=10,
         representation="learned", share_weights=False,
+        # beyond the paper: code each 2x2 block of a scale in 1 (the paper), 2 (checkerboard) or 4
+        # steps, each conditioned on the sub-pixels of the steps before; "light" per-step heads or
+        # one "shared" head with a step embedding (docs/l3c.md)
+        subpixel_steps=1, subpixel_head="light",
     ))
 
     # The paper decays by 0.75 every 5 epochs; an epoch of Open Images (~300k images) at

@@ -1,12 +1,17 @@
 """Lossless codec benchmark: bits per subpixel, encode/decode time and a bit-exact check per image.
 
-    python -m experiments.bench_codecs                           # the photos shipped with jaxcomp
+    python -m experiments.bench_codecs                           # the shipped photos of the test split
+    python -m experiments.bench_codecs --split val               # ... of the validation split
     python -m experiments.bench_codecs --images /data/kodak --max-images 24 --out runs/kodak
     python -m experiments.bench_codecs --codecs png,webp,jpegxl-e9
 
 bpsp = 8 * bytes / (H * W * 3). The total row is 8 * all bytes / all subpixels (larger images
 weigh more); the mean column averages the per-image bpsp. Every decode is compared with the
 original and the run stops with an error naming the codec and image if one is not bit-exact.
+
+``--split`` (default ``test``) keeps the shipped photos of that role (``jaxcomp/data/samples/splits.json``;
+``val`` for decisions, ``test`` for the reported table only, ``all`` for both), and with ``--held-out``
+their originals in the folder; other folders are benchmarked whole.
 
 Writes to ``--out`` (default runs/bench_codecs): ``results.md`` (summary + per-image table),
 ``results.csv`` (one row per image and codec, plus ``TOTAL`` rows) and ``bpsp.png`` (total bpsp
@@ -182,14 +187,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--window", type=int, default=DEFAULT_WINDOW,
                    help="L3C coding PMFs over WINDOW levels around the mean + escape (0: all 256 levels)")
     p.add_argument("--no-l3c", action="store_true", help="baselines only")
+    p.add_argument("--split", default="test", choices=["test", "val", "all"],
+                   help="the shipped photos (or with --held-out their originals) of this role: test (the reported "
+                        "table, default), val (for decisions) or all; other folders are used whole")
     return p.parse_args(argv)
+
+
+def split_names(args: argparse.Namespace) -> set[str] | None:
+    """File names of ``--split`` when the images are the shipped photos or (``--held-out``) their
+    originals; ``None`` (every image) for other folders or ``--split all``."""
+    if args.split == "all" or (args.images and not args.held_out):
+        return None
+    from jaxcomp.data import held_out_names
+
+    return held_out_names(args.split)
 
 
 def run(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
     """Benchmarks every selected codec on every image; returns (per-image rows, TOTAL rows)."""
     codecs = build_codecs(args)
     rows: list[dict] = []
+    names = split_names(args)
     for name, image, progress in iter_images(args):
+        if names is not None and name not in names:
+            continue
         for codec in codecs:
             progress.set_postfix_str(f"{codec.name}: {name[:32]}", refresh=False)
             rows.append(bench_image(codec, image, name))
@@ -204,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: {e}") from e
     images = list(dict.fromkeys(r["image"] for r in rows))
     source = args.images or "jaxcomp/data/samples"
+    if split_names(args) is not None:
+        source += f" ({args.split} split)"
     md = markdown(rows, totals, images, source)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "results.md"), "w") as f:

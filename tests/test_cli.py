@@ -143,3 +143,29 @@ def test_lossy_codec_through_the_command(cpm_model_file, photos, tmp_path, capsy
                          (["--refine", "5"], "lossy codec only")):
         assert cli.main(["compress", *bad, str(photos / "p1.png"), str(tmp_path / "x.jxc"), *args]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_a_folder_of_new_sizes_in_a_compiled_bucket_compiles_nothing(model_file, photos, tmp_path):
+    """After one folder (tiles of 20x28 computed at that bucket), a folder of two images of other
+    sizes whose tiles fall in the same bucket (38x54 and 37x53: tiles padded to 20x28) compresses and
+    decompresses, exactly, without a single new trace or compilation."""
+    import jax
+
+    args = ["--checkpoint", model_file, "--tile", "32", "--quiet", "--cache-dir", ""]
+    assert cli.main(["compress", str(photos / "p0.png"), str(tmp_path / "p0.jxc"), *args]) == 0
+    folder = tmp_path / "new_sizes"
+    folder.mkdir()
+    for (h, w), p in zip([(38, 54), (37, 53)], sample_image_paths()[3:5], strict=True):
+        Image.fromarray(load_image(p)[:h, :w]).save(folder / f"{h}x{w}.png")
+    traces = []
+    listener = lambda event, duration, **kw: traces.append(kw) if event.endswith("jaxpr_trace_duration") else None
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        assert cli.main(["compress", str(folder), str(tmp_path / "c"), *args]) == 0
+        assert cli.main(["decompress", str(tmp_path / "c"), str(tmp_path / "d"), *args]) == 0
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert traces == []
+    for name in ("38x54", "37x53"):
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "d" / f"{name}.png")),
+                                      np.asarray(Image.open(folder / f"{name}.png")))

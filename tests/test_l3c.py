@@ -270,3 +270,73 @@ def test_green_and_blue_means_are_conditioned_on_the_decoded_channels(forward):
     p_cf = l3c.mixture_params(spec, jnp.moveaxis(jnp.asarray(raw), -1, 0), 0, channels_first=True)
     cf = np.asarray(means(p_cf, jnp.moveaxis(jnp.asarray(x), -1, 0), channels_first=True))  # [C, K, B, H, W]
     np.testing.assert_allclose(np.moveaxis(cf, (0, 1), (-2, -1)), expected, rtol=1e-5, atol=1e-6)
+
+
+# ---- sub-pixel autoregression inside each scale (model.subpixel_steps; beyond the paper) ----------
+
+
+def _subpixel_model(config, steps, head, representation="learned"):
+    """``(spec, model, params)``: the tiny model with ``steps`` sub-pixel steps, every parameter
+    perturbed (the light heads' zero-initialised output convs too: an untrained step would
+    otherwise ignore its context and a leak could not show)."""
+    cfg = apply_overrides(config, [f"model.subpixel_steps={steps}", f"model.subpixel_head={head}",
+                                   f"model.representation={representation}"])
+    spec = l3c.spec_from_config(cfg.model)
+    model = l3c.L3C(spec)
+    params = jit_init(model.init)(jax.random.PRNGKey(0), np.zeros((1, 16, 16, 3), np.uint8))["params"]
+    rng = np.random.default_rng(0)
+    params = jax.tree_util.tree_map_with_path(
+        lambda path, x: x + rng.normal(0.0, 0.3 if path[-1].key == "bias" else 0.1, x.shape).astype(x.dtype), params)
+    return spec, model, params
+
+
+def test_the_papers_model_is_unchanged_by_the_subpixel_switch(l3c_tiny_config, l3c_tiny_params):
+    """``subpixel_steps=1`` (the default) is the paper's model: no sub-pixel parameters, and the
+    architecture that model fingerprints hash (so streams of earlier versions still decode) has
+    no sub-pixel fields; with steps it has them. Bad settings are refused by name."""
+    assert l3c_tiny_config.model.subpixel_steps == 1
+    leaves = {"/".join(str(k.key) for k in path) for path, _ in jax.tree_util.tree_leaves_with_path(l3c_tiny_params)}
+    assert not any("step" in leaf or "context" in leaf for leaf in leaves)
+    assert "subpixel_steps" not in l3c.L3CSpec().architecture()
+    assert l3c.L3CSpec(subpixel_steps=4).architecture()["subpixel_steps"] == 4
+    with pytest.raises(ValueError, match="subpixel_steps"):
+        l3c.L3CSpec(subpixel_steps=3)
+    with pytest.raises(ValueError, match="subpixel_head"):
+        l3c.L3CSpec(subpixel_steps=2, subpixel_head="big")
+
+
+@pytest.mark.parametrize("steps,head", [(4, "light"), pytest.param(2, "shared", marks=pytest.mark.slow)])
+def test_each_subpixel_step_sees_only_the_subpixels_coded_before_it(l3c_tiny_config, images, steps, head):
+    """Step k's mixture parameters for x(s-1) (the RGB image and the learned z(1)) do not change
+    when the sub-pixels of steps >= k change (they are not decoded yet), do change when those of
+    earlier steps change (the context is used), and are what the training forward pass uses at
+    step k's positions (the loss is the rate of the sequential code).
+
+    Guards against: a mask that lets a step see its own or later sub-pixels (a decoder could not
+    reproduce it: the loss would be a lie); a context that is ignored; the training pass using
+    another step's parameters at a position than the coder.
+    """
+    spec, model, params = _subpixel_model(l3c_tiny_config, steps, head)
+    apply = jax.jit(model.apply)
+    out = apply({"params": params}, images)
+    predict = jax.jit(lambda z, coarser, scale: model.apply({"params": params}, z, coarser, scale,
+                                                            method=l3c.L3C.predict), static_argnums=2)
+    step_fn = jax.jit(lambda f, base, target, scale, k: model.apply(
+        {"params": params}, f, base, target, scale, k, method=l3c.L3C.predict_step), static_argnums=(3, 4))
+    v = out["values"]
+    f2, base2 = predict(v[2], None, 2)
+    f1, base1 = predict(v[1], f2, 1)
+    for scale, (f, base) in [(1, (f1, base1)), (2, (f2, base2))]:
+        target = np.asarray(v[scale - 1])
+        smap = l3c.subpixel_steps_map(target.shape[1], target.shape[2], steps)[None, :, :, None]
+        for k in range(steps):
+            at_k = np.broadcast_to(smap == k, out["params"][scale - 1].shape)
+            raw = np.asarray(step_fn(f, base, target, scale, k))
+            np.testing.assert_allclose(np.asarray(out["params"][scale - 1])[at_k], raw[at_k], rtol=1e-5, atol=1e-5)
+            later = np.where(smap >= k, -target + 0.5, target)  # sub-pixels not yet decoded: changed
+            np.testing.assert_array_equal(np.asarray(step_fn(f, base, later, scale, k))[at_k], raw[at_k],
+                                          err_msg=f"scale {scale} step {k} sees sub-pixels of steps >= {k}")
+            if k:
+                earlier = np.where(smap < k, -target + 0.5, target)
+                moved = np.abs(np.asarray(step_fn(f, base, earlier, scale, k))[at_k] - raw[at_k]).mean()
+                assert moved > 1e-3 * np.abs(raw[at_k]).mean(), (scale, k, moved)

@@ -128,3 +128,151 @@ def test_the_shipped_model_codes_a_photo_crop_exactly_and_compactly():
     np.testing.assert_array_equal(l3c.load_codec().decompress(data), image)
     bpsp = len(data) * 8 / image.size
     assert bpsp < 4.4, bpsp
+
+
+class _Traces:
+    """Counts JAX traces (every jit cache miss traces, whether or not a persistent cache then
+    serves the compiled code) while the context is open."""
+
+    def __enter__(self):
+        self.count = 0
+        self._listener = lambda event, duration, **kw: setattr(
+            self, "count", self.count + (event == "/jax/core/compile/jaxpr_trace_duration"))
+        jax.monitoring.register_event_duration_secs_listener(self._listener)
+        return self
+
+    def __exit__(self, *exc):
+        jax.monitoring.unregister_event_duration_listener(self._listener)
+
+
+def test_images_of_one_bucket_compile_once(codec, photo):
+    """Two images of different sizes in one tile bucket (sides padded to 32x40 and 28x36, both
+    computed at 32x40, the bucket of the 61x37 roundtrip above): the second traces and compiles
+    nothing, both decode exactly, and only the image's symbols are coded (the bit maps have its
+    padded size, not the bucket's)."""
+    assert codec.buckets == (4, 8, 16, 24, 32, 40, 48)
+    first, second = photo[:30, 5:42], photo[40:67, 100:134]
+    np.testing.assert_array_equal(codec.decompress(codec.compress(first)), first)
+    with _Traces() as traces:
+        data = codec.compress(second)
+        out = codec.decompress(data)
+    assert traces.count == 0, f"{traces.count} new traces for an image of a bucket already compiled"
+    np.testing.assert_array_equal(out, second)
+    maps = codec.bit_maps(second)
+    assert maps["x(0) R"].shape == (28, 36) and maps["x(1)"].shape[:2] == (14, 18)
+
+
+def test_bucket_ladder_and_even_tiles(codec):
+    assert l3c.bucket_sides(512, 3) == (8, 16, 32, 64, 128, 256, 320, 384, 448, 512)
+    assert codec._tiles(61, 100) == [(0, 0, 32, 36), (0, 36, 32, 36), (0, 72, 32, 28),
+                                     (32, 0, 29, 36), (32, 36, 29, 36), (32, 72, 29, 28)]
+    assert l3c.L3CCodec(codec.spec, codec.params, tile=48, buckets=None)._tiles(61, 50) == [
+        (0, 0, 48, 48), (0, 48, 48, 2), (48, 0, 13, 48), (48, 48, 13, 2)]
+    for bad in ([8, 16], [16, 8, 48], [6, 48], "some"):
+        with pytest.raises(ValueError, match="buckets"):
+            l3c.L3CCodec(codec.spec, codec.params, tile=48, buckets=bad)
+
+
+def test_streams_without_buckets_and_with_other_buckets_decode(codec, photo):
+    """A stream says its buckets (or that it has none, as streams written before them), and
+    any codec of the model decodes it at those shapes (32x37: computed at 32x40 without buckets
+    and with the default ones, at 48x48 with the others; shapes the tests above compiled)."""
+    image = photo[3:35, 7:44]
+    for buckets in (None, [48], [8, 24, 48]):
+        other = l3c.L3CCodec(codec.spec, codec.params, tile=48, buckets=buckets)
+        np.testing.assert_array_equal(codec.decompress(other.compress(image)), image)
+        np.testing.assert_array_equal(other.decompress(codec.compress(image)), image)
+
+
+# ---- sub-pixel steps (model.subpixel_steps 2 and 4) ------------------------------------------------
+
+
+def _subpixel_codec(config, steps, head, representation, window):
+    """An L3CCodec of the tiny model with sub-pixel steps, every parameter perturbed (the light
+    heads' zero-initialised output convs too, so that every step's context matters)."""
+    from jaxcomp.configs import apply_overrides
+
+    cfg = apply_overrides(config, [f"model.subpixel_steps={steps}", f"model.subpixel_head={head}",
+                                   f"model.representation={representation}"])
+    spec = l3c.spec_from_config(cfg.model)
+    params = jit_init(l3c.L3C(spec).init)(jax.random.PRNGKey(0), np.zeros((1, 16, 16, 3), np.uint8))["params"]
+    rng = np.random.default_rng(0)
+    params = jax.tree_util.tree_map_with_path(
+        lambda path, x: x + rng.normal(0.0, 0.3 if path[-1].key == "bias" else 0.05, x.shape).astype(x.dtype),
+        params)
+    return l3c.L3CCodec(spec, params, tile=32, window=window)
+
+
+@pytest.mark.parametrize("steps,head,representation,odd_size", [
+    (4, "light", "learned", False),  # the architecture of the bucket test below: they share compiled code
+    pytest.param(2, "shared", "rgb", True, marks=pytest.mark.slow),
+])
+def test_subpixel_steps_roundtrip_exactly_at_the_models_rate(l3c_tiny_config, photo, steps, head, representation,
+                                                             odd_size):
+    """With sub-pixel steps the codec decodes bit-exactly, its bitstream is the information
+    content of the symbols plus the container's overhead, and with PMFs over all levels that
+    information content is the training loss (the model's cross-entropy) of the image: the
+    coder codes each sub-pixel with the distribution of its step. (The slow case: the checkerboard
+    with the shared head on the RGB pyramid, and an odd size: padding and two tiles.)
+
+    Guards against: the decoder filling decoded sub-pixels in at the wrong positions, or
+    conditioning a step on symbols the encoder had not (no exact roundtrip); the coder taking
+    a step's parameters at another step's positions, or the training pass combining the steps
+    wrongly (rate != loss).
+    """
+    codec = _subpixel_codec(l3c_tiny_config, steps, head, representation, window=0)
+    assert len(codec.payload_names()) == 1 + 2 * steps * (3 if representation == "rgb" else 2)
+    crop = photo[:32, :32]
+    data, ideal = codec.compress(crop, return_bits=True)
+    np.testing.assert_array_equal(codec.decompress(data), crop)
+    assert len(data) * 8 < ideal + 8 * (300 + 8 * codec.payloads_per_tile())  # header + per-payload words
+    estimate = codec.estimate_bits(crop)
+    assert abs(ideal - estimate) / estimate < 0.002, (ideal, estimate)
+    if odd_size:
+        image = photo[100:137, 40:70]  # 37x30: two tiles of at most 32x32, each padded
+        np.testing.assert_array_equal(codec.decompress(codec.compress(image)), image)
+    maps = codec.bit_maps(crop)  # one map per scale and channel, the steps' bits in place
+    assert maps["x(0) R"].shape == (32, 32)
+    top = 8 * 8 * codec.spec.channels(2) * np.log2(codec.spec.num_levels(2))
+    assert 0 <= ideal - sum(float(m.sum()) for m in maps.values()) - top < 96  # the top scale's uniform code (words)
+
+
+def test_subpixel_steps_at_a_larger_bucket_code_only_the_tile(l3c_tiny_config, photo):
+    """With sub-pixel steps, tiles computed at a larger bucket (37x26 -> tiles padded to 20x28,
+    computed at 32x32 with buckets [16, 32]) decode exactly and cost what they cost at their own
+    shapes (within 3%: only the border predictions see the bucket's filled padding; measured
+    +0.36%). It does not pin which bucket positions a step's PMFs come from: this test model's
+    PMFs hardly depend on the position (taking the first positions instead costs +0.26%)."""
+    codec = _subpixel_codec(l3c_tiny_config, 4, "light", "learned", window=0)
+    big = l3c.L3CCodec(codec.spec, codec.params, tile=32, window=0, buckets=[16, 32])
+    image = photo[100:137, 40:66]
+    data, ideal = big.compress(image, return_bits=True)
+    np.testing.assert_array_equal(codec.decompress(data), image)
+    _, own = codec.compress(image, return_bits=True)
+    assert abs(ideal - own) < 0.03 * own, (ideal, own)
+
+
+def test_the_shipped_photos_split_into_validation_and_test(l3c_tiny_config, tmp_path):
+    """The main job's photos have explicit roles (samples/splits.json): 4 for decisions, 4 for the
+    reported table only; a folder run with data.holdout=samples_val validates on the validation
+    originals and never reads the test ones (data.holdout=samples keeps all 8 for validation)."""
+    from PIL import Image
+
+    from jaxcomp.configs import apply_overrides
+    from jaxcomp.data import DataError, build_image_data, held_out_names, sample_roles
+
+    roles = sample_roles()
+    val, test = sample_image_paths("val"), sample_image_paths("test")
+    assert len(val) == len(test) == 4 and sorted(val + test) == sample_image_paths()
+    assert {os.path.basename(p) for p in test} == held_out_names("test") == {n for n, r in roles.items() if r == "test"}
+    with pytest.raises(DataError, match="role"):
+        held_out_names("train")
+    for name in sorted(roles) + ["other1.png", "other2.png"]:
+        Image.fromarray(np.full((40, 40, 3), 7, np.uint8)).save(tmp_path / name)
+    config = apply_overrides(l3c_tiny_config, ["data.source=folder", f"data.path={tmp_path}",
+                                               "data.holdout=samples_val"])
+    data = build_image_data(config.data)
+    assert {os.path.basename(f) for f in data.val.files} == held_out_names("val")
+    assert sorted(os.path.basename(f) for f in data.train.files) == ["other1.png", "other2.png"]
+    config.data.holdout = "samples"
+    assert len(build_image_data(config.data).val.files) == 8

@@ -15,6 +15,9 @@ Variants (``config.model.representation``):
   * ``"rgb"`` — the paper's "RGB" baseline: ``x(s)`` is a bicubic x2 downscaling of
     ``x(s-1)`` rounded to 8 bits, so every scale is an RGB image (``share_weights`` gives
     "RGB Shared": one decoder for all scales).
+
+Beyond the paper, ``config.model.subpixel_steps`` 2 or 4 codes each 2x2 block of every scale in
+steps, each conditioned on the sub-pixels of the steps before (docs/l3c.md); 1 is the paper's model.
 """
 
 from __future__ import annotations
@@ -55,6 +58,13 @@ class L3CSpec:
     mixtures: int = 10          # K
     representation: str = "learned"
     share_weights: bool = False
+    # Sub-pixel autoregression inside each scale (beyond the paper; the idea of Cao, Wu & Kraehenbuehl,
+    # "Lossless Image Compression through Super-Resolution", 2020): every 2x2 block of x(s-1) is coded
+    # in 1 (the paper's model), 2 (checkerboard) or 4 steps, step k conditioned on z(s) and on the
+    # sub-pixels of steps < k. ``subpixel_head``: "light" (the decoder's head for step 0, a small
+    # residual head per later step) or "shared" (one head for all steps, with a step embedding).
+    subpixel_steps: int = 1
+    subpixel_head: str = "light"
 
     def __post_init__(self):
         if self.representation not in ("learned", "rgb"):
@@ -63,6 +73,18 @@ class L3CSpec:
             raise ValueError("model.share_weights is defined for the 'rgb' representation only")
         if self.scales < 1:
             raise ValueError(f"model.scales must be >= 1, got {self.scales}")
+        if self.subpixel_steps not in (1, 2, 4):
+            raise ValueError(f"model.subpixel_steps must be 1, 2 (checkerboard) or 4, got {self.subpixel_steps!r}")
+        if self.subpixel_head not in ("light", "shared"):
+            raise ValueError(f"model.subpixel_head must be 'light' or 'shared', not {self.subpixel_head!r}")
+
+    def architecture(self) -> dict[str, Any]:
+        """The fields that define the model, for fingerprints: the sub-pixel fields only when they
+        are used, so models of the paper's architecture keep the fingerprint they had before."""
+        fields = dataclasses.asdict(self)
+        if self.subpixel_steps == 1:
+            del fields["subpixel_steps"], fields["subpixel_head"]
+        return fields
 
     def channels(self, s: int) -> int:
         """Channels of ``x(s)`` (``s = 0`` is the image)."""
@@ -97,25 +119,94 @@ class Encoder(nn.Module):
         return h, z_hat, symbols
 
 
+# The step in which each position (row, column) of a 2x2 block of x(s-1) is coded: the diagonal first,
+# so that the checkerboard's two steps are unions of the four steps' ({0, 1} and {2, 3}).
+_SUBPIXEL_ORDER = {1: ((0, 0), (0, 0)), 2: ((0, 1), (1, 0)), 4: ((0, 2), (3, 1))}
+
+
+def subpixel_steps_map(h: int, w: int, steps: int) -> np.ndarray:
+    """``int32 [h, w]``: the sub-pixel step (``0 .. steps-1``) in which each position of an ``h x w``
+    grid is coded; ``h`` and ``w`` must be even (they are: every scale below the top one)."""
+    if steps not in _SUBPIXEL_ORDER:
+        raise ValueError(f"subpixel steps must be 1, 2 or 4, got {steps!r}")
+    if h % 2 or w % 2:
+        raise ValueError(f"sub-pixel steps need an even grid, got {h}x{w}")
+    return np.tile(np.asarray(_SUBPIXEL_ORDER[steps], np.int32), (h // 2, w // 2))
+
+
+def subpixel_index(h: int, w: int, steps: int, step: int) -> np.ndarray:
+    """Row-major flat indices ``int [N]`` of the positions of an ``h x w`` grid coded in ``step``."""
+    return np.flatnonzero(subpixel_steps_map(h, w, steps).reshape(-1) == step)
+
+
+def subpixel_context(values: jax.Array, steps: int, step: int) -> jax.Array:
+    """What step ``step`` may condition on: ``values [B, H, W, C]`` of x(s-1) where they were coded
+    in an earlier step and 0 elsewhere, and that mask as one more channel: ``float32 [B, H, W, C+1]``."""
+    known = jnp.asarray(subpixel_steps_map(values.shape[1], values.shape[2], steps) < step)[None, :, :, None]
+    return jnp.concatenate([jnp.where(known, values, 0.0), jnp.broadcast_to(known, values.shape[:3] + (1,))
+                            .astype(values.dtype)], -1)
+
+
+class SubpixelHead(nn.Module):
+    """A light head for sub-pixel step k > 0: a 3x3 conv on (D(s)'s features, the context of
+    :func:`subpixel_context`), ReLU, and a 1x1 conv to a correction of step 0's mixture parameters
+    (zero-initialised: an untrained step predicts what step 0 does)."""
+
+    features: int
+    outputs: int
+
+    @nn.compact
+    def __call__(self, f: jax.Array, context: jax.Array) -> jax.Array:
+        """``f [B, H, W, Cf]``, ``context [B, H, W, C+1]`` -> ``[B, H, W, P]``."""
+        h = nn.relu(Conv(self.features, (3, 3), name="context")(jnp.concatenate([f, context], -1)))
+        return Conv(self.outputs, (1, 1), kernel_init=nn.initializers.zeros, name="out")(h)
+
+
 class Decoder(nn.Module):
-    """D(s): 1x1 head, fusion with coarser features, residual body, x2 pixel-shuffle, atrous head."""
+    """D(s): 1x1 head, fusion with coarser features, residual body, x2 pixel-shuffle, atrous head.
+
+    With ``spec.subpixel_steps > 1`` also the heads of the later sub-pixel steps (:meth:`step`).
+    """
 
     spec: L3CSpec
     out_channels: int
 
-    @nn.compact
-    def __call__(self, z: jax.Array, coarser: jax.Array | None) -> tuple[jax.Array, jax.Array]:
-        """Returns ``(features [B,2h,2w,Cf], mixture parameters [B,2h,2w,P])``."""
+    def setup(self):
         s = self.spec
-        h = Conv(s.features, (1, 1), name="head")(z)
+        self.head = Conv(s.features, (1, 1))
+        self.body = ResBody(s.features, s.blocks)
+        self.upsample = Conv(4 * s.features, (3, 3))
+        p = lm.num_mixture_params(self.out_channels, s.mixtures, self.out_channels == 3)
+        self.probability = AtrousHead(s.features, p)
+        if s.subpixel_steps > 1 and s.subpixel_head == "shared":
+            self.context = Conv(s.features, (3, 3), kernel_init=nn.initializers.zeros)  # starts as step 0
+            self.step_embedding = self.param("step_embedding", nn.initializers.zeros, (s.subpixel_steps, s.features))
+        elif s.subpixel_steps > 1:
+            self.step_heads = [SubpixelHead(s.features, p) for _ in range(1, s.subpixel_steps)]
+
+    def features(self, z: jax.Array, coarser: jax.Array | None) -> jax.Array:
+        """``z [B, h, w, C]`` (and the coarser decoder's features ``[B, h, w, Cf]``) -> ``[B, 2h, 2w, Cf]``."""
+        h = self.head(z)
         if coarser is not None:
             h = h + coarser
-        h = ResBody(s.features, s.blocks, name="body")(h)
-        h = Conv(4 * s.features, (3, 3), name="upsample")(h)
-        f = pixel_shuffle(h, 2)
-        autoregressive = self.out_channels == 3
-        p = lm.num_mixture_params(self.out_channels, s.mixtures, autoregressive)
-        return f, AtrousHead(s.features, p, name="probability")(f)
+        h = self.body(h)
+        return pixel_shuffle(self.upsample(h), 2)
+
+    def __call__(self, z: jax.Array, coarser: jax.Array | None) -> tuple[jax.Array, jax.Array | None]:
+        """Returns ``(features [B,2h,2w,Cf], mixture parameters [B,2h,2w,P])``; with sub-pixel steps
+        the parameters are step 0's for the light heads (``None`` for the shared head): see :meth:`step`."""
+        f = self.features(z, coarser)
+        if self.spec.subpixel_steps > 1 and self.spec.subpixel_head == "shared":
+            return f, None
+        return f, self.probability(f)
+
+    def step(self, f: jax.Array, base: jax.Array | None, context: jax.Array, step: int) -> jax.Array:
+        """Raw mixture parameters ``[B, 2h, 2w, P]`` of sub-pixel step ``step`` (used at that step's
+        positions only), from the features ``f``, step 0's parameters ``base`` (light heads) and
+        ``context`` (:func:`subpixel_context`)."""
+        if self.spec.subpixel_head == "shared":
+            return self.probability(f + self.context(context) + self.step_embedding[step])
+        return base if step == 0 else base + self.step_heads[step - 1](f, context)
 
 
 def rgb_pyramid(x: jax.Array, scales: int) -> list[jax.Array]:
@@ -162,9 +253,30 @@ class L3C(nn.Module):
             symbols.append(sym)
         return values, symbols
 
-    def predict(self, z: jax.Array, coarser: jax.Array | None, scale: int) -> tuple[jax.Array, jax.Array]:
-        """D(scale) on ``z(scale)``: ``(features, raw mixture parameters for x(scale-1))``."""
+    def predict(self, z: jax.Array, coarser: jax.Array | None, scale: int) -> tuple[jax.Array, jax.Array | None]:
+        """D(scale) on ``z(scale)``: ``(features, raw mixture parameters for x(scale-1))`` (with
+        sub-pixel steps, step 0's or ``None``: see :meth:`predict_step`)."""
         return self.decoder(scale)(z, coarser)
+
+    def predict_step(self, f: jax.Array, base: jax.Array | None, target: jax.Array, scale: int,
+                     step: int) -> jax.Array:
+        """Raw mixture parameters ``[B, H, W, P]`` for the sub-pixels of x(scale-1) coded in ``step``.
+
+        ``f, base``: what :meth:`predict` returned; ``target``: the values of x(scale-1)
+        ``float32 [B, H, W, C]``, of which only the positions coded in steps ``< step`` are read.
+        """
+        context = subpixel_context(target, self.spec.subpixel_steps, step)
+        return self.decoder(scale).step(f, base, context, step)
+
+    def subpixel_params(self, f: jax.Array, base: jax.Array | None, target: jax.Array, scale: int) -> jax.Array:
+        """Every step's parameters at its own positions, ``[B, H, W, P]``, each step conditioned on
+        the true values of the steps before it (teacher forcing: what the decoder will have)."""
+        steps = self.spec.subpixel_steps
+        steps_map = subpixel_steps_map(target.shape[1], target.shape[2], steps)[None, :, :, None]
+        raw = self.predict_step(f, base, target, scale, 0)
+        for k in range(1, steps):
+            raw = jnp.where(jnp.asarray(steps_map == k), self.predict_step(f, base, target, scale, k), raw)
+        return raw
 
     def __call__(self, x: jax.Array) -> dict[str, Any]:
         """Forward pass for training.
@@ -182,6 +294,8 @@ class L3C(nn.Module):
         coarser = None
         for scale in range(s.scales, 0, -1):
             coarser, params[scale - 1] = self.predict(values[scale], coarser, scale)
+            if s.subpixel_steps > 1:
+                params[scale - 1] = self.subpixel_params(coarser, params[scale - 1], values[scale - 1], scale)
         return {"values": values, "symbols": symbols, "params": params}
 
 
@@ -278,6 +392,7 @@ class _CodecFunctions:
         self.symbols = jax.jit(self._symbols_fn)
         self.decode_scale = jax.jit(self._decode_scale_fn, static_argnums=(3,))
         self.scale_pmf = jax.jit(self._scale_pmf_fn, static_argnums=(2, 3, 4))
+        self.step_raw = jax.jit(self._step_raw_fn, static_argnums=(4, 5))
         self.forward = jax.jit(lambda params, x: self.model.apply({"params": params}, x))
 
     def _symbols_fn(self, params, x):
@@ -291,6 +406,15 @@ class _CodecFunctions:
     def _decode_scale_fn(self, params, symbols, coarser, scale):
         z = self._values(symbols, scale)
         return self.model.apply({"params": params}, z, coarser, scale, method=L3C.predict)
+
+    def _step_raw_fn(self, params, f, base, target, scale, step):
+        """Raw mixture parameters ``[1, N, P]`` of the ``N`` sub-pixels of x(scale-1) coded in
+        ``step`` (row-major, :func:`subpixel_index`), from D(scale)'s ``(f, base)`` and the symbols
+        ``target int32 [1, H, W, C]`` of x(scale-1) (read only where coded in earlier steps)."""
+        values = self._values(target, scale - 1)
+        raw = self.model.apply({"params": params}, f, base, values, scale, step, method=L3C.predict_step)
+        index = subpixel_index(raw.shape[1], raw.shape[2], self.spec.subpixel_steps, step)
+        return raw.reshape(-1, raw.shape[-1])[index][None]
 
     def _scale_pmf_fn(self, raw, symbols, scale, channel, window):
         """PMFs ``[N, levels]`` of x(scale) (one channel of RGB, all channels otherwise), or
@@ -310,13 +434,175 @@ def _codec_functions(spec: L3CSpec) -> _CodecFunctions:
     return _CodecFunctions(spec)
 
 
+# --------------------------------------------------------------------------------------
+# Tile-shape buckets: the coder computes every tile at one of a few fixed shapes
+# --------------------------------------------------------------------------------------
+
+
+# How a stream names the ladder of :func:`bucket_sides`; a change to that function needs a new name
+# (streams name the rule they were written with and must keep decoding).
+DEFAULT_BUCKETS = "ladder1"
+
+
+def bucket_sides(tile: int, scales: int) -> tuple[int, ...]:
+    """The default ladder of sides (pixels) the coder computes tiles of at most ``tile`` px at.
+
+    With ``m = 2**scales``: the powers-of-two multiples of ``m`` below ``tile / 2``, then
+    ``tile / 2`` and steps of ``tile / 8`` up to ``tile`` (all rounded up to multiples of
+    ``m``). For ``tile=512`` and 3 scales: 8, 16, 32, 64, 128, 256, 320, 384, 448, 512. Tiles
+    of an image larger than ``tile`` are cut evenly (:func:`_spans`), so their sides are at least
+    ``tile / 2 - m`` (up to ~32 tiles a side): a photo larger than the tile both ways meets at
+    most 5 x 5 buckets (256-512), small images one per side class. Padding a side to its bucket
+    costs compute (at most 25% per side above ``tile / 2``), never bits.
+    """
+    m = 2**scales
+    up = lambda v: -(-v // m) * m  # noqa: E731
+    half, step = min(up(tile // 2), tile), max(m, up(tile // 8))
+    sides = {tile, half} | set(range(half, tile, step))
+    side = m
+    while side < half:
+        sides.add(side)
+        side *= 2
+    return tuple(sorted(sides))
+
+
+def check_buckets(buckets: Any, tile: int, scales: int) -> tuple[int, ...]:
+    """``buckets`` as a sorted tuple of ints, or ``ValueError`` naming the problem: positive
+    multiples of ``2**scales``, strictly increasing, the largest equal to ``tile``."""
+    m = 2**scales
+    try:
+        sides = tuple(int(b) for b in buckets)
+        ok = all(s == b for s, b in zip(sides, buckets, strict=True))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"buckets must be a list of tile sides in pixels, got {buckets!r}") from e
+    if not ok or not sides or len(sides) > 64 or any(s <= 0 or s % m for s in sides):
+        raise ValueError(f"buckets must be 1 to 64 positive multiples of {m} (2**scales), got {buckets!r}")
+    if list(sides) != sorted(set(sides)) or sides[-1] != tile:
+        raise ValueError(f"buckets must increase strictly and end at the tile size {tile}, got {list(sides)}")
+    return sides
+
+
+def _spans(n: int, tile: int, m: int, even: bool) -> list[tuple[int, int]]:
+    """``(start, length)`` of the tiles along a side of ``n`` pixels: ``tile`` each and the rest
+    (``even=False``, streams without buckets), or ``ceil(n / tile)`` tiles of equal length rounded
+    up to a multiple of ``m`` (the last one shorter)."""
+    size = tile
+    if even:
+        per = -(-n // -(-n // tile))  # ceil(n / number of tiles)
+        size = min(tile, -(-per // m) * m)
+    return [(y, min(size, n - y)) for y in range(0, n, size)]
+
+
+class _Cropped:
+    """The rows of a (still computing) jitted output that belong to the tile: ``np.asarray`` of it
+    gives ``array[rows]`` with the rows grouped by position (``[positions * k, ...]`` with ``k``
+    symbols per position, e.g. the latent channels), so the caller's coding can overlap the device."""
+
+    def __init__(self, array: Any, keep: np.ndarray):
+        self.array, self.keep = array, keep
+
+    def __array__(self, dtype=None, copy=None):
+        a = np.asarray(self.array)
+        a = a.reshape((len(self.keep), -1) + a.shape[1:])[self.keep].reshape((-1,) + a.shape[1:])
+        return a if dtype is None else a.astype(dtype)
+
+
+class _StepRaw:
+    """A sub-pixel step's raw parameters at the bucket (``[1, N_bucket, P]``) and which of its
+    positions lie in the tile (``keep``, bool ``[N_bucket]``)."""
+
+    def __init__(self, array: Any, keep: np.ndarray):
+        self.array, self.keep = array, keep
+
+
+class _Bucketed:
+    """The coder's jitted functions, called at the tile's bucket shape instead of its own.
+
+    Same signatures as :class:`_CodecFunctions`'s, on the tile's (padded to ``2**scales``)
+    arrays: inputs are padded to the bucket, outputs cropped back, so :meth:`L3CCodec._encode_tile`
+    and ``_decode_tile`` code exactly the tile's symbols and never the bucket's padding.
+    Encoder and decoder fill the bucket the same way from what both know: the image by edge
+    replication before the encoder's pyramid/encoders; each decoded ``x(s)`` by edge replication
+    before ``D(s)`` (so the decoder never needs the encoder's values there); channel and sub-pixel
+    inputs by zeros (read only at padded positions, whose outputs are dropped). Features passed
+    from one scale to the next stay at the bucket's shape. ``sides=None``: no buckets, every
+    tile at its own shape (streams written before buckets existed).
+    """
+
+    def __init__(self, fns: _CodecFunctions, sides: tuple[int, ...] | None):
+        self.fns, self.sides = fns, sides
+
+    def side(self, n: int) -> int:
+        """The side a tile side of ``n`` px (a multiple of ``2**scales``) is computed at."""
+        if self.sides is None:
+            return n
+        return next((s for s in self.sides if s >= n), n)
+
+    def _bucket(self, h: int, w: int, scale: int) -> tuple[int, int]:
+        """The bucket of ``x(scale)`` of ``h x w`` symbols."""
+        return self.side(h << scale) >> scale, self.side(w << scale) >> scale
+
+    @staticmethod
+    def _pad(a: Any, h: int, w: int, mode: str) -> np.ndarray:
+        a = np.asarray(a)
+        pad = ((0, 0), (0, h - a.shape[1]), (0, w - a.shape[2])) + ((0, 0),) * (a.ndim - 3)
+        return np.pad(a, pad, mode=mode)
+
+    def symbols(self, params, x):
+        _, h, w, _ = x.shape
+        bh, bw = self._bucket(h, w, 0)
+        if (bh, bw) == (h, w):
+            return self.fns.symbols(params, x)
+        out = self.fns.symbols(params, self._pad(x, bh, bw, "edge"))
+        return [np.asarray(v)[:, :-(-h // 2**s), :-(-w // 2**s)] for s, v in enumerate(out)]
+
+    def decode_scale(self, params, symbols, coarser, scale):
+        _, h, w = symbols.shape[:3]
+        bh, bw = self._bucket(h, w, scale)
+        if (bh, bw) != (h, w):
+            symbols = self._pad(symbols, bh, bw, "edge")
+        return self.fns.decode_scale(params, symbols, coarser, scale)
+
+    def step_raw(self, params, f, base, target, scale, step):
+        _, h, w = target.shape[:3]
+        bh, bw = f.shape[1:3]
+        if (bh, bw) == (h, w):
+            return self.fns.step_raw(params, f, base, target, scale, step)
+        raw = self.fns.step_raw(params, f, base, self._pad(target, bh, bw, "constant"), scale, step)
+        index = subpixel_index(bh, bw, self.fns.spec.subpixel_steps, step)
+        return _StepRaw(raw, (index // bw < h) & (index % bw < w))
+
+    def scale_pmf(self, raw, symbols, scale, channel, window):
+        if isinstance(raw, _StepRaw):  # one sub-pixel step's positions: [1, N, C] of the tile's
+            keep = raw.keep
+            padded = np.zeros((1, len(keep)) + symbols.shape[2:], np.asarray(symbols).dtype)
+            padded[0, keep] = np.asarray(symbols)[0]
+            pmf, lo = self.fns.scale_pmf(raw.array, padded, scale, channel, window)
+        elif np.ndim(symbols) == 3:  # one sub-pixel step's positions [1, N, C] of a tile at its bucket already
+            return self.fns.scale_pmf(raw, symbols, scale, channel, window)
+        else:
+            _, h, w = symbols.shape[:3]
+            bh, bw = raw.shape[1:3]
+            if (bh, bw) == (h, w):
+                return self.fns.scale_pmf(raw, symbols, scale, channel, window)
+            pmf, lo = self.fns.scale_pmf(raw, self._pad(symbols, bh, bw, "constant"), scale, channel, window)
+            keep = ((np.arange(bh) < h)[:, None] & (np.arange(bw) < w)[None, :]).reshape(-1)
+        return _Cropped(pmf, keep), None if lo is None else _Cropped(lo, keep)
+
+
 class L3CCodec:
     """Lossless compression of ``uint8`` images with a trained L3C model.
 
     ``compress(image) -> bytes`` and ``decompress(bytes) -> image``. Images are cut into
     tiles of at most ``tile x tile`` pixels that are coded independently (memory stays
-    bounded for any image size; full tiles share one compiled shape). Each tile is padded
-    by edge replication to a multiple of ``2**scales``; very small images work the same way.
+    bounded for any image size), of equal size along each side. Each tile is padded by edge
+    replication to a multiple of ``2**scales`` (those pixels are coded; very small images work
+    the same way) and the model runs on it padded further to a *bucket*: each side rounded up
+    to the next of ``buckets`` (default :func:`bucket_sides`: 10 sides for ``tile=512``), so a
+    process compiles the coder once per bucket, not once per image size, and the persistent
+    compilation cache (:mod:`jaxcomp.xla`) serves buckets compiled by earlier processes. The
+    bucket's padding is never coded (:class:`_Bucketed`). ``buckets=None`` runs every tile at
+    its own shape (the tiling of streams written before buckets existed, which decode so).
     ``window`` > 0 codes each 256-level subpixel with a PMF over ``window`` levels around the
     mixture's mean plus an escape bin (:func:`jaxcomp.entropy.mixture_pmf_window`); 0 codes
     with PMFs over all levels. The stream records its window, so any codec decodes it.
@@ -331,29 +617,55 @@ class L3CCodec:
 
     codec_name = "l3c"
 
-    def __init__(self, spec: L3CSpec, params: Any, tile: int = 512, window: int = DEFAULT_WINDOW):
+    def __init__(self, spec: L3CSpec, params: Any, tile: int = 512, window: int = DEFAULT_WINDOW,
+                 buckets: Any = "auto"):
         from jaxcomp.coding import fingerprint
 
         m = 2**spec.scales
-        if tile % m or tile <= 0:
-            raise ValueError(f"tile must be a positive multiple of {m}, got {tile}")
+        if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile % m or tile <= 0:
+            raise ValueError(f"tile must be a positive multiple of {m}, got {tile!r}")
         if window < 0:
             raise ValueError(f"window must be >= 0 (0: PMFs over all levels), got {window}")
-        self.spec, self.tile, self.window = spec, tile, window
+        self.spec, self.tile, self.window = spec, int(tile), window
+        # the tile sides the coder computes at (see bucket_sides); None: each tile at its own shape
+        if isinstance(buckets, str) and buckets != "auto":
+            raise ValueError(f"buckets must be 'auto', None or a list of tile sides, got {buckets!r}")
+        self.buckets = (bucket_sides(self.tile, spec.scales) if isinstance(buckets, str)
+                        else None if buckets is None else check_buckets(buckets, self.tile, spec.scales))
         self.params = jax.tree.map(jnp.asarray, params)
         fns = _codec_functions(spec)  # compiled once per architecture, for every codec of it
         self.model = fns.model
-        self.fingerprint = fingerprint(self.params, dataclasses.asdict(spec))
+        self.fingerprint = fingerprint(self.params, spec.architecture())
         self.numerics = numerics()
         self._symbols, self._decode_scale, self._scale_pmf = fns.symbols, fns.decode_scale, fns.scale_pmf
+        self._step_raw = fns.step_raw  # sub-pixel steps (model.subpixel_steps > 1)
         self._forward = fns.forward  # estimates only
+        self._fns = fns
+        self._use_buckets(self.buckets)
+
+    def _use_buckets(self, sides: tuple[int, ...] | None) -> None:
+        """Routes the per-tile coding through :class:`_Bucketed` with ``sides`` (None: no buckets)."""
+        b = _Bucketed(self._fns, sides)
+        self._symbols, self._decode_scale, self._scale_pmf, self._step_raw = (
+            b.symbols, b.decode_scale, b.scale_pmf, b.step_raw)
+
+    def _with_buckets(self, sides: tuple[int, ...] | None) -> L3CCodec:
+        """This codec, computing at the buckets ``sides`` (a stream's) instead of its own."""
+        import copy
+
+        if sides == self.buckets:
+            return self
+        other = copy.copy(self)
+        other.buckets = sides
+        other._use_buckets(sides)
+        return other
 
     def _window(self, scale: int, window: int) -> int:
         """The window a stream coded with ``window`` uses at ``scale`` (0: all levels)."""
         return window if 0 < window < self.spec.num_levels(scale) else 0
 
     def _pmfs(self, raw, symbols: np.ndarray, scale: int, channel: int, window: int):
-        pmf, lo = self._scale_pmf(raw, jnp.asarray(symbols), scale, channel, self._window(scale, window))
+        pmf, lo = self._scale_pmf(raw, jax.device_put(symbols), scale, channel, self._window(scale, window))
         return np.asarray(pmf), None if lo is None else np.asarray(lo)
 
     def _encode(self, symbols: np.ndarray, pmf: np.ndarray, lo: np.ndarray | None, scale: int,
@@ -380,9 +692,14 @@ class L3CCodec:
 
     # ---- tiles ------------------------------------------------------------------------
 
-    def _tiles(self, h: int, w: int, tile: int | None = None) -> list[tuple[int, int, int, int]]:
+    def _tiles(self, h: int, w: int, tile: int | None = None, even: bool | None = None
+               ) -> list[tuple[int, int, int, int]]:
+        """``(y, x, height, width)`` of the tiles of an ``h x w`` image in stream order. ``even``
+        (default: this codec has buckets) cuts each side into equal tiles (see :func:`_spans`)."""
         tile = tile or self.tile
-        return [(y, x, min(tile, h - y), min(tile, w - x)) for y in range(0, h, tile) for x in range(0, w, tile)]
+        even = self.buckets is not None if even is None else even
+        m = 2**self.spec.scales
+        return [(y, x, th, tw) for y, th in _spans(h, tile, m, even) for x, tw in _spans(w, tile, m, even)]
 
     def _pad(self, tile: np.ndarray) -> np.ndarray:
         m = 2**self.spec.scales
@@ -396,13 +713,20 @@ class L3CCodec:
         out[..., :channel] = symbols[..., :channel]
         return out
 
+    def _subpixel_steps(self, shape: tuple[int, ...]) -> list[tuple[int, np.ndarray | None]]:
+        """``(step, flat indices of its positions)`` for x(s) of ``shape [1, H, W, C]``, in coding
+        order; ``[(0, None)]`` (every position at once) without sub-pixel steps."""
+        steps = self.spec.subpixel_steps
+        if steps == 1:
+            return [(0, None)]
+        return [(k, subpixel_index(shape[1], shape[2], steps, k)) for k in range(steps)]
+
     def _encode_tile(self, tile: np.ndarray, bit_maps: dict | None = None,
                      with_bits: bool = True) -> tuple[list[bytes], float]:
         from jaxcomp.coding import encode_uniform
 
         s = self.spec
-        names = self.payload_names()
-        symbols = [np.asarray(v) for v in self._symbols(self.params, jnp.asarray(self._pad(tile))[None])]
+        symbols = [np.asarray(v) for v in self._symbols(self.params, jax.device_put(self._pad(tile)[None]))]
         payloads = [encode_uniform(symbols[s.scales], s.num_levels(s.scales)).tobytes()]
         bits = len(payloads[0]) * 8.0
 
@@ -410,15 +734,25 @@ class L3CCodec:
             """Dispatches each payload's PMFs (asynchronously: JAX returns before computing)."""
             coarser = None
             for scale in range(s.scales, 0, -1):
-                coarser, raw = self._decode_scale(self.params, jnp.asarray(symbols[scale]), coarser, scale)
+                coarser, raw = self._decode_scale(self.params, jax.device_put(symbols[scale]), coarser, scale)
                 target = symbols[scale - 1]
                 rgb = s.channels(scale - 1) == 3
-                for c in range(3 if rgb else 1):
-                    inputs = jnp.asarray(self._partial(target, c) if rgb else target)
-                    pmf_lo = self._scale_pmf(raw, inputs, scale - 1, c, self._window(scale - 1, self.window))
-                    yield scale - 1, target[..., c] if rgb else target, pmf_lo
+                steps_map = None
+                if s.subpixel_steps > 1:
+                    steps_map = subpixel_steps_map(target.shape[1], target.shape[2], s.subpixel_steps)[None, ..., None]
+                for step, index in self._subpixel_steps(target.shape):
+                    part, raw_k = target, raw
+                    if index is not None:  # the decoder has the sub-pixels of the steps before, zeros elsewhere
+                        known = np.where(steps_map < step, target, 0)
+                        raw_k = self._step_raw(self.params, coarser, raw, jax.device_put(known), scale, step)
+                        part = target.reshape(-1, target.shape[-1])[index][None]  # [1, N, C]
+                    for c in range(3 if rgb else 1):
+                        inputs = jax.device_put(self._partial(part, c) if rgb else part)
+                        pmf_lo = self._scale_pmf(raw_k, inputs, scale - 1, c, self._window(scale - 1, self.window))
+                        where = (f"x({scale - 1}) {'RGB'[c]}" if rgb else f"x({scale - 1})", target.shape, index)
+                        yield scale - 1, part[..., c] if rgb else part, pmf_lo, where
 
-        def code(scale, part, pmf_lo):
+        def code(scale, part, pmf_lo, where):
             nonlocal bits
             pmf, lo = pmf_lo
             data, symbol_bits = self._encode(part, np.asarray(pmf), None if lo is None else np.asarray(lo), scale,
@@ -427,7 +761,7 @@ class L3CCodec:
             if symbol_bits is not None:
                 bits += float(symbol_bits.sum())
                 if bit_maps is not None:
-                    bit_maps[names[len(payloads) - 1]] = symbol_bits.astype(np.float32).reshape(part.shape[1:])
+                    self._add_bit_map(bit_maps, symbol_bits.astype(np.float32).reshape(part.shape[1:]), *where)
 
         # The encoder knows every symbol, so the next payload's PMFs compute while this one is coded.
         pending: collections.deque = collections.deque()
@@ -454,34 +788,58 @@ class L3CCodec:
         k = 1
         coarser = None
         for scale in range(s.scales, 0, -1):
-            coarser, raw = self._decode_scale(self.params, jnp.asarray(symbols), coarser, scale)
+            coarser, raw = self._decode_scale(self.params, jax.device_put(symbols), coarser, scale)
             shape = (1, ph // 2 ** (scale - 1), pw // 2 ** (scale - 1), s.channels(scale - 1))
             target = np.zeros(shape, np.int32)
             rgb = shape[-1] == 3
-            for c in range(3 if rgb else 1):
-                pmf, lo = self._pmfs(raw, target, scale - 1, c, window)
-                decoded = self._decode(words[k], pmf, lo, scale - 1)
-                if rgb:
-                    target[..., c] = decoded.reshape(shape[:3])
+            for step, index in self._subpixel_steps(shape):
+                part, raw_k = target, raw
+                if index is not None:  # x(scale-1) so far: the steps before decoded, zeros elsewhere
+                    raw_k = self._step_raw(self.params, coarser, raw, jax.device_put(target), scale, step)
+                    part = np.zeros((1, len(index), shape[-1]), np.int32)
+                for c in range(3 if rgb else 1):
+                    pmf, lo = self._pmfs(raw_k, part, scale - 1, c, window)
+                    decoded = self._decode(words[k], pmf, lo, scale - 1)
+                    if rgb:
+                        part[..., c] = decoded.reshape(part.shape[:-1])
+                    else:
+                        part = decoded.reshape(part.shape)
+                    k += 1
+                if index is None:
+                    target = part
                 else:
-                    target = decoded.reshape(shape)
-                k += 1
+                    target.reshape(-1, shape[-1])[index] = part[0]
             symbols = target
         return symbols[0, :h, :w].astype(np.uint8)
 
     def payload_names(self) -> list[str]:
-        """What each payload of a tile holds, in stream order (coarsest first)."""
+        """What each payload of a tile holds, in stream order (coarsest first; with sub-pixel
+        steps, each scale step by step, e.g. ``"x(0) step1 G"``)."""
         s = self.spec
         names = [f"x({s.scales}) uniform"]
+        steps = [""] if s.subpixel_steps == 1 else [f" step{k}" for k in range(s.subpixel_steps)]
         for scale in range(s.scales - 1, -1, -1):
-            names += [f"x({scale}) {c}" for c in "RGB"] if s.channels(scale) == 3 else [f"x({scale})"]
+            for step in steps:
+                names += [f"x({scale}){step} {c}" for c in "RGB"] if s.channels(scale) == 3 else [f"x({scale}){step}"]
         return names
+
+    @staticmethod
+    def _add_bit_map(maps: dict, bits: np.ndarray, name: str, shape: tuple[int, ...], index: np.ndarray | None):
+        """Puts the per-symbol bits of one payload (``[H, W]``, ``[H, W, C]``, or ``[N]`` / ``[N, C]``
+        at the flat positions ``index`` of a sub-pixel step) into the map of its scale and channel."""
+        if index is None:
+            maps[name] = bits
+            return
+        full = maps.setdefault(name, np.zeros(shape[1:3] + bits.shape[1:], np.float32))
+        full.reshape((-1,) + bits.shape[1:])[index] = bits
 
     def payloads_per_tile(self) -> int:
         return len(self.payload_names())
 
     def bit_maps(self, image: np.ndarray) -> dict[str, np.ndarray]:
-        """Per-symbol costs ``-log2 p`` under the coding PMFs, by payload name.
+        """Per-symbol costs ``-log2 p`` under the coding PMFs, by scale and channel (``"x(0) R"``,
+        ``"x(1)"``: the payload names without sub-pixel steps; with them, each map gathers the
+        steps' payloads).
 
         Each map is ``float32 [h_s, w_s]`` (RGB channels) or ``[h_s, w_s, C]`` (latents) of
         the padded image; ``image`` must fit in one tile.
@@ -517,6 +875,9 @@ class L3CCodec:
             bits += b
         meta = dict(height=h, width=w, mode=mode, tile=self.tile, window=self.window, numerics=self.numerics,
                     pixel_crc=zlib.crc32(image.tobytes()))
+        if self.buckets is not None:  # even tiles, computed at these sides (streams without it: neither)
+            default = self.buckets == bucket_sides(self.tile, self.spec.scales)
+            meta["buckets"] = DEFAULT_BUCKETS if default else list(self.buckets)  # a name: 50 bytes fewer
         data = pack(self.codec_name, self.fingerprint, meta, payloads)
         return (data, bits) if return_bits else data
 
@@ -537,6 +898,7 @@ class L3CCodec:
                                      int(meta["pixel_crc"]))
             window = int(meta.get("window", 0))  # streams written before windows existed code all levels
             stream_numerics = str(meta.get("numerics", "cpu/ynn"))  # ... and ran jaxlib's default convs
+            buckets = meta.get("buckets")  # ... and had neither buckets nor even tiles
         except (KeyError, TypeError, ValueError) as e:
             raise BitstreamError(f"bitstream metadata is incomplete: {e}") from e
         m = 2**self.spec.scales
@@ -548,14 +910,21 @@ class L3CCodec:
                 f"this file was compressed with {stream_numerics} numerics and this process computes with "
                 f"{self.numerics}: the model's probabilities would differ, so it cannot be decoded here. "
                 + NUMERICS_HELP)
-        tiles = self._tiles(h, w, tile)  # the tiling is a property of the stream, not of this codec
+        try:
+            sides = (None if buckets is None else bucket_sides(tile, self.spec.scales) if buckets == DEFAULT_BUCKETS
+                     else check_buckets(buckets, tile, self.spec.scales))
+        except ValueError as e:
+            raise BitstreamError(f"bitstream metadata is invalid: {e}") from e
+        # the tiling and the shapes the model ran at are properties of the stream, not of this codec
+        coder = self._with_buckets(sides)
+        tiles = coder._tiles(h, w, tile)
         per_tile = self.payloads_per_tile()
         if len(payloads) != per_tile * len(tiles):
             raise BitstreamError(f"bitstream has {len(payloads)} payloads, expected {per_tile * len(tiles)}")
         out = np.zeros((h, w, 3), np.uint8)
         try:
             for i, (y, x, th, tw) in enumerate(tiles):
-                out[y:y + th, x:x + tw] = self._decode_tile(payloads[i * per_tile:(i + 1) * per_tile], th, tw, window)
+                out[y:y + th, x:x + tw] = coder._decode_tile(payloads[i * per_tile:(i + 1) * per_tile], th, tw, window)
         except CodingError as e:
             raise BitstreamError(f"bitstream does not decode: {e}") from e
         image = out[..., 0] if mode == "L" else out
@@ -571,16 +940,18 @@ class L3CCodec:
         h, w = rgb.shape[:2]
         total = 0.0
         for y, x, th, tw in self._tiles(h, w):
-            x_in = jnp.asarray(self._pad(rgb[y:y + th, x:x + tw]))[None]
+            x_in = jax.device_put(self._pad(rgb[y:y + th, x:x + tw])[None])
             out = self._forward(self.params, x_in)
             total += float(sum(b[0] for b in bits_per_scale(self.spec, out)))
         return total
 
 
-def load_codec(checkpoint: str | None = None, tile: int = 512, window: int = DEFAULT_WINDOW) -> L3CCodec:
-    """An :class:`L3CCodec` from the shipped model (default), an exported ``.msgpack`` or a workdir."""
+def load_codec(checkpoint: str | None = None, tile: int = 512, window: int = DEFAULT_WINDOW,
+               buckets: Any = "auto") -> L3CCodec:
+    """An :class:`L3CCodec` from the shipped model (default), an exported ``.msgpack`` or a workdir
+    (``buckets``: see :class:`L3CCodec`)."""
     from jaxcomp.codecs.pretrained import DEFAULT_L3C
     from jaxcomp.modelfile import load_model
 
     config, params, _ = load_model(checkpoint or DEFAULT_L3C, task="l3c")
-    return L3CCodec(spec_from_config(config.model), params, tile=tile, window=window)
+    return L3CCodec(spec_from_config(config.model), params, tile=tile, window=window, buckets=buckets)

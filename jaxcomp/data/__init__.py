@@ -19,12 +19,14 @@ from jaxcomp.data.images import (
     benchmark_image_paths,
     centre_crop,
     eval_batches_from_arrays,
+    held_out_names,
     image_tiles,
     list_images,
     load_image,
     random_crop,
     resize_centre_crop,
     sample_image_paths,
+    sample_roles,
     split_files,
 )
 
@@ -32,20 +34,27 @@ __all__ = [
     "SAMPLES_DIR", "ArrayImageSource", "DataError", "ResizedSource", "mnist_images", "resize_centre_crop",
     "ImageBatches", "ImageFolderSource", "TfdsImageSource",
     "benchmark_image_paths", "build_image_data", "centre_crop", "eval_batches_from_arrays", "image_tiles",
-    "list_images", "load_image", "random_crop", "sample_image_paths", "split_files",
+    "list_images", "load_image", "random_crop", "sample_image_paths", "split_files", "held_out_names",
+    "sample_roles",
 ]
 
 
 def _split(files: list[str], data: ml_collections.ConfigDict) -> tuple[list[str], list[str]]:
     if data.get("val_path"):
         return files, list_images(data.val_path)
-    if data.source == "folder" and data.get("holdout", "hash") == "samples":
-        shipped = {os.path.basename(p) for p in sample_image_paths()}
+    holdout = data.get("holdout", "hash")
+    if data.source == "folder" and holdout in ("samples", "samples_val"):
+        # the shipped photos' originals never train; "samples_val": only the "val" ones validate and
+        # the "test" ones are never read (samples/splits.json); "samples": all of them validate
+        if holdout == "samples_val":
+            test = held_out_names("test")
+            files = [f for f in files if os.path.basename(f) not in test]
+        shipped = held_out_names("val" if holdout == "samples_val" else None)
         val = [f for f in files if os.path.basename(f) in shipped]
         if val and len(val) < len(files):
             return [f for f in files if f not in val], val
-    elif data.get("holdout", "hash") not in ("samples", "hash"):
-        raise DataError(f"data.holdout must be 'samples' or 'hash', not {data.holdout!r}")
+    elif holdout not in ("samples", "samples_val", "hash"):
+        raise DataError(f"data.holdout must be 'samples', 'samples_val' or 'hash', not {data.holdout!r}")
     return split_files(files, data.num_val)
 
 
@@ -58,7 +67,9 @@ def build_image_data(data: ml_collections.ConfigDict) -> ImageBatches:
       * ``"folder"`` — ``data.path``; validation images are ``data.val_path`` if given,
         else (``data.holdout="samples"``) the images named like the photos the package
         ships, so that anything evaluated on the shipped photos is evaluated on held-out
-        images; else (``"hash"``, or no such names) ``data.num_val`` images chosen by a
+        images (``"samples_val"``: only those of the validation role validate, and those of
+        the test role are never read: ``samples/splits.json``, :func:`sample_roles`); else
+        (``"hash"``, or no such names) ``data.num_val`` images chosen by a
         stable hash of their names;
       * ``"mnist"`` — the Keras ``mnist.npz`` at ``data.path``, zero-padded to ``data.pad_to``
         pixels a side (grayscale, C = 1): training images ``x_train[:50000]``, validation

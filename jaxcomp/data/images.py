@@ -66,9 +66,50 @@ def list_images(path: str) -> list[str]:
     return files
 
 
-def sample_image_paths() -> list[str]:
-    """The real photographs shipped inside the package (attribution in samples/SOURCES.md)."""
-    return list_images(SAMPLES_DIR)
+SAMPLE_ROLES = ("val", "test")
+SAMPLE_SPLITS = os.path.join(SAMPLES_DIR, "splits.json")
+
+
+def sample_roles() -> dict[str, str]:
+    """File name -> ``"val"`` or ``"test"`` for every shipped photo (``samples/splits.json``).
+
+    ``val``: for training decisions (validation while training, which model or setting to keep);
+    ``test``: only for the final benchmark table. The same names in ``../shared/data/photos`` are the
+    full-size originals, which training never reads (:func:`held_out_names`). Raises
+    :class:`DataError` if the manifest is missing, malformed or does not cover each photo once.
+    """
+    import json
+
+    try:
+        with open(SAMPLE_SPLITS) as f:
+            manifest = json.load(f)
+        roles = {name: role for role in SAMPLE_ROLES for name in manifest[role]}
+        counted = sum(len(manifest[role]) for role in SAMPLE_ROLES)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"the sample photos' split manifest {SAMPLE_SPLITS} is missing or malformed: {e}") from e
+    shipped = {os.path.basename(p) for p in list_images(SAMPLES_DIR)}
+    if counted != len(roles) or set(roles) != shipped:
+        raise DataError(f"{SAMPLE_SPLITS} must give each shipped photo exactly one role; photos without one: "
+                        f"{sorted(shipped - set(roles))}, unknown names or repeats: "
+                        f"{sorted(set(roles) - shipped) or counted - len(roles)}")
+    return roles
+
+
+def held_out_names(role: str | None = None) -> set[str]:
+    """Names of the shipped photos with ``role`` (``"val"``, ``"test"``; ``None``: all of them)."""
+    if role is not None and role not in SAMPLE_ROLES:
+        raise DataError(f"sample role must be one of {', '.join(SAMPLE_ROLES)} (or None for all), not {role!r}")
+    return {name for name, r in sample_roles().items() if role is None or r == role}
+
+
+def sample_image_paths(role: str | None = None) -> list[str]:
+    """The real photographs shipped inside the package (attribution in samples/SOURCES.md), sorted;
+    with ``role`` only the validation (``"val"``) or test (``"test"``) ones (see :func:`sample_roles`)."""
+    paths = list_images(SAMPLES_DIR)
+    if role is None:
+        return paths
+    names = held_out_names(role)
+    return [p for p in paths if os.path.basename(p) in names]
 
 
 def benchmark_image_paths(folder: str = "", max_images: int | None = None) -> list[str]:
