@@ -69,7 +69,7 @@ import os
 import numpy as np
 
 from jaxcomp.ecg.data import CLASSES, FS, ECGDataError
-from jaxcomp.ecg.synthetic import _colored_noise, _place_ectopics, _rr_af, _rr_sinus
+from jaxcomp.ecg.synthetic import colored_noise, draw_rhythm, place_subtype_ectopics
 
 BANK_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates", "ecg_templates.npz")
 MIT_FILE, HEALTHY_FILE = "mitbih_208_360hz_raw.npy", "systole_task1_1000hz.npy"
@@ -352,40 +352,15 @@ def synthesize_realistic_record(rng: np.random.Generator, label: int, n_samples:
     rr_src = bank[f"normal_{source}_rr"]
     info: dict = {"label": name, "source": source}
     rhythm = CLASSES[rng.choice(3, p=[0.6, 0.15, 0.25])] if name == "~" else name
-    subtypes: list[str] = []
     qrs_scale, pr_scale, notch = rng.uniform(0.9, 1.1), 1.0, 0.0
-    if rhythm == "N":
-        hr = rng.uniform(50, 105)
-        hrv = rng.uniform(0.04, 0.10) if rng.random() < 0.2 else rng.uniform(0.01, 0.08)
-        rr = _rr_sinus(rng, duration, 60 / hr, hrv)
-        ectopic = np.zeros(len(rr), bool)
-    elif rhythm == "A":
-        hr = rng.uniform(60, 160)
-        cv = rng.uniform(0.08, 0.15) if rng.random() < 0.25 else rng.uniform(0.12, 0.35)
-        rr = _rr_af(rng, duration, 60 / hr, cv)
-        ectopic = np.zeros(len(rr), bool)
-        info["rr_cv"] = cv
-    else:
-        options = ["pvc", "pac", "brady", "tachy", "wide_qrs", "av_block1", "bigeminy"]
-        subtypes = list(rng.choice(options, size=1 + int(rng.random() < 0.25), replace=False,
-                                   p=[0.22, 0.18, 0.12, 0.14, 0.14, 0.1, 0.1]))
-        hr = rng.uniform(55, 100)
-        if "brady" in subtypes:
-            hr = rng.uniform(35, 58)
-        if "tachy" in subtypes:
-            hr = rng.uniform(98, 165)
-        rr = _rr_sinus(rng, duration, 60 / hr, rng.uniform(0.01, 0.06))
-        ectopic = np.zeros(len(rr), bool)
+    hr, rr, ectopic, subtypes = draw_rhythm(rng, rhythm, duration, info, af_cv=((0.08, 0.15), (0.12, 0.35)))
+    if rhythm == "O":
         if "wide_qrs" in subtypes:
             qrs_scale = rng.uniform(1.6, 2.4)
             notch = rng.uniform(0.3, 0.7) if rng.random() < 0.5 else 0.0
         if "av_block1" in subtypes:
             pr_scale = 1.0 + rng.uniform(0.1, 0.2) / 0.2   # P part stretched 1.5-2x: P ~0.05-0.1 s earlier
-        kinds = [k for k in ("pvc", "pac", "bigeminy") if k in subtypes]
-        if kinds:
-            kind = "pac" if kinds[0] == "pac" else "pvc"
-            rr, ectopic = _place_ectopics(rng, rr, rng.uniform(0.03, 0.3), kind, kinds[0] == "bigeminy")
-            info["ectopic_kind"] = kind
+        rr, ectopic = place_subtype_ectopics(rng, rr, subtypes, info)
     info.update(rhythm=rhythm, heart_rate=hr, subtypes=subtypes)
     r_times = np.cumsum(rr) - rng.uniform(0, rr[0])
     keep = r_times < duration + 1.0
@@ -416,8 +391,8 @@ def synthesize_realistic_record(rng: np.random.Generator, label: int, n_samples:
         f_amp = rng.uniform(0.005, 0.03) if rng.random() < 0.25 else rng.uniform(0.02, 0.15)
         for _ in range(rng.integers(1, 4)):
             f0 = rng.uniform(4, 9)
-            phase = np.cumsum(2 * np.pi * (f0 + 0.8 * _colored_noise(rng, n_samples, 0, 0.5)) / FS)
-            env = 1 + 0.4 * _colored_noise(rng, n_samples, 0, 0.3)
+            phase = np.cumsum(2 * np.pi * (f0 + 0.8 * colored_noise(rng, n_samples, 0, 0.5)) / FS)
+            env = 1 + 0.4 * colored_noise(rng, n_samples, 0, 0.3)
             x += f_amp * env * np.sin(phase + rng.uniform(0, 2 * np.pi))
         info["f_wave_rel"] = f_amp
 
@@ -450,9 +425,9 @@ def _corrupt_realistic(rng: np.random.Generator, x: np.ndarray, bank: dict, info
         noise = _bank_noise(rng, bank, m, "mit", w) / bank["normal_mit_scale"]
         x[seg] += rng.uniform(3, 10) * noise
     if "motion" in rest:  # electrode motion: slow, large, bursty, with baseline steps
-        env = np.abs(_colored_noise(rng, m, 0, 0.5)) + 0.3
+        env = np.abs(colored_noise(rng, m, 0, 0.5)) + 0.3
         steps = np.cumsum(np.where(rng.random(m) < 1.5 / FS, rng.normal(0, 1.5, m), 0.0))
-        x[seg] += rng.uniform(0.8, 3) * env * _colored_noise(rng, m, 0.3, 12) + steps
+        x[seg] += rng.uniform(0.8, 3) * env * colored_noise(rng, m, 0.3, 12) + steps
         rest.remove("motion")
     for k in sorted(rest):  # broadband before leadoff
         x[seg] = _corrupt_one(rng, x[seg], k)

@@ -104,7 +104,7 @@ def _render(n_samples: int, r_times: np.ndarray, beats: dict) -> np.ndarray:
     return x[FS:FS + n_samples]
 
 
-def _colored_noise(rng: np.random.Generator, n: int, low: float, high: float) -> np.ndarray:
+def colored_noise(rng: np.random.Generator, n: int, low: float, high: float) -> np.ndarray:
     """Unit-variance Gaussian noise band-limited to ``[low, high]`` Hz (FFT masking)."""
     spec = np.fft.rfft(rng.standard_normal(n))
     f = np.fft.rfftfreq(n, 1 / FS)
@@ -134,6 +134,58 @@ def _place_ectopics(rng, rr: np.ndarray, prob: float, kind: str, bigeminy: bool 
     return rr, ectopic
 
 
+AF_CV = ((0.06, 0.12), (0.1, 0.3))  # RR coefficient of variation of AF: (with p 0.25, otherwise)
+
+
+def draw_rhythm(rng: np.random.Generator, rhythm: str, duration: float, info: dict,
+                af_cv: tuple[tuple[float, float], tuple[float, float]] = AF_CV
+                ) -> tuple[float, np.ndarray, np.ndarray, list[str]]:
+    """The beat times' skeleton of a recording of ``rhythm`` (``"N"``, ``"A"`` or ``"O"``).
+
+    N: sinus rhythm at 50-105 bpm with heart-rate variability; A: irregularly irregular RR at
+    60-160 bpm, coefficient of variation drawn from ``af_cv`` (stored in ``info["rr_cv"]``); O: one
+    or two subtypes of ``pvc, pac, brady, tachy, wide_qrs, av_block1, bigeminy`` on a sinus rhythm
+    whose rate the subtypes set. Returns ``(heart rate bpm, rr (n,) float64 s, ectopic (n,) bool
+    all False, subtypes)``; the ectopic beats of ``O`` are placed by :func:`place_subtype_ectopics`
+    after the caller's morphology draws.
+    """
+    subtypes: list[str] = []
+    if rhythm == "N":
+        hr = rng.uniform(50, 105)
+        hrv = rng.uniform(0.04, 0.10) if rng.random() < 0.2 else rng.uniform(0.01, 0.08)
+        rr = _rr_sinus(rng, duration, 60 / hr, hrv)
+    elif rhythm == "A":
+        hr = rng.uniform(60, 160)
+        (lo1, hi1), (lo2, hi2) = af_cv
+        cv = rng.uniform(lo1, hi1) if rng.random() < 0.25 else rng.uniform(lo2, hi2)
+        rr = _rr_af(rng, duration, 60 / hr, cv)
+        info["rr_cv"] = cv
+    else:
+        options = ["pvc", "pac", "brady", "tachy", "wide_qrs", "av_block1", "bigeminy"]
+        subtypes = list(rng.choice(options, size=1 + int(rng.random() < 0.25), replace=False,
+                                   p=[0.22, 0.18, 0.12, 0.14, 0.14, 0.1, 0.1]))
+        hr = rng.uniform(55, 100)
+        if "brady" in subtypes:
+            hr = rng.uniform(35, 58)
+        if "tachy" in subtypes:
+            hr = rng.uniform(98, 165)
+        rr = _rr_sinus(rng, duration, 60 / hr, rng.uniform(0.01, 0.06))
+    return hr, rr, np.zeros(len(rr), bool), subtypes
+
+
+def place_subtype_ectopics(rng: np.random.Generator, rr: np.ndarray, subtypes: list[str], info: dict
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """Premature beats of an ``O`` recording's ``pvc`` / ``pac`` / ``bigeminy`` subtypes: returns
+    ``(rr (n,), ectopic (n,) bool)`` (unchanged and all False without such a subtype) and records the
+    kind in ``info["ectopic_kind"]``."""
+    kinds = [k for k in ("pvc", "pac", "bigeminy") if k in subtypes]
+    if not kinds:
+        return rr, np.zeros(len(rr), bool)
+    kind = "pac" if kinds[0] == "pac" else "pvc"
+    info["ectopic_kind"] = kind
+    return _place_ectopics(rng, rr, rng.uniform(0.03, 0.3), kind, kinds[0] == "bigeminy")
+
+
 def synthesize_record(rng: np.random.Generator, label: int, n_samples: int) -> tuple[np.ndarray, dict]:
     """One synthetic recording of class ``label`` (index into ``CLASSES``), float32 mV ``[n_samples]``.
 
@@ -148,40 +200,16 @@ def synthesize_record(rng: np.random.Generator, label: int, n_samples: int) -> t
     else:
         rhythm = name
     p_wave, pr = True, rng.uniform(0.14, 0.2)
-    subtypes: list[str] = []
-    if rhythm == "N":
-        hr = rng.uniform(50, 105)
-        hrv = rng.uniform(0.04, 0.10) if rng.random() < 0.2 else rng.uniform(0.01, 0.08)
-        rr = _rr_sinus(rng, duration, 60 / hr, hrv)
-        ectopic = np.zeros(len(rr), bool)
-    elif rhythm == "A":
-        hr = rng.uniform(60, 160)
-        cv = rng.uniform(0.06, 0.12) if rng.random() < 0.25 else rng.uniform(0.1, 0.3)
-        rr = _rr_af(rng, duration, 60 / hr, cv)
-        ectopic = np.zeros(len(rr), bool)
+    hr, rr, ectopic, subtypes = draw_rhythm(rng, rhythm, duration, info)
+    if rhythm == "A":
         p_wave = False
-        info["rr_cv"] = cv
-    else:  # O
-        options = ["pvc", "pac", "brady", "tachy", "wide_qrs", "av_block1", "bigeminy"]
-        subtypes = list(rng.choice(options, size=1 + int(rng.random() < 0.25), replace=False,
-                                   p=[0.22, 0.18, 0.12, 0.14, 0.14, 0.1, 0.1]))
-        hr = rng.uniform(55, 100)
-        if "brady" in subtypes:
-            hr = rng.uniform(35, 58)
-        if "tachy" in subtypes:
-            hr = rng.uniform(98, 165)
-        rr = _rr_sinus(rng, duration, 60 / hr, rng.uniform(0.01, 0.06))
-        ectopic = np.zeros(len(rr), bool)
+    elif rhythm == "O":
         if "wide_qrs" in subtypes:
             morph["qrs_w"] = rng.uniform(0.022, 0.035)
             morph["notch"] = rng.random() < 0.7
         if "av_block1" in subtypes:
             pr = rng.uniform(0.24, 0.36)
-        kinds = [k for k in ("pvc", "pac", "bigeminy") if k in subtypes]
-        if kinds:
-            kind = "pac" if kinds[0] == "pac" else "pvc"
-            rr, ectopic = _place_ectopics(rng, rr, rng.uniform(0.03, 0.3), kind, kinds[0] == "bigeminy")
-            info["ectopic_kind"] = kind
+        rr, ectopic = place_subtype_ectopics(rng, rr, subtypes, info)
     info.update(rhythm=rhythm, heart_rate=hr, subtypes=subtypes)
 
     r_times = np.cumsum(rr) - rng.uniform(0, rr[0])
@@ -208,8 +236,8 @@ def synthesize_record(rng: np.random.Generator, label: int, n_samples: int) -> t
         f_amp = rng.uniform(0.005, 0.03) if rng.random() < 0.25 else rng.uniform(0.02, 0.12)
         for _ in range(rng.integers(1, 4)):
             f0 = rng.uniform(4, 9)
-            phase = np.cumsum(2 * np.pi * (f0 + 0.8 * _colored_noise(rng, n_samples, 0, 0.5)) / FS)
-            env = 1 + 0.4 * _colored_noise(rng, n_samples, 0, 0.3)
+            phase = np.cumsum(2 * np.pi * (f0 + 0.8 * colored_noise(rng, n_samples, 0, 0.5)) / FS)
+            env = 1 + 0.4 * colored_noise(rng, n_samples, 0, 0.3)
             x += f_amp * env * np.sin(phase + rng.uniform(0, 2 * np.pi))
         info["f_wave_mV"] = f_amp
 
@@ -218,8 +246,8 @@ def synthesize_record(rng: np.random.Generator, label: int, n_samples: int) -> t
     for _ in range(rng.integers(1, 4)):
         x += rng.uniform(0.02, 0.25) * np.sin(2 * np.pi * rng.uniform(0.05, 0.5) * t + rng.uniform(0, 6.3))
     x += rng.uniform(0, 0.03) * np.sin(2 * np.pi * rng.choice([50.0, 60.0]) * t + rng.uniform(0, 6.3))
-    emg = _colored_noise(rng, n_samples, 20, 140) * rng.uniform(0.003, 0.03)
-    burst = 1 + 3 * (_colored_noise(rng, n_samples, 0, 0.3) > 1.5)
+    emg = colored_noise(rng, n_samples, 20, 140) * rng.uniform(0.003, 0.03)
+    burst = 1 + 3 * (colored_noise(rng, n_samples, 0, 0.3) > 1.5)
     x += emg * burst
 
     if name == "~":
@@ -241,7 +269,7 @@ def _corrupt(rng: np.random.Generator, x: np.ndarray, info: dict) -> np.ndarray:
     signal_rms = np.std(x) + 1e-6
     for kind in kinds:
         if kind == "motion":  # electrode motion: large, slow, non-stationary
-            x[seg] += signal_rms * rng.uniform(1.5, 5) * _colored_noise(rng, m, 0.3, 12)
+            x[seg] += signal_rms * rng.uniform(1.5, 5) * colored_noise(rng, m, 0.3, 12)
         elif kind == "broadband":
             snr_db = rng.uniform(-6, 3)
             x[seg] += signal_rms * 10 ** (-snr_db / 20) * rng.standard_normal(m)
