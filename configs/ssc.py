@@ -55,6 +55,7 @@ def get_config(variant: str = "synthetic") -> ml_collections.ConfigDict:
         algorithms=("omp", "mp"), s_max=20, tau=1e-3, tau_mode="noise", tau_subspace_dim=0,
         p_max=0,  # 0: p_max = s_max
         corr_tol=0.0, chunk_size=1024,
+        affinity_normalization="none",  # or "l2": rows of C to unit norm before |C| + |C|^T (authors' code)
     ))
     c.grid = ml_collections.ConfigDict(dict(
         axes="t_rho", t=(0, 4, 8, 10, 12, 14, 16, 18), rho=(1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0),

@@ -342,3 +342,20 @@ def test_experiment_scripts_report_config_errors_without_traceback(capsys):
     for script, spec in ((cluster, "configs/ssc.py:tiny"), (nnmp, "configs/nnmp.py:tiny")):
         assert script.main(["--config", spec, "--workdir", "/tmp/unused", "--config.no_such_key=1"]) == 2
         assert "no key 'no_such_key'" in capsys.readouterr().err
+
+
+def test_affinity_row_normalization_matches_hand_computation():
+
+    from jaxcomp.cluster import SSCOMP
+    from jaxcomp.cluster.ssc import affinity_from_coefficients
+
+    C = sp.csr_matrix(np.array([[0.0, 3.0, -4.0], [0.5, 0.0, 0.0], [0.0, 0.0, 0.0]]))
+    plain = affinity_from_coefficients(C).toarray()
+    np.testing.assert_allclose(plain, [[0, 3.5, 4], [3.5, 0, 0], [4, 0, 0]])
+    # rows to unit L2 norm first: row 0 -> (0, 0.6, -0.8), row 1 -> (1, 0, 0), the zero row stays zero
+    l2 = affinity_from_coefficients(C, normalize="l2").toarray()
+    np.testing.assert_allclose(l2, [[0, 1.6, 0.8], [1.6, 0, 0], [0.8, 0, 0]])
+    with pytest.raises(ValueError, match="normalize must be one of"):
+        affinity_from_coefficients(C, normalize="max")
+    with pytest.raises(ValueError, match="affinity_normalization must be one of"):
+        SSCOMP(n_clusters=2, affinity_normalization="L2").fit(np.eye(4))

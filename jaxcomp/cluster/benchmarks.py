@@ -41,7 +41,8 @@ def tau_for(cfg, sigma: float) -> float:
 def make_estimator(algorithm: str, cfg, n_clusters, s_max: int, tau: float, verbose: bool = False):
     """``SSCOMP`` or ``SSCMP`` with the config's settings."""
     common = dict(n_clusters=n_clusters, s_max=int(s_max), tau=tau, corr_tol=cfg.ssc.corr_tol,
-                  chunk_size=cfg.ssc.chunk_size, random_state=cfg.seed, verbose=verbose)
+                  chunk_size=cfg.ssc.chunk_size, random_state=cfg.seed, verbose=verbose,
+                  affinity_normalization=cfg.ssc.get("affinity_normalization", "none"))
     if algorithm == "omp":
         return SSCOMP(**common)
     if algorithm == "mp":

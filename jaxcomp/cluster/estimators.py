@@ -8,13 +8,16 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 
 from jaxcomp.cluster.spectral import spectral_clustering
-from jaxcomp.cluster.ssc import affinity_from_coefficients, check_data, sparse_coefficients
+from jaxcomp.cluster.ssc import AFFINITY_NORMALIZATIONS, affinity_from_coefficients, check_data, sparse_coefficients
 
 
 class _SSCBase(ClusterMixin, BaseEstimator):
     _algorithm = "omp"
 
     def _fit(self, X, p_max):
+        if self.affinity_normalization not in AFFINITY_NORMALIZATIONS:
+            raise ValueError(f"affinity_normalization must be one of {AFFINITY_NORMALIZATIONS}, "
+                             f"got {self.affinity_normalization!r}")
         if self.n_clusters is not None and (
             isinstance(self.n_clusters, bool) or int(self.n_clusters) != self.n_clusters or self.n_clusters < 1
         ):
@@ -35,7 +38,7 @@ class _SSCBase(ClusterMixin, BaseEstimator):
         self.coef_ = C
         self.n_iter_ = info["n_iter"]
         self.residual_norm_ = info["residual_norm"]
-        self.affinity_matrix_ = affinity_from_coefficients(C)
+        self.affinity_matrix_ = affinity_from_coefficients(C, self.affinity_normalization)
         self.labels_, self.n_clusters_ = spectral_clustering(
             self.affinity_matrix_, self.n_clusters, max_clusters=self.max_clusters, seed=self.random_state
         )
@@ -60,6 +63,8 @@ class SSCOMP(_SSCBase):
       max_clusters: upper bound for the eigengap estimate.
       random_state: seed of the eigensolver start vector and k-means.
       verbose: tqdm progress over chunks.
+      affinity_normalization: ``"none"`` (``|C| + |C|^T``) or ``"l2"`` (each point's representation
+        scaled to unit norm first, as the authors' code; see ``affinity_from_coefficients``).
 
     Attributes (after ``fit``): ``coef_`` (N, N) csr, ``affinity_matrix_`` (N, N) csr,
     ``labels_`` (N,), ``n_clusters_``, ``n_features_in_`` (m), ``n_iter_`` (N,), ``residual_norm_``
@@ -78,6 +83,7 @@ class SSCOMP(_SSCBase):
         max_clusters: int = 20,
         random_state: int = 0,
         verbose: bool = False,
+        affinity_normalization: str = "none",
     ):
         self.n_clusters = n_clusters
         self.s_max = s_max
@@ -87,6 +93,7 @@ class SSCOMP(_SSCBase):
         self.max_clusters = max_clusters
         self.random_state = random_state
         self.verbose = verbose
+        self.affinity_normalization = affinity_normalization
 
     def fit(self, X, y=None) -> SSCOMP:
         """``X`` ``(N, m)``, one point per row."""
@@ -110,6 +117,7 @@ class SSCMP(_SSCBase):
         max_clusters: int = 20,
         random_state: int = 0,
         verbose: bool = False,
+        affinity_normalization: str = "none",
     ):
         self.n_clusters = n_clusters
         self.s_max = s_max
@@ -120,6 +128,7 @@ class SSCMP(_SSCBase):
         self.max_clusters = max_clusters
         self.random_state = random_state
         self.verbose = verbose
+        self.affinity_normalization = affinity_normalization
 
     def fit(self, X, y=None) -> SSCMP:
         """``X`` ``(N, m)``, one point per row."""

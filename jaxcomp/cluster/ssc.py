@@ -174,8 +174,21 @@ def sparse_coefficients(
     return C, {"n_iter": np.concatenate(iters), "residual_norm": np.concatenate(rnorms)}
 
 
-def affinity_from_coefficients(C) -> sp.csr_matrix:
-    """``A = |C| + |C|^T`` as a float64 csr matrix."""
+AFFINITY_NORMALIZATIONS = ("none", "l2")
+
+
+def affinity_from_coefficients(C, normalize: str = "none") -> sp.csr_matrix:
+    """``A = |C| + |C|^T`` as a float64 csr matrix ``(N, N)``.
+
+    ``normalize="l2"`` first scales each row of ``C`` (one point's representation) to unit
+    Euclidean norm, as the authors' SSC-OMP code does before symmetrising (points whose
+    representation has a large norm no longer dominate the graph); an all-zero row stays zero.
+    """
+    if normalize not in AFFINITY_NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {AFFINITY_NORMALIZATIONS}, got {normalize!r}")
     C = sp.csr_matrix(C)
     absC = abs(C).astype(np.float64)
+    if normalize == "l2":
+        norms = np.sqrt(np.asarray(absC.multiply(absC).sum(axis=1)).ravel())
+        absC = sp.diags(1.0 / np.where(norms > 0, norms, 1.0)) @ absC
     return (absC + absC.T).tocsr()
