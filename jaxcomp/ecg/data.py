@@ -381,6 +381,19 @@ def load_dataset(data) -> ECGDataset:
     return _DATASETS[key]
 
 
+def fold_indices(dataset: ECGDataset, data, fold: int | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """``(train_idx, eval_idx)`` int arrays of fold ``fold`` (default ``data.fold``) of the stratified
+    ``data.num_folds``-fold split (seed ``data.fold_seed``); ``num_folds=0``: all recordings train,
+    none evaluate."""
+    fold = data.fold if fold is None else fold
+    if not data.num_folds:
+        return np.arange(len(dataset)), np.arange(0)
+    if not 0 <= fold < data.num_folds:
+        raise ECGDataError(f"data.fold must be in 0..{data.num_folds - 1}, got {fold}")
+    return stratified_kfold(dataset.labels, data.num_folds, data.fold_seed)[fold]
+
+
 def build_ecg_data(data, fold: int | None = None) -> ECGBatches:
     """:class:`ECGBatches` for fold ``fold`` (default ``data.fold``) of ``data.num_folds`` stratified folds.
 
@@ -389,12 +402,6 @@ def build_ecg_data(data, fold: int | None = None) -> ECGBatches:
     import jax
 
     dataset = load_dataset(data)
-    fold = data.fold if fold is None else fold
-    if data.num_folds:
-        if not 0 <= fold < data.num_folds:
-            raise ECGDataError(f"data.fold must be in 0..{data.num_folds - 1}, got {fold}")
-        train_idx, eval_idx = stratified_kfold(dataset.labels, data.num_folds, data.fold_seed)[fold]
-    else:
-        train_idx, eval_idx = np.arange(len(dataset)), np.arange(0)
+    train_idx, eval_idx = fold_indices(dataset, data, fold)
     return ECGBatches(dataset, train_idx, eval_idx, data.batch_size, data.seed, tuple(data.buckets),
                       data.class_weight_power, jax.process_index(), jax.process_count())

@@ -37,7 +37,7 @@ import ml_collections
 import numpy as np
 
 from jaxcomp.configs import apply_overrides
-from jaxcomp.ecg.data import CLASSES, ECGBatches, ECGDataError, ECGDataset, load_dataset, stratified_kfold
+from jaxcomp.ecg.data import CLASSES, ECGBatches, ECGDataset, fold_indices, load_dataset
 from jaxcomp.ecg.scoring import challenge_f1, confusion_matrix, plot_confusion, score
 from jaxcomp.ecg.task import ECGTask
 from jaxcomp.xla import enable_compilation_cache
@@ -141,13 +141,7 @@ def build_training_data(config: ml_collections.ConfigDict, fold: int | None = No
     """
     data = config.data
     dataset = load_dataset(data)
-    fold = data.fold if fold is None else fold
-    if data.num_folds:
-        if not 0 <= fold < data.num_folds:
-            raise ECGDataError(f"data.fold must be in 0..{data.num_folds - 1}, got {fold}")
-        train_idx, eval_idx = stratified_kfold(dataset.labels, data.num_folds, data.fold_seed)[fold]
-    else:
-        train_idx, eval_idx = np.arange(len(dataset)), np.arange(0)
+    train_idx, eval_idx = fold_indices(dataset, data, fold)
     validation = config.get("validation", ml_collections.ConfigDict({"fraction": 0.0, "seed": 0}))
     train_idx, val_idx = validation_split(dataset.labels, train_idx, validation.fraction, validation.get("seed", 0))
     train_labels = dataset.labels[train_idx]

@@ -69,7 +69,7 @@ import os
 import numpy as np
 
 from jaxcomp.ecg.data import CLASSES, FS, ECGDataError
-from jaxcomp.ecg.synthetic import colored_noise, draw_rhythm, place_subtype_ectopics
+from jaxcomp.ecg.synthetic import add_f_waves, colored_noise, draw_rhythm, place_subtype_ectopics
 
 BANK_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates", "ecg_templates.npz")
 MIT_FILE, HEALTHY_FILE = "mitbih_208_360hz_raw.npy", "systole_task1_1000hz.npy"
@@ -388,13 +388,7 @@ def synthesize_realistic_record(rng: np.random.Generator, label: int, n_samples:
             qrs_only = beat * np.exp(-0.5 * (((np.arange(PRE + POST) - PRE) / FS) / 0.02) ** 4)
             _render_beat(x, r + 0.05 * qrs_scale, notch * qrs_only, qrs_scale, 1.0, 1.0)
     if rhythm == "A":  # fibrillatory waves (relative to the unit median R)
-        f_amp = rng.uniform(0.005, 0.03) if rng.random() < 0.25 else rng.uniform(0.02, 0.15)
-        for _ in range(rng.integers(1, 4)):
-            f0 = rng.uniform(4, 9)
-            phase = np.cumsum(2 * np.pi * (f0 + 0.8 * colored_noise(rng, n_samples, 0, 0.5)) / FS)
-            env = 1 + 0.4 * colored_noise(rng, n_samples, 0, 0.3)
-            x += f_amp * env * np.sin(phase + rng.uniform(0, 2 * np.pi))
-        info["f_wave_rel"] = f_amp
+        info["f_wave_rel"] = add_f_waves(rng, x, 0.15)
 
     # everyone: real noise of the bank (relative to its source's R amplitude), powerline
     noise_src = rng.choice(["mit", "healthy"])

@@ -186,6 +186,20 @@ def place_subtype_ectopics(rng: np.random.Generator, rr: np.ndarray, subtypes: l
     return _place_ectopics(rng, rr, rng.uniform(0.03, 0.3), kind, kinds[0] == "bigeminy")
 
 
+def add_f_waves(rng: np.random.Generator, x: np.ndarray, high: float) -> float:
+    """Adds AF's fibrillatory waves to ``x`` ``(n,)`` float in place: 1-3 components at 4-9 Hz with a
+    wandering phase and amplitude; the amplitude is drawn from ``[0.005, 0.03]`` (p 0.25) or
+    ``[0.02, high]`` and returned."""
+    n = len(x)
+    f_amp = rng.uniform(0.005, 0.03) if rng.random() < 0.25 else rng.uniform(0.02, high)
+    for _ in range(rng.integers(1, 4)):
+        f0 = rng.uniform(4, 9)
+        phase = np.cumsum(2 * np.pi * (f0 + 0.8 * colored_noise(rng, n, 0, 0.5)) / FS)
+        env = 1 + 0.4 * colored_noise(rng, n, 0, 0.3)
+        x += f_amp * env * np.sin(phase + rng.uniform(0, 2 * np.pi))
+    return f_amp
+
+
 def synthesize_record(rng: np.random.Generator, label: int, n_samples: int) -> tuple[np.ndarray, dict]:
     """One synthetic recording of class ``label`` (index into ``CLASSES``), float32 mV ``[n_samples]``.
 
@@ -232,14 +246,7 @@ def synthesize_record(rng: np.random.Generator, label: int, n_samples: int) -> t
     x = _render(n_samples, r_times, beats)
 
     if rhythm == "A":  # fibrillatory waves: 4-9 Hz with a wandering phase and amplitude
-        t = np.arange(n_samples) / FS
-        f_amp = rng.uniform(0.005, 0.03) if rng.random() < 0.25 else rng.uniform(0.02, 0.12)
-        for _ in range(rng.integers(1, 4)):
-            f0 = rng.uniform(4, 9)
-            phase = np.cumsum(2 * np.pi * (f0 + 0.8 * colored_noise(rng, n_samples, 0, 0.5)) / FS)
-            env = 1 + 0.4 * colored_noise(rng, n_samples, 0, 0.3)
-            x += f_amp * env * np.sin(phase + rng.uniform(0, 2 * np.pi))
-        info["f_wave_mV"] = f_amp
+        info["f_wave_mV"] = add_f_waves(rng, x, 0.12)
 
     # Everyone: baseline wander, powerline, muscle noise.
     t = np.arange(n_samples) / FS
