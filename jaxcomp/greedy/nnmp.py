@@ -340,6 +340,15 @@ def _make_runner(objective: Objective | None, variant: str, max_iter: int, lmo, 
     return jax.jit(run) if jit else run
 
 
+def _check_atom_columns(A: np.ndarray) -> None:
+    """Refuses atoms ``A`` ``(m, K)`` with NaN / infinite entries or zero columns (no direction)."""
+    if not np.all(np.isfinite(A)):
+        raise ValueError("atoms contain NaN or infinite entries")
+    zero = np.flatnonzero(np.linalg.norm(A, axis=0) == 0)
+    if zero.size:
+        raise ValueError(f"atoms have {zero.size} zero column(s), e.g. column {int(zero[0])}")
+
+
 @functools.lru_cache(maxsize=64)
 def _batched_distance_runner(variant: str, max_iter: int):
     """One jitted ``(A (m, K), B (n, m)) -> NNMPResult`` (leading axis n, ``atoms=None``) per
@@ -384,11 +393,7 @@ def nnmp_batch(atoms, targets, *, variant: str = "nnmp", max_iter: int = 100, x6
         raise ValueError(f"atoms must be a non-empty 2-D (m, K) array with atoms as columns, got shape {A.shape}")
     if not np.issubdtype(A.dtype, np.number) or np.iscomplexobj(A):
         raise ValueError(f"atoms must be real numbers, got dtype {A.dtype}")
-    if not np.all(np.isfinite(A)):
-        raise ValueError("atoms contain NaN or infinite entries")
-    zero = np.flatnonzero(np.linalg.norm(A, axis=0) == 0)
-    if zero.size:
-        raise ValueError(f"atoms have {zero.size} zero column(s), e.g. column {int(zero[0])}")
+    _check_atom_columns(A)
     Y = np.asarray(targets)
     single = Y.ndim == 1
     if single:
@@ -468,11 +473,7 @@ def nnmp(
         A = np.asarray(atoms)
         if A.ndim != 2:
             raise ValueError(f"atoms must be 2-D (m, K) with atoms as columns, got shape {A.shape}")
-        if not np.all(np.isfinite(A)):
-            raise ValueError("atoms contain NaN or infinite entries")
-        zero = np.flatnonzero(np.linalg.norm(A, axis=0) == 0)
-        if zero.size:
-            raise ValueError(f"atoms have {zero.size} zero column(s), e.g. column {int(zero[0])}")
+        _check_atom_columns(A)
         if dim is not None and dim != A.shape[0]:
             raise ValueError(f"mismatched shapes: dim={dim} but atoms have {A.shape[0]} rows")
         if lmo_returns_atom:
