@@ -10,6 +10,7 @@ their DeepLab segmentation heads (understanding on compressed representations, I
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -21,13 +22,17 @@ from jaxcomp.models.cresnet import PAPER_NETWORKS, DeepLab, ImageNetResNet, unde
 from jaxcomp.models.densenet import DenseNetBC
 from jaxcomp.models.layers import batch_norm, default_conv, default_dense, he_normal_fan_out, pad_same
 from jaxcomp.models.lstm import LSTMLanguageModel
-from jaxcomp.models.resnet import BasicBlock, CifarResNet, WideBlock, WideResNet
+from jaxcomp.models.resnet import IMAGENET_RESNETS, BasicBlock, CifarResNet, WideBlock, WideResNet, imagenet_resnet
 
 #: Architectures by the BAN paper's names (CIFAR-100).
 PAPER_CLASSIFIERS = ("wrn-28-1", "wrn-28-2", "wrn-28-5", "wrn-28-10", "densenet-bc-112-33", "densenet-bc-90-60",
                      "densenet-bc-80-80", "densenet-bc-80-120", "resnet20", "resnet56")
 
+#: ``(pattern, match -> (module class or factory, its architecture kwargs))``; each is called with
+#: ``num_classes=`` and the caller's kwargs. The ImageNet ResNets' names are :data:`resnet.IMAGENET_RESNETS`.
 _PATTERNS = (
+    (re.compile("(" + "|".join(map(re.escape, IMAGENET_RESNETS)) + ")$"),
+     lambda m: (functools.partial(imagenet_resnet, m[1]), {})),
     (re.compile(r"resnet(\d+)$"), lambda m: (CifarResNet, dict(depth=int(m[1])))),
     (re.compile(r"resnet(\d+)x(\d+)$"), lambda m: (CifarResNet, dict(depth=int(m[1]), width=int(m[2])))),
     (re.compile(r"wrn-(\d+)-(\d+)$"), lambda m: (WideResNet, dict(depth=int(m[1]), width=int(m[2])))),
@@ -37,7 +42,8 @@ _PATTERNS = (
 
 def classifier(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     """A classifier by name: ``resnet{6n+2}``, ``resnet{6n+2}x{width}``, ``wrn-{6n+4}-{k}``,
-    ``densenet-bc-{depth}-{growth}``.
+    ``densenet-bc-{depth}-{growth}``, or the ImageNet ``resnet18-imagenet`` / ``resnet34-imagenet``
+    (:func:`jaxcomp.models.resnet.imagenet_resnet`).
 
     ``kwargs`` go to the module (e.g. ``dropout=0.3``, ``shortcut="B"``, ``conv=...``,
     ``dense=...``). The module maps ``float32 [B, H, W, C] -> logits [B, num_classes]``.
@@ -45,10 +51,6 @@ def classifier(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     Raises:
       ValueError: an unknown name or an invalid depth.
     """
-    from jaxcomp.models.resnet import IMAGENET_RESNETS, imagenet_resnet  # ImageNet ResNet-18/34 (StrassenNets)
-
-    if name.lower() in IMAGENET_RESNETS:
-        return imagenet_resnet(name.lower(), num_classes, **kwargs)
     for pattern, build in _PATTERNS:
         m = pattern.match(name.lower())
         if m:
@@ -61,6 +63,8 @@ def classifier(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
 
 
 def _check_depth(model: nn.Module) -> None:
+    if not isinstance(model, (CifarResNet, WideResNet, DenseNetBC)):
+        return  # fixed architectures (the ImageNet ResNets)
     if isinstance(model, DenseNetBC):
         if model.depth < 10:
             raise ValueError(f"DenseNet-BC depth must be at least 10, got {model.depth}")

@@ -213,49 +213,49 @@ class TWNDense(nn.Module):
         return y
 
 
-class TWNConv(nn.Module):
-    """The ternary-weight (TWN) baseline of a conv: the zoo's conv with its kernel ``wt [kh, kw, C_in, features]``
-    ternarized by the task. ``float32 [B, H, W, C_in] -> [B, H', W', features]``; the factory contract
-    of :class:`CountedConv`. Counts: see :func:`~jaxcomp.strassen.counting.twn_conv_counts`."""
+class CountedConv(nn.Module):
+    """A plain (full-precision) conv with the zoo's signature that sows its operation counts.
+
+    ``float32 [B, H, W, C_in] -> [B, H', W', features]``; parameters ``kernel [kh, kw, C_in, features]``
+    (He normal, fan out) and ``bias [features]`` when ``use_bias``. Counts: see
+    :func:`~jaxcomp.strassen.counting.conv_counts`. :class:`TWNConv` is this conv with another kernel
+    name and counts.
+    """
 
     features: int
     kernel_size: Sequence[int]
     strides: Sequence[int] = (1, 1)
     padding: Padding = ((0, 0), (0, 0))
     use_bias: bool = False
+
+    #: the kernel's parameter name (not a dataclass field: no annotation)
+    kernel_name = "kernel"
+
+    def op_counts(self, h_out: int, w_out: int, c_in: int) -> dict[str, int]:
+        """The layer's per-example counts for an ``h_out x w_out x features`` output from ``c_in`` channels."""
+        return counting.conv_counts(h_out, w_out, c_in, self.features, *self.kernel_size, self.use_bias)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         if x.ndim != 4:
-            raise ValueError(f"TWNConv expects [B, H, W, C], got shape {x.shape}")
-        wt = self.param("wt", nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
-                        (*self.kernel_size, x.shape[-1], self.features))
-        y = jax.lax.conv_general_dilated(x, wt.astype(x.dtype), tuple(self.strides), tuple(self.padding),
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (self.features,))
-        self.sow("op_counts", "ops", counting.twn_conv_counts(
-            y.shape[1], y.shape[2], x.shape[-1], self.features, *self.kernel_size, self.use_bias))
-        return y
-
-
-class CountedConv(nn.Module):
-    """A plain (full-precision) conv with the zoo's signature that sows its operation counts."""
-
-    features: int
-    kernel_size: Sequence[int]
-    strides: Sequence[int] = (1, 1)
-    padding: Padding = ((0, 0), (0, 0))
-    use_bias: bool = False
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.param("kernel", nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
+            raise ValueError(f"{type(self).__name__} expects [B, H, W, C], got shape {x.shape}")
+        kernel = self.param(self.kernel_name, nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
                             (*self.kernel_size, x.shape[-1], self.features))
         y = jax.lax.conv_general_dilated(x, kernel.astype(x.dtype), tuple(self.strides), tuple(self.padding),
                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (self.features,))
-        self.sow("op_counts", "ops", counting.conv_counts(
-            y.shape[1], y.shape[2], x.shape[-1], self.features, *self.kernel_size, self.use_bias))
+        self.sow("op_counts", "ops", self.op_counts(y.shape[1], y.shape[2], x.shape[-1]))
         return y
+
+
+class TWNConv(CountedConv):
+    """The ternary-weight (TWN) baseline of a conv: the zoo's conv with its kernel ``wt [kh, kw, C_in, features]``
+    ternarized by the task. ``float32 [B, H, W, C_in] -> [B, H', W', features]``; the factory contract
+    of :class:`CountedConv`, whose body it shares (only the kernel's name and the counts differ). Counts: see
+    :func:`~jaxcomp.strassen.counting.twn_conv_counts`."""
+
+    kernel_name = "wt"
+
+    def op_counts(self, h_out: int, w_out: int, c_in: int) -> dict[str, int]:
+        return counting.twn_conv_counts(h_out, w_out, c_in, self.features, *self.kernel_size, self.use_bias)

@@ -16,7 +16,9 @@ teacher (``distill.loss="kd"``, ``distill.teachers=(workdir,)``: the zoo's KD lo
   p              outputs per hidden position along each axis (SPN conv).
   layers         which layers become SPNs: ``"inner"`` (classifiers: every conv but the stem,
                  the head stays full precision; LSTM: input and recurrent projections, the output
-                 layer stays full precision) or ``"all"``.
+                 layer stays full precision), ``"convs"`` (every conv, the stem / root conv included;
+                 the dense head and the LM's output layer stay full precision: the authors' ST-ResNet-20)
+                 or ``"all"`` (the head / output layer too: the paper's ImageNet ResNet-18).
   method, threshold, learned_scale   the ternary quantizer (:mod:`jaxcomp.strassen.ternary`).
   ternary_start, ramp_steps, freeze_step   the schedule (steps; negative = never).
 """
@@ -40,7 +42,7 @@ from jaxcomp.strassen.ternary import add_learned_scales, ternarize_params
 
 #: Layers kept full precision by ``strassen.layers``: the CIFAR ResNets' ``stem``, the ImageNet ResNets'
 #: ``root_conv``, every classifier's ``head`` and the LM's ``output`` layer.
-_FULL_PRECISION_NAMES = {"inner": {"stem", "root_conv", "head", "output"}, "all": set()}
+_FULL_PRECISION_NAMES = {"inner": {"stem", "root_conv", "head", "output"}, "convs": {"head", "output"}, "all": set()}
 MODES = ("spn", "twn")
 
 
