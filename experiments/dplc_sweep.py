@@ -14,8 +14,10 @@ then evaluated on data no run saw (MNIST: the 10k test digits; photos: the held-
 MSE and PSNR of one stochastic decoding (key = seed), and the distribution distance of the decoded
 set to the originals (MNIST: the Fréchet distance in the feature space of jaxcomp's own MNIST
 classifier, :class:`jaxcomp.metrics.frechet.MNISTFeatures`; photos: SWD of Laplacian-pyramid
-patches). Reference rows: the generator's own samples (``G(z)``, z from the prior) and, for MNIST,
-the validation digits (the distance between two samples of the data itself).
+patches). Reference rows: the generator's own samples (``G(z)``, z from the prior) and a second set
+of real data (MNIST: the validation digits; photos with ``data.holdout=samples_val``: the "val"
+originals' tiles, while the "test" ones are reported): the distance between two samples of the data
+itself.
 
 Writes ``results.md/.csv`` (mean ± std over seeds), ``results.json``, ``curves.png`` (both metrics
 against bits per image) and ``samples_b<bits>.png`` (originals, DPLC, CAE, GAN rows; seed 0).
@@ -66,24 +68,52 @@ def stage2_config(config, method: str, code_channels: int, levels: int, seed: in
     return c
 
 
-def evaluation_images(config) -> tuple[np.ndarray, np.ndarray]:
-    """``(report images, reference images)``, ``uint8 [N, S, S, C]``: MNIST's test digits and its
-    validation digits (``sweep.split="val"``, for choosing settings: the validation digits and half of
-    them); for other data the validation tiles (twice: no second held-out set)."""
+def evaluation_images(config) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(report images, reference images or None)``, ``uint8 [N, S, S, C]``.
+
+    MNIST: the test digits, against the validation digits (``sweep.split="val"``, for choosing
+    settings: the validation digits, against half of themselves). A photo folder with
+    ``data.holdout="samples_val"``: tiles of the shipped samples' originals of the "test" role (the
+    ``jaxcomp/data/samples/splits.json`` roles; training never reads them), against those of the
+    "val" role as the reference (two sets of real photos: the floor of the distance);
+    ``sweep.split="val"`` reports on the "val" ones, with no reference. Other data: the validation
+    tiles, with no reference (there is no second held-out set)."""
     from jaxcomp.data import build_image_data, mnist_images
 
     n = config.sweep.eval_images
-    if config.sweep.get("split", "test") not in ("test", "val"):
+    split = config.sweep.get("split", "test")
+    if split not in ("test", "val"):
         raise ValueError(f"sweep.split must be 'test' or 'val', got {config.sweep.split!r}")
     if config.data.source == "mnist":
         test = mnist_images(config.data.path, "test", config.data.pad_to)[:n]
         val = mnist_images(config.data.path, "val", config.data.pad_to)[:n]
         # selecting settings (sweep.split='val'): the validation digits, against half of themselves
-        return (test, val) if config.sweep.get("split", "test") == "test" else (val, val[: len(val) // 2])
+        return (test, val) if split == "test" else (val, val[: len(val) // 2])
+    if config.data.source == "folder" and config.data.get("holdout") == "samples_val":
+        test = _role_tiles(config.data, "test")
+        val = _role_tiles(config.data, "val")
+        if test is not None and val is not None:
+            return (test[:n], val[:n]) if split == "test" else (val[:n], None)
     tiles = build_image_data(config.data).eval_tiles()[:n]
     if not len(tiles):
         raise ValueError("no evaluation tiles: the data has no validation images")
-    return tiles, tiles
+    return tiles, None
+
+
+def _role_tiles(data, role: str) -> np.ndarray | None:
+    """Non-overlapping ``data.eval_crop`` tiles of the originals of the shipped photos of ``role`` found
+    in ``data.path`` (resized as training resizes them), ``uint8 [N, S, S, 3]``; None if there are none."""
+    from jaxcomp.data import held_out_names, image_tiles, list_images, load_image
+    from jaxcomp.data.images import resize_centre_crop
+
+    names = held_out_names(role)
+    files = [f for f in list_images(data.path) if os.path.basename(f) in names]
+    if not files:
+        return None
+    images = [load_image(f) for f in files]
+    if data.get("resize", 0):
+        images = [resize_centre_crop(im, data.resize) for im in images]
+    return np.concatenate([image_tiles(im, data.eval_crop) for im in images])
 
 
 class DistributionMetric:
@@ -183,7 +213,7 @@ def run(config, workdir: str) -> str:
     results: dict[str, Any] = {"metric": metric.name, "eval_images": len(test), "runs": []}
     samples = generator_samples(config, len(test))
     results["generator_samples"] = metric(samples, test)
-    results["data_reference"] = metric(reference, test) if config.data.source == "mnist" else None
+    results["data_reference"] = metric(reference, test) if reference is not None else None
     grids: dict[float, dict[str, np.ndarray]] = {}
     for row, cache in decoded_runs:
         with np.load(cache) as f:

@@ -1,0 +1,101 @@
+"""experiments/dplc_sweep.py: which images a sweep reports on and compares against, and (slow) the
+whole sweep on the tiny config."""
+
+import importlib
+import json
+import os
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxcomp.configs import apply_overrides, load_config
+from jaxcomp.data import held_out_names
+from jaxcomp.data.images import image_tiles, resize_centre_crop
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # experiments/ as a package, from any working directory
+    sys.path.insert(0, str(REPO))
+dplc_sweep = importlib.import_module("experiments.dplc_sweep")
+
+
+def _config(repo, variant, **overrides):
+    c = load_config(str(repo / "configs" / "dplc.py") + ":" + variant)
+    return apply_overrides(c, [f"{k}={v}" for k, v in overrides.items()]) if overrides else c
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory):
+    """A folder with images named like the shipped samples' originals of both roles, and others;
+    each image's pixels say which file it is (value = its index)."""
+    folder = tmp_path_factory.mktemp("photos")
+    names = sorted(held_out_names("val")) + sorted(held_out_names("test")) + ["train_a.png", "train_b.png"]
+    rng = np.random.default_rng(0)
+    for i, name in enumerate(names):
+        h, w = 150 + 10 * i, 140
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        Image.fromarray(image).save(folder / name)
+    return folder
+
+
+def _expected_tiles(folder, names, size, tile):
+    images = [np.asarray(Image.open(folder / n).convert("RGB")) for n in sorted(names)]
+    return np.concatenate([image_tiles(resize_centre_crop(im, size), tile) for im in images])
+
+
+def test_photo_sweep_reports_on_test_originals_against_val_originals(repo, photo_folder):
+    """The report set is the "test" role's originals (resized as training resizes them), the reference
+    (the floor of the distance) the "val" role's; a selection run (split=val) reports on "val" alone;
+    neither set contains a training image."""
+    c = _config(repo, "photos", **{"data.path": str(photo_folder)})
+    report, reference = dplc_sweep.evaluation_images(c)
+    tile = c.data.eval_crop
+    np.testing.assert_array_equal(report, _expected_tiles(photo_folder, held_out_names("test"), c.data.resize, tile))
+    np.testing.assert_array_equal(reference, _expected_tiles(photo_folder, held_out_names("val"), c.data.resize,
+                                                             tile))
+    assert report.shape == (4 * (c.data.resize // tile) ** 2, tile, tile, 3) and report.dtype == np.uint8
+    c.sweep.split = "val"
+    report, reference = dplc_sweep.evaluation_images(c)
+    np.testing.assert_array_equal(report, _expected_tiles(photo_folder, held_out_names("val"), c.data.resize, tile))
+    assert reference is None
+    c.sweep.split = "train"
+    with pytest.raises(ValueError, match="sweep.split"):
+        dplc_sweep.evaluation_images(c)
+
+
+def test_folder_without_the_sample_names_falls_back_to_validation_tiles(repo, tmp_path):
+    """Another photo folder: its hash-split validation tiles, and no reference row (no second held-out set)."""
+    rng = np.random.default_rng(1)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (130, 130, 3), dtype=np.uint8)).save(tmp_path / f"p{i}.png")
+    c = _config(repo, "photos", **{"data.path": str(tmp_path), "data.holdout": "hash"})
+    report, reference = dplc_sweep.evaluation_images(c)
+    assert reference is None and report.shape == (c.data.num_val * 4, 64, 64, 3)
+
+
+@pytest.mark.slow
+def test_tiny_sweep_end_to_end(repo, tmp_path, monkeypatch):
+    """Stage 1 (6 steps), then the sweep of the tiny config: every (method, rate, seed) run trains once,
+    a rerun trains nothing, and the results name every run."""
+    from jaxcomp import tasks
+    from jaxcomp import train as trainer
+
+    monkeypatch.chdir(repo)
+    g = _config(repo, "tiny")
+    gdir = str(tmp_path / "g")
+    trainer.train(g, gdir, *tasks.build(g), progress=False)
+    c = _config(repo, "tiny", **{"sweep.generator": gdir})
+    work = str(tmp_path / "sweep")
+    dplc_sweep.run(c, work)
+    with open(os.path.join(work, "results.json")) as f:
+        results = json.load(f)
+    runs = {(r["method"], r["bits"], r["seed"]) for r in results["runs"]}
+    assert len(runs) == len(c.sweep.methods) * len(c.sweep.rates) * len(c.sweep.seeds)
+    assert all(np.isfinite(r["mse"]) and np.isfinite(r["distance"]) for r in results["runs"])
+    assert os.path.exists(os.path.join(work, "curves.png"))
+    stamps = {d: os.path.getmtime(os.path.join(work, "runs", d, "decoded.npz")) for d in os.listdir(
+        os.path.join(work, "runs"))}
+    dplc_sweep.run(c, work)  # cached: no run is trained or decoded again
+    assert all(os.path.getmtime(os.path.join(work, "runs", d, "decoded.npz")) == t for d, t in stamps.items())
