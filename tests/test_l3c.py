@@ -1,5 +1,7 @@
 """L3C model: shapes, uniform top scale, ablation variants, and that training lowers bpsp."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -340,3 +342,128 @@ def test_each_subpixel_step_sees_only_the_subpixels_coded_before_it(l3c_tiny_con
                 earlier = np.where(smap < k, -target + 0.5, target)
                 moved = np.abs(np.asarray(step_fn(f, base, earlier, scale, k))[at_k] - raw[at_k]).mean()
                 assert moved > 1e-3 * np.abs(raw[at_k]).mean(), (scale, k, moved)
+
+
+# ---- faithfulness to the reference (issue 34, item 3): E_in, "RGB Shared", configs ----------------
+
+
+def _param_shapes(spec, size=16):
+    """``{"E1/input/kernel": shape, ...}`` of an L3C of ``spec``, without computing anything."""
+    shapes = jax.eval_shape(l3c.L3C(spec).init, jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3), jnp.uint8))
+    return {"/".join(str(k.key) for k in path): tuple(x.shape)
+            for path, x in jax.tree_util.tree_leaves_with_path(shapes["params"])}
+
+
+def test_the_encoders_have_the_references_input_conv_when_switched_on(l3c_tiny_config, l3c_tiny_params, repo):
+    """``model.encoder_head_conv``: every E(s) starts with the reference's 3x3 conv E_in from its input
+    (3 RGB channels at s = 1, E(s-1)'s Cf features after) to Cf channels, before the 5x5 stride-2 conv,
+    which then maps Cf to Cf; the parameter count grows by exactly that, computed by hand. On in the
+    paper's configs and those of the learned representation (the tiny test model too), off in the RGB
+    ones; models from before the switch (configs without it) have none and keep their fingerprint.
+
+    Guards against: E_in missing (or only at the first scale) when switched on; E_in after the stride-2
+    conv (it would see Cf channels at s = 1 and the 5x5 conv 3); the switch ignored by the config."""
+    from jaxcomp.configs import load_config
+
+    spec = l3c.spec_from_config(l3c_tiny_config.model)
+    cf, n_scales = spec.features, spec.scales
+    assert spec.encoder_head_conv and spec.representation == "learned"
+    on = {"/".join(str(k.key) for k in path): tuple(x.shape)
+          for path, x in jax.tree_util.tree_leaves_with_path(l3c_tiny_params)}  # what the tests' model has
+    off = _param_shapes(dataclasses.replace(spec, encoder_head_conv=False))
+    for s in range(1, n_scales + 1):
+        cin = 3 if s == 1 else cf
+        assert on[f"E{s}/input/kernel"] == (3, 3, cin, cf) and on[f"E{s}/input/bias"] == (cf,)
+        assert on[f"E{s}/head/kernel"] == (5, 5, cf, cf) and off[f"E{s}/head/kernel"] == (5, 5, cin, cf)
+        assert f"E{s}/input/kernel" not in off
+    count = lambda shapes: sum(int(np.prod(v)) for v in shapes.values())  # noqa: E731
+    # E_in of each scale (9 Cin Cf + Cf), and E(1)'s 5x5 conv now reading Cf channels instead of 3
+    extra = sum(9 * (3 if s == 1 else cf) * cf + cf for s in range(1, n_scales + 1)) + 25 * (cf - 3) * cf
+    assert count(on) - count(off) == extra
+    assert set(on) - set(off) == {f"E{s}/{p}" for s in range(1, n_scales + 1) for p in ("input/kernel", "input/bias")}
+    assert "encoder_head_conv" not in l3c.L3CSpec().architecture()
+    assert "encoder_head_conv" not in l3c.L3CSpec(encoder_head_conv=True, representation="rgb").architecture()
+    assert l3c.L3CSpec(encoder_head_conv=True).architecture()["encoder_head_conv"] is True
+    for variant, expected in [("paper", True), ("cpu", True), ("tiny", True), ("rgb", False), ("cpu_rgb", False)]:
+        cfg = load_config(f"{repo}/configs/l3c.py:{variant}")
+        assert cfg.model.encoder_head_conv is expected, variant
+
+
+def _random_params(model, image_shape, seed=0):
+    """Parameters of ``model`` drawn at random (He-scaled kernels, small random biases) without
+    compiling ``model.init``: only the shapes are traced."""
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros(image_shape, jnp.uint8))["params"]
+    rng = np.random.default_rng(seed)
+
+    def draw(path, x):
+        fan_in = int(np.prod(x.shape[:-1])) if path[-1].key == "kernel" else 0
+        return jnp.asarray(rng.normal(0.0, np.sqrt(2.0 / fan_in) if fan_in else 0.3, x.shape), x.dtype)
+
+    return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
+def test_rgb_shared_is_one_decoder_trained_on_one_scale_and_applied_recursively(repo, images):
+    """configs/l3c.py:rgb_shared is the paper's "RGB Shared" (the reference's cr_rgb_shared.cf and its
+    test-time recursion at 4 scales): one set of decoder parameters and no encoders; D's prediction of
+    x(s-1) depends on the coarser image x(s) only, not on the coarser scale's features, so the forward
+    pass on x(1) taken as an image predicts x(1) exactly as the full pass does (the same network
+    applied recursively); and the training loss covers the finest scale only: the bits of x(0) given
+    x(1), plus x(1) coded uniformly (8 bits a subpixel), per subpixel of x(0). (Computed at 2 scales
+    and the tiny model's widths: 3 small compilations, no init.)
+
+    Guards against: feature fusion kept in the shared decoder (the old ablation, now the config
+    ``rgb_shared_fused``); the training loss over all scales; one decoder per scale."""
+    from jaxcomp.configs import load_config
+
+    config = load_config(f"{repo}/configs/l3c.py:rgb_shared")
+    paper = l3c.spec_from_config(config.model)
+    assert (paper.representation, paper.share_weights, paper.fuse_features, paper.train_scales, paper.scales) == (
+        "rgb", True, False, 1, 4)
+    fused = l3c.spec_from_config(load_config(f"{repo}/configs/l3c.py:rgb_shared_fused").model)
+    assert (fused.share_weights, fused.fuse_features, fused.train_scales, fused.scales) == (True, True, 0, 3)
+    assert "fuse_features" in paper.architecture() and "fuse_features" not in fused.architecture()
+    assert "train_scales" not in paper.architecture()  # training only: the coder never reads it
+
+    cfg = apply_overrides(config, ["model.features=8", "model.blocks=1", "model.mixtures=2", "model.scales=2"])
+    spec = l3c.spec_from_config(cfg.model)
+    model = l3c.L3C(spec)
+    x = images[:, :16, :16]
+    params = _random_params(model, (1, 16, 16, 3))
+    assert list(params) == ["D1"]  # one decoder, no encoders
+    task = l3c.L3CTask(cfg)
+
+    @jax.jit
+    def run(params, x):
+        """The forward pass, the bits of x(0) given x(1) in it, the training loss, and the forward pass
+        on x(1) taken as an image (one compilation)."""
+        out = model.apply({"params": params}, x)
+        small = model.apply({"params": params}, out["symbols"][1].astype(jnp.uint8))
+        return out, l3c.bits_per_scale(spec, out)[0], task.loss(params, x), small
+
+    full, bits0, (loss, metrics), small = run(params, x)
+    np.testing.assert_array_equal(np.asarray(small["symbols"][1]), np.asarray(full["symbols"][2]))
+    np.testing.assert_allclose(np.asarray(small["params"][0]), np.asarray(full["params"][1]), rtol=1e-5, atol=1e-5,
+                               err_msg="D's prediction of x(1) depends on more than x(2)")
+    np.testing.assert_allclose(float(loss), float(np.mean(np.asarray(bits0) + 8.0 * 8 * 8 * 3)) / (16 * 16 * 3),
+                               rtol=1e-5)
+    assert set(metrics) == {"bpsp", "bpsp_s0", "bpsp_s1"}
+    with pytest.raises(ValueError, match="untrained"):
+        l3c.L3CSpec(representation="rgb", share_weights=True, train_scales=1)  # with fusion
+    with pytest.raises(ValueError, match="train_scales"):
+        l3c.L3CSpec(representation="rgb", share_weights=True, fuse_features=False, train_scales=5)
+
+
+def test_every_l3c_config_validates_on_the_val_photos_only(repo):
+    """Each configs/l3c.py variant, given a folder, validates on the originals of the shipped photos
+    of the "val" role and never reads the "test" ones (data.holdout=samples_val; the split itself is
+    tested in test_l3c_codec.py), so no training decision touches the README's test photos."""
+    import importlib.util
+
+    from jaxcomp.configs import load_config
+
+    spec = f"{repo}/configs/l3c.py"
+    module_spec = importlib.util.spec_from_file_location("l3c_configs", spec)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    for variant in module.VARIANTS:
+        assert load_config(f"{spec}:{variant}").data.holdout == "samples_val", variant

@@ -276,3 +276,27 @@ def test_the_shipped_photos_split_into_validation_and_test(l3c_tiny_config, tmp_
     assert sorted(os.path.basename(f) for f in data.train.files) == ["other1.png", "other2.png"]
     config.data.holdout = "samples"
     assert len(build_image_data(config.data).val.files) == 8
+
+
+@pytest.mark.slow
+def test_rgb_shared_codes_exactly_at_its_recursive_rate(repo, photo):
+    """The paper's "RGB Shared" (configs/l3c.py:rgb_shared: one decoder without feature fusion,
+    applied at 4 scales) codes a crop and an odd-sized two-tile image bit-exactly, at the
+    information content of its (recursive) model: the estimate of the full forward pass."""
+    from jaxcomp.configs import apply_overrides, load_config
+
+    cfg = apply_overrides(load_config(f"{repo}/configs/l3c.py:rgb_shared"),
+                          ["model.features=8", "model.blocks=1", "model.mixtures=2"])
+    spec = l3c.spec_from_config(cfg.model)
+    params = jit_init(l3c.L3C(spec).init)(jax.random.PRNGKey(0), np.zeros((1, 16, 16, 3), np.uint8))["params"]
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda x: x + rng.normal(0.0, 0.05, x.shape).astype(x.dtype), params)
+    codec = l3c.L3CCodec(spec, params, tile=32, window=0)
+    assert len(codec.payload_names()) == 1 + 4 * 3
+    crop = photo[:32, :32]
+    data, ideal = codec.compress(crop, return_bits=True)
+    np.testing.assert_array_equal(codec.decompress(data), crop)
+    estimate = codec.estimate_bits(crop)
+    assert abs(ideal - estimate) / estimate < 0.002, (ideal, estimate)
+    image = photo[100:137, 40:70]
+    np.testing.assert_array_equal(codec.decompress(codec.compress(image)), image)

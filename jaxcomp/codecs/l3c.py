@@ -13,8 +13,14 @@ Shapes: with ``S`` scales, ``H`` and ``W`` must be multiples of ``2**S``; ``z(s)
 Variants (``config.model.representation``):
   * ``"learned"`` — the paper's model: encoders ``E(s)`` learn ``z(s)``;
   * ``"rgb"`` — the paper's "RGB" baseline: ``x(s)`` is a bicubic x2 downscaling of
-    ``x(s-1)`` rounded to 8 bits, so every scale is an RGB image (``share_weights`` gives
-    "RGB Shared": one decoder for all scales).
+    ``x(s-1)`` rounded to 8 bits, so every scale is an RGB image. With ``share_weights``,
+    ``fuse_features=False`` and ``train_scales=1`` it is the paper's "RGB Shared" baseline: ONE
+    decoder, trained on the finest scale only (``x(0)`` given ``x(1)``), without feature fusion,
+    applied recursively at every scale when coding (configs/l3c.py:rgb_shared).
+
+``encoder_head_conv`` adds the reference encoder's per-scale 3x3 input convolution (``E_in`` of
+the paper's Fig. 2) before each ``E(s)``'s stride-2 convolution; the shipped model (RGB pyramid,
+no encoders) and models trained before the switch existed have none.
 
 Beyond the paper, ``config.model.subpixel_steps`` 2 or 4 codes each 2x2 block of every scale in
 steps, each conditioned on the sub-pixels of the steps before (docs/l3c.md); 1 is the paper's model.
@@ -65,6 +71,17 @@ class L3CSpec:
     # residual head per later step) or "shared" (one head for all steps, with a step embedding).
     subpixel_steps: int = 1
     subpixel_head: str = "light"
+    # The reference encoder's per-scale 3x3 input conv E_in (Cin -> Cf) before E(s)'s 5x5 stride-2 conv.
+    # False for every model trained before it existed (their configs do not name it); no effect
+    # without encoders (the "rgb" representation).
+    encoder_head_conv: bool = False
+    # D(s) adds D(s+1)'s features to its own head (the paper's feature fusion). False: each scale
+    # is predicted from x(s) alone (the reference's dec.skip=False, its "RGB Shared" baseline).
+    fuse_features: bool = True
+    # Scales the training loss covers, finest first (0: all). 1 with one shared decoder and no
+    # fusion: the reference's "RGB Shared", trained on x(0) given x(1) and applied recursively
+    # at all ``scales`` when coding. Not part of the architecture (the coder never reads it).
+    train_scales: int = 0
 
     def __post_init__(self):
         if self.representation not in ("learned", "rgb"):
@@ -77,14 +94,31 @@ class L3CSpec:
             raise ValueError(f"model.subpixel_steps must be 1, 2 (checkerboard) or 4, got {self.subpixel_steps!r}")
         if self.subpixel_head not in ("light", "shared"):
             raise ValueError(f"model.subpixel_head must be 'light' or 'shared', not {self.subpixel_head!r}")
+        if isinstance(self.train_scales, bool) or not 0 <= self.train_scales <= self.scales:
+            raise ValueError(f"model.train_scales must be 0 (all) or 1..{self.scales} (model.scales), "
+                             f"got {self.train_scales!r}")
+        if 0 < self.train_scales < self.scales and (not self.share_weights or self.fuse_features):
+            raise ValueError(f"model.train_scales={self.train_scales} < model.scales={self.scales} would leave the "
+                             "coarser scales untrained: it needs one shared decoder (model.share_weights=True) "
+                             "without feature fusion (model.fuse_features=False)")
 
     def architecture(self) -> dict[str, Any]:
-        """The fields that define the model, for fingerprints: the sub-pixel fields only when they
-        are used, so models of the paper's architecture keep the fingerprint they had before."""
+        """The fields that define the model, for fingerprints: the sub-pixel, encoder-head and
+        fusion fields only when they differ from the architecture before they existed (so models
+        trained before keep their fingerprint); ``train_scales`` never (training only)."""
         fields = dataclasses.asdict(self)
         if self.subpixel_steps == 1:
             del fields["subpixel_steps"], fields["subpixel_head"]
+        if not self.encoder_head_conv or self.representation != "learned":  # no encoders: no effect
+            del fields["encoder_head_conv"]
+        if self.fuse_features:
+            del fields["fuse_features"]
+        del fields["train_scales"]
         return fields
+
+    def loss_scales(self) -> int:
+        """How many scales (finest first) the training loss covers."""
+        return self.train_scales or self.scales
 
     def channels(self, s: int) -> int:
         """Channels of ``x(s)`` (``s = 0`` is the image)."""
@@ -104,14 +138,18 @@ def image_to_unit(x: jax.Array) -> jax.Array:
 
 
 class Encoder(nn.Module):
-    """E(s): 5x5 stride-2 conv, residual body with global skip, 1x1 conv, quantizer."""
+    """E(s): (with ``spec.encoder_head_conv``, the reference's 3x3 input conv E_in,) 5x5 stride-2
+    conv, residual body with global skip, 1x1 conv, quantizer."""
 
     spec: L3CSpec
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """Returns ``(features [B,h,w,Cf], z_hat [B,h,w,C], symbols int32 [B,h,w,C])``."""
+        """``x [B, H, W, Cin]`` (the image in [-1, 1], or E(s-1)'s features) -> ``(features [B,h,w,Cf],
+        z_hat [B,h,w,C], symbols int32 [B,h,w,C])`` at ``h, w = H/2, W/2``."""
         s = self.spec
+        if s.encoder_head_conv:
+            x = Conv(s.features, (3, 3), name="input")(x)  # E_in: Cin -> Cf at the input's resolution
         h = Conv(s.features, (5, 5), strides=(2, 2), padding=((2, 2), (2, 2)), name="head")(x)
         h = ResBody(s.features, s.blocks, name="body")(h)
         z = Conv(s.latent_channels, (1, 1), name="tail")(h)
@@ -236,18 +274,21 @@ class L3C(nn.Module):
         """D(scale) for ``scale`` in ``1..S``."""
         return self.decoders[0 if self.spec.share_weights else scale - 1]
 
-    def representations(self, x: jax.Array) -> tuple[list[jax.Array], list[jax.Array]]:
+    def representations(self, x: jax.Array, num_scales: int | None = None
+                        ) -> tuple[list[jax.Array], list[jax.Array]]:
         """``x(0..S)`` as decoder inputs on the unit grid, and their symbols (int32).
 
         ``x(0)`` is the image mapped to ``[-1, 1]``; symbols of RGB scales are 0..255.
+        ``num_scales`` (default ``S``): only ``x(0..num_scales)``.
         """
         s = self.spec
+        n = s.scales if num_scales is None else num_scales
         if s.representation == "rgb":
-            pyramid = rgb_pyramid(x, s.scales)
+            pyramid = rgb_pyramid(x, n)
             return [image_to_unit(p) for p in pyramid], [p.astype(jnp.int32) for p in pyramid]
         values, symbols = [image_to_unit(x)], [x.astype(jnp.int32)]
         features = values[0]
-        for encoder in self.encoders:
+        for encoder in self.encoders[:n]:
             features, z_hat, sym = encoder(features)
             values.append(z_hat)
             symbols.append(sym)
@@ -255,8 +296,9 @@ class L3C(nn.Module):
 
     def predict(self, z: jax.Array, coarser: jax.Array | None, scale: int) -> tuple[jax.Array, jax.Array | None]:
         """D(scale) on ``z(scale)``: ``(features, raw mixture parameters for x(scale-1))`` (with
-        sub-pixel steps, step 0's or ``None``: see :meth:`predict_step`)."""
-        return self.decoder(scale)(z, coarser)
+        sub-pixel steps, step 0's or ``None``: see :meth:`predict_step`). ``coarser``: D(scale+1)'s
+        features, fused only with ``spec.fuse_features`` (else D(scale) sees ``z(scale)`` alone)."""
+        return self.decoder(scale)(z, coarser if self.spec.fuse_features else None)
 
     def predict_step(self, f: jax.Array, base: jax.Array | None, target: jax.Array, scale: int,
                      step: int) -> jax.Array:
@@ -278,21 +320,27 @@ class L3C(nn.Module):
             raw = jnp.where(jnp.asarray(steps_map == k), self.predict_step(f, base, target, scale, k), raw)
         return raw
 
-    def __call__(self, x: jax.Array) -> dict[str, Any]:
+    def __call__(self, x: jax.Array, num_scales: int | None = None) -> dict[str, Any]:
         """Forward pass for training.
 
         Args:
           x: ``uint8 [B, H, W, 3]`` (or float in [0, 255]); H, W multiples of ``2**S``.
+          num_scales: only the finest ``n`` scales (default all ``S``): the training loss of
+            ``spec.train_scales`` (a model without fusion, where x(n) is then coded uniformly).
 
         Returns:
-          dict with ``values``/``symbols`` (lists over scales 0..S) and ``params``: raw
-          mixture parameters ``[B, H/2^s, W/2^s, P]`` predicting ``x(s)``, for s = 0..S-1.
+          dict with ``values``/``symbols`` (lists over scales 0..n) and ``params``: raw
+          mixture parameters ``[B, H/2^s, W/2^s, P]`` predicting ``x(s)``, for s = 0..n-1.
         """
         s = self.spec
-        values, symbols = self.representations(x)
-        params: list[jax.Array | None] = [None] * s.scales
+        n = s.scales if num_scales is None else num_scales
+        if not 1 <= n <= s.scales or (n < s.scales and s.fuse_features):
+            raise ValueError(f"num_scales must be 1..{s.scales}, and below {s.scales} only without feature "
+                             f"fusion, got {num_scales}")
+        values, symbols = self.representations(x, n)
+        params: list[jax.Array | None] = [None] * n
         coarser = None
-        for scale in range(s.scales, 0, -1):
+        for scale in range(n, 0, -1):
             coarser, params[scale - 1] = self.predict(values[scale], coarser, scale)
             if s.subpixel_steps > 1:
                 params[scale - 1] = self.subpixel_params(coarser, params[scale - 1], values[scale - 1], scale)
@@ -307,7 +355,8 @@ def mixture_params(spec: L3CSpec, raw: jax.Array, scale: int, channels_first: bo
 
 
 def bits_per_scale(spec: L3CSpec, out: dict[str, Any]) -> list[jax.Array]:
-    """Bits of each representation ``x(0..S)`` per example, each ``float32 [B]``.
+    """Bits of each representation ``x(0..n)`` per example, each ``float32 [B]`` (``n = len(out["params"])``,
+    ``S`` for the full model; ``x(n)`` coded uniformly).
 
     Computed channels-first (``[P, B, H, W]`` parameters, see ``lm.mixture_log_prob``): the
     same numbers as in the NHWC layout (a test checks values and gradients), but in NHWC the
@@ -317,14 +366,15 @@ def bits_per_scale(spec: L3CSpec, out: dict[str, Any]) -> list[jax.Array]:
     2.07-2.09 s, both measured while a training run shared the 2 cores.
     """
     bits = []
-    for scale in range(spec.scales):
+    n = len(out["params"])  # spec.scales, or fewer for a loss on the finest scales (spec.train_scales)
+    for scale in range(n):
         p = mixture_params(spec, jnp.moveaxis(out["params"][scale], -1, 0), scale, channels_first=True)
         x = jnp.moveaxis(out["values"][scale], -1, 0)
         logp = lm.mixture_log_prob(p, x, spec.num_levels(scale), channels_first=True)  # [C, B, H, W]
         bits.append(-jnp.sum(logp, axis=(0, 2, 3)) / np.log(2.0))
-    top = out["values"][spec.scales]
+    top = out["values"][n]
     n_top = np.prod(top.shape[1:])
-    bits.append(jnp.full((top.shape[0],), n_top * np.log2(spec.num_levels(spec.scales)), jnp.float32))
+    bits.append(jnp.full((top.shape[0],), n_top * np.log2(spec.num_levels(n)), jnp.float32))
     return bits
 
 
@@ -359,7 +409,10 @@ class L3CTask:
         return TrainState.create(params, self.tx)
 
     def loss(self, params: Any, image: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-        out = self.model.apply({"params": params}, image)
+        """Mean bpsp of the finest ``spec.loss_scales()`` scales (the coarsest of them uniform) and
+        their metrics; ``eval_step`` always measures the whole model (what the coder spends)."""
+        n = self.spec.loss_scales()
+        out = self.model.apply({"params": params}, image, None if n == self.spec.scales else n)
         metrics = {k: jnp.mean(v) for k, v in bpsp_metrics(self.spec, out, image.shape).items()}
         return metrics["bpsp"], metrics
 
