@@ -37,7 +37,7 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
     c.init_grow = False            # let wider parameters start from narrower ones (leading block)
 
     c.data = ml_collections.ConfigDict(dict(
-        source="samples", path="", val_path="", holdout="samples", num_val=2,
+        source="samples", path="", val_path="", holdout="samples_val", num_val=2,
         tfds_name="", tfds_train_split="train", tfds_val_split="", tfds_data_dir="",
         crop=160, batch_size=30, flip=True, downscale=(1.0, 1.0),
         eval_crop=256, cache=True, seed=0,
