@@ -19,6 +19,17 @@ class Killed(Exception):
     pass
 
 
+def _script(name):
+    """experiments/NAME.py as a module (the tests run from any directory)."""
+    import importlib
+    import pathlib
+
+    repo = str(pathlib.Path(__file__).resolve().parents[1])
+    if repo not in sys.path:
+        sys.path.insert(0, repo)
+    return importlib.import_module(f"experiments.{name}")
+
+
 def _params(state):
     return [np.asarray(x) for x in jax.tree.leaves(state.params)]
 
@@ -50,8 +61,19 @@ def test_kill_and_resume_continues_from_the_same_state(l3c_tiny_config, tmp_path
     manager = trainer.checkpoint_manager(limited)
     assert manager.latest_step() == 1
     manager.close()
-    finished, _ = trainer.train(config, limited, task, data, progress=False, time_limit=3600.0)
-    assert int(finished.step) == 6
+    # ... also on another machine: only the latest checkpoint and the run's files travel
+    pack_run = _script("pack_run")
+    archive = str(tmp_path / "run.tar")
+    assert pack_run.pack(limited, archive)[0] == "1"
+    moved = str(tmp_path / "elsewhere" / "run")
+    assert pack_run.unpack(archive, moved) == "1"
+    assert sorted(os.listdir(moved)) == ["checkpoints", "config.json", "metrics.jsonl"]
+    with pytest.raises(pack_run.PackError, match="already has checkpoints"):
+        pack_run.unpack(archive, moved)
+    seen = []
+    finished, _ = trainer.train(config, moved, task, data, progress=False, time_limit=3600.0,
+                                callbacks=[lambda step, state, metrics: seen.append(step)])
+    assert int(finished.step) == 6 and seen[0] == 2  # continued from the moved step-1 checkpoint
     for a, b in zip(_params(reference), _params(finished)):
         np.testing.assert_array_equal(a, b)
     with open(os.path.join(workdir, "config.json")) as f:
@@ -336,3 +358,34 @@ def test_jit_init_gives_the_parameters_of_the_default_compile(repo, spec):
     assert len(fast) == len(default)
     for a, b in zip(fast, default):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_pack_run_refuses_what_is_not_a_packed_run(tmp_path):
+    """A truncated archive, one with foreign members, and a workdir without checkpoints are refused by name."""
+    import tarfile
+
+    pack_run = _script("pack_run")
+    run = tmp_path / "run"
+    (run / "checkpoints" / "3").mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    with pytest.raises(pack_run.PackError, match="no complete checkpoint"):
+        pack_run.pack(str(run), str(tmp_path / "a.tar"))
+    (run / "checkpoints" / "3" / "commit_success.txt").write_text("ok")
+    (run / "checkpoints" / "3" / "state").write_bytes(b"x" * 4096)
+    archive = tmp_path / "a.tar"
+    assert pack_run.pack(str(run), str(archive))[0] == "3"
+    (run / "checkpoints" / "12").mkdir()  # the newest complete checkpoint travels, not an unfinished save
+    (run / "checkpoints" / "12" / "commit_success.txt").write_text("ok")
+    (run / "checkpoints" / "20").mkdir()
+    assert pack_run.pack(str(run), str(tmp_path / "b.tar"))[0] == "12"
+    truncated = tmp_path / "t.tar"
+    truncated.write_bytes(archive.read_bytes()[:700])
+    with pytest.raises(pack_run.PackError, match="truncated or corrupt|not a packed run"):
+        pack_run.unpack(str(truncated), str(tmp_path / "t"))
+    foreign = tmp_path / "f.tar"
+    with tarfile.open(foreign, "w") as tar:
+        tar.add(str(run / "config.json"), arcname="../evil.json")
+    with pytest.raises(pack_run.PackError, match="not a packed run"):
+        pack_run.unpack(str(foreign), str(tmp_path / "f"))
+    assert not (tmp_path / "evil.json").exists()
+    assert pack_run.main(["--workdir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.tar")]) == 2

@@ -1,0 +1,102 @@
+"""Move a training run between machines in slices: pack a workdir's latest checkpoint (and the
+files that describe the run) into one archive, unpack it into a workdir elsewhere, and continue.
+
+    python -m experiments.pack_run --workdir runs/l3c_paper --out l3c_paper.tar          # pack
+    python -m experiments.pack_run --unpack l3c_paper.tar --workdir runs/l3c_paper       # unpack
+
+The archive holds ``config.json``, ``metrics.jsonl``, ``lineage.json`` (those present) and only the
+latest ``checkpoints/<step>/`` (parameters, optimizer state and step: all a resumed run needs;
+batches depend only on the step, so the continued run is the one an uninterrupted run would
+have been). Older checkpoints and TensorBoard logs stay behind. Unpacking refuses a workdir that
+already has checkpoints (it would mix two runs) and any archive member outside the run's files.
+The recipe for an accelerator with a per-command time limit is in docs/l3c.md
+("Training on an accelerator, in slices").
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tarfile
+
+RUN_FILES = ("config.json", "metrics.jsonl", "lineage.json")
+
+
+class PackError(Exception):
+    pass
+
+
+def latest_checkpoint(workdir: str) -> str:
+    """The name (the step, as a string) of the newest complete checkpoint of ``workdir``."""
+    root = os.path.join(workdir, "checkpoints")
+    steps = sorted((int(d) for d in os.listdir(root) if d.isdigit()), reverse=True) if os.path.isdir(root) else []
+    for step in steps:  # orbax writes commit_success.txt (or its metadata) last: skip an unfinished save
+        d = os.path.join(root, str(step))
+        if os.path.exists(os.path.join(d, "commit_success.txt")) or os.path.exists(
+                os.path.join(d, "_CHECKPOINT_METADATA")):
+            return str(step)
+    raise PackError(f"no complete checkpoint in {root}")
+
+
+def pack(workdir: str, out: str) -> tuple[str, int]:
+    """Writes the archive; returns ``(the step packed, the archive's size in bytes)``."""
+    if not os.path.isfile(os.path.join(workdir, "config.json")):
+        raise PackError(f"{workdir} is not a training workdir (no config.json)")
+    step = latest_checkpoint(workdir)
+    tmp = out + ".partial"
+    with tarfile.open(tmp, "w") as tar:
+        for name in RUN_FILES:
+            if os.path.exists(os.path.join(workdir, name)):
+                tar.add(os.path.join(workdir, name), arcname=name)
+        tar.add(os.path.join(workdir, "checkpoints", step), arcname=f"checkpoints/{step}")
+    os.replace(tmp, out)
+    return step, os.path.getsize(out)
+
+
+def unpack(archive: str, workdir: str) -> str:
+    """Unpacks into ``workdir`` (created); returns the step it holds."""
+    root = os.path.join(workdir, "checkpoints")
+    if os.path.isdir(root) and any(d.isdigit() for d in os.listdir(root)):
+        raise PackError(f"{workdir} already has checkpoints: unpack into an empty workdir")
+    try:
+        with tarfile.open(archive) as tar:
+            members = tar.getmembers()
+            steps = {m.name.split("/")[1] for m in members if m.name.startswith("checkpoints/") and m.name.count("/")}
+            bad = [m.name for m in members if not (m.name in RUN_FILES or m.name == "checkpoints"
+                                                   or m.name.startswith("checkpoints/"))
+                   or ".." in m.name.split("/") or m.issym() or m.islnk()]
+            if bad or len(steps) != 1 or not next(iter(steps)).isdigit():
+                raise PackError(f"{archive} is not a packed run (unexpected members: {bad[:3] or sorted(steps)})")
+            os.makedirs(workdir, exist_ok=True)
+            if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: refuse links and odd modes as well
+                tar.extractall(workdir, members=members, filter="data")
+            else:
+                tar.extractall(workdir, members=members)
+    except (tarfile.TarError, EOFError) as e:
+        raise PackError(f"{archive} is not a readable archive (truncated or corrupt?): {e}") from e
+    return next(iter(steps))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", required=True)
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--out", help="pack WORKDIR into this archive")
+    group.add_argument("--unpack", help="unpack this archive into WORKDIR")
+    args = parser.parse_args(argv)
+    try:
+        if args.out:
+            step, size = pack(args.workdir, args.out)
+            print(f"packed step {step} of {args.workdir} into {args.out} ({size / 2 ** 20:.1f} MiB)")
+        else:
+            step = unpack(args.unpack, args.workdir)
+            print(f"unpacked step {step} into {args.workdir}: run the same training command to continue")
+    except (PackError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
