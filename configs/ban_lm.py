@@ -18,18 +18,25 @@ Variants:
              perplexity), for an accelerator: 2 LSTM layers of 1500 (Zaremba et al.'s large model), dropout
              0.65, batch 32 x 35, 40 epochs of SGD from lr 1. The paper multiplies the lr by 0.25 when the
              validation perplexity stops improving; the trainer's schedules are functions of the step, so
-             this uses x0.25 at epochs 15, 25 and 35 instead. The paper ties the input and output
-             embeddings; jaxcomp's LSTMLanguageModel does not, so this model has 66.0M parameters, of which
-             the 15.0M output kernel would be shared with the embedding when tied (51.0M, the paper: 52M).
-             The paper's CNN-LSTM (Kim et al.'s character-aware model, 19M) is not in jaxcomp's zoo.
+             this uses x0.25 at epochs 15, 25 and 35 instead. Input and output embeddings tied (Press & Wolf,
+             as the paper): 51,022,000 parameters (the paper: 52M; untied it would be 66.0M).
+  paper_cnn_lstm  the BAN paper's PTB CNN-LSTM (Table 6: 19M parameters): Kim et al.'s large
+             character-aware model (jaxcomp.models.charcnn): characters of each word (51 ids: PTB's 46
+             characters and 5 reserved, words padded to 21 = PTB's longest word, 19 characters, + start and
+             end markers), embedding 15, convolutions of widths 1..7 with min(200, 50 w) filters, tanh,
+             max-pool, 2 highway layers, 2 LSTM layers of 650, dropout 0.5, 19,367,965 parameters (no
+             embeddings to tie: the input is characters). BAN paper's recipe: 40 epochs of SGD at batch
+             20 x 35 from lr 2, halved when the validation perplexity improves by less than 0.5; here
+             halved at fixed epochs 12, 16, ..., 36 instead (as paper_lstm, a stand-in for the plateau
+             rule); gradient norm clipped at 5 (Kim et al.). Teacher and BAN+L student, 3 seeds.
   tiny       seconds, for tests (the first 20k training tokens).
 """
 
 import ml_collections
 
-VARIANTS = ("ptb", "medium", "paper_lstm", "tiny")
+VARIANTS = ("ptb", "medium", "paper_lstm", "paper_cnn_lstm", "tiny")
 #: the paper's parameter counts (Table 6)
-PAPER_PARAMS = {"paper_lstm": 52e6}
+PAPER_PARAMS = {"paper_lstm": 52e6, "paper_cnn_lstm": 19e6}
 
 
 def get_config(variant: str = "ptb") -> ml_collections.ConfigDict:
@@ -45,7 +52,14 @@ def get_config(variant: str = "ptb") -> ml_collections.ConfigDict:
         val_tokens=20_000,            # > 0: only the first that many validation tokens (0: all)
         seed=0,
     ))
-    c.model = ml_collections.ConfigDict(dict(vocab_size=10_000, embed_dim=128, hidden=128, layers=1, dropout=0.0))
+    c.model = ml_collections.ConfigDict(dict(
+        arch="lstm",                  # lstm (word embeddings) | char_cnn (Kim et al.'s characters -> CNN -> highway)
+        vocab_size=10_000, embed_dim=128, hidden=128, layers=1, dropout=0.0,
+        tie_embeddings=False,         # lstm: output projection = the embedding matrix (needs embed_dim == hidden)
+        # char_cnn only (Kim et al.'s large model; jaxcomp/models/charcnn.py):
+        char_vocab_size=51, max_word_len=21, char_embed=15, kernel_widths=(1, 2, 3, 4, 5, 6, 7),
+        filters=(50, 100, 150, 200, 200, 200, 200), highway_layers=2,
+    ))
     c.distill = ml_collections.ConfigDict(dict(loss="ce", temperature=4.0, label_weight=1.0, teachers=()))
     c.optimizer = ml_collections.ConfigDict(dict(
         name="adam", learning_rate=3e-3, schedule="cosine", decay_steps=300, decay_rate=0.1, boundaries=(),
@@ -74,9 +88,18 @@ def get_config(variant: str = "ptb") -> ml_collections.ConfigDict:
     elif variant == "paper_lstm":
         epoch = 929_589 // (32 * 35)
         c.data.update(batch_size=32, burn_in=35, val_tokens=0)
-        c.model.update(embed_dim=1500, hidden=1500, layers=2, dropout=0.65)
+        c.model.update(embed_dim=1500, hidden=1500, layers=2, dropout=0.65, tie_embeddings=True)
         c.optimizer.update(name="sgd", learning_rate=1.0, momentum=0.0, schedule="piecewise", decay_rate=0.25,
                            boundaries=(epoch * 15, epoch * 25, epoch * 35), warmup_steps=0)
+        c.steps = c.optimizer.decay_steps = c.checkpoint_every = 40 * epoch
+        c.eval_every, c.log_every = epoch, 200
+        c.ban.seeds = (0, 1, 2)
+    elif variant == "paper_cnn_lstm":
+        epoch = 929_589 // (20 * 35)
+        c.data.update(batch_size=20, burn_in=35, val_tokens=0)
+        c.model.update(arch="char_cnn", hidden=650, layers=2, dropout=0.5)  # the char_cnn defaults: Kim's large
+        c.optimizer.update(name="sgd", learning_rate=2.0, momentum=0.0, schedule="piecewise", decay_rate=0.5,
+                           boundaries=tuple(epoch * e for e in range(12, 40, 4)), warmup_steps=0, grad_clip=5.0)
         c.steps = c.optimizer.decay_steps = c.checkpoint_every = 40 * epoch
         c.eval_every, c.log_every = epoch, 200
         c.ban.seeds = (0, 1, 2)

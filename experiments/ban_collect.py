@@ -38,7 +38,7 @@ def save_logits(config, workdir: str, seed: int) -> str:
         path = os.path.join(base, model)
         if not os.path.isdir(os.path.join(path, "checkpoints", str(config.steps))):  # not finished
             break
-        teacher = load_teacher(path)
+        teacher = load_teacher(path, data=data)
         apply = jax.jit(lambda x, t=teacher: t.model.apply(t.variables, x, train=False))
         out[model] = np.concatenate([np.asarray(apply(images[i : i + 500])) for i in range(0, len(images), 500)])
         print(f"seed {seed} {model}: restored", flush=True)

@@ -51,8 +51,8 @@ def training_set_outputs(workdir: str, config) -> dict[str, float]:
     from jaxcomp.data.classification import build_classification_data
     from jaxcomp.distill.task import load_teacher
 
-    teacher = load_teacher(workdir)
     data = build_classification_data(config.data)
+    teacher = load_teacher(workdir, data=data)
     clean = build_classification_data(apply_overrides(config, ["data.label_noise=0.0"]).data).train_labels
     apply = jax.jit(lambda x: jax.nn.log_softmax(teacher.model.apply(teacher.variables, x, train=False)))
     logp = np.concatenate([np.asarray(apply(data.normalize(data.train_images[i : i + 500])))

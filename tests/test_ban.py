@@ -570,10 +570,147 @@ def test_paper_architectures_have_the_papers_parameter_counts(repo):
     counts = _paper_counts(repo, ("wrn_28_1", "densenet_90_60"))
     assert counts == {"wrn_28_1": 375_348, "densenet_90_60": 16_120_538}
     lm = load_config(str(repo / "configs" / "ban_lm.py") + ":paper_lstm")
-    untied = models.count_params(build_model(lm), (1, 4))
-    assert untied == 66_022_000
-    tied = untied - lm.model.hidden * lm.model.vocab_size
-    assert abs(tied / _paper_module(repo, "ban_lm.py").PAPER_PARAMS["paper_lstm"] - 1) < 0.03
+    assert lm.model.tie_embeddings
+    tied = models.count_params(build_model(lm), (1, 4))
+    assert tied == 51_022_000  # 2 x 1500, tied: embedding 15M + 2 x 18.006M LSTM + 10k output bias
+    assert abs(tied / _paper_module(repo, "ban_lm.py").PAPER_PARAMS["paper_lstm"] - 1) < 0.02
+    untied = models.count_params(build_model(apply_overrides(lm, ["model.tie_embeddings=False"])), (1, 4))
+    assert untied - tied == lm.model.hidden * lm.model.vocab_size
+
+
+def _count(model, shape=(1, 4)):
+    variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(shape, jnp.int32)))
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(variables["params"]))), variables["params"]
+
+
+def test_paper_cnn_lstm_has_the_papers_parameter_count(repo):
+    """configs/ban_lm.py:paper_cnn_lstm is Kim et al.'s large character-aware model: 19,367,965 parameters
+    (abstract init, no text read), the paper's "19M" (Kim et al.'s Torch model has 5,200 more: a second
+    LSTM bias per gate); with the shipped PTB, its words spell into 51 character ids and 21 positions."""
+    from jaxcomp.distill.task import build_model
+    from jaxcomp.models.charcnn import CharCNNLanguageModel
+
+    config = load_config(str(repo / "configs" / "ban_lm.py") + ":paper_cnn_lstm")
+    model = build_model(config, shapes_only=True)
+    assert isinstance(model, CharCNNLanguageModel)
+    n, params = _count(model)
+    assert n == 19_367_965 and models.count_params(model, (1, 4)) == n  # the zoo's counter feeds word ids
+    assert round(n / 1e6) == _paper_module(repo, "ban_lm.py").PAPER_PARAMS["paper_cnn_lstm"] / 1e6  # "19M"
+    assert params["char_embed"]["embedding"].shape == (51, 15)
+    assert [params[f"conv{w}"]["kernel"].shape for w in range(1, 8)] == [
+        (w, 15, min(200, 50 * w)) for w in range(1, 8)]
+    assert params["highway"]["highway1_gate"]["kernel"].shape == (1100, 1100)
+    assert params["lstm0_input"]["kernel"].shape == (1100, 2600) and params["lstm1"]["recurrent"]["kernel"].shape == (
+        650, 2600)
+    assert params["output"]["kernel"].shape == (650, 10_000)
+    ptb = repo.parent / "shared" / "data" / "ptb"
+    if (ptb / "ptb.train.txt").is_file():
+        from jaxcomp.data.text import lm_word_characters
+
+        table, chars = lm_word_characters(apply_overrides(config, [f"data.path={ptb}"]).data, 0)
+        assert table.shape == (10_000, 21) and len(chars) == 46 and table.max() == 50
+
+
+def test_word_characters_spell_the_vocabulary():
+    """Each row: start marker, the word's character ids (by sorted character), end marker, padding;
+    ``<unk>`` / ``<eos>`` one reserved character each; longer words keep their first ``L - 2`` characters."""
+    from jaxcomp.data import text
+
+    words = ["<eos>", "ba", "a", "<unk>", "abcab"]
+    table, chars = text.word_characters(words)
+    assert chars == ["a", "b", "c"]
+    a, b, c = 5, 6, 7
+    S, E, P = text.CHAR_START, text.CHAR_END, text.CHAR_PAD
+    np.testing.assert_array_equal(table, [[S, text.CHAR_EOS, E, P, P, P, P], [S, b, a, E, P, P, P],
+                                          [S, a, E, P, P, P, P], [S, text.CHAR_UNK, E, P, P, P, P],
+                                          [S, a, b, c, a, b, E]])
+    short, _ = text.word_characters(words, max_word_len=4)
+    np.testing.assert_array_equal(short[4], [S, a, b, E])
+    with pytest.raises(DataError, match="max_word_len"):
+        text.word_characters(words, max_word_len=2)
+
+
+def _random_params(model, tokens, rng):
+    """Random float32 parameters of ``model``'s structure (abstract init: nothing runs)."""
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), tokens))["params"]
+    return jax.tree.map(lambda v: rng.normal(0, 0.5, v.shape).astype(np.float32), shapes)
+
+
+def test_char_cnn_reads_characters_through_convolutions_and_highways():
+    """The features the LSTM receives are, per token, the highway layers (``t = sigmoid(W_t x + b_t - 2)``,
+    ``t relu(W_h x + b_h) + (1 - t) x``) of the max over positions of ``tanh`` of each width's valid
+    convolution of the embedded characters of that token's word (numpy reference); two word ids spelled
+    alike get the same logits; characters outside the embedding, or words narrower than a filter, are
+    clear errors."""
+    from jaxcomp.models.charcnn import CharCNNLanguageModel, char_table
+
+    rng = np.random.default_rng(0)
+    table = rng.integers(0, 9, (12, 6))
+    table[7] = table[3]  # two words spelled alike
+    model = CharCNNLanguageModel(vocab_size=12, word_chars=char_table(table), char_vocab_size=9, char_embed=4,
+                                 kernel_widths=(1, 3), filters=(3, 5), highway_layers=2, hidden=5, layers=1,
+                                 dropout=0.0)
+    tokens = jnp.asarray([[3, 1, 7, 0], [7, 2, 3, 11]], jnp.int32)
+    params = _random_params(model, tokens, rng)
+    fast = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
+    apply = jax.jit(lambda p: model.apply({"params": p}, tokens, capture_intermediates=True), compiler_options=fast)
+    logits, inter = jax.tree.map(np.asarray, apply(params))
+    features = inter["intermediates"]["highway"]["__call__"][0]
+    p = jax.tree.map(lambda v: np.asarray(v, np.float64), params)
+    emb = p["char_embed"]["embedding"][table[np.asarray(tokens)]]               # [B, T, L, E]
+    pooled = []
+    for w in (1, 3):
+        k, bias = p[f"conv{w}"]["kernel"], p[f"conv{w}"]["bias"]
+        conv = sum(np.einsum("btle,ef->btlf", emb[:, :, i : emb.shape[2] - w + 1 + i], k[i]) for i in range(w)) + bias
+        pooled.append(np.tanh(conv).max(2))
+    x = np.concatenate(pooled, -1)
+    for i in range(2):
+        g, h = p["highway"][f"highway{i}_gate"], p["highway"][f"highway{i}_transform"]
+        t = 1 / (1 + np.exp(-(x @ g["kernel"] + g["bias"] - 2)))
+        x = t * np.maximum(x @ h["kernel"] + h["bias"], 0) + (1 - t) * x
+    np.testing.assert_allclose(features, x, rtol=1e-4, atol=1e-5)
+    assert logits.shape == (2, 4, 12)
+    np.testing.assert_allclose(logits[0, 0], logits[1, 0], rtol=1e-6)  # words 3 and 7: the same characters
+    assert not np.allclose(logits[0, 1], logits[1, 1])
+    for bad, match in ((dict(char_vocab_size=5), "char_vocab_size"),
+                       (dict(char_vocab_size=9, kernel_widths=(7,), filters=(2,)), "widest filter")):
+        with pytest.raises(ValueError, match=match):
+            jax.eval_shape(lambda m=CharCNNLanguageModel(vocab_size=12, word_chars=char_table(table), **bad):
+                           m.init(jax.random.PRNGKey(0), tokens))
+
+
+def test_tied_lstm_predicts_with_its_embedding_matrix():
+    """With ``tie_embeddings`` the logit of word ``j`` is ``h . E[j] + b[j]``: changing ``E[j]`` moves that
+    logit at every position even where ``j`` is not an input, and there is no separate output kernel."""
+    lm = models.LSTMLanguageModel(vocab_size=9, embed_dim=6, hidden=6, layers=1, tie_embeddings=True)
+    tokens = jnp.asarray([[0, 1, 2, 1]], jnp.int32)
+    params = _random_params(lm, tokens, np.random.default_rng(0))
+    assert "output" not in params and params["output_bias"].shape == (9,)
+    moved = jax.tree.map(np.array, params)
+    moved["embed"]["embedding"][5] += 1.0
+    fast = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
+    base, out = np.asarray(jax.jit(lambda ps: jnp.stack([lm.apply({"params": q}, tokens) for q in ps]),
+                                   compiler_options=fast)((params, moved)))
+    changed = np.abs(out - base) > 1e-6
+    assert changed[..., 5].all() and not changed[..., :5].any() and not changed[..., 6:].any()
+    with pytest.raises(ValueError, match="embed_dim == hidden"):
+        jax.eval_shape(lambda: models.LSTMLanguageModel(vocab_size=9, embed_dim=4, hidden=6, tie_embeddings=True)
+                       .init(jax.random.PRNGKey(0), tokens))
+
+
+def test_example_batch_asks_the_data_layer_for_the_input_shape(ban_config):
+    """A classifier's example input has the shape the data layer gives (a batches object's ``image_shape``,
+    else ``model.input_shape``, else the data the config describes: the digits are 8x8x1), not a fixed guess."""
+    from jaxcomp.distill.task import example_batch, input_shape
+
+    class Batches:
+        image_shape = (5, 7, 3)
+
+    assert example_batch(ban_config, 2, Batches())["image"].shape == (2, 5, 7, 3)
+    assert input_shape(ban_config) == (8, 8, 1)
+    stated = apply_overrides(ban_config, ["data.source=tfds"])
+    stated.model.input_shape = (32, 32, 3)
+    assert example_batch(stated, 1)["image"].shape == (1, 32, 32, 3)  # stated: tfds is not read
 
 
 @pytest.mark.slow
@@ -731,6 +868,26 @@ def test_paper_lstm_config_trains_a_few_steps(repo, tmp_path):
                          + [o for o in _SMALL_RUN if not o.startswith("data.batch_size")])
     rows = run_generations(config, str(tmp_path / "runs"), progress=False, log=lambda *_: None)
     assert [r["model"] for r in rows] == ["teacher", "BAN-1"] and all(np.isfinite(r["perplexity"]) for r in rows)
+
+
+@pytest.mark.slow
+def test_paper_cnn_lstm_config_trains_a_few_steps(repo, tmp_path):
+    """configs/ban_lm.py:paper_cnn_lstm (Kim et al.'s large CNN-LSTM, 19.4M parameters) runs a teacher and a
+    BAN+L student for 2 steps on the shipped PTB (its words spelled into characters), and each reloads."""
+    from jaxcomp.distill.generations import run_generations
+    from jaxcomp.distill.task import load_teacher
+
+    ptb = repo.parent / "shared" / "data" / "ptb"
+    if not (ptb / "ptb.train.txt").is_file():
+        pytest.skip(f"PTB not found at {ptb}")
+    config = load_config(str(repo / "configs" / "ban_lm.py") + ":paper_cnn_lstm",
+                         [f"data.path={ptb}", "data.batch_size=2", "data.val_tokens=200", "eval_batch_size=4"]
+                         + [o for o in _SMALL_RUN if not o.startswith("data.batch_size")])
+    rows = run_generations(config, str(tmp_path / "runs"), progress=False, log=lambda *_: None)
+    assert [r["model"] for r in rows] == ["teacher", "BAN-1"] and all(np.isfinite(r["perplexity"]) for r in rows)
+    assert all(r["perplexity"] < 2 * 10_000 for r in rows)  # 2 steps: near the uniform 10k, not diverged
+    student = load_teacher(str(tmp_path / "runs" / "seed0" / "ban-1"))
+    assert student.model.apply(student.variables, jnp.zeros((1, 3), jnp.int32)).shape == (1, 3, 10_000)
 
 
 def test_driver_wires_variant_label_weights_and_teacher_configs(repo, tmp_path, monkeypatch):

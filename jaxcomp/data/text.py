@@ -8,11 +8,15 @@ state without being scored, then ``seq_len`` scored tokens (a stateless stand-in
 the state across truncated-BPTT segments, so that a resumed run is bit-identical). Evaluation
 covers the validation stream exactly once, in consecutive ``seq_len`` windows each preceded
 by its ``burn_in`` tokens of true context.
+
+For the character-aware CNN-LSTM, :func:`word_characters` spells every vocabulary word as a row
+of character ids (the model looks the batches' word ids up in that table; the batches are the same).
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import os
 from collections.abc import Iterator
 
@@ -129,3 +133,59 @@ def build_lm_data(data: ml_collections.ConfigDict, process_index: int | None = N
                         jax.process_index() if process_index is None else process_index,
                         jax.process_count() if process_count is None else process_count)
     return batches, vocab
+
+
+# ---- characters of each word (the character-aware CNN-LSTM, Kim et al. 2016) ----------------------------
+
+#: reserved character ids: padding after the word, start-of-word, end-of-word, and the single
+#: "characters" that stand for the whole words ``<unk>`` and ``<eos>`` (Kim et al. write them ``|`` and ``+``)
+CHAR_PAD, CHAR_START, CHAR_END, CHAR_UNK, CHAR_EOS = 0, 1, 2, 3, 4
+NUM_RESERVED_CHARS = 5
+
+
+def word_characters(words: list[str], max_word_len: int = 0) -> tuple[np.ndarray, list[str]]:
+    """The characters of every word of a vocabulary, as Kim et al.'s character-aware LM reads them.
+
+    Args:
+      words: the vocabulary in id order (:attr:`Vocabulary.words`).
+      max_word_len: the width of the table, start and end markers included; 0: the longest word + 2.
+        A longer word keeps its first ``max_word_len - 2`` characters (its end marker stays).
+
+    Returns:
+      ``int32 [len(words), max_word_len]``: per word ``CHAR_START``, its character ids, ``CHAR_END``,
+      then ``CHAR_PAD``; ``<unk>`` and ``<eos>`` are the one character ``CHAR_UNK`` / ``CHAR_EOS``.
+      And the characters of ids ``NUM_RESERVED_CHARS, NUM_RESERVED_CHARS + 1, ...`` (sorted), so that
+      the character vocabulary has ``NUM_RESERVED_CHARS + len(chars)`` entries (PTB: 5 + 46 = 51, as
+      Kim et al.'s; its longest word has 19 characters, so the table is ``[10000, 21]``).
+    """
+    special = {"<unk>": [CHAR_UNK], EOS: [CHAR_EOS]}
+    chars = sorted({c for w in words if w not in special for c in w})
+    ids = {c: NUM_RESERVED_CHARS + i for i, c in enumerate(chars)}
+    spelled = [special.get(w) or [ids[c] for c in w] for w in words]
+    width = max_word_len or max(map(len, spelled)) + 2
+    if width < 3:
+        raise DataError(f"max_word_len={width} leaves no room for a character between the start and end markers")
+    table = np.full((len(words), width), CHAR_PAD, np.int32)
+    for i, s in enumerate(spelled):
+        s = [CHAR_START, *s[: width - 2], CHAR_END]
+        table[i, : len(s)] = s
+    return table, chars
+
+
+@functools.lru_cache(maxsize=4)
+def _text_word_characters(path: str, prefix: str, max_word_len: int) -> tuple[np.ndarray, tuple[str, ...]]:
+    table, chars = word_characters(Vocabulary(read_words(os.path.join(path, f"{prefix}train.txt"))).words,
+                                   max_word_len)
+    table.flags.writeable = False  # cached: shared by every caller
+    return table, tuple(chars)
+
+
+def lm_word_characters(data: ml_collections.ConfigDict, max_word_len: int = 0) -> tuple[np.ndarray, list[str]]:
+    """:func:`word_characters` of the vocabulary :func:`build_lm_data` builds from ``data`` (the words of
+    ``{data.path}/{data.prefix}train.txt``), so that row ``i`` spells the word of token id ``i``. Read once
+    per ``(path, prefix, max_word_len)`` and cached; the table is read-only."""
+    if not data.path or not os.path.isdir(data.path):
+        raise DataError(f"language-model data folder not found: {data.path!r}; the character-aware model spells "
+                        "the words of its ptb.train.txt (pass --config.data.path=DIR)")
+    table, chars = _text_word_characters(os.path.abspath(data.path), data.get("prefix", "ptb."), max_word_len)
+    return table, list(chars)

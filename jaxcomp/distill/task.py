@@ -44,18 +44,35 @@ class Teacher:
     variables: Any
 
 
-def build_model(config: ml_collections.ConfigDict) -> nn.Module:
+LM_ARCHS = ("lstm", "char_cnn")
+
+
+def build_model(config: ml_collections.ConfigDict, word_chars: np.ndarray | None = None, *,
+                shapes_only: bool = False) -> nn.Module:
     """The network ``config.model`` describes, for ``config.task`` ``classification`` or ``lm``.
 
     ``classification``: ``model.name`` (see :func:`jaxcomp.models.classifier`), ``num_classes``,
     ``dropout`` (WRN / DenseNet only), ``densenet_stem`` (DenseNet only: the stem's channels,
-    16 for the Born-Again paper's DenseNets; 0 = ``2 * growth_rate``). ``lm``: ``vocab_size``,
-    ``embed_dim``, ``hidden``, ``layers``, ``dropout``.
+    16 for the Born-Again paper's DenseNets; 0 = ``2 * growth_rate``). ``lm``: ``model.arch``
+    ``lstm`` (the default: :class:`jaxcomp.models.LSTMLanguageModel` from ``vocab_size``,
+    ``embed_dim``, ``hidden``, ``layers``, ``dropout``, ``tie_embeddings``) or ``char_cnn``
+    (:class:`jaxcomp.models.charcnn.CharCNNLanguageModel` from ``vocab_size``, ``char_vocab_size``,
+    ``max_word_len``, ``char_embed``, ``kernel_widths``, ``filters``, ``highway_layers``, ``hidden``,
+    ``layers``, ``dropout``). The character model spells the words of ``config.data``'s training text
+    (:func:`jaxcomp.data.text.lm_word_characters`) unless ``word_chars`` (``int [vocab_size, L]``) is
+    given; ``shapes_only=True`` builds it without a spelling (every word spelled with character 0, no
+    text read), for parameter shapes only.
     """
     m = config.model
     if config.task == "lm":
+        arch = m.get("arch", "lstm")
+        if arch == "char_cnn":
+            return _char_cnn(config, word_chars, shapes_only)
+        if arch != "lstm":
+            raise ValueError(f"unknown model.arch {arch!r} for a language model; use one of {', '.join(LM_ARCHS)}")
         return LSTMLanguageModel(vocab_size=m.vocab_size, embed_dim=m.embed_dim, hidden=m.hidden,
-                                 layers=m.layers, dropout=m.get("dropout", 0.0))
+                                 layers=m.layers, dropout=m.get("dropout", 0.0),
+                                 tie_embeddings=m.get("tie_embeddings", False))
     kwargs = {}
     if m.get("dropout", 0.0):
         if m.name.startswith("resnet"):
@@ -68,14 +85,59 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
     return classifier(m.name, m.num_classes, **kwargs)
 
 
-def example_batch(config: ml_collections.ConfigDict, batch_size: int = 2) -> dict[str, np.ndarray]:
-    """A zero batch of the structure ``config``'s task trains on (parameter shapes do not depend on
-    the spatial size, so 32x32 stands for every classifier input)."""
+def _char_cnn(config: ml_collections.ConfigDict, word_chars: np.ndarray | None, shapes_only: bool) -> nn.Module:
+    from jaxcomp.data.text import NUM_RESERVED_CHARS, lm_word_characters
+    from jaxcomp.models.charcnn import CharCNNLanguageModel, char_table
+
+    m = config.model
+    if word_chars is None and not shapes_only:
+        word_chars, chars = lm_word_characters(config.data, m.max_word_len)
+        if NUM_RESERVED_CHARS + len(chars) > m.char_vocab_size:
+            raise ValueError(f"the training text of {config.data.path!r} has {len(chars)} distinct characters "
+                             f"(+ {NUM_RESERVED_CHARS} reserved) but model.char_vocab_size={m.char_vocab_size}")
+    if word_chars is not None and len(word_chars) != m.vocab_size:
+        raise ValueError(f"the character table spells {len(word_chars)} words but model.vocab_size={m.vocab_size}")
+    return CharCNNLanguageModel(
+        vocab_size=m.vocab_size, word_chars=None if word_chars is None else char_table(word_chars),
+        char_vocab_size=m.char_vocab_size, max_word_len=m.max_word_len, char_embed=m.char_embed,
+        kernel_widths=tuple(m.kernel_widths), filters=tuple(m.filters), highway_layers=m.highway_layers,
+        hidden=m.hidden, layers=m.layers, dropout=m.get("dropout", 0.0))
+
+
+def input_shape(config: ml_collections.ConfigDict, data: Any = None) -> tuple[int, ...]:
+    """The shape of one classifier input, ``(H, W, C)``, as the data layer gives it.
+
+    In order: ``data.image_shape`` of a built batches object (e.g.
+    :class:`jaxcomp.data.classification.ClassificationBatches`), else the images of its first
+    training batch; else ``config.model.input_shape`` when the config states it; else the data layer
+    is built from ``config.data`` (:func:`jaxcomp.tasks.build_data`) and asked.
+    """
+    if data is None:
+        stated = config.model.get("input_shape", None)
+        if stated:
+            return tuple(int(d) for d in stated)
+        from jaxcomp import tasks
+
+        data = tasks.build_data(config, "classification")
+    shape = getattr(data, "image_shape", None)
+    if shape is None:
+        shape = data.train_batch(0)["image"].shape[1:]
+    return tuple(int(d) for d in shape)
+
+
+def example_batch(config: ml_collections.ConfigDict, batch_size: int = 2, data: Any = None) -> dict[str, np.ndarray]:
+    """A zero batch of the structure ``config``'s task trains on.
+
+    ``lm``: ``tokens`` / ``targets`` ``int32 [B, 4]``, ``weights float32 [B, 4]``. ``classification``:
+    ``image float32 [B, H, W, C]`` with ``(H, W, C)`` from the data layer (:func:`input_shape`: the batches
+    object ``data`` if given, else ``config.model.input_shape``, else the data ``config.data`` describes,
+    which are then loaded), ``label int32 [B]``.
+    """
     if config.task == "lm":
         z = np.zeros((batch_size, 4), np.int32)
         return {"tokens": z, "targets": z, "weights": z.astype(np.float32)}
-    channels = 3 if config.data.source in ("tfds", "tfds_stream") else 1  # RGB tfds sets (cifar, imagenet2012)
-    return {"image": np.zeros((batch_size, 32, 32, channels), np.float32), "label": np.zeros(batch_size, np.int32)}
+    shape = input_shape(config, data)
+    return {"image": np.zeros((batch_size, *shape), np.float32), "label": np.zeros(batch_size, np.int32)}
 
 
 def _variables(params: Any, batch_stats: Any) -> dict[str, Any]:
@@ -239,24 +301,31 @@ def teacher_from_state(task: ClassificationTask, state: TrainState) -> Teacher:
     return Teacher(task.model, _variables(state.params, state.model_state["batch_stats"]))
 
 
-def load_teacher(workdir: str, step: int | None = None) -> Teacher:
+def load_teacher(workdir: str, step: int | None = None, data: Any = None) -> Teacher:
     """The model trained in ``workdir`` (its saved config and latest checkpoint) as a teacher.
 
     That run's own teachers are only needed for the structure of its checkpoint: they are
-    described by shapes, so a chain of generations is not re-loaded.
+    described by shapes, so a chain of generations is not re-loaded. ``data``: the batches the
+    teacher will see (their image shape makes the checkpoint's structure, :func:`example_batch`);
+    if None, a classifier's data are built from its saved config once.
     """
     from jaxcomp import train as trainer
 
     config = read_workdir_config(workdir)
-    nested = [abstract_teacher(read_workdir_config(w)) for w in config.distill.get("teachers", ())]
+    if data is None and config.task != "lm" and not config.model.get("input_shape", None):
+        from jaxcomp import tasks
+
+        data = tasks.build_data(config, "classification")  # once, for the teacher and its own teachers
+    nested = [abstract_teacher(read_workdir_config(w), data) for w in config.distill.get("teachers", ())]
     task = build_task(config, teachers=nested)
-    state = trainer.restore_for_eval(config, workdir, task, example_batch(config), step=step)
+    state = trainer.restore_for_eval(config, workdir, task, example_batch(config, data=data), step=step)
     return teacher_from_state(task, state)
 
 
-def abstract_teacher(config: ml_collections.ConfigDict) -> Teacher:
-    """A teacher of the architecture ``config`` describes, with ``ShapeDtypeStruct`` variables."""
+def abstract_teacher(config: ml_collections.ConfigDict, data: Any = None) -> Teacher:
+    """A teacher of the architecture ``config`` describes, with ``ShapeDtypeStruct`` variables (its input
+    shape from ``data`` or ``config``, see :func:`example_batch`)."""
     model = build_model(config)
-    x = example_batch(config, 1)["tokens" if config.task == "lm" else "image"]
+    x = example_batch(config, 1, data)["tokens" if config.task == "lm" else "image"]
     variables = jax.eval_shape(lambda: model.init({"params": jax.random.PRNGKey(0)}, jnp.asarray(x), train=False))
     return Teacher(model, variables)

@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from jaxcomp.models.charcnn import CharCNNLanguageModel
 from jaxcomp.models.cresnet import PAPER_NETWORKS, DeepLab, ImageNetResNet, understanding_network
 from jaxcomp.models.densenet import DenseNetBC
 from jaxcomp.models.layers import batch_norm, default_conv, default_dense, he_normal_fan_out, pad_same
@@ -78,7 +79,7 @@ def count_params(model: nn.Module, input_shape: tuple[int, ...], **call_kwargs: 
     """Number of trainable parameters, from an abstract init (``jax.eval_shape``: no compute)."""
     import jax.numpy as jnp
 
-    dtype = jnp.int32 if isinstance(model, LSTMLanguageModel) else jnp.float32
+    dtype = jnp.int32 if isinstance(model, (LSTMLanguageModel, CharCNNLanguageModel)) else jnp.float32  # word ids
     variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(input_shape, dtype),
                                                   **call_kwargs))
     return int(sum(np.prod(x.shape) for x in jax.tree.leaves(variables["params"])))
@@ -86,6 +87,6 @@ def count_params(model: nn.Module, input_shape: tuple[int, ...], **call_kwargs: 
 
 __all__ = [
     "PAPER_CLASSIFIERS", "PAPER_NETWORKS", "BasicBlock", "CifarResNet", "DeepLab", "DenseNetBC", "ImageNetResNet",
-    "understanding_network", "LSTMLanguageModel", "WideBlock", "WideResNet",
+    "understanding_network", "CharCNNLanguageModel", "LSTMLanguageModel", "WideBlock", "WideResNet",
     "batch_norm", "classifier", "count_params", "default_conv", "default_dense", "he_normal_fan_out", "pad_same",
 ]

@@ -1,4 +1,7 @@
-"""A word-level LSTM language model (Zaremba et al., 2014 style) with injectable projections."""
+"""A word-level LSTM language model (Zaremba et al., 2014 style) with injectable projections.
+
+The LSTM stack (:func:`lstm_stack`) is shared with the character-aware CNN-LSTM of
+:mod:`jaxcomp.models.charcnn`."""
 
 from __future__ import annotations
 
@@ -25,6 +28,20 @@ class _LSTMStep(nn.Module):
         return (c, h), h
 
 
+def lstm_stack(x: jax.Array, hidden: int, layers: int, dense: DenseFactory, drop: nn.Module | None) -> jax.Array:
+    """``layers`` LSTM layers over ``x float32 [B, T, D] -> [B, T, hidden]``, each from a zero state, with
+    ``drop`` (or nothing) after every layer. Call it inside a module's compact ``__call__``: it adds that
+    module's parameters ``lstm{l}_input`` (``D or hidden -> 4 hidden``, with bias) and ``lstm{l}/recurrent``
+    (``hidden -> 4 hidden``, no bias)."""
+    scan = nn.scan(_LSTMStep, variable_broadcast="params", split_rngs={"params": False}, in_axes=1, out_axes=1)
+    for layer in range(layers):
+        x_proj = dense(4 * hidden, use_bias=True, name=f"lstm{layer}_input")(x)
+        zeros = jnp.zeros((x.shape[0], hidden), x_proj.dtype)
+        _, x = scan(hidden, dense, name=f"lstm{layer}")((zeros, zeros), x_proj)
+        x = drop(x) if drop is not None else x
+    return x
+
+
 class LSTMLanguageModel(nn.Module):
     """Embedding, ``layers`` LSTM layers, dropout, and a projection to the vocabulary.
 
@@ -38,6 +55,9 @@ class LSTMLanguageModel(nn.Module):
         all steps at once), the recurrent projection (``[B, H] -> [B, 4H]``, no bias) and the
         output projection (``[B, T, H] -> [B, T, vocab]``); called as
         ``dense(features, use_bias=, name=)``, see :mod:`jaxcomp.models.layers`.
+      tie_embeddings: the output projection is the transposed embedding matrix plus a bias
+        ``output_bias [vocab]`` (Press & Wolf, 2017; the BAN paper's PTB LSTM), instead of a
+        ``dense`` layer ``output``; needs ``embed_dim == hidden``. Saves ``vocab * hidden`` parameters.
     """
 
     vocab_size: int
@@ -46,21 +66,23 @@ class LSTMLanguageModel(nn.Module):
     layers: int = 2
     dropout: float = 0.0
     dense: DenseFactory = default_dense
+    tie_embeddings: bool = False
 
     @nn.compact
     def __call__(self, tokens: jax.Array, train: bool = False) -> jax.Array:
         if tokens.ndim != 2:
             raise ValueError(f"LSTMLanguageModel expects int tokens [B, T], got shape {tokens.shape}")
+        if self.tie_embeddings and self.embed_dim != self.hidden:
+            raise ValueError(f"tie_embeddings needs embed_dim == hidden (the output projection is the embedding "
+                             f"matrix), got embed_dim={self.embed_dim}, hidden={self.hidden}")
         init = nn.initializers.uniform(0.2)  # U(0, 0.2) shifted below to U(-0.1, 0.1) as in Zaremba et al.
         embed = nn.Embed(self.vocab_size, self.embed_dim, name="embed",
                          embedding_init=lambda k, s, d=jnp.float32: init(k, s, d) - 0.1)
         x = embed(tokens)
-        drop = nn.Dropout(self.dropout, deterministic=not train)
-        x = drop(x) if self.dropout else x
-        scan = nn.scan(_LSTMStep, variable_broadcast="params", split_rngs={"params": False}, in_axes=1, out_axes=1)
-        for layer in range(self.layers):
-            x_proj = self.dense(4 * self.hidden, use_bias=True, name=f"lstm{layer}_input")(x)
-            zeros = jnp.zeros((tokens.shape[0], self.hidden), x_proj.dtype)
-            _, x = scan(self.hidden, self.dense, name=f"lstm{layer}")((zeros, zeros), x_proj)
-            x = drop(x) if self.dropout else x
+        drop = nn.Dropout(self.dropout, deterministic=not train) if self.dropout else None
+        x = drop(x) if drop is not None else x
+        x = lstm_stack(x, self.hidden, self.layers, self.dense, drop)
+        if self.tie_embeddings:  # Press & Wolf: the output projection is the embedding matrix
+            bias = self.param("output_bias", nn.initializers.zeros, (self.vocab_size,), jnp.float32)
+            return embed.attend(x) + bias
         return self.dense(self.vocab_size, use_bias=True, name="output")(x)
