@@ -9,6 +9,10 @@ Variants:
                    (J = 3, L = 8, 3,472 dims) -> uncentred PCA to 500 dims; 10,000 training images,
                    3 seeds; SSC-MP, SSC-OMP, kNN spectral clustering and k-means. For all 70,000
                    digits: --config.data.split=all --config.data.num_points=70000.
+  mnist_scattering_mp: SSC-MP alone on the mnist_scattering samples with the setting chosen on the MNIST
+                   *test* split (disjoint from these training-split samples; experiments/ssc_diagnose.py):
+                   s_max = 40, p_max = s_max, tau = 0, and the support ("binary") affinity, plus kNN spectral
+                   clustering and k-means (docs/greedy.md, MNIST section).
   mnist_speed:     SSC-OMP coding time, jaxcomp vs scikit-learn (orthogonal_mp per point and
                    orthogonal_mp_gram on a precomputed Gram) on the mnist_scattering features.
   noise_smax:      low SNR: iid noise N(0, 0.1^2) per coordinate (m = 50, so ||e|| ~ 0.7), error over
@@ -33,8 +37,8 @@ SHARED_DATA = os.path.normpath(os.path.join(PROJECT_ROOT, os.pardir, "shared", "
 MNIST_PATH = os.path.join(SHARED_DATA, "mnist", "mnist.npz")
 CACHE_DIR = os.path.join(PROJECT_ROOT, "runs", "cache")
 
-VARIANTS = ("synthetic", "synthetic_sigma", "smax", "mnist", "mnist_scattering", "mnist_speed", "noise_smax",
-            "noise_smax_tau", "tiny")
+VARIANTS = ("synthetic", "synthetic_sigma", "smax", "mnist", "mnist_scattering", "mnist_scattering_mp", "mnist_speed",
+            "noise_smax", "noise_smax_tau", "tiny")
 
 
 def get_config(variant: str = "synthetic") -> ml_collections.ConfigDict:
@@ -55,7 +59,8 @@ def get_config(variant: str = "synthetic") -> ml_collections.ConfigDict:
         algorithms=("omp", "mp"), s_max=20, tau=1e-3, tau_mode="noise", tau_subspace_dim=0,
         p_max=0,  # 0: p_max = s_max
         corr_tol=0.0, chunk_size=1024,
-        affinity_normalization="none",  # or "l2": rows of C to unit norm before |C| + |C|^T (authors' code)
+        # "none": |C| + |C|^T; "l2": rows of C to unit norm first (authors' code); "binary": the support of C only
+        affinity_normalization="none",
     ))
     c.grid = ml_collections.ConfigDict(dict(
         axes="t_rho", t=(0, 4, 8, 10, 12, 14, 16, 18), rho=(1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0),
@@ -85,8 +90,8 @@ def get_config(variant: str = "synthetic") -> ml_collections.ConfigDict:
         c.ssc.tau = 0.0
         c.ssc.tau_mode = "fixed"
         c.ssc.chunk_size = 1000
-    elif variant in ("mnist_scattering", "mnist_speed"):
-        c.experiment = "mnist" if variant == "mnist_scattering" else "speed"
+    elif variant in ("mnist_scattering", "mnist_scattering_mp", "mnist_speed"):
+        c.experiment = "speed" if variant == "mnist_speed" else "mnist"
         c.n_seeds = 3
         c.data.features = "scattering"
         c.data.cache_dir = CACHE_DIR
@@ -95,6 +100,10 @@ def get_config(variant: str = "synthetic") -> ml_collections.ConfigDict:
         c.ssc.tau_mode = "fixed"
         c.ssc.chunk_size = 1000
         c.baselines.sklearn_omp = False  # ~0.1-0.3 s per point at N = 10,000: see mnist_speed
+        if variant == "mnist_scattering_mp":  # chosen on the test split, see the variant list above
+            c.ssc.algorithms = ("mp",)
+            c.ssc.s_max = 40
+            c.ssc.affinity_normalization = "binary"
     elif variant in ("noise_smax", "noise_smax_tau"):
         c.grid.axes = "smax_rho"
         c.data.ambient_dim = 50

@@ -63,8 +63,9 @@ class SSCOMP(_SSCBase):
       max_clusters: upper bound for the eigengap estimate.
       random_state: seed of the eigensolver start vector and k-means.
       verbose: tqdm progress over chunks.
-      affinity_normalization: ``"none"`` (``|C| + |C|^T``) or ``"l2"`` (each point's representation
-        scaled to unit norm first, as the authors' code; see ``affinity_from_coefficients``).
+      affinity_normalization: ``"none"`` (``|C| + |C|^T``), ``"l2"`` (each point's representation
+        scaled to unit norm first, as the authors' code) or ``"binary"`` (the support of ``C`` only:
+        ``A_ij`` counts the nonzeros ``C_ij``, ``C_ji``); see ``affinity_from_coefficients``.
 
     Attributes (after ``fit``): ``coef_`` (N, N) csr, ``affinity_matrix_`` (N, N) csr,
     ``labels_`` (N,), ``n_clusters_``, ``n_features_in_`` (m), ``n_iter_`` (N,), ``residual_norm_``
