@@ -15,6 +15,7 @@ from jaxcomp.data import (
     load_image,
     random_crop,
     sample_image_paths,
+    sample_roles,
     split_files,
 )
 
@@ -83,9 +84,15 @@ def test_folder_source_holds_out_the_shipped_sample_names(l3c_tiny_config, tmp_p
     names = [os.path.basename(p) for p in sample_image_paths()]
     for name in names[:2] + ["other1.png", "other2.png"]:
         Image.fromarray(np.full((40, 40, 3), 7, np.uint8)).save(tmp_path / name)
-    config = apply_overrides(l3c_tiny_config, ["data.source=folder", f"data.path={tmp_path}"])
+    config = apply_overrides(l3c_tiny_config, ["data.source=folder", f"data.path={tmp_path}", "data.holdout=samples"])
     data = build_image_data(config.data)
     assert sorted(os.path.basename(f) for f in data.val.files) == sorted(names[:2])
+    assert sorted(os.path.basename(f) for f in data.train.files) == ["other1.png", "other2.png"]
+    # samples_val (the configs' default): only the "val" role validates, the "test" role is never read
+    config = apply_overrides(config, ["data.holdout=samples_val"])
+    data = build_image_data(config.data)
+    roles = sample_roles()
+    assert sorted(os.path.basename(f) for f in data.val.files) == sorted(n for n in names[:2] if roles[n] == "val")
     assert sorted(os.path.basename(f) for f in data.train.files) == ["other1.png", "other2.png"]
 
 
