@@ -155,7 +155,8 @@ def get_config(variant: str = "mnist") -> ml_collections.ConfigDict:
             c.sweep.update(rates=((0, 2), (1, 2), (4, 2), (16, 2), (32, 4)), steps=400, mmd=1.0)
         elif dataset == "photos":
             # 0, 32, 128, 512 and 2048 bits per 64x64 crop on the 4x4 grid (0 to 0.5 bpp); 300 steps a run
-            c.sweep.update(rates=((0, 2), (2, 2), (8, 2), (32, 2), (64, 4)), steps=300, eval_images=1000)
+            # lambda = 1: chosen on the "val" originals (sweep.split=val; docs/dplc.md), not the reported "test" ones
+            c.sweep.update(rates=((0, 2), (2, 2), (8, 2), (32, 2), (64, 4)), steps=300, eval_images=1000, mmd=1.0)
         elif dataset == "tiny":
             c.sweep.update(rates=((0, 2), (2, 2)), methods=("dplc", "cae"), seeds=(0, 1), steps=3, eval_images=8,
                            grid_images=4, quiet=True)
