@@ -6,6 +6,7 @@ import atexit
 import os
 import pathlib
 import shutil
+import sys
 import tempfile
 
 import pytest
@@ -22,6 +23,8 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+if str(REPO) not in sys.path:  # experiments/ (scripts, not installed) imports as a package from any directory
+    sys.path.insert(0, str(REPO))
 
 
 @pytest.fixture(scope="session")

@@ -1,24 +1,17 @@
 """experiments/dplc_sweep.py: which images a sweep reports on and compares against, and (slow) the
 whole sweep on the tiny config."""
 
-import importlib
 import json
 import os
-import pathlib
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from experiments import dplc_sweep
 from jaxcomp.configs import apply_overrides, load_config
 from jaxcomp.data import held_out_names
 from jaxcomp.data.images import image_tiles, resize_centre_crop
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # experiments/ as a package, from any working directory
-    sys.path.insert(0, str(REPO))
-dplc_sweep = importlib.import_module("experiments.dplc_sweep")
 
 
 def _config(repo, variant, **overrides):

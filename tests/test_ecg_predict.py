@@ -6,7 +6,6 @@ import importlib
 import json
 import os
 import pathlib
-import sys
 
 import numpy as np
 import pytest
@@ -24,9 +23,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _script(name):
-    """experiments/NAME.py as a module (the tests run from any directory)."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
+    """experiments/NAME.py as a module (conftest puts the project on sys.path)."""
     return importlib.import_module(f"experiments.{name}")
 
 
@@ -57,42 +54,39 @@ def test_reader_round_trip_and_resampling(tmp_path):
 
 def test_bad_files_give_clear_errors(tmp_path):
     d = str(tmp_path)
+
+    def refused(name, message):
+        with pytest.raises(ECGDataError, match=message):
+            read_challenge_record(os.path.join(d, f"{name}.mat"))
+
     x = np.random.default_rng(1).normal(0, 0.3, 900)
     write_challenge_record(d, "good", x)
     os.remove(os.path.join(d, "good.hea"))
-    with pytest.raises(ECGDataError, match=r"record good: no header .*good\.hea"):
-        read_challenge_record(os.path.join(d, "good.mat"))
+    refused("good", r"record good: no header .*good\.hea")
     write_challenge_record(d, "fs", x)
     _header(d, "fs", 3, 900)
-    with pytest.raises(ECGDataError, match=r"record fs: sampling rate 3 Hz .* not plausible"):
-        read_challenge_record(os.path.join(d, "fs.mat"))
+    refused("fs", r"record fs: sampling rate 3 Hz .* not plausible")
     _header(d, "junk", 300, 900)
     with open(os.path.join(d, "junk.mat"), "wb") as f:
         f.write(os.urandom(200))
-    with pytest.raises(ECGDataError, match=r"record junk: .*junk\.mat is not a readable MATLAB file"):
-        read_challenge_record(os.path.join(d, "junk.mat"))
+    refused("junk", r"record junk: .*junk\.mat is not a readable MATLAB file")
     write_challenge_record(d, "cut", x)
     data = open(os.path.join(d, "cut.mat"), "rb").read()
     with open(os.path.join(d, "cut.mat"), "wb") as f:
         f.write(data[: len(data) // 2])
-    with pytest.raises(ECGDataError, match=r"record cut: .*(corrupt or truncated|truncated or mismatched)"):
-        read_challenge_record(os.path.join(d, "cut.mat"))
+    refused("cut", r"record cut: .*(corrupt or truncated|truncated or mismatched)")
     savemat(os.path.join(d, "empty.mat"), {"val": np.zeros((1, 0), np.int16)}, format="4")
     _header(d, "empty", 300, 0)
-    with pytest.raises(ECGDataError, match=r"record empty: empty signal"):
-        read_challenge_record(os.path.join(d, "empty.mat"))
+    refused("empty", r"record empty: empty signal")
     write_challenge_record(d, "short", x)
     _header(d, "short", 300, 1200)
-    with pytest.raises(ECGDataError, match=r"record short: 900 samples .* header says 1200"):
-        read_challenge_record(os.path.join(d, "short.mat"))
+    refused("short", r"record short: 900 samples .* header says 1200")
     savemat(os.path.join(d, "novar.mat"), {"ecg": np.zeros((1, 900), np.int16)}, format="4")
     _header(d, "novar", 300, 900)
-    with pytest.raises(ECGDataError, match=r"record novar: .* no variable 'val' \(it has: ecg\)"):
-        read_challenge_record(os.path.join(d, "novar.mat"))
+    refused("novar", r"record novar: .* no variable 'val' \(it has: ecg\)")
     savemat(os.path.join(d, "twolead.mat"), {"val": np.zeros((2, 900), np.int16)}, format="4")
     _header(d, "twolead", 300, 900)
-    with pytest.raises(ECGDataError, match=r"record twolead: 'val' .* shape \(2, 900\); expected one lead"):
-        read_challenge_record(os.path.join(d, "twolead.mat"))
+    refused("twolead", r"record twolead: 'val' .* shape \(2, 900\); expected one lead")
     with pytest.raises(ECGDataError, match=r"no such record"):
         find_records(os.path.join(d, "nothere.mat"))
     os.makedirs(os.path.join(d, "void"))

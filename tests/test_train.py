@@ -19,17 +19,6 @@ class Killed(Exception):
     pass
 
 
-def _script(name):
-    """experiments/NAME.py as a module (the tests run from any directory)."""
-    import importlib
-    import pathlib
-
-    repo = str(pathlib.Path(__file__).resolve().parents[1])
-    if repo not in sys.path:
-        sys.path.insert(0, repo)
-    return importlib.import_module(f"experiments.{name}")
-
-
 def _params(state):
     return [np.asarray(x) for x in jax.tree.leaves(state.params)]
 
@@ -62,7 +51,7 @@ def test_kill_and_resume_continues_from_the_same_state(l3c_tiny_config, tmp_path
     assert manager.latest_step() == 1
     manager.close()
     # ... also on another machine: only the latest checkpoint and the run's files travel
-    pack_run = _script("pack_run")
+    from experiments import pack_run
     archive = str(tmp_path / "run.tar")
     assert pack_run.pack(limited, archive)[0] == "1"
     moved = str(tmp_path / "elsewhere" / "run")
@@ -364,7 +353,7 @@ def test_pack_run_refuses_what_is_not_a_packed_run(tmp_path):
     """A truncated archive, one with foreign members, and a workdir without checkpoints are refused by name."""
     import tarfile
 
-    pack_run = _script("pack_run")
+    from experiments import pack_run
     run = tmp_path / "run"
     (run / "checkpoints" / "3").mkdir(parents=True)
     (run / "config.json").write_text("{}")
