@@ -2,11 +2,16 @@
 
   python -m experiments.nnmp_real regression --workdir runs/nnmp_regression
   python -m experiments.nnmp_real nmf        --workdir runs/nnmp_nmf
+  python -m experiments.nnmp_real rank1      --workdir runs/nnmp_rank1
 
 ``regression``: held-out digits as non-negative combinations of training digits; every variant
 against scipy's NNLS (reference optimum) and scikit-learn's positive Lasso (coordinate descent);
 relative gap vs iterations and vs wall time, 3 seeds. ``nmf``: alternating NMF of digits with the
 coding step done by each greedy variant or exactly by scipy's NNLS (ANLS), plus scikit-learn's NMF.
+``rank1``: NMF as one cone problem: ``0.5||X - Y||_F^2`` over the cone of non-negative rank-one
+matrices ``u v^T``, every variant with an approximate LMO (alternating projected power iterations),
+relative error vs iterations (= rank) and vs CPU time, against the truncated SVD (floor) and
+scikit-learn's NMF at the same rank, 3 seeds.
 
 Data: ``../shared/data/mnist/mnist.npz`` (``--mnist-path``) when present, else scikit-learn's
 bundled 8x8 digits (``--data digits`` forces them; ``--data mnist`` requires the file). Each
@@ -20,7 +25,7 @@ import argparse
 import time
 
 from jaxcomp.greedy.nnmp import VARIANTS
-from jaxcomp.greedy.realdata import DEFAULT_MNIST, run_nmf, run_regression
+from jaxcomp.greedy.realdata import DEFAULT_MNIST, run_nmf, run_rank1, run_regression
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -70,12 +75,25 @@ def main(argv: list[str] | None = None) -> int:
     n.add_argument("--hals-sweeps", type=int, default=3)
     n.add_argument("--methods", type=_names(("anls",) + VARIANTS), default=("anls",) + VARIANTS)
     n.add_argument("--no-sklearn", action="store_true", help="skip the scikit-learn NMF baseline")
+    k = sub.add_parser("rank1", parents=[common], help="NMF over the cone of non-negative rank-one matrices")
+    k.add_argument("--images", type=int, default=200, help="digits as columns of Y")
+    k.add_argument("--max-iter", type=int, default=40, help="greedy iterations (= max. rank)")
+    k.add_argument("--checkpoints", type=_ints, default=(5, 10, 20), help="iterations timed separately / NMF ranks")
+    k.add_argument("--variants", type=_names(VARIANTS), default=VARIANTS)
+    k.add_argument("--power-iter", type=int, default=50, help="alternating power steps per LMO start")
+    k.add_argument("--starts", type=int, default=4, help="random LMO starts (plus the largest-entry start)")
+    k.add_argument("--accuracy", type=float, default=0.5, help="relative error for the time-to-accuracy column")
+    k.add_argument("--no-sklearn", action="store_true", help="skip the scikit-learn NMF baseline")
     a = p.parse_args(argv)
     t0, c0 = time.perf_counter(), time.process_time()
     if a.experiment == "regression":
         md = run_regression(a.workdir, data=a.data, mnist_path=a.mnist_path, n_atoms=a.atoms, n_targets=a.targets,
                             max_iter=a.max_iter, checkpoints=a.checkpoints, seeds=a.seeds, variants=a.variants,
                             lasso_iters=a.lasso_iters, clock=a.clock, figure=a.figure)
+    elif a.experiment == "rank1":
+        md = run_rank1(a.workdir, data=a.data, mnist_path=a.mnist_path, n_images=a.images, max_iter=a.max_iter,
+                       checkpoints=a.checkpoints, seeds=a.seeds, variants=a.variants, power_iter=a.power_iter,
+                       n_starts=a.starts, accuracy=a.accuracy, sklearn_baseline=not a.no_sklearn, figure=a.figure)
     else:
         md = run_nmf(a.workdir, data=a.data, mnist_path=a.mnist_path, n_images=a.images, rank=a.rank,
                      outer_iter=a.outer_iter, code_iter=a.code_iter, hals_sweeps=a.hals_sweeps, seeds=a.seeds,

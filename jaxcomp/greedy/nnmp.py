@@ -349,6 +349,27 @@ def _check_atom_columns(A: np.ndarray) -> None:
         raise ValueError(f"atoms have {zero.size} zero column(s), e.g. column {int(zero[0])}")
 
 
+def distance_runner(variant: str, max_iter: int, lmo: Callable[[Array], Array], inner_iter: int = 50):
+    """A jitted ``run(A0, b) -> NNMPResult`` minimising ``0.5||x - b||^2`` over the cone of the atoms
+    that ``lmo`` returns: the iterates of :func:`nnmp` with ``lmo_returns_atom=True``, but with the
+    target ``b`` (``(m,)``) an argument, so new targets of the same shape and dtype reuse one
+    compiled program.
+
+    Args:
+      variant: one of ``VARIANTS``.
+      max_iter: iterations; ``A0`` must be ``(m, max_iter)`` zeros (the buffer the LMO's atoms fill).
+      lmo: ``g (m,) -> atom (m,)``, traceable (called inside ``jit``).
+      inner_iter: inner iterations of the fully-corrective step (non-quadratic objectives only).
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+    if not callable(lmo):
+        raise ValueError("lmo must be callable")
+    if int(max_iter) < 1:
+        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+    return _make_runner(None, variant, int(max_iter), lmo, True, int(inner_iter))
+
+
 @functools.lru_cache(maxsize=64)
 def _batched_distance_runner(variant: str, max_iter: int):
     """One jitted ``(A (m, K), B (n, m)) -> NNMPResult`` (leading axis n, ``atoms=None``) per

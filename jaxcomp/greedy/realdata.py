@@ -24,6 +24,7 @@ scikit-learn's bundled 8x8 ``load_digits`` when that file is absent; no download
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import warnings
@@ -276,12 +277,20 @@ def _plot_regression(curves, times, Ts, lasso, lsec, nnls_sec, path, title, cloc
         _band(a2, sec, np.array(G)[:, Ts], LABELS[v], marker="o", ms=3)
     _band(a2, lsec.mean(0), lasso, "sklearn Lasso(+) CD", marker="s", ms=3, ls="--", color="k")
     a2.axvline(np.mean(nnls_sec), color="gray", ls=":", label="scipy nnls (exact)")
+    _finish_curves(fig, a1, a2, "relative gap (f - f*)/f*", "iteration t",
+                   f"{'CPU' if clock == 'cpu' else 'wall'} time (s, JIT excluded)", title, path)
+
+
+def _finish_curves(fig, a1, a2, ylabel: str, xlabel1: str, xlabel2: str, title: str, path: str) -> None:
+    """Log axes, labels, legends and title of an (iterations, time) pair of panels; saves and closes."""
+    import matplotlib.pyplot as plt
+
     for a in (a1, a2):
         a.set_yscale("log")
-        a.set_ylabel("relative gap (f - f*)/f*")
+        a.set_ylabel(ylabel)
         a.grid(alpha=0.3, which="both")
-    a1.set_xlabel("iteration t")
-    a2.set_xlabel(f"{'CPU' if clock == 'cpu' else 'wall'} time (s, JIT excluded)")
+    a1.set_xlabel(xlabel1)
+    a2.set_xlabel(xlabel2)
     a2.set_xscale("log")
     a1.legend(fontsize=7)
     a2.legend(fontsize=7)
@@ -475,3 +484,278 @@ def _plot_nmf(errs, secs, skl, path, title, code_iter):
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- rank-one cone
+
+
+def rank1_lmo(shape: tuple[int, int], *, power_iter: int = 50, n_starts: int = 4, seed: int = 0):
+    """Approximate LMO over non-negative rank-one matrices of unit Frobenius norm.
+
+    The atom set is ``{vec(u v^T) : u (p,) >= 0, v (n,) >= 0, ||u|| = ||v|| = 1}``. For a
+    gradient ``g`` (``(p * n,)``, row-major ``vec`` of a ``(p, n)`` matrix) the LMO returns
+    ``argmin <g, a> = argmax_{u, v} u^T M v`` with ``M = -reshape(g, (p, n))``: a non-convex
+    problem (non-negative rank-one approximation), solved here by alternating projected power
+    iterations. Each half-step maximises exactly over one factor with the other fixed
+    (``u = max(M v, 0) / ||max(M v, 0)||``, or the coordinate vector of the largest entry of
+    ``M v`` when it has no positive one), so ``u^T M v`` never decreases. Starts: ``n_starts``
+    fixed positive random vectors ``v`` (from ``seed``) and the coordinate vector of the column
+    holding the largest entry of ``M``; the best end point is returned. Guarantees: the value is
+    at least ``max_ij M_ij`` (exact when ``M <= 0``, the answer then being that coordinate
+    matrix); for ``M >= 0`` the projections are inactive and this is the power method, whose
+    limit is the top singular pair (Perron–Frobenius), i.e. the exact LMO when the top singular
+    value is simple.
+
+    Args:
+      shape: ``(p, n)``.
+      power_iter: alternating steps per start.
+      n_starts: random positive starts (besides the largest-entry start).
+      seed: seed of the random starts.
+
+    Returns:
+      A jax-traceable ``g (p * n,) -> atom (p * n,)`` (dtype of ``g``), non-negative, unit norm.
+
+    Raises:
+      ValueError: non-positive sizes or iteration counts.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    p, n = (int(s) for s in shape)
+    if p < 1 or n < 1 or power_iter < 1 or n_starts < 0:
+        raise ValueError(f"rank1_lmo needs p, n, power_iter >= 1 and n_starts >= 0; got {shape}, {power_iter}, "
+                         f"{n_starts}")
+    starts = np.random.default_rng(seed).random((n_starts, n)) + 0.1
+
+    def best_unit(y):  # argmax_{u >= 0, ||u|| = 1} <u, y>
+        pos = jnp.maximum(y, 0.0)
+        nrm = jnp.linalg.norm(pos)
+        e = jax.nn.one_hot(jnp.argmax(y), y.shape[0], dtype=y.dtype)
+        return jnp.where(nrm > 0, pos / jnp.where(nrm > 0, nrm, 1.0), e)
+
+    def lmo(g):
+        M = -jnp.reshape(g, (p, n))
+        j = jnp.argmax(jnp.max(M, axis=0))
+        V0 = jnp.concatenate([jnp.asarray(starts, M.dtype), jax.nn.one_hot(j, n, dtype=M.dtype)[None]], axis=0)
+
+        def climb(v0):
+            v = v0 / jnp.linalg.norm(v0)
+            u = best_unit(M @ v)
+
+            def body(_, uv):
+                u, _ = uv
+                v = best_unit(M.T @ u)
+                return best_unit(M @ v), v
+
+            u, v = jax.lax.fori_loop(0, power_iter, body, (u, v))
+            return u, v, u @ (M @ v)
+
+        U, V, S = jax.vmap(climb)(V0)
+        k = jnp.argmax(S)
+        return jnp.reshape(jnp.outer(U[k], V[k]), (-1,))
+
+    return lmo
+
+
+@functools.cache
+def _rank1_runner(variant: str, max_iter: int, shape: tuple[int, int], power_iter: int, n_starts: int, lmo_seed: int,
+                  x64: bool):
+    """One jitted ``(A0 (p*n, max_iter) zeros, vec(Y) (p*n,)) -> NNMPResult`` per variant /
+    ``max_iter`` / shape / LMO settings: the runner of :func:`~jaxcomp.greedy.nnmp.nnmp` for
+    ``0.5||x - vec(Y)||^2`` with ``vec(Y)`` traced (so seeds with other data reuse the
+    compiled program) and :func:`rank1_lmo` returning atom vectors into the buffer ``A0``."""
+    from jaxcomp.greedy.nnmp import distance_runner
+
+    lmo = rank1_lmo(shape, power_iter=power_iter, n_starts=n_starts, seed=lmo_seed)
+    return distance_runner(variant, int(max_iter), lmo)
+
+
+def _rank1_call(Y, variant, max_iter, power_iter, n_starts, lmo_seed, x64):
+    """``() -> NNMPResult`` (jax arrays, blocked until ready) for :func:`rank1_nnmp` / timing;
+    must be called inside ``jax.enable_x64(x64)``."""
+    import jax
+    import jax.numpy as jnp
+
+    dtype = jnp.float64 if x64 else jnp.float32
+    run = _rank1_runner(variant, int(max_iter), tuple(Y.shape), int(power_iter), int(n_starts), int(lmo_seed),
+                        bool(x64))
+    A0, b = jnp.zeros((Y.size, int(max_iter)), dtype), jnp.asarray(Y.reshape(-1), dtype)
+    return lambda: jax.block_until_ready(run(A0, b))
+
+
+def rank1_nnmp(Y: np.ndarray, variant: str, max_iter: int, *, power_iter: int = 50, n_starts: int = 4, seed: int = 0,
+               x64: bool = True):
+    """One greedy variant on ``min 0.5||X - Y||_F^2`` over the cone of non-negative rank-one
+    matrices, from ``X = 0``: the algorithm of :func:`~jaxcomp.greedy.nnmp.nnmp` with
+    ``lmo=rank1_lmo(Y.shape, ...)``, ``lmo_returns_atom=True`` (atoms collected in a
+    ``max_iter``-slot buffer), run through a compiled program cached per variant / ``max_iter``
+    / shape / LMO settings (``vec(Y)`` is an argument, so new data does not recompile).
+
+    Args:
+      Y: ``(p, n)`` finite, non-negative, not all zero (e.g. ``n`` images as columns).
+      variant: one of ``VARIANTS``.
+      max_iter: greedy iterations (each adds at most one rank-one atom).
+      power_iter, n_starts, seed: settings of :func:`rank1_lmo` (``seed``: its random starts).
+      x64: float64 (default) or float32.
+
+    Returns:
+      ``(result, rel_err)``: the :class:`~jaxcomp.greedy.nnmp.NNMPResult` as numpy arrays
+      (``x`` = row-major ``vec(X)``, atoms ``(p * n, max_iter)``, weights ``(max_iter,)``) and
+      ``||X_t - Y||_F / ||Y||_F`` for ``t = 0..max_iter`` (``(max_iter + 1,)`` float64).
+
+    Raises:
+      ValueError: ``Y`` not a finite non-negative non-zero 2-D array, unknown variant, bad
+        ``max_iter``.
+    """
+    import jax
+
+    Y = _check_nonneg(Y)
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown NNMP variant {variant!r}; expected one of {', '.join(VARIANTS)}")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+    with jax.enable_x64(x64):
+        res = jax.tree_util.tree_map(np.asarray, _rank1_call(Y, variant, max_iter, power_iter, n_starts, seed, x64)())
+    err = np.sqrt(np.maximum(2.0 * np.asarray(res.history, np.float64), 0.0)) / np.linalg.norm(Y)
+    return res, err
+
+
+def _check_nonneg(Y) -> np.ndarray:
+    Y = np.asarray(Y, np.float64)
+    if Y.ndim != 2 or not np.all(np.isfinite(Y)) or np.any(Y < 0) or not np.any(Y > 0):
+        raise ValueError("Y must be a finite, non-negative, non-zero 2-D array (p, n)")
+    return Y
+
+
+def _rank1_seconds(Y, variant, T, power_iter, n_starts, seed, x64, clock="cpu"):
+    """CPU (or wall) seconds of ``T`` greedy iterations (the cached compiled program of
+    :func:`rank1_nnmp`; a warm-up call first, so compilation is excluded; best of 2)."""
+    import jax
+
+    with jax.enable_x64(x64):
+        _, secs = _timed(_rank1_call(Y, variant, T, power_iter, n_starts, seed, x64), clock=clock)
+    return secs
+
+
+def svd_floor(Y: np.ndarray, max_rank: int) -> np.ndarray:
+    """``min_{rank(X) <= r} ||X - Y||_F / ||Y||_F`` for ``r = 0..max_rank`` (truncated SVD,
+    no sign constraint): a lower bound for any non-negative factorisation with ``r`` rank-one
+    terms, hence for a greedy iterate with ``r`` active atoms. ``(max_rank + 1,)``."""
+    s = np.linalg.svd(np.asarray(Y, np.float64), compute_uv=False)
+    tail = np.concatenate([np.cumsum((s**2)[::-1])[::-1], [0.0]])
+    r = np.minimum(np.arange(max_rank + 1), len(s))
+    return np.sqrt(np.maximum(tail[r], 0.0)) / np.linalg.norm(Y)
+
+
+def run_rank1(workdir: str, *, data: str = "auto", mnist_path: str = DEFAULT_MNIST, n_images: int = 200,
+              max_iter: int = 40, checkpoints=(5, 10, 20), seeds=(0, 1, 2), variants=VARIANTS, power_iter: int = 50,
+              n_starts: int = 4, accuracy: float = 0.5, x64: bool = True, sklearn_baseline: bool = True,
+              figure: str | None = None) -> str:
+    """Greedy NMF as optimisation over the cone of non-negative rank-one matrices.
+
+    ``min 0.5||X - Y||_F^2`` over ``X in cone{u v^T : u, v >= 0}`` for ``Y`` = ``n_images``
+    random training digits as columns (``(pixels, n_images)``, different per seed), every
+    variant from ``X = 0`` with the approximate LMO :func:`rank1_lmo`; after ``t`` iterations
+    ``X`` is a sum of at most ``t`` non-negative rank-one terms, i.e. a rank-``t`` NMF. Reports
+    the relative error ``||X - Y||_F / ||Y||_F`` per iteration and the CPU time (all threads,
+    ``time.process_time``; JIT compilation excluded: one compiled program per ``T`` in
+    ``checkpoints`` + ``max_iter``, warm-up call first, best of 2) against two baselines at the
+    same rank ``r = T``: the truncated SVD (unconstrained, a floor for every method) and
+    scikit-learn's ``NMF(solver="cd", init="nndsvda", max_iter=200)`` (its own CPU time). The
+    LMO's random starts are the same for every seed (``seed=0`` of :func:`rank1_lmo`), so the
+    compiled programs are shared across seeds; the seeds draw different images.
+    Writes ``rank1.md/.csv`` (mean ± std over seeds), ``rank1_curves.npz`` and the figure
+    (``workdir/nnmp_rank1.png`` unless ``figure``). Returns the Markdown.
+    """
+    for v in variants:
+        if v not in VARIANTS:
+            raise ValueError(f"unknown NNMP variant {v!r}; expected one of {', '.join(VARIANTS)}")
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+    os.makedirs(workdir, exist_ok=True)
+    train, _, name = load_images(data, mnist_path)
+    Ts = sorted({int(t) for t in checkpoints if 0 < t < max_iter} | {int(max_iter)})
+    errs: dict[str, list] = {v: [] for v in variants}
+    nact: dict[str, list] = {v: [] for v in variants}
+    times: dict[str, list] = {v: [] for v in variants}
+    floors, skl_err, skl_sec = [], [], []
+    for seed in seeds:
+        Y = _subset(train[np.linalg.norm(train, axis=1) > 0], n_images, np.random.default_rng(seed), "images").T
+        floors.append(svd_floor(Y, max_iter))
+        for v in variants:
+            res, e = rank1_nnmp(Y, v, max_iter, power_iter=power_iter, n_starts=n_starts, x64=x64)
+            if np.any(np.asarray(res.weights) < 0) or np.any(np.asarray(res.atoms) < 0):
+                raise AssertionError(f"{v}: negative weights or atoms")
+            errs[v].append(e)
+            nact[v].append(np.asarray(res.n_active))
+            times[v].append([_rank1_seconds(Y, v, T, power_iter, n_starts, 0, x64) for T in Ts])
+        if sklearn_baseline:
+            from sklearn.decomposition import NMF
+
+            es, ss = [], []
+            for r in Ts:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    t0 = time.process_time()
+                    model = NMF(n_components=min(r, min(Y.shape)), init="nndsvda", solver="cd", max_iter=200,
+                                random_state=seed)
+                    W = model.fit_transform(Y)
+                    ss.append(time.process_time() - t0)
+                es.append(nmf_error(Y, W, model.components_))
+            skl_err.append(es)
+            skl_sec.append(ss)
+        print(f"seed {seed}: " + ", ".join(f"{LABELS[v]} {errs[v][-1][-1]:.4f}" for v in variants)
+              + f"; SVD floor {floors[-1][max_iter]:.4f}" + (f", sklearn NMF {skl_err[-1][-1]:.4f}" if skl_err else ""),
+              flush=True)
+    acc_col = f"CPU s to rel. error <= {accuracy:g}"
+    rows = []
+    for v in variants:
+        E, S = np.array(errs[v]), np.array(times[v])
+        row = {"method": LABELS[v]}
+        for T in Ts:
+            row[f"T = {T}"] = _pm(E[:, T])
+        row["atoms at T max"] = _pm(np.array(nact[v])[:, -1])
+        row["CPU s (T max)"] = _pm(S[:, -1])
+        row[acc_col] = _time_to(E[:, Ts], S, accuracy)
+        rows.append(row)
+    F = np.array(floors)
+    rows.append({"method": "truncated SVD, rank T (floor, no sign constraint)",
+                 **{f"T = {T}": _pm(F[:, T]) for T in Ts}, "atoms at T max": str(Ts[-1])})
+    if skl_err:
+        SE, SS = np.array(skl_err), np.array(skl_sec)
+        rows.append({"method": "sklearn NMF (cd, nndsvda, max_iter 200), rank T",
+                     **{f"T = {T}": _pm(SE[:, i]) for i, T in enumerate(Ts)}, "atoms at T max": str(Ts[-1]),
+                     "CPU s (T max)": _pm(SS[:, -1]), acc_col: _time_to(SE, SS, accuracy)})
+    cols = ["method"] + [f"T = {T}" for T in Ts] + ["atoms at T max", "CPU s (T max)", acc_col]
+    title = (f"Cone of non-negative rank-one matrices: {n_images} {name} digits as columns, relative error "
+             f"||X - Y||_F / ||Y||_F after T iterations (greedy) or at rank T (baselines), seeds {list(seeds)}; "
+             "mean ± std")
+    md = write_table(rows, workdir, "rank1", columns=cols, title=title)
+    np.savez(os.path.join(workdir, "rank1_curves.npz"), Ts=np.array(Ts), svd_floor=F,
+             sklearn_err=np.array(skl_err), sklearn_sec=np.array(skl_sec),
+             **{f"err_{v}": np.array(errs[v]) for v in variants},
+             **{f"active_{v}": np.array(nact[v]) for v in variants},
+             **{f"sec_{v}": np.array(times[v]) for v in variants})
+    _plot_rank1(errs, times, Ts, F, skl_err, skl_sec, figure or os.path.join(workdir, "nnmp_rank1.png"),
+                f"NMF as a cone problem: {n_images} {name} digits, {len(seeds)} seeds")
+    return md
+
+
+def _plot_rank1(errs, times, Ts, F, skl_err, skl_sec, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for v, E in errs.items():
+        E = np.array(E)
+        _band(a1, np.arange(E.shape[1]), E, LABELS[v])
+        _band(a2, np.array(times[v]).mean(0), E[:, Ts], LABELS[v], marker="o", ms=3)
+    _band(a1, np.arange(F.shape[1]), F, "truncated SVD (rank = t)", color="k", ls=":")
+    if len(skl_err):
+        _band(a1, np.array(Ts), np.array(skl_err), "sklearn NMF (rank = t)", color="k", marker="s", ms=3, ls="--")
+        _band(a2, np.array(skl_sec).mean(0), np.array(skl_err), "sklearn NMF (rank T)", color="k", marker="s",
+              ms=3, ls="--")
+    _finish_curves(fig, a1, a2, "||X - Y||_F / ||Y||_F", "iteration t (= max. rank)", "CPU time (s, JIT excluded)",
+                   title, path)
