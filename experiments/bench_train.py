@@ -19,7 +19,36 @@ import sys
 from experiments._children import run_each_config
 
 
-def bench_one(spec: str, steps: int, warmup: int, overrides: list[str]) -> dict:
+def _phases(task, state, batch, steps: int) -> dict:
+    """Median seconds of the jitted forward pass alone, forward + loss, and forward + loss + gradient
+    (no optimizer update), for tasks with a ``model`` and a ``loss(params, image)`` (L3C, CPM):
+    where a step's time goes, beside the reference's phases (experiments/bench_l3c_reference.py)."""
+    import time
+
+    import jax
+    import numpy as np
+
+    if not (hasattr(task, "model") and hasattr(task, "loss")):
+        raise SystemExit(f"--phases needs a task with .model and .loss(params, image); {type(task).__name__} has not")
+    image = jax.numpy.asarray(batch["image"])
+    fns = dict(
+        forward_s=jax.jit(lambda p, x: task.model.apply({"params": p}, x)),
+        forward_loss_s=jax.jit(lambda p, x: task.loss(p, x)[0]),
+        forward_loss_grad_s=jax.jit(jax.grad(lambda p, x: task.loss(p, x)[0])),
+    )
+    out = {}
+    for name, f in fns.items():
+        jax.block_until_ready(f(state.params, image))
+        times = []
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            jax.block_until_ready(f(state.params, image))
+            times.append(time.perf_counter() - t0)
+        out[name] = round(float(np.median(times)), 4)
+    return out
+
+
+def bench_one(spec: str, steps: int, warmup: int, overrides: list[str], phases: bool = False) -> dict:
 
 
     from jaxcomp import tasks
@@ -27,13 +56,16 @@ def bench_one(spec: str, steps: int, warmup: int, overrides: list[str]) -> dict:
     from jaxcomp.configs import apply_overrides, load_config
 
     config = load_config(spec, overrides)
-    if not config.get("data", {}).get("allow_samples", True) and not any(o.startswith("data.") for o in overrides):
+    if not config.get("data", {}).get("allow_samples", True) and not any(
+            o.startswith(("data.source=", "data.path=")) for o in overrides):
         # a paper-scale config refuses to *train* on the shipped samples; timing a step on them is fine
+        # (unless the user names the data: then theirs is timed)
         config = apply_overrides(config, ["data.source=samples", "data.allow_samples=True"])
     task, data = tasks.build(config)
     batch = data.train_batch(0)
     r = trainer.benchmark_train_step(task, batch, steps, warmup)
     step_s = r["step_s"]
+    extra = _phases(task, r["state"], batch, steps) if phases else {}
     return dict(
         config=spec, device=r["device"],
         batch=int(batch["image"].shape[0]), crop=int(batch["image"].shape[1]),
@@ -43,6 +75,7 @@ def bench_one(spec: str, steps: int, warmup: int, overrides: list[str]) -> dict:
         overrides=" ".join(overrides),
         # the task's own rate metric (L3C: bpsp, CPM: bpp), as a check that the step computes
         **{k: round(v, 4) for k, v in r["metrics"].items() if k in ("loss", "bpsp", "bpp")},
+        **extra,
     )
 
 
@@ -53,19 +86,23 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--override", action="append", default=[], help="key=value, applied to every config")
     parser.add_argument("--xla-flags", default="", help="extra XLA_FLAGS for the measured runs")
+    parser.add_argument("--phases", action="store_true",
+                        help="also time forward, forward + loss and forward + loss + gradient separately")
     parser.add_argument("--json", default="", help="append results as JSON lines to this file")
     parser.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._child:
-        print(json.dumps(bench_one(args.config[0], args.steps, args.warmup, args.override)))
+        print(json.dumps(bench_one(args.config[0], args.steps, args.warmup, args.override, args.phases)))
         return 0
     env = dict(os.environ)
     if args.xla_flags:
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
     keys = ["config", "device", "batch", "crop", "compile_s", "step_s", "images_per_s", "peak_mem_mb",
             "xla_flags", "overrides"]
-    return run_each_config("experiments.bench_train", args.config,
-                           ["--steps", str(args.steps), "--warmup", str(args.warmup)], args.override, keys,
+    if args.phases:
+        keys[6:6] = ["forward_s", "forward_loss_s", "forward_loss_grad_s"]
+    child = ["--steps", str(args.steps), "--warmup", str(args.warmup)] + (["--phases"] if args.phases else [])
+    return run_each_config("experiments.bench_train", args.config, child, args.override, keys,
                            args.json, env)
 
 

@@ -287,6 +287,20 @@ def test_benchmark_scripts_refuse_unknown_configs_without_traceback(repo):
     assert "no variant 'nope'" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_reference_benchmark_refuses_a_folder_that_is_not_the_reference(repo, tmp_path):
+    # the PyTorch-side harness checks the checkout before it imports torch or the reference
+    cmd = [sys.executable, "experiments/bench_l3c_reference.py", "--checkout", str(tmp_path)]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=repo)
+    assert out.returncode == 2
+    assert "is not a checkout of L3C-PyTorch" in out.stderr and "Traceback" not in out.stderr
+    from experiments.bench_l3c_reference import parse_cf
+
+    (tmp_path / "x.cf").write_text("optim = 'RMSprop'\nlr.initial = 0.0001  # comment\nq.levels_range = (-1, 1)\n")
+    cfg = parse_cf(str(tmp_path / "x.cf"))
+    assert cfg == {"optim": "RMSprop", "lr": {"initial": 1e-4}, "q": {"levels_range": (-1, 1)}}
+    assert cfg.lr.initial == 1e-4
+
+
 MULTI_HOST_SCRIPT = r"""
 import json, sys
 import jax
