@@ -19,6 +19,12 @@ import sys
 from experiments._children import run_each_config
 
 
+def names_its_data(overrides: list[str]) -> bool:
+    """Whether the overrides choose the training data (``data.source`` or ``data.path``); other
+    ``data.*`` keys (batch size, crop) keep the paper config's swap to the shipped samples."""
+    return any(o.startswith(("data.source=", "data.path=")) for o in overrides)
+
+
 def _phases(task, state, batch, steps: int) -> dict:
     """Median seconds of the jitted forward pass alone, forward + loss, and forward + loss + gradient
     (no optimizer update), for tasks with a ``model`` and a ``loss(params, image)`` (L3C, CPM):
@@ -56,8 +62,7 @@ def bench_one(spec: str, steps: int, warmup: int, overrides: list[str], phases: 
     from jaxcomp.configs import apply_overrides, load_config
 
     config = load_config(spec, overrides)
-    if not config.get("data", {}).get("allow_samples", True) and not any(
-            o.startswith(("data.source=", "data.path=")) for o in overrides):
+    if not config.get("data", {}).get("allow_samples", True) and not names_its_data(overrides):
         # a paper-scale config refuses to *train* on the shipped samples; timing a step on them is fine
         # (unless the user names the data: then theirs is timed)
         config = apply_overrides(config, ["data.source=samples", "data.allow_samples=True"])

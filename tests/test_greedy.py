@@ -818,3 +818,27 @@ def test_rank1_experiment_runs(tmp_path):
     assert np.all(cur["err_fully_corrective"][:, -1] < cur["err_nnmp"][:, -1])
     assert "truncated SVD" in md and "sklearn NMF" in md and "Fully-corrective MP" in md
     assert (tmp_path / "nnmp_rank1.png").stat().st_size > 0 and (tmp_path / "rank1.md").exists()
+
+
+def test_distance_runner_refuses_wrong_buffers_and_settings():
+    import jax.numpy as jnp
+
+    from jaxcomp.greedy import distance_runner
+
+    def lmo(g):  # the best coordinate atom: argmin_k g_k
+        return jnp.zeros_like(g).at[jnp.argmin(g)].set(1.0)
+
+    run = distance_runner("nnmp", 3, lmo)
+    b = jnp.asarray([3.0, -1.0, 2.0])
+    res = run(jnp.zeros((3, 3)), b)  # the cone is the orthant: the projection of b on it
+    np.testing.assert_allclose(np.asarray(res.x), [3.0, 0.0, 2.0], atol=1e-5)
+    with pytest.raises(ValueError, match="A0 must be a float"):
+        run(jnp.zeros((3, 2)), b)  # a short buffer would silently drop atoms under jit
+    with pytest.raises(ValueError, match="b must be"):
+        run(jnp.zeros((3, 3)), b[:2])
+    with pytest.raises(ValueError, match="max_iter must be an integer"):
+        distance_runner("nnmp", 0, lmo)
+    with pytest.raises(ValueError, match="inner_iter must be an integer"):
+        distance_runner("fully_corrective", 3, lmo, inner_iter=True)
+    with pytest.raises(ValueError, match="unknown variant"):
+        distance_runner("omp", 3, lmo)

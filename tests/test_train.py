@@ -287,6 +287,14 @@ def test_benchmark_scripts_refuse_unknown_configs_without_traceback(repo):
     assert "no variant 'nope'" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_bench_train_keeps_the_samples_swap_unless_the_data_is_named():
+    from experiments.bench_train import names_its_data
+
+    assert not names_its_data(["data.batch_size=8", "data.crop=64", "model.encoder_head_conv=False"])
+    assert names_its_data(["data.batch_size=8", "data.source=folder"])
+    assert names_its_data(["data.path=/my/images"])
+
+
 def test_reference_benchmark_refuses_a_folder_that_is_not_the_reference(repo, tmp_path):
     # the PyTorch-side harness checks the checkout before it imports torch or the reference
     cmd = [sys.executable, "experiments/bench_l3c_reference.py", "--checkout", str(tmp_path)]

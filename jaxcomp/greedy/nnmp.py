@@ -349,25 +349,43 @@ def _check_atom_columns(A: np.ndarray) -> None:
         raise ValueError(f"atoms have {zero.size} zero column(s), e.g. column {int(zero[0])}")
 
 
-def distance_runner(variant: str, max_iter: int, lmo: Callable[[Array], Array], inner_iter: int = 50):
+def distance_runner(variant: str, max_iter: int, lmo: Callable[[Array], Array],
+                    inner_iter: int = 50) -> Callable[[Array, Array], NNMPResult]:
     """A jitted ``run(A0, b) -> NNMPResult`` minimising ``0.5||x - b||^2`` over the cone of the atoms
     that ``lmo`` returns: the iterates of :func:`nnmp` with ``lmo_returns_atom=True``, but with the
-    target ``b`` (``(m,)``) an argument, so new targets of the same shape and dtype reuse one
-    compiled program.
+    target ``b`` an argument, so new targets of the same shape and dtype reuse one compiled program.
 
     Args:
       variant: one of ``VARIANTS``.
-      max_iter: iterations; ``A0`` must be ``(m, max_iter)`` zeros (the buffer the LMO's atoms fill).
-      lmo: ``g (m,) -> atom (m,)``, traceable (called inside ``jit``).
+      max_iter: iterations (>= 1).
+      lmo: ``g (m,) -> atom (m,)`` of ``g``'s dtype, traceable (called inside ``jit``).
       inner_iter: inner iterations of the fully-corrective step (non-quadratic objectives only).
+
+    Returns:
+      ``run(A0, b)``: ``A0`` ``(m, max_iter)`` float zeros (the buffer the LMO's atoms fill),
+      ``b`` ``(m,)`` of ``A0``'s dtype (float32, or float64 under ``jax.enable_x64``); returns the
+      :class:`NNMPResult` (``x`` ``(m,)``, ``atoms`` ``(m, max_iter)``, ``weights`` ``(max_iter,)``).
+      A buffer of another shape or a target of another length or dtype raises ``ValueError``
+      (under ``jit`` a short buffer would silently drop atoms).
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
     if not callable(lmo):
         raise ValueError("lmo must be callable")
-    if int(max_iter) < 1:
-        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
-    return _make_runner(None, variant, int(max_iter), lmo, True, int(inner_iter))
+    for name, value, low in (("max_iter", max_iter, 1), ("inner_iter", inner_iter, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    run = _make_runner(None, variant, int(max_iter), lmo, True, int(inner_iter))
+
+    def checked(A0: Array, b: Array) -> NNMPResult:
+        A0, b = jnp.asarray(A0), jnp.asarray(b)
+        if A0.ndim != 2 or A0.shape[1] != int(max_iter) or not jnp.issubdtype(A0.dtype, jnp.floating):
+            raise ValueError(f"A0 must be a float (m, max_iter={int(max_iter)}) buffer, got {A0.shape} {A0.dtype}")
+        if b.shape != (A0.shape[0],) or b.dtype != A0.dtype:
+            raise ValueError(f"b must be ({A0.shape[0]},) {A0.dtype} like A0's rows, got {b.shape} {b.dtype}")
+        return run(A0, b)
+
+    return checked
 
 
 @functools.lru_cache(maxsize=64)

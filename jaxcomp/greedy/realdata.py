@@ -28,6 +28,8 @@ import functools
 import os
 import time
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import scipy.optimize as so
@@ -489,7 +491,8 @@ def _plot_nmf(errs, secs, skl, path, title, code_iter):
 # ----------------------------------------------------------------------------- rank-one cone
 
 
-def rank1_lmo(shape: tuple[int, int], *, power_iter: int = 50, n_starts: int = 4, seed: int = 0):
+def rank1_lmo(shape: tuple[int, int], *, power_iter: int = 50, n_starts: int = 4,
+              seed: int = 0) -> Callable[[Any], Any]:
     """Approximate LMO over non-negative rank-one matrices of unit Frobenius norm.
 
     The atom set is ``{vec(u v^T) : u (p,) >= 0, v (n,) >= 0, ||u|| = ||v|| = 1}``. For a
@@ -521,6 +524,9 @@ def rank1_lmo(shape: tuple[int, int], *, power_iter: int = 50, n_starts: int = 4
     import jax
     import jax.numpy as jnp
 
+    for name, value in (("power_iter", power_iter), ("n_starts", n_starts)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"rank1_lmo: {name} must be an integer, got {value!r}")
     p, n = (int(s) for s in shape)
     if p < 1 or n < 1 or power_iter < 1 or n_starts < 0:
         raise ValueError(f"rank1_lmo needs p, n, power_iter >= 1 and n_starts >= 0; got {shape}, {power_iter}, "
@@ -557,7 +563,7 @@ def rank1_lmo(shape: tuple[int, int], *, power_iter: int = 50, n_starts: int = 4
     return lmo
 
 
-@functools.cache
+@functools.lru_cache(maxsize=64)
 def _rank1_runner(variant: str, max_iter: int, shape: tuple[int, int], power_iter: int, n_starts: int, lmo_seed: int,
                   x64: bool):
     """One jitted ``(A0 (p*n, max_iter) zeros, vec(Y) (p*n,)) -> NNMPResult`` per variant /
@@ -672,6 +678,11 @@ def run_rank1(workdir: str, *, data: str = "auto", mnist_path: str = DEFAULT_MNI
             raise ValueError(f"unknown NNMP variant {v!r}; expected one of {', '.join(VARIANTS)}")
     if max_iter < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+    if not list(seeds) or not list(variants):
+        raise ValueError("run_rank1 needs at least one seed and one variant")
+    if n_images < 1 or any(int(t) < 1 for t in checkpoints) or not 0 < accuracy < 1:
+        raise ValueError(f"run_rank1 needs n_images >= 1, checkpoints >= 1 and 0 < accuracy < 1; got {n_images}, "
+                         f"{tuple(checkpoints)}, {accuracy}")
     os.makedirs(workdir, exist_ok=True)
     train, _, name = load_images(data, mnist_path)
     Ts = sorted({int(t) for t in checkpoints if 0 < t < max_iter} | {int(max_iter)})
