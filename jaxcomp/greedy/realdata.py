@@ -305,6 +305,20 @@ def _finish_curves(fig, a1, a2, ylabel: str, xlabel1: str, xlabel2: str, title: 
 # ----------------------------------------------------------------------------- NMF
 
 
+def _sklearn_nmf(Y: np.ndarray, rank: int, seed: int, clock: Callable[[], float]):
+    """The external baseline of both NMF experiments: scikit-learn's ``NMF(solver="cd",
+    init="nndsvda", max_iter=200)`` of ``Y`` ``(p, n)`` at ``rank``. Returns ``(model, W (p, rank),
+    seconds by clock)`` (``time.perf_counter`` or ``time.process_time``)."""
+    from sklearn.decomposition import NMF
+
+    t0 = clock()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = NMF(n_components=rank, init="nndsvda", solver="cd", max_iter=200, random_state=seed)
+        W = model.fit_transform(Y)
+    return model, W, clock() - t0
+
+
 def nmf_error(Y: np.ndarray, W: np.ndarray, H: np.ndarray) -> float:
     """Relative reconstruction error ``||Y - W H||_F / ||Y||_F``."""
     return float(np.linalg.norm(Y - W @ H) / np.linalg.norm(Y))
@@ -422,14 +436,8 @@ def run_nmf(workdir: str, *, data: str = "auto", mnist_path: str = DEFAULT_MNIST
             secs[mth].append(s)
             stats[mth].append((float(np.mean(np.sum(H > 0, axis=0))), cs))
         if sklearn_baseline:
-            from sklearn.decomposition import NMF
-
-            t0 = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                model = NMF(n_components=rank, init="nndsvda", solver="cd", max_iter=200, random_state=seed)
-                Wk = model.fit_transform(Y)
-            skl.append((nmf_error(Y, Wk, model.components_), time.perf_counter() - t0, int(model.n_iter_),
+            model, Wk, sec = _sklearn_nmf(Y, rank, seed, time.perf_counter)
+            skl.append((nmf_error(Y, Wk, model.components_), sec, int(model.n_iter_),
                         float(np.mean(np.sum(model.components_ > 0, axis=0)))))
         print(f"seed {seed}: " + ", ".join(f"{m} {errs[m][-1][-1]:.4f}" for m in methods)
               + (f", sklearn NMF {skl[-1][0]:.4f}" if skl else ""), flush=True)
@@ -564,8 +572,7 @@ def rank1_lmo(shape: tuple[int, int], *, power_iter: int = 50, n_starts: int = 4
 
 
 @functools.lru_cache(maxsize=64)
-def _rank1_runner(variant: str, max_iter: int, shape: tuple[int, int], power_iter: int, n_starts: int, lmo_seed: int,
-                  x64: bool):
+def _rank1_runner(variant: str, max_iter: int, shape: tuple[int, int], power_iter: int, n_starts: int, lmo_seed: int):
     """One jitted ``(A0 (p*n, max_iter) zeros, vec(Y) (p*n,)) -> NNMPResult`` per variant /
     ``max_iter`` / shape / LMO settings: the runner of :func:`~jaxcomp.greedy.nnmp.nnmp` for
     ``0.5||x - vec(Y)||^2`` with ``vec(Y)`` traced (so seeds with other data reuse the
@@ -583,8 +590,7 @@ def _rank1_call(Y, variant, max_iter, power_iter, n_starts, lmo_seed, x64):
     import jax.numpy as jnp
 
     dtype = jnp.float64 if x64 else jnp.float32
-    run = _rank1_runner(variant, int(max_iter), tuple(Y.shape), int(power_iter), int(n_starts), int(lmo_seed),
-                        bool(x64))
+    run = _rank1_runner(variant, int(max_iter), tuple(Y.shape), int(power_iter), int(n_starts), int(lmo_seed))
     A0, b = jnp.zeros((Y.size, int(max_iter)), dtype), jnp.asarray(Y.reshape(-1), dtype)
     return lambda: jax.block_until_ready(run(A0, b))
 
@@ -701,17 +707,10 @@ def run_rank1(workdir: str, *, data: str = "auto", mnist_path: str = DEFAULT_MNI
             nact[v].append(np.asarray(res.n_active))
             times[v].append([_rank1_seconds(Y, v, T, power_iter, n_starts, 0, x64) for T in Ts])
         if sklearn_baseline:
-            from sklearn.decomposition import NMF
-
             es, ss = [], []
             for r in Ts:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    t0 = time.process_time()
-                    model = NMF(n_components=min(r, min(Y.shape)), init="nndsvda", solver="cd", max_iter=200,
-                                random_state=seed)
-                    W = model.fit_transform(Y)
-                    ss.append(time.process_time() - t0)
+                model, W, sec = _sklearn_nmf(Y, min(r, min(Y.shape)), seed, time.process_time)
+                ss.append(sec)
                 es.append(nmf_error(Y, W, model.components_))
             skl_err.append(es)
             skl_sec.append(ss)
