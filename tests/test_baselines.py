@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import importlib
-import sys
 
 import numpy as np
 import pytest
@@ -27,10 +26,6 @@ def photo() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def bench_codecs():
-    from conftest import REPO
-
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
     return importlib.import_module("experiments.bench_codecs")
 
 

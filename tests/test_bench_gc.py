@@ -19,10 +19,6 @@ ic = pytest.importorskip("imagecodecs")
 
 @pytest.fixture(scope="module")
 def bench_gc():
-    from conftest import REPO
-
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
     return importlib.import_module("experiments.bench_gc")
 
 

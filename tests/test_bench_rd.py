@@ -43,10 +43,6 @@ class FakeLearnedCodec:
 
 @pytest.fixture(scope="module")
 def bench_rd():
-    from conftest import REPO
-
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
     return importlib.import_module("experiments.bench_rd")
 
 

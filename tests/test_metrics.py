@@ -7,8 +7,6 @@ test makes the same distorted crops again (checked by CRC-32) and needs none of 
 
 from __future__ import annotations
 
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -147,10 +145,6 @@ PSNR_TOL_DB = 1e-4
 
 @pytest.fixture(scope="module")
 def reference_module():
-    from conftest import REPO
-
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
     import experiments.msssim_reference as m
 
     return m

@@ -2,7 +2,6 @@
 diagnostics script (``experiments/ssc_diagnose.py``)."""
 
 import importlib
-import sys
 
 import numpy as np
 import pytest
@@ -14,10 +13,6 @@ from jaxcomp.cluster.ssc import affinity_from_coefficients
 
 @pytest.fixture(scope="module")
 def ssc_diagnose():
-    from conftest import REPO
-
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
     return importlib.import_module("experiments.ssc_diagnose")
 
 
