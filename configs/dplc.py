@@ -19,6 +19,10 @@ auto-encoder with MSE; ``<data>_gan`` the GAN-compression objective, adversarial
         4x4 grid: 128 bits, 0.031 bpp), 55 epochs, x0.4 at 30 and 50. For accelerators.
   paper_celeba_wgan, paper_celeba_wae  the other two stage-1 models of the paper's comparison
         (WGAN-GP: lr 1e-4, Adam (0.5, 0.9), batch 64; WAE: lr 1e-3, batch 256, 55 epochs).
+  mnist_wgan, mnist_wae (also photos_*, tiny_*)  the same two on the CPU recipe: WGAN-GP with G's loss the
+        critic's score alone, Adam (0.5, 0.9) at 1e-4 for G and 3e-4 for the critic, joint 1:1 steps; WAE
+        is Wasserstein++ without its critic. ``python -m experiments.dplc_generators`` trains and compares
+        all three objectives with seeds.
   paper_lsun[_compress|_cae|_gan]   the same on LSUN bedrooms (tfds ``lsun/bedroom``), 10k images of
         the training split held out as the reference's ``--lsun_custom_split`` does.
   mnist[_compress|_cae|_gan]   the CPU substitute: MNIST padded to 32x32 (1 channel; x_train[:50000]
@@ -37,7 +41,9 @@ import ml_collections
 
 DATASETS = ("paper_celeba", "paper_lsun", "mnist", "photos", "tiny")
 STAGE2 = ("compress", "cae", "gan")
-EXTRA = ("paper_celeba_wgan", "paper_celeba_wae")
+# the other two stage-1 objectives of the paper's comparison (WGAN-GP, WAE); ``<data>`` alone is Wasserstein++
+OBJECTIVES = ("wgan", "wae")
+EXTRA = tuple(f"{d}_{o}" for d in ("paper_celeba", "mnist", "photos", "tiny") for o in OBJECTIVES)
 VARIANTS = DATASETS + tuple(f"{d}_{s}" for d in DATASETS for s in STAGE2) + EXTRA
 
 
@@ -65,9 +71,9 @@ def get_config(variant: str = "mnist") -> ml_collections.ConfigDict:
         raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
     stage = next((s for s in STAGE2 if variant.endswith("_" + s)), "")
     dataset = variant[: -len(stage) - 1] if stage else variant
-    objective = {"paper_celeba_wgan": "wgan", "paper_celeba_wae": "wae"}.get(dataset, "wpp")
+    objective = "wpp"
     if dataset in EXTRA:
-        dataset = "paper_celeba"
+        dataset, objective = dataset.rsplit("_", 1)
 
     c = ml_collections.ConfigDict()
     c.task = "dplc" if stage else "dplc_generator"
@@ -139,6 +145,17 @@ def get_config(variant: str = "mnist") -> ml_collections.ConfigDict:
         c.optimizer_d = _optimizer(1e-4, b2=0.9)
         c.steps, c.log_every, c.eval_every, c.checkpoint_every = 6, 2, 6, 3
         c.eval_batch_size = 8
+    if dataset != "paper_celeba" and objective == "wgan":
+        # WGAN-GP alone on the CPU recipe: the adversarial term is G's whole loss (weight 1); with joint 1:1
+        # updates the critic learns 3x faster than G (TTUR), in place of the reference's 5 critic steps a step
+        bounds = tuple(c.optimizer.boundaries)
+        c.loss.update(gan=1.0, mmd=0.0)
+        c.optimizer = _optimizer(1e-4, b2=0.9, boundaries=bounds)
+        c.optimizer_d = _optimizer(3e-4, b2=0.9, boundaries=bounds)
+    elif dataset != "paper_celeba" and objective == "wae":
+        # WAE: Wasserstein++ without its critic (the same distortion, MMD weight, optimiser and steps)
+        c.loss.gan = 0.0
+        c.gan.update(mode="none", d_steps=1)
 
     if not stage:
         # experiments/dplc_sweep.py: stage-2 runs of each method at each rate (m channels, L levels)
@@ -160,6 +177,17 @@ def get_config(variant: str = "mnist") -> ml_collections.ConfigDict:
         elif dataset == "tiny":
             c.sweep.update(rates=((0, 2), (2, 2)), methods=("dplc", "cae"), seeds=(0, 1), steps=3, eval_images=8,
                            grid_images=4, quiet=True)
+        # experiments/dplc_generators.py: the paper's comparison of the stage-1 objectives, with seeds
+        c.generators = ml_collections.ConfigDict(dict(
+            objectives=("wgan", "wae", "wpp"), seeds=(0, 1, 2),
+            steps=0,              # > 0: every run trains this many steps (the decays scaled); else the variant's own
+            eval_images=10_000, grid_images=10, quiet=False))
+        if dataset == "mnist":
+            c.generators.steps = 2500  # half the shipped generator's 5000: 9 runs in about an hour on 2 CPU cores
+        elif dataset == "photos":
+            c.generators.eval_images = 1000
+        elif dataset == "tiny":
+            c.generators.update(seeds=(0, 1), steps=2, eval_images=8, grid_images=4, quiet=True)
     if stage:
         c.gan.update(mode="none", d_steps=1, warmup_steps=0)
         c.loss.gan = 0.0

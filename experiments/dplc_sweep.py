@@ -35,6 +35,8 @@ from jaxcomp.configs import config_script_main
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "dplc.py")
 METHODS = {"dplc": "compress", "cae": "cae", "gan": "gan"}
+# the model fields that define the stage-1 generator, which every stage-2 run of a sweep shares
+GENERATOR_FIELDS = ("image_size", "channels", "latent", "features", "prior", "prior_var", "upsample")
 LABELS = {"dplc": "DPLC (frozen G, MMD)", "cae": "CAE (MSE)", "gan": "GAN compression (adv. + MSE)"}
 
 
@@ -48,6 +50,8 @@ def stage2_config(config, method: str, code_channels: int, levels: int, seed: in
         raise ValueError(f"unknown sweep method {method!r}; use {sorted(METHODS)}")
     c = load_config(f"{CONFIGS}:{config.sweep.dataset}_{METHODS[method]}")
     c.data = ml_collections.ConfigDict(config.data.to_dict())  # the user's data paths and splits
+    # G's sizes are the stage-1 config's (e.g. --config.model.latent=64 for a wider generator)
+    c.model.update({k: config.model[k] for k in GENERATOR_FIELDS})
     c.model.update(code_channels=int(code_channels), levels=int(levels))
     c.compress.generator = config.sweep.generator
     mmd = config.sweep.get("mmd", 0.0)
@@ -171,7 +175,7 @@ def generator_samples(config, n: int, seed: int = 0) -> np.ndarray:
     return np.asarray(jnp.round(to_pixels(x)).astype(jnp.uint8))
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
+def mean_std(values: list[float]) -> tuple[float, float]:
     return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
@@ -246,9 +250,9 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
     keys = sorted({(r["method"], r["bits"]) for r in results["runs"]}, key=lambda k: (k[1], list(METHODS).index(k[0])))
     for method, bits in keys:
         runs = [r for r in results["runs"] if r["method"] == method and r["bits"] == bits]
-        mse, mse_sd = _mean_std([r["mse"] for r in runs])
-        psnr, psnr_sd = _mean_std([r["psnr"] for r in runs])
-        dist, dist_sd = _mean_std([r["distance"] for r in runs])
+        mse, mse_sd = mean_std([r["mse"] for r in runs])
+        psnr, psnr_sd = mean_std([r["psnr"] for r in runs])
+        dist, dist_sd = mean_std([r["distance"] for r in runs])
         rows.append({"method": method, "bits/image": f"{bits:g}", "bpp": f"{runs[0]['bpp']:.4f}", "seeds": len(runs),
                      "MSE": f"{mse:.1f} ± {mse_sd:.1f}", "PSNR (dB)": f"{psnr:.2f} ± {psnr_sd:.2f}",
                      "distance": f"{dist:.2f} ± {dist_sd:.2f}"})

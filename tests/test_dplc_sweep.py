@@ -92,3 +92,13 @@ def test_tiny_sweep_end_to_end(repo, tmp_path, monkeypatch):
         os.path.join(work, "runs"))}
     dplc_sweep.run(c, work)  # cached: no run is trained or decoded again
     assert all(os.path.getmtime(os.path.join(work, "runs", d, "decoded.npz")) == t for d, t in stamps.items())
+
+
+def test_stage2_runs_take_the_stage1_generators_sizes(repo):
+    """A sweep over a wider generator (``--config.model.latent=64``) builds every stage-2 run at that
+    latent size (else loading G would refuse the mismatch), at the sweep's rate and seed."""
+    c = _config(repo, "mnist", **{"model.latent": 64, "model.features": 8})
+    for method in dplc_sweep.METHODS:
+        s = dplc_sweep.stage2_config(c, method, 32, 4, seed=2)
+        assert (s.model.latent, s.model.features, s.model.code_channels, s.model.levels) == (64, 8, 32, 4)
+        assert s.seed == s.data.seed == 2

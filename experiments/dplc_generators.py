@@ -1,0 +1,189 @@
+"""DPLC stage 1, the paper's comparison of generative models (NeurIPS'18, Sec. 5 and Table 1): WGAN-GP,
+WAE and Wasserstein++ trained by the same code on the same data, with seeds, each scored on images no
+run saw.
+
+    python -m experiments.dplc_generators --config configs/dplc.py:mnist --workdir runs/dplc_generators_mnist
+
+``--config`` is the Wasserstein++ variant of a data set (``mnist``, ``photos``, ``paper_celeba``, ...);
+the other objectives are its ``<data>_wgan`` and ``<data>_wae`` variants (configs/dplc.py), with the
+user's ``data`` block. Its ``generators`` block: ``objectives``, ``seeds``, ``steps`` (> 0: every run
+trains this many steps, the learning-rate decays scaled with it; 0: each variant's own),
+``eval_images``, ``grid_images``. Every run is an ordinary training run in
+``WORKDIR/runs/<objective>_s<seed>`` (a rerun skips runs whose ``scores.json`` exists).
+
+Scores, on the report images of :func:`experiments.dplc_sweep.evaluation_images` (MNIST: the 10k test
+digits; photos: the held-out "test" originals' tiles):
+
+* ``sample distance``: the distribution distance of ``n`` samples ``G(z)``, z from the prior, to the
+  report images (MNIST: Fréchet distance in jaxcomp's MNIST classifier's features; photos: SWD);
+* ``reconstruction MSE / PSNR`` of ``G(F(x))`` ([0, 255]², WAE and Wasserstein++; WGAN-GP has no F);
+* ``reconstruction distance``: the same distance for the set of reconstructions;
+* ``latent MMD``: the IMQ-kernel MMD between ``F(x)`` and prior samples (what WAE's penalty drives to 0).
+
+Writes ``results.md/.csv/.json`` (mean ± std over seeds), ``samples.png`` (one row of ``G(z)`` per
+objective, seed 0) and ``reconstructions.png`` (originals, then ``G(F(x))`` of WAE and Wasserstein++).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from experiments.dplc_sweep import CONFIGS, DistributionMetric, evaluation_images, mean_std, save_grid
+from jaxcomp.configs import config_script_main
+
+OBJECTIVES = {"wgan": "WGAN-GP", "wae": "WAE", "wpp": "Wasserstein++"}
+
+
+def objective_config(config, objective: str, seed: int):
+    """The stage-1 config of ``objective`` for the data set of ``config`` (its data block, ``seed``)."""
+    import ml_collections
+
+    from jaxcomp.configs import load_config
+
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; use {sorted(OBJECTIVES)}")
+    dataset = config.sweep.dataset
+    c = load_config(f"{CONFIGS}:{dataset}" if objective == "wpp" else f"{CONFIGS}:{dataset}_{objective}")
+    c.data = ml_collections.ConfigDict(config.data.to_dict())  # the user's data paths and splits
+    c.seed = int(seed)
+    c.data.seed = int(seed)
+    steps = int(config.generators.steps)
+    if steps:  # a shorter (or longer) run: the learning-rate decays move with it
+        for opt in (c.optimizer, c.optimizer_d):
+            opt.boundaries = tuple(int(b * steps / c.steps) for b in opt.boundaries)
+        c.steps = steps
+        c.eval_every = c.checkpoint_every = steps
+    return c
+
+
+def score(task: Any, params: Any, test: np.ndarray, metric: DistributionMetric, seed: int,
+          batch: int = 500) -> tuple[dict[str, float], np.ndarray, np.ndarray | None]:
+    """``(scores, samples, reconstructions or None)`` of one stage-1 model; images ``uint8 [N, S, S, C]``
+    like ``test``. Samples use the key ``seed`` (the same z for every objective of a seed)."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxcomp.codecs.dplc.model import sample_prior, to_model_range, to_pixels
+    from jaxcomp.gan.losses import mmd_imq
+
+    pixels = jax.jit(lambda p, z: jnp.round(to_pixels(task.decode(p, z))).astype(jnp.uint8))
+    encode = jax.jit(lambda p, x: task.encode(p, to_model_range(x)))
+    key = jax.random.PRNGKey(seed)
+    samples, recons, codes = [], [], []
+    for i in range(0, len(test), batch):
+        chunk = test[i : i + batch]
+        samples.append(np.asarray(pixels(params, sample_prior(task.spec, jax.random.fold_in(key, i), len(chunk)))))
+        if task.objective != "wgan":
+            fx = encode(params, chunk)
+            codes.append(np.asarray(fx))
+            recons.append(np.asarray(pixels(params, fx)))
+    samples_all = np.concatenate(samples)
+    out = {"sample_distance": metric(samples_all, test)}
+    if not recons:
+        return out, samples_all, None
+    rec = np.concatenate(recons)
+    err = np.mean(np.square(rec.astype(np.float64) - test.astype(np.float64)), axis=(1, 2, 3))
+    fx = np.concatenate(codes)[:2000]
+    prior = sample_prior(task.spec, jax.random.fold_in(key, 2**31), len(fx))
+    out.update(recon_mse=float(np.mean(err)),
+               recon_psnr=float(np.mean(10 * np.log10(255.0 ** 2 / np.maximum(err, 1e-10)))),
+               recon_distance=metric(rec, test),
+               latent_mmd=float(mmd_imq(jnp.asarray(fx), prior, task.spec.prior_var)))
+    return out, samples_all, rec
+
+
+def run(config, workdir: str) -> str:
+    from jaxcomp.xla import prefer_xla_cpu_convolutions
+
+    prefer_xla_cpu_convolutions()
+    import jax
+
+    from jaxcomp import tasks
+    from jaxcomp import train as trainer
+    from jaxcomp.codecs.dplc.model import spec_from_config
+    from jaxcomp.reporting import write_table
+
+    g = config.get("generators")
+    if g is None:
+        raise ValueError("the config has no 'generators' block: use a stage-1 variant of configs/dplc.py")
+    os.makedirs(workdir, exist_ok=True)
+    # the report images of the sweep (evaluation_images reads sweep.split / sweep.eval_images)
+    config.sweep.update(eval_images=int(g.eval_images), split="test")
+    test, reference = evaluation_images(config)
+    spec = spec_from_config(config.model)
+    metric = DistributionMetric(spec.channels, spec.image_size)
+    results: dict[str, Any] = {"metric": metric.name, "eval_images": len(test), "runs": [],
+                               "data_reference": metric(reference, test) if reference is not None else None}
+    grid_samples: dict[str, np.ndarray] = {}
+    grid_recons: dict[str, np.ndarray] = {}
+    for objective in g.objectives:
+        for seed in g.seeds:
+            c = objective_config(config, objective, seed)
+            run_dir = os.path.join(workdir, "runs", f"{objective}_s{seed}")
+            cached = os.path.join(run_dir, "scores.json")
+            grid_file = os.path.join(run_dir, "grid.npz")
+            if os.path.exists(cached) and os.path.exists(grid_file):
+                with open(cached) as f:
+                    row = json.load(f)
+                with np.load(grid_file) as f:
+                    samples, rec = f["samples"], (f["recons"] if "recons" in f else None)
+            else:
+                task, data = tasks.build(c)
+                state, _ = trainer.train(c, run_dir, task, data, progress=not g.get("quiet", False))
+                scores, samples, rec = score(task, jax.device_get(state.params), test, metric, int(seed))
+                row = dict(objective=objective, seed=int(seed), steps=int(c.steps), **scores)
+                samples = samples[: g.grid_images]
+                rec = None if rec is None else rec[: g.grid_images]
+                np.savez_compressed(grid_file, samples=samples, **({} if rec is None else {"recons": rec}))
+                with open(cached, "w") as f:
+                    json.dump(row, f, indent=1)
+            results["runs"].append(row)
+            print(json.dumps(row))
+            if seed == g.seeds[0]:
+                grid_samples[objective] = samples[: g.grid_images]
+                if rec is not None:
+                    grid_recons[objective] = rec[: g.grid_images]
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    md = write_table(summarize(results), workdir, "results",
+                     title=f"DPLC stage 1: {config.sweep.dataset}, {len(test)} held-out images, seeds "
+                           f"{tuple(g.seeds)}; distance = {metric.name}")
+    save_grid([grid_samples[o] for o in g.objectives], os.path.join(workdir, "samples.png"))
+    if grid_recons:
+        save_grid([test[: g.grid_images]] + [grid_recons[o] for o in g.objectives if o in grid_recons],
+                  os.path.join(workdir, "reconstructions.png"))
+    return md
+
+
+def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per objective (mean ± std over seeds), plus the held-out-data reference row."""
+    rows = []
+    for objective in dict.fromkeys(r["objective"] for r in results["runs"]):
+        runs = [r for r in results["runs"] if r["objective"] == objective]
+        row = {"objective": OBJECTIVES[objective], "seeds": len(runs), "steps": runs[0]["steps"]}
+        for key, label, digits in (("sample_distance", "G(z) distance", 2), ("recon_distance", "G(F(x)) distance", 2),
+                                   ("recon_mse", "G(F(x)) MSE", 1), ("recon_psnr", "G(F(x)) PSNR (dB)", 2),
+                                   ("latent_mmd", "MMD(F(x), prior)", 4)):
+            values = [r[key] for r in runs if key in r]
+            if values:
+                m, sd = mean_std(values)
+                row[label] = f"{m:.{digits}f} ± {sd:.{digits}f}"
+            else:
+                row[label] = "n/a (no encoder)"
+        rows.append(row)
+    if results.get("data_reference") is not None:
+        rows.append({"objective": "held-out data (reference)", "seeds": 1, "steps": "",
+                     "G(z) distance": f"{results['data_reference']:.2f}"})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    return config_script_main(__doc__, "configs/dplc.py:mnist", run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,98 @@
+"""experiments/dplc_generators.py: the stage-1 comparison (WGAN-GP, WAE, Wasserstein++): what each
+objective's config trains, what the scores measure, and (slow) the tiny comparison end to end."""
+
+import json
+import os
+from types import SimpleNamespace
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import dplc_generators
+from jaxcomp.configs import apply_overrides, load_config
+
+
+def _config(repo, variant, **overrides):
+    c = load_config(str(repo / "configs" / "dplc.py") + ":" + variant)
+    return apply_overrides(c, [f"{k}={v}" for k, v in overrides.items()]) if overrides else c
+
+
+def test_each_objective_config_trains_its_own_loss_on_the_users_data(repo):
+    """WGAN-GP: the critic's score is G's whole loss (no MMD); WAE: no critic; Wasserstein++: both.
+    All three read the user's data block, take the seed, and scale the decays with ``generators.steps``."""
+    c = _config(repo, "mnist", **{"data.path": "elsewhere/mnist.npz", "generators.steps": 1000})
+    got = {o: dplc_generators.objective_config(c, o, 7) for o in ("wgan", "wae", "wpp")}
+    assert {o: g.objective for o, g in got.items()} == {"wgan": "wgan", "wae": "wae", "wpp": "wpp"}
+    assert (got["wgan"].loss.gan, got["wgan"].loss.mmd) == (1.0, 0.0) and got["wgan"].gan.mode == "joint"
+    assert got["wae"].loss.gan == 0.0 and got["wae"].gan.mode == "none" and got["wae"].loss.mmd == c.loss.mmd
+    assert (got["wpp"].loss.gan, got["wpp"].loss.mmd) == (c.loss.gan, c.loss.mmd)
+    for g in got.values():
+        assert g.data.path == "elsewhere/mnist.npz" and g.seed == g.data.seed == 7
+        assert g.steps == 1000 and g.optimizer.boundaries == (700,)
+    assert got["wgan"].optimizer_d.boundaries == (700,) and got["wpp"].optimizer_d.boundaries == ()
+    with pytest.raises(ValueError, match="unknown objective"):
+        dplc_generators.objective_config(c, "vae", 0)
+
+
+class _IdentityModel:
+    """A stand-in stage-1 model on 4x4x1 images: F flattens, G reshapes; so G(F(x)) == x exactly."""
+
+    spec = SimpleNamespace(latent=16, prior="uniform", prior_var=1.0)  # what sample_prior reads
+
+    def __init__(self, objective, shift=0.0):
+        self.objective, self.shift = objective, shift
+
+    def decode(self, params, z):
+        return jnp.clip(z.reshape(-1, 4, 4, 1) + self.shift, -1.0, 1.0)
+
+    def encode(self, params, x):
+        return x.reshape(x.shape[0], -1)
+
+
+def test_scores_measure_reconstructions_and_samples_separately():
+    """An exact auto-encoder scores MSE 0 and the reconstructions' distance 0; a shifted decoder's MSE is
+    its shift squared; WGAN-GP (no F) gets sample scores only; samples are as many as the images."""
+    test = np.random.default_rng(0).integers(0, 256, (12, 4, 4, 1), dtype=np.uint8)
+    mean_gap = lambda a, b: float(abs(a.astype(float).mean() - b.astype(float).mean()))  # noqa: E731
+    scores, samples, rec = dplc_generators.score(_IdentityModel("wae"), None, test, mean_gap, seed=0, batch=5)
+    assert samples.shape == test.shape and samples.dtype == np.uint8
+    np.testing.assert_array_equal(rec, test)
+    assert scores["recon_mse"] == 0.0 and scores["recon_distance"] == 0.0
+    assert scores["sample_distance"] == mean_gap(samples, test) > 0
+    assert np.isfinite(scores["latent_mmd"])
+    # a decoder off by 2/255 of the range ([-1, 1]): one grey level per pixel, where the clip allows
+    shifted, _, rec = dplc_generators.score(_IdentityModel("wpp", 2 / 255), None, test, mean_gap, seed=0, batch=5)
+    err = np.mean(np.square(rec.astype(float) - test.astype(float)), axis=(1, 2, 3))
+    assert shifted["recon_mse"] == pytest.approx(float(np.mean(err))) and 0 < shifted["recon_mse"] <= 1.0
+    only, _, none = dplc_generators.score(_IdentityModel("wgan"), None, test, mean_gap, seed=0)
+    assert none is None and set(only) == {"sample_distance"}
+
+
+def test_summary_has_one_row_per_objective_with_the_spread_over_seeds():
+    runs = [dict(objective="wgan", seed=s, steps=5, sample_distance=d) for s, d in ((0, 4.0), (1, 6.0))]
+    runs += [dict(objective="wae", seed=0, steps=5, sample_distance=9.0, recon_distance=1.0, recon_mse=100.0,
+                  recon_psnr=28.0, latent_mmd=0.01)]
+    rows = dplc_generators.summarize({"runs": runs, "data_reference": 0.5})
+    assert [r["objective"] for r in rows] == ["WGAN-GP", "WAE", "held-out data (reference)"]
+    assert rows[0]["G(z) distance"] == "5.00 ± 1.41" and rows[0]["G(F(x)) MSE"].startswith("n/a")
+    assert rows[1]["G(F(x)) PSNR (dB)"] == "28.00 ± 0.00" and rows[2]["G(z) distance"] == "0.50"
+
+
+@pytest.mark.slow
+def test_tiny_comparison_end_to_end(repo, tmp_path, monkeypatch):
+    """Every (objective, seed) of the tiny config trains once and is scored; a rerun trains nothing."""
+    monkeypatch.chdir(repo)
+    c = _config(repo, "tiny")
+    work = str(tmp_path / "g")
+    dplc_generators.run(c, work)
+    with open(os.path.join(work, "results.json")) as f:
+        results = json.load(f)
+    assert {(r["objective"], r["seed"]) for r in results["runs"]} == {
+        (o, s) for o in c.generators.objectives for s in c.generators.seeds}
+    assert all(("recon_mse" in r) == (r["objective"] != "wgan") for r in results["runs"])
+    assert all(os.path.exists(os.path.join(work, f)) for f in ("samples.png", "reconstructions.png"))
+    stamps = {d: os.path.getmtime(os.path.join(work, "runs", d, "scores.json")) for d in os.listdir(
+        os.path.join(work, "runs"))}
+    dplc_generators.run(c, work)
+    assert all(os.path.getmtime(os.path.join(work, "runs", d, "scores.json")) == t for d, t in stamps.items())
