@@ -177,6 +177,7 @@ def get_config(variant: str = "mnist") -> ml_collections.ConfigDict:
         elif dataset == "tiny":
             c.sweep.update(rates=((0, 2), (2, 2)), methods=("dplc", "cae"), seeds=(0, 1), steps=3, eval_images=8,
                            grid_images=4, quiet=True)
+    if not stage and f"{dataset}_wgan" in EXTRA:
         # experiments/dplc_generators.py: the paper's comparison of the stage-1 objectives, with seeds
         c.generators = ml_collections.ConfigDict(dict(
             objectives=("wgan", "wae", "wpp"), seeds=(0, 1, 2),

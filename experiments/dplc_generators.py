@@ -30,25 +30,30 @@ import json
 import os
 from typing import Any
 
+import ml_collections
 import numpy as np
 
-from experiments.dplc_sweep import CONFIGS, DistributionMetric, evaluation_images, mean_std, save_grid
+from experiments.dplc_sweep import CONFIGS, GENERATOR_FIELDS, DistributionMetric, evaluation_images, mean_std, save_grid
 from jaxcomp.configs import config_script_main
 
 OBJECTIVES = {"wgan": "WGAN-GP", "wae": "WAE", "wpp": "Wasserstein++"}
 
 
-def objective_config(config, objective: str, seed: int):
-    """The stage-1 config of ``objective`` for the data set of ``config`` (its data block, ``seed``)."""
-    import ml_collections
-
+def objective_config(config: ml_collections.ConfigDict, objective: str, seed: int) -> ml_collections.ConfigDict:
+    """The stage-1 config of ``objective`` for the data set of ``config``: Wasserstein++ is ``config``
+    itself (with the user's overrides); WGAN-GP and WAE are the ``<data>_wgan`` / ``<data>_wae``
+    variants with the user's data block and generator sizes (``GENERATOR_FIELDS``); then ``seed``."""
     from jaxcomp.configs import load_config
 
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; use {sorted(OBJECTIVES)}")
     dataset = config.sweep.dataset
-    c = load_config(f"{CONFIGS}:{dataset}" if objective == "wpp" else f"{CONFIGS}:{dataset}_{objective}")
-    c.data = ml_collections.ConfigDict(config.data.to_dict())  # the user's data paths and splits
+    if objective == "wpp":
+        c = ml_collections.ConfigDict(config.to_dict())
+    else:
+        c = load_config(f"{CONFIGS}:{dataset}_{objective}")
+        c.data = ml_collections.ConfigDict(config.data.to_dict())  # the user's data paths and splits
+        c.model.update({k: config.model[k] for k in GENERATOR_FIELDS})
     c.seed = int(seed)
     c.data.seed = int(seed)
     steps = int(config.generators.steps)
@@ -63,7 +68,8 @@ def objective_config(config, objective: str, seed: int):
 def score(task: Any, params: Any, test: np.ndarray, metric: DistributionMetric, seed: int,
           batch: int = 500) -> tuple[dict[str, float], np.ndarray, np.ndarray | None]:
     """``(scores, samples, reconstructions or None)`` of one stage-1 model; images ``uint8 [N, S, S, C]``
-    like ``test``. Samples use the key ``seed`` (the same z for every objective of a seed)."""
+    like ``test``. Samples use the key ``seed`` folded with each chunk's offset: the same z for every
+    objective of a seed at the same ``batch``."""
     import jax
     import jax.numpy as jnp
 
@@ -96,7 +102,10 @@ def score(task: Any, params: Any, test: np.ndarray, metric: DistributionMetric, 
     return out, samples_all, rec
 
 
-def run(config, workdir: str) -> str:
+def run(config: ml_collections.ConfigDict, workdir: str) -> str:
+    """Trains (or finds) every (objective, seed) run under ``workdir/runs``, scores it and writes the
+    tables and grids; returns the Markdown table. A finished run made with other settings (steps,
+    report images, metric, config) is refused, not silently reused."""
     from jaxcomp.xla import prefer_xla_cpu_convolutions
 
     prefer_xla_cpu_convolutions()
@@ -111,9 +120,10 @@ def run(config, workdir: str) -> str:
     if g is None:
         raise ValueError("the config has no 'generators' block: use a stage-1 variant of configs/dplc.py")
     os.makedirs(workdir, exist_ok=True)
-    # the report images of the sweep (evaluation_images reads sweep.split / sweep.eval_images)
-    config.sweep.update(eval_images=int(g.eval_images), split="test")
-    test, reference = evaluation_images(config)
+    # the report images of the sweep (evaluation_images reads sweep.split / sweep.eval_images), on a copy
+    chosen = ml_collections.ConfigDict(config.to_dict())
+    chosen.sweep.update(eval_images=int(g.eval_images), split=g.get("split", "test"))
+    test, reference = evaluation_images(chosen)
     spec = spec_from_config(config.model)
     metric = DistributionMetric(spec.channels, spec.image_size)
     results: dict[str, Any] = {"metric": metric.name, "eval_images": len(test), "runs": [],
@@ -126,21 +136,27 @@ def run(config, workdir: str) -> str:
             run_dir = os.path.join(workdir, "runs", f"{objective}_s{seed}")
             cached = os.path.join(run_dir, "scores.json")
             grid_file = os.path.join(run_dir, "grid.npz")
+            settings = dict(config=c.to_json(sort_keys=True), eval_images=len(test), metric=metric.name,
+                            split=chosen.sweep.split)
             if os.path.exists(cached) and os.path.exists(grid_file):
                 with open(cached) as f:
                     row = json.load(f)
+                if row.get("settings") != settings:
+                    raise ValueError(f"{run_dir} was trained or scored with other settings (config, steps, report "
+                                     "images or metric): use another --workdir or remove that run")
                 with np.load(grid_file) as f:
                     samples, rec = f["samples"], (f["recons"] if "recons" in f else None)
             else:
                 task, data = tasks.build(c)
                 state, _ = trainer.train(c, run_dir, task, data, progress=not g.get("quiet", False))
                 scores, samples, rec = score(task, jax.device_get(state.params), test, metric, int(seed))
-                row = dict(objective=objective, seed=int(seed), steps=int(c.steps), **scores)
+                row = dict(objective=objective, seed=int(seed), steps=int(c.steps), **scores, settings=settings)
                 samples = samples[: g.grid_images]
                 rec = None if rec is None else rec[: g.grid_images]
                 np.savez_compressed(grid_file, samples=samples, **({} if rec is None else {"recons": rec}))
                 with open(cached, "w") as f:
                     json.dump(row, f, indent=1)
+            row = {k: v for k, v in row.items() if k != "settings"}
             results["runs"].append(row)
             print(json.dumps(row))
             if seed == g.seeds[0]:
@@ -164,6 +180,9 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for objective in dict.fromkeys(r["objective"] for r in results["runs"]):
         runs = [r for r in results["runs"] if r["objective"] == objective]
+        if len({r["steps"] for r in runs}) != 1:
+            steps = sorted({r["steps"] for r in runs})
+            raise ValueError(f"{objective}: the seeds were trained for different steps {steps}")
         row = {"objective": OBJECTIVES[objective], "seeds": len(runs), "steps": runs[0]["steps"]}
         for key, label, digits in (("sample_distance", "G(z) distance", 2), ("recon_distance", "G(F(x)) distance", 2),
                                    ("recon_mse", "G(F(x)) MSE", 1), ("recon_psnr", "G(F(x)) PSNR (dB)", 2),

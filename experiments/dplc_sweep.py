@@ -176,6 +176,7 @@ def generator_samples(config, n: int, seed: int = 0) -> np.ndarray:
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
+    """``(mean, sample standard deviation)`` of ``values`` (ddof = 1; 0.0 for a single value)."""
     return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 

@@ -21,14 +21,16 @@ def _config(repo, variant, **overrides):
 def test_each_objective_config_trains_its_own_loss_on_the_users_data(repo):
     """WGAN-GP: the critic's score is G's whole loss (no MMD); WAE: no critic; Wasserstein++: both.
     All three read the user's data block, take the seed, and scale the decays with ``generators.steps``."""
-    c = _config(repo, "mnist", **{"data.path": "elsewhere/mnist.npz", "generators.steps": 1000})
+    c = _config(repo, "mnist", **{"data.path": "elsewhere/mnist.npz", "generators.steps": 1000,
+                                  "model.latent": 64, "model.prior": "uniform", "loss.gan": 0.01})
     got = {o: dplc_generators.objective_config(c, o, 7) for o in ("wgan", "wae", "wpp")}
     assert {o: g.objective for o, g in got.items()} == {"wgan": "wgan", "wae": "wae", "wpp": "wpp"}
     assert (got["wgan"].loss.gan, got["wgan"].loss.mmd) == (1.0, 0.0) and got["wgan"].gan.mode == "joint"
     assert got["wae"].loss.gan == 0.0 and got["wae"].gan.mode == "none" and got["wae"].loss.mmd == c.loss.mmd
-    assert (got["wpp"].loss.gan, got["wpp"].loss.mmd) == (c.loss.gan, c.loss.mmd)
+    assert (got["wpp"].loss.gan, got["wpp"].loss.mmd) == (0.01, c.loss.mmd)  # Wasserstein++ keeps the overrides
     for g in got.values():
         assert g.data.path == "elsewhere/mnist.npz" and g.seed == g.data.seed == 7
+        assert (g.model.latent, g.model.prior) == (64, "uniform")  # the user's generator sizes
         assert g.steps == 1000 and g.optimizer.boundaries == (700,)
     assert got["wgan"].optimizer_d.boundaries == (700,) and got["wpp"].optimizer_d.boundaries == ()
     with pytest.raises(ValueError, match="unknown objective"):
@@ -52,19 +54,29 @@ class _IdentityModel:
 
 def test_scores_measure_reconstructions_and_samples_separately():
     """An exact auto-encoder scores MSE 0 and the reconstructions' distance 0; a shifted decoder's MSE is
-    its shift squared; WGAN-GP (no F) gets sample scores only; samples are as many as the images."""
-    test = np.random.default_rng(0).integers(0, 256, (12, 4, 4, 1), dtype=np.uint8)
-    mean_gap = lambda a, b: float(abs(a.astype(float).mean() - b.astype(float).mean()))  # noqa: E731
-    scores, samples, rec = dplc_generators.score(_IdentityModel("wae"), None, test, mean_gap, seed=0, batch=5)
+    its shift squared; WGAN-GP (no F) gets sample scores only; samples are as many as the images, and
+    the same for every objective of a seed; the latent MMD is ~0 for codes distributed as the prior."""
+    test = np.random.default_rng(0).integers(0, 256, (300, 4, 4, 1), dtype=np.uint8)
+    mean_gap = lambda a, b: float(abs(a.astype(float).mean() - b.astype(float).mean()))
+    scores, samples, rec = dplc_generators.score(_IdentityModel("wae"), None, test, mean_gap, seed=0, batch=128)
     assert samples.shape == test.shape and samples.dtype == np.uint8
     np.testing.assert_array_equal(rec, test)
     assert scores["recon_mse"] == 0.0 and scores["recon_distance"] == 0.0
     assert scores["sample_distance"] == mean_gap(samples, test) > 0
-    assert np.isfinite(scores["latent_mmd"])
+    # F(x) of uniform random pixels is uniform on [-1, 1]^16, the prior: MMD ~ 0; constant images are far
+    far, _, _ = dplc_generators.score(_IdentityModel("wae"), None, np.full_like(test, 250), mean_gap, seed=0)
+    assert abs(scores["latent_mmd"]) < 0.02 and far["latent_mmd"] > 0.2
     # a decoder off by 2/255 of the range ([-1, 1]): one grey level per pixel, where the clip allows
-    shifted, _, rec = dplc_generators.score(_IdentityModel("wpp", 2 / 255), None, test, mean_gap, seed=0, batch=5)
+    shifted, same_z, rec = dplc_generators.score(_IdentityModel("wpp", 2 / 255), None, test, mean_gap, seed=0,
+                                                 batch=128)
     err = np.mean(np.square(rec.astype(float) - test.astype(float)), axis=(1, 2, 3))
     assert shifted["recon_mse"] == pytest.approx(float(np.mean(err))) and 0 < shifted["recon_mse"] <= 1.0
+    psnr = np.mean(10 * np.log10(255.0 ** 2 / np.maximum(err, 1e-10)))
+    assert shifted["recon_psnr"] == pytest.approx(float(psnr))
+    # the same z for every objective of a seed (up to the decoder's shift), other z for another seed
+    assert np.abs(same_z.astype(int) - samples.astype(int)).max() <= 1
+    _, other_z, _ = dplc_generators.score(_IdentityModel("wae"), None, test, mean_gap, seed=1, batch=128)
+    assert np.abs(other_z.astype(int) - samples.astype(int)).max() > 100
     only, _, none = dplc_generators.score(_IdentityModel("wgan"), None, test, mean_gap, seed=0)
     assert none is None and set(only) == {"sample_distance"}
 

@@ -97,8 +97,14 @@ def test_tiny_sweep_end_to_end(repo, tmp_path, monkeypatch):
 def test_stage2_runs_take_the_stage1_generators_sizes(repo):
     """A sweep over a wider generator (``--config.model.latent=64``) builds every stage-2 run at that
     latent size (else loading G would refuse the mismatch), at the sweep's rate and seed."""
-    c = _config(repo, "mnist", **{"model.latent": 64, "model.features": 8})
+    c = _config(repo, "mnist", **{"model.latent": 64, "model.features": 8, "model.prior": "uniform",
+                                  "model.prior_var": 2.0, "model.upsample": "transposed", "model.image_size": 64,
+                                  "model.channels": 3})
     for method in dplc_sweep.METHODS:
         s = dplc_sweep.stage2_config(c, method, 32, 4, seed=2)
-        assert (s.model.latent, s.model.features, s.model.code_channels, s.model.levels) == (64, 8, 32, 4)
+        fields = dplc_sweep.GENERATOR_FIELDS
+        assert {k: s.model[k] for k in fields} == {k: c.model[k] for k in fields}
+        assert (s.model.latent, s.model.code_channels, s.model.levels) == (64, 32, 4)
         assert s.seed == s.data.seed == 2
+    assert set(dplc_sweep.GENERATOR_FIELDS) >= {"image_size", "channels", "latent", "features", "prior", "prior_var",
+                                                "upsample"}
