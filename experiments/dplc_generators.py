@@ -33,7 +33,15 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from experiments.dplc_sweep import CONFIGS, GENERATOR_FIELDS, DistributionMetric, evaluation_images, mean_std, save_grid
+from experiments.dplc_sweep import (
+    CONFIGS,
+    DistributionMetric,
+    evaluation_images,
+    mean_std,
+    save_grid,
+    set_steps,
+    with_stage1_data_and_sizes,
+)
 from jaxcomp.configs import config_script_main
 
 OBJECTIVES = {"wgan": "WGAN-GP", "wae": "WAE", "wpp": "Wasserstein++"}
@@ -51,17 +59,11 @@ def objective_config(config: ml_collections.ConfigDict, objective: str, seed: in
     if objective == "wpp":
         c = ml_collections.ConfigDict(config.to_dict())
     else:
-        c = load_config(f"{CONFIGS}:{dataset}_{objective}")
-        c.data = ml_collections.ConfigDict(config.data.to_dict())  # the user's data paths and splits
-        c.model.update({k: config.model[k] for k in GENERATOR_FIELDS})
+        c = with_stage1_data_and_sizes(load_config(f"{CONFIGS}:{dataset}_{objective}"), config)
     c.seed = int(seed)
     c.data.seed = int(seed)
-    steps = int(config.generators.steps)
-    if steps:  # a shorter (or longer) run: the learning-rate decays move with it
-        for opt in (c.optimizer, c.optimizer_d):
-            opt.boundaries = tuple(int(b * steps / c.steps) for b in opt.boundaries)
-        c.steps = steps
-        c.eval_every = c.checkpoint_every = steps
+    if config.generators.steps:
+        set_steps(c, int(config.generators.steps), ("optimizer", "optimizer_d"))
     return c
 
 

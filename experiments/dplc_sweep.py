@@ -25,6 +25,7 @@ against bits per image) and ``samples_b<bits>.png`` (originals, DPLC, CAE, GAN r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Any
@@ -42,16 +43,12 @@ LABELS = {"dplc": "DPLC (frozen G, MMD)", "cae": "CAE (MSE)", "gan": "GAN compre
 
 def stage2_config(config, method: str, code_channels: int, levels: int, seed: int):
     """The stage-2 config of ``method`` at ``(m, L)`` for the data set of stage-1 ``config``."""
-    import ml_collections
 
     from jaxcomp.configs import load_config
 
     if method not in METHODS:
         raise ValueError(f"unknown sweep method {method!r}; use {sorted(METHODS)}")
-    c = load_config(f"{CONFIGS}:{config.sweep.dataset}_{METHODS[method]}")
-    c.data = ml_collections.ConfigDict(config.data.to_dict())  # the user's data paths and splits
-    # G's sizes are the stage-1 config's (e.g. --config.model.latent=64 for a wider generator)
-    c.model.update({k: config.model[k] for k in GENERATOR_FIELDS})
+    c = with_stage1_data_and_sizes(load_config(f"{CONFIGS}:{config.sweep.dataset}_{METHODS[method]}"), config)
     c.model.update(code_channels=int(code_channels), levels=int(levels))
     c.compress.generator = config.sweep.generator
     mmd = config.sweep.get("mmd", 0.0)
@@ -64,12 +61,28 @@ def stage2_config(config, method: str, code_channels: int, levels: int, seed: in
         c.loss.mmd = float(mmd)
     c.seed = int(seed)
     c.data.seed = int(seed)
-    if config.sweep.steps:  # a shorter (or longer) run: the learning-rate decays move with it
-        scale = int(config.sweep.steps) / c.steps
-        c.steps = int(config.sweep.steps)
-        c.optimizer.boundaries = tuple(int(b * scale) for b in c.optimizer.boundaries)
-        c.eval_every = c.checkpoint_every = c.steps
+    if config.sweep.steps:
+        set_steps(c, int(config.sweep.steps), ("optimizer",))
     return c
+
+
+def with_stage1_data_and_sizes(c, config):
+    """``c`` with the user's data block (paths, splits) and the generator-defining model fields
+    (``GENERATOR_FIELDS``, e.g. ``--config.model.latent=64``) of the stage-1 ``config``; returns ``c``."""
+    import ml_collections
+
+    c.data = ml_collections.ConfigDict(config.data.to_dict())
+    c.model.update({k: config.model[k] for k in GENERATOR_FIELDS})
+    return c
+
+
+def set_steps(c, steps: int, optimizers: tuple[str, ...]) -> None:
+    """A shorter (or longer) run of ``c``: ``steps`` steps, the learning-rate decays of the named
+    optimizer blocks moved in proportion, evaluation and checkpoint at the end."""
+    for name in optimizers:
+        c[name].boundaries = tuple(int(b * steps / c.steps) for b in c[name].boundaries)
+    c.steps = int(steps)
+    c.eval_every = c.checkpoint_every = c.steps
 
 
 def evaluation_images(config) -> tuple[np.ndarray, np.ndarray | None]:
@@ -129,6 +142,7 @@ class DistributionMetric:
             from jaxcomp.metrics.frechet import MNISTFeatures
 
             self.features = MNISTFeatures()
+        self._reference: tuple = (None, None)
 
     @property
     def name(self) -> str:
@@ -136,7 +150,13 @@ class DistributionMetric:
 
     def __call__(self, a: np.ndarray, b: np.ndarray) -> float:
         if self.kind == "fd_mnist":
-            return float(self.features.frechet(a, b))
+            from jaxcomp.metrics.frechet import frechet_distance, gaussian_stats
+
+            # every run is scored against the same report set: its features are computed once
+            key = (b.shape, hashlib.sha1(np.ascontiguousarray(b).tobytes()).hexdigest())
+            if self._reference[0] != key:
+                self._reference = (key, gaussian_stats(self.features.features(b)))
+            return float(frechet_distance(*gaussian_stats(self.features.features(a)), *self._reference[1]))
         from jaxcomp.metrics import swd
 
         return float(swd(a, b)["mean"])

@@ -108,3 +108,15 @@ def test_stage2_runs_take_the_stage1_generators_sizes(repo):
         assert s.seed == s.data.seed == 2
     assert set(dplc_sweep.GENERATOR_FIELDS) >= {"image_size", "channels", "latent", "features", "prior", "prior_var",
                                                 "upsample"}
+
+
+def test_distribution_metric_reuses_the_report_sets_features_only_for_that_set():
+    """The MNIST FD caches the report set's statistics: the same numbers as a fresh computation, and a
+    different report set is not scored against the cached one."""
+    rng = np.random.default_rng(0)
+    a, b, c = (rng.integers(0, 256, (40, 32, 32, 1), dtype=np.uint8) for _ in range(3))
+    c[:, 8:24, 8:24] = 0  # a visibly different set
+    metric = dplc_sweep.DistributionMetric(1, 32)
+    first, again = metric(a, b), metric(a, b)
+    assert first == again == pytest.approx(metric.features.frechet(a, b), rel=1e-12)
+    assert metric(a, c) == pytest.approx(metric.features.frechet(a, c), rel=1e-12) != first
