@@ -13,6 +13,10 @@ Variants:
                    *test* split (disjoint from these training-split samples; experiments/ssc_diagnose.py):
                    s_max = 40, p_max = s_max, tau = 0, and the support ("binary") affinity, plus kNN spectral
                    clustering and k-means (docs/greedy.md, MNIST section).
+  mnist_scattering_omp_raw: SSC-OMP as the public reference code runs it on MNIST (ChongYou/subspace-clustering,
+                   run_mnist.py): points not scaled to unit norm, atoms selected by raw correlation
+                   (ssc.point_norms="raw"), s_max = 5, rows of C to unit norm before |C| + |C|^T ("l2"); plus
+                   kNN spectral clustering and k-means, on the mnist_scattering samples.
   mnist_speed:     SSC-OMP coding time, jaxcomp vs scikit-learn (orthogonal_mp per point and
                    orthogonal_mp_gram on a precomputed Gram) on the mnist_scattering features.
   noise_smax:      low SNR: iid noise N(0, 0.1^2) per coordinate (m = 50, so ||e|| ~ 0.7), error over
@@ -37,7 +41,8 @@ SHARED_DATA = os.path.normpath(os.path.join(PROJECT_ROOT, os.pardir, "shared", "
 MNIST_PATH = os.path.join(SHARED_DATA, "mnist", "mnist.npz")
 CACHE_DIR = os.path.join(PROJECT_ROOT, "runs", "cache")
 
-VARIANTS = ("synthetic", "synthetic_sigma", "smax", "mnist", "mnist_scattering", "mnist_scattering_mp", "mnist_speed",
+VARIANTS = ("synthetic", "synthetic_sigma", "smax", "mnist", "mnist_scattering", "mnist_scattering_mp",
+            "mnist_scattering_omp_raw", "mnist_speed",
             "noise_smax", "noise_smax_tau", "tiny")
 
 
@@ -61,6 +66,9 @@ def get_config(variant: str = "synthetic") -> ml_collections.ConfigDict:
         corr_tol=0.0, chunk_size=1024,
         # "none": |C| + |C|^T; "l2": rows of C to unit norm first (authors' code); "binary": the support of C only
         affinity_normalization="none",
+        # "unit": points scaled to unit norm (the paper); "raw": as given, atoms chosen by raw correlation (the
+        # public SSC-OMP reference code on MNIST, ChongYou/subspace-clustering)
+        point_norms="unit",
     ))
     c.grid = ml_collections.ConfigDict(dict(
         axes="t_rho", t=(0, 4, 8, 10, 12, 14, 16, 18), rho=(1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0),
@@ -90,7 +98,7 @@ def get_config(variant: str = "synthetic") -> ml_collections.ConfigDict:
         c.ssc.tau = 0.0
         c.ssc.tau_mode = "fixed"
         c.ssc.chunk_size = 1000
-    elif variant in ("mnist_scattering", "mnist_scattering_mp", "mnist_speed"):
+    elif variant in ("mnist_scattering", "mnist_scattering_mp", "mnist_scattering_omp_raw", "mnist_speed"):
         c.experiment = "speed" if variant == "mnist_speed" else "mnist"
         c.n_seeds = 3
         c.data.features = "scattering"
@@ -104,6 +112,11 @@ def get_config(variant: str = "synthetic") -> ml_collections.ConfigDict:
             c.ssc.algorithms = ("mp",)
             c.ssc.s_max = 40
             c.ssc.affinity_normalization = "binary"
+        if variant == "mnist_scattering_omp_raw":  # the reference code's setting (checked on the test split)
+            c.ssc.algorithms = ("omp",)
+            c.ssc.s_max = 5
+            c.ssc.point_norms = "raw"
+            c.ssc.affinity_normalization = "l2"
     elif variant in ("noise_smax", "noise_smax_tau"):
         c.grid.axes = "smax_rho"
         c.data.ambient_dim = 50

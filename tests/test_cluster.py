@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -359,3 +360,174 @@ def test_affinity_row_normalization_matches_hand_computation():
         affinity_from_coefficients(C, normalize="max")
     with pytest.raises(ValueError, match="affinity_normalization must be one of"):
         SSCOMP(n_clusters=2, affinity_normalization="L2").fit(np.eye(4))
+
+
+def test_mnist_driver_writes_rows_and_labels_per_seed(tmp_path, monkeypatch):
+    """``run_mnist`` on a stand-in npz (two "digits", each a random 3-dim subspace of pixel space, so
+    every method can separate them): one row per seed and method, and ``mnist_labels.npz`` holding each
+    seed's true digits and each method's labels, from which the row's scores are recomputed exactly."""
+    from jaxcomp.cluster.benchmarks import run_mnist
+    from jaxcomp.cluster.metrics import all_metrics
+
+    rng = np.random.default_rng(0)
+    bases = [np.abs(rng.standard_normal((784, 3))) * (rng.random((784, 1)) < 0.3) for _ in range(2)]
+    x = np.concatenate([(b @ rng.random((3, 40))).T for b in bases])
+    x = np.clip(255 * x / x.max(), 0, 255).astype(np.uint8)
+    y = np.repeat([3, 7], 40)
+    np.savez(tmp_path / "stand_in.npz", x_train=x, y_train=y, x_test=x[:4], y_test=y[:4])
+    cfg = load_config(os.path.join(ROOT, "configs/ssc.py:mnist"), [
+        f"data.path={tmp_path / 'stand_in.npz'}", "data.num_points=60", "data.n_clusters=2", "data.feature_dim=20",
+        "n_seeds=2", "ssc.algorithms=('mp',)", "ssc.s_max=3", f"ssc.chunk_size={CHUNK}",
+        "baselines.sklearn_omp=False", "baselines.n_neighbors=5"])
+    import jaxcomp.cluster.benchmarks as bm
+
+    written = []
+    real_write = bm.write_table
+    monkeypatch.setattr(bm, "write_table", lambda rows, *a, **k: written.append(len(rows)) or real_write(rows, *a, **k))
+    run_mnist(cfg, str(tmp_path / "out"))
+    assert written == [3, 6]  # after each seed, so a stopped run keeps the seeds it finished
+    import csv
+
+    with open(tmp_path / "out" / "mnist_runs.csv") as f:
+        rows = list(csv.DictReader(f))
+    methods = ["SSC-MP (jaxcomp)", "sklearn SpectralClustering (kNN graph)", "sklearn KMeans"]
+    assert [(r["method"], int(r["seed"])) for r in rows] == [(m, s) for s in (0, 1) for m in methods]
+    with np.load(tmp_path / "out" / "mnist_labels.npz") as lab:
+        assert sorted(lab.files) == sorted([f"{s}:{m}" for s in (0, 1) for m in methods + ["truth"]])
+        for s in (0, 1):
+            truth = lab[f"{s}:truth"]
+            assert truth.shape == (60,) and set(truth) <= {3, 7}
+            assert not np.array_equal(truth, lab[f"{1 - s}:truth"])  # each seed draws its own sample
+            for r in rows:
+                if int(r["seed"]) == s:
+                    assert set(lab[f"{s}:{r['method']}"]) <= {0, 1}  # cluster ids, not the digits 3 / 7
+                    m = all_metrics(truth, lab[f"{s}:{r['method']}"])
+                    assert float(r["accuracy"]) == pytest.approx(m["accuracy"], abs=1e-4)
+                    assert float(r["nmi"]) == pytest.approx(m["nmi"], abs=1e-4)
+
+
+def test_confusion_stats_by_hand_and_refuses_mixed_samples(tmp_path, capsys):
+    """``experiments.ssc_confusion``: truth [0,0,1,1], labels [0,0,0,1] (table [[2,0],[1,1]]) has
+    H(digit, cluster) = 1.5 bits, H(cluster) = H(.75, .25), H(digit) = 1 bit, so H(digit | cluster) =
+    1.5 - H(.75, .25) and H(cluster | digit) = 0.5; cluster 0 is mixed (1/3 >= 25 %), digit 1 is split.
+    Directories whose seed holds other points are refused with one clear line."""
+    from experiments import ssc_confusion
+
+    st = ssc_confusion.confusion_stats(np.array([0, 0, 1, 1]), np.array([0, 0, 0, 1]))
+    h = -(0.75 * np.log2(0.75) + 0.25 * np.log2(0.25))
+    assert st["h_digit_given_cluster"] == pytest.approx(1.5 - h)
+    assert st["h_cluster_given_digit"] == pytest.approx(0.5)
+    assert (st["mixed_clusters"], st["split_digits"]) == (1.0, 1.0)
+    assert (st["smallest_cluster"], st["largest_cluster"], st["accuracy"]) == (1.0, 3.0, 0.75)
+    edge = ssc_confusion.confusion_stats(np.array([0, 0, 0, 0, 1, 1]), np.array([0, 0, 0, 1, 2, 2]))
+    assert (edge["mixed_clusters"], edge["split_digits"]) == (0.0, 1.0)  # digit 0: 75 % / 25 %, the boundary counts
+    perfect = ssc_confusion.confusion_stats(np.array([0, 0, 1, 1]), np.array([5, 5, 2, 2]))
+    assert perfect["h_digit_given_cluster"] == perfect["h_cluster_given_digit"] == 0.0
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    np.savez(a / "mnist_labels.npz", **{"0:truth": np.array([0, 0, 1, 1]), "0:m1": np.array([0, 0, 0, 1])})
+    np.savez(b / "mnist_labels.npz", **{"0:truth": np.array([0, 1, 1, 1]), "0:m2": np.array([1, 1, 0, 0])})
+    assert ssc_confusion.main([str(a), str(b)]) == 2
+    assert "other points" in capsys.readouterr().err
+    np.savez(b / "mnist_labels.npz", **{"0:truth": np.array([0, 0, 1, 1]), "0:m2": np.array([1, 1, 0, 0])})
+    assert ssc_confusion.main([str(a), str(b), "--figure", str(tmp_path / "c.png")]) == 0
+    out = capsys.readouterr().out
+    assert "| m1 | 1 | 0.7500" in out and "| m2 | 1 | 1.0000" in out and (tmp_path / "c.png").exists()
+    np.savez(b / "mnist_labels.npz", **{"0:truth": np.array([0, 0, 1, 1]), "0:m1": np.array([1, 1, 0, 0])})
+    assert ssc_confusion.main([str(a), str(b)]) == 2  # the same method twice: refused, not overwritten
+    assert "compare each run once" in capsys.readouterr().err
+
+
+def test_raw_selection_picks_the_largest_raw_correlation():
+    """``raw_selection``: with a long atom d1 = 3 e1 and a unit atom d2 = (0.8, 0.6), y = (0.6, 0.8) has
+    normalised correlations 0.6 / 0.96 (d2 wins) but raw ones 1.8 / 0.96 (d1 wins); for OMP and MP."""
+    from jaxcomp.greedy.pursuit import mp_batch, omp_batch
+
+    D = jnp.asarray([[3.0, 0.8], [0.0, 0.6]], jnp.float32)
+    Y = jnp.asarray([[0.6, 0.8]], jnp.float32)
+    ex, z = jnp.asarray([-1], jnp.int32), jnp.asarray(0.0, jnp.float32)
+    for raw, first in ((False, 1), (True, 0)):
+        assert int(omp_batch(D, Y, ex, z, z, max_iter=1, raw_selection=raw)[0][0, 0]) == first
+        support, coef = mp_batch(D, Y, ex, z, z, max_iter=1, max_nonzeros=1, raw_selection=raw)[:2]
+        assert int(support[0, 0]) == first
+        assert float(coef[0, 0]) == pytest.approx([0.2, 0.96][first])  # <d_k, y> / ||d_k||^2 either way
+
+
+def _reference_raw_omp(X, s_max):
+    """An independent loop of SSC-OMP on un-normalised points, as the public reference code does it:
+    select argmax_k |<x_k, r>| over the other points, least squares on the support, new residual."""
+    n = X.shape[0]
+    C = np.zeros((n, n))
+    for i in range(n):
+        r, supp = X[i].copy(), []
+        for _ in range(s_max):
+            coh = np.abs(X @ r)
+            coh[i] = 0.0
+            coh[supp] = 0.0
+            supp.append(int(np.argmax(coh)))
+            c = np.linalg.lstsq(X[supp].T, X[i], rcond=None)[0]
+            r = X[i] - c @ X[supp]
+        C[i, supp] = c
+    return C
+
+
+def _reference_raw_mp(X, s_max):
+    """MP of each point over the other un-normalised points, atoms selected by raw correlation."""
+    n = X.shape[0]
+    C = np.zeros((n, n))
+    for i in range(n):
+        r = X[i].copy()
+        for _ in range(s_max):
+            coh = X @ r
+            coh[i] = 0.0
+            k = int(np.argmax(np.abs(coh)))
+            step = coh[k] / (X[k] @ X[k])
+            C[i, k] += step
+            r = r - step * X[k]
+    return C
+
+
+def test_ssc_raw_point_norms_is_the_reference_algorithm():
+    """``point_norms="raw"`` keeps the points' norms and selects by raw correlation: its coefficients
+    equal an independent numpy loop of the reference code's SSC-OMP on points of very different norms
+    (and differ from the unit-norm coding there); on unit-norm points both settings agree."""
+    rng = np.random.default_rng(3)
+    X, _ = union_of_subspaces(12, 3, 2, rho=5, seed=3)
+    X = X * rng.uniform(0.2, 5.0, size=(X.shape[0], 1))
+    C_raw, _ = sparse_coefficients(X, "omp", s_max=3, point_norms="raw", chunk_size=CHUNK)
+    ref = _reference_raw_omp(X.astype(np.float64), 3)
+    np.testing.assert_allclose(C_raw.toarray(), ref, atol=2e-4, rtol=1e-3)
+    C_unit, _ = sparse_coefficients(X, "omp", s_max=3, chunk_size=CHUNK)
+    assert (C_unit.toarray() != 0).sum() == (ref != 0).sum()
+    assert not np.array_equal(C_unit.toarray() != 0, ref != 0)  # another support on these points
+    Xu = X / np.linalg.norm(X, axis=1, keepdims=True)
+    a, _ = sparse_coefficients(Xu, "omp", s_max=3, point_norms="raw", chunk_size=CHUNK)
+    b, _ = sparse_coefficients(Xu, "omp", s_max=3, chunk_size=CHUNK)
+    np.testing.assert_allclose(a.toarray(), b.toarray(), atol=1e-5)
+    C_mp, _ = sparse_coefficients(X, "mp", s_max=4, point_norms="raw", chunk_size=CHUNK)
+    np.testing.assert_allclose(C_mp.toarray(), _reference_raw_mp(X.astype(np.float64), 4), atol=2e-4, rtol=1e-3)
+    with pytest.raises(ValueError, match="point_norms must be one of"):
+        sparse_coefficients(X, "omp", s_max=3, point_norms="l2")
+    with pytest.raises(ValueError, match="no scale-free meaning"):
+        sparse_coefficients(X, "mp", s_max=3, point_norms="raw", corr_tol=0.1)
+    with pytest.raises(ValueError, match="point_norms must be one of"):
+        SSCOMP(n_clusters=2, point_norms="none").fit(X)
+    est = SSCOMP(n_clusters=2, s_max=3, chunk_size=CHUNK, point_norms="raw", affinity_normalization="l2").fit(X)
+    np.testing.assert_allclose(est.coef_.toarray(), ref, atol=2e-4, rtol=1e-3)
+    cfg = load_config(os.path.join(ROOT, "configs/ssc.py:mnist_scattering_omp_raw"))
+    assert (cfg.ssc.algorithms, cfg.ssc.s_max, cfg.ssc.point_norms, cfg.ssc.affinity_normalization) == (
+        ("omp",), 5, "raw", "l2")
+    assert cfg.data.features == "scattering" and cfg.ssc.tau == 0
+    from jaxcomp.cluster.benchmarks import make_estimator
+
+    est = make_estimator("omp", cfg, 10, cfg.ssc.s_max, 0.0)
+    assert (est.point_norms, est.affinity_normalization, est.s_max) == ("raw", "l2", 5)
+
+
+def test_ssc_reference_refuses_a_wrong_checkout(tmp_path, capsys):
+    """``experiments.ssc_reference`` names the missing module and the repository it expects."""
+    from experiments import ssc_reference
+
+    assert ssc_reference.main(["--checkout", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "selfrepresentation.py" in err and "ChongYou/subspace-clustering" in err

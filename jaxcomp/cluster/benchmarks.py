@@ -42,7 +42,8 @@ def make_estimator(algorithm: str, cfg, n_clusters, s_max: int, tau: float, verb
     """``SSCOMP`` or ``SSCMP`` with the config's settings."""
     common = dict(n_clusters=n_clusters, s_max=int(s_max), tau=tau, corr_tol=cfg.ssc.corr_tol,
                   chunk_size=cfg.ssc.chunk_size, random_state=cfg.seed, verbose=verbose,
-                  affinity_normalization=cfg.ssc.get("affinity_normalization", "none"))
+                  affinity_normalization=cfg.ssc.get("affinity_normalization", "none"),
+                  point_norms=cfg.ssc.get("point_norms", "unit"))
     if algorithm == "omp":
         return SSCOMP(**common)
     if algorithm == "mp":
@@ -187,12 +188,16 @@ def run_mnist(cfg, workdir: str) -> list[dict]:
     """SSC-MP, SSC-OMP, (optionally) scikit-learn-OMP SSC-OMP, scikit-learn SpectralClustering (kNN
     graph) and KMeans on the same MNIST features, for ``cfg.n_seeds`` seeds (each seed draws its
     own ``num_points`` sample and seeds the clusterings). Writes ``mnist_runs.{md,csv}`` (one row per
-    seed and method) and returns the mean ± std rows."""
+    seed and method) and ``mnist_labels.npz`` (each seed's true digits under ``"<seed>:truth"`` and
+    each method's cluster labels under ``"<seed>:<method>"``, ``(num_points,)`` int64; both files are
+    rewritten after every seed, so a stopped run keeps the seeds it finished) and returns the mean ±
+    std rows."""
     from sklearn.cluster import KMeans, SpectralClustering
 
     d = cfg.data
     k = int(d.n_clusters)
     rows = []
+    labels_out: dict[str, np.ndarray] = {}
     for seed in [int(cfg.seed) + i for i in range(int(cfg.n_seeds))]:
         X, y, feat_s = _mnist_data(cfg, seed)
         print(f"MNIST seed {seed}: {X.shape[0]} points, features={d.features} dim={X.shape[1]} ({feat_s:.1f}s)")
@@ -202,6 +207,8 @@ def run_mnist(cfg, workdir: str) -> list[dict]:
 
         def record(name, labels, seconds, extra="", seed=seed, y=y):
             m = all_metrics(y, labels)
+            labels_out[f"{seed}:truth"] = np.asarray(y, np.int64)
+            labels_out[f"{seed}:{name}"] = np.asarray(labels, np.int64)
             rows.append({"method": name, "seed": seed, "accuracy": m["accuracy"], "nmi": m["nmi"], "ari": m["ari"],
                          "seconds": seconds, "notes": extra})
             print(f"  {name}: acc={m['accuracy']:.4f} nmi={m['nmi']:.4f} ari={m['ari']:.4f} time={seconds:.1f}s")
@@ -211,8 +218,10 @@ def run_mnist(cfg, workdir: str) -> list[dict]:
             est = make_estimator(a, scfg, k, cfg.ssc.s_max, tau, verbose=True)
             est.fit(X)  # includes jit compilation (once per process and shape)
             t = est.timings_
-            record(NAMES[a] + " (jaxcomp)", est.labels_, t["coding_s"] + t["spectral_s"],
-                   f"s_max={cfg.ssc.s_max}; coding + spectral")
+            raw = cfg.ssc.get("point_norms", "unit") == "raw"
+            record(NAMES[a] + (" (jaxcomp, raw norms)" if raw else " (jaxcomp)"), est.labels_,
+                   t["coding_s"] + t["spectral_s"],
+                   f"s_max={cfg.ssc.s_max}; affinity={est.affinity_normalization}; coding + spectral")
         if cfg.baselines.sklearn_omp:
             t0 = time.perf_counter()
             C = sklearn_ssc_omp_coefficients(X, cfg.ssc.s_max, tau, progress=True, method=cfg.baselines.sklearn_method)
@@ -231,7 +240,8 @@ def run_mnist(cfg, workdir: str) -> list[dict]:
             t0 = time.perf_counter()
             lab = KMeans(k, n_init=10, random_state=seed).fit_predict(Xn)
             record("sklearn KMeans", lab, time.perf_counter() - t0, "n_init=10")
-    write_table(rows, workdir, "mnist_runs", title="mnist: one row per seed")
+        write_table(rows, workdir, "mnist_runs", title="mnist: one row per seed")
+        np.savez(os.path.join(workdir, "mnist_labels.npz"), **labels_out)
     return _aggregate(rows)
 
 

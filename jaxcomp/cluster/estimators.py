@@ -8,13 +8,21 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 
 from jaxcomp.cluster.spectral import spectral_clustering
-from jaxcomp.cluster.ssc import AFFINITY_NORMALIZATIONS, affinity_from_coefficients, check_data, sparse_coefficients
+from jaxcomp.cluster.ssc import (
+    AFFINITY_NORMALIZATIONS,
+    POINT_NORMS,
+    affinity_from_coefficients,
+    check_data,
+    sparse_coefficients,
+)
 
 
 class _SSCBase(ClusterMixin, BaseEstimator):
     _algorithm = "omp"
 
     def _fit(self, X, p_max):
+        if self.point_norms not in POINT_NORMS:
+            raise ValueError(f"point_norms must be one of {POINT_NORMS}, got {self.point_norms!r}")
         if self.affinity_normalization not in AFFINITY_NORMALIZATIONS:
             raise ValueError(f"affinity_normalization must be one of {AFFINITY_NORMALIZATIONS}, "
                              f"got {self.affinity_normalization!r}")
@@ -33,6 +41,7 @@ class _SSCBase(ClusterMixin, BaseEstimator):
             corr_tol=self.corr_tol,
             chunk_size=self.chunk_size,
             progress=self.verbose,
+            point_norms=self.point_norms,
         )
         t1 = time.perf_counter()
         self.coef_ = C
@@ -66,6 +75,9 @@ class SSCOMP(_SSCBase):
       affinity_normalization: ``"none"`` (``|C| + |C|^T``), ``"l2"`` (each point's representation
         scaled to unit norm first, as the authors' code) or ``"binary"`` (the support of ``C`` only:
         ``A_ij`` counts the nonzeros ``C_ij``, ``C_ji``); see ``affinity_from_coefficients``.
+      point_norms: ``"unit"`` (the paper: points scaled to unit norm) or ``"raw"`` (points as
+        given, atoms selected by raw correlation, as the public SSC-OMP reference code does on
+        MNIST); see ``jaxcomp.cluster.ssc.sparse_coefficients``.
 
     Attributes (after ``fit``): ``coef_`` (N, N) csr, ``affinity_matrix_`` (N, N) csr,
     ``labels_`` (N,), ``n_clusters_``, ``n_features_in_`` (m), ``n_iter_`` (N,), ``residual_norm_``
@@ -85,6 +97,7 @@ class SSCOMP(_SSCBase):
         random_state: int = 0,
         verbose: bool = False,
         affinity_normalization: str = "none",
+        point_norms: str = "unit",
     ):
         self.n_clusters = n_clusters
         self.s_max = s_max
@@ -95,6 +108,7 @@ class SSCOMP(_SSCBase):
         self.random_state = random_state
         self.verbose = verbose
         self.affinity_normalization = affinity_normalization
+        self.point_norms = point_norms
 
     def fit(self, X, y=None) -> SSCOMP:
         """``X`` ``(N, m)``, one point per row."""
@@ -119,6 +133,7 @@ class SSCMP(_SSCBase):
         random_state: int = 0,
         verbose: bool = False,
         affinity_normalization: str = "none",
+        point_norms: str = "unit",
     ):
         self.n_clusters = n_clusters
         self.s_max = s_max
@@ -130,6 +145,7 @@ class SSCMP(_SSCBase):
         self.random_state = random_state
         self.verbose = verbose
         self.affinity_normalization = affinity_normalization
+        self.point_norms = point_norms
 
     def fit(self, X, y=None) -> SSCMP:
         """``X`` ``(N, m)``, one point per row."""

@@ -46,8 +46,9 @@ from jaxcomp.greedy.pursuit import mp_batch, omp_batch
 ALGORITHMS = ("omp", "mp")
 
 
-def check_data(X, n_clusters: int | None = None) -> np.ndarray:
-    """Validates ``X`` ``(N, m)`` on the host and returns it as float32 with unit-norm rows.
+def check_data(X, n_clusters: int | None = None, unit_norm: bool = True) -> np.ndarray:
+    """Validates ``X`` ``(N, m)`` on the host and returns it as float32 with unit-norm rows
+    (``unit_norm=False``: the rows as given).
 
     Raises:
       ValueError: a sparse matrix, complex or non-numeric entries, not 2-D, no features, NaN/inf,
@@ -86,7 +87,10 @@ def check_data(X, n_clusters: int | None = None) -> np.ndarray:
     zero = np.flatnonzero(norms == 0)
     if zero.size:
         raise ValueError(f"X has {zero.size} zero point(s) (all-zero rows), e.g. row {int(zero[0])}")
-    return (X / norms[:, None]).astype(np.float32)
+    return (X / norms[:, None]).astype(np.float32) if unit_norm else X.astype(np.float32)
+
+
+POINT_NORMS = ("unit", "raw")
 
 
 def tau_from_noise(sigma: float, ambient_dim: int, subspace_dim: int = 0, margin: float = 1.1) -> float:
@@ -96,7 +100,12 @@ def tau_from_noise(sigma: float, ambient_dim: int, subspace_dim: int = 0, margin
     return float(margin * sigma * math.sqrt((ambient_dim - subspace_dim) / ambient_dim) / math.sqrt(1 + sigma**2))
 
 
-def _check_params(algorithm, s_max, tau, p_max, corr_tol, chunk_size):
+def _check_params(algorithm, s_max, tau, p_max, corr_tol, chunk_size, point_norms="unit"):
+    if point_norms not in POINT_NORMS:
+        raise ValueError(f"point_norms must be one of {POINT_NORMS}, got {point_norms!r}")
+    if point_norms == "raw" and corr_tol > 0:
+        raise ValueError("corr_tol is a normalised-correlation threshold and has no scale-free meaning with "
+                         "point_norms='raw' (atoms selected by raw correlation): use tau, or point_norms='unit'")
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {', '.join(ALGORITHMS)}")
     for name, v in (("s_max", s_max), ("chunk_size", chunk_size)):
@@ -119,25 +128,34 @@ def sparse_coefficients(
     corr_tol: float = 0.0,
     chunk_size: int = 1024,
     progress: bool = False,
+    point_norms: str = "unit",
 ) -> tuple[sp.csr_matrix, dict]:
     """Self-representation coefficients by OMP or MP, chunked.
 
     Args:
-      X: ``(N, m)`` data, one point per row (normalised here).
+      X: ``(N, m)`` data, one point per row (scaled to unit norm here unless ``point_norms="raw"``).
       algorithm: ``"omp"`` (SSC-OMP) or ``"mp"`` (SSC-MP).
       s_max: maximum number of pursuit iterations per point.
       tau: residual-norm threshold.
       p_max: SSC-MP only: maximum number of nonzero coefficients (default ``s_max``).
-      corr_tol: normalised-correlation threshold (0 disables).
+      corr_tol: normalised-correlation threshold (0 disables; refused with ``point_norms="raw"``).
       chunk_size: points coded per compiled call (clipped to ``N``).
       progress: show a tqdm bar over chunks.
+      point_norms: ``"unit"`` (the paper: every point scaled to unit norm, atoms selected by
+        normalised correlation) or ``"raw"`` (the points as given and atoms selected by the raw
+        correlation ``|<x_k, r>|``, which favours points of large norm: what the public SSC-OMP
+        reference code, ``ChongYou/subspace-clustering``, does on its MNIST features; ``tau`` is
+        then absolute in the data's units, and :func:`tau_from_noise` does not apply: it assumes
+        unit-norm points. The reference also stops once ``||r||^2 < 1e-5 ||x||``, which ``tau = 0``
+        leaves out: at its 5 steps in 500 dimensions that threshold is not reached on MNIST).
 
     Returns:
       ``(C, info)``: ``C`` ``(N, N)`` float32 csr with zero diagonal; ``info`` holds
       ``n_iter`` ``(N,)`` and ``residual_norm`` ``(N,)`` numpy arrays.
     """
-    _check_params(algorithm, s_max, tau, p_max, corr_tol, chunk_size)
-    Xn = check_data(X)
+    _check_params(algorithm, s_max, tau, p_max, corr_tol, chunk_size, point_norms)
+    raw = point_norms == "raw"
+    Xn = check_data(X, unit_norm=not raw)
     n = Xn.shape[0]
     B = int(min(chunk_size, n))
     D = jnp.asarray(Xn.T)
@@ -155,10 +173,10 @@ def sparse_coefficients(
         idx = np.where(valid, idx, 0).astype(np.int32)
         Y = D.T[idx]
         if algorithm == "omp":
-            out = omp_batch(D, Y, jnp.asarray(idx), tau_j, ctol_j, max_iter=int(s_max))
+            out = omp_batch(D, Y, jnp.asarray(idx), tau_j, ctol_j, max_iter=int(s_max), raw_selection=raw)
         else:
             out = mp_batch(D, Y, jnp.asarray(idx), tau_j, ctol_j, max_iter=int(s_max),
-                           max_nonzeros=int(p_max if p_max is not None else s_max))
+                           max_nonzeros=int(p_max if p_max is not None else s_max), raw_selection=raw)
         support, coef, _, rnorm, n_iter = jax.device_get(out)
         support, coef = support[valid], coef[valid]
         keep = support >= 0

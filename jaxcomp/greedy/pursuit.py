@@ -13,6 +13,9 @@ Stopping rules (any of them ends the pursuit of one signal):
 * the largest normalised correlation ``max_k |<d_k, r>| / (||d_k|| ||r||) <= corr_tol``
   (the residual looks like noise: no atom explains it any more);
 * MP only: ``max_nonzeros`` distinct atoms have been selected (``p_max``);
+  (with the device functions' static ``raw_selection=True``, atoms are selected by the raw
+  ``|<d_k, r>|`` and ``corr_tol`` compares that raw value to ``||r||``; SSC's ``point_norms="raw"``
+  uses it with ``corr_tol = 0``)
 * OMP only: the selected atom is numerically in the span of the active set.
 
 OMP solves the least-squares problem on the active set with an incremental Cholesky
@@ -125,7 +128,8 @@ def _scores(D, inv_norms, r, exclude, extra_mask=None):
     return jnp.where(bad, -1.0, score), c
 
 
-def omp_single(D: Array, y: Array, exclude: Array, tol: Array, corr_tol: Array, *, max_iter: int):
+def omp_single(D: Array, y: Array, exclude: Array, tol: Array, corr_tol: Array, *, max_iter: int,
+               raw_selection: bool = False):
     """OMP for one signal (device function; see :func:`omp` for the public, validated API).
 
     Args:
@@ -134,6 +138,9 @@ def omp_single(D: Array, y: Array, exclude: Array, tol: Array, corr_tol: Array, 
       exclude: int32 scalar, an atom never to select (-1: none).
       tol, corr_tol: float scalars, see module docstring.
       max_iter: static int, number of support slots ``S``.
+      raw_selection: static; ``True`` selects ``argmax_k |<d_k, r>|`` (favours long atoms: the
+        selection of the SSC-OMP reference code on un-normalised data) instead of the normalised
+        ``|<d_k, r>|/||d_k||``; ``corr_tol`` then compares that raw correlation to ``||r||``.
 
     Returns:
       ``(support (S,) int32, support_coef (S,), residual (m,), residual_norm (), n_iter ())``.
@@ -142,7 +149,7 @@ def omp_single(D: Array, y: Array, exclude: Array, tol: Array, corr_tol: Array, 
     S = max_iter
     dtype = D.dtype
     norms_sq = jnp.sum(D * D, axis=0)
-    inv_norms = 1.0 / jnp.sqrt(norms_sq)
+    inv_norms = jnp.ones_like(norms_sq) if raw_selection else 1.0 / jnp.sqrt(norms_sq)
     slots = jnp.arange(S)
     eps = jnp.asarray(100 * jnp.finfo(dtype).eps, dtype)
 
@@ -201,19 +208,20 @@ def omp_single(D: Array, y: Array, exclude: Array, tol: Array, corr_tol: Array, 
 
 
 def mp_single(
-    D: Array, y: Array, exclude: Array, tol: Array, corr_tol: Array, *, max_iter: int, max_nonzeros: int
+    D: Array, y: Array, exclude: Array, tol: Array, corr_tol: Array, *, max_iter: int, max_nonzeros: int,
+    raw_selection: bool = False,
 ):
     """MP for one signal (device function; see :func:`mp`).
 
     The same atom may be selected repeatedly; its coefficient accumulates in its support
-    slot. ``S = min(max_iter, max_nonzeros)`` slots. Returns the same tuple as
-    :func:`omp_single`.
+    slot. ``S = min(max_iter, max_nonzeros)`` slots. ``raw_selection`` as in :func:`omp_single`
+    (the step stays ``<d_k, r>/||d_k||^2``). Returns the same tuple as :func:`omp_single`.
     """
     m, K = D.shape
     S = min(max_iter, max_nonzeros)
     dtype = D.dtype
     norms_sq = jnp.sum(D * D, axis=0)
-    inv_norms = 1.0 / jnp.sqrt(norms_sq)
+    inv_norms = jnp.ones_like(norms_sq) if raw_selection else 1.0 / jnp.sqrt(norms_sq)
     slots = jnp.arange(S)
 
     def cond(state):
@@ -257,19 +265,21 @@ def mp_single(
     return state["idx"], state["coef"], state["r"], state["rnorm"], state["t"]
 
 
-@partial(jax.jit, static_argnames=("max_iter",))
-def omp_batch(D: Array, Y: Array, exclude: Array, tol: Array, corr_tol: Array, *, max_iter: int):
+@partial(jax.jit, static_argnames=("max_iter", "raw_selection"))
+def omp_batch(D: Array, Y: Array, exclude: Array, tol: Array, corr_tol: Array, *, max_iter: int,
+              raw_selection: bool = False):
     """Batched OMP on device: ``Y`` ``(B, m)``, ``exclude`` ``(B,)`` int32. No validation."""
-    fn = partial(omp_single, max_iter=max_iter)
+    fn = partial(omp_single, max_iter=max_iter, raw_selection=raw_selection)
     return jax.vmap(fn, in_axes=(None, 0, 0, None, None))(D, Y, exclude, tol, corr_tol)
 
 
-@partial(jax.jit, static_argnames=("max_iter", "max_nonzeros"))
+@partial(jax.jit, static_argnames=("max_iter", "max_nonzeros", "raw_selection"))
 def mp_batch(
-    D: Array, Y: Array, exclude: Array, tol: Array, corr_tol: Array, *, max_iter: int, max_nonzeros: int
+    D: Array, Y: Array, exclude: Array, tol: Array, corr_tol: Array, *, max_iter: int, max_nonzeros: int,
+    raw_selection: bool = False,
 ):
     """Batched MP on device: ``Y`` ``(B, m)``, ``exclude`` ``(B,)`` int32. No validation."""
-    fn = partial(mp_single, max_iter=max_iter, max_nonzeros=max_nonzeros)
+    fn = partial(mp_single, max_iter=max_iter, max_nonzeros=max_nonzeros, raw_selection=raw_selection)
     return jax.vmap(fn, in_axes=(None, 0, 0, None, None))(D, Y, exclude, tol, corr_tol)
 
 
