@@ -8,21 +8,13 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 
 from jaxcomp.cluster.spectral import spectral_clustering
-from jaxcomp.cluster.ssc import (
-    AFFINITY_NORMALIZATIONS,
-    POINT_NORMS,
-    affinity_from_coefficients,
-    check_data,
-    sparse_coefficients,
-)
+from jaxcomp.cluster.ssc import AFFINITY_NORMALIZATIONS, affinity_from_coefficients, check_data, sparse_coefficients
 
 
 class _SSCBase(ClusterMixin, BaseEstimator):
     _algorithm = "omp"
 
     def _fit(self, X, p_max):
-        if self.point_norms not in POINT_NORMS:
-            raise ValueError(f"point_norms must be one of {POINT_NORMS}, got {self.point_norms!r}")
         if self.affinity_normalization not in AFFINITY_NORMALIZATIONS:
             raise ValueError(f"affinity_normalization must be one of {AFFINITY_NORMALIZATIONS}, "
                              f"got {self.affinity_normalization!r}")
