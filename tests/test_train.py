@@ -400,3 +400,20 @@ def test_pack_run_refuses_what_is_not_a_packed_run(tmp_path):
         pack_run.unpack(str(foreign), str(tmp_path / "f"))
     assert not (tmp_path / "evil.json").exists()
     assert pack_run.main(["--workdir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.tar")]) == 2
+
+
+def test_conv_gradient_benchmark_divides_by_the_fastest_torch_layout_per_operation(repo):
+    # JAX 2/4/6 ms against torch NCHW 1/8/2 and channels_last 4/2/3 ms: each operation is divided by
+    # its own fastest layout (forward 2/1, dx 4/2, dw 6/2) and the total by the faster total (12/9)
+    from experiments.bench_conv_grads import markdown
+
+    rows = [dict(impl="jax x", size=8, forward=2e-3, dx=4e-3, dw=6e-3),
+            dict(impl="torch nchw", size=8, forward=1e-3, dx=8e-3, dw=2e-3),
+            dict(impl="torch channels_last", size=8, forward=4e-3, dx=2e-3, dw=3e-3)]
+    table = markdown(rows).splitlines()
+    assert "| jax x | 8 | 2.0 | 4.0 | 6.0 | 12.0 |" in table
+    assert table[-1] == "| jax x / fastest torch | 8 | 2.00x | 2.00x | 3.00x | 1.33x |"
+    assert len(markdown(rows[:1]).splitlines()) == 3  # no torch rows: no ratio row
+    out = subprocess.run([sys.executable, "-m", "experiments.bench_conv_grads", "--sizes", "a"],
+                         capture_output=True, text=True, cwd=repo)
+    assert out.returncode == 2 and "--sizes must be comma-separated integers" in out.stderr
