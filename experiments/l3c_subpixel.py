@@ -8,14 +8,19 @@
         --out docs/figures/l3c_subpixel_curves.png
     # encode / decode seconds of a 512x512 photo crop (untrained heads on the shipped weights: timing only)
     python -m experiments.l3c_subpixel timing 1/light 4/light 4/shared
+    # from-scratch runs, several seeds per design: mean +- std of validation bpsp per step, the
+    # per-scale split at the last step and the paired (same seed) difference -> table and figure
+    python -m experiments.l3c_subpixel curves --group "paper model" 'runs/l3c_scratch/sp1_s*' \
+        --group "4 sub-pixel steps" 'runs/l3c_scratch/sp4_s*' --out docs/figures/l3c_scratch_curves.png
 
-The fine-tuning runs themselves are plain ``experiments.train`` runs; the command is in docs/l3c.md.
+The training runs themselves are plain ``experiments.train`` runs; the commands are in docs/l3c.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import glob
 import json
 import os
 import time
@@ -48,6 +53,21 @@ def cmd_init(args: argparse.Namespace) -> None:
     print("wrote", args.out)
 
 
+def _eval_rows(run: str) -> tuple[int, dict[int, dict], dict[int, float]]:
+    """(seed, {step: eval row}, {step: train bpsp}) of one ``experiments.train`` workdir."""
+    path = os.path.join(run, "metrics.jsonl")
+    if not os.path.isfile(path):
+        raise SystemExit(f"{run}: no metrics.jsonl (not an experiments.train workdir?)")
+    rows = [json.loads(line) for line in open(path) if line.strip()]
+    evals = {r["step"]: r for r in rows if r.get("split") == "eval"}
+    if not evals:
+        raise SystemExit(f"{run}: no evaluation rows yet")
+    train = {r["step"]: r["bpsp"] for r in rows if r.get("split") == "train"}
+    with open(os.path.join(run, "config.json")) as f:
+        seed = int(json.load(f)["seed"])
+    return seed, evals, train
+
+
 def cmd_plot(args: argparse.Namespace) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -55,9 +75,9 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for run in args.runs:
-        rows = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
-        ev = [(0, SHIPPED_VALIDATION_BPSP)] + [(r["step"], r["bpsp"]) for r in rows if r["split"] == "eval"]
-        tr = [(r["step"], r["bpsp"]) for r in rows if r["split"] == "train"]
+        _, evals, train = _eval_rows(run)
+        ev = [(0, SHIPPED_VALIDATION_BPSP)] + [(step, evals[step]["bpsp"]) for step in sorted(evals)]
+        tr = sorted(train.items())
         line, = ax.plot(*zip(*ev), "o-", label=os.path.basename(run.rstrip("/")) + " (validation)")
         if tr:
             ax.plot(*zip(*tr), ":", color=line.get_color(), alpha=0.6)
@@ -68,6 +88,90 @@ def cmd_plot(args: argparse.Namespace) -> None:
                  "(validation tiles; dotted: the same training batches)", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
+    fig.savefig(args.out, dpi=120)
+    print("wrote", args.out)
+
+
+def summarize_groups(groups: list[tuple[str, list[str]]]) -> str:
+    """A markdown report of validation bpsp for groups of runs (one run per seed).
+
+    Per group and evaluation step present in all its runs: mean +- sample std (ddof 1) over the
+    runs; the per-scale split (``bpsp_s*``) at the last common step; and, for every later group,
+    its difference to the first group at that step, paired by ``config.json``'s seed (seeds
+    without a partner are left out and the count says so).
+    """
+    data = []
+    for label, runs in groups:
+        if not runs:
+            raise SystemExit(f"group {label!r}: no runs")
+        loaded = [_eval_rows(r) for r in runs]
+        seeds = [s for s, _, _ in loaded]
+        if len(set(seeds)) != len(seeds):
+            raise SystemExit(f"group {label!r}: two runs with the same seed ({sorted(seeds)})")
+        steps = sorted(set.intersection(*(set(e) for _, e, _ in loaded)))
+        data.append((label, runs, loaded, steps))
+    all_steps = sorted(set().union(*(set(d[3]) for d in data)))
+    lines = ["| step | " + " | ".join(f"{d[0]} (n={len(d[1])})" for d in data) + " |",
+             "|---" * (len(data) + 1) + "|"]
+    for step in all_steps:
+        cells = []
+        for _, _, loaded, steps in data:
+            if step not in steps:
+                cells.append("")
+                continue
+            v = np.array([e[step]["bpsp"] for _, e, _ in loaded])
+            cells.append(f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v[0]:.3f}")
+        lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    lines += ["", "| group | last step | bpsp per seed | per scale (mean) | paired difference to the first group |",
+              "|---|---|---|---|---|"]
+    base = {s: e for s, e, _ in data[0][2]}
+    for i, (label, _, loaded, steps) in enumerate(data):
+        last = steps[-1]
+        per_seed = " / ".join(f"{e[last]['bpsp']:.3f} (seed {s})" for s, e, _ in sorted(loaded, key=lambda t: t[0]))
+        keys = sorted(k for k in loaded[0][1][last] if k.startswith("bpsp_s"))
+        scales = ", ".join(f"{k[5:]}: {np.mean([e[last][k] for _, e, _ in loaded]):.3f}" for k in keys)
+        diff = ""
+        if i:
+            d = np.array([e[last]["bpsp"] - base[s][last]["bpsp"] for s, e, _ in loaded
+                          if s in base and last in base[s]])
+            if len(d):
+                diff = (f"{d.mean():+.3f} ± {d.std(ddof=1):.3f} over {len(d)} seeds" if len(d) > 1
+                        else f"{d[0]:+.3f} (1 seed)") + f", better in {int((d < 0).sum())} of {len(d)}"
+        lines.append(f"| {label} | {last} | {per_seed} | {scales} | {diff} |")
+    return "\n".join(lines) + "\n"
+
+
+def cmd_curves(args: argparse.Namespace) -> None:
+    if any(len(g) < 2 for g in args.group):
+        raise SystemExit("--group takes a label and at least one workdir or pattern")
+    groups = [(label, sorted(r for p in pats for r in (glob.glob(p) or [p]) if os.path.isdir(r)))
+              for label, *pats in args.group]
+    report = summarize_groups(groups)
+    print(report)
+    if args.table:
+        with open(args.table, "w") as f:
+            f.write(report)
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for label, runs in groups:
+        loaded = [_eval_rows(r) for r in runs]
+        steps = sorted(set.intersection(*(set(e) for _, e, _ in loaded)))
+        v = np.array([[e[s]["bpsp"] for s in steps] for _, e, _ in loaded])
+        line, = ax.plot(steps, v.mean(0), "o-", label=f"{label} (validation, mean of {len(runs)})")
+        ax.fill_between(steps, v.min(0), v.max(0), color=line.get_color(), alpha=0.2)
+        tsteps = sorted(set.intersection(*(set(t) for _, _, t in loaded)))
+        if tsteps:
+            tv = np.array([[t[s] for s in tsteps] for _, _, t in loaded]).mean(0)
+            ax.plot(tsteps, tv, ":", color=line.get_color(), alpha=0.6)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("bits per subpixel")
+    ax.set_title(args.title + "\n(band: min-max over seeds; dotted: training batches, mean)", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     fig.savefig(args.out, dpi=120)
     print("wrote", args.out)
 
@@ -108,6 +212,13 @@ def main(argv: list[str] | None = None) -> None:
     a.add_argument("runs", nargs="+")
     a.add_argument("--out", default=os.path.join("docs", "figures", "l3c_subpixel_curves.png"))
     a.set_defaults(fn=cmd_plot)
+    a = sub.add_parser("curves", help="mean +- std validation curves of groups of runs (seeds)")
+    a.add_argument("--group", nargs="+", action="append", required=True, metavar="LABEL_THEN_RUNS",
+                   help="a label, then workdirs or glob patterns (one run per seed)")
+    a.add_argument("--out", default=os.path.join("docs", "figures", "l3c_scratch_curves.png"))
+    a.add_argument("--table", default="", help="also write the markdown report here")
+    a.add_argument("--title", default="L3C from scratch at CPU budget, with and without sub-pixel steps")
+    a.set_defaults(fn=cmd_curves)
     a = sub.add_parser("timing", help="encode/decode seconds, variants as STEPS/HEAD")
     a.add_argument("variants", nargs="+")
     a.add_argument("--photos", nargs=2, default=[os.path.join("..", "shared", "data", "photos", n)

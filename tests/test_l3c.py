@@ -467,3 +467,37 @@ def test_every_l3c_config_validates_on_the_val_photos_only(repo):
     module_spec.loader.exec_module(module)
     for variant in module.VARIANTS:
         assert load_config(f"{spec}:{variant}").data.holdout == "samples_val", variant
+
+
+def test_subpixel_curves_report_mean_std_scales_and_paired_differences(tmp_path):
+    """``experiments.l3c_subpixel curves``: two groups of two seeds. Group a at step 10: 5.0 and
+    7.0 (mean 6.000, sample std 1.414); group b, seeds swapped in order on disk: 4.0 (seed 1) and
+    6.5 (seed 0), so the differences paired by seed are 6.5-5.0 = +1.5 and 4.0-7.0 = -3.0
+    (mean -0.750, std 3.182, better in 1 of 2). Duplicate seeds in a group are refused."""
+    import json
+
+    from experiments import l3c_subpixel
+
+    def run(name, seed, evals):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps({"seed": seed}))
+        rows = [{"step": s, "split": "train", "bpsp": v + 1} for s, v in evals]
+        rows += [{"step": s, "split": "eval", "bpsp": v, "bpsp_s0": v - 1, "bpsp_s1": 1.0} for s, v in evals]
+        (d / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        return str(d)
+
+    a = [run("a0", 0, [(5, 9.0), (10, 5.0)]), run("a1", 1, [(5, 8.0), (10, 7.0)])]
+    b = [run("b1", 1, [(10, 4.0)]), run("b0", 0, [(10, 6.5)])]
+    report = l3c_subpixel.summarize_groups([("a", a), ("b", b)])
+    lines = report.splitlines()
+    assert "| 5 | 8.500 ± 0.707 |  |" in lines
+    assert "| 10 | 6.000 ± 1.414 | 5.250 ± 1.768 |" in lines
+    row_b = next(line for line in lines if line.startswith("| b | 10 |"))
+    assert "6.500 (seed 0) / 4.000 (seed 1)" in row_b
+    assert "s0: 4.250, s1: 1.000" in row_b
+    assert "-0.750 ± 3.182 over 2 seeds, better in 1 of 2" in row_b
+    with pytest.raises(SystemExit, match="same seed"):
+        l3c_subpixel.summarize_groups([("a", a + [run("a0bis", 0, [(10, 1.0)])])])
+    with pytest.raises(SystemExit, match="no metrics.jsonl"):
+        l3c_subpixel.summarize_groups([("x", [str(tmp_path)])])
