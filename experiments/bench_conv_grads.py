@@ -2,22 +2,27 @@
 
     python -m experiments.bench_conv_grads                                   # JAX rows only
     python -m experiments.bench_conv_grads --torch-python /path/to/python    # + PyTorch rows, ratios
+    python -m experiments.bench_conv_grads --dw-variants                     # + other weight-gradient forms
 
 One ``C -> C`` 3x3 convolution (SAME padding, no bias) on ``[batch, size, size, C]`` float32 inputs,
 the shape of L3C's residual blocks (``configs/l3c.py:paper``: C = 64; its scales run at 64², 32²
 and 16² for 128² crops). Each operation is timed on its own, the best of ``--repeats`` calls after
-one warm-up, with the given thread count:
+one warm-up:
 
 * JAX (``jax.jit``, the process's ``XLA_FLAGS``; ``import jaxcomp`` turns YNNPACK's convolution
   fusions off, ``--keep-ynn`` keeps them): the forward ``conv``, ``dx`` = the VJP with respect to the
   input, ``dw`` = the VJP with respect to the kernel, each a separate jitted function of the
-  forward's inputs and a fixed cotangent.
-* PyTorch (run by ``--torch-python``, which needs only torch; NCHW and channels_last): the forward
-  under ``no_grad``, and ``dx`` / ``dw`` as ``autograd.grad`` of one output, minus the forward's time
-  (PyTorch has no public call for one gradient without its forward).
+  forward's inputs and a fixed cotangent. XLA picks its own thread count (all cores it sees).
+* PyTorch (run by ``--torch-python``, which needs only torch; NCHW and channels_last; ``--threads``,
+  default: the cores this process may use): the forward under ``no_grad``, and ``dx`` / ``dw`` as
+  ``autograd.grad`` of an output computed once (``retain_graph``), so only the backward is timed.
+* ``--dw-variants``: the weight gradient written other ways, each checked against the VJP's: as a
+  convolution with batch and features swapped, as 9 shifted matrix products, as 3 products of a
+  width-im2col, as one im2col product.
 
 The table gives milliseconds per call and, with PyTorch rows, JAX's time over the faster PyTorch
-layout's for each operation: a ratio above 1 is where JAX is slower.
+layout's for each operation: a ratio above 1 is where JAX is slower. ``--json`` writes the rows
+with the arguments and the load average.
 """
 
 from __future__ import annotations
@@ -42,11 +47,49 @@ def _best(fn, repeats: int) -> float:
     return best
 
 
-def jax_rows(batch: int, sizes: list[int], channels: int, repeats: int, keep_ynn: bool) -> list[dict]:
-    """Best-of-``repeats`` seconds of forward, dx and dw per input size (NHWC / HWIO, float32)."""
+def _dw_variants(jax, jnp) -> dict:
+    """The weight gradient ``[3, 3, Ci, Co]`` of a SAME 3x3 conv from ``x [B, H, W, Ci]`` and the
+    output cotangent ``g [B, H, W, Co]``, written four other ways."""
+
+    def padded_shifts(x, h, w):
+        xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        return [[xp[:, i:i + h, j:j + w, :] for j in range(3)] for i in range(3)]
+
+    def swapped_conv(x, g):  # batch contracted as the conv's feature dimension
+        return jax.lax.conv_general_dilated(x, g, (1, 1), ((1, 1), (1, 1)),
+                                            dimension_numbers=("CHWN", "IHWO", "HWNC"))
+
+    def nine_dots(x, g):
+        b, h, w, ci = x.shape
+        gf = g.reshape(-1, g.shape[-1])
+        sh = padded_shifts(x, h, w)
+        return jnp.stack([jnp.stack([sh[i][j].reshape(-1, ci).T @ gf for j in range(3)]) for i in range(3)])
+
+    def width_im2col(x, g):
+        b, h, w, ci = x.shape
+        gf = g.reshape(-1, g.shape[-1])
+        sh = padded_shifts(x, h, w)
+        rows = [jnp.concatenate(sh[i], axis=-1).reshape(-1, 3 * ci).T @ gf for i in range(3)]
+        return jnp.stack(rows).reshape(3, 3, ci, -1)
+
+    def im2col(x, g):
+        b, h, w, ci = x.shape
+        sh = padded_shifts(x, h, w)
+        cols = jnp.stack([sh[i][j] for i in range(3) for j in range(3)], axis=3)  # [B, H, W, 9, Ci]
+        return jnp.einsum("bhwkc,bhwo->kco", cols, g).reshape(3, 3, ci, -1)
+
+    return {"swapped conv": swapped_conv, "9 shifted dots": nine_dots, "width im2col, 3 dots": width_im2col,
+            "im2col, 1 dot": im2col}
+
+
+def jax_rows(batch: int, sizes: list[int], channels: int, repeats: int, keep_ynn: bool,
+             dw_variants: bool = False) -> tuple[list[dict], list[dict]]:
+    """Best-of-``repeats`` seconds of forward, dx and dw per input size (NHWC / HWIO, float32), and
+    with ``dw_variants`` the seconds and max |difference| of the other weight-gradient forms."""
     if keep_ynn:
         os.environ["JAXCOMP_KEEP_YNN"] = "1"
     import jax
+    import jax.numpy as jnp
     import numpy as np
 
     import jaxcomp  # noqa: F401  (sets the project's XLA flags before JAX starts)
@@ -60,16 +103,23 @@ def jax_rows(batch: int, sizes: list[int], channels: int, repeats: int, keep_ynn
     fwd = jax.jit(conv)
     dx = jax.jit(lambda x, w, g: jax.vjp(lambda x_: conv(x_, w), x)[1](g)[0])
     dw = jax.jit(lambda x, w, g: jax.vjp(lambda w_: conv(x, w_), w)[1](g)[0])
+    variants = {k: jax.jit(f) for k, f in _dw_variants(jax, jnp).items()} if dw_variants else {}
+    impl = f"jax {jax.__version__} ({cpu_convolutions()} convolutions)"
     rng = np.random.default_rng(0)
-    rows = []
+    rows, vrows = [], []
     for size in sizes:
         x = jax.device_put(rng.standard_normal((batch, size, size, channels), np.float32))
         w = jax.device_put(0.05 * rng.standard_normal((3, 3, channels, channels), np.float32))
         g = jax.device_put(rng.standard_normal((batch, size, size, channels), np.float32))
         times = {name: _best(lambda f=f, a=a: jax.block_until_ready(f(*a)), repeats)
                  for name, f, a in (("forward", fwd, (x, w)), ("dx", dx, (x, w, g)), ("dw", dw, (x, w, g)))}
-        rows.append(dict(impl=f"jax {jax.__version__} ({cpu_convolutions()} convolutions)", size=size, **times))
-    return rows
+        rows.append(dict(impl=impl, size=size, **times))
+        ref = np.asarray(dw(x, w, g))
+        for name, f in variants.items():
+            err = float(np.abs(np.asarray(f(x, g)) - ref).max() / np.abs(ref).max())
+            t = _best(lambda f=f, x=x, g=g: jax.block_until_ready(f(x, g)), repeats)
+            vrows.append(dict(impl=impl, variant=name, size=size, dw=t, vs_vjp=t / times["dw"], rel_err=err))
+    return rows, vrows
 
 
 def torch_rows(batch: int, sizes: list[int], channels: int, repeats: int, threads: int) -> list[dict]:
@@ -92,16 +142,16 @@ def torch_rows(batch: int, sizes: list[int], channels: int, repeats: int, thread
 
 
 def _torch_times(torch, conv, x, repeats: int) -> dict:
-    g = torch.randn_like(conv(x))
+    out = conv(x)  # one graph, differentiated again and again: only the backward is timed
+    g = torch.randn_like(out)
 
     def forward():
         with torch.no_grad():
             conv(x)
 
-    t_fwd = _best(forward, repeats)
-    t_dx = _best(lambda: torch.autograd.grad(conv(x), x, g), repeats) - t_fwd
-    t_dw = _best(lambda: torch.autograd.grad(conv(x), conv.weight, g), repeats) - t_fwd
-    return dict(forward=t_fwd, dx=t_dx, dw=t_dw)
+    return dict(forward=_best(forward, repeats),
+                dx=_best(lambda: torch.autograd.grad(out, x, g, retain_graph=True), repeats),
+                dw=_best(lambda: torch.autograd.grad(out, conv.weight, g, retain_graph=True), repeats))
 
 
 def markdown(rows: list[dict]) -> str:
@@ -126,13 +176,24 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines + ratios) + "\n"
 
 
+def markdown_variants(vrows: list[dict]) -> str:
+    """The weight-gradient forms: ms, time over the VJP's, max |difference| relative to max |dw|."""
+    lines = ["| weight gradient as | size | ms | time / VJP's | max rel. difference |", "|---|---|---|---|---|"]
+    lines += [f"| {r['variant']} | {r['size']} | {1e3 * r['dw']:.1f} | {r['vs_vjp']:.2f}x | {r['rel_err']:.1e} |"
+              for r in vrows]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--sizes", default="64,32,16", help="comma-separated input sides")
     p.add_argument("--channels", type=int, default=64)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="PyTorch threads")
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                   help="PyTorch threads (default: the cores this process may use; XLA picks its own)")
+    p.add_argument("--dw-variants", action="store_true", help="also time other weight-gradient forms")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds for the PyTorch side")
     p.add_argument("--keep-ynn", action="store_true", help="leave jaxlib's YNNPACK conv fusions on")
     p.add_argument("--torch-python", default="", help="a Python with torch: adds PyTorch rows")
     p.add_argument("--json", default="", help="also write the rows here")
@@ -147,21 +208,35 @@ def main(argv: list[str] | None = None) -> int:
     if args._torch_child:
         print(MARKER + json.dumps(torch_rows(args.batch, sizes, args.channels, args.repeats, args.threads)))
         return 0
-    rows = jax_rows(args.batch, sizes, args.channels, args.repeats, args.keep_ynn)
+    load_before = os.getloadavg()
+    rows, vrows = jax_rows(args.batch, sizes, args.channels, args.repeats, args.keep_ynn, args.dw_variants)
     if args.torch_python:
-        cmd = [args.torch_python, os.path.abspath(__file__), "--_torch-child", f"--batch={args.batch}",
-               f"--sizes={args.sizes}", f"--channels={args.channels}", f"--repeats={args.repeats}",
-               f"--threads={args.threads}"]
-        out = subprocess.run(cmd, capture_output=True, text=True)
-        lines = [line for line in out.stdout.splitlines() if line.startswith(MARKER)]
-        if out.returncode or not lines:
-            raise SystemExit(f"the PyTorch side failed ({args.torch_python}):\n{out.stderr[-2000:]}")
-        rows += json.loads(lines[-1][len(MARKER):])
+        rows += run_torch_side(args)
     print(markdown(rows))
+    if vrows:
+        print(markdown_variants(vrows))
     if args.json:
+        meta = {k: v for k, v in vars(args).items() if k not in ("json", "_torch_child")}
         with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+            json.dump(dict(args=meta, load_before=load_before, load_after=os.getloadavg(), rows=rows,
+                           dw_variants=vrows), f, indent=1)
     return 0
+
+
+def run_torch_side(args: argparse.Namespace) -> list[dict]:
+    """Runs this script under ``args.torch_python`` for the PyTorch rows (a clear error if it fails)."""
+    cmd = [args.torch_python, os.path.abspath(__file__), "--_torch-child", f"--batch={args.batch}",
+           f"--sizes={args.sizes}", f"--channels={args.channels}", f"--repeats={args.repeats}",
+           f"--threads={args.threads}"]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise SystemExit(f"the PyTorch side could not run ({args.torch_python}): {e}") from None
+    lines = [line for line in out.stdout.splitlines() if line.startswith(MARKER)]
+    if out.returncode or not lines:
+        raise SystemExit(f"the PyTorch side failed ({args.torch_python}, exit status {out.returncode}):\n"
+                         f"{out.stderr[-2000:]}")
+    return json.loads(lines[-1][len(MARKER):])
 
 
 if __name__ == "__main__":

@@ -53,18 +53,26 @@ def cmd_init(args: argparse.Namespace) -> None:
     print("wrote", args.out)
 
 
-def _eval_rows(run: str) -> tuple[int, dict[int, dict], dict[int, float]]:
-    """(seed, {step: eval row}, {step: train bpsp}) of one ``experiments.train`` workdir."""
+def _eval_rows(run: str) -> tuple[int | None, dict[int, dict], dict[int, float]]:
+    """(seed, {step: eval row}, {step: train bpsp}) of one ``experiments.train`` workdir; the seed
+    is ``config.json``'s (None without one). A run still writing may end in a partial line: skipped."""
     path = os.path.join(run, "metrics.jsonl")
     if not os.path.isfile(path):
         raise SystemExit(f"{run}: no metrics.jsonl (not an experiments.train workdir?)")
-    rows = [json.loads(line) for line in open(path) if line.strip()]
+    rows = []
+    for line in open(path):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
     evals = {r["step"]: r for r in rows if r.get("split") == "eval"}
     if not evals:
         raise SystemExit(f"{run}: no evaluation rows yet")
     train = {r["step"]: r["bpsp"] for r in rows if r.get("split") == "train"}
-    with open(os.path.join(run, "config.json")) as f:
-        seed = int(json.load(f)["seed"])
+    seed = None
+    if os.path.isfile(os.path.join(run, "config.json")):
+        with open(os.path.join(run, "config.json")) as f:
+            seed = json.load(f).get("seed")
     return seed, evals, train
 
 
@@ -106,9 +114,13 @@ def summarize_groups(groups: list[tuple[str, list[str]]]) -> str:
             raise SystemExit(f"group {label!r}: no runs")
         loaded = [_eval_rows(r) for r in runs]
         seeds = [s for s, _, _ in loaded]
+        if None in seeds:
+            raise SystemExit(f"group {label!r}: {runs[seeds.index(None)]} has no seed in a config.json")
         if len(set(seeds)) != len(seeds):
             raise SystemExit(f"group {label!r}: two runs with the same seed ({sorted(seeds)})")
         steps = sorted(set.intersection(*(set(e) for _, e, _ in loaded)))
+        if not steps:
+            raise SystemExit(f"group {label!r}: its runs share no evaluation step")
         data.append((label, runs, loaded, steps))
     all_steps = sorted(set().union(*(set(d[3]) for d in data)))
     lines = ["| step | " + " | ".join(f"{d[0]} (n={len(d[1])})" for d in data) + " |",
@@ -128,7 +140,7 @@ def summarize_groups(groups: list[tuple[str, list[str]]]) -> str:
     for i, (label, _, loaded, steps) in enumerate(data):
         last = steps[-1]
         per_seed = " / ".join(f"{e[last]['bpsp']:.3f} (seed {s})" for s, e, _ in sorted(loaded, key=lambda t: t[0]))
-        keys = sorted(k for k in loaded[0][1][last] if k.startswith("bpsp_s"))
+        keys = sorted(set.intersection(*({k for k in e[last] if k.startswith("bpsp_s")} for _, e, _ in loaded)))
         scales = ", ".join(f"{k[5:]}: {np.mean([e[last][k] for _, e, _ in loaded]):.3f}" for k in keys)
         diff = ""
         if i:
@@ -137,6 +149,8 @@ def summarize_groups(groups: list[tuple[str, list[str]]]) -> str:
             if len(d):
                 diff = (f"{d.mean():+.3f} ± {d.std(ddof=1):.3f} over {len(d)} seeds" if len(d) > 1
                         else f"{d[0]:+.3f} (1 seed)") + f", better in {int((d < 0).sum())} of {len(d)}"
+            else:
+                diff = f"no run of the first group has this seed and step {last}"
         lines.append(f"| {label} | {last} | {per_seed} | {scales} | {diff} |")
     return "\n".join(lines) + "\n"
 
@@ -144,8 +158,15 @@ def summarize_groups(groups: list[tuple[str, list[str]]]) -> str:
 def cmd_curves(args: argparse.Namespace) -> None:
     if any(len(g) < 2 for g in args.group):
         raise SystemExit("--group takes a label and at least one workdir or pattern")
-    groups = [(label, sorted(r for p in pats for r in (glob.glob(p) or [p]) if os.path.isdir(r)))
-              for label, *pats in args.group]
+    groups = []
+    for label, *pats in args.group:
+        runs = set()
+        for pattern in pats:
+            found = [r for r in (glob.glob(pattern) or [pattern]) if os.path.isdir(r)]
+            if not found:
+                raise SystemExit(f"group {label!r}: {pattern!r} names no workdir")
+            runs.update(os.path.normpath(r) for r in found)
+        groups.append((label, sorted(runs)))
     report = summarize_groups(groups)
     print(report)
     if args.table:

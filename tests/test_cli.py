@@ -84,6 +84,23 @@ def test_compilation_cache_folder(tmp_path, monkeypatch, capsys):
     (tmp_path / "a_file").write_text("x")
     assert not xla.enable_compilation_cache(str(tmp_path / "a_file" / "cache"))
     assert "no compilation cache" in capsys.readouterr().err
+    # every function is stored (idle, the coder's compile in 0.2-0.3 s each: a 0.5 s threshold kept
+    # none); the environment's setting wins
+    import jax
+
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+    before = {n: getattr(jax.config, n) for n in names}
+    try:
+        monkeypatch.delenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", raising=False)
+        assert xla.enable_compilation_cache(str(tmp_path / "cache"))
+        assert jax.config.jax_persistent_cache_min_compile_time_secs == 0
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 7.0)
+        monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "7")
+        assert xla.enable_compilation_cache(str(tmp_path / "cache"))
+        assert jax.config.jax_persistent_cache_min_compile_time_secs == 7.0
+    finally:
+        for n, v in before.items():
+            jax.config.update(n, v)
 
 
 def test_second_call_reuses_the_compiled_model(model_file, tmp_path, repo):

@@ -1,6 +1,7 @@
 """L3C model: shapes, uniform top scale, ablation variants, and that training lowers bpsp."""
 
 import dataclasses
+import os
 
 import jax
 import jax.numpy as jnp
@@ -501,3 +502,15 @@ def test_subpixel_curves_report_mean_std_scales_and_paired_differences(tmp_path)
         l3c_subpixel.summarize_groups([("a", a + [run("a0bis", 0, [(10, 1.0)])])])
     with pytest.raises(SystemExit, match="no metrics.jsonl"):
         l3c_subpixel.summarize_groups([("x", [str(tmp_path)])])
+    with pytest.raises(SystemExit, match="share no evaluation step"):
+        l3c_subpixel.summarize_groups([("x", [run("x0", 0, [(5, 1.0)]), run("x1", 1, [(7, 1.0)])])])
+    # a run still writing: its partial last line is skipped
+    with open(os.path.join(a[0], "metrics.jsonl"), "a") as f:
+        f.write('{"step": 15, "split": "ev')
+    # the command: patterns (overlapping ones count a run once), the table file, the figure
+    table, fig = tmp_path / "t.md", tmp_path / "f.png"
+    l3c_subpixel.main(["curves", "--group", "a", str(tmp_path / "a?"), a[0], "--group", "b", *b,
+                       "--table", str(table), "--out", str(fig)])
+    assert table.read_text() == report and fig.stat().st_size > 0
+    with pytest.raises(SystemExit, match="names no workdir"):
+        l3c_subpixel.main(["curves", "--group", "a", *a, str(tmp_path / "typo*"), "--out", str(fig)])

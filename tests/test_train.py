@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import jax
 import numpy as np
@@ -417,3 +418,11 @@ def test_conv_gradient_benchmark_divides_by_the_fastest_torch_layout_per_operati
     out = subprocess.run([sys.executable, "-m", "experiments.bench_conv_grads", "--sizes", "a"],
                          capture_output=True, text=True, cwd=repo)
     assert out.returncode == 2 and "--sizes must be comma-separated integers" in out.stderr
+    from experiments.bench_conv_grads import run_torch_side
+
+    args = SimpleNamespace(torch_python="/bin/false", batch=1, sizes="1", channels=1, repeats=1, threads=1, timeout=10)
+    with pytest.raises(SystemExit, match="PyTorch side failed .*exit status 1"):
+        run_torch_side(args)
+    args.torch_python = "/no/such/python"
+    with pytest.raises(SystemExit, match="could not run"):
+        run_torch_side(args)
