@@ -11,7 +11,8 @@
     # from-scratch runs, several seeds per design: mean +- std of validation bpsp per step, the
     # per-scale split at the last step and the paired (same seed) difference -> table and figure
     python -m experiments.l3c_subpixel curves --group "paper model" 'runs/l3c_scratch/sp1_s*' \
-        --group "4 sub-pixel steps" 'runs/l3c_scratch/sp4_s*' --out docs/figures/l3c_scratch_curves.png
+        --group "4 sub-pixel steps" 'runs/l3c_scratch/sp4_s*' --out docs/figures/l3c_scratch_curves.png \
+        --table runs/l3c_scratch/curves.md
 
 The training runs themselves are plain ``experiments.train`` runs; the commands are in docs/l3c.md.
 """
@@ -100,14 +101,10 @@ def cmd_plot(args: argparse.Namespace) -> None:
     print("wrote", args.out)
 
 
-def summarize_groups(groups: list[tuple[str, list[str]]]) -> str:
-    """A markdown report of validation bpsp for groups of runs (one run per seed).
-
-    Per group and evaluation step present in all its runs: mean +- sample std (ddof 1) over the
-    runs; the per-scale split (``bpsp_s*``) at the last common step; and, for every later group,
-    its difference to the first group at that step, paired by ``config.json``'s seed (seeds
-    without a partner are left out and the count says so).
-    """
+def load_groups(groups: list[tuple[str, list[str]]]) -> list[tuple[str, list[str], list, list[int]]]:
+    """``[(label, runs, [(seed, evals, train) per run], steps every run evaluated)]`` of groups of
+    ``experiments.train`` workdirs (one run per seed); clear errors for a group without runs, a run
+    without a seed, two runs of one seed, or runs with no evaluation step in common."""
     data = []
     for label, runs in groups:
         if not runs:
@@ -122,6 +119,17 @@ def summarize_groups(groups: list[tuple[str, list[str]]]) -> str:
         if not steps:
             raise SystemExit(f"group {label!r}: its runs share no evaluation step")
         data.append((label, runs, loaded, steps))
+    return data
+
+
+def summarize_groups(data: list[tuple[str, list[str], list, list[int]]]) -> str:
+    """A markdown report of validation bpsp for :func:`load_groups`'s groups.
+
+    Per group and evaluation step present in all its runs: mean +- sample std (ddof 1) over the
+    runs; the per-scale split (``bpsp_s*``) at the last common step; and, for every later group,
+    its difference to the first group at that step, paired by ``config.json``'s seed (seeds
+    without a partner are left out and the count says so).
+    """
     all_steps = sorted(set().union(*(set(d[3]) for d in data)))
     lines = ["| step | " + " | ".join(f"{d[0]} (n={len(d[1])})" for d in data) + " |",
              "|---" * (len(data) + 1) + "|"]
@@ -167,7 +175,8 @@ def cmd_curves(args: argparse.Namespace) -> None:
                 raise SystemExit(f"group {label!r}: {pattern!r} names no workdir")
             runs.update(os.path.normpath(r) for r in found)
         groups.append((label, sorted(runs)))
-    report = summarize_groups(groups)
+    data = load_groups(groups)
+    report = summarize_groups(data)
     print(report)
     if args.table:
         with open(args.table, "w") as f:
@@ -177,9 +186,7 @@ def cmd_curves(args: argparse.Namespace) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for label, runs in groups:
-        loaded = [_eval_rows(r) for r in runs]
-        steps = sorted(set.intersection(*(set(e) for _, e, _ in loaded)))
+    for label, runs, loaded, steps in data:
         v = np.array([[e[s]["bpsp"] for s in steps] for _, e, _ in loaded])
         line, = ax.plot(steps, v.mean(0), "o-", label=f"{label} (validation, mean of {len(runs)})")
         ax.fill_between(steps, v.min(0), v.max(0), color=line.get_color(), alpha=0.2)

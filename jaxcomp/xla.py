@@ -64,19 +64,17 @@ def enable_compilation_cache(path: str, min_compile_secs: float = 0.0) -> bool:
     """Points JAX's persistent compilation cache at ``path`` (created if needed); ``""`` does
     nothing. Functions that took at least ``min_compile_secs`` to compile are stored (unless
     ``$JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` says otherwise). The default, 0, stores every
-    function: the L3C coder's 13 functions per tile bucket compile in 0.2-0.3 s each on an idle
-    2-core machine, so a threshold of 0.5 s (the default before 2026-12-05) stored none of them
-    and every process compiled them anew (~3.3 s per bucket; with the cache warm, ~0.65 s). L3C's
-    keys no longer change with every image size (tile buckets; no eager per-shape ops in its
-    coder): 1.6 MB for 5 buckets of the shipped model. The lossy codecs (cpm, gc, dplc) have no
-    buckets, so their entries accumulate per image size seen. JAX does not bound
-    the folder by default; ``$JAX_COMPILATION_CACHE_MAX_SIZE`` (bytes) makes it evict the least
-    recently used entries, which needs the ``filelock`` package (without it JAX turns the cache
-    off with a warning, so jaxcomp does not set a bound itself). Returns whether
-    the cache is on; a folder that cannot be created only costs a warning on stderr (everything
-    works without the cache, it just compiles anew). The jaxcomp CLI and
-    ``experiments/bench_l3c_sizes.py`` use the default; the ECG cross-validation and the
-    understanding and StrassenNets drivers pass 1 s (their seeds share programs that take seconds).
+    function: idle, the L3C coder's functions compile in 0.2-0.3 s each, so the former 0.5 s
+    threshold stored none of them (the README has the measurements). L3C's keys do not change
+    with the image size (tile buckets); the lossy codecs (cpm, gc, dplc) have no buckets, so
+    their entries accumulate per image size seen. JAX does not bound the folder by default;
+    ``$JAX_COMPILATION_CACHE_MAX_SIZE`` (bytes) makes it evict the least recently used entries,
+    which needs the ``filelock`` package (without it JAX turns the cache off with a warning, so
+    jaxcomp sets no bound itself). Returns whether the cache is on; a folder that cannot be
+    created only costs a warning on stderr (everything works without the cache, it just
+    compiles anew). The jaxcomp CLI and ``experiments/bench_l3c_sizes.py`` use the default; the
+    ECG cross-validation and the understanding and StrassenNets drivers pass 1 s (their seeds
+    share programs that take seconds).
     """
     if not path:
         return False

@@ -490,7 +490,7 @@ def test_subpixel_curves_report_mean_std_scales_and_paired_differences(tmp_path)
 
     a = [run("a0", 0, [(5, 9.0), (10, 5.0)]), run("a1", 1, [(5, 8.0), (10, 7.0)])]
     b = [run("b1", 1, [(10, 4.0)]), run("b0", 0, [(10, 6.5)])]
-    report = l3c_subpixel.summarize_groups([("a", a), ("b", b)])
+    report = l3c_subpixel.summarize_groups(l3c_subpixel.load_groups([("a", a), ("b", b)]))
     lines = report.splitlines()
     assert "| 5 | 8.500 ± 0.707 |  |" in lines
     assert "| 10 | 6.000 ± 1.414 | 5.250 ± 1.768 |" in lines
@@ -499,11 +499,11 @@ def test_subpixel_curves_report_mean_std_scales_and_paired_differences(tmp_path)
     assert "s0: 4.250, s1: 1.000" in row_b
     assert "-0.750 ± 3.182 over 2 seeds, better in 1 of 2" in row_b
     with pytest.raises(SystemExit, match="same seed"):
-        l3c_subpixel.summarize_groups([("a", a + [run("a0bis", 0, [(10, 1.0)])])])
+        l3c_subpixel.load_groups([("a", a + [run("a0bis", 0, [(10, 1.0)])])])
     with pytest.raises(SystemExit, match="no metrics.jsonl"):
-        l3c_subpixel.summarize_groups([("x", [str(tmp_path)])])
+        l3c_subpixel.load_groups([("x", [str(tmp_path)])])
     with pytest.raises(SystemExit, match="share no evaluation step"):
-        l3c_subpixel.summarize_groups([("x", [run("x0", 0, [(5, 1.0)]), run("x1", 1, [(7, 1.0)])])])
+        l3c_subpixel.load_groups([("x", [run("x0", 0, [(5, 1.0)]), run("x1", 1, [(7, 1.0)])])])
     # a run still writing: its partial last line is skipped
     with open(os.path.join(a[0], "metrics.jsonl"), "a") as f:
         f.write('{"step": 15, "split": "ev')
