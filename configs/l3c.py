@@ -86,6 +86,9 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
         # steps, each conditioned on the sub-pixels of the steps before; "light" per-step heads or
         # one "shared" head with a step embedding (docs/l3c.md)
         subpixel_steps=1, subpixel_head="light",
+        # "rgb" only: x(s+1) is x(s)'s bicubic downscaling (the paper) or, beyond it, "subsample":
+        # its top-left pixels, which with subpixel_steps=4 are then never coded twice (docs/l3c.md)
+        rgb_pyramid="bicubic",
     ))
 
     # The paper decays by 0.75 every 5 epochs; an epoch of Open Images (~300k images) at
@@ -93,6 +96,9 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
     c.optimizer = ml_collections.ConfigDict(dict(
         name="rmsprop", learning_rate=1e-4, schedule="step", decay_rate=0.75, decay_every=50_000,
         warmup_steps=0, grad_clip=0.0,
+        # "" trains every parameter; a regular expression trains only the matching ones (e.g.
+        # "step_heads" with a trained model's weights frozen: jaxcomp.train.make_optimizer)
+        train_only="",
     ))
 
     c.steps = 1_000_000

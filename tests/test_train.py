@@ -7,6 +7,7 @@ import sys
 from types import SimpleNamespace
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -250,6 +251,44 @@ def test_optimizers_and_schedules(l3c_tiny_config):
                                [3e-3, 3e-3, 3e-3 * 0.75, 3e-3 * 0.75**2], rtol=1e-6)
     with pytest.raises(ValueError, match="optimizer.name"):
         trainer.make_optimizer(apply_overrides(l3c_tiny_config, ["optimizer.name=lbfgs"]).optimizer)
+
+
+def test_train_only_freezes_the_rest_and_clips_the_trained_alone(l3c_tiny_config):
+    import jax.numpy as jnp
+
+    opt = ml_collections.ConfigDict(dict(name="sgd", momentum=0.0, learning_rate=1.0, schedule="constant",
+                                         grad_clip=1.0, train_only="heads"))
+    tx, _ = trainer.make_optimizer(opt)
+    params = {"D1": {"heads": {"w": jnp.ones(())}, "body": {"w": jnp.ones(())}}}
+    grads = {"D1": {"heads": {"w": jnp.full((), 3.0)}, "body": {"w": jnp.full((), 4.0)}}}
+    updates, _ = tx.update(grads, tx.init(params), params)
+    # the frozen gradient (4) neither moves its parameter nor enters the clipping norm (else 3/5)
+    assert float(updates["D1"]["body"]["w"]) == 0.0
+    np.testing.assert_allclose(float(updates["D1"]["heads"]["w"]), -1.0, rtol=1e-6)
+
+    none = apply_overrides(l3c_tiny_config, ["optimizer.train_only=step_heads"]).optimizer
+    with pytest.raises(ValueError, match=r"train_only='step_heads' matches none of the 2 parameters.*D1/body/w"):
+        trainer.make_optimizer(none)[0].init(params)
+    with pytest.raises(ValueError, match="not a regular expression"):
+        trainer.make_optimizer(apply_overrides(l3c_tiny_config, ["optimizer.train_only=heads("]).optimizer)
+
+
+def test_train_only_step_heads_keeps_the_trained_model_bit_identical(l3c_tiny_config):
+    config = apply_overrides(l3c_tiny_config, ["model.subpixel_steps=4", "optimizer.train_only=step_heads"])
+    task, data = tasks.build(config)
+    batch = data.train_batch(0)
+    state = task.init(jax.random.PRNGKey(0), batch)
+    step = jax.jit(task.train_step)
+    new = state
+    for i in range(3):
+        new, metrics = step(new, data.train_batch(i), jax.random.PRNGKey(i))
+    flat = dict(jax.tree_util.tree_flatten_with_path(state.params)[0])
+    moved = {trainer.param_path(p): not np.array_equal(flat[p], v)
+             for p, v in jax.tree_util.tree_flatten_with_path(new.params)[0]}
+    heads = {k: m for k, m in moved.items() if "step_heads" in k}
+    assert heads and all(heads.values()), heads  # every head weight learned (the zero 'out' convs first)
+    assert not any(m for k, m in moved.items() if "step_heads" not in k)  # the paper model: bit-identical
+    assert np.isfinite(float(metrics["bpsp"]))
 
 
 def test_config_errors_are_clear(repo, tmp_path):

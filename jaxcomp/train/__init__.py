@@ -1,6 +1,13 @@
 """The one trainer for gradient-based experiments (see :mod:`jaxcomp.train.trainer`)."""
 
-from jaxcomp.train.state import TrainState, TwoPlayerState, make_optimizer, make_schedule
+from jaxcomp.train.state import (
+    TrainState,
+    TwoPlayerState,
+    make_optimizer,
+    make_schedule,
+    param_path,
+    train_only_labels,
+)
 from jaxcomp.train.trainer import (
     Batches,
     CheckpointError,
@@ -27,6 +34,6 @@ from jaxcomp.train.trainer import (
 __all__ = [
     "Batches", "CheckpointError", "Task", "TrainState", "TwoPlayerState", "abstract_state", "batch_sharding",
     "benchmark_train_step", "checkpoint_manager", "compile_steps", "evaluate", "init_state", "jit_init",
-    "load_init_params", "make_mesh", "make_optimizer", "make_schedule", "maybe_initialize_distributed",
-    "replicated", "restore_checkpoint", "restore_for_eval", "shard_batch", "train", "warm_start",
+    "load_init_params", "make_mesh", "make_optimizer", "make_schedule", "maybe_initialize_distributed", "param_path",
+    "replicated", "restore_checkpoint", "restore_for_eval", "shard_batch", "train", "train_only_labels", "warm_start",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Any
 
 import flax
@@ -72,7 +74,12 @@ def make_optimizer(opt: ml_collections.ConfigDict) -> tuple[optax.GradientTransf
 
     ``name``: ``rmsprop`` (PyTorch's defaults: decay 0.99, eps 1e-8 outside the root, as
     the L3C reference code uses), ``adam``, ``adamw``, ``sgd`` (with ``momentum``).
-    ``grad_clip`` > 0 clips the global gradient norm first.
+    ``grad_clip`` > 0 clips the global gradient norm first. ``train_only`` (a regular
+    expression, default ``""``: everything trains) trains only the parameters whose path
+    (``"D1/step_heads_0/out/kernel"``: the keys joined by ``/``) it matches (``re.search``); the
+    others get zero updates (``optax.set_to_zero``), their gradients are never read, so under
+    ``jit`` XLA drops their computation, and clipping sees the trained ones only. A pattern that
+    matches no parameter raises a ``ValueError`` naming some paths, at ``tx.init``.
     """
     schedule = make_schedule(opt)
     name = opt.name
@@ -90,7 +97,43 @@ def make_optimizer(opt: ml_collections.ConfigDict) -> tuple[optax.GradientTransf
         raise ValueError(f"unknown optimizer.name {name!r}; use 'rmsprop', 'adam', 'adamw' or 'sgd'")
     if opt.get("grad_clip", 0):
         tx = optax.chain(optax.clip_by_global_norm(opt.grad_clip), tx)
+    if opt.get("train_only", ""):
+        tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()},
+                                   train_only_labels(opt.train_only))
     return tx, schedule
+
+
+def param_path(path: tuple) -> str:
+    """``"D1/step_heads_0/out/kernel"`` for a pytree key path (dict keys, attributes, indices)."""
+    parts = []
+    for key in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(key, attr):
+                parts.append(str(getattr(key, attr)))
+                break
+        else:
+            parts.append(str(key))
+    return "/".join(parts)
+
+
+def train_only_labels(pattern: str) -> Callable[[Any], Any]:
+    """The ``optax.multi_transform`` label function of ``optimizer.train_only``: ``"train"`` where
+    ``re.search(pattern, path)`` matches a parameter's :func:`param_path`, else ``"frozen"``."""
+    try:
+        regex = re.compile(pattern)
+    except re.error as e:
+        raise ValueError(f"optimizer.train_only={pattern!r} is not a regular expression: {e}") from None
+
+    def labels(params: Any) -> Any:
+        tree = jax.tree_util.tree_map_with_path(
+            lambda path, _: "train" if regex.search(param_path(path)) else "frozen", params)
+        if "train" not in jax.tree_util.tree_leaves(tree):
+            paths = [param_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+            raise ValueError(f"optimizer.train_only={pattern!r} matches none of the {len(paths)} parameters "
+                             f"(e.g. {', '.join(paths[:4])}{', ...' if len(paths) > 4 else ''})")
+        return tree
+
+    return labels
 
 
 PLAYERS = ("generator", "discriminator")
