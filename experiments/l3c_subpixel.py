@@ -181,6 +181,8 @@ def cmd_curves(args: argparse.Namespace) -> None:
     if args.table:
         with open(args.table, "w") as f:
             f.write(report)
+    if not args.out:
+        return
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -238,12 +240,12 @@ def main(argv: list[str] | None = None) -> None:
     a.set_defaults(fn=cmd_init)
     a = sub.add_parser("plot", help="validation curves of fine-tuning runs")
     a.add_argument("runs", nargs="+")
-    a.add_argument("--out", default=os.path.join("docs", "figures", "l3c_subpixel_curves.png"))
+    a.add_argument("--out", required=True, help="the figure (.png); nothing is written by default")
     a.set_defaults(fn=cmd_plot)
     a = sub.add_parser("curves", help="mean +- std validation curves of groups of runs (seeds)")
     a.add_argument("--group", nargs="+", action="append", required=True, metavar="LABEL_THEN_RUNS",
                    help="a label, then workdirs or glob patterns (one run per seed)")
-    a.add_argument("--out", default=os.path.join("docs", "figures", "l3c_scratch_curves.png"))
+    a.add_argument("--out", default="", help="also draw the figure here (.png)")
     a.add_argument("--table", default="", help="also write the markdown report here")
     a.add_argument("--title", default="L3C from scratch at CPU budget, with and without sub-pixel steps")
     a.set_defaults(fn=cmd_curves)

@@ -195,6 +195,14 @@ def test_rgb_pyramid_is_antialiased_bicubic_downscaling(images):
         differs = pyramid[s] != expected
         assert np.all(np.abs(exact[differs] - np.floor(exact[differs]) - 0.5) < 1e-3), s
         assert differs.mean() < 0.01, (s, differs.mean())
+    # the "subsample" pyramid (beyond the paper): each level is the top-left pixel of each 2x2 block,
+    # i.e. the sub-pixels of step 0 of the 4-step order (subpixel_steps_map == 0)
+    sub = [np.asarray(p) for p in l3c.rgb_pyramid(x, 2, "subsample")]
+    for s in (1, 2):
+        step0 = l3c.subpixel_steps_map(*sub[s - 1].shape[1:3], 4) == 0
+        np.testing.assert_array_equal(sub[s].reshape(-1, 3), sub[s - 1][:, step0].reshape(-1, 3))
+    with pytest.raises(ValueError, match="needs representation='rgb', subpixel_steps=4"):
+        l3c.L3CSpec(representation="rgb", rgb_pyramid="subsample", subpixel_steps=2)
 
 
 def _reference_bits(raw, x, levels, rgb, mixtures):

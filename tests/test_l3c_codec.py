@@ -192,8 +192,10 @@ def _subpixel_codec(config, steps, head, representation, window):
     heads' zero-initialised output convs too, so that every step's context matters)."""
     from jaxcomp.configs import apply_overrides
 
+    representation, _, pyramid = representation.partition("/")  # "rgb/subsample": that pyramid
     cfg = apply_overrides(config, [f"model.subpixel_steps={steps}", f"model.subpixel_head={head}",
-                                   f"model.representation={representation}"])
+                                   f"model.representation={representation}",
+                                   f"model.rgb_pyramid={pyramid or 'bicubic'}"])
     spec = l3c.spec_from_config(cfg.model)
     params = jit_init(l3c.L3C(spec).init)(jax.random.PRNGKey(0), np.zeros((1, 16, 16, 3), np.uint8))["params"]
     rng = np.random.default_rng(0)
@@ -205,6 +207,7 @@ def _subpixel_codec(config, steps, head, representation, window):
 
 @pytest.mark.parametrize("steps,head,representation,odd_size", [
     (4, "light", "learned", False),  # the architecture of the bucket test below: they share compiled code
+    (4, "light", "rgb/subsample", True),  # step 0 is x(s+1): copied, never coded
     pytest.param(2, "shared", "rgb", True, marks=pytest.mark.slow),
 ])
 def test_subpixel_steps_roundtrip_exactly_at_the_models_rate(l3c_tiny_config, photo, steps, head, representation,
@@ -213,15 +216,18 @@ def test_subpixel_steps_roundtrip_exactly_at_the_models_rate(l3c_tiny_config, ph
     content of the symbols plus the container's overhead, and with PMFs over all levels that
     information content is the training loss (the model's cross-entropy) of the image: the
     coder codes each sub-pixel with the distribution of its step. (The slow case: the checkerboard
-    with the shared head on the RGB pyramid, and an odd size: padding and two tiles.)
+    with the shared head on the RGB pyramid, and an odd size: padding and two tiles. The subsampled
+    pyramid codes 3 steps per scale: its step 0 is the coarser scale, which the decoder copies.)
 
     Guards against: the decoder filling decoded sub-pixels in at the wrong positions, or
     conditioning a step on symbols the encoder had not (no exact roundtrip); the coder taking
     a step's parameters at another step's positions, or the training pass combining the steps
-    wrongly (rate != loss).
+    wrongly (rate != loss); with the subsampled pyramid, the loss counting the known step 0 or the
+    coder coding it (rate != loss), the decoder not copying it in (no exact roundtrip).
     """
     codec = _subpixel_codec(l3c_tiny_config, steps, head, representation, window=0)
-    assert len(codec.payload_names()) == 1 + 2 * steps * (3 if representation == "rgb" else 2)
+    coded_steps = steps - int(codec.spec.known_step0())
+    assert len(codec.payload_names()) == 1 + 2 * coded_steps * (3 if representation.startswith("rgb") else 2)
     crop = photo[:32, :32]
     data, ideal = codec.compress(crop, return_bits=True)
     np.testing.assert_array_equal(codec.decompress(data), crop)

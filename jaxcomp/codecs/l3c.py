@@ -24,6 +24,9 @@ no encoders) and models trained before the switch existed have none.
 
 Beyond the paper, ``config.model.subpixel_steps`` 2 or 4 codes each 2x2 block of every scale in
 steps, each conditioned on the sub-pixels of the steps before (docs/l3c.md); 1 is the paper's model.
+With 4 steps the ``"rgb"`` representation may take ``rgb_pyramid="subsample"``: ``x(s+1)`` is the
+top-left pixel of each 2x2 block of ``x(s)``, which is step 0's sub-pixel, so step 0 is known and
+never coded (every pixel is coded once, at the coarsest scale that holds it).
 """
 
 from __future__ import annotations
@@ -71,6 +74,11 @@ class L3CSpec:
     # residual head per later step) or "shared" (one head for all steps, with a step embedding).
     subpixel_steps: int = 1
     subpixel_head: str = "light"
+    # How the "rgb" representation's x(s+1) comes from x(s): "bicubic" (the paper's RGB ablation:
+    # antialiased x2 downscaling) or "subsample" (beyond the paper: the top-left pixel of each 2x2
+    # block, which is the sub-pixel coded in step 0; with subpixel_steps=4 that step is then known
+    # from x(s+1) and never coded, so no information is coded twice, as in interlaced lossless coders).
+    rgb_pyramid: str = "bicubic"
     # The reference encoder's per-scale 3x3 input conv E_in (Cin -> Cf) before E(s)'s 5x5 stride-2 conv.
     # False for every model trained before it existed (their configs do not name it); no effect
     # without encoders (the "rgb" representation).
@@ -94,6 +102,14 @@ class L3CSpec:
             raise ValueError(f"model.subpixel_steps must be 1, 2 (checkerboard) or 4, got {self.subpixel_steps!r}")
         if self.subpixel_head not in ("light", "shared"):
             raise ValueError(f"model.subpixel_head must be 'light' or 'shared', not {self.subpixel_head!r}")
+        if self.rgb_pyramid not in ("bicubic", "subsample"):
+            raise ValueError(f"model.rgb_pyramid must be 'bicubic' or 'subsample', not {self.rgb_pyramid!r}")
+        if self.rgb_pyramid == "subsample" and (self.representation != "rgb" or self.subpixel_steps != 4
+                                                or self.share_weights):
+            raise ValueError("model.rgb_pyramid='subsample' needs representation='rgb', subpixel_steps=4 (its "
+                             "step 0 is x(s+1), known) and share_weights=False; got "
+                             f"representation={self.representation!r}, subpixel_steps={self.subpixel_steps}, "
+                             f"share_weights={self.share_weights}")
         if isinstance(self.train_scales, bool) or not 0 <= self.train_scales <= self.scales:
             raise ValueError(f"model.train_scales must be 0 (all) or 1..{self.scales} (model.scales), "
                              f"got {self.train_scales!r}")
@@ -104,9 +120,11 @@ class L3CSpec:
 
     def architecture(self) -> dict[str, Any]:
         """The fields that define the model, for fingerprints: the sub-pixel, encoder-head and
-        fusion fields only when they differ from the architecture before they existed (so models
+        fusion fields and ``rgb_pyramid`` only when they differ from the architecture before they existed (so models
         trained before keep their fingerprint); ``train_scales`` never (training only)."""
         fields = dataclasses.asdict(self)
+        if self.rgb_pyramid == "bicubic":
+            del fields["rgb_pyramid"]
         if self.subpixel_steps == 1:
             del fields["subpixel_steps"], fields["subpixel_head"]
         if not self.encoder_head_conv or self.representation != "learned":  # no encoders: no effect
@@ -115,6 +133,11 @@ class L3CSpec:
             del fields["fuse_features"]
         del fields["train_scales"]
         return fields
+
+    def known_step0(self) -> bool:
+        """Whether the sub-pixels of step 0 of every scale below the top are x(s+1) itself (the
+        ``"subsample"`` pyramid): they cost no bits and are never coded."""
+        return self.rgb_pyramid == "subsample"
 
     def loss_scales(self) -> int:
         """How many scales (finest first) the training loss covers."""
@@ -247,9 +270,17 @@ class Decoder(nn.Module):
         return base if step == 0 else base + self.step_heads[step - 1](f, context)
 
 
-def rgb_pyramid(x: jax.Array, scales: int) -> list[jax.Array]:
-    """Bicubic (antialiased) x2 downscalings rounded to 8 bits: ``[x(0), ..., x(S)]`` in [0, 255]."""
+def rgb_pyramid(x: jax.Array, scales: int, method: str = "bicubic") -> list[jax.Array]:
+    """``[x(0), ..., x(S)]`` in [0, 255], float32, from ``x [B, H, W, C]`` (H, W multiples of
+    ``2**scales``): bicubic (antialiased) x2 downscalings rounded to 8 bits, or with
+    ``method="subsample"`` the top-left pixel of each 2x2 block (``x(s)[:, ::2, ::2]``)."""
     out = [x.astype(jnp.float32)]
+    if method == "subsample":
+        for _ in range(scales):
+            out.append(out[-1][:, ::2, ::2])
+        return out
+    if method != "bicubic":
+        raise ValueError(f"rgb_pyramid method must be 'bicubic' or 'subsample', not {method!r}")
     for _ in range(scales):
         prev = out[-1]
         b, h, w, c = prev.shape
@@ -284,7 +315,7 @@ class L3C(nn.Module):
         s = self.spec
         n = s.scales if num_scales is None else num_scales
         if s.representation == "rgb":
-            pyramid = rgb_pyramid(x, n)
+            pyramid = rgb_pyramid(x, n, s.rgb_pyramid)
             return [image_to_unit(p) for p in pyramid], [p.astype(jnp.int32) for p in pyramid]
         values, symbols = [image_to_unit(x)], [x.astype(jnp.int32)]
         features = values[0]
@@ -356,7 +387,8 @@ def mixture_params(spec: L3CSpec, raw: jax.Array, scale: int, channels_first: bo
 
 def bits_per_scale(spec: L3CSpec, out: dict[str, Any]) -> list[jax.Array]:
     """Bits of each representation ``x(0..n)`` per example, each ``float32 [B]`` (``n = len(out["params"])``,
-    ``S`` for the full model; ``x(n)`` coded uniformly).
+    ``S`` for the full model; ``x(n)`` coded uniformly; with ``spec.known_step0()`` the step-0
+    sub-pixels of each scale, which are x(s+1), cost nothing).
 
     Computed channels-first (``[P, B, H, W]`` parameters, see ``lm.mixture_log_prob``): the
     same numbers as in the NHWC layout (a test checks values and gradients), but in NHWC the
@@ -371,6 +403,8 @@ def bits_per_scale(spec: L3CSpec, out: dict[str, Any]) -> list[jax.Array]:
         p = mixture_params(spec, jnp.moveaxis(out["params"][scale], -1, 0), scale, channels_first=True)
         x = jnp.moveaxis(out["values"][scale], -1, 0)
         logp = lm.mixture_log_prob(p, x, spec.num_levels(scale), channels_first=True)  # [C, B, H, W]
+        if spec.known_step0():  # step 0's sub-pixels are x(scale+1): known, never coded
+            logp = logp * jnp.asarray(subpixel_steps_map(x.shape[2], x.shape[3], spec.subpixel_steps) != 0)
         bits.append(-jnp.sum(logp, axis=(0, 2, 3)) / np.log(2.0))
     top = out["values"][n]
     n_top = np.prod(top.shape[1:])
@@ -768,11 +802,13 @@ class L3CCodec:
 
     def _subpixel_steps(self, shape: tuple[int, ...]) -> list[tuple[int, np.ndarray | None]]:
         """``(step, flat indices of its positions)`` for x(s) of ``shape [1, H, W, C]``, in coding
-        order; ``[(0, None)]`` (every position at once) without sub-pixel steps."""
+        order; ``[(0, None)]`` (every position at once) without sub-pixel steps; without step 0 where
+        it is x(s+1) (``spec.known_step0()``: the decoder copies it, nothing is coded)."""
         steps = self.spec.subpixel_steps
         if steps == 1:
             return [(0, None)]
-        return [(k, subpixel_index(shape[1], shape[2], steps, k)) for k in range(steps)]
+        first = 1 if self.spec.known_step0() else 0
+        return [(k, subpixel_index(shape[1], shape[2], steps, k)) for k in range(first, steps)]
 
     def _encode_tile(self, tile: np.ndarray, bit_maps: dict | None = None,
                      with_bits: bool = True) -> tuple[list[bytes], float]:
@@ -844,6 +880,8 @@ class L3CCodec:
             coarser, raw = self._decode_scale(self.params, jax.device_put(symbols), coarser, scale)
             shape = (1, ph // 2 ** (scale - 1), pw // 2 ** (scale - 1), s.channels(scale - 1))
             target = np.zeros(shape, np.int32)
+            if s.known_step0():  # step 0's sub-pixels (the top-left of each 2x2 block) are x(scale)
+                target[:, ::2, ::2] = symbols
             rgb = shape[-1] == 3
             for step, index in self._subpixel_steps(shape):
                 part, raw_k = target, raw
@@ -870,7 +908,7 @@ class L3CCodec:
         steps, each scale step by step, e.g. ``"x(0) step1 G"``)."""
         s = self.spec
         names = [f"x({s.scales}) uniform"]
-        steps = [""] if s.subpixel_steps == 1 else [f" step{k}" for k in range(s.subpixel_steps)]
+        steps = [""] if s.subpixel_steps == 1 else [f" step{k}" for k in range(int(s.known_step0()), s.subpixel_steps)]
         for scale in range(s.scales - 1, -1, -1):
             for step in steps:
                 names += [f"x({scale}){step} {c}" for c in "RGB"] if s.channels(scale) == 3 else [f"x({scale}){step}"]
