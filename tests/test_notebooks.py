@@ -23,3 +23,22 @@ def test_notebook_runs(path, monkeypatch):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors
+
+
+def test_stored_outputs_name_no_machine_paths():
+    """What a notebook shows as stored output (stdout, stderr, tracebacks, HTML) names no path of
+    the machine that ran it: no home, work, temporary or virtual-environment folder."""
+    import json
+    import re
+
+    machine = re.compile(r"(/(work|home|Users|tmp|private|root)/|[A-Za-z]:\\\\Users|site-packages)")
+    for path in sorted((HERE.parent / "notebooks").glob("*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        for i, cell in enumerate(cells):
+            for output in cell.get("outputs", []):
+                text = json.dumps({k: v for k, v in output.items() if k != "metadata"})
+                text = re.sub(r'"image/png": "[^"]*"', "", text)  # pictures are base64, not paths
+                found = machine.search(text)
+                if found:
+                    context = text[max(0, found.start() - 40):found.end() + 40]
+                    pytest.fail(f"{path.name} cell {i} stores a machine path: ...{context}...")
