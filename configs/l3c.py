@@ -87,7 +87,7 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
         # one "shared" head with a step embedding (docs/l3c.md)
         subpixel_steps=1, subpixel_head="light",
         # "rgb" only: x(s+1) is x(s)'s bicubic downscaling (the paper) or, beyond it, "subsample":
-        # its top-left pixels, which with subpixel_steps=4 are then never coded twice (docs/l3c.md)
+        # its top-left pixels, never coded twice (needs subpixel_steps=4, share_weights=False; docs/l3c.md)
         rgb_pyramid="bicubic",
     ))
 

@@ -314,6 +314,13 @@ def test_the_papers_model_is_unchanged_by_the_subpixel_switch(l3c_tiny_config, l
         l3c.L3CSpec(subpixel_steps=3)
     with pytest.raises(ValueError, match="subpixel_head"):
         l3c.L3CSpec(subpixel_steps=2, subpixel_head="big")
+    # the bicubic pyramid (every model before the switch) keeps its fingerprint; the subsampled one,
+    # which may start from a bicubic model's very parameters, is a different model to the coder
+    assert "rgb_pyramid" not in l3c.L3CSpec(representation="rgb", subpixel_steps=4).architecture()
+    sub = l3c.L3CSpec(representation="rgb", subpixel_steps=4, rgb_pyramid="subsample")
+    assert sub.architecture()["rgb_pyramid"] == "subsample"
+    with pytest.raises(ValueError, match="rgb_pyramid"):
+        l3c.L3CSpec(representation="rgb", rgb_pyramid="nearest")
 
 
 @pytest.mark.parametrize("steps,head", [(4, "light"), pytest.param(2, "shared", marks=pytest.mark.slow)])

@@ -243,14 +243,16 @@ def test_subpixel_steps_roundtrip_exactly_at_the_models_rate(l3c_tiny_config, ph
     assert 0 <= ideal - sum(float(m.sum()) for m in maps.values()) - top < 96  # the top scale's uniform code (words)
 
 
-def test_subpixel_steps_at_a_larger_bucket_code_only_the_tile(l3c_tiny_config, photo):
+@pytest.mark.parametrize("representation,window", [("learned", 0), ("rgb/subsample", 8)])
+def test_subpixel_steps_at_a_larger_bucket_code_only_the_tile(l3c_tiny_config, photo, representation, window):
     """With sub-pixel steps, tiles computed at a larger bucket (37x26 -> tiles padded to 20x28,
     computed at 32x32 with buckets [16, 32]) decode exactly and cost what they cost at their own
     shapes (within 3%: only the border predictions see the bucket's filled padding; measured
     +0.36%). It does not pin which bucket positions a step's PMFs come from: this test model's
-    PMFs hardly depend on the position (taking the first positions instead costs +0.26%)."""
-    codec = _subpixel_codec(l3c_tiny_config, 4, "light", "learned", window=0)
-    big = l3c.L3CCodec(codec.spec, codec.params, tile=32, window=0, buckets=[16, 32])
+    PMFs hardly depend on the position (taking the first positions instead costs +0.26%). The
+    subsampled pyramid the same, with windowed PMFs and their escape bin (``window=8``)."""
+    codec = _subpixel_codec(l3c_tiny_config, 4, "light", representation, window=window)
+    big = l3c.L3CCodec(codec.spec, codec.params, tile=32, window=window, buckets=[16, 32])
     image = photo[100:137, 40:66]
     data, ideal = big.compress(image, return_bits=True)
     np.testing.assert_array_equal(codec.decompress(data), image)

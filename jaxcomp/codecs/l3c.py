@@ -76,8 +76,9 @@ class L3CSpec:
     subpixel_head: str = "light"
     # How the "rgb" representation's x(s+1) comes from x(s): "bicubic" (the paper's RGB ablation:
     # antialiased x2 downscaling) or "subsample" (beyond the paper: the top-left pixel of each 2x2
-    # block, which is the sub-pixel coded in step 0; with subpixel_steps=4 that step is then known
-    # from x(s+1) and never coded, so no information is coded twice, as in interlaced lossless coders).
+    # block, which is the sub-pixel coded in step 0; it needs subpixel_steps=4 and share_weights=False,
+    # and step 0 is then known from x(s+1) and never coded: every pixel is coded once, as in interlaced
+    # lossless coders).
     rgb_pyramid: str = "bicubic"
     # The reference encoder's per-scale 3x3 input conv E_in (Cin -> Cf) before E(s)'s 5x5 stride-2 conv.
     # False for every model trained before it existed (their configs do not name it); no effect
@@ -404,7 +405,8 @@ def bits_per_scale(spec: L3CSpec, out: dict[str, Any]) -> list[jax.Array]:
         x = jnp.moveaxis(out["values"][scale], -1, 0)
         logp = lm.mixture_log_prob(p, x, spec.num_levels(scale), channels_first=True)  # [C, B, H, W]
         if spec.known_step0():  # step 0's sub-pixels are x(scale+1): known, never coded
-            logp = logp * jnp.asarray(subpixel_steps_map(x.shape[2], x.shape[3], spec.subpixel_steps) != 0)
+            coded = subpixel_steps_map(x.shape[2], x.shape[3], spec.subpixel_steps) != 0
+            logp = jnp.where(jnp.asarray(coded), logp, 0.0)
         bits.append(-jnp.sum(logp, axis=(0, 2, 3)) / np.log(2.0))
     top = out["values"][n]
     n_top = np.prod(top.shape[1:])
