@@ -10,9 +10,10 @@
     jaxcomp compress --codec gc photo.png photo.jxc                  # generative, ~0.03 bpp (GC, C=4)
     jaxcomp compress --codec dplc digit.png digit.jxc                # distribution-preserving (DPLC), 32x32 gray
 
-Decompression reads the codec from the file; a lossy file written with one of the shipped
-context-model operating points or GC or DPLC models is decoded with the matching one (else
-give --checkpoint). A DPLC file stores the seed of its decoder's noise, so it always decodes to
+Decompression reads the codec from the file; a file written with the shipped L3C model or one
+shipped before it (``jaxcomp.codecs.pretrained.PREVIOUS_L3C``), or with one of the shipped
+context-model operating points or GC or DPLC models, is decoded with the matching one (else give
+--checkpoint). A DPLC file stores the seed of its decoder's noise, so it always decodes to
 the same image.
 Exit status: 0 all files done; 1 some files failed (each named on stderr, the others are
 done); 2 the command itself is wrong (bad arguments, missing input, unusable checkpoint).
@@ -108,22 +109,34 @@ class _Codecs:
         from jaxcomp.coding import BitstreamError, peek
 
         name, model = peek(data)
-        if self.checkpoint is not None or name == "l3c":
+        if self.checkpoint is not None:
             return self.get(name, self.checkpoint)
-        if name == "gc":
-            from jaxcomp.codecs.gc import CHECKPOINTS as points
-            from jaxcomp.codecs.gc import shipped_model
-        elif name == "dplc":
-            from jaxcomp.codecs.dplc.codec import CODEC_MODELS as points
-            from jaxcomp.codecs.dplc.codec import shipped_model
+        if name == "l3c":  # the shipped model, then those shipped before it (their streams still decode)
+            from jaxcomp.codecs.pretrained import shipped_l3c_models
+
+            candidates = [None] + shipped_l3c_models()[1:]
         else:
-            from jaxcomp.codecs.cpm import OPERATING_POINTS as points
-            from jaxcomp.codecs.cpm import shipped_model
-        for point in points:
-            if os.path.exists(shipped_model(point)):
+            if name == "gc":
+                from jaxcomp.codecs.gc import CHECKPOINTS as points
+                from jaxcomp.codecs.gc import shipped_model
+            elif name == "dplc":
+                from jaxcomp.codecs.dplc.codec import CODEC_MODELS as points
+                from jaxcomp.codecs.dplc.codec import shipped_model
+            else:
+                from jaxcomp.codecs.cpm import OPERATING_POINTS as points
+                from jaxcomp.codecs.cpm import shipped_model
+            candidates = [point for point in points if os.path.exists(shipped_model(point))]
+        for point in candidates:
+            try:
                 codec = self.get(name, point)
-                if codec.fingerprint == model:
-                    return codec
+            except UsageError:
+                if name == "l3c" and point is not None:  # an earlier model's file, unreadable: skip it
+                    continue
+                raise
+            if codec.fingerprint == model:
+                return codec
+        if name == "l3c":  # the shipped model's own error: a corrupt stream, or another model wrote it
+            return self.get(name, None)
         raise BitstreamError(f"written with a {name} model that is not shipped with jaxcomp; "
                              "give the model it was compressed with (--checkpoint)")
 

@@ -53,6 +53,38 @@ def test_folder_roundtrip_is_exact(model_file, photos, tmp_path, capsys):
     assert sorted(os.listdir(tmp_path / "e")) == ["gray.png", "p1.png"]
 
 
+def test_streams_of_earlier_shipped_l3c_models_decode_without_a_checkpoint(l3c_tiny_config, l3c_tiny_params,
+                                                                           photos, tmp_path, monkeypatch, capsys):
+    """``jaxcomp decompress`` without ``--checkpoint`` decodes a stream written by a model shipped
+    before the current one (``pretrained.PREVIOUS_L3C``, picked by the stream's fingerprint), so
+    replacing the shipped model loses no one's files; a stream of a model never shipped still fails
+    with the hint to give its checkpoint, also when an earlier model's file is unreadable. (Tiny
+    stand-ins for the shipped files.)"""
+    import jax
+
+    from jaxcomp.codecs import pretrained
+    shifted = lambda d: jax.tree.map(lambda x: x + d, l3c_tiny_params)  # noqa: E731
+    export_params(l3c_tiny_params, l3c_tiny_config, str(tmp_path / "current.msgpack"), {})
+    export_params(shifted(0.01), l3c_tiny_config, str(tmp_path / "earlier.msgpack"), {})
+    export_params(shifted(0.02), l3c_tiny_config, str(tmp_path / "never_shipped.msgpack"), {})
+    monkeypatch.setattr(pretrained, "DEFAULT_L3C", str(tmp_path / "current.msgpack"))
+    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", str(tmp_path))
+    (tmp_path / "broken.msgpack").write_bytes(b"not a model")
+    monkeypatch.setattr(pretrained, "PREVIOUS_L3C",
+                        ("earlier.msgpack", "deleted_by_the_user.msgpack", "broken.msgpack"))
+    src = str(photos / "p0.png")
+    for model in ("earlier", "never_shipped", "current"):
+        assert cli.main(["compress", src, str(tmp_path / f"{model}.jxc"), "--quiet", "--tile", "32",
+                         "--checkpoint", str(tmp_path / f"{model}.msgpack")]) == 0
+    for model in ("earlier", "current"):
+        assert cli.main(["decompress", str(tmp_path / f"{model}.jxc"), str(tmp_path / f"{model}.png"),
+                         "--quiet", "--tile", "32"]) == 0
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / f"{model}.png")), load_image(src))
+    capsys.readouterr()
+    assert cli.main(["decompress", str(tmp_path / "never_shipped.jxc"), str(tmp_path / "n.png"), "--quiet"]) == 1
+    assert "another model" in capsys.readouterr().err and not os.path.exists(tmp_path / "n.png")
+
+
 def test_usage_errors_exit_2(model_file, tmp_path, capsys):
     assert cli.main(["compress", str(tmp_path / "missing.png"), str(tmp_path / "x.jxc"),
                      "--checkpoint", model_file]) == 2
