@@ -1,12 +1,13 @@
 """Sub-pixel steps of L3C at CPU budget (issue 34 item 1): the helpers behind docs/l3c.md.
 
-    # the shipped cpu_rgb model with zero-initialised sub-pixel heads (codes exactly as the shipped
-    # model at step 0), as a .msgpack for --config.init_from
+    # a 1-step RGB model (--base, default the cpu_rgb model shipped 2026-12-02 to 12-05) with
+    # zero-initialised sub-pixel heads (codes exactly as that model at step 0, with its bicubic
+    # pyramid), as a .msgpack for --config.init_from
     python -m experiments.l3c_subpixel init --steps 4 --head light --out runs/l3c_subpixel/init_sp4_light.msgpack
     # validation bpsp vs steps of fine-tuning runs (their workdirs) -> a figure
     python -m experiments.l3c_subpixel plot runs/l3c_subpixel/ft_base runs/l3c_subpixel/ft_sp4_light \
         --out docs/figures/l3c_subpixel_curves.png
-    # encode / decode seconds of a 512x512 photo crop (untrained heads on the shipped weights: timing only)
+    # encode / decode seconds of a 512x512 photo crop (untrained heads on the --base weights: timing only)
     python -m experiments.l3c_subpixel timing 1/light 4/light 4/shared
     # from-scratch runs, several seeds per design: mean +- std of validation bpsp per step, the
     # per-scale split at the last step and the paired (same seed) difference -> table and figure
@@ -30,12 +31,16 @@ import jax
 import numpy as np
 
 from jaxcomp.codecs import l3c
-from jaxcomp.codecs.pretrained import DEFAULT_L3C
+from jaxcomp.codecs.pretrained import PRETRAINED_DIR
 from jaxcomp.data import load_image
 from jaxcomp.modelfile import export_params, load_model
 from jaxcomp.train import jit_init
 
-SHIPPED_VALIDATION_BPSP = 3.898  # the shipped cpu_rgb model on the 203 validation tiles (README)
+# The paper-architecture RGB model the sub-pixel experiments start from: the one shipped from 2026-12-02
+# to 2026-12-05 (bicubic pyramid, 1 step), and its bpsp on the 203 tiles of the 8 originals that
+# validated it (the fine-tuning figure's step 0).
+BASE_MODEL = os.path.join(PRETRAINED_DIR, "l3c_2026-12-02.msgpack")
+BASE_VALIDATION_BPSP = 3.898
 
 
 def _with_heads(spec: l3c.L3CSpec, params: dict) -> dict:
@@ -44,13 +49,22 @@ def _with_heads(spec: l3c.L3CSpec, params: dict) -> dict:
     return {k: ({**fresh[k], **params[k]} if k in params else fresh[k]) for k in fresh}
 
 
+def _base(path: str) -> tuple:
+    """``(config, params)`` of a 1-step L3C model to add sub-pixel heads to (a clear error otherwise)."""
+    config, params, _ = load_model(path, task="l3c")
+    if config.model.get("subpixel_steps", 1) != 1:
+        raise SystemExit(f"{path} already has {config.model.subpixel_steps} sub-pixel steps; give a 1-step model "
+                         f"(--base, default {BASE_MODEL})")
+    return config, params
+
+
 def cmd_init(args: argparse.Namespace) -> None:
-    config, params, _ = load_model(DEFAULT_L3C, task="l3c")
+    config, params = _base(args.base)
     config.unlock()
     config.model.subpixel_steps, config.model.subpixel_head = args.steps, args.head
     merged = _with_heads(l3c.spec_from_config(config.model), params)
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    export_params(merged, config, args.out, {"init": f"shipped model {DEFAULT_L3C} + zero-initialised sub-pixel heads"})
+    export_params(merged, config, args.out, {"init": f"{args.base} + zero-initialised sub-pixel heads"})
     print("wrote", args.out)
 
 
@@ -85,7 +99,7 @@ def cmd_plot(args: argparse.Namespace) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for run in args.runs:
         _, evals, train = _eval_rows(run)
-        ev = [(0, SHIPPED_VALIDATION_BPSP)] + [(step, evals[step]["bpsp"]) for step in sorted(evals)]
+        ev = [(0, BASE_VALIDATION_BPSP)] + [(step, evals[step]["bpsp"]) for step in sorted(evals)]
         tr = sorted(train.items())
         line, = ax.plot(*zip(*ev), "o-", label=os.path.basename(run.rstrip("/")) + " (validation)")
         if tr:
@@ -208,7 +222,8 @@ def cmd_curves(args: argparse.Namespace) -> None:
 
 def cmd_timing(args: argparse.Namespace) -> None:
     imgs = [load_image(p)[:512, :512] for p in args.photos]
-    base = l3c.load_codec()
+    config, params = _base(args.base)
+    base = l3c.L3CCodec(l3c.spec_from_config(config.model), params)
     for variant in args.variants:
         steps, head = int(variant.split("/")[0]), variant.split("/")[1]
         if steps == 1:
@@ -236,6 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     a = sub.add_parser("init", help="shipped model + zero sub-pixel heads")
     a.add_argument("--steps", type=int, choices=(2, 4), required=True)
     a.add_argument("--head", choices=("light", "shared"), default="light")
+    a.add_argument("--base", default=BASE_MODEL, help="a 1-step model (.msgpack or workdir)")
     a.add_argument("--out", required=True)
     a.set_defaults(fn=cmd_init)
     a = sub.add_parser("plot", help="validation curves of fine-tuning runs")
@@ -251,6 +267,7 @@ def main(argv: list[str] | None = None) -> None:
     a.set_defaults(fn=cmd_curves)
     a = sub.add_parser("timing", help="encode/decode seconds, variants as STEPS/HEAD")
     a.add_argument("variants", nargs="+")
+    a.add_argument("--base", default=BASE_MODEL, help="a 1-step model (.msgpack or workdir)")
     a.add_argument("--photos", nargs=2, default=[os.path.join("..", "shared", "data", "photos", n)
                                                  for n in ("Aqua.png", "Dune.png")])
     a.set_defaults(fn=cmd_timing)
