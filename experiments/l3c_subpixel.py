@@ -99,7 +99,7 @@ def cmd_plot(args: argparse.Namespace) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for run in args.runs:
         _, evals, train = _eval_rows(run)
-        ev = [(0, BASE_VALIDATION_BPSP)] + [(step, evals[step]["bpsp"]) for step in sorted(evals)]
+        ev = [(0, args.step0)] + [(step, evals[step]["bpsp"]) for step in sorted(evals)]
         tr = sorted(train.items())
         line, = ax.plot(*zip(*ev), "o-", label=os.path.basename(run.rstrip("/")) + " (validation)")
         if tr:
@@ -107,7 +107,7 @@ def cmd_plot(args: argparse.Namespace) -> None:
         print(run, "eval", ev)
     ax.set_xlabel("training step")
     ax.set_ylabel("bits per subpixel")
-    ax.set_title("Fine-tuning the shipped cpu_rgb L3C with and without sub-pixel steps\n"
+    ax.set_title("Fine-tuning the 2026-12-02 cpu_rgb L3C with and without sub-pixel steps\n"
                  "(validation tiles; dotted: the same training batches)", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -248,7 +248,7 @@ def cmd_timing(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    a = sub.add_parser("init", help="shipped model + zero sub-pixel heads")
+    a = sub.add_parser("init", help="a 1-step model (--base) + zero sub-pixel heads")
     a.add_argument("--steps", type=int, choices=(2, 4), required=True)
     a.add_argument("--head", choices=("light", "shared"), default="light")
     a.add_argument("--base", default=BASE_MODEL, help="a 1-step model (.msgpack or workdir)")
@@ -257,6 +257,10 @@ def main(argv: list[str] | None = None) -> None:
     a = sub.add_parser("plot", help="validation curves of fine-tuning runs")
     a.add_argument("runs", nargs="+")
     a.add_argument("--out", required=True, help="the figure (.png); nothing is written by default")
+    a.add_argument("--step0", type=float, default=BASE_VALIDATION_BPSP,
+                   help="validation bpsp of the starting model, drawn at step 0 (default: the 2026-12-02 model on "
+                        "the tiles of the 8 originals; 4.065 on those of the 4 validation originals, "
+                        "data.holdout=samples_val)")
     a.set_defaults(fn=cmd_plot)
     a = sub.add_parser("curves", help="mean +- std validation curves of groups of runs (seeds)")
     a.add_argument("--group", nargs="+", action="append", required=True, metavar="LABEL_THEN_RUNS",
