@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
     a.set_defaults(fn=cmd_init)
     a = sub.add_parser("plot", help="validation curves of fine-tuning runs")
     a.add_argument("runs", nargs="+")
-    a.add_argument("--out", required=True, help="the figure (.png); nothing is written by default")
+    a.add_argument("--out", required=True, help="the figure (.png)")
     a.add_argument("--step0", type=float, default=BASE_VALIDATION_BPSP,
                    help="validation bpsp of the starting model, drawn at step 0 (default: the 2026-12-02 model on "
                         "the tiles of the 8 originals; 4.065 on those of the 4 validation originals, "

@@ -140,6 +140,11 @@ class L3CSpec:
         ``"subsample"`` pyramid): they cost no bits and are never coded."""
         return self.rgb_pyramid == "subsample"
 
+    def coded_steps(self) -> range:
+        """The sub-pixel steps the coder codes a payload for, in order (step 0 is left out where
+        :meth:`known_step0`); ``range(1)`` without sub-pixel steps."""
+        return range(int(self.known_step0()), self.subpixel_steps)
+
     def loss_scales(self) -> int:
         """How many scales (finest first) the training loss covers."""
         return self.train_scales or self.scales
@@ -809,8 +814,7 @@ class L3CCodec:
         steps = self.spec.subpixel_steps
         if steps == 1:
             return [(0, None)]
-        first = 1 if self.spec.known_step0() else 0
-        return [(k, subpixel_index(shape[1], shape[2], steps, k)) for k in range(first, steps)]
+        return [(k, subpixel_index(shape[1], shape[2], steps, k)) for k in self.spec.coded_steps()]
 
     def _encode_tile(self, tile: np.ndarray, bit_maps: dict | None = None,
                      with_bits: bool = True) -> tuple[list[bytes], float]:
@@ -910,7 +914,7 @@ class L3CCodec:
         steps, each scale step by step, e.g. ``"x(0) step1 G"``)."""
         s = self.spec
         names = [f"x({s.scales}) uniform"]
-        steps = [""] if s.subpixel_steps == 1 else [f" step{k}" for k in range(int(s.known_step0()), s.subpixel_steps)]
+        steps = [""] if s.subpixel_steps == 1 else [f" step{k}" for k in s.coded_steps()]
         for scale in range(s.scales - 1, -1, -1):
             for step in steps:
                 names += [f"x({scale}){step} {c}" for c in "RGB"] if s.channels(scale) == 3 else [f"x({scale}){step}"]
