@@ -55,10 +55,11 @@ def extra_codecs(args: argparse.Namespace) -> list[Codec]:
         return []
     from jaxcomp.codecs.l3c import load_codec
 
-    codec = load_codec(args.checkpoint, tile=args.tile, window=args.window)
+    codec = load_codec(args.checkpoint, tile=args.tile, window=args.window, top_levels=args.top_levels)
     return [Codec("l3c", codec.compress, codec.decompress, estimate=codec.estimate_bits,
                   description=f"L3C ({args.checkpoint or 'shipped model'}), tiles of {args.tile}px, "
-                              f"PMF window {args.window or 'all levels'}", warmup=True)]
+                              f"PMF window {args.window or 'all levels'}, top levels {codec.top_levels}",
+                  warmup=True)]
 
 
 def build_codecs(args: argparse.Namespace) -> list[Codec]:
@@ -186,6 +187,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tile", type=int, default=512, help="L3C tile size")
     p.add_argument("--window", type=int, default=DEFAULT_WINDOW,
                    help="L3C coding PMFs over WINDOW levels around the mean + escape (0: all 256 levels)")
+    p.add_argument("--top-levels", type=int, default=None,
+                   help="L3C: levels of the top scale's own pyramid coded by D(S) (default: 2 for models with "
+                        "the subsampled pyramid, else 0 = the paper's uniform code)")
     p.add_argument("--no-l3c", action="store_true", help="baselines only")
     p.add_argument("--split", default="test", choices=["test", "val", "all"],
                    help="the shipped photos (or with --held-out their originals) of this role: test (the reported "

@@ -227,7 +227,9 @@ def test_subpixel_steps_roundtrip_exactly_at_the_models_rate(l3c_tiny_config, ph
     """
     codec = _subpixel_codec(l3c_tiny_config, steps, head, representation, window=0)
     coded_steps = steps - int(codec.spec.known_step0())
-    assert len(codec.payload_names()) == 1 + 2 * coded_steps * (3 if representation.startswith("rgb") else 2)
+    levels = 2 + codec.top_levels  # the subsampled pyramid codes its top through 2 more levels by default
+    assert codec.top_levels == (l3c.DEFAULT_TOP_LEVELS if codec.spec.known_step0() else 0)
+    assert len(codec.payload_names()) == 1 + levels * coded_steps * (3 if representation.startswith("rgb") else 2)
     crop = photo[:32, :32]
     data, ideal = codec.compress(crop, return_bits=True)
     np.testing.assert_array_equal(codec.decompress(data), crop)
@@ -239,8 +241,53 @@ def test_subpixel_steps_roundtrip_exactly_at_the_models_rate(l3c_tiny_config, ph
         np.testing.assert_array_equal(codec.decompress(codec.compress(image)), image)
     maps = codec.bit_maps(crop)  # one map per scale and channel, the steps' bits in place
     assert maps["x(0) R"].shape == (32, 32)
-    top = 8 * 8 * codec.spec.channels(2) * np.log2(codec.spec.num_levels(2))
+    side = 8 >> codec.top_levels  # x(2) is 8x8; its own pyramid (top_levels) halves it
+    if codec.top_levels:  # the top's own levels get maps too
+        assert f"x({1 + codec.top_levels}) R" in maps and f"x({2 + codec.top_levels}) R" not in maps
+    top = side * side * codec.spec.channels(2) * np.log2(codec.spec.num_levels(2))
     assert 0 <= ideal - sum(float(m.sum()) for m in maps.values()) - top < 96  # the top scale's uniform code (words)
+
+
+def test_top_levels_code_the_top_scale_at_the_coarsest_decoders_loss(l3c_tiny_config, photo):
+    """With the subsampled pyramid, x(S) is coded from its own subsample x(S+1) = x(S)[::2, ::2] by
+    D(S) (``top_levels``), instead of uniformly: the bits it saves are the uniform code of x(S)
+    minus the uniform code of x(S+1) and D(S)'s training loss on x(S) given x(S+1), which the
+    model's forward pass on the image's own subsample (whose x(S-1) is x(S)) measures
+    independently of the coder. Odd sizes, 1x1 and grayscale decode exactly; streams without
+    ``top_levels`` (written before it) decode with a codec that has it; a bicubic model refuses.
+
+    Guards against: the top's pyramid taking other pixels than the decoder copies in (no exact
+    roundtrip), coding it with another decoder or with coarser features (rate != loss), the
+    stream not recording it (payload count)."""
+    from jaxcomp.configs import apply_overrides
+
+    base = _subpixel_codec(l3c_tiny_config, 4, "light", "rgb/subsample", window=0)
+    rng = np.random.default_rng(1)  # D(1) made unlike D(S), so that coding with the wrong one shows
+    params = dict(base.params, D1=jax.tree.map(lambda x: x + rng.normal(0.0, 0.3, x.shape).astype(x.dtype),
+                                               base.params["D1"]))
+    base = l3c.L3CCodec(base.spec, params, tile=32, window=0)
+    flat = l3c.L3CCodec(base.spec, base.params, tile=32, window=0, top_levels=0)
+    one = l3c.L3CCodec(base.spec, base.params, tile=32, window=0, top_levels=1)
+    crop = photo[40:72, 8:40]
+    _, bits_flat = flat.compress(crop, return_bits=True)
+    _, bits_one = one.compress(crop, return_bits=True)
+    scales = base.spec.scales
+    out = base.model.apply({"params": base.params}, crop[None, ::2, ::2])
+    loss = float(l3c.bits_per_scale(base.spec, out)[scales - 1][0])  # x(S) given x(S+1), by D(S)
+    uniform = lambda n: n * n * 3 * 8.0  # noqa: E731
+    side = 32 >> scales
+    expected = uniform(side) - uniform(side // 2) - loss
+    assert abs((bits_flat - bits_one) - expected) < 2e-3 * loss, (bits_flat - bits_one, expected)
+    assert len(one.payload_names()) == len(flat.payload_names()) + 9
+    for image in (photo[3:40, 5:58], photo[:1, :1], photo[9:29, 3:12, 0]):
+        np.testing.assert_array_equal(base.decompress(base.compress(image)), image)
+    np.testing.assert_array_equal(base.decompress(flat.compress(crop)), crop)
+    np.testing.assert_array_equal(flat.decompress(base.compress(crop)), crop)  # the stream says its levels
+    bicubic = apply_overrides(l3c_tiny_config, ["model.subpixel_steps=4", "model.representation=rgb"])
+    with pytest.raises(ValueError, match="rgb_pyramid='bicubic'"):
+        l3c.L3CCodec(l3c.spec_from_config(bicubic.model), base.params, tile=32, top_levels=1)
+    with pytest.raises(ValueError, match="top_levels must be"):
+        l3c.L3CCodec(base.spec, base.params, tile=32, top_levels=-1)
 
 
 @pytest.mark.parametrize("representation,window", [("learned", 0), ("rgb/subsample", 8)])

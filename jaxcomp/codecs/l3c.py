@@ -52,6 +52,10 @@ RGB_LEVELS = 256
 # Coding PMFs cover 64 levels around the mixture mean plus an escape: 4x fewer CDF evaluations
 # than all 256, for +0.1-0.2% bits on photos (experiments/bench_codecs.py --windows measures it).
 DEFAULT_WINDOW = 64
+# Levels of the coarsest scale's own subsampled pyramid that D(S) codes (models with the "subsample"
+# RGB pyramid; see L3CCodec's ``top_levels``); 0 codes x(S) uniformly, as the paper does.
+DEFAULT_TOP_LEVELS = 2
+MAX_TOP_LEVELS = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -684,6 +688,21 @@ class _Bucketed:
         return _Cropped(pmf, keep), None if lo is None else _Cropped(lo, keep)
 
 
+def check_top_levels(spec: L3CSpec, top_levels: Any) -> int:
+    """``top_levels`` for a codec of ``spec`` (``None``: :data:`DEFAULT_TOP_LEVELS` where the model
+    can, else 0), or ``ValueError`` naming the problem."""
+    if top_levels is None:
+        return DEFAULT_TOP_LEVELS if spec.known_step0() else 0
+    if isinstance(top_levels, bool) or not isinstance(top_levels, (int, np.integer)) \
+            or not 0 <= top_levels <= MAX_TOP_LEVELS:
+        raise ValueError(f"top_levels must be an int in 0..{MAX_TOP_LEVELS}, got {top_levels!r}")
+    if top_levels and not spec.known_step0():
+        raise ValueError("top_levels > 0 needs a model whose step 0 is the coarser scale (model.rgb_pyramid="
+                         f"'subsample'); this one has rgb_pyramid={spec.rgb_pyramid!r}, "
+                         f"representation={spec.representation!r}")
+    return int(top_levels)
+
+
 class L3CCodec:
     """Lossless compression of ``uint8`` images with a trained L3C model.
 
@@ -712,7 +731,7 @@ class L3CCodec:
     codec_name = "l3c"
 
     def __init__(self, spec: L3CSpec, params: Any, tile: int = 512, window: int = DEFAULT_WINDOW,
-                 buckets: Any = "auto"):
+                 buckets: Any = "auto", top_levels: int | None = None):
         from jaxcomp.coding import fingerprint
 
         m = 2**spec.scales
@@ -721,6 +740,7 @@ class L3CCodec:
         if window < 0:
             raise ValueError(f"window must be >= 0 (0: PMFs over all levels), got {window}")
         self.spec, self.tile, self.window = spec, int(tile), window
+        self.top_levels = check_top_levels(spec, top_levels)
         # the tile sides the coder computes at (see bucket_sides); None: each tile at its own shape
         if isinstance(buckets, str) and buckets != "auto":
             raise ValueError(f"buckets must be 'auto', None or a list of tile sides, got {buckets!r}")
@@ -765,17 +785,23 @@ class L3CCodec:
     def _encode(self, symbols: np.ndarray, pmf: np.ndarray, lo: np.ndarray | None, scale: int,
                 with_bits: bool = True) -> tuple[bytes, np.ndarray | None]:
         """One payload and (``with_bits``) the per-symbol information content ``float64 [N]`` in bits."""
-        from jaxcomp.coding import encode_categorical, encode_windowed, ideal_bits_windowed, information_content
+        from jaxcomp.coding import encode_categorical, encode_windowed
 
         symbols = symbols.reshape(-1)
         if lo is None:
             data = encode_categorical(symbols, pmf).tobytes()
-            if not with_bits:
-                return data, None
-            return data, information_content(symbols, pmf)
-        levels = self.spec.num_levels(scale)
-        data = encode_windowed(symbols, pmf, lo, levels).tobytes()
-        return data, ideal_bits_windowed(symbols, pmf, lo, levels) if with_bits else None
+        else:
+            data = encode_windowed(symbols, pmf, lo, self.spec.num_levels(scale)).tobytes()
+        return data, self._symbol_bits(symbols, pmf, lo, scale) if with_bits else None
+
+    def _symbol_bits(self, symbols: np.ndarray, pmf: np.ndarray, lo: np.ndarray | None, scale: int) -> np.ndarray:
+        """The information content ``float64 [N]`` (bits) of ``symbols`` under the coding PMFs."""
+        from jaxcomp.coding import ideal_bits_windowed, information_content
+
+        symbols = symbols.reshape(-1)
+        if lo is None:
+            return information_content(symbols, pmf)
+        return ideal_bits_windowed(symbols, pmf, lo, self.spec.num_levels(scale))
 
     def _decode(self, words: np.ndarray, pmf: np.ndarray, lo: np.ndarray | None, scale: int) -> np.ndarray:
         from jaxcomp.coding import decode_categorical, decode_windowed
@@ -814,38 +840,73 @@ class L3CCodec:
         steps = self.spec.subpixel_steps
         if steps == 1:
             return [(0, None)]
-        return [(k, subpixel_index(shape[1], shape[2], steps, k)) for k in self.spec.coded_steps()]
+        flat = self._steps_map(shape).reshape(-1)
+        return [(k, np.flatnonzero(flat == k)) for k in self.spec.coded_steps()]
+
+    def _steps_map(self, shape: tuple[int, ...]) -> np.ndarray:
+        """:func:`subpixel_steps_map` of x(s) of ``shape [1, H, W, C]``; odd ``H`` or ``W`` (levels
+        of the top's pyramid, :meth:`_levels`) crop the map of the next even grid."""
+        h, w = shape[1], shape[2]
+        return subpixel_steps_map(h + h % 2, w + w % 2, self.spec.subpixel_steps)[:h, :w]
+
+    def _levels(self, top_levels: int) -> list[tuple[int, int]]:
+        """``(level, scale)`` in coding order: the level whose symbols are coded from those one level
+        up, and the decoder ``D(scale)`` that codes them. Levels ``S+1 .. S+top_levels`` are the top's
+        own pyramid (``x(l) = x(l-1)[::2, ::2]``), all coded by ``D(S)`` without coarser features."""
+        s = self.spec
+        return [(level, min(level, s.scales)) for level in range(s.scales + top_levels, 0, -1)]
+
+    def _tile_symbols(self, tile: np.ndarray, top_levels: int) -> list[np.ndarray]:
+        """The symbols ``int32 [1, h_l, w_l, C]`` of every level ``l = 0 .. S + top_levels`` of a tile
+        (:meth:`_levels`); the top's pyramid halves each side, rounding up."""
+        symbols = [np.asarray(v) for v in self._symbols(self.params, jax.device_put(self._pad(tile)[None]))]
+        for _ in range(top_levels):
+            symbols.append(symbols[-1][:, ::2, ::2])
+        return symbols
+
+    def _level_shapes(self, h: int, w: int, top_levels: int) -> list[tuple[int, int, int, int]]:
+        """The shapes ``[1, h_l, w_l, C]`` of :meth:`_tile_symbols` for a tile of ``h x w`` px."""
+        s = self.spec
+        m = 2**s.scales
+        ph, pw = h + (-h % m), w + (-w % m)
+        shapes = [(1, ph >> lv, pw >> lv, s.channels(lv)) for lv in range(s.scales + 1)]
+        for _ in range(top_levels):
+            _, th, tw, c = shapes[-1]
+            shapes.append((1, -(-th // 2), -(-tw // 2), c))
+        return shapes
+
+    def _pmf_jobs(self, symbols: list[np.ndarray], levels: list[tuple[int, int]], window: int):
+        """Dispatches each payload's PMFs for ``levels`` (:meth:`_levels`), given every symbol (the
+        encoder; JAX returns before computing): yields ``(scale, part, (pmf, lo), where)``, the scale
+        whose levels the PMFs are over, the symbols coded, and where they lie (for bit maps)."""
+        s = self.spec
+        coarser = None
+        for level, scale in levels:
+            coarser_in = coarser if level < s.scales else None  # D(S) and the top's levels: no coarser features
+            coarser, raw = self._decode_scale(self.params, jax.device_put(symbols[level]), coarser_in, scale)
+            target = symbols[level - 1]
+            rgb = s.channels(scale - 1) == 3
+            steps_map = self._steps_map(target.shape)[None, ..., None] if s.subpixel_steps > 1 else None
+            for step, index in self._subpixel_steps(target.shape):
+                part, raw_k = target, raw
+                if index is not None:  # the decoder has the sub-pixels of the steps before, zeros elsewhere
+                    known = np.where(steps_map < step, target, 0)
+                    raw_k = self._step_raw(self.params, coarser, raw, jax.device_put(known), scale, step)
+                    part = target.reshape(-1, target.shape[-1])[index][None]  # [1, N, C]
+                for c in range(3 if rgb else 1):
+                    inputs = jax.device_put(self._partial(part, c) if rgb else part)
+                    pmf_lo = self._scale_pmf(raw_k, inputs, scale - 1, c, self._window(scale - 1, window))
+                    where = (f"x({level - 1}) {'RGB'[c]}" if rgb else f"x({level - 1})", target.shape, index)
+                    yield scale - 1, part[..., c] if rgb else part, pmf_lo, where
 
     def _encode_tile(self, tile: np.ndarray, bit_maps: dict | None = None,
                      with_bits: bool = True) -> tuple[list[bytes], float]:
         from jaxcomp.coding import encode_uniform
 
         s = self.spec
-        symbols = [np.asarray(v) for v in self._symbols(self.params, jax.device_put(self._pad(tile)[None]))]
-        payloads = [encode_uniform(symbols[s.scales], s.num_levels(s.scales)).tobytes()]
+        symbols = self._tile_symbols(tile, self.top_levels)
+        payloads = [encode_uniform(symbols[-1], s.num_levels(s.scales)).tobytes()]
         bits = len(payloads[0]) * 8.0
-
-        def pmf_jobs():
-            """Dispatches each payload's PMFs (asynchronously: JAX returns before computing)."""
-            coarser = None
-            for scale in range(s.scales, 0, -1):
-                coarser, raw = self._decode_scale(self.params, jax.device_put(symbols[scale]), coarser, scale)
-                target = symbols[scale - 1]
-                rgb = s.channels(scale - 1) == 3
-                steps_map = None
-                if s.subpixel_steps > 1:
-                    steps_map = subpixel_steps_map(target.shape[1], target.shape[2], s.subpixel_steps)[None, ..., None]
-                for step, index in self._subpixel_steps(target.shape):
-                    part, raw_k = target, raw
-                    if index is not None:  # the decoder has the sub-pixels of the steps before, zeros elsewhere
-                        known = np.where(steps_map < step, target, 0)
-                        raw_k = self._step_raw(self.params, coarser, raw, jax.device_put(known), scale, step)
-                        part = target.reshape(-1, target.shape[-1])[index][None]  # [1, N, C]
-                    for c in range(3 if rgb else 1):
-                        inputs = jax.device_put(self._partial(part, c) if rgb else part)
-                        pmf_lo = self._scale_pmf(raw_k, inputs, scale - 1, c, self._window(scale - 1, self.window))
-                        where = (f"x({scale - 1}) {'RGB'[c]}" if rgb else f"x({scale - 1})", target.shape, index)
-                        yield scale - 1, part[..., c] if rgb else part, pmf_lo, where
 
         def code(scale, part, pmf_lo, where):
             nonlocal bits
@@ -860,7 +921,7 @@ class L3CCodec:
 
         # The encoder knows every symbol, so the next payload's PMFs compute while this one is coded.
         pending: collections.deque = collections.deque()
-        for job in pmf_jobs():
+        for job in self._pmf_jobs(symbols, self._levels(self.top_levels), self.window):
             pending.append(job)
             if len(pending) == 2:
                 code(*pending.popleft())
@@ -868,30 +929,29 @@ class L3CCodec:
             code(*pending.popleft())
         return payloads, bits
 
-    def _decode_tile(self, payloads: list[bytes], h: int, w: int, window: int) -> np.ndarray:
+    def _decode_tile(self, payloads: list[bytes], h: int, w: int, window: int, top_levels: int = 0) -> np.ndarray:
         from jaxcomp.coding import decode_uniform
 
         s = self.spec
-        m = 2**s.scales
-        ph, pw = h + (-h % m), w + (-w % m)
         words = [np.frombuffer(p, dtype=np.uint32) if len(p) % 4 == 0 else None for p in payloads]
         if any(x is None for x in words):
             from jaxcomp.coding import BitstreamError
             raise BitstreamError("bitstream payload has a length that is not a multiple of 4 bytes")
-        top_shape = (1, ph // 2**s.scales, pw // 2**s.scales, s.channels(s.scales))
-        symbols = decode_uniform(words[0], int(np.prod(top_shape)), s.num_levels(s.scales)).reshape(top_shape)
+        shapes = self._level_shapes(h, w, top_levels)
+        symbols = decode_uniform(words[0], int(np.prod(shapes[-1])), s.num_levels(s.scales)).reshape(shapes[-1])
         k = 1
         coarser = None
-        for scale in range(s.scales, 0, -1):
-            coarser, raw = self._decode_scale(self.params, jax.device_put(symbols), coarser, scale)
-            shape = (1, ph // 2 ** (scale - 1), pw // 2 ** (scale - 1), s.channels(scale - 1))
+        for level, scale in self._levels(top_levels):
+            coarser_in = coarser if level < s.scales else None
+            coarser, raw = self._decode_scale(self.params, jax.device_put(symbols), coarser_in, scale)
+            shape = shapes[level - 1]
             target = np.zeros(shape, np.int32)
-            if s.known_step0():  # step 0's sub-pixels (the top-left of each 2x2 block) are x(scale)
+            if s.known_step0():  # step 0's sub-pixels (the top-left of each 2x2 block) are x(level)
                 target[:, ::2, ::2] = symbols
             rgb = shape[-1] == 3
             for step, index in self._subpixel_steps(shape):
                 part, raw_k = target, raw
-                if index is not None:  # x(scale-1) so far: the steps before decoded, zeros elsewhere
+                if index is not None:  # x(level-1) so far: the steps before decoded, zeros elsewhere
                     raw_k = self._step_raw(self.params, coarser, raw, jax.device_put(target), scale, step)
                     part = np.zeros((1, len(index), shape[-1]), np.int32)
                 for c in range(3 if rgb else 1):
@@ -909,15 +969,18 @@ class L3CCodec:
             symbols = target
         return symbols[0, :h, :w].astype(np.uint8)
 
-    def payload_names(self) -> list[str]:
+    def payload_names(self, top_levels: int | None = None) -> list[str]:
         """What each payload of a tile holds, in stream order (coarsest first; with sub-pixel
-        steps, each scale step by step, e.g. ``"x(0) step1 G"``)."""
+        steps, each scale step by step, e.g. ``"x(0) step1 G"``; with ``top_levels`` (default this
+        codec's), the top's pyramid first: ``"x(5) uniform"``, ``"x(4) step1 R"``, ...)."""
         s = self.spec
-        names = [f"x({s.scales}) uniform"]
+        top = self.top_levels if top_levels is None else top_levels
+        names = [f"x({s.scales + top}) uniform"]
         steps = [""] if s.subpixel_steps == 1 else [f" step{k}" for k in s.coded_steps()]
-        for scale in range(s.scales - 1, -1, -1):
+        for level, scale in self._levels(top):
             for step in steps:
-                names += [f"x({scale}){step} {c}" for c in "RGB"] if s.channels(scale) == 3 else [f"x({scale}){step}"]
+                names += ([f"x({level - 1}){step} {c}" for c in "RGB"] if s.channels(scale - 1) == 3
+                          else [f"x({level - 1}){step}"])
         return names
 
     @staticmethod
@@ -930,8 +993,8 @@ class L3CCodec:
         full = maps.setdefault(name, np.zeros(shape[1:3] + bits.shape[1:], np.float32))
         full.reshape((-1,) + bits.shape[1:])[index] = bits
 
-    def payloads_per_tile(self) -> int:
-        return len(self.payload_names())
+    def payloads_per_tile(self, top_levels: int | None = None) -> int:
+        return len(self.payload_names(top_levels))
 
     def bit_maps(self, image: np.ndarray) -> dict[str, np.ndarray]:
         """Per-symbol costs ``-log2 p`` under the coding PMFs, by scale and channel (``"x(0) R"``,
@@ -972,6 +1035,8 @@ class L3CCodec:
             bits += b
         meta = dict(height=h, width=w, mode=mode, tile=self.tile, window=self.window, numerics=self.numerics,
                     pixel_crc=zlib.crc32(image.tobytes()))
+        if self.top_levels:  # streams without it code x(S) uniformly
+            meta["top_levels"] = self.top_levels
         if self.buckets is not None:  # even tiles, computed at these sides (streams without it: neither)
             default = self.buckets == bucket_sides(self.tile, self.spec.scales)
             meta["buckets"] = DEFAULT_BUCKETS if default else list(self.buckets)  # a name: 50 bytes fewer
@@ -996,11 +1061,13 @@ class L3CCodec:
             window = int(meta.get("window", 0))  # streams written before windows existed code all levels
             stream_numerics = str(meta.get("numerics", "cpu/ynn"))  # ... and ran jaxlib's default convs
             buckets = meta.get("buckets")  # ... and had neither buckets nor even tiles
+            top_levels = int(meta.get("top_levels", 0))  # ... and coded x(S) uniformly
         except (KeyError, TypeError, ValueError) as e:
             raise BitstreamError(f"bitstream metadata is incomplete: {e}") from e
         m = 2**self.spec.scales
         if not (0 < h <= 1 << 16 and 0 < w <= 1 << 16 and 0 < tile <= 1 << 14 and tile % m == 0
-                and 0 <= window <= RGB_LEVELS and mode in ("L", "RGB")):
+                and 0 <= window <= RGB_LEVELS and mode in ("L", "RGB")
+                and 0 <= top_levels <= MAX_TOP_LEVELS and (top_levels == 0 or self.spec.known_step0())):
             raise BitstreamError(f"bitstream metadata is invalid: {meta}")
         if stream_numerics != self.numerics:
             raise BitstreamError(
@@ -1015,13 +1082,14 @@ class L3CCodec:
         # the tiling and the shapes the model ran at are properties of the stream, not of this codec
         coder = self._with_buckets(sides)
         tiles = coder._tiles(h, w, tile)
-        per_tile = self.payloads_per_tile()
+        per_tile = self.payloads_per_tile(top_levels)
         if len(payloads) != per_tile * len(tiles):
             raise BitstreamError(f"bitstream has {len(payloads)} payloads, expected {per_tile * len(tiles)}")
         out = np.zeros((h, w, 3), np.uint8)
         try:
             for i, (y, x, th, tw) in enumerate(tiles):
-                out[y:y + th, x:x + tw] = coder._decode_tile(payloads[i * per_tile:(i + 1) * per_tile], th, tw, window)
+                out[y:y + th, x:x + tw] = coder._decode_tile(payloads[i * per_tile:(i + 1) * per_tile], th, tw, window,
+                                                             top_levels)
         except CodingError as e:
             raise BitstreamError(f"bitstream does not decode: {e}") from e
         image = out[..., 0] if mode == "L" else out
@@ -1031,7 +1099,9 @@ class L3CCodec:
         return image
 
     def estimate_bits(self, image: np.ndarray) -> float:
-        """Cross-entropy (training-loss) estimate of the bits :meth:`compress` spends."""
+        """Cross-entropy (training-loss) estimate of the bits :meth:`compress` spends; with
+        ``top_levels``, x(S) costs the information content of its symbols under the coding PMFs
+        (computed, not coded) instead of the uniform bits of the training loss."""
         image = check_image(image, "L3C")
         rgb = np.repeat(image[..., None], 3, -1) if image.ndim == 2 else image
         h, w = rgb.shape[:2]
@@ -1039,16 +1109,32 @@ class L3CCodec:
         for y, x, th, tw in self._tiles(h, w):
             x_in = jax.device_put(self._pad(rgb[y:y + th, x:x + tw])[None])
             out = self._forward(self.params, x_in)
-            total += float(sum(b[0] for b in bits_per_scale(self.spec, out)))
+            bits = [float(b[0]) for b in bits_per_scale(self.spec, out)]
+            if self.top_levels:
+                bits[-1] = self._top_bits(np.asarray(out["symbols"][-1]))
+            total += sum(bits)
         return total
+
+    def _top_bits(self, top: np.ndarray) -> float:
+        """Bits of x(S) (symbols ``int32 [1, h, w, C]``) coded through its own pyramid (``top_levels``)."""
+        symbols = [top]
+        for _ in range(self.top_levels):
+            symbols.append(symbols[-1][:, ::2, ::2])
+        symbols = [None] * self.spec.scales + symbols  # indexed by level
+        bits = symbols[-1].size * np.log2(self.spec.num_levels(self.spec.scales))
+        for scale, part, (pmf, lo), _ in self._pmf_jobs(symbols, self._levels(self.top_levels)[:self.top_levels],
+                                                       self.window):
+            bits += float(self._symbol_bits(part, np.asarray(pmf), None if lo is None else np.asarray(lo), scale).sum())
+        return bits
 
 
 def load_codec(checkpoint: str | None = None, tile: int = 512, window: int = DEFAULT_WINDOW,
-               buckets: Any = "auto") -> L3CCodec:
+               buckets: Any = "auto", top_levels: int | None = None) -> L3CCodec:
     """An :class:`L3CCodec` from the shipped model (default), an exported ``.msgpack`` or a workdir
-    (``buckets``: see :class:`L3CCodec`)."""
+    (``buckets``, ``top_levels``: see :class:`L3CCodec`)."""
     from jaxcomp.codecs.pretrained import DEFAULT_L3C
     from jaxcomp.modelfile import load_model
 
     config, params, _ = load_model(checkpoint or DEFAULT_L3C, task="l3c")
-    return L3CCodec(spec_from_config(config.model), params, tile=tile, window=window, buckets=buckets)
+    return L3CCodec(spec_from_config(config.model), params, tile=tile, window=window, buckets=buckets,
+                    top_levels=top_levels)
