@@ -107,15 +107,16 @@ def test_the_shipped_model_codes_a_photo_crop_exactly_and_compactly():
     ``jaxcomp/codecs/pretrained/l3c.msgpack``) has the architecture its ``l3c.json`` records,
     and codes a 64x64 crop of a held-out sample photo bit-exactly (decoded by a second codec
     loaded from the file, as another ``jaxcomp decompress`` process would) in under 3.9 bits
-    per subpixel, header included. It measures 3.50 (the subsampled RGB pyramid with 4 sub-pixel
-    steps, shipped 2026-12-05); the model shipped before it (``l3c_2026-12-02.msgpack``) 3.97, an
-    untrained model of this architecture 11.
+    per subpixel, header included. It measures 3.48 (the subsampled RGB pyramid with 4 sub-pixel
+    steps, shipped 2026-12-05 18:15, with its default ``top_levels=2``); the model before it
+    (``l3c_2026-12-05.msgpack``) 3.56 (3.50 with its top coded uniformly, which this small crop
+    favours), the bicubic one shipped 2026-12-02 3.97, an untrained model of this architecture 11.
 
     Guards against a wrongly loaded model (parameters of the wrong layers or scales, or the
     earlier model) and against bugs that a trained model exposes and the untrained test model
     hides: the codec's decoders ignoring the coarser scale's features, every log-scale clamped
     to at most -7 instead of at least -7, the scales' order reversed (each a mutant in
-    tests/mutants/l3c.toml that this test kills, checked with the model shipped 2026-12-05).
+    tests/mutants/l3c.toml that this test kills, checked with the model shipped 2026-12-05 18:15).
     """
     from jaxcomp.codecs.pretrained import DEFAULT_L3C
 
