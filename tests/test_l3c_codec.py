@@ -254,12 +254,14 @@ def test_top_levels_code_the_top_scale_at_the_coarsest_decoders_loss(l3c_tiny_co
     D(S) (``top_levels``), instead of uniformly: the bits it saves are the uniform code of x(S)
     minus the uniform code of x(S+1) and D(S)'s training loss on x(S) given x(S+1), which the
     model's forward pass on the image's own subsample (whose x(S-1) is x(S)) measures
-    independently of the coder. Odd sizes, 1x1 and grayscale decode exactly; streams without
-    ``top_levels`` (written before it) decode with a codec that has it; a bicubic model refuses.
+    independently of the coder; the same one level further up (``top_levels=2``, the default, on
+    the image's subsample of subsample). Odd sizes, 1x1 and grayscale decode exactly; streams
+    without ``top_levels`` (written before it) decode with a codec that has it; a bicubic model
+    refuses; a stream naming an impossible ``top_levels`` gets a BitstreamError naming it.
 
     Guards against: the top's pyramid taking other pixels than the decoder copies in (no exact
-    roundtrip), coding it with another decoder or with coarser features (rate != loss), the
-    stream not recording it (payload count)."""
+    roundtrip), coding it (at any level) with another decoder or with coarser features (rate !=
+    loss), the stream not recording it (payload count), another default, an unchecked stream."""
     from jaxcomp.configs import apply_overrides
 
     base = _subpixel_codec(l3c_tiny_config, 4, "light", "rgb/subsample", window=0)
@@ -267,26 +269,39 @@ def test_top_levels_code_the_top_scale_at_the_coarsest_decoders_loss(l3c_tiny_co
     params = dict(base.params, D1=jax.tree.map(lambda x: x + rng.normal(0.0, 0.3, x.shape).astype(x.dtype),
                                                base.params["D1"]))
     base = l3c.L3CCodec(base.spec, params, tile=32, window=0)
+    assert base.top_levels == 2  # the default for the subsampled pyramid
     flat = l3c.L3CCodec(base.spec, base.params, tile=32, window=0, top_levels=0)
     one = l3c.L3CCodec(base.spec, base.params, tile=32, window=0, top_levels=1)
     crop = photo[40:72, 8:40]
-    _, bits_flat = flat.compress(crop, return_bits=True)
-    _, bits_one = one.compress(crop, return_bits=True)
+    bits = [codec.compress(crop, return_bits=True)[1] for codec in (flat, one, base)]
     scales = base.spec.scales
-    out = base.model.apply({"params": base.params}, crop[None, ::2, ::2])
-    loss = float(l3c.bits_per_scale(base.spec, out)[scales - 1][0])  # x(S) given x(S+1), by D(S)
     uniform = lambda n: n * n * 3 * 8.0  # noqa: E731
     side = 32 >> scales
-    expected = uniform(side) - uniform(side // 2) - loss
-    assert abs((bits_flat - bits_one) - expected) < 2e-3 * loss, (bits_flat - bits_one, expected)
-    assert len(one.payload_names()) == len(flat.payload_names()) + 9
+    for level in (1, 2):  # x(S+level-1) given x(S+level), by D(S): the loss on the image's 2**level subsample
+        out = base.model.apply({"params": base.params}, crop[None, ::2**level, ::2**level])
+        loss = float(l3c.bits_per_scale(base.spec, out)[scales - 1][0])
+        expected = uniform(side >> (level - 1)) - uniform(side >> level) - loss
+        saved = bits[level - 1] - bits[level]
+        assert abs(saved - expected) < 2e-3 * loss, (level, saved, expected)
+    assert len(one.payload_names()) == len(flat.payload_names()) + 9 == len(base.payload_names()) - 9
     for image in (photo[3:40, 5:58], photo[:1, :1], photo[9:29, 3:12, 0]):
         np.testing.assert_array_equal(base.decompress(base.compress(image)), image)
     np.testing.assert_array_equal(base.decompress(flat.compress(crop)), crop)
     np.testing.assert_array_equal(flat.decompress(base.compress(crop)), crop)  # the stream says its levels
+    from jaxcomp.coding import pack, unpack
+
+    meta, payloads = unpack(base.compress(crop), "l3c", base.fingerprint)
+    for bad in (-1, l3c.MAX_TOP_LEVELS + 1, True, 1.5, "2"):
+        with pytest.raises(BitstreamError, match="top_levels"):
+            base.decompress(pack("l3c", base.fingerprint, dict(meta, top_levels=bad), payloads))
     bicubic = apply_overrides(l3c_tiny_config, ["model.subpixel_steps=4", "model.representation=rgb"])
+    bicubic = l3c.L3CCodec(l3c.spec_from_config(bicubic.model), base.params, tile=32)
+    assert bicubic.top_levels == 0
+    meta, payloads = unpack(bicubic.compress(crop), "l3c", bicubic.fingerprint)
+    with pytest.raises(BitstreamError, match="top_levels"):  # ... its payloads would be read as another model's
+        bicubic.decompress(pack("l3c", bicubic.fingerprint, dict(meta, top_levels=1), payloads))
     with pytest.raises(ValueError, match="rgb_pyramid='bicubic'"):
-        l3c.L3CCodec(l3c.spec_from_config(bicubic.model), base.params, tile=32, top_levels=1)
+        l3c.L3CCodec(bicubic.spec, base.params, tile=32, top_levels=1)
     with pytest.raises(ValueError, match="top_levels must be"):
         l3c.L3CCodec(base.spec, base.params, tile=32, top_levels=-1)
 

@@ -4,8 +4,10 @@ The image ``x = x(0)`` (``uint8 [B, H, W, 3]``) is encoded into a hierarchy of q
 auxiliary representations ``z(1), ..., z(S)``, each at half the resolution of the one
 before. Decoder ``D(s)`` sees ``z(s)`` and the features of ``D(s+1)`` and predicts a
 discretized logistic mixture for every symbol of ``x(s-1)`` (``z(s-1)``, or the RGB image at
-``s = 1``). ``z(S)`` is coded with a uniform prior. The loss is the total number of bits
-divided by the number of subpixels ``3HW`` (bits per subpixel, bpsp).
+``s = 1``). ``z(S)`` is coded with a uniform prior (in the training loss, and in the coder
+except with ``L3CCodec(top_levels > 0)``, for the subsampled RGB pyramid: x(S) coded from its own
+subsample by D(S)). The loss is the total number of bits divided by the number of subpixels
+``3HW`` (bits per subpixel, bpsp).
 
 Shapes: with ``S`` scales, ``H`` and ``W`` must be multiples of ``2**S``; ``z(s)`` is
 ``[B, H/2^s, W/2^s, C]`` with values on ``levels`` points in ``[-1, 1]``.
@@ -34,6 +36,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+from collections.abc import Iterator
 from typing import Any
 
 import flax.linen as nn
@@ -688,6 +691,16 @@ class _Bucketed:
         return _Cropped(pmf, keep), None if lo is None else _Cropped(lo, keep)
 
 
+def top_pyramid(top: np.ndarray, top_levels: int) -> list[np.ndarray]:
+    """``[x(S), x(S+1), ..., x(S+top_levels)]`` from the top's symbols ``x(S)`` (``[1, h, w, C]``):
+    each level the top-left pixel of every 2x2 block of the one below (sides halved, rounding up),
+    which is that level's sub-pixel step 0."""
+    levels = [top]
+    for _ in range(top_levels):
+        levels.append(levels[-1][:, ::2, ::2])
+    return levels
+
+
 def check_top_levels(spec: L3CSpec, top_levels: Any) -> int:
     """``top_levels`` for a codec of ``spec`` (``None``: :data:`DEFAULT_TOP_LEVELS` where the model
     can, else 0), or ``ValueError`` naming the problem."""
@@ -719,6 +732,10 @@ class L3CCodec:
     ``window`` > 0 codes each 256-level subpixel with a PMF over ``window`` levels around the
     mixture's mean plus an escape bin (:func:`jaxcomp.entropy.mixture_pmf_window`); 0 codes
     with PMFs over all levels. The stream records its window, so any codec decodes it.
+    ``top_levels`` (default :data:`DEFAULT_TOP_LEVELS` for models with the subsampled RGB pyramid,
+    else 0; :func:`check_top_levels`): x(S) is coded from its own subsample ``x(S)[::2, ::2]``, and so
+    on for that many levels, by D(S) without coarser features; only ``x(S + top_levels)`` is coded
+    uniformly (0: x(S) uniformly, the paper's code). The stream records it.
 
     Bit-exactness: the decoder computes every PMF with the jitted functions below, on
     inputs rebuilt from decoded symbols; the encoder calls the *same* functions on the
@@ -860,9 +877,7 @@ class L3CCodec:
         """The symbols ``int32 [1, h_l, w_l, C]`` of every level ``l = 0 .. S + top_levels`` of a tile
         (:meth:`_levels`); the top's pyramid halves each side, rounding up."""
         symbols = [np.asarray(v) for v in self._symbols(self.params, jax.device_put(self._pad(tile)[None]))]
-        for _ in range(top_levels):
-            symbols.append(symbols[-1][:, ::2, ::2])
-        return symbols
+        return symbols[:-1] + top_pyramid(symbols[-1], top_levels)
 
     def _level_shapes(self, h: int, w: int, top_levels: int) -> list[tuple[int, int, int, int]]:
         """The shapes ``[1, h_l, w_l, C]`` of :meth:`_tile_symbols` for a tile of ``h x w`` px."""
@@ -875,7 +890,8 @@ class L3CCodec:
             shapes.append((1, -(-th // 2), -(-tw // 2), c))
         return shapes
 
-    def _pmf_jobs(self, symbols: list[np.ndarray], levels: list[tuple[int, int]], window: int):
+    def _pmf_jobs(self, symbols: list[np.ndarray], levels: list[tuple[int, int]], window: int
+                  ) -> Iterator[tuple[int, np.ndarray, tuple[Any, Any], tuple[str, tuple[int, ...], Any]]]:
         """Dispatches each payload's PMFs for ``levels`` (:meth:`_levels`), given every symbol (the
         encoder; JAX returns before computing): yields ``(scale, part, (pmf, lo), where)``, the scale
         whose levels the PMFs are over, the symbols coded, and where they lie (for bit maps)."""
@@ -929,7 +945,7 @@ class L3CCodec:
             code(*pending.popleft())
         return payloads, bits
 
-    def _decode_tile(self, payloads: list[bytes], h: int, w: int, window: int, top_levels: int = 0) -> np.ndarray:
+    def _decode_tile(self, payloads: list[bytes], h: int, w: int, window: int, top_levels: int) -> np.ndarray:
         from jaxcomp.coding import decode_uniform
 
         s = self.spec
@@ -974,7 +990,7 @@ class L3CCodec:
         steps, each scale step by step, e.g. ``"x(0) step1 G"``; with ``top_levels`` (default this
         codec's), the top's pyramid first: ``"x(5) uniform"``, ``"x(4) step1 R"``, ...)."""
         s = self.spec
-        top = self.top_levels if top_levels is None else top_levels
+        top = self.top_levels if top_levels is None else check_top_levels(s, top_levels)
         names = [f"x({s.scales + top}) uniform"]
         steps = [""] if s.subpixel_steps == 1 else [f" step{k}" for k in s.coded_steps()]
         for level, scale in self._levels(top):
@@ -994,6 +1010,7 @@ class L3CCodec:
         full.reshape((-1,) + bits.shape[1:])[index] = bits
 
     def payloads_per_tile(self, top_levels: int | None = None) -> int:
+        """How many payloads a tile's stream holds (:meth:`payload_names`)."""
         return len(self.payload_names(top_levels))
 
     def bit_maps(self, image: np.ndarray) -> dict[str, np.ndarray]:
@@ -1002,7 +1019,8 @@ class L3CCodec:
         steps' payloads).
 
         Each map is ``float32 [h_s, w_s]`` (RGB channels) or ``[h_s, w_s, C]`` (latents) of
-        the padded image; ``image`` must fit in one tile.
+        the padded image (with ``top_levels``, also ``"x(S) R"`` ... ``"x(S+top_levels-1) B"`` of
+        the top's own levels); ``image`` must fit in one tile.
         """
         image = check_image(image, "L3C")
         rgb = np.repeat(image[..., None], 3, -1) if image.ndim == 2 else image
@@ -1061,14 +1079,17 @@ class L3CCodec:
             window = int(meta.get("window", 0))  # streams written before windows existed code all levels
             stream_numerics = str(meta.get("numerics", "cpu/ynn"))  # ... and ran jaxlib's default convs
             buckets = meta.get("buckets")  # ... and had neither buckets nor even tiles
-            top_levels = int(meta.get("top_levels", 0))  # ... and coded x(S) uniformly
+            top_levels = meta.get("top_levels", 0)  # ... and coded x(S) uniformly
         except (KeyError, TypeError, ValueError) as e:
             raise BitstreamError(f"bitstream metadata is incomplete: {e}") from e
         m = 2**self.spec.scales
         if not (0 < h <= 1 << 16 and 0 < w <= 1 << 16 and 0 < tile <= 1 << 14 and tile % m == 0
-                and 0 <= window <= RGB_LEVELS and mode in ("L", "RGB")
-                and 0 <= top_levels <= MAX_TOP_LEVELS and (top_levels == 0 or self.spec.known_step0())):
+                and 0 <= window <= RGB_LEVELS and mode in ("L", "RGB")):
             raise BitstreamError(f"bitstream metadata is invalid: {meta}")
+        if type(top_levels) is not int or not 0 <= top_levels <= MAX_TOP_LEVELS or (
+                top_levels and not self.spec.known_step0()):
+            raise BitstreamError(f"bitstream metadata is invalid: top_levels={top_levels!r} (an int in 0.."
+                                 f"{MAX_TOP_LEVELS}, and 0 for models without the subsampled pyramid)")
         if stream_numerics != self.numerics:
             raise BitstreamError(
                 f"this file was compressed with {stream_numerics} numerics and this process computes with "
@@ -1117,10 +1138,7 @@ class L3CCodec:
 
     def _top_bits(self, top: np.ndarray) -> float:
         """Bits of x(S) (symbols ``int32 [1, h, w, C]``) coded through its own pyramid (``top_levels``)."""
-        symbols = [top]
-        for _ in range(self.top_levels):
-            symbols.append(symbols[-1][:, ::2, ::2])
-        symbols = [None] * self.spec.scales + symbols  # indexed by level
+        symbols = [None] * self.spec.scales + top_pyramid(top, self.top_levels)  # indexed by level
         bits = symbols[-1].size * np.log2(self.spec.num_levels(self.spec.scales))
         for scale, part, (pmf, lo), _ in self._pmf_jobs(symbols, self._levels(self.top_levels)[:self.top_levels],
                                                        self.window):
