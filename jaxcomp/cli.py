@@ -4,6 +4,7 @@
     jaxcomp compress photos/ compressed/          # every image of a folder (progress bar)
     jaxcomp decompress compressed/ restored/      # every .jxc of a folder, written as PNG
     jaxcomp compress --checkpoint runs/l3c_cpu photo.png photo.jxc   # a model of your own
+    jaxcomp compress --top-levels 0 photo.png photo.jxc             # L3C's top scale coded uniformly (the paper)
     jaxcomp compress --codec cpm photo.png photo.jxc                 # lossy, context model (med rate)
     jaxcomp compress --codec cpm --checkpoint low photo.png photo.jxc  # shipped low / med / high
     jaxcomp compress --codec cpm --refine 100 photo.png photo.jxc     # latent refined per image
@@ -76,8 +77,8 @@ class _Codecs:
     named in a bitstream's header and, for shipped context models, the matching operating point."""
 
     def __init__(self, checkpoint: str | None, tile: int | None, window: int, refine: int = 0,
-                 progress: bool = False):
-        self.checkpoint, self.tile, self.window = checkpoint, tile, window
+                 progress: bool = False, top_levels: int | None = None):
+        self.checkpoint, self.tile, self.window, self.top_levels = checkpoint, tile, window, top_levels
         self.refine, self.progress = refine, progress
         self._cache: dict = {}
 
@@ -89,7 +90,8 @@ class _Codecs:
             try:
                 if name == "l3c":
                     from jaxcomp.codecs.l3c import load_codec
-                    codec = load_codec(checkpoint, tile=self.tile or 512, window=self.window)
+                    codec = load_codec(checkpoint, tile=self.tile or 512, window=self.window,
+                                       top_levels=self.top_levels)
                 elif name == "gc":
                     from jaxcomp.codecs.gc import load_codec
                     codec = load_codec(checkpoint)
@@ -196,6 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                            help="l3c: lossless (default); cpm: lossy, 3D context model (CVPR'18); "
                                 "gc: generative, extreme rates (ICCV'19); dplc: distribution-preserving, "
                                 "fixed-size images (NeurIPS'18)")
+            p.add_argument("--top-levels", type=int, default=None, metavar="R",
+                           help="l3c: code the top scale from R levels of its own subsampled pyramid (default 2 "
+                                "for models with the subsampled pyramid, such as the shipped one; 0: 8 uniform "
+                                "bits per subpixel, the paper's code; decoding reads it from the file)")
             p.add_argument("--refine", type=int, default=0, metavar="STEPS",
                            help="cpm: optimise each image's latent for STEPS steps under the model's training "
                                 "loss before coding (slower encoding, better rate-distortion; decoding unchanged)")
@@ -223,9 +229,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError(f"--refine must be >= 0 steps, got {refine}")
         if refine and args.codec != "cpm":
             raise UsageError("--refine applies to the lossy codec only (--codec cpm)")
+        top_levels = getattr(args, "top_levels", None)
+        if top_levels is not None and args.codec != "l3c":
+            raise UsageError("--top-levels applies to the lossless codec only (--codec l3c)")
         enable_compilation_cache(default_cache_dir() if args.cache_dir is None else args.cache_dir)
         codecs = _Codecs(args.checkpoint, args.tile, args.window, refine,
-                         progress=not args.quiet and len(pairs) == 1)
+                         progress=not args.quiet and len(pairs) == 1, top_levels=top_levels)
         if compress:
             codec = codecs.get(args.codec, args.checkpoint)
         elif args.checkpoint is not None:

@@ -93,6 +93,12 @@ def test_usage_errors_exit_2(model_file, tmp_path, capsys):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img)
     assert cli.main(["compress", str(img), str(tmp_path / "a.jxc"), "--checkpoint", str(tmp_path / "nope")]) == 2
     assert "cannot load the l3c model" in capsys.readouterr().err
+    # the tiny test model learns its representation: no top levels (only the subsampled RGB pyramid has them)
+    assert cli.main(["compress", str(img), str(tmp_path / "a.jxc"), "--checkpoint", model_file,
+                     "--top-levels", "1"]) == 2
+    assert "top_levels > 0 needs a model whose step 0 is the coarser scale" in capsys.readouterr().err
+    assert cli.main(["compress", str(img), str(tmp_path / "a.jxc"), "--codec", "cpm", "--top-levels", "0"]) == 2
+    assert "--top-levels applies to the lossless codec only" in capsys.readouterr().err
 
 
 def test_console_errors_have_no_traceback(tmp_path, repo):
