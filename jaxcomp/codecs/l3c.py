@@ -885,10 +885,13 @@ class L3CCodec:
         m = 2**s.scales
         ph, pw = h + (-h % m), w + (-w % m)
         shapes = [(1, ph >> lv, pw >> lv, s.channels(lv)) for lv in range(s.scales + 1)]
-        for _ in range(top_levels):
-            _, th, tw, c = shapes[-1]
-            shapes.append((1, -(-th // 2), -(-tw // 2), c))
-        return shapes
+        top = np.empty(shapes[-1], np.int8)  # the shapes of top_pyramid's levels, from its own rule
+        return shapes[:-1] + [level.shape for level in top_pyramid(top, top_levels)]
+
+    def _coarser_in(self, level: int, coarser: Any) -> Any:
+        """What D(scale) gets as coarser features when coding ``level - 1`` (:meth:`_levels`): those
+        of the level above, except for D(S) and the top's own levels, which get none."""
+        return coarser if level < self.spec.scales else None
 
     def _pmf_jobs(self, symbols: list[np.ndarray], levels: list[tuple[int, int]], window: int
                   ) -> Iterator[tuple[int, np.ndarray, tuple[Any, Any], tuple[str, tuple[int, ...], Any]]]:
@@ -898,8 +901,8 @@ class L3CCodec:
         s = self.spec
         coarser = None
         for level, scale in levels:
-            coarser_in = coarser if level < s.scales else None  # D(S) and the top's levels: no coarser features
-            coarser, raw = self._decode_scale(self.params, jax.device_put(symbols[level]), coarser_in, scale)
+            coarser, raw = self._decode_scale(self.params, jax.device_put(symbols[level]),
+                                              self._coarser_in(level, coarser), scale)
             target = symbols[level - 1]
             rgb = s.channels(scale - 1) == 3
             steps_map = self._steps_map(target.shape)[None, ..., None] if s.subpixel_steps > 1 else None
@@ -958,8 +961,8 @@ class L3CCodec:
         k = 1
         coarser = None
         for level, scale in self._levels(top_levels):
-            coarser_in = coarser if level < s.scales else None
-            coarser, raw = self._decode_scale(self.params, jax.device_put(symbols), coarser_in, scale)
+            coarser, raw = self._decode_scale(self.params, jax.device_put(symbols), self._coarser_in(level, coarser),
+                                              scale)
             shape = shapes[level - 1]
             target = np.zeros(shape, np.int32)
             if s.known_step0():  # step 0's sub-pixels (the top-left of each 2x2 block) are x(level)
