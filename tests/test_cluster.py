@@ -406,6 +406,79 @@ def test_mnist_driver_writes_rows_and_labels_per_seed(tmp_path, monkeypatch):
                     assert float(r["nmi"]) == pytest.approx(m["nmi"], abs=1e-4)
 
 
+@pytest.mark.parametrize("algorithm,point_norms", [("omp", "unit"), ("mp", "unit"), ("omp", "raw")])
+def test_ssc_coding_does_not_depend_on_the_points_order(subspaces, algorithm, point_norms):
+    """Each point's pursuit runs over the set of the other points: coding the points in another order
+    gives the same coefficients, reordered. ``run_mnist`` relies on it to reuse one seed's coding for
+    another seed that draws the same images (all 70,000 digits) in another order."""
+    from jaxcomp.cluster.benchmarks import reorder
+
+    X, _ = subspaces
+    X = X * np.random.default_rng(1).uniform(0.5, 2.0, (len(X), 1))  # unequal norms, so "raw" differs from "unit"
+    perm = np.random.default_rng(2).permutation(len(X))
+    kw = dict(algorithm=algorithm, s_max=5, tau=1e-3, chunk_size=CHUNK, point_norms=point_norms)
+    C, _ = sparse_coefficients(X, **kw)
+    C_perm, _ = sparse_coefficients(X[perm], **kw)
+    assert C.nnz > len(X)
+    assert reorder(np.arange(len(X)), perm) is not None
+    np.testing.assert_allclose(C_perm.toarray(), C[perm][:, perm].toarray(), atol=1e-5)
+
+
+def test_reorder_maps_one_order_of_the_same_images_onto_another():
+    from jaxcomp.cluster.benchmarks import reorder
+
+    before, after = np.array([5, 2, 9, 0]), np.array([0, 9, 5, 2])
+    perm = reorder(before, after)
+    np.testing.assert_array_equal(before[perm], after)
+    C = sp.csr_matrix(np.arange(16.0).reshape(4, 4))  # row i: point before[i]'s coefficients on before[j]
+    moved = C[perm][:, perm].toarray()
+    for i in range(4):
+        for j in range(4):
+            assert moved[i, j] == C[np.flatnonzero(before == after[i])[0], np.flatnonzero(before == after[j])[0]]
+    assert reorder(before, np.array([0, 9, 5, 3])) is None  # another image
+    assert reorder(before, after[:3]) is None  # fewer images
+
+
+def test_mnist_driver_reuses_the_coding_of_a_seed_with_the_same_images(tmp_path):
+    """``split=all`` with every image: the second seed holds the same images as the first in another
+    order, so it reuses the first seed's coefficients (reordered) and runs only its own spectral step;
+    its labels equal a fresh fit of that seed (up to the cluster ids' names)."""
+    from jaxcomp.cluster.benchmarks import make_estimator, run_mnist
+    from jaxcomp.cluster.data import load_mnist, mnist_features
+    from jaxcomp.cluster.metrics import all_metrics
+
+    rng = np.random.default_rng(0)
+    bases = [np.abs(rng.standard_normal((784, 3))) * (rng.random((784, 1)) < 0.3) for _ in range(2)]
+    x = np.concatenate([(b @ rng.random((3, 30))).T for b in bases])
+    x = np.clip(255 * x / x.max(), 0, 255).astype(np.uint8)
+    y = np.repeat([3, 7], 30)
+    np.savez(tmp_path / "stand_in.npz", x_train=x[:50], y_train=y[:50], x_test=x[50:], y_test=y[50:])
+    cfg = load_config(os.path.join(ROOT, "configs/ssc.py:mnist"), [
+        f"data.path={tmp_path / 'stand_in.npz'}", "data.split=all", "data.num_points=60", "data.n_clusters=2",
+        "data.feature_dim=20", "n_seeds=2", "ssc.algorithms=('omp',)", "ssc.s_max=3", f"ssc.chunk_size={CHUNK}",
+        "baselines.sklearn_omp=False", "baselines.spectral=False", "baselines.kmeans=False"])
+    run_mnist(cfg, str(tmp_path / "out"))
+    import csv
+
+    with open(tmp_path / "out" / "mnist_runs.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["seed"] for r in rows] == ["0", "1"]
+    assert "reused" not in rows[0]["notes"] and "coding of seed 0 reused" in rows[1]["notes"]
+    images, truth = load_mnist(cfg.data.path, 60, 1, "all")
+    fresh = make_estimator("omp", _seeded(cfg, 1), 2,
+                           cfg.ssc.s_max, float(cfg.ssc.tau))
+    fresh.fit(mnist_features(images, cfg.data.features, cfg.data.feature_dim))
+    with np.load(tmp_path / "out" / "mnist_labels.npz") as lab:
+        np.testing.assert_array_equal(lab["1:truth"], truth)
+        assert all_metrics(fresh.labels_, lab["1:SSC-OMP (jaxcomp)"])["accuracy"] == 1.0
+
+
+def _seeded(cfg, seed: int):
+    c = cfg.copy_and_resolve_references()
+    c.seed = seed
+    return c
+
+
 def test_confusion_stats_by_hand_and_refuses_mixed_samples(tmp_path, capsys):
     """``experiments.ssc_confusion``: truth [0,0,1,1], labels [0,0,0,1] (table [[2,0],[1,1]]) has
     H(digit, cluster) = 1.5 bits, H(cluster) = H(.75, .25), H(digit) = 1 bit, so H(digit | cluster) =

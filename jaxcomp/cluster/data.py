@@ -51,12 +51,15 @@ def union_of_subspaces(
     return X.astype(np.float32), np.concatenate(labels).astype(np.int64)
 
 
-def load_mnist(path: str, num_points: int, seed: int = 0, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+def load_mnist(path: str, num_points: int, seed: int = 0, split: str = "train",
+               return_indices: bool = False) -> tuple[np.ndarray, ...]:
     """Loads ``num_points`` random MNIST images from an ``.npz`` with ``x_train``/``y_train``
-    (and ``x_test``/``y_test``).
+    (and ``x_test``/``y_test``; ``split="all"``: the 70,000 of both, train first).
 
     Returns:
-      ``(images (n, 784) float32 in [0, 1], labels (n,) int64)``.
+      ``(images (n, 784) float32 in [0, 1], labels (n,) int64)``, and with ``return_indices``
+      also the images' positions in the split, ``(n,) int64`` (a seed permutes them: two seeds that
+      take the whole split hold the same images in different orders).
 
     Raises:
       FileNotFoundError: with the path and how to set it, when the file is missing.
@@ -78,7 +81,8 @@ def load_mnist(path: str, num_points: int, seed: int = 0, split: str = "train") 
     if num_points > len(x):
         raise ValueError(f"requested {num_points} MNIST points but the {split} split has {len(x)}")
     idx = np.random.default_rng(seed).permutation(len(x))[:num_points]
-    return x[idx].reshape(num_points, -1).astype(np.float32) / 255.0, y[idx].astype(np.int64)
+    images, labels = x[idx].reshape(num_points, -1).astype(np.float32) / 255.0, y[idx].astype(np.int64)
+    return (images, labels, idx.astype(np.int64)) if return_indices else (images, labels)
 
 
 def uncentred_pca(X: np.ndarray, dim: int) -> np.ndarray:
