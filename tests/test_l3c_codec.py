@@ -107,8 +107,9 @@ def test_the_shipped_model_codes_a_photo_crop_exactly_and_compactly():
     ``jaxcomp/codecs/pretrained/l3c.msgpack``) has the architecture its ``l3c.json`` records,
     and codes a 64x64 crop of a held-out sample photo bit-exactly (decoded by a second codec
     loaded from the file, as another ``jaxcomp decompress`` process would) in under 3.9 bits
-    per subpixel, header included. It measures 3.48 (the subsampled RGB pyramid with 4 sub-pixel
-    steps, shipped 2026-12-05 18:15, with its default ``top_levels=2``); the model before it
+    per subpixel, header included. It measures 3.42 (the subsampled RGB pyramid with 4 sub-pixel
+    steps, shipped 2026-12-05 18:15, whose default ``top_levels=2`` leaves this tile's 8x8 top
+    uniform, ``top_min_side``; 3.49 with both levels coded, ``top_min_side=1``); the model before it
     (``l3c_2026-12-05.msgpack``) 3.56 (3.50 with its top coded uniformly, which this small crop
     favours), the bicubic one shipped 2026-12-02 3.97, an untrained model of this architecture 11.
 
@@ -203,7 +204,7 @@ def _subpixel_codec(config, steps, head, representation, window):
     params = jax.tree_util.tree_map_with_path(
         lambda path, x: x + rng.normal(0.0, 0.3 if path[-1].key == "bias" else 0.05, x.shape).astype(x.dtype),
         params)
-    return l3c.L3CCodec(spec, params, tile=32, window=window)
+    return l3c.L3CCodec(spec, params, tile=32, window=window, top_min_side=1)  # every top level, even 4x4
 
 
 @pytest.mark.parametrize("steps,head,representation,odd_size", [
@@ -268,10 +269,10 @@ def test_top_levels_code_the_top_scale_at_the_coarsest_decoders_loss(l3c_tiny_co
     rng = np.random.default_rng(1)  # D(1) made unlike D(S), so that coding with the wrong one shows
     params = dict(base.params, D1=jax.tree.map(lambda x: x + rng.normal(0.0, 0.3, x.shape).astype(x.dtype),
                                                base.params["D1"]))
-    base = l3c.L3CCodec(base.spec, params, tile=32, window=0)
+    base = l3c.L3CCodec(base.spec, params, tile=32, window=0, top_min_side=1)
     assert base.top_levels == 2  # the default for the subsampled pyramid
-    flat = l3c.L3CCodec(base.spec, base.params, tile=32, window=0, top_levels=0)
-    one = l3c.L3CCodec(base.spec, base.params, tile=32, window=0, top_levels=1)
+    flat = l3c.L3CCodec(base.spec, base.params, tile=32, window=0, top_levels=0, top_min_side=1)
+    one = l3c.L3CCodec(base.spec, base.params, tile=32, window=0, top_levels=1, top_min_side=1)
     crop = photo[40:72, 8:40]
     bits = [codec.compress(crop, return_bits=True)[1] for codec in (flat, one, base)]
     scales = base.spec.scales
@@ -306,6 +307,76 @@ def test_top_levels_code_the_top_scale_at_the_coarsest_decoders_loss(l3c_tiny_co
         l3c.L3CCodec(base.spec, base.params, tile=32, top_levels=-1)
 
 
+def test_tiles_with_a_small_top_keep_its_uniform_code(l3c_tiny_config, photo):
+    """``top_min_side``: a tile codes a level of its top's pyramid through D(S) only while the map
+    coded there is at least that many px on its shorter side (small maps cost more than their
+    uniform code). Each tile follows the rule on its own size; the stream records the rule, so a codec
+    with another one decodes it; streams without the key (written before it) code every level; bad
+    values in a stream get a BitstreamError naming the key. An image none of whose tiles codes a
+    top level writes the stream of ``top_levels=0``, byte for byte (the keys cost bytes on small images).
+
+    Guards against: the comparison off by one, the longer side deciding, the encoder or the
+    estimate ignoring the rule, the decoder using its own rule instead of the stream's, another
+    meaning of a missing key, an unchecked stream value, another default."""
+    from jaxcomp.coding import pack, unpack
+
+    scales = 2  # the tiny model: a 32x32 tile's top x(2) is 8x8
+    assert [l3c.tile_top_levels(32, 32, scales, 2, m) for m in (1, 4, 5, 8, 9)] == [2, 2, 1, 1, 0]
+    assert l3c.tile_top_levels(32, 16, scales, 2, 8) == 0  # 8x4: the shorter side decides
+    assert l3c.tile_top_levels(29, 32, scales, 2, 8) == 1  # the tile padded to 32 first
+    assert l3c.tile_top_levels(40, 40, scales, 2, 5) == 2  # 10x10, then 5x5 (halved rounding up)
+    assert l3c.tile_top_levels(32, 32, scales, 1, 1) == 1  # never more than top_levels
+    assert l3c.tile_top_levels(1, 1, scales, 2, 1) == 2
+    base = _subpixel_codec(l3c_tiny_config, 4, "light", "rgb/subsample", window=0)  # top_min_side=1: both levels
+    assert l3c.L3CCodec(base.spec, base.params, tile=32).top_min_side == l3c.DEFAULT_TOP_MIN_SIDE == 12
+
+    def codec(top_levels=2, min_side=8):
+        return l3c.L3CCodec(base.spec, base.params, tile=32, window=0, buckets=None, top_levels=top_levels,
+                            top_min_side=min_side)
+
+    mixed = codec()
+    image = photo[:32, :48]  # without buckets: a 32x32 tile (top 8x8: one level) and a 32x16 one (top 8x4: none)
+    data, bits = mixed.compress(image, return_bits=True)
+    np.testing.assert_array_equal(mixed.decompress(data), image)
+    np.testing.assert_array_equal(codec(min_side=1).decompress(data), image)  # the stream's rule, not the codec's
+    meta, payloads = unpack(data, "l3c", base.fingerprint)
+    assert meta["top_min_side"] == 8 and len(payloads) == base.payloads_per_tile(1) + base.payloads_per_tile(0)
+    alone = (codec(top_levels=1, min_side=1).compress(image[:, :32], return_bits=True)[1]
+             + codec(top_levels=0, min_side=1).compress(image[:, 32:], return_bits=True)[1])
+    assert bits == pytest.approx(alone, rel=1e-9)  # each tile coded as on its own with its levels
+    assert abs(mixed.estimate_bits(image) - bits) < 0.002 * bits
+    with pytest.raises(BitstreamError, match="payloads"):  # read as a stream of every level: not these payloads
+        mixed.decompress(pack("l3c", base.fingerprint, {k: v for k, v in meta.items() if k != "top_min_side"},
+                              payloads))
+    meta1, payloads1 = unpack(codec(min_side=1).compress(image), "l3c", base.fingerprint)
+    assert len(payloads1) == 2 * base.payloads_per_tile(2)
+    old = pack("l3c", base.fingerprint, {k: v for k, v in meta1.items() if k != "top_min_side"}, payloads1)
+    np.testing.assert_array_equal(mixed.decompress(old), image)  # written before the key: every level
+    small = photo[:16, :40]  # two 16x20 tiles, tops 4x5: no tile codes a top level, the stream says none
+    assert mixed.compress(small) == codec(top_levels=0).compress(small)
+    for bad in (0, -1, True, 1.5, "8", 1 << 15):
+        with pytest.raises(BitstreamError, match="top_min_side"):
+            mixed.decompress(pack("l3c", base.fingerprint, dict(meta, top_min_side=bad), payloads))
+    with pytest.raises(ValueError, match="top_min_side must be"):
+        codec(min_side=0)
+
+
+def test_top_levels_benchmark_crops_and_refuses_a_folder_without_the_originals(tmp_path, capsys):
+    """``experiments/bench_l3c_top.py`` (which chose DEFAULT_TOP_MIN_SIDE on the validation
+    originals): its crops lie inside the image, repeat with the seed, and a side larger than the
+    image or a folder without the split's originals is a clear error, not a traceback."""
+    from experiments.bench_l3c_top import crop_positions, main
+
+    corners = crop_positions(40, 70, 16, 50, seed=3)
+    assert corners == crop_positions(40, 70, 16, 50, seed=3) != crop_positions(40, 70, 16, 50, seed=4)
+    assert all(0 <= y <= 24 and 0 <= x <= 54 for y, x in corners)
+    assert crop_positions(16, 16, 16, 2, seed=0) == [(0, 0), (0, 0)]
+    with pytest.raises(ValueError, match="no 41x41 crop"):
+        crop_positions(40, 70, 41, 1, seed=0)
+    assert main(["--photos", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert "the val originals are not in" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("representation,window", [("learned", 0), ("rgb/subsample", 8)])
 def test_subpixel_steps_at_a_larger_bucket_code_only_the_tile(l3c_tiny_config, photo, representation, window):
     """With sub-pixel steps, tiles computed at a larger bucket (37x26 -> tiles padded to 20x28,
@@ -315,7 +386,7 @@ def test_subpixel_steps_at_a_larger_bucket_code_only_the_tile(l3c_tiny_config, p
     PMFs hardly depend on the position (taking the first positions instead costs +0.26%). The
     subsampled pyramid the same, with windowed PMFs and their escape bin (``window=8``)."""
     codec = _subpixel_codec(l3c_tiny_config, 4, "light", representation, window=window)
-    big = l3c.L3CCodec(codec.spec, codec.params, tile=32, window=window, buckets=[16, 32])
+    big = l3c.L3CCodec(codec.spec, codec.params, tile=32, window=window, buckets=[16, 32], top_min_side=1)
     image = photo[100:137, 40:66]
     data, ideal = big.compress(image, return_bits=True)
     np.testing.assert_array_equal(codec.decompress(data), image)

@@ -59,6 +59,11 @@ DEFAULT_WINDOW = 64
 # RGB pyramid; see L3CCodec's ``top_levels``); 0 codes x(S) uniformly, as the paper does.
 DEFAULT_TOP_LEVELS = 2
 MAX_TOP_LEVELS = 8
+# A tile codes a level of the top's pyramid through D(S) only if the map coded there is at least this
+# many pixels on its shorter side; smaller ones cost more than their uniform code (the payloads'
+# word alignment and a model that sees mostly padding). Chosen on crops of the validation photos
+# (docs/l3c.md): side 8 and 10 cost bits, 12 and more save them. Streams without the key: 1.
+DEFAULT_TOP_MIN_SIDE = 12
 
 
 @dataclasses.dataclass(frozen=True)
@@ -701,6 +706,30 @@ def top_pyramid(top: np.ndarray, top_levels: int) -> list[np.ndarray]:
     return levels
 
 
+def tile_top_levels(h: int, w: int, scales: int, top_levels: int, min_side: int) -> int:
+    """How many levels of the top's pyramid a tile of ``h x w`` px codes through D(S): the first
+    ``r <= top_levels`` levels whose coded map, x(S+r-1) (the top x(S) of the tile padded to
+    ``2**scales``, its sides halved ``r - 1`` times rounding up, as :func:`top_pyramid` does), is at
+    least ``min_side`` px on its shorter side."""
+    m = 2**scales
+    side = min(h + (-h % m), w + (-w % m)) >> scales
+    levels = 0
+    while levels < top_levels and side >= min_side:
+        levels += 1
+        side = -(-side // 2)
+    return levels
+
+
+def check_top_min_side(top_min_side: Any) -> int:
+    """``top_min_side`` (``None``: :data:`DEFAULT_TOP_MIN_SIDE`), or ``ValueError`` naming the problem."""
+    if top_min_side is None:
+        return DEFAULT_TOP_MIN_SIDE
+    if isinstance(top_min_side, bool) or not isinstance(top_min_side, (int, np.integer)) \
+            or not 1 <= top_min_side <= 1 << 14:
+        raise ValueError(f"top_min_side must be an int in 1..{1 << 14}, got {top_min_side!r}")
+    return int(top_min_side)
+
+
 def check_top_levels(spec: L3CSpec, top_levels: Any) -> int:
     """``top_levels`` for a codec of ``spec`` (``None``: :data:`DEFAULT_TOP_LEVELS` where the model
     can, else 0), or ``ValueError`` naming the problem."""
@@ -735,7 +764,10 @@ class L3CCodec:
     ``top_levels`` (default :data:`DEFAULT_TOP_LEVELS` for models with the subsampled RGB pyramid,
     else 0; :func:`check_top_levels`): x(S) is coded from its own subsample ``x(S)[::2, ::2]``, and so
     on for that many levels, by D(S) without coarser features; only ``x(S + top_levels)`` is coded
-    uniformly (0: x(S) uniformly, the paper's code). The stream records it.
+    uniformly (0: x(S) uniformly, the paper's code). A tile stops at the first level whose coded
+    map is below ``top_min_side`` px on its shorter side (default :data:`DEFAULT_TOP_MIN_SIDE`;
+    :func:`tile_top_levels`), so small images keep the uniform code where it is cheaper. The stream
+    records both.
 
     Bit-exactness: the decoder computes every PMF with the jitted functions below, on
     inputs rebuilt from decoded symbols; the encoder calls the *same* functions on the
@@ -748,7 +780,7 @@ class L3CCodec:
     codec_name = "l3c"
 
     def __init__(self, spec: L3CSpec, params: Any, tile: int = 512, window: int = DEFAULT_WINDOW,
-                 buckets: Any = "auto", top_levels: int | None = None):
+                 buckets: Any = "auto", top_levels: int | None = None, top_min_side: int | None = None):
         from jaxcomp.coding import fingerprint
 
         m = 2**spec.scales
@@ -758,6 +790,7 @@ class L3CCodec:
             raise ValueError(f"window must be >= 0 (0: PMFs over all levels), got {window}")
         self.spec, self.tile, self.window = spec, int(tile), window
         self.top_levels = check_top_levels(spec, top_levels)
+        self.top_min_side = check_top_min_side(top_min_side)
         # the tile sides the coder computes at (see bucket_sides); None: each tile at its own shape
         if isinstance(buckets, str) and buckets != "auto":
             raise ValueError(f"buckets must be 'auto', None or a list of tile sides, got {buckets!r}")
@@ -888,6 +921,10 @@ class L3CCodec:
         top = np.empty(shapes[-1], np.int8)  # the shapes of top_pyramid's levels, from its own rule
         return shapes[:-1] + [level.shape for level in top_pyramid(top, top_levels)]
 
+    def _top_levels_of(self, h: int, w: int, top_levels: int, min_side: int) -> int:
+        """The top levels a tile of ``h x w`` px codes (:func:`tile_top_levels`)."""
+        return tile_top_levels(h, w, self.spec.scales, top_levels, min_side)
+
     def _coarser_in(self, level: int, coarser: Any) -> Any:
         """What D(scale) gets as coarser features when coding ``level - 1`` (:meth:`_levels`): those
         of the level above, except for D(S) and the top's own levels, which get none."""
@@ -923,7 +960,8 @@ class L3CCodec:
         from jaxcomp.coding import encode_uniform
 
         s = self.spec
-        symbols = self._tile_symbols(tile, self.top_levels)
+        top_levels = self._top_levels_of(tile.shape[0], tile.shape[1], self.top_levels, self.top_min_side)
+        symbols = self._tile_symbols(tile, top_levels)
         payloads = [encode_uniform(symbols[-1], s.num_levels(s.scales)).tobytes()]
         bits = len(payloads[0]) * 8.0
 
@@ -940,7 +978,7 @@ class L3CCodec:
 
         # The encoder knows every symbol, so the next payload's PMFs compute while this one is coded.
         pending: collections.deque = collections.deque()
-        for job in self._pmf_jobs(symbols, self._levels(self.top_levels), self.window):
+        for job in self._pmf_jobs(symbols, self._levels(top_levels), self.window):
             pending.append(job)
             if len(pending) == 2:
                 code(*pending.popleft())
@@ -991,7 +1029,8 @@ class L3CCodec:
     def payload_names(self, top_levels: int | None = None) -> list[str]:
         """What each payload of a tile holds, in stream order (coarsest first; with sub-pixel
         steps, each scale step by step, e.g. ``"x(0) step1 G"``; with ``top_levels`` (default this
-        codec's), the top's pyramid first: ``"x(5) uniform"``, ``"x(4) step1 R"``, ...)."""
+        codec's, which a tile with a small top reduces: :func:`tile_top_levels`), the top's pyramid
+        first: ``"x(5) uniform"``, ``"x(4) step1 R"``, ...)."""
         s = self.spec
         top = self.top_levels if top_levels is None else check_top_levels(s, top_levels)
         names = [f"x({s.scales + top}) uniform"]
@@ -1022,8 +1061,8 @@ class L3CCodec:
         steps' payloads).
 
         Each map is ``float32 [h_s, w_s]`` (RGB channels) or ``[h_s, w_s, C]`` (latents) of
-        the padded image (with ``top_levels``, also ``"x(S) R"`` ... ``"x(S+top_levels-1) B"`` of
-        the top's own levels); ``image`` must fit in one tile.
+        the padded image (with ``top_levels``, also ``"x(S) R"`` ... ``"x(S+r-1) B"`` of the top's
+        own levels, ``r`` = :func:`tile_top_levels` of the image); ``image`` must fit in one tile.
         """
         image = check_image(image, "L3C")
         rgb = np.repeat(image[..., None], 3, -1) if image.ndim == 2 else image
@@ -1049,15 +1088,17 @@ class L3CCodec:
         mode = "L" if image.ndim == 2 else "RGB"
         rgb = np.repeat(image[..., None], 3, -1) if mode == "L" else image
         h, w = rgb.shape[:2]
-        payloads, bits = [], 0.0
+        payloads, bits, tops = [], 0.0, 0
         for y, x, th, tw in self._tiles(h, w):
             p, b = self._encode_tile(rgb[y:y + th, x:x + tw], with_bits=return_bits)
             payloads += p
             bits += b
+            tops = max(tops, self._top_levels_of(th, tw, self.top_levels, self.top_min_side))
         meta = dict(height=h, width=w, mode=mode, tile=self.tile, window=self.window, numerics=self.numerics,
                     pixel_crc=zlib.crc32(image.tobytes()))
-        if self.top_levels:  # streams without it code x(S) uniformly
+        if tops:  # streams without it code x(S) uniformly (so do small images' tiles: no bytes for the keys)
             meta["top_levels"] = self.top_levels
+            meta["top_min_side"] = self.top_min_side  # streams without it: every level, whatever its size
         if self.buckets is not None:  # even tiles, computed at these sides (streams without it: neither)
             default = self.buckets == bucket_sides(self.tile, self.spec.scales)
             meta["buckets"] = DEFAULT_BUCKETS if default else list(self.buckets)  # a name: 50 bytes fewer
@@ -1083,6 +1124,7 @@ class L3CCodec:
             stream_numerics = str(meta.get("numerics", "cpu/ynn"))  # ... and ran jaxlib's default convs
             buckets = meta.get("buckets")  # ... and had neither buckets nor even tiles
             top_levels = meta.get("top_levels", 0)  # ... and coded x(S) uniformly
+            top_min_side = meta.get("top_min_side", 1)  # ... or, with top levels, every level of every tile
         except (KeyError, TypeError, ValueError) as e:
             raise BitstreamError(f"bitstream metadata is incomplete: {e}") from e
         m = 2**self.spec.scales
@@ -1093,6 +1135,10 @@ class L3CCodec:
                 top_levels and not self.spec.known_step0()):
             raise BitstreamError(f"bitstream metadata is invalid: top_levels={top_levels!r} (an int in 0.."
                                  f"{MAX_TOP_LEVELS}, and 0 for models without the subsampled pyramid)")
+        try:
+            top_min_side = check_top_min_side(top_min_side)
+        except ValueError as e:
+            raise BitstreamError(f"bitstream metadata is invalid: {e}") from e
         if stream_numerics != self.numerics:
             raise BitstreamError(
                 f"this file was compressed with {stream_numerics} numerics and this process computes with "
@@ -1106,14 +1152,14 @@ class L3CCodec:
         # the tiling and the shapes the model ran at are properties of the stream, not of this codec
         coder = self._with_buckets(sides)
         tiles = coder._tiles(h, w, tile)
-        per_tile = self.payloads_per_tile(top_levels)
-        if len(payloads) != per_tile * len(tiles):
-            raise BitstreamError(f"bitstream has {len(payloads)} payloads, expected {per_tile * len(tiles)}")
+        tops = [self._top_levels_of(th, tw, top_levels, top_min_side) for _, _, th, tw in tiles]
+        ends = np.cumsum([self.payloads_per_tile(top) for top in tops])
+        if len(payloads) != ends[-1]:
+            raise BitstreamError(f"bitstream has {len(payloads)} payloads, expected {ends[-1]}")
         out = np.zeros((h, w, 3), np.uint8)
         try:
-            for i, (y, x, th, tw) in enumerate(tiles):
-                out[y:y + th, x:x + tw] = coder._decode_tile(payloads[i * per_tile:(i + 1) * per_tile], th, tw, window,
-                                                             top_levels)
+            for (y, x, th, tw), top, end, start in zip(tiles, tops, ends, [0, *ends[:-1]]):
+                out[y:y + th, x:x + tw] = coder._decode_tile(payloads[start:end], th, tw, window, top)
         except CodingError as e:
             raise BitstreamError(f"bitstream does not decode: {e}") from e
         image = out[..., 0] if mode == "L" else out
@@ -1134,28 +1180,29 @@ class L3CCodec:
             x_in = jax.device_put(self._pad(rgb[y:y + th, x:x + tw])[None])
             out = self._forward(self.params, x_in)
             bits = [float(b[0]) for b in bits_per_scale(self.spec, out)]
-            if self.top_levels:
-                bits[-1] = self._top_bits(np.asarray(out["symbols"][-1]))
+            top_levels = self._top_levels_of(th, tw, self.top_levels, self.top_min_side)
+            if top_levels:
+                bits[-1] = self._top_bits(np.asarray(out["symbols"][-1]), top_levels)
             total += sum(bits)
         return total
 
-    def _top_bits(self, top: np.ndarray) -> float:
-        """Bits of x(S) (symbols ``int32 [1, h, w, C]``) coded through its own pyramid (``top_levels``)."""
-        symbols = [None] * self.spec.scales + top_pyramid(top, self.top_levels)  # indexed by level
+    def _top_bits(self, top: np.ndarray, top_levels: int) -> float:
+        """Bits of x(S) (symbols ``int32 [1, h, w, C]``) coded through ``top_levels`` of its own pyramid."""
+        symbols = [None] * self.spec.scales + top_pyramid(top, top_levels)  # indexed by level
         bits = symbols[-1].size * np.log2(self.spec.num_levels(self.spec.scales))
-        for scale, part, (pmf, lo), _ in self._pmf_jobs(symbols, self._levels(self.top_levels)[:self.top_levels],
+        for scale, part, (pmf, lo), _ in self._pmf_jobs(symbols, self._levels(top_levels)[:top_levels],
                                                        self.window):
             bits += float(self._symbol_bits(part, np.asarray(pmf), None if lo is None else np.asarray(lo), scale).sum())
         return bits
 
 
 def load_codec(checkpoint: str | None = None, tile: int = 512, window: int = DEFAULT_WINDOW,
-               buckets: Any = "auto", top_levels: int | None = None) -> L3CCodec:
+               buckets: Any = "auto", top_levels: int | None = None, top_min_side: int | None = None) -> L3CCodec:
     """An :class:`L3CCodec` from the shipped model (default), an exported ``.msgpack`` or a workdir
-    (``buckets``, ``top_levels``: see :class:`L3CCodec`)."""
+    (``buckets``, ``top_levels``, ``top_min_side``: see :class:`L3CCodec`)."""
     from jaxcomp.codecs.pretrained import DEFAULT_L3C
     from jaxcomp.modelfile import load_model
 
     config, params, _ = load_model(checkpoint or DEFAULT_L3C, task="l3c")
     return L3CCodec(spec_from_config(config.model), params, tile=tile, window=window, buckets=buckets,
-                    top_levels=top_levels)
+                    top_levels=top_levels, top_min_side=top_min_side)
