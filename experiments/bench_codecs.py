@@ -58,7 +58,8 @@ def extra_codecs(args: argparse.Namespace) -> list[Codec]:
     codec = load_codec(args.checkpoint, tile=args.tile, window=args.window, top_levels=args.top_levels)
     return [Codec("l3c", codec.compress, codec.decompress, estimate=codec.estimate_bits,
                   description=f"L3C ({args.checkpoint or 'shipped model'}), tiles of {args.tile}px, "
-                              f"PMF window {args.window or 'all levels'}, top levels {codec.top_levels}",
+                              f"PMF window {args.window or 'all levels'}, top levels {codec.top_levels} "
+                              f"(min side {codec.top_min_side})",
                   warmup=True)]
 
 

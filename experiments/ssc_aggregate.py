@@ -17,7 +17,7 @@ import csv
 import os
 import sys
 
-from jaxcomp.cluster.benchmarks import _aggregate
+from jaxcomp.cluster.benchmarks import aggregate_seeds
 from jaxcomp.reporting import markdown_table
 
 
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(path) as f:
             for r in csv.DictReader(f):
                 rows.append({**r, **{k: float(r[k]) for k in ("accuracy", "nmi", "ari", "seconds")}})
-    md = markdown_table(_aggregate(rows))
+    md = markdown_table(aggregate_seeds(rows))
     print(md)
     if args.out:
         with open(args.out, "w") as f:

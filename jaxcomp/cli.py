@@ -199,8 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 "gc: generative, extreme rates (ICCV'19); dplc: distribution-preserving, "
                                 "fixed-size images (NeurIPS'18)")
             p.add_argument("--top-levels", type=int, default=None, metavar="R",
-                           help="l3c: code the top scale from R levels of its own subsampled pyramid (default 2 "
-                                "for models with the subsampled pyramid, such as the shipped one; 0: 8 uniform "
+                           help="l3c: code the top scale through up to R levels of its own subsampled pyramid "
+                                "(fewer on small tiles; default 2 for models with the subsampled pyramid, such "
+                                "as the shipped one; 0: 8 uniform "
                                 "bits per subpixel, the paper's code; decoding reads it from the file)")
             p.add_argument("--refine", type=int, default=0, metavar="STEPS",
                            help="cpm: optimise each image's latent for STEPS steps under the model's training "

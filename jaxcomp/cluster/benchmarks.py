@@ -184,8 +184,10 @@ def reorder(before: np.ndarray, after: np.ndarray) -> np.ndarray | None:
     return position[after]
 
 
-def _aggregate(rows: list[dict]) -> list[dict]:
-    """Per-method mean ± std (over seeds) of accuracy, NMI, ARI and seconds."""
+def aggregate_seeds(rows: list[dict]) -> list[dict]:
+    """Per-method mean ± std (over seeds, sample std) of accuracy, NMI, ARI and seconds of
+    :func:`run_mnist`'s per-seed rows (``method``, ``seed``, those four, ``notes``), in the order
+    the methods first appear; ``notes`` joins the seeds' distinct notes."""
     out = []
     for name in dict.fromkeys(r["method"] for r in rows):
         rs = [r for r in rows if r["method"] == name]
@@ -194,7 +196,7 @@ def _aggregate(rows: list[dict]) -> list[dict]:
             v = np.array([r[k] for r in rs], np.float64)
             agg[k] = float(v.mean())
             agg[k + "_std"] = float(v.std(ddof=1)) if len(v) > 1 else 0.0
-        agg["notes"] = rs[0]["notes"]
+        agg["notes"] = " | ".join(dict.fromkeys(r["notes"] for r in rs))  # e.g. which seeds reused a coding
         out.append(agg)
     return out
 
@@ -212,8 +214,9 @@ def run_mnist(cfg, workdir: str) -> list[dict]:
     or ``num_points`` = the split's size) reuses that seed's SSC coefficients, reordered, and runs
     only the spectral step with its own seed: each point's pursuit depends on the set of other
     points, not their order (``test_ssc_coding_does_not_depend_on_the_points_order``), so recoding
-    would give the same coefficients. Its row's seconds are the reused coding's plus its own
-    spectral step's, and its notes name the seed it reused."""
+    would give the same coefficients up to float rounding and exact ties (duplicate images). Its
+    row's seconds are the reused coding's (JIT compilation included) plus its own spectral step's,
+    and its notes name the seed it reused; so do the mean ± std row's notes."""
     from sklearn.cluster import KMeans, SpectralClustering
 
     d = cfg.data
@@ -274,7 +277,7 @@ def run_mnist(cfg, workdir: str) -> list[dict]:
             record("sklearn KMeans", lab, time.perf_counter() - t0, "n_init=10")
         write_table(rows, workdir, "mnist_runs", title="mnist: one row per seed")
         np.savez(os.path.join(workdir, "mnist_labels.npz"), **labels_out)
-    return _aggregate(rows)
+    return aggregate_seeds(rows)
 
 
 def run_speed(cfg, workdir: str) -> list[dict]:

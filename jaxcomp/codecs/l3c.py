@@ -1088,17 +1088,21 @@ class L3CCodec:
         mode = "L" if image.ndim == 2 else "RGB"
         rgb = np.repeat(image[..., None], 3, -1) if mode == "L" else image
         h, w = rgb.shape[:2]
-        payloads, bits, tops = [], 0.0, 0
+        payloads, bits, tops = [], 0.0, set()
         for y, x, th, tw in self._tiles(h, w):
             p, b = self._encode_tile(rgb[y:y + th, x:x + tw], with_bits=return_bits)
             payloads += p
             bits += b
-            tops = max(tops, self._top_levels_of(th, tw, self.top_levels, self.top_min_side))
+            tops.add(self._top_levels_of(th, tw, self.top_levels, self.top_min_side))
         meta = dict(height=h, width=w, mode=mode, tile=self.tile, window=self.window, numerics=self.numerics,
                     pixel_crc=zlib.crc32(image.tobytes()))
-        if tops:  # streams without it code x(S) uniformly (so do small images' tiles: no bytes for the keys)
+        # Keys only where they say something (each costs bytes that small images feel): streams without
+        # top_levels code x(S) uniformly (so do images none of whose tiles codes a top level), streams
+        # without top_min_side code every level of every tile (so do images whose tiles all code them all).
+        if max(tops):
             meta["top_levels"] = self.top_levels
-            meta["top_min_side"] = self.top_min_side  # streams without it: every level, whatever its size
+            if min(tops) < self.top_levels:
+                meta["top_min_side"] = self.top_min_side
         if self.buckets is not None:  # even tiles, computed at these sides (streams without it: neither)
             default = self.buckets == bucket_sides(self.tile, self.spec.scales)
             meta["buckets"] = DEFAULT_BUCKETS if default else list(self.buckets)  # a name: 50 bytes fewer
