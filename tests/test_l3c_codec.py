@@ -312,9 +312,9 @@ def test_tiles_with_a_small_top_keep_its_uniform_code(l3c_tiny_config, photo):
     coded there is at least that many px on its shorter side (small maps cost more than their
     uniform code). Each tile follows the rule on its own size; the stream records the rule, so a codec
     with another one decodes it; streams without the key (written before it) code every level; bad
-    values in a stream get a BitstreamError naming the key. Keys only where they say something: an
-    image none of whose tiles codes a top level writes the stream of ``top_levels=0`` byte for byte,
-    one whose tiles all code every level the stream of ``top_min_side=1``.
+    values in a stream get a BitstreamError naming the key. The fewest keys: an image whose tiles all
+    code the same number r of levels writes the stream of ``top_levels=r, top_min_side=1`` byte for
+    byte (``top_levels=0``: no key).
 
     Guards against: the comparison off by one, the longer side deciding, the encoder or the
     estimate ignoring the rule, the decoder using its own rule instead of the stream's, another
@@ -354,9 +354,11 @@ def test_tiles_with_a_small_top_keep_its_uniform_code(l3c_tiny_config, photo):
     np.testing.assert_array_equal(mixed.decompress(pack("l3c", base.fingerprint, meta1, payloads1)), image)
     small = photo[:16, :40]  # tiles of 16x32 and 16x8, tops 4x8 and 4x2: no top level, the stream says none
     assert mixed.compress(small) == codec(top_levels=0).compress(small)
+    assert "top_levels" not in unpack(mixed.compress(small), "l3c", base.fingerprint)[0]  # as written before top levels
     large = photo[:32, :64]  # two 32x32 tiles cut at neither level by min side 4: no key for the rule
     assert "top_min_side" not in unpack(codec(min_side=4).compress(large), "l3c", base.fingerprint)[0]
     assert codec(min_side=4).compress(large) == codec(min_side=1).compress(large)
+    assert mixed.compress(large) == codec(top_levels=1, min_side=1).compress(large)  # both cut to one level
     for bad in (0, -1, True, 1.5, "8", 1 << 15):
         with pytest.raises(BitstreamError, match="top_min_side"):
             mixed.decompress(pack("l3c", base.fingerprint, dict(meta, top_min_side=bad), payloads))

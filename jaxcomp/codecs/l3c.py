@@ -1096,13 +1096,12 @@ class L3CCodec:
             tops.add(self._top_levels_of(th, tw, self.top_levels, self.top_min_side))
         meta = dict(height=h, width=w, mode=mode, tile=self.tile, window=self.window, numerics=self.numerics,
                     pixel_crc=zlib.crc32(image.tobytes()))
-        # Keys only where they say something (each costs bytes that small images feel): streams without
-        # top_levels code x(S) uniformly (so do images none of whose tiles codes a top level), streams
-        # without top_min_side code every level of every tile (so do images whose tiles all code them all).
-        if max(tops):
-            meta["top_levels"] = self.top_levels
-            if min(tops) < self.top_levels:
-                meta["top_min_side"] = self.top_min_side
+        # The fewest keys that tell each tile's levels (each costs bytes that small images feel): streams
+        # without top_levels code x(S) uniformly, streams without top_min_side every level of every tile.
+        if len(tops) > 1:  # tiles that code different numbers of levels: the decoder applies the rule
+            meta["top_levels"], meta["top_min_side"] = self.top_levels, self.top_min_side
+        elif max(tops):  # every tile codes the same number of levels (none: no key)
+            meta["top_levels"] = max(tops)
         if self.buckets is not None:  # even tiles, computed at these sides (streams without it: neither)
             default = self.buckets == bucket_sides(self.tile, self.spec.scales)
             meta["buckets"] = DEFAULT_BUCKETS if default else list(self.buckets)  # a name: 50 bytes fewer
