@@ -27,7 +27,7 @@ PRETRAINED_DIR = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_L3C = os.path.join(PRETRAINED_DIR, "l3c.msgpack")
 # L3C models shipped before the current one, newest first (MODEL.md): kept so that the streams
 # they wrote still decode; ``jaxcomp decompress`` picks the one whose fingerprint a stream names.
-PREVIOUS_L3C = ("l3c_2026-12-05.msgpack", "l3c_2026-12-02.msgpack")
+PREVIOUS_L3C = ("l3c_2026-12-05_1815.msgpack", "l3c_2026-12-05.msgpack", "l3c_2026-12-02.msgpack")
 
 
 def shipped_l3c_models() -> list[str]:
