@@ -108,7 +108,7 @@ def test_the_shipped_model_codes_a_photo_crop_exactly_and_compactly():
     and codes a 64x64 crop of a held-out sample photo bit-exactly (decoded by a second codec
     loaded from the file, as another ``jaxcomp decompress`` process would) in under 3.9 bits
     per subpixel, header included. It measures 3.37 (the subsampled RGB pyramid with 4 sub-pixel
-    steps, shipped 2026-12-05 21:10, whose default ``top_levels=2`` leaves this tile's 8x8 top
+    steps, shipped 2026-12-05 21:02, whose default ``top_levels=2`` leaves this tile's 8x8 top
     uniform, ``top_min_side``; 3.43 with both levels coded, ``top_min_side=1``); the model before it
     (``l3c_2026-12-05_1815.msgpack``) 3.42 (3.48), the one before that (``l3c_2026-12-05.msgpack``)
     3.56 with both levels, the bicubic one shipped 2026-12-02 3.97, an untrained model of this
@@ -118,7 +118,7 @@ def test_the_shipped_model_codes_a_photo_crop_exactly_and_compactly():
     earlier model) and against bugs that a trained model exposes and the untrained test model
     hides: the codec's decoders ignoring the coarser scale's features, every log-scale clamped
     to at most -7 instead of at least -7, the scales' order reversed (each a mutant in
-    tests/mutants/l3c.toml that this test kills, checked with the model shipped 2026-12-05 21:10).
+    tests/mutants/l3c.toml that this test kills, checked with the model shipped 2026-12-05 21:02).
     """
     from jaxcomp.codecs.pretrained import DEFAULT_L3C
 
