@@ -767,7 +767,8 @@ class L3CCodec:
     uniformly (0: x(S) uniformly, the paper's code). A tile stops at the first level whose coded
     map is below ``top_min_side`` px on its shorter side (default :data:`DEFAULT_TOP_MIN_SIDE`;
     :func:`tile_top_levels`), so small images keep the uniform code where it is cheaper. The stream
-    records both.
+    records them with the fewest keys: ``top_levels`` alone when every tile codes the same number of
+    levels (none when that is 0), ``top_min_side`` too only when tiles differ.
 
     Bit-exactness: the decoder computes every PMF with the jitted functions below, on
     inputs rebuilt from decoded symbols; the encoder calls the *same* functions on the
