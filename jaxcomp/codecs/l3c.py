@@ -712,11 +712,12 @@ def tile_top_levels(h: int, w: int, scales: int, top_levels: int, min_side: int)
     ``2**scales``, its sides halved ``r - 1`` times rounding up, as :func:`top_pyramid` does), is at
     least ``min_side`` px on its shorter side."""
     m = 2**scales
-    side = min(h + (-h % m), w + (-w % m)) >> scales
+    top = np.empty((1, (h + (-h % m)) >> scales, (w + (-w % m)) >> scales, 0), np.int8)  # x(S)'s shape only
     levels = 0
-    while levels < top_levels and side >= min_side:
+    for coded in top_pyramid(top, top_levels)[:-1]:  # level r codes x(S+r-1); one halving rule, top_pyramid's
+        if min(coded.shape[1:3]) < min_side:
+            break
         levels += 1
-        side = -(-side // 2)
     return levels
 
 
