@@ -16,7 +16,8 @@ warm one. Every decode is checked bit-exact. Writes ``OUT/results.md`` and ``res
 ``none`` (every tile at its own shape: the behaviour before buckets) or ``default`` (whatever
 ``load_codec`` does without the argument: for timing an older checkout of jaxcomp with this script).
 Without ``--cache-dir`` the persistent compilation cache is off, so the first process pays every
-compilation; with it, run twice to see a warm cache.
+compilation; with it, run twice to see a warm cache (JAX's cache in the folder and jaxcomp's stored
+executables in ``jaxcomp-executables`` under it, :class:`jaxcomp.xla.CachedFunction`).
 """
 
 from __future__ import annotations
@@ -73,8 +74,9 @@ def write_crops(photos: str, sizes: list[tuple[int, int]], folder: str) -> list[
 
 class CompileCounter:
     """Counts JAX traces (each jit cache miss, in-memory) and sums the seconds spent tracing,
-    lowering and compiling (or fetching from the persistent cache) since :meth:`reset`: a
-    measure of what a new image size costs that the machine's load does not blur."""
+    lowering and compiling (or fetching from JAX's persistent cache) since :meth:`reset`, and the
+    executables jaxcomp's own cache loaded (:class:`jaxcomp.xla.CachedFunction`) and their seconds:
+    a measure of what a new image size costs that the machine's load does not blur."""
 
     EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
               "/jax/core/compile/backend_compile_duration")
@@ -82,17 +84,24 @@ class CompileCounter:
     def __init__(self):
         import jax
 
-        self.traces, self.seconds = 0, 0.0
+        from jaxcomp.xla import EXECUTABLE_LOAD_EVENT
+
+        self.load_event = EXECUTABLE_LOAD_EVENT
+        self.traces, self.seconds, self.loads, self.load_seconds = 0, 0.0, 0, 0.0
         jax.monitoring.register_event_duration_secs_listener(self._on_event)
 
     def _on_event(self, event: str, duration: float, **kwargs) -> None:
         if event in self.EVENTS:
             self.seconds += duration
             self.traces += event == self.EVENTS[0]
+        elif event == self.load_event:
+            self.loads += 1
+            self.load_seconds += duration
 
-    def reset(self) -> tuple[int, float]:
-        out = (self.traces, self.seconds)
-        self.traces, self.seconds = 0, 0.0
+    def reset(self) -> tuple[int, float, int, float]:
+        """``(traces, compile seconds, executables loaded, load seconds)`` since the last reset."""
+        out = (self.traces, self.seconds, self.loads, self.load_seconds)
+        self.traces, self.seconds, self.loads, self.load_seconds = 0, 0.0, 0, 0.0
         return out
 
 
@@ -117,12 +126,14 @@ def time_codec(codec, paths: list[str]) -> list[dict]:
                 raise SystemExit(f"error: {path} does not decode bit-exactly")
             row[f"{call}_encode_s"], row[f"{call}_decode_s"] = t1 - t0, t2 - t1
             row[f"{call}_s"] = t2 - t0
-            row[f"{call}_traces"], row[f"{call}_compile_s"] = counter.reset()
+            row[f"{call}_traces"], row[f"{call}_compile_s"], row[f"{call}_loads"], row[f"{call}_load_s"] = \
+                counter.reset()
         row["extra_s"] = row["first_s"] - row["warm_s"]
         row["bpsp"] = 8 * len(data) / image.size
         rows.append(row)
         print(f"{row['image']}: first {row['first_s']:.2f} s ({row['first_traces']} traces, "
-              f"{row['first_compile_s']:.2f} s compiling), warm {row['warm_s']:.2f} s "
+              f"{row['first_compile_s']:.2f} s compiling; {row['first_loads']} executables loaded in "
+              f"{row['first_load_s']:.2f} s), warm {row['warm_s']:.2f} s "
               f"(encode {row['warm_encode_s']:.2f} + decode {row['warm_decode_s']:.2f}), {row['bpsp']:.4f} bpsp",
               flush=True)
     return rows
@@ -221,15 +232,19 @@ def main(argv: list[str] | None = None) -> int:
         f"buckets={args.buckets} ({getattr(codec, 'buckets', 'n/a')}), tile {args.tile}, persistent cache "
         f"{args.cache_dir or 'off'}; model loaded in {load_s:.2f} s; load average (1/5/15 min) {load_before} "
         f"before, {load_after} after (2 cores).",
-        "| image | size | first s | traces (compile s) | warm s (encode + decode) | warm traces | extra s | bpsp |",
-        "|---|---|---|---|---|---|---|---|",
+        "| image | size | first s | traces (compile s) | executables loaded (s) | warm s (encode + decode) "
+        "| warm traces | extra s | bpsp |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(f"| {r['image']} | {r['height']}x{r['width']} | {r['first_s']:.2f} | {r['first_traces']} "
-                     f"({r['first_compile_s']:.2f}) | {r['warm_s']:.2f} ({r['warm_encode_s']:.2f} + "
-                     f"{r['warm_decode_s']:.2f}) | {r['warm_traces']} | {r['extra_s']:.2f} | {r['bpsp']:.4f} |")
+                     f"({r['first_compile_s']:.2f}) | {r['first_loads']} ({r['first_load_s']:.2f}) | "
+                     f"{r['warm_s']:.2f} ({r['warm_encode_s']:.2f} + {r['warm_decode_s']:.2f}) | "
+                     f"{r['warm_traces']} | {r['extra_s']:.2f} | {r['bpsp']:.4f} |")
     lines.append(f"\nAfter the first image: traces {sum(r['first_traces'] for r in later)}, compile s "
-                 f"{sum(r['first_compile_s'] for r in later):.2f}; extra s max {max(r['extra_s'] for r in later):.2f}, "
+                 f"{sum(r['first_compile_s'] for r in later):.2f}, executables loaded "
+                 f"{sum(r['first_loads'] for r in later)} ({sum(r['first_load_s'] for r in later):.2f} s); "
+                 f"extra s max {max(r['extra_s'] for r in later):.2f}, "
                  f"mean {np.mean([r['extra_s'] for r in later]):.2f}; first-call s summed "
                  f"{sum(r['first_s'] for r in rows):.2f}, warm s summed {sum(r['warm_s'] for r in rows):.2f}.")
     if cli:

@@ -25,8 +25,10 @@ Compiled model functions are kept in a persistent XLA compilation cache (default
 ``--cache-dir ""`` turns it off), so only the first call for a model and tile shape pays the
 compilation, most of a cold call's time. The L3C coder computes every tile at one of a few
 bucket shapes (``jaxcomp.codecs.l3c.bucket_sides``), so a folder of differently sized photos
-compiles once per bucket, not once per image size. A cached function is the same compiled
-program, so streams decode bit-exactly either way. Delete the folder to clear it.
+compiles once per bucket, not once per image size, and keeps its compiled functions in
+``jaxcomp-executables/`` inside the folder, which later calls load without tracing the model
+(``jaxcomp.xla.CachedFunction``). A cached function is the same compiled program, so streams
+decode bit-exactly either way. Delete the folder to clear it.
 """
 
 from __future__ import annotations

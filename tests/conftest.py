@@ -68,3 +68,14 @@ def cpm_tiny_params(cpm_tiny_config):
 
     model = cpm.CPM(cpm.spec_from_config(cpm_tiny_config.model))
     return jit_init(model.init)(jax.random.PRNGKey(0), np.zeros((1, 32, 32, 3), np.float32))["params"]
+
+
+@pytest.fixture(autouse=True)
+def _executable_cache_restored():
+    """A test that turns jaxcomp's executable cache on or off (the CLI in-process does) leaves it
+    as it found it, so later tests in the worker compile as they would alone."""
+    from jaxcomp import xla
+
+    before = xla.executable_cache_dir()
+    yield
+    xla.enable_executable_cache(before)

@@ -160,7 +160,14 @@ def test_second_call_reuses_the_compiled_model(model_file, tmp_path, repo):
         assert out.returncode == 0, out.stderr
         runs.append(out.stderr)
     assert len(os.listdir(cache)) > 0
-    # decoding runs the encoder's jitted model functions: found in the cache the encoder filled
+    # decoding runs the encoder's jitted model functions: the coder's four (jaxcomp.xla.CachedFunction,
+    # compiled afresh by the encoder under names of their own) are loaded from the executables the
+    # encoder stored, without tracing; the rest come from JAX's cache
+    coder = ("symbols", "decode_scale", "step_raw", "scale_pmf")
+    names = [(f"jaxcomp_fresh_l3c_{n}", f"_{n}_fn") for n in coder]
+    traced = [[name for pair in names for name in pair if f"Finished tracing {name} for" in r] for r in runs]
+    assert traced[0] and all(n.startswith("jaxcomp_fresh_") for n in traced[0]) and not traced[1], traced
+    assert len(os.listdir(cache / "jaxcomp-executables")) >= len(traced[0])
     assert "Persistent compilation cache hit" in runs[1]
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "b.png")), np.asarray(Image.open(img)))
 

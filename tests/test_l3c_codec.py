@@ -448,3 +448,26 @@ def test_rgb_shared_codes_exactly_at_its_recursive_rate(repo, photo):
     assert abs(ideal - estimate) / estimate < 0.002, (ideal, estimate)
     image = photo[100:137, 40:70]
     np.testing.assert_array_equal(codec.decompress(codec.compress(image)), image)
+
+
+def test_stored_executables_code_the_same_streams(l3c_tiny_config, tmp_path):
+    """With jaxcomp's executable cache on (the ``jaxcomp`` command's default), the coder's
+    functions are compiled afresh under other module names and stored: the same bytes, decoded
+    exactly by a codec with the cache off (a later process loads them: tests/test_cli.py). A
+    smaller image of the same bucket, whose inputs are padded on the host (numpy arrays where the
+    first passes the device's own), needs no other program."""
+    from jaxcomp import xla
+
+    codec = _subpixel_codec(l3c_tiny_config, 4, "light", "rgb/subsample", window=0)
+    image = load_image(sample_image_paths()[3])[:16, :16]  # the whole 16x16 bucket of tile=32
+    plain = codec.compress(image)
+    xla.enable_executable_cache(str(tmp_path))
+    stored = codec.compress(image)
+    assert stored == plain and len(os.listdir(tmp_path)) >= 3
+    np.testing.assert_array_equal(codec.decompress(stored), image)
+    files = sorted(os.listdir(tmp_path))
+    smaller = image[:10, :11]  # 12x12 with the edge padding of 2**scales, computed at 16x16
+    np.testing.assert_array_equal(codec.decompress(codec.compress(smaller)), smaller)
+    assert sorted(os.listdir(tmp_path)) == files
+    xla.enable_executable_cache(None)
+    np.testing.assert_array_equal(codec.decompress(stored), image)

@@ -50,6 +50,7 @@ from jaxcomp.entropy import logistic_mixture as lm
 from jaxcomp.nn import AtrousHead, Conv, ResBody, pixel_shuffle
 from jaxcomp.quantize import soft_hard_quantize, uniform_levels
 from jaxcomp.train import TrainState, make_optimizer
+from jaxcomp.xla import CachedFunction
 
 RGB_LEVELS = 256
 # Coding PMFs cover 64 levels around the mixture mean plus an escape: 4x fewer CDF evaluations
@@ -490,15 +491,19 @@ class _CodecFunctions:
 
     One per :class:`L3CSpec` (:func:`_codec_functions`), so codecs of the same architecture
     (another checkpoint, tile size or window; a codec loaded again by each command) reuse
-    the compiled code instead of compiling it again.
+    the compiled code instead of compiling it again. The coder's four are
+    :class:`jaxcomp.xla.CachedFunction`: with a cache folder on (the ``jaxcomp`` command's
+    default), a later process loads their executables for a bucket it has not met yet without
+    tracing them.
     """
 
     def __init__(self, spec: L3CSpec):
         self.spec, self.model = spec, L3C(spec)
-        self.symbols = jax.jit(self._symbols_fn)
-        self.decode_scale = jax.jit(self._decode_scale_fn, static_argnums=(3,))
-        self.scale_pmf = jax.jit(self._scale_pmf_fn, static_argnums=(2, 3, 4))
-        self.step_raw = jax.jit(self._step_raw_fn, static_argnums=(4, 5))
+        key = repr(spec)  # with jaxcomp's source (in the environment's digest): what traces them
+        self.symbols = CachedFunction(self._symbols_fn, name="l3c.symbols", key=key)
+        self.decode_scale = CachedFunction(self._decode_scale_fn, (3,), name="l3c.decode_scale", key=key)
+        self.scale_pmf = CachedFunction(self._scale_pmf_fn, (2, 3, 4), name="l3c.scale_pmf", key=key)
+        self.step_raw = CachedFunction(self._step_raw_fn, (4, 5), name="l3c.step_raw", key=key)
         self.forward = jax.jit(lambda params, x: self.model.apply({"params": params}, x))
 
     def _symbols_fn(self, params, x):
