@@ -29,6 +29,7 @@ def save_logits(config, workdir: str, seed: int) -> str:
 
     from jaxcomp import tasks
     from jaxcomp.distill.task import load_teacher
+    from jaxcomp.files import atomic_file
 
     data = tasks.build_data(config, "classification")
     images = data.eval_arrays()["image"]
@@ -43,7 +44,8 @@ def save_logits(config, workdir: str, seed: int) -> str:
         out[model] = np.concatenate([np.asarray(apply(images[i : i + 500])) for i in range(0, len(images), 500)])
         print(f"seed {seed} {model}: restored", flush=True)
     target = os.path.join(base, "logits.npz")
-    np.savez(target, **out)
+    with atomic_file(target) as f:
+        np.savez(f, **out)
     return target
 
 

@@ -43,6 +43,7 @@ from experiments.dplc_sweep import (
     with_stage1_data_and_sizes,
 )
 from jaxcomp.configs import config_script_main
+from jaxcomp.files import atomic_file, write_atomic
 
 OBJECTIVES = {"wgan": "WGAN-GP", "wae": "WAE", "wpp": "Wasserstein++"}
 
@@ -155,9 +156,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
                 row = dict(objective=objective, seed=int(seed), steps=int(c.steps), **scores, settings=settings)
                 samples = samples[: g.grid_images]
                 rec = None if rec is None else rec[: g.grid_images]
-                np.savez_compressed(grid_file, samples=samples, **({} if rec is None else {"recons": rec}))
-                with open(cached, "w") as f:
-                    json.dump(row, f, indent=1)
+                with atomic_file(grid_file) as f:
+                    np.savez_compressed(f, samples=samples, **({} if rec is None else {"recons": rec}))
+                write_atomic(cached, json.dumps(row, indent=1))
             row = {k: v for k, v in row.items() if k != "settings"}
             results["runs"].append(row)
             print(json.dumps(row))

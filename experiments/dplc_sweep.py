@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from jaxcomp.configs import config_script_main
+from jaxcomp.files import atomic_file
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "dplc.py")
 METHODS = {"dplc": "compress", "cae": "cae", "gan": "gan"}
@@ -230,7 +231,8 @@ def run(config, workdir: str) -> str:
                 if not os.path.exists(cache):
                     state, _ = trainer.train(c, run_dir, task, data, progress=not s.get("quiet", False))
                     decoded = decode_all(task, jax.device_get(state.params), test, seed)
-                    np.savez_compressed(cache, decoded=decoded, images=len(test))
+                    with atomic_file(cache) as f:
+                        np.savez_compressed(f, decoded=decoded, images=len(test))
                 decoded_runs.append((dict(method=method, bits=bits, bpp=bits / spec.image_size ** 2, seed=seed,
                                           code_channels=m, levels=levels), cache))
     # pass 2: the metrics

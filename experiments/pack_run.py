@@ -20,6 +20,8 @@ import os
 import sys
 import tarfile
 
+from jaxcomp.files import atomic_file
+
 RUN_FILES = ("config.json", "metrics.jsonl", "lineage.json")
 
 
@@ -44,13 +46,11 @@ def pack(workdir: str, out: str) -> tuple[str, int]:
     if not os.path.isfile(os.path.join(workdir, "config.json")):
         raise PackError(f"{workdir} is not a training workdir (no config.json)")
     step = latest_checkpoint(workdir)
-    tmp = out + ".partial"
-    with tarfile.open(tmp, "w") as tar:
+    with atomic_file(out) as f, tarfile.open(fileobj=f, mode="w") as tar:
         for name in RUN_FILES:
             if os.path.exists(os.path.join(workdir, name)):
                 tar.add(os.path.join(workdir, name), arcname=name)
         tar.add(os.path.join(workdir, "checkpoints", step), arcname=f"checkpoints/{step}")
-    os.replace(tmp, out)
     return step, os.path.getsize(out)
 
 

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from jaxcomp.configs import config_script_main
+from jaxcomp.files import write_atomic
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "understanding.py")
 
@@ -217,8 +218,7 @@ class Study:
                         metrics = evaluate(task, state, x, y, int(c.eval_batch_size))
                         row = dict(task=kind, input=inp, point=point if inp != "original" else "none",
                                    seed=int(seed), net=c.model.name, key=key, **metrics)
-                        with open(report, "w") as f:
-                            json.dump(row, f)
+                        write_atomic(report, json.dumps(row))
                     self.results["rows"].append(row)
                     print(f"[{name}] {row}", flush=True)
                 if kind == "classification" and self.exp.get("linear", True):
@@ -250,8 +250,7 @@ class Study:
             clf = LogisticRegression(max_iter=300, C=1.0).fit(f(xtr), ytr)
         acc = float(np.mean(clf.predict(f(xte)) == yte))
         row = dict(input=inp, point=key[1], accuracy=acc, key=_row_key(c))
-        with open(path, "w") as f:
-            json.dump(row, f)
+        write_atomic(path, json.dumps(row))
         self.results["linear"].append(row)
         print(f"[linear {inp} {point}] accuracy {acc:.4f}", flush=True)
 

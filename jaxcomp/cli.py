@@ -39,6 +39,7 @@ import sys
 from collections.abc import Sequence
 
 from jaxcomp.data.images import IMAGE_EXTENSIONS
+from jaxcomp.files import write_atomic
 from jaxcomp.xla import default_cache_dir, enable_compilation_cache
 
 SUFFIX = ".jxc"
@@ -65,13 +66,6 @@ def _pairs(src: str, dst: str, compress: bool) -> list[tuple[str, str]]:
         new_ext = SUFFIX if compress else ".png"
         dst = os.path.join(dst, os.path.splitext(os.path.basename(src))[0] + new_ext)
     return [(src, dst)]
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    tmp = path + ".partial"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 class _Codecs:
@@ -152,7 +146,7 @@ def _compress_one(codec, src: str, dst: str) -> tuple[int, int]:
     if hasattr(codec, "adapt"):  # DPLC: the model's channels (gray from equal RGB channels, RGB from gray)
         image = codec.adapt(image)
     data = codec.compress(image)
-    _write_atomic(dst, data)
+    write_atomic(dst, data)
     return image.size, image.shape[0] * image.shape[1], len(data)
 
 
@@ -168,7 +162,7 @@ def _decompress_one(codecs: _Codecs, src: str, dst: str) -> tuple[int, int]:
         image = image[..., 0]
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")
-    _write_atomic(dst, buf.getvalue())
+    write_atomic(dst, buf.getvalue())
     return image.size, image.shape[0] * image.shape[1], len(data)
 
 

@@ -19,6 +19,8 @@ import jax
 import ml_collections
 import numpy as np
 
+from jaxcomp.files import write_atomic
+
 
 class ModelLoadError(ValueError):
     """A checkpoint path that does not hold a usable model."""
@@ -38,10 +40,9 @@ def export_params(params: Any, config: ml_collections.ConfigDict, path: str, tra
     host = jax.tree.map(lambda a: np.asarray(a).astype(dtype) if np.issubdtype(np.asarray(a).dtype, np.floating)
                         else np.asarray(a), params)
     training = dict(training, stored_dtype=dtype)
-    with open(path, "wb") as f:
-        f.write(serialization.msgpack_serialize(host))
-    with open(os.path.splitext(path)[0] + ".json", "w") as f:
-        json.dump({"config": json.loads(config.to_json_best_effort()), "training": training}, f, indent=2)
+    record = json.dumps({"config": json.loads(config.to_json_best_effort()), "training": training}, indent=2)
+    write_atomic(path, serialization.msgpack_serialize(host))
+    write_atomic(os.path.splitext(path)[0] + ".json", record)
 
 
 def lineage(init_from: str, sha256: str | None = None) -> list[dict[str, Any]]:
@@ -101,8 +102,7 @@ def record_lineage(workdir: str, init_from: str, sha256: str | None = None) -> l
     fine-tuned model is copied over the shipped file it started from).
     """
     chain = lineage(init_from, sha256)
-    with open(os.path.join(workdir, LINEAGE_FILE), "w") as f:
-        json.dump(chain, f, indent=2)
+    write_atomic(os.path.join(workdir, LINEAGE_FILE), json.dumps(chain, indent=2))
     return chain
 
 

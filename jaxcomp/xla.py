@@ -12,6 +12,8 @@ import sys
 import threading
 from typing import Any
 
+from jaxcomp.files import write_atomic
+
 # jaxlib 0.10 hands CPU convolutions to YNNPACK by default; on the 2-core x86 machines of
 # this project XLA's own convolutions are ~1.5-2x faster for training and for the L3C codec
 # (measured by experiments/bench_conv_gap.py, experiments/bench_train.py and bench_codecs.py;
@@ -329,7 +331,6 @@ def _store_executable(path: str, compiled: Any, dynamic: tuple, result: Any) -> 
     raises: an executable that cannot be stored stays in memory only."""
     import hashlib
     import pickle
-    import tempfile
     import zlib
 
     from jax.experimental import serialize_executable
@@ -345,20 +346,10 @@ def _store_executable(path: str, compiled: Any, dynamic: tuple, result: Any) -> 
         print(f"jaxcomp: warning: a compiled executable does not survive serialisation ({type(e).__name__}: "
               f"{e}); not storing {path}", file=sys.stderr)
         return
-    tmp = None
     try:
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(EXECUTABLE_FORMAT + hashlib.sha256(body).digest() + body)
-        os.replace(tmp, path)
+        write_atomic(path, EXECUTABLE_FORMAT + hashlib.sha256(body).digest() + body, private=True, makedirs=True)
     except OSError as e:
         print(f"jaxcomp: warning: cannot store a compiled executable in {folder} ({e})", file=sys.stderr)
-        if tmp is not None:
-            try:
-                os.remove(tmp)
-            except OSError:
-                pass
 
 
 def _load_executable(path: str) -> Any:

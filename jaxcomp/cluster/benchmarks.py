@@ -18,6 +18,7 @@ from jaxcomp.cluster.estimators import SSCMP, SSCOMP
 from jaxcomp.cluster.metrics import all_metrics
 from jaxcomp.cluster.spectral import spectral_clustering
 from jaxcomp.cluster.ssc import affinity_from_coefficients, check_data, sparse_coefficients, tau_from_noise
+from jaxcomp.files import atomic_file
 from jaxcomp.reporting import write_table
 
 NAMES = {"omp": "SSC-OMP", "mp": "SSC-MP"}
@@ -276,7 +277,8 @@ def run_mnist(cfg, workdir: str) -> list[dict]:
             lab = KMeans(k, n_init=10, random_state=seed).fit_predict(Xn)
             record("sklearn KMeans", lab, time.perf_counter() - t0, "n_init=10")
         write_table(rows, workdir, "mnist_runs", title="mnist: one row per seed")
-        np.savez(os.path.join(workdir, "mnist_labels.npz"), **labels_out)
+        with atomic_file(os.path.join(workdir, "mnist_labels.npz")) as f:
+            np.savez(f, **labels_out)
     return aggregate_seeds(rows)
 
 

@@ -6,6 +6,8 @@ import os
 
 import numpy as np
 
+from jaxcomp.files import atomic_file
+
 
 def union_of_subspaces(
     ambient_dim: int = 200,
@@ -144,8 +146,8 @@ def scattering_vectors(images: np.ndarray, J: int = 3, L: int = 8, pad_to: int =
     peak = np.abs(S).max(axis=2, keepdims=True)
     S = (S / np.where(peak > 0, peak, 1.0)).reshape(S.shape[0], -1).astype(np.float32)
     if path:
-        os.makedirs(cache_dir, exist_ok=True)
-        np.save(path, S)
+        with atomic_file(path, makedirs=True) as f:
+            np.save(f, S)
     return S
 
 

@@ -62,6 +62,7 @@ from PIL import Image
 from jaxcomp.data import MNIST_TRAIN
 from jaxcomp.data.classification import load_mnist_arrays
 from jaxcomp.data.images import DataError, list_images, load_image, sample_image_paths
+from jaxcomp.files import atomic_file
 
 SPLITS = ("train", "val", "test")
 KINDS = ("classification", "segmentation")
@@ -328,7 +329,7 @@ def scene_arrays(spec: SceneSpec, split: str, n: int, mnist_path: str, photos_pa
 
     The cache file is keyed by a hash of the spec, split, ``n``, the MNIST file's size, the sorted
     base names of the usable photos, the MNIST split boundary and :data:`CACHE_FORMAT`; it is
-    written atomically (a temporary file, then ``os.replace``), and an unreadable one is rebuilt.
+    written atomically (:func:`jaxcomp.files.atomic_file`), and an unreadable one is rebuilt.
     Returns the arrays of :func:`build_scenes`.
     """
     if not cache_dir:
@@ -348,13 +349,6 @@ def scene_arrays(spec: SceneSpec, split: str, n: int, mnist_path: str, photos_pa
         except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # a damaged cache file: rebuild it
             pass
     arrays = build_scenes(spec, split, n, mnist_path, photos_path)
-    os.makedirs(cache_dir, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_file(path, makedirs=True) as f:
+        np.savez(f, **arrays)
     return arrays

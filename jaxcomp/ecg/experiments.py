@@ -40,6 +40,7 @@ from jaxcomp.configs import apply_overrides
 from jaxcomp.ecg.data import CLASSES, ECGBatches, ECGDataset, fold_indices, load_dataset
 from jaxcomp.ecg.scoring import challenge_f1, confusion_matrix, plot_confusion, score
 from jaxcomp.ecg.task import ECGTask
+from jaxcomp.files import write_atomic
 from jaxcomp.xla import enable_compilation_cache
 
 BEST_MODEL = "best.msgpack"      # in a workdir: the best step's variables by validation F1
@@ -226,8 +227,7 @@ def train_with_validation(config: ml_collections.ConfigDict, workdir: str, task:
     every, patience = int(validation.every), int(validation.get("patience", 0))
 
     def save_log():
-        with open(log_path, "w") as f:
-            json.dump({k: v for k, v in info.items()}, f, indent=1)
+        write_atomic(log_path, json.dumps({k: v for k, v in info.items()}, indent=1))
 
     def on_step(step, state, metrics):
         latest[0] = state

@@ -70,6 +70,7 @@ import numpy as np
 
 from jaxcomp.ecg.data import CLASSES, FS, ECGDataError
 from jaxcomp.ecg.synthetic import add_f_waves, colored_noise, draw_rhythm, place_subtype_ectopics
+from jaxcomp.files import atomic_file
 
 BANK_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates", "ecg_templates.npz")
 MIT_FILE, HEALTHY_FILE = "mitbih_208_360hz_raw.npy", "systole_task1_1000hz.npy"
@@ -454,8 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     except ECGDataError as e:
         print(f"error: {e}")
         return 2
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    np.savez_compressed(args.out, **bank)
+    with atomic_file(args.out, makedirs=True) as f:  # the shipped bank is replaced whole or not at all
+        np.savez_compressed(f, **bank)
     meta = json.loads(str(bank["meta"]))
     print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.2f} MB): "
           + ", ".join(f"{k} {v.shape}" for k, v in bank.items() if k != "meta"))

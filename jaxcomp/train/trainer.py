@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -24,6 +25,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
+
+from jaxcomp.files import write_atomic
 
 log = logging.getLogger("jaxcomp.train")
 
@@ -333,9 +336,8 @@ def _save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
         with open(path) as f:
             if f.read() != text:
                 log.warning("config differs from the one saved in %s; saving the new one beside it", workdir)
-                os.replace(path, path + f".{int(time.time())}")
-    with open(path, "w") as f:
-        f.write(text)
+                shutil.copy2(path, path + f".{int(time.time())}")  # the old one stays until the new is whole
+    write_atomic(path, text)
 
 
 def train(

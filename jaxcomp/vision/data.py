@@ -24,6 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxcomp.data.images import DataError
+from jaxcomp.files import atomic_file
 
 VOC_VOID = 255  # VOC's "void" border label; the task ignores labels >= num_classes
 
@@ -83,10 +84,8 @@ def codec_outputs(codec: str, images: np.ndarray, batch_size: int = 64, cache_di
     out = {k: np.concatenate([p[i] for p in parts]) for i, k in enumerate(names)}
     out["latent"] = out["latent"].astype(np.float32)
     if path:
-        os.makedirs(cache_dir, exist_ok=True)
-        tmp = path + ".tmp.npz"
-        np.savez(tmp, **out)
-        os.replace(tmp, path)
+        with atomic_file(path, makedirs=True) as f:
+            np.savez(f, **out)
     return out
 
 

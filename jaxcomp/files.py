@@ -1,0 +1,85 @@
+"""Writing a file whole or not at all.
+
+Every file jaxcomp writes that a later run reads back (compressed streams, decoded images, model
+files, stored executables, dataset caches, run archives) goes through :func:`atomic_file`: the
+bytes go to a temporary file in the same folder, which replaces ``path`` only once it is complete
+and flushed to disk. A crash, a full disk or an exception while writing leaves the earlier
+``path`` (if any) untouched and no temporary file behind (except after a hard kill or power loss:
+a hidden ``.NAME.<hex>.tmp`` beside it); two processes writing the same path at once each write
+their own temporary file, and one complete file wins.
+
+Replacing, not rewriting in place, means: a symbolic link at ``path`` is replaced by the file (its
+target is left as it was), an existing file's permissions and hard links are not kept, and the
+folder must be writable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from typing import IO
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "wb", *, private: bool = False,
+                makedirs: bool = False) -> Iterator[IO]:
+    """A file object whose contents replace ``path`` when the ``with`` block ends without error.
+
+    Leaving the block early (``return``, ``break``) also ends it without error: what was written
+    so far becomes the file.
+
+    Args:
+      path: the file to write (its folder must exist unless ``makedirs``).
+      mode: ``"wb"`` (bytes) or ``"w"`` (text, UTF-8, no newline translation).
+      private: create the file readable and writable by its owner only (0600), e.g. for files
+        that are unpickled later; otherwise with the usual ``0666 & ~umask``.
+      makedirs: create the folder first (with the usual permissions, or 0700 if ``private``).
+
+    Raises:
+      ValueError: for another ``mode``.
+      OSError: if the folder cannot be written or the file cannot be replaced; ``path`` is then
+        unchanged and the temporary file removed. An exception raised inside the block does the
+        same and propagates.
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_file writes with mode 'wb' or 'w', not {mode!r}")
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if makedirs:
+        os.makedirs(folder, mode=0o700 if private else 0o777, exist_ok=True)
+    for _ in range(100):  # a fresh name, created here and nowhere else (O_EXCL); the kernel applies the umask
+        tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                         0o600 if private else 0o666)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(f"cannot create a temporary file beside {path} (100 names taken)")
+    try:
+        text = {"encoding": "utf-8", "newline": ""} if mode == "w" else {}
+        with os.fdopen(fd, mode, **text) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    with contextlib.suppress(OSError):  # the rename itself on disk (where folders can be opened)
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def write_atomic(path: str | os.PathLike, data: bytes | str, *, private: bool = False,
+                 makedirs: bool = False) -> None:
+    """Writes ``data`` (bytes, or str as UTF-8) to ``path`` whole or not at all (:func:`atomic_file`)."""
+    with atomic_file(path, "w" if isinstance(data, str) else "wb", private=private, makedirs=makedirs) as f:
+        f.write(data)

@@ -1,0 +1,70 @@
+"""jaxcomp.files: files are written whole or not at all, and nothing temporary is left behind."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from jaxcomp import files
+
+
+def _names(folder) -> list[str]:
+    return sorted(os.listdir(folder))
+
+
+def test_write_atomic_writes_bytes_and_text_with_the_usual_permissions(tmp_path):
+    files.write_atomic(tmp_path / "a.bin", b"\x00\xffab")
+    files.write_atomic(tmp_path / "b.txt", "line\r\nünï\n")
+    assert (tmp_path / "a.bin").read_bytes() == b"\x00\xffab"
+    assert (tmp_path / "b.txt").read_bytes() == "line\r\nünï\n".encode()  # UTF-8, newlines untouched
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "a.bin").stat().st_mode) == 0o666 & ~umask
+    files.write_atomic(tmp_path / "sub" / "c.bin", b"x", private=True, makedirs=True)
+    assert stat.S_IMODE((tmp_path / "sub" / "c.bin").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "sub").stat().st_mode) == 0o700 & ~umask
+    assert _names(tmp_path) == ["a.bin", "b.txt", "sub"]
+    with pytest.raises(FileNotFoundError):
+        files.write_atomic(tmp_path / "missing" / "d.bin", b"x")
+    with pytest.raises(ValueError, match="mode"):
+        with files.atomic_file(tmp_path / "e.bin", "ab"):
+            pass
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_a_failed_write_keeps_the_old_file_and_leaves_nothing_behind(tmp_path, error):
+    path = tmp_path / "model.msgpack"
+    path.write_bytes(b"the earlier model")
+    with pytest.raises(error):
+        with files.atomic_file(path) as f:
+            f.write(b"half of the new")
+            assert path.read_bytes() == b"the earlier model", "the file is replaced only at the end"
+            raise error("stopped while writing")
+    assert path.read_bytes() == b"the earlier model"
+    assert _names(tmp_path) == ["model.msgpack"]
+
+
+def test_a_file_that_cannot_be_replaced_raises_and_leaves_nothing_behind(tmp_path, monkeypatch):
+    path = tmp_path / "out.l3c"
+    path.write_bytes(b"old")
+
+    def refuse(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(OSError, match="No space"):
+        files.write_atomic(path, b"new")
+    monkeypatch.undo()
+    assert path.read_bytes() == b"old" and _names(tmp_path) == ["out.l3c"]
+
+
+def test_two_writers_of_one_path_do_not_mix(tmp_path):
+    path = tmp_path / "same.bin"
+    with files.atomic_file(path) as a, files.atomic_file(path) as b:
+        a.write(b"A" * 1000)
+        b.write(b"B" * 10)
+        assert len(_names(tmp_path)) == 2, "each writer has its own temporary file"
+    # b closes first, then a: the file is one writer's bytes, whole
+    assert path.read_bytes() == b"A" * 1000 and _names(tmp_path) == ["same.bin"]
