@@ -57,6 +57,8 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb", *, private: bool = Fa
             break
         except FileExistsError:
             continue
+        except OSError as e:  # no folder, no permission: name the file asked for, not the temporary one
+            raise type(e)(e.errno, e.strerror, path) from None
     else:
         raise FileExistsError(f"cannot create a temporary file beside {path} (100 names taken)")
     try:

@@ -26,7 +26,7 @@ def test_write_atomic_writes_bytes_and_text_with_the_usual_permissions(tmp_path)
     assert stat.S_IMODE((tmp_path / "sub" / "c.bin").stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "sub").stat().st_mode) == 0o700 & ~umask
     assert _names(tmp_path) == ["a.bin", "b.txt", "sub"]
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match=r"missing/d\.bin'$"):  # the file asked for, not a temporary
         files.write_atomic(tmp_path / "missing" / "d.bin", b"x")
     with pytest.raises(ValueError, match="mode"):
         with files.atomic_file(tmp_path / "e.bin", "ab"):
