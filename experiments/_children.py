@@ -23,6 +23,7 @@ def run_each_config(module: str, configs: Sequence[str], child_args: Sequence[st
     for a config or override that does not exist (checked before any child starts).
     """
     from jaxcomp.configs import ConfigError, load_config
+    from jaxcomp.files import append_jsonl
 
     for spec in configs:
         try:
@@ -45,7 +46,5 @@ def run_each_config(module: str, configs: Sequence[str], child_args: Sequence[st
     for r in rows:
         print("| " + " | ".join(str(r[k]) for k in keys) + " |")
     if json_path:
-        with open(json_path, "a") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
+        append_jsonl(json_path, rows)
     return 0

@@ -27,6 +27,7 @@ import os
 import numpy as np
 
 from jaxcomp.configs import apply_overrides, config_script_main
+from jaxcomp.files import read_jsonl
 
 VARIANTS = {
     "none": ["augment.enabled=False"],
@@ -74,7 +75,7 @@ def run(config, workdir):
     rows_by_variant = {}
     for variant in VARIANTS:
         path = os.path.join(workdir, variant, "results.jsonl")
-        rows = [json.loads(line) for line in open(path)] if os.path.exists(path) else []
+        rows = read_jsonl(path) if os.path.exists(path) else []
         rows_by_variant[variant] = [r for r in rows if r["model"] == "cnn" and r["seed"] in config.cv.seeds
                                     and r["fold"] in folds]
     table, summary = summarize(rows_by_variant)

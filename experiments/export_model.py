@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from jaxcomp.data import DataError
+    from jaxcomp.files import read_jsonl
     from jaxcomp.modelfile import ModelLoadError, export_params, load_workdir, workdir_lineage
 
     try:
@@ -63,10 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     log_path = os.path.join(args.workdir, "metrics.jsonl")
-    records = [json.loads(line) for line in open(log_path)] if os.path.exists(log_path) else []
+    records = read_jsonl(log_path) if os.path.exists(log_path) else []
     # the checkpoint's step: a run stopped between checkpoints logged steps that are not exported
     steps = notes["step"]
-    records = [r for r in records if r["step"] <= steps]
+    records = [r for r in records if isinstance(r.get("step"), int) and r["step"] <= steps]
     evals = [r for r in records if r.get("split") == "eval"]
     train = [r for r in records if r.get("split") == "train"]
     # wall time of training: steps logged between consecutive records divided by their rate

@@ -33,6 +33,7 @@ import numpy as np
 from jaxcomp.codecs import l3c
 from jaxcomp.codecs.pretrained import PRETRAINED_DIR
 from jaxcomp.data import load_image
+from jaxcomp.files import read_jsonl
 from jaxcomp.modelfile import export_params, load_model
 from jaxcomp.train import jit_init
 
@@ -74,12 +75,7 @@ def _eval_rows(run: str) -> tuple[int | None, dict[int, dict], dict[int, float]]
     path = os.path.join(run, "metrics.jsonl")
     if not os.path.isfile(path):
         raise SystemExit(f"{run}: no metrics.jsonl (not an experiments.train workdir?)")
-    rows = []
-    for line in open(path):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
+    rows = read_jsonl(path)
     evals = {r["step"]: r for r in rows if r.get("split") == "eval"}
     if not evals:
         raise SystemExit(f"{run}: no evaluation rows yet")

@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from jaxcomp.cluster.data import load_mnist, mnist_features
     from jaxcomp.cluster.metrics import all_metrics
     from jaxcomp.cluster.ssc import check_data
+    from jaxcomp.files import append_jsonl
 
     try:
         images, y = load_mnist(args.mnist, args.num_points, args.seed, args.split)
@@ -77,8 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     print(line)
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "a") as f:
-            f.write(line + "\n")
+        append_jsonl(args.out, [row])
     return 0
 
 

@@ -11,13 +11,20 @@ their own temporary file, and one complete file wins.
 Replacing, not rewriting in place, means: a symbolic link at ``path`` is replaced by the file (its
 target is left as it was), an existing file's permissions and hard links are not kept, and the
 folder must be writable.
+
+Logs that grow line by line (``metrics.jsonl``, ``results.jsonl``) cannot be replaced whole on
+every line; they are appended with :func:`open_appending` / :func:`append_jsonl` and read with
+:func:`read_jsonl`, which together keep a line torn by a killed writer from breaking the run that
+reads or resumes the log.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
+import warnings
 from collections.abc import Iterator
 from typing import IO
 
@@ -85,3 +92,60 @@ def write_atomic(path: str | os.PathLike, data: bytes | str, *, private: bool = 
     """Writes ``data`` (bytes, or str as UTF-8) to ``path`` whole or not at all (:func:`atomic_file`)."""
     with atomic_file(path, "w" if isinstance(data, str) else "wb", private=private, makedirs=makedirs) as f:
         f.write(data)
+
+
+def open_appending(path: str | os.PathLike) -> IO[str]:
+    """``path`` opened to append text lines (UTF-8; created if missing).
+
+    If the file's last line has no newline (its writer was killed in the middle of a line), a
+    newline is written first, so the torn line stays one unreadable line for :func:`read_jsonl`
+    to skip instead of swallowing the next record.
+    """
+    path = os.fspath(path)
+    torn = False
+    with contextlib.suppress(FileNotFoundError), open(path, "rb") as f:
+        if f.seek(0, os.SEEK_END):
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"
+    f = open(path, "a", encoding="utf-8")
+    if torn:
+        f.write("\n")
+        f.flush()
+    return f
+
+
+def append_jsonl(path: str | os.PathLike, records: list[dict]) -> None:
+    """Appends ``records`` to the JSON-lines file ``path``, one line each, in one write."""
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    with open_appending(path) as f:
+        f.write(text)
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """The records (JSON objects, one per line) of the JSON-lines file ``path``, in order.
+
+    Blank lines are skipped. A line that is not a whole JSON object (a writer killed in the middle
+    of it, or a file edited by hand) is skipped with a ``UserWarning`` naming the file and line
+    number, so a crash while logging never makes a run's records unreadable.
+
+    Raises:
+      OSError: if ``path`` cannot be read (``FileNotFoundError`` if it does not exist).
+    """
+    path = os.fspath(path)
+    records = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = None
+            if not isinstance(record, dict):
+                shown = line.strip()
+                shown = shown if len(shown) <= 60 else shown[:57] + "..."
+                warnings.warn(f"{path}, line {number}: not a JSON record (a torn line from a killed run?), "
+                              f"skipped: {shown}", stacklevel=2)
+                continue
+            records.append(record)
+    return records

@@ -68,3 +68,27 @@ def test_two_writers_of_one_path_do_not_mix(tmp_path):
         assert len(_names(tmp_path)) == 2, "each writer has its own temporary file"
     # b closes first, then a: the file is one writer's bytes, whole
     assert path.read_bytes() == b"A" * 1000 and _names(tmp_path) == ["same.bin"]
+
+
+def test_a_line_torn_by_a_killed_writer_costs_only_that_line(tmp_path):
+    path = tmp_path / "results.jsonl"
+    files.append_jsonl(path, [{"fold": 0, "f1": 0.5}, {"fold": 1, "f1": 0.25}])
+    assert [r["fold"] for r in files.read_jsonl(path)] == [0, 1]
+    with open(path, "a") as f:
+        f.write('{"fold": 2, "f1": 0.')  # killed in the middle of a line: no newline
+    files.append_jsonl(path, [{"fold": 3, "f1": 0.75}])
+    assert path.read_text().splitlines()[2:] == ['{"fold": 2, "f1": 0.', '{"fold": 3, "f1": 0.75}']
+    with pytest.warns(UserWarning, match=r"results\.jsonl, line 3: not a JSON record .* skipped: \{\"fold\": 2"):
+        assert files.read_jsonl(path) == [{"fold": 0, "f1": 0.5}, {"fold": 1, "f1": 0.25}, {"fold": 3, "f1": 0.75}]
+    with open(path, "a") as f:  # blank lines and JSON that is not a record
+        f.write("\n[1, 2]\n")
+    with pytest.warns(UserWarning, match="line 6: not a JSON record"):
+        assert len(files.read_jsonl(path)) == 3
+    fresh = tmp_path / "new.jsonl"  # a new log, and one that is empty, get no leading newline
+    with files.open_appending(fresh) as f:
+        f.write("{}\n")
+    files.append_jsonl(tmp_path / "empty.jsonl", [])
+    files.append_jsonl(tmp_path / "empty.jsonl", [{"a": 1}])
+    assert fresh.read_text() == "{}\n" and (tmp_path / "empty.jsonl").read_text() == '{"a": 1}\n'
+    with pytest.raises(FileNotFoundError):
+        files.read_jsonl(tmp_path / "missing.jsonl")

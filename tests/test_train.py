@@ -15,6 +15,7 @@ from jaxcomp import tasks
 from jaxcomp import train as trainer
 from jaxcomp.configs import ConfigError, apply_overrides, load_config
 from jaxcomp.data import DataError, build_image_data
+from jaxcomp.files import read_jsonl
 
 
 class Killed(Exception):
@@ -40,6 +41,10 @@ def test_kill_and_resume_continues_from_the_same_state(l3c_tiny_config, tmp_path
     manager = trainer.checkpoint_manager(workdir)
     assert manager.latest_step() == 4  # step 5 was lost with the kill
     manager.close()
+    log_path = os.path.join(workdir, "metrics.jsonl")
+    torn = '{"step": 5, "split": "tra'  # the kill cut a line of the log short
+    with open(log_path, "a") as f:
+        f.write(torn)
     resumed, _ = trainer.train(config, workdir, task, data, progress=False)
     assert int(resumed.step) == 6
     for a, b in zip(_params(reference), _params(resumed)):
@@ -69,7 +74,12 @@ def test_kill_and_resume_continues_from_the_same_state(l3c_tiny_config, tmp_path
         np.testing.assert_array_equal(a, b)
     with open(os.path.join(workdir, "config.json")) as f:
         assert json.load(f)["model"]["features"] == config.model.features
-    lines = [json.loads(x) for x in open(os.path.join(workdir, "metrics.jsonl"))]
+    raw = open(log_path).read().splitlines()
+    after = raw[raw.index(torn) + 1:]  # the resumed run's records start on a line of their own
+    assert after and all(json.loads(x)["step"] >= 5 for x in after)
+    with pytest.warns(UserWarning, match=rf"metrics.jsonl, line {raw.index(torn) + 1}: not a JSON record"):
+        lines = read_jsonl(log_path)
+    assert len(lines) == len(raw) - 1 and lines[-1]["step"] == 6
     assert any(x["split"] == "train" and "bpsp" in x for x in lines)
     assert os.listdir(os.path.join(workdir, "tensorboard"))
 

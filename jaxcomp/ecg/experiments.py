@@ -40,7 +40,7 @@ from jaxcomp.configs import apply_overrides
 from jaxcomp.ecg.data import CLASSES, ECGBatches, ECGDataset, fold_indices, load_dataset
 from jaxcomp.ecg.scoring import challenge_f1, confusion_matrix, plot_confusion, score
 from jaxcomp.ecg.task import ECGTask
-from jaxcomp.files import write_atomic
+from jaxcomp.files import append_jsonl, read_jsonl, write_atomic
 from jaxcomp.xla import enable_compilation_cache
 
 BEST_MODEL = "best.msgpack"      # in a workdir: the best step's variables by validation F1
@@ -299,8 +299,7 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> str:
     results_path = os.path.join(workdir, "results.jsonl")
     done = {}
     if os.path.exists(results_path):
-        for line in open(results_path):
-            r = json.loads(line)
+        for r in read_jsonl(results_path):
             done[(r["seed"], r["fold"], r["model"])] = r
     runs = [(s, f, m) for s in config.cv.seeds for f in folds for m in ("cnn", "crnn", "cnn_more")
             if m in models or (m == "cnn" and set(models) & {"crnn", "cnn_more"})]
@@ -327,8 +326,7 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> str:
                      n_val=int(len(data.val_idx)))
         done[(seed, fold, model)] = r
         if model in models:
-            with open(results_path, "a") as f:
-                f.write(json.dumps(r) + "\n")
+            append_jsonl(results_path, [r])
             tqdm.write(f"seed {seed} fold {fold} {model}: F1 {r['f1']:.3f} (N {r['f1_N']:.3f} A {r['f1_A']:.3f} "
                        f"O {r['f1_O']:.3f} ~ {r['f1_~']:.3f}) acc {r['accuracy']:.3f} [{train_s:.0f} s]")
     rows = [done[k] for k in runs if k[2] in models]

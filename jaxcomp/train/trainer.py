@@ -26,7 +26,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from jaxcomp.files import write_atomic
+from jaxcomp.files import open_appending, write_atomic
 
 log = logging.getLogger("jaxcomp.train")
 
@@ -308,7 +308,7 @@ class MetricWriter:
                 self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
             except ImportError:
                 log.warning("tensorboardX not installed: no TensorBoard summaries")
-            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+            self._jsonl = open_appending(os.path.join(workdir, "metrics.jsonl"))
 
     def write(self, step: int, metrics: dict[str, float], prefix: str) -> None:
         if not self.active:
