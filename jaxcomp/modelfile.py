@@ -30,18 +30,26 @@ def export_params(params: Any, config: ml_collections.ConfigDict, path: str, tra
                   dtype: str = "float32") -> None:
     """Writes ``path`` (.msgpack parameters) and the ``.json`` beside it.
 
+    Each file is written whole or not at all (:func:`jaxcomp.files.write_atomic`), the ``.json``
+    second. It records ``training["params_sha256"]``, the SHA-256 of the ``.msgpack`` bytes, so a
+    pair torn apart (a crash between the two writes, a copy of one file only) is refused on load
+    instead of pairing parameters with another model's config and notes.
+
     ``dtype="float16"`` stores floating-point parameters in half precision (half the file);
     :func:`load_model` returns them as float32, so a codec computes with exactly the stored values.
     """
+    import hashlib
+
     from flax import serialization
 
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype must be float32 or float16, not {dtype!r}")
     host = jax.tree.map(lambda a: np.asarray(a).astype(dtype) if np.issubdtype(np.asarray(a).dtype, np.floating)
                         else np.asarray(a), params)
-    training = dict(training, stored_dtype=dtype)
+    data = serialization.msgpack_serialize(host)
+    training = dict(training, stored_dtype=dtype, params_sha256=hashlib.sha256(data).hexdigest())
     record = json.dumps({"config": json.loads(config.to_json_best_effort()), "training": training}, indent=2)
-    write_atomic(path, serialization.msgpack_serialize(host))
+    write_atomic(path, data)
     write_atomic(os.path.splitext(path)[0] + ".json", record)
 
 
@@ -76,10 +84,23 @@ def lineage(init_from: str, sha256: str | None = None) -> list[dict[str, Any]]:
     if not isinstance(notes, dict):
         raise ModelLoadError(f"{meta_path}: model notes are a JSON object, not {type(notes).__name__}")
     training = notes.get("training", {})
+    _check_pair(init_from, training, sha256)
     entry = {"model": init_from, "sha256": sha256}
     entry.update({k: training[k] for k in ("steps", "train_seconds", "command", "note", "last_eval")
                   if k in training})
     return list(training.get("lineage", [])) + [entry]
+
+
+def _check_pair(path: str, training: Any, sha256: str) -> None:
+    """Raises :class:`ModelLoadError` if the ``.json`` beside the model file ``path`` records the
+    digest of other parameters than ``sha256`` (exports before 2026-12-06 record none)."""
+    expected = training.get("params_sha256") if isinstance(training, dict) else None
+    if expected is not None and expected != sha256:
+        meta = os.path.basename(os.path.splitext(path)[0] + ".json")
+        raise ModelLoadError(
+            f"{path}: its parameters are not the ones {meta} describes (sha256 {sha256[:12]}... against "
+            f"params_sha256 {str(expected)[:12]}... there): the pair was torn apart, by an export interrupted "
+            f"between the two files or a copy of only one of them; export again, or copy both files together")
 
 
 def _read_json(path: str, what: str) -> Any:
@@ -133,10 +154,17 @@ def _load_exported(path: str) -> tuple[ml_collections.ConfigDict, Any, dict]:
             meta = json.load(f)
         with open(path, "rb") as f:
             data = f.read()
-        params = serialization.msgpack_restore(data)
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"{path}: unreadable model file ({e})") from e
+    if not (isinstance(meta, dict) and isinstance(meta.get("config"), dict)
+            and isinstance(meta.get("training", {}), dict)):
+        raise ModelLoadError(f"{meta_path}: not a model's notes (a JSON object with a \"config\" object)")
     notes = dict(meta.get("training", {}), sha256=hashlib.sha256(data).hexdigest())
+    _check_pair(path, meta.get("training", {}), notes["sha256"])
+    try:
+        params = serialization.msgpack_restore(data)
+    except ValueError as e:
+        raise ModelLoadError(f"{path}: unreadable model file ({e})") from e
     return ml_collections.ConfigDict(meta["config"]), params, notes
 
 

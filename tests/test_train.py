@@ -175,6 +175,24 @@ def test_lineage_follows_a_chain_of_exported_models(l3c_tiny_config, tmp_path):
     with open(first, "rb") as f:
         assert chain[0]["sha256"] == hashlib.sha256(f.read()).hexdigest()
     assert chain[0]["note"] == "round 1" and "lineage" not in chain[1]
+    # a pair torn apart (an export interrupted between its two files, a copy of one of them) is refused
+    from jaxcomp.modelfile import load_model
+
+    other = str(tmp_path / "other.msgpack")
+    export_params({"w": np.arange(4, dtype=np.float32)}, l3c_tiny_config, other, {})
+    with open(other, "rb") as f:
+        other_bytes = f.read()
+    with open(second, "wb") as f:
+        f.write(other_bytes)
+    for load in (lambda: load_model(second, task="l3c"), lambda: lineage(second)):
+        with pytest.raises(ModelLoadError, match=r"second\.msgpack: its parameters are not the ones second\.json "
+                                                 r"describes .* torn apart"):
+            load()
+    assert load_model(other, task="l3c")[2]["params_sha256"] == hashlib.sha256(other_bytes).hexdigest()
+    with open(str(tmp_path / "other.json"), "w") as f:
+        f.write('{"training": {}}')
+    with pytest.raises(ModelLoadError, match=r"other\.json: not a model's notes"):
+        load_model(other, task="l3c")
     assert lineage("") == []
     assert lineage(str(tmp_path)) == [{"workdir": str(tmp_path)}]
     gone = str(tmp_path / "gone.msgpack")
