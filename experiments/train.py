@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         config = load_config(args.config, overrides)
+        trainer.check_settings(config)
         trainer.maybe_initialize_distributed(config)
         task, data = tasks.build(config)
         if args.eval_only:

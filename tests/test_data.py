@@ -96,13 +96,41 @@ def test_folder_source_holds_out_the_shipped_sample_names(l3c_tiny_config, tmp_p
     assert sorted(os.path.basename(f) for f in data.train.files) == ["other1.png", "other2.png"]
 
 
-def test_bad_images_give_clear_errors(tmp_path):
+def test_bad_images_give_clear_errors(tmp_path, monkeypatch):
     Image.fromarray(np.zeros((8, 8, 4), np.uint8)).save(tmp_path / "alpha.png")
     with pytest.raises(DataError, match="alpha"):
         load_image(str(tmp_path / "alpha.png"))
     Image.fromarray(np.zeros((8, 8), np.uint16)).save(tmp_path / "deep.png")
     with pytest.raises(DataError, match="bits"):
         load_image(str(tmp_path / "deep.png"))
+    # 16-bit RGB, which Pillow opens as 8-bit "RGB": a hand-written PNG (Pillow cannot write one)
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + np.full((4, 3), 0xABCD, ">u2").tobytes() for _ in range(4))
+    header = struct.pack(">IIBBBBB", 4, 4, 16, 2, 0, 0, 0)  # 4 x 4, 16 bits, RGB
+    (tmp_path / "rgb16.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                                         + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    with Image.open(tmp_path / "rgb16.png") as im:
+        assert im.mode == "RGB"  # what the check must see through
+    with pytest.raises(DataError, match=r"rgb16\.png: RGB \(RGB;16B\) images \(more than 8 bits per sample\)"):
+        load_image(str(tmp_path / "rgb16.png"))
+    Image.new("CMYK", (8, 8), (1, 2, 3, 4)).save(tmp_path / "cmyk.tif")
+    with pytest.raises(DataError, match="CMYK images are not supported"):
+        load_image(str(tmp_path / "cmyk.tif"))
+    second = Image.new("RGB", (8, 8), "red")
+    Image.new("RGB", (8, 8)).save(tmp_path / "pages.tif", save_all=True, append_images=[second])
+    with pytest.raises(DataError, match="has 2 frames"):
+        load_image(str(tmp_path / "pages.tif"))
+    Image.new("RGB", (8, 8)).save(tmp_path / "big.png")
+    with monkeypatch.context() as m:  # a decompression bomb, by Pillow's limit
+        m.setattr(Image, "MAX_IMAGE_PIXELS", 16)
+        with pytest.raises(DataError, match="big.png: too large to decode safely"):
+            load_image(str(tmp_path / "big.png"))
+    assert load_image(str(tmp_path / "big.png")).shape == (8, 8, 3)
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     with pytest.raises(DataError, match="cannot decode"):
         ImageFolderSource([str(tmp_path / "broken.png")])[0]

@@ -99,6 +99,31 @@ def test_kill_and_resume_continues_from_the_same_state(l3c_tiny_config, tmp_path
     wider = apply_overrides(config, ["model.features=12"])
     with pytest.raises(trainer.CheckpointError, match=r"does not match .*has shape"):  # named before restoring
         trainer.restore_for_eval(wider, workdir, tasks.build(wider)[0], batch)
+    # ... and continuing the run with it is refused before its config replaces the run's
+    saved = open(os.path.join(workdir, "config.json")).read()
+    with pytest.raises(trainer.CheckpointError, match="does not match"):
+        trainer.train(apply_overrides(wider, ["steps=8"]), workdir, *tasks.build(wider), progress=False)
+    assert open(os.path.join(workdir, "config.json")).read() == saved
+    assert sorted(os.listdir(workdir)) == ["checkpoints", "config.json", "metrics.jsonl", "tensorboard"]
+
+
+def test_loop_settings_that_cannot_work_are_refused_before_anything_runs(l3c_tiny_config, tmp_path):
+    """keep=0 would train and keep no checkpoint; log_every=0 would fail after compiling."""
+    cases = [("keep=0", r"config\.keep must be an integer >= 1, got 0 \(0 would keep no checkpoint\)"),
+             ("log_every=0", r"config\.log_every must be an integer >= 1, got 0"),
+             ("checkpoint_every=-2", r"config\.checkpoint_every must be an integer >= 1"),
+             ("eval_every=-1", r"config\.eval_every must be an integer >= 0"),
+             ("eval_batch_size=0", r"config\.eval_batch_size must be"),
+             ("data.batch_size=0", r"config\.data\.batch_size must be an integer >= 1"),
+             ("steps=-1", r"config\.steps must be an integer >= 0")]
+    for override, match in cases:
+        with pytest.raises(ConfigError, match=match):
+            trainer.check_settings(apply_overrides(l3c_tiny_config, [override]))
+    trainer.check_settings(l3c_tiny_config)
+    trainer.check_settings(apply_overrides(l3c_tiny_config, ["steps=0", "eval_every=0"]))  # --eval-only
+    with pytest.raises(ConfigError, match="keep"):  # train() checks before it creates the workdir
+        trainer.train(apply_overrides(l3c_tiny_config, ["keep=0"]), str(tmp_path / "run"), None, None)
+    assert not (tmp_path / "run").exists()
 
 
 def test_init_from_starts_a_new_run_from_an_exported_model(l3c_tiny_config, tmp_path):

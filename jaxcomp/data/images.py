@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import queue
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
@@ -28,28 +29,57 @@ class DataError(ValueError):
     """A dataset path, file or setting that cannot be used."""
 
 
+# Pillow's raw modes of RGB files with 16 or 32 bits per sample, which it opens as 8-bit "RGB"
+# ("RGB;16" without a byte order is 5-6-5 bits per pixel, which 8 bits hold exactly).
+_DEEP_RGB_RAW_MODE = re.compile(r"RGB[AX]?;(16|32)[BLN]")
+_CONVERTIBLE_MODES = ("RGB", "RGBX", "L", "P", "1")  # to RGB (or L) without changing a pixel
+
+
+def _raw_modes(im: Image.Image) -> list[str]:
+    """The raw modes of the file's tiles (before ``load``): how its samples are stored."""
+    raws = []
+    for tile in getattr(im, "tile", None) or []:
+        args = tile[3] if len(tile) > 3 else None
+        raws.append(args if isinstance(args, str) else args[0] if isinstance(args, tuple) and args else "")
+    return [r for r in raws if isinstance(r, str)]
+
+
 def load_image(path: str, keep_gray: bool = False) -> np.ndarray:
     """Decodes an image file to ``uint8 [H, W, 3]`` RGB.
 
     Palette images, and grayscale ones unless ``keep_gray`` (then ``uint8 [H, W]``), are
-    converted to RGB; images with an alpha channel or more than 8 bits per sample are
-    refused (a lossless codec must not drop data silently).
+    converted to RGB. Refused with :class:`DataError`, since a lossless codec must not drop data
+    silently and a conversion would change pixels: images with an alpha channel, more than 8 bits
+    per sample (16-bit RGB included, which Pillow would open as 8-bit), other colour spaces
+    (CMYK, YCbCr, LAB, HSV), several frames (animations, multi-page TIFFs: only the first would be
+    read), files that are not images or are damaged, and images over Pillow's decompression-bomb
+    limit (``PIL.Image.MAX_IMAGE_PIXELS``).
     """
     try:
         with Image.open(path) as im:
-            im.load()
-            mode = im.mode
-            if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
+            mode, frames, raws = im.mode, getattr(im, "n_frames", 1), _raw_modes(im)
+            if frames > 1:
+                raise DataError(f"{path}: has {frames} frames (an animation or a multi-page file); "
+                                f"only single images are supported")
+            if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info):
                 raise DataError(f"{path}: has an alpha channel ({mode}); only RGB images are supported")
-            if mode in ("I;16", "I;16B", "I;16L", "I", "F", "RGB;16"):
-                raise DataError(f"{path}: {mode} images (more than 8 bits per sample) are not supported")
+            deep = [r for r in raws if _DEEP_RGB_RAW_MODE.fullmatch(r)]
+            if mode.startswith("I") or mode == "F" or deep:
+                stored = f"RGB ({deep[0]})" if deep else mode
+                raise DataError(f"{path}: {stored} images (more than 8 bits per sample) are not supported")
+            if mode not in _CONVERTIBLE_MODES:
+                raise DataError(f"{path}: {mode} images are not supported (RGB, grayscale and palette only): "
+                                f"converting them to RGB changes the pixels; convert the file first if intended")
+            im.load()
             gray = keep_gray and mode in ("L", "1")
             arr = np.asarray(im.convert("L" if gray else "RGB"), dtype=np.uint8)
     except DataError:
         raise
     except FileNotFoundError as e:
         raise DataError(f"image file not found: {path}") from e
-    except OSError as e:
+    except Image.DecompressionBombError as e:
+        raise DataError(f"{path}: too large to decode safely ({e})") from e
+    except (OSError, SyntaxError, ValueError) as e:  # Pillow raises all three for damaged files
         raise DataError(f"cannot decode image {path}: {e}") from e
     return arr
 

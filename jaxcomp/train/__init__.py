@@ -15,6 +15,7 @@ from jaxcomp.train.trainer import (
     abstract_state,
     batch_sharding,
     benchmark_train_step,
+    check_settings,
     checkpoint_manager,
     compile_steps,
     evaluate,
@@ -33,7 +34,8 @@ from jaxcomp.train.trainer import (
 
 __all__ = [
     "Batches", "CheckpointError", "Task", "TrainState", "TwoPlayerState", "abstract_state", "batch_sharding",
-    "benchmark_train_step", "checkpoint_manager", "compile_steps", "evaluate", "init_state", "jit_init",
+    "benchmark_train_step", "check_settings", "checkpoint_manager", "compile_steps", "evaluate", "init_state",
+    "jit_init",
     "load_init_params", "make_mesh", "make_optimizer", "make_schedule", "maybe_initialize_distributed", "param_path",
     "replicated", "restore_checkpoint", "restore_for_eval", "shard_batch", "train", "train_only_labels", "warm_start",
 ]

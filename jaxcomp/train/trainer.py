@@ -26,6 +26,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
+from jaxcomp.configs import ConfigError
 from jaxcomp.files import open_appending, write_atomic
 
 log = logging.getLogger("jaxcomp.train")
@@ -327,6 +328,24 @@ class MetricWriter:
             self._jsonl.close()
 
 
+def check_settings(config: ml_collections.ConfigDict) -> None:
+    """Raises :class:`jaxcomp.configs.ConfigError` for a loop setting that cannot work, before
+    anything is built or compiled: ``steps``, ``eval_every`` >= 0; ``log_every``,
+    ``checkpoint_every``, ``keep`` (checkpoints kept: 0 would keep none), ``eval_batch_size`` and
+    ``data.batch_size`` (where the config has them) >= 1."""
+    rules = {"steps": 0, "eval_every": 0, "log_every": 1, "checkpoint_every": 1, "keep": 1, "eval_batch_size": 1}
+    values = {k: config.get(k) for k in rules}
+    if "data" in config and "batch_size" in config.data:
+        rules["data.batch_size"], values["data.batch_size"] = 1, config.data.batch_size
+    for key, least in rules.items():
+        value = values[key]
+        if value is None and key != "steps":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"config.{key} must be an integer >= {least}, got {value!r}"
+                              + (" (0 would keep no checkpoint)" if key == "keep" else ""))
+
+
 def _save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     if jax.process_index() != 0:
         return
@@ -335,8 +354,9 @@ def _save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     if os.path.exists(path):
         with open(path) as f:
             if f.read() != text:
-                log.warning("config differs from the one saved in %s; saving the new one beside it", workdir)
-                shutil.copy2(path, path + f".{int(time.time())}")  # the old one stays until the new is whole
+                aside = path + f".{int(time.time())}"
+                log.warning("config differs from the one saved in %s; the old one is kept as %s", workdir, aside)
+                shutil.copy2(path, aside)  # the old one stays until the new is whole
     write_atomic(path, text)
 
 
@@ -373,9 +393,9 @@ def train(
       evaluation metrics (empty without validation data).
     """
     started = time.monotonic()
+    check_settings(config)
     mesh = make_mesh() if mesh is None else mesh
     os.makedirs(workdir, exist_ok=True)
-    _save_config(config, workdir)
     rng = jax.random.PRNGKey(config.seed)
     init_rng, train_rng = jax.random.split(rng)
 
@@ -398,6 +418,7 @@ def train(
 
                 # the hash of the bytes just loaded, not of the file when the model is exported
                 record_lineage(workdir, config.init_from, notes.get("sha256"))
+    _save_config(config, workdir)  # only once the checkpoint or starting model fits this config
     train_step, eval_step = compile_steps(task, mesh)
     writer = MetricWriter(workdir)
     eval_metrics: dict[str, float] = {}
