@@ -55,7 +55,12 @@ def extra_codecs(args: argparse.Namespace) -> list[Codec]:
         return []
     from jaxcomp.codecs.l3c import load_codec
 
-    codec = load_codec(args.checkpoint, tile=args.tile, window=args.window, top_levels=args.top_levels)
+    try:
+        codec = load_codec(args.checkpoint, tile=args.tile, window=args.window, top_levels=args.top_levels)
+    except ModelLoadError:
+        raise
+    except ValueError as e:  # a setting the codec refuses (tile, window, top levels): one line, no traceback
+        raise CodecError(f"L3C: {e}") from e
     return [Codec("l3c", codec.compress, codec.decompress, estimate=codec.estimate_bits,
                   description=f"L3C ({args.checkpoint or 'shipped model'}), tiles of {args.tile}px, "
                               f"PMF window {args.window or 'all levels'}, top levels {codec.top_levels} "

@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16"],
                         help="storage precision of the parameters (float16: half the file; loaded as float32)")
     args = parser.parse_args(argv)
+    if os.path.splitext(args.out)[1].lower() == ".json":  # before loading anything
+        parser.error(f"--out {args.out}: the notes go to NAME.json beside the parameters; name it NAME.msgpack")
 
     from jaxcomp.data import DataError
     from jaxcomp.files import read_jsonl
@@ -56,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         with open(os.path.join(args.workdir, "config.json")) as f:
-            classifier = json.load(f).get("task") == "classification"
+            run_config = json.load(f)  # load_workdir names what is wrong with it
+        classifier = isinstance(run_config, dict) and run_config.get("task") == "classification"
         config, params, notes = load_workdir(args.workdir, batch_stats=classifier)
         chain = workdir_lineage(args.workdir, config.get("init_from", ""))
         normalization = classification_normalization(config) if classifier else None
@@ -85,8 +88,12 @@ def main(argv: list[str] | None = None) -> int:
         for entry in chain:
             if entry.get("missing"):
                 print(f"warning: the lineage cannot be followed past {entry['model']} (not found)", file=sys.stderr)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    export_params(params, config, args.out, training, dtype=args.dtype)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        export_params(params, config, args.out, training, dtype=args.dtype)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     size = os.path.getsize(args.out)
     print(json.dumps(dict(out=args.out, bytes=size, **training)))
     return 0

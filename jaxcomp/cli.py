@@ -72,7 +72,7 @@ class _Codecs:
     """Loads codecs on first use: ``get(name, checkpoint)``; ``for_stream(data)`` picks the codec
     named in a bitstream's header and, for shipped context models, the matching operating point."""
 
-    def __init__(self, checkpoint: str | None, tile: int | None, window: int, refine: int = 0,
+    def __init__(self, checkpoint: str | None, tile: int | None, window: int | None, refine: int = 0,
                  progress: bool = False, top_levels: int | None = None):
         self.checkpoint, self.tile, self.window, self.top_levels = checkpoint, tile, window, top_levels
         self.refine, self.progress = refine, progress
@@ -85,8 +85,9 @@ class _Codecs:
             from jaxcomp.train import CheckpointError
             try:
                 if name == "l3c":
-                    from jaxcomp.codecs.l3c import load_codec
-                    codec = load_codec(checkpoint, tile=self.tile or 512, window=self.window,
+                    from jaxcomp.codecs.l3c import DEFAULT_WINDOW, load_codec
+                    window = DEFAULT_WINDOW if self.window is None else self.window
+                    codec = load_codec(checkpoint, tile=self.tile or 512, window=window,
                                        top_levels=self.top_levels)
                 elif name == "gc":
                     from jaxcomp.codecs.gc import load_codec
@@ -205,9 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--tile", type=int, default=None,
                        help="tile size in pixels when compressing (default: 512 for l3c, 1024 for cpm; "
                             "decoding reads it from the file)")
-        p.add_argument("--window", type=int, default=64,
-                       help="coding PMFs over WINDOW levels around the model's mean plus an escape, when "
-                            "compressing (0: all 256 levels; decoding reads it from the file)")
+        p.add_argument("--window", type=int, default=None,
+                       help="l3c: coding PMFs over WINDOW levels around the model's mean plus an escape, when "
+                            "compressing (default 64; 0: all 256 levels; decoding reads it from the file)")
         p.add_argument("--cache-dir", default=None,
                        help="persistent XLA compilation cache (default: $JAXCOMP_CACHE_DIR, "
                             "$JAX_COMPILATION_CACHE_DIR or ~/.cache/jaxcomp/xla; \"\" to turn it off)")
@@ -229,6 +230,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         top_levels = getattr(args, "top_levels", None)
         if top_levels is not None and args.codec != "l3c":
             raise UsageError("--top-levels applies to the lossless codec only (--codec l3c)")
+        if compress and args.window is not None and args.codec != "l3c":
+            raise UsageError("--window applies to the lossless codec only (--codec l3c)")
+        if args.tile is not None and args.tile <= 0:
+            raise UsageError(f"--tile must be > 0 pixels, got {args.tile}")
+        if compress and args.tile is not None and args.codec not in ("l3c", "cpm"):
+            raise UsageError(f"--tile applies to --codec l3c and cpm only (--codec {args.codec} codes whole images)")
         enable_compilation_cache(default_cache_dir() if args.cache_dir is None else args.cache_dir)
         codecs = _Codecs(args.checkpoint, args.tile, args.window, refine,
                          progress=not args.quiet and len(pairs) == 1, top_levels=top_levels)
@@ -240,6 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"jaxcomp {args.command}: error: {e}", file=sys.stderr)
         return 2
 
+    from flax.errors import ScopeParamNotFoundError, ScopeParamShapeError
     from tqdm.auto import tqdm
 
     from jaxcomp.coding import BitstreamError
@@ -263,6 +271,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             failures += 1
             print(f"jaxcomp {args.command}: {src}: {e}", file=sys.stderr)
             continue
+        except (ScopeParamNotFoundError, ScopeParamShapeError) as e:  # every file would fail the same way
+            print(f"jaxcomp {args.command}: error: the model's parameters do not fit the architecture its .json "
+                  f"describes (a damaged or edited .json?): {str(e).splitlines()[0]}", file=sys.stderr)
+            return 2
         total_in += subpixels
         total_px += pixels
         total_out += nbytes

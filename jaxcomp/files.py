@@ -25,7 +25,9 @@ import json
 import os
 import secrets
 import warnings
-from collections.abc import Iterator
+import zipfile
+import zlib
+from collections.abc import Iterator, Sequence
 from typing import IO
 
 
@@ -149,3 +151,33 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
                 continue
             records.append(record)
     return records
+
+
+def load_npz(path: str | os.PathLike, keys: Sequence[str]) -> dict:
+    """The arrays ``keys`` of the ``.npz`` file ``path``, read into memory (``{key: numpy array}``).
+
+    Raises:
+      FileNotFoundError: no file at ``path``.
+      ValueError: naming the file, for a file that is not an ``.npz`` (numpy's own message would
+        speak of pickled data), a truncated or damaged one, one with object arrays, or one that
+        lacks some of ``keys`` (the message lists what it has).
+    """
+    import numpy as np
+
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic not in (b"PK\x03\x04", b"PK\x05\x06"):
+        raise ValueError(f"{path}: not an .npz file (a zip of .npy arrays)")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in keys if k not in f.files]
+            if missing:
+                raise KeyError(f"lacks {missing}; it has {sorted(f.files)}")
+            return {k: np.asarray(f[k]) for k in keys}
+    except KeyError as e:
+        raise ValueError(f"{path}: {e.args[0]}") from None
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, zlib.error) as e:
+        if isinstance(e, ValueError) and "allow_pickle" in str(e):
+            raise ValueError(f"{path}: holds object arrays (pickled Python objects), which are not loaded") from e
+        raise ValueError(f"{path}: truncated or damaged .npz ({type(e).__name__}: {e})") from e

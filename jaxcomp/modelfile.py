@@ -44,6 +44,9 @@ def export_params(params: Any, config: ml_collections.ConfigDict, path: str, tra
 
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype must be float32 or float16, not {dtype!r}")
+    if os.path.splitext(path)[1].lower() == ".json":
+        raise ValueError(f"{path}: a model's parameters cannot go to a .json file, where its notes go; "
+                         f"name it NAME.msgpack")
     host = jax.tree.map(lambda a: np.asarray(a).astype(dtype) if np.issubdtype(np.asarray(a).dtype, np.floating)
                         else np.asarray(a), params)
     data = serialization.msgpack_serialize(host)
@@ -183,8 +186,11 @@ def load_workdir(workdir: str, batch_stats: bool = False) -> tuple[ml_collection
     """
     import orbax.checkpoint as ocp
 
-    with open(os.path.join(workdir, "config.json")) as f:
-        config = ml_collections.ConfigDict(json.load(f))
+    config_path = os.path.join(workdir, "config.json")
+    config = _read_json(config_path, "run config")
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{config_path}: a run config is a JSON object, not {type(config).__name__}")
+    config = ml_collections.ConfigDict(config)
     directory = os.path.join(os.path.abspath(workdir), "checkpoints")
     step = None
     if os.path.isdir(directory):
@@ -194,13 +200,17 @@ def load_workdir(workdir: str, batch_stats: bool = False) -> tuple[ml_collection
     if step is None:
         raise ModelLoadError(f"no checkpoint in {directory}")
     item = os.path.join(directory, str(step), "default")  # the trainer's one (default) item
-    with ocp.PyTreeCheckpointer() as checkpointer:
-        metadata = checkpointer.metadata(item)
-        tree = getattr(metadata, "item_metadata", metadata)
-        tree = getattr(tree, "tree", tree)
-        as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-        state = checkpointer.restore(item, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
-    params = state["params"]
+    try:
+        with ocp.PyTreeCheckpointer() as checkpointer:
+            metadata = checkpointer.metadata(item)
+            tree = getattr(metadata, "item_metadata", metadata)
+            tree = getattr(tree, "tree", tree)
+            as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+            state = checkpointer.restore(item, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
+        params = state["params"]
+    except Exception as e:  # orbax and tensorstore raise many types for a damaged or foreign checkpoint
+        raise ModelLoadError(f"{item}: unreadable checkpoint of step {step} ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''})") from e
     if batch_stats:
         stats = (state.get("model_state") or {}).get("batch_stats")
         if not stats:

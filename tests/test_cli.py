@@ -99,6 +99,23 @@ def test_usage_errors_exit_2(model_file, tmp_path, capsys):
     assert "top_levels > 0 needs a model whose step 0 is the coarser scale" in capsys.readouterr().err
     assert cli.main(["compress", str(img), str(tmp_path / "a.jxc"), "--codec", "cpm", "--top-levels", "0"]) == 2
     assert "--top-levels applies to the lossless codec only" in capsys.readouterr().err
+    for extra, message in ((["--codec", "cpm", "--window", "32"], "--window applies to the lossless codec only"),
+                           (["--tile", "0"], "--tile must be > 0 pixels, got 0"),
+                           (["--codec", "gc", "--tile", "64"], "--tile applies to --codec l3c and cpm only")):
+        assert cli.main(["compress", str(img), str(tmp_path / "a.jxc"), *extra]) == 2
+        assert message in capsys.readouterr().err
+    # a model whose .json was edited to another architecture: one clear error, not a Flax traceback
+    import json
+    import shutil
+
+    edited = tmp_path / "edited.msgpack"
+    shutil.copy(model_file, edited)
+    notes = json.load(open(model_file[:-len(".msgpack")] + ".json"))
+    notes["config"]["model"]["features"] += 4
+    (tmp_path / "edited.json").write_text(json.dumps(notes))
+    assert cli.main(["compress", str(img), str(tmp_path / "a.jxc"), "--checkpoint", str(edited)]) == 2
+    assert "the model's parameters do not fit the architecture its .json describes" in capsys.readouterr().err
+    assert not (tmp_path / "a.jxc").exists()
 
 
 def test_console_errors_have_no_traceback(tmp_path, repo):

@@ -270,9 +270,21 @@ def test_uncentred_pca_is_the_svd_projection():
         assert np.all(np.diff(np.linalg.norm(out, axis=0)) <= 1e-4)
 
 
-def test_mnist_missing_file_is_clear(tmp_path):
+def test_mnist_missing_or_damaged_file_is_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="MNIST file not found"):
         load_mnist(str(tmp_path / "nope.npz"), 10)
+    digits = np.arange(12 * 784, dtype=np.uint8).reshape(12, 28, 28)
+    np.savez(tmp_path / "small.npz", x_train=digits, y_train=np.arange(12) % 10, x_test=digits[:3],
+             y_test=np.arange(3))
+    images, labels = load_mnist(str(tmp_path / "small.npz"), 12, 0, "all")  # all 15: train, then test
+    assert images.shape == (12, 784) and set(labels) <= set(range(10))
+    whole = (tmp_path / "small.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match=r"cut\.npz: truncated or damaged \.npz"):
+        load_mnist(str(tmp_path / "cut.npz"), 10)
+    np.savez(tmp_path / "other.npz", images=digits)
+    with pytest.raises(ValueError, match=r"other\.npz: lacks \['x_train', 'y_train'\]; it has \['images'\]"):
+        load_mnist(str(tmp_path / "other.npz"), 10)
 
 
 def test_configs_load_and_reject_unknown_keys():

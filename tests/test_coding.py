@@ -15,6 +15,7 @@ from jaxcomp.coding import (
     ideal_bits,
     information_content,
     pack,
+    peek,
     unpack,
 )
 
@@ -61,6 +62,10 @@ def test_container_detects_every_kind_of_damage():
     data = pack("l3c", model, {"height": 5}, [b"abcd", b"", b"0123456789ab"])
     meta, payloads = unpack(data, "l3c", model)
     assert meta == {"height": 5} and payloads == [b"abcd", b"", b"0123456789ab"]
+    for view in (memoryview(data), bytearray(data)):  # any bytes-like stream, e.g. an mmap'd file
+        assert unpack(view, "l3c", model) == (meta, payloads) and peek(view) == ("l3c", model)
+    with pytest.raises(TypeError, match="a bitstream is bytes .* not str"):
+        unpack(data.decode("latin-1"), "l3c", model)
     with pytest.raises(TruncatedError):
         unpack(data[:-3], "l3c", model)
     with pytest.raises(TruncatedError):

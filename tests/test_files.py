@@ -92,3 +92,26 @@ def test_a_line_torn_by_a_killed_writer_costs_only_that_line(tmp_path):
     assert fresh.read_text() == "{}\n" and (tmp_path / "empty.jsonl").read_text() == '{"a": 1}\n'
     with pytest.raises(FileNotFoundError):
         files.read_jsonl(tmp_path / "missing.jsonl")
+
+
+def test_load_npz_names_what_is_wrong_with_the_file(tmp_path):
+    import numpy as np
+
+    np.savez_compressed(tmp_path / "a.npz", x=np.arange(1000), y=np.ones(3))
+    got = files.load_npz(tmp_path / "a.npz", ["y", "x"])
+    assert list(got) == ["y", "x"] and got["x"].sum() == 499500
+    whole = (tmp_path / "a.npz").read_bytes()
+    for cut in (len(whole) // 2, len(whole) - 30):  # cut in the data; cut in the zip's directory
+        (tmp_path / "cut.npz").write_bytes(whole[:cut])
+        with pytest.raises(ValueError, match=r"cut\.npz: truncated or damaged \.npz"):
+            files.load_npz(tmp_path / "cut.npz", ["x"])
+    (tmp_path / "text.npz").write_text("x,y\n1,2\n")
+    with pytest.raises(ValueError, match=r"text\.npz: not an \.npz file"):
+        files.load_npz(tmp_path / "text.npz", ["x"])
+    with pytest.raises(ValueError, match=r"a\.npz: lacks \['z'\]; it has \['x', 'y'\]"):
+        files.load_npz(tmp_path / "a.npz", ["x", "z"])
+    np.savez(tmp_path / "objects.npz", x=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError, match=r"objects\.npz: holds object arrays"):
+        files.load_npz(tmp_path / "objects.npz", ["x"])
+    with pytest.raises(FileNotFoundError):
+        files.load_npz(tmp_path / "missing.npz", ["x"])

@@ -216,6 +216,8 @@ def test_export_model_ships_a_classifier_with_batch_stats_and_normalization(repo
         manager.save(3, args=ocp.args.StandardSave(state))
         manager.wait_until_finished()
     assert export_model.main(["--workdir", str(workdir), "--out", out]) == 0
+    with pytest.raises(SystemExit):  # parameters over the notes: refused before anything is loaded
+        export_model.main(["--workdir", str(workdir), "--out", str(tmp_path / "model.json")])
     _, variables, notes = load_model(out, task="classification")
     assert set(variables) == {"params", "batch_stats"}
     norm = json.load(open(tmp_path / "model.json"))["training"]["normalization"]

@@ -96,6 +96,25 @@ def test_kill_and_resume_continues_from_the_same_state(l3c_tiny_config, tmp_path
     assert jax.tree.structure(params) == jax.tree.structure(jax.device_get(restored.params))
     for a, b in zip(_params(restored), jax.tree.leaves(params)):
         np.testing.assert_array_equal(a, b)
+    # a damaged copy of the run: each damage named, as a ModelLoadError
+    import shutil
+
+    from jaxcomp.modelfile import ModelLoadError
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(workdir, damaged)
+    (damaged / "config.json").write_text("[1, 2]")
+    with pytest.raises(ModelLoadError, match=r"damaged/config\.json: a run config is a JSON object, not list"):
+        load_model(str(damaged), task=config.task)
+    (damaged / "config.json").write_text("{cut")
+    with pytest.raises(ModelLoadError, match=r"damaged/config\.json: unreadable run config"):
+        load_model(str(damaged), task=config.task)
+    shutil.copy(os.path.join(workdir, "config.json"), damaged / "config.json")
+    step_dir = damaged / "checkpoints" / "6" / "default"
+    biggest = max((p for p in step_dir.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    biggest.write_bytes(biggest.read_bytes()[: biggest.stat().st_size // 2])
+    with pytest.raises(ModelLoadError, match=r"unreadable checkpoint of step 6"):
+        load_model(str(damaged), task=config.task)
     wider = apply_overrides(config, ["model.features=12"])
     with pytest.raises(trainer.CheckpointError, match=r"does not match .*has shape"):  # named before restoring
         trainer.restore_for_eval(wider, workdir, tasks.build(wider)[0], batch)
@@ -213,6 +232,9 @@ def test_lineage_follows_a_chain_of_exported_models(l3c_tiny_config, tmp_path):
         with pytest.raises(ModelLoadError, match=r"second\.msgpack: its parameters are not the ones second\.json "
                                                  r"describes .* torn apart"):
             load()
+    assert load_model(other, task="l3c")[2]["params_sha256"] == hashlib.sha256(other_bytes).hexdigest()
+    with pytest.raises(ValueError, match=r"other\.json: a model's parameters cannot go to a \.json file"):
+        export_params(params, l3c_tiny_config, str(tmp_path / "other.json"), {})
     assert load_model(other, task="l3c")[2]["params_sha256"] == hashlib.sha256(other_bytes).hexdigest()
     with open(str(tmp_path / "other.json"), "w") as f:
         f.write('{"training": {}}')

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from jaxcomp.files import atomic_file
+from jaxcomp.files import atomic_file, load_npz
 
 
 def union_of_subspaces(
@@ -65,7 +65,8 @@ def load_mnist(path: str, num_points: int, seed: int = 0, split: str = "train",
 
     Raises:
       FileNotFoundError: with the path and how to set it, when the file is missing.
-      ValueError: bad split or too many points requested.
+      ValueError: bad split, too many points requested, or a file that is not a whole .npz with
+        the split's arrays.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(
@@ -74,12 +75,10 @@ def load_mnist(path: str, num_points: int, seed: int = 0, split: str = "train",
         )
     if split not in ("train", "test", "all"):
         raise ValueError(f"unknown MNIST split {split!r}; expected train, test or all")
-    with np.load(path) as f:
-        if split == "all":
-            x = np.concatenate([f["x_train"], f["x_test"]])
-            y = np.concatenate([f["y_train"], f["y_test"]])
-        else:
-            x, y = f[f"x_{split}"], f[f"y_{split}"]
+    parts = ("train", "test") if split == "all" else (split,)
+    f = load_npz(path, [f"{a}_{p}" for p in parts for a in "xy"])  # ValueError naming a damaged file
+    x = np.concatenate([f[f"x_{p}"] for p in parts])
+    y = np.concatenate([f[f"y_{p}"] for p in parts])
     if num_points > len(x):
         raise ValueError(f"requested {num_points} MNIST points but the {split} split has {len(x)}")
     idx = np.random.default_rng(seed).permutation(len(x))[:num_points]

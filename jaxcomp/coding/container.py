@@ -74,11 +74,22 @@ def pack(codec: str, model: bytes, meta: dict[str, Any], payloads: Sequence[byte
     return body + struct.pack("<I", zlib.crc32(body))
 
 
+def _as_bytes(data: Any) -> bytes:
+    """``data`` as ``bytes`` (a ``bytearray`` or ``memoryview`` is copied); ``TypeError`` otherwise."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    raise TypeError(f"a bitstream is bytes (or a bytearray or memoryview), not {type(data).__name__}")
+
+
 def peek(data: bytes) -> tuple[str, bytes]:
     """``(codec name, model fingerprint)`` from a bitstream's header, without further checks.
 
-    Raises :class:`BitstreamError` if ``data`` does not start like a jaxcomp bitstream.
+    Raises :class:`BitstreamError` if ``data`` does not start like a jaxcomp bitstream, ``TypeError``
+    if it is not bytes-like.
     """
+    data = _as_bytes(data)
     if len(data) < _HEAD.size or bytes(data[:4]) != MAGIC:
         raise BitstreamError("not a jaxcomp bitstream (too short, wrong magic bytes)")
     _, version, codec_id, model_fp, _ = _HEAD.unpack_from(data, 0)
@@ -94,8 +105,10 @@ def unpack(data: bytes, codec: str, model: bytes | None = None) -> tuple[dict[st
     """Parses and checks a bitstream; returns ``(meta, payloads)``.
 
     Raises:
-      BitstreamError (or a subclass) naming what is wrong with ``data``.
+      BitstreamError (or a subclass) naming what is wrong with ``data``; ``TypeError`` if it is not
+      bytes-like (``bytes``, ``bytearray``, ``memoryview``).
     """
+    data = _as_bytes(data)
     if len(data) < _HEAD.size:
         if MAGIC.startswith(bytes(data[:4])) and len(data) > 0:
             raise TruncatedError(f"bitstream truncated: {len(data)} bytes is shorter than the header")

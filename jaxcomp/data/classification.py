@@ -19,6 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxcomp.data.images import DataError, eval_batches_from_arrays, prefetch_batches
+from jaxcomp.files import load_npz
 
 SOURCES = ("digits", "mnist", "tfds", "digit_scenes", "voc", "tfds_stream")
 AUGMENTATIONS = ("none", "shift", "crop_flip", "shift_device", "crop_flip_device")
@@ -57,11 +58,11 @@ def load_mnist_arrays(path: str, split: str) -> tuple[np.ndarray, np.ndarray]:
                         "(the Keras mnist.npz) or pass --config.data.path=/path/to/mnist.npz")
     if split not in ("train", "test"):
         raise DataError(f"unknown MNIST split {split!r}; use 'train' or 'test'")
-    with np.load(path) as f:
-        missing = {f"x_{split}", f"y_{split}"} - set(f.files)
-        if missing:
-            raise DataError(f"{path} lacks {sorted(missing)}; it has {sorted(f.files)}")
-        x, y = f[f"x_{split}"], f[f"y_{split}"]
+    try:
+        arrays = load_npz(path, [f"x_{split}", f"y_{split}"])
+    except ValueError as e:  # not an .npz, truncated, or without the split's arrays
+        raise DataError(str(e)) from e
+    x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
     if x.ndim == 3:
         x = x[..., None]
     if x.dtype != np.uint8 or x.ndim != 4 or len(x) != len(y):

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import scipy.optimize as so
 
+from jaxcomp.files import load_npz
 from jaxcomp.greedy.nnmp import VARIANTS, nnmp_batch
 from jaxcomp.reporting import write_table
 
@@ -65,9 +66,9 @@ def load_images(source: str = "auto", path: str = DEFAULT_MNIST) -> tuple[np.nda
     if source == "mnist" or (source == "auto" and os.path.isfile(path)):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"MNIST file not found: {path!r} (use --data digits for sklearn's digits)")
-        with np.load(path) as f:
-            tr = f["x_train"].reshape(len(f["x_train"]), -1) / 255.0
-            te = f["x_test"].reshape(len(f["x_test"]), -1) / 255.0
+        f = load_npz(path, ["x_train", "x_test"])  # ValueError naming a damaged file
+        tr = f["x_train"].reshape(len(f["x_train"]), -1) / 255.0
+        te = f["x_test"].reshape(len(f["x_test"]), -1) / 255.0
         return tr.astype(np.float64), te.astype(np.float64), "MNIST 28x28"
     X = _sklearn_digits() / 16.0
     return X[:-500].astype(np.float64), X[-500:].astype(np.float64), "sklearn digits 8x8"
