@@ -1,6 +1,7 @@
 """Tests for jaxcomp.cluster: SSC-OMP / SSC-MP, spectral clustering, metrics, configs."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -287,7 +288,7 @@ def test_mnist_missing_or_damaged_file_is_clear(tmp_path):
         load_mnist(str(tmp_path / "other.npz"), 10)
 
 
-def test_configs_load_and_reject_unknown_keys():
+def test_configs_load_and_reject_unknown_keys(tmp_path):
     for name in ("synthetic", "synthetic_sigma", "smax", "mnist", "mnist_scattering", "mnist_speed", "noise_smax",
                  "noise_smax_tau", "tiny"):
         cfg = load_config(os.path.join(ROOT, "configs/ssc.py") + ":" + name)
@@ -304,6 +305,20 @@ def test_configs_load_and_reject_unknown_keys():
         load_config(os.path.join(ROOT, "configs/ssc.py:mnist"), ["data.num_pts=2000"])
     with pytest.raises(ConfigError, match="no variant"):
         load_config(os.path.join(ROOT, "configs/ssc.py:cifar"))
+    # settings that would fail midway (trials=0 ended in an UnboundLocalError) or print NaNs
+    from jaxcomp.cluster.benchmarks import check_synthetic_settings
+
+    for variant in ("tiny", "smax"):
+        check_synthetic_settings(load_config(os.path.join(ROOT, f"configs/ssc.py:{variant}")))
+    for override, message in (("grid.trials=0", "grid.trials must be a positive integer, got 0"),
+                              ("data.n_subspaces=0", "data.n_subspaces must be"),
+                              ("grid.rho=()", "grid.rho is empty"), ("ssc.algorithms=()", "ssc.algorithms is empty")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            check_synthetic_settings(load_config(os.path.join(ROOT, "configs/ssc.py:tiny"), [override]))
+    from jaxcomp.cluster.benchmarks import run
+
+    with pytest.raises(ValueError, match="grid.trials must be"):  # the experiment checks before it starts
+        run(load_config(os.path.join(ROOT, "configs/ssc.py:tiny"), ["grid.trials=0"]), str(tmp_path))
     cfg = load_config(os.path.join(ROOT, "configs/nnmp.py:tiny"))
     assert cfg.max_iter >= 1
 
@@ -614,3 +629,14 @@ def test_ssc_reference_refuses_a_wrong_checkout(tmp_path, capsys):
     assert ssc_reference.main(["--checkout", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "selfrepresentation.py" in err and "ChongYou/subspace-clustering" in err
+
+
+def test_an_empty_coefficient_graph_and_a_bad_max_clusters_are_reported():
+    """tau at or above the points' norms stops every pursuit at once: the graph is empty and the
+    clusters arbitrary, which the estimator says; max_clusters < 1 is refused by name."""
+    X = np.random.default_rng(3).standard_normal((40, 8))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    with pytest.warns(UserWarning, match=r"SSCOMP: every pursuit stopped before its first step \(tau=1\.0"):
+        assert SSCOMP(n_clusters=2, tau=1.0).fit(X).coef_.nnz == 0
+    with pytest.raises(ValueError, match="max_clusters must be a positive integer, got 0"):
+        SSCMP(max_clusters=0).fit(X)

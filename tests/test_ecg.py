@@ -70,8 +70,14 @@ def test_bad_input_names_the_record(tmp_path, challenge_dir):
         f.write("B00005,N\nB00006,X\n")
     with pytest.raises(ECGDataError, match=r"B00006: unknown label 'X'"):
         load_challenge(str(tmp_path))
+    (tmp_path / "REFERENCE.csv").write_text("B00004,N\nB00003,A\nB00004,O\n")
+    with pytest.raises(ECGDataError, match=r"record B00004 is listed twice \(rows 1 and 3\)"):
+        load_challenge(str(tmp_path))
+    with pytest.raises(ECGDataError, match=r"limit must be >= 0 records"):
+        load_challenge(str(tmp_path), limit=-1)
+    (tmp_path / "no_reference").mkdir()  # (not a folder of another test: this one runs alone with -k)
     with pytest.raises(ECGDataError, match="no REFERENCE.csv"):
-        load_challenge(str(challenge_dir / "out"))
+        load_challenge(str(tmp_path / "no_reference"))
     with pytest.raises(ECGDataError, match="NaN"):
         ecg_data.check_recording("synthetic_7", np.array([0.0] * 100 + [np.inf]), 300)
 
@@ -418,3 +424,21 @@ def test_reference_class_weights_oversampling_and_validation_split():
     np.testing.assert_allclose(share, [80 / 140, 30 / 140, 0, 30 / 140], atol=0.03)
     batch = batches.train_batch(0)
     np.testing.assert_allclose(batch["weight"], w[batch["label"]])
+
+
+def test_cross_validation_refuses_results_of_another_config(repo, tmp_path):
+    """results.jsonl rows are reused only by the config that made them: a changed setting would
+    otherwise report the old runs as its own (seeds, folds and models only choose runs)."""
+    import json
+
+    from jaxcomp.ecg.experiments import cross_validate, results_digest
+
+    config = load_config(str(repo / "configs" / "ecg.py") + ":tiny_cnn")
+    digest = results_digest(config)
+    assert digest == results_digest(apply_overrides(config, ["cv.seeds=(5, 6)", "cv.models=('crnn',)"]))
+    assert digest != results_digest(apply_overrides(config, ["steps=5000"]))
+    assert digest != results_digest(apply_overrides(config, ["model.channels=64"]))
+    row = dict(seed=0, fold=0, model="cnn", steps=config.steps, f1=0.1, config_digest=digest)
+    (tmp_path / "results.jsonl").write_text(json.dumps(row) + "\n")
+    with pytest.raises(ValueError, match=r"results\.jsonl: its runs were made with another config"):
+        cross_validate(apply_overrides(config, ["steps=5000"]), str(tmp_path))

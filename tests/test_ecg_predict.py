@@ -129,6 +129,9 @@ def test_predict_command_with_the_shipped_model(records_dir, tmp_path, capsys):
     clf = load_classifier(batch_size=4)
     signals = [read_challenge_record(os.path.join(str(d), n)) for n in names]
     np.testing.assert_allclose(clf.predict_proba(signals), p, atol=2e-6)
+    np.testing.assert_allclose(clf.predict_proba([signals[0][None]]), p[:1], atol=2e-6)  # [1, n]: one lead
+    with pytest.raises(ECGDataError, match=r"record 1: expected a single-lead signal, got shape \(2, "):
+        clf.predict_proba([signals[0], np.stack([signals[1], signals[1]])])  # two leads, not one long one
     # ... and the padded, batched call equals the model on a recording alone, unpadded
     x = signals[0]
     z = np.asarray(clf._logits(clf._device_variables, x[None], np.array([len(x)], np.int32)), np.float64)[0]

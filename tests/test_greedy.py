@@ -7,7 +7,16 @@ import numpy as np
 import pytest
 import scipy.optimize as so
 
-from jaxcomp.greedy import VARIANTS, distance_objective, logistic_objective, make_objective, mp, nnmp, omp
+from jaxcomp.greedy import (
+    VARIANTS,
+    distance_objective,
+    least_squares_objective,
+    logistic_objective,
+    make_objective,
+    mp,
+    nnmp,
+    omp,
+)
 
 M_DIM, K_ATOMS, SPARSITY = 40, 80, 5
 
@@ -72,6 +81,8 @@ def test_mp_stopping_rules(planted):
         (dict(D=np.ones((5, 3)), y=np.ones(4)), "mismatched shapes"),
         (dict(D=np.ones((5, 3)), y=np.ones(5), max_iter=0), "max_iter"),
         (dict(D=np.ones((5, 3)), y=np.ones(5), exclude=[0, 1]), "mismatched shapes"),
+        # the check in float64 passed it; its square underflows in the device's float32: residual inf
+        (dict(D=np.c_[np.ones(5), np.full(5, 1e-22)], y=np.ones(5)), r"norm below 1\.1e-19, e\.g\. column 1"),
     ],
 )
 def test_pursuit_bad_input(kwargs, match):
@@ -147,6 +158,8 @@ def test_nnmp_plain_callable_and_custom_lmo():
         (dict(atoms=np.zeros((3, 2))), "zero column"),
         (dict(atoms=np.ones((4, 2))), "mismatched shapes"),
         (dict(objective=lambda x: (x**2).sum()), "smoothness constant L"),
+        (dict(atoms=np.zeros((3, 0))), r"non-empty 2-D .* got shape \(3, 0\)"),
+        (dict(atoms=np.eye(3) * (1 + 1j)), "atoms must be real numbers, got dtype complex128"),
     ],
 )
 def test_nnmp_bad_input(kwargs, match):
@@ -154,6 +167,19 @@ def test_nnmp_bad_input(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         nnmp(args.pop("objective"), args.pop("atoms"), **args)
+
+
+def test_objectives_refuse_labels_and_values_they_cannot_use():
+    """0/1 labels would silently optimise another problem; NaNs gave an SVD error or NaN histories."""
+    with pytest.raises(ValueError, match=r"labels y must be -1 or \+1, got values \[0, 1\]"):
+        logistic_objective(np.ones((4, 3)), np.array([0, 1, 0, 1]))
+    with pytest.raises(ValueError, match="mismatched shapes"):
+        logistic_objective(np.ones((4, 3)), np.ones(3))
+    with pytest.raises(ValueError, match="M contains NaN"):
+        least_squares_objective(np.full((4, 3), np.nan), np.ones(4))
+    with pytest.raises(ValueError, match="b contains NaN"):
+        distance_objective(np.array([np.nan, 1.0]))
+    logistic_objective(np.ones((4, 3)), np.array([-1, 1, -1, 1.0]))  # float labels of the right values pass
 
 
 # ----------------------------------------------------------------------------- MP / OMP vs numpy references

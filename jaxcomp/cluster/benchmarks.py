@@ -323,10 +323,30 @@ def run_speed(cfg, workdir: str) -> list[dict]:
     return rows
 
 
+def check_synthetic_settings(cfg) -> None:
+    """``ValueError`` naming the setting, for a synthetic experiment (``phase``, ``smax``) that would
+    otherwise fail midway or print a table of NaNs: trials, subspaces, algorithms and grid axes."""
+    def positive(key: str, value) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key} must be a positive integer, got {value!r}")
+
+    positive("grid.trials", cfg.grid.trials)
+    positive("data.n_subspaces", cfg.data.n_subspaces)
+    if not list(cfg.ssc.algorithms):
+        raise ValueError("ssc.algorithms is empty; give 'omp', 'mp' or both")
+    axes = {"phase": ["rho", {"t_rho": "t", "sigma_rho": "sigma", "smax_rho": "s_max"}.get(cfg.grid.axes)],
+            "smax": ["s_max"]}[cfg.experiment]
+    for axis in axes:
+        if axis is not None and not list(cfg.grid[axis]):
+            raise ValueError(f"grid.{axis} is empty; give at least one value")
+
+
 def run(cfg, workdir: str) -> str:
     """Runs the experiment named by ``cfg.experiment`` and writes ``workdir/<name>.{md,csv}``."""
     os.makedirs(workdir, exist_ok=True)
     exp = cfg.experiment
+    if exp in ("phase", "smax"):
+        check_synthetic_settings(cfg)
     if exp == "phase":
         rows, name = run_phase(cfg, workdir), f"phase_{cfg.grid.axes}"
     elif exp == "smax":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
@@ -36,6 +37,10 @@ class _SSCBase(ClusterMixin, BaseEstimator):
             point_norms=self.point_norms,
         )
         t1 = time.perf_counter()
+        if C.nnz == 0:  # an empty graph: spectral clustering of it says nothing about the data
+            warnings.warn(f"{type(self).__name__}: every pursuit stopped before its first step (tau={self.tau!r} "
+                          f"is not below the points' norms), so no coefficient is nonzero and the clusters "
+                          f"are arbitrary; tau is a residual norm, e.g. the noise level", stacklevel=3)
         self.coef_ = C
         self.n_iter_ = info["n_iter"]
         self.residual_norm_ = info["residual_norm"]

@@ -90,6 +90,8 @@ def spectral_clustering(
         k = int(n_clusters)
         vals, vecs = laplacian_spectrum(A, k, seed)
     else:
+        if isinstance(max_clusters, bool) or int(max_clusters) != max_clusters or max_clusters < 1:
+            raise ValueError(f"max_clusters must be a positive integer, got {max_clusters!r}")
         kmax = min(max_clusters + 1, n)
         vals, vecs = laplacian_spectrum(A, kmax, seed)
         k = estimate_n_clusters(vals)

@@ -148,31 +148,17 @@ def read_header(path: str) -> dict:
 def read_record(path: str, expected_fs: int = FS) -> np.ndarray:
     """Reads a challenge record (``path`` with or without ``.hea``/``.mat``) as float32 mV ``[n]``.
 
-    Raises:
-      ECGDataError: naming the record, for missing files, a wrong sampling rate, a length
-        that disagrees with the header, NaNs, or a record shorter than one spectrogram window.
-    """
-    from scipy.io import loadmat
+    The training sets' reader: :func:`jaxcomp.ecg.challenge.read_challenge_record` without
+    resampling, so training data and the records a trained model classifies pass the same checks.
 
-    base = path[:-4] if path.endswith((".hea", ".mat")) else path
-    name = os.path.basename(base)
-    header = read_header(base + ".hea")
-    if header["fs"] != expected_fs:  # checked before reading the signal
-        check_recording(name, np.zeros(MIN_SAMPLES), header["fs"], expected_fs)
-    mat = os.path.join(os.path.dirname(base), header["file"])
-    try:
-        content = loadmat(mat)
-    except (OSError, ValueError) as e:
-        raise ECGDataError(f"record {name}: cannot read {mat}: {e}") from e
-    if "val" not in content:
-        raise ECGDataError(f"record {name}: {mat} has no variable 'val' (keys: {sorted(content)})")
-    adc = np.asarray(content["val"], np.float64).reshape(-1)
-    if header["n_samples"] >= 0 and len(adc) != header["n_samples"]:
-        raise ECGDataError(f"record {name}: {len(adc)} samples in {mat} but the header says {header['n_samples']}")
-    signal = (adc - header["baseline"]) / header["gain"]
-    if header["units"].lower() in ("uv", "µv"):
-        signal = signal / 1000.0
-    return check_recording(name, signal, header["fs"], expected_fs)
+    Raises:
+      ECGDataError: naming the record, for missing, empty or unreadable files, an unparseable
+        header, a wrong sampling rate, more than one lead, a length that disagrees with the header,
+        NaNs, or a record shorter than one spectrogram window.
+    """
+    from jaxcomp.ecg.challenge import read_challenge_record  # it builds on this module
+
+    return read_challenge_record(path, resample=False, target_fs=expected_fs)
 
 
 def write_record(directory: str, name: str, signal_mv: np.ndarray, fs: int = FS, gain: float = 1000.0) -> None:
@@ -205,6 +191,11 @@ def read_reference(path: str) -> list[tuple[str, int]]:
                 out.append((row[0].strip(), label_index(row[0].strip(), row[1])))
     except OSError as e:
         raise ECGDataError(f"cannot read {path}: {e}") from e
+    seen: dict[str, int] = {}
+    for i, (name, _) in enumerate(out):
+        if name in seen:  # one recording, two labels, perhaps in two folds
+            raise ECGDataError(f"{path}: record {name} is listed twice (rows {seen[name] + 1} and {i + 1})")
+        seen[name] = i
     return out
 
 
@@ -215,6 +206,8 @@ def load_challenge(path: str, limit: int = 0, expected_fs: int = FS, progress: b
         raise ECGDataError(f"data.path {path!r} is not a directory (expected the challenge's training2017/)")
     if not os.path.isfile(reference):
         raise ECGDataError(f"{path} has no REFERENCE.csv (expected the challenge's training2017/ directory)")
+    if limit < 0:
+        raise ECGDataError(f"limit must be >= 0 records (0: all), got {limit}")
     rows = read_reference(reference)
     if limit:
         rows = rows[:limit]

@@ -285,8 +285,23 @@ def _stage_configs(config: ml_collections.ConfigDict, seed: int, fold: int, cnn_
     return {"cnn": cnn, "crnn": crnn, "cnn_more": cnn_more}
 
 
+def results_digest(config: ml_collections.ConfigDict) -> str:
+    """A digest of every setting of ``config`` that changes a cross-validation run's result: all of
+    it but ``cv.seeds``, ``cv.folds`` and ``cv.models``, which only choose the runs."""
+    import hashlib
+
+    settings = config.to_dict()
+    for key in ("seeds", "folds", "models"):
+        settings.get("cv", {}).pop(key, None)
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> str:
-    """Runs the cross-validation a config's ``cv`` block describes; returns the Markdown table."""
+    """Runs the cross-validation a config's ``cv`` block describes; returns the Markdown table.
+
+    Finished runs are read back from ``workdir/results.jsonl`` and not run again; each row records
+    :func:`results_digest` of its config, and rows of another config raise ``ValueError`` (a
+    changed setting would otherwise report the old runs as the new ones)."""
     from tqdm.auto import tqdm
 
     os.makedirs(workdir, exist_ok=True)
@@ -298,8 +313,13 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> str:
         raise ValueError(f"cv.models may hold 'cnn', 'crnn' and 'cnn_more', got {sorted(unknown)}")
     results_path = os.path.join(workdir, "results.jsonl")
     done = {}
+    digest = results_digest(config)
     if os.path.exists(results_path):
         for r in read_jsonl(results_path):
+            if r.get("config_digest", digest) != digest:  # rows written before digests: taken as they are
+                raise ValueError(f"{results_path}: its runs were made with another config (digest "
+                                 f"{r['config_digest']}, this config {digest}); use another --workdir, or move "
+                                 f"the file aside to run them again")
             done[(r["seed"], r["fold"], r["model"])] = r
     runs = [(s, f, m) for s in config.cv.seeds for f in folds for m in ("cnn", "crnn", "cnn_more")
             if m in models or (m == "cnn" and set(models) & {"crnn", "cnn_more"})]
@@ -316,7 +336,7 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> str:
         train_s = time.perf_counter() - t0
         labels, preds, _, _ = predict_split(task, state, data, cfg.eval_batch_size)
         r = dict(seed=seed, fold=fold, model=model, steps=cfg.steps, train_s=round(train_s, 1), n_eval=len(labels),
-                 source=data.dataset.source, **score(labels, preds))
+                 source=data.dataset.source, config_digest=digest, **score(labels, preds))
         if info["best_step"] is not None:
             last_state = info["last_state"]
             if last_state is not None:

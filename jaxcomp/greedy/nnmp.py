@@ -92,11 +92,21 @@ def make_objective(
     return Objective(f=f, grad=grad if grad is not None else jax.grad(f), L=L, hvp=hvp)
 
 
+def _check_real_finite(**arrays: np.ndarray) -> None:
+    """``ValueError`` naming the first array that is not real numbers or holds NaN/inf."""
+    for name, a in arrays.items():
+        if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool) or np.iscomplexobj(a):
+            raise ValueError(f"{name} must hold real numbers, got dtype {a.dtype}")
+        if not np.isfinite(a).all():
+            raise ValueError(f"{name} contains NaN or infinite entries")
+
+
 def least_squares_objective(M, b) -> Objective:
     """``f(x) = 0.5 ||M x - b||^2`` with ``M`` ``(n, m)``, ``b`` ``(n,)`` (quadratic)."""
     M, b = np.asarray(M), np.asarray(b)
     if M.ndim != 2 or b.shape != (M.shape[0],):
         raise ValueError(f"mismatched shapes: M {M.shape}, b {b.shape}")
+    _check_real_finite(M=M, b=b)
     L = float(np.linalg.norm(np.asarray(M), 2) ** 2)
     return Objective(
         f=lambda x: 0.5 * jnp.sum((M @ x - b) ** 2),
@@ -109,6 +119,7 @@ def least_squares_objective(M, b) -> Objective:
 def distance_objective(b) -> Objective:
     """``f(x) = 0.5 ||x - b||^2``: over ``cone(A)`` this is NNLS ``min_w 0.5||A w - b||^2``."""
     b = np.asarray(b)
+    _check_real_finite(b=b)
     return Objective(f=lambda x: 0.5 * jnp.sum((x - b) ** 2), grad=lambda x: x - b, L=1.0, hvp=lambda v: v)
 
 
@@ -119,6 +130,11 @@ def logistic_objective(F, y, l2: float = 0.0) -> Objective:
     Strongly convex when ``l2 > 0``.
     """
     F, y = np.asarray(F), np.asarray(y)
+    if F.ndim != 2 or y.shape != (F.shape[0],):
+        raise ValueError(f"mismatched shapes: F {F.shape}, y {y.shape}")
+    _check_real_finite(F=F, y=y)
+    if not np.isin(y, (-1, 1)).all():  # 0/1 labels would optimise another problem without a word
+        raise ValueError(f"logistic labels y must be -1 or +1, got values {np.unique(y)[:5].tolist()}")
     n = F.shape[0]
     L = float(np.linalg.norm(np.asarray(F), 2) ** 2 / (4 * n) + l2)
 
@@ -510,8 +526,10 @@ def nnmp(
         A = np.zeros((dim, max_iter), np.float64 if x64 else np.float32)
     else:
         A = np.asarray(atoms)
-        if A.ndim != 2:
-            raise ValueError(f"atoms must be 2-D (m, K) with atoms as columns, got shape {A.shape}")
+        if A.ndim != 2 or A.shape[1] == 0:
+            raise ValueError(f"atoms must be a non-empty 2-D (m, K) array with atoms as columns, got shape {A.shape}")
+        if np.iscomplexobj(A) or not np.issubdtype(A.dtype, np.number):
+            raise ValueError(f"atoms must be real numbers, got dtype {A.dtype}")
         _check_atom_columns(A)
         if dim is not None and dim != A.shape[0]:
             raise ValueError(f"mismatched shapes: dim={dim} but atoms have {A.shape[0]} rows")

@@ -302,6 +302,12 @@ def _run(kind, D, y, max_iter, tol, corr_tol, exclude, max_nonzeros=None) -> Pur
     Y = y[None] if single else y
     ex = _check_exclude(exclude, Y.shape[0], K)
     dtype = jnp.result_type(D.dtype, Y.dtype) if jax.config.jax_enable_x64 else jnp.float32
+    # an atom whose squared norm is not a normal number in the device's precision divides by zero there
+    tiny = np.sqrt(np.finfo(dtype).tiny)
+    small = np.flatnonzero(np.linalg.norm(D.astype(np.float64), axis=0) < tiny)
+    if small.size:
+        raise ValueError(f"dictionary D has {small.size} column(s) of norm below {tiny:.1e}, e.g. column "
+                         f"{int(small[0])}, whose squared norm underflows in {np.dtype(dtype).name}; rescale the atoms")
     Dj, Yj = jnp.asarray(D, dtype), jnp.asarray(Y, dtype)
     tol_j, ctol_j = jnp.asarray(tol, dtype), jnp.asarray(corr_tol, dtype)
     if kind == "omp":

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxcomp.ecg.data import CLASSES, FS, MIN_SAMPLES, NOVERLAP, ECGDataError
+from jaxcomp.ecg.data import CLASSES, FS, MIN_SAMPLES, NOVERLAP, ECGDataError, check_recording
 
 PRETRAINED_DIR = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_MODEL = os.path.join(PRETRAINED_DIR, "ecg_synthetic.msgpack")
@@ -70,19 +70,17 @@ class ECGClassifier:
     def predict_proba(self, signals: Sequence[np.ndarray]) -> np.ndarray:
         """Probabilities of N, A, O, ~ for each recording: float32 ``[n, 4]`` (rows sum to 1).
 
-        ``signals``: float mV arrays ``[length_i]`` at 300 Hz, each at least 64 samples. They
-        are padded to a multiple of 15 s and batched by padded length (masking makes the result
+        ``signals``: float mV arrays ``[length_i]`` (or ``[1, length_i]``, ``[length_i, 1]``) at
+        300 Hz, each at least 64 finite samples; anything else (several leads included) raises
+        :class:`jaxcomp.ecg.data.ECGDataError` naming the recording's index. They are padded to a
+        multiple of 15 s and batched by padded length (masking makes the result
         independent of the padding), ``batch_size`` at a time.
         """
         n = len(signals)
         out = np.zeros((n, len(CLASSES)), np.float32)
         if n == 0:
             return out
-        arrays = [np.asarray(s, np.float32).reshape(-1) for s in signals]
-        for i, s in enumerate(arrays):
-            if len(s) < MIN_SAMPLES or not np.all(np.isfinite(s)):
-                raise ECGDataError(f"recording {i}: needs >= {MIN_SAMPLES} finite samples at {FS} Hz, "
-                                   f"got {len(s)} samples{'' if np.all(np.isfinite(s)) else ' with NaN/inf'}")
+        arrays = [check_recording(str(i), s, FS) for i, s in enumerate(signals)]  # one lead, finite, long enough
         step = int(PAD_SECONDS * FS)
         padded = np.array([-(-len(s) // step) * step for s in arrays])
         padded = -(-padded // NOVERLAP) * NOVERLAP
