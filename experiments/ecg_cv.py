@@ -7,7 +7,8 @@
 Per seed (cv.seeds) and fold (cv.folds, default all data.num_folds): train the CNN, score it on
 the held-out fold, train the CRNN from its conv blocks (stage 2, cv.crnn_steps), score it.
 Writes results.jsonl, results.md (F1 per fold, mean +- std) and confusion.png into --workdir
-and prints the table. Started again, it skips finished runs.
+and prints the table. Started again, it skips finished runs; a workdir whose results were made
+with other settings (anything but cv.seeds, cv.folds, cv.models) is refused.
 """
 
 from __future__ import annotations
