@@ -51,7 +51,8 @@ OBJECTIVES = {"wgan": "WGAN-GP", "wae": "WAE", "wpp": "Wasserstein++"}
 def objective_config(config: ml_collections.ConfigDict, objective: str, seed: int) -> ml_collections.ConfigDict:
     """The stage-1 config of ``objective`` for the data set of ``config``: Wasserstein++ is ``config``
     itself (with the user's overrides); WGAN-GP and WAE are the ``<data>_wgan`` / ``<data>_wae``
-    variants with the user's data block and generator sizes (``GENERATOR_FIELDS``); then ``seed``."""
+    variants with the user's data block and generator sizes
+    (``jaxcomp.codecs.dplc.task.GENERATOR_FIELDS``); then ``seed``."""
     from jaxcomp.configs import load_config
 
     if objective not in OBJECTIVES:

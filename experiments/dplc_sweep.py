@@ -32,13 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from jaxcomp.configs import config_script_main
+from jaxcomp.configs import config_digest, config_script_main
 from jaxcomp.files import atomic_file
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "dplc.py")
 METHODS = {"dplc": "compress", "cae": "cae", "gan": "gan"}
-# the model fields that define the stage-1 generator, which every stage-2 run of a sweep shares
-GENERATOR_FIELDS = ("image_size", "channels", "latent", "features", "prior", "prior_var", "upsample")
 LABELS = {"dplc": "DPLC (frozen G, MMD)", "cae": "CAE (MSE)", "gan": "GAN compression (adv. + MSE)"}
 
 
@@ -69,8 +67,11 @@ def stage2_config(config, method: str, code_channels: int, levels: int, seed: in
 
 def with_stage1_data_and_sizes(c, config):
     """``c`` with the user's data block (paths, splits) and the generator-defining model fields
-    (``GENERATOR_FIELDS``, e.g. ``--config.model.latent=64``) of the stage-1 ``config``; returns ``c``."""
+    (``jaxcomp.codecs.dplc.task.GENERATOR_FIELDS``, e.g. ``--config.model.latent=64``) of the
+    stage-1 ``config``; returns ``c``."""
     import ml_collections
+
+    from jaxcomp.codecs.dplc.task import GENERATOR_FIELDS  # the stage-1 generator's, which every run shares
 
     c.data = ml_collections.ConfigDict(config.data.to_dict())
     c.model.update({k: config.model[k] for k in GENERATOR_FIELDS})
@@ -228,11 +229,20 @@ def run(config, workdir: str) -> str:
                 bits = task.spec.bits
                 run_dir = os.path.join(workdir, "runs", f"{method}_b{bits:g}_s{seed}")
                 cache = os.path.join(run_dir, "decoded.npz")
-                if not os.path.exists(cache):
+                made_by = np.array([config_digest(c), hashlib.sha256(test.tobytes()).hexdigest()[:16]])
+                if os.path.exists(cache):  # a run of other settings or images is not this one's
+                    with np.load(cache) as f:
+                        found = f["made_by"] if "made_by" in f.files else None
+                    if found is None or not np.array_equal(found, made_by):
+                        raise ValueError(f"{cache} was made with other settings or test images than this sweep's "
+                                         f"(config and images digests {made_by.tolist()}, the file's "
+                                         f"{None if found is None else found.tolist()}); use another --workdir, "
+                                         f"or remove {run_dir} to train it again")
+                else:
                     state, _ = trainer.train(c, run_dir, task, data, progress=not s.get("quiet", False))
                     decoded = decode_all(task, jax.device_get(state.params), test, seed)
                     with atomic_file(cache) as f:
-                        np.savez_compressed(f, decoded=decoded, images=len(test))
+                        np.savez_compressed(f, decoded=decoded, images=len(test), made_by=made_by)
                 decoded_runs.append((dict(method=method, bits=bits, bpp=bits / spec.image_size ** 2, seed=seed,
                                           code_channels=m, levels=levels), cache))
     # pass 2: the metrics

@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     from jaxcomp.xla import prefer_xla_cpu_convolutions
 
     prefer_xla_cpu_convolutions()  # before JAX starts: ~1.5x faster CPU training steps
+    from flax.errors import ScopeParamNotFoundError, ScopeParamShapeError
+
     from jaxcomp import train as trainer  # after argument errors, which need no JAX
     from jaxcomp.data import DataError
 
@@ -58,8 +60,12 @@ def main(argv: list[str] | None = None) -> int:
             config.lock()
         state, metrics = trainer.train(config, args.workdir, task, data, progress=not args.no_progress,
                                        time_limit=args.time_limit)
-    except (ConfigError, DataError, trainer.CheckpointError, ValueError) as e:
+    except (ConfigError, DataError, trainer.CheckpointError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (ScopeParamNotFoundError, ScopeParamShapeError) as e:  # a loaded model (teacher, codec, G) of other layers
+        print(f"error: a model this run loads does not fit the architecture its config gives: "
+              f"{str(e).splitlines()[0]}", file=sys.stderr)
         return 2
     step = int(state.step)
     if step < config.steps:

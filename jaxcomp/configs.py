@@ -134,6 +134,24 @@ def _unknown_key(config: ml_collections.ConfigDict, key: str) -> ConfigError:
     return ConfigError(f"config has no key {key!r}{hint}")
 
 
+def config_digest(config: ml_collections.ConfigDict, exclude: Iterable[str] = ()) -> str:
+    """A short hash (16 hex digits) of every setting of ``config`` but the dotted keys in
+    ``exclude``: cached results record it, so that results of other settings are not taken for
+    this config's."""
+    import hashlib
+    import json
+
+    settings = config.to_dict()
+    for key in exclude:
+        *parents, last = key.split(".")
+        node = settings
+        for part in parents:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def split_cli_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     """Splits ``--config.a.b=v`` / ``--config.a.b v`` arguments from the rest of ``argv``."""
     overrides, rest = [], []

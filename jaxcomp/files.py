@@ -181,3 +181,14 @@ def load_npz(path: str | os.PathLike, keys: Sequence[str]) -> dict:
         if isinstance(e, ValueError) and "allow_pickle" in str(e):
             raise ValueError(f"{path}: holds object arrays (pickled Python objects), which are not loaded") from e
         raise ValueError(f"{path}: truncated or damaged .npz ({type(e).__name__}: {e})") from e
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The SHA-256 (hex) of the bytes of the file ``path``, read in 1 MiB chunks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -8,6 +8,7 @@ import os
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -347,6 +348,12 @@ def test_text_reader_vocabulary_and_exact_evaluation_windows(tmp_path, repo):
     with pytest.raises(DataError, match="language-model data folder not found"):
         build_lm_data(apply_overrides(config, [f"data.path={tmp_path / 'nope'}"]).data)
     assert isinstance(data, LMBatches)
+    (tmp_path / "ptb.valid.txt").write_text("\n \n")  # empty: an evaluation of nothing, a KeyError later
+    with pytest.raises(DataError, match=r"ptb\.valid\.txt: holds no words"):
+        build_lm_data(config.data)
+    (tmp_path / "ptb.valid.txt").write_bytes(b"\x1f\x8b\x08\x00\xe8\xff")  # gzip bytes, not text
+    with pytest.raises(DataError, match=r"ptb\.valid\.txt: not UTF-8 text"):
+        build_lm_data(config.data)
 
 
 def test_all_config_variants_load(repo):
@@ -496,6 +503,19 @@ def test_tiny_generations_train_and_chain_teachers(ban_config, tmp_path):
     assert teacher.model.apply(teacher.variables, x).shape == (3, 10)
     task = build_task(apply_overrides(config, ["distill.loss=dkpp", f"distill.teachers=('{student_dir}',)"]))
     assert len(task.teachers) == 1
+    # a teacher whose outputs cannot be compared with the student's is refused by name, before loading
+    from jaxcomp.distill.task import check_teacher, read_workdir_config
+
+    with pytest.raises(ValueError, match=r"has model\.num_classes=10, this run model\.num_classes=20"):
+        build_task(apply_overrides(config, ["distill.loss=dkpp", f"distill.teachers=('{student_dir}',)",
+                                            "model.num_classes=20"]))
+    language_model = ml_collections.ConfigDict({"task": "lm", "model": {"vocab_size": 10}})
+    with pytest.raises(ValueError, match=r"is a 'classification' model; this run trains a 'lm' model"):
+        check_teacher(language_model, read_workdir_config(str(student_dir)), str(student_dir))
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "config.json").write_text('{"task": "classifi')
+    with pytest.raises(ValueError, match=r"cut/config\.json: unreadable run config"):
+        read_workdir_config(str(tmp_path / "cut"))
     table = summarize(rows)
     assert table[1]["model"] == "BAN-1" and "better than teacher" in table[1]
     with pytest.raises(ValueError, match="needs a teacher"):

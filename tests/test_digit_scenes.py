@@ -285,6 +285,18 @@ def test_scene_arrays_cache(fake, tmp_path, monkeypatch):
     assert all(np.array_equal(a[k], c[k]) for k in a)
     d = ds.scene_arrays(SEG, "test", 5, *fake)
     assert all(np.array_equal(a[k], d[k]) for k in a)
+    # an MNIST file rewritten in place, to the same size, with other labels: a new key, not the old scenes
+    import shutil
+
+    mnist = tmp_path / "mnist.npz"
+    shutil.copy(fake[0], mnist)
+    before = ds.scene_arrays(SEG, "test", 5, str(mnist), fake[1], cache_dir=str(cache))
+    with np.load(fake[0]) as f:
+        arrays = {k: f[k] for k in f.files}
+    np.savez(mnist, **dict(arrays, y_test=(arrays["y_test"] + 1) % 10))
+    assert mnist.stat().st_size == os.path.getsize(fake[0])
+    after = ds.scene_arrays(SEG, "test", 5, str(mnist), fake[1], cache_dir=str(cache))
+    assert not np.array_equal(after["label"], before["label"])
 
 
 @pytest.mark.skipif(not (os.path.isfile(os.path.join(SHARED, "mnist", "mnist.npz"))

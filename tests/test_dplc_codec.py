@@ -173,6 +173,9 @@ def test_payload_is_the_fixed_rate(codec, gray, photo):
 def test_zero_bits_decodes_a_sample_of_the_generator(repo, models, photo, tmp_path):
     """At 0 bits the file carries only the seed: the decoded image is G(B(u)), whatever the image."""
     config = _config(repo, "tiny_compress", "model.code_channels=0", f"compress.generator={models.generator}")
+    other = "transposed" if config.model.upsample == "resize" else "resize"  # a G of other layers: named
+    with pytest.raises(ModelLoadError, match=rf"its generator has model\.upsample=.* but this config has '{other}'"):
+        tasks.build_task(apply_overrides(config, [f"model.upsample={other}"]))
     task, _ = tasks.build_task(config)
     state = trainer.jit_init(task.init)(jax.random.PRNGKey(1), models.batch)
     path = str(tmp_path / "zero.msgpack")

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from experiments import dplc_sweep
+from jaxcomp.codecs.dplc.task import GENERATOR_FIELDS
 from jaxcomp.configs import apply_overrides, load_config
 from jaxcomp.data import held_out_names
 from jaxcomp.data.images import image_tiles, resize_centre_crop
@@ -92,6 +93,9 @@ def test_tiny_sweep_end_to_end(repo, tmp_path, monkeypatch):
         os.path.join(work, "runs"))}
     dplc_sweep.run(c, work)  # cached: no run is trained or decoded again
     assert all(os.path.getmtime(os.path.join(work, "runs", d, "decoded.npz")) == t for d, t in stamps.items())
+    longer = _config(repo, "tiny", **{"sweep.generator": gdir, "sweep.steps": c.sweep.steps + 2})
+    with pytest.raises(ValueError, match="decoded.npz was made with other settings or test images"):
+        dplc_sweep.run(longer, work)  # not the old runs reported as the new settings'
 
 
 def test_stage2_runs_take_the_stage1_generators_sizes(repo):
@@ -102,11 +106,11 @@ def test_stage2_runs_take_the_stage1_generators_sizes(repo):
                                   "model.channels": 3})
     for method in dplc_sweep.METHODS:
         s = dplc_sweep.stage2_config(c, method, 32, 4, seed=2)
-        fields = dplc_sweep.GENERATOR_FIELDS
+        fields = GENERATOR_FIELDS
         assert {k: s.model[k] for k in fields} == {k: c.model[k] for k in fields}
         assert (s.model.latent, s.model.code_channels, s.model.levels) == (64, 32, 4)
         assert s.seed == s.data.seed == 2
-    assert set(dplc_sweep.GENERATOR_FIELDS) >= {"image_size", "channels", "latent", "features", "prior", "prior_var",
+    assert set(GENERATOR_FIELDS) >= {"image_size", "channels", "latent", "features", "prior", "prior_var",
                                                 "upsample"}
 
 

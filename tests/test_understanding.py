@@ -264,6 +264,18 @@ def test_voc_loader_reads_the_original_layout(tmp_path):
 
     with pytest.raises(DataError, match="VOC 2012"):
         load_voc_segmentation(str(tmp_path / "nowhere"), "train", 24)
+    (tmp_path / "ImageSets" / "Segmentation" / "train.txt").write_text("2007_000001\n2007_000003\n")
+    with pytest.raises(DataError, match=r"VOC train image '2007_000003' \(listed in .*train\.txt\)"):
+        load_voc_segmentation(str(tmp_path), "train", 24)  # listed, but no JPEG
+    colour = np.zeros((40, 60, 3), np.uint8)
+    colour[:20] = (192, 128, 128)  # a mask saved as colours, not class indices
+    Image.fromarray(colour).save(tmp_path / "SegmentationClass" / "2007_000001.png")
+    with pytest.raises(DataError, match=r"2007_000001\.png: a RGB image; VOC class masks are palette"):
+        load_voc_segmentation(str(tmp_path), "val", 24)
+    from jaxcomp.vision.data import model_digest
+
+    with pytest.raises(DataError, match=r"codec model not found: '.*missing\.msgpack'"):
+        model_digest(str(tmp_path / "missing.msgpack"))
 
 
 def test_imagenet_stream_without_prepared_data_names_the_fix(tmp_path):

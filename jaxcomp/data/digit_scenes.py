@@ -62,7 +62,7 @@ from PIL import Image
 from jaxcomp.data import MNIST_TRAIN
 from jaxcomp.data.classification import load_mnist_arrays
 from jaxcomp.data.images import DataError, list_images, load_image, sample_image_paths
-from jaxcomp.files import atomic_file
+from jaxcomp.files import atomic_file, sha256_file
 
 SPLITS = ("train", "val", "test")
 KINDS = ("classification", "segmentation")
@@ -327,8 +327,9 @@ def scene_arrays(spec: SceneSpec, split: str, n: int, mnist_path: str, photos_pa
                  cache_dir: str = "") -> dict[str, np.ndarray]:
     """:func:`build_scenes` (images ``0 .. n - 1``) through an optional ``.npz`` cache in ``cache_dir``.
 
-    The cache file is keyed by a hash of the spec, split, ``n``, the MNIST file's size, the sorted
-    base names of the usable photos, the MNIST split boundary and :data:`CACHE_FORMAT`; it is
+    The cache file is keyed by a hash of the spec, split, ``n``, the MNIST file's contents, the
+    sorted base names and contents of the usable photos (a file rewritten in place, even to the
+    same size, is a new key), the MNIST split boundary and :data:`CACHE_FORMAT`; it is
     written atomically (:func:`jaxcomp.files.atomic_file`), and an unreadable one is rebuilt.
     Returns the arrays of :func:`build_scenes`.
     """
@@ -337,8 +338,8 @@ def scene_arrays(spec: SceneSpec, split: str, n: int, mnist_path: str, photos_pa
     _check_split(split)
     if not os.path.isfile(mnist_path):
         raise DataError(f"MNIST file not found: {mnist_path!r}; digit scenes need the Keras mnist.npz")
-    names = [os.path.basename(p) for p in usable_photos(list_images(photos_path))]
-    key = json.dumps([dataclasses.asdict(spec), split, n, os.path.getsize(mnist_path), names, MNIST_TRAIN,
+    photos = [(os.path.basename(p), sha256_file(p)) for p in usable_photos(list_images(photos_path))]
+    key = json.dumps([dataclasses.asdict(spec), split, n, sha256_file(mnist_path), photos, MNIST_TRAIN,
                       CACHE_FORMAT], sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     path = os.path.join(cache_dir, f"digit_scenes_{spec.kind}_{split}_{n}_{digest}.npz")

@@ -29,11 +29,22 @@ EOS = "<eos>"
 
 
 def read_words(path: str) -> list[str]:
-    """The words of a text file, ``<eos>`` after every line."""
+    """The words of a UTF-8 text file, ``<eos>`` after every line.
+
+    Raises:
+      DataError: naming the file, if it is missing, not UTF-8 text (e.g. a binary or compressed
+        file) or holds no word.
+    """
     if not os.path.isfile(path):
         raise DataError(f"text file not found: {path!r}")
-    with open(path, encoding="utf-8") as f:
-        return [w for line in f for w in line.split() + [EOS]]
+    try:
+        with open(path, encoding="utf-8") as f:
+            words = [w for line in f for w in line.split() + [EOS]]
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (a binary or compressed file?): {e}") from e
+    if not any(w != EOS for w in words):
+        raise DataError(f"{path}: holds no words (an empty or blank file)")
+    return words
 
 
 class Vocabulary:

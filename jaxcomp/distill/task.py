@@ -175,7 +175,7 @@ class ClassificationTask:
             raise ValueError(f"unknown distill.loss {d.loss!r}; use one of {', '.join(LOSSES)}")
         self.loss_name, self.temperature, self.label_weight = d.loss, d.temperature, d.label_weight
         if teachers is None:
-            teachers = [load_teacher(w) for w in d.get("teachers", ())]
+            teachers = [load_teacher(w, student=config) for w in d.get("teachers", ())]
         self.teachers = tuple(teachers)
         if self.loss_name != "ce" and not self.teachers:
             raise ValueError(f"distill.loss={self.loss_name!r} needs a teacher: set distill.teachers to the "
@@ -292,8 +292,28 @@ def read_workdir_config(workdir: str) -> ml_collections.ConfigDict:
     path = os.path.join(workdir, "config.json")
     if not os.path.isfile(path):
         raise ValueError(f"teacher workdir {workdir!r} has no config.json (is it a finished training run?)")
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except ValueError as e:
+        raise ValueError(f"{path}: unreadable run config ({e})") from e
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path}: a run config is a JSON object, not {type(saved).__name__}")
+    return ml_collections.ConfigDict(saved)
+
+
+def check_teacher(student: ml_collections.ConfigDict, teacher: ml_collections.ConfigDict, workdir: str) -> None:
+    """``ValueError`` unless the run in ``workdir`` (config ``teacher``) can teach ``student``: the
+    same task, and as many classes (classification) or the same vocabulary size (LM), since the loss
+    compares the two models' outputs class by class."""
+    kinds = (student.get("task", "classification"), teacher.get("task", "classification"))
+    if kinds[0] != kinds[1]:
+        raise ValueError(f"teacher {workdir!r} is a {kinds[1]!r} model; this run trains a {kinds[0]!r} model")
+    key = "vocab_size" if kinds[0] == "lm" else "num_classes"
+    mine, theirs = student.model.get(key), teacher.model.get(key)
+    if mine != theirs:
+        raise ValueError(f"teacher {workdir!r} has model.{key}={theirs}, this run model.{key}={mine}: "
+                         f"their outputs cannot be compared")
 
 
 def teacher_from_state(task: ClassificationTask, state: TrainState) -> Teacher:
@@ -301,17 +321,21 @@ def teacher_from_state(task: ClassificationTask, state: TrainState) -> Teacher:
     return Teacher(task.model, _variables(state.params, state.model_state["batch_stats"]))
 
 
-def load_teacher(workdir: str, step: int | None = None, data: Any = None) -> Teacher:
+def load_teacher(workdir: str, step: int | None = None, data: Any = None,
+                 student: ml_collections.ConfigDict | None = None) -> Teacher:
     """The model trained in ``workdir`` (its saved config and latest checkpoint) as a teacher.
 
     That run's own teachers are only needed for the structure of its checkpoint: they are
     described by shapes, so a chain of generations is not re-loaded. ``data``: the batches the
     teacher will see (their image shape makes the checkpoint's structure, :func:`example_batch`);
-    if None, a classifier's data are built from its saved config once.
+    if None, a classifier's data are built from its saved config once. ``student``: the config of
+    the run it will teach, checked first (:func:`check_teacher`).
     """
     from jaxcomp import train as trainer
 
     config = read_workdir_config(workdir)
+    if student is not None:
+        check_teacher(student, config, workdir)
     if data is None and config.task != "lm" and not config.model.get("input_shape", None):
         from jaxcomp import tasks
 

@@ -36,7 +36,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxcomp.configs import apply_overrides
+from jaxcomp.configs import apply_overrides, config_digest
 from jaxcomp.ecg.data import CLASSES, ECGBatches, ECGDataset, fold_indices, load_dataset
 from jaxcomp.ecg.scoring import challenge_f1, confusion_matrix, plot_confusion, score
 from jaxcomp.ecg.task import ECGTask
@@ -288,12 +288,7 @@ def _stage_configs(config: ml_collections.ConfigDict, seed: int, fold: int, cnn_
 def results_digest(config: ml_collections.ConfigDict) -> str:
     """A digest of every setting of ``config`` that changes a cross-validation run's result: all of
     it but ``cv.seeds``, ``cv.folds`` and ``cv.models``, which only choose the runs."""
-    import hashlib
-
-    settings = config.to_dict()
-    for key in ("seeds", "folds", "models"):
-        settings.get("cv", {}).pop(key, None)
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return config_digest(config, exclude=("cv.seeds", "cv.folds", "cv.models"))
 
 
 def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> str:

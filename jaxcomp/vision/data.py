@@ -24,13 +24,15 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxcomp.data.images import DataError
-from jaxcomp.files import atomic_file
+from jaxcomp.files import atomic_file, sha256_file
 
 VOC_VOID = 255  # VOC's "void" border label; the task ignores labels >= num_classes
 
 
 def model_digest(path: str) -> str:
     """A short hash of a model's parameters: the bytes of a ``.msgpack``, the latest checkpoint of a workdir."""
+    if not os.path.exists(path):
+        raise DataError(f"codec model not found: {path!r} (an exported .msgpack or a training workdir)")
     h = hashlib.sha256()
     if os.path.isdir(path):  # a workdir: the parameters of its latest checkpoint
         import jax
@@ -41,10 +43,7 @@ def model_digest(path: str) -> str:
         for leaf in jax.tree.leaves(params):
             h.update(np.ascontiguousarray(leaf).tobytes())
         return h.hexdigest()[:16]
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
+    return sha256_file(path)[:16]
 
 
 def codec_outputs(codec: str, images: np.ndarray, batch_size: int = 64, cache_dir: str = "",
@@ -171,8 +170,18 @@ def load_voc_segmentation(root: str, split: str, size: int) -> tuple[np.ndarray,
     images = np.empty((len(names), size, size, 3), np.uint8)
     labels = np.empty((len(names), size, size), np.int32)
     for i, name in enumerate(tqdm(names, desc=f"VOC {split}", mininterval=5.0, leave=False)):
-        img = np.asarray(Image.open(os.path.join(root, "JPEGImages", name + ".jpg")).convert("RGB"))
-        lab = np.asarray(Image.open(os.path.join(root, "SegmentationClass", name + ".png")))  # palette indices
+        paths = os.path.join(root, "JPEGImages", name + ".jpg"), os.path.join(root, "SegmentationClass", name + ".png")
+        try:
+            img = np.asarray(Image.open(paths[0]).convert("RGB"))
+            with Image.open(paths[1]) as mask:
+                if mask.mode not in ("P", "L"):  # VOC's masks are palette indices, not colours
+                    raise DataError(f"{paths[1]}: a {mask.mode} image; VOC class masks are palette (P) images "
+                                    f"of class indices (the original SegmentationClass PNGs)")
+                lab = np.asarray(mask)
+        except OSError as e:  # a missing or unreadable file named by the listing
+            raise DataError(f"VOC {split} image {name!r} (listed in {listing}): {e}") from e
+        if lab.shape != img.shape[:2]:
+            raise DataError(f"{paths[1]}: mask of {lab.shape} for an image of {img.shape[:2]}")
         images[i] = resize_centre_crop(img, size)
         labels[i] = resize_centre_crop(lab, size, Image.NEAREST)
     return images, labels

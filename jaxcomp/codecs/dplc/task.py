@@ -323,15 +323,20 @@ def _decoder_frozen(params: dict[str, Any]) -> dict[str, Any]:
             for k, v in params.items()}
 
 
+# The model fields that decide G's parameters (and the prior it was trained for): a stage-2 run takes
+# them from its stage-1 model, whose G it freezes.
+GENERATOR_FIELDS = ("image_size", "channels", "latent", "features", "prior", "prior_var", "upsample")
+
+
 def load_generator(checkpoint: str, spec: DPLCSpec) -> Any:
-    """G's parameters from a stage-1 model (workdir, ``.msgpack`` or shipped name); its sizes must
-    match ``spec`` (image side, channels, latent, width)."""
+    """G's parameters from a stage-1 model (workdir, ``.msgpack`` or shipped name); its
+    :data:`GENERATOR_FIELDS` must match ``spec``'s."""
     from jaxcomp.codecs.dplc.codec import resolve_model
     from jaxcomp.modelfile import ModelLoadError, load_model
 
     config, params, _ = load_model(resolve_model(checkpoint), task="dplc_generator")
     theirs = spec_from_config(config.model)
-    for field in ("image_size", "channels", "latent", "features", "prior", "prior_var"):
+    for field in GENERATOR_FIELDS:
         if getattr(theirs, field) != getattr(spec, field):
             raise ModelLoadError(f"{checkpoint}: its generator has model.{field}={getattr(theirs, field)!r} but this "
                                  f"config has {getattr(spec, field)!r}")
