@@ -9,7 +9,8 @@ objective (adversarial + MSE), each trained by the same code at the same rates, 
 ``sweep`` block gives the rates (``(m, L)`` pairs: m code channels of L levels), the methods, the
 seeds, the steps of each stage-2 run and the stage-1 model (``sweep.generator``, required). Every run
 is an ordinary training run in ``WORKDIR/runs/<method>_b<bits>_s<seed>`` (a rerun skips finished
-ones; each run's decodings of the report images are kept there in ``decoded.npz``). Each model is
+ones; each run's decodings of the report images are kept there in ``decoded.npz``, with the digests
+of the run's settings and of the report images: a rerun with other settings is refused). Each model is
 then evaluated on data no run saw (MNIST: the 10k test digits; photos: the held-out photos' tiles):
 MSE and PSNR of one stochastic decoding (key = seed), and the distribution distance of the decoded
 set to the originals (MNIST: the Fréchet distance in the feature space of jaxcomp's own MNIST
@@ -233,10 +234,12 @@ def run(config, workdir: str) -> str:
                 if os.path.exists(cache):  # a run of other settings or images is not this one's
                     with np.load(cache) as f:
                         found = f["made_by"] if "made_by" in f.files else None
-                    if found is None or not np.array_equal(found, made_by):
+                    if found is None:  # written before the check: nothing to compare, reused as before
+                        print(f"warning: {cache} predates the settings check; reused as it is")
+                    elif not np.array_equal(found, made_by):
                         raise ValueError(f"{cache} was made with other settings or test images than this sweep's "
                                          f"(config and images digests {made_by.tolist()}, the file's "
-                                         f"{None if found is None else found.tolist()}); use another --workdir, "
+                                         f"{found.tolist()}); use another --workdir, "
                                          f"or remove {run_dir} to train it again")
                 else:
                     state, _ = trainer.train(c, run_dir, task, data, progress=not s.get("quiet", False))

@@ -57,8 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     from jaxcomp.modelfile import ModelLoadError, export_params, load_workdir, workdir_lineage
 
     try:
-        with open(os.path.join(args.workdir, "config.json")) as f:
-            run_config = json.load(f)  # load_workdir names what is wrong with it
+        try:
+            with open(os.path.join(args.workdir, "config.json")) as f:
+                run_config = json.load(f)
+        except ValueError:
+            run_config = None  # load_workdir names the file and what is wrong with it
         classifier = isinstance(run_config, dict) and run_config.get("task") == "classification"
         config, params, notes = load_workdir(args.workdir, batch_stats=classifier)
         chain = workdir_lineage(args.workdir, config.get("init_from", ""))

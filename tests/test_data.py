@@ -125,6 +125,11 @@ def test_bad_images_give_clear_errors(tmp_path, monkeypatch):
     Image.new("RGB", (8, 8)).save(tmp_path / "pages.tif", save_all=True, append_images=[second])
     with pytest.raises(DataError, match="has 2 frames"):
         load_image(str(tmp_path / "pages.tif"))
+    photo = np.full((8, 8, 3), (200, 10, 10), np.uint8)  # a camera JPEG with a preview (MPO): its main image
+    Image.fromarray(photo).save(tmp_path / "camera.jpg", format="MPO", save_all=True, append_images=[second])
+    with Image.open(tmp_path / "camera.jpg") as im:
+        assert im.format == "MPO" and im.n_frames == 2
+    assert np.abs(load_image(str(tmp_path / "camera.jpg")).astype(int) - photo).max() < 16
     Image.new("RGB", (8, 8)).save(tmp_path / "big.png")
     with monkeypatch.context() as m:  # a decompression bomb, by Pillow's limit
         m.setattr(Image, "MAX_IMAGE_PIXELS", 16)

@@ -52,13 +52,14 @@ def load_image(path: str, keep_gray: bool = False) -> np.ndarray:
     silently and a conversion would change pixels: images with an alpha channel, more than 8 bits
     per sample (16-bit RGB included, which Pillow would open as 8-bit), other colour spaces
     (CMYK, YCbCr, LAB, HSV), several frames (animations, multi-page TIFFs: only the first would be
-    read), files that are not images or are damaged, and images over Pillow's decompression-bomb
+    read; a camera JPEG whose extra frames are previews or gain maps, Pillow's "MPO", gives its main
+    image), files that are not images or are damaged, and images over Pillow's decompression-bomb
     limit (``PIL.Image.MAX_IMAGE_PIXELS``).
     """
     try:
         with Image.open(path) as im:
             mode, frames, raws = im.mode, getattr(im, "n_frames", 1), _raw_modes(im)
-            if frames > 1:
+            if frames > 1 and im.format != "MPO":  # MPO: a camera JPEG with previews; frame 0 is the photo
                 raise DataError(f"{path}: has {frames} frames (an animation or a multi-page file); "
                                 f"only single images are supported")
             if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info):

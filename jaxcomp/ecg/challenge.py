@@ -98,7 +98,8 @@ def read_challenge_record(path: str, resample: bool = True, target_fs: int = FS)
     header = read_challenge_header(base)
     if header["fs"] != target_fs and not resample:
         raise ECGDataError(f"record {name}: sampling rate {header['fs']:g} Hz, expected {target_fs} Hz "
-                           f"(allow resampling, or resample it first)")
+                           f"(resample it first, e.g. read_challenge_record(path, resample=True); the models' "
+                           f"spectrogram front end assumes {target_fs} Hz)")
     mat = os.path.join(os.path.dirname(base), header["file"])
     if not os.path.isfile(mat):
         if os.path.isfile(base + ".mat"):
