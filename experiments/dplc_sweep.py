@@ -222,6 +222,7 @@ def run(config, workdir: str) -> str:
     spec = spec_from_config(config.model)
     # pass 1: train (or find finished) runs and decode the report images once, cached in the run dir
     decoded_runs = []
+    images_digest = hashlib.sha256(test.tobytes()).hexdigest()[:16]  # the report images, the same for every run
     for m, levels in s.rates:
         for method in s.methods:
             for seed in s.seeds:
@@ -230,7 +231,7 @@ def run(config, workdir: str) -> str:
                 bits = task.spec.bits
                 run_dir = os.path.join(workdir, "runs", f"{method}_b{bits:g}_s{seed}")
                 cache = os.path.join(run_dir, "decoded.npz")
-                made_by = np.array([config_digest(c), hashlib.sha256(test.tobytes()).hexdigest()[:16]])
+                made_by = np.array([config_digest(c), images_digest])
                 if os.path.exists(cache):  # a run of other settings or images is not this one's
                     with np.load(cache) as f:
                         found = f["made_by"] if "made_by" in f.files else None

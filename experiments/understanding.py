@@ -60,9 +60,10 @@ def _row_key(config) -> str:
     another key is stale: retrained codec, other data sizes, other network)."""
     import hashlib
 
+    from jaxcomp.configs import canonical_json
     from jaxcomp.vision.data import model_digest
 
-    h = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
+    h = hashlib.sha256(canonical_json(config).encode())
     if config.data.get("codec", ""):
         h.update(model_digest(config.data.codec).encode())
     return h.hexdigest()[:16]

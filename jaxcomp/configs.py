@@ -134,11 +134,9 @@ def _unknown_key(config: ml_collections.ConfigDict, key: str) -> ConfigError:
     return ConfigError(f"config has no key {key!r}{hint}")
 
 
-def config_digest(config: ml_collections.ConfigDict, exclude: Iterable[str] = ()) -> str:
-    """A short hash (16 hex digits) of every setting of ``config`` but the dotted keys in
-    ``exclude``: cached results record it, so that results of other settings are not taken for
-    this config's."""
-    import hashlib
+def canonical_json(config: ml_collections.ConfigDict, exclude: Iterable[str] = ()) -> str:
+    """Every setting of ``config`` but the dotted keys in ``exclude``, as JSON with sorted keys
+    (the text :func:`config_digest` hashes; the same config always gives the same text)."""
     import json
 
     settings = config.to_dict()
@@ -149,7 +147,16 @@ def config_digest(config: ml_collections.ConfigDict, exclude: Iterable[str] = ()
             node = node.get(part, {}) if isinstance(node, dict) else {}
         if isinstance(node, dict):
             node.pop(last, None)
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json.dumps(settings, sort_keys=True, default=str)
+
+
+def config_digest(config: ml_collections.ConfigDict, exclude: Iterable[str] = ()) -> str:
+    """A short hash (16 hex digits) of every setting of ``config`` but the dotted keys in
+    ``exclude``: cached results record it, so that results of other settings are not taken for
+    this config's."""
+    import hashlib
+
+    return hashlib.sha256(canonical_json(config, exclude).encode()).hexdigest()[:16]
 
 
 def split_cli_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:

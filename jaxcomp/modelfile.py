@@ -19,7 +19,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxcomp.files import write_atomic
+from jaxcomp.files import sha256_file, write_atomic
 
 
 class ModelLoadError(ValueError):
@@ -71,7 +71,6 @@ def lineage(init_from: str, sha256: str | None = None) -> list[dict[str, Any]]:
     and the hash is that of the very bytes that were loaded. Raises :class:`ModelLoadError` for
     notes that are not JSON.
     """
-    import hashlib
 
     if not init_from:
         return []
@@ -81,8 +80,7 @@ def lineage(init_from: str, sha256: str | None = None) -> list[dict[str, Any]]:
     if not (os.path.isfile(init_from) and os.path.isfile(meta_path)):
         return [{"model": init_from, "missing": True}]
     if sha256 is None:
-        with open(init_from, "rb") as f:
-            sha256 = hashlib.sha256(f.read()).hexdigest()
+        sha256 = sha256_file(init_from)
     notes = _read_json(meta_path, "model notes")
     if not isinstance(notes, dict):
         raise ModelLoadError(f"{meta_path}: model notes are a JSON object, not {type(notes).__name__}")
