@@ -442,3 +442,13 @@ def test_cross_validation_refuses_results_of_another_config(repo, tmp_path):
     (tmp_path / "results.jsonl").write_text(json.dumps(row) + "\n")
     with pytest.raises(ValueError, match=r"results\.jsonl: its runs were made with another config"):
         cross_validate(apply_overrides(config, ["steps=5000"]), str(tmp_path))
+    # a row written before rows carried digests cannot be checked: reused, with a warning naming the file
+    del row["config_digest"]
+    from jaxcomp.ecg.scoring import score
+
+    row.update(score(np.array([0, 1, 2, 3]), np.array([0, 1, 2, 2])), n_eval=4, train_s=1.0)
+    (tmp_path / "results.jsonl").write_text(json.dumps(row) + "\n")
+    with pytest.warns(UserWarning, match=r"results\.jsonl: 1 row\(s\) predate the config check"):
+        table = cross_validate(apply_overrides(config, ["cv.seeds=(0,)", "cv.folds=(0,)", "cv.models=('cnn',)"]),
+                               str(tmp_path))
+    assert "| cnn | 0 | 0 | 4 | 0.889 |" in table  # the old row, not a new run

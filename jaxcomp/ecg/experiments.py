@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 
 import jax
 import ml_collections
@@ -296,7 +297,8 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> str:
 
     Finished runs are read back from ``workdir/results.jsonl`` and not run again; each row records
     :func:`results_digest` of its config, and rows of another config raise ``ValueError`` (a
-    changed setting would otherwise report the old runs as the new ones)."""
+    changed setting would otherwise report the old runs as the new ones); rows written before
+    rows carried the digest are reused with a warning."""
     from tqdm.auto import tqdm
 
     os.makedirs(workdir, exist_ok=True)
@@ -310,8 +312,13 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> str:
     done = {}
     digest = results_digest(config)
     if os.path.exists(results_path):
-        for r in read_jsonl(results_path):
-            if r.get("config_digest", digest) != digest:  # rows written before digests: taken as they are
+        rows = read_jsonl(results_path)
+        undigested = sum("config_digest" not in r for r in rows)
+        if undigested:  # written before rows carried digests: their config cannot be checked
+            warnings.warn(f"{results_path}: {undigested} row(s) predate the config check and are reused as "
+                          f"they are; move the file aside if the config changed since", stacklevel=2)
+        for r in rows:
+            if r.get("config_digest", digest) != digest:
                 raise ValueError(f"{results_path}: its runs were made with another config (digest "
                                  f"{r['config_digest']}, this config {digest}); use another --workdir, or move "
                                  f"the file aside to run them again")
