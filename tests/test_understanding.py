@@ -158,6 +158,29 @@ def test_precomputed_and_in_graph_inputs_agree(tiny_codec):
                                rtol=1e-4, atol=1e-4)
 
 
+def test_loss_weights_the_task_and_decays_the_network(tiny_codec):
+    """The training loss is ``codec loss + task_weight * task loss + 0.5 * l2 * ||net||²`` in joint
+    training and ``task loss + 0.5 * l2 * ||net||²`` alone, recomputed here from the forward pass (the
+    decay was once dropped from the joint loss)."""
+    batch = _batch("classification", size=16, n=2)
+    rng = jax.random.PRNGKey(3)
+    sumsq = lambda tree: sum(float(jnp.sum(jnp.square(v))) for v in jax.tree.leaves(tree))  # noqa: E731
+    for train_codec in (True, False):
+        c = _config("latent", codec=tiny_codec, precomputed=False, train_codec=train_codec)
+        c.understanding.task_weight = 0.3
+        c.optimizer.l2 = 0.1
+        task = _build(c)
+        state = task.init(jax.random.PRNGKey(0), batch)
+        loss, (metrics, _) = task.loss(state.params, state, batch, rng)
+        logits, _, codec = task.forward(state.params, state.model_state, batch["image"], True, rng)
+        expected = float(task.task_loss(logits, batch["label"]))
+        if train_codec:
+            expected = float(codec[0]) + 0.3 * expected
+        expected += 0.05 * sumsq(state.params["net"])
+        assert float(loss) == pytest.approx(expected, rel=1e-5)
+        assert float(metrics["loss"]) == float(loss)
+
+
 def test_segmentation_counts_and_void_labels():
     """Per-class intersections and unions against a hand count; VOC-style void labels are ignored by both
     the loss and the counts."""
@@ -191,6 +214,14 @@ def test_segmentation_task_trains_on_latents():
     assert np.isfinite(float(metrics["loss"])) and 0 <= float(metrics["pixel_accuracy"]) <= 1
     m = task.eval_step(new, batch)
     assert m["pixel_accuracy"].shape == (4,) and m["inter_0"].shape == (4,)
+    # void pixels (255) leave the pixel accuracy: correct predictions on the rest score 1.0
+    pred = np.asarray(jnp.argmax(task.predict(new, batch), -1))
+    void = np.zeros(pred.shape, bool)
+    void[:, :, 16:] = True
+    m = task.eval_step(new, dict(batch, label=jnp.asarray(np.where(void, 255, pred), jnp.int32)))
+    np.testing.assert_array_equal(np.asarray(m["pixel_accuracy"]), 1.0)
+    m = task.eval_step(new, dict(batch, label=jnp.asarray(np.where(void, 255, (pred + 1) % 11), jnp.int32)))
+    np.testing.assert_array_equal(np.asarray(m["pixel_accuracy"]), 0.0)
 
 
 @pytest.mark.parametrize("change, message", [

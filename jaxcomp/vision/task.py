@@ -14,7 +14,8 @@ One task covers every row of the paper's tables, chosen by ``config.understandin
   workdir or ``.msgpack``) runs inside the jitted step, frozen (its parameters live in
   ``model_state``, outside the optimizer, behind ``stop_gradient``), or, with ``train_codec=True``,
   trained together with the task network on ``codec loss + task_weight * task loss`` (the paper's
-  joint training: the straight-through quantizer passes the task's gradient into the encoder).
+  joint training: the straight-through quantizer passes the task's gradient into the encoder), plus
+  ``0.5 * optimizer.l2 * ||net||^2`` on every path.
 
 Network inputs are normalised in the graph, the same way on both paths: a latent as it is (its
 values are the codec's centres), RGB as ``x / 127.5 - 1``. A cResNet (``model.name`` ``cresnet-*``)
@@ -188,12 +189,12 @@ class UnderstandingTask:
         accuracy = jnp.sum((jnp.argmax(logits, -1) == labels) * valid) / jnp.maximum(jnp.sum(valid), 1)
         metrics = {"task_loss": task_loss, "accuracy" if self.kind == "classification" else "pixel_accuracy": accuracy}
         loss = task_loss
-        if self.l2:
-            loss = loss + 0.5 * self.l2 * sum(jnp.sum(jnp.square(p)) for p in jax.tree.leaves(params["net"]))
         if self.train_codec:
             codec_loss, codec_metrics = codec
             loss = codec_loss + self.task_weight * task_loss
             metrics.update({f"codec_{k}": v for k, v in codec_metrics.items()})
+        if self.l2:  # weight decay of the task network, also in joint training (not scaled by task_weight)
+            loss = loss + 0.5 * self.l2 * sum(jnp.sum(jnp.square(p)) for p in jax.tree.leaves(params["net"]))
         metrics["loss"] = loss
         return loss, (metrics, batch_stats)
 
