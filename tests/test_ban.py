@@ -109,6 +109,27 @@ def test_ensembles_and_loss_dispatch(logits):
         distill.distillation_loss("ban", s, None, labels, rng)
 
 
+@pytest.mark.parametrize("name", distill.LOSSES)
+def test_every_loss_ignores_masked_positions(name):
+    """A masked-out position (a PTB window's burn-in or padding) changes no loss: new student and
+    teacher logits and labels there leave the value equal, while the same change at a kept
+    position moves it."""
+    rng = np.random.default_rng(4)
+    s, t = (jnp.asarray(rng.normal(size=(2, 6, 7)).astype(np.float32)) for _ in range(2))
+    y = jnp.asarray(rng.integers(0, 7, (2, 6)), jnp.int32)
+    mask = jnp.asarray(np.tile([True, True, True, True, False, False], (2, 1)))
+    key = jax.random.PRNGKey(2)
+
+    def value(where):
+        s2, t2 = s.at[where].add(3.0), t.at[where].multiply(-2.0)
+        y2 = y.at[where].set((y[where] + 1) % 7)
+        return float(distill.distillation_loss(name, s2, t2, y2, key, 2.0, 0.5, mask))
+
+    base = float(distill.distillation_loss(name, s, t, y, key, 2.0, 0.5, mask))
+    assert value((slice(None), slice(4, 6))) == pytest.approx(base, rel=1e-6)
+    assert abs(value((slice(None), slice(0, 2))) - base) > 1e-3
+
+
 # ---- the losses as the task trains with them (a tiny linear model) -----------------------------
 
 
@@ -173,6 +194,9 @@ def test_the_task_trains_with_the_configured_losses_gradient(tiny_config, monkey
     losses = ("kd", "ban_label", "cwtm", "dkpp")
     tasks = {name: task_module.ClassificationTask(apply_overrides(tiny_config, [
         f"distill.loss={name}", "optimizer.momentum=0", "optimizer.l2=0"]), teachers=[teacher]) for name in losses}
+    # and KD with weight decay: 0.5 * l2 * ||w||² joins the loss, l2 * w the gradient
+    tasks["kd_decay"] = task_module.ClassificationTask(apply_overrides(tiny_config, [
+        "distill.loss=kd", "optimizer.momentum=0", "optimizer.l2=0.1"]), teachers=[teacher])
     batch = {"image": x, "label": y}
     state = jit_init(tasks["kd"].init)(jax.random.PRNGKey(1), batch)  # the same structure for every loss
     step_rng = jax.random.PRNGKey(5)
@@ -184,8 +208,9 @@ def test_the_task_trains_with_the_configured_losses_gradient(tiny_config, monkey
                   "ban_label": lambda s: distill.ban_label_loss(s, t, y, 0.3),
                   "cwtm": lambda s: distill.cwtm_loss(s, t, y),
                   "dkpp": lambda s: distill.dkpp_loss(s, t, dkpp_key, y, 0.3)}
+        direct["kd_decay"] = direct["kd"]
         out = {}
-        for name in losses:
+        for name in tasks:
             new, metrics = tasks[name].train_step(state, batch, step_rng)
             value, grads = jax.value_and_grad(lambda p, f=direct[name]: f(model.apply({"params": p}, x)))(state.params)
             out[name] = new.params, metrics, value, grads
@@ -196,11 +221,14 @@ def test_the_task_trains_with_the_configured_losses_gradient(tiny_config, monkey
     out, ban = jax.tree.map(np.asarray, jax.jit(steps_and_direct, compiler_options=fast)(state))
     params0 = jax.tree.leaves(jax.tree.map(np.asarray, state.params))
     for name, (params, metrics, value, grads) in out.items():
+        l2 = 0.1 if name == "kd_decay" else 0.0
         assert abs(value - ban) > 1e-2, name  # the plain BAN loss is told apart
         np.testing.assert_allclose(metrics["task_loss"], value, rtol=1e-5, err_msg=name)
-        np.testing.assert_allclose(metrics["loss"], value, rtol=1e-5, err_msg=name)
+        decay = 0.5 * l2 * sum(float(np.sum(np.square(p))) for p in params0)
+        assert decay > 0.01 or not l2
+        np.testing.assert_allclose(metrics["loss"], value + decay, rtol=1e-5, err_msg=name)
         for p0, p1, g in zip(params0, jax.tree.leaves(params), jax.tree.leaves(grads)):
-            np.testing.assert_allclose(p1, p0 - 0.5 * g, rtol=1e-5, atol=1e-6, err_msg=name)
+            np.testing.assert_allclose(p1, p0 - 0.5 * (g + l2 * p0), rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 # ---- models --------------------------------------------------------------------------------
@@ -553,6 +581,23 @@ def test_language_model_trains_with_a_ban_label_student(tmp_path, repo):
     s_state = jit_init(student.init)(jax.random.PRNGKey(1), data.train_batch(0))
     _, m = jax.jit(student.train_step)(s_state, data.train_batch(0), jax.random.PRNGKey(2))
     assert np.isfinite(float(m["loss"])) and "agreement" in m
+    # the student's loss leaves out the tokens a window does not score (weights 0): other targets
+    # there change nothing, at a scored token they do
+    batch = dict(data.train_batch(0))
+    w = np.array(batch["weights"], np.float32)
+    w[:, w.shape[1] // 2:] = 0.0
+    batch["weights"] = w
+    targets = np.asarray(batch["targets"])
+    loss = jax.jit(lambda b: student.loss(s_state.params, s_state, b, jax.random.PRNGKey(2))[0])
+    base = float(loss(batch))
+    late, early = targets.copy(), targets.copy()
+    late[:, -1] = (late[:, -1] + 1) % 6
+    rows = np.flatnonzero(w.max(1) > 0)
+    assert len(rows)
+    cols = np.argmax(w[rows] > 0, axis=1)  # each such row's first scored token
+    early[rows, cols] = (early[rows, cols] + 1) % 6
+    assert float(loss(dict(batch, targets=late))) == pytest.approx(base, rel=1e-6)
+    assert abs(float(loss(dict(batch, targets=early))) - base) > 1e-4
 
 
 

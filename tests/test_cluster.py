@@ -153,6 +153,50 @@ def test_spectral_separates_block_affinity():
     assert k == 3 and clustering_accuracy(y, labels) == 1.0
 
 
+def test_large_graph_spectrum_matches_the_dense_one():
+    """Above 500 nodes the Laplacian's smallest eigenvalues come from Lanczos (``eigsh``, the path of
+    every MNIST run): they and their eigenvectors' span must be the dense ``eigh`` ones, smallest first."""
+    from jaxcomp.cluster.spectral import laplacian_spectrum
+
+    rng = np.random.default_rng(0)
+    n, k = 600, 4
+    y = rng.integers(0, k, n)
+    A = np.where(y[:, None] == y[None, :], rng.random((n, n)), 0.02 * rng.random((n, n)) * (rng.random((n, n)) < 0.05))
+    A = np.triu(A, 1)
+    A = A + A.T
+    vals, vecs = laplacian_spectrum(sp.csr_matrix(A), k + 1, seed=0)
+    d = 1.0 / np.sqrt(A.sum(1))
+    dense_vals, dense_vecs = np.linalg.eigh(np.eye(n) - d[:, None] * A * d[None, :])  # ascending
+    np.testing.assert_allclose(vals, dense_vals[: k + 1], atol=1e-6)
+    assert np.all(np.diff(vals) >= 0)
+    # the same invariant subspace (the first k eigenvalues are separated from the rest)
+    overlap = np.linalg.svd(vecs[:, :k].T @ dense_vecs[:, :k], compute_uv=False)
+    np.testing.assert_allclose(overlap, 1.0, atol=1e-6)
+
+
+def test_spectral_clustering_normalises_the_embedding_rows(monkeypatch):
+    """Ng-Jordan-Weiss: k-means runs on the eigenvector rows scaled to unit norm (the rows of a
+    node of high degree are otherwise longer, and k-means splits clusters by degree)."""
+    from jaxcomp.cluster import spectral
+
+    seen = []
+
+    class Recorder(spectral.KMeans):
+        def fit_predict(self, X, *args, **kwargs):
+            seen.append(np.asarray(X))
+            return super().fit_predict(X, *args, **kwargs)
+
+    monkeypatch.setattr(spectral, "KMeans", Recorder)
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.arange(3), 20)
+    A = (y[:, None] == y[None, :]) * rng.random((60, 60)) * rng.choice([1.0, 100.0], 60)[:, None]
+    A = np.triu(A, 1)
+    labels, _ = spectral_clustering(sp.csr_matrix(A + A.T), 3)
+    assert len(seen) == 1 and seen[0].shape == (60, 3)
+    np.testing.assert_allclose(np.linalg.norm(seen[0], axis=1), 1.0, rtol=1e-6)
+    assert clustering_accuracy(y, labels) == 1.0
+
+
 def test_tau_from_noise():
     assert tau_from_noise(0.0, 200) == 0.0
     assert tau_from_noise(0.5, 200, 20) < tau_from_noise(0.5, 200, 0)

@@ -45,6 +45,8 @@ def test_symbols_of_zero_float_probability_cost_the_coders_24_bits_not_infinity(
     assert abs(32 * len(words) - 24 * n) <= 64
     # above the floor nothing changes: -log2 p
     np.testing.assert_allclose(information_content(np.array([0, 1]), np.array([[0.5, 0.5], [0.75, 0.25]])), [1.0, 2.0])
+    # PMFs that do not sum to 1 (the coder normalises them) cost what their normalised form does
+    np.testing.assert_allclose(information_content(np.array([0, 1]), np.array([[2.0, 2.0], [3.0, 1.0]])), [1.0, 2.0])
 
 
 def test_coder_refuses_bad_symbols_and_pmfs():

@@ -53,6 +53,41 @@ def test_rate_terms_count_only_unmasked_symbols():
     np.testing.assert_allclose(float(out["H_real"][0]), float(jnp.mean(bc)))
 
 
+def test_rate_terms_with_the_importance_map():
+    """With the importance map: its bits are ``-log2 P(k | left, up)`` (numpy, over an asymmetric table,
+    ``C + 1`` outside the border); ``bits`` and ``H_fit`` add them, ``H_soft`` adds them as a constant
+    (the map's prior is fitted through ``H_fit`` alone, the mask through ``H_soft``)."""
+    C = 3
+    spec = cpm.CPMSpec(channels=C, centers=6, importance_map=True)
+    rng = np.random.default_rng(0)
+    logits = jnp.asarray(rng.normal(0, 2, (C + 2, C + 2, C + 1)), jnp.float32)
+    k = np.array([[1, 3, 0], [2, 2, 3]])
+    mask = jnp.asarray((np.arange(C) < k[..., None])[None], jnp.float32)
+    bc = jnp.asarray(rng.uniform(0.5, 4.0, (1, 2, 3, C)), jnp.float32)
+    logp = np.asarray(jax.nn.log_softmax(logits, -1))
+    kb = 0.0
+    for y in range(2):
+        for x in range(3):
+            left = k[y, x - 1] if x else C + 1
+            up = k[y - 1, x] if y else C + 1
+            kb -= logp[left, up, k[y, x]] / np.log(2.0)
+    out = cpm.rate_terms(spec, dict(mask=mask, kmap_logits=logits), bc)
+    n = 2 * 3 * C
+    coded = float(jnp.sum(bc * mask))
+    np.testing.assert_allclose(float(out["kmap_bits"][0]), kb, rtol=1e-5)
+    np.testing.assert_allclose(float(out["bits"][0]), coded + kb, rtol=1e-5)
+    np.testing.assert_allclose(float(out["H_soft"][0]), (coded + kb) / n, rtol=1e-5)
+    np.testing.assert_allclose(float(out["H_fit"][0]), (coded + kb) / n, rtol=1e-5)
+
+    def term(name, kmap_logits, m):
+        return cpm.rate_terms(spec, dict(mask=m, kmap_logits=kmap_logits), bc)[name][0]
+
+    fit = jax.grad(term, argnums=(1, 2))("H_fit", logits, mask)
+    soft = jax.grad(term, argnums=(1, 2))("H_soft", logits, mask)
+    assert float(jnp.abs(fit[0]).sum()) > 0 and float(jnp.abs(soft[0]).sum()) == 0
+    np.testing.assert_allclose(np.asarray(soft[1]), np.asarray(bc) / n, rtol=1e-5)
+
+
 def test_context_model_is_causal_in_the_wavefront_order(cpm_tiny_config, cpm_tiny_params):
     """Changing one symbol changes logits only at positions of later wavefronts."""
     spec = cpm.spec_from_config(cpm_tiny_config.model)
@@ -142,6 +177,25 @@ def test_exact_roundtrip_of_real_photos_at_odd_sizes(codec, photo):
         if h * w >= 64 * 64:
             estimate = codec.estimate_bits(image)
             assert abs(ideal - estimate) / estimate < 1e-3
+
+
+def test_an_asymmetric_importance_map_prior_roundtrips_at_its_rate(codec, photo):
+    """A trained map's prior ``P(k | left, up)`` is not symmetric in its neighbours (an untrained one is
+    uniform): with random parameters (logits of std 1.5 after the model's x30) the coder must still
+    use the model's context order and border, so the stream decodes and its bits match the estimate;
+    masked channels hold the symbol the model quantizes a masked (zero) value to."""
+    params = dict(codec.params, kmap_logits=jnp.asarray(
+        np.random.default_rng(3).normal(0, 0.05, codec.params["kmap_logits"].shape), jnp.float32))
+    trained = cpm.CPMCodec(codec.spec, params, tile=64)
+    image = photo[:64, :64]
+    data, ideal = trained.compress(image, return_bits=True)
+    np.testing.assert_array_equal(trained.decompress(data), trained.reconstruct(image))
+    assert abs(ideal - trained.estimate_bits(image)) / ideal < 1e-3
+    symbols, k = trained.analyse(image)
+    model_symbols = cpm.CPM(codec.spec).apply({"params": params}, jnp.asarray(image, jnp.float32)[None],
+                                              method=cpm.CPM.encode)["symbols"][0]
+    assert (k < codec.spec.channels).any()
+    np.testing.assert_array_equal(symbols, np.asarray(model_symbols))
 
 
 def test_masked_symbols_are_not_coded(codec, photo):
@@ -234,6 +288,19 @@ def test_latent_refinement_lowers_the_objective_and_any_codec_of_the_model_decod
     values = [t[0] for t in trace]
     assert len(trace) == 12 and values[-1] < values[0]  # the training objective of this image went down
     assert not np.array_equal(np.asarray(z), np.asarray(z0))  # the best iterate is a refined one
+    # ... and the best one: its objective is the lowest of the trace, also when a large step overshoots
+    # and the lowest is not the last (here the first step's result)
+    import optax
+
+    _, _, step = cpm._refine_functions(codec.spec)
+    w = {key: jnp.float32(v) for key, v in objective.items()}
+    evaluate = lambda z: float(step(codec.params, w, jnp.float32(0.0), z, optax.scale_by_adam().init(z), x)[2])  # noqa: E731
+    assert evaluate(z) == pytest.approx(min(values), rel=1e-5)
+    z_big, trace_big = cpm.CPMCodec(codec.spec, codec.params, tile=64, refine=6, objective=objective,
+                                    refine_lr=3.0).refine(x, z0)
+    big = [t[0] for t in trace_big]
+    assert np.argmin(big) < len(big) - 1
+    assert evaluate(z_big) == pytest.approx(min(big), rel=1e-5)
     symbols, k = refined.analyse(image)
     assert refined.analyse(image)[0] is symbols  # remembered: compress, reconstruct, estimate refine once
     plain_symbols, plain_k = codec.analyse(image)

@@ -67,6 +67,23 @@ def test_encoder_emits_only_the_centres_and_symbols_agree(repo, batch, generator
     assert np.asarray(symbols).min() >= 0 and np.asarray(symbols).max() < 3
 
 
+def test_prior_and_map_noise_have_their_stated_spread():
+    """The Gaussian prior has variance ``prior_var`` (std 2 at 4), the uniform one fills [-1, 1], and
+    B's noise fills half a quantization step either side, ``[-1/L, 1/L]`` (the centres are 2/L apart)."""
+    key = jax.random.PRNGKey(0)
+    z = np.asarray(dm.sample_prior(dm.DPLCSpec(latent=64, prior_var=4.0), key, 2000))
+    assert z.shape == (2000, 64) and np.std(z) == pytest.approx(2.0, rel=0.01) and abs(np.mean(z)) < 0.01
+    u = np.asarray(dm.sample_prior(dm.DPLCSpec(latent=64, prior="uniform"), key, 2000))
+    assert -1.0 <= u.min() < -0.999 and 0.999 < u.max() <= 1.0
+    for levels in (2, 4):
+        spec = dm.DPLCSpec(image_size=32, levels=levels)
+        noise = np.asarray(dm.map_noise(spec, key, 500))
+        assert noise.shape == (500, spec.grid, spec.grid, spec.noise_channels)
+        half = 1.0 / levels
+        assert -half <= noise.min() < -0.99 * half and 0.99 * half < noise.max() <= half
+        assert np.std(noise) == pytest.approx(half / math.sqrt(3), rel=0.02)  # uniform, not Gaussian
+
+
 def test_mmd_estimator_is_unbiased():
     """The unbiased MMD^2 averages to 0 over independent same-distribution samples (the biased
     V-statistic, which keeps the diagonal, would average clearly above 0), and is positive for
@@ -78,6 +95,11 @@ def test_mmd_estimator_is_unbiased():
     assert abs(mean) < 3 * err
     shifted = jax.vmap(lambda d: gan.mmd_imq(d[0], d[1] + 1.0))(draw)
     assert float(jnp.mean(shifted)) > 10 * err
+    # the kernel's scale follows the prior's variance: samples twice as wide under variance 4 are
+    # the unit-variance case exactly
+    x, y = draw[0, 0], draw[0, 1] + 0.5
+    assert float(gan.mmd_imq(2.0 * x, 2.0 * y, 4.0)) == pytest.approx(float(gan.mmd_imq(x, y)), rel=1e-5)
+    assert float(gan.mmd_imq(2.0 * x, 2.0 * y)) != pytest.approx(float(gan.mmd_imq(x, y)), rel=1e-2)
 
 
 def _loss_terms_generator(task, params, batch, rng):
@@ -92,7 +114,8 @@ def _loss_terms_generator(task, params, batch, rng):
 
 
 def test_wasserstein_pp_loss_is_wae_plus_weighted_critic(repo, batch):
-    task = DPLCGeneratorTask(_config(repo, "tiny", **{"loss.gan": 0.5, "loss.mmd": 3.0}))
+    # a prior variance other than 1, so that the MMD's kernel scale must follow it
+    task = DPLCGeneratorTask(_config(repo, "tiny", **{"loss.gan": 0.5, "loss.mmd": 3.0, "model.prior_var": 4.0}))
     state = jit_init(task.init)(jax.random.PRNGKey(0), batch)
     rng = jax.random.PRNGKey(7)
     generator_loss = jax.jit(task.generator_loss)  # one compilation for both weights
@@ -161,7 +184,7 @@ def test_compression_losses_of_dplc_cae_and_gan_baseline(repo, batch, generator_
     x = dm.to_model_range(batch["image"])
     for variant, mmd_weight, adv_weight in (("tiny_compress", 100.0, 0.0), ("tiny_cae", 0.0, 0.0),
                                             ("tiny_gan", 0.0, 1.0)):
-        task = DPLCTask(_config(repo, variant), generator_params)
+        task = DPLCTask(_config(repo, variant, **{"model.prior_var": 4.0}), generator_params)
         state = jit_init(task.init)(jax.random.PRNGKey(1), batch)
         loss, (metrics, x_hat) = task.generator_loss(state.params, batch, rng, jnp.float32(1.0))
         out = task.forward(state.params, batch["image"], rng)
@@ -169,7 +192,7 @@ def test_compression_losses_of_dplc_cae_and_gan_baseline(repo, batch, generator_
         expected = distortion(task.loss.distortion, x, out["x_hat"])
         if mmd_weight:
             prior = dm.sample_prior(task.spec, jax.random.fold_in(rng, 2), 4)
-            expected += mmd_weight * gan.mmd_imq(out["z"], prior)
+            expected += mmd_weight * gan.mmd_imq(out["z"], prior, 4.0)
         if adv_weight:
             logits = task.critic.critic.apply({"params": state.params["discriminator"]}, out["x_hat"])
             expected += adv_weight * gan.g_loss("lsgan", logits)

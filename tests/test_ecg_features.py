@@ -72,3 +72,37 @@ def test_feature_matrix_shape():
     X = feature_matrix([np.zeros(600), _beat_train(np.arange(0.4, 9.5, 1.0), 10.0)], FS)
     assert X.shape == (2, len(FEATURE_NAMES)) and X.dtype == np.float64 and np.isfinite(X).all()
     assert feature_matrix([], FS).shape == (0, len(FEATURE_NAMES))
+
+
+def test_spectral_amplitude_and_beat_shape_features_mean_what_they_say():
+    """Values, not just finiteness: a 6 Hz sine peaks at 6 Hz with all its power in the 3-10 Hz band
+    and a low spectral entropy; Gaussian noise has excess kurtosis and skewness ~ 0, its std, robust
+    std and 1-99 % range; identical beats correlate with their template, inverted ones do not."""
+    t = np.arange(30 * FS) / FS
+    f = record_features(np.sin(2 * np.pi * 6.0 * t), FS)
+    assert abs(f[_F["peak_freq_3_10hz"]] - 6.0) < FS / 512  # Welch's bin width
+    assert abs(f[_F["logpow_3_10hz"]]) < 0.01 and f[_F["spectral_entropy"]] < 0.3
+    f = record_features(0.5 * np.random.default_rng(0).standard_normal(30 * FS), FS)
+    assert abs(f[_F["kurtosis"]]) < 0.15 and abs(f[_F["skewness"]]) < 0.1  # excess kurtosis: 0, not 3
+    assert f[_F["std"]] == pytest.approx(0.5, rel=0.03) and f[_F["robust_std"]] == pytest.approx(0.5, rel=0.03)
+    assert f[_F["p99_minus_p1"]] == pytest.approx(0.5 * 2 * 2.3263, rel=0.05)
+    assert f[_F["spectral_entropy"]] > 0.95
+    r = np.arange(0.4, 29.5, 0.8)
+    f = record_features(_beat_train(r, 30.0), FS)
+    assert f[_F["template_corr_mean"]] > 0.95 and f[_F["frac_beats_corr_below_0.8"]] == 0.0
+    inverted = np.arange(len(r)) % 4 == 0  # every fourth beat upside down
+    x = _beat_train(r[~inverted], 30.0) - _beat_train(r[inverted], 30.0, noise=0.0)
+    f = record_features(x, FS)
+    assert f[_F["frac_beats_corr_below_0.8"]] == pytest.approx(inverted.mean(), abs=0.03)
+
+
+def test_detector_searches_back_for_a_weak_beat():
+    """One beat at 45 % amplitude falls below the detection threshold; the search back over the long
+    RR gap it leaves finds it, at its R peak."""
+    r = np.arange(0.4, 29.5, 0.8)
+    weak = np.zeros(len(r), bool)
+    weak[20] = True
+    x = _beat_train(r[~weak], 30.0) + 0.45 * _beat_train(r[weak], 30.0, noise=0.0)
+    peaks = detect_qrs(x, FS)
+    assert len(peaks) == len(r)
+    assert np.min(np.abs(peaks - r[20] * FS)) <= 3

@@ -208,6 +208,23 @@ def test_generator_loss_terms(config, state):
                                        rel=1e-5)
     assert float(on) - float(off) == pytest.approx(float(m_on["g_adv"]) + config.loss.lambda_fm * float(m_on["fm"]),
                                                    rel=1e-4)
+    # the terms themselves, recomputed from the discriminator's outputs on x and x_hat: its patch logits
+    # (each scale's last output) for the adversarial terms, its hidden layers for feature matching
+    from jaxcomp import gan
+
+    d_params = {"params": state.params["discriminator"]}
+    x_unit = image.astype(jnp.float32) / 127.5 - 1.0
+    real_feats = task.disc.apply(d_params, x_unit, task.cond(None))
+    fake_feats = task.disc.apply(d_params, x_hat, task.cond(None))
+    real_logits, fake_logits = [f[-1] for f in real_feats], [f[-1] for f in fake_feats]
+    assert all(r.shape[-1] == 1 for r in real_logits)
+    assert float(m_on["g_adv"]) == pytest.approx(float(gan.g_loss(config.loss.gan, fake_logits)), rel=1e-5)
+    fm = float(gan.feature_matching(real_feats, fake_feats))
+    assert fm > 0 and float(m_on["fm"]) == pytest.approx(fm, rel=1e-5)
+    d_value, d_metrics = task.discriminator_loss(state.params, batch, x_hat, rng)
+    expected_d = float(gan.d_loss(config.loss.gan, real_logits, fake_logits))
+    assert float(d_value) == pytest.approx(expected_d, rel=1e-5)
+    assert expected_d != pytest.approx(float(gan.d_loss(config.loss.gan, fake_logits, real_logits)), rel=1e-3)
     # the prior's cross-entropy trains the prior only: no gradient into the encoder from it
     lam0 = apply_overrides(config, ["loss.lambda_mse=0.0"])
     t0, _ = tasks.build_task(lam0)

@@ -75,23 +75,38 @@ def _init(key: jax.Array, spec: MatmulSearch) -> dict[str, jax.Array]:
             "wc": spec.init_std * jax.random.normal(kc, (nk, spec.r))}
 
 
+def search_schedule(step: jax.Array | int, spec: MatmulSearch) -> tuple[jax.Array, jax.Array]:
+    """``(progress, mix)`` at ``step``, float32 scalars: ``progress`` ramps 0 -> 1 over the steps after the
+    full-precision phase (it scales the grid penalty), ``mix`` (the blend towards the ternary weights)
+    0 -> 1 over the first ``ramp_fraction`` of them."""
+    fp_steps = int(spec.fp_fraction * spec.steps)
+    rest = max(spec.steps - fp_steps, 1)
+    progress = jnp.clip((jnp.asarray(step, jnp.float32) - fp_steps) / rest, 0.0, 1.0)
+    return progress, jnp.clip(progress / spec.ramp_fraction, 0.0, 1.0)
+
+
+def search_loss(p: dict[str, jax.Array], a: jax.Array, b: jax.Array, step: jax.Array | int,
+                spec: MatmulSearch) -> jax.Array:
+    """The training loss at ``step`` (float32 scalar) of latent weights ``p`` (``wa [r, n*m]``,
+    ``wb [r, m*k]``, ``wc [n*k, r]``) on a batch ``a [B, n*m]``, ``b [B, m*k]``: the squared error of
+    the SPN with weights ``w + mix (q(w) - w)`` (straight-through) against ``A @ B``, plus
+    ``penalty * progress * ||w - q(w)||^2`` (:func:`search_schedule`)."""
+    progress, mix = search_schedule(step, spec)
+    eff = {k: w + mix * jax.lax.stop_gradient(_quantize(w, spec) - w) for k, w in p.items()}
+    c = jnp.einsum("bij,bjl->bil", a.reshape(-1, spec.n, spec.m), b.reshape(-1, spec.m, spec.k))
+    err = jnp.mean(jnp.sum((spn_matmul(eff["wa"], eff["wb"], eff["wc"], a, b) - c.reshape(c.shape[0], -1)) ** 2, -1))
+    pull = sum(jnp.sum((w - jax.lax.stop_gradient(_quantize(w, spec))) ** 2) for w in p.values())
+    return err + spec.penalty * progress * pull
+
+
 def train_one(key: jax.Array, spec: MatmulSearch) -> tuple[dict[str, jax.Array], jax.Array]:
     """One restart: returns the latent weights and the final ternary-model loss on a fresh batch (pure, jittable)."""
     init_key, data_key = jax.random.split(key)
     params = _init(init_key, spec)
     tx = optax.adam(spec.learning_rate)
-    fp_steps = int(spec.fp_fraction * spec.steps)
-    rest = max(spec.steps - fp_steps, 1)
 
     def loss_fn(p, a, b, step):
-        progress = jnp.clip((step - fp_steps) / rest, 0.0, 1.0)
-        mix = jnp.clip(progress / spec.ramp_fraction, 0.0, 1.0)
-        eff = {k: w + mix * jax.lax.stop_gradient(_quantize(w, spec) - w) for k, w in p.items()}
-        c = jnp.einsum("bij,bjl->bil", a.reshape(-1, spec.n, spec.m), b.reshape(-1, spec.m, spec.k))
-        err = jnp.mean(jnp.sum((spn_matmul(eff["wa"], eff["wb"], eff["wc"], a, b) - c.reshape(c.shape[0], -1)) ** 2,
-                               -1))
-        pull = sum(jnp.sum((w - jax.lax.stop_gradient(_quantize(w, spec))) ** 2) for w in p.values())
-        return err + spec.penalty * progress * pull
+        return search_loss(p, a, b, step, spec)
 
     def sample(key):
         ka, kb = jax.random.split(key)
