@@ -22,7 +22,8 @@ Existing outputs are never overwritten unless --force is given.
 
 Compiled model functions are kept in a persistent XLA compilation cache (default
 ``$JAXCOMP_CACHE_DIR``, ``$JAX_COMPILATION_CACHE_DIR`` or ``~/.cache/jaxcomp/xla``;
-``--cache-dir ""`` turns it off), so only the first call for a model and tile shape pays the
+``--cache-dir ""`` turns it off, though JAX itself still reads ``$JAX_COMPILATION_CACHE_DIR`` if it is
+set), so only the first call for a model and tile shape pays the
 compilation, most of a cold call's time. The L3C coder computes every tile at one of a few
 bucket shapes (``jaxcomp.codecs.l3c.bucket_sides``), so a folder of differently sized photos
 compiles once per bucket, not once per image size, and keeps its compiled functions in
@@ -211,7 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                             "compressing (default 64; 0: all 256 levels; decoding reads it from the file)")
         p.add_argument("--cache-dir", default=None,
                        help="persistent XLA compilation cache (default: $JAXCOMP_CACHE_DIR, "
-                            "$JAX_COMPILATION_CACHE_DIR or ~/.cache/jaxcomp/xla; \"\" to turn it off)")
+                            "$JAX_COMPILATION_CACHE_DIR or ~/.cache/jaxcomp/xla; \"\" to turn it off, though JAX "
+                            "itself still reads $JAX_COMPILATION_CACHE_DIR if it is set)")
         p.add_argument("--force", action="store_true", help="overwrite existing outputs")
         p.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
