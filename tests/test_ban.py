@@ -96,6 +96,14 @@ def test_dkpp_keeps_the_argmax_and_permutes_the_rest():
                                np.mean(-np.sum(d * np.log(p), -1)), rtol=1e-5)
 
 
+def test_dkpp_adds_the_weighted_label_loss(logits):
+    s, t = logits
+    labels = np.arange(6, dtype=np.int32) % s.shape[-1]
+    key = jax.random.PRNGKey(4)
+    np.testing.assert_allclose(distill.dkpp_loss(s, t, key, labels, 0.3),
+                               distill.dkpp_loss(s, t, key) + 0.3 * distill.label_loss(s, labels), rtol=1e-6)
+
+
 def test_ensembles_and_loss_dispatch(logits):
     s, t = logits
     ens = distill.ensemble_log_probs(jnp.stack([s, t]))
@@ -231,6 +239,25 @@ def test_the_task_trains_with_the_configured_losses_gradient(tiny_config, monkey
             np.testing.assert_allclose(p1, p0 - 0.5 * (g + l2 * p0), rtol=1e-5, atol=1e-6, err_msg=name)
 
 
+def test_several_teachers_teach_their_averaged_probabilities(tiny_config, monkeypatch):
+    """A student of two teachers (BANE's ensemble teacher) learns from the mean of their
+    probabilities, not of their logits."""
+    from jaxcomp.distill import task as task_module
+
+    monkeypatch.setattr(task_module, "build_model", _linear_model)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(8, 6, 6, 1)).astype(np.float32)
+    model = _Linear(5)
+    teachers = [task_module.Teacher(model, {"params": {"head": {
+        "kernel": rng.normal(0, scale, (36, 5)).astype(np.float32), "bias": np.zeros(5, np.float32)}}})
+        for scale in (0.3, 1.5)]
+    task = task_module.ClassificationTask(apply_overrides(tiny_config, ["distill.loss=ban"]), teachers=teachers)
+    state = jit_init(task.init)(jax.random.PRNGKey(1), {"image": x, "label": np.zeros(8, np.int32)})
+    probs = jax.nn.softmax(task.teacher_logits(state.model_state, jnp.asarray(x)), -1)
+    each = [jax.nn.softmax(model.apply(t.variables, x), -1) for t in teachers]
+    np.testing.assert_allclose(np.asarray(probs), np.asarray((each[0] + each[1]) / 2), rtol=1e-5, atol=1e-6)
+
+
 # ---- models --------------------------------------------------------------------------------
 
 
@@ -326,6 +353,28 @@ def test_digits_batches_are_deterministic_epochs(ban_config):
     batches = list(data.eval_batches(200))
     assert [b["image"].shape[0] for b in batches] == [200, 200, 200]
     assert sum(int(b["valid"].sum()) for b in batches) == 497
+
+
+def test_epoch_order_follows_the_seed_host_flips_are_mirrors_and_channels_standardise_alone():
+    """The data seed changes the epoch permutation (the same seed repeats it); the host-side
+    ``crop_flip`` mirrors left-right, some images and not others; RGB inputs are standardised per
+    channel (each channel to std 1, whatever the others' spread)."""
+    from jaxcomp.data.classification import augment
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (64, 6, 6, 3), dtype=np.uint8)
+    y = rng.integers(0, 4, 64)
+    order = [ClassificationBatches((x, y), None, 16, seed=seed)._indices(0) for seed in (0, 0, 1)]
+    np.testing.assert_array_equal(order[0], order[1])
+    assert not np.array_equal(order[0], order[2])
+    out = augment(x, np.random.default_rng(1), "crop_flip", 0)
+    mirrored = np.array([np.array_equal(o, xi[:, ::-1]) for o, xi in zip(out, x)])
+    kept = np.array([np.array_equal(o, xi) for o, xi in zip(out, x)])
+    assert np.all(mirrored | kept) and mirrored.any() and kept.any()
+    spread = np.stack([x[..., 0] // 16, x[..., 1], x[..., 2] // 2 + 64], -1).astype(np.uint8)
+    data = ClassificationBatches((spread, y), None, 16)
+    np.testing.assert_allclose(data.normalize(spread).std((0, 1, 2)), 1.0, rtol=1e-4)
+    np.testing.assert_allclose(data.normalize(spread).mean((0, 1, 2)), 0.0, atol=1e-4)
 
 
 def test_classification_data_errors(ban_config, tmp_path):
@@ -985,6 +1034,35 @@ def test_driver_wires_variant_label_weights_and_teacher_configs(repo, tmp_path, 
     assert by_name["DKPP"][0].distill.label_weight == 0.0 and by_name["DKPP"][0].distill.loss == "dkpp"
     assert by_name["BAN_LABEL"][0].distill.label_weight == 1.0
     assert by_name["CWTM"][0].distill.label_weight == 0.5
+    for variant in ("DKPP", "BAN_LABEL", "CWTM"):  # the variants are taught by the teacher, not by BAN-k
+        assert by_name[variant][1] == [str(tmp_path / "teacher")], variant
+
+
+def test_collected_table_ensembles_the_students_not_the_teacher(ban_config, tmp_path):
+    """``experiments/ban_collect.py`` over per-seed logits: BANE-1..k averages BAN-1 .. BAN-k (the
+    teacher enters only the row that names it), the same metrics ``run_generations`` reports."""
+    import csv
+
+    from experiments.ban_collect import collect
+    from jaxcomp import tasks
+    from jaxcomp.distill.generations import Member, ensemble_metrics
+
+    labels = tasks.build_data(ban_config, "classification").eval_arrays()["label"]
+    rng = np.random.default_rng(0)
+    logits = {m: (rng.normal(0, 2, (len(labels), 10)) + 3 * np.eye(10)[labels] * (rng.random((len(labels), 1)) < 0.6))
+              .astype(np.float32) for m in ("teacher", "ban-1", "ban-2")}
+    (tmp_path / "seed0").mkdir()
+    np.savez(tmp_path / "seed0" / "logits.npz", **logits)
+    collect(ban_config.copy_and_resolve_references(), str(tmp_path))
+    with open(tmp_path / "per_seed.csv") as f:
+        rows = {r["model"]: r for r in csv.DictReader(f)}
+    members = {m: Member(m, "", {}, logits[m], None) for m in logits}
+    bane = ensemble_metrics([members["ban-1"], members["ban-2"]], labels)
+    assert float(rows["BANE-1..2"]["error"]) == pytest.approx(bane["error"], abs=1e-6)
+    assert float(rows["BANE-1..2"]["nll"]) == pytest.approx(bane["nll"], rel=1e-5)
+    everyone = ensemble_metrics(list(members.values()), labels)
+    assert float(rows["teacher + BAN-1..2"]["nll"]) == pytest.approx(everyone["nll"], rel=1e-5)
+    assert bane["nll"] != pytest.approx(everyone["nll"], rel=1e-3)
 
 
 def test_paired_interval_is_the_student_t_interval():

@@ -140,6 +140,8 @@ def test_ssc_eigengap_estimates_clusters(fitted, subspaces):
     labels, k = spectral_clustering(fitted["mp"].affinity_matrix_, None)
     assert k == 3
     assert clustering_error(y, labels) == 0.0
+    # the eigengap may pick max_clusters itself (it looks at max_clusters + 1 eigenvalues)
+    assert spectral_clustering(fitted["mp"].affinity_matrix_, None, max_clusters=3)[1] == 3
 
 
 def test_spectral_separates_block_affinity():

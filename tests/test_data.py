@@ -8,7 +8,9 @@ from PIL import Image
 
 from jaxcomp.configs import apply_overrides
 from jaxcomp.data import (
+    ArrayImageSource,
     DataError,
+    ImageBatches,
     ImageFolderSource,
     build_image_data,
     image_tiles,
@@ -60,6 +62,22 @@ def test_random_crop_downscale_and_flip():
     assert flipped.shape == (64, 64, 3)
     with pytest.raises(DataError, match="smaller than the crop"):
         random_crop(img[:20, :20], rng, 64)
+
+
+def test_downscaled_crop_is_a_resized_larger_window_and_the_seed_picks_the_batches():
+    """``downscale=(0.5, 0.5)``: a 128-pixel window, at the place the generator draws, resized to 64
+    (bicubic), not a 64-pixel window; the batches' data seed changes which crops a step gets."""
+    img = load_image(sample_image_paths()[0])
+    small = random_crop(img, np.random.default_rng(1), 64, flip=False, downscale=(0.5, 0.5))
+    rng = np.random.default_rng(1)  # the draws of random_crop: the window's place (no scale draw at lo == hi)
+    y, x = int(rng.integers(0, img.shape[0] - 128 + 1)), int(rng.integers(0, img.shape[1] - 128 + 1))
+    expected = np.asarray(Image.fromarray(img[y:y + 128, x:x + 128]).resize((64, 64), Image.BICUBIC))
+    np.testing.assert_array_equal(small, expected)
+    images = np.stack([load_image(p)[:80, :80] for p in sample_image_paths()[:4]])
+    batches = [ImageBatches(ArrayImageSource(images), None, 4, 32, seed=seed) for seed in (0, 0, 1)]
+    a, same, other = (b.train_batch(0)["image"] for b in batches)
+    np.testing.assert_array_equal(a, same)
+    assert not np.array_equal(a, other)
 
 
 def test_tiles_cover_the_image_in_order():

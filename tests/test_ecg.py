@@ -426,6 +426,34 @@ def test_reference_class_weights_oversampling_and_validation_split():
     np.testing.assert_allclose(batch["weight"], w[batch["label"]])
 
 
+def test_oversampling_draws_length_buckets_by_their_oversampled_mass(repo):
+    """With length buckets, a bucket is drawn in proportion to its recordings' oversampling repeats
+    (80 short class-N recordings x1 against 20 long class-A ones x3: 60/140 of the batches long),
+    not to its number of recordings (20/100); and the class weights and repeats of a fold come
+    from its training recordings alone (not its validation or evaluation ones)."""
+    from jaxcomp.ecg.experiments import (
+        ECGTrainingBatches,
+        build_training_data,
+        oversampling_repeats,
+        reference_class_weights,
+    )
+
+    labels = np.array([0] * 80 + [1] * 20, np.int32)
+    signals = [np.ones(300, np.float32)] * 80 + [np.ones(1500, np.float32)] * 20
+    ds = ecg_data.ECGDataset([f"r{i}" for i in range(100)], signals, labels)
+    batches = ECGTrainingBatches(ds, np.arange(100), np.arange(0), np.arange(0), 4, 0, (2.0,),
+                                 np.ones(4, np.float32), np.array([1, 3, 1, 1]))
+    long = np.mean([batches.train_batch(s)["label"][0] == 1 for s in range(600)])
+    assert long == pytest.approx(60 / 140, abs=0.05)
+    config = load_config(str(repo / "configs" / "ecg.py") + ":tiny_cnn")
+    data = build_training_data(config)
+    train_labels = data.dataset.labels[data.train_idx]
+    assert len(data.train_idx) + len(data.val_idx) + len(data.eval_idx) == len(data.dataset.labels)
+    np.testing.assert_allclose(data.weights, reference_class_weights(train_labels, config.loss.class_penalty))
+    np.testing.assert_array_equal(data.repeats, oversampling_repeats(train_labels, config.sampling.oversample))
+    assert not np.allclose(data.weights, reference_class_weights(data.dataset.labels, config.loss.class_penalty))
+
+
 def test_cross_validation_refuses_results_of_another_config(repo, tmp_path):
     """results.jsonl rows are reused only by the config that made them: a changed setting would
     otherwise report the old runs as its own (seeds, folds and models only choose runs)."""

@@ -32,6 +32,21 @@ def _header(directory, name, fs, n, file=None):
         f.write(f"{name} 1 {fs} {n}\n{file or name + '.mat'} 16+24 1000/mV 16 0 0 0 0 ECG\n")
 
 
+def test_reader_subtracts_the_baseline_and_divides_by_the_gain(tmp_path):
+    """Millivolts are ``(adc - baseline) / gain``, the baseline given as ``gain(baseline)`` or, without
+    it, as the ADC zero (WFDB), e.g. MIT-BIH's 200(1024)/mV."""
+    adc = np.array([1024, 1224, 824, 1124] * 100, np.int16)
+    savemat(str(tmp_path / "B1.mat"), {"val": adc[None]}, format="4")
+    savemat(str(tmp_path / "B2.mat"), {"val": adc[None]}, format="4")
+    with open(tmp_path / "B1.hea", "w") as f:
+        f.write("B1 1 300 400\nB1.mat 16+24 200(1024)/mV 16 0 0 0 0 ECG\n")
+    with open(tmp_path / "B2.hea", "w") as f:
+        f.write("B2 1 300 400\nB2.mat 16+24 200/mV 16 1024 0 0 0 ECG\n")
+    expected = (adc.astype(np.float64) - 1024) / 200
+    for name in ("B1", "B2"):
+        np.testing.assert_allclose(read_challenge_record(str(tmp_path / name)), expected, atol=1e-6)
+
+
 def test_reader_round_trip_and_resampling(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(0, 0.5, 3000).astype(np.float32)

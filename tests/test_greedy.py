@@ -2,6 +2,7 @@
 
 import functools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -68,6 +69,9 @@ def test_mp_stopping_rules(planted):
     D, _, Y, _ = planted
     res = mp(D, Y, max_iter=16, max_nonzeros=3)
     assert np.all(np.sum(np.asarray(res.coef) != 0, axis=1) <= 3)
+    # it stops at p_max distinct atoms: no step past them (its atom would have no slot, its residual
+    # update would still happen)
+    np.testing.assert_allclose(np.asarray(res.residual), Y - np.asarray(res.coef) @ D.T, atol=1e-5)
     tol = 0.5 * float(np.linalg.norm(Y[0]))
     res = mp(D, Y[0], max_iter=50, tol=tol)
     assert float(res.residual_norm) <= tol and int(res.n_iter) < 50
@@ -129,6 +133,39 @@ def test_fully_corrective_reaches_nnls_optimum(nnls_runs, nnls_problem):
     np.testing.assert_allclose(res.weights, w_ref, atol=1e-6)
     for v in ("away", "pairwise"):  # linear rate: also at the optimum within 150 steps
         assert abs(nnls_runs[v].history[-1] - fstar) <= 1e-6 * fstar
+
+
+def test_objective_gradients_are_the_gradients_of_their_values():
+    """The hand-written gradients of the objectives equal ``jax.grad`` of their values."""
+    rng = np.random.default_rng(5)
+    M, b, F = rng.standard_normal((7, 4)), rng.standard_normal(7), rng.standard_normal((9, 4))
+    y = np.where(rng.random(9) < 0.5, -1.0, 1.0)
+    x = jnp.asarray(rng.standard_normal(4))
+    for obj in (least_squares_objective(M, b), logistic_objective(F, y, l2=0.3)):
+        np.testing.assert_allclose(np.asarray(obj.grad(x)), np.asarray(jax.grad(obj.f)(x)), rtol=1e-5, atol=1e-6)
+
+
+def test_fully_corrective_nnmp_on_logistic_regression_stays_in_the_cone_at_the_optimum():
+    """Fully-corrective NNMP on a non-quadratic objective (its inner FISTA solve projects on w >= 0):
+    non-negative weights and the L-BFGS-B optimum over the orthant."""
+    from jaxcomp.greedy.benchmarks import logistic_reference
+
+    rng = np.random.default_rng(2)
+    F = rng.standard_normal((40, 6))
+    y = np.sign(F @ np.array([1.0, 0.5, 0.0, 0.0, 2.0, 0.0]) + 0.3 * rng.standard_normal(40))
+    res = nnmp(logistic_objective(F, y, l2=0.1), np.eye(6), variant="fully_corrective", max_iter=30)
+    assert np.all(np.asarray(res.weights) >= 0)
+    fstar = logistic_reference(F, y, 0.1)
+    assert abs(res.history[-1] - fstar) <= 1e-5 * fstar
+    # correlated atoms, where the unconstrained solve on the active atoms wants a negative weight
+    rng = np.random.default_rng(0)
+    F = rng.standard_normal((40, 6))
+    y = np.sign(F @ np.array([1.0, -0.8, 0.5, -1.0, 2.0, 0.3]) + 0.3 * rng.standard_normal(40))
+    atoms = np.abs(rng.standard_normal((6, 10))) + 0.5
+    res = nnmp(logistic_objective(F, y, l2=0.01), atoms, variant="fully_corrective", max_iter=30)
+    assert np.all(np.asarray(res.weights) >= 0)
+    pairwise = nnmp(logistic_objective(F, y, l2=0.01), atoms, variant="pairwise", max_iter=300)
+    assert res.history[-1] <= pairwise.history[-1] + 1e-5
 
 
 def test_nnmp_plain_callable_and_custom_lmo():

@@ -328,6 +328,63 @@ def test_optimizers_and_schedules(l3c_tiny_config):
         trainer.make_optimizer(apply_overrides(l3c_tiny_config, ["optimizer.name=lbfgs"]).optimizer)
 
 
+def test_schedules_and_optimizers_give_the_hand_computed_values():
+    """Learning rates and updates computed by hand, not by optax: cosine to 0, linear warm-up before
+    it, Adam with the config's b1 / b2, Nesterov momentum, clipping by the global norm."""
+    import jax.numpy as jnp
+
+    def opt(**kw):
+        base = dict(name="sgd", momentum=0.0, learning_rate=1.0, schedule="constant")
+        return ml_collections.ConfigDict(dict(base, **kw))
+
+    _, cosine = trainer.make_optimizer(opt(schedule="cosine", decay_steps=10))
+    np.testing.assert_allclose([cosine(0), cosine(5), cosine(10)], [1.0, 0.5, 0.0], atol=1e-6)
+    _, warm = trainer.make_optimizer(opt(schedule="cosine", decay_steps=10, warmup_steps=4))
+    np.testing.assert_allclose([warm(0), warm(2), warm(4), warm(9), warm(14)], [0.0, 0.5, 1.0, 0.5, 0.0], atol=1e-6)
+
+    def updates(config, grads):
+        tx, _ = trainer.make_optimizer(config)
+        params = jax.tree.map(jnp.zeros_like, grads[0])
+        state, out = tx.init(params), []
+        for g in grads:
+            u, state = tx.update(g, state, params)
+            out.append(jax.tree.map(float, u))
+        return out
+
+    # Adam, b1 = 0.5, b2 = 0.9, lr 0.1: bias-corrected moments of the gradients 1 then 3
+    m = v = 0.0
+    expected = []
+    for t, g in enumerate((1.0, 3.0), start=1):
+        m, v = 0.5 * m + 0.5 * g, 0.9 * v + 0.1 * g * g
+        expected.append(-0.1 * (m / (1 - 0.5**t)) / (np.sqrt(v / (1 - 0.9**t)) + 1e-8))
+    got = updates(opt(name="adam", learning_rate=0.1, b1=0.5, b2=0.9), [jnp.float32(1.0), jnp.float32(3.0)])
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    # Nesterov: the first step is g + 0.9 g
+    assert updates(opt(momentum=0.9, nesterov=True), [jnp.float32(1.0)])[0] == pytest.approx(-1.9)
+    # clipping scales the whole gradient to global norm 1: (3, 4) -> (0.6, 0.8), not each value to 1
+    got = updates(opt(grad_clip=1.0), [{"a": jnp.float32(3.0), "b": jnp.float32(4.0)}])[0]
+    assert got["a"] == pytest.approx(-0.6) and got["b"] == pytest.approx(-0.8)
+
+
+def test_each_step_draws_its_own_randomness():
+    """The compiled step hands the task ``fold_in(rng, step)``: another key at every step (dropout,
+    GAN noise, augmentation), the same key for the same step (resume)."""
+    import jax.numpy as jnp
+
+    class Draw:
+        def train_step(self, state, batch, rng):
+            return state, {"u": jax.random.uniform(rng)}
+
+        def eval_step(self, state, batch):
+            return {}
+
+    train, _ = trainer.compile_steps(Draw(), trainer.make_mesh())
+    rng = jax.random.PRNGKey(0)
+    draws = [float(train(jnp.zeros(()), {}, rng, step)[1]["u"]) for step in (0, 1, 0)]
+    assert draws[0] != draws[1] and draws[0] == draws[2]
+    assert draws[0] == float(jax.random.uniform(jax.random.fold_in(rng, 0)))
+
+
 def test_train_only_freezes_the_rest_and_clips_the_trained_alone(l3c_tiny_config):
     import jax.numpy as jnp
 
