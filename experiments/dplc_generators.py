@@ -79,6 +79,7 @@ def score(task: Any, params: Any, test: np.ndarray, metric: DistributionMetric, 
 
     from jaxcomp.codecs.dplc.model import sample_prior, to_model_range, to_pixels
     from jaxcomp.gan.losses import mmd_imq
+    from jaxcomp.metrics import reconstruction_scores
 
     pixels = jax.jit(lambda p, z: jnp.round(to_pixels(task.decode(p, z))).astype(jnp.uint8))
     encode = jax.jit(lambda p, x: task.encode(p, to_model_range(x)))
@@ -96,12 +97,10 @@ def score(task: Any, params: Any, test: np.ndarray, metric: DistributionMetric, 
     if not recons:
         return out, samples_all, None
     rec = np.concatenate(recons)
-    err = np.mean(np.square(rec.astype(np.float64) - test.astype(np.float64)), axis=(1, 2, 3))
+    scores = reconstruction_scores(rec, test)
     fx = np.concatenate(codes)[:2000]
     prior = sample_prior(task.spec, jax.random.fold_in(key, 2**31), len(fx))
-    out.update(recon_mse=float(np.mean(err)),
-               recon_psnr=float(np.mean(10 * np.log10(255.0 ** 2 / np.maximum(err, 1e-10)))),
-               recon_distance=metric(rec, test),
+    out.update(recon_mse=scores["mse"], recon_psnr=scores["psnr"], recon_distance=metric(rec, test),
                latent_mmd=float(mmd_imq(jnp.asarray(fx), prior, task.spec.prior_var)))
     return out, samples_all, rec
 

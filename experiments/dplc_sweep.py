@@ -35,6 +35,7 @@ import numpy as np
 
 from jaxcomp.configs import config_digest, config_script_main
 from jaxcomp.files import atomic_file
+from jaxcomp.metrics import reconstruction_scores
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "dplc.py")
 METHODS = {"dplc": "compress", "cae": "cae", "gan": "gan"}
@@ -261,9 +262,7 @@ def run(config, workdir: str) -> str:
             decoded = f["decoded"]
         if len(decoded) != len(test):
             raise ValueError(f"{cache} holds {len(decoded)} decoded images, not {len(test)}: remove it to redo")
-        err = np.mean(np.square(decoded.astype(np.float64) - test.astype(np.float64)), axis=(1, 2, 3))
-        row.update(mse=float(np.mean(err)), psnr=float(np.mean(10 * np.log10(255.0 ** 2 / np.maximum(err, 1e-10)))),
-                   distance=metric(decoded, test))
+        row.update(**reconstruction_scores(decoded, test), distance=metric(decoded, test))
         results["runs"].append(row)
         print(json.dumps(row))
         if row["seed"] == s.seeds[0]:

@@ -1076,6 +1076,10 @@ def test_paired_interval_is_the_student_t_interval():
     (row,) = [r for r in summarize(rows) if r["model"] == "BAN-1"]
     lo, hi = paired_interval(np.array([-1.0, -0.5, -1.0]))
     assert row["95% CI"] == f"[{lo:+.2f}, {hi:+.2f}]" and row["better than teacher"] == "3/3"
+    # mean ± sample std (ddof 1) of the errors, and of the paired differences student - teacher
+    (teacher,) = [r for r in summarize(rows) if r["model"] == "teacher"]
+    assert teacher["error"] == "4.00 ± 1.00"
+    assert row["error - teacher"] == f"-0.83 ± {np.std([-1.0, -0.5, -1.0], ddof=1):.2f}"
     with pytest.raises(ValueError, match="at least 2"):
         paired_interval(np.array([1.0]))
 

@@ -115,12 +115,15 @@ def _tiny_folder(tmp_path, photo):
 def test_bench_codecs_writes_results(tmp_path, photo, bench_codecs, monkeypatch):
     folder = _tiny_folder(tmp_path, photo)
     (png,) = baselines.lossless_baselines(["png"])
-    learned = Codec("fake-learned", png.encode, png.decode, estimate=lambda im: 4.0 * im.size)
+    # an estimate of 4 bpsp on the 40x48 image and 2 on the 32x36 one: the total is pooled (bits over
+    # subpixels), not the mean of the two
+    learned = Codec("fake-learned", png.encode, png.decode,
+                    estimate=lambda im: (4.0 if im.shape[0] == 40 else 2.0) * im.size)
     monkeypatch.setattr(bench_codecs, "extra_codecs", lambda args: [learned])
     out = tmp_path / "out"
     assert bench_codecs.main(["--images", str(folder), "--out", str(out), "--no-progress"]) == 0
     md = (out / "results.md").read_text()
-    assert "estimated bpsp" in md and "| fake-learned |" in md and "4.0000" in md
+    assert "estimated bpsp" in md and "| fake-learned |" in md
     assert (out / "bpsp.png").stat().st_size > 1000
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
@@ -129,10 +132,14 @@ def test_bench_codecs_writes_results(tmp_path, photo, bench_codecs, monkeypatch)
     totals = {r["codec"]: r for r in rows if r["image"] == "TOTAL"}
     assert len(rows) == 3 * len(names) and set(totals) == set(names)
     assert all(r["exact"] == "True" for r in rows)
-    # pooled bpsp of the fake codec == png's, and its estimate is exactly 4 bits per subpixel
+    # pooled bpsp of the fake codec == png's, and its estimate pooled over both images' subpixels
     assert float(totals["fake-learned"]["bpsp"]) == pytest.approx(float(totals["png"]["bpsp"]))
-    assert float(totals["fake-learned"]["estimated_bpsp"]) == pytest.approx(4.0)
     subpixels = (40 * 48 + 32 * 36) * 3
+    pooled = (4.0 * 40 * 48 + 2.0 * 32 * 36) * 3 / subpixels
+    assert float(totals["fake-learned"]["estimated_bpsp"]) == pytest.approx(pooled)
+    assert pooled != pytest.approx(3.0)  # the mean of the two images' 4 and 2
+    assert sorted(float(r["estimated_bpsp"]) for r in rows if r["codec"] == "fake-learned" and r["image"] != "TOTAL") \
+        == pytest.approx([2.0, 4.0])
     assert float(totals["png"]["bpsp"]) == pytest.approx(8 * int(totals["png"]["bytes"]) / subpixels)
 
 

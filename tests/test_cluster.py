@@ -234,6 +234,19 @@ def test_metrics_match_sklearn():
     perm = np.array([2, 0, 3, 1])[a]
     assert clustering_accuracy(a, perm) == 1.0
     assert clustering_error([0, 0, 1, 1], [0, 1, 1, 1]) == pytest.approx(0.25)
+    # one-to-one matching, not purity: four clusters of two classes match only two of them
+    assert clustering_accuracy([0, 0, 1, 1], [0, 1, 2, 3]) == pytest.approx(0.5)
+
+
+def test_seed_aggregates_are_means_and_sample_stds():
+    from jaxcomp.cluster.benchmarks import aggregate_seeds
+
+    rows = [dict(method=m, seed=s, accuracy=a, nmi=a / 2, ari=a / 4, seconds=1.0 + s, notes="")
+            for m, accs in (("mp", (0.8, 0.9, 1.0)), ("km", (0.5, 0.5, 0.5))) for s, a in enumerate(accs)]
+    mp, km = aggregate_seeds(rows)
+    assert (mp["method"], mp["seeds"], km["method"]) == ("mp", 3, "km")
+    assert mp["accuracy"] == pytest.approx(0.9) and mp["accuracy_std"] == pytest.approx(0.1)  # ddof 1
+    assert mp["nmi_std"] == pytest.approx(0.05) and km["accuracy_std"] == 0.0 and mp["seconds"] == pytest.approx(2.0)
 
 
 @pytest.mark.parametrize(

@@ -233,6 +233,30 @@ def test_resnet50_flops():
     assert sum(table.values()) == count_flops(model.apply, variables, x)
     assert table["ImageNetResNet/root_conv:conv_general_dilated"] == 2 * 112 * 112 * 64 * 7 * 7 * 3
     assert table["ImageNetResNet/head:dot_general"] == 2 * 512 * 1000
+    # the root's max-pool keeps 56x56 (padding 1): conv2_x's first 3x3 conv, 64 -> 64 channels
+    assert table["ImageNetResNet/conv2_block0/conv1:conv_general_dilated"] == 2 * 56 * 56 * 64 * 3 * 3 * 64
+
+
+@pytest.mark.parametrize("bottleneck", [True, False])
+def test_residual_block_adds_its_shortcut(bottleneck):
+    """With the residual branch's last batch-norm scale at 0 a block is ``relu(shortcut)``: the
+    identity when the shape is kept."""
+    from flax.core import unfreeze
+
+    from jaxcomp.models.cresnet import ResidualBlock
+
+    block = ResidualBlock(width=4 if bottleneck else 16, bottleneck=bottleneck)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(1, 5, 5, 16)), jnp.float32)
+
+    def fill(path, s):
+        name = path[-1].key
+        value = {"kernel": 0.1, "scale": 1.0, "var": 1.0}.get(name, 0.0)
+        return jnp.full(s.shape, value, s.dtype)
+
+    variables = unfreeze(jax.tree_util.tree_map_with_path(fill, jax.eval_shape(lambda x: block.init(KEY, x, False), x)))
+    last = "bn3" if bottleneck else "bn2"
+    variables["params"][last]["scale"] = jnp.zeros_like(variables["params"][last]["scale"])
+    np.testing.assert_allclose(np.asarray(block.apply(variables, x, False)), np.maximum(np.asarray(x), 0.0), atol=1e-6)
 
 
 def test_cresnet_cheaper_than_its_rgb_pair():

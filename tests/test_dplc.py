@@ -84,6 +84,17 @@ def test_prior_and_map_noise_have_their_stated_spread():
         assert np.std(noise) == pytest.approx(half / math.sqrt(3), rel=0.02)  # uniform, not Gaussian
 
 
+def test_map_blocks_add_their_input():
+    """B's residual block is ``relu(x + branch)``: with the branch's last norm scale at 0, ``relu(x)``."""
+    from flax.core import unfreeze
+
+    block = dm.BasicBlock(8)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, 4, 8)), jnp.float32)
+    variables = unfreeze(block.init(jax.random.PRNGKey(0), x))
+    variables["params"]["norm2"]["scale"] = jnp.zeros_like(variables["params"]["norm2"]["scale"])
+    np.testing.assert_allclose(np.asarray(block.apply(variables, x)), np.maximum(np.asarray(x), 0.0), atol=1e-6)
+
+
 def test_mmd_estimator_is_unbiased():
     """The unbiased MMD^2 averages to 0 over independent same-distribution samples (the biased
     V-statistic, which keeps the diagonal, would average clearly above 0), and is positive for

@@ -109,6 +109,30 @@ def test_spectrogram_matches_scipy_and_masks_padding():
     assert frames.tolist() == [num_frames(1000), num_frames(1600)]
     np.testing.assert_allclose(np.asarray(feats[0, : frames[0]]), np.log(ref.T + 1e-10), rtol=1e-4, atol=2e-4)
     assert not np.asarray(feats[0, frames[0]:]).any()
+    # normalised: each recording's valid frames standardised (mean 0, variance 1), so its gain is gone
+    norm, _ = log_spectrogram(jnp.asarray(padded), jnp.asarray([1000, 1600]))
+    louder, _ = log_spectrogram(jnp.asarray(padded * np.float32(10.0)), jnp.asarray([1000, 1600]))
+    for b in range(2):
+        valid = np.asarray(norm[b, : frames[b]], np.float64)
+        assert abs(valid.mean()) < 1e-4 and valid.var() == pytest.approx(1.0, rel=1e-3)
+        np.testing.assert_allclose(np.asarray(louder[b, : frames[b]]), valid, atol=2e-3)
+    assert not np.asarray(norm[0, frames[0]:]).any()
+
+
+def test_batch_norm_updates_its_running_statistics_with_the_momentum():
+    """In training the running mean / variance move ``momentum`` of the way to keep the old value
+    (0.99 old + 0.01 batch), over the unmasked steps only; evaluation uses them."""
+    from jaxcomp.ecg.models import MaskedBatchNorm
+
+    bn = MaskedBatchNorm(momentum=0.9)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(3.0, 2.0, (2, 5, 4, 3)), jnp.float32)
+    mask = jnp.asarray(np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool))[:, :, None, None]
+    variables = bn.init(jax.random.PRNGKey(0), x, mask, False)
+    _, updated = bn.apply(variables, x, mask, True, mutable=["batch_stats"])
+    valid = np.concatenate([np.asarray(x[0, :3]).reshape(-1, 3), np.asarray(x[1]).reshape(-1, 3)])
+    np.testing.assert_allclose(updated["batch_stats"]["mean"], 0.1 * valid.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(updated["batch_stats"]["var"], 0.9 + 0.1 * valid.var(0), rtol=1e-5)
 
 
 def test_f1_matches_sklearn():
@@ -452,6 +476,18 @@ def test_oversampling_draws_length_buckets_by_their_oversampled_mass(repo):
     np.testing.assert_allclose(data.weights, reference_class_weights(train_labels, config.loss.class_penalty))
     np.testing.assert_array_equal(data.repeats, oversampling_repeats(train_labels, config.sampling.oversample))
     assert not np.allclose(data.weights, reference_class_weights(data.dataset.labels, config.loss.class_penalty))
+
+
+def test_results_table_averages_each_model_alone():
+    from jaxcomp.ecg.experiments import results_table
+
+    def row(model, seed, f1):
+        return dict(model=model, seed=seed, fold=0, n_eval=10, f1=f1, f1_N=f1, f1_A=f1, f1_O=f1, **{"f1_~": f1},
+                    accuracy=f1, train_s=1.0)
+
+    table = results_table([row("cnn", 0, 0.6), row("cnn", 1, 0.8), row("crnn", 0, 0.2), row("crnn", 1, 0.2)])
+    assert "| **cnn mean ± std** | | 2 runs | | 0.700 ± 0.100 |" in table
+    assert "| **crnn mean ± std** | | 2 runs | | 0.200 ± 0.000 |" in table
 
 
 def test_cross_validation_refuses_results_of_another_config(repo, tmp_path):

@@ -145,6 +145,22 @@ def test_objective_gradients_are_the_gradients_of_their_values():
         np.testing.assert_allclose(np.asarray(obj.grad(x)), np.asarray(jax.grad(obj.f)(x)), rtol=1e-5, atol=1e-6)
 
 
+def test_first_nnmp_step_on_a_smooth_objective_is_the_smoothness_step():
+    """Without a Hessian the step along the chosen atom is ``-<g, z> / (L ||z||^2)``: one step of
+    plain NNMP on logistic regression, from 0, by hand (atoms of unequal norms)."""
+    rng = np.random.default_rng(2)
+    F = rng.standard_normal((40, 6))
+    y = np.sign(F @ np.abs(rng.standard_normal(6)))
+    obj = logistic_objective(F, y, l2=0.1)
+    atoms = np.diag([1.0, 2.0, 0.5, 1.5, 1.0, 3.0])
+    res = nnmp(obj, atoms, variant="nnmp", max_iter=1)
+    g = np.asarray(obj.grad(jnp.zeros(6)), np.float64)
+    k = int(np.argmin(atoms.T @ g))
+    expected = np.zeros(6)
+    expected[k] = -(g @ atoms[:, k]) / (obj.L * atoms[:, k] @ atoms[:, k])
+    np.testing.assert_allclose(np.asarray(res.weights), expected, rtol=1e-5, atol=1e-8)
+
+
 def test_fully_corrective_nnmp_on_logistic_regression_stays_in_the_cone_at_the_optimum():
     """Fully-corrective NNMP on a non-quadratic objective (its inner FISTA solve projects on w >= 0):
     non-negative weights and the L-BFGS-B optimum over the orthant."""

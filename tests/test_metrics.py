@@ -286,3 +286,17 @@ def test_too_small_for_five_scales():
     with pytest.raises(ValueError, match="at least 16 pixels"):
         ms_ssim(a, a)
     assert float(ms_ssim(a[:, :, :15], a[:, :, :15], weights=(0.5, 0.5))[0]) == pytest.approx(1.0)
+
+
+def test_reconstruction_scores_average_per_image_psnrs():
+    """``psnr`` is the mean of the images' PSNRs (the sweeps' tables), not the PSNR of the mean MSE."""
+    from jaxcomp.metrics import reconstruction_scores
+
+    ref = np.zeros((2, 4, 4, 3), np.uint8)
+    dec = ref.copy()
+    dec[0] += 1  # MSE 1
+    dec[1] += 10  # MSE 100
+    scores = reconstruction_scores(dec, ref)
+    assert scores["mse"] == pytest.approx(50.5)
+    assert scores["psnr"] == pytest.approx(10 * np.log10(255.0**2) - 10)  # (48.13 + 28.13) / 2
+    assert reconstruction_scores(ref, ref)["psnr"] == pytest.approx(10 * np.log10(255.0**2 / 1e-10))

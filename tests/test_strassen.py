@@ -441,6 +441,18 @@ def test_counts_script_for_configs(repo, tmp_path):
     lm = run(load_config(spec + ":ptb"), str(tmp_path))
     assert "| lstm0_input | yes | 512 | 0 | 294,400 | 32,768 | 32,768 |" in lm
     assert "| output | no | 1,280,000 |" in lm
+    # the gates' elementwise arithmetic per token: f c, i g, o tanh(c) (3 H products), f c + i g (H sums)
+    from jaxcomp.configs import apply_overrides
+    from jaxcomp.strassen.task import lm_op_counts
+
+    config = load_config(spec + ":ptb")
+    gates = dict(lm_op_counts(config))["lstm0/gates"]
+    h = config.model.hidden
+    assert (gates["muls"], gates["adds"], gates["spn"]) == (3 * h, h, 0)
+    # a TWN layer: one multiplication per output (its scale), the full-precision additions
+    twn = dict(lm_op_counts(apply_overrides(config, ["strassen.mode=twn"])))["lstm0_input"]
+    d_in = config.model.embed_dim
+    assert (twn["muls"], twn["adds"], twn["fp_muls"]) == (4 * h, (d_in - 1) * 4 * h + 4 * h, d_in * 4 * h)
 
 
 # ------------------------------------------------------------------------------------------------

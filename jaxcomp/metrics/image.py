@@ -54,6 +54,15 @@ def psnr(x: jax.Array, y: jax.Array, max_val: float = 255.0) -> jax.Array:
     return 10.0 * jnp.log10(max_val**2 / mse(x, y))
 
 
+def reconstruction_scores(decoded: np.ndarray, reference: np.ndarray, max_val: float = 255.0) -> dict[str, float]:
+    """Host-side (float64) scores of a set of reconstructions, ``[N, ...]`` each (e.g. ``uint8``):
+    ``mse``, the mean of the per-image MSEs, and ``psnr``, the mean of the per-image PSNRs (each
+    MSE floored at 1e-10), not the PSNR of the mean MSE."""
+    err = np.mean(np.square(np.asarray(decoded, np.float64) - np.asarray(reference, np.float64)),
+                  axis=tuple(range(1, np.ndim(reference))))
+    return dict(mse=float(np.mean(err)), psnr=float(np.mean(10 * np.log10(max_val**2 / np.maximum(err, 1e-10)))))
+
+
 def psnr_from_mse(mse_: jax.Array, max_val: float = 255.0) -> jax.Array:
     """PSNR in dB from a per-image MSE (``[B] -> [B]``), the MSE floored at 1e-10 (finite for exact
     reconstructions, as the training metrics want)."""
