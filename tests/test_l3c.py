@@ -321,6 +321,27 @@ def test_the_papers_model_is_unchanged_by_the_subpixel_switch(l3c_tiny_config, l
     assert sub.architecture()["rgb_pyramid"] == "subsample"
     with pytest.raises(ValueError, match="rgb_pyramid"):
         l3c.L3CSpec(representation="rgb", rgb_pyramid="nearest")
+    # the coding order within each 2x2 block: the diagonal first, so the checkerboard's two steps are
+    # the unions of the four steps' {0, 1} and {2, 3}
+    np.testing.assert_array_equal(l3c.subpixel_steps_map(2, 2, 4), [[0, 2], [3, 1]])
+    np.testing.assert_array_equal(l3c.subpixel_steps_map(2, 4, 2), [[0, 1, 0, 1], [1, 0, 1, 0]])
+    np.testing.assert_array_equal(l3c.subpixel_steps_map(4, 4, 4) // 2, l3c.subpixel_steps_map(4, 4, 2))
+    # a fresh sub-pixel head predicts no correction: an untrained step codes as step 0 does
+    head = l3c.SubpixelHead(features=4, outputs=6)
+    f, ctx = jnp.ones((1, 4, 4, 5)), jnp.ones((1, 4, 4, 4))
+    assert not np.asarray(head.apply(head.init(jax.random.PRNGKey(0), f, ctx), f, ctx)).any()
+    # the quantizer's softness sigma reaches the encoder's gradient (the forward pass is the same)
+    spec = l3c.spec_from_config(l3c_tiny_config.model)
+    x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (1, 8, 8, 3)), jnp.float32)
+    enc = l3c.Encoder(spec)
+    params = enc.init(jax.random.PRNGKey(0), x)
+
+    def grad_for(sigma):
+        e = l3c.Encoder(dataclasses.replace(spec, sigma=sigma))
+        return jax.grad(lambda p: jnp.sum(e.apply(p, x)[1] * jnp.arange(1.0, 1 + spec.latent_channels)))(params)
+
+    g1, g2 = jax.tree.leaves(grad_for(1.0)), jax.tree.leaves(grad_for(2.0))
+    assert any(not np.allclose(a, b) for a, b in zip(g1, g2))
 
 
 @pytest.mark.parametrize("steps,head", [(4, "light"), pytest.param(2, "shared", marks=pytest.mark.slow)])
@@ -513,6 +534,11 @@ def test_subpixel_curves_report_mean_std_scales_and_paired_differences(tmp_path)
     assert "6.500 (seed 0) / 4.000 (seed 1)" in row_b
     assert "s0: 4.250, s1: 1.000" in row_b
     assert "-0.750 ± 3.182 over 2 seeds, better in 1 of 2" in row_b
+    # three seeds: the per-scale column is the mean (0, 1 and 5 average 2, their median is 1)
+    c = [run(f"c{i}", i, [(10, v)]) for i, v in enumerate((1.0, 2.0, 6.0))]
+    row_c = next(line for line in l3c_subpixel.summarize_groups(l3c_subpixel.load_groups([("c", c)])).splitlines()
+                 if line.startswith("| c | 10 |"))
+    assert "s0: 2.000" in row_c
     with pytest.raises(SystemExit, match="same seed"):
         l3c_subpixel.load_groups([("a", a + [run("a0bis", 0, [(10, 1.0)])])])
     with pytest.raises(SystemExit, match="no metrics.jsonl"):

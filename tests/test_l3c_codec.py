@@ -51,6 +51,12 @@ def test_the_stream_says_its_window(codec, codec_all_levels, photo):
     image = photo[:48, :48]
     np.testing.assert_array_equal(codec_all_levels.decompress(codec.compress(image)), image)
     np.testing.assert_array_equal(codec.decompress(codec_all_levels.compress(image)), image)
+    # a stream from before windows existed has no window key: it coded all levels, and still decodes
+    from jaxcomp.coding import pack, unpack
+
+    meta, payloads = unpack(codec_all_levels.compress(image), "l3c", codec.fingerprint)
+    assert meta.pop("window") == 0
+    np.testing.assert_array_equal(codec.decompress(pack("l3c", codec.fingerprint, meta, payloads)), image)
 
 
 def test_grayscale_roundtrip(codec, photo):
@@ -131,6 +137,9 @@ def test_the_shipped_model_codes_a_photo_crop_exactly_and_compactly():
     np.testing.assert_array_equal(l3c.load_codec().decompress(data), image)
     bpsp = len(data) * 8 / image.size
     assert bpsp < 3.9, bpsp
+    # its fingerprint, which every stream it wrote carries, is pinned: a change of the model or of
+    # what the fingerprint hashes would make those files undecodable
+    assert codec.fingerprint.hex() == "882e14332fc5b237516fcc116671e642"
 
 
 class _Traces:
