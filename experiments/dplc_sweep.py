@@ -35,7 +35,6 @@ import numpy as np
 
 from jaxcomp.configs import config_digest, config_script_main
 from jaxcomp.files import atomic_file
-from jaxcomp.metrics import reconstruction_scores
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "dplc.py")
 METHODS = {"dplc": "compress", "cae": "cae", "gan": "gan"}
@@ -213,6 +212,7 @@ def run(config, workdir: str) -> str:
     from jaxcomp import tasks
     from jaxcomp import train as trainer
     from jaxcomp.codecs.dplc.model import spec_from_config
+    from jaxcomp.metrics import reconstruction_scores
     from jaxcomp.reporting import write_table
 
     s = config.sweep

@@ -128,8 +128,10 @@ def test_every_loss_ignores_masked_positions(name):
     mask = jnp.asarray(np.tile([True, True, True, True, False, False], (2, 1)))
     key = jax.random.PRNGKey(2)
 
+    noise = jnp.asarray(rng.normal(0, 2, s.shape).astype(np.float32))
+
     def value(where):
-        s2, t2 = s.at[where].add(3.0), t.at[where].multiply(-2.0)
+        s2, t2 = s.at[where].add(noise[where]), t.at[where].multiply(-2.0)
         y2 = y.at[where].set((y[where] + 1) % 7)
         return float(distill.distillation_loss(name, s2, t2, y2, key, 2.0, 0.5, mask))
 

@@ -111,11 +111,12 @@ def test_bench_rd_end_to_end(tmp_path, folder, bench_rd, monkeypatch):
     assert "| fake_low | fake_low | 2 |" in md and "jpeg (matched)" in md and "## Baselines' curves" in md
     # the per-image table puts each image's own matched baseline beside it
     per_image = _read_csv(out / "per_image.csv")
+    every_match = [r for r in rows if r["kind"] == "matched"]
+    assert len(per_image) == 6
     for p in per_image:
-        (m,) = [r for r in matched if r["image"] == p["image"] and r["target"] == p["point"]] or [None]
-        if m is not None:
-            assert float(p["jpeg ms_ssim"]) == pytest.approx(float(m["ms_ssim"]))
-            assert float(p["jpeg bpp"]) == pytest.approx(float(m["bpp"]))
+        (m,) = [r for r in every_match if r["image"] == p["image"] and r["target"] == p["point"]]
+        assert float(p["jpeg ms_ssim"]) == pytest.approx(float(m["ms_ssim"]))
+        assert float(p["jpeg bpp"]) == pytest.approx(float(m["bpp"]))
     assert len({p["jpeg bpp"] for p in per_image if p["point"] == "fake_low"}) == 2
     # means are means (three values, one of them far off, tell a mean from a median)
     assert bench_rd._means([{"a": 1.0}, {"a": 2.0}, {"a": 9.0}], ["a"]) == {"a": 4.0}

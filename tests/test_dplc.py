@@ -72,7 +72,7 @@ def test_prior_and_map_noise_have_their_stated_spread():
     B's noise fills half a quantization step either side, ``[-1/L, 1/L]`` (the centres are 2/L apart)."""
     key = jax.random.PRNGKey(0)
     z = np.asarray(dm.sample_prior(dm.DPLCSpec(latent=64, prior_var=4.0), key, 2000))
-    assert z.shape == (2000, 64) and np.std(z) == pytest.approx(2.0, rel=0.01) and abs(np.mean(z)) < 0.01
+    assert z.shape == (2000, 64) and np.std(z) == pytest.approx(2.0, rel=0.01) and abs(np.mean(z)) < 0.03
     u = np.asarray(dm.sample_prior(dm.DPLCSpec(latent=64, prior="uniform"), key, 2000))
     assert -1.0 <= u.min() < -0.999 and 0.999 < u.max() <= 1.0
     for levels in (2, 4):

@@ -120,8 +120,8 @@ def test_spectrogram_matches_scipy_and_masks_padding():
 
 
 def test_batch_norm_updates_its_running_statistics_with_the_momentum():
-    """In training the running mean / variance move ``momentum`` of the way to keep the old value
-    (0.99 old + 0.01 batch), over the unmasked steps only; evaluation uses them."""
+    """In training the running mean / variance keep ``momentum`` of the old value (here 0.9 old +
+    0.1 batch), over the unmasked steps only."""
     from jaxcomp.ecg.models import MaskedBatchNorm
 
     bn = MaskedBatchNorm(momentum=0.9)
