@@ -137,5 +137,13 @@ def test_windowed_pmf_is_the_full_pmf_inside_the_window_and_its_rest_outside():
         np.testing.assert_allclose(win[:, 64], 1.0 - inside.sum(1), atol=1e-5)
         # the window sits on the mixture's mass: it holds the most probable level
         assert (np.abs(full.argmax(1) - (lo + 32)) <= 64).mean() > 0.5
+    # ... centred on the mixture's mean: one component per channel at levels 102, 191.25 and 1.275
+    means = np.array([-0.2, 0.5, -0.99], np.float32)
+    raw1 = np.zeros((1, 1, 1, lm.num_mixture_params(3, 1, False)), np.float32)
+    raw1[..., 3:6], raw1[..., 6:9] = means, -4.0  # [logits | means | log-scales]
+    p1 = lm.split_mixture_params(jnp.asarray(raw1), 3, 1, autoregressive=False)
+    for channel, expected in enumerate((102 - 32, 191 - 32, 0)):
+        _, lo1 = mixture_pmf_window(p1, None, 256, 64, channel=channel)
+        assert int(np.asarray(lo1).reshape(-1)[0]) == expected, channel
     with pytest.raises(ValueError, match="window"):
         lm.mixture_pmf_window(p, x, 256, 256)
