@@ -480,3 +480,16 @@ def test_stored_executables_code_the_same_streams(l3c_tiny_config, tmp_path):
     assert sorted(os.listdir(tmp_path)) == files
     xla.enable_executable_cache(None)
     np.testing.assert_array_equal(codec.decompress(stored), image)
+
+
+def test_stored_executables_are_kept_apart_by_architecture(l3c_tiny_config, photo, tmp_path):
+    """Two architectures with the same parameter tree (the bicubic and the subsampled RGB pyramid) in
+    one executable-cache folder: each codes with its own compiled functions, so each stream decodes
+    (the stored executables' key holds the architecture)."""
+    from jaxcomp import xla
+
+    xla.enable_executable_cache(str(tmp_path / "executables"))  # restored after the test (conftest)
+    crop = photo[7:51, 11:71]  # 44x60: a bucket no other test of this model compiles
+    for representation in ("rgb", "rgb/subsample"):
+        codec = _subpixel_codec(l3c_tiny_config, 4, "light", representation, window=0)
+        np.testing.assert_array_equal(codec.decompress(codec.compress(crop)), crop)
