@@ -366,6 +366,18 @@ def test_schedules_and_optimizers_give_the_hand_computed_values():
     assert got["a"] == pytest.approx(-0.6) and got["b"] == pytest.approx(-0.8)
 
 
+def test_l2_penalty_is_half_the_coefficient_times_the_squared_norm():
+    """The weight-decay term the BAN, understanding and CPM losses add: 0.5 * l2 * sum w^2 by hand,
+    ``min_ndim=2`` leaves vectors (biases, scales) out, a zero coefficient adds exactly 0."""
+    import jax.numpy as jnp
+
+    tree = {"w": jnp.array([[1.0, 2.0], [3.0, -1.0]]), "b": jnp.array([2.0, 2.0]), "s": jnp.float32(3.0)}
+    assert float(trainer.l2_penalty(tree, 0.1)) == pytest.approx(0.5 * 0.1 * (15.0 + 8.0 + 9.0))
+    assert float(trainer.l2_penalty(tree, 0.1, min_ndim=2)) == pytest.approx(0.5 * 0.1 * 15.0)
+    assert float(trainer.l2_penalty(tree, 0.0)) == 0.0
+    assert float(trainer.l2_penalty({"b": tree["b"]}, 0.1, min_ndim=2)) == 0.0
+
+
 def test_each_step_draws_its_own_randomness():
     """The compiled step hands the task ``fold_in(rng, step)``: another key at every step (dropout,
     GAN noise, augmentation), the same key for the same step (resume)."""

@@ -27,7 +27,7 @@ import numpy as np
 
 from jaxcomp.distill.losses import LOSSES, cross_entropy, distillation_loss, ensemble_log_probs
 from jaxcomp.models import LSTMLanguageModel, classifier
-from jaxcomp.train import TrainState, make_optimizer
+from jaxcomp.train import TrainState, l2_penalty, make_optimizer
 
 Batch = dict[str, jax.Array]
 
@@ -231,8 +231,7 @@ class ClassificationTask:
         metrics = {"task_loss": loss, "accuracy": _mean(jnp.argmax(logits, -1) == y, mask)}
         if teacher is not None:
             metrics["agreement"] = _mean(jnp.argmax(logits, -1) == jnp.argmax(teacher, -1), mask)
-        if self.l2:
-            loss = loss + 0.5 * self.l2 * sum(jnp.sum(jnp.square(p)) for p in jax.tree.leaves(params))
+        loss = loss + l2_penalty(params, self.l2)
         metrics["loss"] = loss
         return loss, (metrics, updates.get("batch_stats", {}))
 

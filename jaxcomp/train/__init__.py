@@ -3,6 +3,7 @@
 from jaxcomp.train.state import (
     TrainState,
     TwoPlayerState,
+    l2_penalty,
     make_optimizer,
     make_schedule,
     param_path,
@@ -35,7 +36,7 @@ from jaxcomp.train.trainer import (
 __all__ = [
     "Batches", "CheckpointError", "Task", "TrainState", "TwoPlayerState", "abstract_state", "batch_sharding",
     "benchmark_train_step", "check_settings", "checkpoint_manager", "compile_steps", "evaluate", "init_state",
-    "jit_init",
+    "jit_init", "l2_penalty",
     "load_init_params", "make_mesh", "make_optimizer", "make_schedule", "maybe_initialize_distributed", "param_path",
     "replicated", "restore_checkpoint", "restore_for_eval", "shard_batch", "train", "train_only_labels", "warm_start",
 ]

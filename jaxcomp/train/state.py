@@ -41,6 +41,19 @@ class TrainState:
         )
 
 
+def l2_penalty(params: Any, coefficient: float, *, min_ndim: int = 0) -> jax.Array:
+    """``0.5 * coefficient * sum ||w||^2`` over the leaves of ``params`` with ``w.ndim >= min_ndim``.
+
+    The weight decay of SGD written as a loss term (PyTorch's ``weight_decay=coefficient``);
+    ``min_ndim=2`` leaves biases and normalisation scales out. Returns a float32 scalar (0.0 when
+    ``coefficient`` is 0 or no leaf qualifies).
+    """
+    leaves = [p for p in jax.tree.leaves(params) if p.ndim >= min_ndim]
+    if not coefficient or not leaves:
+        return jnp.zeros((), jnp.float32)
+    return 0.5 * coefficient * sum(jnp.sum(jnp.square(p)) for p in leaves)
+
+
 def make_schedule(opt: ml_collections.ConfigDict) -> optax.Schedule:
     """Learning-rate schedule from ``config.optimizer``.
 

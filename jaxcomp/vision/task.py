@@ -35,7 +35,7 @@ import numpy as np
 
 from jaxcomp.distill.losses import cross_entropy
 from jaxcomp.metrics import psnr_from_mse
-from jaxcomp.train import TrainState, make_optimizer
+from jaxcomp.train import TrainState, l2_penalty, make_optimizer
 
 INPUTS = ("latent", "decoded", "original")
 TASKS = ("classification", "segmentation")
@@ -193,8 +193,8 @@ class UnderstandingTask:
             codec_loss, codec_metrics = codec
             loss = codec_loss + self.task_weight * task_loss
             metrics.update({f"codec_{k}": v for k, v in codec_metrics.items()})
-        if self.l2:  # weight decay of the task network, also in joint training (not scaled by task_weight)
-            loss = loss + 0.5 * self.l2 * sum(jnp.sum(jnp.square(p)) for p in jax.tree.leaves(params["net"]))
+        # weight decay of the task network, also in joint training (not scaled by task_weight)
+        loss = loss + l2_penalty(params["net"], self.l2)
         metrics["loss"] = loss
         return loss, (metrics, batch_stats)
 

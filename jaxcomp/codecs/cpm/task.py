@@ -17,7 +17,7 @@ from jaxcomp.codecs.cpm.model import (
     unmasked_count,
 )
 from jaxcomp.metrics import ms_ssim, mse, psnr_from_mse
-from jaxcomp.train import TrainState, make_optimizer
+from jaxcomp.train import TrainState, l2_penalty, make_optimizer
 
 
 def objective_weights(loss: ml_collections.ConfigDict) -> dict[str, float]:
@@ -87,7 +87,7 @@ class CPMTask:
         distortion, rate_penalty = rd_objective(self.weights, m["ms_ssim"], m["mse"], rates["H_soft"])
         fit = jnp.mean(rates["H_fit"])  # trains the context model and the importance-map prior on every step
         ae = {k: v for k, v in params.items() if k in ("encoder", "decoder")}
-        wd = sum(jnp.sum(jnp.square(p)) for p in jax.tree.leaves(ae) if p.ndim > 1) * 0.5 * c.weight_decay
+        wd = l2_penalty(ae, c.weight_decay, min_ndim=2)
         cd = 0.5 * c.center_decay * jnp.sum(jnp.square(params["centers"]))
         total = distortion + rate_penalty + fit + wd + cd
         metrics = {k: jnp.mean(v) for k, v in m.items()}
