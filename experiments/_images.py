@@ -27,10 +27,13 @@ def add_image_arguments(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
 
 
-def iter_images(args: argparse.Namespace) -> Iterator[tuple[str, np.ndarray, object]]:
-    """``(file name, uint8 [H, W, 3], tqdm bar)`` per image of ``args`` (see :func:`add_image_arguments`).
+def iter_images(args: argparse.Namespace, names: set[str] | None = None
+                ) -> Iterator[tuple[str, np.ndarray, object]]:
+    """``(file name, uint8 [H, W, 3], tqdm bar)`` per image of ``args`` (see :func:`add_image_arguments`),
+    only those whose file name is in ``names`` if given (applied before ``--max-images``).
 
-    Raises :class:`jaxcomp.data.DataError` for a missing or empty folder or an unreadable image.
+    Raises :class:`jaxcomp.data.DataError` for a missing or empty folder, no image left after the
+    filters, or an unreadable image.
     """
     from tqdm import tqdm
 
@@ -43,6 +46,10 @@ def iter_images(args: argparse.Namespace) -> Iterator[tuple[str, np.ndarray, obj
         paths = [p for p in paths if os.path.basename(p) in shipped]
         if not paths:
             raise DataError("--held-out: no image in the folder is named like a shipped sample")
+    if names is not None:
+        paths = [p for p in paths if os.path.basename(p) in names]
+        if not paths:
+            raise DataError(f"no image of the selected split ({', '.join(sorted(names))}) in the folder")
     if args.max_images is not None:
         if args.max_images < 1:
             raise DataError(f"--max-images must be >= 1, got {args.max_images}")

@@ -217,10 +217,7 @@ def run(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
     """Benchmarks every selected codec on every image; returns (per-image rows, TOTAL rows)."""
     codecs = build_codecs(args)
     rows: list[dict] = []
-    names = split_names(args)
-    for name, image, progress in iter_images(args):
-        if names is not None and name not in names:
-            continue
+    for name, image, progress in iter_images(args, split_names(args)):
         for codec in codecs:
             progress.set_postfix_str(f"{codec.name}: {name[:32]}", refresh=False)
             rows.append(bench_image(codec, image, name))

@@ -11,7 +11,9 @@ the package (jaxcomp/ecg/pretrained/MODEL.md): trained on SYNTHETIC recordings o
 demonstration of the pipeline, NOT a clinical or challenge-grade classifier.
 
 Prints one line per record (record, class, P(N), P(A), P(O), P(~)); with --out also a CSV with
-the columns record,class,p_N,p_A,p_O,p_noisy,error. A record that cannot be read is reported
+the columns record,class,p_N,p_A,p_O,p_noisy,error (records named by file name, or by their path
+where two inputs share a name). --out replaces an earlier predictions CSV but refuses a folder, an
+input record and any other existing file. A record that cannot be read is reported
 with its error (on stderr and in the CSV's error column) and the others are still classified;
 the exit status is then 1. Bad arguments (no such path, an unusable --model) exit with status 2.
 """
@@ -22,6 +24,27 @@ import argparse
 import csv
 import os
 import sys
+
+HEADER = ["record", "class", "p_N", "p_A", "p_O", "p_noisy", "error"]
+
+
+def check_out(out: str, records: list[str]) -> str | None:
+    """Why ``out`` must not be written (``None``: it may): a folder, one of the input records'
+    files, or an existing file that is not an earlier predictions CSV of this command."""
+    if os.path.isdir(out):
+        return f"--out {out} is a folder; name a CSV file"
+    inputs = {os.path.realpath(r + ext) for r in records for ext in (".mat", ".hea", ".MAT", ".HEA")}
+    if os.path.realpath(out) in inputs:
+        return f"--out {out} is one of the input records"
+    if os.path.exists(out):
+        try:
+            with open(out, newline="") as f:
+                first = next(csv.reader(f), None)
+        except (OSError, UnicodeDecodeError, csv.Error):
+            first = None
+        if first != HEADER:
+            return f"--out {out} exists and is not a predictions CSV of this command: remove it or choose another name"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,6 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     except ECGDataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    problem = check_out(args.out, records) if args.out else None
+    if problem:  # before the model is loaded and anything is classified
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    # a record is named by its file name, or by its path where two inputs share one
+    base = [os.path.basename(r) for r in records]
+    shown = [b if base.count(b) == 1 else r for b, r in zip(base, records)]
     from jaxcomp.ecg.pretrained import load_classifier, model_summary
 
     try:
@@ -63,35 +93,35 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# model {s['path']} ({s['model']}, {s['params']:,} parameters{val}; trained on "
               f"{s['data'] or 'unknown data'})")
 
-    signals, names, errors = [], [], {}
-    for record in records:
-        name = os.path.basename(record)
+    signals, read, errors = [], [], {}  # read / errors: indices into records
+    for i, record in enumerate(records):
         try:
             signals.append(read_challenge_record(record, resample=not args.no_resample))
-            names.append(name)
+            read.append(i)
         except ECGDataError as e:
-            errors[name] = str(e)
+            errors[i] = str(e)
             print(f"error: {e}", file=sys.stderr)
     probs = clf.predict_proba(signals) if signals else []
-    by_name = {n: p for n, p in zip(names, probs)}
+    by_index = dict(zip(read, probs))
 
-    print(f"{'record':<12} class  " + "  ".join(f"P({c})" for c in CLASSES))
+    width = max([12] + [len(n) for n in shown])
+    print(f"{'record':<{width}} class  " + "  ".join(f"P({c})" for c in CLASSES))
     rows = []
-    for record in records:
-        name = os.path.basename(record)
-        if name in by_name:
-            p = by_name[name]
+    for i, name in enumerate(shown):
+        if i in by_index:
+            p = by_index[i]
             label = CLASSES[int(p.argmax())]
-            print(f"{name:<12} {label:<5}  " + "  ".join(f"{v:.3f}" for v in p))
+            print(f"{name:<{width}} {label:<5}  " + "  ".join(f"{v:.3f}" for v in p))
             rows.append([name, label] + [f"{v:.6f}" for v in p] + [""])
         else:
-            print(f"{name:<12} error  {errors[name]}")
-            rows.append([name, ""] + [""] * len(CLASSES) + [errors[name]])
+            print(f"{name:<{width}} error  {errors[i]}")
+            rows.append([name, ""] + [""] * len(CLASSES) + [errors[i]])
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w", newline="") as f:
+        from jaxcomp.files import atomic_file
+
+        with atomic_file(args.out, "w", makedirs=True) as f:
             w = csv.writer(f)
-            w.writerow(["record", "class", "p_N", "p_A", "p_O", "p_noisy", "error"])
+            w.writerow(HEADER)
             w.writerows(rows)
     return 1 if errors else 0
 

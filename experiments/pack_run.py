@@ -7,8 +7,10 @@ files that describe the run) into one archive, unpack it into a workdir elsewher
 The archive holds ``config.json``, ``metrics.jsonl``, ``lineage.json`` (those present) and only the
 latest ``checkpoints/<step>/`` (parameters, optimizer state and step: all a resumed run needs;
 batches depend only on the step, so the continued run is the one an uninterrupted run would
-have been). Older checkpoints and TensorBoard logs stay behind. Unpacking refuses a workdir that
-already has checkpoints (it would mix two runs) and any archive member outside the run's files.
+have been). Older checkpoints and TensorBoard logs stay behind. Packing refuses to replace an
+existing archive (``--force`` does). Unpacking refuses a workdir that is not empty (it would mix
+two runs or replace their files), any archive member outside the run's files, and an archive
+without ``config.json`` or without a complete checkpoint.
 The recipe for an accelerator with a per-command time limit is in docs/l3c.md
 ("Training on an accelerator, in slices").
 """
@@ -23,6 +25,7 @@ import tarfile
 from jaxcomp.files import atomic_file
 
 RUN_FILES = ("config.json", "metrics.jsonl", "lineage.json")
+COMMIT_MARKERS = ("commit_success.txt", "_CHECKPOINT_METADATA")  # orbax writes one of them last
 
 
 class PackError(Exception):
@@ -35,14 +38,25 @@ def latest_checkpoint(workdir: str) -> str:
     steps = sorted((int(d) for d in os.listdir(root) if d.isdigit()), reverse=True) if os.path.isdir(root) else []
     for step in steps:  # orbax writes commit_success.txt (or its metadata) last: skip an unfinished save
         d = os.path.join(root, str(step))
-        if os.path.exists(os.path.join(d, "commit_success.txt")) or os.path.exists(
-                os.path.join(d, "_CHECKPOINT_METADATA")):
+        if any(os.path.exists(os.path.join(d, marker)) for marker in COMMIT_MARKERS):
             return str(step)
     raise PackError(f"no complete checkpoint in {root}")
 
 
-def pack(workdir: str, out: str) -> tuple[str, int]:
-    """Writes the archive; returns ``(the step packed, the archive's size in bytes)``."""
+def _complete(names: set[str], step_dir: str) -> bool:
+    """Whether a checkpoint folder (its member paths ``names``) holds orbax's commit marker."""
+    return any(f"{step_dir}/{marker}" in names for marker in COMMIT_MARKERS)
+
+
+def pack(workdir: str, out: str, force: bool = False) -> tuple[str, int]:
+    """Writes the archive; returns ``(the step packed, the archive's size in bytes)``.
+
+    Raises:
+      PackError: ``workdir`` is not a run with a complete checkpoint, or ``out`` exists and
+        ``force`` is False.
+    """
+    if os.path.exists(out) and not force:
+        raise PackError(f"{out} exists: choose another name, or pass --force to replace it")
     if not os.path.isfile(os.path.join(workdir, "config.json")):
         raise PackError(f"{workdir} is not a training workdir (no config.json)")
     step = latest_checkpoint(workdir)
@@ -55,10 +69,11 @@ def pack(workdir: str, out: str) -> tuple[str, int]:
 
 
 def unpack(archive: str, workdir: str) -> str:
-    """Unpacks into ``workdir`` (created); returns the step it holds."""
-    root = os.path.join(workdir, "checkpoints")
-    if os.path.isdir(root) and any(d.isdigit() for d in os.listdir(root)):
-        raise PackError(f"{workdir} already has checkpoints: unpack into an empty workdir")
+    """Unpacks into ``workdir`` (created; if it exists it must be empty); returns the step it holds."""
+    if os.path.exists(workdir) and (not os.path.isdir(workdir) or os.listdir(workdir)):
+        what = "already has checkpoints" if os.path.isdir(os.path.join(workdir, "checkpoints")) else (
+            "is not empty" if os.path.isdir(workdir) else "is a file")
+        raise PackError(f"{workdir} {what}: unpack into an empty or new workdir")
     try:
         with tarfile.open(archive) as tar:
             members = tar.getmembers()
@@ -68,6 +83,10 @@ def unpack(archive: str, workdir: str) -> str:
                    or ".." in m.name.split("/") or m.issym() or m.islnk()]
             if bad or len(steps) != 1 or not next(iter(steps)).isdigit():
                 raise PackError(f"{archive} is not a packed run (unexpected members: {bad[:3] or sorted(steps)})")
+            names = {m.name for m in members}
+            if "config.json" not in names or not _complete(names, f"checkpoints/{next(iter(steps))}"):
+                raise PackError(f"{archive} is not a complete packed run (no config.json or no finished "
+                                f"checkpoint in it)")
             os.makedirs(workdir, exist_ok=True)
             if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: refuse links and odd modes as well
                 tar.extractall(workdir, members=members, filter="data")
@@ -83,11 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", required=True)
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--out", help="pack WORKDIR into this archive")
-    group.add_argument("--unpack", help="unpack this archive into WORKDIR")
+    group.add_argument("--unpack", help="unpack this archive into WORKDIR (new or empty)")
+    parser.add_argument("--force", action="store_true", help="replace an existing --out archive")
     args = parser.parse_args(argv)
     try:
         if args.out:
-            step, size = pack(args.workdir, args.out)
+            step, size = pack(args.workdir, args.out, force=args.force)
             print(f"packed step {step} of {args.workdir} into {args.out} ({size / 2 ** 20:.1f} MiB)")
         else:
             step = unpack(args.unpack, args.workdir)

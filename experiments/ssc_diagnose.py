@@ -82,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mnist", default="", help="MNIST npz (default: the configs' ../shared/data path)")
     parser.add_argument("--out", default="", help="also write the Markdown table here")
     args = parser.parse_args(argv)
+    for flag, value, least in (("--num-points", args.num_points, 1), ("--chunk-size", args.chunk_size, 1),
+                               ("--n-clusters", args.n_clusters, 2)):
+        if value < least:
+            print(f"error: {flag} must be >= {least}, got {value}", file=sys.stderr)
+            return 2
 
     from jaxcomp.cluster.data import load_mnist, mnist_features
     from jaxcomp.cluster.ssc import AFFINITY_NORMALIZATIONS, affinity_from_coefficients, sparse_coefficients
@@ -99,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown affinities {bad}; expected some of {AFFINITY_NORMALIZATIONS}", file=sys.stderr)
         return 2
     path = args.mnist or os.path.normpath(os.path.join(PROJECT_ROOT, os.pardir, "shared", "data", "mnist", "mnist.npz"))
+    if not os.path.isfile(path):
+        print(f"error: MNIST file not found: {path} (give the mnist.npz file with --mnist)", file=sys.stderr)
+        return 2
     try:
         images, y = load_mnist(path, args.num_points, args.seed, args.split)
     except (FileNotFoundError, ValueError) as e:

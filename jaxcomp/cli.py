@@ -58,8 +58,15 @@ def _pairs(src: str, dst: str, compress: bool) -> list[tuple[str, str]]:
             raise UsageError(f"no {'images' if compress else SUFFIX + ' files'} in folder {src}")
         if os.path.exists(dst) and not os.path.isdir(dst):
             raise UsageError(f"{dst} exists and is not a folder")
-        os.makedirs(dst, exist_ok=True)
         new_ext = SUFFIX if compress else ".png"
+        stems: dict[str, str] = {}
+        for n in names:  # a.png and a.bmp would both become a.jxc: the second would replace the first
+            stem = os.path.splitext(n)[0]
+            if stem in stems:
+                raise UsageError(f"{stems[stem]} and {n} in {src} would both be written to {stem}{new_ext}; "
+                                 f"rename one of them")
+            stems[stem] = n
+        os.makedirs(dst, exist_ok=True)
         return [(os.path.join(src, n), os.path.join(dst, os.path.splitext(n)[0] + new_ext)) for n in names]
     if not os.path.exists(src):
         raise UsageError(f"input not found: {src}")

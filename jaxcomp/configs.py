@@ -183,8 +183,8 @@ def config_script_main(description: str, default_config: str, run, argv: Sequenc
     """Entry point of an experiment script: ``--config FILE:VARIANT --workdir DIR [--config.k=v ...]``.
 
     Loads the config, calls ``run(config, workdir)`` and prints what it returns. Config and
-    input errors (``ValueError`` and subclasses, ``FileNotFoundError``) are printed as one
-    ``error:`` line with exit status 2 instead of a traceback.
+    input errors (``ValueError`` and subclasses, ``OSError`` such as a missing file or a workdir
+    that is a file) are printed as one ``error:`` line with exit status 2 instead of a traceback.
     """
     import argparse
     import sys
@@ -196,7 +196,7 @@ def config_script_main(description: str, default_config: str, run, argv: Sequenc
         parser.add_argument("--workdir", required=True, help="output directory")
         args = parser.parse_args(rest)
         result = run(load_config(args.config, overrides), args.workdir)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:  # OSError: e.g. a workdir that is a file, a folder not writable
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(result)

@@ -26,6 +26,26 @@ class ModelLoadError(ValueError):
     """A checkpoint path that does not hold a usable model."""
 
 
+def check_params(params: Any, expected: Any, path: str) -> None:
+    """Raises :class:`ModelLoadError` unless ``params`` has exactly the tree and shapes of
+    ``expected`` (e.g. ``jax.eval_shape`` of the model's ``init``): a model file whose notes name
+    another architecture than its parameters (an edited ``.json``, a mismatched pair) is refused by
+    name instead of failing inside Flax or, with parameters to spare, coding with part of them."""
+    def name(path: tuple) -> str:
+        return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+    got = {name(k): np.shape(v) for k, v in jax.tree_util.tree_leaves_with_path(params)}
+    want = {name(k): tuple(v.shape) for k, v in jax.tree_util.tree_leaves_with_path(expected)}
+    if got == want:
+        return
+    missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    shapes = [f"{k}: {got[k]} instead of {want[k]}" for k in sorted(set(got) & set(want)) if got[k] != want[k]]
+    parts = ([f"missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}"] if missing else []) + (
+        [f"unused {', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''}"] if extra else []) + shapes[:3]
+    raise ModelLoadError(f"{path}: the model's parameters do not fit the architecture its .json describes "
+                         f"({'; '.join(parts)})")
+
+
 def export_params(params: Any, config: ml_collections.ConfigDict, path: str, training: dict[str, Any],
                   dtype: str = "float32") -> None:
     """Writes ``path`` (.msgpack parameters) and the ``.json`` beside it.

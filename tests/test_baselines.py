@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+import os
 
 import numpy as np
 import pytest
@@ -159,6 +160,14 @@ def test_bench_codecs_errors(tmp_path, photo, bench_codecs, monkeypatch):
     monkeypatch.setattr(bench_codecs, "extra_codecs", lambda args: [lossy])
     with pytest.raises(SystemExit, match="'lossy' is not lossless on a.png"):
         bench_codecs.main(["--images", str(folder), "--codecs", "png,lossy", "--out", out, "--no-progress"])
+    # --max-images counts the images of --split (the first shipped sample is a test image)
+    from jaxcomp.data import held_out_names
+
+    assert bench_codecs.main(["--split", "val", "--max-images", "1", "--codecs", "png", "--no-l3c",
+                              "--out", out, "--no-progress"]) == 0
+    with open(os.path.join(out, "results.csv")) as f:
+        images = {r["image"] for r in csv.DictReader(f)} - {"TOTAL"}
+    assert len(images) == 1 and images <= held_out_names("val")
 
 
 def test_encode_at_bitrate_bisection_is_exact():

@@ -52,6 +52,14 @@ def test_folder_roundtrip_is_exact(model_file, photos, tmp_path, capsys):
     assert "p0.jxc" in err and "truncated" in err
     assert sorted(os.listdir(tmp_path / "e")) == ["gray.png", "p1.png"]
 
+    # two images of one name in one folder (p0.png, p0.bmp) would share p0.jxc: refused before anything is written
+    twins = tmp_path / "twins"
+    twins.mkdir()
+    for ext in (".png", ".bmp"):
+        Image.open(photos / "p0.png").save(twins / f"p0{ext}")
+    assert cli.main(["compress", str(twins), str(tmp_path / "t"), *args]) == 2
+    assert "would both be written to p0.jxc" in capsys.readouterr().err and not (tmp_path / "t").exists()
+
 
 def test_streams_of_earlier_shipped_l3c_models_decode_without_a_checkpoint(l3c_tiny_config, l3c_tiny_params,
                                                                            photos, tmp_path, monkeypatch, capsys):

@@ -227,6 +227,26 @@ def test_bad_images_are_refused(codec, photo):
         codec.compress(np.zeros((8, 8, 2), np.uint8))
 
 
+def test_a_model_file_whose_notes_describe_other_layers_is_refused(tmp_path):
+    """A shipped operating point's parameters beside notes naming 16 instead of 32 latent channels
+    (an edited .json) are refused by name when the codec is loaded, not inside Flax."""
+    import json
+    import os
+    import shutil
+
+    from jaxcomp.codecs.cpm.codec import load_codec, shipped_model
+    from jaxcomp.modelfile import ModelLoadError
+
+    base = os.path.splitext(shipped_model("low"))[0]
+    shutil.copy(base + ".msgpack", tmp_path / "m.msgpack")
+    with open(base + ".json") as f:
+        notes = json.load(f)
+    notes["config"]["model"]["channels"] = 16
+    (tmp_path / "m.json").write_text(json.dumps(notes))
+    with pytest.raises(ModelLoadError, match=r"do not fit the architecture its .json describes.*instead of"):
+        load_codec(str(tmp_path / "m.msgpack"))
+
+
 def test_damaged_or_foreign_bitstreams_give_clear_errors(codec, photo, cpm_tiny_config, cpm_tiny_params):
     data = codec.compress(photo[:40, :40])
     with pytest.raises(TruncatedError):

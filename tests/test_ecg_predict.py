@@ -6,6 +6,7 @@ import importlib
 import json
 import os
 import pathlib
+import shutil
 
 import numpy as np
 import pytest
@@ -145,6 +146,10 @@ def test_predict_command_with_the_shipped_model(records_dir, tmp_path, capsys):
     signals = [read_challenge_record(os.path.join(str(d), n)) for n in names]
     np.testing.assert_allclose(clf.predict_proba(signals), p, atol=2e-6)
     np.testing.assert_allclose(clf.predict_proba([signals[0][None]]), p[:1], atol=2e-6)  # [1, n]: one lead
+    with pytest.raises(ECGDataError, match=r"expects a list of recordings, got one array"):
+        clf.predict_proba(signals[0])
+    with pytest.raises(ECGDataError, match=r"record 0: the samples must be real numbers"):
+        clf.predict_proba([signals[0] > 0])
     with pytest.raises(ECGDataError, match=r"record 1: expected a single-lead signal, got shape \(2, "):
         clf.predict_proba([signals[0], np.stack([signals[1], signals[1]])])  # two leads, not one long one
     # ... and the padded, batched call equals the model on a recording alone, unpadded
@@ -154,6 +159,27 @@ def test_predict_command_with_the_shipped_model(records_dir, tmp_path, capsys):
     assert main([str(d / "nothere.mat")]) == 2
     assert main([str(d), "--model", str(tmp_path / "missing.msgpack")]) == 2
     assert "cannot load the model" in capsys.readouterr().err
+    # --out never replaces a folder, an input record or a file that is not an earlier predictions CSV
+    keep = tmp_path / "notes.txt"
+    keep.write_text("mine")
+    mat = os.path.join(str(d), names[0] + ".mat")
+    before = open(mat, "rb").read()
+    for bad, why in ((str(tmp_path), "is a folder"), (mat, "is one of the input records"),
+                     (str(keep), "not a predictions CSV")):
+        assert main([str(d), "--out", bad, "--quiet"]) == 2
+        assert why in capsys.readouterr().err
+    assert open(mat, "rb").read() == before and keep.read_text() == "mine"
+    # two inputs with one name (another folder's record named like the first): each keeps its own
+    # prediction, named by its path
+    other = tmp_path / "other"
+    other.mkdir()
+    for ext in (".mat", ".hea"):
+        shutil.copy(os.path.join(str(d), names[1] + ext), other / (names[0] + ext))
+    assert main([os.path.join(str(d), names[0] + ".mat"), str(other), "--out", out, "--quiet"]) == 0
+    twins = list(csv.DictReader(open(out)))  # replaces the earlier predictions CSV
+    assert [r["record"] for r in twins] == [os.path.join(str(d), names[0]), os.path.join(str(other), names[0])]
+    for r, want in zip(twins, (p[0], p[1])):
+        np.testing.assert_allclose([float(r[k]) for k in ("p_N", "p_A", "p_O", "p_noisy")], want, atol=2e-6)
 
 
 def _tiny_overrides(directory):

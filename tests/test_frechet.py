@@ -218,6 +218,12 @@ def test_export_model_ships_a_classifier_with_batch_stats_and_normalization(repo
     assert export_model.main(["--workdir", str(workdir), "--out", out]) == 0
     with pytest.raises(SystemExit):  # parameters over the notes: refused before anything is loaded
         export_model.main(["--workdir", str(workdir), "--out", str(tmp_path / "model.json")])
+    shipped = open(out, "rb").read()
+    with pytest.raises(SystemExit):  # an existing model is replaced only with --force
+        export_model.main(["--workdir", str(workdir), "--out", out])
+    assert open(out, "rb").read() == shipped
+    assert export_model.main(["--workdir", str(workdir), "--out", out, "--force", "--note", "again"]) == 0
+    assert json.load(open(tmp_path / "model.json"))["training"]["note"] == "again"
     _, variables, notes = load_model(out, task="classification")
     assert set(variables) == {"params", "batch_stats"}
     norm = json.load(open(tmp_path / "model.json"))["training"]["normalization"]

@@ -108,6 +108,28 @@ def test_a_stream_from_other_numerics_is_refused_before_decoding(codec, photo):
     assert codec.numerics == "cpu/xla"  # importing jaxcomp before JAX starts selects XLA's convolutions
 
 
+@pytest.mark.parametrize("key,value,message", [
+    ("blocks", 4, r"unused D1/body/block4/conv1/bias"),  # would code with half the network
+    ("features", 48, r"D1/body/block0/conv1/bias: \(32,\) instead of \(48,\)"),  # would fail inside Flax
+])
+def test_a_model_file_whose_notes_describe_other_layers_is_refused(tmp_path, key, value, message):
+    """The shipped parameters beside notes that name another architecture (an edited .json: the
+    pair's parameter digest still matches) are refused by name when the codec is loaded."""
+    import shutil
+
+    from jaxcomp.codecs.pretrained import DEFAULT_L3C
+    from jaxcomp.modelfile import ModelLoadError
+
+    base = os.path.splitext(DEFAULT_L3C)[0]
+    shutil.copy(base + ".msgpack", tmp_path / "m.msgpack")
+    with open(base + ".json") as f:
+        notes = json.load(f)
+    notes["config"]["model"][key] = value
+    (tmp_path / "m.json").write_text(json.dumps(notes))
+    with pytest.raises(ModelLoadError, match="do not fit the architecture its .json describes.*" + message):
+        l3c.load_codec(str(tmp_path / "m.msgpack"))
+
+
 def test_the_shipped_model_codes_a_photo_crop_exactly_and_compactly():
     """The model ``jaxcomp compress`` uses by default (``l3c.load_codec()``: the shipped
     ``jaxcomp/codecs/pretrained/l3c.msgpack``) has the architecture its ``l3c.json`` records,

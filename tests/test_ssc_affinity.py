@@ -47,6 +47,9 @@ def test_diagnose_script_rejects_bad_arguments(ssc_diagnose, capsys):
     assert "unknown affinities" in capsys.readouterr().err
     assert ssc_diagnose.main(["--mnist", "/nonexistent/mnist.npz"]) == 2
     assert "MNIST file not found" in capsys.readouterr().err
+    for flag in ("--num-points", "--chunk-size", "--n-clusters"):  # before any data is read
+        assert ssc_diagnose.main([flag, "0"]) == 2
+        assert f"{flag} must be >=" in capsys.readouterr().err
 
 
 def test_coefficient_stats_by_hand(ssc_diagnose):

@@ -584,6 +584,30 @@ def test_pack_run_refuses_what_is_not_a_packed_run(tmp_path):
         pack_run.unpack(str(foreign), str(tmp_path / "f"))
     assert not (tmp_path / "evil.json").exists()
     assert pack_run.main(["--workdir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.tar")]) == 2
+    # an existing archive is replaced only with --force
+    before = archive.read_bytes()
+    with pytest.raises(pack_run.PackError, match="exists"):
+        pack_run.pack(str(run), str(archive))
+    assert archive.read_bytes() == before
+    assert pack_run.pack(str(run), str(archive), force=True)[0] == "12"
+    # an archive without the run's description or without a finished checkpoint is not a run
+    for name, members in (("dirs", ()), ("noconfig", ("state", "commit_success.txt")), ("unfinished", ("state",))):
+        odd = tmp_path / f"{name}.tar"
+        with tarfile.open(odd, "w") as tar:
+            if name != "noconfig":
+                tar.add(str(run / "config.json"), arcname="config.json")
+            tar.add(str(run / "checkpoints" / "3"), arcname="checkpoints/7", recursive=False)
+            for m in members:
+                tar.add(str(run / "checkpoints" / "3" / m), arcname=f"checkpoints/7/{m}")
+        with pytest.raises(pack_run.PackError, match="not a complete packed run"):
+            pack_run.unpack(str(odd), str(tmp_path / name))
+    # a workdir with files of its own (another run's description) is left alone
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text('{"mine": 1}')
+    with pytest.raises(pack_run.PackError, match="not empty"):
+        pack_run.unpack(str(archive), str(other))
+    assert (other / "config.json").read_text() == '{"mine": 1}' and sorted(os.listdir(other)) == ["config.json"]
 
 
 def test_conv_gradient_benchmark_divides_by_the_fastest_torch_layout_per_operation(repo):
