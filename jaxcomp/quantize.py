@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def uniform_levels(levels: int, x_min: float = -1.0, x_max: float = 1.0) -> jax.Array:
-    """``levels`` evenly spaced centres in ``[x_min, x_max]``, ``float32 [levels]``."""
+    """``levels`` (>= 2) evenly spaced centres in ``[x_min, x_max]``, ``float32 [levels]``."""
+    if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 2:
+        raise ValueError(f"uniform_levels needs an integer number of levels >= 2, got {levels!r}")
     return jnp.linspace(x_min, x_max, levels, dtype=jnp.float32)
 
 
@@ -24,6 +27,8 @@ def soft_hard_quantize(x: jax.Array, centers: jax.Array, sigma: float) -> tuple[
       pass whose gradient is that of the soft assignment ``sum_l softmax_l * c_l``; and
       ``int32 [...]`` indices of the nearest centres.
     """
+    if np.ndim(centers) != 1 or np.shape(centers)[0] < 1:  # shapes are static: checked at trace time
+        raise ValueError(f"soft_hard_quantize expects centres float32 [L] with L >= 1, got shape {np.shape(centers)}")
     d = jnp.square(x[..., None] - centers)
     soft = jnp.sum(jax.nn.softmax(-sigma * d, axis=-1) * centers, axis=-1)
     symbols = jnp.argmin(d, axis=-1).astype(jnp.int32)

@@ -701,3 +701,12 @@ def test_an_empty_coefficient_graph_and_a_bad_max_clusters_are_reported():
         assert SSCOMP(n_clusters=2, tau=1.0).fit(X).coef_.nnz == 0
     with pytest.raises(ValueError, match="max_clusters must be a positive integer, got 0"):
         SSCMP(max_clusters=0).fit(X)
+
+
+def test_clustering_metrics_refuse_non_finite_labels():
+    assert clustering_accuracy(["a", "b", "b"], [0, 1, 1]) == 1.0  # labels are names
+    for bad in ([0, 1, np.inf], [0, 1, np.nan]):
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            clustering_accuracy([0, 1, 1], bad)
+    with pytest.raises(ValueError, match="integers or strings"):
+        normalized_mutual_info([0, 1], [0j, 1j])

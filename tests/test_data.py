@@ -230,3 +230,19 @@ def test_paper_configs_refuse_to_train_without_real_data(repo, variant):
         build_image_data(apply_overrides(config, ["data.source=samples"]).data)
     assert load_config(str(repo / "configs" / "l3c.py") + ":cpu").data.source == "samples"
 
+
+
+def test_image_helpers_name_bad_arguments():
+    from jaxcomp.data.images import resize_centre_crop
+
+    image = np.zeros((20, 30, 3), np.uint8)
+    for tile in (0, -2, 2.5):
+        with pytest.raises(DataError, match="tile must be a positive integer"):
+            image_tiles(image, tile)
+    with pytest.raises(DataError, match="expects a uint8 image"):
+        resize_centre_crop(np.random.default_rng(0).random((20, 30, 3)), 8)  # floats in [0, 1]
+    with pytest.raises(DataError, match="size must be positive"):
+        resize_centre_crop(image, 0)
+    assert resize_centre_crop(image, 8).shape == (8, 8, 3)
+    with pytest.raises(DataError, match="expects a file path, got NoneType"):
+        load_image(None)

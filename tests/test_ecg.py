@@ -516,3 +516,35 @@ def test_cross_validation_refuses_results_of_another_config(repo, tmp_path):
         table = cross_validate(apply_overrides(config, ["cv.seeds=(0,)", "cv.folds=(0,)", "cv.models=('cnn',)"]),
                                str(tmp_path))
     assert "| cnn | 0 | 0 | 4 | 0.889 |" in table  # the old row, not a new run
+
+
+def test_scores_take_names_or_indices_and_refuse_what_is_neither():
+    """``score`` takes what ``predict`` returns (class names) as well as indices, with the same
+    result; fractional labels, an empty set and a confusion matrix that is not 4x4 are refused."""
+    names, idx = ["N", "A", "O", "~", "N"], [0, 1, 2, 3, 0]
+    assert score(names, ["N", "A", "N", "~", "O"]) == score(idx, [0, 1, 0, 3, 2])
+    with pytest.raises(ValueError, match="unknown class names"):
+        score(["N", "X"], [0, 1])
+    with pytest.raises(ValueError, match="fractional"):
+        score([0.7, 1.2], [0, 1])
+    with pytest.raises(ValueError, match="no labels"):
+        score([], [])
+    with pytest.raises(ValueError, match="4x4 confusion matrix"):
+        challenge_f1(np.eye(2))
+
+
+def test_qrs_detection_refuses_several_leads_nan_and_no_rate():
+    from jaxcomp.ecg.features import detect_qrs, record_features
+
+    t = np.arange(3000) / 300.0
+    s = np.sin(2 * np.pi * 1.2 * t) ** 31  # a sharp peak 1.2 times a second
+    assert len(detect_qrs(s[None], 300)) == len(detect_qrs(s, 300)) > 0  # [1, n] is one lead
+    with pytest.raises(ValueError, match="expected one lead"):
+        detect_qrs(np.stack([s, s]), 300)
+    with pytest.raises(ValueError, match="expected one lead"):
+        record_features(np.stack([s, s]), 300)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        detect_qrs(np.where(t < 1, np.nan, s), 300)
+    with pytest.raises(ValueError, match="fs must be > 0"):
+        record_features(s, 0)
+    assert np.all(np.isfinite(record_features(np.where(t < 1, np.nan, s), 300)))  # zeroed, as documented

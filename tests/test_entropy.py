@@ -147,3 +147,20 @@ def test_windowed_pmf_is_the_full_pmf_inside_the_window_and_its_rest_outside():
         assert int(np.asarray(lo1).reshape(-1)[0]) == expected, channel
     with pytest.raises(ValueError, match="window"):
         lm.mixture_pmf_window(p, x, 256, 256)
+
+
+def test_mixture_inputs_are_checked_at_trace_time():
+    """x of other channels or batch than the parameters is not broadcast, integer symbols are not
+    scored as values, fewer than 2 levels and a channel out of range are refused by name."""
+    raw = jnp.zeros((1, 2, 2, lm.num_mixture_params(3, 2, True)))
+    p = lm.split_mixture_params(raw, 3, 2, True)
+    x = jnp.zeros((1, 2, 2, 3))
+    assert lm.mixture_log_prob(p, x, 256).shape == (1, 2, 2, 3)
+    for bad, match in ((jnp.zeros((1, 2, 2, 1)), "shape"), (jnp.zeros((4, 2, 2, 3)), "shape"),
+                       (jnp.full((1, 2, 2, 3), 200, jnp.uint8), "must be float")):
+        with pytest.raises(ValueError, match=match):
+            lm.mixture_log_prob(p, bad, 256)
+    with pytest.raises(ValueError, match="levels must be an integer >= 2"):
+        lm.mixture_pmf(p, None, 1)
+    with pytest.raises(ValueError, match=r"channel must be in \[0, 2\]"):
+        lm.mixture_pmf(p, None, 256, channel=5)

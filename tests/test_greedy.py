@@ -921,3 +921,18 @@ def test_distance_runner_refuses_wrong_buffers_and_settings():
         distance_runner("fully_corrective", 3, lmo, inner_iter=True)
     with pytest.raises(ValueError, match="unknown variant"):
         distance_runner("omp", 3, lmo)
+
+
+def test_complex_text_and_fractional_inputs_are_refused():
+    """Complex signals or atoms would lose their imaginary part, text is not a signal, and 2.5 is
+    not an atom index: each is refused by name (NNMP refuses complex input as well)."""
+    rng = np.random.default_rng(0)
+    D, y = rng.normal(size=(8, 5)), rng.normal(size=8)
+    for args, match in (((D, y + 1j * y), "y must be real"), ((D + 1j, y), "D must be real"),
+                        ((D, np.array(["a"] * 8)), "y must be real")):
+        with pytest.raises(ValueError, match=match):
+            omp(*args, 3)
+    with pytest.raises(ValueError, match="integer atom indices"):
+        mp(D, y, 3, exclude=2.5)
+    with pytest.raises(ValueError, match="tol must be a finite number"):
+        omp(D, y, 3, tol=None)

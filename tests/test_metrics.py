@@ -300,3 +300,24 @@ def test_reconstruction_scores_average_per_image_psnrs():
     assert scores["mse"] == pytest.approx(50.5)
     assert scores["psnr"] == pytest.approx(10 * np.log10(255.0**2) - 10)  # (48.13 + 28.13) / 2
     assert reconstruction_scores(ref, ref)["psnr"] == pytest.approx(10 * np.log10(255.0**2 / 1e-10))
+
+
+def test_bad_arguments_are_named():
+    """Arguments that would give numbers from nothing are refused by name: sets of two shapes
+    (nothing is broadcast), NaN, an empty set, a data range <= 0, no scale weight, a 0-wide window."""
+    from jaxcomp.metrics import reconstruction_scores
+
+    a = np.zeros((2, 16, 16, 3), np.uint8)
+    with pytest.raises(ValueError, match="of one shape"):
+        reconstruction_scores(a, a[0])
+    with pytest.raises(ValueError, match="non-empty"):
+        reconstruction_scores(a[:0], a[:0])
+    with pytest.raises(ValueError, match="NaN"):
+        reconstruction_scores(np.full(a.shape, np.nan), a)
+    with pytest.raises(ValueError, match="max_val"):
+        ms_ssim(a, a, max_val=0)
+    with pytest.raises(ValueError, match="at least one scale weight"):
+        ms_ssim(a, a, weights=())
+    with pytest.raises(ValueError, match="filter_size"):
+        ssim_components(a, a, filter_size=0)
+    assert float(mse([[1.0, 2.0]], [[1.0, 4.0]])[0]) == 2.0  # nested lists are arrays

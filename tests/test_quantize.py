@@ -16,3 +16,14 @@ def test_forward_is_nearest_center_and_gradient_is_soft():
     soft = lambda v: jnp.sum(jax.nn.softmax(-2.0 * (v[:, None] - centers) ** 2, -1) * centers, -1).sum()
     np.testing.assert_allclose(np.asarray(g), np.asarray(jax.grad(soft)(x)), rtol=1e-5)
     assert np.all(np.asarray(g) > 0)  # gradients flow (a plain round() would give zeros)
+
+
+def test_levels_and_centres_are_checked():
+    import pytest
+
+    for bad in (0, 1, 2.5):
+        with pytest.raises(ValueError, match="levels >= 2"):
+            uniform_levels(bad)
+    for centres in (jnp.zeros((0,)), jnp.zeros((2, 3))):
+        with pytest.raises(ValueError, match=r"centres float32 \[L\]"):
+            soft_hard_quantize(jnp.zeros(3), centres, 1.0)

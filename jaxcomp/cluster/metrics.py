@@ -15,6 +15,11 @@ def _check_labels(labels_true, labels_pred) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"mismatched shapes: labels_true {a.shape} vs labels_pred {b.shape}")
     if a.size == 0:
         raise ValueError("labels are empty")
+    for name, x in (("labels_true", a), ("labels_pred", b)):  # labels are names: any hashable value but NaN
+        if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+            raise ValueError(f"{name} hold NaN or infinite values")
+        if x.dtype.kind in "cOV":
+            raise ValueError(f"{name} must be integers or strings, got dtype {x.dtype}")
     return a, b
 
 

@@ -56,6 +56,8 @@ def load_image(path: str, keep_gray: bool = False) -> np.ndarray:
     image), files that are not images or are damaged, and images over Pillow's decompression-bomb
     limit (``PIL.Image.MAX_IMAGE_PIXELS``).
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise DataError(f"load_image expects a file path, got {type(path).__name__}")
     try:
         with Image.open(path) as im:
             mode, frames, raws = im.mode, getattr(im, "n_frames", 1), _raw_modes(im)
@@ -263,6 +265,11 @@ def resize_shorter_side(image: np.ndarray, size: int, resample: int = Image.BICU
     """Resize so the shorter side is ``size`` (the other rounded, at least ``size``): ``uint8 [H, W(, C)]``
     -> ``uint8 [H', W'(, C)]``; unchanged when already that size. ``resample``: a PIL filter (bicubic for
     images, ``Image.NEAREST`` for label maps)."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim not in (2, 3) or min(image.shape[:2]) < 1:
+        raise DataError(f"resize expects a uint8 image [H, W(, C)], got {image.dtype} {image.shape}")
+    if size < 1:
+        raise DataError(f"resize size must be positive, got {size}")
     h, w = image.shape[:2]
     scale = size / min(h, w)
     nh, nw = max(size, int(round(h * scale))), max(size, int(round(w * scale)))
@@ -337,6 +344,10 @@ def image_tiles(image: np.ndarray, tile: int) -> np.ndarray:
 
     The right and bottom remainders (less than one tile) are not covered.
     """
+    if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 1:
+        raise DataError(f"image_tiles: tile must be a positive integer, got {tile!r}")
+    if np.ndim(image) != 3:
+        raise DataError(f"image_tiles expects an image [H, W, C], got shape {np.shape(image)}")
     h, w = image.shape[:2]
     ny, nx = h // tile, w // tile
     if ny == 0 or nx == 0:

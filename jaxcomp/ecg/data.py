@@ -82,6 +82,8 @@ def check_recording(name: str, signal: np.ndarray, fs: float, expected_fs: int =
         signal = signal.reshape(-1)
     if signal.ndim != 1:
         raise ECGDataError(f"record {name}: expected a single-lead signal, got shape {signal.shape}")
+    if signal.dtype.kind not in "iuf":  # bool, complex, strings, objects: not samples in mV
+        raise ECGDataError(f"record {name}: the samples must be real numbers (mV), got dtype {signal.dtype}")
     signal = signal.astype(np.float32)
     bad = ~np.isfinite(signal)
     if bad.any():

@@ -55,9 +55,22 @@ def _bandpass(x: np.ndarray, fs: float, lo: float, hi: float, order: int = 2) ->
     return sosfiltfilt(sos, x, padlen=max(padlen, 0))
 
 
+def _one_lead(signal, fs: float, name: str) -> np.ndarray:
+    """``signal`` as float64 ``[n]`` (``[n]`` or ``[1, n]`` accepted); a ValueError names what is wrong
+    with a signal of several leads, a non-real dtype or a sampling rate that is not > 0."""
+    x = np.asarray(signal)
+    if x.dtype.kind not in "biuf":
+        raise ValueError(f"{name}: the signal must be real numbers, got dtype {x.dtype}")
+    if x.ndim > 1 and sum(d > 1 for d in x.shape) > 1:
+        raise ValueError(f"{name}: expected one lead [n], got shape {x.shape}")
+    if not (np.isfinite(fs) and fs > 0):
+        raise ValueError(f"{name}: the sampling rate fs must be > 0 Hz, got {fs!r}")
+    return x.astype(np.float64).reshape(-1)
+
+
 def qrs_energy(signal: np.ndarray, fs: float) -> tuple[np.ndarray, np.ndarray]:
     """Pan-Tompkins front end: ``(band-passed [n], moving-window-integrated squared derivative [n])``, float64."""
-    x = np.asarray(signal, np.float64).reshape(-1)
+    x = _one_lead(signal, fs, "qrs_energy")
     x = x - np.median(x) if len(x) else x
     bp = _bandpass(x, fs, *BAND_HZ)
     # five-point derivative (Pan-Tompkins): (-x[n-2] - 2x[n-1] + 2x[n+1] + x[n+2]) / 8 * fs
@@ -71,12 +84,15 @@ def detect_qrs(signal: np.ndarray, fs: float) -> np.ndarray:
     """R-peak sample indices (int64 ``[beats]``, increasing) of a single-lead ECG ``[n]`` sampled at ``fs`` Hz.
 
     See the module docstring for the algorithm. Returns an empty array for recordings shorter
-    than 0.5 s or without any energy in the QRS band.
+    than 0.5 s or without any energy in the QRS band. Raises ValueError for NaN or infinite
+    samples (:func:`record_features` zeroes them first), several leads or ``fs <= 0``.
     """
     from scipy.signal import find_peaks
 
-    x = np.asarray(signal, np.float64).reshape(-1)
-    if len(x) < int(0.5 * fs) or not np.all(np.isfinite(x)):
+    x = _one_lead(signal, fs, "detect_qrs")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("detect_qrs: the signal holds NaN or infinite samples")
+    if len(x) < int(0.5 * fs):
         return np.zeros(0, np.int64)
     bp, mwi = qrs_energy(x, fs)
     if mwi.max() <= _EPS:
@@ -217,7 +233,7 @@ def record_features(signal: np.ndarray, fs: float) -> np.ndarray:
       signal: one single-lead recording ``[n]`` (any float dtype, mV), ``n >= 0``.
       fs: sampling rate in Hz.
     """
-    x = np.asarray(signal, np.float64).reshape(-1)
+    x = _one_lead(signal, fs, "record_features")
     x = np.where(np.isfinite(x), x, 0.0)
     n = len(x)
     if n < 8:  # too short for anything: pad with zeros so every feature is defined

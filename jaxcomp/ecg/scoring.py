@@ -13,9 +13,26 @@ import numpy as np
 from jaxcomp.ecg.data import CLASSES
 
 
+def _class_indices(name: str, a, num_classes: int) -> np.ndarray:
+    """``a`` as int64 class indices: integers, or class names ``"N", "A", "O", "~"`` (as
+    ``predict`` returns them); fractional, non-finite or unknown values are refused."""
+    a = np.asarray(a)
+    if a.dtype.kind in "US":
+        unknown = sorted(set(a.ravel().tolist()) - set(CLASSES))
+        if unknown:
+            raise ValueError(f"{name}: unknown class names {unknown[:3]}; expected some of {CLASSES}")
+        return np.vectorize(CLASSES.index, otypes=[np.int64])(a) if a.size else a.astype(np.int64)
+    if a.dtype.kind not in "biuf" or (a.dtype.kind == "f" and (not np.all(np.isfinite(a)) or np.any(a != np.round(a)))):
+        raise ValueError(f"{name} must be class indices 0..{num_classes - 1} or class names {CLASSES}, "
+                         f"got dtype {a.dtype}{' with fractional or non-finite values' if a.dtype.kind == 'f' else ''}")
+    return a.astype(np.int64)
+
+
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int = len(CLASSES)) -> np.ndarray:
-    """``[K, K]`` int64 counts; rows are true classes, columns predictions."""
-    labels, predictions = np.asarray(labels, np.int64), np.asarray(predictions, np.int64)
+    """``[K, K]`` int64 counts; rows are true classes, columns predictions. Labels and predictions
+    are class indices or class names (``"N"``, ``"A"``, ``"O"``, ``"~"``)."""
+    labels = _class_indices("labels", labels, num_classes)
+    predictions = _class_indices("predictions", predictions, num_classes)
     if labels.shape != predictions.shape:
         raise ValueError(f"labels {labels.shape} and predictions {predictions.shape} differ in shape")
     for name, a in (("labels", labels), ("predictions", predictions)):
@@ -34,12 +51,19 @@ def f1_per_class(cm: np.ndarray) -> np.ndarray:
 
 
 def challenge_f1(cm: np.ndarray) -> float:
-    """The CinC 2017 score: mean of the F1 of N, A and O (``~`` not included)."""
+    """The CinC 2017 score: mean of the F1 of N, A and O (``~`` not included), from a ``[4, 4]``
+    confusion matrix (rows true N, A, O, ~)."""
+    if np.shape(cm) != (len(CLASSES), len(CLASSES)):
+        raise ValueError(f"challenge_f1 expects a {len(CLASSES)}x{len(CLASSES)} confusion matrix (N, A, O, ~), "
+                         f"got shape {np.shape(cm)}")
     return float(np.mean(f1_per_class(cm)[:3]))
 
 
 def score(labels: np.ndarray, predictions: np.ndarray) -> dict:
-    """``dict(f1=challenge F1, f1_N, f1_A, f1_O, f1_~, accuracy, confusion=[K, K] list)``."""
+    """``dict(f1=challenge F1, f1_N, f1_A, f1_O, f1_~, accuracy, confusion=[K, K] list)``; labels and
+    predictions as class indices or names (see :func:`confusion_matrix`), at least one of each."""
+    if np.size(labels) == 0:
+        raise ValueError("score: no labels (an empty set has no F1)")
     cm = confusion_matrix(labels, predictions)
     per = f1_per_class(cm)
     out = {"f1": challenge_f1(cm)}

@@ -67,6 +67,8 @@ def _check_dictionary(D) -> np.ndarray:
         raise ValueError(f"dictionary D must be 2-D (m, K) with atoms as columns, got shape {D.shape}")
     if D.shape[0] == 0 or D.shape[1] == 0:
         raise ValueError(f"dictionary D is empty: shape {D.shape}")
+    if not (np.issubdtype(D.dtype, np.number) or D.dtype == bool) or np.iscomplexobj(D):
+        raise ValueError(f"dictionary D must be real numbers, got dtype {D.dtype}")
     if not np.issubdtype(D.dtype, np.floating):
         D = D.astype(np.float32)
     if not np.all(np.isfinite(D)):
@@ -84,6 +86,8 @@ def _check_signals(y, m: int) -> tuple[np.ndarray, bool]:
         raise ValueError(f"y must be (m,) or (B, m), got shape {y.shape}")
     if y.shape[-1] != m:
         raise ValueError(f"mismatched shapes: y has length {y.shape[-1]} but D has {m} rows")
+    if not (np.issubdtype(y.dtype, np.number) or y.dtype == bool) or np.iscomplexobj(y):
+        raise ValueError(f"y must be real numbers, got dtype {y.dtype}")
     if not np.all(np.isfinite(y)):
         raise ValueError("y contains NaN or infinite entries")
     return y, y.ndim == 1
@@ -92,7 +96,7 @@ def _check_signals(y, m: int) -> tuple[np.ndarray, bool]:
 def _check_common(max_iter, tol, corr_tol, K: int) -> int:
     if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
         raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
-    if not np.isfinite(tol) or tol < 0:
+    if not isinstance(tol, (int, float, np.integer, np.floating)) or not np.isfinite(tol) or tol < 0:
         raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
     if not np.isfinite(corr_tol) or not 0 <= corr_tol < 1:
         raise ValueError(f"corr_tol must be in [0, 1), got {corr_tol!r}")
@@ -103,6 +107,8 @@ def _check_exclude(exclude, B: int, K: int) -> np.ndarray:
     if exclude is None:
         return np.full((B,), -1, np.int32)
     exclude = np.asarray(exclude)
+    if not np.issubdtype(exclude.dtype, np.integer):  # 2.5 is not atom 2
+        raise ValueError(f"exclude must hold integer atom indices (-1 for none), got dtype {exclude.dtype}")
     if exclude.ndim == 0:
         exclude = np.full((B,), int(exclude), np.int32)
     if exclude.shape != (B,):

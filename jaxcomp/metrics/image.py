@@ -44,6 +44,7 @@ def _check_pair(name: str, x: jax.Array, y: jax.Array, ndim: int | None = 4) -> 
 
 def mse(x: jax.Array, y: jax.Array) -> jax.Array:
     """Mean squared error per image: ``[B, ...]`` x2 (e.g. ``[B, H, W, C]``) -> ``float32 [B]``."""
+    x, y = jnp.asarray(x), jnp.asarray(y)
     _check_pair("mse", x, y, ndim=None)
     d = x.astype(jnp.float32) - y.astype(jnp.float32)
     return jnp.mean(jnp.square(d), axis=tuple(range(1, d.ndim)))
@@ -57,9 +58,19 @@ def psnr(x: jax.Array, y: jax.Array, max_val: float = 255.0) -> jax.Array:
 def reconstruction_scores(decoded: np.ndarray, reference: np.ndarray, max_val: float = 255.0) -> dict[str, float]:
     """Host-side (float64) scores of a set of reconstructions, ``[N, ...]`` each (e.g. ``uint8``):
     ``mse``, the mean of the per-image MSEs, and ``psnr``, the mean of the per-image PSNRs (each
-    MSE floored at 1e-10), not the PSNR of the mean MSE."""
-    err = np.mean(np.square(np.asarray(decoded, np.float64) - np.asarray(reference, np.float64)),
-                  axis=tuple(range(1, np.ndim(reference))))
+    MSE floored at 1e-10), not the PSNR of the mean MSE.
+
+    Raises:
+      ValueError: the two sets differ in shape (nothing is broadcast), are empty, or hold NaN or
+        infinite values.
+    """
+    decoded, reference = np.asarray(decoded, np.float64), np.asarray(reference, np.float64)
+    if decoded.shape != reference.shape or decoded.ndim < 2 or decoded.size == 0:
+        raise ValueError(f"reconstruction_scores expects two non-empty sets [N, ...] of one shape, got "
+                         f"{decoded.shape} and {reference.shape}")
+    if not (np.all(np.isfinite(decoded)) and np.all(np.isfinite(reference))):
+        raise ValueError("reconstruction_scores: the images hold NaN or infinite values")
+    err = np.mean(np.square(decoded - reference), axis=tuple(range(1, reference.ndim)))
     return dict(mse=float(np.mean(err)), psnr=float(np.mean(10 * np.log10(max_val**2 / np.maximum(err, 1e-10)))))
 
 
@@ -115,6 +126,8 @@ def ssim_components(x: jax.Array, y: jax.Array, max_val: float = 255.0, filter_s
     ``x, y``: ``[B, H, W, C]`` in ``[0, max_val]``. The maps are averaged over all channels; the
     window is ``min(filter_size, H, W)`` wide with sigma scaled alike.
     """
+    if filter_size < 1 or not filter_sigma > 0:
+        raise ValueError(f"ssim: filter_size must be >= 1 and filter_sigma > 0, got {filter_size}, {filter_sigma}")
     _check_pair("ssim", x, y)
     x = x.astype(jnp.float32)
     y = y.astype(jnp.float32)
@@ -153,7 +166,12 @@ def ms_ssim(x: jax.Array, y: jax.Array, max_val: float = 255.0, weights=MS_SSIM_
     Returns:
       ``float32 [B]`` in ``[0, 1]`` (1 for identical images).
     """
-    return _ms_ssim(x, y, max_val, tuple(float(v) for v in weights))
+    weights = tuple(float(v) for v in weights)
+    if not weights:
+        raise ValueError("ms_ssim needs at least one scale weight, got weights=()")
+    if not isinstance(max_val, jax.core.Tracer) and not float(max_val) > 0:
+        raise ValueError(f"ms_ssim: max_val (the data range) must be > 0, got {max_val!r}")
+    return _ms_ssim(jnp.asarray(x), jnp.asarray(y), max_val, weights)
 
 
 @functools.partial(jax.jit, static_argnames=("weights",))

@@ -76,6 +76,9 @@ class ECGClassifier:
         multiple of 15 s and batched by padded length (masking makes the result
         independent of the padding), ``batch_size`` at a time.
         """
+        if isinstance(signals, np.ndarray) and signals.ndim < 2:  # one recording given bare
+            raise ECGDataError(f"predict_proba expects a list of recordings, got one array of shape "
+                               f"{signals.shape}: pass [signal]")
         n = len(signals)
         out = np.zeros((n, len(CLASSES)), np.float32)
         if n == 0:
