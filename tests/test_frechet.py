@@ -49,6 +49,10 @@ def test_full_covariances_match_the_sqrtm_route_and_the_commuting_closed_form():
         np.sum((m1 - m2) ** 2) + np.trace(c2), rel=1e-10)
     low = rng.normal(size=(6, 2))
     assert frechet.frechet_distance(m1, low @ low.T, m1, low @ low.T) == pytest.approx(0.0, abs=1e-6)
+    # what is not a covariance gives no distance (it gave 0.0 for -I against I)
+    for bad in (-np.eye(6), c1 + np.triu(np.ones((6, 6)), 1)):
+        with pytest.raises(ValueError, match="cov1 is not a covariance"):
+            frechet.frechet_distance(m1, bad, m2, c2)
 
 
 def test_zero_for_identical_statistics_and_symmetric():

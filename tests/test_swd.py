@@ -177,6 +177,8 @@ def test_swd_sizes_levels_and_errors(photos):
         swd(photos, [photos[0][:5]])
     with pytest.raises(ValueError, match="dtype"):
         swd(photos, [photos[0].astype(np.int64)])
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        swd(photos, [np.where(np.arange(photos[0].shape[1])[:, None] == 3, np.nan, photos[0].astype(np.float32))])
     with pytest.raises(ValueError, match=r"\[H, W, 3\]"):
         swd(photos, [photos[0][..., 0]])
     with pytest.raises(ValueError, match="no images"):

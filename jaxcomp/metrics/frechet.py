@@ -57,6 +57,10 @@ def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: n
                          f"cov2 {cov2.shape} do not agree (need [D], [D, D], [D], [D, D])")
     if not all(np.isfinite(a).all() for a in (mu1, mu2, cov1, cov2)):
         raise ValueError("frechet_distance: non-finite statistics")
+    for name, c in (("cov1", cov1), ("cov2", cov2)):  # round-off may leave tiny negative eigenvalues
+        scale = max(float(np.abs(c).max()), 1e-300)
+        if not np.allclose(c, c.T, rtol=0.0, atol=1e-8 * scale) or np.linalg.eigvalsh(c).min() < -1e-6 * scale:
+            raise ValueError(f"frechet_distance: {name} is not a covariance (symmetric positive semi-definite)")
     s1 = _sqrt_psd(cov1)
     cross = np.sum(np.sqrt(np.clip(np.linalg.eigvalsh(s1 @ cov2 @ s1), 0.0, None)))  # tr((C1 C2)^(1/2))
     return float(np.sum(np.square(mu1 - mu2)) + np.trace(cov1) + np.trace(cov2) - 2.0 * cross)

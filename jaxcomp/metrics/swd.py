@@ -41,6 +41,8 @@ def _check_image(image, what: str) -> np.ndarray:
         raise ValueError(f"{what}: expected uint8 or float pixels, got dtype {arr.dtype}")
     if arr.ndim != 3 or arr.shape[-1] != 3:
         raise ValueError(f"{what}: expected an RGB image of shape [H, W, 3], got shape {arr.shape}")
+    if arr.dtype != np.uint8 and not np.all(np.isfinite(arr)):
+        raise ValueError(f"{what}: NaN or infinite pixel values")
     if min(arr.shape[:2]) < NEIGHBOURHOOD:
         raise ValueError(f"{what}: {arr.shape[0]}x{arr.shape[1]} is smaller than one "
                          f"{NEIGHBOURHOOD}x{NEIGHBOURHOOD} neighbourhood")
