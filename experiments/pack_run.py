@@ -71,7 +71,8 @@ def pack(workdir: str, out: str, force: bool = False) -> tuple[str, int]:
 def unpack(archive: str, workdir: str) -> str:
     """Unpacks into ``workdir`` (created; if it exists it must be empty); returns the step it holds."""
     if os.path.exists(workdir) and (not os.path.isdir(workdir) or os.listdir(workdir)):
-        what = "already has checkpoints" if os.path.isdir(os.path.join(workdir, "checkpoints")) else (
+        ckpt = os.path.join(workdir, "checkpoints")
+        what = "already has checkpoints" if os.path.isdir(ckpt) and os.listdir(ckpt) else (
             "is not empty" if os.path.isdir(workdir) else "is a file")
         raise PackError(f"{workdir} {what}: unpack into an empty or new workdir")
     try:

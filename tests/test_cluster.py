@@ -708,5 +708,6 @@ def test_clustering_metrics_refuse_non_finite_labels():
     for bad in ([0, 1, np.inf], [0, 1, np.nan]):
         with pytest.raises(ValueError, match="NaN or infinite"):
             clustering_accuracy([0, 1, 1], bad)
-    with pytest.raises(ValueError, match="integers or strings"):
+    assert clustering_accuracy(np.array(["a", "b", "b"], dtype=object), [0, 1, 1]) == 1.0  # e.g. pandas strings
+    with pytest.raises(ValueError, match="integers, strings or other names"):
         normalized_mutual_info([0, 1], [0j, 1j])

@@ -130,6 +130,20 @@ def test_a_model_file_whose_notes_describe_other_layers_is_refused(tmp_path, key
         l3c.load_codec(str(tmp_path / "m.msgpack"))
 
 
+def test_a_model_of_five_scales_loads(l3c_tiny_config, tmp_path):
+    """The load-time check of the parameters against the notes traces the model on an image large
+    enough for every scale (a fixed 16x16 one made a 5-scale model unloadable)."""
+    from jaxcomp.configs import apply_overrides
+    from jaxcomp.modelfile import export_params
+
+    config = apply_overrides(l3c_tiny_config, ["model.scales=5"])
+    spec = l3c.spec_from_config(config.model)
+    shapes = jax.eval_shape(l3c.L3C(spec).init, jax.random.PRNGKey(0),
+                            jax.ShapeDtypeStruct((1, 64, 64, 3), np.uint8))["params"]
+    export_params(jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), shapes), config, str(tmp_path / "m.msgpack"), {})
+    assert l3c.load_codec(str(tmp_path / "m.msgpack")).spec.scales == 5
+
+
 def test_the_shipped_model_codes_a_photo_crop_exactly_and_compactly():
     """The model ``jaxcomp compress`` uses by default (``l3c.load_codec()``: the shipped
     ``jaxcomp/codecs/pretrained/l3c.msgpack``) has the architecture its ``l3c.json`` records,

@@ -18,8 +18,8 @@ def _check_labels(labels_true, labels_pred) -> tuple[np.ndarray, np.ndarray]:
     for name, x in (("labels_true", a), ("labels_pred", b)):  # labels are names: any hashable value but NaN
         if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
             raise ValueError(f"{name} hold NaN or infinite values")
-        if x.dtype.kind in "cOV":
-            raise ValueError(f"{name} must be integers or strings, got dtype {x.dtype}")
+        if x.dtype.kind in "cV":
+            raise ValueError(f"{name} must be integers, strings or other names, got dtype {x.dtype}")
     return a, b
 
 

@@ -1208,9 +1208,11 @@ class L3CCodec:
 
 @functools.lru_cache(maxsize=8)
 def _param_shapes(spec: L3CSpec) -> Any:
-    """The parameter tree of ``L3C(spec)`` as shapes (one trace of ``init``, once per spec and process)."""
+    """The parameter tree of ``L3C(spec)`` as shapes (one trace of ``init``, once per spec and process,
+    on an image with a side of ``2^(scales + 1)`` or 16, so that every scale has at least 2x2 pixels)."""
+    side = max(16, 2 ** (spec.scales + 1))
     return jax.eval_shape(L3C(spec).init, jax.random.PRNGKey(0),
-                          jax.ShapeDtypeStruct((1, 16, 16, 3), jnp.uint8))["params"]
+                          jax.ShapeDtypeStruct((1, side, side, 3), jnp.uint8))["params"]
 
 
 def load_codec(checkpoint: str | None = None, tile: int = 512, window: int = DEFAULT_WINDOW,

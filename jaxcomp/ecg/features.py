@@ -10,9 +10,9 @@
   whatever the lead's polarity).
 * :func:`record_features` turns one recording into a fixed-length float64 vector
   (:data:`FEATURE_NAMES`): RR statistics, beat-shape consistency, Welch band powers and
-  amplitude statistics. It returns finite values for every input, including an all-zero
-  recording or one with 0-2 detected beats (RR statistics then fall back to the recording's
-  duration and zeros).
+  amplitude statistics. It returns finite values for every single-lead recording (NaN or
+  infinite samples are zeroed first), including an all-zero recording or one with 0-2 detected
+  beats (RR statistics then fall back to the recording's duration and zeros).
 * :func:`feature_matrix` stacks them for a list of recordings.
 
 Everything is numpy/scipy on the host; about 5 ms per 30 s recording.
@@ -230,8 +230,11 @@ def record_features(signal: np.ndarray, fs: float) -> np.ndarray:
     """Features of one recording: float64 ``[F]`` (``F = len(FEATURE_NAMES)``), always finite.
 
     Args:
-      signal: one single-lead recording ``[n]`` (any float dtype, mV), ``n >= 0``.
+      signal: one single-lead recording ``[n]`` or ``[1, n]`` (any real dtype, mV), ``n >= 0``.
       fs: sampling rate in Hz.
+
+    Raises:
+      ValueError: several leads, a non-real dtype or ``fs <= 0``.
     """
     x = _one_lead(signal, fs, "record_features")
     x = np.where(np.isfinite(x), x, 0.0)

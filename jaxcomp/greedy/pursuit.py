@@ -96,7 +96,7 @@ def _check_signals(y, m: int) -> tuple[np.ndarray, bool]:
 def _check_common(max_iter, tol, corr_tol, K: int) -> int:
     if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
         raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
-    if not isinstance(tol, (int, float, np.integer, np.floating)) or not np.isfinite(tol) or tol < 0:
+    if np.ndim(tol) != 0 or np.asarray(tol).dtype.kind not in "iuf" or not np.isfinite(tol) or tol < 0:
         raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
     if not np.isfinite(corr_tol) or not 0 <= corr_tol < 1:
         raise ValueError(f"corr_tol must be in [0, 1), got {corr_tol!r}")

@@ -49,7 +49,7 @@ def l2_penalty(params: Any, coefficient: float, *, min_ndim: int = 0) -> jax.Arr
     ``coefficient`` is 0 or no leaf qualifies).
     """
     leaves = [p for p in jax.tree.leaves(params) if p.ndim >= min_ndim]
-    if not coefficient or not leaves:
+    if not leaves or (isinstance(coefficient, (int, float)) and coefficient == 0):  # a traced one is kept
         return jnp.zeros((), jnp.float32)
     return 0.5 * coefficient * sum(jnp.sum(jnp.square(p)) for p in leaves)
 

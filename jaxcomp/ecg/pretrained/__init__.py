@@ -76,7 +76,7 @@ class ECGClassifier:
         multiple of 15 s and batched by padded length (masking makes the result
         independent of the padding), ``batch_size`` at a time.
         """
-        if isinstance(signals, np.ndarray) and signals.ndim < 2:  # one recording given bare
+        if isinstance(signals, np.ndarray) and signals.ndim < 2 and signals.dtype != object:  # one given bare
             raise ECGDataError(f"predict_proba expects a list of recordings, got one array of shape "
                                f"{signals.shape}: pass [signal]")
         n = len(signals)
