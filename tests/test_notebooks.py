@@ -42,3 +42,24 @@ def test_stored_outputs_name_no_machine_paths():
                 if found:
                     context = text[max(0, found.start() - 40):found.end() + 40]
                     pytest.fail(f"{path.name} cell {i} stores a machine path: ...{context}...")
+
+
+def test_stored_notebooks_are_whole_runs():
+    """A notebook stored with outputs holds one whole top-to-bottom run (``experiments/store_notebook``):
+    every code cell executed in order, no error, and a picture in every cell that makes a figure (a
+    run under ``MPLBACKEND=Agg`` stores none, which left figures the text refers to missing)."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(HERE.parent))
+    from experiments.store_notebook import missing_figures
+
+    for path in sorted((HERE.parent / "notebooks").glob("*.ipynb")):
+        cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+        counts = [c.get("execution_count") for c in cells]
+        if not any(counts) and not any(c.get("outputs") for c in cells):
+            continue  # stored without outputs: fine
+        assert counts == list(range(1, len(cells) + 1)), f"{path.name}: execution counts {counts}"
+        errors = [i for i, c in enumerate(cells) for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        assert not errors, f"{path.name}: code cells {errors} stored an error"
+        assert not missing_figures(json.loads(path.read_text())["cells"]), f"{path.name}: figures missing"
