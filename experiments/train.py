@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from jaxcomp import tasks
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="stop with a checkpoint after this much wall-clock time from the start of "
                              "training (compilation included); run the same command again to continue")
     args = parser.parse_args(rest)
-    if args.time_limit is not None and args.time_limit <= 0:
+    if args.time_limit is not None and not args.time_limit > 0:  # also NaN
         parser.error(f"--time-limit must be > 0 seconds, got {args.time_limit:g}")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("jaxcomp").setLevel(logging.INFO)
@@ -55,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         trainer.maybe_initialize_distributed(config)
         task, data = tasks.build(config)
         if args.eval_only:
+            ckpt = os.path.join(args.workdir, "checkpoints")
+            if not (os.path.isdir(ckpt) and any(d.isdigit() for d in os.listdir(ckpt))):
+                raise trainer.CheckpointError(f"--eval-only: no checkpoint in {args.workdir} (an untrained model "
+                                              f"would be scored)")
             config.unlock()
             config.steps = 0
             config.lock()

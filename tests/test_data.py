@@ -246,3 +246,36 @@ def test_image_helpers_name_bad_arguments():
     assert resize_centre_crop(image, 8).shape == (8, 8, 3)
     with pytest.raises(DataError, match="expects a file path, got NoneType"):
         load_image(None)
+
+
+def test_folders_and_validation_images_that_would_train_or_score_on_less_say_so(tmp_path, caplog):
+    """Images in subfolders are not read: a warning counts them (an error names them if the folder
+    has none of its own); a file is not a folder; validation images all smaller than eval_crop are
+    an error instead of a run without evaluation, some of them a warning."""
+    import logging
+
+    from jaxcomp.data import list_images
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "top" / "sub").mkdir(parents=True)
+    for name in ("top/a.png", "top/sub/b.png", "top/sub/c.png"):
+        Image.fromarray(rng.integers(0, 256, (20, 20, 3), np.uint8)).save(tmp_path / name)
+    with caplog.at_level(logging.WARNING, logger="jaxcomp.data.images"):
+        assert [os.path.basename(p) for p in list_images(str(tmp_path / "top"))] == ["a.png"]
+    assert "2 images in its subfolders are not" in caplog.text
+    with pytest.raises(DataError, match="its subfolders hold 1"):
+        list_images(str(tmp_path))  # only the folder top/ (holding a.png) inside
+    with pytest.raises(DataError, match="is a file, not a folder"):
+        list_images(str(tmp_path / "top" / "a.png"))
+    small = ArrayImageSource(np.zeros((2, 20, 20, 3), np.uint8))
+    with pytest.raises(DataError, match="every validation image is smaller than data.eval_crop=32"):
+        ImageBatches(small, small, 2, 16, eval_crop=32).eval_tiles()
+    class Listed:  # an ImageSource of two sizes
+        images = [np.zeros((20, 20, 3), np.uint8), np.zeros((40, 40, 3), np.uint8)]
+        __len__ = lambda self: 2  # noqa: E731
+        __getitem__ = lambda self, i: self.images[i]  # noqa: E731
+
+    mixed = Listed()
+    with caplog.at_level(logging.WARNING, logger="jaxcomp.data.images"):
+        assert len(ImageBatches(small, mixed, 2, 16, eval_crop=32).eval_tiles()) == 1
+    assert "1 of 2 validation images are smaller" in caplog.text

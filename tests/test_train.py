@@ -458,10 +458,15 @@ def test_command_line_reports_errors_without_traceback(repo, tmp_path):
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=repo)
     assert out.returncode == 2
     assert "no key 'data.pth'" in out.stderr and "Traceback" not in out.stderr
-    cmd[-1:] = ["--time-limit", "0"]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=repo)
-    assert out.returncode == 2
-    assert "--time-limit must be > 0 seconds" in out.stderr and "Traceback" not in out.stderr
+    base = cmd[:-1]
+    for limit in ("0", "nan"):
+        out = subprocess.run(base + ["--time-limit", limit], capture_output=True, text=True, cwd=repo)
+        assert out.returncode == 2
+        assert "--time-limit must be > 0 seconds" in out.stderr and "Traceback" not in out.stderr
+    # --eval-only of a workdir without a checkpoint would score an untrained model
+    out = subprocess.run(base + ["--eval-only", "--no-progress"], capture_output=True, text=True, cwd=repo)
+    assert out.returncode == 2 and "--eval-only: no checkpoint in" in out.stderr, out.stderr[-500:]
+    assert not (tmp_path / "checkpoints").exists()
 
 
 def test_benchmark_scripts_refuse_unknown_configs_without_traceback(repo):

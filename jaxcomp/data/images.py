@@ -11,6 +11,7 @@ batches it would have seen — and into deterministic evaluation tiles.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import queue
 import re
@@ -88,14 +89,21 @@ def load_image(path: str, keep_gray: bool = False) -> np.ndarray:
 
 
 def list_images(path: str) -> list[str]:
-    """Sorted image files (by extension) directly inside folder ``path``."""
+    """Sorted image files (by extension) directly inside folder ``path``; images in its subfolders
+    are not read, and a warning says how many there are (an error if the folder itself has none)."""
     if not os.path.isdir(path):
-        raise DataError(f"image folder not found: {path!r}")
-    files = sorted(
-        os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS)
-    )
+        what = "is a file, not a folder" if os.path.exists(path) else "not found"
+        raise DataError(f"image folder {what}: {path!r}")
+    entries = os.listdir(path)
+    files = sorted(os.path.join(path, f) for f in entries if f.lower().endswith(IMAGE_EXTENSIONS))
+    nested = sum(1 for d in entries if os.path.isdir(os.path.join(path, d))
+                 for f in os.listdir(os.path.join(path, d)) if f.lower().endswith(IMAGE_EXTENSIONS))
     if not files:
-        raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {path!r}")
+        hint = f"; its subfolders hold {nested}, but only files directly inside are read" if nested else ""
+        raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {path!r}{hint}")
+    if nested:
+        logging.getLogger(__name__).warning(
+            "%s: %d images directly inside are used; %d images in its subfolders are not", path, len(files), nested)
     return files
 
 
@@ -408,6 +416,14 @@ class ImageBatches:
         if self.val is None or len(self.val) == 0:
             return np.zeros((0, self.eval_crop, self.eval_crop, self.train[0].shape[-1]), np.uint8)
         tiles = [image_tiles(self.val[i], self.eval_crop) for i in range(len(self.val))]
+        small = [i for i, t in enumerate(tiles) if len(t) == 0]
+        if len(small) == len(tiles):
+            raise DataError(f"every validation image is smaller than data.eval_crop={self.eval_crop} "
+                            f"(e.g. {self.val[0].shape[0]}x{self.val[0].shape[1]}): nothing to evaluate; "
+                            f"lower data.eval_crop")
+        if small:
+            logging.getLogger(__name__).warning("%d of %d validation images are smaller than data.eval_crop=%d "
+                                                "and are not evaluated", len(small), len(tiles), self.eval_crop)
         return np.concatenate(tiles)
 
     def eval_batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:

@@ -406,6 +406,9 @@ def train(
     if start_step:
         state = restore_checkpoint(manager, abstract_state(task, first, init_rng, mesh), start_step)
         log.info("resumed from %s at step %d", manager.directory, start_step)
+        if start_step > config.steps:
+            log.warning("the checkpoint in %s is at step %d, past config.steps=%d: nothing is trained, "
+                        "the step-%d model is evaluated", manager.directory, start_step, config.steps, start_step)
     else:
         # the starting model is read before init compiles, so a wrong path fails at once
         loaded, notes = load_init_params(config) if config.get("init_from", "") else (None, {})
