@@ -406,7 +406,7 @@ def train(
     if start_step:
         state = restore_checkpoint(manager, abstract_state(task, first, init_rng, mesh), start_step)
         log.info("resumed from %s at step %d", manager.directory, start_step)
-        if start_step > config.steps:
+        if 0 < config.steps < start_step:  # (steps 0: --eval-only, evaluation is what is asked)
             log.warning("the checkpoint in %s is at step %d, past config.steps=%d: nothing is trained, "
                         "the step-%d model is evaluated", manager.directory, start_step, config.steps, start_step)
     else:
