@@ -22,10 +22,9 @@ import os
 import sys
 import tarfile
 
-from jaxcomp.files import atomic_file
+from jaxcomp.files import CHECKPOINT_COMMIT_MARKERS, atomic_file, latest_complete_checkpoint
 
 RUN_FILES = ("config.json", "metrics.jsonl", "lineage.json")
-COMMIT_MARKERS = ("commit_success.txt", "_CHECKPOINT_METADATA")  # orbax writes one of them last
 
 
 class PackError(Exception):
@@ -34,18 +33,15 @@ class PackError(Exception):
 
 def latest_checkpoint(workdir: str) -> str:
     """The name (the step, as a string) of the newest complete checkpoint of ``workdir``."""
-    root = os.path.join(workdir, "checkpoints")
-    steps = sorted((int(d) for d in os.listdir(root) if d.isdigit()), reverse=True) if os.path.isdir(root) else []
-    for step in steps:  # orbax writes commit_success.txt (or its metadata) last: skip an unfinished save
-        d = os.path.join(root, str(step))
-        if any(os.path.exists(os.path.join(d, marker)) for marker in COMMIT_MARKERS):
-            return str(step)
-    raise PackError(f"no complete checkpoint in {root}")
+    step = latest_complete_checkpoint(workdir)  # an unfinished save (no commit marker) is skipped
+    if step is None:
+        raise PackError(f"no complete checkpoint in {os.path.join(workdir, 'checkpoints')}")
+    return str(step)
 
 
 def _complete(names: set[str], step_dir: str) -> bool:
     """Whether a checkpoint folder (its member paths ``names``) holds orbax's commit marker."""
-    return any(f"{step_dir}/{marker}" in names for marker in COMMIT_MARKERS)
+    return any(f"{step_dir}/{marker}" in names for marker in CHECKPOINT_COMMIT_MARKERS)
 
 
 def pack(workdir: str, out: str, force: bool = False) -> tuple[str, int]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 
 from jaxcomp import tasks
@@ -56,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         trainer.maybe_initialize_distributed(config)
         task, data = tasks.build(config)
         if args.eval_only:
-            ckpt = os.path.join(args.workdir, "checkpoints")
-            if not (os.path.isdir(ckpt) and any(d.isdigit() for d in os.listdir(ckpt))):
+            from jaxcomp.files import latest_complete_checkpoint
+
+            if latest_complete_checkpoint(args.workdir) is None:
                 raise trainer.CheckpointError(f"--eval-only: no checkpoint in {args.workdir} (an untrained model "
                                               f"would be scored)")
             config.unlock()

@@ -192,3 +192,19 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+CHECKPOINT_COMMIT_MARKERS = ("commit_success.txt", "_CHECKPOINT_METADATA")  # orbax writes one of them last
+
+
+def latest_complete_checkpoint(workdir: str | os.PathLike) -> int | None:
+    """The step of the newest *finished* checkpoint in ``workdir/checkpoints/<step>/`` (one holding
+    orbax's commit marker; an interrupted save has none), or ``None``. Reads folder names only,
+    without JAX or orbax, so a command can refuse a workdir before it starts anything."""
+    root = os.path.join(workdir, "checkpoints")
+    steps = sorted((int(d) for d in os.listdir(root) if d.isdigit()), reverse=True) if os.path.isdir(root) else []
+    for step in steps:
+        if any(os.path.exists(os.path.join(root, str(step), m)) for m in CHECKPOINT_COMMIT_MARKERS):
+            return step
+    return None
+

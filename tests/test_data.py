@@ -261,7 +261,7 @@ def test_folders_and_validation_images_that_would_train_or_score_on_less_say_so(
     for name in ("top/a.png", "top/sub/b.png", "top/sub/c.png"):
         Image.fromarray(rng.integers(0, 256, (20, 20, 3), np.uint8)).save(tmp_path / name)
     with caplog.at_level(logging.WARNING, logger="jaxcomp.data.images"):
-        assert [os.path.basename(p) for p in list_images(str(tmp_path / "top"))] == ["a.png"]
+        assert [os.path.basename(p) for p in list_images(str(tmp_path / "top"), warn_nested=True)] == ["a.png"]
     assert "2 images in its subfolders are not" in caplog.text
     with pytest.raises(DataError, match="its subfolders hold 1"):
         list_images(str(tmp_path))  # only the folder top/ (holding a.png) inside

@@ -41,7 +41,7 @@ __all__ = [
 
 def _split(files: list[str], data: ml_collections.ConfigDict) -> tuple[list[str], list[str]]:
     if data.get("val_path"):
-        return files, list_images(data.val_path)
+        return files, list_images(data.val_path, warn_nested=True)
     holdout = data.get("holdout", "hash")
     if data.source == "folder" and holdout in ("samples", "samples_val"):
         # the shipped photos' originals never train; "samples_val": only the "val" ones validate and
@@ -112,7 +112,7 @@ def _image_sources(data: ml_collections.ConfigDict):
         else:
             if not data.path:
                 raise DataError("data.source='folder' needs data.path (a folder of training images)")
-            files = list_images(data.path)
+            files = list_images(data.path, warn_nested=True)
         train_files, val_files = _split(files, data)
         train = ImageFolderSource(train_files, cache=data.cache)
         val = ImageFolderSource(val_files, cache=data.cache) if val_files else None

@@ -88,9 +88,10 @@ def load_image(path: str, keep_gray: bool = False) -> np.ndarray:
     return arr
 
 
-def list_images(path: str) -> list[str]:
-    """Sorted image files (by extension) directly inside folder ``path``; images in its subfolders
-    are not read, and a warning says how many there are (an error if the folder itself has none)."""
+def list_images(path: str, warn_nested: bool = False) -> list[str]:
+    """Sorted image files (by extension) directly inside folder ``path``. Images in its subfolders are
+    not read: an error says how many there are if the folder itself has none, and with
+    ``warn_nested`` (a user's training or validation folder) a warning counts them otherwise."""
     if not os.path.isdir(path):
         what = "is a file, not a folder" if os.path.exists(path) else "not found"
         raise DataError(f"image folder {what}: {path!r}")
@@ -101,7 +102,7 @@ def list_images(path: str) -> list[str]:
     if not files:
         hint = f"; its subfolders hold {nested}, but only files directly inside are read" if nested else ""
         raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {path!r}{hint}")
-    if nested:
+    if nested and warn_nested:
         logging.getLogger(__name__).warning(
             "%s: %d images directly inside are used; %d images in its subfolders are not", path, len(files), nested)
     return files
