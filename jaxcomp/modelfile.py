@@ -11,6 +11,7 @@ models shipped with the package are found by :mod:`jaxcomp.codecs.pretrained`.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Any
@@ -24,6 +25,14 @@ from jaxcomp.files import sha256_file, write_atomic
 
 class ModelLoadError(ValueError):
     """A checkpoint path that does not hold a usable model."""
+
+
+@functools.lru_cache(maxsize=16)
+def param_shapes(module: Any, *inputs: jax.ShapeDtypeStruct | None) -> Any:
+    """The parameter tree of ``module.init(rng, *inputs)`` (a Flax module; ``inputs`` as
+    ``jax.ShapeDtypeStruct`` or ``None``) with ``jax.ShapeDtypeStruct`` leaves: one abstract trace,
+    once per module and input shapes in a process. What :func:`check_params` compares against."""
+    return jax.eval_shape(module.init, jax.random.PRNGKey(0), *inputs)["params"]
 
 
 def check_params(params: Any, expected: Any, path: str) -> None:

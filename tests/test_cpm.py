@@ -245,6 +245,11 @@ def test_a_model_file_whose_notes_describe_other_layers_is_refused(tmp_path):
     (tmp_path / "m.json").write_text(json.dumps(notes))
     with pytest.raises(ModelLoadError, match=r"do not fit the architecture its .json describes.*instead of"):
         load_codec(str(tmp_path / "m.msgpack"))
+    from jaxcomp.vision.task import load_codec_task  # the understanding task's frozen codec, too
+
+    with pytest.raises(ModelLoadError, match=r"do not fit the architecture its .json describes"):
+        load_codec_task(str(tmp_path / "m.msgpack"))
+    assert load_codec_task(shipped_model("low"))[1].keys() == load_codec("low").params.keys()
 
 
 def test_damaged_or_foreign_bitstreams_give_clear_errors(codec, photo, cpm_tiny_config, cpm_tiny_params):

@@ -188,6 +188,33 @@ def test_command_line_roundtrip(state, config, photo, tmp_path, capsys):
         gc.load_codec(str(repo_model("l3c")))
 
 
+def test_model_files_whose_notes_describe_other_layers_are_refused(state, config, tmp_path):
+    """Parameters of the tiny model beside notes naming fewer residual blocks, another latent depth
+    or noise channels (an edited .json): the codec, the SC codec and the latent sampler refuse them
+    by name when loading, instead of decoding with part of the network or failing inside Flax."""
+    from jaxcomp.codecs.gc.sampler import load_frozen_gc
+    from jaxcomp.codecs.gc.sc_codec import load_sc_codec
+    from jaxcomp.modelfile import ModelLoadError
+
+    good = str(tmp_path / "good.msgpack")
+    export_params(state.params, config, good, {"note": "untrained, for tests"})
+    gc.load_codec(good)  # the notes that fit load
+    load_frozen_gc(good)
+    changes = {"fewer_blocks": [f"model.res_blocks={config.model.res_blocks - 1}"],
+               "channels": [f"model.channels={config.model.channels + 1}"],
+               "noise": ["model.noise_channels=2"]}
+    for name, overrides in changes.items():
+        path = str(tmp_path / f"{name}.msgpack")
+        export_params(state.params, apply_overrides(config, overrides), path, {"note": "edited notes"})
+        for load in (gc.load_codec, load_frozen_gc):
+            with pytest.raises(ModelLoadError, match="do not fit the architecture its .json describes"):
+                load(path)
+    sc = str(tmp_path / "sc.msgpack")
+    export_params(state.params, apply_overrides(config, ["model.semantic_classes=4"]), sc, {"note": "edited"})
+    with pytest.raises(ModelLoadError, match="do not fit the architecture its .json describes"):
+        load_sc_codec(sc)
+
+
 def repo_model(name):
     from jaxcomp.codecs.pretrained import PRETRAINED_DIR
 

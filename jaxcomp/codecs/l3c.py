@@ -1206,25 +1206,17 @@ class L3CCodec:
         return bits
 
 
-@functools.lru_cache(maxsize=8)
-def _param_shapes(spec: L3CSpec) -> Any:
-    """The parameter tree of ``L3C(spec)`` as shapes (one trace of ``init``, once per spec and process,
-    on an image with a side of ``2^(scales + 1)`` or 16, so that every scale has at least 2x2 pixels)."""
-    side = max(16, 2 ** (spec.scales + 1))
-    return jax.eval_shape(L3C(spec).init, jax.random.PRNGKey(0),
-                          jax.ShapeDtypeStruct((1, side, side, 3), jnp.uint8))["params"]
-
-
 def load_codec(checkpoint: str | None = None, tile: int = 512, window: int = DEFAULT_WINDOW,
                buckets: Any = "auto", top_levels: int | None = None, top_min_side: int | None = None) -> L3CCodec:
     """An :class:`L3CCodec` from the shipped model (default), an exported ``.msgpack`` or a workdir
     (``buckets``, ``top_levels``, ``top_min_side``: see :class:`L3CCodec`)."""
     from jaxcomp.codecs.pretrained import DEFAULT_L3C
-    from jaxcomp.modelfile import check_params, load_model
+    from jaxcomp.modelfile import check_params, load_model, param_shapes
 
     path = checkpoint or DEFAULT_L3C
     config, params, _ = load_model(path, task="l3c")
     spec = spec_from_config(config.model)
-    check_params(params, _param_shapes(spec), path)
+    side = max(16, 2 ** (spec.scales + 1))  # every scale at least 2x2 pixels
+    check_params(params, param_shapes(L3C(spec), jax.ShapeDtypeStruct((1, side, side, 3), jnp.uint8)), path)
     return L3CCodec(spec, params, tile=tile, window=window, buckets=buckets,
                     top_levels=top_levels, top_min_side=top_min_side)

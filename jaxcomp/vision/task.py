@@ -252,10 +252,11 @@ def _check_data(config: ml_collections.ConfigDict) -> None:
 
 def load_codec_task(path: str):
     """``(CPMTask of the model's own config, float32 params)`` of a CPM workdir or ``.msgpack``."""
-    from jaxcomp.codecs.cpm import CPMTask
+    from jaxcomp.codecs.cpm import CPMTask, check_model_params, spec_from_config
     from jaxcomp.modelfile import load_model
 
     config, params, _ = load_model(path, task="cpm")
+    check_model_params(params, spec_from_config(config.model), path)
     return CPMTask(config), jax.tree.map(jnp.asarray, params)
 
 

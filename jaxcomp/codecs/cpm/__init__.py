@@ -52,6 +52,7 @@ from jaxcomp.codecs.cpm.model import (
     Encoder,
     ResBlock,
     ResTrunk,
+    check_model_params,
     context_masks,
     expected_symbol_bits,
     importance_mask,
@@ -68,7 +69,7 @@ from jaxcomp.codecs.cpm.task import CPMTask, objective_weights
 
 __all__ = [
     "CPM", "FACTOR", "KMAP_SCALE", "MIN_REFINE", "OPERATING_POINTS", "CPMCodec", "CPMSpec", "CPMTask",
-    "ContextModel", "Decoder", "Encoder", "ResBlock", "ResTrunk", "check_image", "context_masks",
+    "ContextModel", "Decoder", "Encoder", "ResBlock", "ResTrunk", "check_image", "check_model_params", "context_masks",
     "expected_symbol_bits", "importance_mask", "kmap_bits", "kmap_neighbours", "load_codec", "objective_weights",
     "rate_terms", "rd_objective", "shipped_model", "spec_from_config", "symbol_bits", "unmasked_count",
     "wavefronts",

@@ -26,6 +26,7 @@ from jaxcomp.codecs.cpm.model import (
     FACTOR,
     KMAP_SCALE,
     CPMSpec,
+    check_model_params,
     context_masks,
     expected_symbol_bits,
     kmap_bits,
@@ -522,25 +523,18 @@ def shipped_model(point: str = "med") -> str:
     return os.path.join(PRETRAINED_DIR, f"cpm_{point}.msgpack")
 
 
-@functools.lru_cache(maxsize=8)
-def _param_shapes(spec: CPMSpec) -> Any:
-    """The parameter tree of ``CPM(spec)`` as shapes (one trace of ``init``, once per spec and process)."""
-    return jax.eval_shape(CPM(spec).init, jax.random.PRNGKey(0),
-                          jax.ShapeDtypeStruct((1, 16, 16, 3), jnp.float32))["params"]
-
-
 def load_codec(checkpoint: str | None = None, tile: int = 1024, refine: int = 0, refine_lr: float = 0.1,
                progress: bool = False) -> CPMCodec:
     """A :class:`CPMCodec` from a shipped operating point (``None``/``"med"``, ``"low"``,
     ``"high"``), an exported ``.msgpack`` or a training workdir; ``refine`` steps of encoder-side
     latent refinement under the model's own training objective (:meth:`CPMCodec.refine`)."""
-    from jaxcomp.modelfile import check_params, load_model
+    from jaxcomp.modelfile import load_model
 
     if checkpoint is None or checkpoint in OPERATING_POINTS:
         checkpoint = shipped_model(checkpoint or "med")
     config, params, _ = load_model(checkpoint, task="cpm")
     spec = spec_from_config(config.model)
-    check_params(params, _param_shapes(spec), checkpoint)
+    check_model_params(params, spec, checkpoint)
     return CPMCodec(spec, params, tile=tile, refine=refine,
                     objective=objective_weights(config.loss), refine_lr=refine_lr, progress=progress)
 

@@ -346,3 +346,12 @@ def rd_objective(w: dict, ms_ssim_: jax.Array, mse_: jax.Array, H: jax.Array) ->
     distortion = w["ms_ssim"] * (1.0 - jnp.mean(ms_ssim_)) + w["mse"] * jnp.mean(mse_)
     return distortion, w["beta"] * jnp.maximum(jnp.mean(H) - w["H_target"], 0.0)
 
+
+
+def check_model_params(params: dict, spec: CPMSpec, path: str) -> None:
+    """Raises :class:`jaxcomp.modelfile.ModelLoadError` unless ``params`` is exactly the tree of
+    ``CPM(spec)``: a model file whose ``.json`` names another architecture than its parameters is
+    refused by name instead of coding with part of them (or failing inside Flax)."""
+    from jaxcomp.modelfile import check_params, param_shapes
+
+    check_params(params, param_shapes(CPM(spec), jax.ShapeDtypeStruct((1, 16, 16, 3), jnp.float32)), path)

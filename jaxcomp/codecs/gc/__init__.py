@@ -5,10 +5,19 @@ task of the one trainer; ``codec``: real bitstreams (constriction) through the s
 """
 
 from jaxcomp.codecs.gc.codec import CHECKPOINTS, GCCodec, load_codec, shipped_model
-from jaxcomp.codecs.gc.model import FACTOR, GC, LEVELS, GCSpec, centers, prior_bits, spec_from_config
+from jaxcomp.codecs.gc.model import (
+                                     FACTOR,
+                                     GC,
+                                     LEVELS,
+                                     GCSpec,
+                                     centers,
+                                     check_generator_params,
+                                     prior_bits,
+                                     spec_from_config,
+)
 from jaxcomp.codecs.gc.task import GCTask
 
 __all__ = [
-    "CHECKPOINTS", "FACTOR", "GC", "LEVELS", "GCCodec", "GCSpec", "GCTask", "centers", "load_codec", "prior_bits",
-    "shipped_model", "spec_from_config",
+    "CHECKPOINTS", "FACTOR", "GC", "LEVELS", "GCCodec", "GCSpec", "GCTask", "centers", "check_generator_params",
+    "load_codec", "prior_bits", "shipped_model", "spec_from_config",
 ]

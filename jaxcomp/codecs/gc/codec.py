@@ -26,7 +26,16 @@ import numpy as np
 
 from jaxcomp.codecs import common
 from jaxcomp.codecs.gc import context
-from jaxcomp.codecs.gc.model import FACTOR, GC, LEVELS, GCSpec, centers, spec_from_config, to_pixels
+from jaxcomp.codecs.gc.model import (
+    FACTOR,
+    GC,
+    LEVELS,
+    GCSpec,
+    centers,
+    check_generator_params,
+    spec_from_config,
+    to_pixels,
+)
 
 CHECKPOINTS = ("c2", "c4", "c8")
 DEFAULT_CHECKPOINT = "c4"
@@ -234,4 +243,6 @@ def load_codec(checkpoint: str | None = None) -> GCCodec:
     config, params, _ = load_model(checkpoint, task="gc")
     if "generator" not in params:
         raise ModelLoadError(f"{checkpoint}: not a GC model (no generator parameters)")
-    return GCCodec(spec_from_config(config.model), params["generator"], params.get("context_logits"))
+    spec = spec_from_config(config.model)
+    check_generator_params(params["generator"], spec, checkpoint)
+    return GCCodec(spec, params["generator"], params.get("context_logits"))

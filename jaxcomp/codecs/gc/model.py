@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -201,3 +202,18 @@ def prior_bits(prior_logits: jax.Array, symbols: jax.Array) -> jax.Array:
     logp = jax.nn.log_softmax(prior_logits, axis=-1)
     onehot = jax.nn.one_hot(symbols, LEVELS, dtype=jnp.float32)
     return -jnp.sum(onehot * logp, axis=(-2, -1)) / jnp.log(2.0)
+
+
+def check_generator_params(params: Any, spec: GCSpec, path: str) -> None:
+    """Raises :class:`jaxcomp.modelfile.ModelLoadError` unless ``params`` (a model file's
+    ``params["generator"]``) is exactly the tree of ``GC(spec)``: a ``.json`` naming another width,
+    channel count or number of residual blocks than the parameters is refused by name instead of
+    decoding with part of them (or failing inside Flax)."""
+    from jaxcomp.modelfile import check_params, param_shapes
+
+    side = 4 * FACTOR
+    image = jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32)
+    noise = (jax.ShapeDtypeStruct((1, side // FACTOR, side // FACTOR, spec.noise_channels), jnp.float32)
+             if spec.noise_channels else None)
+    semantic = jax.ShapeDtypeStruct((1, side, side), jnp.int32) if spec.semantic_classes else None
+    check_params(params, param_shapes(GC(spec), image, noise, semantic), path)

@@ -34,7 +34,16 @@ import numpy as np
 from jaxcomp.codecs import common
 from jaxcomp.codecs.gc import context
 from jaxcomp.codecs.gc.codec import check_image
-from jaxcomp.codecs.gc.model import FACTOR, GC, LEVELS, GCSpec, centers, spec_from_config, to_pixels
+from jaxcomp.codecs.gc.model import (
+    FACTOR,
+    GC,
+    LEVELS,
+    GCSpec,
+    centers,
+    check_generator_params,
+    spec_from_config,
+    to_pixels,
+)
 
 SC_FORMAT = 1       # of the SC payloads inside the container
 CONTEXT_BONUS = 8   # initial extra count of the left and of the up label (see the module docstring)
@@ -339,4 +348,5 @@ def load_sc_codec(checkpoint: str) -> SCCodec:
     spec = spec_from_config(config.model)
     if not spec.semantic_classes:
         raise ModelLoadError(f"{checkpoint}: a global (GC) model, not a selective one; use --codec gc")
+    check_generator_params(params["generator"], spec, checkpoint)
     return SCCodec(spec, params["generator"])
