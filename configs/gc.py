@@ -61,6 +61,8 @@ def get_config(variant: str = "paper_c4") -> ml_collections.ConfigDict:
         channels=channels, width=1.0, res_blocks=9, sigma=1.0, noise_channels=0, semantic_classes=0,
         disc_features=64, disc_scales=3, disc_layers=3,
     ))
+    # beta: weight of a rate term (the prior's bits of the latent, soft-to-hard gradient: model.soft_prior_bits);
+    # 0 in every shipped config: the rate is then bounded by C * log2(5) / 256 bpp through C alone
     c.loss = ml_collections.ConfigDict(dict(gan="lsgan", lambda_mse=10.0, lambda_fm=10.0, beta=0.0))
     c.gan = ml_collections.ConfigDict(dict(mode="joint", d_steps=1, warmup_steps=0))
     c.optimizer = ml_collections.ConfigDict(dict(

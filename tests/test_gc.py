@@ -261,6 +261,33 @@ def test_generator_loss_terms(config, state):
     assert all(float(jnp.abs(x).max()) == 0 for x in jax.tree.leaves(grads["encoder"]))
 
 
+def test_rate_term_moves_latents_towards_the_cheap_centres(config, state):
+    """beta > 0: the rate's value is the prior's bits of the hard symbols, and its gradient pulls w
+    towards the centres the prior codes cheaply (soft-to-hard), whichever side they are on."""
+    from jaxcomp.codecs.gc.model import soft_prior_bits
+
+    w = jnp.array([[[[0.3, -0.2]]]])  # [1, 1, 1, C=2]
+    for cheap, sign in ((0, 1.0), (4, -1.0)):  # cheapest centre -2 (w should fall) or +2 (w should rise)
+        logits = jnp.zeros((2, 5)).at[:, cheap].set(3.0)
+        bits, grad = jax.value_and_grad(lambda v, p=logits: jnp.sum(soft_prior_bits(v, p, 1.0)))(w)
+        assert float(bits) == pytest.approx(float(gc.prior_bits(logits, jnp.array([[[[2, 2]]]])).sum()), rel=1e-6)
+        assert np.all(np.sign(np.asarray(grad)) == sign), (cheap, grad)
+    # through the task: the rate term is in the generator's loss and changes its gradient
+    task = tasks.build_task(config)[0]
+    batch = {"image": np.asarray(jax.random.uniform(jax.random.PRNGKey(3), (1, 32, 32, 3), maxval=255.0))}
+    with_rate = tasks.build_task(apply_overrides(config, ["loss.beta=1.0"]))[0]
+    params = jax.tree.map(lambda a: a, state.params)  # a prior that is not uniform (a uniform one has no slope)
+    params["generator"]["prior_logits"] = jnp.tile(jnp.arange(5.0), (config.model.channels, 1))
+    (l0, _), g0 = jax.value_and_grad(task.generator_loss, has_aux=True)(params, batch, jax.random.PRNGKey(0), 1.0)
+    (l1, _), g1 = jax.value_and_grad(with_rate.generator_loss, has_aux=True)(params, batch, jax.random.PRNGKey(0), 1.0)
+    out = task.forward(params, batch, jax.random.PRNGKey(0))
+    rate = float(jnp.mean(gc.prior_bits(out["prior_logits"], out["symbols"]))) / config.model.channels
+    assert float(l1 - l0) == pytest.approx(rate, rel=1e-4)
+    enc0 = jax.tree.leaves(g0["generator"]["encoder"])
+    enc1 = jax.tree.leaves(g1["generator"]["encoder"])
+    assert any(not np.allclose(a, b) for a, b in zip(enc0, enc1))
+
+
 def test_latent_sampler_trains_on_frozen_latents_and_samples_centres(state, config, repo, tmp_path):
     """The WGAN-GP sampler: alternate critic/generator steps on the frozen GC's latents; samples are
     quantized to the centres; the sample script writes its table and grids."""

@@ -204,6 +204,23 @@ def prior_bits(prior_logits: jax.Array, symbols: jax.Array) -> jax.Array:
     return -jnp.sum(onehot * logp, axis=(-2, -1)) / jnp.log(2.0)
 
 
+def soft_prior_bits(w: jax.Array, prior_logits: jax.Array, sigma: float) -> jax.Array:
+    """Bits of the quantized latent under the factorized prior, differentiable in ``w``.
+
+    ``w`` ``float32 [..., C]`` (the encoder's output, before quantization), ``prior_logits``
+    ``[C, 5]`` -> ``float32 [...]`` summed over channels. The value is :func:`prior_bits` of the
+    nearest centres; the gradient is that of the expected bits under the quantizer's soft
+    assignment ``softmax(-sigma * (w - c)^2)`` (soft-to-hard, as the quantizer's own gradient), so a
+    rate term moves each latent towards the centres the prior codes cheaply. The prior itself gets
+    no gradient here (it is fitted by its own term)."""
+    d = jnp.square(w[..., None] - centers())
+    soft = jax.nn.softmax(-sigma * d, axis=-1)
+    hard = jax.nn.one_hot(jnp.argmin(d, axis=-1), LEVELS, dtype=jnp.float32)
+    weights = hard + soft - jax.lax.stop_gradient(soft)
+    logp = jax.lax.stop_gradient(jax.nn.log_softmax(prior_logits, axis=-1))
+    return -jnp.sum(weights * logp, axis=(-2, -1)) / jnp.log(2.0)
+
+
 def check_generator_params(params: Any, spec: GCSpec, path: str) -> None:
     """Raises :class:`jaxcomp.modelfile.ModelLoadError` unless ``params`` (a model file's
     ``params["generator"]``) is exactly the tree of ``GC(spec)``: a ``.json`` naming another width,

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxcomp.codecs.gc import semantic as sc
-from jaxcomp.codecs.gc.model import FACTOR, GC, prior_bits, spec_from_config, to_pixels, to_unit
+from jaxcomp.codecs.gc.model import FACTOR, GC, prior_bits, soft_prior_bits, spec_from_config, to_pixels, to_unit
 from jaxcomp.gan import (
     MultiScaleDiscriminator,
     d_loss,
@@ -137,7 +137,10 @@ class GCTask:
         prior_fit = jnp.mean(prior_bits(out["prior_logits"], symbols)) / self.spec.channels
         rate = 0.0
         if c.get("beta", 0.0):
-            rate = c.beta * jnp.mean(self._soft_bits(out)) / self.spec.channels
+            bits = soft_prior_bits(out["w"], out["prior_logits"], self.spec.sigma)  # [B, h, w]
+            if heat is not None:  # SC: only the preserved symbols are sent
+                bits = bits * heat
+            rate = c.beta * jnp.mean(bits) / self.spec.channels
         loss = adversarial * (adv + c.lambda_fm * fm) + c.lambda_mse * mse + prior_fit + rate
         pixels = float(x.shape[1] * x.shape[2])
         image = batch["image"].astype(jnp.float32)
@@ -152,13 +155,6 @@ class GCTask:
         if heat is not None:
             metrics["preserved"] = jnp.mean(heat)
         return loss, (metrics, x_hat)
-
-    def _soft_bits(self, out: dict[str, jax.Array]) -> jax.Array:
-        """Bits of the latent under the prior with the straight-through symbols' soft gradient."""
-        logp = jax.nn.log_softmax(out["prior_logits"], -1) / jnp.log(2.0)  # [C, 5]
-        # w_hat's value in the forward pass is the centre; its gradient flows into w
-        weights = jax.nn.one_hot(out["symbols"], 5) + (out["w_hat"] - jax.lax.stop_gradient(out["w_hat"]))[..., None]
-        return -jnp.sum(weights * jax.lax.stop_gradient(logp), axis=(-2, -1))
 
     def discriminator_loss(self, params: Any, batch: dict[str, jax.Array], fake: jax.Array, rng: jax.Array
                            ) -> tuple[jax.Array, dict[str, jax.Array]]:
