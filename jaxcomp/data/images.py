@@ -400,6 +400,7 @@ class ImageBatches:
         self.crop, self.flip, self.downscale = crop, flip, tuple(downscale)
         self.eval_crop, self.seed = eval_crop, seed
         self.process_index, self.process_count = process_index, process_count
+        self._warned_small = False  # the warning about validation images too small to tile, once a run
 
     def train_batch(self, step: int) -> dict[str, np.ndarray]:
         """This host's part of global batch ``step``: ``{'image': uint8 [B_local, crop, crop, 3]}``."""
@@ -422,7 +423,8 @@ class ImageBatches:
             raise DataError(f"every validation image is smaller than data.eval_crop={self.eval_crop} "
                             f"(e.g. {self.val[0].shape[0]}x{self.val[0].shape[1]}): nothing to evaluate; "
                             f"lower data.eval_crop")
-        if small:
+        if small and not self._warned_small:
+            self._warned_small = True
             logging.getLogger(__name__).warning("%d of %d validation images are smaller than data.eval_crop=%d "
                                                 "and are not evaluated", len(small), len(tiles), self.eval_crop)
         return np.concatenate(tiles)

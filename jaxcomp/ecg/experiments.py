@@ -361,7 +361,8 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> str:
 
 
 def results_table(rows: list[dict]) -> str:
-    """Markdown: one line per (model, seed, fold), then mean +- std over all runs of each model."""
+    """Markdown: one line per (model, seed, fold), then mean +- std over all runs of each model (the
+    population std, ddof 0, as every ECG table; docs/ecg.md says so)."""
     keys = ["f1", "f1_N", "f1_A", "f1_O", "f1_~", "accuracy"]
     head = "| model | seed | fold | n eval | " + " | ".join(k.replace("f1_~", "f1_noisy") for k in keys) + \
         " | train s |\n|" + "---|" * (len(keys) + 5)

@@ -403,6 +403,9 @@ def train(
     start_step = manager.latest_step() or 0
     batches = data.train_batches(start_step)
     first = next(batches)
+    if config.eval_every and start_step < config.steps:
+        # the validation data's own checks (e.g. every image smaller than data.eval_crop) before any training
+        next(iter(data.eval_batches(config.eval_batch_size)), None)
     if start_step:
         state = restore_checkpoint(manager, abstract_state(task, first, init_rng, mesh), start_step)
         log.info("resumed from %s at step %d", manager.directory, start_step)

@@ -347,7 +347,6 @@ def rd_objective(w: dict, ms_ssim_: jax.Array, mse_: jax.Array, H: jax.Array) ->
     return distortion, w["beta"] * jnp.maximum(jnp.mean(H) - w["H_target"], 0.0)
 
 
-
 def check_model_params(params: dict, spec: CPMSpec, path: str) -> None:
     """Raises :class:`jaxcomp.modelfile.ModelLoadError` unless ``params`` is exactly the tree of
     ``CPM(spec)``: a model file whose ``.json`` names another architecture than its parameters is

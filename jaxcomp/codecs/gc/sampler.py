@@ -125,13 +125,19 @@ class LatentSamplerTask:
         real = self.latents(state.model_state["gc"], batch["image"])
 
         def discriminator_loss(params, batch, fake, rng):
-            critic = lambda w: self.critic.apply({"params": params["discriminator"]}, w)
-            wasserstein = -d_loss("wgan", critic(real), critic(fake))
-            penalty = gradient_penalty(critic, real, fake, rng)
-            return -wasserstein + self.gp * penalty, {"wasserstein": wasserstein, "gp": penalty}
+            return self.critic_loss(params, real, fake, rng)
 
         return two_player_step(state, batch, rng, self.schedule, self.generate, self.generator_loss,
                                discriminator_loss)
+
+    def critic_loss(self, params: Any, real: jax.Array, fake: jax.Array, rng: jax.Array
+                    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """WGAN-GP's critic loss on latents ``[B, h, w, C]``: ``-(E[c(real)] - E[c(fake)]) + gp *
+        penalty`` (the penalty at interpolates of real and fake, drawn with ``rng``)."""
+        critic = lambda w: self.critic.apply({"params": params["discriminator"]}, w)  # noqa: E731
+        wasserstein = -d_loss("wgan", critic(real), critic(fake))
+        penalty = gradient_penalty(critic, real, fake, rng)
+        return -wasserstein + self.gp * penalty, {"wasserstein": wasserstein, "gp": penalty}
 
     def eval_step(self, state: TwoPlayerState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
         """Per-example critic scores of real latents and of as many samples (fixed key): their
@@ -161,12 +167,18 @@ def sample_images(task: LatentSamplerTask, params: Any, n: int, seed: int = 0) -
     return decode_latents(task, w)
 
 
-def prior_sample_images(task: LatentSamplerTask, n: int, seed: int = 0) -> np.ndarray:
-    """The baseline: latent symbols drawn i.i.d. from GC's factorized prior, decoded by G."""
+def prior_sample_latents(task: LatentSamplerTask, n: int, seed: int = 0) -> jax.Array:
+    """Latents ``float32 [n, h, w, C]`` (centres) whose symbols are drawn i.i.d. from GC's factorized
+    prior, each channel from its own row of ``prior_logits [C, 5]``."""
     logits = jnp.asarray(task.gc_params["prior_logits"])  # [C, 5]
     shape = (n, task.side, task.side, task.gc_spec.channels)
     symbols = jax.random.categorical(jax.random.PRNGKey(seed), jnp.broadcast_to(logits, shape + (LEVELS,)))
-    return decode_latents(task, centers()[symbols])
+    return centers()[symbols]
+
+
+def prior_sample_images(task: LatentSamplerTask, n: int, seed: int = 0) -> np.ndarray:
+    """The baseline: latent symbols drawn i.i.d. from GC's factorized prior, decoded by G."""
+    return decode_latents(task, prior_sample_latents(task, n, seed))
 
 
 def decode_latents(task: LatentSamplerTask, w_hat: jax.Array, seed: int = 0) -> np.ndarray:
