@@ -369,6 +369,15 @@ def test_epoch_order_follows_the_seed_host_flips_are_mirrors_and_channels_standa
     order = [ClassificationBatches((x, y), None, 16, seed=seed)._indices(0) for seed in (0, 0, 1)]
     np.testing.assert_array_equal(order[0], order[1])
     assert not np.array_equal(order[0], order[2])
+    # every epoch is a new permutation (64 examples, 4 steps an epoch); host augmentation draws anew each step
+    data = ClassificationBatches((x, y), None, 16, seed=0)
+    epochs = [np.concatenate([data._indices(4 * e + s) for s in range(4)]) for e in range(3)]
+    assert all(np.array_equal(np.sort(e), np.arange(64)) for e in epochs)
+    assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[1], epochs[2])
+    same = np.repeat(x[:1], 64, 0)  # one image everywhere: a batch differs only by its crops and flips
+    shifted = ClassificationBatches((same, y), None, 16, augment="crop_flip", pad=2, seed=0)
+    crops = [shifted.train_batch(s)["image"] for s in range(3)]
+    assert not np.array_equal(crops[0], crops[1]) and not np.array_equal(crops[1], crops[2])
     out = augment(x, np.random.default_rng(1), "crop_flip", 0)
     mirrored = np.array([np.array_equal(o, xi[:, ::-1]) for o, xi in zip(out, x)])
     kept = np.array([np.array_equal(o, xi) for o, xi in zip(out, x)])

@@ -31,6 +31,18 @@ def test_importance_mask_is_the_papers_3d_mask():
     np.testing.assert_array_equal(np.asarray(cpm.unmasked_count(jnp.asarray(m)[None])), [[0, 2, 4]])
 
 
+def test_bottleneck_reads_the_importance_map_from_channel_0_and_codes_the_others(cpm_tiny_config, cpm_tiny_params):
+    """The encoder's raw output is ``[y, z_1 .. z_C]``: the importance map comes from y alone and
+    the C coded values are the other channels, masked."""
+    spec = cpm.spec_from_config(cpm_tiny_config.model)
+    model = cpm.CPM(spec)
+    raw = jax.random.normal(jax.random.PRNGKey(0), (1, 3, 4, spec.channels + 1)) * 2.0
+    out = model.apply({"params": cpm_tiny_params}, raw, method=cpm.CPM.bottleneck)
+    mask = cpm.importance_mask(raw[..., 0], spec.channels)
+    np.testing.assert_allclose(out["mask"], mask, rtol=1e-6)
+    np.testing.assert_allclose(out["z"], raw[..., 1:] * mask, rtol=1e-6)
+
+
 def test_rate_penalty_is_a_hinge_above_the_target():
     """``beta * max(mean(H) - H_target, 0)``: bits above the target cost, bits below it do not
     (guards the mutant `cpm/rate-hinge-flipped`)."""
@@ -209,6 +221,9 @@ def test_masked_symbols_are_not_coded(codec, photo):
     bit_map, k2 = codec.bit_map(image)
     np.testing.assert_array_equal(k, k2)
     assert (bit_map[k == 0] == 0).all()
+    # the map holds every coded channel's bits at its position: with the importance map's bits, the total
+    kmap = float(cpm.kmap_bits(cpm.KMAP_SCALE * codec.params["kmap_logits"], jnp.asarray(k)[None])[0])
+    assert float(bit_map.sum()) + kmap == pytest.approx(bits, rel=1e-4)
 
 
 def test_grayscale_roundtrip(codec, photo):
@@ -287,6 +302,54 @@ def test_training_step_lowers_the_loss_and_reports_rates(cpm_tiny_config):
     assert ev["bpp"].shape == (2,) and ((ev["ms_ssim"] > 0) & (ev["ms_ssim"] <= 1)).all()
 
 
+def test_training_objective_is_its_terms_value_and_gradient(cpm_tiny_config, cpm_tiny_params):
+    """The loss is distortion + beta * max(H_soft - H_target, 0) (the soft 3D mask: the importance
+    map learns from it) + mean(H_fit) (fits the context model and the map's prior on the hard mask)
+    + weight decay + centre decay, in value and in gradient; the context model sends no gradient
+    into the encoder (it sees the symbols as constants). Objectives: ``ms_ssim`` (+ ``mix_mse``
+    MSE) and ``mse``."""
+    from jaxcomp.configs import apply_overrides
+    from jaxcomp.train import l2_penalty
+
+    config = apply_overrides(cpm_tiny_config, ["loss.mix_mse=0.5", "loss.beta=7.0", "loss.H_target=0.05",
+                                               "loss.weight_decay=0.01", "loss.center_decay=0.3"])
+    w = cpm.objective_weights(config.loss)
+    assert w == dict(ms_ssim=config.loss.K_ms_ssim, mse=0.5, beta=7.0, H_target=0.05)
+    mse_w = cpm.objective_weights(apply_overrides(config, ["loss.distortion=mse", "loss.K_mse=3.0"]).loss)
+    assert mse_w == dict(ms_ssim=0.0, mse=3.0, beta=7.0, H_target=0.05)
+    task = cpm.CPMTask(config)
+    photo = load_image(sample_image_paths()[0])
+    image = jnp.asarray(np.stack([photo[:32, :32], photo[40:72, 40:72]]))
+
+    def by_hand(params):
+        m, rates, _ = task.forward(params, image)
+        distortion = w["ms_ssim"] * (1 - jnp.mean(m["ms_ssim"])) + w["mse"] * jnp.mean(m["mse"])
+        penalty = w["beta"] * (jnp.mean(rates["H_soft"]) - w["H_target"])
+        ae = {k: params[k] for k in ("encoder", "decoder")}
+        decay = l2_penalty(ae, 0.01, min_ndim=2) + 0.5 * 0.3 * jnp.sum(jnp.square(params["centers"]))
+        return distortion + penalty + jnp.mean(rates["H_fit"]) + decay
+
+    params = jax.tree.map(jnp.asarray, cpm_tiny_params)
+    @jax.jit
+    def everything(p):  # one compilation
+        rate = lambda q, k: jnp.mean(task.forward(q, image)[1][k])  # noqa: E731
+        return (jax.value_and_grad(task.loss, has_aux=True)(p, image), jax.value_and_grad(by_hand)(p),
+                jax.grad(rate)(p, "H_fit"), jax.grad(rate)(p, "H_soft"), rate(p, "H_soft"))
+
+    ((total, _), grads), (want, want_grads), fit_grads, soft_grads, h_soft = everything(params)
+    assert float(h_soft) > 0.05  # the hinge is active
+    assert float(total) == pytest.approx(float(want), rel=1e-5)
+    for path, g in jax.tree_util.tree_leaves_with_path(grads):
+        h = want_grads
+        for k in path:
+            h = h[k.key]
+        np.testing.assert_allclose(g, h, rtol=1e-4, atol=1e-6 * float(jnp.abs(h).max() + 1), err_msg=str(path))
+    # H_fit's gradient reaches the context model and the map's prior, never the encoder
+    assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(fit_grads["encoder"]))
+    assert any(float(jnp.abs(g).max()) > 0.0 for g in jax.tree.leaves(fit_grads["context"]))
+    assert any(float(jnp.abs(g).max()) > 0.0 for g in jax.tree.leaves(soft_grads["encoder"]))  # the map
+
+
 def test_config_errors_are_clear(cpm_tiny_config):
     from jaxcomp.configs import ConfigError, apply_overrides
 
@@ -326,6 +389,25 @@ def test_latent_refinement_lowers_the_objective_and_any_codec_of_the_model_decod
     big = [t[0] for t in trace_big]
     assert np.argmin(big) < len(big) - 1
     assert evaluate(z_big) == pytest.approx(min(big), rel=1e-5)
+    # the rate's gradient is that of the expected bits (soft assignment to the centres), not of the
+    # hard symbols' bits: with the distortion off, Adam's first step moves z by -lr * sign(gradient)
+    rate_only = {"ms_ssim": jnp.float32(0.0), "mse": jnp.float32(0.0), "beta": jnp.float32(1.0),
+                 "H_target": jnp.float32(0.0)}
+
+    def rate(z):
+        model = cpm.CPM(codec.spec, subpixel_decoder=True)
+        out = model.apply({"params": codec.params}, z, method=cpm.CPM.bottleneck)
+        out["logits"] = model.apply({"params": codec.params}, out["q"], method=cpm.CPM.context_logits)
+        out["kmap_logits"] = cpm.KMAP_SCALE * codec.params["kmap_logits"]
+        bc = cpm.expected_symbol_bits(out["logits"], out["z"], out["symbols"], codec.params["centers"],
+                                      codec.spec.sigma)
+        return jnp.mean(cpm.rate_terms(codec.spec, out, bc)["H_soft"])
+
+    moved = step(codec.params, rate_only, jnp.float32(1e-3), z0, optax.scale_by_adam().init(z0), x)[0] - z0
+    g = np.asarray(jax.grad(rate)(z0))
+    big_g = np.abs(g) > 1e-3 * np.abs(g).max()
+    assert big_g.sum() > 100
+    np.testing.assert_array_equal(np.sign(np.asarray(moved))[big_g], -np.sign(g)[big_g])
     symbols, k = refined.analyse(image)
     assert refined.analyse(image)[0] is symbols  # remembered: compress, reconstruct, estimate refine once
     plain_symbols, plain_k = codec.analyse(image)

@@ -310,3 +310,26 @@ def test_real_data(monkeypatch):
     for split in ds.SPLITS:
         assert not shipped & {os.path.basename(p) for p in ds.texture_split(list_images(photos), split)}
     assert len(ds.split_digits(mnist, "val")[0]) == 10_000
+
+
+def test_each_split_of_a_scenes_config_holds_its_own_scenes(fake):
+    """``config.data`` of the digit scenes: the understanding task's splits and the codec's training
+    and validation sources (``build_image_data``) are the scenes of their own split."""
+    import ml_collections
+
+    from jaxcomp.data import build_image_data
+    from jaxcomp.vision.data import split_images
+
+    data = ml_collections.ConfigDict(dict(
+        source="digit_scenes", kind="classification", size=32, digits=(1, 1), digit_size=(20, 28), scene_seed=0,
+        num_train=4, num_val=3, num_test=2, mnist_path=fake[0], photos_path=fake[1], cache_dir="",
+        batch_size=2, crop=32, flip=False, downscale=(1.0, 1.0), eval_crop=32, seed=0))
+    spec = ds.SceneSpec(size=32, digits=(1, 1), digit_size=(20, 28))
+    images = {}
+    for split in ds.SPLITS:
+        images[split] = split_images(data, split)[0]
+        np.testing.assert_array_equal(images[split], ds.build_scenes(spec, split, data[f"num_{split}"], *fake)["image"])
+    codec_data = build_image_data(data)
+    np.testing.assert_array_equal(codec_data.train.images, images["train"])
+    np.testing.assert_array_equal(codec_data.val.images, images["val"])
+    assert not np.array_equal(images["train"][:3], images["val"])

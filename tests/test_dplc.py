@@ -181,6 +181,64 @@ def test_each_objective_trains_the_players_it_should(repo, batch, objective, mod
     assert all(np.isfinite(float(v)) for v in m2.values())
 
 
+def test_critic_losses_distortions_and_stage_evaluations_by_hand(repo, batch, generator_params):
+    """The image critic's loss (WGAN-GP: -(E[c(x)] - E[c(fake)]) + gp * penalty, real images in
+    [-1, 1]; the GAN baseline's LSGAN D loss on real vs fake), the distortions (rmse = sqrt(mse)),
+    stage 2's latent B(E(x), u(rng)) and stage 1's evaluation of G(F(x)), each against its formula."""
+    x = dm.to_model_range(batch["image"])
+    y = x[::-1]
+    assert float(distortion("mse", x, y)) == pytest.approx(float(np.mean((np.asarray(x) - np.asarray(y)) ** 2)),
+                                                           rel=1e-6)
+    assert float(distortion("rmse", x, y)) == pytest.approx(math.sqrt(float(distortion("mse", x, y))), rel=1e-6)
+    wpp = DPLCGeneratorTask(_config(repo, "tiny", **{"loss.gp": 3.0}))
+    state = jit_init(wpp.init)(jax.random.PRNGKey(0), batch)
+    rng = jax.random.PRNGKey(2)
+
+    @jax.jit
+    def stage1(params):  # the task's critic loss and the formula's pieces, in one compilation
+        fake = wpp.generate(params, batch, jax.random.PRNGKey(1))
+        critic = lambda v: wpp.critic.critic.apply({"params": params["discriminator"]}, v)  # noqa: E731
+        return (wpp.discriminator_loss(params, batch, fake, rng), jnp.mean(critic(x)) - jnp.mean(critic(fake)),
+                gan.gradient_penalty(critic, x, fake, rng))
+
+    (loss, m), w, penalty = stage1(state.params)
+    assert float(m["wasserstein"]) == pytest.approx(float(w), rel=1e-5)
+    assert float(loss) == pytest.approx(float(-w + 3.0 * penalty), rel=1e-5)
+    # stage 1's evaluation scores the reconstruction G(F(x)), in [0, 255]^2
+    ev = jax.jit(wpp.eval_step)(state, batch)
+    recon = jax.jit(lambda p: dm.to_pixels(wpp.decode(p, wpp.encode(p, x))))(state.params)
+    np.testing.assert_allclose(ev["mse"], np.mean((np.asarray(recon) - batch["image"]) ** 2, axis=(1, 2, 3)),
+                               rtol=1e-5)
+    # the GAN baseline's discriminator: LSGAN on real against fake
+    task = DPLCTask(_config(repo, "tiny_gan"), generator_params)
+    s2 = jit_init(task.init)(jax.random.PRNGKey(1), batch)
+
+    @jax.jit
+    def stage2(params):
+        fake2 = task.generate(params, batch, rng)
+        score = lambda v: task.critic.critic.apply({"params": params["discriminator"]}, v)  # noqa: E731
+        code, _ = task.encode(params, x)
+        return (task.discriminator_loss(params, batch, fake2, rng)[0], gan.d_loss("lsgan", score(x), score(fake2)),
+                task.forward(params, batch["image"], rng)["z"],
+                task.latent(params, code, dm.map_noise(task.spec, rng, 4)))
+
+    d2, want_d2, z_task, z = stage2(s2.params)
+    assert float(d2) == pytest.approx(float(want_d2), rel=1e-5)
+    # stage 2: z = B(E(x), u) with u drawn from the step's key (not the MMD's prior key)
+    np.testing.assert_allclose(z_task, z, rtol=1e-5, atol=1e-6)
+
+
+def test_generators_end_in_tanh(repo):
+    """G's images lie in [-1, 1] (tanh) even with weights far from their initialisation."""
+    g = dm.Generator(dm.spec_from_config(_config(repo, "tiny").model))
+    z = 10.0 * jax.random.normal(jax.random.PRNGKey(0), (2, g.spec.latent))
+    rng = np.random.default_rng(1)
+    p = jax.tree.map(lambda a: jnp.asarray(5.0 * rng.standard_normal(a.shape), jnp.float32),
+                     jax.eval_shape(g.init, jax.random.PRNGKey(1), z)["params"])
+    out = jax.jit(g.apply)({"params": p}, z)
+    assert float(jnp.abs(out).max()) <= 1.0 and float(jnp.abs(out).max()) > 0.9
+
+
 def test_objective_and_schedule_must_agree(repo):
     with pytest.raises(ValueError, match="gan.mode='none'"):
         DPLCGeneratorTask(_config(repo, "tiny", objective="wae"))

@@ -79,6 +79,19 @@ def test_scores_measure_reconstructions_and_samples_separately():
     assert np.abs(other_z.astype(int) - samples.astype(int)).max() > 100
     only, _, none = dplc_generators.score(_IdentityModel("wgan"), None, test, mean_gap, seed=0)
     assert none is None and set(only) == {"sample_distance"}
+    # a Gaussian prior of variance 4: the latent MMD is measured against that prior with its kernel scale
+    import jax
+
+    from jaxcomp.codecs.dplc.model import sample_prior, to_model_range
+    from jaxcomp.gan import mmd_imq
+
+    wide = _IdentityModel("wae")
+    wide.spec = SimpleNamespace(latent=16, prior="gaussian", prior_var=4.0)
+    got, _, _ = dplc_generators.score(wide, None, test, mean_gap, seed=0, batch=128)
+    fx = np.asarray(to_model_range(test)).reshape(len(test), -1)
+    prior = sample_prior(wide.spec, jax.random.fold_in(jax.random.PRNGKey(0), 2**31), len(test))
+    assert got["latent_mmd"] == pytest.approx(float(mmd_imq(jnp.asarray(fx), prior, 4.0)), rel=1e-4)
+    assert got["latent_mmd"] != pytest.approx(float(mmd_imq(jnp.asarray(fx), prior, 1.0)), rel=1e-2)
 
 
 def test_summary_has_one_row_per_objective_with_the_spread_over_seeds():

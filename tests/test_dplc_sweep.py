@@ -4,6 +4,7 @@ whole sweep on the tiny config."""
 import json
 import os
 
+import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
@@ -112,6 +113,13 @@ def test_stage2_runs_take_the_stage1_generators_sizes(repo):
         assert s.seed == s.data.seed == 2
     assert set(GENERATOR_FIELDS) >= {"image_size", "channels", "latent", "features", "prior", "prior_var",
                                                 "upsample"}
+    # sweep.mmd is DPLC's lambda (one value, or one per rate); the baselines keep theirs (no MMD)
+    for mmd, want in ((7.0, (7.0, 7.0)), ((2.0, 3.0), (2.0, 3.0))):
+        c.sweep = ml_collections.ConfigDict(dict(c.sweep.to_dict(), rates=((32, 4), (8, 2)), mmd=mmd))
+        got = tuple(dplc_sweep.stage2_config(c, "dplc", m, levels, seed=0).loss.mmd for m, levels in c.sweep.rates)
+        assert got == want
+        for method in ("cae", "gan"):
+            assert dplc_sweep.stage2_config(c, method, 32, 4, seed=0).loss.mmd == 0.0
 
 
 def test_distribution_metric_reuses_the_report_sets_features_only_for_that_set():

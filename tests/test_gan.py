@@ -51,6 +51,20 @@ def test_the_discriminator_sees_three_scales():
         dc.apply({"params": pc}, x, cond[:, :16])
 
 
+def test_patch_discriminator_is_pix2pixhds_layout():
+    """C64-C128-C256-C512 (widths doubling, capped at 8x), instance norm on every block but the first."""
+    d = gan.PatchDiscriminator(features=2, layers=4)
+    params = jax.eval_shape(d.init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))["params"]
+    widths = [params[f"conv{i}"]["kernel"].shape[-1] for i in range(5)]
+    assert widths == [2, 4, 8, 16, 16]  # the stride-1 block keeps 8x, not 16x
+    assert [params[f"conv{i}"]["kernel"].shape[:2] for i in range(5)] == [(4, 4)] * 5
+    assert params["logits"]["kernel"].shape == (4, 4, 16, 1)
+    assert sorted(k for k in params if k.startswith("norm")) == ["norm1", "norm2", "norm3", "norm4"]
+    assert not any(k.startswith("norm") for k in jax.eval_shape(
+        gan.PatchDiscriminator(2, 2, norm=False).init, jax.random.PRNGKey(0),
+        jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))["params"])
+
+
 R = np.array([[1.5, 0.5], [-0.5, 2.0]], np.float32)
 F = np.array([[-1.0, 0.25], [0.75, -2.0]], np.float32)
 
@@ -72,6 +86,8 @@ def test_gan_losses_equal_hand_computations(kind, d_expected, g_expected):
     two = gan.d_loss(kind, [jnp.asarray(R), jnp.asarray(2 * R)], [jnp.asarray(F), jnp.asarray(F)])
     assert float(two) == pytest.approx(d_expected + float(gan.d_loss(kind, jnp.asarray(2 * R), jnp.asarray(F))),
                                        rel=1e-5)
+    g_two = gan.g_loss(kind, [jnp.asarray(F), jnp.asarray(2 * F)])
+    assert float(g_two) == pytest.approx(g_expected + float(gan.g_loss(kind, jnp.asarray(2 * F))), rel=1e-5)
     with pytest.raises(ValueError, match="unknown GAN loss"):
         gan.d_loss(kind + "x", R, F)
 
@@ -101,6 +117,12 @@ def test_feature_matching_is_the_mean_l1_over_layers_and_scales():
     assert float(gan.feature_matching(r, f)) == pytest.approx(expected)
     grads = jax.grad(lambda real: gan.feature_matching(real, f))(r)
     assert all(float(jnp.abs(g).max()) == 0.0 for s in grads for g in s)  # real features are constants
+    # the generated features get the L1 gradient: sign(f - r) / (elements * layers * scales), logits none
+    g = jax.grad(lambda fake: gan.feature_matching(r, fake))(f)
+    np.testing.assert_allclose(g[0][0], -np.ones((1, 2, 2, 1)) / (4 * 2 * 2))
+    np.testing.assert_allclose(g[0][1], np.ones((1, 1, 1, 2)) / (2 * 2 * 2))
+    np.testing.assert_allclose(g[1][0], -np.ones((1, 2, 2, 1)) / (4 * 1 * 2))
+    assert float(jnp.abs(g[0][2]).max()) == 0.0 and float(jnp.abs(g[1][1]).max()) == 0.0
 
 
 def test_mmd_imq_equals_a_loop():
@@ -217,3 +239,20 @@ def test_mode_none_trains_the_generator_alone():
     assert float(m["adv"]) == 0.0 and float(m["updated_discriminator"]) == 0.0
     assert float(s1.params["generator"]["a"]) == pytest.approx(1.4)  # the distortion's gradient alone
     assert float(s1.params["discriminator"]["b"]) == 1.0
+
+
+@pytest.mark.parametrize("backend", ["cpu", "gpu"])
+def test_branch_runs_the_branch_its_predicate_names(backend, monkeypatch):
+    """The schedule's ``branch``: both branches selected with ``where`` on the CPU, ``lax.cond``
+    elsewhere (faked here by reporting another backend); a Python bool picks at trace time."""
+    from jaxcomp.gan.training import branch
+
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    x = {"a": jnp.arange(3.0), "b": jnp.ones(())}
+    double = lambda t: jax.tree.map(lambda v: 2 * v, t)  # noqa: E731
+    negate = lambda t: jax.tree.map(lambda v: -v, t)  # noqa: E731
+    for pred, want in ((True, double(x)), (False, negate(x))):
+        for p in (pred, jnp.asarray(pred)):
+            got = jax.jit(lambda t, p=p: branch(p, double, negate, t))(x) if not isinstance(p, bool) else \
+                branch(p, double, negate, x)
+            jax.tree.map(np.testing.assert_array_equal, got, want)

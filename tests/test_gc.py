@@ -9,7 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxcomp import cli, tasks
+from jaxcomp import cli, gan, tasks
 from jaxcomp import train as trainer
 from jaxcomp.codecs import gc
 from jaxcomp.coding import BitstreamError, ModelMismatchError, TruncatedError, UnsupportedError, pack
@@ -51,6 +51,47 @@ def test_quantizer_emits_only_the_five_centres(config, state):
     # straight-through: the soft assignment's gradient reaches w
     assert float(jnp.abs(jax.grad(lambda v: model.apply({"params": params}, v, method=gc.GC.quantize)[0].sum())(
         jnp.asarray([0.4, 1.3]))).sum()) > 0
+
+
+def test_generator_is_the_papers_layout():
+    """G mirrors E (c3s1-960, residual blocks, u480-u240-u120-u60, c7s1-3, tanh); a residual block
+    with its convolutions zeroed is the identity (the skip); the prior's bits are -log2 softmax."""
+    from jaxcomp.codecs.gc.model import Generator, ResBlock
+
+    spec = gc.GCSpec(channels=8, width=1.0, res_blocks=2)
+    assert spec.features == (60, 120, 240, 480, 960)
+    g = Generator(spec.features, spec.res_blocks)
+    shapes = jax.eval_shape(g.init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct((1, 2, 2, 8), jnp.float32))["params"]
+    assert shapes["c3"]["kernel"].shape == (3, 3, 8, 960)
+    assert [shapes[f"u{i}"]["kernel"].shape[-1] for i in range(4)] == [480, 240, 120, 60]
+    assert shapes["out"]["kernel"].shape == (7, 7, 60, 3) and "res1" in shapes and "res2" not in shapes
+    small = Generator((2, 3, 4, 5, 6), 1)
+    w = 50.0 * jax.random.normal(jax.random.PRNGKey(1), (1, 2, 2, 3))
+    rng = np.random.default_rng(2)  # large weights: outputs far outside [-1, 1] without the tanh
+    p = jax.tree.map(lambda a: jnp.asarray(5.0 * rng.standard_normal(a.shape), jnp.float32),
+                     jax.eval_shape(small.init, jax.random.PRNGKey(2), w)["params"])
+    x = small.apply({"params": p}, w)
+    assert x.shape == (1, 32, 32, 3) and float(jnp.abs(x).max()) <= 1.0
+    block = ResBlock(3)
+    h = jax.random.normal(jax.random.PRNGKey(3), (1, 4, 4, 3))
+    zeroed = jax.tree.map(jnp.zeros_like, jax.eval_shape(block.init, jax.random.PRNGKey(4), h)["params"])
+    np.testing.assert_allclose(block.apply({"params": zeroed}, h), h, atol=1e-6)
+    logits = jnp.asarray([[0.0, 1.0, 2.0, 0.5, -1.0], [3.0, 0.0, 0.0, 0.0, 0.0]])
+    symbols = jnp.asarray([[[[2, 0], [4, 1]]]])  # [1, 1, 2, C=2]
+    logp = np.log(np.exp(logits) / np.exp(logits).sum(1, keepdims=True)) / np.log(2.0)
+    want = [-(logp[0, 2] + logp[1, 0]), -(logp[0, 4] + logp[1, 1])]
+    np.testing.assert_allclose(gc.prior_bits(logits, symbols)[0, 0], want, rtol=1e-5)
+
+
+def test_each_player_steps_with_its_own_optimizer(config):
+    """config.optimizer trains G, config.optimizer_d trains D (Adam's first step moves each weight
+    by its learning rate)."""
+    c = apply_overrides(config, ["optimizer.learning_rate=0.001", "optimizer_d.learning_rate=0.03"])
+    task = tasks.build_task(c)[0]
+    grads = {"w": jnp.asarray([0.5, -2.0])}
+    for tx, lr in ((task.tx_g, 0.001), (task.tx_d, 0.03)):
+        updates, _ = tx.update(grads, tx.init(grads), grads)
+        np.testing.assert_allclose(np.abs(updates["w"]), lr, rtol=1e-3)
 
 
 def test_rate_bound_is_the_papers():
@@ -274,18 +315,24 @@ def test_rate_term_moves_latents_towards_the_cheap_centres(config, state):
         assert np.all(np.sign(np.asarray(grad)) == sign), (cheap, grad)
     # through the task: the rate term is in the generator's loss and changes its gradient
     task = tasks.build_task(config)[0]
-    batch = {"image": np.asarray(jax.random.uniform(jax.random.PRNGKey(3), (1, 32, 32, 3), maxval=255.0))}
+    batch = {"image": np.asarray(jax.random.uniform(jax.random.PRNGKey(3), (1, 16, 16, 3), maxval=255.0))}
     with_rate = tasks.build_task(apply_overrides(config, ["loss.beta=1.0"]))[0]
     params = jax.tree.map(lambda a: a, state.params)  # a prior that is not uniform (a uniform one has no slope)
     params["generator"]["prior_logits"] = jnp.tile(jnp.arange(5.0), (config.model.channels, 1))
-    (l0, _), g0 = jax.value_and_grad(task.generator_loss, has_aux=True)(params, batch, jax.random.PRNGKey(0), 1.0)
-    (l1, _), g1 = jax.value_and_grad(with_rate.generator_loss, has_aux=True)(params, batch, jax.random.PRNGKey(0), 1.0)
+
+    @jax.jit
+    def losses(params):  # (loss without, loss with the rate term), and the gradient of their difference
+        def diff(p):
+            l0 = task.generator_loss(p, batch, jax.random.PRNGKey(0), 1.0)[0]
+            l1 = with_rate.generator_loss(p, batch, jax.random.PRNGKey(0), 1.0)[0]
+            return l1 - l0, (l0, l1)
+        return jax.grad(diff, has_aux=True)(params)
+
+    g, (l0, l1) = losses(params)
     out = task.forward(params, batch, jax.random.PRNGKey(0))
     rate = float(jnp.mean(gc.prior_bits(out["prior_logits"], out["symbols"]))) / config.model.channels
     assert float(l1 - l0) == pytest.approx(rate, rel=1e-4)
-    enc0 = jax.tree.leaves(g0["generator"]["encoder"])
-    enc1 = jax.tree.leaves(g1["generator"]["encoder"])
-    assert any(not np.allclose(a, b) for a, b in zip(enc0, enc1))
+    assert any(float(jnp.abs(v).max()) > 1e-6 for v in jax.tree.leaves(g["generator"]["encoder"]))
 
 
 def test_latent_sampler_trains_on_frozen_latents_and_samples_centres(state, config, repo, tmp_path):
@@ -312,6 +359,25 @@ def test_latent_sampler_trains_on_frozen_latents_and_samples_centres(state, conf
     assert set(np.unique(np.asarray(w))) <= {-2.0, -1.0, 0.0, 1.0, 2.0}
     prior = sampler.prior_sample_images(task, 2)
     assert prior.shape == (2, 32, 32, 3) and prior.dtype == np.uint8
+    # the critic's loss: -(E[c(real)] - E[c(fake)]) + gp * penalty at interpolates of real and fake
+    @jax.jit
+    def critic_terms(params, image):  # the task's critic loss and the formula's pieces, in one compilation
+        real = task.latents(state.params["generator"], image)
+        fake = task.sample_latents(params, jax.random.PRNGKey(1), real.shape[0])
+        critic = lambda v: task.critic.apply({"params": params["discriminator"]}, v)  # noqa: E731
+        return (task.critic_loss(params, real, fake, jax.random.PRNGKey(2))[0],
+                jnp.mean(critic(real)) - jnp.mean(critic(fake)), gan.gradient_penalty(critic, real, fake,
+                                                                                     jax.random.PRNGKey(2)))
+
+    loss, gap, penalty = critic_terms(final.params, jnp.asarray(data.train_batch(0)["image"]))
+    assert task.gp == scfg.loss.gp != 1.0 and float(penalty) > 0
+    assert float(loss) == pytest.approx(float(-gap + scfg.loss.gp * penalty), rel=1e-5)
+    # the prior baseline draws each channel's symbols from that channel's prior row
+    task.gc_params = {**task.gc_params, "prior_logits": jnp.zeros((config.model.channels, 5)).at[0, 4].set(30.0)
+                      .at[1, 0].set(30.0)}
+    biased = sampler.prior_sample_latents(task, 50)
+    np.testing.assert_array_equal(np.asarray(biased[..., 0]), 2.0)
+    np.testing.assert_array_equal(np.asarray(biased[..., 1]), -2.0)
     out = tmp_path / "samples"
     assert gc_samples.main(["--sampler", str(tmp_path / "sampler"), "--n", "2", "--seeds", "0",
                             "--out", str(out)]) == 0

@@ -102,6 +102,50 @@ def test_distortion_ignores_the_masked_pixels(config, state):
     assert float(metrics["preserved"]) == pytest.approx(float(heat.mean()))
 
 
+def test_per_image_masked_mse_and_the_codecs_heatmap_by_hand():
+    """masked_mse_per_image: each image's squared error over its preserved pixels and 3 channels;
+    heatmap_from_classes: 1 in the latent cells holding any pixel of a class that is not synthesised."""
+    from jaxcomp.codecs.gc.sc_codec import heatmap_from_classes
+
+    x = jnp.zeros((2, 32, 32, 3))
+    x_hat = x.at[0, :16, :16, 0].set(2.0).at[1].set(1.0)
+    heat = jnp.asarray([[[1.0, 0.0], [0.0, 0.0]], [[1.0, 1.0], [0.0, 0.0]]])
+    # image 0: 256 pixels kept, error 4 in one channel of each; image 1: 512 kept, error 1 everywhere
+    np.testing.assert_allclose(sc.masked_mse_per_image(x, x_hat, heat), [4 * 256 / (3 * 256), 1.0], rtol=1e-6)
+    semantic = np.zeros((40, 20), np.int64)  # 3 x 2 latent cells (the last row padded)
+    semantic[0:16, 0:16] = 3          # cell (0, 0): class 3 only
+    semantic[20, 17] = 3              # cell (1, 1): one pixel of class 3 among class 0
+    semantic[32:, :] = 5              # the last row of cells: class 5 only
+    np.testing.assert_array_equal(heatmap_from_classes(semantic, [0, 5]), [[1, 0], [0, 1], [0, 0]])
+    np.testing.assert_array_equal(heatmap_from_classes(semantic, [3]), [[0, 1], [1, 1], [1, 1]])
+
+
+def test_sc_evaluation_scores_the_whole_latent_and_the_drawn_heatmap(config, state):
+    """SC's eval_step: mse / psnr of the image decoded from its whole latent; under the heatmap drawn
+    with the fixed key, the MSE of the preserved pixels and the bits of the coded symbols only."""
+    task, _ = tasks.build_task(apply_overrides(config, ["sc.mode=box"]))
+    image = load_image(sample_image_paths()[2])[:64, :64][None]
+    batch = {"image": jnp.asarray(image), "semantic": _map(4, 1, 64, 64)}
+    key = jax.random.PRNGKey(0)
+
+    @jax.jit
+    def both(state):  # the task's evaluation and the formula's pieces, in one compilation
+        heat = task.heatmap(batch, key)
+        return (task.eval_step(state, batch), task.forward(state.params, batch, key, jnp.ones((1, 4, 4))), heat,
+                task.forward(state.params, batch, key, heat))
+
+    ev, full, heat, out = both(state)
+    x_full = np.round(np.asarray(gc.model.to_pixels(full["x_hat"])))
+    np.testing.assert_allclose(ev["mse"], np.mean((x_full - image) ** 2, axis=(1, 2, 3)), rtol=1e-5)
+    assert 0 < float(heat.mean()) < 1
+    bits = np.asarray(gc.prior_bits(out["prior_logits"], out["symbols"])) * np.asarray(heat)
+    np.testing.assert_allclose(ev["bpp_prior"], bits.sum((1, 2)) / (64 * 64), rtol=1e-5)
+    x_sel = jnp.round(gc.model.to_pixels(out["x_hat"]))
+    np.testing.assert_allclose(ev["mse_preserved"], sc.masked_mse_per_image(jnp.asarray(image, jnp.float32), x_sel,
+                                                                            heat), rtol=1e-5)
+    np.testing.assert_allclose(ev["preserved"], np.asarray(heat).mean((1, 2)), rtol=1e-6)
+
+
 def test_training_modes_draw_their_heatmaps():
     b, k = 16, 6
     cells = np.random.default_rng(0).integers(0, k, (b, 4, 5))
@@ -128,6 +172,11 @@ def test_training_modes_draw_their_heatmaps():
         expected = np.zeros((4, 5))
         expected[top:top + bh, left:left + bw] = 1
         np.testing.assert_array_equal(hm, expected)
+    # every place where a box fits is drawn, the far edges included (uniform over the places)
+    boxes = np.asarray(jax.jit(lambda key: sc.draw_boxes(key, 4000, (4, 5), 0.5, 0.5))(key))  # 2x2 boxes (rounded)
+    assert set(map(tuple, boxes[:, 2:])) == {(2, 2)}
+    assert set(boxes[:, 0]) == {0, 1, 2} and set(boxes[:, 1]) == {0, 1, 2, 3}
+    assert np.bincount(boxes[:, 0]).min() > 1000  # each of the 3 rows about 1/3 of the time
     # p_mask: the images not drawn to be masked keep their whole latent
     heat, choice = draw(sc.SCSettings(mode="box", p_mask=0.5), key)
     masked = np.asarray(choice["masked"])

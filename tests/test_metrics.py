@@ -224,6 +224,12 @@ def test_psnr_by_hand():
     np.testing.assert_allclose(np.asarray(psnr(x, y)), [10 * np.log10(255.0**2 * 48 / 100), 0.0], atol=1e-4)
     # max_val = 1 for images in [0, 1]
     np.testing.assert_allclose(np.asarray(psnr(x / 255.0, y / 255.0, max_val=1.0)), np.asarray(psnr(x, y)), atol=1e-4)
+    # the training metrics' PSNR from a per-image MSE (floored, so an exact reconstruction is finite)
+    from jaxcomp.metrics import psnr_from_mse
+
+    np.testing.assert_allclose(np.asarray(psnr_from_mse(jnp.asarray([100 / 48, 255.0**2, 0.0]))),
+                               [10 * np.log10(255.0**2 * 48 / 100), 0.0, 10 * np.log10(255.0**2 / 1e-10)], rtol=1e-5)
+    np.testing.assert_allclose(float(psnr_from_mse(jnp.asarray(0.01), max_val=1.0)), 20.0, rtol=1e-6)
 
 
 def test_scale_invariance_of_max_val(reference_module):

@@ -29,7 +29,14 @@ def _params(state):
 def test_kill_and_resume_continues_from_the_same_state(l3c_tiny_config, tmp_path):
     config = apply_overrides(l3c_tiny_config, ["steps=6", "checkpoint_every=2", "eval_every=0"])
     task, data = tasks.build(config)
-    reference, _ = trainer.train(config, str(tmp_path / "straight"), task, data, progress=False)
+    per_step = []  # the training log holds the mean of each log_every interval's steps
+    reference, _ = trainer.train(apply_overrides(config, ["log_every=3"]), str(tmp_path / "straight"), task, data,
+                                 progress=False, callbacks=[lambda step, state, m: per_step.append(jax.device_get(m))])
+    logged = [r for r in read_jsonl(str(tmp_path / "straight" / "metrics.jsonl")) if r["split"] == "train"]
+    assert [r["step"] for r in logged] == [3, 6]
+    for r, steps in zip(logged, (per_step[:3], per_step[3:])):
+        assert r["bpsp"] == pytest.approx(np.mean([float(m["bpsp"]) for m in steps]), rel=1e-6)
+    assert len({float(m["bpsp"]) for m in per_step[:3]}) == 3  # so the mean is not any one step's value
 
     def kill_at_5(step, state, metrics):
         if step == 5:
@@ -88,6 +95,8 @@ def test_kill_and_resume_continues_from_the_same_state(l3c_tiny_config, tmp_path
     restored = trainer.restore_for_eval(config, workdir, task, batch)
     for a, b in zip(_params(reference), _params(restored)):
         np.testing.assert_array_equal(a, b)
+    earlier = trainer.restore_for_eval(config, workdir, task, batch, step=4)  # a kept earlier step, by request
+    assert int(earlier.step) == 4 and any(not np.array_equal(a, b) for a, b in zip(_params(earlier), _params(restored)))
     # a model file's loader reads the same parameters without building the task (no target tree)
     from jaxcomp.modelfile import load_model
 
@@ -318,6 +327,26 @@ def test_benchmark_times_the_training_step_it_compiles(l3c_tiny_config):
     assert np.isfinite(r["metrics"]["bpsp"]) and r["metrics"]["bpsp"] > 0
 
 
+def test_validation_data_that_cannot_be_evaluated_fails_before_training(l3c_tiny_config, tmp_path):
+    """Validation images all smaller than data.eval_crop: the error comes before step 1 (not after the
+    first eval_every steps), with no checkpoint written."""
+    from PIL import Image
+
+    from jaxcomp.data import DataError
+
+    rng = np.random.default_rng(0)
+    for folder, side, n in (("train", 40, 3), ("val", 20, 2)):
+        (tmp_path / folder).mkdir()
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (side, side, 3), np.uint8)).save(tmp_path / folder / f"{i}.png")
+    config = apply_overrides(l3c_tiny_config, ["data.source=folder", f"data.path={tmp_path / 'train'}",
+                                               f"data.val_path={tmp_path / 'val'}", "steps=4", "eval_every=4"])
+    task, data = tasks.build(config)
+    with pytest.raises(DataError, match="every validation image is smaller than data.eval_crop=32"):
+        trainer.train(config, str(tmp_path / "run"), task, data, progress=False)
+    assert not os.path.isdir(tmp_path / "run" / "checkpoints") or not os.listdir(tmp_path / "run" / "checkpoints")
+
+
 def test_optimizers_and_schedules(l3c_tiny_config):
     opt = apply_overrides(l3c_tiny_config, ["optimizer.name=rmsprop", "optimizer.schedule=step",
                                             "optimizer.decay_every=5", "optimizer.decay_rate=0.75"]).optimizer
@@ -341,6 +370,10 @@ def test_schedules_and_optimizers_give_the_hand_computed_values():
     np.testing.assert_allclose([cosine(0), cosine(5), cosine(10)], [1.0, 0.5, 0.0], atol=1e-6)
     _, warm = trainer.make_optimizer(opt(schedule="cosine", decay_steps=10, warmup_steps=4))
     np.testing.assert_allclose([warm(0), warm(2), warm(4), warm(9), warm(14)], [0.0, 0.5, 1.0, 0.5, 0.0], atol=1e-6)
+    # piecewise (the CIFAR recipes): x0.2 at each boundary, every boundary applied
+    _, piecewise = trainer.make_optimizer(opt(schedule="piecewise", boundaries=(3, 6, 9), decay_rate=0.2))
+    np.testing.assert_allclose([piecewise(s) for s in (0, 2, 3, 5, 6, 8, 9, 20)],
+                               [1.0, 1.0, 0.2, 0.2, 0.04, 0.04, 0.008, 0.008], rtol=1e-6)
 
     def updates(config, grads):
         tx, _ = trainer.make_optimizer(config)

@@ -139,7 +139,7 @@ def test_joint_training_updates_both_networks_and_frozen_codec_stays(tiny_codec)
     assert changed(fstate.params["net"], fnew.params["net"])
 
 
-def test_precomputed_and_in_graph_inputs_agree(tiny_codec):
+def test_precomputed_and_in_graph_inputs_agree(tiny_codec, tmp_path):
     """Latents made once on the host (:func:`codec_outputs`) are what the codec in the graph feeds the
     network: the same logits from both paths."""
     from jaxcomp.vision.data import codec_outputs
@@ -148,6 +148,20 @@ def test_precomputed_and_in_graph_inputs_agree(tiny_codec):
     out = codec_outputs(tiny_codec, images, batch_size=4, progress=False)
     assert out["latent"].shape == (4, 4, 4, 4) and out["decoded"].shape == images.shape
     assert out["decoded"].dtype == np.uint8 and np.all(out["bpp"] > 0) and np.all(out["ms_ssim"] <= 1)
+    # a last partial batch (6 images, batches of 4) keeps its own images' outputs, in order
+    more = np.concatenate([images, images[:2][:, ::-1]])
+    six = codec_outputs(tiny_codec, more, batch_size=4, progress=False)
+    tail = codec_outputs(tiny_codec, np.concatenate([more[4:], more[4:]]), batch_size=4, progress=False)
+    for k in ("latent", "decoded", "bits"):
+        np.testing.assert_array_equal(six[k][:4], out[k])
+        np.testing.assert_array_equal(six[k][4:], tail[k][:2])
+    # the cache is keyed by the images as well as the model: another set is not served the first's
+    cache = str(tmp_path / "cache")
+    first = codec_outputs(tiny_codec, images, batch_size=4, cache_dir=cache, progress=False)
+    other = codec_outputs(tiny_codec, more[2:], batch_size=4, cache_dir=cache, progress=False)
+    np.testing.assert_array_equal(first["latent"], out["latent"])
+    np.testing.assert_array_equal(other["latent"], six["latent"][2:])
+    assert len(os.listdir(cache)) == 2
     in_graph = _build(_config("latent", codec=tiny_codec, precomputed=False))
     pre = _build(_config("latent", codec=tiny_codec, precomputed=True))
     b_img = {"image": jnp.asarray(images, jnp.float32), "label": jnp.zeros(4, jnp.int32)}
@@ -215,6 +229,10 @@ def test_segmentation_task_trains_on_latents():
     assert task.predict(state, batch).shape == (4, 32, 32, 11)
     new, metrics = jax.jit(task.train_step)(state, batch, jax.random.PRNGKey(1))
     assert np.isfinite(float(metrics["loss"])) and 0 <= float(metrics["pixel_accuracy"]) <= 1
+    # the step moves the network's running batch statistics (evaluation uses them)
+    stats = [(np.asarray(a), np.asarray(b)) for a, b in zip(jax.tree.leaves(state.model_state["batch_stats"]),
+                                                           jax.tree.leaves(new.model_state["batch_stats"]))]
+    assert stats and all(not np.array_equal(a, b) for a, b in stats)
     m = task.eval_step(new, batch)
     assert m["pixel_accuracy"].shape == (4,) and m["inter_0"].shape == (4,)
     # void pixels (255) leave the pixel accuracy: correct predictions on the rest score 1.0
@@ -298,6 +316,12 @@ def test_voc_loader_reads_the_original_layout(tmp_path):
 
     with pytest.raises(DataError, match="VOC 2012"):
         load_voc_segmentation(str(tmp_path / "nowhere"), "train", 24)
+    # VOC has no public test masks: the report split ("test") and "val" read val.txt
+    from jaxcomp.vision.data import split_images
+
+    voc = ml_collections.ConfigDict(dict(source="voc", path=str(tmp_path), size=24))
+    for split in ("val", "test"):
+        np.testing.assert_array_equal(split_images(voc, split)[1], labels)
     (tmp_path / "ImageSets" / "Segmentation" / "train.txt").write_text("2007_000001\n2007_000003\n")
     with pytest.raises(DataError, match=r"VOC train image '2007_000003' \(listed in .*train\.txt\)"):
         load_voc_segmentation(str(tmp_path), "train", 24)  # listed, but no JPEG
@@ -321,6 +345,57 @@ def test_imagenet_stream_without_prepared_data_names_the_fix(tmp_path):
     c.data.tfds_data_dir = str(tmp_path)
     with pytest.raises(DataError, match="tfds build imagenet2012"):
         TfdsStreamBatches(c.data)
+
+
+def test_imagenet_stream_epochs_crops_and_flips():
+    """The streamed ImageNet batches (a fake source in place of tfds): every epoch a new permutation
+    that visits each example once; training crops and flips drawn anew per step (some flipped, some
+    not; none with flip off); evaluation the deterministic centre crop."""
+    from jaxcomp.data.images import resize_centre_crop, resize_shorter_side
+    from jaxcomp.vision.data import TfdsStreamBatches
+
+    rng = np.random.default_rng(0)
+    pictures = rng.integers(0, 256, (8, 20, 26, 3), dtype=np.uint8)
+
+    class Source:  # tfds records: {"image", "label"}; the label is the example's index
+        def __len__(self):
+            return len(pictures)
+
+        def record(self, i):
+            return {"image": pictures[i], "label": i}
+
+    def stream(flip):
+        s = object.__new__(TfdsStreamBatches)
+        s.size, s.resize, s.train, s.val = 12, 16, Source(), Source()
+        s.batch_size = s.local = 4
+        s.seed, s.flip, s.process_index, s.num_classes, s._perm = 3, flip, 0, 8, None
+        return s
+
+    data = stream(True)
+    epochs = [np.concatenate([data.train_batch(2 * e + k)["label"] for k in range(2)]) for e in range(3)]
+    assert all(sorted(e) == list(range(8)) for e in epochs) and len({tuple(e) for e in epochs}) == 3
+    flips, crops = 0, set()
+    for step in range(12):
+        batch = data.train_batch(step)
+        for image, label in zip(batch["image"], batch["label"]):
+            big = resize_shorter_side(pictures[label], 16).astype(np.float32)
+            found = [(y, x, f) for f in (False, True) for y in range(5) for x in range(10)
+                     if np.array_equal((big[:, ::-1] if f else big)[y:y + 12, x:x + 12], image)]
+            assert found, (step, label)
+            flips += found[0][2]
+            crops.add(found[0][:2])
+    assert 0 < flips < 48 and len(crops) > 10
+    plain = stream(False)
+    for step in range(6):
+        batch = plain.train_batch(step)
+        for image, label in zip(batch["image"], batch["label"]):
+            big = resize_shorter_side(pictures[label], 16).astype(np.float32)
+            assert any(np.array_equal(big[y:y + 12, x:x + 12], image) for y in range(5) for x in range(10))
+    ev = list(data.eval_batches(3))
+    assert [len(b["label"]) for b in ev] == [3, 3, 3] and [int(b["valid"].sum()) for b in ev] == [3, 3, 2]
+    for i in range(8):
+        np.testing.assert_array_equal(ev[i // 3]["image"][i % 3], resize_centre_crop(pictures[i], 16)[2:14, 2:14])
+    np.testing.assert_array_equal(list(data.eval_batches(3))[1]["image"], ev[1]["image"])
 
 
 SHARED = os.path.join(ROOT, "..", "shared", "data")
@@ -357,6 +432,49 @@ def test_paper_configs_train_a_few_steps(variant, tmp_path):
     state, metrics = trainer.train(c, str(tmp_path), task, data, progress=False)
     assert int(state.step) == 2 and metrics
     assert all(np.isfinite(v) for v in metrics.values())
+
+
+def test_study_scores_on_the_report_split_with_each_seed_and_mode(tmp_path, monkeypatch):
+    """The study's wiring, with training and data stubbed: every row and the logistic-regression
+    baseline are fitted on "train" and scored on ``experiment.report_split``; a row's seed is also its
+    data seed (batch order); joint training trains the codec and the control does not, each reported
+    under its own name; ``evaluate`` averages over the examples, not the padding of the last batch."""
+    import jaxcomp.vision.data as vdata
+    from experiments import understanding as study
+
+    evaluate = study.evaluate
+    config = load_config(CONFIG + ":tiny")
+    config.experiment.update(seeds=(0, 1), inputs=("latent",), report_split="test")
+    s = object.__new__(study.Study)  # without __init__'s compilation cache (global JAX state)
+    s.config, s.workdir, s.exp, s.cfg = config, str(tmp_path), config.experiment, study._module()
+    s.started, s.results = 0.0, {"rows": [], "codecs": {}, "flops": {}, "joint": [], "linear": []}
+    rng = np.random.default_rng(0)
+    splits = {name: (rng.normal(size=(12, 2, 2, 1)).astype(np.float32) + 3 * (np.arange(12) % 2)[:, None, None, None],
+                     np.arange(12) % 2) for name in ("train", "val", "test")}
+    asked, trained = [], []
+    monkeypatch.setattr(vdata, "understanding_arrays", lambda data, split: (asked.append(split), splits[split])[1])
+    monkeypatch.setattr(vdata, "split_images", lambda data, split: (asked.append(split), splits[split])[1])
+    monkeypatch.setattr(s, "train", lambda c, wd: (trained.append(c), os.makedirs(wd), ("task", "state"))[2])
+    monkeypatch.setattr(study, "_row_key", lambda c: "key")  # (the codec's parameters are not made here)
+    monkeypatch.setattr(study, "evaluate", lambda task, state, x, y, b, codec_metrics=False:
+                        {"accuracy": float(np.mean(x == splits["test"][0]))})
+    s.rows("classification")
+    assert [c.seed for c in trained] == [c.data.seed for c in trained] == [0, 1]
+    assert [r["accuracy"] for r in s.results["rows"]] == [1.0, 1.0]  # scored on the report split's inputs
+    assert asked.count("train") == 1 and "val" not in asked  # the baseline's fit; nothing chosen on val
+    assert s.results["linear"][0]["accuracy"] == 1.0  # separable: fitted on train, scored on test
+    trained.clear()
+    s.joint()
+    assert [(c.understanding.train_codec, c.seed) for c in trained] == [(True, 0), (False, 0), (True, 1), (False, 1)]
+    assert [(r["mode"], r["seed"]) for r in s.results["joint"]] == [("joint", 0), ("classifier_only", 0),
+                                                                     ("joint", 1), ("classifier_only", 1)]
+
+    class Task:  # per-example accuracy: does the first input value equal the label
+        def eval_step(self, state, batch):
+            return {"accuracy": (batch["image"][:, 0] == batch["label"]).astype(jnp.float32)}
+
+    x, y = np.array([[1.0], [0.0], [1.0], [1.0], [1.0]]), np.array([1, 1, 1, 1, 1])
+    assert evaluate(Task(), None, x, y, 2)["accuracy"] == pytest.approx(0.8)  # not 5 / 5 with a pad copy
 
 
 @pytest.mark.slow
