@@ -92,6 +92,10 @@ def test_dkpp_keeps_the_argmax_and_permutes_the_rest():
     assert moved.mean() > 0.9  # 6 non-argmax entries: the identity has probability 1/720
     d2 = np.asarray(distill.dkpp_targets(t, jax.random.PRNGKey(4)))
     assert not np.allclose(d, d2)
+    # independently per position: rows whose teacher distributions are equal get different permutations
+    same = np.tile(np.asarray(t)[:1], (50, 1))
+    rows = np.asarray(distill.dkpp_targets(same, jax.random.PRNGKey(5)))
+    assert len({tuple(np.round(r, 6)) for r in rows}) > 40  # 720 orders of the 6 others: repeats are rare
     np.testing.assert_allclose(distill.dkpp_loss(t, t, jax.random.PRNGKey(3)),
                                np.mean(-np.sum(d * np.log(p), -1)), rtol=1e-5)
 
@@ -658,6 +662,16 @@ def test_language_model_trains_with_a_ban_label_student(tmp_path, repo):
     early[rows, cols] = (early[rows, cols] + 1) % 6
     assert float(loss(dict(batch, targets=late))) == pytest.approx(base, rel=1e-6)
     assert abs(float(loss(dict(batch, targets=early))) - base) > 1e-4
+    # evaluation counts the scored tokens only; perplexity is exp of the mean NLL per scored token
+    ev = jax.jit(task.eval_step)(state, batch)
+    np.testing.assert_allclose(np.asarray(ev["tokens"]), w.sum(-1))
+    from jaxcomp.distill.generations import lm_metrics
+    from jaxcomp.distill.task import build_model
+
+    assert build_model(apply_overrides(config, ["model.dropout=0.35"])).dropout == 0.35  # reaches the LSTM
+
+    assert lm_metrics({"nll_sum": 10 * np.log(4.0), "tokens": 10.0, "correct": 3.0}) == pytest.approx(
+        {"perplexity": 4.0, "accuracy": 30.0})
 
 
 
@@ -1060,13 +1074,30 @@ def test_collected_table_ensembles_the_students_not_the_teacher(ban_config, tmp_
 
     labels = tasks.build_data(ban_config, "classification").eval_arrays()["label"]
     rng = np.random.default_rng(0)
-    logits = {m: (rng.normal(0, 2, (len(labels), 10)) + 3 * np.eye(10)[labels] * (rng.random((len(labels), 1)) < 0.6))
-              .astype(np.float32) for m in ("teacher", "ban-1", "ban-2")}
-    (tmp_path / "seed0").mkdir()
-    np.savez(tmp_path / "seed0" / "logits.npz", **logits)
+    def chain():
+        return {m: (rng.normal(0, 2, (len(labels), 10)) + 3 * np.eye(10)[labels] * (rng.random((len(labels), 1)) < 0.6))
+                .astype(np.float32) for m in ("teacher", "ban-1", "ban-2")}
+
+    logits, other = chain(), chain()
+    for seed, chain_logits in ((0, logits), (1, other)):
+        (tmp_path / f"seed{seed}").mkdir()
+        np.savez(tmp_path / f"seed{seed}" / "logits.npz", **chain_logits)
     collect(ban_config.copy_and_resolve_references(), str(tmp_path))
     with open(tmp_path / "per_seed.csv") as f:
-        rows = {r["model"]: r for r in csv.DictReader(f)}
+        every = list(csv.DictReader(f))
+    rows = {r["model"]: r for r in every if r["seed"] == "0"}
+    # the independent control ensembles the two seeds' teachers (generation 0), not their last students
+    (pair,) = [r for r in every if r["model"] == "2 independent"]
+    teachers = ensemble_metrics([Member("t", "", {}, logits["teacher"], None),
+                                 Member("t", "", {}, other["teacher"], None)], labels)
+    assert float(pair["nll"]) == pytest.approx(teachers["nll"], rel=1e-5)
+    # three seeds: every cyclic window of 2 consecutive seeds is a row (0-1, 1-2, 2-0)
+    from jaxcomp.distill.generations import independent_ensembles
+
+    three = [(s, Member("t", "", {}, chain()["teacher"], None)) for s in (5, 6, 7)]
+    pairs = [r for r in independent_ensembles(ban_config, three) if r["model"] == "2 independent"]
+    assert [r["seed"] for r in pairs] == [5, 6, 7]
+    assert pairs[2]["nll"] == pytest.approx(ensemble_metrics([three[2][1], three[0][1]], labels)["nll"], rel=1e-6)
     members = {m: Member(m, "", {}, logits[m], None) for m in logits}
     bane = ensemble_metrics([members["ban-1"], members["ban-2"]], labels)
     assert float(rows["BANE-1..2"]["error"]) == pytest.approx(bane["error"], abs=1e-6)

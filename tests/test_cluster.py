@@ -199,6 +199,23 @@ def test_spectral_clustering_normalises_the_embedding_rows(monkeypatch):
     assert clustering_accuracy(y, labels) == 1.0
 
 
+def test_subspaces_intersect_in_exactly_t_dimensions_and_tau_follows_the_noise():
+    """union_of_subspaces with intersection_dim t: each subspace has rank d, any two span 2d - t
+    dimensions (they share exactly t); tau_for in noise mode is max(ssc.tau, tau_from_noise(sigma))."""
+    from types import SimpleNamespace
+
+    from jaxcomp.cluster.benchmarks import tau_for
+
+    X, y = union_of_subspaces(ambient_dim=30, subspace_dim=4, n_subspaces=3, intersection_dim=2, rho=5.0, seed=1)
+    rank = lambda A: int(np.linalg.matrix_rank(A.astype(np.float64), tol=1e-4))  # noqa: E731
+    assert [rank(X[y == i]) for i in range(3)] == [4, 4, 4]
+    assert [rank(np.concatenate([X[y == i], X[y == j]])) for i, j in ((0, 1), (1, 2), (0, 2))] == [6, 6, 6]
+    cfg = SimpleNamespace(ssc=SimpleNamespace(tau_mode="noise", tau=0.05, tau_subspace_dim=4),
+                          data=SimpleNamespace(ambient_dim=30, sigma=0.0))
+    assert tau_for(cfg, 0.0) == 0.05
+    assert tau_for(cfg, 0.5) == pytest.approx(tau_from_noise(0.5, 30, 4)) and tau_from_noise(0.5, 30, 4) > 0.05
+
+
 def test_tau_from_noise():
     assert tau_from_noise(0.0, 200) == 0.0
     assert tau_from_noise(0.5, 200, 20) < tau_from_noise(0.5, 200, 0)
@@ -492,6 +509,7 @@ def test_mnist_driver_writes_rows_and_labels_per_seed(tmp_path, monkeypatch):
                     m = all_metrics(truth, lab[f"{s}:{r['method']}"])
                     assert float(r["accuracy"]) == pytest.approx(m["accuracy"], abs=1e-4)
                     assert float(r["nmi"]) == pytest.approx(m["nmi"], abs=1e-4)
+                    assert float(r["ari"]) == pytest.approx(m["ari"], abs=1e-4)
 
 
 @pytest.mark.parametrize("algorithm,point_norms", [("omp", "unit"), ("mp", "unit"), ("omp", "raw")])

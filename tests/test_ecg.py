@@ -95,6 +95,26 @@ def test_stratified_kfold_is_deterministic_and_balanced():
     assert (counts.max(0) - counts.min(0) <= 1).all()  # every class spread evenly
 
 
+def test_folds_follow_fold_seed_not_the_training_seed():
+    """Every training seed of a cross-validation evaluates the same held-out recordings: the split
+    follows data.fold_seed, not data.seed."""
+    from types import SimpleNamespace
+
+    from jaxcomp.ecg.data import fold_indices
+
+    class Dataset:
+        labels = np.arange(40) % 4
+
+        def __len__(self):
+            return 40
+
+    def split(**kw):
+        return fold_indices(Dataset(), SimpleNamespace(**{**dict(num_folds=4, fold=1, fold_seed=0, seed=0), **kw}))
+
+    np.testing.assert_array_equal(split(seed=7)[1], split()[1])
+    assert not np.array_equal(split(fold_seed=7)[1], split()[1])
+
+
 def test_spectrogram_matches_scipy_and_masks_padding():
     rng = np.random.default_rng(0)
     x = rng.standard_normal(1000).astype(np.float32) + 3.0
@@ -548,3 +568,164 @@ def test_qrs_detection_refuses_several_leads_nan_and_no_rate():
     with pytest.raises(ValueError, match="fs must be > 0"):
         record_features(s, 0)
     assert np.all(np.isfinite(record_features(np.where(t < 1, np.nan, s), 300)))  # zeroed, as documented
+
+
+def test_cross_validation_and_early_stopping_wiring(tiny_config, tmp_path, monkeypatch):
+    """With training and data stubbed: every (seed, fold) run has its own workdir and its seed reaches
+    the batches; runs are scored on the held-out fold (not the validation split); the cnn_more control
+    trains its conv blocks and the CRNN does not. Early stopping scores the validation split, keeps
+    the best step (the later of ties, as the reference) and stops after ``patience`` scores without
+    improvement, the best one not counted."""
+    from types import SimpleNamespace
+
+    import jaxcomp.train
+    from jaxcomp.ecg import experiments as ex
+
+    config = apply_overrides(tiny_config, ["cv.seeds=(3, 4)", "cv.folds=(0, 1)",
+                                           "cv.models=('cnn', 'crnn', 'cnn_more')",
+                                           "validation.every=1", "validation.patience=2", "steps=9"])
+    runs, scored = [], []
+
+    class Data:
+        def __init__(self, cfg):
+            self.cfg, self.val_idx, self.train_idx = cfg, np.arange(5, 8), np.arange(5)
+            self.dataset = SimpleNamespace(source="stub")
+
+    def train_with_validation(cfg, workdir, task, data):
+        runs.append((cfg, workdir, data))
+        return "state", {"best_step": None}
+
+    def predict_split(task, state, data, batch_size, idx=None):
+        scored.append(idx)
+        return np.array([0, 1, 2, 3]), np.array([0, 1, 2, 3]), None, None
+
+    monkeypatch.setattr(ex, "enable_compilation_cache", lambda *a, **k: None)  # global JAX state
+    monkeypatch.setattr(ex, "ECGTask", lambda cfg: "task")
+    monkeypatch.setattr(ex, "build_training_data", Data)
+    monkeypatch.setattr(ex, "train_with_validation", train_with_validation)
+    monkeypatch.setattr(ex, "predict_split", predict_split)
+    ex.cross_validate(config, str(tmp_path / "cv"))
+    assert len(runs) == 12 and len({wd for _, wd, _ in runs}) == 12
+    assert all(cfg.seed == cfg.data.seed and f"seed{cfg.seed}" in wd and f"fold{cfg.data.fold}" in wd
+               for cfg, wd, _ in runs)
+    assert {(cfg.seed, cfg.data.fold) for cfg, _, _ in runs} == {(s, f) for s in (3, 4) for f in (0, 1)}
+    assert scored == [None] * 12  # the held-out fold
+    freeze = {cfg.model.name + ("" if cfg.stage.init_conv_from == "" else "_staged"): cfg.stage.freeze_conv
+              for cfg, _, _ in runs if cfg.stage.init_conv_from != "" or cfg.model.name == "crnn"}
+    assert freeze == {"crnn_staged": True, "cnn_staged": False}
+    # early stopping: validation F1 per step 0.3 0.5 0.5 0.4 0.45 0.6 ...: best step 3, stopped at 5
+    monkeypatch.undo()
+    f1s = {1: 0.3, 2: 0.5, 3: 0.5, 4: 0.4, 5: 0.45, 6: 0.6, 7: 0.6, 8: 0.6, 9: 0.6}
+    asked = []
+
+    def train(cfg, workdir, task, data, callbacks=(), **kw):
+        for step in range(1, cfg.steps + 1):
+            state = SimpleNamespace(step=step, params={"w": np.float32(step)}, model_state={"batch_stats": {}})
+            for cb in callbacks:
+                cb(step, state, {})
+        return state, {}
+
+    monkeypatch.setattr(jaxcomp.train, "train", train)
+    def validation_scores(task, state, data, batch_size, idx=None):  # "labels", "predictions" = its F1
+        asked.append(idx)
+        return None, f1s[state.step], None, None
+
+    monkeypatch.setattr(ex, "predict_split", validation_scores)
+    monkeypatch.setattr(ex, "confusion_matrix", lambda labels, preds: preds)
+    monkeypatch.setattr(ex, "challenge_f1", lambda m: m)
+    monkeypatch.setattr(ex, "state_from_variables", lambda task, variables: variables)
+    data = Data(config)
+    best, info = ex.train_with_validation(config, str(tmp_path / "es"), "task", data)
+    assert (info["best_step"], info["best_val_f1"], info["stopped_at"]) == (3, 0.5, 5)
+    assert float(best["params"]["w"]) == 3.0
+    assert all(idx is data.val_idx for idx in asked) and len(asked) == 5
+
+
+def test_stage_two_reads_the_best_validation_model_of_a_workdir(tiny_config, tmp_path):
+    """A stage-1 workdir holding best.msgpack (the best validation step) hands the CRNN that model's
+    conv blocks, not its latest checkpoint's (here there is no checkpoint at all)."""
+    from jaxcomp.ecg.task import ECGTask, load_conv_stage
+    from jaxcomp.modelfile import export_params
+
+    task = ECGTask(tiny_config)
+    batch = {"signal": np.zeros((2, 1024), np.float32), "length": np.array([1000, 1024], np.int32),
+             "label": np.zeros(2, np.int32), "weight": np.ones(2, np.float32)}
+    state = jit_init(task.init)(jax.random.PRNGKey(0), batch)
+    variables = jax.device_get({"params": state.params, "batch_stats": state.model_state["batch_stats"]})
+    variables = jax.tree.map(lambda a: np.asarray(a) + 0.5, variables)
+    (tmp_path / "cnn").mkdir()
+    export_params(variables, tiny_config, str(tmp_path / "cnn" / "best.msgpack"), {"note": "test"})
+    params, stats, _ = load_conv_stage(str(tmp_path / "cnn"), 1)
+    for a, b in zip(jax.tree.leaves(params["block0"]), jax.tree.leaves(variables["params"]["conv"]["block0"])):
+        np.testing.assert_array_equal(np.asarray(a), b)
+
+
+def test_training_step_augments_and_weights_the_loss(tiny_config):
+    """The step's loss is sum(w * CE) / sum(w) over the batch (one-hot weights give each recording's
+    own CE; other weights their weighted mean), on the augmented recordings when augmentation is on."""
+    from jaxcomp.ecg.task import ECGTask
+
+    rng = np.random.default_rng(0)
+    batch = {"signal": rng.standard_normal((2, 2048)).astype(np.float32), "length": np.array([1800, 2048], np.int32),
+             "label": np.array([0, 2], np.int32), "weight": np.ones(2, np.float32)}
+    small = apply_overrides(tiny_config, ["model.channels=4", "model.growth=4", "model.layers_per_block=1",
+                                          "model.conv_blocks=2"])  # (fewer layers to compile)
+    plain = ECGTask(apply_overrides(small, ["augment.enabled=False"]))
+    augmented = ECGTask(apply_overrides(small, ["augment.enabled=True", "augment.burst_rate=0.05"]))
+    state = jit_init(plain.init)(jax.random.PRNGKey(0), batch)
+    key = jax.random.PRNGKey(1)
+    step = jax.jit(plain.train_step)
+
+    def loss(weight):
+        return float(step(state, dict(batch, weight=np.asarray(weight, np.float32)), key)[1]["loss"])
+
+    first, second = loss([1, 0]), loss([0, 1])
+    assert first != pytest.approx(second, rel=1e-3)
+    assert loss([1, 3]) == pytest.approx((first + 3 * second) / 4, rel=1e-5)
+    assert loss([2, 6]) == pytest.approx(loss([1, 3]), rel=1e-5)
+    aug = float(jax.jit(augmented.train_step)(state, batch, key)[1]["loss"])
+    assert aug != pytest.approx(loss([1, 1]), rel=1e-4)
+
+
+def test_feature_baselines_fit_on_the_training_folds_and_ablation_differences_are_paired(tiny_config, tmp_path,
+                                                                                          monkeypatch):
+    """experiments.ecg_baselines fits every model on its fold's training recordings only (stubbed data,
+    features and models), and experiments.ecg_ablation's paired difference is variant minus none."""
+    from types import SimpleNamespace
+
+    import jaxcomp.ecg.data as ecg_data
+    import jaxcomp.ecg.features as ecg_features
+    from experiments import ecg_ablation, ecg_baselines
+
+    n = 40
+    labels = np.arange(n) % 4
+    monkeypatch.setattr(ecg_data, "load_dataset", lambda data: SimpleNamespace(signals=[None] * n, fs=300,
+                                                                               labels=labels, source="stub"))
+    features = np.repeat(np.arange(n, dtype=np.float64)[:, None], len(ecg_features.FEATURE_NAMES), 1)
+    monkeypatch.setattr(ecg_features, "feature_matrix", lambda signals, fs, progress=False: features)
+    fitted = []
+
+    class Model:
+        def fit(self, x, y):
+            fitted.append(set(x[:, 0].astype(int)))
+            return self
+
+        def predict(self, x):
+            return labels[x[:, 0].astype(int)]
+
+    monkeypatch.setattr(ecg_baselines, "_model", lambda name, seed: Model())
+    config = apply_overrides(tiny_config, ["data.num_folds=4", "cv.folds=(0, 2)", "cv.seeds=(0,)"])
+    ecg_baselines.run(config, str(tmp_path / "baselines"))
+    splits = ecg_data.stratified_kfold(labels, 4, config.data.fold_seed)
+    per_fold = len(fitted) // 2
+    for k, fold in enumerate((0, 2)):
+        train_idx, eval_idx = splits[fold]
+        for rows in fitted[k * per_fold:(k + 1) * per_fold]:
+            assert rows == set(train_idx.tolist()) and not rows & set(eval_idx.tolist())
+    rows = {"none": [dict(seed=0, fold=0, f1=0.5), dict(seed=0, fold=1, f1=0.6)],
+            "bursts": [dict(seed=0, fold=0, f1=0.55), dict(seed=0, fold=1, f1=0.62)]}
+    for r in rows["none"] + rows["bursts"]:
+        r.update({k: r["f1"] for k in ("f1_N", "f1_A", "f1_O", "f1_~", "accuracy")})
+    _, summary = ecg_ablation.summarize(rows)
+    mean, _, better = summary["bursts"]["paired_diff_vs_none"]
+    assert mean == pytest.approx(0.035) and better == 2

@@ -21,7 +21,7 @@ def _beat_train(r_times: np.ndarray, seconds: float, fs: int = FS, noise: float 
     return x + noise * np.random.default_rng(seed).standard_normal(len(t))
 
 
-@pytest.mark.parametrize("bpm", [50.0, 75.0, 140.0])
+@pytest.mark.parametrize("bpm", [50.0, 75.0, 140.0, 200.0])  # 200: RR 0.3 s, past a longer refractory time
 def test_detector_regular_rhythm(bpm):
     rr = 60.0 / bpm
     r_times = np.arange(0.4, 20.0 - 0.3, rr)
@@ -31,6 +31,17 @@ def test_detector_regular_rhythm(bpm):
     feats = record_features(_beat_train(r_times, 20.0), FS)
     assert abs(feats[_F["rr_mean"]] / rr - 1) < 0.02
     assert abs(feats[_F["beats_per_s"]] - len(r_times) / 20.0) <= 1 / 20.0
+
+
+def test_detector_places_r_peaks_of_either_polarity():
+    """Beats whose QRS points down (an inverted lead) are located at their R peak, as upright ones:
+    within one sample at 300 Hz."""
+    r_times = np.arange(0.4, 19.7, 0.8)
+    true = np.round(r_times * FS).astype(int)
+    for sign in (1.0, -1.0):
+        peaks = detect_qrs(sign * _beat_train(r_times, 20.0), FS)
+        assert len(peaks) == len(true)
+        assert np.abs(peaks[:, None] - true[None]).min(1).max() <= 1, sign
 
 
 def test_detector_on_project_generator():

@@ -145,6 +145,14 @@ def test_windowed_pmf_is_the_full_pmf_inside_the_window_and_its_rest_outside():
     for channel, expected in enumerate((102 - 32, 191 - 32, 0)):
         _, lo1 = mixture_pmf_window(p1, None, 256, 64, channel=channel)
         assert int(np.asarray(lo1).reshape(-1)[0]) == expected, channel
+    # ... and on the weighted mean of several: weights 0.9 / 0.1 of means at levels 51 and 204 -> 66.3
+    raw2 = np.zeros((1, 1, 1, lm.num_mixture_params(1, 2, False)), np.float32)
+    raw2[..., 0:2] = np.log([0.9, 0.1])  # [logits (K) | means (K) | log-scales (K)]
+    raw2[..., 2:4] = (np.array([51.0, 204.0]) * 2 / 255 - 1).astype(np.float32)
+    raw2[..., 4:6] = -4.0
+    p2 = lm.split_mixture_params(jnp.asarray(raw2), 1, 2, autoregressive=False)
+    _, lo2 = mixture_pmf_window(p2, None, 256, 64, channel=0)
+    assert int(np.asarray(lo2).reshape(-1)[0]) == round(0.9 * 51 + 0.1 * 204) - 32
     with pytest.raises(ValueError, match="window"):
         lm.mixture_pmf_window(p, x, 256, 256)
 

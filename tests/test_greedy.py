@@ -143,6 +143,8 @@ def test_objective_gradients_are_the_gradients_of_their_values():
     x = jnp.asarray(rng.standard_normal(4))
     for obj in (least_squares_objective(M, b), logistic_objective(F, y, l2=0.3)):
         np.testing.assert_allclose(np.asarray(obj.grad(x)), np.asarray(jax.grad(obj.f)(x)), rtol=1e-5, atol=1e-6)
+    # the logistic loss's smoothness constant: sigma'' <= 1/4, so ||F||_2^2 / (4 n) + l2
+    assert logistic_objective(F, y, l2=0.3).L == pytest.approx(np.linalg.norm(F, 2) ** 2 / (4 * 9) + 0.3)
 
 
 def test_first_nnmp_step_on_a_smooth_objective_is_the_smoothness_step():

@@ -301,6 +301,17 @@ def _subpixel_model(config, steps, head, representation="learned"):
     return spec, model, params
 
 
+def test_the_shared_head_tells_its_steps_apart_by_their_embedding(l3c_tiny_config):
+    """The shared sub-pixel head adds step k's own embedding row: making every row step 0's changes
+    the bits (a head that read row 0 at every step would not notice)."""
+    spec, model, params = _subpixel_model(l3c_tiny_config, 4, "shared")
+    x = np.random.default_rng(1).integers(0, 256, (1, 16, 16, 3), dtype=np.uint8)
+    bits = jax.jit(lambda p: l3c.bits_per_scale(spec, model.apply({"params": p}, x))[0])
+    same = jax.tree_util.tree_map_with_path(
+        lambda path, v: jnp.broadcast_to(v[:1], v.shape) if path[-1].key == "step_embedding" else v, params)
+    assert float(jnp.abs(bits(params) - bits(same)).max()) > 1e-3
+
+
 def test_the_papers_model_is_unchanged_by_the_subpixel_switch(l3c_tiny_config, l3c_tiny_params):
     """``subpixel_steps=1`` (the default) is the paper's model: no sub-pixel parameters, and the
     architecture that model fingerprints hash (so streams of earlier versions still decode) has
@@ -484,6 +495,8 @@ def test_rgb_shared_is_one_decoder_trained_on_one_scale_and_applied_recursively(
     np.testing.assert_allclose(float(loss), float(np.mean(np.asarray(bits0) + 8.0 * 8 * 8 * 3)) / (16 * 16 * 3),
                                rtol=1e-5)
     assert set(metrics) == {"bpsp", "bpsp_s0", "bpsp_s1"}
+    # each scale's bits over the image's subpixels: the scales add up to the total
+    assert float(metrics["bpsp_s0"]) + float(metrics["bpsp_s1"]) == pytest.approx(float(metrics["bpsp"]), rel=1e-5)
     with pytest.raises(ValueError, match="untrained"):
         l3c.L3CSpec(representation="rgb", share_weights=True, train_scales=1)  # with fusion
     with pytest.raises(ValueError, match="train_scales"):

@@ -720,3 +720,39 @@ def test_mnist_experiment_plan_seeds_baselines_and_teachers(repo, tmp_path):
             if ratio != "-":
                 assert cfg.strassen.hidden_ratio == ratio
     assert _mean_std([0.9, 0.95, 1.0]) == pytest.approx((0.95, 0.05))  # sample std (ddof = 1)
+
+
+def test_config_settings_reach_the_model_and_the_counts(repo):
+    """strassen.p reaches every SPN conv (W_c is p x p), strassen.learned_scale adds each matrix's
+    scale leaf at its TWN value, the LSTM's dropout reaches the model, relative_mse is relative to
+    ||T||^2, and the counts table's TWN row is the TWN model (not SPN at r = out)."""
+    from experiments.strassen_counts import summary_rows
+    from jaxcomp import tasks
+    from jaxcomp.configs import apply_overrides, load_config
+    from jaxcomp.strassen.matmul import relative_mse
+    from jaxcomp.strassen.task import build_spn_model
+
+    tiny = load_config(str(repo / "configs" / "strassen.py") + ":tiny")
+    p2 = apply_overrides(tiny, ["strassen.p=2", "strassen.learned_scale=True"])
+    task = tasks.build_task(p2)[0]
+    batch = {"image": jax.ShapeDtypeStruct((2, 8, 8, 1), jnp.float32), "label": jax.ShapeDtypeStruct((2,), jnp.int32)}
+    params = jax.eval_shape(task.init, jax.random.PRNGKey(0), batch).params
+    leaves = {"/".join(str(getattr(k, "key", k)) for k in path): v.shape
+              for path, v in jax.tree_util.tree_leaves_with_path(params)}
+    wc = [shape for name, shape in leaves.items() if name.endswith("/wc")]
+    assert wc and all(shape[:2] == (2, 2) for shape in wc)
+    assert any(name.endswith("wb_scale") for name in leaves) and any(name.endswith("wc_scale") for name in leaves)
+    w = {"layer": {"wb": jnp.array([[0.9, -0.1], [-1.2, 0.5]])}}
+    assert float(strassen.add_learned_scales(w)["layer"]["wb_scale"]) == pytest.approx((0.9 + 1.2 + 0.5) / 3)
+    ptb = load_config(str(repo / "configs" / "strassen.py") + ":ptb", ["model.dropout=0.35"])
+    assert build_spn_model(ptb).dropout == 0.35
+    wa, wb, wc_ = strassen.strassen_weights()
+    wc2 = np.array(wc_, np.float64)
+    wc2[0, 0] += 1.0  # one wrong coefficient: error tensor of one nonzero row
+    t = strassen.matmul_tensor(2, 2, 2)
+    d = np.einsum("ra,rb,cr->abc", wa, wb, wc2) - t
+    assert relative_mse(wa, wb, wc2) == pytest.approx(float((d ** 2).sum() / (t ** 2).sum()))
+    assert relative_mse(wa, wb, wc2) != pytest.approx(float((d ** 2).sum() / t.size))
+    counts = apply_overrides(tiny, ["experiment.twn=True", "experiment.hidden_ratios=(1.0,)"])
+    rows = {name: s for name, _, s in summary_rows(counts)}
+    assert rows["TWN"]["net_muls"] != rows["SPN"]["net_muls"]

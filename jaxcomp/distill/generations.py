@@ -81,11 +81,16 @@ def train_member(config: ml_collections.ConfigDict, workdir: str, name: str, tea
         logits = predict_logits(task, state, data.eval_batches(config.eval_batch_size))
         metrics = classification_metrics(logits, data.eval_arrays()["label"])
     else:
-        metrics = trainer.evaluate(jax.jit(task.eval_step), state, data.eval_batches(config.eval_batch_size),
-                                   trainer.make_mesh())
-        metrics = {"perplexity": math.exp(metrics["nll_sum"] / metrics["tokens"]),
-                   "accuracy": 100.0 * metrics["correct"] / metrics["tokens"]}
+        metrics = lm_metrics(trainer.evaluate(jax.jit(task.eval_step), state,
+                                              data.eval_batches(config.eval_batch_size), trainer.make_mesh()))
     return Member(name, workdir, metrics, logits, teacher_from_state(task, state))
+
+
+def lm_metrics(sums: dict[str, float]) -> dict[str, float]:
+    """A language model's perplexity ``exp(nll / tokens)`` (natural log, per scored token) and
+    next-word accuracy in percent, from the evaluation's sums ``nll_sum``, ``tokens``, ``correct``."""
+    return {"perplexity": math.exp(sums["nll_sum"] / sums["tokens"]),
+            "accuracy": 100.0 * sums["correct"] / sums["tokens"]}
 
 
 def ensemble_metrics(members: Sequence[Member], labels: np.ndarray) -> dict[str, float]:
