@@ -39,7 +39,7 @@ def test_quantizer_emits_only_the_five_centres(config, state):
     model = gc.GC(gc.spec_from_config(config.model))
     x = jax.random.uniform(jax.random.PRNGKey(0), (2, 32, 48, 3), maxval=255.0)
     params = state.params["generator"]
-    out = model.apply({"params": params}, x)
+    out = jax.jit(lambda p, v: model.apply({"params": p}, v))(params, x)
     assert out["w_hat"].shape == (2, 2, 3, config.model.channels)
     np.testing.assert_array_equal(np.unique(np.asarray(out["w_hat"])) % 1, 0)
     assert set(np.unique(np.asarray(out["w_hat"]))) <= {-2.0, -1.0, 0.0, 1.0, 2.0}
@@ -70,12 +70,12 @@ def test_generator_is_the_papers_layout():
     rng = np.random.default_rng(2)  # large weights: outputs far outside [-1, 1] without the tanh
     p = jax.tree.map(lambda a: jnp.asarray(5.0 * rng.standard_normal(a.shape), jnp.float32),
                      jax.eval_shape(small.init, jax.random.PRNGKey(2), w)["params"])
-    x = small.apply({"params": p}, w)
+    x = jax.jit(small.apply)({"params": p}, w)
     assert x.shape == (1, 32, 32, 3) and float(jnp.abs(x).max()) <= 1.0
     block = ResBlock(3)
     h = jax.random.normal(jax.random.PRNGKey(3), (1, 4, 4, 3))
     zeroed = jax.tree.map(jnp.zeros_like, jax.eval_shape(block.init, jax.random.PRNGKey(4), h)["params"])
-    np.testing.assert_allclose(block.apply({"params": zeroed}, h), h, atol=1e-6)
+    np.testing.assert_allclose(jax.jit(block.apply)({"params": zeroed}, h), h, atol=1e-6)
     logits = jnp.asarray([[0.0, 1.0, 2.0, 0.5, -1.0], [3.0, 0.0, 0.0, 0.0, 0.0]])
     symbols = jnp.asarray([[[[2, 0], [4, 1]]]])  # [1, 1, 2, C=2]
     logp = np.log(np.exp(logits) / np.exp(logits).sum(1, keepdims=True)) / np.log(2.0)
@@ -280,16 +280,20 @@ def test_generator_loss_terms(config, state):
     # (each scale's last output) for the adversarial terms, its hidden layers for feature matching
     from jaxcomp import gan
 
-    d_params = {"params": state.params["discriminator"]}
     x_unit = image.astype(jnp.float32) / 127.5 - 1.0
-    real_feats = task.disc.apply(d_params, x_unit, task.cond(None))
-    fake_feats = task.disc.apply(d_params, x_hat, task.cond(None))
+
+    @jax.jit
+    def disc_terms(params, x_hat):  # one compilation (eager runs of the discriminator take seconds)
+        d_params = {"params": params["discriminator"]}
+        return (task.disc.apply(d_params, x_unit, task.cond(None)), task.disc.apply(d_params, x_hat, task.cond(None)),
+                task.discriminator_loss(params, batch, x_hat, rng)[0])
+
+    real_feats, fake_feats, d_value = disc_terms(state.params, x_hat)
     real_logits, fake_logits = [f[-1] for f in real_feats], [f[-1] for f in fake_feats]
     assert all(r.shape[-1] == 1 for r in real_logits)
     assert float(m_on["g_adv"]) == pytest.approx(float(gan.g_loss(config.loss.gan, fake_logits)), rel=1e-5)
     fm = float(gan.feature_matching(real_feats, fake_feats))
     assert fm > 0 and float(m_on["fm"]) == pytest.approx(fm, rel=1e-5)
-    d_value, d_metrics = task.discriminator_loss(state.params, batch, x_hat, rng)
     expected_d = float(gan.d_loss(config.loss.gan, real_logits, fake_logits))
     assert float(d_value) == pytest.approx(expected_d, rel=1e-5)
     assert expected_d != pytest.approx(float(gan.d_loss(config.loss.gan, fake_logits, real_logits)), rel=1e-3)
