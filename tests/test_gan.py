@@ -26,27 +26,40 @@ def test_avg_pool_matches_a_hand_computation():
 def test_the_discriminator_sees_three_scales():
     d = gan.MultiScaleDiscriminator(scales=3, features=4, layers=2)
     x = jax.random.uniform(jax.random.PRNGKey(0), (2, 32, 32, 3), minval=-1, maxval=1)
-    params = jax.jit(d.init)(jax.random.PRNGKey(1), x)["params"]  # (eager runs take seconds)
-    out = jax.jit(d.apply)({"params": params}, x)
+    @jax.jit
+    def init_apply(key, x):  # one compilation (eager runs take seconds)
+        params = d.init(key, x)["params"]
+        return params, d.apply({"params": params}, x)
+
+    params, out = init_apply(jax.random.PRNGKey(1), x)
     assert len(out) == 3 and sorted(params) == ["scale0", "scale1", "scale2"]
     # 32 -> 17 -> 9 (stride 2, pad 2) -> 10 -> 11 (stride 1, pad 2); 16 -> ... -> 7; 8 -> ... -> 5
     assert [o[-1].shape for o in out] == [(2, 11, 11, 1), (2, 7, 7, 1), (2, 5, 5, 1)]
     assert all(len(o) == 4 for o in out)  # 2 stride-2 blocks, a stride-1 block, the logits
     # scale s is a PatchGAN on the image average-pooled s times
-    single = jax.jit(gan.PatchDiscriminator(4, 2).apply)
-    pooled = x
-    for s in range(3):
-        ref = single({"params": params[f"scale{s}"]}, pooled)[-1]
+    single = gan.PatchDiscriminator(4, 2)
+
+    @jax.jit
+    def references(params, x):  # the three scales in one compilation
+        refs = []
+        for s in range(3):
+            refs.append(single.apply({"params": params[f"scale{s}"]}, x)[-1])
+            x = gan.avg_pool_3x3(x)
+        return refs
+
+    for s, ref in enumerate(references(params, x)):
         np.testing.assert_allclose(np.asarray(out[s][-1]), np.asarray(ref), rtol=1e-5, atol=1e-6)
-        pooled = gan.avg_pool_3x3(pooled)
     # a conditioning map is an input at every scale
     cond = jnp.zeros((2, 32, 32, 2))
     dc = gan.MultiScaleDiscriminator(scales=3, features=4, layers=2)
-    pc = jax.jit(dc.init)(jax.random.PRNGKey(1), x, cond)["params"]
+
+    @jax.jit
+    def conditioned(key, x, cond):
+        pc = dc.init(key, x, cond)["params"]
+        return pc, dc.apply({"params": pc}, x, cond.at[:, :, :, 0].set(1.0)), dc.apply({"params": pc}, x, cond)
+
+    pc, moved, base = conditioned(jax.random.PRNGKey(1), x, cond)
     assert pc["scale2"]["conv0"]["kernel"].shape[2] == 5
-    apply_c = jax.jit(dc.apply)
-    moved = apply_c({"params": pc}, x, cond.at[:, :, :, 0].set(1.0))
-    base = apply_c({"params": pc}, x, cond)
     assert all(float(jnp.abs(a[-1] - b[-1]).max()) > 1e-4 for a, b in zip(moved, base))
     with pytest.raises(ValueError, match="does not match"):
         dc.apply({"params": pc}, x, cond[:, :16])

@@ -400,7 +400,7 @@ class ImageBatches:
         self.crop, self.flip, self.downscale = crop, flip, tuple(downscale)
         self.eval_crop, self.seed = eval_crop, seed
         self.process_index, self.process_count = process_index, process_count
-        self._warned_small = False  # the warning about validation images too small to tile, once a run
+        self._warned_small = False  # the warning about validation images too small to tile, once per data object
 
     def train_batch(self, step: int) -> dict[str, np.ndarray]:
         """This host's part of global batch ``step``: ``{'image': uint8 [B_local, crop, crop, 3]}``."""
