@@ -477,6 +477,7 @@ def test_mnist_driver_writes_rows_and_labels_per_seed(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     bases = [np.abs(rng.standard_normal((784, 3))) * (rng.random((784, 1)) < 0.3) for _ in range(2)]
     x = np.concatenate([(b @ rng.random((3, 40))).T for b in bases])
+    x = x + 0.25 * x.max() * rng.random(x.shape) * (rng.random((80, 1)) < 0.3)  # a few noisy digits
     x = np.clip(255 * x / x.max(), 0, 255).astype(np.uint8)
     y = np.repeat([3, 7], 40)
     np.savez(tmp_path / "stand_in.npz", x_train=x, y_train=y, x_test=x[:4], y_test=y[:4])
@@ -497,6 +498,7 @@ def test_mnist_driver_writes_rows_and_labels_per_seed(tmp_path, monkeypatch):
         rows = list(csv.DictReader(f))
     methods = ["SSC-MP (jaxcomp)", "sklearn SpectralClustering (kNN graph)", "sklearn KMeans"]
     assert [(r["method"], int(r["seed"])) for r in rows] == [(m, s) for s in (0, 1) for m in methods]
+    imperfect = []
     with np.load(tmp_path / "out" / "mnist_labels.npz") as lab:
         assert sorted(lab.files) == sorted([f"{s}:{m}" for s in (0, 1) for m in methods + ["truth"]])
         for s in (0, 1):
@@ -510,6 +512,8 @@ def test_mnist_driver_writes_rows_and_labels_per_seed(tmp_path, monkeypatch):
                     assert float(r["accuracy"]) == pytest.approx(m["accuracy"], abs=1e-4)
                     assert float(r["nmi"]) == pytest.approx(m["nmi"], abs=1e-4)
                     assert float(r["ari"]) == pytest.approx(m["ari"], abs=1e-4)
+                    imperfect.append(m["nmi"] != pytest.approx(m["ari"], abs=1e-3))
+    assert any(imperfect)  # some method errs on the noisy digits, where NMI and ARI differ
 
 
 @pytest.mark.parametrize("algorithm,point_norms", [("omp", "unit"), ("mp", "unit"), ("omp", "raw")])
