@@ -233,16 +233,26 @@ def shipped_model(name: str = DEFAULT_CHECKPOINT) -> str:
 def load_codec(checkpoint: str | None = None) -> GCCodec:
     """A :class:`GCCodec` from a shipped model (``None`` = ``"c4"``, ``"c2"``, ``"c8"``), an exported
     ``.msgpack`` or a training workdir of ``config.task = "gc"``."""
-    from jaxcomp.modelfile import ModelLoadError, load_model
+    from jaxcomp.modelfile import ModelLoadError
 
     if checkpoint is None or checkpoint in CHECKPOINTS:
         checkpoint = shipped_model(checkpoint or DEFAULT_CHECKPOINT)
         if not os.path.isfile(checkpoint):
             raise ModelLoadError(f"no shipped GC model {os.path.basename(checkpoint)} in this jaxcomp; "
                                  "train one (configs/gc.py) and give its workdir or .msgpack")
-    config, params, _ = load_model(checkpoint, task="gc")
-    if "generator" not in params:
-        raise ModelLoadError(f"{checkpoint}: not a GC model (no generator parameters)")
-    spec = spec_from_config(config.model)
-    check_generator_params(params["generator"], spec, checkpoint)
+    _, spec, params = load_gc_model(checkpoint)
     return GCCodec(spec, params["generator"], params.get("context_logits"))
+
+
+def load_gc_model(path: str) -> tuple[Any, GCSpec, dict[str, Any]]:
+    """``(config, spec, params)`` of a GC model file or workdir (``config.task = "gc"``), whose
+    generator parameters are checked against the architecture its config names: what every GC
+    loader (codec, SC codec, latent sampler) starts from. Raises ``ModelLoadError``."""
+    from jaxcomp.modelfile import ModelLoadError, load_model
+
+    config, params, _ = load_model(path, task="gc")
+    if "generator" not in params:
+        raise ModelLoadError(f"{path}: not a GC model (no generator parameters)")
+    spec = spec_from_config(config.model)
+    check_generator_params(params["generator"], spec, path)
+    return config, spec, params

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxcomp.codecs.gc.model import FACTOR, GC, LEVELS, centers, check_generator_params, spec_from_config, to_pixels
+from jaxcomp.codecs.gc.model import FACTOR, GC, LEVELS, centers, spec_from_config, to_pixels
 from jaxcomp.gan import d_loss, g_loss, gradient_penalty, schedule_from_config, two_player_step
 from jaxcomp.nn import StridedConv
 from jaxcomp.train import TwoPlayerState, make_optimizer
@@ -150,14 +150,9 @@ class LatentSamplerTask:
 
 def load_frozen_gc(checkpoint: str) -> tuple[ml_collections.ConfigDict, Any]:
     """``(config, generator params)`` of a GC model: a shipped name (``c4`` ...), ``.msgpack`` or workdir."""
-    from jaxcomp.codecs.gc.codec import CHECKPOINTS, shipped_model
-    from jaxcomp.modelfile import ModelLoadError, load_model
+    from jaxcomp.codecs.gc.codec import CHECKPOINTS, load_gc_model, shipped_model
 
-    path = shipped_model(checkpoint) if checkpoint in CHECKPOINTS else checkpoint
-    config, params, _ = load_model(path, task="gc")
-    if "generator" not in params:
-        raise ModelLoadError(f"{path}: not a GC model (no generator parameters)")
-    check_generator_params(params["generator"], spec_from_config(config.model), path)
+    config, _, params = load_gc_model(shipped_model(checkpoint) if checkpoint in CHECKPOINTS else checkpoint)
     return config, params["generator"]
 
 

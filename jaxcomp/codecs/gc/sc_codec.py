@@ -33,17 +33,8 @@ import numpy as np
 
 from jaxcomp.codecs import common
 from jaxcomp.codecs.gc import context
-from jaxcomp.codecs.gc.codec import check_image
-from jaxcomp.codecs.gc.model import (
-    FACTOR,
-    GC,
-    LEVELS,
-    GCSpec,
-    centers,
-    check_generator_params,
-    spec_from_config,
-    to_pixels,
-)
+from jaxcomp.codecs.gc.codec import check_image, load_gc_model
+from jaxcomp.codecs.gc.model import FACTOR, GC, LEVELS, GCSpec, centers, to_pixels
 
 SC_FORMAT = 1       # of the SC payloads inside the container
 CONTEXT_BONUS = 8   # initial extra count of the left and of the up label (see the module docstring)
@@ -340,13 +331,9 @@ class SCCodec:
 def load_sc_codec(checkpoint: str) -> SCCodec:
     """An :class:`SCCodec` from an exported ``.msgpack`` or a training workdir of an SC model
     (``config.task = "gc"`` with ``model.semantic_classes > 0``)."""
-    from jaxcomp.modelfile import ModelLoadError, load_model
+    from jaxcomp.modelfile import ModelLoadError
 
-    config, params, _ = load_model(checkpoint, task="gc")
-    if "generator" not in params:
-        raise ModelLoadError(f"{checkpoint}: not a GC model (no generator parameters)")
-    spec = spec_from_config(config.model)
+    _, spec, params = load_gc_model(checkpoint)
     if not spec.semantic_classes:
         raise ModelLoadError(f"{checkpoint}: a global (GC) model, not a selective one; use --codec gc")
-    check_generator_params(params["generator"], spec, checkpoint)
     return SCCodec(spec, params["generator"])
