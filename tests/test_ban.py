@@ -912,16 +912,33 @@ def test_device_augmentation_crops_windows_of_the_padded_images():
         ClassificationBatches((x, np.arange(200) % 3), None, 8, augment="shift_device", pad=0)
 
 
+class _PooledTeacher(nn.Module):
+    """Logits from the spatial mean and mean square of the image: accepts any image size, so a teacher
+    fed the padded batch instead of the crop gives other logits rather than a shape error."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        return nn.Dense(5, name="head")(jnp.concatenate([x.mean((1, 2)), (x ** 2).mean((1, 2))], -1))
+
+
 def test_the_task_augments_on_the_device(tiny_config, monkeypatch):
-    """With ``data.augment=crop_flip_device`` the train step crops the padded batch before the student (and
-    its teacher) see it: the step equals a plain step on ``device_augment`` of the batch with the step's key."""
+    """With ``data.augment=crop_flip_device`` the train step crops the padded batch before the student and
+    its teacher see it: the step (KD from a teacher) equals a plain step on ``device_augment`` of the batch
+    with the step's key.
+
+    Guards against: the crop skipped, another key, the teacher given the padded, uncropped batch (its soft
+    targets would not describe the student's input)."""
     from jaxcomp.data.classification import device_augment
     from jaxcomp.distill import task as task_module
 
     monkeypatch.setattr(task_module, "build_model", _linear_model)
+    teacher_model = _PooledTeacher()
+    teacher = task_module.Teacher(teacher_model, jit_init(teacher_model.init)(jax.random.PRNGKey(9),
+                                                                               jnp.zeros((1, 6, 6, 1))))
+    kd = ["distill.loss=kd", "distill.temperature=2.0"]
     device = task_module.ClassificationTask(apply_overrides(tiny_config, ["data.augment=crop_flip_device",
-                                                                         "data.pad=1"]))
-    plain = task_module.ClassificationTask(tiny_config)
+                                                                         "data.pad=1"] + kd), teachers=[teacher])
+    plain = task_module.ClassificationTask(apply_overrides(tiny_config, kd), teachers=[teacher])
     rng = np.random.default_rng(2)
     padded = rng.normal(size=(16, 8, 8, 1)).astype(np.float32)
     y = rng.integers(0, 5, 16).astype(np.int32)
@@ -938,6 +955,37 @@ def test_the_task_augments_on_the_device(tiny_config, monkeypatch):
     for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_allclose(u, v, rtol=1e-6)
 
+
+
+class _DiagonalOracle(nn.Module):
+    """The tiny digits' class from their bright diagonal pixel (``x[y, y]``): always the clean label."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        return 100.0 * jnp.diagonal(x[..., 0], axis1=1, axis2=2)[:, :5]
+
+
+def test_regime_outputs_score_the_teacher_against_the_given_and_the_clean_labels(tiny_config, monkeypatch):
+    """``experiments/ban_regime.py`` reports a teacher's training-set accuracy against the labels it was
+    trained on (40 % of them flipped here) and against the clean ones: a teacher that always names the
+    true class scores 100 % clean and the unflipped share against the given labels.
+
+    Guards against: the clean-label accuracy computed against the noisy labels (it would equal the
+    given-label one and hide how much noise a teacher memorised), the noise not applied."""
+    from experiments.ban_regime import training_set_outputs
+    from jaxcomp.data.classification import build_classification_data
+    from jaxcomp.distill import task as task_module
+
+    config = apply_overrides(tiny_config, ["data.label_noise=0.4"])
+    teacher = task_module.Teacher(_DiagonalOracle(), {})
+    monkeypatch.setattr(task_module, "load_teacher", lambda workdir, data=None: teacher)
+    out = training_set_outputs("unused", config)
+    noisy = build_classification_data(config.data).train_labels
+    clean = build_classification_data(tiny_config.data).train_labels
+    assert 0.1 < np.mean(noisy != clean) < 0.6
+    assert out["train_acc_clean_labels"] == 100.0
+    assert out["train_acc_given_labels"] == pytest.approx(100.0 * np.mean(noisy == clean))
+    assert 0.0 <= out["train_entropy"] < 1e-3 and out["share_max_prob_gt_0.99"] == 1.0
 
 _SMALL_RUN = ["steps=2", "data.batch_size=2", "eval_batch_size=4", "checkpoint_every=2", "eval_every=2", "log_every=1",
               "optimizer.decay_steps=2", "optimizer.boundaries=(1,)", "ban.seeds=(0,)"]

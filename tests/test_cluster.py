@@ -216,6 +216,34 @@ def test_subspaces_intersect_in_exactly_t_dimensions_and_tau_follows_the_noise()
     assert tau_for(cfg, 0.5) == pytest.approx(tau_from_noise(0.5, 30, 4)) and tau_from_noise(0.5, 30, 4) > 0.05
 
 
+
+def test_phase_cells_vary_only_their_axis_and_take_tau_at_their_own_noise_level(repo):
+    """A phase diagram's row keeps the config's t, sigma and s_max except the one on its axis, and
+    in tau_mode noise its tau is tau_for at the row's sigma (the (sigma, rho) diagram), not at the
+    config's base sigma.
+
+    Guards against: every noise level of the sigma diagram run with the base sigma's tau, an axis
+    value not reaching the cell.
+    """
+    from jaxcomp.cluster.benchmarks import phase_cell, tau_for
+
+    cfg = load_config(str(repo / "configs/ssc.py:synthetic_sigma"))
+    assert cfg.grid.axes == "sigma_rho" and cfg.ssc.tau_mode == "noise"
+    for sigma in cfg.grid.sigma:
+        t, s, s_max, tau = phase_cell(cfg, sigma)
+        assert (t, s, s_max) == (cfg.data.intersection_dim, sigma, cfg.ssc.s_max)
+        assert tau == tau_for(cfg, sigma)
+    taus = [phase_cell(cfg, sigma)[3] for sigma in cfg.grid.sigma]
+    assert len(set(taus)) == len(taus), taus  # each noise level its own stopping threshold
+    cfg = load_config(str(repo / "configs/ssc.py:noise_smax_tau"))
+    assert phase_cell(cfg, 3) == (0, cfg.data.sigma, 3, tau_for(cfg, cfg.data.sigma))
+    cfg = load_config(str(repo / "configs/ssc.py:tiny"))
+    assert phase_cell(cfg, 2)[:3] == (2, cfg.data.sigma, cfg.ssc.s_max)
+    with cfg.unlocked():
+        cfg.grid.axes = "rho_rho"
+    with pytest.raises(ValueError, match="unknown grid.axes"):
+        phase_cell(cfg, 2)
+
 def test_tau_from_noise():
     assert tau_from_noise(0.0, 200) == 0.0
     assert tau_from_noise(0.5, 200, 20) < tau_from_noise(0.5, 200, 0)

@@ -47,6 +47,27 @@ def test_omp_recovers_planted_support(planted):
     assert np.all(np.asarray(res.residual_norm) <= 1e-4)
 
 
+
+def test_omp_stops_when_every_atom_left_is_in_the_span_of_its_support():
+    """Noiseless signals in a 3-dimensional subspace, atoms in the same subspace, tol = 0 and
+    max_iter = 8 > 3 (SSC's tau_from_noise(0) = 0 with s_max > d): after 3 atoms the residual is
+    float noise and every further atom lies numerically in the span of the support, so OMP must
+    stop at 3 atoms for all 64 signals instead of adding tiny spurious coefficients.
+
+    Guards against: the span test without its relative tolerance (``diag2 > 0``), which lets float
+    noise of either sign through (7 of these 64 signals went on to 4-7 atoms).
+    """
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.standard_normal((20, 3)))[0]
+    D = (basis @ rng.standard_normal((3, 30))).astype(np.float32)
+    D /= np.linalg.norm(D, axis=0)
+    Y = (basis @ rng.standard_normal((3, 64))).T.astype(np.float32)
+    res = omp(D, Y, max_iter=8)
+    assert np.all(np.asarray(res.n_iter) == 3), np.bincount(np.asarray(res.n_iter))
+    assert np.all(np.sum(np.asarray(res.support) >= 0, axis=1) == 3)
+    assert np.all(np.sum(np.asarray(res.coef) != 0, axis=1) == 3)
+    assert float(np.max(res.residual_norm)) < 1e-4
+
 def test_omp_single_signal_and_exclude(planted):
     D, X, Y, supports = planted
     banned = int(supports[0][0])
@@ -555,6 +576,23 @@ def test_batched_coding_matches_scipy_nnls_on_digits(digits_problem):
     assert abs(relative_gap(res.history.T, fstar)[-1]) < 1e-10
     assert relative_gap(res.history.T, fstar)[0] == pytest.approx((np.sum(B**2) / 2 - fstar.sum()) / fstar.sum())
 
+
+
+def test_time_to_accuracy_is_the_first_checkpoint_that_reaches_it():
+    """The regression table's time to a gap: per seed the seconds of the *first* checkpoint at or
+    below the accuracy, mean ± std over the seeds that get there, with the count when some do not.
+
+    Guards against: the last reaching checkpoint (with decreasing gaps, always the full run), a
+    strict ``<``, seeds that never reach it averaged in.
+    """
+    from jaxcomp.greedy.realdata import time_to_accuracy
+
+    G = np.array([[1.0, 0.1, 1e-3, 1e-5], [1.0, 1e-3, 1e-4, 1e-6], [1.0, 0.5, 0.2, 0.1]])
+    S = np.array([[0.0, 1.0, 2.0, 4.0], [0.0, 3.0, 5.0, 8.0], [0.0, 1.0, 2.0, 3.0]])
+    assert time_to_accuracy(G, S, 1e-3) == "2.5 ± 0.5 (2/3 seeds)"  # seeds 0, 1 at 2 s and 3 s
+    assert time_to_accuracy(G[:2], S[:2], 1e-3) == "2.5 ± 0.5"
+    assert time_to_accuracy(G, S, 0.1) == "2.33 ± 0.943"  # 1, 3 and 3 s (seed 2 exactly at 0.1)
+    assert time_to_accuracy(G, S, 1e-7) == "not reached"
 
 def test_nmf_with_greedy_coding_decreases_and_matches_anls(digits_problem):
     """Alternating NMF of 30 digits (rank 10) whose coding step is fully-corrective MP: the

@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -437,6 +438,31 @@ def test_the_encoders_have_the_references_input_conv_when_switched_on(l3c_tiny_c
         assert cfg.model.encoder_head_conv is expected, variant
 
 
+
+def test_the_encoders_stride_2_conv_is_centred_like_the_references():
+    """E(s)'s 5x5 stride-2 conv pads 2 on every side (the reference's ``conv(Cf, Cf, 5, stride=2)``,
+    padding ``k // 2``): its output (i, j) reads input rows 2i-2 .. 2i+2 and columns 2j-2 .. 2j+2, so
+    z(s)[i, j] is centred on the 2x2 block of x(s-1) that D(s) predicts from it. A one-pixel change at
+    (7, 6) of a 16x16 input moves exactly output rows {3, 4} and columns {2, 3, 4}.
+
+    Guards against: padding moved to one side (same shapes and parameters, every roundtrip and
+    training test still passing, latents misaligned by 1.5 pixels)."""
+    spec = l3c.L3CSpec(scales=1, features=4, blocks=1, latent_channels=2, mixtures=1)
+    encoder = l3c.Encoder(spec)
+    shapes = jax.eval_shape(encoder.init, jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))["params"]
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda x: jnp.asarray(rng.normal(0.5, 0.2, x.shape), x.dtype), shapes)  # no zero taps
+
+    @jax.jit
+    def head(x):
+        _, inter = encoder.apply({"params": params}, x, capture_intermediates=True)
+        return inter["intermediates"]["head"]["__call__"][0]
+
+    x = jnp.asarray(rng.uniform(-1, 1, (1, 16, 16, 3)), jnp.float32)
+    moved = np.abs(np.asarray(head(x.at[0, 7, 6].add(1.0)) - head(x)))[0].max(-1) > 1e-6
+    assert moved.shape == (8, 8)
+    assert sorted(set(np.nonzero(moved)[0])) == [3, 4] and sorted(set(np.nonzero(moved)[1])) == [2, 3, 4]
+
 def _random_params(model, image_shape, seed=0):
     """Parameters of ``model`` drawn at random (He-scaled kernels, small random biases) without
     compiling ``model.init``: only the shapes are traced."""
@@ -460,7 +486,8 @@ def test_rgb_shared_is_one_decoder_trained_on_one_scale_and_applied_recursively(
     and the tiny model's widths: 3 small compilations, no init.)
 
     Guards against: feature fusion kept in the shared decoder (the old ablation, now the config
-    ``rgb_shared_fused``); the training loss over all scales; one decoder per scale."""
+    ``rgb_shared_fused``); the training loss over all scales; one decoder per scale; validation
+    (checkpoint choice) measuring the training loss's scales instead of the recursive model."""
     from jaxcomp.configs import load_config
 
     config = load_config(f"{repo}/configs/l3c.py:rgb_shared")
@@ -482,19 +509,24 @@ def test_rgb_shared_is_one_decoder_trained_on_one_scale_and_applied_recursively(
 
     @jax.jit
     def run(params, x):
-        """The forward pass, the bits of x(0) given x(1) in it, the training loss, and the forward pass
-        on x(1) taken as an image (one compilation)."""
+        """The forward pass, the bits of x(0) given x(1) in it, the training loss, the forward pass
+        on x(1) taken as an image, and the validation metrics (one compilation)."""
         out = model.apply({"params": params}, x)
         small = model.apply({"params": params}, out["symbols"][1].astype(jnp.uint8))
-        return out, l3c.bits_per_scale(spec, out)[0], task.loss(params, x), small
+        val = task.eval_step(SimpleNamespace(params=params), {"image": x})
+        return out, l3c.bits_per_scale(spec, out)[0], task.loss(params, x), small, val, l3c.bits_per_scale(spec, out)
 
-    full, bits0, (loss, metrics), small = run(params, x)
+    full, bits0, (loss, metrics), small, val, bits = run(params, x)
     np.testing.assert_array_equal(np.asarray(small["symbols"][1]), np.asarray(full["symbols"][2]))
     np.testing.assert_allclose(np.asarray(small["params"][0]), np.asarray(full["params"][1]), rtol=1e-5, atol=1e-5,
                                err_msg="D's prediction of x(1) depends on more than x(2)")
     np.testing.assert_allclose(float(loss), float(np.mean(np.asarray(bits0) + 8.0 * 8 * 8 * 3)) / (16 * 16 * 3),
                                rtol=1e-5)
     assert set(metrics) == {"bpsp", "bpsp_s0", "bpsp_s1"}
+    # validation (checkpoint choice) measures the recursive model the coder uses, every scale of it,
+    # not the training loss's x(0) | x(1) with x(1) at 8 bits
+    np.testing.assert_allclose(np.asarray(val["bpsp"]), np.sum(np.asarray(bits), 0) / (16 * 16 * 3), rtol=1e-5)
+    assert abs(float(np.mean(val["bpsp"])) - float(loss)) > 0.5  # (an untrained decoder: worse than uniform here)
     # each scale's bits over the image's subpixels: the scales add up to the total
     assert float(metrics["bpsp_s0"]) + float(metrics["bpsp_s1"]) == pytest.approx(float(metrics["bpsp"]), rel=1e-5)
     with pytest.raises(ValueError, match="untrained"):

@@ -2,6 +2,7 @@
 
 import json
 import os
+from types import SimpleNamespace
 
 import jax
 import numpy as np
@@ -491,6 +492,11 @@ def test_rgb_shared_codes_exactly_at_its_recursive_rate(repo, photo):
     np.testing.assert_array_equal(codec.decompress(data), crop)
     estimate = codec.estimate_bits(crop)
     assert abs(ideal - estimate) / estimate < 0.002, (ideal, estimate)
+    # validation (checkpoint choice) measures that recursive model, not the training loss's x(0) | x(1)
+    task = l3c.L3CTask(cfg)
+    val = jax.jit(lambda p, x: task.eval_step(SimpleNamespace(params=p), {"image": x}))(params, crop[None])
+    assert float(val["bpsp"][0]) * crop.size == pytest.approx(estimate, rel=1e-4)
+    assert set(val) == {"bpsp"} | {f"bpsp_s{s}" for s in range(5)}  # 4 coded scales and the uniform top
     image = photo[100:137, 40:70]
     np.testing.assert_array_equal(codec.decompress(codec.compress(image)), image)
 

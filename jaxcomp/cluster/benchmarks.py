@@ -58,6 +58,19 @@ def _synthetic(cfg, t, rho, sigma, seed):
     return union_of_subspaces(d.ambient_dim, d.subspace_dim, d.n_subspaces, int(t), float(rho), float(sigma), seed)
 
 
+def phase_cell(cfg, value: float) -> tuple[int, float, int, float]:
+    """The settings of one row of a phase diagram whose y axis (``grid.axes``) is at ``value``:
+    ``(t, sigma, s_max, tau)``, the config's own ``data.intersection_dim``, ``data.sigma`` and
+    ``ssc.s_max`` except the one on the axis, and ``tau`` (:func:`tau_for`) at that row's noise level."""
+    axes = cfg.grid.axes
+    if axes not in ("t_rho", "sigma_rho", "smax_rho"):
+        raise ValueError(f"unknown grid.axes {axes!r}; expected t_rho, sigma_rho or smax_rho")
+    t = int(value) if axes == "t_rho" else int(cfg.data.intersection_dim)
+    sigma = float(value) if axes == "sigma_rho" else float(cfg.data.sigma)
+    s_max = int(value) if axes == "smax_rho" else int(cfg.ssc.s_max)
+    return t, sigma, s_max, tau_for(cfg, sigma)
+
+
 def run_phase(cfg, workdir: str) -> list[dict]:
     """Clustering error over a grid: ``grid.axes`` = ``"t_rho"`` (intersection dimension),
     ``"sigma_rho"`` (noise level) or ``"smax_rho"`` (pursuit iterations ``s_max``) against ``rho``."""
@@ -82,10 +95,7 @@ def run_phase(cfg, workdir: str) -> list[dict]:
     cells = [(i, j) for i in range(len(yvals)) for j in range(len(rhos))]
     for i, j in _tqdm(cells, desc=f"phase diagram ({axes})"):
         yv, rho = yvals[i], rhos[j]
-        t = yv if axes == "t_rho" else cfg.data.intersection_dim
-        sigma = yv if axes == "sigma_rho" else cfg.data.sigma
-        s_max = int(yv) if axes == "smax_rho" else cfg.ssc.s_max
-        tau = tau_for(cfg, sigma)
+        t, sigma, s_max, tau = phase_cell(cfg, yv)
         for a in algos:
             errs, times, iters = [], [], []
             for trial in range(cfg.grid.trials):

@@ -216,7 +216,7 @@ def run_regression(workdir: str, *, data: str = "auto", mnist_path: str = DEFAUL
             row[f"gap@{T}"] = _pm(G[:, T])
         row["final gap"] = _pm(G[:, -1])
         row[f"{clock} seconds"] = _pm(Tm[:, -1])
-        row[f"{clock} seconds to gap<={accuracy:g}"] = _time_to(G[:, Ts], Tm, accuracy)
+        row[f"{clock} seconds to gap<={accuracy:g}"] = time_to_accuracy(G[:, Ts], Tm, accuracy)
         row["active atoms"] = _pm([r[v]["active"] for r in per_seed])
         rows.append(row)
     nsec = np.array([r["nnls_seconds"] for r in per_seed])
@@ -227,7 +227,7 @@ def run_regression(workdir: str, *, data: str = "auto", mnist_path: str = DEFAUL
     lsec = np.array([[s for (_, s, _) in r["lasso"]] for r in per_seed])
     rows.append({"method": f"sklearn Lasso(positive=True, alpha={lasso_alpha:g}) CD", "iterations": lasso_iters[-1],
                  "final gap": _pm(lasso[:, -1]), f"{clock} seconds": _pm(lsec[:, -1]),
-                 f"{clock} seconds to gap<={accuracy:g}": _time_to(lasso, lsec, accuracy), "active atoms": "-"})
+                 f"{clock} seconds to gap<={accuracy:g}": time_to_accuracy(lasso, lsec, accuracy), "active atoms": "-"})
     cols = ["method", "iterations"] + [f"gap@{T}" for T in Ts[:-1]] + [
         "final gap", f"{clock} seconds", f"{clock} seconds to gap<={accuracy:g}", "active atoms"]
     title = (f"Non-negative regression on {name}: {n_atoms} training digits as atoms, {n_targets} held-out "
@@ -243,9 +243,10 @@ def run_regression(workdir: str, *, data: str = "auto", mnist_path: str = DEFAUL
     return md
 
 
-def _time_to(G: np.ndarray, S: np.ndarray, accuracy: float) -> str:
+def time_to_accuracy(G: np.ndarray, S: np.ndarray, accuracy: float) -> str:
     """Wall time of the first checkpoint whose relative gap is <= ``accuracy``, mean ± std over
-    the seeds that reach it (``G``, ``S``: ``(seeds, checkpoints)``)."""
+    the seeds that reach it, as table text (``G``, ``S``: ``(seeds, checkpoints)`` float arrays of
+    gaps and seconds; ``"not reached"`` if no seed gets there, ``"(k/n seeds)"`` if only some do)."""
     hit = [s[np.flatnonzero(g <= accuracy)[0]] for g, s in zip(G, S) if np.any(g <= accuracy)]
     if not hit:
         return "not reached"
@@ -727,7 +728,7 @@ def run_rank1(workdir: str, *, data: str = "auto", mnist_path: str = DEFAULT_MNI
             row[f"T = {T}"] = _pm(E[:, T])
         row["atoms at T max"] = _pm(np.array(nact[v])[:, -1])
         row["CPU s (T max)"] = _pm(S[:, -1])
-        row[acc_col] = _time_to(E[:, Ts], S, accuracy)
+        row[acc_col] = time_to_accuracy(E[:, Ts], S, accuracy)
         rows.append(row)
     F = np.array(floors)
     rows.append({"method": "truncated SVD, rank T (floor, no sign constraint)",
@@ -736,7 +737,7 @@ def run_rank1(workdir: str, *, data: str = "auto", mnist_path: str = DEFAULT_MNI
         SE, SS = np.array(skl_err), np.array(skl_sec)
         rows.append({"method": "sklearn NMF (cd, nndsvda, max_iter 200), rank T",
                      **{f"T = {T}": _pm(SE[:, i]) for i, T in enumerate(Ts)}, "atoms at T max": str(Ts[-1]),
-                     "CPU s (T max)": _pm(SS[:, -1]), acc_col: _time_to(SE, SS, accuracy)})
+                     "CPU s (T max)": _pm(SS[:, -1]), acc_col: time_to_accuracy(SE, SS, accuracy)})
     cols = ["method"] + [f"T = {T}" for T in Ts] + ["atoms at T max", "CPU s (T max)", acc_col]
     title = (f"Cone of non-negative rank-one matrices: {n_images} {name} digits as columns, relative error "
              f"||X - Y||_F / ||Y||_F after T iterations (greedy) or at rank T (baselines), seeds {list(seeds)}; "

@@ -29,7 +29,7 @@ import numpy as np
 import optax
 
 from jaxcomp.strassen.layers import matmul_tensor, spn_matmul
-from jaxcomp.strassen.ternary import ternary_pattern
+from jaxcomp.strassen.ternary import ternarize, ternary_pattern
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,12 +59,9 @@ class MatmulSearch:
 
 
 def _quantize(w: jax.Array, spec: MatmulSearch) -> jax.Array:
-    """Ternary value of ``w``: the pattern times the TWN scale (``twn``) or 1 (``round``)."""
-    t = ternary_pattern(w, spec.method, spec.threshold)
-    if spec.method == "round":
-        return t
-    kept = jnp.maximum(jnp.sum(jnp.abs(t)), 1.0)
-    return t * jnp.sum(jnp.abs(w) * jnp.abs(t)) / kept
+    """Ternary value of ``w`` without gradient: :func:`ternarize`'s forward (the pattern times the TWN
+    optimal scale for ``twn``, times 1 for ``round``), so the search and the layers share one quantizer."""
+    return jax.lax.stop_gradient(ternarize(w, spec.method, spec.threshold))
 
 
 def _init(key: jax.Array, spec: MatmulSearch) -> dict[str, jax.Array]:
