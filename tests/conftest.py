@@ -70,6 +70,36 @@ def cpm_tiny_params(cpm_tiny_config):
     return jit_init(model.init)(jax.random.PRNGKey(0), np.zeros((1, 32, 32, 3), np.float32))["params"]
 
 
+# Test modules whose programs compile as a user's run compiles them: the exact numerics of the
+# entropy models and the codecs' bit-exact coding, the command, the executable cache and the
+# codec benchmarks. Every other module trains and evaluates tiny models, where XLA's optimisation
+# passes cost more time than they save: there JAX's ``jax_disable_most_optimizations`` is on (XLA
+# backend level 0, no expensive LLVM passes; the same values up to float rounding), also for the
+# processes those tests start. The suite took 8 min 34 s this way against 10 min 59 s with every module
+# optimised (2026-12-06, the same machine and hour).
+KEEP_OPTIMIZED = {"test_entropy.py", "test_coding.py", "test_l3c_codec.py", "test_dplc_codec.py", "test_cli.py",
+                  "test_executable_cache.py", "test_bench_rd.py", "test_bench_gc.py", "test_notebooks.py",
+                  "test_notebook_ssc.py", "test_mutants.py"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _compile_effort(request):
+    """Most optimisations off for the modules outside :data:`KEEP_OPTIMIZED` (restored after)."""
+    import jax
+
+    fast = os.path.basename(str(request.path)) not in KEEP_OPTIMIZED
+    env_before = os.environ.get("JAX_DISABLE_MOST_OPTIMIZATIONS")
+    before = jax.config.values["jax_disable_most_optimizations"]
+    jax.config.update("jax_disable_most_optimizations", fast)
+    os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1" if fast else "0"
+    yield
+    jax.config.update("jax_disable_most_optimizations", before)
+    if env_before is None:
+        os.environ.pop("JAX_DISABLE_MOST_OPTIMIZATIONS", None)
+    else:
+        os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = env_before
+
+
 @pytest.fixture(autouse=True)
 def _executable_cache_restored():
     """A test that turns jaxcomp's executable cache on or off (the CLI in-process does) leaves it

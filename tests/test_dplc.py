@@ -188,7 +188,7 @@ def test_critic_losses_distortions_and_stage_evaluations_by_hand(repo, batch, ge
     x = dm.to_model_range(batch["image"])
     y = x[::-1]
     assert float(distortion("mse", x, y)) == pytest.approx(float(np.mean((np.asarray(x) - np.asarray(y)) ** 2)),
-                                                           rel=1e-6)
+                                                           rel=1e-5)  # a float32 mean in another order
     assert float(distortion("rmse", x, y)) == pytest.approx(math.sqrt(float(distortion("mse", x, y))), rel=1e-6)
     wpp = DPLCGeneratorTask(_config(repo, "tiny", **{"loss.gp": 3.0}))
     state = jit_init(wpp.init)(jax.random.PRNGKey(0), batch)

@@ -136,7 +136,8 @@ def test_sc_evaluation_scores_the_whole_latent_and_the_drawn_heatmap(config, sta
 
     ev, full, heat, out = both(state)
     x_full = np.round(np.asarray(gc.model.to_pixels(full["x_hat"])))
-    np.testing.assert_allclose(ev["mse"], np.mean((x_full - image) ** 2, axis=(1, 2, 3)), rtol=1e-5)
+    # rtol 1e-4: the two passes may round a few of the 12,288 subpixels to neighbouring values
+    np.testing.assert_allclose(ev["mse"], np.mean((x_full - image) ** 2, axis=(1, 2, 3)), rtol=1e-4)
     assert 0 < float(heat.mean()) < 1
     bits = np.asarray(gc.prior_bits(out["prior_logits"], out["symbols"])) * np.asarray(heat)
     np.testing.assert_allclose(ev["bpp_prior"], bits.sum((1, 2)) / (64 * 64), rtol=1e-5)
