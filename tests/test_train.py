@@ -671,3 +671,19 @@ def test_conv_gradient_benchmark_divides_by_the_fastest_torch_layout_per_operati
     args.torch_python = "/no/such/python"
     with pytest.raises(SystemExit, match="could not run"):
         run_torch_side(args)
+    # the Winograd F(2x2, 3x3) rows time a convolution that is the SAME 3x3 one (values and gradients)
+    import jax.numpy as jnp
+
+    from experiments.bench_conv_grads import winograd_conv
+
+    rng = np.random.default_rng(0)
+    x, w = rng.normal(size=(2, 4, 6, 3)).astype(np.float32), rng.normal(size=(3, 3, 3, 5)).astype(np.float32)
+    conv = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",  # noqa: E731
+                                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    wino = winograd_conv(jnp)
+    both = jax.jit(lambda x, w: [(f(x, w), jax.grad(lambda x, w, f=f: jnp.sum(f(x, w) ** 2), (0, 1))(x, w))
+                                 for f in (conv, wino)])
+    (ref, ref_grads), (out, grads) = both(x, w)
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
+    for a, b in zip(grads, ref_grads):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
