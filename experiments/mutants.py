@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import pathlib
@@ -142,9 +143,42 @@ def check(mutants: list[Mutant], root: pathlib.Path = ROOT) -> list[str]:
             except SyntaxError as e:
                 problems.append(f"{m.key}: the mutated {m.file} does not compile ({e.msg}, line {e.lineno})")
         for t in m.tests:
-            if not (root / t.split("::")[0]).exists():
-                problems.append(f"{m.key}: no test file {t.split('::')[0]}")
+            file, _, name = t.partition("::")
+            if not (root / file).exists():
+                problems.append(f"{m.key}: no test file {file}")
+            elif name:
+                found = _default_tests(root / file)
+                test = name.split("::")[-1].split("[")[0]
+                if test not in found:
+                    problems.append(f"{m.key}: no test {test} in {file}")
+                elif not found[test]:
+                    problems.append(f"{m.key}: {t} is marked slow: the default selection the runner uses "
+                                    "leaves it out, so the mutant could never be killed")
     return problems
+
+
+@functools.cache
+def _default_tests(path: pathlib.Path) -> dict[str, bool]:
+    """The test functions of a test file (methods of test classes too), each with whether the
+    default selection (``-m 'not slow'``) keeps it: not when it, its class or the module is marked slow."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+
+    def slow(decorators) -> bool:  # ``@pytest.mark.slow`` itself (a parametrize's slow cases keep the others)
+        return any(ast.unparse(d).endswith("mark.slow") for d in decorators)
+
+    module_slow = any(isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "pytestmark" for t in n.targets)
+                      and "mark.slow" in ast.unparse(n.value) for n in tree.body)
+    out: dict[str, bool] = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test"):
+            out[node.name] = not (module_slow or slow(node.decorator_list))
+        elif isinstance(node, ast.ClassDef):
+            for f in node.body:
+                if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and f.name.startswith("test"):
+                    out[f.name] = not (module_slow or slow(node.decorator_list) or slow(f.decorator_list))
+    return out
 
 
 def _copy_project(dest: pathlib.Path) -> pathlib.Path:

@@ -32,7 +32,7 @@ def catalogue():
 
 def test_every_mutation_applies_to_the_tree(catalogue):
     """Each entry's ``find`` occurs once (or at its ``occurrence``) in its file, the mutated file
-    compiles, and the listed test files exist."""
+    compiles, the listed test files exist and the named tests are in the default selection."""
     everything = [m for ms in catalogue.values() for m in ms]
     assert mutants.check(everything) == []
 
@@ -71,6 +71,30 @@ def test_catalogue_errors_name_the_file_and_entry(tmp_path: pathlib.Path):
     with pytest.raises(ValueError, match="duplicate mutant ids"):
         mutants.load_catalogue(tmp_path)
 
+
+
+def test_check_names_tests_that_do_not_exist_or_the_default_run_leaves_out(tmp_path: pathlib.Path):
+    """A mutant's named tests must be in the default selection the runner uses: a typo in a node id
+    or a ``@pytest.mark.slow`` test (alone, in a slow class, or in a slow module) would leave the
+    mutant unkillable; a parametrize whose slow cases are marked one by one keeps the others."""
+    (tmp_path / "f.py").write_text("x = 1\n")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_a.py").write_text(
+        "import pytest\n\n\ndef test_fast():\n    pass\n\n\n@pytest.mark.slow\ndef test_slow():\n    pass\n\n\n"
+        "@pytest.mark.parametrize('n', [1, pytest.param(2, marks=pytest.mark.slow)])\ndef test_cases(n):\n    pass\n"
+        "\n\n@pytest.mark.slow\nclass TestSlow:\n    def test_m(self):\n        pass\n")
+    (tmp_path / "tests" / "test_b.py").write_text("import pytest\n\npytestmark = pytest.mark.slow\n\n\n"
+                                                  "def test_any():\n    pass\n")
+
+    def problems(*tests):
+        m = mutants.Mutant(system="s", id="x", file="f.py", find="x = 1", replace="x = 2", why="", tests=tests)
+        return mutants.check([m], root=tmp_path)
+
+    assert problems("tests/test_a.py", "tests/test_a.py::test_fast", "tests/test_a.py::test_cases[1]") == []
+    assert problems("tests/test_a.py::test_fats") == ["s/x: no test test_fats in tests/test_a.py"]
+    for slow in ("tests/test_a.py::test_slow", "tests/test_a.py::TestSlow::test_m", "tests/test_b.py::test_any"):
+        (problem,) = problems(slow)
+        assert problem.startswith(f"s/x: {slow} is marked slow"), problem
 
 def test_summary_counts_and_lists_survivors():
     rows = [dict(key="a/1", system="a", why="w1", outcome="killed"),
