@@ -21,7 +21,8 @@ one warm-up:
   convolution with batch and features swapped, as 9 shifted matrix products, as 3 products of a
   width-im2col, as one im2col product.
 * ``--winograd``: rows for the whole convolution written as Winograd's F(2x2, 3x3) in JAX (fewer
-  multiplications, more memory traffic), forward and autodiff gradients, checked against XLA's.
+  multiplications, more memory traffic), forward and autodiff gradients; each run checks its forward
+  against XLA's (the table names the largest difference), a test its gradients.
 
 The table gives milliseconds per call and, with PyTorch rows, JAX's time over the faster PyTorch
 layout's for each operation: a ratio above 1 is where JAX is slower. ``--json`` writes the rows

@@ -148,7 +148,7 @@ def check(mutants: list[Mutant], root: pathlib.Path = ROOT) -> list[str]:
                 problems.append(f"{m.key}: no test file {file}")
             elif name:
                 found = _default_tests(root / file)
-                test = name.split("::")[-1].split("[")[0]
+                test = name.split("[", 1)[0]  # a parametrize id may hold "::"
                 if test not in found:
                     problems.append(f"{m.key}: no test {test} in {file}")
                 elif not found[test]:
@@ -159,25 +159,38 @@ def check(mutants: list[Mutant], root: pathlib.Path = ROOT) -> list[str]:
 
 @functools.cache
 def _default_tests(path: pathlib.Path) -> dict[str, bool]:
-    """The test functions of a test file (methods of test classes too), each with whether the
-    default selection (``-m 'not slow'``) keeps it: not when it, its class or the module is marked slow."""
+    """The tests of a test file as node-id names (``test_f``, ``TestC``, ``TestC::test_m``, nested
+    classes too), each with whether the default selection (``-m 'not slow'``) keeps it: not when it,
+    a class around it or the module is marked slow (``@pytest.mark.slow``, ``pytestmark``). Slow
+    cases of a parametrize, marked one by one, are not seen: the function counts as kept."""
     import ast
 
-    tree = ast.parse(path.read_text())
+    slow_mark = re.compile(r"(^|\.)mark\.slow(\(\))?$")
 
-    def slow(decorators) -> bool:  # ``@pytest.mark.slow`` itself (a parametrize's slow cases keep the others)
-        return any(ast.unparse(d).endswith("mark.slow") for d in decorators)
+    def marked(node) -> bool:
+        decorators = getattr(node, "decorator_list", [])
+        if any(slow_mark.search(ast.unparse(d)) for d in decorators):
+            return True
+        for n in getattr(node, "body", []):  # ``pytestmark = ...`` in a module or class body
+            target = n.targets if isinstance(n, ast.Assign) else [n.target] if isinstance(n, ast.AnnAssign) else []
+            if any(getattr(t, "id", "") == "pytestmark" for t in target) and n.value is not None and any(
+                    slow_mark.search(ast.unparse(e)) for e in getattr(n.value, "elts", [n.value])):
+                return True
+        return False
 
-    module_slow = any(isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "pytestmark" for t in n.targets)
-                      and "mark.slow" in ast.unparse(n.value) for n in tree.body)
     out: dict[str, bool] = {}
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test"):
-            out[node.name] = not (module_slow or slow(node.decorator_list))
-        elif isinstance(node, ast.ClassDef):
-            for f in node.body:
-                if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and f.name.startswith("test"):
-                    out[f.name] = not (module_slow or slow(node.decorator_list) or slow(f.decorator_list))
+
+    def visit(body, prefix: str, slow: bool) -> None:
+        for node in body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test"):
+                out[prefix + node.name] = not (slow or marked(node))
+            elif isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
+                inner = slow or marked(node)
+                out[prefix + node.name] = not inner
+                visit(node.body, f"{prefix}{node.name}::", inner)
+
+    tree = ast.parse(path.read_text())
+    visit(tree.body, "", marked(tree))
     return out
 
 

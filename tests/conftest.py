@@ -71,12 +71,15 @@ def cpm_tiny_params(cpm_tiny_config):
 
 
 # Test modules whose programs compile as a user's run compiles them: the exact numerics of the
-# entropy models and the codecs' bit-exact coding, the command, the executable cache and the
-# codec benchmarks. Every other module trains and evaluates tiny models, where XLA's optimisation
-# passes cost more time than they save: there JAX's ``jax_disable_most_optimizations`` is on (XLA
-# backend level 0, no expensive LLVM passes; the same values up to float rounding), also for the
-# processes those tests start. The suite took 8 min 34 s this way against 10 min 59 s with every module
-# optimised (2026-12-06, the same machine and hour).
+# entropy models, the coder, the L3C and DPLC codec modules (bit-exact coding of real photos, stored
+# executables), the command, the executable cache and the codec benchmarks. Every other module
+# trains and evaluates tiny models, where XLA's optimisation passes cost more time than they save:
+# there JAX's ``jax_disable_most_optimizations`` is on (XLA backend level 0, no expensive LLVM passes;
+# the same values up to float rounding), also for the processes those tests start; the codec
+# roundtrips inside those modules (CPM, GC, SC) then encode and decode at level 0 alike. The suite
+# took 8 min 34 s this way against 10 min 59 s with every module optimised (2026-12-06, the same
+# machine and hour). Session fixtures are computed in the mode of the module that first asks for
+# them; they hold values, not programs, so later modules compile their own.
 KEEP_OPTIMIZED = {"test_entropy.py", "test_coding.py", "test_l3c_codec.py", "test_dplc_codec.py", "test_cli.py",
                   "test_executable_cache.py", "test_bench_rd.py", "test_bench_gc.py", "test_notebooks.py",
                   "test_notebook_ssc.py", "test_mutants.py"}
@@ -84,16 +87,25 @@ KEEP_OPTIMIZED = {"test_entropy.py", "test_coding.py", "test_l3c_codec.py", "tes
 
 @pytest.fixture(autouse=True, scope="module")
 def _compile_effort(request):
-    """Most optimisations off for the modules outside :data:`KEEP_OPTIMIZED` (restored after)."""
+    """Most optimisations off for the modules outside :data:`KEEP_OPTIMIZED` (restored after). The
+    flag is read only when a program compiles, so a change of mode also clears JAX's in-memory
+    caches: a jitted function compiled by a module of the other mode compiles again (JAX's
+    persistent cache keys the two modes apart) instead of running that module's executable."""
     import jax
 
     fast = os.path.basename(str(request.path)) not in KEEP_OPTIMIZED
+
+    def set_mode(value: bool) -> None:
+        if jax.config.values["jax_disable_most_optimizations"] != value:
+            jax.clear_caches()
+            jax.config.update("jax_disable_most_optimizations", value)
+
     env_before = os.environ.get("JAX_DISABLE_MOST_OPTIMIZATIONS")
     before = jax.config.values["jax_disable_most_optimizations"]
-    jax.config.update("jax_disable_most_optimizations", fast)
+    set_mode(fast)
     os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1" if fast else "0"
     yield
-    jax.config.update("jax_disable_most_optimizations", before)
+    set_mode(before)
     if env_before is None:
         os.environ.pop("JAX_DISABLE_MOST_OPTIMIZATIONS", None)
     else:

@@ -674,7 +674,6 @@ def test_language_model_trains_with_a_ban_label_student(tmp_path, repo):
         {"perplexity": 4.0, "accuracy": 30.0})
 
 
-
 # ---- the paper's configs (CIFAR / PTB, for an accelerator) -----------------------------------
 
 
@@ -956,7 +955,6 @@ def test_the_task_augments_on_the_device(tiny_config, monkeypatch):
         np.testing.assert_allclose(u, v, rtol=1e-6)
 
 
-
 class _DiagonalOracle(nn.Module):
     """The tiny digits' class from their bright diagonal pixel (``x[y, y]``): always the clean label."""
 
@@ -986,6 +984,7 @@ def test_regime_outputs_score_the_teacher_against_the_given_and_the_clean_labels
     assert out["train_acc_clean_labels"] == 100.0
     assert out["train_acc_given_labels"] == pytest.approx(100.0 * np.mean(noisy == clean))
     assert 0.0 <= out["train_entropy"] < 1e-3 and out["share_max_prob_gt_0.99"] == 1.0
+
 
 _SMALL_RUN = ["steps=2", "data.batch_size=2", "eval_batch_size=4", "checkpoint_every=2", "eval_every=2", "log_every=1",
               "optimizer.decay_steps=2", "optimizer.boundaries=(1,)", "ban.seeds=(0,)"]

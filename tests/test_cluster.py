@@ -216,7 +216,6 @@ def test_subspaces_intersect_in_exactly_t_dimensions_and_tau_follows_the_noise()
     assert tau_for(cfg, 0.5) == pytest.approx(tau_from_noise(0.5, 30, 4)) and tau_from_noise(0.5, 30, 4) > 0.05
 
 
-
 def test_phase_cells_vary_only_their_axis_and_take_tau_at_their_own_noise_level(repo):
     """A phase diagram's row keeps the config's t, sigma and s_max except the one on its axis, and
     in tau_mode noise its tau is tau_for at the row's sigma (the (sigma, rho) diagram), not at the
@@ -243,6 +242,7 @@ def test_phase_cells_vary_only_their_axis_and_take_tau_at_their_own_noise_level(
         cfg.grid.axes = "rho_rho"
     with pytest.raises(ValueError, match="unknown grid.axes"):
         phase_cell(cfg, 2)
+
 
 def test_tau_from_noise():
     assert tau_from_noise(0.0, 200) == 0.0

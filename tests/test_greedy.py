@@ -47,7 +47,6 @@ def test_omp_recovers_planted_support(planted):
     assert np.all(np.asarray(res.residual_norm) <= 1e-4)
 
 
-
 def test_omp_stops_when_every_atom_left_is_in_the_span_of_its_support():
     """Noiseless signals in a 3-dimensional subspace, atoms in the same subspace, tol = 0 and
     max_iter = 8 > 3 (SSC's tau_from_noise(0) = 0 with s_max > d): after 3 atoms the residual is
@@ -67,6 +66,7 @@ def test_omp_stops_when_every_atom_left_is_in_the_span_of_its_support():
     assert np.all(np.sum(np.asarray(res.support) >= 0, axis=1) == 3)
     assert np.all(np.sum(np.asarray(res.coef) != 0, axis=1) == 3)
     assert float(np.max(res.residual_norm)) < 1e-4
+
 
 def test_omp_single_signal_and_exclude(planted):
     D, X, Y, supports = planted
@@ -577,7 +577,6 @@ def test_batched_coding_matches_scipy_nnls_on_digits(digits_problem):
     assert relative_gap(res.history.T, fstar)[0] == pytest.approx((np.sum(B**2) / 2 - fstar.sum()) / fstar.sum())
 
 
-
 def test_time_to_accuracy_is_the_first_checkpoint_that_reaches_it():
     """The regression table's time to a gap: per seed the seconds of the *first* checkpoint at or
     below the accuracy, mean ± std over the seeds that get there, with the count when some do not.
@@ -593,6 +592,7 @@ def test_time_to_accuracy_is_the_first_checkpoint_that_reaches_it():
     assert time_to_accuracy(G[:2], S[:2], 1e-3) == "2.5 ± 0.5"
     assert time_to_accuracy(G, S, 0.1) == "2.33 ± 0.943"  # 1, 3 and 3 s (seed 2 exactly at 0.1)
     assert time_to_accuracy(G, S, 1e-7) == "not reached"
+
 
 def test_nmf_with_greedy_coding_decreases_and_matches_anls(digits_problem):
     """Alternating NMF of 30 digits (rank 10) whose coding step is fully-corrective MP: the

@@ -438,7 +438,6 @@ def test_the_encoders_have_the_references_input_conv_when_switched_on(l3c_tiny_c
         assert cfg.model.encoder_head_conv is expected, variant
 
 
-
 def test_the_encoders_stride_2_conv_is_centred_like_the_references():
     """E(s)'s 5x5 stride-2 conv pads 2 on every side (the reference's ``conv(Cf, Cf, 5, stride=2)``,
     padding ``k // 2``): its output (i, j) reads input rows 2i-2 .. 2i+2 and columns 2j-2 .. 2j+2, so
@@ -462,6 +461,7 @@ def test_the_encoders_stride_2_conv_is_centred_like_the_references():
     moved = np.abs(np.asarray(head(x.at[0, 7, 6].add(1.0)) - head(x)))[0].max(-1) > 1e-6
     assert moved.shape == (8, 8)
     assert sorted(set(np.nonzero(moved)[0])) == [3, 4] and sorted(set(np.nonzero(moved)[1])) == [2, 3, 4]
+
 
 def _random_params(model, image_shape, seed=0):
     """Parameters of ``model`` drawn at random (He-scaled kernels, small random biases) without

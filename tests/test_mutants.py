@@ -72,7 +72,6 @@ def test_catalogue_errors_name_the_file_and_entry(tmp_path: pathlib.Path):
         mutants.load_catalogue(tmp_path)
 
 
-
 def test_check_names_tests_that_do_not_exist_or_the_default_run_leaves_out(tmp_path: pathlib.Path):
     """A mutant's named tests must be in the default selection the runner uses: a typo in a node id
     or a ``@pytest.mark.slow`` test (alone, in a slow class, or in a slow module) would leave the
@@ -82,19 +81,28 @@ def test_check_names_tests_that_do_not_exist_or_the_default_run_leaves_out(tmp_p
     (tmp_path / "tests" / "test_a.py").write_text(
         "import pytest\n\n\ndef test_fast():\n    pass\n\n\n@pytest.mark.slow\ndef test_slow():\n    pass\n\n\n"
         "@pytest.mark.parametrize('n', [1, pytest.param(2, marks=pytest.mark.slow)])\ndef test_cases(n):\n    pass\n"
-        "\n\n@pytest.mark.slow\nclass TestSlow:\n    def test_m(self):\n        pass\n")
-    (tmp_path / "tests" / "test_b.py").write_text("import pytest\n\npytestmark = pytest.mark.slow\n\n\n"
+        "\n\n@pytest.mark.slow\nclass TestSlow:\n    def test_m(self):\n        pass\n"
+        "\n\nclass TestMixed:\n    pytestmark = [pytest.mark.slow()]\n\n    def test_m(self):\n        pass\n"
+        "\n\nclass TestFast:\n    def test_m(self):\n        pass\n\n    class TestInner:\n"
+        "        @pytest.mark.slow()\n        def test_n(self):\n            pass\n")
+    (tmp_path / "tests" / "test_b.py").write_text("import pytest\n\npytestmark = [pytest.mark.slow]\n\n\n"
                                                   "def test_any():\n    pass\n")
 
     def problems(*tests):
         m = mutants.Mutant(system="s", id="x", file="f.py", find="x = 1", replace="x = 2", why="", tests=tests)
         return mutants.check([m], root=tmp_path)
 
-    assert problems("tests/test_a.py", "tests/test_a.py::test_fast", "tests/test_a.py::test_cases[1]") == []
+    assert problems("tests/test_a.py", "tests/test_a.py::test_fast", "tests/test_a.py::test_cases[1]",
+                    "tests/test_a.py::test_cases[a::b]", "tests/test_a.py::TestFast::test_m",
+                    "tests/test_a.py::TestFast") == []
     assert problems("tests/test_a.py::test_fats") == ["s/x: no test test_fats in tests/test_a.py"]
-    for slow in ("tests/test_a.py::test_slow", "tests/test_a.py::TestSlow::test_m", "tests/test_b.py::test_any"):
+    assert problems("tests/test_a.py::TestFast::test_x") == ["s/x: no test TestFast::test_x in tests/test_a.py"]
+    for slow in ("tests/test_a.py::test_slow", "tests/test_a.py::TestSlow::test_m", "tests/test_a.py::TestSlow",
+                 "tests/test_a.py::TestMixed::test_m", "tests/test_a.py::TestFast::TestInner::test_n",
+                 "tests/test_b.py::test_any"):
         (problem,) = problems(slow)
         assert problem.startswith(f"s/x: {slow} is marked slow"), problem
+
 
 def test_summary_counts_and_lists_survivors():
     rows = [dict(key="a/1", system="a", why="w1", outcome="killed"),

@@ -671,7 +671,11 @@ def test_conv_gradient_benchmark_divides_by_the_fastest_torch_layout_per_operati
     args.torch_python = "/no/such/python"
     with pytest.raises(SystemExit, match="could not run"):
         run_torch_side(args)
-    # the Winograd F(2x2, 3x3) rows time a convolution that is the SAME 3x3 one (values and gradients)
+
+
+def test_the_winograd_rows_time_the_same_convolution():
+    """``bench_conv_grads --winograd`` times Winograd's F(2x2, 3x3): the SAME 3x3 convolution, its
+    values and both gradients (autodiff of the transform form) equal to XLA's convolution's."""
     import jax.numpy as jnp
 
     from experiments.bench_conv_grads import winograd_conv
