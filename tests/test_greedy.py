@@ -51,16 +51,17 @@ def test_omp_stops_when_every_atom_left_is_in_the_span_of_its_support():
     """Noiseless signals in a 3-dimensional subspace, atoms in the same subspace, tol = 0 and
     max_iter = 8 > 3 (SSC's tau_from_noise(0) = 0 with s_max > d): after 3 atoms the residual is
     float noise and every further atom lies numerically in the span of the support, so OMP must
-    stop at 3 atoms for all 64 signals instead of adding tiny spurious coefficients.
+    stop at 3 atoms for all 512 signals instead of adding tiny spurious coefficients.
 
     Guards against: the span test without its relative tolerance (``diag2 > 0``), which lets float
-    noise of either sign through (7 of these 64 signals went on to 4-7 atoms).
+    noise of either sign through (7 of the first 64 signals went on to 4-7 atoms; 512 signals make
+    it unlikely that float noise falls one way for all of them on another machine).
     """
     rng = np.random.default_rng(0)
     basis = np.linalg.qr(rng.standard_normal((20, 3)))[0]
     D = (basis @ rng.standard_normal((3, 30))).astype(np.float32)
     D /= np.linalg.norm(D, axis=0)
-    Y = (basis @ rng.standard_normal((3, 64))).T.astype(np.float32)
+    Y = (basis @ rng.standard_normal((3, 512))).T.astype(np.float32)
     res = omp(D, Y, max_iter=8)
     assert np.all(np.asarray(res.n_iter) == 3), np.bincount(np.asarray(res.n_iter))
     assert np.all(np.sum(np.asarray(res.support) >= 0, axis=1) == 3)
