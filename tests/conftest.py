@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import pathlib
 import shutil
@@ -91,9 +92,21 @@ def _compile_effort(request):
     flag is read only when a program compiles, so a change of mode also clears JAX's in-memory
     caches: a jitted function compiled by a module of the other mode compiles again (JAX's
     persistent cache keys the two modes apart) instead of running that module's executable."""
-    import jax
-
     fast = os.path.basename(str(request.path)) not in KEEP_OPTIMIZED
+    with _compile_mode(fast):
+        yield
+
+
+@pytest.fixture
+def user_compile():
+    """For one test in a level-0 module: compile as a user's run does (e.g. to compare against it)."""
+    with _compile_mode(False):
+        yield
+
+
+@contextlib.contextmanager
+def _compile_mode(fast: bool):
+    import jax
 
     def set_mode(value: bool) -> None:
         if jax.config.values["jax_disable_most_optimizations"] != value:
@@ -104,12 +117,14 @@ def _compile_effort(request):
     before = jax.config.values["jax_disable_most_optimizations"]
     set_mode(fast)
     os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1" if fast else "0"
-    yield
-    set_mode(before)
-    if env_before is None:
-        os.environ.pop("JAX_DISABLE_MOST_OPTIMIZATIONS", None)
-    else:
-        os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = env_before
+    try:
+        yield
+    finally:
+        set_mode(before)
+        if env_before is None:
+            os.environ.pop("JAX_DISABLE_MOST_OPTIMIZATIONS", None)
+        else:
+            os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = env_before
 
 
 @pytest.fixture(autouse=True)

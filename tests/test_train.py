@@ -581,8 +581,9 @@ def test_two_hosts_train_in_lockstep(repo, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", ["l3c.py:tiny", "cpm.py:tiny", "ecg.py:tiny_crnn", "ban.py:tiny", "strassen.py:tiny"])
-def test_jit_init_gives_the_parameters_of_the_default_compile(repo, spec):
-    """The faster-compiled initialisation must not change a run's starting point."""
+def test_jit_init_gives_the_parameters_of_the_default_compile(repo, spec, user_compile):
+    """The faster-compiled initialisation must not change a run's starting point (compared with a
+    user's default compile, not the level 0 the rest of this module's tests compile at)."""
     config = load_config(str(repo / "configs" / spec))
     task, data = tasks.build(config)
     batch, rng = data.train_batch(0), jax.random.PRNGKey(config.seed)
