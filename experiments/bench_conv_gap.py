@@ -75,6 +75,11 @@ VARIANTS: list[Variant] = [
             doc="2 host devices, batch sharded over a 'data' mesh axis"),
     Variant("sharded2_mt_off", "linen", "--xla_force_host_platform_device_count=2 --xla_cpu_multi_thread_eigen=false",
             devices=2, doc="2 host devices, one thread each"),
+    Variant("sharded2_no_ynn", "linen", f"--xla_force_host_platform_device_count=2 {_YNN_OFF}", devices=2,
+            doc="2 host devices, batch sharded, YNNPACK fusions off"),
+    Variant("sharded2_mt_off_no_ynn", "linen",
+            f"--xla_force_host_platform_device_count=2 --xla_cpu_multi_thread_eigen=false {_YNN_OFF}",
+            devices=2, doc="2 host devices, one thread each, YNNPACK fusions off"),
     Variant("torch_nchw", "torch_nchw", doc="PyTorch eager, NCHW"),
     Variant("torch_channels_last", "torch_channels_last", doc="PyTorch eager, channels_last"),
 ]

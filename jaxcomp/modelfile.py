@@ -31,15 +31,18 @@ class ModelLoadError(ValueError):
 def param_shapes(module: Any, *inputs: jax.ShapeDtypeStruct | None) -> Any:
     """The parameter tree of ``module.init(rng, *inputs)`` (a Flax module; ``inputs`` as
     ``jax.ShapeDtypeStruct`` or ``None``) with ``jax.ShapeDtypeStruct`` leaves: one abstract trace,
-    once per module and input shapes in a process. What :func:`check_params` compares against."""
-    return jax.eval_shape(module.init, jax.random.PRNGKey(0), *inputs)["params"]
+    once per module and input shapes in a process (``{}`` for a module without parameters). What
+    :func:`check_params` compares against."""
+    return jax.eval_shape(module.init, jax.random.PRNGKey(0), *inputs).get("params", {})
 
 
-def check_params(params: Any, expected: Any, path: str) -> None:
+def check_params(params: Any, expected: Any, path: str,
+                 architecture: str = "the architecture its .json describes") -> None:
     """Raises :class:`ModelLoadError` unless ``params`` has exactly the tree and shapes of
-    ``expected`` (e.g. ``jax.eval_shape`` of the model's ``init``): a model file whose notes name
-    another architecture than its parameters (an edited ``.json``, a mismatched pair) is refused by
-    name instead of failing inside Flax or, with parameters to spare, coding with part of them."""
+    ``expected`` (e.g. :func:`param_shapes`): a model file whose notes name another architecture
+    than its parameters (an edited ``.json``, a mismatched pair) is refused by name instead of
+    failing inside Flax or, with parameters to spare, coding with part of them. ``path`` and
+    ``architecture`` name the parameters' source and what they should fit in the message."""
     def name(path: tuple) -> str:
         return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
 
@@ -51,8 +54,7 @@ def check_params(params: Any, expected: Any, path: str) -> None:
     shapes = [f"{k}: {got[k]} instead of {want[k]}" for k in sorted(set(got) & set(want)) if got[k] != want[k]]
     parts = ([f"missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}"] if missing else []) + (
         [f"unused {', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''}"] if extra else []) + shapes[:3]
-    raise ModelLoadError(f"{path}: the model's parameters do not fit the architecture its .json describes "
-                         f"({'; '.join(parts)})")
+    raise ModelLoadError(f"{path}: the model's parameters do not fit {architecture} ({'; '.join(parts)})")
 
 
 def export_params(params: Any, config: ml_collections.ConfigDict, path: str, training: dict[str, Any],

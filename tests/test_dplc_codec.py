@@ -278,6 +278,20 @@ def test_load_codec_refuses_other_models(models, tmp_path, monkeypatch):
     assert dc.DEFAULT_MODEL in dc.SHIPPED and dc.shipped_model("mnist").endswith("dplc_mnist.msgpack")
 
 
+def test_codec_refuses_parameters_of_another_architecture(codec, gray):
+    """The colour model's parameters under the grayscale spec, or with a player's tree missing, are
+    refused by name (:func:`jaxcomp.modelfile.check_params`), before any tracing."""
+    with pytest.raises(ModelLoadError, match=r"do not fit config\.model \(DPLCSpec\(.*instead of"):
+        dc.DPLCCodec(gray.codec.spec, codec.params)
+    params = {k: v for k, v in codec.params.items() if k != "map"}
+    with pytest.raises(ModelLoadError, match="missing map/"):
+        dc.DPLCCodec(codec.spec, params)
+    extra = dict(codec.params, decoder={**codec.params["decoder"], "Dense_99": {"kernel": np.zeros((2, 2))}})
+    with pytest.raises(ModelLoadError, match="unused decoder/Dense_99/kernel"):
+        dc.DPLCCodec(codec.spec, extra)
+    assert dc.DPLCCodec(codec.spec, codec.params).bits == codec.bits
+
+
 def test_command_line_roundtrip(models, codec, gray, photo, tmp_path, capsys, monkeypatch):
     Image.fromarray(photo).save(tmp_path / "p.png")
     args = ["--checkpoint", models.model, "--cache-dir", ""]

@@ -269,22 +269,19 @@ def _check_seed(seed: int) -> int:
 
 
 def _check_params(spec: DPLCSpec, params: dict[str, Any]) -> None:
-    """``ValueError`` unless ``params`` has E's, B's and G's parameters of the shapes ``spec`` gives."""
-    image = jnp.zeros((1, spec.image_size, spec.image_size, spec.channels))
-    code = jnp.zeros((1, spec.grid, spec.grid, spec.code_channels))
-    noise = jnp.zeros((1, spec.grid, spec.grid, spec.noise_channels))
-    key = jax.random.PRNGKey(0)
+    """:class:`jaxcomp.modelfile.ModelLoadError` (a ``ValueError``) unless ``params`` has E's, B's
+    and G's parameters of the shapes ``spec`` gives (:func:`jaxcomp.modelfile.check_params`)."""
+    from jaxcomp.modelfile import check_params, param_shapes
+
+    image = jax.ShapeDtypeStruct((1, spec.image_size, spec.image_size, spec.channels), jnp.float32)
+    code = jax.ShapeDtypeStruct((1, spec.grid, spec.grid, spec.code_channels), jnp.float32)
+    noise = jax.ShapeDtypeStruct((1, spec.grid, spec.grid, spec.noise_channels), jnp.float32)
     expected = {
-        "encoder": jax.eval_shape(RateEncoder(spec).init, key, image).get("params", {}),
-        "map": jax.eval_shape(StochasticMap(spec).init, key, code, noise)["params"],
-        "decoder": jax.eval_shape(Generator(spec).init, key, jnp.zeros((1, spec.latent)))["params"],
+        "encoder": param_shapes(RateEncoder(spec), image),
+        "map": param_shapes(StochasticMap(spec), code, noise),
+        "decoder": param_shapes(Generator(spec), jax.ShapeDtypeStruct((1, spec.latent), jnp.float32)),
     }
-    for name, want in expected.items():
-        if name not in params:
-            raise ValueError(f"not a DPLC stage-2 model: no generator/{name} parameters")
-        got = jax.tree.map(np.shape, params[name])
-        if got != jax.tree.map(lambda a: a.shape, want):
-            raise ValueError(f"the generator/{name} parameters do not fit config.model ({spec})")
+    check_params(params, expected, "DPLC stage-2 generator", f"config.model ({spec})")
 
 
 def load_codec(checkpoint: str | None = None) -> DPLCCodec:
