@@ -4,6 +4,7 @@
     python -m experiments.bench_conv_grads --torch-python /path/to/python    # + PyTorch rows, ratios
     python -m experiments.bench_conv_grads --dw-variants                     # + other weight-gradient forms
     python -m experiments.bench_conv_grads --winograd                        # + the conv as Winograd F(2x2, 3x3)
+    python -m experiments.bench_conv_grads --bias                            # + the bias gradient, two ways
 
 One ``C -> C`` 3x3 convolution (SAME padding, no bias) on ``[batch, size, size, C]`` float32 inputs,
 the shape of L3C's residual blocks (``configs/l3c.py:paper``: C = 64; its scales run at 64², 32²
@@ -23,6 +24,10 @@ one warm-up:
 * ``--winograd``: rows for the whole convolution written as Winograd's F(2x2, 3x3) in JAX (fewer
   multiplications, more memory traffic), forward and autodiff gradients; each run checks its forward
   against XLA's (the table names the largest difference), a test its gradients.
+* ``--bias``: the gradient of a per-channel bias added to a ``[batch, size, size, C]`` output, as
+  the VJP of a broadcast add (XLA's CPU backend turns the sum into a tree of ``reduce-window`` ops)
+  and as the VJP of :func:`jaxcomp.nn.add_channel_bias` (a product with a vector of ones), which
+  every ``jaxcomp.nn`` convolution uses.
 
 The table gives milliseconds per call and, with PyTorch rows, JAX's time over the faster PyTorch
 layout's for each operation: a ratio above 1 is where JAX is slower. ``--json`` writes the rows
@@ -165,6 +170,37 @@ def jax_rows(batch: int, sizes: list[int], channels: int, repeats: int, keep_ynn
     return rows, vrows
 
 
+def bias_rows(batch: int, sizes: list[int], channels: int, repeats: int) -> list[dict]:
+    """Best-of-``repeats`` seconds of a bias gradient per output size: the VJP of ``y + b`` (broadcast)
+    and of :func:`jaxcomp.nn.add_channel_bias`, and their max |difference| relative to max |gradient|."""
+    import jax
+    import numpy as np
+
+    from jaxcomp.nn import add_channel_bias
+
+    forms = {"broadcast add": lambda y, b: y + b, "jaxcomp.nn.add_channel_bias": add_channel_bias}
+    grads = {k: jax.jit(lambda y, b, g, f=f: jax.vjp(lambda b_: f(y, b_), b)[1](g)[0]) for k, f in forms.items()}
+    rng = np.random.default_rng(0)
+    rows = []
+    for size in sizes:
+        y = jax.device_put(rng.standard_normal((batch, size, size, channels), np.float32))
+        b = jax.device_put(np.zeros((channels,), np.float32))
+        g = jax.device_put(rng.standard_normal((batch, size, size, channels), np.float32))
+        exact = np.asarray(g, np.float64).sum((0, 1, 2))
+        for name, f in grads.items():
+            t = _best(lambda f=f, y=y, b=b, g=g: jax.block_until_ready(f(y, b, g)), repeats)
+            err = float(np.abs(np.asarray(f(y, b, g)) - exact).max() / np.abs(exact).max())
+            rows.append(dict(form=name, size=size, ms=1e3 * t, rel_err=err))
+    return rows
+
+
+def markdown_bias(brows: list[dict]) -> str:
+    """The bias-gradient forms: ms and max |difference| from a float64 sum, relative to its max."""
+    lines = ["| bias gradient as the VJP of | size | ms | max rel. difference from float64 |", "|---|---|---|---|"]
+    lines += [f"| {r['form']} | {r['size']} | {r['ms']:.2f} | {r['rel_err']:.1e} |" for r in brows]
+    return "\n".join(lines) + "\n"
+
+
 def torch_rows(batch: int, sizes: list[int], channels: int, repeats: int, threads: int) -> list[dict]:
     """The same operations in PyTorch, NCHW and channels_last (this function imports only torch)."""
     import torch
@@ -239,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dw-variants", action="store_true", help="also time other weight-gradient forms")
     p.add_argument("--winograd", action="store_true",
                    help="also time the convolution written as Winograd's F(2x2, 3x3) (even sizes)")
+    p.add_argument("--bias", action="store_true", help="also time a bias gradient as broadcast and as a product")
     p.add_argument("--timeout", type=float, default=1800, help="seconds for the PyTorch side")
     p.add_argument("--keep-ynn", action="store_true", help="leave jaxlib's YNNPACK conv fusions on")
     p.add_argument("--torch-python", default="", help="a Python with torch: adds PyTorch rows")
@@ -262,11 +299,14 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(rows))
     if vrows:
         print(markdown_variants(vrows))
+    brows = bias_rows(args.batch, sizes, args.channels, args.repeats) if args.bias else []
+    if brows:
+        print(markdown_bias(brows))
     if args.json:
         meta = {k: v for k, v in vars(args).items() if k not in ("json", "_torch_child")}
         with open(args.json, "w") as f:
             json.dump(dict(args=meta, load_before=load_before, load_after=os.getloadavg(), rows=rows,
-                           dw_variants=vrows), f, indent=1)
+                           dw_variants=vrows, bias=brows), f, indent=1)
     return 0
 
 
