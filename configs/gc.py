@@ -13,7 +13,8 @@ codec codes the symbols under a learned factorized prior, so files come in below
                     Adam 2e-4 (b1 0.5, pix2pixHD's), 256x256 crops of a large photo set
                     (data.source='tfds' or a folder), batch 8; for accelerators.
   cpu_c2/_c4/_c8    the same structure at 3/16 of the channels (11 ... 180), 4 residual blocks,
-                    a 3-scale discriminator of 16 features, 128x128 crops, batch 8: about an hour
+                    a 3-scale discriminator of 16 features, 128x128 crops, batch 8, feature
+                    matching 2.5 (the weight the shipped models trained with): about an hour
                     on 2 CPU cores; the first third of the steps train E and G on the distortion
                     alone (gan.warmup_steps), as a short run cannot afford to learn it adversarially.
   tiny              seconds, for tests.
@@ -87,6 +88,9 @@ def get_config(variant: str = "paper_c4") -> ml_collections.ConfigDict:
                            grad_clip=5.0)
         c.optimizer_d.update(learning_rate=2e-4)
         c.gan.warmup_steps = 4000
+        # the feature-matching weight the shipped CPU models trained with: before 2026-12-06 the loss was
+        # the plain average over layers and scales, 1/4 of pix2pixHD's (the paper's 10 is in pix2pixHD's units)
+        c.loss.lambda_fm = 2.5
         c.steps, c.log_every, c.eval_every, c.checkpoint_every = 12000, 50, 1000, 250
     elif variant in ("tiny", "sc_tiny"):
         c.model.update(width=0.05, res_blocks=1, disc_features=4, disc_scales=2, disc_layers=2)

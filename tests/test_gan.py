@@ -121,21 +121,22 @@ def test_gradient_penalty_at_the_interpolates():
     assert float(gan.gradient_penalty(quad, real, fake, rng)) == pytest.approx(np.mean((norms - 1) ** 2), rel=1e-4)
 
 
-def test_feature_matching_is_the_mean_l1_over_layers_and_scales():
+def test_feature_matching_is_pix2pixhds_weighting():
+    """pix2pixHD: sum over scales and layers of 1 / num_D * 4 / (n_layers_D + 1) * mean L1 (4x the average)."""
     r = [[jnp.ones((1, 2, 2, 1)), jnp.zeros((1, 1, 1, 2)), jnp.full((1, 1, 1, 1), 9.0)],
          [jnp.full((1, 2, 2, 1), 2.0), jnp.full((1, 1, 1, 1), 5.0)]]
     f = [[jnp.zeros((1, 2, 2, 1)), jnp.full((1, 1, 1, 2), 3.0), jnp.zeros((1, 1, 1, 1))],
          [jnp.full((1, 2, 2, 1), -2.0), jnp.zeros((1, 1, 1, 1))]]
     # scale 0: layers |1-0| = 1 and |0-3| = 3 (logits ignored); scale 1: |2+2| = 4
-    expected = (1 + 3) / (2 * 2) + 4 / (1 * 2)
+    expected = 4 * ((1 + 3) / (2 * 2) + 4 / (1 * 2))
     assert float(gan.feature_matching(r, f)) == pytest.approx(expected)
     grads = jax.grad(lambda real: gan.feature_matching(real, f))(r)
     assert all(float(jnp.abs(g).max()) == 0.0 for s in grads for g in s)  # real features are constants
-    # the generated features get the L1 gradient: sign(f - r) / (elements * layers * scales), logits none
+    # the generated features get the L1 gradient: 4 sign(f - r) / (elements * layers * scales), logits none
     g = jax.grad(lambda fake: gan.feature_matching(r, fake))(f)
-    np.testing.assert_allclose(g[0][0], -np.ones((1, 2, 2, 1)) / (4 * 2 * 2))
-    np.testing.assert_allclose(g[0][1], np.ones((1, 1, 1, 2)) / (2 * 2 * 2))
-    np.testing.assert_allclose(g[1][0], -np.ones((1, 2, 2, 1)) / (4 * 1 * 2))
+    np.testing.assert_allclose(g[0][0], -4 * np.ones((1, 2, 2, 1)) / (4 * 2 * 2))
+    np.testing.assert_allclose(g[0][1], 4 * np.ones((1, 1, 1, 2)) / (2 * 2 * 2))
+    np.testing.assert_allclose(g[1][0], -4 * np.ones((1, 2, 2, 1)) / (4 * 1 * 2))
     assert float(jnp.abs(g[0][2]).max()) == 0.0 and float(jnp.abs(g[1][1]).max()) == 0.0
 
 

@@ -88,8 +88,11 @@ def feature_matching(real_feats: Sequence[Sequence[jax.Array]], fake_feats: Sequ
                      ) -> jax.Array:
     """pix2pixHD's discriminator feature-matching loss: for every scale and every intermediate
     layer (all but the last entry, the logits), the mean absolute difference between the
-    activations on the real and on the generated image, weighted ``1 / (#layers * #scales)``, so
-    the loss is the average L1 over layers and scales. The real activations are constants.
+    activations on the real and on the generated image, weighted ``4 / (#layers * #scales)`` as
+    pix2pixHD weights it (``D_weights * feat_weights = 1 / num_D * 4 / (n_layers_D + 1)``, its D
+    having ``n_layers_D + 1`` intermediate layers), so the loss is 4x the average L1 over layers
+    and scales and ``lambda_fm`` means what pix2pixHD's ``lambda_feat`` (10) means. The real
+    activations are constants.
 
     ``real_feats``, ``fake_feats``: per scale, the lists :class:`~jaxcomp.gan.PatchDiscriminator`
     returns. Returns ``float32 []``.
@@ -100,7 +103,7 @@ def feature_matching(real_feats: Sequence[Sequence[jax.Array]], fake_feats: Sequ
     for r_scale, f_scale in zip(real_feats, fake_feats):
         layers = list(zip(r_scale[:-1], f_scale[:-1]))
         for r, f in layers:
-            total += jnp.mean(jnp.abs(jax.lax.stop_gradient(r) - f)) / (len(layers) * len(real_feats))
+            total += 4.0 * jnp.mean(jnp.abs(jax.lax.stop_gradient(r) - f)) / (len(layers) * len(real_feats))
     return total
 
 

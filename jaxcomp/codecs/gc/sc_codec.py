@@ -149,8 +149,11 @@ def check_heatmap(heatmap: Any, shape: tuple[int, int]) -> np.ndarray:
 
 def heatmap_from_classes(semantic: np.ndarray, synthesize: list[int] | tuple[int, ...]) -> np.ndarray:
     """The heatmap that synthesises the classes ``synthesize`` of ``semantic`` (int ``[H, W]``):
-    ``uint8 [ceil(H/16), ceil(W/16)]``, 1 where a cell holds any pixel of another class (as in
-    training, :func:`jaxcomp.codecs.gc.semantic.cells_touched`)."""
+    ``uint8 [ceil(H/16), ceil(W/16)]``, 1 (preserved) where a cell holds any pixel of another class.
+    That is the training rule of ``sc.chosen="preserve"`` (the paper's, and every shipped config's:
+    a cell touching a kept class is kept, :func:`jaxcomp.codecs.gc.semantic.cells_touched`); a model
+    trained with ``chosen="synthesize"`` synthesised every cell touching a synthesised class instead,
+    so at mixed cells it saw the opposite rule: give such a model your own heatmap."""
     semantic = np.asarray(semantic)
     h, w = semantic.shape
     keep = ~np.isin(semantic, np.asarray(list(synthesize), np.int64))

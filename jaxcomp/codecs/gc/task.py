@@ -44,7 +44,8 @@ class GCTask:
     """The trainer's task for GC (``config.task = "gc"``): pure ``init`` / ``train_step`` / ``eval_step``.
 
     ``config.loss``: ``gan`` (``lsgan``, ``nonsaturating``, ``hinge``), ``lambda_mse`` (10 in the
-    paper), ``lambda_fm`` (feature matching, 10 as pix2pixHD), ``beta`` (rate; 0).
+    paper), ``lambda_fm`` (feature matching in pix2pixHD's units, :func:`jaxcomp.gan.feature_matching`: 10 as
+    pix2pixHD and the paper; the CPU configs keep 2.5), ``beta`` (rate; 0).
     ``config.gan``: ``mode``, ``d_steps``, ``warmup_steps`` (:class:`~jaxcomp.gan.GANSchedule`).
     ``config.optimizer`` (generator) and ``config.optimizer_d`` (discriminator).
     """
