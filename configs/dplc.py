@@ -16,7 +16,10 @@ auto-encoder with MSE; ``<data>_gan`` the GAN-compression objective, adversarial
         reference's settings (``--lbd 100 --lbd_di 2.5e-5 --lr_eg 3e-4``, batch 256, 165 epochs,
         x0.4 at epochs 100 and 140, 5 critic steps, gradient penalty 10, RMSE distortion); stage 2
         with ``--lbd 300 --lr_eg 1e-3 --nresenc 2 --ncenc 8`` (m = 8 channels of L = 2 levels on the
-        4x4 grid: 128 bits, 0.031 bpp), 55 epochs, x0.4 at 30 and 50. For accelerators.
+        4x4 grid: 128 bits, 0.031 bpp), 55 epochs, x0.4 at 30 and 50. For accelerators. Epochs are the
+        reference's: 636 // 5 = 127 generator iterations of 5 critic updates and 1 generator update,
+        each iteration 6 trainer steps (``gan.mode=alternate``: the generator step reads its own batch),
+        each player's learning rate decaying at its own update count (``_alternating``).
   paper_celeba_wgan, paper_celeba_wae  the other two stage-1 models of the paper's comparison
         (WGAN-GP: lr 1e-4, Adam (0.5, 0.9), batch 64; WAE: lr 1e-3, batch 256, 55 epochs).
   mnist_wgan, mnist_wae (also photos_*, tiny_*)  the same two on the CPU recipe: WGAN-GP with G's loss the
@@ -24,7 +27,9 @@ auto-encoder with MSE; ``<data>_gan`` the GAN-compression objective, adversarial
         is Wasserstein++ without its critic. ``python -m experiments.dplc_generators`` trains and compares
         all three objectives with seeds.
   paper_lsun[_compress|_cae|_gan]   the same on LSUN bedrooms (tfds ``lsun/bedroom``), 10k images of
-        the training split held out as the reference's ``--lsun_custom_split`` does.
+        the training split held out as the reference's ``--lsun_custom_split`` does; its "epoch" is a
+        tenth of LSUN's 11,847 batches in both stages (LSUN is 19x larger than CelebA; the reference
+        gives no LSUN schedule).
   mnist[_compress|_cae|_gan]   the CPU substitute: MNIST padded to 32x32 (1 channel; x_train[:50000]
         trains, x_train[50000:] validates, the test split is for reports), nz = 16, f = 16, batch 64;
         Wasserstein++ for 5000 joint steps (G, F and the critic each step); stage 2 for 1500 steps
@@ -51,6 +56,21 @@ def _optimizer(lr: float, b2: float = 0.999, boundaries: tuple = ()) -> ml_colle
     return ml_collections.ConfigDict(dict(
         name="adam", learning_rate=lr, b1=0.5, b2=b2, schedule="piecewise" if boundaries else "constant",
         boundaries=tuple(boundaries), decay_rate=0.4, warmup_steps=0, grad_clip=0.0))
+
+
+def _alternating(c: ml_collections.ConfigDict, epoch: int, epochs: int, g_lr: float, d_lr: float,
+                 decay_epochs: tuple = (), b2: float = 0.999) -> None:
+    """The reference's WGAN schedule in ``gan.mode="alternate"`` steps: an epoch of ``epoch`` batches is
+    ``epoch // d`` generator iterations (``d = gan.d_steps``), each ``d`` critic updates and one generator
+    update; both learning rates drop x0.4 at ``decay_epochs`` (the reference steps its MultiStepLR once
+    an epoch). Each player's schedule counts its own updates, so the boundaries are per player. A
+    trainer step updates one player on its own batch: an iteration is ``d + 1`` steps (the reference's
+    generator reuses the last critic batch, so it reads ``d`` batches an iteration)."""
+    d = int(c.gan.d_steps)
+    iters = epoch // d
+    c.optimizer = _optimizer(g_lr, b2, tuple(e * iters for e in decay_epochs))
+    c.optimizer_d = _optimizer(d_lr, b2, tuple(e * iters * d for e in decay_epochs))
+    c.steps = epochs * iters * (d + 1)
 
 
 def _cpu(c: ml_collections.ConfigDict) -> None:
@@ -91,9 +111,7 @@ def get_config(variant: str = "mnist") -> ml_collections.ConfigDict:
     c.gan = ml_collections.ConfigDict(dict(mode="alternate", d_steps=5, warmup_steps=0))
     # CelebA: 162,770 training images, 636 batches of 256 an epoch
     epoch = 636
-    c.optimizer = _optimizer(3e-4, boundaries=(100 * epoch, 140 * epoch))
-    c.optimizer_d = _optimizer(1e-4, boundaries=(100 * epoch, 140 * epoch))
-    c.steps = 165 * epoch
+    _alternating(c, epoch, epochs=165, g_lr=3e-4, d_lr=1e-4, decay_epochs=(100, 140))
     c.log_every, c.eval_every, c.checkpoint_every, c.keep = 100, 5000, 5000, 2
     c.eval_batch_size = 256
     c.distributed = False
@@ -111,7 +129,7 @@ def get_config(variant: str = "mnist") -> ml_collections.ConfigDict:
         c.optimizer = _optimizer(1e-4, b2=0.9)
         c.optimizer_d = _optimizer(1e-4, b2=0.9)
         c.data.batch_size = 64
-        c.steps = 165 * 2543
+        _alternating(c, 2543, epochs=165, g_lr=1e-4, d_lr=1e-4, b2=0.9)  # 2,543 batches of 64 an epoch
     elif dataset == "paper_celeba" and objective == "wae":
         c.loss.update(gan=0.0)
         c.gan.update(mode="none", d_steps=1)
@@ -119,10 +137,9 @@ def get_config(variant: str = "mnist") -> ml_collections.ConfigDict:
         c.steps = 55 * epoch
     elif dataset == "paper_lsun":
         c.data.update(tfds_name="lsun/bedroom", tfds_train_split="train[10000:]", tfds_val_split="train[:10000]")
-        epoch = 3_033_042 // 256
-        c.optimizer = _optimizer(3e-4, boundaries=(100 * epoch // 10, 140 * epoch // 10))
-        c.optimizer_d = _optimizer(1e-4, boundaries=(100 * epoch // 10, 140 * epoch // 10))
-        c.steps = 165 * epoch // 10  # a tenth of the reference's epochs: LSUN is 19x larger than CelebA
+        # a tenth of CelebA's epochs in both stages, LSUN being 19x larger: an "epoch" here is 1/10 of LSUN
+        epoch = 3_033_042 // 256 // 10
+        _alternating(c, epoch, epochs=165, g_lr=3e-4, d_lr=1e-4, decay_epochs=(100, 140))
     elif dataset == "mnist":
         c.data.update(source="mnist", path="../shared/data/mnist/mnist.npz", num_val=2000, resize=0, crop=32,
                       eval_crop=32, batch_size=64)

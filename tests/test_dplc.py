@@ -337,6 +337,28 @@ def test_resize_centre_crop_is_torchvisions():
     assert gray.shape == (10, 10, 1) and (gray == 7).all()
 
 
+@pytest.mark.parametrize("variant, epoch, decays", [
+    ("paper_celeba", 636, (100, 140)), ("paper_celeba_wgan", 2543, ()), ("paper_lsun", 11847 // 10, (100, 140))])
+def test_paper_schedules_count_the_references_updates(repo, variant, epoch, decays):
+    """The reference's WGAN loop: an epoch is epoch // 5 generator iterations of 5 critic updates and one
+    generator update, and both learning rates drop x0.4 at the decay epochs (MultiStepLR, once an epoch).
+    Our alternate schedule over config.steps must give each player that many updates, and each player's
+    schedule (which counts its own updates) its decays at those epochs."""
+    from jaxcomp.gan import schedule_from_config
+    from jaxcomp.train import make_optimizer
+
+    c = _config(repo, variant)
+    g, d = schedule_from_config(c.gan).players(np.arange(c.steps))
+    iters = epoch // 5
+    assert int(np.sum(g)) == 165 * iters and int(np.sum(d)) == 165 * iters * 5
+    for opt, per_epoch in ((c.optimizer, iters), (c.optimizer_d, 5 * iters)):
+        lr = make_optimizer(opt)[1]
+        assert float(lr(0)) == pytest.approx(opt.learning_rate)
+        for i, e in enumerate(decays):  # the i-th decay falls exactly at epoch e of this player's updates
+            assert float(lr(e * per_epoch - 1)) == pytest.approx(opt.learning_rate * 0.4 ** i)
+            assert float(lr(e * per_epoch)) == pytest.approx(opt.learning_rate * 0.4 ** (i + 1))
+
+
 PAPER_VARIANTS = ["paper_celeba", "paper_celeba_wgan", "paper_celeba_wae", "paper_lsun", "paper_celeba_compress",
                   "paper_celeba_cae", "paper_celeba_gan", "mnist", "photos"]
 
