@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import zipfile
 
 import ml_collections
 import numpy as np
@@ -67,8 +68,13 @@ def codec_outputs(codec: str, images: np.ndarray, batch_size: int = 64, cache_di
         key = hashlib.sha256(images.tobytes()).hexdigest()[:16]
         path = os.path.join(cache_dir, f"codec_{digest}_{key}.npz")
         if os.path.isfile(path):
-            with np.load(path) as f:
-                return {k: f[k] for k in f.files}
+            try:
+                with np.load(path) as f:
+                    cached = {k: f[k] for k in f.files}
+                if set(cached) >= set(_CODEC_OUTPUTS) and all(len(v) == len(images) for v in cached.values()):
+                    return cached
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # a damaged cache file: rebuild it
+                pass
     run, params = _codec_runner(codec, digest)
 
     n = len(images)
@@ -79,13 +85,15 @@ def codec_outputs(codec: str, images: np.ndarray, batch_size: int = 64, cache_di
         if pad:  # one compiled shape
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)])
         parts.append(tuple(np.asarray(v)[: batch_size - pad] for v in run(params, chunk)))
-    names = ("latent", "decoded", "bits", "bpp", "ms_ssim", "psnr")
-    out = {k: np.concatenate([p[i] for p in parts]) for i, k in enumerate(names)}
+    out = {k: np.concatenate([p[i] for p in parts]) for i, k in enumerate(_CODEC_OUTPUTS)}
     out["latent"] = out["latent"].astype(np.float32)
     if path:
         with atomic_file(path, makedirs=True) as f:
             np.savez(f, **out)
     return out
+
+
+_CODEC_OUTPUTS = ("latent", "decoded", "bits", "bpp", "ms_ssim", "psnr")
 
 
 @functools.lru_cache(maxsize=4)

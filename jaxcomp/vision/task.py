@@ -18,7 +18,9 @@ One task covers every row of the paper's tables, chosen by ``config.understandin
   ``0.5 * optimizer.l2 * ||net||^2`` on every path.
 
 Network inputs are normalised in the graph, the same way on both paths: a latent as it is (its
-values are the codec's centres), RGB as ``x / 127.5 - 1``. A cResNet (``model.name`` ``cresnet-*``)
+values are the codec's centres), RGB as ``x / 127.5 - 1``. A decoding is not bit-identical between
+them: precomputed decodings are ``uint8`` pixels (what a decoder writes), the codec in the graph
+hands on its float output. A cResNet (``model.name`` ``cresnet-*``)
 takes latents only and a ResNet images only. ``init_net``: a workdir of an earlier run of this task
 whose network (parameters and batch statistics) a new run starts from (joint training starts from
 the pretrained task network and the pretrained codec).
@@ -245,6 +247,10 @@ def _check_data(config: ml_collections.ConfigDict) -> None:
             raise ValueError(f"config.data.{key}={d[key]!r} differs from config.understanding.{key}={u[key]!r}")
     if u.precomputed and u.input != "original" and "codec" in d and u.codec and d.codec != u.codec:
         raise ValueError(f"config.data.codec={d.codec!r} differs from config.understanding.codec={u.codec!r}")
+    if "num_classes" in d and int(d.num_classes) != int(config.model.num_classes):
+        raise ValueError(f"config.data.num_classes={d.num_classes} differs from config.model.num_classes="
+                         f"{config.model.num_classes}: the network must output the data's classes (labels >= "
+                         f"model.num_classes would be left out of the loss as void)")
     if d.get("normalize", False):
         raise ValueError("config.data.normalize must be False for an understanding task: it normalises its "
                          "inputs in the graph (latents as they are, RGB as x / 127.5 - 1)")
