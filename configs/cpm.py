@@ -18,6 +18,8 @@ real rate ends below the target):
   targets; cpu_high has C=64 as paper_high, its first 32 channels started from cpu_med's
   (init_grow; until 2026-12-02 it kept C=32 with H_target 2.0, and never used the extra rate).
   mse         as paper_med with the MSE distortion (the PSNR variant).
+  The paper variants and mse train on a folder (data.path) or tfds only: they refuse the shipped
+  samples, which are the evaluation photos (as configs/l3c.py:paper).
   tiny        seconds, for tests.
 """
 
@@ -69,6 +71,9 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
         c.model.channels = 64
     if variant == "mse":
         c.loss.update(distortion="mse", K_mse=1.0)
+    if variant in ("paper", "mse") or variant.startswith("paper_"):
+        # real training data only: the shipped samples are the evaluation photos (their test role included)
+        c.data.update(source="folder", allow_samples=False)
     if variant.startswith("cpu_"):
         c.model.update(features=64, groups=2)
         c.data.update(crop=96, batch_size=8, downscale=(0.5, 1.0), eval_crop=192)

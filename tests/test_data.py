@@ -219,19 +219,21 @@ def test_centre_crop_and_benchmark_image_paths(tmp_path):
         benchmark_image_paths(str(tmp_path / "missing"))
 
 
-@pytest.mark.parametrize("variant", ["paper", "rgb", "rgb_shared"])
-def test_paper_configs_refuse_to_train_without_real_data(repo, variant):
-    """The paper-scale L3C configs need a training folder (or tfds) and refuse the shipped samples,
-    which are the evaluation photos; the CPU configs keep training on them."""
+@pytest.mark.parametrize("spec", ["l3c.py:paper", "l3c.py:rgb", "l3c.py:rgb_shared", "cpm.py:paper",
+                                  "cpm.py:paper_low", "cpm.py:paper_high", "cpm.py:mse"])
+def test_paper_configs_refuse_to_train_without_real_data(repo, spec):
+    """The paper-scale L3C and CPM configs need a training folder (or tfds) and refuse the shipped
+    samples, which are the evaluation photos; the CPU configs keep training on them."""
     from jaxcomp.configs import load_config
     from jaxcomp.data import DataError, build_image_data
 
-    config = load_config(str(repo / "configs" / "l3c.py") + ":" + variant)
+    config = load_config(str(repo / "configs" / spec))
     with pytest.raises(DataError, match="needs data.path"):
         build_image_data(config.data)
     with pytest.raises(DataError, match="refuses the shipped samples"):
         build_image_data(apply_overrides(config, ["data.source=samples"]).data)
-    assert load_config(str(repo / "configs" / "l3c.py") + ":cpu").data.source == "samples"
+    cpu = spec.split(":")[0] + (":cpu" if spec.startswith("l3c") else ":cpu_med")
+    assert load_config(str(repo / "configs" / cpu)).data.source == "samples"
 
 
 
