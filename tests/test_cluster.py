@@ -5,6 +5,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 
 import jax.numpy as jnp
 import numpy as np
@@ -142,6 +143,21 @@ def test_ssc_eigengap_estimates_clusters(fitted, subspaces):
     assert clustering_error(y, labels) == 0.0
     # the eigengap may pick max_clusters itself (it looks at max_clusters + 1 eigenvalues)
     assert spectral_clustering(fitted["mp"].affinity_matrix_, None, max_clusters=3)[1] == 3
+
+
+def test_eigengap_of_one_cluster_on_a_connected_graph_warns():
+    """Three noisy blocks joined by weak edges: the Laplacian's first gap is the largest, the heuristic
+    answers 1 cluster, and the caller is told so (with n_clusters given, no warning)."""
+    rng = np.random.default_rng(0)
+    blocks = np.kron(np.eye(3), np.ones((10, 10)))
+    A = sp.csr_matrix(blocks + 0.8 * (rng.random((30, 30)) < 0.9))
+    A = (A + A.T) / 2
+    with pytest.warns(RuntimeWarning, match="eigengap estimate is 1 cluster"):
+        labels, k = spectral_clustering(A, None)
+    assert k == 1 and set(labels) == {0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert spectral_clustering(A, 3)[1] == 3
 
 
 def test_spectral_separates_block_affinity():

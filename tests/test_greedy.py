@@ -69,6 +69,31 @@ def test_omp_stops_when_every_atom_left_is_in_the_span_of_its_support():
     assert float(np.max(res.residual_norm)) < 1e-4
 
 
+@pytest.mark.parametrize("pursuit", ["omp", "mp"])
+def test_pursuits_stop_at_the_rounding_floor_of_noiseless_subspaces(pursuit):
+    """SSC's self-expression with tol = 0 on noiseless points of 3 random 4-dim subspaces of R^30:
+    once the residual is at float32 rounding (~1e-7 ||y||) it is fitted, and every selected atom
+    must lie in the point's own subspace (the no-false-discovery property). Without the rounding
+    floor, 3 of 120 points ran OMP on past 4 atoms, into other subspaces with coefficients up to
+    0.41 (the span guard does not catch an atom of another subspace)."""
+    rng = np.random.default_rng(0)
+    X, labels = [], []
+    for subspace in range(3):
+        basis = np.linalg.qr(rng.standard_normal((30, 4)))[0]
+        X.append((basis @ rng.standard_normal((4, 40))).T)
+        labels += [subspace] * 40
+    X = (X := np.vstack(X)) / np.linalg.norm(X, axis=1, keepdims=True)
+    labels = np.asarray(labels)
+    X = X.astype(np.float32)
+    kwargs = dict(max_iter=10, exclude=np.arange(len(X)))
+    res = omp(X.T, X, **kwargs) if pursuit == "omp" else mp(X.T, X, max_nonzeros=10, **kwargs)
+    support = np.asarray(res.support)
+    wrong = (support >= 0) & (labels[np.maximum(support, 0)] != labels[:, None])
+    assert not wrong.any(), f"{wrong.any(1).sum()} points reach into other subspaces"
+    if pursuit == "omp":
+        assert np.all(np.asarray(res.n_iter) <= 4), np.bincount(np.asarray(res.n_iter))
+
+
 def test_omp_single_signal_and_exclude(planted):
     D, X, Y, supports = planted
     banned = int(supports[0][0])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import eigsh
@@ -96,6 +98,11 @@ def spectral_clustering(
         vals, vecs = laplacian_spectrum(A, kmax, seed)
         k = estimate_n_clusters(vals)
         vecs = vecs[:, :k]
+        if k == 1 and kmax > 2 and vals[1] > 1e-6:
+            # a connected graph whose largest gap is its first: the heuristic's usual failure on noisy data
+            warnings.warn(f"the eigengap estimate is 1 cluster (Laplacian eigenvalues {np.round(vals[:4], 3)}: "
+                          "the graph is connected and the first gap is the largest); pass n_clusters if you "
+                          "know it", RuntimeWarning, stacklevel=2)
     if k == 1:
         return np.zeros(n, np.int64), 1
     norms = np.linalg.norm(vecs, axis=1, keepdims=True)

@@ -9,7 +9,11 @@ correlations ``D^T r`` of the whole batch become one matrix product).
 Stopping rules (any of them ends the pursuit of one signal):
 
 * ``max_iter`` iterations (``s_max`` in Tschannen & Bölcskei);
-* the residual norm ``||r||_2 <= tol`` (absolute, the ``tau`` of the paper);
+* the residual norm ``||r||_2 <= tol`` (absolute, the ``tau`` of the paper), and in any case
+  ``||r||_2 <= 100 eps ||y||_2`` (``eps`` of the dtype): a residual at the rounding level of the
+  signal is fitted exactly, and atoms selected past it would only fit rounding noise (with
+  ``tol = 0``, OMP on noiseless subspace data otherwise went on from a float32 residual of ~1e-7
+  to atoms of other subspaces with large, cancelling least-squares coefficients);
 * the largest normalised correlation ``max_k |<d_k, r>| / (||d_k|| ||r||) <= corr_tol``
   (the residual looks like noise: no atom explains it any more);
 * MP only: ``max_nonzeros`` distinct atoms have been selected (``p_max``);
@@ -158,6 +162,7 @@ def omp_single(D: Array, y: Array, exclude: Array, tol: Array, corr_tol: Array, 
     inv_norms = jnp.ones_like(norms_sq) if raw_selection else 1.0 / jnp.sqrt(norms_sq)
     slots = jnp.arange(S)
     eps = jnp.asarray(100 * jnp.finfo(dtype).eps, dtype)
+    stop_norm = jnp.maximum(tol, eps * jnp.linalg.norm(y))  # the rounding floor (module docstring)
 
     def cond(state):
         return state["active"] & (state["t"] < S)
@@ -167,7 +172,7 @@ def omp_single(D: Array, y: Array, exclude: Array, tol: Array, corr_tol: Array, 
         score, c = _scores(D, inv_norms, r, exclude, state["selected"])
         k = jnp.argmax(score)
         best = score[k]
-        go = (rnorm > tol) & (best > corr_tol * rnorm) & (best > 0)
+        go = (rnorm > stop_norm) & (best > corr_tol * rnorm) & (best > 0)
         dk = D[:, k]
         used = slots < t
         idx_safe = jnp.where(state["idx"] >= 0, state["idx"], 0)
@@ -229,6 +234,7 @@ def mp_single(
     norms_sq = jnp.sum(D * D, axis=0)
     inv_norms = jnp.ones_like(norms_sq) if raw_selection else 1.0 / jnp.sqrt(norms_sq)
     slots = jnp.arange(S)
+    stop_norm = jnp.maximum(tol, 100 * jnp.finfo(dtype).eps * jnp.linalg.norm(y))  # the rounding floor
 
     def cond(state):
         return state["active"] & (state["t"] < max_iter) & (state["nnz"] < max_nonzeros)
@@ -238,7 +244,7 @@ def mp_single(
         score, c = _scores(D, inv_norms, r, exclude)
         k = jnp.argmax(score)
         best = score[k]
-        go = (rnorm > tol) & (best > corr_tol * rnorm) & (best > 0)
+        go = (rnorm > stop_norm) & (best > corr_tol * rnorm) & (best > 0)
         match = state["idx"] == k
         found = jnp.any(match)
         pos = jnp.where(found, jnp.argmax(match), state["nnz"])
