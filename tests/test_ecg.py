@@ -260,6 +260,25 @@ def test_dropout_bursts_zero_exactly_the_drawn_segments():
     np.testing.assert_array_equal(z, np.where(covered, 0.0, x))
 
 
+def test_augment_drops_bursts_before_resampling():
+    """The reference applies zero_filter(threshold=2, depth=10) (11-sample bursts) and then
+    random_resample, so a recording shrunk by 2 carries bursts of about 5-6 samples: no zero run
+    inside it reaches 11 samples (bursts dropped after the shrink would be >= 11 long)."""
+    from jaxcomp.ecg.frontend import augment
+
+    lengths = np.array([3000, 3000], np.int32)
+    x = np.random.default_rng(0).uniform(0.5, 1.5, (2, 3000)).astype(np.float32)
+    z, new = augment(jax.random.PRNGKey(2), jnp.asarray(x), jnp.asarray(lengths), min_factor=0.5, max_factor=0.5,
+                     burst_rate=0.005)
+    z, new = np.asarray(z), np.asarray(new)
+    assert new.tolist() == [1500, 1500]
+    runs = []
+    for row, n in zip(z, new):
+        edges = np.diff(np.concatenate([[0], (row[:n] == 0).astype(int), [0]]))
+        runs += list(np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1))
+    assert len(runs) >= 5 and max(runs) < 11, runs
+
+
 def test_class_weights_are_the_configured_formula():
     """Class ``c``'s weight is ``(n / (K n_c)) ** power`` over the *training* split (0 for absent classes).
 

@@ -248,5 +248,11 @@ def test_early_stopping_keeps_the_best_validation_step(tmp_path):
     assert challenge_f1(confusion_matrix(labels, preds)) == pytest.approx(info["best_val_f1"], abs=1e-6)
     _, variables, notes = load_model(str(tmp_path / "run" / "best.msgpack"), "ecg")
     assert notes["best_step"] == info["best_step"]
+    # validation.min_steps: no early stop before it (the reference never stops before epoch 300)
+    from jaxcomp.configs import apply_overrides
+
+    patient = apply_overrides(config, ["validation.patience=1", "validation.min_steps=12"])
+    _, info = train_with_validation(patient, str(tmp_path / "patient"), ECGTask(patient), data)
+    assert info["stopped_at"] is None and [h["step"] for h in info["history"]] == list(range(1, 13))
     for a, b in zip(jax.tree.leaves(variables["params"]), jax.tree.leaves(state.params)):
         np.testing.assert_array_equal(a, np.asarray(b))

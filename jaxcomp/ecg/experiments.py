@@ -226,6 +226,7 @@ def train_with_validation(config: ml_collections.ConfigDict, workdir: str, task:
     latest: list = [None]
     best: list = [None]
     every, patience = int(validation.every), int(validation.get("patience", 0))
+    min_steps = int(validation.get("min_steps", 0))  # no early stop before it (the reference: 300 epochs)
 
     def save_log():
         write_atomic(log_path, json.dumps({k: v for k, v in info.items()}, indent=1))
@@ -251,7 +252,7 @@ def train_with_validation(config: ml_collections.ConfigDict, workdir: str, task:
             from tqdm.auto import tqdm
             tqdm.write(f"step {step} validation F1 {f1:.3f} (best {info['best_val_f1']:.3f} at {info['best_step']})")
         rounds_since = sum(1 for h in info["history"] if h["step"] > info["best_step"])
-        if patience and rounds_since >= patience and step < config.steps:
+        if patience and rounds_since >= patience and min_steps <= step < config.steps:
             info["stopped_at"] = int(step)
             save_log()
             raise _EarlyStop

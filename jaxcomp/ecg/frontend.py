@@ -80,12 +80,12 @@ def log_spectrogram(x: jax.Array, lengths: jax.Array, normalize: bool = True) ->
 
 
 def dropout_bursts(rng: jax.Array, x: jax.Array, lengths: jax.Array, burst_rate: float = 0.0228,
-                   burst_samples: int = 9) -> jax.Array:
+                   burst_samples: int = 11) -> jax.Array:
     """Zeroes bursts of ``burst_samples`` samples, each starting at a sample with probability ``burst_rate``.
 
-    The defaults are the reference implementation's (a standard normal above 2, grown to 9
-    samples = 30 ms). Shapes: ``x`` float32 ``[B, L]``, ``lengths`` int32 ``[B]``; lengths
-    do not change.
+    The defaults are the reference implementation's (``zero_filter(threshold=2, depth=10)``: a
+    standard normal above 2, grown to 11 samples = 37 ms at 300 Hz). Shapes: ``x`` float32 ``[B, L]``,
+    ``lengths`` int32 ``[B]``; lengths do not change.
     """
     starts = jax.random.bernoulli(rng, burst_rate, x.shape).astype(jnp.float32)
     # a sample is dropped if a burst started within the previous burst_samples samples
@@ -121,11 +121,12 @@ def random_resample(rng: jax.Array, x: jax.Array, lengths: jax.Array, min_factor
 
 def augment(rng: jax.Array, x: jax.Array, lengths: jax.Array, resample: bool = True, min_factor: float = 2 / 3,
             max_factor: float = 4 / 3, bursts: bool = True, burst_rate: float = 0.0228,
-            burst_samples: int = 9) -> tuple[jax.Array, jax.Array]:
-    """Random resampling, then dropout bursts; ``(x [B, L], lengths [B])`` in and out."""
+            burst_samples: int = 11) -> tuple[jax.Array, jax.Array]:
+    """Dropout bursts, then random resampling, in the reference's order (so its bursts are stretched
+    with the signal, 7-15 samples); ``(x [B, L], lengths [B])`` in and out."""
     r1, r2 = jax.random.split(rng)
-    if resample:
-        x, lengths = random_resample(r1, x, lengths, min_factor, max_factor)
     if bursts:
         x = dropout_bursts(r2, x, lengths, burst_rate, burst_samples)
+    if resample:
+        x, lengths = random_resample(r1, x, lengths, min_factor, max_factor)
     return x, lengths

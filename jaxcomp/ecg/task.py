@@ -8,10 +8,14 @@ inference mode) while the LSTMs and the classifier learn; ``freeze_conv=False`` 
 everything from that initialisation instead. Both stages are the one trainer with different
 configs.
 
-The reference code (github.com/yruffiner/ecg-classification, ``network/crnn.py``) does the
-same with one graph: phase 0 trains the CRNN's conv blocks under a "mean branch" (time
-average, dense 200 + ReLU, linear), phase 1 stops the gradient at the conv features and
-trains the LSTMs and the linear layer. Differences here: stage 1 is the paper's CNN itself
+The reference code (github.com/yruffiner/ecg-classification, ``network/crnn.py``,
+``train.py::trainCRNN``) runs one graph in five phases: phase 0 trains the CRNN's conv blocks
+under a "mean branch" (time average, dense 200 + ReLU, linear; 500 epochs), phase 1 stops the
+gradient at the conv features and trains the LSTMs and the linear layer (100 epochs), and
+phases 2-4 train the whole CRNN end to end (200 epochs each, the learning rate divided by 10 and
+then 100). Our two stages are its phases 0 and 1; its end-to-end phases 2-4 are not built (a
+third stage with ``freeze_conv=False`` and a piecewise schedule would be; docs/ecg.md). Other
+differences: stage 1 is the paper's CNN itself
 (time average, linear; no hidden dense layer), so one stage-1 run serves both as the CNN
 result and as the CRNN's initialisation, and with more conv blocks than the CRNN uses; and
 the frozen blocks' batch norm uses its running statistics instead of batch statistics.
@@ -140,7 +144,7 @@ class ECGTask:
         if a.get("enabled", True):
             signal, length = augment(aug_rng, signal, length, a.get("resample", True), a.get("min_factor", 2 / 3),
                                      a.get("max_factor", 4 / 3), a.get("bursts", True), a.get("burst_rate", 0.0228),
-                                     a.get("burst_samples", 9))
+                                     a.get("burst_samples", 11))
         feats, frames = log_spectrogram(signal, length, self.normalize)
         weight = batch["weight"]
 
