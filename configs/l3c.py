@@ -24,6 +24,11 @@ Variants:
               The shipped model was trained with it (jaxcomp/codecs/pretrained/l3c.json).
   tiny        seconds, for tests (learned z, E_in included).
 
+RGB mixtures: the paper-scale variants use the reference code's (``model.reference_rgb_mixture``:
+log-scales clamped at -7 in pixel units and sigmoid channel-mixing coefficients); cpu, cpu_rgb and
+tiny keep what the shipped models trained with (the clamp at -7 on the [-1, 1] grid, 127.5x looser,
+which costs >= 0.039 bits on every RGB subpixel, and tanh coefficients); docs/l3c.md.
+
 Steps and epochs. The trainer counts steps (batches), the paper epochs: it decays the learning
 rate x0.75 every 5 epochs of its ~300k Open Images training images at batch 30, i.e. every
 5 x 300k / 30 = 50k steps (``optimizer.decay_every``). The reference code sets no total number
@@ -82,6 +87,9 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
         encoder_head_conv=True,
         # D(s) fuses D(s+1)'s features; train_scales 0: the loss covers every scale (rgb_shared: 1)
         fuse_features=True, train_scales=0,
+        # RGB mixtures as the reference code's (log-scale floor -7 in pixel units, sigmoid coefficients);
+        # False: the floor at -7 on the [-1, 1] grid and tanh, what the shipped CPU models trained with
+        reference_rgb_mixture=False,
         # beyond the paper: code each 2x2 block of a scale in 1 (the paper), 2 (checkerboard) or 4
         # steps, each conditioned on the sub-pixels of the steps before; "light" per-step heads or
         # one "shared" head with a step embedding (docs/l3c.md)
@@ -111,6 +119,7 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
 
     if variant in ("paper", "", "rgb", "rgb_shared", "rgb_shared_fused"):  # real training data only
         c.data.update(source="folder", allow_samples=False)
+        c.model.reference_rgb_mixture = True
     if variant in ("rgb", "rgb_shared", "rgb_shared_fused"):
         c.model.update(representation="rgb", encoder_head_conv=False)  # no encoders
         if variant == "rgb_shared":  # cr_rgb_shared.cf: num_scales=1, dec.skip=False; tested with 3 recursions

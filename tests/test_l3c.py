@@ -438,6 +438,31 @@ def test_the_encoders_have_the_references_input_conv_when_switched_on(l3c_tiny_c
         assert cfg.model.encoder_head_conv is expected, variant
 
 
+def test_reference_rgb_mixture_is_the_reference_codes(repo):
+    """The reference's RGB mixture (criterion/logistic_mixture.py on x in [0, 255]): log-scales clamped at
+    -7 in pixel units = -7 - ln 127.5 on our [-1, 1] grid, and sigmoid coefficients; the latents' mixtures
+    (L levels in [-1, 1], as there) keep -7. Models without the field keep -7 / tanh and their fingerprint."""
+    from jaxcomp.configs import load_config
+
+    k = 2
+    spec = l3c.L3CSpec(scales=2, mixtures=k, reference_rgb_mixture=True)
+    legacy = dataclasses.replace(spec, reference_rgb_mixture=False)
+    rgb = jnp.asarray(np.random.default_rng(0).normal(size=(1, 2, 2, 3 * 3 * k + 3 * k)) * 3, jnp.float32)
+    rgb = rgb.at[..., 2 * 3 * k:3 * 3 * k].set(-30.0)  # every log-scale far below both floors
+    ref, old = l3c.mixture_params(spec, rgb, 0), l3c.mixture_params(legacy, rgb, 0)
+    np.testing.assert_allclose(ref.log_scales, -7 - np.log(127.5), rtol=1e-6)
+    np.testing.assert_allclose(old.log_scales, -7.0)
+    raw_coeffs = np.asarray(rgb[..., 3 * 3 * k:]).reshape(1, 2, 2, 3, k)
+    np.testing.assert_allclose(ref.coeffs, 1 / (1 + np.exp(-raw_coeffs)), rtol=1e-5)
+    np.testing.assert_allclose(old.coeffs, np.tanh(raw_coeffs), rtol=1e-5)
+    latent = jnp.full((1, 2, 2, 3 * spec.latent_channels * k), -30.0, jnp.float32)
+    np.testing.assert_allclose(l3c.mixture_params(spec, latent, 1).log_scales, -7.0)
+    assert "reference_rgb_mixture" not in legacy.architecture() and spec.architecture()["reference_rgb_mixture"]
+    for variant, expected in [("paper", True), ("rgb", True), ("rgb_shared", True), ("cpu", False),
+                              ("cpu_rgb", False), ("tiny", False)]:
+        assert load_config(f"{repo}/configs/l3c.py:{variant}").model.reference_rgb_mixture is expected, variant
+
+
 def test_the_encoders_stride_2_conv_is_centred_like_the_references():
     """E(s)'s 5x5 stride-2 conv pads 2 on every side (the reference's ``conv(Cf, Cf, 5, stride=2)``,
     padding ``k // 2``): its output (i, j) reads input rows 2i-2 .. 2i+2 and columns 2j-2 .. 2j+2, so

@@ -36,6 +36,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -100,6 +101,12 @@ class L3CSpec:
     # D(s) adds D(s+1)'s features to its own head (the paper's feature fusion). False: each scale
     # is predicted from x(s) alone (the reference's dec.skip=False, its "RGB Shared" baseline).
     fuse_features: bool = True
+    # RGB mixtures as the reference code's (criterion/logistic_mixture.py works on x in [0, 255]): log-scales
+    # clamped at -7 in pixel units (-7 - ln 127.5 on our [-1, 1] grid) and sigmoid channel-mixing coefficients.
+    # False for every model trained before 2026-12-06 (their configs do not name it): -7 on the [-1, 1] grid,
+    # a floor of ~0.039 bits on every coded RGB subpixel, and PixelCNN++'s tanh coefficients. The latents'
+    # mixtures (L levels in [-1, 1], as in the reference) are the same either way.
+    reference_rgb_mixture: bool = False
     # Scales the training loss covers, finest first (0: all). 1 with one shared decoder and no
     # fusion: the reference's "RGB Shared", trained on x(0) given x(1) and applied recursively
     # at all ``scales`` when coding. Not part of the architecture (the coder never reads it).
@@ -133,9 +140,10 @@ class L3CSpec:
                              "without feature fusion (model.fuse_features=False)")
 
     def architecture(self) -> dict[str, Any]:
-        """The fields that define the model, for fingerprints: the sub-pixel, encoder-head and
-        fusion fields and ``rgb_pyramid`` only when they differ from the architecture before they existed (so models
-        trained before keep their fingerprint); ``train_scales`` never (training only)."""
+        """The fields that define the model, for fingerprints: the sub-pixel, encoder-head, fusion and
+        RGB-mixture fields and ``rgb_pyramid`` only when they differ from the architecture before
+        they existed (so models trained before keep their fingerprint); ``train_scales`` never
+        (training only)."""
         fields = dataclasses.asdict(self)
         if self.rgb_pyramid == "bicubic":
             del fields["rgb_pyramid"]
@@ -145,6 +153,8 @@ class L3CSpec:
             del fields["encoder_head_conv"]
         if self.fuse_features:
             del fields["fuse_features"]
+        if not self.reference_rgb_mixture:
+            del fields["reference_rgb_mixture"]
         del fields["train_scales"]
         return fields
 
@@ -401,7 +411,15 @@ def mixture_params(spec: L3CSpec, raw: jax.Array, scale: int, channels_first: bo
     """Mixture parameters for ``x(scale)`` from the raw output of ``D(scale+1)`` (``[B, h, w, P]``,
     or ``[P, B, h, w]`` with ``channels_first``)."""
     c = spec.channels(scale)
-    return lm.split_mixture_params(raw, c, spec.mixtures, autoregressive=(c == 3), channels_first=channels_first)
+    rgb = c == 3
+    if rgb and spec.reference_rgb_mixture:
+        return lm.split_mixture_params(raw, c, spec.mixtures, autoregressive=True, channels_first=channels_first,
+                                       log_scale_min=RGB_LOG_SCALES_MIN_REFERENCE, coeffs="sigmoid")
+    return lm.split_mixture_params(raw, c, spec.mixtures, autoregressive=rgb, channels_first=channels_first)
+
+
+#: The reference's RGB log-scale floor (-7 on [0, 255]) on jaxcomp's [-1, 1] grid of the 256 levels.
+RGB_LOG_SCALES_MIN_REFERENCE = lm.LOG_SCALES_MIN - math.log(127.5)
 
 
 def bits_per_scale(spec: L3CSpec, out: dict[str, Any]) -> list[jax.Array]:

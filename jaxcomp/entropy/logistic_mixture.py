@@ -10,7 +10,8 @@ everywhere (no PixelCNN++ density fallback), so training likelihood and coding P
 
 For RGB (3 channels with ``autoregressive=True``) the means are conditioned on the
 previous channels' values as in PixelCNN++/L3C:
-``mu_G = m_G + tanh(l_a) x_R``, ``mu_B = m_B + tanh(l_b) x_R + tanh(l_c) x_G``.
+``mu_G = m_G + a(l_a) x_R``, ``mu_B = m_B + a(l_b) x_R + a(l_c) x_G`` with ``a = tanh``
+(PixelCNN++) or ``sigmoid`` (the L3C reference code's choice).
 """
 
 from __future__ import annotations
@@ -42,14 +43,19 @@ def num_mixture_params(channels: int, mixtures: int, autoregressive: bool) -> in
 
 
 def split_mixture_params(
-    raw: jax.Array, channels: int, mixtures: int, autoregressive: bool, channels_first: bool = False
+    raw: jax.Array, channels: int, mixtures: int, autoregressive: bool, channels_first: bool = False,
+    log_scale_min: float = LOG_SCALES_MIN, coeffs: str = "tanh",
 ) -> MixtureParams:
     """Splits a network output ``[B, H, W, num_mixture_params]`` into :class:`MixtureParams`.
 
     With ``channels_first`` the output is ``[num_mixture_params, B, H, W]`` and the parameters
     are ``[C, K, B, H, W]`` (the layout of :func:`mixture_log_prob`'s ``channels_first``).
-    Log-scales are clamped below at ``LOG_SCALES_MIN`` (as in L3C).
+    Log-scales are clamped below at ``log_scale_min`` (L3C's -7, in the units of the values'
+    grid: the reference code clamps RGB at -7 on ``[0, 255]``, which is ``-7 - ln 127.5`` on
+    ``[-1, 1]``). ``coeffs``: the RGB coefficients' activation, ``"tanh"`` or ``"sigmoid"``.
     """
+    if coeffs not in ("tanh", "sigmoid"):
+        raise ValueError(f"coeffs must be 'tanh' or 'sigmoid', not {coeffs!r}")
     if autoregressive and channels != 3:
         raise ValueError(f"autoregressive mixtures are defined for 3 (RGB) channels, not {channels}")
     expected = num_mixture_params(channels, mixtures, autoregressive)
@@ -65,9 +71,10 @@ def split_mixture_params(
             return raw[..., i:j].reshape(raw.shape[:-1] + (c, mixtures))
     logits = part(0, n, channels)
     means = part(n, 2 * n, channels)
-    log_scales = jnp.maximum(part(2 * n, 3 * n, channels), LOG_SCALES_MIN)
-    coeffs = jnp.tanh(part(3 * n, expected, 3)) if autoregressive else None
-    return MixtureParams(logits, means, log_scales, coeffs)
+    log_scales = jnp.maximum(part(2 * n, 3 * n, channels), log_scale_min)
+    act = jnp.tanh if coeffs == "tanh" else jax.nn.sigmoid
+    mixing = act(part(3 * n, expected, 3)) if autoregressive else None
+    return MixtureParams(logits, means, log_scales, mixing)
 
 
 def _check_inputs(name: str, params: MixtureParams, x: jax.Array | None, levels: int,
