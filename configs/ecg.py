@@ -80,7 +80,7 @@ def get_config(variant: str = "cnn") -> ml_collections.ConfigDict:
     # after `patience` scores without improvement (0 = never stops early). fraction 0 = no validation.
     # paper: every ~5 epochs of the 5685 training recordings, stop after 20 scores (the reference's 100 epochs),
     # but never before min_steps (the reference's `epoch > 300` condition: 300 epochs of 284 batches of 20)
-    c.validation = ml_collections.ConfigDict(dict(fraction=1 / 6, every=1_500, patience=20, min_steps=85_000,
+    c.validation = ml_collections.ConfigDict(dict(fraction=1 / 6, every=1_500, patience=20, min_steps=85_200,
                                                   seed=0))
     # experiments/ecg_cv.py: which models, seeds and folds; the CRNN's stage-2 steps
     c.cv = ml_collections.ConfigDict(dict(models=("cnn", "crnn"), seeds=(0,), folds=(), crnn_steps=20_000))

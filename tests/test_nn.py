@@ -75,10 +75,12 @@ def test_conv_is_flax_conv_with_the_torch_init(use_bias, dtype):
 
 def test_conv_one_dimensional_and_refusals():
     x = _rand((2, 11, 3), 4)
-    conv = Conv(5, (3,), strides=2)
-    params = conv.init(jax.random.PRNGKey(1), x)
-    reference = nn.Conv(5, (3,), strides=2, kernel_init=torch_kernel_init)
-    assert np.array_equal(conv.apply(params, x), reference.apply(params, x))
+    for kw in (dict(kernel_size=(3,), strides=2), dict(kernel_size=3, strides=None, padding=1)):  # nn.Conv's forms
+        conv = Conv(5, **kw)
+        params = conv.init(jax.random.PRNGKey(1), x)
+        reference = nn.Conv(5, kernel_init=torch_kernel_init, **kw)
+        assert jax.tree.map(np.shape, params) == jax.tree.map(np.shape, reference.init(jax.random.PRNGKey(1), x))
+        assert np.array_equal(conv.apply(params, x), reference.apply(params, x)), kw
     with pytest.raises(ValueError, match=r"takes inputs \[B, \*2 spatial, C\], got shape \(11, 3\)"):
         Conv(5, (3, 3)).init(jax.random.PRNGKey(1), x[0])
     with pytest.raises(ValueError, match="CIRCULAR.*use nn.Conv"):

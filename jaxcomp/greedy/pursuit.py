@@ -348,7 +348,8 @@ def omp(
       D: ``(m, K)`` float array, atoms as (nonzero) columns; need not be normalised.
       y: ``(m,)`` or ``(B, m)`` float signals.
       max_iter: maximum number of selected atoms ``s_max`` (static: one compilation per value).
-      tol: stop once ``||r||_2 <= tol``.
+      tol: stop once ``||r||_2 <= tol`` (and in any case at the rounding floor
+        ``100 eps ||y||_2``: module docstring).
       corr_tol: stop once ``max_k |<d_k, r>|/(||d_k|| ||r||) <= corr_tol``.
       exclude: ``None``, an int, or ``(B,)`` ints: an atom index each signal may not use.
 

@@ -24,9 +24,11 @@ def add_channel_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
 
     The value is exactly ``y + bias``; only the gradient's form differs from broadcasting.
     XLA's CPU backend rewrites a large ``reduce_sum`` into a slow tree of ``reduce-window`` ops
-    (~3 ms for a ``[8, 64, 64, 64]`` cotangent, against ~0.4 ms as a product with a vector of
-    ones: ``python -m experiments.bench_conv_grads --bias``), which made the bias gradients of
-    L3C's ``:paper`` model ~6 % of its training step. The sum is accumulated in float32.
+    (11.7 ms for a ``[8, 64, 64, 64]`` cotangent, against 0.53 ms as a product with a vector of
+    ones: ``python -m experiments.bench_conv_grads --bias``, docs/l3c.md); with this form L3C's
+    ``:paper`` training step takes a median 6 % less time. The sum is accumulated in at least
+    float32. A ``custom_vjp``: reverse mode only (``jax.jvp`` / ``jacfwd`` through it raise;
+    use ``nn.Conv`` where forward-mode derivatives are needed).
     """
     dtype = jnp.result_type(y, bias)
     return _add_channel_bias(y.astype(dtype), bias.astype(dtype))
@@ -44,7 +46,8 @@ def _add_channel_bias_fwd(y: jax.Array, bias: jax.Array) -> tuple[jax.Array, Non
 def _add_channel_bias_bwd(_: None, g: jax.Array) -> tuple[jax.Array, jax.Array]:
     g2 = g.reshape(-1, g.shape[-1])
     ones = jnp.ones((g2.shape[0],), g.dtype)
-    gb = jax.lax.dot_general(ones, g2, (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+    gb = jax.lax.dot_general(ones, g2, (((0,), (0,)), ((), ())),
+                             preferred_element_type=jnp.promote_types(g.dtype, jnp.float32))
     return g, gb.astype(g.dtype)
 
 
@@ -64,8 +67,8 @@ class Conv(nn.Module):
     """
 
     features: int
-    kernel_size: Sequence[int]
-    strides: int | Sequence[int] = 1
+    kernel_size: int | Sequence[int]
+    strides: int | Sequence[int] | None = 1
     padding: str | int | Sequence[int | tuple[int, int]] = "SAME"
     input_dilation: int | Sequence[int] = 1
     kernel_dilation: int | Sequence[int] = 1
@@ -82,22 +85,23 @@ class Conv(nn.Module):
         from flax.linen.dtypes import promote_dtype
         from flax.linen.linear import canonicalize_padding
 
-        rank = len(self.kernel_size)
+        ksize = (self.kernel_size,) if isinstance(self.kernel_size, int) else tuple(self.kernel_size)
+        rank = len(ksize)
         if inputs.ndim != rank + 2:
             raise ValueError(f"Conv with a {rank}-D kernel takes inputs [B, *{rank} spatial, C], "
                              f"got shape {inputs.shape}")
         if isinstance(self.padding, str) and self.padding.upper() not in ("SAME", "VALID"):
             raise ValueError(f"jaxcomp.nn.Conv: padding {self.padding!r} is nn.Conv's own mode; use nn.Conv")
 
-        def per_dim(v):
-            return (v,) * rank if isinstance(v, int) else tuple(v)
+        def per_dim(v):  # as nn.Conv: an int (or None: 1) for every spatial dimension, or one per dimension
+            return (1 if v is None else v,) * rank if v is None or isinstance(v, int) else tuple(v)
 
         in_features = inputs.shape[-1]
         if in_features % self.feature_group_count:
             raise ValueError(f"{in_features} input channels are not divisible by "
                              f"feature_group_count={self.feature_group_count}")
         kernel = self.param("kernel", self.kernel_init,
-                            (*self.kernel_size, in_features // self.feature_group_count, self.features),
+                            (*ksize, in_features // self.feature_group_count, self.features),
                             self.param_dtype)
         bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
         inputs, kernel, bias = promote_dtype(inputs, kernel, bias, dtype=self.dtype)
