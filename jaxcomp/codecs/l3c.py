@@ -411,11 +411,11 @@ def mixture_params(spec: L3CSpec, raw: jax.Array, scale: int, channels_first: bo
     """Mixture parameters for ``x(scale)`` from the raw output of ``D(scale+1)`` (``[B, h, w, P]``,
     or ``[P, B, h, w]`` with ``channels_first``)."""
     c = spec.channels(scale)
-    rgb = c == 3
-    if rgb and spec.reference_rgb_mixture:
-        return lm.split_mixture_params(raw, c, spec.mixtures, autoregressive=True, channels_first=channels_first,
-                                       log_scale_min=RGB_LOG_SCALES_MIN_REFERENCE, coeffs="sigmoid")
-    return lm.split_mixture_params(raw, c, spec.mixtures, autoregressive=rgb, channels_first=channels_first)
+    reference = c == 3 and spec.reference_rgb_mixture
+    return lm.split_mixture_params(
+        raw, c, spec.mixtures, autoregressive=(c == 3), channels_first=channels_first,
+        log_scale_min=RGB_LOG_SCALES_MIN_REFERENCE if reference else lm.LOG_SCALES_MIN,
+        coeffs="sigmoid" if reference else "tanh")
 
 
 #: The reference's RGB log-scale floor (-7 on [0, 255]) on jaxcomp's [-1, 1] grid of the 256 levels.

@@ -18,14 +18,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import zipfile
 
 import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
 from jaxcomp.data.images import DataError
-from jaxcomp.files import atomic_file, sha256_file
+from jaxcomp.files import atomic_file, load_npz, sha256_file
 
 VOC_VOID = 255  # VOC's "void" border label; the task ignores labels >= num_classes
 
@@ -69,11 +68,10 @@ def codec_outputs(codec: str, images: np.ndarray, batch_size: int = 64, cache_di
         path = os.path.join(cache_dir, f"codec_{digest}_{key}.npz")
         if os.path.isfile(path):
             try:
-                with np.load(path) as f:
-                    cached = {k: f[k] for k in f.files}
-                if set(cached) >= set(_CODEC_OUTPUTS) and all(len(v) == len(images) for v in cached.values()):
+                cached = load_npz(path, _CODEC_OUTPUTS)
+                if all(len(v) == len(images) for v in cached.values()):
                     return cached
-            except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # a damaged cache file: rebuild it
+            except ValueError:  # a damaged cache file, or one without these arrays: rebuild it
                 pass
     run, params = _codec_runner(codec, digest)
 
