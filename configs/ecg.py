@@ -3,6 +3,8 @@
     python -m experiments.train --config configs/ecg.py:cpu_cnn --workdir runs/ecg_cnn
     python -m experiments.train --config configs/ecg.py:cpu_crnn --workdir runs/ecg_crnn \
         --config.stage.init_conv_from=runs/ecg_cnn                  # stage 2 of the CRNN
+    python -m experiments.train --config configs/ecg.py:cpu_crnn --workdir runs/ecg_crnn_e2e \
+        --config.init_from=runs/ecg_crnn     # then end to end (the reference's phase 2)
     python -m experiments.train --config configs/ecg.py:cnn --workdir runs/cnn \
         --config.data.source=challenge --config.data.path=/path/to/training2017
     python -m experiments.ecg_cv --config configs/ecg.py:cpu_cnn --workdir runs/ecg_cv   # 5-fold CV
@@ -17,8 +19,10 @@ Variants:
                     32 channels + 32 per block); CRNN = 4 of those blocks + a forward and a backward
                     stack of 3 LSTMs (100 units each, "200 neurons" in the reference code), outputs
                     averaged over time; dropout 0.15, Adam 1e-3, batch 20; random resampling (60-120
-                    bpm for 80 bpm) and dropout bursts. The CRNN is trained in two stages:
-                    train `cnn`, then `crnn` with stage.init_conv_from=<the cnn workdir>.
+                    bpm for 80 bpm) and dropout bursts. The CRNN is trained in stages:
+                    train `cnn`, then `crnn` with stage.init_conv_from=<the cnn workdir>, then
+                    (the reference's phases 2-4) the whole `crnn` with init_from=<that workdir>;
+                    experiments/ecg_cv.py runs all of them (cv.models "crnn_e2e").
   cpu_cnn, cpu_crnn what 2 shared CPU cores can train in minutes: 4 blocks x 2 layers of 3x3
                     (16 channels + 16 per block), CRNN = 3 blocks + 2-layer LSTM stacks of 32 units per direction;
                     2000 synthetic recordings of 9-30 s, all padded to 30 s (one compiled shape);
@@ -82,8 +86,15 @@ def get_config(variant: str = "cnn") -> ml_collections.ConfigDict:
     # but never before min_steps (the reference's `epoch > 300` condition: 300 epochs of 284 batches of 20)
     c.validation = ml_collections.ConfigDict(dict(fraction=1 / 6, every=1_500, patience=20, min_steps=85_200,
                                                   seed=0))
-    # experiments/ecg_cv.py: which models, seeds and folds; the CRNN's stage-2 steps
-    c.cv = ml_collections.ConfigDict(dict(models=("cnn", "crnn"), seeds=(0,), folds=(), crnn_steps=20_000))
+    # experiments/ecg_cv.py: which models, seeds and folds; the CRNN's stage-2 steps; its end-to-end
+    # phases ("crnn_e2e", the reference's phases 2-4: 200 epochs each of the whole CRNN, each from the
+    # previous phase's best validation model). The reference divides its learning rate by 10 and 100
+    # for phases 3 and 4 after its Adam optimizer was built with the rate as a constant, so all three
+    # ran at 1e-3 (train.py::trainCRNN, network.py::build); (1, 0.1, 0.01) gives the intended decay.
+    c.cv = ml_collections.ConfigDict(dict(models=("cnn", "crnn", "crnn_e2e"), seeds=(0,), folds=(),
+                                          crnn_steps=20_000, crnn_e2e_phases=3, crnn_e2e_steps=56_800,
+                                          crnn_e2e_lr_factors=(1.0, 1.0, 1.0)))
+    c.init_from = ""  # a trained ECG model (workdir or .msgpack) to start from: parameters and batch statistics
     c.optimizer = ml_collections.ConfigDict(dict(
         name="adam", learning_rate=1e-3, schedule="constant", decay_steps=0, warmup_steps=0, grad_clip=0.0,
     ))
@@ -121,7 +132,8 @@ def get_config(variant: str = "cnn") -> ml_collections.ConfigDict:
     if paper:
         c.data.source = "challenge"
     if variant.startswith("cpu"):
-        c.cv.crnn_steps = 200
+        c.cv.update(models=("cnn", "crnn"), crnn_steps=200, crnn_e2e_steps=100)
     elif variant.startswith("tiny"):
-        c.cv.update(crnn_steps=4, folds=(0,))
+        c.cv.update(models=("cnn", "crnn"), crnn_steps=4, folds=(0,), crnn_e2e_phases=2, crnn_e2e_steps=2,
+                    crnn_e2e_lr_factors=(1.0, 0.1))
     return c

@@ -82,10 +82,15 @@ def _strassen(enabled: bool = True, mode: str = "spn") -> ml_collections.ConfigD
     ))
 
 
-def _experiment(ratios, kd: bool, seeds=(0,), twn: bool = False) -> ml_collections.ConfigDict:
+def _experiment(ratios, kd: bool, seeds=(0,), twn: bool = False, kd_lr_factor: float = 1.0,
+                quantized_overrides: tuple = ()) -> ml_collections.ConfigDict:
     # experiments/strassen_nets.py: per seed the full-precision model, (twn) the TWN baseline, and per ratio
-    # an SPN model (and with kd the same SPN model distilled from that seed's full-precision model)
-    return ml_collections.ConfigDict(dict(hidden_ratios=tuple(ratios), kd=kd, seeds=tuple(seeds), twn=twn))
+    # an SPN model (and with kd the same SPN model distilled from that seed's full-precision model);
+    # kd_lr_factor scales the learning rate of the KD runs, quantized_overrides ("key=value" strings)
+    # apply to the SPN and TWN runs only (e.g. their own learning-rate schedule)
+    return ml_collections.ConfigDict(dict(hidden_ratios=tuple(ratios), kd=kd, seeds=tuple(seeds), twn=twn,
+                                          kd_lr_factor=float(kd_lr_factor),
+                                          quantized_overrides=tuple(quantized_overrides)))
 
 
 def _classifier(variant: str) -> ml_collections.ConfigDict:
@@ -172,25 +177,38 @@ def _lm(variant: str) -> ml_collections.ConfigDict:
         c.experiment = _experiment((0.25,), kd=True, seeds=(0, 1, 2))
     elif variant.startswith("paper_ptb"):
         # the paper's LM size (the authors' langmod/train.py defaults): 2 LSTM layers of 650 units, dropout
-        # 0.5, 35-step BPTT, batch 20, SGD lr 1 (their lr 2 on the loss (1 - l) CE + l T^2 KD with l = 0.5:
-        # ours is CE + T^2 KD, twice theirs), clip 5; KD at T = 1. Word embeddings (650-d) instead of
-        # their character CNN + highway layers.
+        # 0.5, 35-step BPTT, batch 20, SGD; word embeddings (650-d) instead of their character CNN + highway
+        # layers. Their README's commands: the full-precision model 40 epochs at lr 2; the Strassen model
+        # 20 epochs full precision at lr 2 (--epochs_pre 20), then 20 ternary epochs restarted at lr 0.2,
+        # no frozen phase (--epochs_cont 0); their lr halves when validation perplexity improves by less
+        # than 0.5 (--decay_when 0.5), ours every 2 epochs from epoch 12 of each part (a fixed schedule).
+        # Their loss is the mean cross-entropy per token (gluon's loss averages over time, trainer.step
+        # over the batch), so lr 2 is ours too; their KD loss (1 - l) CE + l T^2 CE_soft with l = 0.5 is half
+        # of ours (CE + T^2 KL), so the KD runs take lr x 0.5. Their clip, 5 * 35 * 20 on the batch's
+        # summed gradients, is 175 on the per-token mean. The LSTM state carries over between their
+        # batches: burn_in = 35 tokens of true context stand in for it (as BAN's paper LM configs).
         epoch = 929_589 // (20 * 35) + 1
         c.model.update(embed_dim=650, hidden=650, layers=2, dropout=0.5)
-        c.data.update(seq_len=35, batch_size=20)
-        c.optimizer = ml_collections.ConfigDict(dict(name="sgd", learning_rate=1.0, momentum=0.0, nesterov=False,
+        c.data.update(seq_len=35, batch_size=20, burn_in=35)
+        c.optimizer = ml_collections.ConfigDict(dict(name="sgd", learning_rate=2.0, momentum=0.0, nesterov=False,
                                                      schedule="piecewise", decay_rate=0.5,
                                                      boundaries=tuple(e * epoch for e in range(12, 40, 2)),
-                                                     decay_steps=0, warmup_steps=0, grad_clip=5.0, l2=0.0))
+                                                     boundary_scales=(), decay_steps=0, warmup_steps=0,
+                                                     grad_clip=175.0, l2=0.0))
         c.steps = c.optimizer.decay_steps = 40 * epoch
         # the output layer too, with a fixed r = 2000 (their out_nbr_mul); the embedding is a lookup
-        c.strassen.update(ternary_start=25 * epoch, ramp_steps=0, freeze_step=35 * epoch, layers="all",
-                          output_r=2000)
+        c.strassen.update(ternary_start=20 * epoch, ramp_steps=0, freeze_step=-1, layers="all", output_r=2000)
         c.distill.update(temperature=1.0, label_weight=1.0)
         c.log_every, c.eval_every, c.checkpoint_every, c.keep = 200, epoch, epoch, 2
+        # the quantized runs' schedule: x0.5 at epochs 12-18 of the full-precision part, the restart from
+        # 2 * 0.5^4 = 0.125 to 0.2 (x1.6) at epoch 20, x0.5 at epochs 32-38
+        ternary = (12, 14, 16, 18, 20, 32, 34, 36, 38)
+        quantized = (f"optimizer.boundaries={tuple(e * epoch for e in ternary)}",
+                     "optimizer.boundary_scales=(0.5, 0.5, 0.5, 0.5, 1.6, 0.5, 0.5, 0.5, 0.5)")
         # the budgets of the authors' poster (Figure 3: r / n_out in {8, 6, 4, 2, 1, 1/2, 1/4}, their r per gate
         # relative to H: the same multiplications as ours per 4H), each with and without KD, and TWN
-        c.experiment = _experiment((0.25, 0.5, 1.0, 2.0, 4.0, 6.0, 8.0), kd=True, twn=True)
+        c.experiment = _experiment((0.25, 0.5, 1.0, 2.0, 4.0, 6.0, 8.0), kd=True, twn=True, kd_lr_factor=0.5,
+                                   quantized_overrides=quantized)
     return c
 
 

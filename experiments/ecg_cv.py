@@ -5,7 +5,9 @@
         --config.data.source=challenge --config.data.path=/path/to/training2017
 
 Per seed (cv.seeds) and fold (cv.folds, default all data.num_folds): train the CNN, score it on
-the held-out fold, train the CRNN from its conv blocks (stage 2, cv.crnn_steps), score it.
+the held-out fold, train the CRNN from its conv blocks (stage 2, cv.crnn_steps), score it; with
+"crnn_e2e" in cv.models (the paper-size configs' default) also its end-to-end phases 2-4
+(cv.crnn_e2e_phases of cv.crnn_e2e_steps, each from the last one's best validation model).
 Writes results.jsonl, results.md (F1 per fold, mean +- std) and confusion.png into --workdir
 and prints the table. Started again, it skips finished runs; a workdir whose results were made
 with other settings (anything but cv.seeds, cv.folds, cv.models) is refused.

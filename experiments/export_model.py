@@ -9,10 +9,11 @@ run warm-started with ``init_from``, the ``lineage``: every earlier round it con
 command, steps, last validation; as the trainer recorded it in ``WORKDIR/lineage.json`` when the
 run started), so a chain of fine-tuning rounds stays reproducible from the shipped ``.json`` alone.
 
-A classifier (``task: classification``) is exported as its Flax variables, ``{"params": ...,
-"batch_stats": ...}`` (its batch norms need their running statistics to evaluate), and its notes
-record the ``normalization`` its training batches had: the training set's per-channel pixel mean
-and standard deviation (of ``uint8 / 255``), recomputed from the run's own ``config.data`` as the
+A model with batch norm (a classifier, the ECG networks, an understanding network) is exported
+as its Flax variables, ``{"params": ..., "batch_stats": ...}`` (its batch norms need their running
+statistics to evaluate). A classifier's (``task: classification``) notes also record the
+``normalization`` its training batches had: the training set's per-channel pixel mean and
+standard deviation (of ``uint8 / 255``), recomputed from the run's own ``config.data`` as the
 trainer computed them (:class:`jaxcomp.data.classification.ClassificationBatches`), so whoever
 feeds the model images normalises them exactly as training did.
 """
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError:
             run_config = None  # load_workdir names the file and what is wrong with it
         classifier = isinstance(run_config, dict) and run_config.get("task") == "classification"
-        config, params, notes = load_workdir(args.workdir, batch_stats=classifier)
+        config, params, notes = load_workdir(args.workdir)
         chain = workdir_lineage(args.workdir, config.get("init_from", ""))
         normalization = classification_normalization(config) if classifier else None
     except (ModelLoadError, DataError, OSError, ValueError) as e:

@@ -29,14 +29,16 @@ import numpy as np
 
 from jaxcomp import tasks
 from jaxcomp import train as trainer
-from jaxcomp.configs import config_script_main
+from jaxcomp.configs import apply_overrides, config_script_main
 from jaxcomp.strassen.counting import format_table, summarize
 from jaxcomp.xla import enable_compilation_cache
 
 
 def _variant(config: ml_collections.ConfigDict, enabled: bool, ratio: float = 1.0, kd_teacher: str = "",
              seed: int | None = None, mode: str = "spn"):
-    c = ml_collections.ConfigDict(config.to_dict())
+    e = config.experiment
+    c = apply_overrides(config, e.get("quantized_overrides", ())) if enabled else \
+        ml_collections.ConfigDict(config.to_dict())
     c.strassen.enabled = enabled
     c.strassen.mode = mode
     c.strassen.hidden_ratio = float(ratio)
@@ -45,6 +47,7 @@ def _variant(config: ml_collections.ConfigDict, enabled: bool, ratio: float = 1.
     if kd_teacher:
         c.distill.loss = "kd"
         c.distill.teachers = (kd_teacher,)
+        c.optimizer.learning_rate = float(c.optimizer.learning_rate) * float(e.get("kd_lr_factor", 1.0))
     c.lock()
     return c
 

@@ -200,13 +200,15 @@ def _load_exported(path: str) -> tuple[ml_collections.ConfigDict, Any, dict]:
     return ml_collections.ConfigDict(meta["config"]), params, notes
 
 
-def load_workdir(workdir: str, batch_stats: bool = False) -> tuple[ml_collections.ConfigDict, Any, dict]:
+def load_workdir(workdir: str, batch_stats: bool | None = None) -> tuple[ml_collections.ConfigDict, Any, dict]:
     """``(config, params, notes)`` of the latest checkpoint of a training workdir; ``notes["step"]``
     is that checkpoint's step.
 
-    ``batch_stats=True`` returns, in place of ``params``, the Flax variables ``{"params": ...,
-    "batch_stats": ...}`` with the batch-norm running statistics of the state's ``model_state``
-    (what a batch-norm classifier needs to evaluate; :class:`ModelLoadError` if it has none).
+    A model with batch norm is returned, in place of ``params``, as its Flax variables
+    ``{"params": ..., "batch_stats": ...}`` with the running statistics of the state's
+    ``model_state`` (what it needs to evaluate, and what an exported model of it holds):
+    ``batch_stats=None`` does so when the checkpoint has them, ``True`` requires them
+    (:class:`ModelLoadError` if it has none), ``False`` returns the parameters alone.
 
     The checkpoint is restored without a target tree (and so without building the task, its
     model or a device mesh): as nested dicts of host ``numpy`` arrays, whatever the devices it
@@ -240,16 +242,19 @@ def load_workdir(workdir: str, batch_stats: bool = False) -> tuple[ml_collection
     except Exception as e:  # orbax and tensorstore raise many types for a damaged or foreign checkpoint
         raise ModelLoadError(f"{item}: unreadable checkpoint of step {step} ({type(e).__name__}: "
                              f"{str(e).splitlines()[0] if str(e) else ''})") from e
-    if batch_stats:
-        stats = (state.get("model_state") or {}).get("batch_stats")
-        if not stats:
-            raise ModelLoadError(f"{workdir}: the checkpoint has no model_state.batch_stats")
+    stats = (state.get("model_state") or {}).get("batch_stats") if batch_stats is not False else None
+    if batch_stats and not stats:
+        raise ModelLoadError(f"{workdir}: the checkpoint has no model_state.batch_stats")
+    if stats:
         params = {"params": params, "batch_stats": stats}
     return config, params, {"workdir": os.path.abspath(workdir), "step": int(state["step"])}
 
 
 def load_model(checkpoint: str, task: str) -> tuple[ml_collections.ConfigDict, Any, dict]:
     """``(config, params, training notes)`` from an exported ``.msgpack`` or a training workdir.
+
+    ``params`` are the Flax variables ``{"params", "batch_stats"}`` for a model with batch norm
+    (its exported file holds them; from a workdir see :func:`load_workdir`).
 
     The notes of a ``.msgpack`` carry ``"sha256"`` (of the file as read), those of a workdir its
     path and checkpoint ``"step"``. Floating-point parameters come back as ``float32`` numpy

@@ -869,6 +869,11 @@ def test_paper_configs_cover_the_papers_tables(repo):
         tables[dataset].add(arch)
         assert c.data.tfds_name == dataset and c.ban.seeds == (0, 1, 2) and c.data.augment == "crop_flip_device"
         assert c.model.densenet_stem == (16 if arch.startswith("densenet") else 0)
+        # the WRN paper's setting for every network (Section 4), dropout for the WRNs only
+        epoch = 50_000 // 128 + 1
+        assert (c.data.batch_size, c.steps, c.optimizer.l2, c.optimizer.decay_rate) == (128, 200 * epoch, 5e-4, 0.2)
+        assert tuple(c.optimizer.boundaries) == (60 * epoch, 120 * epoch, 160 * epoch)
+        assert c.model.dropout == (0.0 if arch.startswith("densenet") else 0.3)
         if teacher:
             t = load_config(teacher)
             assert c.ban.teacher_config == teacher and t.model.name != c.model.name and t.data.tfds_name == dataset
@@ -1094,10 +1099,10 @@ def test_driver_wires_variant_label_weights_and_teacher_configs(repo, tmp_path, 
     by_name = {name: (c, t) for name, c, t in calls}
     assert list(by_name) == ["teacher", "BAN-1", "DKPP", "BAN_LABEL", "CWTM"]
     teacher, _ = by_name["teacher"]
-    assert teacher.model.name == "wrn-28-2" and teacher.data.batch_size == 128 and teacher.steps == 7
+    assert teacher.model.name == "wrn-28-2" and teacher.model.dropout == 0.3 and teacher.steps == 7
     assert teacher.data.tfds_data_dir == "/somewhere/tfds" and teacher.seed == 4000
     student, taught_by = by_name["BAN-1"]
-    assert student.model.name == "densenet-bc-90-60" and student.data.batch_size == 64
+    assert student.model.name == "densenet-bc-90-60" and student.model.dropout == 0.0  # each its own recipe
     assert taught_by == [str(tmp_path / "teacher")]
     assert by_name["DKPP"][0].distill.label_weight == 0.0 and by_name["DKPP"][0].distill.loss == "dkpp"
     assert by_name["BAN_LABEL"][0].distill.label_weight == 1.0

@@ -409,7 +409,7 @@ def test_padding_does_not_change_the_logits(tiny_config):
         np.testing.assert_allclose(logits[0], logits[1], rtol=1e-4, atol=1e-5, err_msg=name)
 
 
-def test_tiny_training_beats_chance_and_stage_two_freezes_the_conv_blocks(tiny_config, tmp_path):
+def test_tiny_training_beats_chance_and_stage_two_freezes_the_conv_blocks(tiny_config, tmp_path, repo):
     from jaxcomp import train as trainer
     from jaxcomp.ecg.data import build_ecg_data
     from jaxcomp.ecg.experiments import predict_split
@@ -443,6 +443,35 @@ def test_tiny_training_beats_chance_and_stage_two_freezes_the_conv_blocks(tiny_c
     assert "block2" not in crnn_state.params["conv"] and int(crnn_state.step) == 2
     with pytest.raises(ValueError, match="conv blocks must match"):
         ECGTask(apply_overrides(crnn_config, ["model.channels=4"]))
+    # the end-to-end phases start from the staged CRNN's workdir with init_from: the trainer's warm
+    # start restores its parameters and its batch-norm statistics (a zeroed state stands in for a
+    # fresh one); a config that also names stage 1 is refused
+    from jaxcomp.modelfile import load_workdir
+
+    _, loaded, _ = load_workdir(str(tmp_path / "crnn"))
+    zeroed = crnn_state.replace(params=jax.tree.map(jnp.zeros_like, crnn_state.params),
+                                model_state=jax.tree.map(jnp.zeros_like, crnn_state.model_state))
+    warm = trainer.warm_start(zeroed, loaded, str(tmp_path / "crnn"))
+    for a, b in zip(jax.tree.leaves((warm.params, warm.model_state)),
+                    jax.tree.leaves((crnn_state.params, crnn_state.model_state)), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(ValueError, match="both set"):
+        ECGTask(apply_overrides(crnn_config, [f"init_from={tmp_path / 'crnn'}"]))
+    # experiments/export_model.py ships an ECG workdir with its batch statistics, so the prediction
+    # command's loader reads it (it refused the parameters alone)
+    import importlib
+    import sys
+
+    from jaxcomp.ecg.pretrained import load_classifier
+
+    if str(repo) not in sys.path:
+        sys.path.insert(0, str(repo))
+    export_model = importlib.import_module("experiments.export_model")
+    assert export_model.main(["--workdir", str(tmp_path / "crnn"), "--out", str(tmp_path / "crnn.msgpack")]) == 0
+    clf = load_classifier(str(tmp_path / "crnn.msgpack"))
+    for a, b in zip(jax.tree.leaves(clf.variables["batch_stats"]),
+                    jax.tree.leaves(crnn_state.model_state["batch_stats"]), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_reference_class_weights_oversampling_and_validation_split():
@@ -601,8 +630,9 @@ def test_cross_validation_and_early_stopping_wiring(tiny_config, tmp_path, monke
     from jaxcomp.ecg import experiments as ex
 
     config = apply_overrides(tiny_config, ["cv.seeds=(3, 4)", "cv.folds=(0, 1)",
-                                           "cv.models=('cnn', 'crnn', 'cnn_more')",
-                                           "validation.every=1", "validation.patience=2", "steps=9"])
+                                           "cv.models=('cnn', 'crnn', 'cnn_more', 'crnn_e2e')",
+                                           "validation.every=1", "validation.patience=2", "steps=9",
+                                           "stage.init_conv_from=elsewhere"])  # each run sets its own
     runs, scored = [], []
 
     class Data:
@@ -624,14 +654,26 @@ def test_cross_validation_and_early_stopping_wiring(tiny_config, tmp_path, monke
     monkeypatch.setattr(ex, "train_with_validation", train_with_validation)
     monkeypatch.setattr(ex, "predict_split", predict_split)
     ex.cross_validate(config, str(tmp_path / "cv"))
-    assert len(runs) == 12 and len({wd for _, wd, _ in runs}) == 12
+    # per (seed, fold): cnn, crnn, cnn_more and the 2 end-to-end phases of the tiny config
+    assert len(runs) == 20 and len({wd for _, wd, _ in runs}) == 20
     assert all(cfg.seed == cfg.data.seed and f"seed{cfg.seed}" in wd and f"fold{cfg.data.fold}" in wd
                for cfg, wd, _ in runs)
     assert {(cfg.seed, cfg.data.fold) for cfg, _, _ in runs} == {(s, f) for s in (3, 4) for f in (0, 1)}
-    assert scored == [None] * 12  # the held-out fold
-    freeze = {cfg.model.name + ("" if cfg.stage.init_conv_from == "" else "_staged"): cfg.stage.freeze_conv
-              for cfg, _, _ in runs if cfg.stage.init_conv_from != "" or cfg.model.name == "crnn"}
-    assert freeze == {"crnn_staged": True, "cnn_staged": False}
+    assert scored == [None] * 16  # the held-out fold, once per model
+    staged = [(cfg, wd) for cfg, wd, _ in runs if cfg.stage.init_conv_from != ""]
+    assert {(cfg.model.name, cfg.stage.freeze_conv) for cfg, _ in staged} == {("crnn", True), ("cnn", False)}
+    # the end-to-end phases: the whole CRNN (nothing from stage 1, so nothing frozen), phase 0 from the
+    # staged CRNN's workdir and phase 1 from phase 0's, at the configured learning-rate factors
+    e2e = [(cfg, wd) for cfg, wd, _ in runs if cfg.get("init_from", "")]
+    assert len(e2e) == 8
+    for cfg, wd in e2e:
+        phase = int(wd[-1])
+        run_dir = os.path.dirname(wd)
+        assert cfg.model.name == "crnn" and cfg.stage.init_conv_from == "" and cfg.steps == 2
+        assert cfg.init_from == os.path.join(run_dir, "crnn" if phase == 0 else f"crnn_e2e{phase - 1}")
+        assert cfg.optimizer.learning_rate == pytest.approx(tiny_config.optimizer.learning_rate * (1.0, 0.1)[phase])
+    with pytest.raises(ValueError, match="crnn_e2e_phases is 0"):
+        ex.cross_validate(apply_overrides(config, ["cv.crnn_e2e_phases=0"]), str(tmp_path / "cv0"))
     # early stopping: validation F1 per step 0.3 0.5 0.5 0.4 0.45 0.6 ...: best step 3, stopped at 5
     monkeypatch.undo()
     f1s = {1: 0.3, 2: 0.5, 3: 0.5, 4: 0.4, 5: 0.45, 6: 0.6, 7: 0.6, 8: 0.6, 9: 0.6}

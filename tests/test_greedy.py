@@ -385,7 +385,7 @@ def _nnmp_reference(A, b, variant, T, L=None):
             dd = d @ d
             return min(max(-(g @ d) / ((1.0 if L is None else L) * dd), 0.0), cap) if dd > 0 else 0.0
 
-        if variant == "nnmp":  # Algorithm 2: forward z or shrink along -x/rho
+        if variant == "nnmp":  # NNMP: forward z or shrink along -x/rho
             if rho > 0:
                 margin = min(margin, abs(-gx - p[k]) / scale)
             if rho > 0 and -gx < p[k]:
@@ -395,7 +395,7 @@ def _nnmp_reference(A, b, variant, T, L=None):
             else:
                 w[k] += line_search(A[:, k], np.inf)
                 kinds.append("forward")
-        elif variant == "away":  # Algorithm 3: forward z, or away from the active atom / x/rho
+        elif variant == "away":  # away-steps MP: forward z, or away from the active atom / x/rho
             gv, v = (gx, "x") if rho > 0 else (-np.inf, None)
             if j >= 0 and p[j] > gv:
                 gv, v = p[j], j
@@ -412,7 +412,7 @@ def _nnmp_reference(A, b, variant, T, L=None):
                 gam = line_search(-A[:, v], w[v])
                 kinds.append("drop" if gam == w[v] else "away")
                 w[v] -= gam
-        elif variant == "pairwise":  # Algorithm 4 on A ∪ {0}
+        elif variant == "pairwise":  # pairwise MP on A ∪ {0}
             use_z, use_v = p[k] < 0, j >= 0 and p[j] > 0  # else z = 0 / v = 0
             margin = min(margin, abs(p[k]) / scale, abs(p[j]) / scale if j >= 0 else np.inf)
             d = (A[:, k] if use_z else np.zeros(len(b))) - (A[:, j] if use_v else 0.0)
@@ -427,7 +427,7 @@ def _nnmp_reference(A, b, variant, T, L=None):
                 w[k] += gam
             if use_v:
                 w[j] -= gam
-        else:  # Algorithm 5: re-solve NNLS on the active atoms and z
+        else:  # fully-corrective MP: re-solve NNLS on the active atoms and z
             S = np.flatnonzero((w > 0) | (np.arange(K) == k))
             unconstrained = np.linalg.lstsq(A[:, S], b, rcond=None)[0]
             kinds.append("corrective" if np.all(unconstrained > 0) else "corrective_with_drop")

@@ -241,6 +241,12 @@ def test_phases_mix_and_freeze_the_right_leaves():
     assert [h["spn"]["wc"] for h in history] == pytest.approx([0.9, 0.8, 0.8, 0.8])
     assert [h["spn"]["a_tilde"] for h in history] == pytest.approx([0.9, 0.8, 0.7, 0.6])
     assert [h["head"]["kernel"] for h in history] == pytest.approx([0.9, 0.8, 0.7, 0.6])
+    # gradient clipping sees all gradients together (the reference's clip_global_norm): norms 30 and
+    # 40 clipped to 5 give 3 and 4, not 5 and 5 as one clip per group would
+    tx = strassen.phased_optimizer(optax.chain(optax.clip_by_global_norm(5.0), optax.sgd(1.0)), freeze_step=2)
+    params = {"wb": jnp.zeros(()), "a_tilde": jnp.zeros(())}
+    updates, _ = tx.update({"wb": jnp.float32(30.0), "a_tilde": jnp.float32(40.0)}, tx.init(params), params)
+    assert (float(updates["wb"]), float(updates["a_tilde"])) == pytest.approx((-3.0, -4.0))
 
 
 def test_matmul_search_blends_towards_ternary_on_its_schedule():
@@ -720,6 +726,29 @@ def test_mnist_experiment_plan_seeds_baselines_and_teachers(repo, tmp_path):
             if ratio != "-":
                 assert cfg.strassen.hidden_ratio == ratio
     assert _mean_std([0.9, 0.95, 1.0]) == pytest.approx((0.95, 0.05))  # sample std (ddof = 1)
+
+
+def test_paper_ptb_plan_follows_the_reference_learning_rates(repo, tmp_path):
+    """paper_ptb as the authors' README commands: full precision at lr 2 with its halvings; the SPN and
+    TWN models full precision at lr 2 for 20 epochs, then ternary (no frozen phase) restarted at 0.2;
+    the KD runs at half the rate (our KD loss is twice theirs); clip 175 per token; 35 tokens of context."""
+    from experiments.strassen_nets import plan
+    from jaxcomp.configs import load_config
+    from jaxcomp.train import make_optimizer
+
+    config = load_config(str(repo / "configs" / "strassen.py") + ":paper_ptb")
+    epoch = 929_589 // 700 + 1
+    assert (config.data.burn_in, config.optimizer.grad_clip, config.strassen.freeze_step) == (35, 175.0, -1)
+    assert config.strassen.ternary_start == 20 * epoch
+    lr = {}
+    for name, ratio, _, cfg, _ in plan(config, str(tmp_path)):
+        _, schedule = make_optimizer(cfg.optimizer)
+        lr[(name, ratio)] = [float(schedule(e * epoch)) for e in (0, 11, 12, 19, 20, 31, 32, 39)]
+    full = [2.0, 2.0, 1.0, 0.125, 0.0625, 2 ** -9, 2 ** -10, 2 ** -13]
+    ternary = [2.0, 2.0, 1.0, 0.125, 0.2, 0.2, 0.1, 0.0125]
+    assert lr[("full precision", "-")] == pytest.approx(full)
+    assert lr[("TWN", "-")] == pytest.approx(ternary) and lr[("SPN", 1.0)] == pytest.approx(ternary)
+    assert lr[("SPN + KD", 1.0)] == pytest.approx([x / 2 for x in ternary])
 
 
 def test_config_settings_reach_the_model_and_the_counts(repo):

@@ -211,6 +211,36 @@ def test_init_from_starts_a_new_run_from_an_exported_model(l3c_tiny_config, tmp_
     assert workdir_lineage(str(tmp_path / "run"), path) == recorded != lineage(path)
 
 
+def test_warm_start_carries_batch_norm_statistics(caplog):
+    """init_from of a model with batch norm (Flax variables {"params", "batch_stats"}) replaces the
+    running statistics too, checked by name and shape; a model without batch norm refuses such a
+    source, and a batch-norm model warned when its source has none."""
+    import optax
+
+    from jaxcomp.train.state import TrainState
+
+    params = {"dense": {"kernel": np.zeros((2, 3), np.float32), "bias": np.zeros(3, np.float32)}}
+    stats = {"bn": {"mean": np.zeros(3, np.float32), "var": np.ones(3, np.float32)}}
+    fresh = TrainState.create(params, optax.sgd(0.1), model_state={"batch_stats": stats, "other": np.int32(5)})
+    loaded = {"params": jax.tree.map(lambda a: a + 2, params), "batch_stats": jax.tree.map(lambda a: a + 3, stats)}
+    warm = trainer.warm_start(fresh, loaded, "src")
+    np.testing.assert_array_equal(warm.params["dense"]["kernel"], np.full((2, 3), 2))
+    np.testing.assert_array_equal(warm.model_state["batch_stats"]["bn"]["mean"], np.full(3, 3))
+    np.testing.assert_array_equal(warm.model_state["batch_stats"]["bn"]["var"], np.full(3, 4))
+    assert int(warm.model_state["other"]) == 5
+    bad = {"params": loaded["params"], "batch_stats": {"bn": {"mean": np.zeros(4, np.float32),
+                                                              "var": np.ones(3, np.float32)}}}
+    with pytest.raises(trainer.CheckpointError, match="batch_stats/bn/mean has shape"):
+        trainer.warm_start(fresh, bad, "src")
+    plain = TrainState.create(params, optax.sgd(0.1))
+    with pytest.raises(trainer.CheckpointError, match="has none"):
+        trainer.warm_start(plain, loaded, "src")
+    with caplog.at_level("WARNING", logger="jaxcomp.train"):
+        warm = trainer.warm_start(fresh, loaded["params"], "src")
+    assert "no batch-norm statistics" in caplog.text
+    np.testing.assert_array_equal(warm.model_state["batch_stats"]["bn"]["var"], np.ones(3))
+
+
 def test_lineage_follows_a_chain_of_exported_models(l3c_tiny_config, tmp_path):
     """An exported model records every round it continues, with the hash of each starting file."""
     import hashlib
@@ -374,6 +404,14 @@ def test_schedules_and_optimizers_give_the_hand_computed_values():
     _, piecewise = trainer.make_optimizer(opt(schedule="piecewise", boundaries=(3, 6, 9), decay_rate=0.2))
     np.testing.assert_allclose([piecewise(s) for s in (0, 2, 3, 5, 6, 8, 9, 20)],
                                [1.0, 1.0, 0.2, 0.2, 0.04, 0.04, 0.008, 0.008], rtol=1e-6)
+    # per-boundary scales: a restart at a higher rate (StrassenNets' LM ternary phase)
+    _, restart = trainer.make_optimizer(opt(schedule="piecewise", boundaries=(3, 6, 9), decay_rate=0.2,
+                                            boundary_scales=(0.5, 4.0, 0.5)))
+    np.testing.assert_allclose([restart(s) for s in (0, 2, 3, 5, 6, 8, 9, 20)],
+                               [1.0, 1.0, 0.5, 0.5, 2.0, 2.0, 1.0, 1.0], rtol=1e-6)
+    with pytest.raises(ValueError, match="2 entries for 3 boundaries"):
+        trainer.make_optimizer(opt(schedule="piecewise", boundaries=(3, 6, 9), decay_rate=0.2,
+                                   boundary_scales=(0.5, 4.0)))
 
     def updates(config, grads):
         tx, _ = trainer.make_optimizer(config)

@@ -19,7 +19,9 @@
 seed and fold, train the CNN on the other folds (stage 1), score it on the held-out fold, then
 train the CRNN with its conv blocks initialised from that CNN (stage 2) and score it (with
 ``"cnn_more"`` in ``cv.models`` also the control at equal total steps: the CNN continued for the
-CRNN's stage-2 steps — its conv blocks, a new linear layer, all trained, same schedule). With a
+CRNN's stage-2 steps — its conv blocks, a new linear layer, all trained, same schedule; with
+``"crnn_e2e"`` also the reference's end-to-end phases 2-4 after stage 2, :func:`end_to_end_configs`,
+scored after the last phase). With a
 validation split, the scored model is the best one on validation (``f1``); the last step's
 score is kept as ``last_f1``. Results go to ``workdir/results.jsonl`` (one line per run;
 finished runs are skipped when the script is started again), ``workdir/results.md`` (a table per
@@ -271,6 +273,40 @@ def train_with_validation(config: ml_collections.ConfigDict, workdir: str, task:
     return state_from_variables(task, best[0]), dict(info, last_state=last if last is not None else latest[0])
 
 
+def end_to_end_configs(config: ml_collections.ConfigDict, start: str,
+                       overrides: tuple[str, ...] = ()) -> list[ml_collections.ConfigDict]:
+    """The configs of the reference CRNN's end-to-end phases 2-4, in order.
+
+    ``start``: the staged CRNN to begin from (a workdir or its ``best.msgpack``). Phase ``k``
+    (``cv.crnn_e2e_phases`` of them) trains the whole CRNN (no frozen blocks) for
+    ``cv.crnn_e2e_steps`` steps at ``optimizer.learning_rate * cv.crnn_e2e_lr_factors[k]``,
+    warm-started (``init_from``: parameters and batch-norm statistics) from ``start`` for the first
+    phase and from the previous phase's best model after that; this function fills in the first
+    one's ``init_from`` and leaves the later ones' to whoever runs them (``"<previous phase>"``).
+    """
+    phases, steps = int(config.cv.crnn_e2e_phases), int(config.cv.crnn_e2e_steps)
+    factors = tuple(config.cv.crnn_e2e_lr_factors)
+    if phases and len(factors) != phases:
+        raise ValueError(f"cv.crnn_e2e_lr_factors has {len(factors)} entries for cv.crnn_e2e_phases={phases}")
+    configs = []
+    for k in range(phases):
+        c = apply_overrides(config, list(overrides) + [
+            "model.name=crnn", "stage.init_conv_from=", f"init_from={start if k == 0 else '<previous phase>'}",
+            f"steps={steps}", f"eval_every={steps}", f"checkpoint_every={steps}"])
+        c.optimizer.learning_rate = float(config.optimizer.learning_rate) * float(factors[k])
+        if c.optimizer.get("decay_steps"):
+            c.optimizer.decay_steps = steps
+        configs.append(c)
+    return configs
+
+
+def best_model(workdir: str) -> str:
+    """A finished run's result as a path ``init_from`` reads: its ``best.msgpack`` (the best step by
+    validation F1) if it has one, else the workdir (its latest checkpoint)."""
+    best = os.path.join(workdir, BEST_MODEL)
+    return best if os.path.isfile(best) else workdir
+
+
 def _stage_configs(config: ml_collections.ConfigDict, seed: int, fold: int, cnn_dir: str):
     common = [f"seed={seed}", f"data.seed={seed}", f"data.fold={fold}"]
     cnn = apply_overrides(config, common + ["model.name=cnn", "stage.init_conv_from="])
@@ -285,6 +321,10 @@ def _stage_configs(config: ml_collections.ConfigDict, seed: int, fold: int, cnn_
         if c.optimizer.get("decay_steps"):
             c.optimizer.decay_steps = crnn_steps
     return {"cnn": cnn, "crnn": crnn, "cnn_more": cnn_more}
+
+
+_MODELS = ("cnn", "crnn", "cnn_more", "crnn_e2e")
+_NEEDS = {"crnn": ("cnn",), "cnn_more": ("cnn",), "crnn_e2e": ("cnn", "crnn")}  # runs a model starts from
 
 
 def results_digest(config: ml_collections.ConfigDict) -> str:
@@ -306,9 +346,11 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> str:
     enable_compilation_cache(os.path.join(workdir, "jax_cache"), min_compile_secs=1.0)
     folds = list(config.cv.folds) or list(range(config.data.num_folds))
     models = list(config.cv.models)
-    unknown = set(models) - {"cnn", "crnn", "cnn_more"}
+    unknown = set(models) - set(_MODELS)
     if unknown:
-        raise ValueError(f"cv.models may hold 'cnn', 'crnn' and 'cnn_more', got {sorted(unknown)}")
+        raise ValueError(f"cv.models may hold {', '.join(map(repr, _MODELS))}, got {sorted(unknown)}")
+    if "crnn_e2e" in models and not config.cv.crnn_e2e_phases:
+        raise ValueError("cv.models has 'crnn_e2e' but cv.crnn_e2e_phases is 0")
     results_path = os.path.join(workdir, "results.jsonl")
     done = {}
     digest = results_digest(config)
@@ -324,21 +366,32 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> str:
                                  f"{r['config_digest']}, this config {digest}); use another --workdir, or move "
                                  f"the file aside to run them again")
             done[(r["seed"], r["fold"], r["model"])] = r
-    runs = [(s, f, m) for s in config.cv.seeds for f in folds for m in ("cnn", "crnn", "cnn_more")
-            if m in models or (m == "cnn" and set(models) & {"crnn", "cnn_more"})]
+    needed = set(models) | {n for m in models for n in _NEEDS.get(m, ())}
+    runs = [(s, f, m) for s in config.cv.seeds for f in folds for m in _MODELS if m in needed]
     bar = tqdm(runs, desc="cv runs", mininterval=10.0)
     for seed, fold, model in bar:
         bar.set_postfix_str(f"seed {seed} fold {fold} {model}")
         if (seed, fold, model) in done:
             continue
         run_dir = os.path.join(workdir, f"seed{seed}", f"fold{fold}")
-        cfg = _stage_configs(config, seed, fold, os.path.join(run_dir, "cnn"))[model]
-        task, data = ECGTask(cfg), build_training_data(cfg)
         t0 = time.perf_counter()
-        state, info = train_with_validation(cfg, os.path.join(run_dir, model), task, data)
+        if model == "crnn_e2e":  # phases 2-4, each from the previous one's best model
+            start = best_model(os.path.join(run_dir, "crnn"))
+            common = [f"seed={seed}", f"data.seed={seed}", f"data.fold={fold}"]
+            for k, cfg in enumerate(end_to_end_configs(config, start, tuple(common))):
+                cfg.init_from = start
+                task, data = ECGTask(cfg), build_training_data(cfg)
+                phase_dir = os.path.join(run_dir, f"crnn_e2e{k}")
+                state, info = train_with_validation(cfg, phase_dir, task, data)
+                start = best_model(phase_dir)
+        else:
+            cfg = _stage_configs(config, seed, fold, os.path.join(run_dir, "cnn"))[model]
+            task, data = ECGTask(cfg), build_training_data(cfg)
+            state, info = train_with_validation(cfg, os.path.join(run_dir, model), task, data)
         train_s = time.perf_counter() - t0
         labels, preds, _, _ = predict_split(task, state, data, cfg.eval_batch_size)
-        r = dict(seed=seed, fold=fold, model=model, steps=cfg.steps, train_s=round(train_s, 1), n_eval=len(labels),
+        steps = cfg.steps * (int(config.cv.crnn_e2e_phases) if model == "crnn_e2e" else 1)
+        r = dict(seed=seed, fold=fold, model=model, steps=steps, train_s=round(train_s, 1), n_eval=len(labels),
                  source=data.dataset.source, config_digest=digest, **score(labels, preds))
         if info["best_step"] is not None:
             last_state = info["last_state"]
@@ -402,7 +455,8 @@ def plot_cv_confusion(rows: list[dict], path: str) -> None:
 
 
 __all__ = [
-    "ECGTrainingBatches", "build_training_data", "class_shares", "cross_validate", "oversampling_repeats",
+    "ECGTrainingBatches", "best_model", "build_training_data", "class_shares", "cross_validate",
+    "end_to_end_configs", "oversampling_repeats",
     "plot_cv_confusion", "predict_split", "reference_class_weights", "results_table", "state_from_variables",
     "train_with_validation", "validation_split",
 ]

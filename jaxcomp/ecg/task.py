@@ -13,8 +13,10 @@ The reference code (github.com/yruffiner/ecg-classification, ``network/crnn.py``
 under a "mean branch" (time average, dense 200 + ReLU, linear; 500 epochs), phase 1 stops the
 gradient at the conv features and trains the LSTMs and the linear layer (100 epochs), and
 phases 2-4 train the whole CRNN end to end (200 epochs each, the learning rate divided by 10 and
-then 100). Our two stages are its phases 0 and 1; its end-to-end phases 2-4 are not built (a
-third stage with ``freeze_conv=False`` and a piecewise schedule would be; docs/ecg.md). Other
+then 100 — though its optimizer keeps 1e-3: the rate is a graph constant by then). Our two
+stages are its phases 0 and 1; its phases 2-4 are the trainer's ``init_from`` of the staged
+CRNN (parameters and batch statistics, every block trained; Adam's moments start fresh where the
+reference restores them), run by :func:`jaxcomp.ecg.experiments.end_to_end_configs`. Other
 differences: stage 1 is the paper's CNN itself
 (time average, linear; no hidden dense layer), so one stage-1 run serves both as the CNN
 result and as the CRNN's initialisation, and with more conv blocks than the CRNN uses; and
@@ -105,6 +107,9 @@ class ECGTask:
             tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
         self.tx = tx
         self.stage1 = None
+        if stage.get("init_conv_from", "") and config.get("init_from", ""):
+            raise ValueError("stage.init_conv_from and init_from are both set; init_from (the whole model, e.g. "
+                             "the CRNN's end-to-end phase) would replace the conv blocks: clear one of them")
         if stage.get("init_conv_from", ""):
             blocks = self.spec.crnn_conv_blocks if self.spec.name == "crnn" else self.spec.conv_blocks
             params, stats, stage1_config = load_conv_stage(stage.init_conv_from, blocks)

@@ -8,24 +8,27 @@ for Cone Constrained Optimization with Convergence Guarantees" (NeurIPS 2017) fo
 The iterate is kept as non-negative weights ``w`` on atoms, ``x = A w``; all variants start
 at ``x_0 = 0``. With ``g = grad f(x_t)``, the linear minimisation oracle (LMO) returns the
 atom ``z_t = argmin_{a in A} <g, a>``. Let ``rho_t = sum_k w_k`` (an upper bound of the
-atomic norm ``||x_t||_A``, exact when the representation is minimal); the normalised iterate
+atomic norm ``||x_t||_A``, equal to it when the weights have the smallest sum representing
+``x_t``, e.g. for linearly independent atoms); the normalised iterate
 ``x_t/rho_t`` plays the role of the extra atom ``x_t/||x_t||_A`` of the paper.
 
-* ``"nnmp"`` (Algorithm 2): direction ``z_t`` or the shrink direction ``-x_t/rho_t``,
+* ``"nnmp"`` (NNMP): direction ``z_t`` or the shrink direction ``-x_t/rho_t``,
   whichever has the more negative inner product with ``g``; the shrink step scales every
   weight by ``1 - gamma/rho_t`` (``gamma <= rho_t``).
-* ``"away"`` (Away-steps MP, Algorithm 3): forward ``z_t`` or away ``-v_t``, where ``v_t``
-  maximises ``<g, v>`` over the active atoms and ``x_t/rho_t``; an away step from an atom
+* ``"away"`` (Away-steps MP): forward ``z_t`` or away ``-v_t``, where ``v_t``
+  maximises ``<g, v>`` over the active atoms and ``x_t/rho_t`` (the latter is ours: a shrink
+  candidate beside the active atoms); an away step from an atom
   is capped at its weight (a *drop step* when the cap is hit).
-* ``"pairwise"`` (Pairwise MP, Algorithm 4): direction ``z_t - v_t``, capped at the weight of
+* ``"pairwise"`` (Pairwise MP): direction ``z_t - v_t``, capped at the weight of
   ``v_t``. Pairs are formed on ``A ∪ {0}`` (``cone(A) = cone(A ∪ {0})``): ``z_t`` is replaced
   by 0 when ``<g, z_t> >= 0`` and ``v_t`` (the active atom maximising ``<g, v>``) by 0 when
   ``<g, v_t> <= 0``, so a pairwise step can also be a pure forward or a pure away step;
   without this, pairwise steps only move mass between atoms and ``sum w`` could never
   change after the first step.
-* ``"fully_corrective"`` (Fully-corrective MP, Algorithm 5): add ``z_t`` to the active set and
-  re-minimise ``f`` over the cone of the active atoms: exactly for quadratics (Lawson-Hanson
-  active-set NNLS on the active weights, a masked fixed-size loop), by ``inner_iter``
+* ``"fully_corrective"`` (Fully-corrective MP): add ``z_t`` to the active set and
+  re-minimise ``f`` over the cone of the active atoms: for quadratics by Lawson-Hanson
+  active-set NNLS on the active weights (a masked fixed-size loop that only removes atoms, so
+  rarely short of the exact minimum; the next LMO call repairs it), by ``inner_iter``
   accelerated projected-gradient steps (FISTA, step ``1/(L ||A||_2^2)``) otherwise.
 
 Step sizes: exact line search ``gamma = -<g, d>/<d, H d>`` when the objective is quadratic

@@ -48,8 +48,12 @@ def phased_optimizer(tx: optax.GradientTransformation, freeze_step: int) -> opta
     """``tx`` for all parameters, with the ternary matrices' updates zeroed from ``freeze_step`` on.
 
     ``freeze_step < 0`` never freezes. Learned scales (``*_scale``) and ``a_tilde`` keep training.
+    ``tx`` sees the whole gradient tree, so a ``clip_by_global_norm`` in it clips by the norm of
+    all gradients, as the reference does (a ``multi_transform`` per group would clip each group
+    to the bound on its own); the gate then masks the ternary matrices' updates.
     """
     if freeze_step < 0:
         return tx
     gate = optax.scale_by_schedule(lambda count: (count < freeze_step).astype(jnp.float32))
-    return optax.multi_transform({"ternary": optax.chain(tx, gate), "rest": tx}, phase_labels)
+    is_ternary = lambda params: jax.tree.map(lambda label: label == "ternary", phase_labels(params))  # noqa: E731
+    return optax.chain(tx, optax.masked(gate, is_ternary))

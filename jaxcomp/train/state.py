@@ -60,8 +60,9 @@ def make_schedule(opt: ml_collections.ConfigDict) -> optax.Schedule:
     ``schedule``: ``"constant"``; ``"step"`` (multiply by ``decay_rate`` every
     ``decay_every`` steps, as L3C's x0.75 every 5 epochs); ``"cosine"`` (to 0 over
     ``decay_steps``); ``"piecewise"`` (multiply by ``decay_rate`` at each step of ``boundaries``,
-    as the CIFAR ResNet / WRN / DenseNet recipes do); any of them after ``warmup_steps`` of
-    linear warm-up.
+    as the CIFAR ResNet / WRN / DenseNet recipes do, or by ``boundary_scales[i]`` at
+    ``boundaries[i]`` when that tuple is given: e.g. a restart at a higher rate); any of them after
+    ``warmup_steps`` of linear warm-up.
     """
     lr = opt.learning_rate
     name = opt.get("schedule", "constant")
@@ -73,7 +74,15 @@ def make_schedule(opt: ml_collections.ConfigDict) -> optax.Schedule:
     elif name == "cosine":
         schedule = optax.cosine_decay_schedule(lr, decay_steps=opt.decay_steps)
     elif name == "piecewise":
-        schedule = optax.piecewise_constant_schedule(lr, {int(b): opt.decay_rate for b in opt.boundaries})
+        scales = tuple(opt.get("boundary_scales", ()))
+        if scales and len(scales) != len(opt.boundaries):
+            raise ValueError(f"optimizer.boundary_scales has {len(scales)} entries for {len(opt.boundaries)} "
+                             "boundaries")
+        if len(set(int(b) for b in opt.boundaries)) != len(opt.boundaries):
+            raise ValueError(f"optimizer.boundaries repeats a step: {tuple(opt.boundaries)}")
+        scales = scales or (opt.decay_rate,) * len(opt.boundaries)
+        schedule = optax.piecewise_constant_schedule(
+            lr, {int(b): float(f) for b, f in zip(opt.boundaries, scales, strict=True)})
     else:
         raise ValueError(f"unknown optimizer.schedule {name!r}; use 'constant', 'step', 'cosine' or 'piecewise'")
     warmup = opt.get("warmup_steps", 0)

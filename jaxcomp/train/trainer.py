@@ -150,7 +150,8 @@ def abstract_state(task: Task, batch: Batch, rng: jax.Array, mesh: Mesh) -> Any:
 def load_init_params(config: ml_collections.ConfigDict) -> tuple[Any, dict]:
     """``(params, notes)`` of the model named by ``config.init_from`` (a training workdir or an
     exported ``.msgpack``; the notes as :func:`jaxcomp.codecs.pretrained.load_model` gives them,
-    with the file's ``"sha256"`` for a ``.msgpack``).
+    with the file's ``"sha256"`` for a ``.msgpack``). A model with batch norm comes as its Flax
+    variables ``{"params", "batch_stats"}`` (see :func:`jaxcomp.modelfile.load_workdir`).
 
     The model must be of the same ``config.task``; read on the host, as float32 numpy arrays.
     """
@@ -163,8 +164,17 @@ def load_init_params(config: ml_collections.ConfigDict) -> tuple[Any, dict]:
         raise CheckpointError(f"init_from: {e}") from e
 
 
+def _is_variables(tree: Any) -> bool:
+    return isinstance(tree, dict) and set(tree) == {"params", "batch_stats"}
+
+
 def warm_start(state: Any, loaded: Any, source: str, mesh: Mesh | None = None, grow: bool = False) -> Any:
     """``state`` with its ``params`` replaced by ``loaded``, which must match them in names and shapes.
+
+    ``loaded`` may also be Flax variables ``{"params", "batch_stats"}`` (a model with batch norm):
+    then the running statistics replace ``state.model_state["batch_stats"]`` as well, checked the
+    same way, so the warm-started model evaluates as the loaded one did. (A source without them,
+    for a model that has batch norm, starts its statistics fresh, with a warning.)
 
     ``grow``: a parameter may instead be at least as large as the loaded one in every dimension
     (a wider model, e.g. a CPM bottleneck of 64 channels started from one of 32): the loaded values
@@ -173,29 +183,47 @@ def warm_start(state: Any, loaded: Any, source: str, mesh: Mesh | None = None, g
     The optimizer state and step stay as initialised: fine-tuning starts a new schedule. Raises
     :class:`CheckpointError` naming the parameters that differ (another architecture).
     """
+    stats = None
+    if _is_variables(loaded):
+        loaded, stats = loaded["params"], loaded["batch_stats"]
+    own_stats = (state.model_state or {}).get("batch_stats") if isinstance(state.model_state, dict) else None
+    params = _replace_leaves(state.params, loaded, source, grow, "")
+    if stats is not None:
+        if not own_stats:
+            raise CheckpointError(f"init_from={source!r} is a model with batch norm; this config's model has none")
+        new_stats = _replace_leaves(own_stats, stats, source, grow, "batch_stats/")
+        if mesh is not None:
+            new_stats = jax.device_put(new_stats, replicated(mesh))
+        state = state.replace(model_state={**state.model_state, "batch_stats": new_stats})
+    elif own_stats:
+        log.warning("init_from=%r has no batch-norm statistics: they start fresh", source)
+    if mesh is not None:
+        params = jax.device_put(params, replicated(mesh))
+    return state.replace(params=params)
+
+
+def _replace_leaves(current: Any, loaded: Any, source: str, grow: bool, prefix: str) -> Any:
+    """``current``'s tree with the values of ``loaded`` (same names; shapes equal, or inside with ``grow``)."""
     flat_old = {_path_name(p): v for p, v in jax.tree_util.tree_flatten_with_path(loaded)[0]}
-    expected = _shapes(state.params)
+    expected = _shapes(current)
     saved = {k: np.shape(v) for k, v in flat_old.items()}
     if grow:  # shapes that fit inside the new ones are not a mismatch
         saved = {k: (expected[k] if k in expected and _fits(v, expected[k]) else v) for k, v in saved.items()}
     mismatch = _shape_mismatch(expected, saved)
     if mismatch:
         hint = "" if grow else " (init_grow=True starts a wider model from a narrower one)"
-        raise CheckpointError(f"init_from={source!r} is a different architecture: {mismatch}{hint}")
-    flat_new, treedef = jax.tree_util.tree_flatten_with_path(state.params)
+        raise CheckpointError(f"init_from={source!r} is a different architecture: {prefix}{mismatch}{hint}")
+    flat_new, treedef = jax.tree_util.tree_flatten_with_path(current)
     leaves = []
     for p, v in flat_new:
         old = np.asarray(flat_old[_path_name(p)], v.dtype)
         if old.shape != v.shape:
             grown = np.array(v)
             grown[tuple(slice(0, n) for n in old.shape)] = old
-            log.info("init_grow: %s %s -> %s", _path_name(p), old.shape, v.shape)
+            log.info("init_grow: %s%s %s -> %s", prefix, _path_name(p), old.shape, v.shape)
             old = grown
         leaves.append(old)
-    params = jax.tree_util.tree_unflatten(treedef, leaves)
-    if mesh is not None:
-        params = jax.device_put(params, replicated(mesh))
-    return state.replace(params=params)
+    return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
 def _fits(small: tuple, big: tuple) -> bool:

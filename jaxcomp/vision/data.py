@@ -39,7 +39,7 @@ def model_digest(path: str) -> str:
 
         from jaxcomp.modelfile import load_workdir
 
-        _, params, _ = load_workdir(path)
+        _, params, _ = load_workdir(path, batch_stats=False)
         for leaf in jax.tree.leaves(params):
             h.update(np.ascontiguousarray(leaf).tobytes())
         return h.hexdigest()[:16]
