@@ -4,7 +4,7 @@
     python -m experiments.train --config configs/ecg.py:cpu_crnn --workdir runs/ecg_crnn \
         --config.stage.init_conv_from=runs/ecg_cnn                  # stage 2 of the CRNN
     python -m experiments.train --config configs/ecg.py:cpu_crnn --workdir runs/ecg_crnn_e2e \
-        --config.init_from=runs/ecg_crnn     # then end to end (the reference's phase 2)
+        --config.init_from=runs/ecg_crnn     # then end to end (generic trainer; ecg_cv: as the reference)
     python -m experiments.train --config configs/ecg.py:cnn --workdir runs/cnn \
         --config.data.source=challenge --config.data.path=/path/to/training2017
     python -m experiments.ecg_cv --config configs/ecg.py:cpu_cnn --workdir runs/ecg_cv   # 5-fold CV

@@ -46,9 +46,11 @@ Variants:
               authors' posters); 224 crops, batch 128, SGD 0.05 x0.1 at epochs 40, 60, ternary from 70,
               frozen from 80, 85 epochs (their first poster's protocol).
   paper_ptb (_fp)   the LSTM LM at the authors' size: 2 x 650 units, 650-d embeddings, dropout 0.5,
-              BPTT 35, batch 20, SGD lr 1 halved every 2 epochs from 12, clip 5, 40 epochs; SPN
-              projections (r = 0.25 ... 8 x 4H, the poster's budgets) and an SPN output layer with
-              r = 2000; TWN, and KD at T = 1.
+              BPTT 35 after 35 tokens of context, batch 20, SGD lr 2 halved every 2 epochs from 12,
+              clip 175 (the reference's, per token), 40 epochs; the SPN / TWN models ternary from
+              epoch 20, restarted at lr 0.2 and halved every 2 epochs from 32, no frozen phase; KD
+              runs (T = 1) at half the rate; SPN projections (r = 0.25 ... 8 x 4H, the poster's
+              budgets) and an SPN output layer with r = 2000.
   tiny, tiny_twn   seconds, for tests (digits, ResNet-8, 30 steps, every phase visited).
 
 The paper configs need an accelerator and the prepared tfds data (--config.data.tfds_data_dir=DIR);

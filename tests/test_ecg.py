@@ -674,6 +674,10 @@ def test_cross_validation_and_early_stopping_wiring(tiny_config, tmp_path, monke
         assert cfg.optimizer.learning_rate == pytest.approx(tiny_config.optimizer.learning_rate * (1.0, 0.1)[phase])
     with pytest.raises(ValueError, match="crnn_e2e_phases is 0"):
         ex.cross_validate(apply_overrides(config, ["cv.crnn_e2e_phases=0"]), str(tmp_path / "cv0"))
+    n_runs = len(runs)
+    with pytest.raises(ValueError, match="1 entries for cv.crnn_e2e_phases=2"):  # before any training
+        ex.cross_validate(apply_overrides(config, ["cv.crnn_e2e_lr_factors=(1.0,)"]), str(tmp_path / "cv1"))
+    assert len(runs) == n_runs
     # early stopping: validation F1 per step 0.3 0.5 0.5 0.4 0.45 0.6 ...: best step 3, stopped at 5
     monkeypatch.undo()
     f1s = {1: 0.3, 2: 0.5, 3: 0.5, 4: 0.4, 5: 0.45, 6: 0.6, 7: 0.6, 8: 0.6, 9: 0.6}

@@ -466,6 +466,17 @@ def test_each_step_draws_its_own_randomness():
     draws = [float(train(jnp.zeros(()), {}, rng, step)[1]["u"]) for step in (0, 1, 0)]
     assert draws[0] != draws[1] and draws[0] == draws[2]
     assert draws[0] == float(jax.random.uniform(jax.random.fold_in(rng, 0)))
+    # the same task object gets its jitted steps back (a continued run does not trace the model
+    # again); another task, even an equal one, gets its own; the cache keeps the last few only
+    mesh = trainer.make_mesh()
+    task = Draw()
+    assert trainer.compile_steps(task, mesh) is trainer.compile_steps(task, mesh)
+    other = Draw()
+    assert trainer.compile_steps(other, mesh)[0] is not trainer.compile_steps(task, mesh)[0]
+    first = trainer.compile_steps(task, mesh)
+    for _ in range(20):
+        trainer.compile_steps(Draw(), mesh)
+    assert trainer.compile_steps(task, mesh) is not first
 
 
 def test_train_only_freezes_the_rest_and_clips_the_trained_alone(l3c_tiny_config):

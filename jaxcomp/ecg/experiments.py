@@ -283,6 +283,8 @@ def end_to_end_configs(config: ml_collections.ConfigDict, start: str,
     warm-started (``init_from``: parameters and batch-norm statistics) from ``start`` for the first
     phase and from the previous phase's best model after that; this function fills in the first
     one's ``init_from`` and leaves the later ones' to whoever runs them (``"<previous phase>"``).
+    Unlike the reference, which scores a phase's starting model too (its epoch 0), a phase's
+    result is the best of its own validation scores, all after training steps.
     """
     phases, steps = int(config.cv.crnn_e2e_phases), int(config.cv.crnn_e2e_steps)
     factors = tuple(config.cv.crnn_e2e_lr_factors)
@@ -349,8 +351,10 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> str:
     unknown = set(models) - set(_MODELS)
     if unknown:
         raise ValueError(f"cv.models may hold {', '.join(map(repr, _MODELS))}, got {sorted(unknown)}")
-    if "crnn_e2e" in models and not config.cv.crnn_e2e_phases:
-        raise ValueError("cv.models has 'crnn_e2e' but cv.crnn_e2e_phases is 0")
+    if "crnn_e2e" in models:
+        if not config.cv.crnn_e2e_phases:
+            raise ValueError("cv.models has 'crnn_e2e' but cv.crnn_e2e_phases is 0")
+        end_to_end_configs(config, "")  # its settings' own checks, before hours of training
     results_path = os.path.join(workdir, "results.jsonl")
     done = {}
     digest = results_digest(config)

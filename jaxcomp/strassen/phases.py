@@ -3,7 +3,7 @@
 Phase 1 (steps ``< ternary_start``): everything full precision. Phase 2: ``W_a``/``W_b``/``W_c``
 are blended towards ternary by ``mix`` (linear ramp over ``ramp_steps``; 0 = switch at once) and
 trained straight through. Phase 3 (steps ``>= freeze_step``): the ternary matrices are frozen
-(their optimizer updates are multiplied by 0 through :func:`optax.multi_transform`) while
+(their optimizer updates are multiplied by 0 through :func:`optax.masked`) while
 ``a_tilde``, batch norm, biases and the full-precision layers keep training.
 
 The task reads :func:`ternary_mix` of ``state.step`` inside its jitted step, and builds its
