@@ -139,6 +139,7 @@ def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
         temperature=4.0,              # kd only
         label_weight=1.0,             # ban_label, kd and dkpp (DKPP + labels; the paper's DKPP: "dkpp:0")
         teachers=(),                  # workdirs of trained teachers (several: their ensemble)
+        dkpp_permutation="step",      # dkpp: a new permutation every step | "example": one per training example
     ))
 
     c.optimizer = ml_collections.ConfigDict(dict(

@@ -98,6 +98,44 @@ def test_dkpp_keeps_the_argmax_and_permutes_the_rest():
     assert len({tuple(np.round(r, 6)) for r in rows}) > 40  # 720 orders of the 6 others: repeats are rare
     np.testing.assert_allclose(distill.dkpp_loss(t, t, jax.random.PRNGKey(3)),
                                np.mean(-np.sum(d * np.log(p), -1)), rtol=1e-5)
+    # per-position keys (distill.dkpp_permutation="example"): a row's permutation follows its key, not
+    # the step's rng or its place in the batch; the argmax stays
+    keys = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.PRNGKey(9), jnp.arange(50))
+    a = np.asarray(distill.dkpp_targets(same, jax.random.PRNGKey(5), keys))
+    b = np.asarray(distill.dkpp_targets(same[::-1], jax.random.PRNGKey(6), keys[::-1]))
+    np.testing.assert_array_equal(a, b[::-1])
+    np.testing.assert_array_equal(a.argmax(-1), p[:1].argmax(-1).repeat(50))
+    assert len({tuple(np.round(r, 6)) for r in a}) > 40
+
+
+def test_dkpp_per_example_permutation_is_fixed_across_steps(tiny_config, monkeypatch):
+    """distill.dkpp_permutation="example": the task's DKPP target of an example depends on its training-set
+    index, not on the step's rng, so two steps from one state on one batch give the same loss; "step"
+    (the default) draws anew each step. The classification batches carry that index."""
+    from jaxcomp.data.classification import build_classification_data
+    from jaxcomp.distill import task as task_module
+
+    monkeypatch.setattr(task_module, "build_model", _linear_model)
+    data = build_classification_data(tiny_config.data)
+    batch = data.train_batch(0)
+    assert batch["index"].dtype == np.int32 and len(set(batch["index"].tolist())) == len(batch["label"])
+    rng = np.random.default_rng(2)
+    model = _Linear(5)
+    teacher = task_module.Teacher(model, {"params": {"head": {
+        "kernel": rng.normal(0, 0.5, (int(np.prod(batch["image"].shape[1:])), 5)).astype(np.float32),
+        "bias": np.zeros(5, np.float32)}}})
+    losses = {}
+    for mode in ("step", "example"):
+        task = task_module.ClassificationTask(apply_overrides(tiny_config, [
+            "distill.loss=dkpp", "distill.label_weight=0.0", f"distill.dkpp_permutation={mode}"]), teachers=[teacher])
+        state = jit_init(task.init)(jax.random.PRNGKey(1), batch)
+        step = jax.jit(lambda s, b, r, task=task: task.train_step(s, b, r)[1]["task_loss"])
+        losses[mode] = [float(step(state, batch, jax.random.PRNGKey(k))) for k in (1, 2)]
+    assert losses["example"][0] == losses["example"][1]
+    assert losses["step"][0] != losses["step"][1]
+    with pytest.raises(ValueError, match="dkpp_permutation"):
+        task_module.ClassificationTask(apply_overrides(tiny_config, ["distill.dkpp_permutation=batch"]),
+                                       teachers=[teacher])
 
 
 def test_dkpp_adds_the_weighted_label_loss(logits):

@@ -276,13 +276,15 @@ class ClassificationBatches:
         return out
 
     def train_batch(self, step: int) -> dict[str, np.ndarray]:
-        """This host's part of global batch ``step``: ``image float32 [B, H, W, C]``, ``label int32 [B]``."""
+        """This host's part of global batch ``step``: ``image float32 [B, H, W, C]``, ``label int32 [B]``,
+        ``index int32 [B]`` (each example's position in the training set: per-example keys, e.g. DKPP's)."""
         idx = self._indices(step)
+        index = np.asarray(idx, np.int32)
         if self._padded is not None:  # augmented on the device (device_augment)
-            return {"image": self.normalize(self._padded[idx]), "label": self.train_labels[idx]}
+            return {"image": self.normalize(self._padded[idx]), "label": self.train_labels[idx], "index": index}
         rng = np.random.default_rng([self.seed, step, self.process_index, 1])
         images = augment(self.train_images[idx], rng, self.augment, self.pad)
-        return {"image": self.normalize(images), "label": self.train_labels[idx]}
+        return {"image": self.normalize(images), "label": self.train_labels[idx], "index": index}
 
     def train_batches(self, start_step: int = 0, prefetch: int = 2) -> Iterator[dict[str, np.ndarray]]:
         return prefetch_batches(self.train_batch, start_step, prefetch)

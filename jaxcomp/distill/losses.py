@@ -87,9 +87,13 @@ def cwtm_loss(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.
     return jnp.sum(cwtm_weights(teacher_logits, mask) * cross_entropy(student_logits, labels))
 
 
-def dkpp_targets(teacher_logits: jax.Array, rng: jax.Array) -> jax.Array:
+def dkpp_targets(teacher_logits: jax.Array, rng: jax.Array, row_keys: jax.Array | None = None) -> jax.Array:
     """Dark Knowledge with Permuted Predictions: the teacher's softmax with the argmax entry kept
     and every other entry permuted at random (independently per position). ``[..., C] -> [..., C]``.
+
+    ``row_keys`` (``[N]`` PRNG keys, ``N`` = the positions, e.g. one per training example): each
+    position's permutation drawn from its own key instead of from ``rng``, so the same key gives
+    the same permutation whatever the step or the position in the batch.
     """
     probs = jax.nn.softmax(jax.lax.stop_gradient(teacher_logits.astype(jnp.float32)), axis=-1)
     shape = probs.shape
@@ -97,9 +101,15 @@ def dkpp_targets(teacher_logits: jax.Array, rng: jax.Array) -> jax.Array:
     n, c = probs.shape
     top = jnp.argmax(probs, axis=-1)
     is_top = jnp.arange(c)[None, :] == top[:, None]
+    if row_keys is None:
+        noise = jax.random.uniform(rng, (n, c))
+    else:
+        if row_keys.shape[0] != n:
+            raise ValueError(f"dkpp_targets: {row_keys.shape[0]} row keys for {n} positions")
+        noise = jax.vmap(lambda key: jax.random.uniform(key, (c,)))(row_keys)
     # Sorting with the argmax forced first: src lists [argmax, others in random order], dst lists
     # [argmax, others in index order]; moving src[j] to dst[j] fixes the argmax, permutes the rest.
-    keys = jnp.where(is_top, -1.0, jax.random.uniform(rng, (n, c)))
+    keys = jnp.where(is_top, -1.0, noise)
     src = jnp.argsort(keys, axis=-1)
     dst = jnp.argsort(jnp.where(is_top, -1, jnp.arange(c)[None, :]), axis=-1)
     rows = jnp.arange(n)[:, None]
@@ -109,9 +119,9 @@ def dkpp_targets(teacher_logits: jax.Array, rng: jax.Array) -> jax.Array:
 
 def dkpp_loss(student_logits: jax.Array, teacher_logits: jax.Array, rng: jax.Array,
               labels: jax.Array | None = None, label_weight: float = 0.0,
-              mask: jax.Array | None = None) -> jax.Array:
+              mask: jax.Array | None = None, row_keys: jax.Array | None = None) -> jax.Array:
     """Cross-entropy to :func:`dkpp_targets` (plus ``label_weight`` x label cross-entropy). Scalar."""
-    loss = _mean(soft_cross_entropy(student_logits, dkpp_targets(teacher_logits, rng)), mask)
+    loss = _mean(soft_cross_entropy(student_logits, dkpp_targets(teacher_logits, rng, row_keys)), mask)
     if labels is not None and label_weight:
         loss = loss + label_weight * label_loss(student_logits, labels, mask)
     return loss
@@ -129,12 +139,12 @@ def ensemble_log_probs(logits: jax.Array) -> jax.Array:
 
 def distillation_loss(name: str, student_logits: jax.Array, teacher_logits: jax.Array | None,
                       labels: jax.Array, rng: jax.Array, temperature: float = 4.0, label_weight: float = 1.0,
-                      mask: jax.Array | None = None) -> jax.Array:
+                      mask: jax.Array | None = None, dkpp_keys: jax.Array | None = None) -> jax.Array:
     """The loss called ``name`` (one of :data:`LOSSES`); ``ce`` ignores the teacher. Scalar.
 
     ``kd`` mixes ``label_weight`` x labels + the soft term (Hinton's usual combination, the
     soft term already scaled by ``T^2``); ``ban_label`` and ``dkpp`` use ``label_weight`` as in
-    :func:`ban_label_loss` / :func:`dkpp_loss`.
+    :func:`ban_label_loss` / :func:`dkpp_loss` (``dkpp_keys``: its per-position keys, ``row_keys``).
     """
     if name == "ce":
         return label_loss(student_logits, labels, mask)
@@ -151,4 +161,4 @@ def distillation_loss(name: str, student_logits: jax.Array, teacher_logits: jax.
         return ban_label_loss(student_logits, teacher_logits, labels, label_weight, mask)
     if name == "cwtm":
         return cwtm_loss(student_logits, teacher_logits, labels, mask)
-    return dkpp_loss(student_logits, teacher_logits, rng, labels, label_weight, mask)
+    return dkpp_loss(student_logits, teacher_logits, rng, labels, label_weight, mask, dkpp_keys)

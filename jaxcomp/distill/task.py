@@ -174,6 +174,11 @@ class ClassificationTask:
         if d.loss not in LOSSES:
             raise ValueError(f"unknown distill.loss {d.loss!r}; use one of {', '.join(LOSSES)}")
         self.loss_name, self.temperature, self.label_weight = d.loss, d.temperature, d.label_weight
+        # DKPP's permutation: a new one every step ("step"), or one per training example, keyed by
+        # its index in the training set and the seed ("example"; the batches carry "index")
+        self.dkpp_permutation = d.get("dkpp_permutation", "step")
+        if self.dkpp_permutation not in ("step", "example"):
+            raise ValueError(f"distill.dkpp_permutation must be 'step' or 'example', got {self.dkpp_permutation!r}")
         if teachers is None:
             teachers = [load_teacher(w, student=config) for w in d.get("teachers", ())]
         self.teachers = tuple(teachers)
@@ -226,8 +231,15 @@ class ClassificationTask:
         logits, updates = self.model.apply(_variables(params, state.model_state["batch_stats"]), x, train=True,
                                            mutable=["batch_stats"], rngs={"dropout": dropout_rng})
         teacher = self.teacher_logits(state.model_state, x)
+        dkpp_keys = None
+        if self.loss_name == "dkpp" and self.dkpp_permutation == "example":
+            if "index" not in batch:
+                raise ValueError("distill.dkpp_permutation='example' needs training batches with the examples' "
+                                 "'index' (the classification data gives it)")
+            base = jax.random.fold_in(jax.random.PRNGKey(self.config.get("seed", 0)), 0xDC99)
+            dkpp_keys = jax.vmap(jax.random.fold_in, (None, 0))(base, batch["index"])
         loss = distillation_loss(self.loss_name, logits, teacher, y, dkpp_rng, self.temperature,
-                                 self.label_weight, mask)
+                                 self.label_weight, mask, dkpp_keys)
         metrics = {"task_loss": loss, "accuracy": _mean(jnp.argmax(logits, -1) == y, mask)}
         if teacher is not None:
             metrics["agreement"] = _mean(jnp.argmax(logits, -1) == jnp.argmax(teacher, -1), mask)
