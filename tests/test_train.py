@@ -235,6 +235,9 @@ def test_warm_start_carries_batch_norm_statistics(caplog):
     plain = TrainState.create(params, optax.sgd(0.1))
     with pytest.raises(trainer.CheckpointError, match="has none"):
         trainer.warm_start(plain, loaded, "src")
+    # variables without statistics (a model without batch norm) start a model without them
+    warm = trainer.warm_start(plain, {"params": loaded["params"], "batch_stats": {}}, "src")
+    np.testing.assert_array_equal(warm.params["dense"]["bias"], np.full(3, 2))
     with caplog.at_level("WARNING", logger="jaxcomp.train"):
         warm = trainer.warm_start(fresh, loaded["params"], "src")
     assert "no batch-norm statistics" in caplog.text

@@ -214,7 +214,7 @@ def warm_start(state: Any, loaded: Any, source: str, mesh: Mesh | None = None, g
     """
     stats = None
     if _is_variables(loaded):
-        loaded, stats = loaded["params"], loaded["batch_stats"]
+        loaded, stats = loaded["params"], (loaded["batch_stats"] or None)  # {}: a model without batch norm
     own_stats = (state.model_state or {}).get("batch_stats") if isinstance(state.model_state, dict) else None
     params = _replace_leaves(state.params, loaded, source, grow, "")
     if stats is not None:
