@@ -20,7 +20,7 @@ seed and fold, train the CNN on the other folds (stage 1), score it on the held-
 train the CRNN with its conv blocks initialised from that CNN (stage 2) and score it (with
 ``"cnn_more"`` in ``cv.models`` also the control at equal total steps: the CNN continued for the
 CRNN's stage-2 steps — its conv blocks, a new linear layer, all trained, same schedule; with
-``"crnn_e2e"`` also the reference's end-to-end phases 2-4 after stage 2, :func:`end_to_end_configs`,
+``"crnn_e2e"`` also the reference's end-to-end phases 2-4 after stage 2, :func:`end_to_end_config`,
 scored after the last phase). With a
 validation split, the scored model is the best one on validation (``f1``); the last step's
 score is kept as ``last_f1``. Results go to ``workdir/results.jsonl`` (one line per run;
@@ -42,11 +42,10 @@ import numpy as np
 from jaxcomp.configs import apply_overrides, config_digest
 from jaxcomp.ecg.data import CLASSES, ECGBatches, ECGDataset, fold_indices, load_dataset
 from jaxcomp.ecg.scoring import challenge_f1, confusion_matrix, plot_confusion, score
-from jaxcomp.ecg.task import ECGTask
+from jaxcomp.ecg.task import BEST_MODEL, ECGTask, best_model
 from jaxcomp.files import append_jsonl, read_jsonl, write_atomic
 from jaxcomp.xla import enable_compilation_cache
 
-BEST_MODEL = "best.msgpack"      # in a workdir: the best step's variables by validation F1
 VALIDATION_LOG = "validation.json"
 
 
@@ -273,44 +272,39 @@ def train_with_validation(config: ml_collections.ConfigDict, workdir: str, task:
     return state_from_variables(task, best[0]), dict(info, last_state=last if last is not None else latest[0])
 
 
-def end_to_end_configs(config: ml_collections.ConfigDict, start: str,
-                       overrides: tuple[str, ...] = ()) -> list[ml_collections.ConfigDict]:
-    """The configs of the reference CRNN's end-to-end phases 2-4, in order.
+def end_to_end_config(config: ml_collections.ConfigDict, phase: int, start: str,
+                      overrides: tuple[str, ...] = ()) -> ml_collections.ConfigDict:
+    """The config of phase ``phase`` (0-based) of the reference CRNN's end-to-end phases 2-4.
 
-    ``start``: the staged CRNN to begin from (a workdir or its ``best.msgpack``). Phase ``k``
-    (``cv.crnn_e2e_phases`` of them) trains the whole CRNN (no frozen blocks) for
-    ``cv.crnn_e2e_steps`` steps at ``optimizer.learning_rate * cv.crnn_e2e_lr_factors[k]``,
-    warm-started (``init_from``: parameters and batch-norm statistics) from ``start`` for the first
-    phase and from the previous phase's best model after that; this function fills in the first
-    one's ``init_from`` and leaves the later ones' to whoever runs them (``"<previous phase>"``).
-    Unlike the reference, which scores a phase's starting model too (its epoch 0), a phase's
-    result is the best of its own validation scores, all after training steps.
+    It trains the whole CRNN (no frozen blocks) for ``cv.crnn_e2e_steps`` steps at
+    ``optimizer.learning_rate * cv.crnn_e2e_lr_factors[phase]``, warm-started (``init_from``:
+    parameters and batch-norm statistics) from ``start``: the staged CRNN (a workdir or its
+    ``best.msgpack``) for phase 0, the previous phase's best model (:func:`best_model`) after
+    that. Unlike the reference, which scores a phase's starting model too (its epoch 0), a
+    phase's result is the best of its own validation scores, all after training steps.
     """
     phases, steps = int(config.cv.crnn_e2e_phases), int(config.cv.crnn_e2e_steps)
     factors = tuple(config.cv.crnn_e2e_lr_factors)
-    if phases and len(factors) != phases:
+    if len(factors) != phases:
         raise ValueError(f"cv.crnn_e2e_lr_factors has {len(factors)} entries for cv.crnn_e2e_phases={phases}")
-    configs = []
-    for k in range(phases):
-        c = apply_overrides(config, list(overrides) + [
-            "model.name=crnn", "stage.init_conv_from=", f"init_from={start if k == 0 else '<previous phase>'}",
-            f"steps={steps}", f"eval_every={steps}", f"checkpoint_every={steps}"])
-        c.optimizer.learning_rate = float(config.optimizer.learning_rate) * float(factors[k])
-        if c.optimizer.get("decay_steps"):
-            c.optimizer.decay_steps = steps
-        configs.append(c)
-    return configs
+    if not 0 <= phase < phases:
+        raise ValueError(f"phase {phase} of cv.crnn_e2e_phases={phases}")
+    c = apply_overrides(config, list(overrides) + [
+        "model.name=crnn", "stage.init_conv_from=", f"init_from={start}",
+        f"steps={steps}", f"eval_every={steps}", f"checkpoint_every={steps}"])
+    c.optimizer.learning_rate = float(config.optimizer.learning_rate) * float(factors[phase])
+    if c.optimizer.get("decay_steps"):
+        c.optimizer.decay_steps = steps
+    return c
 
 
-def best_model(workdir: str) -> str:
-    """A finished run's result as a path ``init_from`` reads: its ``best.msgpack`` (the best step by
-    validation F1) if it has one, else the workdir (its latest checkpoint)."""
-    best = os.path.join(workdir, BEST_MODEL)
-    return best if os.path.isfile(best) else workdir
+def _run_overrides(seed: int, fold: int) -> list[str]:
+    """The settings of one cross-validation run: its seed (initialisation and batches) and held-out fold."""
+    return [f"seed={seed}", f"data.seed={seed}", f"data.fold={fold}"]
 
 
 def _stage_configs(config: ml_collections.ConfigDict, seed: int, fold: int, cnn_dir: str):
-    common = [f"seed={seed}", f"data.seed={seed}", f"data.fold={fold}"]
+    common = _run_overrides(seed, fold)
     cnn = apply_overrides(config, common + ["model.name=cnn", "stage.init_conv_from="])
     crnn_steps = config.cv.crnn_steps
     crnn = apply_overrides(config, common + ["model.name=crnn", f"stage.init_conv_from={cnn_dir}",
@@ -354,7 +348,7 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> str:
     if "crnn_e2e" in models:
         if not config.cv.crnn_e2e_phases:
             raise ValueError("cv.models has 'crnn_e2e' but cv.crnn_e2e_phases is 0")
-        end_to_end_configs(config, "")  # its settings' own checks, before hours of training
+        end_to_end_config(config, 0, "")  # its settings' own checks, before hours of training
     results_path = os.path.join(workdir, "results.jsonl")
     done = {}
     digest = results_digest(config)
@@ -381,9 +375,8 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> str:
         t0 = time.perf_counter()
         if model == "crnn_e2e":  # phases 2-4, each from the previous one's best model
             start = best_model(os.path.join(run_dir, "crnn"))
-            common = [f"seed={seed}", f"data.seed={seed}", f"data.fold={fold}"]
-            for k, cfg in enumerate(end_to_end_configs(config, start, tuple(common))):
-                cfg.init_from = start
+            for k in range(int(config.cv.crnn_e2e_phases)):
+                cfg = end_to_end_config(config, k, start, tuple(_run_overrides(seed, fold)))
                 task, data = ECGTask(cfg), build_training_data(cfg)
                 phase_dir = os.path.join(run_dir, f"crnn_e2e{k}")
                 state, info = train_with_validation(cfg, phase_dir, task, data)
@@ -460,7 +453,7 @@ def plot_cv_confusion(rows: list[dict], path: str) -> None:
 
 __all__ = [
     "ECGTrainingBatches", "best_model", "build_training_data", "class_shares", "cross_validate",
-    "end_to_end_configs", "oversampling_repeats",
+    "end_to_end_config", "oversampling_repeats",
     "plot_cv_confusion", "predict_split", "reference_class_weights", "results_table", "state_from_variables",
     "train_with_validation", "validation_split",
 ]

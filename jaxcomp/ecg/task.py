@@ -16,7 +16,7 @@ phases 2-4 train the whole CRNN end to end (200 epochs each, the learning rate d
 then 100 — though its optimizer keeps 1e-3: the rate is a graph constant by then). Our two
 stages are its phases 0 and 1; its phases 2-4 are the trainer's ``init_from`` of the staged
 CRNN (parameters and batch statistics, every block trained; Adam's moments start fresh where the
-reference restores them), run by :func:`jaxcomp.ecg.experiments.end_to_end_configs`. Other
+reference restores them), run by :func:`jaxcomp.ecg.experiments.end_to_end_config`. Other
 differences: stage 1 is the paper's CNN itself
 (time average, linear; no hidden dense layer), so one stage-1 run serves both as the CNN
 result and as the CRNN's initialisation, and with more conv blocks than the CRNN uses; and
@@ -45,6 +45,16 @@ from jaxcomp.ecg.frontend import augment, log_spectrogram
 from jaxcomp.ecg.models import build_model, spec_from_config
 from jaxcomp.train.state import TrainState, make_optimizer
 
+BEST_MODEL = "best.msgpack"  # in a workdir: the best step's variables by validation F1
+
+
+def best_model(workdir: str) -> str:
+    """A finished run's result as a path the loaders and ``init_from`` read: its ``best.msgpack``
+    (the best step by validation F1, :func:`jaxcomp.ecg.experiments.train_with_validation`) if it
+    has one, else the workdir itself (its latest checkpoint)."""
+    best = os.path.join(workdir, BEST_MODEL)
+    return best if os.path.isfile(best) else workdir
+
 
 def load_conv_stage(workdir: str, blocks: int) -> tuple[Any, Any, ml_collections.ConfigDict]:
     """The first ``blocks`` conv blocks ``(params, batch stats, config)`` of a trained model.
@@ -56,7 +66,7 @@ def load_conv_stage(workdir: str, blocks: int) -> tuple[Any, Any, ml_collections
     from jaxcomp.modelfile import load_model
     from jaxcomp.train import CheckpointError, restore_for_eval
 
-    best = workdir if workdir.endswith(".msgpack") else os.path.join(workdir, "best.msgpack")
+    best = workdir if workdir.endswith(".msgpack") else best_model(workdir)
     if os.path.isfile(best):
         config, variables, _ = load_model(best, task="ecg")
         params, stats = variables["params"].get("conv", {}), variables["batch_stats"].get("conv", {})

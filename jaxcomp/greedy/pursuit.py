@@ -30,7 +30,7 @@ identity), so an iteration costs ``O(mK + m s + s^2)``.
 from __future__ import annotations
 
 from functools import partial
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -138,6 +138,12 @@ def _scores(D, inv_norms, r, exclude, extra_mask=None):
     return jnp.where(bad, -1.0, score), c
 
 
+def _stop_norm(tol: Array, y: Array, dtype: Any) -> Array:
+    """The residual norm a pursuit stops at: ``tol``, and in any case the rounding floor
+    ``100 eps ||y||_2`` (``eps`` of the dictionary's ``dtype``; module docstring)."""
+    return jnp.maximum(tol, 100 * jnp.finfo(dtype).eps * jnp.linalg.norm(y))
+
+
 def omp_single(D: Array, y: Array, exclude: Array, tol: Array, corr_tol: Array, *, max_iter: int,
                raw_selection: bool = False):
     """OMP for one signal (device function; see :func:`omp` for the public, validated API).
@@ -162,7 +168,7 @@ def omp_single(D: Array, y: Array, exclude: Array, tol: Array, corr_tol: Array, 
     inv_norms = jnp.ones_like(norms_sq) if raw_selection else 1.0 / jnp.sqrt(norms_sq)
     slots = jnp.arange(S)
     eps = jnp.asarray(100 * jnp.finfo(dtype).eps, dtype)
-    stop_norm = jnp.maximum(tol, eps * jnp.linalg.norm(y))  # the rounding floor (module docstring)
+    stop_norm = _stop_norm(tol, y, dtype)
 
     def cond(state):
         return state["active"] & (state["t"] < S)
@@ -234,7 +240,7 @@ def mp_single(
     norms_sq = jnp.sum(D * D, axis=0)
     inv_norms = jnp.ones_like(norms_sq) if raw_selection else 1.0 / jnp.sqrt(norms_sq)
     slots = jnp.arange(S)
-    stop_norm = jnp.maximum(tol, 100 * jnp.finfo(dtype).eps * jnp.linalg.norm(y))  # the rounding floor
+    stop_norm = _stop_norm(tol, y, dtype)
 
     def cond(state):
         return state["active"] & (state["t"] < max_iter) & (state["nnz"] < max_nonzeros)

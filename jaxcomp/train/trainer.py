@@ -102,8 +102,8 @@ def shard_batch(batch: Batch, mesh: Mesh) -> dict[str, jax.Array]:
 
 # The jitted functions of the last few (task, mesh) pairs: a second ``train`` of the same task
 # object (a run continued after its time limit, a warm start, a test) reuses them, and so JAX's
-# compiled executables, instead of tracing and lowering the model again (gc.py:tiny: 10-15 s a
-# call without, 1.5 s with, the persistent compilation cache on in both). A task is treated as
+# compiled executables, instead of tracing and lowering the model again (gc.py:tiny: 9.8-15.3 s a
+# call without, 1.7-2.0 s with, the persistent compilation cache on in both). A task is treated as
 # immutable once built. Bounded, because the functions hold their task.
 _JITTED: collections.OrderedDict = collections.OrderedDict()
 _JITTED_MAX = 8

@@ -115,9 +115,11 @@ def load_classifier(path: str | None = None, batch_size: int = 16) -> ECGClassif
     from jaxcomp.modelfile import ModelLoadError, load_model
 
     path = path or DEFAULT_MODEL
-    if os.path.isdir(path) and os.path.isfile(os.path.join(path, "best.msgpack")):
-        path = os.path.join(path, "best.msgpack")
     if os.path.isdir(path):
+        from jaxcomp.ecg.task import best_model
+
+        path = best_model(path)
+    if os.path.isdir(path):  # a workdir without best.msgpack: its latest checkpoint
         from jaxcomp.modelfile import load_workdir
 
         if not os.path.isfile(os.path.join(path, "config.json")):
