@@ -111,16 +111,86 @@ def test_spn_conv_can_express_the_conv_it_replaces(p, stride, size):
 
 
 def test_spn_dense_shapes_and_compute():
-    """Guards against SPNDense dropping its products with a_tilde (mutant spn-dense-a-tilde-not-applied)."""
+    """SPNDense as the reference's SumProdDense: W_b, a batch norm without scale (fix_gamma, eps 1e-3) over
+    every leading axis, a_tilde, W_c, bias; batch statistics in training, running ones in evaluation.
+    Guards against SPNDense dropping its products with a_tilde (mutant spn-dense-a-tilde-not-applied) or
+    its batch norm (spn-dense-bn-dropped)."""
     layer = strassen.SPNDense(5, hidden=3)
-    x = jnp.ones((2, 4, 7))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 4, 7)).astype(np.float32)  # [batch, time, features]: BN over batch and time
     variables = layer.init(jax.random.PRNGKey(0), x)
     p = variables["params"]
     assert p["wb"].shape == (7, 3) and p["a_tilde"].shape == (3,) and p["wc"].shape == (3, 5)
+    assert set(p["bn"]) == {"bias"}  # no scale: a_tilde follows
     a_tilde = np.float32([0.5, -2.0, 1.5])  # not the initial ones: a_tilde must act
-    p = dict(p, a_tilde=a_tilde)
-    y = layer.apply({"params": p}, x)
-    np.testing.assert_allclose(y, ((x @ p["wb"]) * a_tilde) @ p["wc"] + p["bias"], rtol=1e-5)
+    p = dict(p, a_tilde=a_tilde, bn={"bias": np.float32([0.1, -0.3, 0.2])})
+    stats = {"bn": {"mean": np.float32([0.2, -0.1, 0.4]), "var": np.float32([0.5, 2.0, 1.5])}}
+    hid = x @ p["wb"]
+
+    def by_hand(mean, var):
+        return ((hid - mean) / np.sqrt(var + 1e-3) + p["bn"]["bias"]) * a_tilde @ p["wc"] + p["bias"]
+
+    y = layer.apply({"params": p, "batch_stats": stats}, x)  # evaluation: running statistics
+    np.testing.assert_allclose(y, by_hand(stats["bn"]["mean"], stats["bn"]["var"]), rtol=1e-4, atol=1e-5)
+    y, upd = layer.apply({"params": p, "batch_stats": stats}, x, mutable=["batch_stats"])  # training
+    mean, var = hid.reshape(-1, 3).mean(0), hid.reshape(-1, 3).var(0)
+    np.testing.assert_allclose(y, by_hand(mean, var), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(upd["batch_stats"]["bn"]["mean"], 0.9 * stats["bn"]["mean"] + 0.1 * mean, rtol=1e-5)
+    bare = strassen.SPNDense(5, hidden=3, batch_norm=False)
+    q = {k: v for k, v in p.items() if k != "bn"}
+    np.testing.assert_allclose(bare.apply({"params": q}, x), (hid * a_tilde) @ p["wc"] + p["bias"], rtol=1e-5)
+
+
+def test_spn_lm_has_the_references_batch_norms_and_a_tilde_stays_in_its_box(repo):
+    """layers='all' LM: the output layer's SPN has the batch norm after W_b (SumProdDense), the LSTM's
+    projections none (SumProdLSTM); one training step updates the output's statistics, and a_tilde pushed
+    below 0 is projected back to [0, 100] by the optimizer (the reference's clip). Guards against the
+    factory giving the LSTM a batch norm or the output none (mutants spn-lm-bn-everywhere,
+    spn-lm-bn-nowhere) and a dropped projection (strassen-a-tilde-not-projected)."""
+    from jaxcomp.configs import load_config
+    from jaxcomp.strassen.task import build_task, lm_op_counts
+    from jaxcomp.train import jit_init
+
+    config = load_config(str(repo / "configs" / "strassen.py") + ":ptb",
+                         ["model.vocab_size=11", "model.embed_dim=6", "model.hidden=8", "strassen.layers=all",
+                          "strassen.output_r=5", "strassen.ternary_start=0", "strassen.ramp_steps=0",
+                          "strassen.freeze_step=-1", "optimizer.learning_rate=0.01"])
+    task = build_task(config)
+    tokens = (np.arange(4 * 9).reshape(4, 9) * 3) % 11
+    batch = {"tokens": tokens[:, :-1].astype(np.int32), "targets": tokens[:, 1:].astype(np.int32),
+             "weights": np.ones((4, 8), np.float32)}
+    state = jit_init(task.init)(jax.random.PRNGKey(0), batch)
+    p = state.params
+    assert "bn" in p["output"] and "bn" not in p["lstm0_input"] and "bn" not in p["lstm0"]["recurrent"]
+    assert set(state.model_state["batch_stats"]) == {"output"}
+    counts = dict(lm_op_counts(config))
+    assert counts["output"]["adds"] == 5 * 7 + 5 + 11 * 4 + 11  # W_b, BN shift, W_c, bias
+    assert counts["lstm0_input"]["adds"] == 32 * 5 + 32 * 31 + 32  # no BN shift
+    signs = {k: np.where(np.arange(v.shape[0]) % 2, 0.5, -0.5).astype(np.float32) for k, v in
+             (("output", p["output"]["a_tilde"]), ("lstm0_input", p["lstm0_input"]["a_tilde"]))}
+    p = dict(p, output=dict(p["output"], a_tilde=signs["output"]),
+             lstm0_input=dict(p["lstm0_input"], a_tilde=signs["lstm0_input"]))
+    state = state.replace(params=p)
+    new, _ = jax.jit(task.train_step)(state, batch, jax.random.PRNGKey(1))
+    for name in ("output", "lstm0_input"):
+        a = np.asarray(new.params[name]["a_tilde"])
+        assert a.min() >= 0 and np.all(a[signs[name] < 0] == 0) and np.all(a[signs[name] > 0] > 0.4), (name, a)
+    old_mean = state.model_state["batch_stats"]["output"]["bn"]["mean"]
+    assert not np.allclose(new.model_state["batch_stats"]["output"]["bn"]["mean"], old_mean)
+
+
+def test_project_a_tilde_clips_only_a_tilde_into_its_box():
+    import optax
+
+    params = {"l": {"a_tilde": jnp.float32([0.5, 99.0, 3.0]), "wb": jnp.float32([0.5, 0.5, 0.5])}}
+    grads = {"l": {"a_tilde": jnp.float32([1.0, -2.0, 0.5]), "wb": jnp.float32([1.0, -2.0, 0.5])}}
+    tx = optax.chain(optax.sgd(1.0), strassen.project_a_tilde())
+    updates, _ = tx.update(grads, tx.init(params), params)
+    new = optax.apply_updates(params, updates)
+    np.testing.assert_allclose(new["l"]["a_tilde"], [0.0, 100.0, 2.5])
+    np.testing.assert_allclose(new["l"]["wb"], [-0.5, 2.5, 0.0])
+    with pytest.raises(ValueError, match="needs the parameters"):
+        tx.update(grads, tx.init(params))
 
 
 def test_op_counts_by_hand():
@@ -149,7 +219,7 @@ def test_op_counts_by_hand():
     net = Net()
     rows = counting.count_ops(net, jax.eval_shape(net.init, jax.random.PRNGKey(0), x), x)
     assert [c["muls"] for _, c in rows] == [6912, 6, 20]
-    assert rows[1][1]["adds"] == 6 * 3 + 10 * 5 + 10 and rows[2][1]["adds"] == 20
+    assert rows[1][1]["adds"] == 6 * 3 + 6 + 10 * 5 + 10 and rows[2][1]["adds"] == 20  # + 6: its BN's shift
     s = counting.summarize(rows)
     assert s["spn_muls"] == 6 and s["spn_fp_muls"] == 40 and s["net_muls"] == 6938
     assert s["spn_mul_reduction"] == pytest.approx(1 - 6 / 40)
@@ -200,7 +270,7 @@ def test_batch_norm_and_scales_inside_an_spn_conv_fold_into_a_tilde():
     x = rng.normal(size=(2, 5, 6, c_in)).astype(np.float32)
     shapes = jax.eval_shape(layer.init, jax.random.PRNGKey(0), x)["params"]
     params = {"wb": rng.normal(size=shapes["wb"].shape), "wc": rng.normal(size=shapes["wc"].shape),
-              "a_tilde": rng.normal(size=r), "bn": {"scale": rng.uniform(0.5, 2, r), "bias": rng.normal(size=r)}}
+              "a_tilde": rng.normal(size=r), "bn": {"bias": rng.normal(size=r)}}
     stats = {"bn": {"mean": rng.normal(size=r), "var": rng.uniform(0.5, 2, r)}}
     params, stats = jax.tree.map(np.float32, (params, stats))
 
@@ -209,7 +279,7 @@ def test_batch_norm_and_scales_inside_an_spn_conv_fold_into_a_tilde():
         y = layer.apply({"params": strassen.ternarize_params(params, 1.0), "batch_stats": stats}, x)  # evaluation
         tb, tc = (strassen.ternary_pattern(params[n]) for n in ("wb", "wc"))
         sb, sc = (strassen.optimal_scale(params[n], t) for n, t in (("wb", tb), ("wc", tc)))
-        g = params["bn"]["scale"] / jnp.sqrt(stats["bn"]["var"] + 1e-5)
+        g = 1 / jnp.sqrt(stats["bn"]["var"] + 1e-3)  # no scale (the reference's fix_gamma), eps 1e-3
         h = params["bn"]["bias"] - stats["bn"]["mean"] * g
         a_folded, shift = sb * sc * g * params["a_tilde"], sc * h * params["a_tilde"]
         hid = jax.lax.conv_general_dilated(x, tb, (1, 1), ((1, 1), (1, 1)),
@@ -584,7 +654,8 @@ def test_paper_configs_build_the_papers_networks(repo):
     spn = counting.summarize(counting.count_ops(model, v, x, train=False))
     assert spn["net_fp_muls"] == 1_814_073_344  # the full-precision ResNet-18 at 224x224 (He et al.: 1.8 G)
     assert spn["spn_layers"] == 21  # root conv, 16 3x3 convs, 3 projections, head
-    assert (spn["net_muls"], spn["net_bn_muls"], spn["net_adds"]) == (4_968_424, 2_483_712, 2_108_024_920)
+    # the head's additions include its 1000 batch-norm shifts after W_b
+    assert (spn["net_muls"], spn["net_bn_muls"], spn["net_adds"]) == (4_968_424, 2_483_712, 2_108_025_920)
     assert round(100 * spn["net_mul_reduction"], 2) == 99.73  # the poster's table: 99.73
     assert round(100 * spn["net_mul_reduction_without_bn"], 2) == 99.86  # not what the poster reports
 

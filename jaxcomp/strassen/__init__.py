@@ -21,7 +21,7 @@ from jaxcomp.strassen.layers import (
     spn_tensor,
     strassen_weights,
 )
-from jaxcomp.strassen.phases import phase_labels, phased_optimizer, ternary_mix
+from jaxcomp.strassen.phases import phase_labels, phased_optimizer, project_a_tilde, ternary_mix
 from jaxcomp.strassen.ternary import (
     add_learned_scales,
     mix_ternary,
@@ -35,7 +35,8 @@ from jaxcomp.strassen.ternary import (
 __all__ = [
     "CountedConv", "CountedDense", "SPNConv", "SPNDense", "TWNConv", "TWNDense", "add_learned_scales", "count_ops",
     "format_table",
-    "matmul_tensor", "mix_ternary", "optimal_scale", "phase_labels", "phased_optimizer", "spn_matmul",
+    "matmul_tensor", "mix_ternary", "optimal_scale", "phase_labels", "phased_optimizer", "project_a_tilde",
+    "spn_matmul",
     "spn_tensor", "strassen_weights", "summarize", "ternarize", "ternarize_params", "ternary_leaves",
     "ternary_mix", "ternary_pattern",
 ]

@@ -11,7 +11,8 @@ Convention (per example, inference, batch norm folded where it folds):
   ``a_tilde`` (``W_c s_c ((W_b s_b x) g + h) a = W_c ((W_b x)(s_b s_c g a) + s_c h a)``), so the
   only multiplications are the ``r`` products with ``a_tilde`` per hidden position, and the
   batch norm's shift adds ``r`` additions there.
-* SPN dense: ``r`` multiplications; ``r (D_in - 1) + D_out (r - 1)`` additions (+ bias).
+* SPN dense: ``r`` multiplications; ``r (D_in - 1) + D_out (r - 1)`` additions (+ bias, + ``r``
+  for the shift of its batch norm after ``W_b``; the LSTM's projections have none).
 * TWN layers (the ternary-weight baseline: the replaced layer's own kernel ternary times one scale):
   one multiplication per output for the scale, into which a following batch norm's scale folds;
   additions as the full-precision layer's (dense upper bound). Counted as replaced layers (``spn = 1``).
@@ -66,23 +67,26 @@ def conv_counts(h_out: int, w_out: int, c_in: int, c_out: int, kh: int, kw: int,
     return _counts(muls, adds, muls, adds, False)
 
 
-def spn_dense_counts(d_in: int, d_out: int, r: int, bias: bool = False) -> dict[str, int]:
-    """An SPN dense layer with ``r`` hidden units, and the dense layer it replaces."""
+def spn_dense_counts(d_in: int, d_out: int, r: int, bias: bool = False, batch_norm: bool = False) -> dict[str, int]:
+    """An SPN dense layer with ``r`` hidden units (and a batch norm after ``W_b``: ``r`` more additions,
+    its shift), and the dense layer it replaces."""
     fp = dense_counts(d_in, d_out, bias)
-    adds = r * (d_in - 1) + d_out * (r - 1) + (d_out if bias else 0)
+    adds = r * (d_in - 1) + (r if batch_norm else 0) + d_out * (r - 1) + (d_out if bias else 0)
     return _counts(r, adds, fp["muls"], fp["adds"], True)
 
 
 def spn_conv_counts(h_hidden: int, w_hidden: int, h_out: int, w_out: int, c_in: int, c_out: int, r: int,
-                    kh_b: int, kw_b: int, kh: int, kw: int, bias: bool = False) -> dict[str, int]:
+                    kh_b: int, kw_b: int, kh: int, kw: int, bias: bool = False,
+                    batch_norm: bool = True) -> dict[str, int]:
     """An SPN conv and the ``kh x kw`` conv it replaces.
 
     ``h_hidden x w_hidden``: the hidden grid; ``kh_b x kw_b``: W_b's kernel ``(p-1)s + k``;
-    ``h_out x w_out x c_out``: the output.
+    ``h_out x w_out x c_out``: the output; ``batch_norm``: its shift after ``W_b`` adds ``r``
+    additions per hidden position.
     """
     fp = conv_counts(h_out, w_out, c_in, c_out, kh, kw, bias)
     pos = h_hidden * w_hidden
-    adds = pos * r * (kh_b * kw_b * c_in - 1) + pos * r + h_out * w_out * c_out * (r - 1)
+    adds = pos * r * (kh_b * kw_b * c_in - 1) + (pos * r if batch_norm else 0) + h_out * w_out * c_out * (r - 1)
     adds += h_out * w_out * c_out if bias else 0
     return _counts(pos * r, adds, fp["muls"], fp["adds"], True)
 

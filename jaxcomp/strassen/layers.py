@@ -8,7 +8,7 @@ with exactly ``r`` multiplications (the elementwise product) when the W's are te
 DNN layer the weight side ``W_a vec(A)`` is replaced by a learned full-precision vector
 ``a_tilde`` in R^r:
 
-* :class:`SPNDense`: ``y = W_c [(W_b x) * a_tilde]`` (+ bias);
+* :class:`SPNDense`: ``y = W_c [BN(W_b x) * a_tilde]`` (+ bias);
 * :class:`SPNConv`: a conv with ternary ``W_b`` of kernel ``(p-1)s + k`` and stride ``p s`` to
   ``r`` channels, batch norm, channel-wise multiplication by ``a_tilde``, and a stride-``p``
   transposed conv with ternary ``W_c`` (kernel ``p x p``) back to ``c_out`` channels -- each
@@ -91,28 +91,61 @@ def strassen_weights() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 # DNN layers
 # --------------------------------------------------------------------------------------
 
+#: the reference's batch norm inside its SPN layers: ``mx.nd.BatchNorm(fix_gamma=True)`` with MXNet's
+#: defaults (momentum 0.9, eps 1e-3); no scale: ``a_tilde`` follows it.
+SPN_BN_EPSILON = 1e-3
+
+
+def spn_batch_norm(module: nn.Module, hid: jax.Array, train: bool | None) -> jax.Array:
+    """The batch norm after ``W_b`` of an SPN layer (submodule ``bn`` of ``module``), over the last axis.
+
+    ``train=None``: batch statistics (and ``batch_stats`` updates) exactly when ``batch_stats`` is
+    mutable in this ``apply`` -- the zoo's layer factories pass no ``train`` flag; its tasks train
+    with ``mutable=["batch_stats"]`` and evaluate without.
+    """
+    if train is None:
+        train = module.is_mutable_collection("batch_stats")
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=SPN_BN_EPSILON, use_scale=False,
+                        name="bn")(hid)  # called inside ``module``'s compact method: its submodule
+
 
 class SPNDense(nn.Module):
-    """``y = W_c[(W_b x) * a_tilde] + bias``: ``[..., D_in] -> [..., features]`` with ``hidden`` multiplications.
+    """``y = W_c[BN(W_b x) * a_tilde] + bias``: ``[..., D_in] -> [..., features]`` with ``hidden`` multiplications.
 
-    Params: ``wb [D_in, r]``, ``a_tilde [r]``, ``wc [r, features]`` (ternarized by the task), ``bias``.
-    Signature-compatible with the zoo's ``dense(features, use_bias=, name=)`` factories.
+    Params: ``wb [D_in, r]``, ``bn/bias [r]`` (the batch norm's shift), ``a_tilde [r]``, ``wc [r,
+    features]`` (ternarized by the task), ``bias``; statistics ``bn/mean``, ``bn/var`` in ``batch_stats``.
+    Signature-compatible with the zoo's ``dense(features, use_bias=, name=)`` factories. The batch
+    norm normalises each of the ``r`` hidden units over all leading axes (batch, and time for a
+    sequence), as the reference's ``SumProdDense`` over its flattened ``(batch * time, r)`` input.
+
+    Attributes:
+      features, use_bias: as the zoo's dense factory contract.
+      hidden: ``r``, the multiplications per input vector.
+      batch_norm: the reference's batch norm after ``W_b`` (``SumProdDense(use_batchnorm=True)``);
+        false for the LSTM's projections (its ``SumProdLSTM`` has none) and the bare SPN.
+      train: as :class:`SPNConv` (``None``: batch statistics when ``batch_stats`` is mutable).
     """
 
     features: int
     hidden: int
     use_bias: bool = True
+    batch_norm: bool = True
+    train: bool | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         d_in = x.shape[-1]
         wb = self.param("wb", nn.initializers.variance_scaling(1.0, "fan_in", "normal"), (d_in, self.hidden))
+        hid = x @ wb
+        if self.batch_norm:
+            hid = spn_batch_norm(self, hid, self.train)
         a_tilde = self.param("a_tilde", nn.initializers.ones, (self.hidden,))
         wc = self.param("wc", nn.initializers.variance_scaling(1.0, "fan_in", "normal"), (self.hidden, self.features))
-        y = ((x @ wb) * a_tilde) @ wc
+        y = (hid * a_tilde) @ wc
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (self.features,))
-        self.sow("op_counts", "ops", counting.spn_dense_counts(d_in, self.features, self.hidden, self.use_bias))
+        self.sow("op_counts", "ops", counting.spn_dense_counts(d_in, self.features, self.hidden, self.use_bias,
+                                                               self.batch_norm))
         return y
 
 
@@ -133,7 +166,8 @@ class SPNConv(nn.Module):
     """StrassenNets' convolution: ``[B, H, W, C_in] -> [B, H', W', features]`` as the k x k, stride-s conv it replaces.
 
     W_b: conv, kernel ``K = (p-1)s + k``, stride ``p s``, ``C_in -> r`` (params ``wb [K, K, C_in, r]``);
-    batch norm over the ``r`` channels (statistics in ``batch_stats``); times ``a_tilde [r]``;
+    batch norm over the ``r`` channels (:func:`spn_batch_norm`, no scale; statistics in ``batch_stats``);
+    times ``a_tilde [r]``;
     W_c: transposed conv, kernel and stride ``p``, ``r -> features`` (``wc [p, p, r, features]``).
     The top/left padding is the replaced conv's, so hidden position ``(u, v)`` computes the
     outputs ``[u p, u p + p) x [v p, v p + p)`` exactly where the ``k x k`` conv would;
@@ -147,7 +181,7 @@ class SPNConv(nn.Module):
         (default) infers it from whether ``batch_stats`` is mutable in this ``apply`` -- the zoo's
         conv factory contract passes no ``train`` flag, and its tasks train with
         ``mutable=["batch_stats"]`` and evaluate without.
-      batch_norm: the paper's batch norm after W_b (set false for the bare SPN).
+      batch_norm: the reference's batch norm after W_b (set false for the bare SPN).
     """
 
     features: int
@@ -180,8 +214,7 @@ class SPNConv(nn.Module):
         hid = jax.lax.conv_general_dilated(x, wb.astype(x.dtype), (p * sh, p * sw), "VALID",
                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))[:, :hh, :wh]
         if self.batch_norm:
-            train = self.is_mutable_collection("batch_stats") if self.train is None else self.train
-            hid = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name="bn")(hid)
+            hid = spn_batch_norm(self, hid, self.train)
         hid = hid * self.param("a_tilde", nn.initializers.ones, (self.hidden,))
         wc = self.param("wc", nn.initializers.variance_scaling(1.0, "fan_in", "normal"),
                         (p, p, self.hidden, self.features))
@@ -191,7 +224,7 @@ class SPNConv(nn.Module):
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (self.features,))
         self.sow("op_counts", "ops", counting.spn_conv_counts(
-            hh, wh, ho, wo, c_in, self.features, self.hidden, kkh, kkw, kh, kw, self.use_bias))
+            hh, wh, ho, wo, c_in, self.features, self.hidden, kkh, kkw, kh, kw, self.use_bias, self.batch_norm))
         return y
 
 

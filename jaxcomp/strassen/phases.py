@@ -57,3 +57,31 @@ def phased_optimizer(tx: optax.GradientTransformation, freeze_step: int) -> opta
     gate = optax.scale_by_schedule(lambda count: (count < freeze_step).astype(jnp.float32))
     is_ternary = lambda params: jax.tree.map(lambda label: label == "ternary", phase_labels(params))  # noqa: E731
     return optax.chain(tx, optax.masked(gate, is_ternary))
+
+
+#: the reference's constraint on ``a_tilde`` (``mx.nd.clip(sp_in_weights, 0, 100)`` before every use)
+A_TILDE_RANGE = (0.0, 100.0)
+
+
+def project_a_tilde(low: float = A_TILDE_RANGE[0], high: float = A_TILDE_RANGE[1]) -> optax.GradientTransformation:
+    """Projects every ``a_tilde`` leaf onto ``[low, high]`` after the update: chained after the optimizer,
+    the update of such a leaf becomes ``clip(p + u, low, high) - p`` (other leaves unchanged), so the
+    parameters stay in the box from the first step on (they start at 1). Stateless; needs ``params``.
+
+    The reference clips its ``sp_in_weights`` to ``[0, 100]`` before each forward pass ("apply
+    non-negativity constraint"), i.e. after every update: projected gradient descent.
+    """
+    def init(params):
+        del params
+        return optax.EmptyState()
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("project_a_tilde needs the parameters (optax update(..., params))")
+
+        def project(path, u, p):
+            name = getattr(path[-1], "key", getattr(path[-1], "name", None))
+            return jnp.clip(p + u, low, high) - p if name == "a_tilde" else u
+        return jax.tree_util.tree_map_with_path(project, updates, params), state
+
+    return optax.GradientTransformation(init, update)

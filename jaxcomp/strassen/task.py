@@ -32,12 +32,13 @@ import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
+import optax
 
 from jaxcomp.distill.task import ClassificationTask, LanguageModelTask, Teacher, _variables
 from jaxcomp.models import LSTMLanguageModel, classifier
 from jaxcomp.strassen.counting import count_ops, dense_counts, spn_dense_counts, twn_dense_counts
 from jaxcomp.strassen.layers import CountedConv, CountedDense, SPNConv, SPNDense, TWNConv, TWNDense
-from jaxcomp.strassen.phases import phased_optimizer, ternary_mix
+from jaxcomp.strassen.phases import phased_optimizer, project_a_tilde, ternary_mix
 from jaxcomp.strassen.ternary import add_learned_scales, ternarize_params
 
 #: Layers kept full precision by ``strassen.layers``: the CIFAR ResNets' ``stem``, the ImageNet ResNets'
@@ -53,6 +54,12 @@ def _check(s: ml_collections.ConfigDict) -> None:
         raise ValueError(f"strassen.mode must be one of {MODES}, got {s.mode!r}")
     if s.hidden_ratio <= 0 or s.p < 1:
         raise ValueError(f"strassen.hidden_ratio must be > 0 and strassen.p >= 1, got {s.hidden_ratio}, {s.p}")
+
+
+def _spn_batch_norm(name: str | None) -> bool:
+    """Whether the SPN dense layer ``name`` has the reference's batch norm after ``W_b``: every one but the
+    LSTM's projections (``lstm{l}_input``, ``recurrent``; the reference's ``SumProdLSTM`` has none)."""
+    return not (name == "recurrent" or (name or "").startswith("lstm") and (name or "").endswith("_input"))
 
 
 def _hidden(s: ml_collections.ConfigDict, features: int, name: str | None) -> int:
@@ -84,7 +91,8 @@ def layer_factories(s: ml_collections.ConfigDict):
         if spn(name) and twn:
             return TWNDense(features, use_bias, name=name)
         if spn(name):
-            return SPNDense(features, _hidden(s, features, name), use_bias, name=name)
+            return SPNDense(features, _hidden(s, features, name), use_bias, batch_norm=_spn_batch_norm(name),
+                            name=name)
         return CountedDense(features, use_bias=use_bias, name=name)
 
     return conv, dense
@@ -124,8 +132,8 @@ class _StrassenMixin:
     def _setup_strassen(self, config: ml_collections.ConfigDict) -> None:
         self.strassen = s = config.strassen
         self.model = build_spn_model(config)
-        if s.enabled:
-            self.tx = phased_optimizer(self.tx, s.freeze_step)
+        if s.enabled:  # the reference's schedule, then its constraint 0 <= a_tilde <= 100
+            self.tx = optax.chain(phased_optimizer(self.tx, s.freeze_step), project_a_tilde())
 
     def mix(self, step: jax.Array) -> jax.Array:
         """The ternarization level at ``step`` (0 = full precision, 1 = ternary)."""
@@ -198,7 +206,8 @@ def lm_op_counts(config: ml_collections.ConfigDict) -> list[tuple[str, dict]]:
             return (name, dense_counts(d_in, d_out, bias))
         if s.get("mode", "spn") == "twn":
             return (name, twn_dense_counts(d_in, d_out, bias))
-        return (name, spn_dense_counts(d_in, d_out, _hidden(s, d_out, name.split("/")[-1]), bias))
+        last = name.split("/")[-1]
+        return (name, spn_dense_counts(d_in, d_out, _hidden(s, d_out, last), bias, _spn_batch_norm(last)))
 
     rows = []
     for layer in range(m.layers):
