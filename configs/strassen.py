@@ -168,6 +168,9 @@ def _lm(variant: str) -> ml_collections.ConfigDict:
                                                  decay_steps=2000, warmup_steps=0, grad_clip=5.0, l2=0.0))
     c.strassen = _strassen(not variant.endswith("_fp"))
     c.strassen.update(ternary_start=700, ramp_steps=300, freeze_step=1500)
+    # the LSTM's input and recurrent projections as one SPN per gate (r = hidden_ratio x H each, W_c not
+    # shared between gates), as the authors' SumProdLSTM; False: one SPN over all 4H outputs
+    c.strassen.lstm_per_gate = True
     c.steps = c.checkpoint_every = c.eval_every = 2000
     c.log_every, c.keep, c.eval_batch_size, c.distributed = 100, 1, 256, False
     c.experiment = _experiment((0.25, 1.0), kd=False)
@@ -178,9 +181,12 @@ def _lm(variant: str) -> ml_collections.ConfigDict:
         c.distill.update(temperature=1.0, label_weight=1.0)
         c.experiment = _experiment((0.25,), kd=True, seeds=(0, 1, 2))
     elif variant.startswith("paper_ptb"):
-        # the paper's LM size (the authors' langmod/train.py defaults): 2 LSTM layers of 650 units, dropout
-        # 0.5, 35-step BPTT, batch 20, SGD; word embeddings (650-d) instead of their character CNN + highway
-        # layers. Their README's commands: the full-precision model 40 epochs at lr 2; the Strassen model
+        # the authors' LM (langmod/train.py defaults, model.py's SumProdLSTMCharWord): Kim et al.'s large
+        # character-aware model -- 15-d character embeddings, convolutions of widths 1-7 with 50-200 filters,
+        # 2 highway layers, 2 LSTM layers of 650 units, dropout 0.5 -- with every convolution, highway layer,
+        # LSTM projection and the output layer an SPN (r = c_out; the output r = 2000) and a batch norm after
+        # each highway layer in the SPN model; 35-step BPTT, batch 20, SGD. Their README's commands: the
+        # full-precision model 40 epochs at lr 2; the Strassen model
         # 20 epochs full precision at lr 2 (--epochs_pre 20), then 20 ternary epochs restarted at lr 0.2,
         # no frozen phase (--epochs_cont 0); their lr halves when validation perplexity improves by less
         # than 0.5 (--decay_when 0.5), ours every 2 epochs from epoch 12 of each part (a fixed schedule).
@@ -190,7 +196,10 @@ def _lm(variant: str) -> ml_collections.ConfigDict:
         # summed gradients, is 175 on the per-token mean. The LSTM state carries over between their
         # batches: burn_in = 35 tokens of true context stand in for it (as BAN's paper LM configs).
         epoch = 929_589 // (20 * 35) + 1
-        c.model.update(embed_dim=650, hidden=650, layers=2, dropout=0.5)
+        c.model = ml_collections.ConfigDict(dict(
+            arch="char_cnn", vocab_size=10000, char_vocab_size=51, max_word_len=21, char_embed=15,
+            kernel_widths=(1, 2, 3, 4, 5, 6, 7), filters=(50, 100, 150, 200, 200, 200, 200), highway_layers=2,
+            hidden=650, layers=2, dropout=0.5))
         c.data.update(seq_len=35, batch_size=20, burn_in=35)
         c.optimizer = ml_collections.ConfigDict(dict(name="sgd", learning_rate=2.0, momentum=0.0, nesterov=False,
                                                      schedule="piecewise", decay_rate=0.5,
@@ -198,7 +207,7 @@ def _lm(variant: str) -> ml_collections.ConfigDict:
                                                      boundary_scales=(), decay_steps=0, warmup_steps=0,
                                                      grad_clip=175.0, l2=0.0))
         c.steps = c.optimizer.decay_steps = 40 * epoch
-        # the output layer too, with a fixed r = 2000 (their out_nbr_mul); the embedding is a lookup
+        # the output layer too, with a fixed r = 2000 (their out_nbr_mul); the character embedding is a lookup
         c.strassen.update(ternary_start=20 * epoch, ramp_steps=0, freeze_step=-1, layers="all", output_r=2000)
         c.distill.update(temperature=1.0, label_weight=1.0)
         c.log_every, c.eval_every, c.checkpoint_every, c.keep = 200, epoch, epoch, 2

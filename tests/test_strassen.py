@@ -153,8 +153,8 @@ def test_spn_lm_has_the_references_batch_norms_and_a_tilde_stays_in_its_box(repo
 
     config = load_config(str(repo / "configs" / "strassen.py") + ":ptb",
                          ["model.vocab_size=11", "model.embed_dim=6", "model.hidden=8", "strassen.layers=all",
-                          "strassen.output_r=5", "strassen.ternary_start=0", "strassen.ramp_steps=0",
-                          "strassen.freeze_step=-1", "optimizer.learning_rate=0.01"])
+                          "strassen.output_r=5", "strassen.lstm_per_gate=False", "strassen.ternary_start=0",
+                          "strassen.ramp_steps=0", "strassen.freeze_step=-1", "optimizer.learning_rate=0.01"])
     task = build_task(config)
     tokens = (np.arange(4 * 9).reshape(4, 9) * 3) % 11
     batch = {"tokens": tokens[:, :-1].astype(np.int32), "targets": tokens[:, 1:].astype(np.int32),
@@ -179,9 +179,49 @@ def test_spn_lm_has_the_references_batch_norms_and_a_tilde_stays_in_its_box(repo
     assert not np.allclose(new.model_state["batch_stats"]["output"]["bn"]["mean"], old_mean)
 
 
-def test_project_a_tilde_clips_only_a_tilde_into_its_box():
-    import optax
+def test_spn_char_cnn_lm_layers_and_counts(repo):
+    """The authors' SPN LM (SumProdLSTMCharWord) at a tiny size: SPN convolutions in the character CNN,
+    SPN highway layers with the batch norm after W_b and a batch norm after each highway layer, the LSTM
+    projections without; lm_op_counts (from shapes) equals the layers' own sown counts wherever a layer
+    sows (all but the recurrence inside nn.scan); the full-precision model is the zoo's own, parameter for
+    parameter, so its checkpoint can teach. Guards against the char CNN's counts using the wrong window
+    count (mutant strassen-char-conv-windows) and the highway batch norm being dropped (strassen-no-highway-bn)."""
+    from jaxcomp.configs import apply_overrides, load_config
+    from jaxcomp.distill.task import build_model
+    from jaxcomp.strassen.task import build_spn_model, lm_op_counts
 
+    config = load_config(str(repo / "configs" / "strassen.py") + ":paper_ptb",
+                         ["model.hidden=8", "model.filters=(2, 3, 2, 3, 2, 3, 2)", "model.vocab_size=12",
+                          "model.max_word_len=9", "model.char_embed=3", "strassen.output_r=5"])
+    tokens = jnp.zeros((1, 1), jnp.int32)
+    model = build_spn_model(config, shapes_only=True)
+    variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), tokens)
+    p = variables["params"]
+    assert p["conv3"]["wb"].shape == (3, 1, 3, 2) and "bn" in p["conv3"]  # width 3, 3-d embedding, r = 2
+    assert "bn" in p["highway"]["highway0_transform"] and "highway1_bn" in p["highway"]
+    assert "bn" not in p["lstm1_input"] and "bn" not in p["lstm0"]["recurrent"] and "bn" in p["output"]
+    assert set(p["lstm1_input"]) == {"block0", "block1", "block2", "block3"}  # one SPN per gate
+    assert p["lstm1_input"]["block2"]["wc"].shape == (8, 8) and p["lstm0"]["recurrent"]["block3"]["wb"].shape == (8, 8)
+    sown = {}
+    for name, counts in counting.count_ops(model, variables, tokens, train=False):  # the gates' rows summed
+        name = name.split("/block")[0]
+        sown[name] = {k: sown.get(name, {}).get(k, 0) + v for k, v in counts.items()} if name in sown else counts
+    sown = [(name, dict(c, spn=min(c["spn"], 1))) for name, c in sown.items()]
+    shapes = dict(lm_op_counts(config))
+    assert [n for n, _ in sown] == ["conv1", "conv2", "conv3", "conv4", "conv5", "conv6", "conv7",
+                                    "highway/highway0_gate", "highway/highway0_transform", "highway/highway1_gate",
+                                    "highway/highway1_transform", "lstm0_input", "lstm1_input", "output"]
+    for name, counts in sown:
+        assert shapes[name] == counts, name
+    assert shapes["conv7"]["fp_muls"] == (9 - 7 + 1) * 2 * 7 * 3  # 3 windows x 2 filters x (7 x 3) weights
+    fp = apply_overrides(config, ["strassen.enabled=False"])
+    zoo = jax.eval_shape(build_model(fp, shapes_only=True).init, jax.random.PRNGKey(0), tokens)
+    ours = jax.eval_shape(build_spn_model(fp, shapes_only=True).init, jax.random.PRNGKey(0), tokens)
+    assert jax.tree.map(lambda a: a.shape, ours["params"]) == jax.tree.map(lambda a: a.shape, zoo["params"])
+    assert "batch_stats" not in ours and "batch_stats" not in zoo
+
+
+def test_project_a_tilde_clips_only_a_tilde_into_its_box():
     params = {"l": {"a_tilde": jnp.float32([0.5, 99.0, 3.0]), "wb": jnp.float32([0.5, 0.5, 0.5])}}
     grads = {"l": {"a_tilde": jnp.float32([1.0, -2.0, 0.5]), "wb": jnp.float32([1.0, -2.0, 0.5])}}
     tx = optax.chain(optax.sgd(1.0), strassen.project_a_tilde())
@@ -495,14 +535,16 @@ def test_spn_lstm_trains_with_ternary_projections(repo):
     state = jit_init(task.init)(jax.random.PRNGKey(0), batch)
     step = jax.jit(task.train_step)
     start = jax.tree.map(np.asarray, state.params["lstm0"]["recurrent"])
+    assert set(start) == {"block0", "block1", "block2", "block3"}  # one SPN per gate (lstm_per_gate)
     losses = []
     for i in range(6):
         state, m = step(state, batch, jax.random.PRNGKey(i))
         losses.append(float(m["loss"]))
         assert float(m["ternary_mix"]) == 1.0
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0] - 0.1, losses
-    for name in ("wb", "wc"):
-        assert not np.array_equal(start[name], state.params["lstm0"]["recurrent"][name]), name
+    for gate in start:
+        for name in ("wb", "wc"):
+            assert not np.array_equal(start[gate][name], state.params["lstm0"]["recurrent"][gate][name]), (gate, name)
 
 
 def test_counts_script_for_configs(repo, tmp_path):
@@ -513,9 +555,12 @@ def test_counts_script_for_configs(repo, tmp_path):
     table = run(load_config(spec + ":tiny"), str(tmp_path))  # ResNet-8 on 8x8 digits, r = c_out, p = 1
     assert "| stage1_block0/conv1 | yes | 2,048 | 1,024 | 162,816 | 147,456 | 146,432 |" in table
     assert (tmp_path / "op_counts.md").exists()
-    # LSTM (counted from shapes): 64 -> 512 input and 128 -> 512 recurrent projections with r = 512
+    # LSTM (counted from shapes): 64 -> 512 input and 128 -> 512 recurrent projections, one SPN per gate with
+    # r = 128 each: 4 x (128 x 63 + 128 x 127 + 128) additions; as one SPN with r = 512, W_c mixes the gates
     lm = run(load_config(spec + ":ptb"), str(tmp_path))
-    assert "| lstm0_input | yes | 512 | 0 | 294,400 | 32,768 | 32,768 |" in lm
+    assert "| lstm0_input | yes | 512 | 0 | 97,792 | 32,768 | 32,768 |" in lm
+    one = run(load_config(spec + ":ptb", ["strassen.lstm_per_gate=False"]), str(tmp_path))
+    assert "| lstm0_input | yes | 512 | 0 | 294,400 | 32,768 | 32,768 |" in one
     assert "| output | no | 1,280,000 |" in lm
     # the gates' elementwise arithmetic per token: f c, i g, o tanh(c) (3 H products), f c + i g (H sums)
     from jaxcomp.configs import apply_overrides
@@ -612,7 +657,7 @@ def test_classifier_names_the_imagenet_resnets_like_the_other_architectures():
 def _params(config):
     from jaxcomp.strassen.task import build_spn_model, example_input
 
-    model = build_spn_model(config)
+    model = build_spn_model(config, shapes_only=True)  # the character LM without reading the text
     x = jnp.asarray(example_input(config))
     variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
     return model, variables, x
@@ -623,7 +668,8 @@ def test_paper_configs_build_the_papers_networks(repo):
     on 32x32x3 (stages of 16/32/64 channels, projection shortcuts, every conv an SPN conv with r = c_out, the
     head full precision: the authors' notebook), ResNet-18 on 224x224x3 (7x7 root conv, 64..512 channels, 1x1
     projections, 1000 classes; every layer an SPN layer) and the 2 x 650 LSTM LM with an SPN output layer of
-    r = 2000; the full-precision counts are He et al.'s (ResNet-18: 1.81 G multiply-adds), and ResNet-18's
+    r = 2000 behind the authors' character CNN and highway layers (SumProdLSTMCharWord); the full-precision
+    counts are He et al.'s (ResNet-18: 1.81 G multiply-adds), and ResNet-18's
     reduction at r = c_out, p = 1 is the authors' poster's table (99.73% fewer multiplications, 16.32% more
     additions: ours 16.36%) when the batch norms after the SPN convs are counted."""
     from jaxcomp.configs import load_config
@@ -661,11 +707,16 @@ def test_paper_configs_build_the_papers_networks(repo):
 
     lm = load_config(spec + ":paper_ptb")
     assert (lm.model.hidden, lm.model.layers, lm.data.seq_len, lm.distill.temperature) == (650, 2, 35, 1.0)
-    assert lm.experiment.kd
+    assert lm.experiment.kd and lm.model.arch == "char_cnn"
     _, v, _ = _params(lm)
     p = v["params"]
-    assert p["lstm1_input"]["wb"].shape == (650, 2600) and p["lstm1_input"]["wc"].shape == (2600, 2600)
+    assert p["conv1"]["wb"].shape == (1, 1, 15, 50) and p["conv7"]["wb"].shape == (7, 1, 15, 200)
+    assert p["highway"]["highway1_gate"]["wb"].shape == (1100, 1100) and "bn" in p["highway"]["highway1_gate"]
+    assert set(p["highway"]["highway0_bn"]) == {"scale", "bias"}  # the batch norm after a highway layer
+    assert p["lstm0_input"]["block0"]["wb"].shape == (1100, 650) and "bn" not in p["lstm0_input"]["block0"]
+    assert p["lstm1_input"]["block3"]["wb"].shape == (650, 650) and p["lstm1_input"]["block3"]["wc"].shape == (650, 650)
     assert p["output"]["wb"].shape == (650, 2000) and p["output"]["wc"].shape == (2000, 10000)
+    assert "bn" in p["output"]
 
 
 #: The authors' first poster (PosterStrassenNets.pdf, mitscha/strassennets), "Table 1: Reduction [%] in the number
@@ -757,6 +808,8 @@ def test_paper_config_trains_a_few_steps_with_kd_on_synthetic_data(repo, tmp_pat
     spec = str(repo / "configs" / "strassen.py") + f":{variant}"
     short = ["checkpoint_every=100", "eval_every=0", "log_every=1", "eval_batch_size=4"]
     fp_config = load_config(spec, ["strassen.enabled=False", "steps=2", *short])
+    if fp_config.task == "lm" and not os.path.isdir(fp_config.data.path):
+        pytest.skip(f"the character LM spells the words of {fp_config.data.path} (not here)")
     data = _synthetic_data(fp_config)
     fp_task = build_task(fp_config)
     fp_state, _ = trainer.train(fp_config, str(tmp_path / "fp"), fp_task, data, progress=False)

@@ -26,7 +26,7 @@ import ml_collections
 import numpy as np
 
 from jaxcomp.distill.losses import LOSSES, cross_entropy, distillation_loss, ensemble_log_probs
-from jaxcomp.models import LSTMLanguageModel, classifier
+from jaxcomp.models import LSTMLanguageModel, classifier, default_dense
 from jaxcomp.train import TrainState, l2_penalty, make_optimizer
 
 Batch = dict[str, jax.Array]
@@ -47,8 +47,20 @@ class Teacher:
 LM_ARCHS = ("lstm", "char_cnn")
 
 
+@dataclasses.dataclass(frozen=True)
+class LMLayers:
+    """The layers a language model of :func:`build_model` is made of: ``dense`` for its projections
+    (highway, LSTM, output; the zoo's ``dense(features, use_bias=, name=)`` contract), ``conv`` for the
+    character CNN's convolutions (the zoo's conv contract; ``None``: :class:`flax.linen.Conv`) and a
+    batch norm after each highway layer. The defaults are the plain model."""
+
+    dense: Any = default_dense
+    conv: Any = None
+    highway_batch_norm: bool = False
+
+
 def build_model(config: ml_collections.ConfigDict, word_chars: np.ndarray | None = None, *,
-                shapes_only: bool = False) -> nn.Module:
+                shapes_only: bool = False, layers: LMLayers | None = None) -> nn.Module:
     """The network ``config.model`` describes, for ``config.task`` ``classification`` or ``lm``.
 
     ``classification``: ``model.name`` (see :func:`jaxcomp.models.classifier`), ``num_classes``,
@@ -61,18 +73,25 @@ def build_model(config: ml_collections.ConfigDict, word_chars: np.ndarray | None
     ``layers``, ``dropout``). The character model spells the words of ``config.data``'s training text
     (:func:`jaxcomp.data.text.lm_word_characters`) unless ``word_chars`` (``int [vocab_size, L]``) is
     given; ``shapes_only=True`` builds it without a spelling (every word spelled with character 0, no
-    text read), for parameter shapes only.
+    text read), for parameter shapes only. ``layers`` (language models only) swaps in other layers
+    (e.g. StrassenNets' SPN layers; see :class:`LMLayers`).
     """
     m = config.model
     if config.task == "lm":
+        layers = layers or LMLayers()
         arch = m.get("arch", "lstm")
         if arch == "char_cnn":
-            return _char_cnn(config, word_chars, shapes_only)
+            return _char_cnn(config, word_chars, shapes_only, layers)
         if arch != "lstm":
             raise ValueError(f"unknown model.arch {arch!r} for a language model; use one of {', '.join(LM_ARCHS)}")
+        if layers.conv is not None or layers.highway_batch_norm:
+            raise ValueError("model.arch='lstm' has no convolutions or highway layers to replace")
         return LSTMLanguageModel(vocab_size=m.vocab_size, embed_dim=m.embed_dim, hidden=m.hidden,
                                  layers=m.layers, dropout=m.get("dropout", 0.0),
-                                 tie_embeddings=m.get("tie_embeddings", False))
+                                 tie_embeddings=m.get("tie_embeddings", False), dense=layers.dense)
+    if layers is not None:
+        raise ValueError("build_model's layers= applies to language models; classifiers take conv=/dense= "
+                         "factories through jaxcomp.models.classifier")
     kwargs = {}
     if m.get("dropout", 0.0):
         if m.name.startswith("resnet"):
@@ -85,7 +104,8 @@ def build_model(config: ml_collections.ConfigDict, word_chars: np.ndarray | None
     return classifier(m.name, m.num_classes, **kwargs)
 
 
-def _char_cnn(config: ml_collections.ConfigDict, word_chars: np.ndarray | None, shapes_only: bool) -> nn.Module:
+def _char_cnn(config: ml_collections.ConfigDict, word_chars: np.ndarray | None, shapes_only: bool,
+              layers: LMLayers) -> nn.Module:
     from jaxcomp.data.text import NUM_RESERVED_CHARS, lm_word_characters
     from jaxcomp.models.charcnn import CharCNNLanguageModel, char_table
 
@@ -101,6 +121,7 @@ def _char_cnn(config: ml_collections.ConfigDict, word_chars: np.ndarray | None, 
         vocab_size=m.vocab_size, word_chars=None if word_chars is None else char_table(word_chars),
         char_vocab_size=m.char_vocab_size, max_word_len=m.max_word_len, char_embed=m.char_embed,
         kernel_widths=tuple(m.kernel_widths), filters=tuple(m.filters), highway_layers=m.highway_layers,
+        dense=layers.dense, conv=layers.conv, highway_batch_norm=layers.highway_batch_norm,
         hidden=m.hidden, layers=m.layers, dropout=m.get("dropout", 0.0))
 
 

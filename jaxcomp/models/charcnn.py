@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcomp.models.layers import DenseFactory, default_dense
+from jaxcomp.models.layers import ConvFactory, DenseFactory, default_dense
 from jaxcomp.models.lstm import lstm_stack
 
 #: Kim et al.'s large model (LSTM-CharCNN-Large, PTB): 7 widths, min(200, 50 w) filters each
@@ -42,18 +42,23 @@ def char_table(word_chars: np.ndarray) -> tuple[tuple[int, ...], ...]:
 class Highway(nn.Module):
     """``layers`` highway layers (Srivastava et al.) on ``float32 [..., D] -> [..., D]``:
     ``t = sigmoid(W_t x + b_t - 2)``, ``x <- t * relu(W_h x + b_h) + (1 - t) * x``. The ``-2`` is
-    Kim et al.'s fixed offset that starts each layer close to carrying its input through."""
+    Kim et al.'s fixed offset that starts each layer close to carrying its input through.
+    ``batch_norm``: a batch norm over ``D`` after every layer (``highway{i}_bn``; batch statistics
+    when ``train``), as StrassenNets' SPN language model has."""
 
     layers: int
     dense: DenseFactory = default_dense
+    batch_norm: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         d = x.shape[-1]
         for i in range(self.layers):
             t = nn.sigmoid(self.dense(d, use_bias=True, name=f"highway{i}_gate")(x) - 2.0)
             h = nn.relu(self.dense(d, use_bias=True, name=f"highway{i}_transform")(x))
             x = t * h + (1.0 - t) * x
+            if self.batch_norm:
+                x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=f"highway{i}_bn")(x)
         return x
 
 
@@ -83,8 +88,13 @@ class CharCNNLanguageModel(nn.Module):
         19,367,965 parameters with PTB's 10k words and 51 characters (Kim et al.: 19M; their Torch LSTM
         has a second bias per gate, 5,200 more).
       dense: factory for the highway layers, the LSTM projections and the output layer, called as
-        ``dense(features, use_bias=, name=)`` (see :mod:`jaxcomp.models.layers`); the convolutions
-        are :class:`flax.linen.Conv`.
+        ``dense(features, use_bias=, name=)`` (see :mod:`jaxcomp.models.layers`).
+      conv: ``None`` (the default): the width-``w`` convolutions are :class:`flax.linen.Conv` over the
+        ``L`` positions (kernel ``[w, char_embed, f]``); else a factory of the zoo's conv contract
+        (``conv(features, kernel_size, strides=, padding=, use_bias=, name=)``, e.g. StrassenNets'
+        SPN conv), applied as a ``(w, 1)`` conv to the characters as an ``[L, 1]`` image with
+        ``char_embed`` channels: the same map, as the reference's ``(w, char_embed)`` 2-D conv.
+      highway_batch_norm: a batch norm after every highway layer (see :class:`Highway`).
     """
 
     vocab_size: int
@@ -99,6 +109,8 @@ class CharCNNLanguageModel(nn.Module):
     layers: int = 2
     dropout: float = 0.5
     dense: DenseFactory = default_dense
+    conv: ConvFactory | None = None
+    highway_batch_norm: bool = False
 
     def spell(self) -> np.ndarray:
         """The character table ``int32 [vocab_size, L]`` (zeros when ``word_chars`` is None), checked."""
@@ -128,10 +140,14 @@ class CharCNNLanguageModel(nn.Module):
         x = x.reshape(b * t, length, e)
         pooled = []
         for w, f in zip(self.kernel_widths, self.filters):
-            y = nn.Conv(f, (w,), padding="VALID", name=f"conv{w}")(x)                   # [B*T, L-w+1, f]
+            if self.conv is None:
+                y = nn.Conv(f, (w,), padding="VALID", name=f"conv{w}")(x)               # [B*T, L-w+1, f]
+            else:
+                y = self.conv(f, (w, 1), strides=(1, 1), padding=((0, 0), (0, 0)), use_bias=True,
+                              name=f"conv{w}")(x[:, :, None, :])[:, :, 0, :]          # [B*T, L-w+1, f]
             pooled.append(jnp.max(jnp.tanh(y), axis=1))
         x = jnp.concatenate(pooled, -1).reshape(b, t, sum(self.filters))
-        x = Highway(self.highway_layers, self.dense, name="highway")(x)
+        x = Highway(self.highway_layers, self.dense, self.highway_batch_norm, name="highway")(x, train)
         drop = nn.Dropout(self.dropout, deterministic=not train) if self.dropout else None
         x = lstm_stack(x, self.hidden, self.layers, self.dense, drop)
         return self.dense(self.vocab_size, use_bias=True, name="output")(x)

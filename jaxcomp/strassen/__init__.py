@@ -14,6 +14,7 @@ from jaxcomp.strassen.layers import (
     CountedDense,
     SPNConv,
     SPNDense,
+    SPNDenseBlocks,
     TWNConv,
     TWNDense,
     matmul_tensor,
@@ -33,8 +34,8 @@ from jaxcomp.strassen.ternary import (
 )
 
 __all__ = [
-    "CountedConv", "CountedDense", "SPNConv", "SPNDense", "TWNConv", "TWNDense", "add_learned_scales", "count_ops",
-    "format_table",
+    "CountedConv", "CountedDense", "SPNConv", "SPNDense", "SPNDenseBlocks", "TWNConv", "TWNDense",
+    "add_learned_scales", "count_ops", "format_table",
     "matmul_tensor", "mix_ternary", "optimal_scale", "phase_labels", "phased_optimizer", "project_a_tilde",
     "spn_matmul",
     "spn_tensor", "strassen_weights", "summarize", "ternarize", "ternarize_params", "ternary_leaves",

@@ -149,6 +149,35 @@ class SPNDense(nn.Module):
         return y
 
 
+class SPNDenseBlocks(nn.Module):
+    """``blocks`` independent :class:`SPNDense` layers side by side: ``[..., D_in] -> [..., features]``, block
+    ``g`` (params ``block{g}``) maps the whole input to outputs ``[g F/b, (g + 1) F/b)`` with ``hidden``
+    multiplications of its own. The authors' SPN LSTM builds each gate's projection this way
+    (``SumProdLSTM``: one SPN per gate with ``r = nbr_mul`` each, ternarized and scaled per gate), so
+    the gates do not share ``W_c``: ``blocks x hidden`` multiplications, ``W_c`` block-diagonal.
+
+    Attributes:
+      features: outputs, divisible by ``blocks``.
+      hidden: ``r`` of each block.
+      blocks: number of blocks (4 for an LSTM's gates).
+      use_bias, batch_norm: as :class:`SPNDense` (per block).
+    """
+
+    features: int
+    hidden: int
+    blocks: int = 4
+    use_bias: bool = True
+    batch_norm: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.features % self.blocks:
+            raise ValueError(f"SPNDenseBlocks: features={self.features} is not divisible by blocks={self.blocks}")
+        width = self.features // self.blocks
+        return jnp.concatenate([SPNDense(width, self.hidden, self.use_bias, self.batch_norm, name=f"block{g}")(x)
+                                for g in range(self.blocks)], axis=-1)
+
+
 class CountedDense(nn.Dense):
     """:class:`flax.linen.Dense` that sows its full-precision operation counts (for network totals)."""
 

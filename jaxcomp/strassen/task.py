@@ -34,10 +34,18 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxcomp.distill.task import ClassificationTask, LanguageModelTask, Teacher, _variables
-from jaxcomp.models import LSTMLanguageModel, classifier
-from jaxcomp.strassen.counting import count_ops, dense_counts, spn_dense_counts, twn_dense_counts
-from jaxcomp.strassen.layers import CountedConv, CountedDense, SPNConv, SPNDense, TWNConv, TWNDense
+from jaxcomp.distill.task import ClassificationTask, LanguageModelTask, LMLayers, Teacher, build_model
+from jaxcomp.models import classifier
+from jaxcomp.strassen.counting import (
+    conv_counts,
+    count_ops,
+    dense_counts,
+    spn_conv_counts,
+    spn_dense_counts,
+    twn_conv_counts,
+    twn_dense_counts,
+)
+from jaxcomp.strassen.layers import CountedConv, CountedDense, SPNConv, SPNDense, SPNDenseBlocks, TWNConv, TWNDense
 from jaxcomp.strassen.phases import phased_optimizer, project_a_tilde, ternary_mix
 from jaxcomp.strassen.ternary import add_learned_scales, ternarize_params
 
@@ -56,10 +64,21 @@ def _check(s: ml_collections.ConfigDict) -> None:
         raise ValueError(f"strassen.hidden_ratio must be > 0 and strassen.p >= 1, got {s.hidden_ratio}, {s.p}")
 
 
+def _lstm_projection(name: str | None) -> bool:
+    """Whether the dense layer ``name`` is one of the LSTM's projections (``lstm{l}_input``, ``recurrent``)."""
+    return name == "recurrent" or (name or "").startswith("lstm") and (name or "").endswith("_input")
+
+
 def _spn_batch_norm(name: str | None) -> bool:
     """Whether the SPN dense layer ``name`` has the reference's batch norm after ``W_b``: every one but the
-    LSTM's projections (``lstm{l}_input``, ``recurrent``; the reference's ``SumProdLSTM`` has none)."""
-    return not (name == "recurrent" or (name or "").startswith("lstm") and (name or "").endswith("_input"))
+    LSTM's projections (the reference's ``SumProdLSTM`` has none)."""
+    return not _lstm_projection(name)
+
+
+def _per_gate(s: ml_collections.ConfigDict, name: str | None) -> bool:
+    """Whether the SPN layer ``name`` is an LSTM projection built as one SPN per gate
+    (``strassen.lstm_per_gate``, the reference's ``SumProdLSTM``)."""
+    return bool(s.get("lstm_per_gate", False)) and _lstm_projection(name)
 
 
 def _hidden(s: ml_collections.ConfigDict, features: int, name: str | None) -> int:
@@ -90,6 +109,8 @@ def layer_factories(s: ml_collections.ConfigDict):
     def dense(features, use_bias=True, name=None):
         if spn(name) and twn:
             return TWNDense(features, use_bias, name=name)
+        if spn(name) and _per_gate(s, name):  # 4 gates, each r = hidden_ratio x H of its own
+            return SPNDenseBlocks(features, _hidden(s, features // 4, name), 4, use_bias, name=name)
         if spn(name):
             return SPNDense(features, _hidden(s, features, name), use_bias, batch_norm=_spn_batch_norm(name),
                             name=name)
@@ -98,13 +119,22 @@ def layer_factories(s: ml_collections.ConfigDict):
     return conv, dense
 
 
-def build_spn_model(config: ml_collections.ConfigDict) -> nn.Module:
-    """The zoo architecture of ``config.model`` with the layers ``config.strassen`` asks for."""
+def build_spn_model(config: ml_collections.ConfigDict, shapes_only: bool = False) -> nn.Module:
+    """The zoo architecture of ``config.model`` with the layers ``config.strassen`` asks for.
+
+    Language models (``model.arch`` ``lstm`` or ``char_cnn``, :func:`jaxcomp.distill.task.build_model`):
+    SPN (or TWN) projections; the character CNN's convolutions too, and, as the authors' SPN LM
+    (``SumProdLSTMCharWord``), a batch norm after each highway layer when ``strassen.enabled``.
+    ``shapes_only``: the character model without reading the text (for counting).
+    """
     conv, dense = layer_factories(config.strassen)
     m = config.model
     if config.task == "lm":
-        return LSTMLanguageModel(vocab_size=m.vocab_size, embed_dim=m.embed_dim, hidden=m.hidden, layers=m.layers,
-                                 dropout=m.get("dropout", 0.0), dense=dense)
+        # the full-precision model (strassen.enabled=False) is the zoo's own, parameter for parameter (its
+        # checkpoint teaches the SPN runs through jaxcomp.distill.task.load_teacher); CountedDense is nn.Dense
+        spn = m.get("arch", "lstm") == "char_cnn" and bool(config.strassen.enabled)
+        layers = LMLayers(dense=dense, conv=conv if spn else None, highway_batch_norm=spn)
+        return build_model(config, shapes_only=shapes_only, layers=layers)
     kwargs = {"shortcut": m.shortcut} if m.get("shortcut", "") and m.name.startswith("resnet") else {}
     if m.get("dropout", 0.0):
         kwargs["dropout"] = m.dropout
@@ -165,7 +195,8 @@ class _StrassenMixin:
     def op_counts(self, state: Any, example: np.ndarray) -> list[tuple[str, dict]]:
         """Per-layer operation counts for one example (``example``: a batch; only its first row is used)."""
         params = jax.eval_shape(self.effective_params, state.params, state.step)  # counting needs shapes only
-        variables = _variables(params, state.model_state["batch_stats"])
+        stats = state.model_state["batch_stats"]
+        variables = {"params": params, "batch_stats": stats} if stats else {"params": params}
         return count_ops(self.model, variables, jax.numpy.asarray(example[:1]), train=False)
 
 
@@ -191,28 +222,56 @@ class StrassenLanguageModelTask(_StrassenMixin, LanguageModelTask):
 
 
 def lm_op_counts(config: ml_collections.ConfigDict) -> list[tuple[str, dict]]:
-    """Per-token counts of the LSTM LM of ``config``: projections, gate arithmetic and the output layer.
+    """Per-token counts of the LM of ``config``: the character CNN and highway layers (``model.arch=
+    "char_cnn"``), the LSTM's projections and gate arithmetic, and the output layer.
 
     The gates' elementwise products (``f c``, ``i g``, ``o tanh(c)``: ``3H`` multiplications,
-    ``H`` additions) are full-precision arithmetic in both models; nonlinearities are not counted.
+    ``H`` additions) are full-precision arithmetic in both models; nonlinearities, the max-pooling
+    and the batch norms after the highway layers (they do not take a layer's output directly) are
+    not counted. Each width-``w`` convolution runs over the ``L - w + 1`` windows of a word
+    (``L = model.max_word_len``).
     """
     m, s = config.model, config.strassen
     _check(s)
     full = _FULL_PRECISION_NAMES[s.layers]
+    twn = s.get("mode", "spn") == "twn"
     gates = 4 * m.hidden
 
+    def replaced(name):
+        return s.enabled and name.split("/")[-1] not in full
+
     def proj(name, d_in, d_out, bias):
-        if not (s.enabled and name.split("/")[-1] not in full):
-            return (name, dense_counts(d_in, d_out, bias))
-        if s.get("mode", "spn") == "twn":
-            return (name, twn_dense_counts(d_in, d_out, bias))
         last = name.split("/")[-1]
+        if not replaced(name):
+            return (name, dense_counts(d_in, d_out, bias))
+        if twn:
+            return (name, twn_dense_counts(d_in, d_out, bias))
+        if _per_gate(s, last):  # four independent SPNs, one per gate
+            gate = spn_dense_counts(d_in, d_out // 4, _hidden(s, d_out // 4, last), bias, False)
+            return (name, {k: 4 * v if k != "spn" else v for k, v in gate.items()})
         return (name, spn_dense_counts(d_in, d_out, _hidden(s, d_out, last), bias, _spn_batch_norm(last)))
 
     rows = []
+    d_in = m.get("embed_dim", 0)
+    if m.get("arch", "lstm") == "char_cnn":
+        for w, f in zip(m.kernel_widths, m.filters):
+            name, h_out = f"conv{w}", m.max_word_len - w + 1
+            if not replaced(name):
+                rows.append((name, conv_counts(h_out, 1, m.char_embed, f, w, 1, True)))
+            elif twn:
+                rows.append((name, twn_conv_counts(h_out, 1, m.char_embed, f, w, 1, True)))
+            else:  # p = 1: one hidden position per output position
+                rows.append((name, spn_conv_counts(h_out, 1, h_out, 1, m.char_embed, f, _hidden(s, f, name),
+                                                   w, 1, w, 1, True)))
+        d_in = sum(m.filters)
+        for i in range(m.highway_layers):
+            rows.append(proj(f"highway/highway{i}_gate", d_in, d_in, True))
+            rows.append(proj(f"highway/highway{i}_transform", d_in, d_in, True))
+            rows.append((f"highway/highway{i}_mix", dict(muls=2 * d_in, adds=2 * d_in, fp_muls=2 * d_in,
+                                                         fp_adds=2 * d_in, spn=0, bn_muls=0)))
     for layer in range(m.layers):
-        d_in = m.embed_dim if layer == 0 else m.hidden
-        rows.append(proj(f"lstm{layer}_input", d_in, gates, True))
+        d = d_in if layer == 0 else m.hidden
+        rows.append(proj(f"lstm{layer}_input", d, gates, True))
         rows.append(proj(f"lstm{layer}/recurrent", m.hidden, gates, False))
         h = m.hidden
         rows.append((f"lstm{layer}/gates", dict(muls=3 * h, adds=h, fp_muls=3 * h, fp_adds=h, spn=0, bn_muls=0)))
