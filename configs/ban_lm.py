@@ -16,19 +16,19 @@ Variants:
              SGD 1.0 decayed x0.8 per epoch after epoch 6, gradient clipping 5; for a GPU.
   paper_lstm the BAN paper's PTB LSTM (Table 6: 52M parameters; teacher 75.11 / BAN+L 71.19 validation
              perplexity), for an accelerator: 2 LSTM layers of 1500 (Zaremba et al.'s large model), dropout
-             0.65, batch 32 x 35, 40 epochs of SGD from lr 1. The paper multiplies the lr by 0.25 when the
-             validation perplexity stops improving; the trainer's schedules are functions of the step, so
-             this uses x0.25 at epochs 15, 25 and 35 instead. Input and output embeddings tied (Press & Wolf,
-             as the paper): 51,022,000 parameters (the paper: 52M; untied it would be 66.0M).
+             0.65, batch 32 x 35, 40 epochs of SGD from lr 1, multiplied by 0.25 whenever the validation
+             perplexity (evaluated every epoch) stops improving, as the paper (optimizer.plateau). Input and
+             output embeddings tied (Press & Wolf, as the paper): 51,022,000 parameters (the paper: 52M;
+             untied it would be 66.0M).
   paper_cnn_lstm  the BAN paper's PTB CNN-LSTM (Table 6: 19M parameters): Kim et al.'s large
              character-aware model (jaxcomp.models.charcnn): characters of each word (51 ids: PTB's 46
              characters and 5 reserved, words padded to 21 = PTB's longest word, 19 characters, + start and
              end markers), embedding 15, convolutions of widths 1..7 with min(200, 50 w) filters, tanh,
              max-pool, 2 highway layers, 2 LSTM layers of 650, dropout 0.5, 19,367,965 parameters (no
              embeddings to tie: the input is characters). BAN paper's recipe: 40 epochs of SGD at batch
-             20 x 35 from lr 2, halved when the validation perplexity improves by less than 0.5; here
-             halved at fixed epochs 12, 16, ..., 36 instead (as paper_lstm, a stand-in for the plateau
-             rule); gradient norm clipped at 5 (Kim et al.). Teacher and BAN+L student, 3 seeds.
+             20 x 35 from lr 2, halved when the validation perplexity improves by less than 0.5 on the
+             last epoch's (optimizer.plateau); gradient norm clipped at 5 (Kim et al.). Teacher and BAN+L
+             student, 3 seeds.
   tiny       seconds, for tests (the first 20k training tokens).
 """
 
@@ -64,6 +64,8 @@ def get_config(variant: str = "ptb") -> ml_collections.ConfigDict:
     c.optimizer = ml_collections.ConfigDict(dict(
         name="adam", learning_rate=3e-3, schedule="cosine", decay_steps=300, decay_rate=0.1, boundaries=(),
         decay_every=0, warmup_steps=50, grad_clip=5.0, l2=0.0,
+        # the learning rate cut when the validation metric stalls (jaxcomp.train.plateau_settings); off
+        plateau=dict(metric="", factor=0.5, min_delta=0.0, mode="min", reset_steps=()),
     ))
     c.ban = ml_collections.ConfigDict(dict(generations=1, seeds=(0,), loss="ban_label", variants=(),
                                            teacher_model=""))
@@ -89,8 +91,8 @@ def get_config(variant: str = "ptb") -> ml_collections.ConfigDict:
         epoch = 929_589 // (32 * 35)
         c.data.update(batch_size=32, burn_in=35, val_tokens=0)
         c.model.update(embed_dim=1500, hidden=1500, layers=2, dropout=0.65, tie_embeddings=True)
-        c.optimizer.update(name="sgd", learning_rate=1.0, momentum=0.0, schedule="piecewise", decay_rate=0.25,
-                           boundaries=(epoch * 15, epoch * 25, epoch * 35), warmup_steps=0)
+        c.optimizer.update(name="sgd", learning_rate=1.0, momentum=0.0, schedule="constant", warmup_steps=0)
+        c.optimizer.plateau.update(metric="perplexity", factor=0.25, min_delta=0.0)  # x0.25 when it stops improving
         c.steps = c.optimizer.decay_steps = c.checkpoint_every = 40 * epoch
         c.eval_every, c.log_every = epoch, 200
         c.ban.seeds = (0, 1, 2)
@@ -98,8 +100,9 @@ def get_config(variant: str = "ptb") -> ml_collections.ConfigDict:
         epoch = 929_589 // (20 * 35)
         c.data.update(batch_size=20, burn_in=35, val_tokens=0)
         c.model.update(arch="char_cnn", hidden=650, layers=2, dropout=0.5)  # the char_cnn defaults: Kim's large
-        c.optimizer.update(name="sgd", learning_rate=2.0, momentum=0.0, schedule="piecewise", decay_rate=0.5,
-                           boundaries=tuple(epoch * e for e in range(12, 40, 4)), warmup_steps=0, grad_clip=5.0)
+        c.optimizer.update(name="sgd", learning_rate=2.0, momentum=0.0, schedule="constant", warmup_steps=0,
+                           grad_clip=5.0)
+        c.optimizer.plateau.update(metric="perplexity", factor=0.5, min_delta=0.5)  # Kim et al.'s rule
         c.steps = c.optimizer.decay_steps = c.checkpoint_every = 40 * epoch
         c.eval_every, c.log_every = epoch, 200
         c.ban.seeds = (0, 1, 2)

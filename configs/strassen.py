@@ -69,6 +69,11 @@ VARIANTS = ("digits", "digits_fp", "mnist", "mnist_fp", "ptb", "ptb_fp", "ptb_sm
             "paper_imagenet_twn", "paper_ptb", "paper_ptb_fp")
 
 
+def _no_plateau() -> ml_collections.ConfigDict:
+    """``optimizer.plateau`` switched off (``metric=""``), with its keys there for overrides."""
+    return ml_collections.ConfigDict(dict(metric="", factor=0.5, min_delta=0.0, mode="min", reset_steps=()))
+
+
 def _strassen(enabled: bool = True, mode: str = "spn") -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(
         enabled=enabled,
@@ -165,7 +170,8 @@ def _lm(variant: str) -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(dict(vocab_size=10000, embed_dim=64, hidden=128, layers=1, dropout=0.0))
     c.distill = ml_collections.ConfigDict(dict(loss="ce", temperature=4.0, label_weight=1.0, teachers=()))
     c.optimizer = ml_collections.ConfigDict(dict(name="adam", learning_rate=3e-3, schedule="cosine",
-                                                 decay_steps=2000, warmup_steps=0, grad_clip=5.0, l2=0.0))
+                                                 decay_steps=2000, warmup_steps=0, grad_clip=5.0, l2=0.0,
+                                                 plateau=_no_plateau()))
     c.strassen = _strassen(not variant.endswith("_fp"))
     c.strassen.update(ternary_start=700, ramp_steps=300, freeze_step=1500)
     # the LSTM's input and recurrent projections as one SPN per gate (r = hidden_ratio x H each, W_c not
@@ -184,12 +190,14 @@ def _lm(variant: str) -> ml_collections.ConfigDict:
         # the authors' LM (langmod/train.py defaults, model.py's SumProdLSTMCharWord): Kim et al.'s large
         # character-aware model -- 15-d character embeddings, convolutions of widths 1-7 with 50-200 filters,
         # 2 highway layers, 2 LSTM layers of 650 units, dropout 0.5 -- with every convolution, highway layer,
-        # LSTM projection and the output layer an SPN (r = c_out; the output r = 2000) and a batch norm after
-        # each highway layer in the SPN model; 35-step BPTT, batch 20, SGD. Their README's commands: the
+        # LSTM projection (one SPN per gate) and the output layer an SPN (r = hidden_ratio x outputs, swept;
+        # the output r = 2000; the character convolutions r = c_out with W_c the identity, as their train.py)
+        # and a batch norm after each highway layer in the SPN model; 35-step BPTT, batch 20, SGD. Their
+        # README's commands: the
         # full-precision model 40 epochs at lr 2; the Strassen model
         # 20 epochs full precision at lr 2 (--epochs_pre 20), then 20 ternary epochs restarted at lr 0.2,
         # no frozen phase (--epochs_cont 0); their lr halves when validation perplexity improves by less
-        # than 0.5 (--decay_when 0.5), ours every 2 epochs from epoch 12 of each part (a fixed schedule).
+        # than 0.5 on the last epoch's (--decay_when 0.5), ours too (optimizer.plateau).
         # Their loss is the mean cross-entropy per token (gluon's loss averages over time, trainer.step
         # over the batch), so lr 2 is ours too; their KD loss (1 - l) CE + l T^2 CE_soft with l = 0.5 is half
         # of ours (CE + T^2 KL), so the KD runs take lr x 0.5. Their clip, 5 * 35 * 20 on the batch's
@@ -201,21 +209,22 @@ def _lm(variant: str) -> ml_collections.ConfigDict:
             kernel_widths=(1, 2, 3, 4, 5, 6, 7), filters=(50, 100, 150, 200, 200, 200, 200), highway_layers=2,
             hidden=650, layers=2, dropout=0.5))
         c.data.update(seq_len=35, batch_size=20, burn_in=35)
+        # their plateau rule, evaluated every epoch on the validation text: x0.5 whenever the perplexity
+        # improves by less than 0.5 on the last epoch's (optimizer.plateau; the trainer cuts the rate)
         c.optimizer = ml_collections.ConfigDict(dict(name="sgd", learning_rate=2.0, momentum=0.0, nesterov=False,
-                                                     schedule="piecewise", decay_rate=0.5,
-                                                     boundaries=tuple(e * epoch for e in range(12, 40, 2)),
+                                                     schedule="constant", decay_rate=0.5, boundaries=(),
                                                      boundary_scales=(), decay_steps=0, warmup_steps=0,
-                                                     grad_clip=175.0, l2=0.0))
+                                                     grad_clip=175.0, l2=0.0, plateau=_no_plateau()))
+        c.optimizer.plateau.update(metric="perplexity", factor=0.5, min_delta=0.5)
         c.steps = c.optimizer.decay_steps = 40 * epoch
         # the output layer too, with a fixed r = 2000 (their out_nbr_mul); the character embedding is a lookup
         c.strassen.update(ternary_start=20 * epoch, ramp_steps=0, freeze_step=-1, layers="all", output_r=2000)
         c.distill.update(temperature=1.0, label_weight=1.0)
         c.log_every, c.eval_every, c.checkpoint_every, c.keep = 200, epoch, epoch, 2
-        # the quantized runs' schedule: x0.5 at epochs 12-18 of the full-precision part, the restart from
-        # 2 * 0.5^4 = 0.125 to 0.2 (x1.6) at epoch 20, x0.5 at epochs 32-38
-        ternary = (12, 14, 16, 18, 20, 32, 34, 36, 38)
-        quantized = (f"optimizer.boundaries={tuple(e * epoch for e in ternary)}",
-                     "optimizer.boundary_scales=(0.5, 0.5, 0.5, 0.5, 1.6, 0.5, 0.5, 0.5, 0.5)")
+        # the quantized runs: their two train() calls, 20 epochs at lr 2 and 20 ternary epochs from lr 0.2,
+        # each with its own plateau rule (the factor and the last perplexity start afresh at epoch 20)
+        quantized = ("optimizer.schedule=piecewise", f"optimizer.boundaries=({20 * epoch},)",
+                     "optimizer.boundary_scales=(0.1,)", f"optimizer.plateau.reset_steps=({20 * epoch},)")
         # the budgets of the authors' poster (Figure 3: r / n_out in {8, 6, 4, 2, 1, 1/2, 1/4}, their r per gate
         # relative to H: the same multiplications as ours per 4H), each with and without KD, and TWN
         c.experiment = _experiment((0.25, 0.5, 1.0, 2.0, 4.0, 6.0, 8.0), kd=True, twn=True, kd_lr_factor=0.5,

@@ -184,24 +184,29 @@ def test_spn_char_cnn_lm_layers_and_counts(repo):
     SPN highway layers with the batch norm after W_b and a batch norm after each highway layer, the LSTM
     projections without; lm_op_counts (from shapes) equals the layers' own sown counts wherever a layer
     sows (all but the recurrence inside nn.scan); the full-precision model is the zoo's own, parameter for
-    parameter, so its checkpoint can teach. Guards against the char CNN's counts using the wrong window
-    count (mutant strassen-char-conv-windows) and the highway batch norm being dropped (strassen-no-highway-bn)."""
+    parameter, so its checkpoint can teach; the character convolutions keep r = c_out with W_c the identity
+    whatever hidden_ratio (the authors' train.py). Guards against the char CNN's counts using the wrong window
+    count (mutant strassen-char-conv-windows), the highway batch norm being dropped or left out of the counts
+    (strassen-no-highway-bn, strassen-highway-bn-not-counted) and the char convolutions' W_c or r
+    (strassen-char-conv-wc-trained, strassen-char-conv-r-follows-the-ratio)."""
     from jaxcomp.configs import apply_overrides, load_config
     from jaxcomp.distill.task import build_model
     from jaxcomp.strassen.task import build_spn_model, lm_op_counts
 
     config = load_config(str(repo / "configs" / "strassen.py") + ":paper_ptb",
                          ["model.hidden=8", "model.filters=(2, 3, 2, 3, 2, 3, 2)", "model.vocab_size=12",
-                          "model.max_word_len=9", "model.char_embed=3", "strassen.output_r=5"])
+                          "model.max_word_len=9", "model.char_embed=3", "strassen.output_r=5",
+                          "strassen.hidden_ratio=0.5"])
     tokens = jnp.zeros((1, 1), jnp.int32)
     model = build_spn_model(config, shapes_only=True)
     variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), tokens)
     p = variables["params"]
-    assert p["conv3"]["wb"].shape == (3, 1, 3, 2) and "bn" in p["conv3"]  # width 3, 3-d embedding, r = 2
+    # width 3, 3-d embedding, r = c_out = 2 whatever hidden_ratio, W_c the identity (the authors' train.py)
+    assert p["conv3"]["wb"].shape == (3, 1, 3, 2) and "bn" in p["conv3"] and "wc" not in p["conv3"]
     assert "bn" in p["highway"]["highway0_transform"] and "highway1_bn" in p["highway"]
     assert "bn" not in p["lstm1_input"] and "bn" not in p["lstm0"]["recurrent"] and "bn" in p["output"]
     assert set(p["lstm1_input"]) == {"block0", "block1", "block2", "block3"}  # one SPN per gate
-    assert p["lstm1_input"]["block2"]["wc"].shape == (8, 8) and p["lstm0"]["recurrent"]["block3"]["wb"].shape == (8, 8)
+    assert p["lstm1_input"]["block2"]["wc"].shape == (4, 8) and p["lstm0"]["recurrent"]["block3"]["wb"].shape == (8, 4)
     sown = {}
     for name, counts in counting.count_ops(model, variables, tokens, train=False):  # the gates' rows summed
         name = name.split("/block")[0]
@@ -214,6 +219,16 @@ def test_spn_char_cnn_lm_layers_and_counts(repo):
     for name, counts in sown:
         assert shapes[name] == counts, name
     assert shapes["conv7"]["fp_muls"] == (9 - 7 + 1) * 2 * 7 * 3  # 3 windows x 2 filters x (7 x 3) weights
+    assert shapes["conv7"]["adds"] == 3 * 2 * (7 * 3 - 1) + 3 * 2 + 3 * 2  # W_b, BN shift, bias; no W_c
+    d = sum(config.model.filters)
+    assert shapes["highway/highway1_bn"] == dict(muls=d, adds=d, fp_muls=0, fp_adds=0, spn=0, bn_muls=d)
+    # training mode reaches the highway batch norms (batch statistics, updated running ones)
+    chars = jnp.asarray(np.random.default_rng(0).integers(0, 12, (3, 4)), jnp.int32)
+    v = model.init({"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, chars)
+    _, upd = model.apply(v, chars, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.PRNGKey(2)})
+    for i in range(2):
+        old, new = (tree["batch_stats"]["highway"][f"highway{i}_bn"] for tree in (v, upd))
+        assert max(float(np.max(np.abs(new[k] - old[k]))) for k in ("mean", "var")) > 1e-4, i
     fp = apply_overrides(config, ["strassen.enabled=False"])
     zoo = jax.eval_shape(build_model(fp, shapes_only=True).init, jax.random.PRNGKey(0), tokens)
     ours = jax.eval_shape(build_spn_model(fp, shapes_only=True).init, jax.random.PRNGKey(0), tokens)
@@ -807,6 +822,8 @@ def test_paper_config_trains_a_few_steps_with_kd_on_synthetic_data(repo, tmp_pat
 
     spec = str(repo / "configs" / "strassen.py") + f":{variant}"
     short = ["checkpoint_every=100", "eval_every=0", "log_every=1", "eval_batch_size=4"]
+    if variant == "paper_ptb":  # no evaluation in these few steps: nothing for the plateau rule to watch
+        short.append("optimizer.plateau.metric=")
     fp_config = load_config(spec, ["strassen.enabled=False", "steps=2", *short])
     if fp_config.task == "lm" and not os.path.isdir(fp_config.data.path):
         pytest.skip(f"the character LM spells the words of {fp_config.data.path} (not here)")
@@ -853,8 +870,9 @@ def test_mnist_experiment_plan_seeds_baselines_and_teachers(repo, tmp_path):
 
 
 def test_paper_ptb_plan_follows_the_reference_learning_rates(repo, tmp_path):
-    """paper_ptb as the authors' README commands: full precision at lr 2 with its halvings; the SPN and
-    TWN models full precision at lr 2 for 20 epochs, then ternary (no frozen phase) restarted at 0.2;
+    """paper_ptb as the authors' README commands: full precision at lr 2, halved by the plateau rule (x0.5
+    when the validation perplexity improves by less than 0.5); the SPN and TWN models full precision at lr 2
+    for 20 epochs, then ternary (no frozen phase) restarted at 0.2 with the plateau rule restarted too;
     the KD runs at half the rate (our KD loss is twice theirs); clip 175 per token; 35 tokens of context."""
     from experiments.strassen_nets import plan
     from jaxcomp.configs import load_config
@@ -864,12 +882,16 @@ def test_paper_ptb_plan_follows_the_reference_learning_rates(repo, tmp_path):
     epoch = 929_589 // 700 + 1
     assert (config.data.burn_in, config.optimizer.grad_clip, config.strassen.freeze_step) == (35, 175.0, -1)
     assert config.strassen.ternary_start == 20 * epoch
-    lr = {}
+    lr, resets = {}, {}
     for name, ratio, _, cfg, _ in plan(config, str(tmp_path)):
         _, schedule = make_optimizer(cfg.optimizer)
         lr[(name, ratio)] = [float(schedule(e * epoch)) for e in (0, 11, 12, 19, 20, 31, 32, 39)]
-    full = [2.0, 2.0, 1.0, 0.125, 0.0625, 2 ** -9, 2 ** -10, 2 ** -13]
-    ternary = [2.0, 2.0, 1.0, 0.125, 0.2, 0.2, 0.1, 0.0125]
+        p = cfg.optimizer.plateau
+        assert (p.metric, p.factor, p.min_delta, cfg.eval_every) == ("perplexity", 0.5, 0.5, epoch), name
+        resets[name] = tuple(p.reset_steps)
+    full = [2.0] * 8  # the plateau rule cuts it at run time
+    ternary = [2.0] * 4 + [0.2] * 4
+    assert resets["full precision"] == () and resets["SPN"] == resets["TWN"] == (20 * epoch,)
     assert lr[("full precision", "-")] == pytest.approx(full)
     assert lr[("TWN", "-")] == pytest.approx(ternary) and lr[("SPN", 1.0)] == pytest.approx(ternary)
     assert lr[("SPN + KD", 1.0)] == pytest.approx([x / 2 for x in ternary])

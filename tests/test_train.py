@@ -7,8 +7,10 @@ import sys
 from types import SimpleNamespace
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 
 from jaxcomp import tasks
@@ -16,6 +18,7 @@ from jaxcomp import train as trainer
 from jaxcomp.configs import ConfigError, apply_overrides, load_config
 from jaxcomp.data import DataError, build_image_data
 from jaxcomp.files import read_jsonl
+from jaxcomp.train import state as trainer_state
 
 
 class Killed(Exception):
@@ -744,3 +747,66 @@ def test_the_winograd_rows_time_the_same_convolution():
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
     for a, b in zip(grads, ref_grads):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+
+
+def test_plateau_rule_cuts_the_rate_when_the_metric_stalls():
+    """Kim et al.'s / StrassenNets' rule: after each evaluation, x factor when the value did not improve on
+    the last one by more than min_delta; never at the first; the factor multiplies every update.
+    Guards against comparing with the best instead of the last value, cutting on an improvement, or a
+    factor that does not reach the updates (mutants plateau-compares-with-best, plateau-sign,
+    plateau-scale-not-applied)."""
+    plateau = ml_collections.ConfigDict(dict(metric="perplexity", factor=0.5, min_delta=0.5))
+    tx = optax.chain(optax.sgd(1.0), trainer_state.scale_on_plateau())
+    params = {"w": jnp.ones(3)}
+    opt_state = tx.init(params)
+    seen = []
+    for value in (10.0, 9.8, 9.0, 12.0, 11.0, 10.7):  # cut at 9.8 (by 0.2), 12.0 (worse), 10.7 (by 0.3)
+        opt_state = trainer_state.plateau_update(opt_state, value, plateau)
+        seen.append(trainer_state.plateau_scale(opt_state))
+    assert seen == [1.0, 0.5, 0.5, 0.25, 0.25, 0.125]
+    updates, _ = tx.update({"w": jnp.full(3, 2.0)}, opt_state, params)
+    np.testing.assert_allclose(updates["w"], -2.0 * 0.125)
+    up = ml_collections.ConfigDict(dict(metric="accuracy", factor=0.1, min_delta=0.0, mode="max"))
+    s = trainer_state.plateau_update(trainer_state.plateau_update(tx.init(params), 0.5, up), 0.4, up)
+    assert trainer_state.plateau_scale(s) == pytest.approx(0.1)
+    assert trainer_state.plateau_scale(trainer_state.plateau_reset(s)) == 1.0
+    with pytest.raises(ValueError, match="unknown optimizer.plateau key"):
+        trainer_state.plateau_settings(ml_collections.ConfigDict(dict(plateau=dict(metric="x", patience=3))))
+
+
+def test_plateau_factor_is_checkpointed_resumed_and_reset(l3c_tiny_config, tmp_path):
+    """Through the trainer: every evaluation after the first cuts (min_delta huge), the factor is saved
+    with the step's checkpoint (a killed run resumes to the same factor and parameters), reset_steps
+    restart it, a metric the evaluation lacks is refused by name. Guards against saving the checkpoint
+    before the rule's update or skipping the reset (mutants plateau-saved-before-update,
+    plateau-reset-ignored)."""
+    plateau = ["optimizer.plateau.metric=bpsp", "optimizer.plateau.factor=0.5", "optimizer.plateau.min_delta=100.0"]
+    config = apply_overrides(l3c_tiny_config, ["steps=4", "checkpoint_every=2", "eval_every=1", "log_every=1"])
+    config.optimizer.plateau = ml_collections.ConfigDict(dict(metric="", factor=0.5, min_delta=0.0,
+                                                              reset_steps=()))
+    config = apply_overrides(config, plateau)
+    task, data = tasks.build(config)
+    straight, _ = trainer.train(config, str(tmp_path / "straight"), task, data, progress=False)
+    assert trainer_state.plateau_scale(straight.opt_state) == 0.125  # cuts at evaluations 2, 3, 4
+
+    def kill_at_3(step, state, metrics):
+        if step == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        trainer.train(config, str(tmp_path / "killed"), task, data, progress=False, callbacks=[kill_at_3])
+    resumed, _ = trainer.train(config, str(tmp_path / "killed"), task, data, progress=False)
+    assert trainer_state.plateau_scale(resumed.opt_state) == 0.125
+    for a, b in zip(_params(straight), _params(resumed)):
+        np.testing.assert_array_equal(a, b)
+    reset = apply_overrides(config, ["optimizer.plateau.reset_steps=(3,)"])
+    trainer.train(reset, str(tmp_path / "reset"), task, data, progress=False)
+    logged = [r["lr_factor"] for r in read_jsonl(str(tmp_path / "reset" / "metrics.jsonl")) if "lr_factor" in r]
+    assert logged == [1.0, 0.5, 0.25, 1.0]  # reset after step 3's evaluation: step 4's is a first again
+    with pytest.raises(ConfigError, match="not among the evaluation's metrics"):
+        trainer.train(apply_overrides(config, ["optimizer.plateau.metric=perplexity"]), str(tmp_path / "bad"),
+                      task, data, progress=False)
+    with pytest.raises(ConfigError, match="needs evaluations to watch"):
+        trainer.check_settings(apply_overrides(config, ["eval_every=0"]))
+    with pytest.raises(ConfigError, match="factor"):
+        trainer.check_settings(apply_overrides(config, ["optimizer.plateau.factor=1.5"]))

@@ -46,7 +46,11 @@ def _config_for(config: ml_collections.ConfigDict, *, seed: int, loss: str, teac
     c.distill.teachers = tuple(teacher_workdirs)
     if model_name:
         c.model.name = model_name
-    c.eval_every = 0  # members are evaluated once, below
+    # members are evaluated once, below; during training only where a plateau rule watches the validation
+    # metric (the paper LM configs: every epoch)
+    plateau = c.get("optimizer", {}).get("plateau", None)
+    if not (plateau is not None and plateau.get("metric", "")):
+        c.eval_every = 0
     return c
 
 

@@ -77,16 +77,17 @@ def spn_dense_counts(d_in: int, d_out: int, r: int, bias: bool = False, batch_no
 
 def spn_conv_counts(h_hidden: int, w_hidden: int, h_out: int, w_out: int, c_in: int, c_out: int, r: int,
                     kh_b: int, kw_b: int, kh: int, kw: int, bias: bool = False,
-                    batch_norm: bool = True) -> dict[str, int]:
+                    batch_norm: bool = True, identity_wc: bool = False) -> dict[str, int]:
     """An SPN conv and the ``kh x kw`` conv it replaces.
 
     ``h_hidden x w_hidden``: the hidden grid; ``kh_b x kw_b``: W_b's kernel ``(p-1)s + k``;
     ``h_out x w_out x c_out``: the output; ``batch_norm``: its shift after ``W_b`` adds ``r``
-    additions per hidden position.
+    additions per hidden position; ``identity_wc``: ``W_c`` is the identity (no additions).
     """
     fp = conv_counts(h_out, w_out, c_in, c_out, kh, kw, bias)
     pos = h_hidden * w_hidden
-    adds = pos * r * (kh_b * kw_b * c_in - 1) + (pos * r if batch_norm else 0) + h_out * w_out * c_out * (r - 1)
+    adds = pos * r * (kh_b * kw_b * c_in - 1) + (pos * r if batch_norm else 0)
+    adds += 0 if identity_wc else h_out * w_out * c_out * (r - 1)
     adds += h_out * w_out * c_out if bias else 0
     return _counts(pos * r, adds, fp["muls"], fp["adds"], True)
 

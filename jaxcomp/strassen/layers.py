@@ -211,6 +211,9 @@ class SPNConv(nn.Module):
         conv factory contract passes no ``train`` flag, and its tasks train with
         ``mutable=["batch_stats"]`` and evaluate without.
       batch_norm: the reference's batch norm after W_b (set false for the bare SPN).
+      identity_wc: ``W_c`` is the identity, not a parameter (``p = 1``, ``hidden = features``): a ternary
+        conv, batch norm and per-channel ``a_tilde``, as the authors' SPN LM's character convolutions
+        (their ``train.py`` sets those ``sp_out_weights`` to the identity and freezes them).
     """
 
     features: int
@@ -222,11 +225,15 @@ class SPNConv(nn.Module):
     use_bias: bool = False
     train: bool | None = None
     batch_norm: bool = True
+    identity_wc: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         if x.ndim != 4:
             raise ValueError(f"SPNConv expects [B, H, W, C], got shape {x.shape}")
+        if self.identity_wc and (self.p != 1 or self.hidden != self.features):
+            raise ValueError(f"SPNConv(identity_wc=True) needs p = 1 and hidden = features, got p={self.p}, "
+                             f"hidden={self.hidden}, features={self.features}")
         (kh, kw), (sh, sw), p = tuple(self.kernel_size), tuple(self.strides), self.p
         if isinstance(self.padding, str):
             raise ValueError("SPNConv needs explicit padding ((top, bottom), (left, right)), as the zoo passes it")
@@ -245,15 +252,19 @@ class SPNConv(nn.Module):
         if self.batch_norm:
             hid = spn_batch_norm(self, hid, self.train)
         hid = hid * self.param("a_tilde", nn.initializers.ones, (self.hidden,))
-        wc = self.param("wc", nn.initializers.variance_scaling(1.0, "fan_in", "normal"),
-                        (p, p, self.hidden, self.features))
-        # stride-p transposed conv with a p x p kernel: every hidden position writes its own p x p block
-        y = jnp.einsum("bhwr,ijro->bhiwjo", hid, wc.astype(hid.dtype))
-        y = y.reshape(y.shape[0], hh * p, wh * p, self.features)[:, :ho, :wo]
+        if self.identity_wc:  # W_c fixed to the identity: hidden unit o is output channel o
+            y = hid[:, :ho, :wo]
+        else:
+            wc = self.param("wc", nn.initializers.variance_scaling(1.0, "fan_in", "normal"),
+                            (p, p, self.hidden, self.features))
+            # stride-p transposed conv with a p x p kernel: every hidden position writes its own p x p block
+            y = jnp.einsum("bhwr,ijro->bhiwjo", hid, wc.astype(hid.dtype))
+            y = y.reshape(y.shape[0], hh * p, wh * p, self.features)[:, :ho, :wo]
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (self.features,))
         self.sow("op_counts", "ops", counting.spn_conv_counts(
-            hh, wh, ho, wo, c_in, self.features, self.hidden, kkh, kkw, kh, kw, self.use_bias, self.batch_norm))
+            hh, wh, ho, wo, c_in, self.features, self.hidden, kkh, kkw, kh, kw, self.use_bias, self.batch_norm,
+            self.identity_wc))
         return y
 
 

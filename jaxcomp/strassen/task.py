@@ -119,6 +119,22 @@ def layer_factories(s: ml_collections.ConfigDict):
     return conv, dense
 
 
+def char_conv_factory(s: ml_collections.ConfigDict):
+    """The conv factory for the character CNN of an SPN language model, as the authors' ``SumProdLSTMCharWord``
+    builds it: ``SumProd2DConv(nbr_mul=channels)`` with ``W_c`` set to the identity and frozen (their
+    ``train.py``), i.e. an :class:`SPNConv` with ``r = c_out`` whatever ``strassen.hidden_ratio`` and
+    ``identity_wc``; a :class:`TWNConv` in TWN mode."""
+    twn = s.get("mode", "spn") == "twn"
+
+    def conv(features, kernel_size, strides=(1, 1), padding=((0, 0), (0, 0)), use_bias=False, name=None):
+        if twn:
+            return TWNConv(features, tuple(kernel_size), tuple(strides), padding, use_bias, name=name)
+        return SPNConv(features, tuple(kernel_size), hidden=features, p=1, strides=tuple(strides), padding=padding,
+                       use_bias=use_bias, identity_wc=True, name=name)
+
+    return conv
+
+
 def build_spn_model(config: ml_collections.ConfigDict, shapes_only: bool = False) -> nn.Module:
     """The zoo architecture of ``config.model`` with the layers ``config.strassen`` asks for.
 
@@ -133,7 +149,8 @@ def build_spn_model(config: ml_collections.ConfigDict, shapes_only: bool = False
         # the full-precision model (strassen.enabled=False) is the zoo's own, parameter for parameter (its
         # checkpoint teaches the SPN runs through jaxcomp.distill.task.load_teacher); CountedDense is nn.Dense
         spn = m.get("arch", "lstm") == "char_cnn" and bool(config.strassen.enabled)
-        layers = LMLayers(dense=dense, conv=conv if spn else None, highway_batch_norm=spn)
+        layers = LMLayers(dense=dense, conv=char_conv_factory(config.strassen) if spn else None,
+                          highway_batch_norm=spn)
         return build_model(config, shapes_only=shapes_only, layers=layers)
     kwargs = {"shortcut": m.shortcut} if m.get("shortcut", "") and m.name.startswith("resnet") else {}
     if m.get("dropout", 0.0):
@@ -226,10 +243,11 @@ def lm_op_counts(config: ml_collections.ConfigDict) -> list[tuple[str, dict]]:
     "char_cnn"``), the LSTM's projections and gate arithmetic, and the output layer.
 
     The gates' elementwise products (``f c``, ``i g``, ``o tanh(c)``: ``3H`` multiplications,
-    ``H`` additions) are full-precision arithmetic in both models; nonlinearities, the max-pooling
-    and the batch norms after the highway layers (they do not take a layer's output directly) are
-    not counted. Each width-``w`` convolution runs over the ``L - w + 1`` windows of a word
-    (``L = model.max_word_len``).
+    ``H`` additions) are full-precision arithmetic in both models; nonlinearities and the max-pooling
+    are not counted. The SPN model's batch norms after the highway layers cannot fold into anything,
+    so each costs ``D`` multiplications (also reported as ``bn_muls``) and ``D`` additions; the
+    full-precision model has none. Each width-``w`` convolution runs over the ``L - w + 1`` windows of
+    a word (``L = model.max_word_len``).
     """
     m, s = config.model, config.strassen
     _check(s)
@@ -260,15 +278,19 @@ def lm_op_counts(config: ml_collections.ConfigDict) -> list[tuple[str, dict]]:
                 rows.append((name, conv_counts(h_out, 1, m.char_embed, f, w, 1, True)))
             elif twn:
                 rows.append((name, twn_conv_counts(h_out, 1, m.char_embed, f, w, 1, True)))
-            else:  # p = 1: one hidden position per output position
-                rows.append((name, spn_conv_counts(h_out, 1, h_out, 1, m.char_embed, f, _hidden(s, f, name),
-                                                   w, 1, w, 1, True)))
+            else:  # char_conv_factory: r = c_out, p = 1, W_c the identity
+                rows.append((name, spn_conv_counts(h_out, 1, h_out, 1, m.char_embed, f, f, w, 1, w, 1, True,
+                                                   identity_wc=True)))
         d_in = sum(m.filters)
         for i in range(m.highway_layers):
             rows.append(proj(f"highway/highway{i}_gate", d_in, d_in, True))
             rows.append(proj(f"highway/highway{i}_transform", d_in, d_in, True))
             rows.append((f"highway/highway{i}_mix", dict(muls=2 * d_in, adds=2 * d_in, fp_muls=2 * d_in,
                                                          fp_adds=2 * d_in, spn=0, bn_muls=0)))
+            if s.enabled:  # the SPN model's batch norm after the layer: it folds into nothing (the next W_b is
+                # ternary, the carry path reads it directly), so its scale and shift cost D each
+                rows.append((f"highway/highway{i}_bn", dict(muls=d_in, adds=d_in, fp_muls=0, fp_adds=0, spn=0,
+                                                            bn_muls=d_in)))
     for layer in range(m.layers):
         d = d_in if layer == 0 else m.hidden
         rows.append(proj(f"lstm{layer}_input", d, gates, True))

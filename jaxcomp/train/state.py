@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 
@@ -102,6 +103,8 @@ def make_optimizer(opt: ml_collections.ConfigDict) -> tuple[optax.GradientTransf
     others get zero updates (``optax.set_to_zero``), their gradients are never read, so under
     ``jit`` XLA drops their computation, and clipping sees the trained ones only. A pattern that
     matches no parameter raises a ``ValueError`` naming some paths, at ``tx.init``.
+    ``plateau`` (``metric`` set): every update is also multiplied by a factor the trainer cuts when
+    that validation metric stops improving (:func:`plateau_settings`, :func:`plateau_update`).
     """
     schedule = make_schedule(opt)
     name = opt.name
@@ -122,7 +125,103 @@ def make_optimizer(opt: ml_collections.ConfigDict) -> tuple[optax.GradientTransf
     if opt.get("train_only", ""):
         tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()},
                                    train_only_labels(opt.train_only))
+    if plateau_settings(opt) is not None:
+        tx = optax.chain(tx, scale_on_plateau())
     return tx, schedule
+
+
+# ------------------------------------------------------------------------------------------------
+# The learning rate cut when a validation metric stops improving (host-driven, checkpointed)
+# ------------------------------------------------------------------------------------------------
+
+
+class PlateauState(NamedTuple):
+    """:func:`scale_on_plateau`'s state: the factor on every update, ``scale`` (float32 ``[]``), and the
+    validation value of the last evaluation, ``last`` (float32 ``[]``, +inf before the first)."""
+
+    scale: jax.Array
+    last: jax.Array
+
+
+PLATEAU_KEYS = ("metric", "factor", "min_delta", "mode", "reset_steps")
+
+
+def plateau_settings(opt: ml_collections.ConfigDict) -> ml_collections.ConfigDict | None:
+    """``optimizer.plateau`` when it names a ``metric``, checked; else ``None`` (no plateau rule).
+
+    Keys: ``metric`` (an evaluation metric, e.g. ``"perplexity"``), ``factor`` in (0, 1],
+    ``min_delta`` >= 0, ``mode`` ``"min"`` or ``"max"``, ``reset_steps`` (steps after which the factor
+    returns to 1 and the last value is forgotten, e.g. where a new training phase restarts its rate).
+    """
+    plateau = opt.get("plateau", None)
+    if plateau is None or not plateau.get("metric", ""):
+        return None
+    unknown = sorted(set(plateau.keys()) - set(PLATEAU_KEYS))
+    if unknown:
+        raise ValueError(f"unknown optimizer.plateau key(s) {unknown}; use {', '.join(PLATEAU_KEYS)}")
+    if not 0 < plateau.get("factor", 0.5) <= 1 or plateau.get("min_delta", 0.0) < 0:
+        raise ValueError(f"optimizer.plateau needs 0 < factor <= 1 and min_delta >= 0, got "
+                         f"{plateau.get('factor', 0.5)!r}, {plateau.get('min_delta', 0.0)!r}")
+    if plateau.get("mode", "min") not in ("min", "max"):
+        raise ValueError(f"optimizer.plateau.mode must be 'min' or 'max', got {plateau.mode!r}")
+    return plateau
+
+
+def scale_on_plateau() -> optax.GradientTransformation:
+    """Multiplies every update by the factor in its :class:`PlateauState` (1 at init). Nothing on the
+    device changes the factor: the trainer does, between steps, with :func:`plateau_update` after each
+    evaluation (so it is a plain array of the optimizer state: checkpointed, resumed, no recompilation)."""
+
+    def init(params):
+        del params
+        return PlateauState(jnp.ones((), jnp.float32), jnp.full((), jnp.inf, jnp.float32))
+
+    def update(updates, state, params=None):
+        del params
+        return jax.tree.map(lambda u: u * state.scale.astype(u.dtype), updates), state
+
+    return optax.GradientTransformation(init, update)
+
+
+def _is_plateau(node: Any) -> bool:
+    return isinstance(node, PlateauState)
+
+
+def plateau_scale(opt_state: Any) -> float | None:
+    """The factor of the (first) :class:`PlateauState` in ``opt_state``, or ``None`` without one."""
+    found = [s for s in jax.tree.leaves(opt_state, is_leaf=_is_plateau) if _is_plateau(s)]
+    return float(found[0].scale) if found else None
+
+
+def _like(old: jax.Array, value: float) -> jax.Array:
+    """``value`` as an array of ``old``'s dtype, placed (sharded) as ``old``."""
+    return jax.device_put(np.asarray(value, old.dtype), getattr(old, "sharding", None))
+
+
+def plateau_update(opt_state: Any, value: float, plateau: ml_collections.ConfigDict) -> Any:
+    """The plateau rule after an evaluation that gave ``value`` (host): the factor is multiplied by
+    ``plateau.factor`` when ``value`` did not improve on the last evaluation's by more than
+    ``min_delta`` (``"min"``: ``value > last - min_delta``), then ``last = value``. This is Kim et
+    al.'s and StrassenNets' ``langmod/train.py`` rule (``if val_ppl > prev_ppl - decay_delta: lr *=
+    lr_decay``) and the BAN paper's. The first evaluation never cuts (``last`` is +inf)."""
+    value = float(value)
+    factor, delta, mode = plateau.get("factor", 0.5), plateau.get("min_delta", 0.0), plateau.get("mode", "min")
+
+    def rule(node):
+        if not _is_plateau(node):
+            return node
+        last = float(node.last)  # +inf: no evaluation yet, in either mode
+        stalled = np.isfinite(last) and (value > last - delta if mode == "min" else value < last + delta)
+        scale = float(node.scale) * factor if stalled else float(node.scale)
+        return PlateauState(_like(node.scale, scale), _like(node.last, value))
+
+    return jax.tree.map(rule, opt_state, is_leaf=_is_plateau)
+
+
+def plateau_reset(opt_state: Any) -> Any:
+    """Every :class:`PlateauState` back to its start (factor 1, no last value)."""
+    return jax.tree.map(lambda n: PlateauState(_like(n.scale, 1.0), _like(n.last, np.inf)) if _is_plateau(n) else n,
+                        opt_state, is_leaf=_is_plateau)
 
 
 def param_path(path: tuple) -> str:

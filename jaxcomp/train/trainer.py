@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -29,6 +30,7 @@ from tqdm.auto import tqdm
 
 from jaxcomp.configs import ConfigError
 from jaxcomp.files import open_appending, write_atomic
+from jaxcomp.train.state import plateau_reset, plateau_scale, plateau_settings, plateau_update
 
 log = logging.getLogger("jaxcomp.train")
 
@@ -331,7 +333,8 @@ def _shape_mismatch(expected: dict[str, tuple], saved: dict[str, tuple]) -> str:
 
 
 def evaluate(eval_step: Callable, state: Any, batches: Iterator[Batch], mesh: Mesh) -> dict[str, float]:
-    """Mean of the per-example metrics of ``eval_step`` over all valid examples."""
+    """Mean of the per-example metrics of ``eval_step`` over all valid examples (and, for a language
+    model's ``nll_sum`` and ``tokens`` per window, the per-token ``perplexity`` they make)."""
     sums: dict[str, float] = {}
     count = 0
     for batch in batches:
@@ -350,7 +353,12 @@ def evaluate(eval_step: Callable, state: Any, batches: Iterator[Batch], mesh: Me
         count += n
     if count == 0:
         return {}
-    return {key: value / count for key, value in sums.items()}
+    means = {key: value / count for key, value in sums.items()}
+    if "nll_sum" in means and "tokens" in means and "perplexity" not in means and means["tokens"] > 0:
+        # a language model's windows (jaxcomp.distill.task.LanguageModelTask.eval_step): the ratio of the
+        # means is the exact per-token perplexity of the whole validation stream
+        means["perplexity"] = math.exp(means["nll_sum"] / means["tokens"])
+    return means
 
 
 class MetricWriter:
@@ -390,7 +398,8 @@ def check_settings(config: ml_collections.ConfigDict) -> None:
     """Raises :class:`jaxcomp.configs.ConfigError` for a loop setting that cannot work, before
     anything is built or compiled: ``steps``, ``eval_every`` >= 0; ``log_every``,
     ``checkpoint_every``, ``keep`` (checkpoints kept: 0 would keep none), ``eval_batch_size`` and
-    ``data.batch_size`` (where the config has them) >= 1."""
+    ``data.batch_size`` (where the config has them) >= 1; ``optimizer.plateau`` well formed and, when
+    on, evaluations to watch (``eval_every`` > 0)."""
     rules = {"steps": 0, "eval_every": 0, "log_every": 1, "checkpoint_every": 1, "keep": 1, "eval_batch_size": 1}
     values = {k: config.get(k) for k in rules}
     if "data" in config and "batch_size" in config.data:
@@ -402,6 +411,13 @@ def check_settings(config: ml_collections.ConfigDict) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ConfigError(f"config.{key} must be an integer >= {least}, got {value!r}"
                               + (" (0 would keep no checkpoint)" if key == "keep" else ""))
+    try:
+        plateau = plateau_settings(config.optimizer) if "optimizer" in config else None
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if plateau is not None and not config.get("eval_every"):
+        raise ConfigError(f"optimizer.plateau.metric={plateau.metric!r} needs evaluations to watch: set "
+                          "config.eval_every > 0 (or optimizer.plateau.metric='' to switch the rule off)")
 
 
 def _save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -484,6 +500,11 @@ def train(
                 record_lineage(workdir, config.init_from, notes.get("sha256"))
     _save_config(config, workdir)  # only once the checkpoint or starting model fits this config
     train_step, eval_step = compile_steps(task, mesh)
+    plateau = plateau_settings(config.optimizer) if "optimizer" in config else None
+    plateau_resets = {int(s) for s in plateau.get("reset_steps", ())} if plateau is not None else set()
+    if plateau is not None and plateau_scale(getattr(state, "opt_state", None)) is None:
+        raise ConfigError("optimizer.plateau is set but the task's optimizer has no plateau factor (it does not "
+                          "build its optimizer with jaxcomp.train.make_optimizer)")
     writer = MetricWriter(workdir)
     eval_metrics: dict[str, float] = {}
 
@@ -517,10 +538,14 @@ def train(
                 writer.write(step, means, "train")
                 bar.set_postfix_str(_fmt(means))
                 pending.clear()
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                manager.save(step, args=ocp.args.StandardSave(state))
             if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
                 eval_metrics = run_eval(step)
+                if plateau is not None:
+                    state = _apply_plateau(state, eval_metrics, plateau, step, writer)
+            if plateau is not None and step in plateau_resets:
+                state = state.replace(opt_state=plateau_reset(state.opt_state))
+            if step % config.checkpoint_every == 0 or step == config.steps:  # after the plateau rule's update
+                manager.save(step, args=ocp.args.StandardSave(state))
             if step < config.steps and _out_of_time(started, time_limit, step, config.log_every):
                 if step % config.checkpoint_every:
                     manager.save(step, args=ocp.args.StandardSave(state))
@@ -538,6 +563,23 @@ def train(
         writer.close()
         getattr(batches, "close", lambda: None)()
     return state, eval_metrics
+
+
+def _apply_plateau(state: Any, metrics: dict[str, float], plateau: ml_collections.ConfigDict, step: int,
+                   writer: MetricWriter) -> Any:
+    """:func:`jaxcomp.train.plateau_update` with the evaluation's ``plateau.metric``; logs the factor."""
+    if plateau.metric not in metrics:
+        raise ConfigError(f"optimizer.plateau.metric={plateau.metric!r} is not among the evaluation's metrics "
+                          f"({', '.join(sorted(metrics)) or 'none: no validation data'})")
+    before = plateau_scale(state.opt_state)
+    state = state.replace(opt_state=plateau_update(state.opt_state, metrics[plateau.metric], plateau))
+    after = plateau_scale(state.opt_state)
+    writer.write(step, {"lr_factor": after}, "train")
+    if after != before:
+        log.info("step %d: validation %s %.4g did not improve by more than %g: learning rate x%g (factor now %.4g)",
+                 step, plateau.metric, metrics[plateau.metric], plateau.get("min_delta", 0.0),
+                 plateau.get("factor", 0.5), after)
+    return state
 
 
 def _out_of_time(started: float, time_limit: float | None, step: int, every: int) -> bool:
