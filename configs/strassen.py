@@ -32,10 +32,14 @@ Variants:
   mnist_fp    its full-precision network.
   digits      SPN ResNet-20 on digits, r = c_out (the earlier single-seed experiment).
   digits_fp   the full-precision ResNet-20 (same recipe): the baseline and the KD teacher.
-  ptb         SPN LSTM LM on PTB, r = 4H.
+  ptb         SPN LSTM LM on PTB (word level, 1 x 128), one SPN per gate (r = 0.25 and 1 x H each).
   ptb_fp      the full-precision LSTM LM.
-  ptb_small   the same LM for a seeded comparison with and without KD: 600 steps, r = 0.25 x 4H, KD at
-              T = 1, validation on the first 20,000 tokens, seeds 0-2.
+  ptb_small   the same LM for a seeded comparison with and without KD: 600 steps, r = 0.25 x H per gate,
+              KD at T = 1, validation on the first 20,000 tokens, seeds 0-2.
+  ptb_char_small  the authors' LM architecture at CPU size: a character CNN (widths 1-6, 25-100
+              filters; SPN convs with r = c_out and W_c the identity), one SPN highway layer with the
+              batch norms, a 1 x 128 LSTM (one SPN per gate), the output full precision; otherwise as
+              ptb_small (600 steps, r = 0.25, with and without KD, seeds 0-2).
   paper_cifar10 (_fp, _twn)   ST-ResNet-20 on tfds cifar10 with the authors' CIFAR-10 recipe (their
               repository's notebook): SGD 0.1, momentum 0.9, wd 1e-4, batch 128, crop + flip, 300
               epochs: SPN weights full precision to epoch 250 (lr x0.1 at 150, 200), ternary to 290,
@@ -45,12 +49,14 @@ Variants:
               every layer (root conv and head included) an SPN layer, r = 0.5, 1, 2, 4, 6 c_out (the
               authors' posters); 224 crops, batch 128, SGD 0.05 x0.1 at epochs 40, 60, ternary from 70,
               frozen from 80, 85 epochs (their first poster's protocol).
-  paper_ptb (_fp)   the LSTM LM at the authors' size: 2 x 650 units, 650-d embeddings, dropout 0.5,
-              BPTT 35 after 35 tokens of context, batch 20, SGD lr 2 halved every 2 epochs from 12,
-              clip 175 (the reference's, per token), 40 epochs; the SPN / TWN models ternary from
-              epoch 20, restarted at lr 0.2 and halved every 2 epochs from 32, no frozen phase; KD
-              runs (T = 1) at half the rate; SPN projections (r = 0.25 ... 8 x 4H, the poster's
-              budgets) and an SPN output layer with r = 2000.
+  paper_ptb (_fp)   the authors' LM (SumProdLSTMCharWord): Kim et al.'s large character CNN-LSTM (widths
+              1-7, 50-200 filters, 2 highway layers, 2 x 650 LSTM, dropout 0.5), BPTT 35 after 35 tokens
+              of context, batch 20, SGD lr 2 halved when the validation perplexity improves by less
+              than 0.5 on the last epoch's (optimizer.plateau), clip 175 (the reference's, per token),
+              40 epochs; the SPN / TWN models ternary from epoch 20, restarted at lr 0.2 with the
+              plateau rule, no frozen phase; KD runs (T = 1) at half the rate; every layer an SPN
+              layer: char convs r = c_out with W_c the identity, highway and LSTM (per gate) r = 0.25
+              ... 8 x outputs (the poster's budgets), the output layer r = 2000.
   tiny, tiny_twn   seconds, for tests (digits, ResNet-8, 30 steps, every phase visited).
 
 The paper configs need an accelerator and the prepared tfds data (--config.data.tfds_data_dir=DIR);
@@ -64,7 +70,8 @@ import ml_collections
 
 from jaxcomp.configs import load_config
 
-VARIANTS = ("digits", "digits_fp", "mnist", "mnist_fp", "ptb", "ptb_fp", "ptb_small", "tiny", "tiny_twn",
+VARIANTS = ("digits", "digits_fp", "mnist", "mnist_fp", "ptb", "ptb_fp", "ptb_small", "ptb_char_small", "tiny",
+            "tiny_twn",
             "paper_cifar10", "paper_cifar10_fp", "paper_cifar10_twn", "paper_imagenet", "paper_imagenet_fp",
             "paper_imagenet_twn", "paper_ptb", "paper_ptb_fp")
 
@@ -180,12 +187,17 @@ def _lm(variant: str) -> ml_collections.ConfigDict:
     c.steps = c.checkpoint_every = c.eval_every = 2000
     c.log_every, c.keep, c.eval_batch_size, c.distributed = 100, 1, 256, False
     c.experiment = _experiment((0.25, 1.0), kd=False)
-    if variant == "ptb_small":  # seeds, with and without KD, at the CPU size
+    if variant in ("ptb_small", "ptb_char_small"):  # seeds, with and without KD, at the CPU size
         c.steps = c.checkpoint_every = c.eval_every = c.optimizer.decay_steps = 600
         c.data.val_tokens = 20_000
         c.strassen.update(ternary_start=200, ramp_steps=100, freeze_step=450)
         c.distill.update(temperature=1.0, label_weight=1.0)
         c.experiment = _experiment((0.25,), kd=True, seeds=(0, 1, 2))
+    if variant == "ptb_char_small":  # the authors' architecture (SumProdLSTMCharWord) at a CPU size
+        c.model = ml_collections.ConfigDict(dict(
+            arch="char_cnn", vocab_size=10000, char_vocab_size=51, max_word_len=21, char_embed=15,
+            kernel_widths=(1, 2, 3, 4, 5, 6), filters=(25, 50, 75, 100, 100, 100), highway_layers=1,
+            hidden=128, layers=1, dropout=0.0))
     elif variant.startswith("paper_ptb"):
         # the authors' LM (langmod/train.py defaults, model.py's SumProdLSTMCharWord): Kim et al.'s large
         # character-aware model -- 15-d character embeddings, convolutions of widths 1-7 with 50-200 filters,
@@ -237,7 +249,7 @@ def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
         return _paper_cifar10(variant)
     if variant.startswith("paper_imagenet"):
         return _paper_imagenet(variant)
-    if variant in ("ptb", "ptb_fp", "ptb_small", "paper_ptb", "paper_ptb_fp"):
+    if variant in ("ptb", "ptb_fp", "ptb_small", "ptb_char_small", "paper_ptb", "paper_ptb_fp"):
         return _lm(variant)
     if variant not in ("digits", "digits_fp", "mnist", "mnist_fp", "tiny", "tiny_twn", ""):
         raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")

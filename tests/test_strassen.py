@@ -229,6 +229,10 @@ def test_spn_char_cnn_lm_layers_and_counts(repo):
     for i in range(2):
         old, new = (tree["batch_stats"]["highway"][f"highway{i}_bn"] for tree in (v, upd))
         assert max(float(np.max(np.abs(new[k] - old[k]))) for k in ("mean", "var")) > 1e-4, i
+    small = load_config(str(repo / "configs" / "strassen.py") + ":ptb_char_small")  # the CPU-size experiment
+    sp = jax.eval_shape(build_spn_model(small, shapes_only=True).init, jax.random.PRNGKey(0), tokens)["params"]
+    assert "wb" in sp["conv6"] and "wc" not in sp["conv6"] and "kernel" in sp["output"]  # output full precision
+    assert set(sp["lstm0_input"]) == {"block0", "block1", "block2", "block3"} and "highway0_bn" in sp["highway"]
     fp = apply_overrides(config, ["strassen.enabled=False"])
     zoo = jax.eval_shape(build_model(fp, shapes_only=True).init, jax.random.PRNGKey(0), tokens)
     ours = jax.eval_shape(build_spn_model(fp, shapes_only=True).init, jax.random.PRNGKey(0), tokens)
