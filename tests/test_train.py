@@ -764,6 +764,13 @@ def test_plateau_rule_cuts_the_rate_when_the_metric_stalls():
         opt_state = trainer_state.plateau_update(opt_state, value, plateau)
         seen.append(trainer_state.plateau_scale(opt_state))
     assert seen == [1.0, 0.5, 0.5, 0.25, 0.25, 0.125]
+    tie = tx.init(params)
+    for value in (10.0, 9.5, 100.1):  # 9.5 improves by exactly min_delta: no cut; 100.1: worse
+        tie = trainer_state.plateau_update(tie, value, plateau)
+    assert trainer_state.plateau_scale(tie) == 0.5
+    again = ml_collections.ConfigDict(dict(metric="perplexity", factor=0.5, min_delta=0.0))
+    tie = trainer_state.plateau_update(trainer_state.plateau_update(tx.init(params), 100.1, again), 100.1, again)
+    assert trainer_state.plateau_scale(tie) == 1.0  # min_delta 0: an exact repeat is not worse (the reference's >)
     updates, _ = tx.update({"w": jnp.full(3, 2.0)}, opt_state, params)
     np.testing.assert_allclose(updates["w"], -2.0 * 0.125)
     up = ml_collections.ConfigDict(dict(metric="accuracy", factor=0.1, min_delta=0.0, mode="max"))

@@ -204,7 +204,7 @@ def plateau_update(opt_state: Any, value: float, plateau: ml_collections.ConfigD
     ``min_delta`` (``"min"``: ``value > last - min_delta``), then ``last = value``. This is Kim et
     al.'s and StrassenNets' ``langmod/train.py`` rule (``if val_ppl > prev_ppl - decay_delta: lr *=
     lr_decay``) and the BAN paper's. The first evaluation never cuts (``last`` is +inf)."""
-    value = float(value)
+    value = float(np.float32(value))  # as ``last`` will hold it: an exact repeat is a tie, not a loss
     factor, delta, mode = plateau.get("factor", 0.5), plateau.get("min_delta", 0.0), plateau.get("mode", "min")
 
     def rule(node):

@@ -357,7 +357,8 @@ def evaluate(eval_step: Callable, state: Any, batches: Iterator[Batch], mesh: Me
     if "nll_sum" in means and "tokens" in means and "perplexity" not in means and means["tokens"] > 0:
         # a language model's windows (jaxcomp.distill.task.LanguageModelTask.eval_step): the ratio of the
         # means is the exact per-token perplexity of the whole validation stream
-        means["perplexity"] = math.exp(means["nll_sum"] / means["tokens"])
+        nll = means["nll_sum"] / means["tokens"]
+        means["perplexity"] = math.exp(nll) if nll < 709.0 else float("inf")  # a diverged model: inf, not a crash
     return means
 
 
@@ -534,6 +535,8 @@ def train(
                 means = {k: float(np.mean([float(m[k]) for m in pending])) for k in pending[0]}
                 now = time.perf_counter()
                 means["steps_per_sec"] = (step - last_log_step) / max(now - last_log_time, 1e-9)
+                if plateau is not None and "learning_rate" in means:  # the schedule's rate times the rule's factor
+                    means["learning_rate"] *= plateau_scale(state.opt_state)
                 last_log_time, last_log_step = now, step
                 writer.write(step, means, "train")
                 bar.set_postfix_str(_fmt(means))
@@ -574,7 +577,7 @@ def _apply_plateau(state: Any, metrics: dict[str, float], plateau: ml_collection
     before = plateau_scale(state.opt_state)
     state = state.replace(opt_state=plateau_update(state.opt_state, metrics[plateau.metric], plateau))
     after = plateau_scale(state.opt_state)
-    writer.write(step, {"lr_factor": after}, "train")
+    writer.write(step, {"lr_factor": after}, "plateau")  # its own rows: readers of "train" rows expect losses
     if after != before:
         log.info("step %d: validation %s %.4g did not improve by more than %g: learning rate x%g (factor now %.4g)",
                  step, plateau.metric, metrics[plateau.metric], plateau.get("min_delta", 0.0),
