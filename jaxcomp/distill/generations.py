@@ -48,8 +48,7 @@ def _config_for(config: ml_collections.ConfigDict, *, seed: int, loss: str, teac
         c.model.name = model_name
     # members are evaluated once, below; during training only where a plateau rule watches the validation
     # metric (the paper LM configs: every epoch)
-    plateau = c.get("optimizer", {}).get("plateau", None)
-    if not (plateau is not None and plateau.get("metric", "")):
+    if "optimizer" not in c or trainer.plateau_settings(c.optimizer) is None:
         c.eval_every = 0
     return c
 

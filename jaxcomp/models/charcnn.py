@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcomp.models.layers import ConvFactory, DenseFactory, default_dense
+from jaxcomp.models.layers import ConvFactory, DenseFactory, batch_norm, default_dense
 from jaxcomp.models.lstm import lstm_stack
 
 #: Kim et al.'s large model (LSTM-CharCNN-Large, PTB): 7 widths, min(200, 50 w) filters each
@@ -58,7 +58,7 @@ class Highway(nn.Module):
             h = nn.relu(self.dense(d, use_bias=True, name=f"highway{i}_transform")(x))
             x = t * h + (1.0 - t) * x
             if self.batch_norm:
-                x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=f"highway{i}_bn")(x)
+                x = batch_norm(train, f"highway{i}_bn")(x)
         return x
 
 

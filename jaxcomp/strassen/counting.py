@@ -52,6 +52,14 @@ def _counts(muls: int, adds: int, fp_muls: int, fp_adds: int, spn: bool, bn_muls
                 bn_muls=int(bn_muls))
 
 
+def arithmetic_counts(muls: int, adds: int, full_precision: bool = True, bn_muls: int = 0) -> dict[str, int]:
+    """A row of elementwise arithmetic that is not a replaced layer (``spn = 0``): the same in both networks
+    (``full_precision``: e.g. an LSTM's gate products), or present in the SPN network only (its
+    full-precision counts 0: e.g. a batch norm the SPN model adds, ``bn_muls`` of its ``muls``)."""
+    fp_muls, fp_adds = (muls, adds) if full_precision else (0, 0)
+    return _counts(muls, adds, fp_muls, fp_adds, False, bn_muls)
+
+
 def dense_counts(d_in: int, d_out: int, bias: bool = False) -> dict[str, int]:
     """A full-precision dense layer (it is its own reference)."""
     muls, adds = d_in * d_out, (d_in - 1) * d_out + (d_out if bias else 0)

@@ -35,12 +35,16 @@ def ternary_mix(step: jax.Array | int, ternary_start: int, ramp_steps: int = 0) 
     return jnp.clip((step - ternary_start + 1) / ramp_steps, 0.0, 1.0)
 
 
+def _leaf_name(path: tuple) -> str | None:
+    """The last key of a pytree path (a dict key or an attribute name)."""
+    return getattr(path[-1], "key", getattr(path[-1], "name", None))
+
+
 def phase_labels(params: Any) -> Any:
     """``"ternary"`` for every ``wa``/``wb``/``wc``/``wt`` leaf (``TERNARY_KEYS``), ``"rest"`` for the others
     (same structure)."""
     def label(path, _):
-        name = getattr(path[-1], "key", getattr(path[-1], "name", None))
-        return "ternary" if name in TERNARY_KEYS else "rest"
+        return "ternary" if _leaf_name(path) in TERNARY_KEYS else "rest"
     return jax.tree_util.tree_map_with_path(label, params)
 
 
@@ -80,8 +84,7 @@ def project_a_tilde(low: float = A_TILDE_RANGE[0], high: float = A_TILDE_RANGE[1
             raise ValueError("project_a_tilde needs the parameters (optax update(..., params))")
 
         def project(path, u, p):
-            name = getattr(path[-1], "key", getattr(path[-1], "name", None))
-            return jnp.clip(p + u, low, high) - p if name == "a_tilde" else u
+            return jnp.clip(p + u, low, high) - p if _leaf_name(path) == "a_tilde" else u
         return jax.tree_util.tree_map_with_path(project, updates, params), state
 
     return optax.GradientTransformation(init, update)

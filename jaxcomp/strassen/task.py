@@ -37,6 +37,7 @@ import optax
 from jaxcomp.distill.task import ClassificationTask, LanguageModelTask, LMLayers, Teacher, build_model
 from jaxcomp.models import classifier
 from jaxcomp.strassen.counting import (
+    arithmetic_counts,
     conv_counts,
     count_ops,
     dense_counts,
@@ -285,18 +286,16 @@ def lm_op_counts(config: ml_collections.ConfigDict) -> list[tuple[str, dict]]:
         for i in range(m.highway_layers):
             rows.append(proj(f"highway/highway{i}_gate", d_in, d_in, True))
             rows.append(proj(f"highway/highway{i}_transform", d_in, d_in, True))
-            rows.append((f"highway/highway{i}_mix", dict(muls=2 * d_in, adds=2 * d_in, fp_muls=2 * d_in,
-                                                         fp_adds=2 * d_in, spn=0, bn_muls=0)))
+            rows.append((f"highway/highway{i}_mix", arithmetic_counts(2 * d_in, 2 * d_in)))
             if s.enabled:  # the SPN model's batch norm after the layer: it folds into nothing (the next W_b is
                 # ternary, the carry path reads it directly), so its scale and shift cost D each
-                rows.append((f"highway/highway{i}_bn", dict(muls=d_in, adds=d_in, fp_muls=0, fp_adds=0, spn=0,
-                                                            bn_muls=d_in)))
+                rows.append((f"highway/highway{i}_bn", arithmetic_counts(d_in, d_in, False, bn_muls=d_in)))
     for layer in range(m.layers):
         d = d_in if layer == 0 else m.hidden
         rows.append(proj(f"lstm{layer}_input", d, gates, True))
         rows.append(proj(f"lstm{layer}/recurrent", m.hidden, gates, False))
         h = m.hidden
-        rows.append((f"lstm{layer}/gates", dict(muls=3 * h, adds=h, fp_muls=3 * h, fp_adds=h, spn=0, bn_muls=0)))
+        rows.append((f"lstm{layer}/gates", arithmetic_counts(3 * h, h)))
     rows.append(proj("output", m.hidden, m.vocab_size, True))
     return rows
 
