@@ -935,3 +935,13 @@ def test_config_settings_reach_the_model_and_the_counts(repo):
     counts = apply_overrides(tiny, ["experiment.twn=True", "experiment.hidden_ratios=(1.0,)"])
     rows = {name: s for name, _, s in summary_rows(counts)}
     assert rows["TWN"]["net_muls"] != rows["SPN"]["net_muls"]
+
+
+def test_spn_layers_refuse_shapes_they_cannot_build():
+    """Clear errors instead of a reshape deep inside: four gate blocks need divisible outputs; an identity W_c
+    needs p = 1 and r = c_out."""
+    x = jnp.ones((1, 6))
+    with pytest.raises(ValueError, match="not divisible by blocks"):
+        strassen.SPNDenseBlocks(10, 2, 4).init(jax.random.PRNGKey(0), x)
+    with pytest.raises(ValueError, match="identity_wc=True"):
+        strassen.SPNConv(4, (3, 1), hidden=3, identity_wc=True).init(jax.random.PRNGKey(0), jnp.ones((1, 5, 1, 2)))
