@@ -65,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with open(os.path.join(args.workdir, "config.json")) as f:
                 run_config = json.load(f)
-        except ValueError:
-            run_config = None  # load_workdir names the file and what is wrong with it
+        except (ValueError, OSError):
+            run_config = None  # load_workdir names the file or folder and what is wrong with it
         classifier = isinstance(run_config, dict) and run_config.get("task") == "classification"
         config, params, notes = load_workdir(args.workdir)
         chain = workdir_lineage(args.workdir, config.get("init_from", ""))

@@ -8,9 +8,13 @@ The archive holds ``config.json``, ``metrics.jsonl``, ``lineage.json`` (those pr
 latest ``checkpoints/<step>/`` (parameters, optimizer state and step: all a resumed run needs;
 batches depend only on the step, so the continued run is the one an uninterrupted run would
 have been). Older checkpoints and TensorBoard logs stay behind. Packing refuses to replace an
-existing archive (``--force`` does). Unpacking refuses a workdir that is not empty (it would mix
-two runs or replace their files), any archive member outside the run's files, and an archive
-without ``config.json`` or without a complete checkpoint.
+existing archive (``--force`` does) and to write the archive inside the run it packs (even with
+``--force``: it could replace the run's own files); a missing folder of ``--out`` is made.
+Unpacking refuses a workdir that is not empty (it would mix two runs or replace their files), any
+archive member outside the run's files or that is not a plain file or folder, and an archive
+without ``config.json`` or without a complete checkpoint. It unpacks into a temporary folder
+beside the workdir and renames it only once everything is out, so a refused or damaged archive
+leaves no half-unpacked run for the next training command to resume.
 The recipe for an accelerator with a per-command time limit is in docs/l3c.md
 ("Training on an accelerator, in slices").
 """
@@ -19,8 +23,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tarfile
+import tempfile
 
 from jaxcomp.files import CHECKPOINT_COMMIT_MARKERS, atomic_file, latest_complete_checkpoint
 
@@ -55,7 +61,11 @@ def pack(workdir: str, out: str, force: bool = False) -> tuple[str, int]:
         raise PackError(f"{out} exists: choose another name, or pass --force to replace it")
     if not os.path.isfile(os.path.join(workdir, "config.json")):
         raise PackError(f"{workdir} is not a training workdir (no config.json)")
+    run, target = os.path.realpath(workdir), os.path.realpath(out)
+    if os.path.commonpath([run, target]) == run:
+        raise PackError(f"{out} is inside the run it packs ({workdir}); write the archive elsewhere")
     step = latest_checkpoint(workdir)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
     with atomic_file(out) as f, tarfile.open(fileobj=f, mode="w") as tar:
         for name in RUN_FILES:
             if os.path.exists(os.path.join(workdir, name)):
@@ -84,11 +94,28 @@ def unpack(archive: str, workdir: str) -> str:
             if "config.json" not in names or not _complete(names, f"checkpoints/{next(iter(steps))}"):
                 raise PackError(f"{archive} is not a complete packed run (no config.json or no finished "
                                 f"checkpoint in it)")
-            os.makedirs(workdir, exist_ok=True)
-            if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: refuse links and odd modes as well
-                tar.extractall(workdir, members=members, filter="data")
-            else:
-                tar.extractall(workdir, members=members)
+            special = [m.name for m in members if not (m.isfile() or m.isdir())]
+            if special:
+                raise PackError(f"{archive} holds members that are not plain files or folders ({special[:3]}): "
+                                f"not a packed run")
+            parent = os.path.dirname(os.path.abspath(workdir))
+            os.makedirs(parent, exist_ok=True)
+            staging = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(workdir))}.unpacking-",
+                                       dir=parent)
+            try:
+                mask = os.umask(0)
+                os.umask(mask)
+                os.chmod(staging, 0o777 & ~mask)  # a workdir as os.makedirs makes it, not mkdtemp's 0700
+                if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: refuse links and odd modes as well
+                    tar.extractall(staging, members=members, filter="data")
+                else:
+                    tar.extractall(staging, members=members)
+                if os.path.isdir(workdir):
+                    os.rmdir(workdir)  # empty (checked above); fails, keeping the unpacked copy, if one appeared
+                os.replace(staging, workdir)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
     except (tarfile.TarError, EOFError) as e:
         raise PackError(f"{archive} is not a readable archive (truncated or corrupt?): {e}") from e
     return next(iter(steps))

@@ -3,7 +3,8 @@
     python -m experiments.train --config configs/l3c.py:cpu --workdir runs/l3c_cpu \
         [--config.data.path=DIR ...]
 
-Resumes from the last checkpoint in --workdir; --eval-only evaluates that checkpoint.
+Resumes from the last checkpoint in --workdir; --eval-only evaluates that checkpoint (or, with
+none there, the model ``--config.init_from=`` names: an exported .msgpack or another workdir).
 --time-limit SECONDS stops (with a checkpoint) once that much wall-clock time has passed; the
 same command then continues the run, as if it had not stopped (for leased machines with a
 per-command limit, or a shared CPU).
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from jaxcomp import tasks
@@ -30,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="configs/NAME.py[:VARIANT]")
     parser.add_argument("--workdir", required=True, help="checkpoints, config.json, metrics, TensorBoard")
-    parser.add_argument("--eval-only", action="store_true", help="evaluate the latest checkpoint")
+    parser.add_argument("--eval-only", action="store_true",
+                        help="evaluate the latest checkpoint in --workdir, or, with none there, config.init_from")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                         help="stop with a checkpoint after this much wall-clock time from the start of "
@@ -38,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(rest)
     if args.time_limit is not None and not args.time_limit > 0:  # also NaN
         parser.error(f"--time-limit must be > 0 seconds, got {args.time_limit:g}")
+    if os.path.exists(args.workdir) and not os.path.isdir(args.workdir):
+        parser.error(f"--workdir {args.workdir} is a file, not a folder")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("jaxcomp").setLevel(logging.INFO)
 
@@ -57,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.eval_only:
             from jaxcomp.files import latest_complete_checkpoint
 
-            if latest_complete_checkpoint(args.workdir) is None:
-                raise trainer.CheckpointError(f"--eval-only: no checkpoint in {args.workdir} (an untrained model "
-                                              f"would be scored)")
+            if latest_complete_checkpoint(args.workdir) is None and not config.get("init_from", ""):
+                raise trainer.CheckpointError(f"--eval-only: no checkpoint in {args.workdir} and no config.init_from "
+                                              f"(an untrained model would be scored)")
             config.unlock()
             config.steps = 0
             config.lock()

@@ -139,14 +139,19 @@ class Study:
         return c
 
     def codec_dir(self, point: str) -> str:
-        """The codec of ``point``: ``experiment.codecs_from``'s ``codec_<point>.msgpack`` when given (codecs
-        trained elsewhere, e.g. on an accelerator), else this study's own ``WORKDIR/codec_<point>``."""
+        """The codec of ``point``: with ``experiment.codecs_from`` (codecs trained elsewhere, e.g. on an
+        accelerator), its ``codec_<point>.msgpack`` (exported) or else its ``codec_<point>/`` (the
+        workdir another study, such as ``:gpu``, trained it in); without, this study's own
+        ``WORKDIR/codec_<point>``."""
         source = self.exp.get("codecs_from", "")
         if source:
-            path = os.path.join(source, f"codec_{point}.msgpack")
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"experiment.codecs_from={source!r} has no codec_{point}.msgpack")
-            return path
+            exported, workdir = (os.path.join(source, f"codec_{point}{ext}") for ext in (".msgpack", ""))
+            if os.path.isfile(exported):
+                return exported
+            if os.path.isdir(workdir):
+                return workdir
+            raise FileNotFoundError(f"experiment.codecs_from={source!r} has neither codec_{point}.msgpack (an "
+                                    f"exported model) nor codec_{point}/ (a study's training workdir)")
         return os.path.join(self.workdir, f"codec_{point}")
 
     # ---- stages --------------------------------------------------------------------------

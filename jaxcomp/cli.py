@@ -18,7 +18,8 @@ context-model operating points or GC or DPLC models, is decoded with the matchin
 the same image.
 Exit status: 0 all files done; 1 some files failed (each named on stderr, the others are
 done); 2 the command itself is wrong (bad arguments, missing input, unusable checkpoint).
-Existing outputs are never overwritten unless --force is given.
+Existing outputs are never overwritten unless --force is given, and an output that is its own
+input never (the source would be lost); decompress writes PNG files, named .png.
 
 Compiled model functions are kept in a persistent XLA compilation cache (default
 ``$JAXCOMP_CACHE_DIR``, ``$JAX_COMPILATION_CACHE_DIR`` or ``~/.cache/jaxcomp/xla``;
@@ -48,6 +49,27 @@ SUFFIX = ".jxc"
 
 class UsageError(Exception):
     pass
+
+
+def _check_outputs(pairs: list[tuple[str, str]], force: bool, compress: bool) -> None:
+    """Refuses (:class:`UsageError`) outputs that would overwrite an existing file without ``force``,
+    overwrite their own input (even with ``force``: the source would be lost), land in a folder
+    that does not exist, or, decompressing, be named other than ``.png`` (the data written is PNG)."""
+    existing = []
+    for src, dst in pairs:
+        if os.path.exists(dst):
+            if os.path.samefile(src, dst):
+                raise UsageError(f"{dst} is the input itself; writing it would destroy the input (give "
+                                 f"another output path)")
+            existing.append(dst)
+        parent = os.path.dirname(dst) or "."
+        if not os.path.isdir(parent):
+            raise UsageError(f"the output folder {parent} does not exist")
+        if not compress and not dst.lower().endswith(".png"):
+            raise UsageError(f"{dst}: decompress writes PNG files; name the output .png (or give a folder)")
+    if existing and not force:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise UsageError(f"{existing[0]} exists{more}; use --force to overwrite")
 
 
 def _pairs(src: str, dst: str, compress: bool) -> list[tuple[str, str]]:
@@ -191,13 +213,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_ in (("compress", "image file or folder -> .jxc"), ("decompress", ".jxc file or folder -> PNG")):
-        p = sub.add_parser(name, help=help_)
-        p.add_argument("input")
-        p.add_argument("output")
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("input", help="a file, or a folder (every image / every .jxc file in it)")
+        p.add_argument("output", help="a file (decompress: a .png), or a folder (made if missing) for a folder "
+                                      "input or to write <input name>.jxc / .png into")
         p.add_argument("--checkpoint", default=None,
                        help="model: exported .msgpack or a training workdir; for cpm also low, med or high, "
-                            "for gc c2, c4 or c8, for dplc a stage-2 model (default: the shipped L3C model / "
-                            "the shipped med-rate context model / gc c4 / dplc mnist)")
+                            "for gc c4 (shipped; c2 and c8 once trained and exported, docs/gc.md), for dplc "
+                            "a stage-2 model (default: the shipped L3C model / the shipped med-rate context "
+                            "model / gc c4 / dplc mnist)")
         if name == "compress":
             p.add_argument("--codec", default="l3c", choices=["l3c", "cpm", "gc", "dplc"],
                            help="l3c: lossless (default); cpm: lossy, 3D context model (CVPR'18); "
@@ -211,26 +235,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             p.add_argument("--refine", type=int, default=0, metavar="STEPS",
                            help="cpm: optimise each image's latent for STEPS steps under the model's training "
                                 "loss before coding (slower encoding, better rate-distortion; decoding unchanged)")
-        p.add_argument("--tile", type=int, default=None,
-                       help="tile size in pixels when compressing (default: 512 for l3c, 1024 for cpm; "
-                            "decoding reads it from the file)")
-        p.add_argument("--window", type=int, default=None,
-                       help="l3c: coding PMFs over WINDOW levels around the model's mean plus an escape, when "
-                            "compressing (default 64; 0: all 256 levels; decoding reads it from the file)")
+            p.add_argument("--tile", type=int, default=None,
+                           help="tile size in pixels (default: 512 for l3c, 1024 for cpm; decoding reads it "
+                                "from the file)")
+            p.add_argument("--window", type=int, default=None,
+                           help="l3c: coding PMFs over WINDOW levels around the model's mean plus an escape "
+                                "(default 64; 0 or 256: all 256 levels; decoding reads it from the file)")
         p.add_argument("--cache-dir", default=None,
                        help="persistent XLA compilation cache (default: $JAXCOMP_CACHE_DIR, "
                             "$JAX_COMPILATION_CACHE_DIR or ~/.cache/jaxcomp/xla; \"\" to turn it off, though JAX "
                             "itself still reads $JAX_COMPILATION_CACHE_DIR if it is set)")
         p.add_argument("--force", action="store_true", help="overwrite existing outputs")
-        p.add_argument("--quiet", action="store_true")
+        p.add_argument("--quiet", action="store_true", help="no progress bar and no per-file summary lines")
     args = parser.parse_args(argv)
     compress = args.command == "compress"
     try:
         pairs = _pairs(args.input, args.output, compress)
-        if not args.force:
-            existing = [d for _, d in pairs if os.path.exists(d)]
-            if existing:
-                raise UsageError(f"{existing[0]} exists (and {len(existing) - 1} more); use --force to overwrite")
+        _check_outputs(pairs, args.force, compress)
         refine = getattr(args, "refine", 0)
         if refine < 0:
             raise UsageError(f"--refine must be >= 0 steps, got {refine}")
@@ -241,12 +262,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError("--top-levels applies to the lossless codec only (--codec l3c)")
         if compress and args.window is not None and args.codec != "l3c":
             raise UsageError("--window applies to the lossless codec only (--codec l3c)")
-        if args.tile is not None and args.tile <= 0:
+        if compress and args.tile is not None and args.tile <= 0:
             raise UsageError(f"--tile must be > 0 pixels, got {args.tile}")
         if compress and args.tile is not None and args.codec not in ("l3c", "cpm"):
             raise UsageError(f"--tile applies to --codec l3c and cpm only (--codec {args.codec} codes whole images)")
         enable_compilation_cache(default_cache_dir() if args.cache_dir is None else args.cache_dir)
-        codecs = _Codecs(args.checkpoint, args.tile, args.window, refine,
+        codecs = _Codecs(args.checkpoint, getattr(args, "tile", None), getattr(args, "window", None), refine,
                          progress=not args.quiet and len(pairs) == 1, top_levels=top_levels)
         if compress:
             codec = codecs.get(args.codec, args.checkpoint)
@@ -278,7 +299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                          else _decompress_one(codecs, src, dst))
         except (UsageError, BitstreamError, DataError, ValueError, OSError) as e:
             failures += 1
-            print(f"jaxcomp {args.command}: {src}: {e}", file=sys.stderr)
+            message = str(e)  # load_image's errors already start with the path
+            print(f"jaxcomp {args.command}: {message if message.startswith(src) else f'{src}: {message}'}",
+                  file=sys.stderr)
             continue
         except (ScopeParamNotFoundError, ScopeParamShapeError) as e:  # every file would fail the same way
             print(f"jaxcomp {args.command}: error: the model's parameters do not fit the architecture its .json "

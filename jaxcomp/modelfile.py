@@ -131,8 +131,9 @@ def _check_pair(path: str, training: Any, sha256: str) -> None:
         meta = os.path.basename(os.path.splitext(path)[0] + ".json")
         raise ModelLoadError(
             f"{path}: its parameters are not the ones {meta} describes (sha256 {sha256[:12]}... against "
-            f"params_sha256 {str(expected)[:12]}... there): the pair was torn apart, by an export interrupted "
-            f"between the two files or a copy of only one of them; export again, or copy both files together")
+            f"params_sha256 {str(expected)[:12]}... there): the file is damaged (cut short or altered in a copy or "
+            f"download), or the pair was torn apart, by an export interrupted between the two files or a copy of "
+            f"only one of them; export again, or copy both files together")
 
 
 def _read_json(path: str, what: str) -> Any:
@@ -200,7 +201,8 @@ def _load_exported(path: str) -> tuple[ml_collections.ConfigDict, Any, dict]:
     return ml_collections.ConfigDict(meta["config"]), params, notes
 
 
-def load_workdir(workdir: str, batch_stats: bool | None = None) -> tuple[ml_collections.ConfigDict, Any, dict]:
+def load_workdir(workdir: str, batch_stats: bool | None = None,
+                 task: str | None = None) -> tuple[ml_collections.ConfigDict, Any, dict]:
     """``(config, params, notes)`` of the latest checkpoint of a training workdir; ``notes["step"]``
     is that checkpoint's step.
 
@@ -213,14 +215,22 @@ def load_workdir(workdir: str, batch_stats: bool | None = None) -> tuple[ml_coll
     The checkpoint is restored without a target tree (and so without building the task, its
     model or a device mesh): as nested dicts of host ``numpy`` arrays, whatever the devices it
     was saved from; ``params`` is the trainer state's ``params``. Whether they fit the model of
-    ``config`` is checked by whoever uses them (a codec, the trainer's warm start).
+    ``config`` is checked by whoever uses them (a codec, the trainer's warm start); ``task``, when
+    given, is checked here against the run config's, before the checkpoint is read.
     """
     import orbax.checkpoint as ocp
 
+    if not os.path.isdir(workdir):
+        raise ModelLoadError(f"{workdir} is not a training workdir ("
+                             f"{'a file' if os.path.exists(workdir) else 'no such folder'})")
     config_path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(config_path):
+        raise ModelLoadError(f"{workdir} is not a training workdir (no config.json)")
     config = _read_json(config_path, "run config")
     if not isinstance(config, dict):
         raise ModelLoadError(f"{config_path}: a run config is a JSON object, not {type(config).__name__}")
+    if task is not None and config.get("task") != task:
+        raise ModelLoadError(f"{workdir} holds a {config.get('task')!r} model, not {task!r}")
     config = ml_collections.ConfigDict(config)
     directory = os.path.join(os.path.abspath(workdir), "checkpoints")
     step = None

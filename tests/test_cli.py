@@ -33,6 +33,7 @@ def photos(tmp_path_factory):
 def test_folder_roundtrip_is_exact(model_file, photos, tmp_path, capsys):
     args = ["--checkpoint", model_file, "--tile", "32", "--quiet"]
     assert cli.main(["compress", str(photos), str(tmp_path / "c"), *args]) == 0
+    args = ["--checkpoint", model_file, "--quiet"]  # decoding reads the tile from the file
     assert sorted(os.listdir(tmp_path / "c")) == ["gray.jxc", "p0.jxc", "p1.jxc"]
     assert cli.main(["decompress", str(tmp_path / "c"), str(tmp_path / "d"), *args]) == 0
     for name in ("p0", "p1", "gray"):
@@ -86,7 +87,7 @@ def test_streams_of_earlier_shipped_l3c_models_decode_without_a_checkpoint(l3c_t
                          "--checkpoint", str(tmp_path / f"{model}.msgpack")]) == 0
     for model in ("earlier", "current"):
         assert cli.main(["decompress", str(tmp_path / f"{model}.jxc"), str(tmp_path / f"{model}.png"),
-                         "--quiet", "--tile", "32"]) == 0
+                         "--quiet"]) == 0
         np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / f"{model}.png")), load_image(src))
     capsys.readouterr()
     assert cli.main(["decompress", str(tmp_path / "never_shipped.jxc"), str(tmp_path / "n.png"), "--quiet"]) == 1
@@ -124,6 +125,39 @@ def test_usage_errors_exit_2(model_file, tmp_path, capsys):
     assert cli.main(["compress", str(img), str(tmp_path / "a.jxc"), "--checkpoint", str(edited)]) == 2
     assert "the model's parameters do not fit the architecture its .json describes" in capsys.readouterr().err
     assert not (tmp_path / "a.jxc").exists()
+
+
+def test_outputs_that_would_lose_data_are_refused(model_file, tmp_path, capsys):
+    """Refused before anything is written (exit 2): an output that is the input itself, even with
+    --force (the source would be gone); an output in a folder that does not exist; a decompressed
+    file named other than .png (its bytes are PNG); an L3C window the decoder does not accept
+    (> 256: the file would be written and never decode); decoding options on decompress (they
+    come from the file). A window of 256 (every level) writes a file that decodes exactly."""
+    img = tmp_path / "a.png"
+    Image.fromarray(load_image(sample_image_paths()[0])[:16, :24]).save(img)
+    pixels = img.read_bytes()
+    model = ["--checkpoint", model_file, "--quiet", "--tile", "32"]
+    for argv, message in (
+            (["compress", str(img), str(img), *model, "--force"], "is the input itself"),
+            (["compress", str(img), str(tmp_path / "no" / "such" / "a.jxc"), *model], "does not exist"),
+            (["compress", str(img), str(tmp_path / "w.jxc"), *model, "--window", "300"], "window must be"),
+            (["compress", str(img), str(tmp_path / "w.jxc"), *model, "--window", "-1"], "window must be")):
+        assert cli.main(argv) == 2, argv
+        assert message in capsys.readouterr().err, argv
+    assert img.read_bytes() == pixels and not (tmp_path / "w.jxc").exists()
+    assert cli.main(["compress", str(img), str(tmp_path / "w.jxc"), *model, "--window", "256"]) == 0
+    stream = (tmp_path / "w.jxc").read_bytes()
+    for argv, message in ((["decompress", str(tmp_path / "w.jxc"), str(tmp_path / "w.jxc"), "--force"],
+                           "is the input itself"),
+                          (["decompress", str(tmp_path / "w.jxc"), str(tmp_path / "w.jpg")], "name the output .png")):
+        assert cli.main([*argv, "--checkpoint", model_file]) == 2, argv
+        assert message in capsys.readouterr().err, argv
+    assert (tmp_path / "w.jxc").read_bytes() == stream and not (tmp_path / "w.jpg").exists()
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["decompress", str(tmp_path / "w.jxc"), str(tmp_path / "w.png"), "--tile", "7"])
+    assert exit_.value.code == 2
+    assert cli.main(["decompress", str(tmp_path / "w.jxc"), str(tmp_path / "w.png"), "--checkpoint", model_file]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "w.png")), load_image(str(img)))
 
 
 def test_console_errors_have_no_traceback(tmp_path, repo):
@@ -176,11 +210,12 @@ def test_second_call_reuses_the_compiled_model(model_file, tmp_path, repo):
     # well under 0.5 s, which the old threshold never stored
     env = dict(os.environ, JAX_LOG_COMPILES="1")
     env.pop("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", None)
-    common = ["--checkpoint", model_file, "--tile", "32", "--cache-dir", str(cache), "--force"]
+    common = ["--checkpoint", model_file, "--cache-dir", str(cache), "--force"]
     runs = []
     steps = (("compress", img, tmp_path / "a.jxc"), ("decompress", tmp_path / "a.jxc", tmp_path / "b.png"))
     for command, src, dst in steps:
-        out = subprocess.run([sys.executable, "-m", "jaxcomp.cli", command, str(src), str(dst), *common],
+        tile = ["--tile", "32"] if command == "compress" else []
+        out = subprocess.run([sys.executable, "-m", "jaxcomp.cli", command, str(src), str(dst), *common, *tile],
                              capture_output=True, text=True, cwd=repo, env=env)
         assert out.returncode == 0, out.stderr
         runs.append(out.stderr)
@@ -252,7 +287,7 @@ def test_a_folder_of_new_sizes_in_a_compiled_bucket_compiles_nothing(model_file,
     jax.monitoring.register_event_duration_secs_listener(listener)
     try:
         assert cli.main(["compress", str(folder), str(tmp_path / "c"), *args]) == 0
-        assert cli.main(["decompress", str(tmp_path / "c"), str(tmp_path / "d"), *args]) == 0
+        assert cli.main(["decompress", str(tmp_path / "c"), str(tmp_path / "d"), *args[:2], *args[4:]]) == 0
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
     assert traces == []

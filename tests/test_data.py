@@ -163,6 +163,14 @@ def test_bad_images_give_clear_errors(tmp_path, monkeypatch):
     gray = tmp_path / "gray.png"
     Image.fromarray(np.full((8, 8), 9, np.uint8)).save(gray)
     assert load_image(str(gray)).shape == (8, 8, 3)
+    # a camera's "rotate 90° clockwise" (EXIF orientation 6): the pixels as viewers show them, since a
+    # decoded PNG keeps no EXIF; a PNG with the tag is turned the same way
+    stored = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3) * 14
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    for name in ("turned.png", "turned.tif"):
+        Image.fromarray(stored).save(tmp_path / name, exif=exif)
+        np.testing.assert_array_equal(load_image(str(tmp_path / name)), np.rot90(stored, k=-1))
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(DataError, match="no images"):
@@ -239,6 +247,16 @@ def test_paper_configs_refuse_to_train_without_real_data(repo, spec):
 
 def test_image_helpers_name_bad_arguments():
     from jaxcomp.data.images import resize_centre_crop
+
+    # crop settings that would train on NaN (crop 0), divide by zero or fail deep in the batch code
+    source = ArrayImageSource(np.zeros((2, 16, 16, 3), np.uint8))
+    for kwargs, message in ((dict(crop=0), "data.crop must be a positive"), (dict(crop=-8), "data.crop"),
+                            (dict(eval_crop=0), "data.eval_crop"), (dict(downscale=(0.0, 0.0)), "data.downscale"),
+                            (dict(downscale=(-1.0, -1.0)), "data.downscale"), (dict(downscale=(1.0, 0.5)), "lo <= hi"),
+                            (dict(downscale=(1.0, "a")), "data.downscale"), (dict(downscale=(1.0, 2.0, 3.0)), "two")):
+        with pytest.raises(DataError, match=message):
+            ImageBatches(source, None, batch_size=2, **{"crop": 8, **kwargs})
+    assert ImageBatches(source, None, batch_size=2, crop=8, downscale=(0.5, 1.0)).train_batch(0)["image"].shape[1] == 8
 
     image = np.zeros((20, 30, 3), np.uint8)
     for tile in (0, -2, 2.5):

@@ -152,6 +152,15 @@ def test_predict_command_with_the_shipped_model(records_dir, tmp_path, capsys):
         clf.predict_proba([signals[0] > 0])
     with pytest.raises(ECGDataError, match=r"record 1: expected a single-lead signal, got shape \(2, "):
         clf.predict_proba([signals[0], np.stack([signals[1], signals[1]])])  # two leads, not one long one
+    with pytest.raises(ECGDataError, match=r"record 1: samples up to 1e\+30 mV"):  # NaN probabilities before
+        clf.predict_proba([signals[0], np.full_like(signals[1], 1e30)])
+    # a batch size above the number of recordings: the same probabilities, no rows of filler (a user's
+    # --batch-size 100000 allocated 90 GB)
+    big, shapes = load_classifier(batch_size=1000), []
+    logits = big._logits
+    big._logits = lambda v, signal, length: (shapes.append(signal.shape), logits(v, signal, length))[1]
+    np.testing.assert_allclose(big.predict_proba(signals), p, atol=2e-6)
+    assert shapes and max(rows for rows, _ in shapes) <= len(signals)
     # ... and the padded, batched call equals the model on a recording alone, unpadded
     x = signals[0]
     z = np.asarray(clf._logits(clf._device_variables, x[None], np.array([len(x)], np.int32)), np.float64)[0]
@@ -159,6 +168,14 @@ def test_predict_command_with_the_shipped_model(records_dir, tmp_path, capsys):
     assert main([str(d / "nothere.mat")]) == 2
     assert main([str(d), "--model", str(tmp_path / "missing.msgpack")]) == 2
     assert "cannot load the model" in capsys.readouterr().err
+    # a workdir of another system is named as such before its checkpoint is read (it said
+    # "no model_state.batch_stats" of an L3C run); a missing path is named
+    other_run = tmp_path / "l3c_run"
+    other_run.mkdir()
+    (other_run / "config.json").write_text('{"task": "l3c"}')
+    for model, why in ((other_run, "holds a 'l3c' model, not 'ecg'"), (tmp_path / "no_run", "checkpoint not found")):
+        assert main([str(d), "--model", str(model), "--quiet"]) == 2
+        assert why in capsys.readouterr().err
     # --out never replaces a folder, an input record or a file that is not an earlier predictions CSV
     keep = tmp_path / "notes.txt"
     keep.write_text("mine")

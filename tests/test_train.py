@@ -540,7 +540,8 @@ def test_config_errors_are_clear(repo, tmp_path):
         config.model.featurs  # noqa: B018 — the loaded config is locked against typos
 
 
-def test_command_line_reports_errors_without_traceback(repo, tmp_path):
+def test_command_line_reports_errors_without_traceback(repo, tmp_path, l3c_tiny_config, l3c_tiny_params,
+                                                       capsys, monkeypatch):
     cmd = [sys.executable, "-m", "experiments.train", "--config", "configs/l3c.py:tiny",
            "--workdir", str(tmp_path), "--config.data.pth=x"]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=repo)
@@ -555,6 +556,34 @@ def test_command_line_reports_errors_without_traceback(repo, tmp_path):
     out = subprocess.run(base + ["--eval-only", "--no-progress"], capture_output=True, text=True, cwd=repo)
     assert out.returncode == 2 and "--eval-only: no checkpoint in" in out.stderr, out.stderr[-500:]
     assert not (tmp_path / "checkpoints").exists()
+    # ... but with config.init_from it scores that model (the docs' "step 0" rows), writing no checkpoint
+    import jax
+
+    from experiments.train import main as train_main
+    from jaxcomp.files import latest_complete_checkpoint
+    from jaxcomp.modelfile import export_params
+
+    monkeypatch.chdir(repo)
+    scores = []
+    for shift in (0.0, 0.05):
+        model = str(tmp_path / f"model{shift}.msgpack")
+        export_params(jax.tree.map(lambda x, s=shift: x + s, l3c_tiny_params), l3c_tiny_config, model, {})
+        assert train_main(["--config", "configs/l3c.py:tiny", "--workdir", str(tmp_path / f"eval{shift}"),
+                           "--eval-only", "--no-progress", f"--config.init_from={model}"]) == 0
+        printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert printed["step"] == 0 and latest_complete_checkpoint(str(tmp_path / f"eval{shift}")) is None
+        scores.append(printed["eval"]["bpsp"])
+    assert scores[0] != scores[1]  # the model named, not a fresh initialisation, is scored
+    # paths that are not workdirs are named as such (they gave a bare [Errno 17] / [Errno 2])
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(SystemExit):
+        train_main(["--config", "configs/l3c.py:tiny", "--workdir", str(tmp_path / "a_file")])
+    assert "is a file, not a folder" in capsys.readouterr().err
+    from experiments import export_model
+
+    for workdir, why in (("a_file", "(a file)"), ("no_run", "(no such folder)")):
+        assert export_model.main(["--workdir", str(tmp_path / workdir), "--out", str(tmp_path / "x.msgpack")]) == 2
+        assert f"is not a training workdir {why}" in capsys.readouterr().err
 
 
 def test_benchmark_scripts_refuse_unknown_configs_without_traceback(repo):
@@ -702,6 +731,25 @@ def test_pack_run_refuses_what_is_not_a_packed_run(tmp_path):
     with pytest.raises(pack_run.PackError, match="not empty"):
         pack_run.unpack(str(archive), str(other))
     assert (other / "config.json").read_text() == '{"mine": 1}' and sorted(os.listdir(other)) == ["config.json"]
+    # an archive with a special file (a FIFO) among the checkpoint's members: refused, and nothing is left
+    # behind for a training command to resume (before: config.json and the checkpoint were already out)
+    fifo = tmp_path / "fifo.tar"
+    with tarfile.open(archive) as src, tarfile.open(fifo, "w") as tar:
+        for m in src.getmembers():
+            tar.addfile(m, src.extractfile(m) if m.isfile() else None)
+        special = tarfile.TarInfo("checkpoints/12/fifo")
+        special.type = tarfile.FIFOTYPE
+        tar.addfile(special)
+    with pytest.raises(pack_run.PackError, match="not plain files or folders"):
+        pack_run.unpack(str(fifo), str(tmp_path / "un" / "fifo"))
+    assert not (tmp_path / "un").exists() or os.listdir(tmp_path / "un") == []  # no workdir, no staging folder
+    assert pack_run.unpack(str(archive), str(tmp_path / "un" / "good")) == "12"  # a new folder, made whole
+    assert sorted(os.listdir(tmp_path / "un")) == ["good"] and (tmp_path / "un" / "good" / "config.json").is_file()
+    # the archive is never written inside the run it packs (it could replace the run's own files)
+    with pytest.raises(pack_run.PackError, match="inside the run it packs"):
+        pack_run.pack(str(run), str(run / "config.json"), force=True)
+    assert (run / "config.json").read_text() == "{}"
+    assert pack_run.pack(str(run), str(tmp_path / "new" / "folder" / "c.tar"))[0] == "12"
 
 
 def test_conv_gradient_benchmark_divides_by_the_fastest_torch_layout_per_operation(repo):
@@ -817,3 +865,8 @@ def test_plateau_factor_is_checkpointed_resumed_and_reset(l3c_tiny_config, tmp_p
         trainer.check_settings(apply_overrides(config, ["eval_every=0"]))
     with pytest.raises(ConfigError, match="factor"):
         trainer.check_settings(apply_overrides(config, ["optimizer.plateau.factor=1.5"]))
+    two_player = config.copy_and_resolve_references()
+    two_player.optimizer_d = ml_collections.ConfigDict(config.optimizer.to_dict())
+    trainer.check_settings(apply_overrides(two_player, ["optimizer_d.plateau.metric=''"]))
+    with pytest.raises(ConfigError, match="applies to config.optimizer only"):
+        trainer.check_settings(apply_overrides(two_player, ["optimizer_d.plateau.metric=bpsp"]))

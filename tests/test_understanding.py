@@ -487,6 +487,17 @@ def test_study_scores_on_the_report_split_with_each_seed_and_mode(tmp_path, monk
     x, y = np.array([[1.0], [0.0], [1.0], [1.0], [1.0]]), np.array([1, 1, 1, 1, 1])
     assert evaluate(Task(), None, x, y, 2)["accuracy"] == pytest.approx(0.8)  # not 5 / 5 with a pad copy
 
+    # codecs trained elsewhere: an exported codec_<point>.msgpack, else another study's codec_<point>/ workdir
+    assert s.codec_dir("low") == str(tmp_path / "codec_low")
+    other = tmp_path / "gpu_study"
+    (other / "codec_low").mkdir(parents=True)
+    (other / "codec_med.msgpack").write_bytes(b"")
+    s.exp = ml_collections.ConfigDict(dict(codecs_from=str(other)))
+    assert s.codec_dir("low") == str(other / "codec_low")
+    assert s.codec_dir("med") == str(other / "codec_med.msgpack")
+    with pytest.raises(FileNotFoundError, match="neither codec_high.msgpack"):
+        s.codec_dir("high")
+
 
 @pytest.mark.slow
 @needs_shared

@@ -783,8 +783,9 @@ class L3CCodec:
     bucket's padding is never coded (:class:`_Bucketed`). ``buckets=None`` runs every tile at
     its own shape (the tiling of streams written before buckets existed, which decode so).
     ``window`` > 0 codes each 256-level subpixel with a PMF over ``window`` levels around the
-    mixture's mean plus an escape bin (:func:`jaxcomp.entropy.mixture_pmf_window`); 0 codes
-    with PMFs over all levels. The stream records its window, so any codec decodes it.
+    mixture's mean plus an escape bin (:func:`jaxcomp.entropy.mixture_pmf_window`); 0 (or 256,
+    or any window not below a scale's number of levels) codes with PMFs over all levels; above 256
+    is refused. The stream records its window, so any codec decodes it.
     ``top_levels`` (default :data:`DEFAULT_TOP_LEVELS` for models with the subsampled RGB pyramid,
     else 0; :func:`check_top_levels`): x(S) is coded from its own subsample ``x(S)[::2, ::2]``, and so
     on for that many levels, by D(S) without coarser features; only ``x(S + top_levels)`` is coded
@@ -811,8 +812,9 @@ class L3CCodec:
         m = 2**spec.scales
         if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile % m or tile <= 0:
             raise ValueError(f"tile must be a positive multiple of {m}, got {tile!r}")
-        if window < 0:
-            raise ValueError(f"window must be >= 0 (0: PMFs over all levels), got {window}")
+        if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or not 0 <= window <= RGB_LEVELS:
+            raise ValueError(f"window must be an integer in 0..{RGB_LEVELS} (0 or {RGB_LEVELS}: PMFs over all "
+                             f"levels), got {window!r}")
         self.spec, self.tile, self.window = spec, int(tile), window
         self.top_levels = check_top_levels(spec, top_levels)
         self.top_min_side = check_top_min_side(top_min_side)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".webp", ".tif", ".tiff")
 SAMPLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "samples")
@@ -55,7 +55,9 @@ def load_image(path: str, keep_gray: bool = False) -> np.ndarray:
     (CMYK, YCbCr, LAB, HSV), several frames (animations, multi-page TIFFs: only the first would be
     read; a camera JPEG whose extra frames are previews or gain maps, Pillow's "MPO", gives its main
     image), files that are not images or are damaged, and images over Pillow's decompression-bomb
-    limit (``PIL.Image.MAX_IMAGE_PIXELS``).
+    limit (``PIL.Image.MAX_IMAGE_PIXELS``). An EXIF orientation (a camera JPEG's "rotate 90°") is
+    applied, so the array is the image as viewers show it and a decoded PNG, which keeps no EXIF,
+    looks like the original; other metadata is not read.
     """
     if not isinstance(path, (str, os.PathLike)):
         raise DataError(f"load_image expects a file path, got {type(path).__name__}")
@@ -75,8 +77,9 @@ def load_image(path: str, keep_gray: bool = False) -> np.ndarray:
                 raise DataError(f"{path}: {mode} images are not supported (RGB, grayscale and palette only): "
                                 f"converting them to RGB changes the pixels; convert the file first if intended")
             im.load()
+            shown = ImageOps.exif_transpose(im)  # an EXIF orientation turns the pixels as a viewer shows them
             gray = keep_gray and mode in ("L", "1")
-            arr = np.asarray(im.convert("L" if gray else "RGB"), dtype=np.uint8)
+            arr = np.asarray(shown.convert("L" if gray else "RGB"), dtype=np.uint8)
     except DataError:
         raise
     except FileNotFoundError as e:
@@ -393,6 +396,16 @@ class ImageBatches:
     ):
         if batch_size % process_count:
             raise DataError(f"global batch size {batch_size} is not divisible by {process_count} hosts")
+        for name, value in (("crop", crop), ("eval_crop", eval_crop)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise DataError(f"data.{name} must be a positive number of pixels, got {value!r}")
+        try:
+            lo, hi = (float(v) for v in downscale)
+        except (TypeError, ValueError):
+            lo = hi = float("nan")
+        if not 0 < lo <= hi < float("inf"):
+            raise DataError(f"data.downscale must be two scales (lo, hi) with 0 < lo <= hi (1.0: no downscaling), "
+                            f"got {tuple(downscale) if isinstance(downscale, (tuple, list)) else downscale!r}")
         if len(train) == 0:
             raise DataError("no training images")
         self.train, self.val = train, val

@@ -67,12 +67,19 @@ class ECGDataset:
         return np.bincount(self.labels, minlength=len(CLASSES))
 
 
+# the largest |sample| a recording may hold, in mV: surface ECGs stay within ~10 mV, so this only
+# refuses values that are not millivolts of an ECG (and would overflow the spectrogram's power)
+MAX_ABS_MV = 1e6
+
+
 def check_recording(name: str, signal: np.ndarray, fs: float, expected_fs: int = FS) -> np.ndarray:
     """Validates one recording and returns it as float32 ``[n]``.
 
     Raises:
       ECGDataError: naming the record, for a wrong sampling rate, a signal that is not
-        one-dimensional, non-finite values, or fewer samples than one spectrogram window.
+        one-dimensional, non-finite values, values beyond :data:`MAX_ABS_MV` (no ECG reaches them:
+        a wrong gain or unit, or not a recording; the spectrogram of such values overflows to NaN),
+        or fewer samples than one spectrogram window.
     """
     if fs != expected_fs:
         raise ECGDataError(f"record {name}: sampling rate {fs:g} Hz, expected {expected_fs} Hz "
@@ -88,6 +95,10 @@ def check_recording(name: str, signal: np.ndarray, fs: float, expected_fs: int =
     bad = ~np.isfinite(signal)
     if bad.any():
         raise ECGDataError(f"record {name}: {int(bad.sum())} NaN/inf samples (first at sample {int(np.argmax(bad))})")
+    peak = float(np.abs(signal).max()) if signal.size else 0.0
+    if peak > MAX_ABS_MV:
+        raise ECGDataError(f"record {name}: samples up to {peak:.3g} mV, beyond {MAX_ABS_MV:g} mV, which no ECG "
+                           f"reaches (a wrong gain or unit in the header, or not a recording)")
     if len(signal) < MIN_SAMPLES:
         raise ECGDataError(f"record {name}: {len(signal)} samples ({len(signal) / expected_fs:.3f} s) is shorter "
                            f"than one spectrogram window of {MIN_SAMPLES} samples")

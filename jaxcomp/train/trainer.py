@@ -285,8 +285,9 @@ def restore_checkpoint(manager: ocp.CheckpointManager, abstract: Any, step: int 
     except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(
             f"checkpoint {manager.directory}/{step} does not match the model of this config "
-            f"(different architecture or task, or an optimizer state saved by an older version of its "
-            f"task: start a new run from its parameters with init_from): {str(e)[:500]}"
+            f"(different architecture or task; an optimizer state saved by an older version of its "
+            f"task: start a new run from its parameters with init_from; or its files are damaged, cut "
+            f"short in a copy: restore them, or resume from an earlier step): {str(e)[:500]}"
         ) from e
 
 
@@ -400,7 +401,8 @@ def check_settings(config: ml_collections.ConfigDict) -> None:
     anything is built or compiled: ``steps``, ``eval_every`` >= 0; ``log_every``,
     ``checkpoint_every``, ``keep`` (checkpoints kept: 0 would keep none), ``eval_batch_size`` and
     ``data.batch_size`` (where the config has them) >= 1; ``optimizer.plateau`` well formed and, when
-    on, evaluations to watch (``eval_every`` > 0)."""
+    on, evaluations to watch (``eval_every`` > 0); no plateau rule on another optimizer section (a
+    two-player task's ``optimizer_d``): the trainer applies the rule to ``config.optimizer`` only."""
     rules = {"steps": 0, "eval_every": 0, "log_every": 1, "checkpoint_every": 1, "keep": 1, "eval_batch_size": 1}
     values = {k: config.get(k) for k in rules}
     if "data" in config and "batch_size" in config.data:
@@ -416,6 +418,12 @@ def check_settings(config: ml_collections.ConfigDict) -> None:
         plateau = plateau_settings(config.optimizer) if "optimizer" in config else None
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    for key in sorted(k for k in config.keys() if k.startswith("optimizer") and k != "optimizer"):
+        section = config[key]
+        if isinstance(section, ml_collections.ConfigDict) and section.get("plateau", None) is not None \
+                and section.plateau.get("metric", ""):
+            raise ConfigError(f"{key}.plateau.metric={section.plateau.metric!r}: the plateau rule applies to "
+                              f"config.optimizer only; set it there (or {key}.plateau.metric='' to switch it off)")
     if plateau is not None and not config.get("eval_every"):
         raise ConfigError(f"optimizer.plateau.metric={plateau.metric!r} needs evaluations to watch: set "
                           "config.eval_every > 0 (or optimizer.plateau.metric='' to switch the rule off)")

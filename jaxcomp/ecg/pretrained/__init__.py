@@ -89,10 +89,11 @@ class ECGClassifier:
         padded = -(-padded // NOVERLAP) * NOVERLAP
         for width in np.unique(padded):
             members = np.flatnonzero(padded == width)
-            for start in range(0, len(members), self.batch_size):
-                idx = members[start:start + self.batch_size]
-                signal = np.zeros((self.batch_size, int(width)), np.float32)
-                length = np.full((self.batch_size,), MIN_SAMPLES, np.int32)  # filler rows: ignored
+            rows = min(self.batch_size, len(members))  # a batch size above the recordings allocates no filler
+            for start in range(0, len(members), rows):
+                idx = members[start:start + rows]
+                signal = np.zeros((rows, int(width)), np.float32)
+                length = np.full((rows,), MIN_SAMPLES, np.int32)  # filler rows: ignored
                 for row, i in enumerate(idx):
                     signal[row, :len(arrays[i])] = arrays[i]
                     length[row] = len(arrays[i])
@@ -122,11 +123,7 @@ def load_classifier(path: str | None = None, batch_size: int = 16) -> ECGClassif
     if os.path.isdir(path):  # a workdir without best.msgpack: its latest checkpoint
         from jaxcomp.modelfile import load_workdir
 
-        if not os.path.isfile(os.path.join(path, "config.json")):
-            raise ModelLoadError(f"{path}: a directory without config.json is not a training workdir")
-        config, variables, notes = load_workdir(path, batch_stats=True)
-        if config.get("task") != "ecg":
-            raise ModelLoadError(f"{path} holds a {config.get('task')!r} model, not 'ecg'")
+        config, variables, notes = load_workdir(path, batch_stats=True, task="ecg")
         variables = jax.tree.map(lambda a: np.asarray(a, np.float32) if np.issubdtype(np.asarray(a).dtype,
                                                                                       np.floating) else a, variables)
     else:
