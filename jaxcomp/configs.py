@@ -13,7 +13,8 @@ import difflib
 import importlib.util
 import inspect
 import os
-from collections.abc import Iterable, Sequence
+import types
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import ml_collections
@@ -23,7 +24,7 @@ class ConfigError(ValueError):
     """A config spec, variant, key or value that cannot be used."""
 
 
-def config_module(path: str):
+def config_module(path: str) -> types.ModuleType:
     """The Python module of a config file (its ``get_config``, ``VARIANTS`` and helpers)."""
     return _module_from_file(path)
 
@@ -41,7 +42,7 @@ def _module_from_file(path: str):
     return module
 
 
-def variants(module) -> tuple[str, ...]:
+def variants(module: types.ModuleType) -> tuple[str, ...]:
     """The named variants a config module declares in ``VARIANTS`` (may be empty)."""
     return tuple(getattr(module, "VARIANTS", ()))
 
@@ -179,7 +180,8 @@ def split_cli_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     return overrides, rest
 
 
-def config_script_main(description: str, default_config: str, run, argv: Sequence[str] | None = None) -> int:
+def config_script_main(description: str, default_config: str, run: Callable[[ml_collections.ConfigDict, str], Any],
+                       argv: Sequence[str] | None = None) -> int:
     """Entry point of an experiment script: ``--config FILE:VARIANT --workdir DIR [--config.k=v ...]``.
 
     Loads the config, calls ``run(config, workdir)`` and prints what it returns. Config and

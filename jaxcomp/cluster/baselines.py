@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import ArrayLike
 from sklearn.linear_model import orthogonal_mp, orthogonal_mp_gram
 
 from jaxcomp.cluster.ssc import check_data
@@ -13,8 +14,8 @@ from jaxcomp.cluster.ssc import check_data
 METHODS = ("loop", "gram")
 
 
-def sklearn_ssc_omp_coefficients(X, s_max: int = 10, tau: float = 0.0, progress: bool = False,
-                                 method: str = "loop", points=None) -> sp.csr_matrix:
+def sklearn_ssc_omp_coefficients(X: ArrayLike, s_max: int = 10, tau: float = 0.0, progress: bool = False,
+                                 method: str = "loop", points: ArrayLike | None = None) -> sp.csr_matrix:
     """SSC-OMP coefficients with scikit-learn's OMP, one point at a time.
 
     ``method="loop"``: ``orthogonal_mp(D, x_j)`` on the unit-norm data with column ``j`` zeroed

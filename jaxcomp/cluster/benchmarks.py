@@ -10,6 +10,7 @@ import os
 import time
 from typing import Any
 
+import ml_collections
 import numpy as np
 
 from jaxcomp.cluster.baselines import sklearn_ssc_omp_coefficients
@@ -30,7 +31,7 @@ def _tqdm(it, **kw):
     return tqdm(it, **kw)
 
 
-def tau_for(cfg, sigma: float) -> float:
+def tau_for(cfg: ml_collections.ConfigDict, sigma: float) -> float:
     """The residual threshold of a config: ``fixed`` -> ``ssc.tau``; ``noise`` ->
     ``max(ssc.tau, tau_from_noise(sigma, m, ssc.tau_subspace_dim))``."""
     if cfg.ssc.tau_mode == "fixed":
@@ -40,7 +41,8 @@ def tau_for(cfg, sigma: float) -> float:
     raise ValueError(f"unknown ssc.tau_mode {cfg.ssc.tau_mode!r}; expected fixed or noise")
 
 
-def make_estimator(algorithm: str, cfg, n_clusters, s_max: int, tau: float, verbose: bool = False):
+def make_estimator(algorithm: str, cfg: ml_collections.ConfigDict, n_clusters: int | None, s_max: int, tau: float,
+                   verbose: bool = False) -> SSCOMP | SSCMP:
     """``SSCOMP`` or ``SSCMP`` with the config's settings."""
     common = dict(n_clusters=n_clusters, s_max=int(s_max), tau=tau, corr_tol=cfg.ssc.corr_tol,
                   chunk_size=cfg.ssc.chunk_size, random_state=cfg.seed, verbose=verbose,
@@ -58,7 +60,7 @@ def _synthetic(cfg, t, rho, sigma, seed):
     return union_of_subspaces(d.ambient_dim, d.subspace_dim, d.n_subspaces, int(t), float(rho), float(sigma), seed)
 
 
-def phase_cell(cfg, value: float) -> tuple[int, float, int, float]:
+def phase_cell(cfg: ml_collections.ConfigDict, value: float) -> tuple[int, float, int, float]:
     """The settings of one row of a phase diagram whose y axis (``grid.axes``) is at ``value``:
     ``(t, sigma, s_max, tau)``, the config's own ``data.intersection_dim``, ``data.sigma`` and
     ``ssc.s_max`` except the one on the axis, and ``tau`` (:func:`tau_for`) at that row's noise level."""
@@ -71,7 +73,7 @@ def phase_cell(cfg, value: float) -> tuple[int, float, int, float]:
     return t, sigma, s_max, tau_for(cfg, sigma)
 
 
-def run_phase(cfg, workdir: str) -> list[dict]:
+def run_phase(cfg: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     """Clustering error over a grid: ``grid.axes`` = ``"t_rho"`` (intersection dimension),
     ``"sigma_rho"`` (noise level) or ``"smax_rho"`` (pursuit iterations ``s_max``) against ``rho``."""
     import matplotlib
@@ -131,7 +133,7 @@ def run_phase(cfg, workdir: str) -> list[dict]:
     return rows
 
 
-def run_smax(cfg, workdir: str) -> list[dict]:
+def run_smax(cfg: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     """Clustering error as a function of ``s_max`` (``tau`` as configured, usually 0)."""
     import matplotlib
 
@@ -212,7 +214,7 @@ def aggregate_seeds(rows: list[dict]) -> list[dict]:
     return out
 
 
-def run_mnist(cfg, workdir: str) -> list[dict]:
+def run_mnist(cfg: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     """SSC-MP, SSC-OMP, (optionally) scikit-learn-OMP SSC-OMP, scikit-learn SpectralClustering (kNN
     graph) and KMeans on the same MNIST features, for ``cfg.n_seeds`` seeds (each seed draws its
     own ``num_points`` sample and seeds the clusterings). Writes ``mnist_runs.{md,csv}`` (one row per
@@ -292,7 +294,7 @@ def run_mnist(cfg, workdir: str) -> list[dict]:
     return aggregate_seeds(rows)
 
 
-def run_speed(cfg, workdir: str) -> list[dict]:
+def run_speed(cfg: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     """SSC-OMP coding time: jaxcomp (all points, cold = with compilation, then warm) against
     scikit-learn's ``orthogonal_mp`` per point and ``orthogonal_mp_gram`` on a precomputed Gram
     (both timed on ``speed.sample_points`` points and extrapolated linearly to all N), on the same
@@ -333,7 +335,7 @@ def run_speed(cfg, workdir: str) -> list[dict]:
     return rows
 
 
-def check_synthetic_settings(cfg) -> None:
+def check_synthetic_settings(cfg: ml_collections.ConfigDict) -> None:
     """``ValueError`` naming the setting, for a synthetic experiment (``phase``, ``smax``) that would
     otherwise fail midway or print a table of NaNs: trials, subspaces, algorithms and grid axes."""
     def positive(key: str, value) -> None:
@@ -351,7 +353,7 @@ def check_synthetic_settings(cfg) -> None:
             raise ValueError(f"grid.{axis} is empty; give at least one value")
 
 
-def run(cfg, workdir: str) -> str:
+def run(cfg: ml_collections.ConfigDict, workdir: str) -> str:
     """Runs the experiment named by ``cfg.experiment`` and writes ``workdir/<name>.{md,csv}``."""
     os.makedirs(workdir, exist_ok=True)
     exp = cfg.experiment

@@ -6,6 +6,7 @@ import time
 import warnings
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, ClusterMixin
 
 from jaxcomp.cluster.spectral import spectral_clustering
@@ -107,7 +108,7 @@ class SSCOMP(_SSCBase):
         self.affinity_normalization = affinity_normalization
         self.point_norms = point_norms
 
-    def fit(self, X, y=None) -> SSCOMP:
+    def fit(self, X: ArrayLike, y: object = None) -> SSCOMP:
         """``X`` ``(N, m)``, one point per row."""
         return self._fit(X, None)
 
@@ -144,6 +145,6 @@ class SSCMP(_SSCBase):
         self.affinity_normalization = affinity_normalization
         self.point_norms = point_norms
 
-    def fit(self, X, y=None) -> SSCMP:
+    def fit(self, X: ArrayLike, y: object = None) -> SSCMP:
         """``X`` ``(N, m)``, one point per row."""
         return self._fit(X, self.p_max)

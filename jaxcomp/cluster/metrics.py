@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.optimize import linear_sum_assignment
 
 
@@ -23,7 +24,7 @@ def _check_labels(labels_true, labels_pred) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def contingency(labels_true, labels_pred) -> np.ndarray:
+def contingency(labels_true: ArrayLike, labels_pred: ArrayLike) -> np.ndarray:
     """``(n_true_classes, n_pred_clusters)`` int64 table of co-occurrence counts."""
     a, b = _check_labels(labels_true, labels_pred)
     _, ia = np.unique(a, return_inverse=True)
@@ -33,7 +34,7 @@ def contingency(labels_true, labels_pred) -> np.ndarray:
     return table
 
 
-def clustering_accuracy(labels_true, labels_pred) -> float:
+def clustering_accuracy(labels_true: ArrayLike, labels_pred: ArrayLike) -> float:
     """Fraction of points correctly labelled under the best one-to-one label matching
     (Hungarian algorithm, ``scipy.optimize.linear_sum_assignment``)."""
     table = contingency(labels_true, labels_pred)
@@ -41,7 +42,7 @@ def clustering_accuracy(labels_true, labels_pred) -> float:
     return float(table[rows, cols].sum() / table.sum())
 
 
-def clustering_error(labels_true, labels_pred) -> float:
+def clustering_error(labels_true: ArrayLike, labels_pred: ArrayLike) -> float:
     """``1 - clustering_accuracy``: the clustering error (CE) of the subspace-clustering papers."""
     return 1.0 - clustering_accuracy(labels_true, labels_pred)
 
@@ -51,7 +52,7 @@ def _entropy(counts: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-def normalized_mutual_info(labels_true, labels_pred) -> float:
+def normalized_mutual_info(labels_true: ArrayLike, labels_pred: ArrayLike) -> float:
     """NMI with arithmetic-mean normalisation ``I(U,V) / ((H(U)+H(V))/2)`` (sklearn's default)."""
     table = contingency(labels_true, labels_pred).astype(np.float64)
     n = table.sum()
@@ -65,7 +66,7 @@ def normalized_mutual_info(labels_true, labels_pred) -> float:
     return max(mi, 0.0) / ((hu + hv) / 2)
 
 
-def adjusted_rand_index(labels_true, labels_pred) -> float:
+def adjusted_rand_index(labels_true: ArrayLike, labels_pred: ArrayLike) -> float:
     """Adjusted Rand index (Hubert & Arabie 1985)."""
     table = contingency(labels_true, labels_pred).astype(np.float64)
     n = table.sum()
@@ -83,7 +84,7 @@ def adjusted_rand_index(labels_true, labels_pred) -> float:
     return float((sum_ij - expected) / (max_index - expected))
 
 
-def all_metrics(labels_true, labels_pred) -> dict[str, float]:
+def all_metrics(labels_true: ArrayLike, labels_pred: ArrayLike) -> dict[str, float]:
     """``{"accuracy", "error", "nmi", "ari"}`` in one call."""
     acc = clustering_accuracy(labels_true, labels_pred)
     return {

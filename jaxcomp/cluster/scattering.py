@@ -127,7 +127,7 @@ def _unpad(x: jax.Array) -> jax.Array:
     return x[..., 1:-1, 1:-1]
 
 
-def check_images(x, J: int, L: int, max_order: int) -> tuple[int, int]:
+def check_images(x: np.ndarray | jax.Array, J: int, L: int, max_order: int) -> tuple[int, int]:
     """Validates the arguments of :func:`scattering2d` on the host; returns ``(H, W)``."""
     for name, v, lo in (("J", J, 1), ("L", L, 1)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
@@ -179,7 +179,7 @@ def _scattering2d(x: jax.Array, J: int, L: int, max_order: int) -> jax.Array:
     return jnp.concatenate(out + order1 + order2, axis=1)
 
 
-def scattering2d(x, J: int = 3, L: int = 8, max_order: int = 2) -> jax.Array:
+def scattering2d(x: np.ndarray | jax.Array, J: int = 3, L: int = 8, max_order: int = 2) -> jax.Array:
     """Scattering coefficients of a batch of images.
 
     Args:
@@ -199,7 +199,7 @@ def scattering2d(x, J: int = 3, L: int = 8, max_order: int = 2) -> jax.Array:
     return _scattering2d(jnp.asarray(x), int(J), int(L), int(max_order))
 
 
-def scattering_features(images, J: int = 3, L: int = 8, max_order: int = 2, batch_size: int = 256,
+def scattering_features(images: np.ndarray, J: int = 3, L: int = 8, max_order: int = 2, batch_size: int = 256,
                         progress: bool = False) -> np.ndarray:
     """:func:`scattering2d` over a large ``(N, H, W)`` array, ``batch_size`` images per call (the
     last batch padded, so one compiled program). Returns ``(N, K, H // 2^J, W // 2^J)`` float32

@@ -29,7 +29,7 @@ def _check_affinity(A) -> sp.csr_matrix:
     return A
 
 
-def laplacian_spectrum(A, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def laplacian_spectrum(A: sp.spmatrix | np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` smallest eigenpairs of ``L = I - D^{-1/2} A D^{-1/2}``.
 
     Computed as the largest eigenpairs of ``S = D^{-1/2} A D^{-1/2}`` (``eigsh`` with
@@ -64,7 +64,7 @@ def estimate_n_clusters(eigenvalues: np.ndarray) -> int:
 
 
 def spectral_clustering(
-    A,
+    A: sp.spmatrix | np.ndarray,
     n_clusters: int | None = None,
     max_clusters: int = 20,
     seed: int = 0,

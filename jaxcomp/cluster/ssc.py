@@ -40,13 +40,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import ArrayLike
 
 from jaxcomp.greedy.pursuit import mp_batch, omp_batch
 
 ALGORITHMS = ("omp", "mp")
 
 
-def check_data(X, n_clusters: int | None = None, unit_norm: bool = True) -> np.ndarray:
+def check_data(X: ArrayLike, n_clusters: int | None = None, unit_norm: bool = True) -> np.ndarray:
     """Validates ``X`` ``(N, m)`` on the host and returns it as float32 with unit-norm rows
     (``unit_norm=False``: the rows as given).
 
@@ -120,7 +121,7 @@ def _check_params(algorithm, s_max, tau, p_max, corr_tol, chunk_size, point_norm
 
 
 def sparse_coefficients(
-    X,
+    X: ArrayLike,
     algorithm: str = "mp",
     s_max: int = 10,
     tau: float = 0.0,
@@ -195,7 +196,7 @@ def sparse_coefficients(
 AFFINITY_NORMALIZATIONS = ("none", "l2", "binary")
 
 
-def affinity_from_coefficients(C, normalize: str = "none") -> sp.csr_matrix:
+def affinity_from_coefficients(C: sp.spmatrix | ArrayLike, normalize: str = "none") -> sp.csr_matrix:
     """The SSC affinity ``(N, N)`` float64 csr from the coefficient matrix ``C`` ``(N, N)``.
 
     * ``"none"``: ``A = |C| + |C|^T`` (the paper's affinity).

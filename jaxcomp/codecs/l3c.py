@@ -261,7 +261,7 @@ class Decoder(nn.Module):
     spec: L3CSpec
     out_channels: int
 
-    def setup(self):
+    def setup(self) -> None:
         s = self.spec
         self.head = Conv(s.features, (1, 1))
         self.body = ResBody(s.features, s.blocks)
@@ -323,7 +323,7 @@ class L3C(nn.Module):
 
     spec: L3CSpec
 
-    def setup(self):
+    def setup(self) -> None:
         s = self.spec
         if s.representation == "learned":
             self.encoders = [Encoder(s, name=f"E{i + 1}") for i in range(s.scales)]
@@ -488,7 +488,8 @@ class L3CTask:
         metrics = {k: jnp.mean(v) for k, v in bpsp_metrics(self.spec, out, image.shape).items()}
         return metrics["bpsp"], metrics
 
-    def train_step(self, state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
+    def train_step(self, state: TrainState, batch: dict[str, jax.Array], rng: jax.Array
+                   ) -> tuple[TrainState, dict[str, jax.Array]]:
         del rng  # L3C training is deterministic given the batch
         (_, metrics), grads = jax.value_and_grad(self.loss, has_aux=True)(state.params, batch["image"])
         metrics["learning_rate"] = self.schedule(state.step)
@@ -1101,7 +1102,7 @@ class L3CCodec:
 
     # ---- public API -------------------------------------------------------------------
 
-    def compress(self, image: np.ndarray, return_bits: bool = False):
+    def compress(self, image: np.ndarray, return_bits: bool = False) -> bytes | tuple[bytes, float]:
         """``uint8 [H, W, 3]`` (or ``[H, W]`` grayscale) -> bitstream ``bytes``.
 
         With ``return_bits``, also returns the ideal information content (bits) of the coded

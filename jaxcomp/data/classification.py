@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import ml_collections
 import numpy as np
@@ -20,6 +21,9 @@ from tqdm.auto import tqdm
 
 from jaxcomp.data.images import DataError, eval_batches_from_arrays, prefetch_batches
 from jaxcomp.files import load_npz
+
+if TYPE_CHECKING:
+    import jax
 
 SOURCES = ("digits", "mnist", "tfds", "digit_scenes", "voc", "tfds_stream")
 AUGMENTATIONS = ("none", "shift", "crop_flip", "shift_device", "crop_flip_device")
@@ -169,7 +173,7 @@ def augment(images: np.ndarray, rng: np.random.Generator, kind: str, pad: int) -
     return out
 
 
-def device_augment(images, key, pad: int, flip: bool):
+def device_augment(images: jax.Array, key: jax.Array, pad: int, flip: bool) -> jax.Array:
     """Random ``H x W`` crops of images already zero-padded by ``pad`` (and normalised), plus
     horizontal flips with probability 1/2 when ``flip``: the on-device half of the
     ``*_device`` augmentations, pure jax (jit it, or call it inside a jitted train step).

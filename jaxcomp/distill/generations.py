@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import jax
@@ -53,7 +53,7 @@ def _config_for(config: ml_collections.ConfigDict, *, seed: int, loss: str, teac
     return c
 
 
-def predict_logits(task: Any, state: Any, batches) -> np.ndarray:
+def predict_logits(task: Any, state: Any, batches: Iterable[dict[str, np.ndarray]]) -> np.ndarray:
     """Evaluation-mode logits of every valid example of ``batches``: ``float32 [N, ...]`` (host)."""
     predict = jax.jit(task.predict)
     out = []
@@ -103,7 +103,7 @@ def ensemble_metrics(members: Sequence[Member], labels: np.ndarray) -> dict[str,
 
 
 def run_generations(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
-                    log=print) -> list[dict[str, Any]]:
+                    log: Callable[[str], Any] = print) -> list[dict[str, Any]]:
     """The whole experiment ``config.ban`` describes, for every seed of ``ban.seeds``.
 
     Per seed: a teacher (``ban.teacher_model`` if set, else ``model.name``; cross-entropy to
@@ -129,7 +129,8 @@ def run_generations(config: ml_collections.ConfigDict, workdir: str, progress: b
     return rows
 
 
-def independent_ensembles(config: ml_collections.ConfigDict, teachers: Sequence[tuple[int, Member]]):
+def independent_ensembles(config: ml_collections.ConfigDict, teachers: Sequence[tuple[int, Member]]
+                          ) -> list[dict[str, Any]]:
     """The control for BANE: ensembles of ``k`` teachers trained independently (other seeds).
 
     For ``k`` from 2 to the number of seeds (at most ``ban.generations``), the windows of ``k``

@@ -242,7 +242,8 @@ class ClassificationTask:
                        "teachers": tuple(_materialize(t.variables) for t in self.teachers)}
         return TrainState.create(variables["params"], self.tx, model_state)
 
-    def loss(self, params: Any, state: TrainState, batch: Batch, rng: jax.Array):
+    def loss(self, params: Any, state: TrainState, batch: Batch, rng: jax.Array
+             ) -> tuple[jax.Array, tuple[dict[str, jax.Array], Any]]:
         dropout_rng, dkpp_rng = jax.random.split(rng)
         x, y, mask = batch[self.input_key], batch[self.target_key], self.mask(batch)
         if self.device_augment is not None:
@@ -268,7 +269,7 @@ class ClassificationTask:
         metrics["loss"] = loss
         return loss, (metrics, updates.get("batch_stats", {}))
 
-    def train_step(self, state: TrainState, batch: Batch, rng: jax.Array):
+    def train_step(self, state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
         grads, (metrics, batch_stats) = jax.grad(self.loss, has_aux=True)(state.params, state, batch, rng)
         metrics["learning_rate"] = self.schedule(state.step)
         model_state = dict(state.model_state, batch_stats=batch_stats)

@@ -18,6 +18,7 @@ import dataclasses
 import os
 from collections.abc import Iterator, Sequence
 
+import ml_collections
 import numpy as np
 
 from jaxcomp.data.images import DataError, eval_batches_from_arrays
@@ -353,7 +354,7 @@ class ECGBatches:
 _DATASETS: dict = {}
 
 
-def load_dataset(data) -> ECGDataset:
+def load_dataset(data: ml_collections.ConfigDict) -> ECGDataset:
     """The recordings a ``config.data`` block names (cached per process).
 
     ``data.source``: ``"synthetic"`` (``num_records`` generated with ``synthetic_seed``,
@@ -387,7 +388,7 @@ def load_dataset(data) -> ECGDataset:
     return _DATASETS[key]
 
 
-def fold_indices(dataset: ECGDataset, data, fold: int | None = None
+def fold_indices(dataset: ECGDataset, data: ml_collections.ConfigDict, fold: int | None = None
                  ) -> tuple[np.ndarray, np.ndarray]:
     """``(train_idx, eval_idx)`` int arrays of fold ``fold`` (default ``data.fold``) of the stratified
     ``data.num_folds``-fold split (seed ``data.fold_seed``); ``num_folds=0``: all recordings train,
@@ -400,7 +401,7 @@ def fold_indices(dataset: ECGDataset, data, fold: int | None = None
     return stratified_kfold(dataset.labels, data.num_folds, data.fold_seed)[fold]
 
 
-def build_ecg_data(data, fold: int | None = None) -> ECGBatches:
+def build_ecg_data(data: ml_collections.ConfigDict, fold: int | None = None) -> ECGBatches:
     """:class:`ECGBatches` for fold ``fold`` (default ``data.fold``) of ``data.num_folds`` stratified folds.
 
     The held-out fold is the evaluation set; ``num_folds=0`` trains on everything (no evaluation).

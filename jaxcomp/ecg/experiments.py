@@ -34,6 +34,8 @@ import json
 import os
 import time
 import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import jax
 import ml_collections
@@ -45,6 +47,9 @@ from jaxcomp.ecg.scoring import challenge_f1, confusion_matrix, plot_confusion, 
 from jaxcomp.ecg.task import BEST_MODEL, ECGTask, best_model
 from jaxcomp.files import append_jsonl, read_jsonl, write_atomic
 from jaxcomp.xla import enable_compilation_cache
+
+if TYPE_CHECKING:
+    from jaxcomp.train import TrainState
 
 VALIDATION_LOG = "validation.json"
 
@@ -113,7 +118,8 @@ class ECGTrainingBatches(ECGBatches):
     """
 
     def __init__(self, dataset: ECGDataset, train_idx: np.ndarray, val_idx: np.ndarray, eval_idx: np.ndarray,
-                 batch_size: int, seed: int, buckets, class_weights: np.ndarray, repeats: np.ndarray,
+                 batch_size: int, seed: int, buckets: Sequence[float], class_weights: np.ndarray,
+                 repeats: np.ndarray,
                  process_index: int = 0, process_count: int = 1):
         super().__init__(dataset, train_idx, eval_idx, batch_size, seed, buckets, 1.0, process_index, process_count)
         self.val_idx = np.asarray(val_idx)
@@ -169,7 +175,8 @@ def _jitted_predict(task: ECGTask):
     return fn
 
 
-def predict_split(task: ECGTask, state, data: ECGBatches, batch_size: int, idx: np.ndarray | None = None):
+def predict_split(task: ECGTask, state: TrainState, data: ECGBatches, batch_size: int, idx: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(labels [n], predictions [n], probabilities [n, 4], indices [n])`` of a split (default: the eval fold)."""
     predict = _jitted_predict(task)
     labels, preds, probs, index = [], [], [], []
@@ -189,7 +196,7 @@ class _EarlyStop(Exception):
     pass
 
 
-def state_from_variables(task: ECGTask, variables: dict):
+def state_from_variables(task: ECGTask, variables: dict) -> TrainState:
     """A :class:`jaxcomp.train.TrainState` holding ``{"params", "batch_stats"}`` (for ``task.predict``)."""
     from jaxcomp.train import TrainState
 
@@ -200,7 +207,7 @@ def state_from_variables(task: ECGTask, variables: dict):
 
 def train_with_validation(config: ml_collections.ConfigDict, workdir: str, task: ECGTask,
                           data: ECGTrainingBatches, progress: bool = False, time_limit: float | None = None,
-                          note: str = ""):
+                          note: str = "") -> tuple[TrainState, dict[str, Any]]:
     """Trains with the trainer, scoring ``data.val_idx`` every ``validation.every`` steps; keeps the best.
 
     Returns ``(state, info)``: the state with the best validation F1's parameters (the last

@@ -33,7 +33,8 @@ def tukey_window(nperseg: int = NPERSEG) -> np.ndarray:
     return scipy.signal.get_window(("tukey", 0.25), nperseg).astype(np.float32)
 
 
-def num_frames(length, nperseg: int = NPERSEG, noverlap: int = NOVERLAP):
+def num_frames(length: int | np.ndarray | jax.Array, nperseg: int = NPERSEG, noverlap: int = NOVERLAP
+               ) -> int | np.ndarray | jax.Array:
     """Frames of a recording of ``length`` samples (works on ints and integer arrays)."""
     return (length - noverlap) // (nperseg - noverlap)
 

@@ -8,9 +8,14 @@ never predicted).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from jaxcomp.ecg.data import CLASSES
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 
 def _class_indices(name: str, a, num_classes: int) -> np.ndarray:
@@ -73,7 +78,7 @@ def score(labels: np.ndarray, predictions: np.ndarray) -> dict:
     return out
 
 
-def plot_confusion(cm: np.ndarray, ax=None, title: str = "", normalize: bool = True):
+def plot_confusion(cm: np.ndarray, ax: Axes | None = None, title: str = "", normalize: bool = True) -> Axes:
     """A confusion-matrix heat map with counts (rows normalised to recall when ``normalize``)."""
     import matplotlib.pyplot as plt
 

@@ -145,14 +145,17 @@ class ECGTask:
         return TrainState.create(params, self.tx, model_state={"batch_stats": stats})
 
     def apply(self, params: Any, batch_stats: Any, feats: jax.Array, frames: jax.Array, train: bool,
-              rng: jax.Array | None = None):
+              rng: jax.Array | None = None) -> jax.Array | tuple[jax.Array, Any]:
+        """Class logits ``[B, 4]`` float32; with ``train``, ``(logits, updates)`` where ``updates`` holds the
+        new ``batch_stats``."""
         variables = {"params": params, "batch_stats": batch_stats}
         if not train:
             return self.model.apply(variables, feats, frames, train=False)
         return self.model.apply(variables, feats, frames, train=True, conv_train=not self.freeze_conv,
                                 rngs={"dropout": rng}, mutable=["batch_stats"])
 
-    def train_step(self, state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
+    def train_step(self, state: TrainState, batch: dict[str, jax.Array], rng: jax.Array
+                   ) -> tuple[TrainState, dict[str, jax.Array]]:
         aug_rng, drop_rng = jax.random.split(rng)
         a = self.augment_config
         signal, length = batch["signal"], batch["length"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import time
 
+import ml_collections
 import numpy as np
 import scipy.optimize as so
 
@@ -26,7 +27,7 @@ from jaxcomp.reporting import write_table
 LABELS = {"nnmp": "NNMP", "away": "Away-steps MP", "pairwise": "Pairwise MP", "fully_corrective": "Fully-corrective MP"}
 
 
-def nnls_problem(m: int, k: int, density: float, noise: float, seed: int):
+def nnls_problem(m: int, k: int, density: float, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Random Gaussian ``M`` ``(m, k)``, ``b = M w0 + noise`` with sparse non-negative ``w0``
     and a negative component so that the solution has zeros."""
     rng = np.random.default_rng(seed)
@@ -36,7 +37,7 @@ def nnls_problem(m: int, k: int, density: float, noise: float, seed: int):
     return M, b
 
 
-def logistic_problem(n: int, dim: int, seed: int):
+def logistic_problem(n: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Features ``(n, dim)`` and labels in {-1, 1} from a non-negative planted model."""
     rng = np.random.default_rng(seed)
     F = rng.standard_normal((n, dim))
@@ -45,7 +46,7 @@ def logistic_problem(n: int, dim: int, seed: int):
     return F, y
 
 
-def logistic_reference(F, y, l2: float) -> float:
+def logistic_reference(F: np.ndarray, y: np.ndarray, l2: float) -> float:
     """``min_{w >= 0}`` of the mean logistic loss (+ ridge) by L-BFGS-B in float64."""
     n = len(y)
 
@@ -100,7 +101,7 @@ def _run_variants(obj, atoms, cfg, fstar, problem, workdir, title, rows):
     return histories
 
 
-def run(cfg, workdir: str) -> str:
+def run(cfg: ml_collections.ConfigDict, workdir: str) -> str:
     """Runs the NNLS and logistic problems for every variant; returns the Markdown table."""
     os.makedirs(workdir, exist_ok=True)
     rows: list[dict] = []

@@ -51,6 +51,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from numpy.typing import ArrayLike
 
 Array = jax.Array
 
@@ -104,7 +105,7 @@ def _check_real_finite(**arrays: np.ndarray) -> None:
             raise ValueError(f"{name} contains NaN or infinite entries")
 
 
-def least_squares_objective(M, b) -> Objective:
+def least_squares_objective(M: ArrayLike, b: ArrayLike) -> Objective:
     """``f(x) = 0.5 ||M x - b||^2`` with ``M`` ``(n, m)``, ``b`` ``(n,)`` (quadratic)."""
     M, b = np.asarray(M), np.asarray(b)
     if M.ndim != 2 or b.shape != (M.shape[0],):
@@ -119,14 +120,14 @@ def least_squares_objective(M, b) -> Objective:
     )
 
 
-def distance_objective(b) -> Objective:
+def distance_objective(b: ArrayLike) -> Objective:
     """``f(x) = 0.5 ||x - b||^2``: over ``cone(A)`` this is NNLS ``min_w 0.5||A w - b||^2``."""
     b = np.asarray(b)
     _check_real_finite(b=b)
     return Objective(f=lambda x: 0.5 * jnp.sum((x - b) ** 2), grad=lambda x: x - b, L=1.0, hvp=lambda v: v)
 
 
-def logistic_objective(F, y, l2: float = 0.0) -> Objective:
+def logistic_objective(F: ArrayLike, y: ArrayLike, l2: float = 0.0) -> Objective:
     """Mean logistic loss ``mean_i log(1 + exp(-y_i <F_i, x>)) + l2/2 ||x||^2``.
 
     ``F`` ``(n, m)`` features, ``y`` ``(n,)`` labels in {-1, +1}. ``L = ||F||_2^2/(4n) + l2``.
@@ -419,7 +420,8 @@ def _batched_distance_runner(variant: str, max_iter: int):
     return jax.jit(jax.vmap(one, in_axes=(None, 0)))
 
 
-def nnmp_batch(atoms, targets, *, variant: str = "nnmp", max_iter: int = 100, x64: bool = False) -> NNMPResult:
+def nnmp_batch(atoms: ArrayLike, targets: ArrayLike, *, variant: str = "nnmp", max_iter: int = 100,
+               x64: bool = False) -> NNMPResult:
     """Non-negative coding of many targets over one atom set: for every row ``b`` of ``targets``,
     ``min_{w >= 0} 0.5 ||A w - b||^2`` by ``max_iter`` steps of ``variant`` from ``w = 0``, i.e.
     :func:`nnmp` with :func:`distance_objective` (exact line search, exact fully-corrective
@@ -476,7 +478,7 @@ def nnmp_batch(atoms, targets, *, variant: str = "nnmp", max_iter: int = 100, x6
 
 def nnmp(
     objective: Objective | Callable[[Array], Array],
-    atoms=None,
+    atoms: ArrayLike | None = None,
     *,
     variant: str = "nnmp",
     max_iter: int = 100,

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.scipy.linalg import solve_triangular
+from numpy.typing import ArrayLike
 
 Array = jax.Array
 
@@ -145,7 +146,7 @@ def _stop_norm(tol: Array, y: Array, dtype: Any) -> Array:
 
 
 def omp_single(D: Array, y: Array, exclude: Array, tol: Array, corr_tol: Array, *, max_iter: int,
-               raw_selection: bool = False):
+               raw_selection: bool = False) -> tuple[Array, Array, Array, Array, Array]:
     """OMP for one signal (device function; see :func:`omp` for the public, validated API).
 
     Args:
@@ -227,7 +228,7 @@ def omp_single(D: Array, y: Array, exclude: Array, tol: Array, corr_tol: Array, 
 def mp_single(
     D: Array, y: Array, exclude: Array, tol: Array, corr_tol: Array, *, max_iter: int, max_nonzeros: int,
     raw_selection: bool = False,
-):
+) -> tuple[Array, Array, Array, Array, Array]:
     """MP for one signal (device function; see :func:`mp`).
 
     The same atom may be selected repeatedly; its coefficient accumulates in its support
@@ -285,7 +286,7 @@ def mp_single(
 
 @partial(jax.jit, static_argnames=("max_iter", "raw_selection"))
 def omp_batch(D: Array, Y: Array, exclude: Array, tol: Array, corr_tol: Array, *, max_iter: int,
-              raw_selection: bool = False):
+              raw_selection: bool = False) -> tuple[Array, Array, Array, Array, Array]:
     """Batched OMP on device: ``Y`` ``(B, m)``, ``exclude`` ``(B,)`` int32. No validation."""
     fn = partial(omp_single, max_iter=max_iter, raw_selection=raw_selection)
     return jax.vmap(fn, in_axes=(None, 0, 0, None, None))(D, Y, exclude, tol, corr_tol)
@@ -295,7 +296,7 @@ def omp_batch(D: Array, Y: Array, exclude: Array, tol: Array, corr_tol: Array, *
 def mp_batch(
     D: Array, Y: Array, exclude: Array, tol: Array, corr_tol: Array, *, max_iter: int, max_nonzeros: int,
     raw_selection: bool = False,
-):
+) -> tuple[Array, Array, Array, Array, Array]:
     """Batched MP on device: ``Y`` ``(B, m)``, ``exclude`` ``(B,)`` int32. No validation."""
     fn = partial(mp_single, max_iter=max_iter, max_nonzeros=max_nonzeros, raw_selection=raw_selection)
     return jax.vmap(fn, in_axes=(None, 0, 0, None, None))(D, Y, exclude, tol, corr_tol)
@@ -341,12 +342,12 @@ def _run(kind, D, y, max_iter, tol, corr_tol, exclude, max_nonzeros=None) -> Pur
 
 
 def omp(
-    D,
-    y,
+    D: ArrayLike,
+    y: ArrayLike,
     max_iter: int,
     tol: float = 0.0,
     corr_tol: float = 0.0,
-    exclude=None,
+    exclude: ArrayLike | None = None,
 ) -> PursuitResult:
     """Orthogonal matching pursuit of ``y`` over the columns of ``D``.
 
@@ -369,13 +370,13 @@ def omp(
 
 
 def mp(
-    D,
-    y,
+    D: ArrayLike,
+    y: ArrayLike,
     max_iter: int,
     tol: float = 0.0,
     max_nonzeros: int | None = None,
     corr_tol: float = 0.0,
-    exclude=None,
+    exclude: ArrayLike | None = None,
 ) -> PursuitResult:
     """Matching pursuit of ``y`` over the columns of ``D``.
 

@@ -28,14 +28,14 @@ import functools
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import scipy.optimize as so
 
 from jaxcomp.files import load_npz
-from jaxcomp.greedy.nnmp import VARIANTS, nnmp_batch
+from jaxcomp.greedy.nnmp import VARIANTS, NNMPResult, nnmp_batch
 from jaxcomp.reporting import write_table
 
 LABELS = {"nnmp": "NNMP", "away": "Away-steps MP", "pairwise": "Pairwise MP", "fully_corrective": "Fully-corrective MP"}
@@ -99,7 +99,8 @@ def _subset(X: np.ndarray, k: int, rng: np.random.Generator, what: str) -> np.nd
 # ----------------------------------------------------------------------------- regression
 
 
-def regression_problem(train: np.ndarray, test: np.ndarray, n_atoms: int, n_targets: int, seed: int):
+def regression_problem(train: np.ndarray, test: np.ndarray, n_atoms: int, n_targets: int, seed: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
     """``A (m, n_atoms)``: random training digits as columns (all-zero images skipped);
     ``B (n_targets, m)``: random held-out digits; different draws per ``seed``."""
     rng = np.random.default_rng(seed)
@@ -142,7 +143,8 @@ def _timed(fn, repeats: int = 2, clock: str = "wall"):
     return out, best
 
 
-def lasso_curve(A, B, fstar, iters, alpha: float, clock: str = "wall"):
+def lasso_curve(A: np.ndarray, B: np.ndarray, fstar: np.ndarray, iters: Iterable[int], alpha: float,
+                clock: str = "wall") -> list[tuple[int, float, float]]:
     """scikit-learn ``Lasso(positive=True, alpha)`` coordinate descent stopped after each
     ``max_iter`` in ``iters`` (``tol=0``): ``[(iters, seconds, relative NNLS gap)]``."""
     from sklearn.exceptions import ConvergenceWarning
@@ -162,8 +164,9 @@ def lasso_curve(A, B, fstar, iters, alpha: float, clock: str = "wall"):
 
 
 def run_regression(workdir: str, *, data: str = "auto", mnist_path: str = DEFAULT_MNIST, n_atoms: int = 100,
-                   n_targets: int = 20, max_iter: int = 200, checkpoints=(10, 25, 50, 100), seeds=(0, 1, 2),
-                   variants=VARIANTS, lasso_iters=(1, 3, 10, 30, 100, 300), lasso_alpha: float = 1e-8,
+                   n_targets: int = 20, max_iter: int = 200, checkpoints: Sequence[int] = (10, 25, 50, 100),
+                   seeds: Sequence[int] = (0, 1, 2), variants: Sequence[str] = VARIANTS,
+                   lasso_iters: Sequence[int] = (1, 3, 10, 30, 100, 300), lasso_alpha: float = 1e-8,
                    accuracy: float = 1e-6, clock: str = "cpu", figure: str | None = None) -> str:
     """Non-negative regression of held-out digits on training digits (see the module doc).
 
@@ -372,7 +375,7 @@ def _normalise(Y, W, H):
 
 
 def nmf(Y: np.ndarray, rank: int, method: str, *, outer_iter: int = 15, code_iter: int = 25, hals_sweeps: int = 3,
-        seed: int = 0, x64: bool = False):
+        seed: int = 0, x64: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
     """Alternating NMF of ``Y (m, n) >= 0`` (see the module doc).
 
     Returns:
@@ -409,8 +412,9 @@ def nmf(Y: np.ndarray, rank: int, method: str, *, outer_iter: int = 15, code_ite
 
 
 def run_nmf(workdir: str, *, data: str = "auto", mnist_path: str = DEFAULT_MNIST, n_images: int = 1000,
-            rank: int = 25, outer_iter: int = 15, code_iter: int = 25, hals_sweeps: int = 3, seeds=(0, 1, 2),
-            methods=("anls",) + VARIANTS, sklearn_baseline: bool = True, figure: str | None = None) -> str:
+            rank: int = 25, outer_iter: int = 15, code_iter: int = 25, hals_sweeps: int = 3,
+            seeds: Sequence[int] = (0, 1, 2), methods: Sequence[str] = ("anls",) + VARIANTS,
+            sklearn_baseline: bool = True, figure: str | None = None) -> str:
     """NMF of ``n_images`` random training digits (columns) for each method and seed; writes
     ``nmf.md/.csv`` (final relative error, code non-zeros per column, seconds: mean ± std),
     ``nmf_curves.npz`` and the figure. Returns the Markdown table."""
@@ -598,7 +602,7 @@ def _rank1_call(Y, variant, max_iter, power_iter, n_starts, lmo_seed, x64):
 
 
 def rank1_nnmp(Y: np.ndarray, variant: str, max_iter: int, *, power_iter: int = 50, n_starts: int = 4, seed: int = 0,
-               x64: bool = True):
+               x64: bool = True) -> tuple[NNMPResult, np.ndarray]:
     """One greedy variant on ``min 0.5||X - Y||_F^2`` over the cone of non-negative rank-one
     matrices, from ``X = 0``: the algorithm of :func:`~jaxcomp.greedy.nnmp.nnmp` with
     ``lmo=rank1_lmo(Y.shape, ...)``, ``lmo_returns_atom=True`` (atoms collected in a
@@ -662,7 +666,8 @@ def svd_floor(Y: np.ndarray, max_rank: int) -> np.ndarray:
 
 
 def run_rank1(workdir: str, *, data: str = "auto", mnist_path: str = DEFAULT_MNIST, n_images: int = 200,
-              max_iter: int = 40, checkpoints=(5, 10, 20), seeds=(0, 1, 2), variants=VARIANTS, power_iter: int = 50,
+              max_iter: int = 40, checkpoints: Sequence[int] = (5, 10, 20), seeds: Sequence[int] = (0, 1, 2),
+              variants: Sequence[str] = VARIANTS, power_iter: int = 50,
               n_starts: int = 4, accuracy: float = 0.5, x64: bool = True, sklearn_baseline: bool = True,
               figure: str | None = None) -> str:
     """Greedy NMF as optimisation over the cone of non-negative rank-one matrices.

@@ -27,6 +27,7 @@ Inputs are ``float [B, H, W, C]`` in ``[0, max_val]``; results are per image, ``
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -154,7 +155,8 @@ def _downsample(x: jax.Array) -> jax.Array:
     return x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
 
 
-def ms_ssim(x: jax.Array, y: jax.Array, max_val: float = 255.0, weights=MS_SSIM_WEIGHTS) -> jax.Array:
+def ms_ssim(x: jax.Array, y: jax.Array, max_val: float = 255.0, weights: Sequence[float] = MS_SSIM_WEIGHTS
+           ) -> jax.Array:
     """Multi-scale SSIM per image.
 
     Args:

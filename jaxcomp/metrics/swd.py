@@ -82,7 +82,7 @@ def _pyr_up(x: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return _filter(up, 2.0 * _KERNEL)  # 2 per axis: the zeros carry no weight
 
 
-def laplacian_pyramid(image, levels: int) -> list[np.ndarray]:
+def laplacian_pyramid(image: np.ndarray, levels: int) -> list[np.ndarray]:
     """The Laplacian pyramid of one image.
 
     Args:
@@ -198,7 +198,8 @@ def _wasserstein_1d(pa: np.ndarray, pb: np.ndarray) -> np.ndarray:
     return np.sum(np.abs(qa - qb) * width[:, None], axis=0)
 
 
-def sliced_wasserstein(a, b, directions, rng: np.random.Generator | int | None = None) -> float:
+def sliced_wasserstein(a: np.ndarray, b: np.ndarray, directions: int | np.ndarray,
+                       rng: np.random.Generator | int | None = None) -> float:
     """Sliced 1-Wasserstein distance between two point clouds.
 
     Args:
@@ -232,8 +233,9 @@ def sliced_wasserstein(a, b, directions, rng: np.random.Generator | int | None =
     return float(np.mean(_wasserstein_1d(a @ dirs, b @ dirs)))
 
 
-def swd(images_a, images_b, levels: int | None = None, patches_per_image: int = 128, directions: int = 128,
-        repeats: int = 4, seed: int = 0) -> dict[str, float]:
+def swd(images_a: np.ndarray | Sequence[np.ndarray], images_b: np.ndarray | Sequence[np.ndarray],
+        levels: int | None = None, patches_per_image: int = 128, directions: int = 128, repeats: int = 4,
+        seed: int = 0) -> dict[str, float]:
     """Sliced Wasserstein distance between two image sets, per Laplacian-pyramid level (x 1e3).
 
     Args:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -124,7 +125,7 @@ def train_one(key: jax.Array, spec: MatmulSearch) -> tuple[dict[str, jax.Array],
     return params, final
 
 
-def make_search(spec: MatmulSearch):
+def make_search(spec: MatmulSearch) -> Callable[[jax.Array], tuple[dict[str, jax.Array], jax.Array]]:
     """A jitted ``key -> (latent params [restarts, ...], ternary loss [restarts])`` over ``spec.restarts`` restarts."""
     def search(key):
         return jax.vmap(lambda k: train_one(k, spec))(jax.random.split(key, spec.restarts))
@@ -220,7 +221,8 @@ def relative_mse(wa: np.ndarray, wb: np.ndarray, wc: np.ndarray, n: int = 2, m: 
     return float((d ** 2).sum() / (t ** 2).sum())
 
 
-def run_seed(search, spec: MatmulSearch, seed: int) -> SeedResult:
+def run_seed(search: Callable[[jax.Array], tuple[dict[str, jax.Array], jax.Array]], spec: MatmulSearch,
+             seed: int) -> SeedResult:
     """Runs one seed (all its restarts) with a compiled ``search`` from :func:`make_search`; timed, blocking."""
     start = time.perf_counter()
     params, _ = search(jax.random.PRNGKey(seed))

@@ -36,6 +36,7 @@ import optax
 
 from jaxcomp.distill.task import ClassificationTask, LanguageModelTask, LMLayers, Teacher, build_model
 from jaxcomp.models import classifier
+from jaxcomp.models.layers import ConvFactory, DenseFactory
 from jaxcomp.strassen.counting import (
     arithmetic_counts,
     conv_counts,
@@ -90,7 +91,7 @@ def _hidden(s: ml_collections.ConfigDict, features: int, name: str | None) -> in
     return max(1, int(round(s.hidden_ratio * features)))
 
 
-def layer_factories(s: ml_collections.ConfigDict):
+def layer_factories(s: ml_collections.ConfigDict) -> tuple[ConvFactory, DenseFactory]:
     """``(conv, dense)`` factories of the zoo's contract that build SPN or counted full-precision layers."""
     _check(s)
     full = _FULL_PRECISION_NAMES[s.layers]
@@ -120,7 +121,7 @@ def layer_factories(s: ml_collections.ConfigDict):
     return conv, dense
 
 
-def char_conv_factory(s: ml_collections.ConfigDict):
+def char_conv_factory(s: ml_collections.ConfigDict) -> ConvFactory:
     """The conv factory for the character CNN of an SPN language model, as the authors' ``SumProdLSTMCharWord``
     builds it: ``SumProd2DConv(nbr_mul=channels)`` with ``W_c`` set to the identity and frozen (their
     ``train.py``), i.e. an :class:`SPNConv` with ``r = c_out`` whatever ``strassen.hidden_ratio`` and
@@ -300,7 +301,8 @@ def lm_op_counts(config: ml_collections.ConfigDict) -> list[tuple[str, dict]]:
     return rows
 
 
-def build_task(config: ml_collections.ConfigDict, teachers: Sequence[Teacher] | None = None):
+def build_task(config: ml_collections.ConfigDict, teachers: Sequence[Teacher] | None = None
+               ) -> StrassenClassificationTask | StrassenLanguageModelTask:
     """The StrassenNets task for a ``classification`` or ``lm`` config with a ``strassen`` section."""
     if config.task == "lm":
         return StrassenLanguageModelTask(config, teachers)

@@ -18,6 +18,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import ml_collections
 import numpy as np
@@ -25,6 +27,9 @@ from tqdm.auto import tqdm
 
 from jaxcomp.data.images import DataError
 from jaxcomp.files import atomic_file, load_npz, sha256_file
+
+if TYPE_CHECKING:
+    from jaxcomp.data.digit_scenes import SceneSpec
 
 VOC_VOID = 255  # VOC's "void" border label; the task ignores labels >= num_classes
 
@@ -116,7 +121,7 @@ def _codec_runner(codec: str, digest: str):
     return run, params
 
 
-def scene_spec(data: ml_collections.ConfigDict):
+def scene_spec(data: ml_collections.ConfigDict) -> SceneSpec:
     """The :class:`~jaxcomp.data.digit_scenes.SceneSpec` of ``config.data``."""
     from jaxcomp.data.digit_scenes import SceneSpec
 
@@ -253,12 +258,16 @@ class TfdsStreamBatches:
             labels.append(label)
         return {"image": np.stack(images).astype(np.float32), "label": np.asarray(labels, np.int32)}
 
-    def train_batches(self, start_step: int = 0, prefetch: int = 4):
+    def train_batches(self, start_step: int = 0, prefetch: int = 4) -> Iterator[dict[str, np.ndarray]]:
+        """Batches ``start_step, start_step + 1, ...`` (``image float32 [B, size, size, 3]``, ``label int32 [B]``),
+        read ``prefetch`` ahead in a background thread."""
         from jaxcomp.data.images import prefetch_batches
 
         return prefetch_batches(self.train_batch, start_step, prefetch)
 
-    def eval_batches(self, batch_size: int):
+    def eval_batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+        """Fixed-shape centre-crop validation batches (``image float32 [B, size, size, 3]``, ``label int32 [B]``)
+        with a boolean ``valid [B]`` mask on the padded tail; none without a validation split."""
         if self.val is None:
             return iter(())
         n = len(self.val)

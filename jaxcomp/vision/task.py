@@ -28,7 +28,7 @@ the pretrained task network and the pretrained codec).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +38,9 @@ import numpy as np
 from jaxcomp.distill.losses import cross_entropy
 from jaxcomp.metrics import psnr_from_mse
 from jaxcomp.train import TrainState, l2_penalty, make_optimizer
+
+if TYPE_CHECKING:
+    from jaxcomp.codecs.cpm import CPMTask
 
 INPUTS = ("latent", "decoded", "original")
 TASKS = ("classification", "segmentation")
@@ -183,7 +186,8 @@ class UnderstandingTask:
         ce = cross_entropy(logits, jnp.where(valid, labels, 0))
         return jnp.sum(ce * valid) / jnp.maximum(jnp.sum(valid), 1)
 
-    def loss(self, params: Any, state: TrainState, batch: Batch, rng: jax.Array):
+    def loss(self, params: Any, state: TrainState, batch: Batch, rng: jax.Array
+             ) -> tuple[jax.Array, tuple[dict[str, jax.Array], Any]]:
         logits, batch_stats, codec = self.forward(params, state.model_state, batch["image"], True, rng)
         labels = batch["label"]
         task_loss = self.task_loss(logits, labels)
@@ -200,7 +204,7 @@ class UnderstandingTask:
         metrics["loss"] = loss
         return loss, (metrics, batch_stats)
 
-    def train_step(self, state: TrainState, batch: Batch, rng: jax.Array):
+    def train_step(self, state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
         grads, (metrics, batch_stats) = jax.grad(self.loss, has_aux=True)(state.params, state, batch, rng)
         metrics["learning_rate"] = self.schedule(state.step)
         model_state = dict(state.model_state, batch_stats=batch_stats)
@@ -256,7 +260,7 @@ def _check_data(config: ml_collections.ConfigDict) -> None:
                          "inputs in the graph (latents as they are, RGB as x / 127.5 - 1)")
 
 
-def load_codec_task(path: str):
+def load_codec_task(path: str) -> tuple[CPMTask, Any]:
     """``(CPMTask of the model's own config, float32 params)`` of a CPM workdir or ``.msgpack``."""
     from jaxcomp.codecs.cpm import CPMTask, check_model_params, spec_from_config
     from jaxcomp.modelfile import load_model

@@ -405,7 +405,7 @@ class CPMCodec:
 
     # ---- public API -------------------------------------------------------------------
 
-    def compress(self, image: np.ndarray, return_bits: bool = False):
+    def compress(self, image: np.ndarray, return_bits: bool = False) -> bytes | tuple[bytes, float]:
         """``uint8 [H, W, 3]`` (or ``[H, W]``) -> bitstream ``bytes`` (and, with ``return_bits``,
         the ideal information content of the coded symbols in bits)."""
         import zlib

@@ -159,7 +159,7 @@ class ContextModel(nn.Module):
     features: int
     centers: int
 
-    def setup(self):
+    def setup(self) -> None:
         k, L = self.features, self.centers
         init = nn.initializers.xavier_uniform()
         shapes = dict(conv0=(1, k), res1=(k, k), res2=(k, k), out=(k, L))
@@ -222,7 +222,7 @@ class CPM(nn.Module):
     spec: CPMSpec
     subpixel_decoder: bool = True
 
-    def setup(self):
+    def setup(self) -> None:
         s = self.spec
         self.encoder = Encoder(s)
         self.decoder = Decoder(s, self.subpixel_decoder)

@@ -99,7 +99,8 @@ class CPMTask:
         total, metrics, _ = self.objective(params, image)
         return total, metrics
 
-    def train_step(self, state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
+    def train_step(self, state: TrainState, batch: dict[str, jax.Array], rng: jax.Array
+                   ) -> tuple[TrainState, dict[str, jax.Array]]:
         del rng
         (_, metrics), grads = jax.value_and_grad(self.loss, has_aux=True)(state.params, batch["image"])
         metrics["learning_rate"] = self.schedule(state.step)

@@ -171,7 +171,8 @@ class DPLCGeneratorTask(_ImageCriticTask):
             z = a * fz + (1.0 - a) * z
         return self.decode(params, z)
 
-    def generator_loss(self, params, batch, rng, adversarial):
+    def generator_loss(self, params: Any, batch: dict[str, jax.Array], rng: jax.Array, adversarial: jax.Array
+                       ) -> tuple[jax.Array, tuple[dict[str, jax.Array], jax.Array]]:
         x = to_model_range(batch["image"])
         metrics: dict[str, jax.Array] = {}
         loss = jnp.zeros((), jnp.float32)
@@ -288,7 +289,8 @@ class DPLCTask(_ImageCriticTask):
     def generate(self, params: Any, batch: dict[str, jax.Array], rng: jax.Array) -> jax.Array:
         return self.forward(params, batch["image"], rng)["x_hat"]
 
-    def generator_loss(self, params, batch, rng, adversarial):
+    def generator_loss(self, params: Any, batch: dict[str, jax.Array], rng: jax.Array, adversarial: jax.Array
+                       ) -> tuple[jax.Array, tuple[dict[str, jax.Array], jax.Array]]:
         out = self.forward(params, batch["image"], rng)
         x = to_model_range(batch["image"])
         rec = distortion(self.loss.distortion, x, out["x_hat"])

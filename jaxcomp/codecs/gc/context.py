@@ -15,10 +15,14 @@ exact on every platform.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from jaxcomp.codecs.gc.model import LEVELS
+
+if TYPE_CHECKING:
+    from jaxcomp.coding import CategoricalStreamDecoder
 
 OUTSIDE = LEVELS  # the context value of a neighbour outside the latent
 SIDE = LEVELS + 1
@@ -78,7 +82,7 @@ def symbol_pmfs(pmfs: np.ndarray, symbols: np.ndarray) -> np.ndarray:
     return pmfs[c, ctx[..., 0], ctx[..., 1], ctx[..., 2]].reshape(-1, LEVELS)
 
 
-def decode_symbols(decoder, pmfs: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+def decode_symbols(decoder: CategoricalStreamDecoder, pmfs: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     """Decodes ``int32 [h, w, C]`` from a :class:`jaxcomp.coding.CategoricalStreamDecoder`, one
     anti-diagonal of positions at a time (left and up neighbours are on the previous diagonals),
     channel by channel within it."""

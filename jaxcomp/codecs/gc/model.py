@@ -149,7 +149,7 @@ class GC(nn.Module):
 
     spec: GCSpec
 
-    def setup(self):
+    def setup(self) -> None:
         s = self.spec
         self.encoder = Encoder(s.features, s.channels)
         if s.semantic_classes:

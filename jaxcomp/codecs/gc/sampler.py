@@ -116,12 +116,14 @@ class LatentSamplerTask:
     def generate(self, params: Any, batch: dict[str, jax.Array], rng: jax.Array) -> jax.Array:
         return self.sample_latents(params, rng, batch["image"].shape[0])
 
-    def generator_loss(self, params, batch, rng, adversarial):
+    def generator_loss(self, params: Any, batch: dict[str, jax.Array], rng: jax.Array, adversarial: jax.Array
+                       ) -> tuple[jax.Array, tuple[dict[str, jax.Array], jax.Array]]:
         fake = self.generate(params, batch, rng)
         loss = g_loss("wgan", self.critic.apply({"params": params["discriminator"]}, fake))
         return loss, ({"g_loss": loss}, fake)
 
-    def train_step(self, state: TwoPlayerState, batch: dict[str, jax.Array], rng: jax.Array):
+    def train_step(self, state: TwoPlayerState, batch: dict[str, jax.Array], rng: jax.Array
+                   ) -> tuple[TwoPlayerState, dict[str, jax.Array]]:
         real = self.latents(state.model_state["gc"], batch["image"])
 
         def discriminator_loss(params, batch, fake, rng):

@@ -282,7 +282,8 @@ class SCCodec:
         parts["header"] = parts["total"] - parts["map"] - parts["heatmap"] - parts["latent"]
         return parts
 
-    def decompress(self, data: bytes, maps: bool = False):
+    def decompress(self, data: bytes, maps: bool = False
+                   ) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Bitstream -> ``uint8 [H, W, 3]`` (``[H, W]`` for a grayscale input); with ``maps``,
         ``(image, label map int32 [H, W], heatmap uint8 [ceil(H/16), ceil(W/16)])``.
 

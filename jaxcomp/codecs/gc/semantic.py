@@ -98,7 +98,7 @@ def draw_boxes(rng: jax.Array, batch: int, shape: tuple[int, int], box_min: floa
 
 
 def sample_heatmap(settings: SCSettings, rng: jax.Array, semantic: jax.Array, classes: int,
-                   return_choice: bool = False):
+                   return_choice: bool = False) -> jax.Array | tuple[jax.Array, dict[str, jax.Array]]:
     """A training heatmap ``float32 [B, H/16, W/16]`` for label maps ``semantic int32 [B, H, W]``.
 
     With ``return_choice``, also what was drawn: ``{"classes": bool [B, K]}`` or

@@ -168,7 +168,8 @@ class GCTask:
         return loss, dict(loss=loss, real=sum(jnp.mean(r) for r in real) / len(real),
                           fake=sum(jnp.mean(f) for f in fake_logits) / len(fake_logits))
 
-    def train_step(self, state: TwoPlayerState, batch: dict[str, jax.Array], rng: jax.Array):
+    def train_step(self, state: TwoPlayerState, batch: dict[str, jax.Array], rng: jax.Array
+                   ) -> tuple[TwoPlayerState, dict[str, jax.Array]]:
         lr = self.lr_g(state.step)
         state, metrics = two_player_step(state, batch, rng, self.schedule, self.generate, self.generator_loss,
                                          self.discriminator_loss)

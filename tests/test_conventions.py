@@ -1,0 +1,33 @@
+"""The project's conventions that a linter does not check: type hints on every public function."""
+
+import ast
+import pathlib
+
+PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "jaxcomp"
+
+
+def _public_functions(tree: ast.Module):
+    """Module-level functions and the methods of module-level classes whose names are public."""
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield node
+        elif isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+            yield from (n for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))
+
+
+def test_public_functions_have_type_hints():
+    """Every public function and method of ``jaxcomp`` annotates its arguments (``self`` / ``cls``
+    aside) and its return (``__init__`` aside). Ruff's ANN rules cannot be limited to public names,
+    hence this scan."""
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for f in _public_functions(ast.parse(path.read_text(), str(path))):
+            if f.name.startswith("_") and f.name != "__init__":
+                continue
+            args = f.args.posonlyargs + f.args.args + f.args.kwonlyargs
+            bare = [a.arg for a in args if a.annotation is None and a.arg not in ("self", "cls")]
+            if bare or (f.returns is None and f.name != "__init__"):
+                what = f"arguments {bare}" if bare else "the return"
+                missing.append(f"{path.relative_to(PACKAGE.parent)}:{f.lineno} {f.name}: {what}")
+    assert len(list(PACKAGE.rglob("*.py"))) > 50  # the scan sees the package
+    assert not missing, "public functions without type hints:\n" + "\n".join(missing)
