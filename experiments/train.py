@@ -1,7 +1,7 @@
 """Train (and evaluate) any gradient-based system from a config.
 
     python -m experiments.train --config configs/l3c.py:cpu --workdir runs/l3c_cpu \
-        [--config.data.path=DIR ...]
+        [--config.data.source=folder --config.data.path=DIR ...]
 
 Resumes from the last checkpoint in --workdir; --eval-only evaluates that checkpoint (or, with
 none there, the model ``--config.init_from=`` names: an exported .msgpack or another workdir).

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcomp.configs import apply_overrides
+from jaxcomp.configs import apply_overrides, load_config
 from jaxcomp.data import (
     ArrayImageSource,
     DataError,
@@ -117,7 +117,7 @@ def test_folder_source_holds_out_the_shipped_sample_names(l3c_tiny_config, tmp_p
     assert sorted(os.path.basename(f) for f in data.train.files) == ["other1.png", "other2.png"]
 
 
-def test_bad_images_give_clear_errors(tmp_path, monkeypatch):
+def test_bad_images_give_clear_errors(tmp_path, monkeypatch, repo):
     Image.fromarray(np.zeros((8, 8, 4), np.uint8)).save(tmp_path / "alpha.png")
     with pytest.raises(DataError, match="alpha"):
         load_image(str(tmp_path / "alpha.png"))
@@ -175,6 +175,10 @@ def test_bad_images_give_clear_errors(tmp_path, monkeypatch):
     empty.mkdir()
     with pytest.raises(DataError, match="no images"):
         ImageFolderSource.from_folder(str(empty))
+    # a folder named while the source is still the shipped samples would be ignored silently
+    config = load_config(str(repo / "configs" / "l3c.py") + ":tiny")
+    with pytest.raises(DataError, match="add data.source=folder"):
+        build_image_data(apply_overrides(config, [f"data.path={empty}"]).data)
 
 
 def test_tfds_array_record_source_without_tensorflow(l3c_tiny_config, tmp_path):

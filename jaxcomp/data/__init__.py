@@ -104,6 +104,10 @@ def _image_sources(data: ml_collections.ConfigDict):
     source = data.source
     if source in ("samples", "folder"):
         if source == "samples":
+            if data.get("path", ""):  # a user's folder would be ignored without a word
+                raise DataError(f"data.path={data.path!r} is set, but data.source='samples' trains on the photos "
+                                f"shipped in the package and would ignore it: add data.source=folder to train on "
+                                f"that folder (or leave data.path empty)")
             if not data.get("allow_samples", True):
                 raise DataError("this config trains at paper scale and refuses the shipped samples (they are the "
                                 "photos the codec is evaluated on): give data.source=folder with data.path, or "
