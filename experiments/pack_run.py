@@ -12,9 +12,10 @@ existing archive (``--force`` does) and to write the archive inside the run it p
 ``--force``: it could replace the run's own files); a missing folder of ``--out`` is made.
 Unpacking refuses a workdir that is not empty (it would mix two runs or replace their files), any
 archive member outside the run's files or that is not a plain file or folder, and an archive
-without ``config.json`` or without a complete checkpoint. It unpacks into a temporary folder
-beside the workdir and renames it only once everything is out, so a refused or damaged archive
-leaves no half-unpacked run for the next training command to resume.
+without ``config.json`` or without a complete checkpoint. It unpacks into a hidden folder inside
+the workdir and moves the files into place only once everything is out (the checkpoint last), so
+a refused or damaged archive leaves no half-unpacked run for the next training command to resume;
+an existing empty workdir (a link to scratch space, a mount point) is kept as it is.
 The recipe for an accelerator with a per-command time limit is in docs/l3c.md
 ("Training on an accelerator, in slices").
 """
@@ -98,23 +99,23 @@ def unpack(archive: str, workdir: str) -> str:
             if special:
                 raise PackError(f"{archive} holds members that are not plain files or folders ({special[:3]}): "
                                 f"not a packed run")
-            parent = os.path.dirname(os.path.abspath(workdir))
-            os.makedirs(parent, exist_ok=True)
-            staging = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(workdir))}.unpacking-",
-                                       dir=parent)
+            made = not os.path.exists(workdir)
+            os.makedirs(workdir, exist_ok=True)  # an existing empty one (a link, a mount point) stays itself
+            staging = tempfile.mkdtemp(prefix=".unpacking-", dir=workdir)
             try:
-                mask = os.umask(0)
-                os.umask(mask)
-                os.chmod(staging, 0o777 & ~mask)  # a workdir as os.makedirs makes it, not mkdtemp's 0700
                 if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: refuse links and odd modes as well
                     tar.extractall(staging, members=members, filter="data")
                 else:
                     tar.extractall(staging, members=members)
-                if os.path.isdir(workdir):
-                    os.rmdir(workdir)  # empty (checked above); fails, keeping the unpacked copy, if one appeared
-                os.replace(staging, workdir)
+                # the run's files first, the checkpoint last: a training command never sees a
+                # checkpoint without its config
+                for name in sorted(os.listdir(staging), key=lambda n: n == "checkpoints"):
+                    os.replace(os.path.join(staging, name), os.path.join(workdir, name))
+                os.rmdir(staging)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
+                if made and not os.listdir(workdir):
+                    os.rmdir(workdir)
                 raise
     except (tarfile.TarError, EOFError) as e:
         raise PackError(f"{archive} is not a readable archive (truncated or corrupt?): {e}") from e

@@ -4,7 +4,8 @@
         [--config.data.source=folder --config.data.path=DIR ...]
 
 Resumes from the last checkpoint in --workdir; --eval-only evaluates that checkpoint (or, with
-none there, the model ``--config.init_from=`` names: an exported .msgpack or another workdir).
+none there, the model ``--config.init_from=`` names on this command line: an exported .msgpack or
+another workdir; a config's own default starting model is not scored in place of a mistyped workdir).
 --time-limit SECONDS stops (with a checkpoint) once that much wall-clock time has passed; the
 same command then continues the run, as if it had not stopped (for leased machines with a
 per-command limit, or a shared CPU).
@@ -33,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="configs/NAME.py[:VARIANT]")
     parser.add_argument("--workdir", required=True, help="checkpoints, config.json, metrics, TensorBoard")
     parser.add_argument("--eval-only", action="store_true",
-                        help="evaluate the latest checkpoint in --workdir, or, with none there, config.init_from")
+                        help="evaluate the latest checkpoint in --workdir, or, with none there, the model "
+                             "--config.init_from= names")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                         help="stop with a checkpoint after this much wall-clock time from the start of "
@@ -57,14 +59,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config, overrides)
         trainer.check_settings(config)
+        if args.eval_only:  # before anything is built: a mistyped workdir fails at once
+            from jaxcomp.files import latest_complete_checkpoint
+
+            named = any(o.split("=", 1)[0].strip() == "init_from" for o in overrides) and config.get("init_from", "")
+            if latest_complete_checkpoint(args.workdir) is None and not named:
+                raise trainer.CheckpointError(f"--eval-only: no checkpoint in {args.workdir} (an untrained model, or "
+                                              f"the config's starting model, would be scored; to score a model file "
+                                              f"or another workdir, name it: --config.init_from=PATH)")
         trainer.maybe_initialize_distributed(config)
         task, data = tasks.build(config)
         if args.eval_only:
-            from jaxcomp.files import latest_complete_checkpoint
-
-            if latest_complete_checkpoint(args.workdir) is None and not config.get("init_from", ""):
-                raise trainer.CheckpointError(f"--eval-only: no checkpoint in {args.workdir} and no config.init_from "
-                                              f"(an untrained model would be scored)")
             config.unlock()
             config.steps = 0
             config.lock()

@@ -215,8 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, help_ in (("compress", "image file or folder -> .jxc"), ("decompress", ".jxc file or folder -> PNG")):
         p = sub.add_parser(name, help=help_, description=help_)
         p.add_argument("input", help="a file, or a folder (every image / every .jxc file in it)")
-        p.add_argument("output", help="a file (decompress: a .png), or a folder (made if missing) for a folder "
-                                      "input or to write <input name>.jxc / .png into")
+        p.add_argument("output", help="for a file input: a file in an existing folder (decompress: a .png), or an "
+                                      "existing folder to write <input name>.jxc / .png into; for a folder input: a "
+                                      "folder (made if missing)")
         p.add_argument("--checkpoint", default=None,
                        help="model: exported .msgpack or a training workdir; for cpm also low, med or high, "
                             "for gc c4 (shipped; c2 and c8 once trained and exported, docs/gc.md), for dplc "
@@ -300,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (UsageError, BitstreamError, DataError, ValueError, OSError) as e:
             failures += 1
             message = str(e)  # load_image's errors already start with the path
-            print(f"jaxcomp {args.command}: {message if message.startswith(src) else f'{src}: {message}'}",
+            print(f"jaxcomp {args.command}: {message if message.startswith(src + ':') else f'{src}: {message}'}",
                   file=sys.stderr)
             continue
         except (ScopeParamNotFoundError, ScopeParamShapeError) as e:  # every file would fail the same way

@@ -574,6 +574,10 @@ def test_command_line_reports_errors_without_traceback(repo, tmp_path, l3c_tiny_
         assert printed["step"] == 0 and latest_complete_checkpoint(str(tmp_path / f"eval{shift}")) is None
         scores.append(printed["eval"]["bpsp"])
     assert scores[0] != scores[1]  # the model named, not a fresh initialisation, is scored
+    # a config's own default starting model (CPM's cpu_low starts from the cpu_med run) is not scored
+    # in place of a mistyped workdir: only a model named on the command line is
+    assert train_main(["--config", "configs/cpm.py:cpu_low", "--workdir", str(tmp_path / "typo"), "--eval-only"]) == 2
+    assert "no checkpoint in" in capsys.readouterr().err
     # paths that are not workdirs are named as such (they gave a bare [Errno 17] / [Errno 2])
     (tmp_path / "a_file").write_text("x")
     with pytest.raises(SystemExit):
@@ -745,6 +749,12 @@ def test_pack_run_refuses_what_is_not_a_packed_run(tmp_path):
     assert not (tmp_path / "un").exists() or os.listdir(tmp_path / "un") == []  # no workdir, no staging folder
     assert pack_run.unpack(str(archive), str(tmp_path / "un" / "good")) == "12"  # a new folder, made whole
     assert sorted(os.listdir(tmp_path / "un")) == ["good"] and (tmp_path / "un" / "good" / "config.json").is_file()
+    # an existing empty workdir that links to scratch space stays the link, and receives the run
+    (tmp_path / "scratch").mkdir()
+    os.symlink(tmp_path / "scratch", tmp_path / "un" / "linked")
+    assert pack_run.unpack(str(archive), str(tmp_path / "un" / "linked")) == "12"
+    assert os.path.islink(tmp_path / "un" / "linked")
+    assert sorted(os.listdir(tmp_path / "scratch")) == ["checkpoints", "config.json"]
     # the archive is never written inside the run it packs (it could replace the run's own files)
     with pytest.raises(pack_run.PackError, match="inside the run it packs"):
         pack_run.pack(str(run), str(run / "config.json"), force=True)
@@ -868,5 +878,5 @@ def test_plateau_factor_is_checkpointed_resumed_and_reset(l3c_tiny_config, tmp_p
     two_player = config.copy_and_resolve_references()
     two_player.optimizer_d = ml_collections.ConfigDict(config.optimizer.to_dict())
     trainer.check_settings(apply_overrides(two_player, ["optimizer_d.plateau.metric=''"]))
-    with pytest.raises(ConfigError, match="applies to config.optimizer only"):
+    with pytest.raises(ConfigError, match="reads the plateau rule from config.optimizer only"):
         trainer.check_settings(apply_overrides(two_player, ["optimizer_d.plateau.metric=bpsp"]))

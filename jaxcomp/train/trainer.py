@@ -402,7 +402,8 @@ def check_settings(config: ml_collections.ConfigDict) -> None:
     ``checkpoint_every``, ``keep`` (checkpoints kept: 0 would keep none), ``eval_batch_size`` and
     ``data.batch_size`` (where the config has them) >= 1; ``optimizer.plateau`` well formed and, when
     on, evaluations to watch (``eval_every`` > 0); no plateau rule on another optimizer section (a
-    two-player task's ``optimizer_d``): the trainer applies the rule to ``config.optimizer`` only."""
+    two-player task's ``optimizer_d``): the trainer reads the rule from ``config.optimizer`` only
+    (and applies its factor to every optimizer's state)."""
     rules = {"steps": 0, "eval_every": 0, "log_every": 1, "checkpoint_every": 1, "keep": 1, "eval_batch_size": 1}
     values = {k: config.get(k) for k in rules}
     if "data" in config and "batch_size" in config.data:
@@ -422,8 +423,10 @@ def check_settings(config: ml_collections.ConfigDict) -> None:
         section = config[key]
         if isinstance(section, ml_collections.ConfigDict) and section.get("plateau", None) is not None \
                 and section.plateau.get("metric", ""):
-            raise ConfigError(f"{key}.plateau.metric={section.plateau.metric!r}: the plateau rule applies to "
-                              f"config.optimizer only; set it there (or {key}.plateau.metric='' to switch it off)")
+            raise ConfigError(f"{key}.plateau.metric={section.plateau.metric!r}: the trainer reads the plateau rule "
+                              f"from config.optimizer only (set there, it cuts every optimizer's rate, {key}'s "
+                              f"included, with those settings); set it there, or {key}.plateau.metric='' to "
+                              f"switch it off")
     if plateau is not None and not config.get("eval_every"):
         raise ConfigError(f"optimizer.plateau.metric={plateau.metric!r} needs evaluations to watch: set "
                           "config.eval_every > 0 (or optimizer.plateau.metric='' to switch the rule off)")

@@ -89,7 +89,9 @@ class ECGClassifier:
         padded = -(-padded // NOVERLAP) * NOVERLAP
         for width in np.unique(padded):
             members = np.flatnonzero(padded == width)
-            rows = min(self.batch_size, len(members))  # a batch size above the recordings allocates no filler
+            # a batch size far above the recordings allocates no filler: rows are the recordings rounded up
+            # to a power of two (few compiled shapes across calls), at most batch_size
+            rows = min(self.batch_size, 1 << (len(members) - 1).bit_length())
             for start in range(0, len(members), rows):
                 idx = members[start:start + rows]
                 signal = np.zeros((rows, int(width)), np.float32)
