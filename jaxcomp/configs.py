@@ -121,6 +121,10 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
                 value = text
             elif isinstance(old, (tuple, list)) and isinstance(value, (tuple, list)):
                 value = type(old)(value)
+            elif isinstance(old, ml_collections.ConfigDict):  # a whole section: name its keys, not its dump
+                names = sorted(old.keys()) or ["KEY"]
+                raise ConfigError(f"config key {key!r} is a section (keys {', '.join(names)}); set one of its "
+                                  f"keys, e.g. {key}.{names[0]}=..., got {text!r}")
             else:
                 raise ConfigError(
                     f"config key {key!r} expects {type(old).__name__} (default {old!r}), got {text!r}"

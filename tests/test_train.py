@@ -531,6 +531,8 @@ def test_config_errors_are_clear(repo, tmp_path):
         load_config(spec + ":huge")
     with pytest.raises(ConfigError, match="expects int"):
         load_config(spec + ":tiny", ["model.features=wide"])
+    with pytest.raises(ConfigError, match=r"'data' is a section \(keys allow_samples, batch_size, .*data\.allow_"):
+        load_config(spec + ":tiny", ["data=3"])  # its 18 keys named on one line, not the section's YAML dump
     with pytest.raises(ConfigError, match="not found"):
         load_config(str(tmp_path / "nope.py"))
     config = load_config(spec + ":tiny", ["data.source=folder", f"data.path={tmp_path / 'missing'}"])
