@@ -23,7 +23,7 @@ def add_image_arguments(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument("--held-out", action="store_true",
                    help="only the images named like the shipped samples (in ../shared/data/photos: the "
                         "originals held out from training the shipped models)")
-    p.add_argument("--out", default=out, help="output folder")
+    p.add_argument("--out", default=out, help="output folder (a rerun into it replaces its tables and figures)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
 
 
@@ -37,6 +37,9 @@ def iter_images(args: argparse.Namespace, names: set[str] | None = None
     """
     from tqdm import tqdm
 
+    out = getattr(args, "out", "")
+    if out and os.path.exists(out) and not os.path.isdir(out):  # found before any image is coded
+        raise DataError(f"--out {out} is a file; give a folder for the results")
     crop_h, crop_w = parse_crop(str(args.crop))
     paths = benchmark_image_paths(args.images, None)
     if getattr(args, "held_out", False):

@@ -228,8 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         rows, totals = run(args)
-    except (DataError, CodecError, NotLosslessError, ModelLoadError) as e:
-        raise SystemExit(f"error: {e}") from e
+    except (DataError, CodecError, ModelLoadError) as e:  # the command's input: exit 2, as bench_rd
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except NotLosslessError as e:  # a codec that does not give back its input
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     images = list(dict.fromkeys(r["image"] for r in rows))
     source = args.images or "jaxcomp/data/samples"
     if split_names(args) is not None:

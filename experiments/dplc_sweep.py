@@ -218,6 +218,9 @@ def run(config, workdir: str) -> str:
     s = config.sweep
     if not s.generator:
         raise ValueError("set --config.sweep.generator to the stage-1 model (a dplc_generator workdir or .msgpack)")
+    for key in ("rates", "methods", "seeds"):  # an empty sweep would report the reference rows alone, exit 0
+        if not tuple(s[key]):
+            raise ValueError(f"sweep.{key} is empty: the sweep would train nothing")
     os.makedirs(workdir, exist_ok=True)
     test, reference = evaluation_images(config)
     spec = spec_from_config(config.model)

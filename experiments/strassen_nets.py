@@ -73,6 +73,14 @@ def plan(config: ml_collections.ConfigDict, workdir: str) -> list[tuple[str, Any
     first (the KD teacher of that seed's SPN + KD models), then TWN, then the SPN models."""
     e = config.experiment
     seeds = tuple(e.get("seeds", (config.seed,)))
+    # checked before the first model trains (a bad ratio used to fail after the full-precision run)
+    if not seeds:
+        raise ValueError("experiment.seeds is empty: give at least one seed")
+    if not e.hidden_ratios or any(not (isinstance(r, (int, float)) and r > 0) for r in e.hidden_ratios):
+        raise ValueError(f"experiment.hidden_ratios must be one or more ratios > 0, got {tuple(e.hidden_ratios)}")
+    if e.kd and not config.distill.temperature > 0:
+        raise ValueError(f"distill.temperature must be > 0 (the KD runs divide the logits by it), "
+                         f"got {config.distill.temperature}")
     runs = []
     for seed in seeds:
         # one seed at the config's own seed keeps the single-seed layout of earlier runs (workdir/full_precision)

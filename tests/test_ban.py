@@ -649,6 +649,11 @@ def test_tiny_generations_train_and_chain_teachers(ban_config, tmp_path):
     assert table[1]["model"] == "BAN-1" and "better than teacher" in table[1]
     with pytest.raises(ValueError, match="needs a teacher"):
         build_task(apply_overrides(config, ["distill.loss=ban"]))
+    with pytest.raises(ValueError, match="ban.seeds is empty"):  # an IndexError deep in the summary before
+        run_generations(apply_overrides(config, ["ban.seeds=()"]), str(tmp_path / "none"), progress=False)
+    with pytest.raises(ValueError, match="distill.temperature must be > 0"):  # NaN losses from the first step
+        build_task(apply_overrides(config, ["distill.loss=kd", "distill.temperature=0.0",
+                                            f"distill.teachers=('{tmp_path / 'seed0' / 'teacher'}',)"]))
     # a rerun skips finished models and reproduces the numbers
     again = run_generations(config, str(tmp_path), progress=False, log=lambda *_: None)
     assert again[0]["error"] == rows[0]["error"]

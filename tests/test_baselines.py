@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib
 import os
+import re
 
 import numpy as np
 import pytest
@@ -144,22 +145,26 @@ def test_bench_codecs_writes_results(tmp_path, photo, bench_codecs, monkeypatch)
     assert float(totals["png"]["bpsp"]) == pytest.approx(8 * int(totals["png"]["bytes"]) / subpixels)
 
 
-def test_bench_codecs_errors(tmp_path, photo, bench_codecs, monkeypatch):
+def test_bench_codecs_errors(tmp_path, photo, bench_codecs, monkeypatch, capsys):
+    """Bad input is exit 2 with one error line (as bench_rd), a codec that is not lossless exit 1."""
     folder = _tiny_folder(tmp_path, photo)
     out = str(tmp_path / "out")
-    with pytest.raises(SystemExit, match="image folder not found"):
-        bench_codecs.main(["--images", str(tmp_path / "missing"), "--out", out, "--no-progress", "--no-l3c"])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SystemExit, match="no images"):
-        bench_codecs.main(["--images", str(tmp_path / "empty"), "--out", out, "--no-progress", "--no-l3c"])
-    with pytest.raises(SystemExit, match="unknown codec.*'nope'"):
-        bench_codecs.main(["--images", str(folder), "--codecs", "png,nope", "--out", out, "--no-progress", "--no-l3c"])
-    with pytest.raises(SystemExit, match="checkpoint not found"):
-        bench_codecs.main(["--images", str(folder), "--checkpoint", str(tmp_path / "none.msgpack"), "--out", out])
+    (tmp_path / "a_file").write_text("mine")
+    for argv, message in (
+            (["--images", str(tmp_path / "missing"), "--no-l3c"], "image folder not found"),
+            (["--images", str(tmp_path / "empty"), "--no-l3c"], "no images"),
+            (["--images", str(folder), "--codecs", "png,nope", "--no-l3c"], "unknown codec.*'nope'"),
+            (["--images", str(folder), "--checkpoint", str(tmp_path / "none.msgpack")], "checkpoint not found")):
+        assert bench_codecs.main([*argv, "--out", out, "--no-progress"]) == 2, argv
+        assert re.search(message, capsys.readouterr().err), argv
+    assert bench_codecs.main(["--images", str(folder), "--codecs", "png", "--no-l3c", "--no-progress",
+                              "--out", str(tmp_path / "a_file")]) == 2
+    assert "is a file; give a folder" in capsys.readouterr().err and (tmp_path / "a_file").read_text() == "mine"
     lossy = Codec("lossy", lambda im: ic.jpeg8_encode(im, level=90), ic.jpeg8_decode)
     monkeypatch.setattr(bench_codecs, "extra_codecs", lambda args: [lossy])
-    with pytest.raises(SystemExit, match="'lossy' is not lossless on a.png"):
-        bench_codecs.main(["--images", str(folder), "--codecs", "png,lossy", "--out", out, "--no-progress"])
+    assert bench_codecs.main(["--images", str(folder), "--codecs", "png,lossy", "--out", out, "--no-progress"]) == 1
+    assert "'lossy' is not lossless on a.png" in capsys.readouterr().err
     # --max-images counts the images of --split (the first shipped sample is a test image)
     from jaxcomp.data import held_out_names
 

@@ -99,6 +99,16 @@ def test_tiny_sweep_end_to_end(repo, tmp_path, monkeypatch):
         dplc_sweep.run(longer, work)  # not the old runs reported as the new settings'
 
 
+def test_an_empty_sweep_is_refused_before_anything_runs(repo, tmp_path):
+    """sweep.rates / methods / seeds empty: an error naming the key (it printed the reference rows
+    alone, exit 0), before the generator is read or anything is written."""
+    for key in ("rates", "methods", "seeds"):
+        empty = _config(repo, "tiny", **{"sweep.generator": str(tmp_path / "g"), f"sweep.{key}": "()"})
+        with pytest.raises(ValueError, match=f"sweep.{key} is empty"):
+            dplc_sweep.run(empty, str(tmp_path / "e"))
+    assert not (tmp_path / "e").exists()
+
+
 def test_stage2_runs_take_the_stage1_generators_sizes(repo):
     """A sweep over a wider generator (``--config.model.latent=64``) builds every stage-2 run at that
     latent size (else loading G would refuse the mismatch), at the sweep's rate and seed."""

@@ -1,6 +1,7 @@
 """StrassenNets: ternary quantizer, SPN layers (geometry and exactness), op counting, phases, matmul search."""
 
 import os
+import re
 
 import flax.linen as nn
 import jax
@@ -871,6 +872,15 @@ def test_mnist_experiment_plan_seeds_baselines_and_teachers(repo, tmp_path):
             if ratio != "-":
                 assert cfg.strassen.hidden_ratio == ratio
     assert _mean_std([0.9, 0.95, 1.0]) == pytest.approx((0.95, 0.05))  # sample std (ddof = 1)
+    # settings that trained NaN (temperature 0) or reported a table of nothing, refused before any training
+    from jaxcomp.configs import apply_overrides
+
+    for override, message in (("experiment.seeds=()", "experiment.seeds is empty"),
+                              ("experiment.hidden_ratios=()", "hidden_ratios must be one or more"),
+                              ("experiment.hidden_ratios=(0.0,)", "hidden_ratios must be one or more"),
+                              ("distill.temperature=0.0", "distill.temperature must be > 0")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            plan(apply_overrides(config, [override]), str(tmp_path))
 
 
 def test_paper_ptb_plan_follows_the_reference_learning_rates(repo, tmp_path):

@@ -357,8 +357,14 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> str:
     """Runs the experiment named by ``cfg.experiment`` and writes ``workdir/<name>.{md,csv}``."""
     os.makedirs(workdir, exist_ok=True)
     exp = cfg.experiment
+    if not float(cfg.ssc.tau) >= 0:  # a negative threshold was reported as tau 0 in noise mode
+        raise ValueError(f"ssc.tau must be >= 0, got {cfg.ssc.tau!r}")
     if exp in ("phase", "smax"):
         check_synthetic_settings(cfg)
+    if exp == "mnist":
+        n = cfg.data.num_points
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"data.num_points must be a positive integer, got {n!r}")
     if exp == "phase":
         rows, name = run_phase(cfg, workdir), f"phase_{cfg.grid.axes}"
     elif exp == "smax":

@@ -120,6 +120,8 @@ def run_generations(config: ml_collections.ConfigDict, workdir: str, progress: b
     control, ensembles of independently trained teachers (:func:`independent_ensembles`). Returns one
     row per model and seed: ``{'seed', 'model', 'error', 'nll', 'confidence'}`` (or perplexity for ``lm``).
     """
+    if not tuple(config.ban.seeds):
+        raise ValueError("ban.seeds is empty: give at least one seed")
     rows: list[dict[str, Any]] = []
     teachers = []
     for seed in config.ban.seeds:

@@ -195,6 +195,8 @@ class ClassificationTask:
         if d.loss not in LOSSES:
             raise ValueError(f"unknown distill.loss {d.loss!r}; use one of {', '.join(LOSSES)}")
         self.loss_name, self.temperature, self.label_weight = d.loss, d.temperature, d.label_weight
+        if self.loss_name == "kd" and not self.temperature > 0:  # NaN losses from the first step otherwise
+            raise ValueError(f"distill.temperature must be > 0 for distill.loss='kd', got {self.temperature}")
         # DKPP's permutation: a new one every step ("step"), or one per training example, keyed by
         # its index in the training set and the seed ("example"; the batches carry "index")
         self.dkpp_permutation = d.get("dkpp_permutation", "step")

@@ -30,6 +30,11 @@ LABELS = {"nnmp": "NNMP", "away": "Away-steps MP", "pairwise": "Pairwise MP", "f
 def nnls_problem(m: int, k: int, density: float, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Random Gaussian ``M`` ``(m, k)``, ``b = M w0 + noise`` with sparse non-negative ``w0``
     and a negative component so that the solution has zeros."""
+    for name, value in (("m", m), ("k", k)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"nnls.{name} must be a positive integer, got {value!r}")
+    if not 0 <= density <= 1 or not noise >= 0:
+        raise ValueError(f"nnls.density must be in [0, 1] and nnls.noise >= 0, got {density!r}, {noise!r}")
     rng = np.random.default_rng(seed)
     M = rng.standard_normal((m, k)) / np.sqrt(m)
     w0 = np.where(rng.random(k) < density, rng.random(k) + 0.5, 0.0)
