@@ -32,6 +32,7 @@ import tempfile
 from jaxcomp.files import CHECKPOINT_COMMIT_MARKERS, atomic_file, latest_complete_checkpoint
 
 RUN_FILES = ("config.json", "metrics.jsonl", "lineage.json")
+STAGING_PREFIX = ".unpacking-"  # unpack's hidden folder inside the workdir, until everything is out
 
 
 class PackError(Exception):
@@ -77,6 +78,10 @@ def pack(workdir: str, out: str, force: bool = False) -> tuple[str, int]:
 
 def unpack(archive: str, workdir: str) -> str:
     """Unpacks into ``workdir`` (created; if it exists it must be empty); returns the step it holds."""
+    if os.path.isdir(workdir):  # an unpack killed midway (a per-command time limit) leaves its staging folder
+        for name in os.listdir(workdir):
+            if name.startswith(STAGING_PREFIX):
+                shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
     if os.path.exists(workdir) and (not os.path.isdir(workdir) or os.listdir(workdir)):
         ckpt = os.path.join(workdir, "checkpoints")
         what = "already has checkpoints" if os.path.isdir(ckpt) and os.listdir(ckpt) else (
@@ -101,7 +106,8 @@ def unpack(archive: str, workdir: str) -> str:
                                 f"not a packed run")
             made = not os.path.exists(workdir)
             os.makedirs(workdir, exist_ok=True)  # an existing empty one (a link, a mount point) stays itself
-            staging = tempfile.mkdtemp(prefix=".unpacking-", dir=workdir)
+            staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=workdir)
+            moved: list[str] = []
             try:
                 if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: refuse links and odd modes as well
                     tar.extractall(staging, members=members, filter="data")
@@ -111,8 +117,15 @@ def unpack(archive: str, workdir: str) -> str:
                 # checkpoint without its config
                 for name in sorted(os.listdir(staging), key=lambda n: n == "checkpoints"):
                     os.replace(os.path.join(staging, name), os.path.join(workdir, name))
+                    moved.append(name)
                 os.rmdir(staging)
             except BaseException:
+                for name in moved:  # the workdir was empty: what is in it now came from this archive
+                    target = os.path.join(workdir, name)
+                    if os.path.isdir(target):
+                        shutil.rmtree(target, ignore_errors=True)
+                    else:
+                        os.remove(target)
                 shutil.rmtree(staging, ignore_errors=True)
                 if made and not os.listdir(workdir):
                     os.rmdir(workdir)

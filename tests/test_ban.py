@@ -651,6 +651,10 @@ def test_tiny_generations_train_and_chain_teachers(ban_config, tmp_path):
         build_task(apply_overrides(config, ["distill.loss=ban"]))
     with pytest.raises(ValueError, match="ban.seeds is empty"):  # an IndexError deep in the summary before
         run_generations(apply_overrides(config, ["ban.seeds=()"]), str(tmp_path / "none"), progress=False)
+    with pytest.raises(ValueError, match="distill.temperature must be > 0 for a 'kd' student"):  # before the teacher
+        run_generations(apply_overrides(config, ["ban.variants=('kd',)", "distill.temperature=0.0"]),
+                        str(tmp_path / "none"), progress=False)
+    assert not (tmp_path / "none").exists()
     with pytest.raises(ValueError, match="distill.temperature must be > 0"):  # NaN losses from the first step
         build_task(apply_overrides(config, ["distill.loss=kd", "distill.temperature=0.0",
                                             f"distill.teachers=('{tmp_path / 'seed0' / 'teacher'}',)"]))

@@ -441,8 +441,9 @@ def test_configs_load_and_reject_unknown_keys(tmp_path):
         run(load_config(os.path.join(ROOT, "configs/ssc.py:tiny"), ["grid.trials=0"]), str(tmp_path))
     with pytest.raises(ValueError, match="ssc.tau must be >= 0"):  # noise mode reported a negative tau as 0
         run(load_config(os.path.join(ROOT, "configs/ssc.py:tiny"), ["ssc.tau=-1.0"]), str(tmp_path))
-    with pytest.raises(ValueError, match="data.num_points must be a positive integer"):
-        run(load_config(os.path.join(ROOT, "configs/ssc.py:mnist"), ["data.num_points=0"]), str(tmp_path))
+    for variant in ("mnist", "mnist_speed"):
+        with pytest.raises(ValueError, match="data.num_points must be a positive integer"):
+            run(load_config(os.path.join(ROOT, f"configs/ssc.py:{variant}"), ["data.num_points=0"]), str(tmp_path))
     from jaxcomp.greedy.benchmarks import nnls_problem
 
     for args, message in (((0, 5, 0.5, 0.0), "nnls.m must be"), ((4, 5, -0.5, 0.0), "nnls.density must be")):

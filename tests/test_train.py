@@ -757,6 +757,11 @@ def test_pack_run_refuses_what_is_not_a_packed_run(tmp_path):
     assert pack_run.unpack(str(archive), str(tmp_path / "un" / "linked")) == "12"
     assert os.path.islink(tmp_path / "un" / "linked")
     assert sorted(os.listdir(tmp_path / "scratch")) == ["checkpoints", "config.json"]
+    # an unpack killed midway (SIGKILL at a per-command time limit) leaves its hidden staging folder: the
+    # same command then runs again instead of calling the visibly empty workdir "not empty"
+    (tmp_path / "un" / "again" / ".unpacking-killed" / "checkpoints").mkdir(parents=True)
+    assert pack_run.unpack(str(archive), str(tmp_path / "un" / "again")) == "12"
+    assert sorted(os.listdir(tmp_path / "un" / "again")) == ["checkpoints", "config.json"]
     # the archive is never written inside the run it packs (it could replace the run's own files)
     with pytest.raises(pack_run.PackError, match="inside the run it packs"):
         pack_run.pack(str(run), str(run / "config.json"), force=True)

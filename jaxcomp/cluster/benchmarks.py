@@ -361,7 +361,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> str:
         raise ValueError(f"ssc.tau must be >= 0, got {cfg.ssc.tau!r}")
     if exp in ("phase", "smax"):
         check_synthetic_settings(cfg)
-    if exp == "mnist":
+    if exp in ("mnist", "speed"):
         n = cfg.data.num_points
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"data.num_points must be a positive integer, got {n!r}")
