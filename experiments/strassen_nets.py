@@ -30,6 +30,7 @@ import numpy as np
 from jaxcomp import tasks
 from jaxcomp import train as trainer
 from jaxcomp.configs import apply_overrides, config_script_main
+from jaxcomp.distill import check_kd_temperature
 from jaxcomp.strassen.counting import format_table, summarize
 from jaxcomp.xla import enable_compilation_cache
 
@@ -78,9 +79,8 @@ def plan(config: ml_collections.ConfigDict, workdir: str) -> list[tuple[str, Any
         raise ValueError("experiment.seeds is empty: give at least one seed")
     if not e.hidden_ratios or any(not (isinstance(r, (int, float)) and r > 0) for r in e.hidden_ratios):
         raise ValueError(f"experiment.hidden_ratios must be one or more ratios > 0, got {tuple(e.hidden_ratios)}")
-    if e.kd and not config.distill.temperature > 0:
-        raise ValueError(f"distill.temperature must be > 0 (the KD runs divide the logits by it), "
-                         f"got {config.distill.temperature}")
+    if e.kd:
+        check_kd_temperature(config.distill.temperature)
     runs = []
     for seed in seeds:
         # one seed at the config's own seed keeps the single-seed layout of earlier runs (workdir/full_precision)

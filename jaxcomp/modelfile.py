@@ -273,9 +273,7 @@ def load_model(checkpoint: str, task: str) -> tuple[ml_collections.ConfigDict, A
     """
     path = checkpoint
     if os.path.isdir(path):
-        if not os.path.isfile(os.path.join(path, "config.json")):
-            raise ModelLoadError(f"{path}: a directory without config.json is not a training workdir")
-        config, params, notes = load_workdir(path)
+        config, params, notes = load_workdir(path)  # names a folder without config.json
     elif os.path.isfile(path):
         config, params, notes = _load_exported(path)
     else:

@@ -335,15 +335,16 @@ def run_speed(cfg: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     return rows
 
 
+def _positive(key: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{key} must be a positive integer, got {value!r}")
+
+
 def check_synthetic_settings(cfg: ml_collections.ConfigDict) -> None:
     """``ValueError`` naming the setting, for a synthetic experiment (``phase``, ``smax``) that would
     otherwise fail midway or print a table of NaNs: trials, subspaces, algorithms and grid axes."""
-    def positive(key: str, value) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{key} must be a positive integer, got {value!r}")
-
-    positive("grid.trials", cfg.grid.trials)
-    positive("data.n_subspaces", cfg.data.n_subspaces)
+    _positive("grid.trials", cfg.grid.trials)
+    _positive("data.n_subspaces", cfg.data.n_subspaces)
     if not list(cfg.ssc.algorithms):
         raise ValueError("ssc.algorithms is empty; give 'omp', 'mp' or both")
     axes = {"phase": ["rho", {"t_rho": "t", "sigma_rho": "sigma", "smax_rho": "s_max"}.get(cfg.grid.axes)],
@@ -355,16 +356,14 @@ def check_synthetic_settings(cfg: ml_collections.ConfigDict) -> None:
 
 def run(cfg: ml_collections.ConfigDict, workdir: str) -> str:
     """Runs the experiment named by ``cfg.experiment`` and writes ``workdir/<name>.{md,csv}``."""
-    os.makedirs(workdir, exist_ok=True)
     exp = cfg.experiment
     if not float(cfg.ssc.tau) >= 0:  # a negative threshold was reported as tau 0 in noise mode
         raise ValueError(f"ssc.tau must be >= 0, got {cfg.ssc.tau!r}")
     if exp in ("phase", "smax"):
         check_synthetic_settings(cfg)
     if exp in ("mnist", "speed"):
-        n = cfg.data.num_points
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"data.num_points must be a positive integer, got {n!r}")
+        _positive("data.num_points", cfg.data.num_points)
+    os.makedirs(workdir, exist_ok=True)  # after the checks: a refused run leaves no folder
     if exp == "phase":
         rows, name = run_phase(cfg, workdir), f"phase_{cfg.grid.axes}"
     elif exp == "smax":

@@ -9,6 +9,7 @@ from jaxcomp.distill.losses import (
     LOSSES,
     ban_label_loss,
     ban_loss,
+    check_kd_temperature,
     cross_entropy,
     cwtm_loss,
     cwtm_weights,
@@ -22,6 +23,7 @@ from jaxcomp.distill.losses import (
 )
 
 __all__ = [
-    "LOSSES", "ban_label_loss", "ban_loss", "cross_entropy", "cwtm_loss", "cwtm_weights", "distillation_loss",
-    "dkpp_loss", "dkpp_targets", "ensemble_log_probs", "kd_loss", "label_loss", "soft_cross_entropy",
+    "LOSSES", "ban_label_loss", "ban_loss", "check_kd_temperature", "cross_entropy", "cwtm_loss", "cwtm_weights",
+    "distillation_loss", "dkpp_loss", "dkpp_targets", "ensemble_log_probs", "kd_loss", "label_loss",
+    "soft_cross_entropy",
 ]

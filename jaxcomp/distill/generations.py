@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 
 from jaxcomp import train as trainer
-from jaxcomp.distill.losses import cross_entropy
+from jaxcomp.distill.losses import check_kd_temperature, cross_entropy
 from jaxcomp.distill.task import Teacher, build_task, teacher_from_state
 
 
@@ -123,8 +123,8 @@ def run_generations(config: ml_collections.ConfigDict, workdir: str, progress: b
     if not tuple(config.ban.seeds):
         raise ValueError("ban.seeds is empty: give at least one seed")
     losses = [config.ban.loss] + [v.partition(":")[0] for v in config.ban.variants]
-    if "kd" in losses and not config.distill.temperature > 0:  # before the teacher trains, not after
-        raise ValueError(f"distill.temperature must be > 0 for a 'kd' student, got {config.distill.temperature}")
+    if "kd" in losses:  # before the teacher trains, not at the student
+        check_kd_temperature(config.distill.temperature)
     rows: list[dict[str, Any]] = []
     teachers = []
     for seed in config.ban.seeds:

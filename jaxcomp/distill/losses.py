@@ -41,6 +41,14 @@ def label_loss(student_logits: jax.Array, labels: jax.Array, mask: jax.Array | N
     return _mean(cross_entropy(student_logits, labels), mask)
 
 
+def check_kd_temperature(temperature: float) -> None:
+    """``ValueError`` unless ``temperature > 0`` (:func:`kd_loss` divides the logits by it: NaN losses
+    from the first step otherwise). Drivers call it before anything trains."""
+    if not temperature > 0:
+        raise ValueError(f"distill.temperature must be > 0 for a 'kd' student (the logits are divided by it), "
+                         f"got {temperature}")
+
+
 def kd_loss(student_logits: jax.Array, teacher_logits: jax.Array, temperature: float = 4.0,
             mask: jax.Array | None = None) -> jax.Array:
     """Hinton et al.'s knowledge distillation: ``T^2 * KL(softmax(t/T) || softmax(s/T))``, mean. Scalar.

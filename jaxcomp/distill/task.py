@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxcomp.distill.losses import LOSSES, cross_entropy, distillation_loss, ensemble_log_probs
+from jaxcomp.distill.losses import LOSSES, check_kd_temperature, cross_entropy, distillation_loss, ensemble_log_probs
 from jaxcomp.models import LSTMLanguageModel, classifier, default_dense
 from jaxcomp.train import TrainState, l2_penalty, make_optimizer
 
@@ -195,8 +195,8 @@ class ClassificationTask:
         if d.loss not in LOSSES:
             raise ValueError(f"unknown distill.loss {d.loss!r}; use one of {', '.join(LOSSES)}")
         self.loss_name, self.temperature, self.label_weight = d.loss, d.temperature, d.label_weight
-        if self.loss_name == "kd" and not self.temperature > 0:  # NaN losses from the first step otherwise
-            raise ValueError(f"distill.temperature must be > 0 for distill.loss='kd', got {self.temperature}")
+        if self.loss_name == "kd":
+            check_kd_temperature(self.temperature)
         # DKPP's permutation: a new one every step ("step"), or one per training example, keyed by
         # its index in the training set and the seed ("example"; the batches carry "index")
         self.dkpp_permutation = d.get("dkpp_permutation", "step")
