@@ -17,6 +17,7 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -78,8 +79,7 @@ def export_params(params: Any, config: ml_collections.ConfigDict, path: str, tra
     if os.path.splitext(path)[1].lower() == ".json":
         raise ValueError(f"{path}: a model's parameters cannot go to a .json file, where its notes go; "
                          f"name it NAME.msgpack")
-    host = jax.tree.map(lambda a: np.asarray(a).astype(dtype) if np.issubdtype(np.asarray(a).dtype, np.floating)
-                        else np.asarray(a), params)
+    host = jax.tree.map(lambda a: np.asarray(a).astype(dtype) if _is_float(a) else np.asarray(a), params)
     data = serialization.msgpack_serialize(host)
     training = dict(training, stored_dtype=dtype, params_sha256=hashlib.sha256(data).hexdigest())
     record = json.dumps({"config": json.loads(config.to_json_best_effort()), "training": training}, indent=2)
@@ -107,6 +107,7 @@ def lineage(init_from: str, sha256: str | None = None) -> list[dict[str, Any]]:
         return []
     if os.path.isdir(init_from):
         return [{"workdir": os.path.abspath(init_from)}]
+    _check_notes_path(init_from)
     meta_path = os.path.splitext(init_from)[0] + ".json"
     if not (os.path.isfile(init_from) and os.path.isfile(meta_path)):
         return [{"model": init_from, "missing": True}]
@@ -121,6 +122,18 @@ def lineage(init_from: str, sha256: str | None = None) -> list[dict[str, Any]]:
     entry.update({k: training[k] for k in ("steps", "train_seconds", "command", "note", "last_eval")
                   if k in training})
     return list(training.get("lineage", [])) + [entry]
+
+
+def _is_float(a: Any) -> bool:
+    """A floating-point leaf, bfloat16 included (``np.issubdtype`` does not count ml_dtypes' floats)."""
+    return bool(jnp.issubdtype(np.asarray(a).dtype, jnp.floating))
+
+
+def _check_notes_path(path: str) -> None:
+    """:class:`ModelLoadError` for the ``.json`` notes given where the ``.msgpack`` parameters are meant."""
+    if os.path.splitext(path)[1].lower() == ".json":
+        raise ModelLoadError(f"{path} is a model's notes; give the parameters file beside it "
+                             f"({os.path.splitext(path)[0]}.msgpack)")
 
 
 def _check_pair(path: str, training: Any, sha256: str) -> None:
@@ -179,6 +192,7 @@ def _load_exported(path: str) -> tuple[ml_collections.ConfigDict, Any, dict]:
 
     from flax import serialization
 
+    _check_notes_path(path)
     meta_path = os.path.splitext(path)[0] + ".json"
     if not os.path.isfile(meta_path):
         raise ModelLoadError(f"{path}: no {os.path.basename(meta_path)} beside it (the model's config)")
@@ -278,8 +292,7 @@ def load_model(checkpoint: str, task: str) -> tuple[ml_collections.ConfigDict, A
         config, params, notes = _load_exported(path)
     else:
         raise ModelLoadError(f"checkpoint not found: {path}")
-    params = jax.tree.map(lambda a: np.asarray(a, np.float32) if np.issubdtype(np.asarray(a).dtype, np.floating)
-                          else a, params)
+    params = jax.tree.map(lambda a: np.asarray(a, np.float32) if _is_float(a) else a, params)
     if config.get("task") != task:
         raise ModelLoadError(f"{path} holds a {config.get('task')!r} model, not {task!r}")
     return config, params, notes

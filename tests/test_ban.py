@@ -180,6 +180,38 @@ def test_every_loss_ignores_masked_positions(name):
     base = float(distill.distillation_loss(name, s, t, y, key, 2.0, 0.5, mask))
     assert value((slice(None), slice(4, 6))) == pytest.approx(base, rel=1e-6)
     assert abs(value((slice(None), slice(0, 2))) - base) > 1e-3
+    # padding labels out of range (-1, C) at masked positions: the loss and its gradient stay finite
+    y_pad = y.at[:, 4].set(-1).at[:, 5].set(7)
+    loss, grad = jax.value_and_grad(lambda s_: distill.distillation_loss(name, s_, t, y_pad, key, 2.0, 0.5, mask))(s)
+    assert float(loss) == pytest.approx(base, rel=1e-6)
+    assert np.all(np.isfinite(np.asarray(grad))) and not np.any(np.asarray(grad)[:, 4:])
+
+
+def test_losses_refuse_mismatched_shapes_and_flag_bad_labels():
+    """A teacher of another shape, labels of another shape or dtype, or a mask of another shape is a
+    ValueError/TypeError naming the shapes (not a silent broadcast); an unmasked label outside
+    0..C-1 gives NaN, never another class's cross-entropy; a traced label weight works under jit;
+    CWTM with every position masked is 0, not NaN."""
+    key = jax.random.PRNGKey(0)
+    s = jnp.asarray(np.random.default_rng(0).normal(size=(4, 5)).astype(np.float32))
+    y = jnp.array([0, 1, 2, 3])
+    for name in ("kd", "ban", "ban_label", "cwtm", "dkpp"):
+        for bad in (s[:, None, :], s[:1]):
+            with pytest.raises(ValueError, match="same shape"):
+                distill.distillation_loss(name, s, bad, y, key)
+    with pytest.raises(ValueError, match="leading shape"):
+        distill.label_loss(s, y[:, None])
+    with pytest.raises(TypeError, match="integers"):
+        distill.label_loss(s, y.astype(jnp.float32))
+    with pytest.raises(ValueError, match="mask has shape"):
+        distill.label_loss(s, y, mask=jnp.ones((4, 1), bool))
+    ce = np.asarray(distill.cross_entropy(s, jnp.array([-1, 5, 4, 0])))
+    assert np.isnan(ce[:2]).all() and np.isfinite(ce[2:]).all()
+    for name in ("kd", "ban_label", "dkpp"):
+        traced = jax.jit(lambda w, n=name: distill.distillation_loss(n, s, -s, y, key, 2.0, w))(0.5)
+        assert float(traced) == pytest.approx(float(distill.distillation_loss(name, s, -s, y, key, 2.0, 0.5)), rel=1e-6)
+    none = jnp.zeros((4,), bool)
+    assert float(distill.cwtm_loss(s, s, y, none)) == 0.0 and float(distill.cwtm_weights(s, none).sum()) == 0.0
 
 
 # ---- the losses as the task trains with them (a tiny linear model) -----------------------------
@@ -878,6 +910,9 @@ def test_tied_lstm_predicts_with_its_embedding_matrix():
     with pytest.raises(ValueError, match="embed_dim == hidden"):
         jax.eval_shape(lambda: models.LSTMLanguageModel(vocab_size=9, embed_dim=4, hidden=6, tie_embeddings=True)
                        .init(jax.random.PRNGKey(0), tokens))
+    # an id outside the vocabulary (-1 or 9) is NaN from its position on, never another word's logits
+    bad = np.isnan(np.asarray(lm.apply({"params": params}, jnp.asarray([[0, 1, 2, 1], [0, -1, 2, 1], [0, 9, 2, 1]]))))
+    assert not bad[0].any() and not bad[1:, 0].any() and bad[1:, 1:].all()
 
 
 def test_example_batch_asks_the_data_layer_for_the_input_shape(ban_config):

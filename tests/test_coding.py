@@ -57,6 +57,33 @@ def test_coder_refuses_bad_symbols_and_pmfs():
         encode_categorical(np.array([0, 1, 1]), np.where(np.eye(3, 4) > 0, np.nan, 0.25).astype(np.float32))
     with pytest.raises(CodingError, match="3 symbols but 2"):
         encode_categorical(np.array([0, 1, 1]), pmfs[:2])
+    # checked before the int32 cast: 2**32 is not symbol 0, 1.7 is not symbol 1
+    from jaxcomp.coding import encode_uniform, encode_windowed
+
+    with pytest.raises(CodingError, match=r"\[0, 4\)"):
+        encode_categorical(np.array([2**32, 1, 0]), pmfs)
+    with pytest.raises(CodingError, match=r"\[0, 5\)"):
+        encode_uniform(np.array([2**32 + 2]), 5)
+    for bad in (lambda s: encode_uniform(s, 5), lambda s: encode_categorical(s, pmfs),
+                lambda s: encode_windowed(s, pmfs, np.zeros(3, int), 8), lambda s: ideal_bits(s, pmfs)):
+        with pytest.raises(CodingError, match="integers"):
+            bad(np.array([1.7, 2.2, 0.0]))
+    # a PMF row of zeros (nothing to normalise) is refused, not coded by constriction's error or NaN bits
+    zero_row = pmfs.copy()
+    zero_row[1] = 0
+    for f in (encode_categorical, ideal_bits):
+        with pytest.raises(CodingError, match="rows \\[1\\] are all zero"):
+            f(np.array([0, 1, 1]), zero_row)
+
+
+def test_container_refuses_more_payloads_than_its_count_field_holds():
+    from jaxcomp.coding import MAX_PAYLOADS
+
+    assert MAX_PAYLOADS == 0xFFFF
+    blob = pack("l3c", bytes(16), {}, [b"x"] * MAX_PAYLOADS)
+    assert len(unpack(blob, "l3c", bytes(16))[1]) == MAX_PAYLOADS
+    with pytest.raises(ValueError, match="at most 65535 payloads, got 65536"):
+        pack("l3c", bytes(16), {}, [b"x"] * (MAX_PAYLOADS + 1))
 
 
 def test_container_detects_every_kind_of_damage():

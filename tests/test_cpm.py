@@ -41,6 +41,11 @@ def test_bottleneck_reads_the_importance_map_from_channel_0_and_codes_the_others
     mask = cpm.importance_mask(raw[..., 0], spec.channels)
     np.testing.assert_allclose(out["mask"], mask, rtol=1e-6)
     np.testing.assert_allclose(out["z"], raw[..., 1:] * mask, rtol=1e-6)
+    # the encoder refuses sizes the decoder cannot give back (x_hat would be larger than the image)
+    for shape in ((1, 20, 24, 3), (1, 24, 17, 3), (24, 24, 3)):
+        for method in (cpm.CPM.encode, cpm.CPM.latent):
+            with pytest.raises(ValueError, match="multiples of 8"):
+                model.apply({"params": cpm_tiny_params}, jnp.zeros(shape), method=method)
 
 
 def test_rate_penalty_is_a_hinge_above_the_target():
@@ -233,9 +238,23 @@ def test_grayscale_roundtrip(codec, photo):
     np.testing.assert_array_equal(out, codec.reconstruct(gray))
 
 
-def test_bad_images_are_refused(codec, photo):
+def test_bad_images_are_refused(codec, photo, monkeypatch):
     with pytest.raises(ValueError, match="uint8"):
         codec.compress(photo[:16, :16].astype(np.float32))
+    # nothing is written that the decoder would refuse: sides over 65536, tiles over 32768 or not
+    # whole numbers, more tiles than the container's 16-bit payload count; refine steps are whole
+    with pytest.raises(ValueError, match="at most 65536 pixels a side"):
+        codec.compress(np.zeros(((1 << 16) + 1, 1), np.uint8))
+    for tile in ((1 << 15) + 8, 16.0, True):
+        with pytest.raises(ValueError, match="up to 32768"):
+            cpm.CPMCodec(codec.spec, codec.params, tile=tile)
+    with pytest.raises(ValueError, match="whole number of steps"):
+        cpm.CPMCodec(codec.spec, codec.params, refine=1.5)
+    import jaxcomp.coding
+
+    monkeypatch.setattr(jaxcomp.coding, "MAX_PAYLOADS", 3)
+    with pytest.raises(ValueError, match="4 tiles exceed a stream's 3 payloads"):
+        codec.compress(photo[:72, :72])
     with pytest.raises(ValueError, match="RGBA"):
         codec.compress(np.zeros((8, 8, 4), np.uint8))
     with pytest.raises(ValueError, match="shape"):

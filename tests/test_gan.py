@@ -160,6 +160,10 @@ def test_mmd_imq_equals_a_loop():
     assert abs(float(gan.mmd_imq(a, b))) < 0.02 < float(gan.mmd_imq(a, b + 1.0))
     with pytest.raises(ValueError, match="at least 2"):
         gan.mmd_imq(a[:1], b)
+    # bf16 samples: the kernel and the penalty are float32, as documented
+    ab = a.astype(jnp.bfloat16)
+    assert gan.imq_kernel(ab, ab, 1.0).dtype == jnp.float32
+    assert gan.gradient_penalty(lambda v: jnp.sum(v ** 2, -1), ab, ab * 0.5, jax.random.PRNGKey(2)).dtype == jnp.float32
 
 
 @pytest.mark.parametrize("shape, k, s, pad", [((2, 16, 16, 3), 4, 2, (2, 2)), ((1, 17, 15, 2), 4, 2, (2, 2)),

@@ -48,6 +48,13 @@ def test_quantizer_emits_only_the_five_centres(config, state):
     values, symbols = model.apply({"params": params}, w, method=gc.GC.quantize)
     np.testing.assert_array_equal(np.asarray(values), [-2, -1, -1, 0, 2, 2])
     np.testing.assert_array_equal(np.asarray(symbols), [0, 1, 1, 2, 4, 4])
+    # sizes the generator cannot give back (x_hat would be larger than the image) are refused
+    for shape in ((1, 24, 40, 3), (1, 32, 20, 3), (32, 32, 3)):
+        with pytest.raises(ValueError, match="multiples of 16"):
+            model.apply({"params": params}, jnp.zeros(shape))
+    # a symbol outside 0..4 is NaN bits, not a cheaper rate
+    bits = np.asarray(gc.prior_bits(jnp.zeros((2, 5)), jnp.asarray([[0, 2], [0, 7]])))
+    assert np.isfinite(bits[0]) and np.isnan(bits[1])
     # straight-through: the soft assignment's gradient reaches w
     assert float(jnp.abs(jax.grad(lambda v: model.apply({"params": params}, v, method=gc.GC.quantize)[0].sum())(
         jnp.asarray([0.4, 1.3]))).sum()) > 0
@@ -186,6 +193,8 @@ def test_codec_refuses_bad_input(state, config, photo):
     data = codec.compress(photo)
     with pytest.raises(TruncatedError):
         codec.decompress(data[:-7])
+    with pytest.raises(ValueError, match="at most 65536 pixels a side"):  # a file its decoder would refuse
+        codec.compress(np.zeros((16, (1 << 16) + 1), np.uint8))
     flipped = bytearray(data)
     flipped[len(flipped) // 2] ^= 4
     with pytest.raises(BitstreamError, match="corrupt"):

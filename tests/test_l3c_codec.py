@@ -67,13 +67,24 @@ def test_grayscale_roundtrip(codec, photo):
     np.testing.assert_array_equal(out, gray)
 
 
-def test_bad_images_are_refused(codec, photo):
+def test_bad_images_are_refused(codec, photo, monkeypatch):
     with pytest.raises(ValueError, match="uint8"):
         codec.compress(photo[:16, :16].astype(np.uint16))
     with pytest.raises(ValueError, match="RGBA"):
         codec.compress(np.zeros((8, 8, 4), np.uint8))
     with pytest.raises(ValueError, match="shape"):
         codec.compress(np.zeros((8, 8, 2), np.uint8))
+    # nothing is written that the decoder would refuse (a lossless file that never decodes is lost data):
+    # sides over 65536, tiles over 16384, more payloads than the container's 16-bit count
+    with pytest.raises(ValueError, match="at most 65536 pixels a side"):
+        codec.compress(np.zeros((1, (1 << 16) + 1), np.uint8))
+    with pytest.raises(ValueError, match="up to 16384"):
+        l3c.L3CCodec(codec.spec, codec.params, tile=(1 << 14) + 2**codec.spec.scales)
+    import jaxcomp.coding
+
+    monkeypatch.setattr(jaxcomp.coding, "MAX_PAYLOADS", 1)
+    with pytest.raises(ValueError, match="4 tiles of .* payloads exceed a stream's 1"):
+        codec.compress(photo[:96, :96])
 
 
 def test_damaged_or_foreign_bitstreams_give_clear_errors(codec, photo, l3c_tiny_config):

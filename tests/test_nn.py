@@ -36,6 +36,26 @@ def test_add_channel_bias_is_the_broadcast_add_and_its_gradient():
     np.testing.assert_allclose(hess, 2 * np.asarray(g, np.float64).sum((0, 1, 2)), rtol=1e-5, atol=1e-4)
 
 
+def test_strided_and_transposed_convs_take_flax_convs_input_dtypes_and_bias_shape_is_checked():
+    """jaxcomp.nn.StridedConv / ConvTranspose promote bf16 and uint8 inputs with the float32 kernel as
+    nn.Conv / nn.ConvTranspose do (same output dtype and values); add_channel_bias refuses a bias
+    that is not one value per channel (its gradient could not be formed)."""
+    from jaxcomp.nn import ConvTranspose, StridedConv
+
+    x = jnp.asarray(np.random.default_rng(5).integers(0, 255, (1, 8, 8, 3)), jnp.uint8)
+    pairs = ((StridedConv(4, 3, 2, (1, 1)), nn.Conv(4, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))),
+             (ConvTranspose(4, (3, 3), (2, 2)), nn.ConvTranspose(4, (3, 3), strides=(2, 2), padding="SAME")))
+    for ours, ref in pairs:
+        params = ref.init(jax.random.PRNGKey(0), x.astype(jnp.float32))
+        for xin in (x, x.astype(jnp.bfloat16)):
+            got, want = ours.apply(params, xin), ref.apply(params, xin)
+            assert got.dtype == want.dtype == jnp.float32
+            np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-2)
+    for bad in ((1,), (), (6, 1)):
+        with pytest.raises(ValueError, match="one per channel"):
+            add_channel_bias(_rand((2, 3, 6), 0), jnp.zeros(bad))
+
+
 class _Net(nn.Module):
     conv: type
     use_bias: bool = True

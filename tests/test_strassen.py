@@ -46,6 +46,9 @@ def test_twn_ternary_values_threshold_and_straight_through_gradient():
     r = strassen.ternarize(jnp.array([-2.0, -0.6, 0.4, 0.7]), method="round")
     np.testing.assert_array_equal(r, [-1.0, -1.0, 0.0, 1.0])
     np.testing.assert_allclose(strassen.mix_ternary(w, 0.25), 0.75 * w + 0.25 * q, rtol=1e-6)
+    # bf16 weights stay bf16 (the docstring's "same dtype as w"), also with a float32 scale or mix
+    wb = w.astype(jnp.bfloat16)
+    assert strassen.ternarize(wb, scale=s).dtype == strassen.mix_ternary(wb, jnp.float32(0.5)).dtype == jnp.bfloat16
     with pytest.raises(ValueError, match="unknown ternary method"):
         strassen.ternary_pattern(w, "binary")
 

@@ -280,6 +280,22 @@ def test_lineage_follows_a_chain_of_exported_models(l3c_tiny_config, tmp_path):
     assert load_model(other, task="l3c")[2]["params_sha256"] == hashlib.sha256(other_bytes).hexdigest()
     with pytest.raises(ValueError, match=r"other\.json: a model's parameters cannot go to a \.json file"):
         export_params(params, l3c_tiny_config, str(tmp_path / "other.json"), {})
+    # the notes given where the parameters are meant: named as such, not as a torn pair
+    notes = str(tmp_path / "other.json")
+    for load in (lambda: load_model(notes, task="l3c"), lambda: lineage(notes)):
+        with pytest.raises(ModelLoadError, match=r"other\.json is a model's notes; give the parameters file beside it "
+                                                 r"\(.*other\.msgpack\)"):
+            load()
+    # bfloat16 parameters are stored in the export's dtype and come back as float32, like any float
+    bf = str(tmp_path / "bf16.msgpack")
+    export_params({"w": np.arange(3, dtype=np.float32).astype(jnp.bfloat16), "i": np.arange(2)}, l3c_tiny_config,
+                  bf, {}, dtype="float16")
+    loaded = load_model(bf, task="l3c")[1]
+    assert loaded["w"].dtype == np.float32 and loaded["i"].dtype == np.arange(2).dtype
+    from flax import serialization
+
+    with open(bf, "rb") as f:
+        assert serialization.msgpack_restore(f.read())["w"].dtype == np.float16
     assert load_model(other, task="l3c")[2]["params_sha256"] == hashlib.sha256(other_bytes).hexdigest()
     with open(str(tmp_path / "other.json"), "w") as f:
         f.write('{"training": {}}')

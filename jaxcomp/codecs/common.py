@@ -10,6 +10,10 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+#: the largest image side a stream's header admits (every codec's decoder refuses larger, so every
+#: encoder refuses to write them: a file that cannot be decoded would be lost data)
+MAX_SIDE = 1 << 16
+
 NUMERICS_HELP = ("Decode on the same platform; on CPU, 'cpu/xla' is what a process gets that imports jaxcomp "
                  "before running JAX, 'cpu/ynn' what it gets with JAXCOMP_KEEP_YNN=1 (or after JAX started).")
 
@@ -28,7 +32,8 @@ def numerics() -> str:
 
 def check_image(image: np.ndarray, codec: str) -> np.ndarray:
     """Accepts ``uint8 [H, W, 3]`` or ``uint8 [H, W]``; anything else is a ``ValueError`` that
-    names ``codec`` and the problem (dtype, RGBA, shape, empty). Returns it C-contiguous."""
+    names ``codec`` and the problem (dtype, RGBA, shape, empty, a side over :data:`MAX_SIDE`).
+    Returns it C-contiguous."""
     image = np.asarray(image)
     if image.dtype != np.uint8:
         raise ValueError(f"{codec} codes 8-bit images (uint8); got dtype {image.dtype}")
@@ -38,6 +43,9 @@ def check_image(image: np.ndarray, codec: str) -> np.ndarray:
         raise ValueError(f"{codec} expects an image [H, W, 3] or [H, W]; got shape {image.shape}")
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ValueError(f"empty image of shape {image.shape}")
+    if max(image.shape[:2]) > MAX_SIDE:
+        raise ValueError(f"{codec} codes images of at most {MAX_SIDE} pixels a side (its streams' limit); got shape "
+                         f"{image.shape}: split the image first")
     return np.ascontiguousarray(image)
 
 

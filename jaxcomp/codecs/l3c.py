@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxcomp.codecs import common
 from jaxcomp.codecs.common import NUMERICS_HELP, check_image, numerics
 from jaxcomp.entropy import logistic_mixture as lm
 from jaxcomp.nn import AtrousHead, Conv, ResBody, pixel_shuffle
@@ -54,6 +55,7 @@ from jaxcomp.train import TrainState, make_optimizer
 from jaxcomp.xla import CachedFunction
 
 RGB_LEVELS = 256
+MAX_TILE = 1 << 14  # the largest tile a stream's header admits
 # Coding PMFs cover 64 levels around the mixture mean plus an escape: 4x fewer CDF evaluations
 # than all 256, for +0.1-0.2% bits on photos (experiments/bench_codecs.py --windows measures it).
 DEFAULT_WINDOW = 64
@@ -811,8 +813,9 @@ class L3CCodec:
         from jaxcomp.coding import fingerprint
 
         m = 2**spec.scales
-        if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile % m or tile <= 0:
-            raise ValueError(f"tile must be a positive multiple of {m}, got {tile!r}")
+        if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile % m or not 0 < tile <= MAX_TILE:
+            raise ValueError(f"tile must be a positive multiple of {m} up to {MAX_TILE} (the streams' limit), "
+                             f"got {tile!r}")
         if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or not 0 <= window <= RGB_LEVELS:
             raise ValueError(f"window must be an integer in 0..{RGB_LEVELS} (0 or {RGB_LEVELS}: PMFs over all "
                              f"levels), got {window!r}")
@@ -1110,15 +1113,19 @@ class L3CCodec:
         """
         import zlib
 
-        from jaxcomp.coding import pack
+        from jaxcomp.coding import MAX_PAYLOADS, pack
 
         image = check_image(image, "L3C")
         mode = "L" if image.ndim == 2 else "RGB"
         rgb = np.repeat(image[..., None], 3, -1) if mode == "L" else image
         h, w = rgb.shape[:2]
         payloads, bits, tops = [], 0.0, set()
-        for y, x, th, tw in self._tiles(h, w):
+        tiles = list(self._tiles(h, w))
+        for y, x, th, tw in tiles:
             p, b = self._encode_tile(rgb[y:y + th, x:x + tw], with_bits=return_bits)
+            if not payloads and len(p) * len(tiles) > MAX_PAYLOADS:  # known after the first tile, not the last
+                raise ValueError(f"{len(tiles)} tiles of {len(p)} payloads exceed a stream's {MAX_PAYLOADS}: "
+                                 f"compress with a larger tile (now {self.tile}) or split the image")
             payloads += p
             bits += b
             tops.add(self._top_levels_of(th, tw, self.top_levels, self.top_min_side))
@@ -1159,7 +1166,7 @@ class L3CCodec:
         except (KeyError, TypeError, ValueError) as e:
             raise BitstreamError(f"bitstream metadata is incomplete: {e}") from e
         m = 2**self.spec.scales
-        if not (0 < h <= 1 << 16 and 0 < w <= 1 << 16 and 0 < tile <= 1 << 14 and tile % m == 0
+        if not (0 < h <= common.MAX_SIDE and 0 < w <= common.MAX_SIDE and 0 < tile <= MAX_TILE and tile % m == 0
                 and 0 <= window <= RGB_LEVELS and mode in ("L", "RGB")):
             raise BitstreamError(f"bitstream metadata is invalid: {meta}")
         if type(top_levels) is not int or not 0 <= top_levels <= MAX_TOP_LEVELS or (

@@ -1,6 +1,7 @@
 """Host-side entropy coding (constriction) and the bitstream container."""
 
 from jaxcomp.coding.container import (
+    MAX_PAYLOADS,
     BitstreamError,
     ChecksumError,
     ModelMismatchError,
@@ -27,7 +28,7 @@ from jaxcomp.coding.entropy_coder import (
 )
 
 __all__ = [
-    "BitstreamError", "CategoricalStreamDecoder", "ChecksumError", "CodingError", "ModelMismatchError",
+    "MAX_PAYLOADS", "BitstreamError", "CategoricalStreamDecoder", "ChecksumError", "CodingError", "ModelMismatchError",
     "TruncatedError", "UnsupportedError", "decode_categorical", "decode_uniform", "decode_windowed",
     "encode_categorical", "encode_categorical_parts", "encode_uniform", "encode_windowed", "fingerprint",
     "ideal_bits", "ideal_bits_windowed", "information_content", "pack", "peek", "unpack",

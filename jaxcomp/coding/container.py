@@ -55,6 +55,10 @@ class ModelMismatchError(BitstreamError):
     pass
 
 
+#: payloads a bitstream can hold (their count is a 16-bit field)
+MAX_PAYLOADS = 0xFFFF
+
+
 def fingerprint(params: Any, architecture: dict[str, Any]) -> bytes:
     """16-byte digest of every parameter (path, shape, dtype, bytes) and the architecture."""
     h = hashlib.sha256(json.dumps(architecture, sort_keys=True).encode())
@@ -66,7 +70,11 @@ def fingerprint(params: Any, architecture: dict[str, Any]) -> bytes:
 
 
 def pack(codec: str, model: bytes, meta: dict[str, Any], payloads: Sequence[bytes]) -> bytes:
-    """Serialises a bitstream; ``payloads`` are opaque byte strings."""
+    """Serialises a bitstream; ``payloads`` are opaque byte strings, at most :data:`MAX_PAYLOADS`
+    (``ValueError`` beyond: codecs check their tile count against it before coding)."""
+    if len(payloads) > MAX_PAYLOADS:
+        raise ValueError(f"a bitstream holds at most {MAX_PAYLOADS} payloads, got {len(payloads)}: "
+                         f"use larger tiles or split the image")
     meta_bytes = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
     parts = [_HEAD.pack(MAGIC, FORMAT_VERSION, CODEC_IDS[codec], model, len(meta_bytes)), meta_bytes,
              struct.pack("<H", len(payloads)), struct.pack(f"<{len(payloads)}I", *map(len, payloads)), *payloads]

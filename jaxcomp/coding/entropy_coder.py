@@ -19,6 +19,17 @@ class CodingError(ValueError):
     """Symbols or PMFs that cannot be coded, or a stream that does not decode."""
 
 
+def _check_symbols(symbols: np.ndarray, levels: int) -> np.ndarray:
+    """``symbols`` as ``int32 [N]``; :class:`CodingError` for non-integer symbols or any outside
+    ``[0, levels)``, checked before the cast (2**32 + 1 must not become 1)."""
+    symbols = np.asarray(symbols).reshape(-1)
+    if symbols.dtype != bool and not np.issubdtype(symbols.dtype, np.integer):
+        raise CodingError(f"symbols must be integers, got dtype {symbols.dtype}")
+    if len(symbols) and (symbols.min() < 0 or symbols.max() >= levels):
+        raise CodingError(f"symbols must lie in [0, {levels})")
+    return np.ascontiguousarray(symbols, dtype=np.int32)
+
+
 def _check_pmfs(pmfs: np.ndarray, n: int | None = None) -> np.ndarray:
     pmfs = np.asarray(pmfs)
     if pmfs.ndim != 2 or pmfs.shape[1] < 1:
@@ -29,6 +40,9 @@ def _check_pmfs(pmfs: np.ndarray, n: int | None = None) -> np.ndarray:
         pmfs = pmfs.astype(np.float32)
     if not np.isfinite(pmfs).all() or (pmfs < 0).any():
         raise CodingError("PMFs must be finite and non-negative")
+    if pmfs.shape[0] and not (pmfs.sum(axis=1) > 0).all():
+        zero = np.flatnonzero(pmfs.sum(axis=1) <= 0)[:5].tolist()
+        raise CodingError(f"PMF rows must have a positive sum; rows {zero} are all zero")
     return np.ascontiguousarray(pmfs)
 
 
@@ -37,10 +51,8 @@ def encode_categorical(symbols: np.ndarray, pmfs: np.ndarray) -> np.ndarray:
 
     Returns the compressed stream, ``uint32 [words]``.
     """
-    symbols = np.ascontiguousarray(np.asarray(symbols).reshape(-1), dtype=np.int32)
-    pmfs = _check_pmfs(pmfs, len(symbols))
-    if len(symbols) and (symbols.min() < 0 or symbols.max() >= pmfs.shape[1]):
-        raise CodingError(f"symbols must lie in [0, {pmfs.shape[1]})")
+    pmfs = _check_pmfs(pmfs, np.size(symbols))
+    symbols = _check_symbols(symbols, pmfs.shape[1])
     coder = constriction.stream.stack.AnsCoder()
     if len(symbols):
         coder.encode_reverse(symbols, _CATEGORICAL, pmfs)
@@ -69,10 +81,8 @@ def encode_categorical_parts(parts: list[tuple[np.ndarray, np.ndarray]]) -> np.n
     """
     coder = constriction.stream.stack.AnsCoder()
     for symbols, pmfs in reversed(parts):  # a stack: the last part pushed is decoded first
-        symbols = np.ascontiguousarray(np.asarray(symbols).reshape(-1), dtype=np.int32)
-        pmfs = _check_pmfs(pmfs, len(symbols))
-        if len(symbols) and (symbols.min() < 0 or symbols.max() >= pmfs.shape[1]):
-            raise CodingError(f"symbols must lie in [0, {pmfs.shape[1]})")
+        pmfs = _check_pmfs(pmfs, np.size(symbols))
+        symbols = _check_symbols(symbols, pmfs.shape[1])
         if len(symbols):
             coder.encode_reverse(symbols, _CATEGORICAL, pmfs)
     return coder.get_compressed()
@@ -101,9 +111,7 @@ class CategoricalStreamDecoder:
 
 def encode_uniform(symbols: np.ndarray, levels: int) -> np.ndarray:
     """Codes int ``symbols`` in ``[0, levels)`` with a uniform prior: ``uint32 [words]``."""
-    symbols = np.ascontiguousarray(np.asarray(symbols).reshape(-1), dtype=np.int32)
-    if len(symbols) and (symbols.min() < 0 or symbols.max() >= levels):
-        raise CodingError(f"symbols must lie in [0, {levels})")
+    symbols = _check_symbols(symbols, levels)
     coder = constriction.stream.stack.AnsCoder()
     if len(symbols):
         coder.encode_reverse(symbols, constriction.stream.model.Uniform(levels))
@@ -131,8 +139,8 @@ def information_content(symbols: np.ndarray, pmfs: np.ndarray) -> np.ndarray:
     """Per-symbol cost ``-log2 p(symbol)`` in bits, ``float64 [N]``, under the normalised ``pmfs``
     (float ``[N, L]``), with ``p`` floored at the coder's :data:`MIN_PROBABILITY` (so at most 24 bits:
     what the coder spends on a symbol the float model gives probability 0)."""
-    pmfs = np.asarray(pmfs, np.float64)
-    symbols = np.asarray(symbols).reshape(-1, 1).astype(np.int64)
+    pmfs = np.asarray(_check_pmfs(pmfs, np.size(symbols)), np.float64)
+    symbols = _check_symbols(symbols, pmfs.shape[1]).reshape(-1, 1)
     if len(symbols) == 0:
         return np.zeros((0,), np.float64)
     p = np.take_along_axis(pmfs, symbols, axis=1)[:, 0] / pmfs.sum(1)
@@ -146,13 +154,11 @@ def ideal_bits(symbols: np.ndarray, pmfs: np.ndarray) -> float:
 
 
 def _window_indices(symbols: np.ndarray, pmfs: np.ndarray, lo: np.ndarray, levels: int):
-    symbols = np.asarray(symbols).reshape(-1).astype(np.int64)
+    symbols = _check_symbols(symbols, levels).astype(np.int64)
     lo = np.asarray(lo).reshape(-1).astype(np.int64)
     window = pmfs.shape[1] - 1
     if len(lo) != len(symbols):
         raise CodingError(f"{len(symbols)} symbols but {len(lo)} window starts")
-    if len(symbols) and (symbols.min() < 0 or symbols.max() >= levels):
-        raise CodingError(f"symbols must lie in [0, {levels})")
     index = symbols - lo
     escaped = (index < 0) | (index >= window)
     index[escaped] = window

@@ -10,21 +10,52 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 LOSSES = ("ce", "kd", "ban", "ban_label", "cwtm", "dkpp")
+
+
+def _check_mask(values: jax.Array, mask: jax.Array | None) -> None:
+    if mask is not None and tuple(mask.shape) != tuple(values.shape):
+        raise ValueError(f"mask has shape {tuple(mask.shape)}; expected the positions' shape {tuple(values.shape)}")
 
 
 def _mean(values: jax.Array, mask: jax.Array | None) -> jax.Array:
     if mask is None:
         return jnp.mean(values)
-    mask = mask.astype(values.dtype)
-    return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+    _check_mask(values, mask)
+    mask = mask.astype(bool)
+    # where, not a product: a masked position's value (e.g. NaN for a padding label) must not count
+    return jnp.sum(jnp.where(mask, values, 0.0)) / jnp.maximum(jnp.sum(mask), 1).astype(values.dtype)
+
+
+def _check_pair(student_logits: jax.Array, teacher_logits: jax.Array) -> None:
+    if tuple(student_logits.shape) != tuple(teacher_logits.shape):
+        raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
+                         f"{tuple(teacher_logits.shape)} must have the same shape [..., C]")
+
+
+def _is_zero(weight: float | jax.Array) -> bool:
+    """True only for a concrete Python/numpy 0 (a traced weight is never skipped)."""
+    return isinstance(weight, (int, float, np.number)) and weight == 0
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Per-position cross-entropy with integer labels: ``[..., C], int [...] -> [...]``."""
+    """Per-position cross-entropy with integer labels: ``float [..., C], int [...] -> float32 [...]``.
+
+    A label outside ``0..C-1`` (e.g. a padding label such as -1 or ``C``) gives NaN at its
+    position, never another class's value; the losses' ``mask`` drops such positions.
+    """
+    if tuple(labels.shape) != tuple(logits.shape[:-1]):
+        raise ValueError(f"labels have shape {tuple(labels.shape)}; expected the logits' leading shape "
+                         f"{tuple(logits.shape[:-1])} (logits {tuple(logits.shape)} = [..., C])")
+    if jnp.issubdtype(labels.dtype, jnp.floating) or jnp.issubdtype(labels.dtype, jnp.complexfloating):
+        raise TypeError(f"labels must be integers (class indices), got dtype {labels.dtype}")
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    return -jnp.take_along_axis(logp, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    labels = labels.astype(jnp.int32)
+    valid = (labels >= 0) & (labels < logits.shape[-1])
+    ce = -jnp.take_along_axis(logp, jnp.where(valid, labels, 0)[..., None], axis=-1)[..., 0]
+    return jnp.where(valid, ce, jnp.nan)
 
 
 def soft_cross_entropy(logits: jax.Array, target_probs: jax.Array) -> jax.Array:
@@ -58,6 +89,7 @@ def kd_loss(student_logits: jax.Array, teacher_logits: jax.Array, temperature: f
     gradient is that of the cross-entropy; the KL form is 0 when the student equals the teacher.
     Args: student_logits, teacher_logits ``float [..., C]``; temperature ``T > 0``; mask ``bool [...]``.
     """
+    _check_pair(student_logits, teacher_logits)
     t = jax.lax.stop_gradient(teacher_logits.astype(jnp.float32)) / temperature
     s = student_logits.astype(jnp.float32) / temperature
     p_t, logp_t = jax.nn.softmax(t, axis=-1), jax.nn.log_softmax(t, axis=-1)
@@ -67,22 +99,26 @@ def kd_loss(student_logits: jax.Array, teacher_logits: jax.Array, temperature: f
 
 def ban_loss(student_logits: jax.Array, teacher_logits: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     """BAN: cross-entropy to the teacher's softmax at temperature 1 (no labels). Scalar."""
+    _check_pair(student_logits, teacher_logits)
     return _mean(soft_cross_entropy(student_logits, jax.nn.softmax(teacher_logits.astype(jnp.float32))), mask)
 
 
 def ban_label_loss(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.Array,
                    label_weight: float = 1.0, mask: jax.Array | None = None) -> jax.Array:
     """BAN+L: :func:`ban_loss` plus ``label_weight`` times the label cross-entropy. Scalar."""
-    return ban_loss(student_logits, teacher_logits, mask) + label_weight * label_loss(student_logits, labels, mask)
+    loss = ban_loss(student_logits, teacher_logits, mask)
+    return loss if _is_zero(label_weight) else loss + label_weight * label_loss(student_logits, labels, mask)
 
 
 def cwtm_weights(teacher_logits: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     """CWTM sample weights ``max_c p_t(c | x_i) / sum_j max_c p_t(c | x_j)``: ``[..., C] -> [...]``, summing to 1
-    over the (unmasked) positions of the batch."""
+    over the (unmasked) positions of the batch (all 0 when every position is masked)."""
     conf = jnp.max(jax.nn.softmax(jax.lax.stop_gradient(teacher_logits.astype(jnp.float32)), axis=-1), axis=-1)
     if mask is not None:
-        conf = conf * mask.astype(conf.dtype)
-    return conf / jnp.sum(conf)
+        _check_mask(conf, mask)
+        conf = jnp.where(mask.astype(bool), conf, 0.0)
+    total = jnp.sum(conf)
+    return conf / jnp.where(total > 0, total, 1.0)
 
 
 def cwtm_loss(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.Array,
@@ -92,7 +128,9 @@ def cwtm_loss(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.
     The teacher contributes only its confidence in each sample, not its distribution over
     classes (BAN paper, section 3.2).
     """
-    return jnp.sum(cwtm_weights(teacher_logits, mask) * cross_entropy(student_logits, labels))
+    _check_pair(student_logits, teacher_logits)
+    w = cwtm_weights(teacher_logits, mask)
+    return jnp.sum(jnp.where(w > 0, w * cross_entropy(student_logits, labels), 0.0))
 
 
 def dkpp_targets(teacher_logits: jax.Array, rng: jax.Array, row_keys: jax.Array | None = None) -> jax.Array:
@@ -129,8 +167,9 @@ def dkpp_loss(student_logits: jax.Array, teacher_logits: jax.Array, rng: jax.Arr
               labels: jax.Array | None = None, label_weight: float = 0.0,
               mask: jax.Array | None = None, row_keys: jax.Array | None = None) -> jax.Array:
     """Cross-entropy to :func:`dkpp_targets` (plus ``label_weight`` x label cross-entropy). Scalar."""
+    _check_pair(student_logits, teacher_logits)
     loss = _mean(soft_cross_entropy(student_logits, dkpp_targets(teacher_logits, rng, row_keys)), mask)
-    if labels is not None and label_weight:
+    if labels is not None and not _is_zero(label_weight):
         loss = loss + label_weight * label_loss(student_logits, labels, mask)
     return loss
 
@@ -162,7 +201,7 @@ def distillation_loss(name: str, student_logits: jax.Array, teacher_logits: jax.
         raise ValueError(f"distillation loss {name!r} needs a teacher")
     if name == "kd":
         loss = kd_loss(student_logits, teacher_logits, temperature, mask)
-        return loss + label_weight * label_loss(student_logits, labels, mask) if label_weight else loss
+        return loss if _is_zero(label_weight) else loss + label_weight * label_loss(student_logits, labels, mask)
     if name == "ban":
         return ban_loss(student_logits, teacher_logits, mask)
     if name == "ban_label":

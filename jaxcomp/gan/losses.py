@@ -80,6 +80,7 @@ def gradient_penalty(critic: Callable[[jax.Array], jax.Array], real: jax.Array, 
     eps = jax.random.uniform(rng, (real.shape[0],) + (1,) * (real.ndim - 1), real.dtype)
     x_hat = eps * real + (1.0 - eps) * jax.lax.stop_gradient(fake)
     grads = jax.grad(lambda x: jnp.sum(critic(x)))(x_hat)
+    grads = grads.astype(jnp.float32)  # the norms in float32 whatever the critic's dtype
     norms = jnp.sqrt(jnp.sum(jnp.square(grads.reshape(grads.shape[0], -1)), axis=1) + 1e-12)
     return jnp.mean(jnp.square(norms - target))
 
@@ -109,7 +110,8 @@ def feature_matching(real_feats: Sequence[Sequence[jax.Array]], fake_feats: Sequ
 
 def imq_kernel(x: jax.Array, y: jax.Array, scale: float) -> jax.Array:
     """Inverse multiquadratic kernel ``k(x, y) = C / (C + ||x - y||^2)`` between rows: ``x [n, d]``,
-    ``y [m, d]`` -> ``float32 [n, m]``."""
+    ``y [m, d]`` -> ``float32 [n, m]`` (computed in float32 whatever the inputs' dtype)."""
+    x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
     d2 = jnp.sum(jnp.square(x[:, None, :] - y[None, :, :]), -1)
     return scale / (scale + d2)
 

@@ -22,6 +22,11 @@ Stopping rules (any of them ends the pursuit of one signal):
   uses it with ``corr_tol = 0``)
 * OMP only: the selected atom is numerically in the span of the active set.
 
+Two layers: :func:`omp` / :func:`mp` are host functions (they check ``D`` and ``y`` with numpy,
+then run the compiled pursuit), so they cannot be traced inside ``jax.jit`` / ``jax.grad``;
+:func:`omp_batch` / :func:`mp_batch` are the unvalidated device functions to call from one's own
+jitted code. The pursuit's support selection is discrete: gradients through it are not defined.
+
 OMP solves the least-squares problem on the active set with an incremental Cholesky
 factorisation of the active Gram matrix (one new row per iteration, padded with the
 identity), so an iteration costs ``O(mK + m s + s^2)``.

@@ -30,8 +30,17 @@ def add_channel_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
     float32. A ``custom_vjp``: reverse mode only (``jax.jvp`` / ``jacfwd`` through it raise;
     use ``nn.Conv`` where forward-mode derivatives are needed).
     """
+    if tuple(bias.shape) != (y.shape[-1],):
+        raise ValueError(f"add_channel_bias: bias has shape {tuple(bias.shape)}; expected ({y.shape[-1]},), "
+                         f"one per channel of y {tuple(y.shape)}")
     dtype = jnp.result_type(y, bias)
     return _add_channel_bias(y.astype(dtype), bias.astype(dtype))
+
+
+def _promote(x: jax.Array, kernel: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``x`` and ``kernel`` in their common dtype (Flax's ``promote_dtype`` with ``dtype=None``)."""
+    dtype = jnp.result_type(x, kernel)
+    return jnp.asarray(x, dtype), jnp.asarray(kernel, dtype)
 
 
 @jax.custom_vjp
@@ -179,6 +188,7 @@ class ConvTranspose(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self.param("kernel", self.kernel_init, tuple(self.kernel_size) + (x.shape[-1], self.features))
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        x, kernel = _promote(x, kernel)  # as nn.ConvTranspose: bf16/uint8 inputs meet a float32 kernel
         return add_channel_bias(conv_transpose_subpixel(x, kernel, tuple(self.strides)), bias)
 
 
@@ -276,4 +286,5 @@ class StridedConv(nn.Module):
         kernel = self.param("kernel", self.kernel_init, (self.kernel_size, self.kernel_size, x.shape[-1],
                                                          self.features))
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        x, kernel = _promote(x, kernel)  # as nn.Conv: bf16/uint8 inputs meet a float32 kernel
         return add_channel_bias(conv_strided_s2d(x, kernel, self.stride, tuple(self.padding)), bias)

@@ -80,13 +80,14 @@ def ternarize(w: jax.Array, method: str = "twn", threshold: float = 0.7,
     # learning rates the weights use (an SGD 0.05 ResNet run lost all accuracy that way).
     kept = jnp.maximum(jnp.sum(jnp.abs(t)), 1.0)
     scale_path = jax.lax.stop_gradient(scale) + (scale - jax.lax.stop_gradient(scale)) / kept
-    return scale_path * t + (w - jax.lax.stop_gradient(w))
+    return (scale_path * t).astype(w.dtype) + (w - jax.lax.stop_gradient(w))
 
 
 def mix_ternary(w: jax.Array, mix: jax.Array | float, method: str = "twn", threshold: float = 0.7,
                 scale: jax.Array | None = None) -> jax.Array:
-    """``(1 - mix) * w + mix * ternarize(w)``: 0 is full precision, 1 ternary (gradient identity in w)."""
-    return (1.0 - mix) * w + mix * ternarize(w, method, threshold, scale)
+    """``(1 - mix) * w + mix * ternarize(w)``: 0 is full precision, 1 ternary (gradient identity in w).
+    Same shape and dtype as ``w``."""
+    return ((1.0 - mix) * w + mix * ternarize(w, method, threshold, scale)).astype(w.dtype)
 
 
 def add_learned_scales(params: Any, method: str = "twn", threshold: float = 0.7) -> Any:

@@ -40,6 +40,7 @@ from jaxcomp.codecs.cpm.model import (
 from jaxcomp.codecs.cpm.task import objective_weights
 from jaxcomp.metrics import ms_ssim, mse
 
+MAX_TILE = 1 << 15  # the largest tile a stream's header admits
 MIN_REFINE = 16  # latent refinement needs images of at least this many pixels a side (MS-SSIM's 5 scales)
 
 
@@ -150,7 +151,9 @@ def _refine_functions(spec: CPMSpec) -> tuple[Any, Any, Any]:
 
 def _check_refinement(steps: int, lr: float, objective: dict | None) -> None:
     """ValueError unless ``steps`` >= 0, ``lr`` > 0 and, for ``steps`` > 0, an ``objective`` is given."""
-    if steps < 0 or lr <= 0:
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
+        raise ValueError(f"refine must be a whole number of steps, got {steps!r}")
+    if steps < 0 or not lr > 0:
         raise ValueError(f"refine must be >= 0 steps and refine_lr > 0, got {steps} and {lr}")
     if steps and objective is None:
         raise ValueError("refine needs the model's training objective (objective_weights(config.loss))")
@@ -185,8 +188,11 @@ class CPMCodec:
                  objective: dict[str, float] | None = None, refine_lr: float = 0.1, progress: bool = False):
         from jaxcomp.coding import fingerprint
 
-        if tile < FACTOR or tile % FACTOR:
-            raise ValueError(f"tile must be a positive multiple of {FACTOR} pixels, got {tile}")
+        whole = not isinstance(tile, bool) and isinstance(tile, (int, np.integer))
+        if not whole or tile % FACTOR or not 0 < tile <= MAX_TILE:
+            raise ValueError(f"tile must be a positive multiple of {FACTOR} pixels up to {MAX_TILE} (the streams' "
+                             f"limit), got {tile!r}")
+        tile = int(tile)
         _check_refinement(refine, refine_lr, objective)
         self.refine_steps, self.refine_lr, self.progress = refine, refine_lr, progress
         self.objective = None if objective is None else {k: float(v) for k, v in objective.items()}
@@ -410,9 +416,13 @@ class CPMCodec:
         the ideal information content of the coded symbols in bits)."""
         import zlib
 
-        from jaxcomp.coding import pack
+        from jaxcomp.coding import MAX_PAYLOADS, pack
 
         image = check_image(image)
+        n_tiles = len(self._tiles(-(-image.shape[0] // FACTOR), -(-image.shape[1] // FACTOR), self.tile // FACTOR))
+        if n_tiles > MAX_PAYLOADS:  # one payload a tile
+            raise ValueError(f"{n_tiles} tiles exceed a stream's {MAX_PAYLOADS} payloads: compress with a larger "
+                             f"tile (now {self.tile}) or split the image")
         symbols, k = self.analyse(image)
         recon = common.as_mode(self.synthesise(symbols, *image.shape[:2]), image.ndim == 2)
         payloads, bits = [], 0.0
@@ -443,7 +453,7 @@ class CPMCodec:
             stream_numerics = str(meta["n"])
         except (KeyError, TypeError, ValueError) as e:
             raise BitstreamError(f"bitstream metadata is incomplete: {e}") from e
-        if not (0 < h <= 1 << 16 and 0 < w <= 1 << 16 and 0 < tile <= 1 << 15 and tile % FACTOR == 0
+        if not (0 < h <= common.MAX_SIDE and 0 < w <= common.MAX_SIDE and 0 < tile <= MAX_TILE and tile % FACTOR == 0
                 and mode in ("L", "RGB")):
             raise BitstreamError(f"bitstream metadata is invalid: {meta}")
         if stream_numerics != self.numerics:

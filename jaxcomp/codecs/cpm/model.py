@@ -239,11 +239,15 @@ class CPM(nn.Module):
     def encode(self, x: jax.Array) -> dict[str, jax.Array]:
         """``float [B, H, W, 3]`` -> ``q`` (quantized, straight-through), ``symbols`` int32,
         ``mask`` (soft 3D mask, ones without importance map), ``z`` (the masked values before
-        quantization), all ``[B, h, w, C]``."""
-        return self.bottleneck(self.encoder(x))
+        quantization), all ``[B, h, w, C]`` with ``h, w = H/8, W/8``: ``H`` and ``W`` must be multiples of 8
+        (the codec pads an image to them; other sizes are refused, since ``x_hat`` would come back larger)."""
+        return self.bottleneck(self.latent(x))
 
     def latent(self, x: jax.Array) -> jax.Array:
-        """The encoder's raw output ``float32 [B, h, w, C + 1]`` (``C`` without importance map)."""
+        """The encoder's raw output ``float32 [B, H/8, W/8, C + 1]`` (``C`` without importance map)."""
+        if x.ndim != 4 or x.shape[1] % 8 or x.shape[2] % 8:
+            raise ValueError(f"CPM encodes images [B, H, W, 3] with H and W multiples of 8; got shape "
+                             f"{tuple(x.shape)} (pad or crop first)")
         return self.encoder(x)
 
     def bottleneck(self, z: jax.Array) -> dict[str, jax.Array]:

@@ -190,8 +190,8 @@ class GCCodec:
             stream_numerics = str(meta["n"])
         except (KeyError, TypeError, ValueError) as e:
             raise BitstreamError(f"bitstream metadata is incomplete: {e}") from e
-        if not (FACTOR <= h <= 1 << 16 and FACTOR <= w <= 1 << 16 and mode in ("L", "RGB") and ent in ("p", "u", "x")
-                and len(payloads) == 1):
+        if not (FACTOR <= h <= common.MAX_SIDE and FACTOR <= w <= common.MAX_SIDE and mode in ("L", "RGB")
+                and ent in ("p", "u", "x") and len(payloads) == 1):
             raise BitstreamError(f"bitstream metadata is invalid: {meta}")
         if stream_numerics != self.numerics:
             raise BitstreamError(

@@ -159,7 +159,12 @@ class GC(nn.Module):
 
     def encode(self, image: jax.Array, semantic: jax.Array | None = None) -> jax.Array:
         """``[B, H, W, 3]`` in ``[0, 255]`` (SC: and the label map ``int32 [B, H, W]``) ->
-        ``w`` ``float32 [B, H/16, W/16, C]``."""
+        ``w`` ``float32 [B, H/16, W/16, C]`` (``H``, ``W`` multiples of ``2 ** (len(features) - 1)``, 16
+        for the paper's encoder: other sizes are refused, since ``x_hat`` would come back larger)."""
+        factor = 2 ** (len(self.spec.features) - 1)
+        if image.ndim != 4 or image.shape[1] % factor or image.shape[2] % factor:
+            raise ValueError(f"GC encodes images [B, H, W, 3] with H and W multiples of {factor}; got shape "
+                             f"{tuple(image.shape)} (pad or crop first)")
         x = to_unit(image)
         if self.spec.semantic_classes:  # SC: E sees the image and the label map (the paper's Fig. 8)
             x = jnp.concatenate([x, self.one_hot(semantic)], -1)
@@ -198,10 +203,12 @@ class GC(nn.Module):
 
 def prior_bits(prior_logits: jax.Array, symbols: jax.Array) -> jax.Array:
     """Bits of ``symbols [..., C]`` under the factorized prior ``[C, 5]``: ``float32 [...]`` summed
-    over channels."""
+    over channels (NaN where a symbol is outside ``0..4``)."""
     logp = jax.nn.log_softmax(prior_logits, axis=-1)
     onehot = jax.nn.one_hot(symbols, LEVELS, dtype=jnp.float32)
-    return -jnp.sum(onehot * logp, axis=(-2, -1)) / jnp.log(2.0)
+    bits = -jnp.sum(onehot * logp, axis=(-2, -1)) / jnp.log(2.0)
+    # a symbol outside 0..4 has no one-hot row (0 bits): NaN instead of an underestimated rate
+    return jnp.where(jnp.all((symbols >= 0) & (symbols < LEVELS), axis=-1), bits, jnp.nan)
 
 
 def soft_prior_bits(w: jax.Array, prior_logits: jax.Array, sigma: float) -> jax.Array:

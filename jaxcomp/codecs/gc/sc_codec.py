@@ -301,8 +301,8 @@ class SCCodec:
             raise BitstreamError(f"not an SC bitstream, or its metadata is incomplete: {e}") from e
         if version != SC_FORMAT:
             raise BitstreamError(f"SC payload format {version}; this jaxcomp reads format {SC_FORMAT}")
-        if not (FACTOR <= h <= 1 << 16 and FACTOR <= w <= 1 << 16 and mode in ("L", "RGB") and ent in ("p", "u")
-                and classes == self.classes and len(payloads) == 3):
+        if not (FACTOR <= h <= common.MAX_SIDE and FACTOR <= w <= common.MAX_SIDE and mode in ("L", "RGB")
+                and ent in ("p", "u") and classes == self.classes and len(payloads) == 3):
             raise BitstreamError(f"bitstream metadata is invalid: {meta}")
         if stream_numerics != self.numerics:
             raise BitstreamError(
