@@ -25,7 +25,8 @@ the preserved pixels only and D is conditioned on the map (config.sc; jaxcomp/co
 
   paper_sc          Cityscapes from tfds ('cityscapes/semantic_segmentation': image_left and
                     segmentation_label, 34 label ids, prepared as array_record under
-                    data.tfds_data_dir), images at 512x1024 (downscale 0.5), 512x512 crops, batch 1,
+                    data.tfds_data_dir), images at 512x1024 (downscale 0.5, training and evaluation),
+                    512x512 crops, batch 1,
                     C=8, the paper's networks and losses as paper_c*, random instances (RI) with
                     classes as instances: each class preserved with probability 0.25, the rest
                     synthesised; for accelerators. sc.mode=box gives the paper's random boxes (RB).
@@ -56,6 +57,7 @@ def get_config(variant: str = "paper_c4") -> ml_collections.ConfigDict:
         source="samples", path="", val_path="", holdout="samples_val", num_val=2,
         tfds_name="", tfds_train_split="train", tfds_val_split="", tfds_data_dir="",
         crop=256, batch_size=8, flip=True, downscale=(0.5, 1.0), eval_crop=256, cache=True, seed=0,
+        eval_downscale=1.0,  # validation images resized by this before tiling (1.0: their own size)
     ))
     channels = int(variant.split("_c")[-1]) if "_c" in variant else {"paper_sc": 8}.get(variant, 4)
     c.model = ml_collections.ConfigDict(dict(
@@ -120,5 +122,6 @@ def _selective(c: ml_collections.ConfigDict, variant: str) -> None:
     if variant == "paper_sc":
         c.data.update(source="tfds", tfds_name="cityscapes/semantic_segmentation", tfds_train_split="train",
                       tfds_val_split="validation", holdout="hash", labels="tfds", tfds_image_key="image_left",
-                      label_outside=0, crop=512, downscale=(0.5, 0.5), batch_size=1, eval_crop=512)
+                      label_outside=0, crop=512, downscale=(0.5, 0.5), batch_size=1, eval_crop=512,
+                      eval_downscale=0.5)  # evaluated at the 512x1024 it trains at
         c.eval_batch_size = 1

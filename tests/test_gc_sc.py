@@ -266,6 +266,20 @@ def test_tfds_cityscapes_keys(repo, monkeypatch):
                     np.testing.assert_array_equal(lab[y:y + 32, x:x + 32], batch["semantic"][0])
                     found = True
     assert found
+    # evaluation at the scale it trains at (paper_sc: 0.5, 1024x2048 -> 512x1024): 48x64 -> 24x32, two
+    # 16-pixel tiles an image instead of twelve; label maps by nearest neighbour, ids never blended
+    from PIL import Image
+
+    from jaxcomp.data.images import scale_image
+
+    small = build_image_data(apply_overrides(config, ["data.eval_crop=16"]).data).eval_arrays()
+    assert config.data.eval_downscale == 0.5 and small["image"].shape == (6, 16, 16, 3)
+    lab0 = np.where(examples[0]["segmentation_label"][..., 0] >= 34, 0, examples[0]["segmentation_label"][..., 0])
+    np.testing.assert_array_equal(small["image"][0], scale_image(examples[0]["image_left"], 0.5)[:16, :16])
+    np.testing.assert_array_equal(small["semantic"][0], scale_image(lab0, 0.5, Image.NEAREST)[:16, :16])
+    assert set(np.unique(small["semantic"][0])) <= set(np.unique(lab0))
+    full = build_image_data(apply_overrides(config, ["data.eval_crop=16", "data.eval_downscale=1.0"]).data)
+    assert len(full.eval_arrays()["image"]) == 36
     monkeypatch.setattr(tfds, "data_source", lambda *a, **k: [{"image": examples[0]["image_left"]}])
     with pytest.raises(DataError, match="no 'image_left'"):
         build_image_data(config.data).train_batch(0)

@@ -354,7 +354,8 @@ def test_imagenet_stream_without_prepared_data_names_the_fix(tmp_path):
     c = load_config(CONFIG + ":paper_imagenet_latent")
     c.unlock()
     c.data.tfds_data_dir = str(tmp_path)
-    with pytest.raises(DataError, match="tfds build imagenet2012"):
+    # building needs TensorFlow (the [tf] extra) and ImageNet's archives downloaded by hand (--manual_dir)
+    with pytest.raises(DataError, match=r"pip install -e '\.\[tf\]'.*tfds build imagenet2012 --manual_dir="):
         TfdsStreamBatches(c.data)
 
 

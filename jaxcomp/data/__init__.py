@@ -96,6 +96,7 @@ def build_image_data(data: ml_collections.ConfigDict) -> ImageBatches:
         train, val, batch_size=data.batch_size, crop=data.crop, flip=data.flip,
         downscale=tuple(data.downscale), eval_crop=data.eval_crop, seed=data.seed,
         process_index=jax.process_index(), process_count=jax.process_count(),
+        eval_downscale=data.get("eval_downscale", 1.0),
     )
 
 

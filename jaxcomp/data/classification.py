@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxcomp.data.images import DataError, eval_batches_from_arrays, prefetch_batches
+from jaxcomp.data.images import DataError, eval_batches_from_arrays, prefetch_batches, tfds_prepare_help
 from jaxcomp.files import load_npz
 
 if TYPE_CHECKING:
@@ -86,9 +86,7 @@ def load_tfds_arrays(name: str, split: str, data_dir: str = "") -> tuple[np.ndar
         raise DataError(
             f"tfds dataset {name!r} split {split!r} is not available under "
             f"data_dir={data_dir or '~/tensorflow_datasets'!r} "
-            f"in array_record format ({type(e).__name__}: {str(e)[:300]}). Prepare it once, on a machine "
-            f"with internet, with `tfds build {name} --file_format=array_record --data_dir=DIR` and pass "
-            f"--config.data.tfds_data_dir=DIR"
+            f"in array_record format ({type(e).__name__}: {str(e)[:300]}). " + tfds_prepare_help(name)
         ) from e
     n = len(source)
     first = source[0]

@@ -220,6 +220,19 @@ class ImageFolderSource:
         return self._cache[index]
 
 
+#: tfds datasets whose archives cannot be downloaded by script: ``tfds build`` needs ``--manual_dir``
+MANUAL_TFDS = ("cityscapes", "imagenet2012")
+
+
+def tfds_prepare_help(name: str) -> str:
+    """How to prepare the tfds dataset ``name`` for ``tfds.data_source`` (the words every data error uses)."""
+    manual = (" --manual_dir=FOLDER_OF_ITS_ARCHIVES (downloaded by hand from the dataset's site)"
+              if name.split("/")[0].startswith(MANUAL_TFDS) else "")
+    return (f"Prepare it once, on a machine with internet: `pip install -e '.[tf]'` (building needs TensorFlow, "
+            f"reading does not), then `tfds build {name}{manual} --file_format=array_record --data_dir=DIR`, and "
+            f"pass --config.data.tfds_data_dir=DIR")
+
+
 class TfdsImageSource:
     """Images of a named tfds dataset, read through ``tfds.data_source`` (no TensorFlow).
 
@@ -235,8 +248,7 @@ class TfdsImageSource:
         except Exception as e:  # tfds raises several types for "not prepared" / "unknown name"
             raise DataError(
                 f"tfds dataset {name!r} split {split!r} is not available under data_dir={data_dir!r} "
-                f"in array_record format ({type(e).__name__}: {e}). Prepare it with "
-                f"`tfds build {name} --file_format=array_record --data_dir=DIR` and set data.tfds_data_dir"
+                f"in array_record format ({type(e).__name__}: {e}). " + tfds_prepare_help(name)
             ) from e
         self.image_key = image_key
 
@@ -322,6 +334,18 @@ class ResizedSource:
         return out
 
 
+def scale_image(image: np.ndarray, scale: float, resample: int = Image.BICUBIC) -> np.ndarray:
+    """``image`` ``[H, W(, C)]`` resized by ``scale`` (each side rounded, at least 1 pixel), same dtype;
+    ``scale == 1`` returns it unchanged. ``resample=Image.NEAREST`` for label maps."""
+    if scale == 1:
+        return image
+    h, w = image.shape[:2]
+    size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
+    gray = image.ndim == 3 and image.shape[2] == 1
+    out = np.asarray(Image.fromarray(image[..., 0] if gray else image).resize(size, resample))
+    return out[..., None] if gray else out
+
+
 def random_crop(
     image: np.ndarray,
     rng: np.random.Generator,
@@ -393,6 +417,7 @@ class ImageBatches:
         seed: int = 0,
         process_index: int = 0,
         process_count: int = 1,
+        eval_downscale: float = 1.0,
     ):
         if batch_size % process_count:
             raise DataError(f"global batch size {batch_size} is not divisible by {process_count} hosts")
@@ -406,8 +431,13 @@ class ImageBatches:
         if not 0 < lo <= hi < float("inf"):
             raise DataError(f"data.downscale must be two scales (lo, hi) with 0 < lo <= hi (1.0: no downscaling), "
                             f"got {tuple(downscale) if isinstance(downscale, (tuple, list)) else downscale!r}")
+        if isinstance(eval_downscale, bool) or not isinstance(eval_downscale, (int, float)) \
+                or not 0 < eval_downscale < float("inf"):
+            raise DataError(f"data.eval_downscale must be a scale > 0 (1.0: evaluate at the images' own size), "
+                            f"got {eval_downscale!r}")
         if len(train) == 0:
             raise DataError("no training images")
+        self.eval_downscale = float(eval_downscale)
         self.train, self.val = train, val
         self.batch_size, self.local_batch_size = batch_size, batch_size // process_count
         self.crop, self.flip, self.downscale = crop, flip, tuple(downscale)
@@ -430,7 +460,8 @@ class ImageBatches:
         """All validation tiles (every host's), ``uint8 [N, eval_crop, eval_crop, 3]``."""
         if self.val is None or len(self.val) == 0:
             return np.zeros((0, self.eval_crop, self.eval_crop, self.train[0].shape[-1]), np.uint8)
-        tiles = [image_tiles(self.val[i], self.eval_crop) for i in range(len(self.val))]
+        tiles = [image_tiles(scale_image(self.val[i], self.eval_downscale), self.eval_crop)
+                 for i in range(len(self.val))]
         small = [i for i, t in enumerate(tiles) if len(t) == 0]
         if len(small) == len(tiles):
             raise DataError(f"every validation image is smaller than data.eval_crop={self.eval_crop} "

@@ -35,6 +35,7 @@ from jaxcomp.data.images import (
     TfdsImageSource,
     eval_batches_from_arrays,
     image_tiles,
+    scale_image,
 )
 
 MAX_CLASSES = 256  # label maps are kept as uint8
@@ -267,6 +268,8 @@ class LabelledImageBatches(ImageBatches):
         images, labels = [], []
         for i in range(len(self.val)):
             image, lab = self._pair(self.val, i)
+            # at the evaluation scale, labels by nearest neighbour (never a blend of two classes)
+            image, lab = scale_image(image, self.eval_downscale), scale_image(lab, self.eval_downscale, Image.NEAREST)
             images.append(image_tiles(image, t))
             labels.append(image_tiles(lab[..., None], t)[..., 0].astype(np.int32))
         return {"image": np.concatenate(images), "semantic": np.concatenate(labels)}
@@ -303,7 +306,7 @@ def build_labelled_data(data: ml_collections.ConfigDict,
     return LabelledImageBatches(
         train, val, classes=classes, outside=int(data.get("label_outside", -1)), batch_size=data.batch_size,
         crop=data.crop, flip=data.flip, downscale=tuple(data.downscale), eval_crop=data.eval_crop, seed=data.seed,
-        process_index=process_index, process_count=process_count,
+        process_index=process_index, process_count=process_count, eval_downscale=data.get("eval_downscale", 1.0),
     )
 
 
