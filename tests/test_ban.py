@@ -212,6 +212,14 @@ def test_losses_refuse_mismatched_shapes_and_flag_bad_labels():
         assert float(traced) == pytest.approx(float(distill.distillation_loss(name, s, -s, y, key, 2.0, 0.5)), rel=1e-6)
     none = jnp.zeros((4,), bool)
     assert float(distill.cwtm_loss(s, s, y, none)) == 0.0 and float(distill.cwtm_weights(s, none).sum()) == 0.0
+    # a float mask weights the positions; a concrete JAX zero skips the label term (no labels needed)
+    w = jnp.asarray([1.0, 0.5, 0.0, 0.0])
+    ce = np.asarray(distill.cross_entropy(s, y))
+    assert float(distill.label_loss(s, y, w)) == pytest.approx((ce[0] + 0.5 * ce[1]) / 1.5, rel=1e-6)
+    assert float(distill.distillation_loss("kd", s, -s, None, key, 2.0, jnp.asarray(0.0))) == pytest.approx(
+        float(distill.kd_loss(s, -s, 2.0)), rel=1e-6)
+    with pytest.raises(ValueError, match="needs the labels"):
+        distill.distillation_loss("kd", s, -s, None, key, 2.0, 0.5)
 
 
 # ---- the losses as the task trains with them (a tiny linear model) -----------------------------
@@ -910,9 +918,15 @@ def test_tied_lstm_predicts_with_its_embedding_matrix():
     with pytest.raises(ValueError, match="embed_dim == hidden"):
         jax.eval_shape(lambda: models.LSTMLanguageModel(vocab_size=9, embed_dim=4, hidden=6, tie_embeddings=True)
                        .init(jax.random.PRNGKey(0), tokens))
-    # an id outside the vocabulary (-1 or 9) is NaN from its position on, never another word's logits
-    bad = np.isnan(np.asarray(lm.apply({"params": params}, jnp.asarray([[0, 1, 2, 1], [0, -1, 2, 1], [0, 9, 2, 1]]))))
-    assert not bad[0].any() and not bad[1:, 0].any() and bad[1:, 1:].all()
+    # an id outside the vocabulary (-1 or 9) reads a zero embedding, never another word's (-1 once read
+    # word 8's), and a masked padding position leaves the gradients finite
+    out = np.asarray(lm.apply({"params": params}, jnp.asarray([[0, -1, 2, 1], [0, 9, 2, 1], [0, 8, 2, 1]])))
+    np.testing.assert_allclose(out[0], out[1], rtol=1e-6)
+    assert np.abs(out[0, 1:] - out[2, 1:]).max() > 1e-4
+    padded, weights = jnp.asarray([[0, 1, 2, -1]]), jnp.asarray([[1.0, 1.0, 1.0, 0.0]])
+    grads = jax.grad(lambda p: distill.label_loss(lm.apply({"params": p}, padded), jnp.asarray([[1, 2, 1, 0]]),
+                                                  weights))(params)
+    assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
 
 
 def test_example_batch_asks_the_data_layer_for_the_input_shape(ban_config):

@@ -292,6 +292,7 @@ def test_metrics_match_sklearn():
         b = np.where(rng.random(200) < 0.6, a, rng.integers(0, 5, 200))
         assert normalized_mutual_info(a, b) == pytest.approx(skm.normalized_mutual_info_score(a, b), abs=1e-10)
         assert adjusted_rand_index(a, b) == pytest.approx(skm.adjusted_rand_score(a, b), abs=1e-10)
+    assert adjusted_rand_index([0], [0]) == skm.adjusted_rand_score([0], [0]) == 1.0  # one point: no pair, not NaN
     perm = np.array([2, 0, 3, 1])[a]
     assert clustering_accuracy(a, perm) == 1.0
     assert clustering_error([0, 0, 1, 1], [0, 1, 1, 1]) == pytest.approx(0.25)

@@ -82,7 +82,8 @@ def test_downscaled_crop_is_a_resized_larger_window_and_the_seed_picks_the_batch
 
 def test_evaluation_tiles_at_a_fixed_scale():
     """data.eval_downscale resizes each validation image before it is tiled (training and evaluation at
-    one scale, as GC's Cityscapes config needs); 1.0 keeps the images' own size; others are refused."""
+    one scale, as GC's Cityscapes config needs); 1.0 keeps the images' own size; others are refused;
+    images too small at that scale are named with their scaled size."""
     from jaxcomp.data.images import scale_image
 
     images = np.random.default_rng(0).integers(0, 256, (2, 64, 128, 3), dtype=np.uint8)
@@ -91,6 +92,9 @@ def test_evaluation_tiles_at_a_fixed_scale():
     assert half.shape == (4, 32, 32, 3)  # 32x64 per image: 1 x 2 tiles
     np.testing.assert_array_equal(half[1], scale_image(images[0], 0.5)[:, 32:64])
     assert len(ImageBatches(src, src, batch_size=1, crop=16, eval_crop=32).eval_tiles()) == 16
+    with pytest.raises(DataError, match=r"at data.eval_downscale=0.25 is smaller than data.eval_crop=32 \(e.g. "
+                                         r"16x32\).*or raise data.eval_downscale"):
+        ImageBatches(src, src, batch_size=1, crop=16, eval_crop=32, eval_downscale=0.25).eval_tiles()
     for bad in (0, -1.0, float("nan"), True, "0.5"):
         with pytest.raises(DataError, match="data.eval_downscale must be a scale > 0"):
             ImageBatches(src, src, batch_size=1, crop=16, eval_downscale=bad)

@@ -46,6 +46,17 @@ def test_reader_subtracts_the_baseline_and_divides_by_the_gain(tmp_path):
     expected = (adc.astype(np.float64) - 1024) / 200
     for name in ("B1", "B2"):
         np.testing.assert_allclose(read_challenge_record(str(tmp_path / name)), expected, atol=1e-6)
+    # other WFDB units come back in millivolts: 200000 ADC units per V are 200 per mV; unknown units refused
+    for name, unit, factor in (("B3", "200000/V", 1.0), ("B4", "0.2/uV", 1.0), ("B5", "200/V", 1000.0)):
+        savemat(str(tmp_path / f"{name}.mat"), {"val": adc[None]}, format="4")
+        with open(tmp_path / f"{name}.hea", "w") as f:
+            f.write(f"{name} 1 300 400\n{name}.mat 16+24 {unit} 16 1024 0 0 0 ECG\n")
+        np.testing.assert_allclose(read_challenge_record(str(tmp_path / name)), expected * factor, rtol=1e-5)
+    savemat(str(tmp_path / "B6.mat"), {"val": adc[None]}, format="4")
+    with open(tmp_path / "B6.hea", "w") as f:
+        f.write("B6 1 300 400\nB6.mat 16+24 200/mmHg 16 1024 0 0 0 ECG\n")
+    with pytest.raises(ECGDataError, match=r"record B6: the header's amplitude unit 'mmHg' is not one of mV"):
+        read_challenge_record(str(tmp_path / "B6"))
 
 
 def test_reader_round_trip_and_resampling(tmp_path):
@@ -154,6 +165,9 @@ def test_predict_command_with_the_shipped_model(records_dir, tmp_path, capsys):
         clf.predict_proba([signals[0], np.stack([signals[1], signals[1]])])  # two leads, not one long one
     with pytest.raises(ECGDataError, match=r"record 1: samples up to 1e\+30 mV"):  # NaN probabilities before
         clf.predict_proba([signals[0], np.full_like(signals[1], 1e30)])
+    # a recording in volts is warned about (the log floor makes its probabilities depend on the scale)
+    with pytest.warns(UserWarning, match=r"recordings \[1\] have a standard deviation below 0.02 mV"):
+        clf.predict_proba([signals[0], signals[1] * 1e-3])
     # a batch size above the number of recordings: the same probabilities, no rows of filler (a user's
     # --batch-size 100000 allocated 90 GB)
     big, shapes = load_classifier(batch_size=1000), []

@@ -134,6 +134,10 @@ def test_mp_stopping_rules(planted):
         (dict(D=np.ones((5, 3)), y=np.ones(5), exclude=[0, 1]), "mismatched shapes"),
         # the check in float64 passed it; its square underflows in the device's float32: residual inf
         (dict(D=np.c_[np.ones(5), np.full(5, 1e-22)], y=np.ones(5)), r"norm below 1\.1e-19, e\.g\. column 1"),
+        # ... or overflows there (finite in float64, inf in float32, or a squared norm beyond float32):
+        # an empty support and an inf residual before
+        (dict(D=np.eye(5, 3) * 1e20, y=np.ones(5)), r"dictionary D's columns reach a norm of 1e\+20.*rescale"),
+        (dict(D=np.eye(5, 3), y=np.ones(5) * 1e39), r"the signals y reach a norm of 2\.24e\+39.*rescale"),
     ],
 )
 def test_pursuit_bad_input(kwargs, match):

@@ -83,7 +83,7 @@ def test_bad_images_are_refused(codec, photo, monkeypatch):
     import jaxcomp.coding
 
     monkeypatch.setattr(jaxcomp.coding, "MAX_PAYLOADS", 1)
-    with pytest.raises(ValueError, match="4 tiles of .* payloads exceed a stream's 1"):
+    with pytest.raises(ValueError, match="4 tiles need more than a stream's 1 payloads"):
         codec.compress(photo[:96, :96])
 
 

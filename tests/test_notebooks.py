@@ -10,11 +10,20 @@ NOTEBOOKS = [p for p in sorted((HERE.parent / "notebooks").glob("*.ipynb"))
              if not (HERE / f"test_notebook_{p.stem}.py").exists()]
 
 
+# notebooks that read ../shared/data (MNIST and the photos; JAXCOMP_DATA): skipped where it is absent
+SHARED_DATA = HERE.parent.parent / "shared" / "data"
+NEEDS_SHARED_DATA = {"understanding"}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
+    if path.stem in NEEDS_SHARED_DATA:
+        if not (SHARED_DATA / "mnist" / "mnist.npz").is_file() or not (SHARED_DATA / "photos").is_dir():
+            pytest.skip(f"{path.name} needs ../shared/data (mnist/mnist.npz and photos/)")
+        monkeypatch.setenv("JAXCOMP_DATA", str(SHARED_DATA))
     monkeypatch.setenv("JAXCOMP_NOTEBOOK_FAST", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(path, as_version=4)

@@ -77,6 +77,8 @@ def adjusted_rand_index(labels_true: ArrayLike, labels_pred: ArrayLike) -> float
     sum_ij = comb2(table).sum()
     sum_a = comb2(table.sum(1)).sum()
     sum_b = comb2(table.sum(0)).sum()
+    if n < 2:  # no pair to agree on: identical partitions by convention (as scikit-learn)
+        return 1.0
     expected = sum_a * sum_b / comb2(n)
     max_index = (sum_a + sum_b) / 2
     if max_index == expected:

@@ -1121,11 +1121,13 @@ class L3CCodec:
         h, w = rgb.shape[:2]
         payloads, bits, tops = [], 0.0, set()
         tiles = list(self._tiles(h, w))
+        # tiles of one top-level count code the same number of payloads: then the first tile tells the total
+        same = len({self._top_levels_of(th, tw, self.top_levels, self.top_min_side) for _, _, th, tw in tiles}) == 1
         for y, x, th, tw in tiles:
             p, b = self._encode_tile(rgb[y:y + th, x:x + tw], with_bits=return_bits)
-            if not payloads and len(p) * len(tiles) > MAX_PAYLOADS:  # known after the first tile, not the last
-                raise ValueError(f"{len(tiles)} tiles of {len(p)} payloads exceed a stream's {MAX_PAYLOADS}: "
-                                 f"compress with a larger tile (now {self.tile}) or split the image")
+            if len(payloads) + len(p) > MAX_PAYLOADS or (same and not payloads and len(p) * len(tiles) > MAX_PAYLOADS):
+                raise ValueError(f"{len(tiles)} tiles need more than a stream's {MAX_PAYLOADS} payloads: compress "
+                                 f"with a larger tile (now {self.tile}) or split the image")
             payloads += p
             bits += b
             tops.add(self._top_levels_of(th, tw, self.top_levels, self.top_min_side))

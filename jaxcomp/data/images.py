@@ -464,9 +464,11 @@ class ImageBatches:
                  for i in range(len(self.val))]
         small = [i for i, t in enumerate(tiles) if len(t) == 0]
         if len(small) == len(tiles):
-            raise DataError(f"every validation image is smaller than data.eval_crop={self.eval_crop} "
-                            f"(e.g. {self.val[0].shape[0]}x{self.val[0].shape[1]}): nothing to evaluate; "
-                            f"lower data.eval_crop")
+            h, w = scale_image(self.val[0], self.eval_downscale).shape[:2]
+            scaled = f" at data.eval_downscale={self.eval_downscale:g}" if self.eval_downscale != 1 else ""
+            raise DataError(f"every validation image{scaled} is smaller than data.eval_crop={self.eval_crop} "
+                            f"(e.g. {h}x{w}): nothing to evaluate; lower data.eval_crop"
+                            + (" or raise data.eval_downscale" if scaled else ""))
         if small and not self._warned_small:
             self._warned_small = True
             logging.getLogger(__name__).warning("%d of %d validation images are smaller than data.eval_crop=%d "

@@ -3,7 +3,8 @@
 Shapes: ``logits`` are ``float [..., C]`` over any leading axes (``[B, C]`` for images,
 ``[B, T, C]`` for a language model); ``labels`` are ``int [...]``. Every ``*_loss`` returns a
 ``float32`` scalar: the mean over all leading positions (or, for CWTM, the weighted sum its
-definition asks for). An optional boolean ``mask [...]`` excludes positions (padding).
+definition asks for). An optional ``mask [...]`` excludes positions (padding): boolean, or non-negative
+weights (a position counts with its weight; 0 excludes it, whatever its logits or label hold).
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ def _mean(values: jax.Array, mask: jax.Array | None) -> jax.Array:
     if mask is None:
         return jnp.mean(values)
     _check_mask(values, mask)
-    mask = mask.astype(bool)
-    # where, not a product: a masked position's value (e.g. NaN for a padding label) must not count
-    return jnp.sum(jnp.where(mask, values, 0.0)) / jnp.maximum(jnp.sum(mask), 1).astype(values.dtype)
+    weight = mask.astype(values.dtype)  # a bool mask, or non-negative weights
+    # where, not only a product: a masked position's value (e.g. NaN for a padding label) must not count
+    return jnp.sum(jnp.where(weight > 0, values * weight, 0.0)) / jnp.maximum(jnp.sum(weight), 1.0)
 
 
 def _check_pair(student_logits: jax.Array, teacher_logits: jax.Array) -> None:
@@ -36,8 +37,11 @@ def _check_pair(student_logits: jax.Array, teacher_logits: jax.Array) -> None:
 
 
 def _is_zero(weight: float | jax.Array) -> bool:
-    """True only for a concrete Python/numpy 0 (a traced weight is never skipped)."""
-    return isinstance(weight, (int, float, np.number)) and weight == 0
+    """True only for a concrete 0 (Python, numpy or a JAX array outside a trace); a traced weight is
+    never skipped (its value is unknown when the loss is built)."""
+    if isinstance(weight, jax.core.Tracer) or np.ndim(weight) != 0:
+        return False
+    return float(weight) == 0
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -46,6 +50,8 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     A label outside ``0..C-1`` (e.g. a padding label such as -1 or ``C``) gives NaN at its
     position, never another class's value; the losses' ``mask`` drops such positions.
     """
+    if labels is None:
+        raise ValueError("this loss needs the labels (int [...]), got None")
     if tuple(labels.shape) != tuple(logits.shape[:-1]):
         raise ValueError(f"labels have shape {tuple(labels.shape)}; expected the logits' leading shape "
                          f"{tuple(logits.shape[:-1])} (logits {tuple(logits.shape)} = [..., C])")
@@ -116,7 +122,8 @@ def cwtm_weights(teacher_logits: jax.Array, mask: jax.Array | None = None) -> ja
     conf = jnp.max(jax.nn.softmax(jax.lax.stop_gradient(teacher_logits.astype(jnp.float32)), axis=-1), axis=-1)
     if mask is not None:
         _check_mask(conf, mask)
-        conf = jnp.where(mask.astype(bool), conf, 0.0)
+        weight = mask.astype(conf.dtype)
+        conf = jnp.where(weight > 0, conf * weight, 0.0)
     total = jnp.sum(conf)
     return conf / jnp.where(total > 0, total, 1.0)
 

@@ -39,6 +39,10 @@ def _record_base(path: str) -> str:
     return path[:-4] if path.lower().endswith((".hea", ".mat")) else path
 
 
+# factors from a WFDB header's amplitude unit to millivolts (the unit is matched in lower case)
+_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3, "nv": 1e-6}
+
+
 def read_challenge_header(path: str) -> dict:
     """The header of record ``path`` (``.hea``, ``.mat`` or none), parsed by :func:`jaxcomp.ecg.data.read_header`.
 
@@ -130,9 +134,11 @@ def read_challenge_record(path: str, resample: bool = True, target_fs: int = FS)
     bad = ~np.isfinite(adc)
     if bad.any():
         raise ECGDataError(f"record {name}: {int(bad.sum())} NaN/inf samples (first at sample {int(np.argmax(bad))})")
-    signal = (adc - header["baseline"]) / header["gain"]
-    if header["units"].lower() in ("uv", "µv"):
-        signal = signal / 1000.0
+    units = header["units"].lower()
+    if units not in _TO_MV:
+        raise ECGDataError(f"record {name}: the header's amplitude unit {header['units']!r} is not one of "
+                           f"mV, uV, V, nV (WFDB's gain/unit field); the models read millivolts")
+    signal = (adc - header["baseline"]) / header["gain"] * _TO_MV[units]
     if header["fs"] != target_fs:
         if len(signal) * target_fs / header["fs"] < MIN_SAMPLES:
             raise ECGDataError(f"record {name}: {len(signal)} samples at {header['fs']:g} Hz "

@@ -332,6 +332,13 @@ def _run(kind, D, y, max_iter, tol, corr_tol, exclude, max_nonzeros=None) -> Pur
     if small.size:
         raise ValueError(f"dictionary D has {small.size} column(s) of norm below {tiny:.1e}, e.g. column "
                          f"{int(small[0])}, whose squared norm underflows in {np.dtype(dtype).name}; rescale the atoms")
+    # ... and one whose squared norm (or a signal's) overflows gives inf residuals and an empty support
+    huge = np.sqrt(np.finfo(dtype).max) / 4
+    for what, norms in (("dictionary D's columns", np.linalg.norm(D.astype(np.float64), axis=0)),
+                        ("the signals y", np.linalg.norm(Y.astype(np.float64), axis=-1))):
+        if norms.size and norms.max() > huge:
+            raise ValueError(f"{what} reach a norm of {norms.max():.3g}, beyond {huge:.1e}, whose square overflows "
+                             f"in {np.dtype(dtype).name}; rescale them (the pursuit is invariant to a common scale)")
     Dj, Yj = jnp.asarray(D, dtype), jnp.asarray(Y, dtype)
     tol_j, ctol_j = jnp.asarray(tol, dtype), jnp.asarray(corr_tol, dtype)
     if kind == "omp":

@@ -48,8 +48,8 @@ class LSTMLanguageModel(nn.Module):
     ``__call__(tokens int32 [B, T], train) -> logits float32 [B, T, vocab_size]``; every
     sequence starts from a zero state. Dropout (rate ``dropout``) on the embeddings, between
     layers and before the output, as in Zaremba et al.; it needs a ``dropout`` rng when training.
-    A token outside ``0..vocab_size-1`` (e.g. a padding id of -1) gives NaN logits at its position
-    and after it in its sequence (never another word's embedding); mask such positions in the loss.
+    A token outside ``0..vocab_size-1`` (e.g. a padding id of -1) reads a zero embedding (never another
+    word's), like padding; mask such positions in the loss.
 
     Attributes:
       vocab_size, embed_dim, hidden, layers, dropout.
@@ -80,8 +80,10 @@ class LSTMLanguageModel(nn.Module):
         init = nn.initializers.uniform(0.2)  # U(0, 0.2) shifted below to U(-0.1, 0.1) as in Zaremba et al.
         embed = nn.Embed(self.vocab_size, self.embed_dim, name="embed",
                          embedding_init=lambda k, s, d=jnp.float32: init(k, s, d) - 0.1)
-        # -1 would wrap to the last word under jnp.take: every out-of-range id reads NaN instead
-        x = embed(jnp.where((tokens >= 0) & (tokens < self.vocab_size), tokens, self.vocab_size))
+        # -1 would wrap to the last word under jnp.take: an out-of-range id reads zeros (a padding embedding;
+        # NaN would poison the gradients even where the loss masks the position)
+        known = (tokens >= 0) & (tokens < self.vocab_size)
+        x = jnp.where(known[..., None], embed(jnp.where(known, tokens, 0)), 0.0)
         drop = nn.Dropout(self.dropout, deterministic=not train) if self.dropout else None
         x = drop(x) if drop is not None else x
         x = lstm_stack(x, self.hidden, self.layers, self.dense, drop)

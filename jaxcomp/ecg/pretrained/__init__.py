@@ -15,6 +15,7 @@ It is **not a clinical model**: it was trained on the package's synthetic record
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +29,10 @@ from jaxcomp.ecg.data import CLASSES, FS, MIN_SAMPLES, NOVERLAP, ECGDataError, c
 PRETRAINED_DIR = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_MODEL = os.path.join(PRETRAINED_DIR, "ecg_synthetic.msgpack")
 PAD_SECONDS = 15.0  # recordings are padded to a multiple of this (one compiled shape per multiple)
+# below this standard deviation (mV) a recording is warned about: ECGs in mV have ~0.1-1 mV (the synthetic
+# ones 0.15-0.8), while one in volts has ~1e-4; at such amplitudes the spectrogram's absolute log floor
+# (1e-10 mV^2/Hz) sets part of the features, which the per-recording standardisation cannot undo
+LOW_AMPLITUDE_MV = 0.02
 
 
 class ECGClassifier:
@@ -74,7 +79,10 @@ class ECGClassifier:
         300 Hz, each at least 64 finite samples; anything else (several leads included) raises
         :class:`jaxcomp.ecg.data.ECGDataError` naming the recording's index. They are padded to a
         multiple of 15 s and batched by padded length (masking makes the result
-        independent of the padding), ``batch_size`` at a time.
+        independent of the padding), ``batch_size`` at a time. The per-recording standardisation removes
+        a gain down to ~0.05 mV of amplitude; a recording whose standard deviation is below
+        :data:`LOW_AMPLITUDE_MV` (e.g. one in volts) gets a ``UserWarning``: below it the spectrogram's
+        absolute log floor shapes the features and the probabilities depend on the scale.
         """
         if isinstance(signals, np.ndarray) and signals.ndim < 2 and signals.dtype != object:  # one given bare
             raise ECGDataError(f"predict_proba expects a list of recordings, got one array of shape "
@@ -84,6 +92,12 @@ class ECGClassifier:
         if n == 0:
             return out
         arrays = [check_recording(str(i), s, FS) for i, s in enumerate(signals)]  # one lead, finite, long enough
+        low = [i for i, s in enumerate(arrays) if float(np.std(s.astype(np.float64))) < LOW_AMPLITUDE_MV]
+        if low:
+            warnings.warn(f"recordings {low[:10]}{' ...' if len(low) > 10 else ''} have a standard deviation below "
+                          f"{LOW_AMPLITUDE_MV} mV, far below an ECG's in mV (recordings in volts? multiply by "
+                          f"1000): at such amplitudes the spectrogram's log floor sets part of the features and "
+                          f"the probabilities change with the scale", stacklevel=2)
         step = int(PAD_SECONDS * FS)
         padded = np.array([-(-len(s) // step) * step for s in arrays])
         padded = -(-padded // NOVERLAP) * NOVERLAP
