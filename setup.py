@@ -35,6 +35,8 @@ setup(
                 "imagecodecs>=2024.1", "kymatio>=0.3"],
         "bench": ["imagecodecs>=2024.1"],
         "tf": ["tensorflow"],
+        # NVIDIA GPUs: JAX's CUDA build (plain jax runs on the CPU only); jax[cuda13] for CUDA 13 drivers
+        "cuda": ["jax[cuda12]"],
     },
     entry_points={"console_scripts": ["jaxcomp=jaxcomp.cli:main"]},
 )

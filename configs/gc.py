@@ -11,7 +11,8 @@ codec codes the symbols under a learned factorized prior, so files come in below
                     pix2pixHD discriminator (64 features), LSGAN, lambda_MSE 10, feature matching
                     10 (pix2pixHD's weight), no VGG loss (it needs downloaded ImageNet weights);
                     Adam 2e-4 (b1 0.5, pix2pixHD's), 256x256 crops of a large photo set
-                    (data.source='tfds' or a folder), batch 8; for accelerators.
+                    (the paper: Open Images; data.path=FOLDER, or data.source='tfds'), batch 8; for
+                    accelerators. They refuse the shipped samples (the evaluation photos).
   cpu_c2/_c4/_c8    the same structure at 3/16 of the channels (11 ... 180), 4 residual blocks,
                     a 3-scale discriminator of 16 features, 128x128 crops, batch 8, feature
                     matching 2.5 (the weight the shipped models trained with): about an hour
@@ -83,6 +84,8 @@ def get_config(variant: str = "paper_c4") -> ml_collections.ConfigDict:
 
     if variant in ("paper_sc", "cpu_sc", "sc_tiny"):
         _selective(c, variant)
+    if variant in ("paper_c2", "paper_c4", "paper_c8"):  # a large photo folder (or tfds), never the samples
+        c.data.update(source="folder", allow_samples=False)
     if variant.startswith("cpu_"):
         c.model.update(width=0.1875, res_blocks=4, disc_features=16)
         c.data.update(crop=128, batch_size=8, eval_crop=192)

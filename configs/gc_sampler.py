@@ -9,7 +9,8 @@ The latent generator maps 128-d Gaussian noise through a dense layer and two x2 
 with penalty weight 10, 5 critic steps per generator step, Adam 1e-4 (b1 0.5, b2 0.9), as
 Gulrajani et al. 2017.
 
-  paper   256x256 crops (16x16 latents) of a large photo set, 64 features, batch 64; accelerators.
+  paper   256x256 crops (16x16 latents) of a large photo set (data.path=FOLDER or tfds; the shipped
+          samples are refused), 64 features, batch 64; accelerators.
   cpu     the same on 2 CPU cores with the shipped gc_c4: 32 features, batch 16, 6000 steps.
   tiny    seconds, for tests (set gc_model to a GC model file).
 """
@@ -45,6 +46,8 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
     c.keep = 2
     c.eval_batch_size = 8
     c.distributed = False
+    if variant in ("paper", ""):  # a large photo folder (or tfds), never the evaluation samples
+        c.data.update(source="folder", allow_samples=False)
     if variant == "cpu":
         c.model.update(features=32, critic_features=32)
         c.data.update(batch_size=16)

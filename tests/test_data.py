@@ -252,9 +252,10 @@ def test_centre_crop_and_benchmark_image_paths(tmp_path):
 
 
 @pytest.mark.parametrize("spec", ["l3c.py:paper", "l3c.py:rgb", "l3c.py:rgb_shared", "cpm.py:paper",
-                                  "cpm.py:paper_low", "cpm.py:paper_high", "cpm.py:mse"])
+                                  "cpm.py:paper_low", "cpm.py:paper_high", "cpm.py:mse", "gc.py:paper_c4",
+                                  "gc.py:paper_c8", "gc_sampler.py:paper"])
 def test_paper_configs_refuse_to_train_without_real_data(repo, spec):
-    """The paper-scale L3C and CPM configs need a training folder (or tfds) and refuse the shipped
+    """The paper-scale L3C, CPM and GC configs need a training folder (or tfds) and refuse the shipped
     samples, which are the evaluation photos; the CPU configs keep training on them."""
     from jaxcomp.configs import load_config
     from jaxcomp.data import DataError, build_image_data
@@ -264,7 +265,8 @@ def test_paper_configs_refuse_to_train_without_real_data(repo, spec):
         build_image_data(config.data)
     with pytest.raises(DataError, match="refuses the shipped samples"):
         build_image_data(apply_overrides(config, ["data.source=samples"]).data)
-    cpu = spec.split(":")[0] + (":cpu" if spec.startswith("l3c") else ":cpu_med")
+    cpu = spec.split(":")[0] + {"l3c.py": ":cpu", "cpm.py": ":cpu_med", "gc.py": ":cpu_c4",
+                                "gc_sampler.py": ":cpu"}[spec.split(":")[0]]
     assert load_config(str(repo / "configs" / cpu)).data.source == "samples"
 
 

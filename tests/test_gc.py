@@ -403,7 +403,8 @@ def test_latent_sampler_trains_on_frozen_latents_and_samples_centres(state, conf
 @pytest.mark.parametrize("spec", ["gc.py:paper_c2", "gc.py:paper_c4", "gc.py:paper_c8", "gc.py:cpu_c4"])
 def test_paper_configs_train_a_few_steps(repo, spec):
     """The paper-size networks compile and take finite steps on the CPU (batch of 1, the D update on)."""
-    config = load_config(str(repo / "configs" / spec), ["data.batch_size=1", "gan.warmup_steps=0"])
+    config = load_config(str(repo / "configs" / spec), ["data.batch_size=1", "gan.warmup_steps=0",
+                                                        "data.source=samples", "data.allow_samples=True"])
     task, data = tasks.build(config)
     r = trainer.benchmark_train_step(task, data.train_batch(0), steps=1, warmup=1)
     assert np.isfinite(r["metrics"]["loss"]) and np.isfinite(r["metrics"]["d_loss"])

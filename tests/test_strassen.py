@@ -858,6 +858,10 @@ def test_mnist_experiment_plan_seeds_baselines_and_teachers(repo, tmp_path):
 
     config = load_config(str(repo / "configs" / "strassen.py") + ":mnist")
     assert (config.data.source, config.data.path) == ("mnist", "../shared/data/mnist/mnist.npz")
+    # the documented slice setting exists in every experiment section (a paper run in --time-limit slices)
+    for variant in ("mnist", "paper_cifar10", "paper_imagenet", "paper_ptb"):
+        sliced = load_config(str(repo / "configs" / "strassen.py") + f":{variant}", ["experiment.time_limit=480"])
+        assert sliced.experiment.time_limit == 480
     runs = plan(config, str(tmp_path))
     assert len(runs) == 3 * 8
     for seed in (0, 1, 2):

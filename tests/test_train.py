@@ -358,6 +358,27 @@ def test_four_devices_give_the_same_loss_and_update_as_one(repo):
         np.testing.assert_allclose(a, b, atol=1e-6 + 1e-3 * np.abs(b).max())
 
 
+def test_batches_that_do_not_split_over_the_devices_are_refused_when_the_run_starts(l3c_tiny_config):
+    """A paper batch of 30 on 8 GPUs, or an evaluation batch of 100: a ConfigError naming the key and
+    the device counts that work, when the run starts (the evaluation's failure came after training,
+    before that step's checkpoint, on every rerun)."""
+    from jaxcomp.configs import ConfigError, apply_overrides
+
+    trainer.check_devices(apply_overrides(l3c_tiny_config, ["data.batch_size=16", "eval_batch_size=8"]), 8)
+    for override, key, fits in (("data.batch_size=30", "data.batch_size=30", "6"), ("eval_batch_size=100",
+                                                                                   "eval_batch_size=100", "5")):
+        config = apply_overrides(l3c_tiny_config, ["data.batch_size=16", "eval_batch_size=8", override])
+        with pytest.raises(ConfigError, match=rf"config\.{key} cannot be split over the 8 devices.*run on {fits} of"):
+            trainer.check_devices(config, 8)
+        trainer.check_devices(config, 1)
+    # the trainer checks before anything is built (a stand-in mesh of 8 devices; no task or data needed)
+    import types
+
+    eight = types.SimpleNamespace(devices=np.zeros(8))
+    with pytest.raises(ConfigError, match=r"config\.data\.batch_size=30 cannot be split over the 8 devices"):
+        trainer.train(apply_overrides(l3c_tiny_config, ["data.batch_size=30"]), "unused", None, None, mesh=eight)
+
+
 def test_evaluation_ignores_padding(l3c_tiny_config):
     task, data = tasks.build(l3c_tiny_config)
     mesh = trainer.make_mesh()

@@ -126,7 +126,8 @@ def build_lm_data(data: ml_collections.ConfigDict, process_index: int | None = N
 
     if not data.path or not os.path.isdir(data.path):
         raise DataError(f"language-model data folder not found: {data.path!r}; it must hold ptb.train.txt and "
-                        "ptb.valid.txt (pass --config.data.path=DIR)")
+                        "ptb.valid.txt (Mikolov's preprocessed Penn Treebank, the data/ folder of his "
+                        "simple-examples.tgz; pass --config.data.path=DIR)")
     prefix = data.get("prefix", "ptb.")
     train_words = read_words(os.path.join(data.path, f"{prefix}train.txt"))
     vocab = Vocabulary(train_words)

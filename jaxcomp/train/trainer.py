@@ -77,6 +77,20 @@ def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     return Mesh(np.asarray(devices), ("data",))
 
 
+def check_devices(config: ml_collections.ConfigDict, n_devices: int) -> None:
+    """:class:`jaxcomp.configs.ConfigError` unless ``data.batch_size`` and ``eval_batch_size`` (where the
+    config has them) split evenly over ``n_devices``: checked when a run starts, not at the first
+    evaluation, which on a multi-GPU machine would fail before that step's checkpoint on every rerun."""
+    sizes = [("data.batch_size", config.data.get("batch_size") if "data" in config else None),
+             ("eval_batch_size", config.get("eval_batch_size"))]
+    for key, value in sizes:
+        if isinstance(value, int) and value % n_devices:
+            fits = [d for d in range(1, n_devices + 1) if value % d == 0]
+            raise ConfigError(f"config.{key}={value} cannot be split over the {n_devices} devices of this run: "
+                              f"set --config.{key} to a multiple of {n_devices}, or run on {fits[-1]} of them "
+                              f"(e.g. CUDA_VISIBLE_DEVICES; the batch is split evenly over all devices)")
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
@@ -481,6 +495,7 @@ def train(
     started = time.monotonic()
     check_settings(config)
     mesh = make_mesh() if mesh is None else mesh
+    check_devices(config, mesh.devices.size)
     os.makedirs(workdir, exist_ok=True)
     rng = jax.random.PRNGKey(config.seed)
     init_rng, train_rng = jax.random.split(rng)
