@@ -365,12 +365,16 @@ def test_batches_that_do_not_split_over_the_devices_are_refused_when_the_run_sta
     from jaxcomp.configs import ConfigError, apply_overrides
 
     trainer.check_devices(apply_overrides(l3c_tiny_config, ["data.batch_size=16", "eval_batch_size=8"]), 8)
-    for override, key, fits in (("data.batch_size=30", "data.batch_size=30", "6"), ("eval_batch_size=100",
-                                                                                   "eval_batch_size=100", "5")):
+    for override, key, fits in (("data.batch_size=30", "data.batch_size=30", "2"), ("eval_batch_size=100",
+                                                                                   "eval_batch_size=100", "4")):
+        # the count offered splits both batches (30 and 8: 2; 16 and 100: 4), not only the refused one
         config = apply_overrides(l3c_tiny_config, ["data.batch_size=16", "eval_batch_size=8", override])
         with pytest.raises(ConfigError, match=rf"config\.{key} cannot be split over the 8 devices.*run on {fits} of"):
             trainer.check_devices(config, 8)
         trainer.check_devices(config, 1)
+    # a run that never evaluates does not need its evaluation batch to split
+    trainer.check_devices(apply_overrides(l3c_tiny_config, ["data.batch_size=16", "eval_batch_size=100",
+                                                            "eval_every=0"]), 8)
     # the trainer checks before anything is built (a stand-in mesh of 8 devices; no task or data needed)
     import types
 

@@ -80,15 +80,19 @@ def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
 def check_devices(config: ml_collections.ConfigDict, n_devices: int) -> None:
     """:class:`jaxcomp.configs.ConfigError` unless ``data.batch_size`` and ``eval_batch_size`` (where the
     config has them) split evenly over ``n_devices``: checked when a run starts, not at the first
-    evaluation, which on a multi-GPU machine would fail before that step's checkpoint on every rerun."""
-    sizes = [("data.batch_size", config.data.get("batch_size") if "data" in config else None),
-             ("eval_batch_size", config.get("eval_batch_size"))]
+    evaluation, which on a multi-GPU machine would fail before that step's checkpoint on every rerun.
+    ``eval_batch_size`` counts only where the run evaluates (``eval_every`` > 0)."""
+    sizes = [("data.batch_size", config.data.get("batch_size") if "data" in config else None)]
+    if config.get("eval_every", 1):
+        sizes.append(("eval_batch_size", config.get("eval_batch_size")))
+    sizes = [(k, v) for k, v in sizes if isinstance(v, int) and not isinstance(v, bool)]
     for key, value in sizes:
-        if isinstance(value, int) and value % n_devices:
-            fits = [d for d in range(1, n_devices + 1) if value % d == 0]
+        if value % n_devices:
+            # a device count that splits every batch of the run, not only this one
+            fits = [d for d in range(1, n_devices + 1) if all(v % d == 0 for _, v in sizes)]
             raise ConfigError(f"config.{key}={value} cannot be split over the {n_devices} devices of this run: "
                               f"set --config.{key} to a multiple of {n_devices}, or run on {fits[-1]} of them "
-                              f"(e.g. CUDA_VISIBLE_DEVICES; the batch is split evenly over all devices)")
+                              f"(e.g. CUDA_VISIBLE_DEVICES; every batch is split evenly over all devices)")
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
