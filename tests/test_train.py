@@ -681,8 +681,11 @@ print(json.dumps(dict(hosts=jax.process_count(), local_batch=data.local_batch_si
 """
 
 
+@pytest.mark.slow
 def test_two_hosts_train_in_lockstep(repo, tmp_path):
-    """Two processes (hosts) with gloo collectives: each reads its own shard, both end identical."""
+    """Two processes (hosts) with gloo collectives: each reads its own shard, both end identical.
+    (Slow set: two JAX processes, ~25 s of a worker; one process over four devices stays in the default
+    suite, test_four_devices_give_the_same_loss_and_update_as_one.)"""
     import socket
 
     with socket.socket() as s:
