@@ -49,6 +49,17 @@ def check_image(image: np.ndarray, codec: str) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+def check_tile(tile: int, multiple: int, max_tile: int) -> int:
+    """``tile`` as an ``int``: a whole positive multiple of ``multiple`` pixels up to ``max_tile`` (the
+    largest a codec's stream header admits; a larger one would write files its decoder refuses);
+    ``ValueError`` otherwise."""
+    whole = not isinstance(tile, bool) and isinstance(tile, (int, np.integer))
+    if not whole or tile % multiple or not 0 < tile <= max_tile:
+        raise ValueError(f"tile must be a positive multiple of {multiple} pixels up to {max_tile} (the streams' "
+                         f"limit), got {tile!r}")
+    return int(tile)
+
+
 def as_rgb(image: np.ndarray) -> np.ndarray:
     """``uint8 [H, W]`` -> ``[H, W, 3]`` (the gray value in every channel); RGB unchanged."""
     return np.repeat(image[..., None], 3, -1) if image.ndim == 2 else image

@@ -813,9 +813,7 @@ class L3CCodec:
         from jaxcomp.coding import fingerprint
 
         m = 2**spec.scales
-        if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile % m or not 0 < tile <= MAX_TILE:
-            raise ValueError(f"tile must be a positive multiple of {m} up to {MAX_TILE} (the streams' limit), "
-                             f"got {tile!r}")
+        tile = common.check_tile(tile, m, MAX_TILE)
         if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or not 0 <= window <= RGB_LEVELS:
             raise ValueError(f"window must be an integer in 0..{RGB_LEVELS} (0 or {RGB_LEVELS}: PMFs over all "
                              f"levels), got {window!r}")

@@ -188,11 +188,7 @@ class CPMCodec:
                  objective: dict[str, float] | None = None, refine_lr: float = 0.1, progress: bool = False):
         from jaxcomp.coding import fingerprint
 
-        whole = not isinstance(tile, bool) and isinstance(tile, (int, np.integer))
-        if not whole or tile % FACTOR or not 0 < tile <= MAX_TILE:
-            raise ValueError(f"tile must be a positive multiple of {FACTOR} pixels up to {MAX_TILE} (the streams' "
-                             f"limit), got {tile!r}")
-        tile = int(tile)
+        tile = common.check_tile(tile, FACTOR, MAX_TILE)
         _check_refinement(refine, refine_lr, objective)
         self.refine_steps, self.refine_lr, self.progress = refine, refine_lr, progress
         self.objective = None if objective is None else {k: float(v) for k, v in objective.items()}
