@@ -6,10 +6,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcomp.checks import is_whole
+
 
 def uniform_levels(levels: int, x_min: float = -1.0, x_max: float = 1.0) -> jax.Array:
     """``levels`` (>= 2) evenly spaced centres in ``[x_min, x_max]``, ``float32 [levels]``."""
-    if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 2:
+    if not is_whole(levels) or levels < 2:
         raise ValueError(f"uniform_levels needs an integer number of levels >= 2, got {levels!r}")
     return jnp.linspace(x_min, x_max, levels, dtype=jnp.float32)
 

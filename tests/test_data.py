@@ -295,6 +295,20 @@ def test_image_helpers_name_bad_arguments():
     assert resize_centre_crop(image, 8).shape == (8, 8, 3)
     with pytest.raises(DataError, match="expects a file path, got NoneType"):
         load_image(None)
+    from jaxcomp.data.images import centre_crop, random_crop
+
+    with pytest.raises(DataError, match=r"an image \[H, W, \.\.\.\]"):
+        centre_crop(np.arange(10), 4)
+    assert centre_crop(image, 4).shape == (4, 4, 3) and centre_crop(image[..., 0], 4, 6).shape == (4, 6)
+    for size in (-2, 0, 2.5, True):  # -2 gave an empty (0, 0, 3) crop without a word
+        with pytest.raises(DataError, match="positive integer height and width"):
+            centre_crop(image, size)
+    rng = np.random.default_rng(0)
+    for bad in (image.astype(np.float64) / 255, image[..., 0], image[..., :2], list(image)):
+        with pytest.raises(DataError, match="random_crop expects a uint8 image"):  # float crops came back as float
+            random_crop(bad, rng, 8)
+    gray = np.random.default_rng(1).integers(0, 256, (20, 30, 1), dtype=np.uint8)
+    assert random_crop(gray, rng, 8, downscale=(0.5, 0.5)).shape == (8, 8, 1)  # resized through PIL as [H, W]
 
 
 def test_folders_and_validation_images_that_would_train_or_score_on_less_say_so(tmp_path, caplog):

@@ -53,6 +53,7 @@ def test_rate_is_m_times_grid_times_log2_levels():
     np.testing.assert_allclose(dm.DPLCSpec(levels=2).centers(), [-0.5, 0.5])
     np.testing.assert_allclose(dm.DPLCSpec(levels=4).centers(), [-0.75, -0.25, 0.25, 0.75])
     assert dm.DPLCSpec(image_size=32, latent=16).noise_channels == 4  # ceil(16 / 2^2), the reference's
+    assert dm.DPLCSpec(image_size=32, latent=17).noise_channels == 5  # rounded up, not down
     with pytest.raises(ValueError, match="multiple of 16"):
         dm.DPLCSpec(image_size=40)
 

@@ -79,6 +79,36 @@ def test_patch_discriminator_is_pix2pixhds_layout():
         jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))["params"])
 
 
+def test_patch_discriminator_computes_what_pix2pixhd_computes():
+    """The forward pass written out with lax convolutions: 4x4 convs padded by 2 (stride 2, then 1),
+    LeakyReLU(0.2) after every block, instance norm (eps 1e-6, learned scale and bias) on all but the
+    first, and a 1-channel 4x4 logits conv; every block's activations are returned."""
+    d = gan.PatchDiscriminator(features=2, layers=1)
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 12, 12, 3))
+    params = d.init(jax.random.PRNGKey(1), x)["params"]
+    rng = np.random.default_rng(0)  # the norm's scale and bias away from 1 and 0, so that both matter
+    params = jax.tree.map(lambda a: a + jnp.asarray(rng.normal(0, 0.5, a.shape), a.dtype), params)
+    out = jax.jit(lambda p, x: d.apply({"params": p}, x))(params, x)
+
+    def conv(h, layer, stride):
+        y = jax.lax.conv_general_dilated(h, layer["kernel"], (stride, stride), ((2, 2), (2, 2)),
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return y + layer["bias"]
+
+    leaky = lambda v: np.where(v > 0, v, 0.2 * v)  # noqa: E731
+    h0 = leaky(np.asarray(conv(x, params["conv0"], 2)))
+    h1 = np.asarray(conv(h0, params["conv1"], 1))
+    mean, var = h1.mean(axis=(1, 2), keepdims=True), h1.var(axis=(1, 2), keepdims=True)
+    h1 = leaky((h1 - mean) / np.sqrt(var + 1e-6) * np.asarray(params["norm1"]["scale"])
+               + np.asarray(params["norm1"]["bias"]))
+    logits = np.asarray(conv(h1, params["logits"], 1))
+    assert len(out) == 3
+    for got, want in zip(out, (h0, h1, logits)):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)
+    assert (h0 < 0).any() and (h1 < 0).any()  # the negative slope is exercised
+
+
 R = np.array([[1.5, 0.5], [-0.5, 2.0]], np.float32)
 F = np.array([[-1.0, 0.25], [0.75, -2.0]], np.float32)
 
@@ -102,8 +132,9 @@ def test_gan_losses_equal_hand_computations(kind, d_expected, g_expected):
                                        rel=1e-5)
     g_two = gan.g_loss(kind, [jnp.asarray(F), jnp.asarray(2 * F)])
     assert float(g_two) == pytest.approx(g_expected + float(gan.g_loss(kind, jnp.asarray(2 * F))), rel=1e-5)
-    with pytest.raises(ValueError, match="unknown GAN loss"):
-        gan.d_loss(kind + "x", R, F)
+    for loss, args in ((gan.d_loss, (R, F)), (gan.g_loss, (F,))):
+        with pytest.raises(ValueError, match="unknown GAN loss"):
+            loss(kind + "x", *args)
 
 
 def test_gradient_penalty_at_the_interpolates():
@@ -138,6 +169,10 @@ def test_feature_matching_is_pix2pixhds_weighting():
     np.testing.assert_allclose(g[0][1], 4 * np.ones((1, 1, 1, 2)) / (2 * 2 * 2))
     np.testing.assert_allclose(g[1][0], -4 * np.ones((1, 2, 2, 1)) / (4 * 1 * 2))
     assert float(jnp.abs(g[0][2]).max()) == 0.0 and float(jnp.abs(g[1][1]).max()) == 0.0
+    with pytest.raises(ValueError, match="scale 1: 2 real and 1 fake layers"):  # zip would drop a layer
+        gan.feature_matching(r, [f[0], f[1][1:]])
+    with pytest.raises(ValueError, match="2 real and 1 fake scales"):
+        gan.feature_matching(r, f[:1])
 
 
 def test_mmd_imq_equals_a_loop():
@@ -239,6 +274,11 @@ def test_alternate_schedule_cycles_critic_and_generator_steps():
         updated.append("G" if g_moved and not d_moved else "D" if d_moved and not g_moved else "?")
         state = new
     assert "".join(updated) == "DDGDDG"
+    # with a warm-up: the generator alone first, then the cycle starts with the critic's turns
+    schedule = gan.GANSchedule("alternate", d_steps=2, warmup_steps=2)
+    players = [schedule.players(jnp.asarray(step)) for step in range(8)]
+    assert "".join("D" if bool(d) else "G" for _, d in players) == "GGDDGDDG"
+    assert all(bool(g) != bool(d) for g, d in players)
 
 
 def test_schedule_settings_are_checked():

@@ -315,6 +315,17 @@ def test_generator_loss_terms(config, state):
     assert all(float(jnp.abs(x).max()) == 0 for x in jax.tree.leaves(grads["encoder"]))
 
 
+def test_pixel_ranges_by_hand():
+    """GC's and DPLC's [0, 255] <-> [-1, 1], both ways, clipped on the way out (x = 1 must not become 256, which a uint8
+    cast wraps to 0)."""
+    from jaxcomp.codecs.dplc import model as dm
+
+    for to_unit, to_pixels in ((gc.model.to_unit, gc.model.to_pixels), (dm.to_model_range, dm.to_pixels)):
+        np.testing.assert_allclose(np.asarray(to_unit(np.array([0, 51, 255], np.uint8))), [-1.0, -0.6, 1.0], atol=1e-7)
+        np.testing.assert_array_equal(np.asarray(to_pixels(jnp.array([-1.5, -1.0, 0.0, 1.0, 2.0]))),
+                                      [0.0, 0.0, 127.5, 255.0, 255.0])
+
+
 def test_rate_term_moves_latents_towards_the_cheap_centres(config, state):
     """beta > 0: the rate's value is the prior's bits of the hard symbols, and its gradient pulls w
     towards the centres the prior codes cheaply (soft-to-hard), whichever side they are on."""
@@ -326,6 +337,9 @@ def test_rate_term_moves_latents_towards_the_cheap_centres(config, state):
         bits, grad = jax.value_and_grad(lambda v, p=logits: jnp.sum(soft_prior_bits(v, p, 1.0)))(w)
         assert float(bits) == pytest.approx(float(gc.prior_bits(logits, jnp.array([[[[2, 2]]]])).sum()), rel=1e-6)
         assert np.all(np.sign(np.asarray(grad)) == sign), (cheap, grad)
+        # the prior is fitted by its own term: the rate term gives it no gradient
+        prior_grad = jax.grad(lambda p, v=w: jnp.sum(soft_prior_bits(v, p, 1.0)))(logits)
+        assert float(jnp.abs(prior_grad).max()) == 0.0
     # through the task: the generator's loss with beta = 1 is the loss without it plus the rate
     small = apply_overrides(config, ["model.res_blocks=1", "model.disc_scales=1", "model.disc_layers=1"])
     task = tasks.build_task(small)[0]

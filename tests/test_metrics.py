@@ -282,9 +282,32 @@ def test_wrong_shapes_raise(fn):
         fn(a, a[:, :16])
     with pytest.raises(ValueError, match="same shape"):
         fn(a, a[0])  # [H, W, C] would otherwise broadcast
-    if fn in (ms_ssim, ssim_components):
+    if fn in (ms_ssim, ssim_components, psnr):  # one image [H, W, C] would be read as H images
         with pytest.raises(ValueError, match=r"\[B, H, W, C\]"):
             fn(a[0], a[0])
+
+
+@pytest.mark.parametrize("fn", [ms_ssim, psnr])
+def test_images_on_different_scales_are_refused_and_unit_range_floats_warn(fn):
+    """``uint8`` against ``[0, 1]`` floats is refused (psnr gave 6 dB); two ``[0, 1]`` float images at
+    the default ``max_val`` of 255 warn (psnr 48 dB too high); a black image or a jitted call does neither."""
+    rng = np.random.default_rng(0)
+    u8 = rng.integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
+    unit = u8 / np.float32(255)
+    for x, y in ((u8, unit), (unit, u8)):
+        with pytest.raises(ValueError, match="one scale"):
+            fn(x, y)
+    with pytest.warns(UserWarning, match="max_val=1.0"):
+        fn(unit, unit[:, ::-1])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fn(unit, unit[:, ::-1], max_val=1.0)
+        fn(u8, u8[:, ::-1].astype(np.float32))  # uint8 against floats on the same scale
+        black = np.zeros_like(unit)
+        fn(black, black)
+        jax.jit(fn)(u8, unit)  # traced: nothing to look at
 
 
 def test_too_small_for_five_scales():

@@ -184,12 +184,12 @@ def test_precomputed_and_in_graph_inputs_agree(tiny_codec, tmp_path):
 
 def test_loss_weights_the_task_and_decays_the_network(tiny_codec):
     """The joint training loss is ``codec loss + task_weight * task loss + 0.5 * l2 * ||net||²``,
-    recomputed here from the forward pass (the decay was once dropped from it; training the task
-    alone adds the same decay term, after the same line)."""
+    recomputed here from the forward pass (the decay was once dropped from it). Only the joint loss
+    is checked; training the task alone goes through the same decay line."""
     batch = _batch("classification", size=16, n=2)
     rng = jax.random.PRNGKey(3)
     sumsq = lambda tree: sum(float(jnp.sum(jnp.square(v))) for v in jax.tree.leaves(tree))  # noqa: E731
-    for train_codec in (True,):
+    for train_codec in (True,):  # the task alone (False) shares the decay line; one compilation here
         c = _config("latent", codec=tiny_codec, precomputed=False, train_codec=train_codec)
         c.understanding.task_weight = 0.3
         c.optimizer.l2 = 0.1
@@ -208,6 +208,14 @@ def test_loss_weights_the_task_and_decays_the_network(tiny_codec):
         assert float(metrics["loss"]) == float(loss)
 
 
+def test_rgb_inputs_reach_the_network_in_minus_one_to_one():
+    """Original (and decoded) RGB enters the ResNet as ``x / 127.5 - 1``; a latent as it is."""
+    image = jnp.asarray(np.array([0.0, 51.0, 127.5, 255.0]).reshape(1, 2, 2, 1).repeat(3, -1), jnp.float32)
+    x, codec = _build(_config("original")).network_input(image, None)
+    assert codec is None
+    np.testing.assert_allclose(np.asarray(x[0, ..., 0]), [[-1.0, -0.6], [0.0, 1.0]], atol=1e-7)
+
+
 def test_segmentation_counts_and_void_labels():
     """Per-class intersections and unions against a hand count; VOC-style void labels are ignored by both
     the loss and the counts."""
@@ -222,6 +230,13 @@ def test_segmentation_counts_and_void_labels():
     # a class neither predicted nor labelled is left out of the mean, not counted as 0 or NaN (guards
     # the mutant `understanding/miou-over-absent-classes`)
     assert mean_iou(np.array([[3.0, 1.0, 0.0]]), np.array([[4.0, 2.0, 0.0]])) == pytest.approx((0.75 + 0.5) / 2)
+    # wrong shapes or float predictions are named (they failed inside numpy / jnp, or counted as no class)
+    for bad_pred, message in ((pred[:, :1], "one shape"), (jax.nn.one_hot(pred, 3), "one shape"),
+                              (pred.astype(jnp.float32) + 0.7, "integer class indices")):
+        with pytest.raises(ValueError, match=message):
+            confusion_counts(bad_pred, labels, 3)
+    with pytest.raises(ValueError, match="one shape"):
+        mean_iou(np.ones((2, 5)), np.ones((2, 4)))
 
     task = _build(_config("original", kind="segmentation"))
     logits = jnp.zeros((1, 2, 2, 11)).at[..., 0].set(5.0)

@@ -13,6 +13,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from jaxcomp.checks import is_whole
 from jaxcomp.cluster.baselines import sklearn_ssc_omp_coefficients
 from jaxcomp.cluster.data import load_mnist, mnist_features, union_of_subspaces
 from jaxcomp.cluster.estimators import SSCMP, SSCOMP
@@ -336,7 +337,7 @@ def run_speed(cfg: ml_collections.ConfigDict, workdir: str) -> list[dict]:
 
 
 def _positive(key: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_whole(value) or value < 1:
         raise ValueError(f"{key} must be a positive integer, got {value!r}")
 
 

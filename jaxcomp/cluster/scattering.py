@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcomp.checks import is_whole
+
 # ----------------------------------------------------------------------------- filter bank
 
 
@@ -130,7 +132,7 @@ def _unpad(x: jax.Array) -> jax.Array:
 def check_images(x: np.ndarray | jax.Array, J: int, L: int, max_order: int) -> tuple[int, int]:
     """Validates the arguments of :func:`scattering2d` on the host; returns ``(H, W)``."""
     for name, v, lo in (("J", J, 1), ("L", L, 1)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+        if not is_whole(v) or v < lo:
             raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
     if max_order not in (1, 2):
         raise ValueError(f"max_order must be 1 or 2, got {max_order!r}")
@@ -205,7 +207,7 @@ def scattering_features(images: np.ndarray, J: int = 3, L: int = 8, max_order: i
     last batch padded, so one compiled program). Returns ``(N, K, H // 2^J, W // 2^J)`` float32
     numpy. Peak memory is about ``batch_size * L^2 * Hp * Wp * 8`` bytes (order 2)."""
     check_images(images, J, L, max_order)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+    if not is_whole(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     images = np.asarray(images, np.float32)
     n = images.shape[0]

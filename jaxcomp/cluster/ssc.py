@@ -42,6 +42,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import ArrayLike
 
+from jaxcomp.checks import is_whole
 from jaxcomp.greedy.pursuit import mp_batch, omp_batch
 
 ALGORITHMS = ("omp", "mp")
@@ -110,9 +111,9 @@ def _check_params(algorithm, s_max, tau, p_max, corr_tol, chunk_size, point_norm
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {', '.join(ALGORITHMS)}")
     for name, v in (("s_max", s_max), ("chunk_size", chunk_size)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        if not is_whole(v) or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    if p_max is not None and (isinstance(p_max, bool) or not isinstance(p_max, (int, np.integer)) or p_max < 1):
+    if p_max is not None and (not is_whole(p_max) or p_max < 1):
         raise ValueError(f"p_max must be a positive integer or None, got {p_max!r}")
     if not np.isfinite(tau) or tau < 0:
         raise ValueError(f"tau must be a finite number >= 0, got {tau!r}")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from jaxcomp.checks import is_whole
+
 #: the largest image side a stream's header admits (every codec's decoder refuses larger, so every
 #: encoder refuses to write them: a file that cannot be decoded would be lost data)
 MAX_SIDE = 1 << 16
@@ -53,7 +55,7 @@ def check_tile(tile: int, multiple: int, max_tile: int) -> int:
     """``tile`` as an ``int``: a whole positive multiple of ``multiple`` pixels up to ``max_tile`` (the
     largest a codec's stream header admits; a larger one would write files its decoder refuses);
     ``ValueError`` otherwise."""
-    whole = not isinstance(tile, bool) and isinstance(tile, (int, np.integer))
+    whole = is_whole(tile)
     if not whole or tile % multiple or not 0 < tile <= max_tile:
         raise ValueError(f"tile must be a positive multiple of {multiple} pixels up to {max_tile} (the streams' "
                          f"limit), got {tile!r}")

@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxcomp.checks import is_whole
 from jaxcomp.codecs import common
 from jaxcomp.codecs.common import NUMERICS_HELP, check_image, numerics
 from jaxcomp.entropy import logistic_mixture as lm
@@ -751,7 +752,7 @@ def check_top_min_side(top_min_side: Any) -> int:
     """``top_min_side`` (``None``: :data:`DEFAULT_TOP_MIN_SIDE`), or ``ValueError`` naming the problem."""
     if top_min_side is None:
         return DEFAULT_TOP_MIN_SIDE
-    if isinstance(top_min_side, bool) or not isinstance(top_min_side, (int, np.integer)) \
+    if not is_whole(top_min_side) \
             or not 1 <= top_min_side <= 1 << 14:
         raise ValueError(f"top_min_side must be an int in 1..{1 << 14}, got {top_min_side!r}")
     return int(top_min_side)
@@ -762,7 +763,7 @@ def check_top_levels(spec: L3CSpec, top_levels: Any) -> int:
     can, else 0), or ``ValueError`` naming the problem."""
     if top_levels is None:
         return DEFAULT_TOP_LEVELS if spec.known_step0() else 0
-    if isinstance(top_levels, bool) or not isinstance(top_levels, (int, np.integer)) \
+    if not is_whole(top_levels) \
             or not 0 <= top_levels <= MAX_TOP_LEVELS:
         raise ValueError(f"top_levels must be an int in 0..{MAX_TOP_LEVELS}, got {top_levels!r}")
     if top_levels and not spec.known_step0():
@@ -814,7 +815,7 @@ class L3CCodec:
 
         m = 2**spec.scales
         tile = common.check_tile(tile, m, MAX_TILE)
-        if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or not 0 <= window <= RGB_LEVELS:
+        if not is_whole(window) or not 0 <= window <= RGB_LEVELS:
             raise ValueError(f"window must be an integer in 0..{RGB_LEVELS} (0 or {RGB_LEVELS}: PMFs over all "
                              f"levels), got {window!r}")
         self.spec, self.tile, self.window = spec, int(tile), window

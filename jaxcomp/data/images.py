@@ -22,6 +22,8 @@ from typing import Protocol
 import numpy as np
 from PIL import Image, ImageOps
 
+from jaxcomp.checks import is_whole
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".webp", ".tif", ".tiff")
 SAMPLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "samples")
 
@@ -174,6 +176,11 @@ def centre_crop(image: np.ndarray, height: int, width: int | None = None) -> np.
     ``width`` defaults to ``height``; the window is never larger than the image.
     """
     width = height if width is None else width
+    image = np.asarray(image)
+    if image.ndim < 2:
+        raise DataError(f"centre_crop expects an image [H, W, ...], got shape {image.shape}")
+    if not (is_whole(height) and is_whole(width)) or height < 1 or width < 1:
+        raise DataError(f"centre_crop needs a positive integer height and width, got {height!r} and {width!r}")
     h, w = min(height, image.shape[0]), min(width, image.shape[1])
     y, x = (image.shape[0] - h) // 2, (image.shape[1] - w) // 2
     return np.ascontiguousarray(image[y:y + h, x:x + w])
@@ -299,8 +306,14 @@ def resize_shorter_side(image: np.ndarray, size: int, resample: int = Image.BICU
     nh, nw = max(size, int(round(h * scale))), max(size, int(round(w * scale)))
     if (nh, nw) == (h, w):
         return image
+    return _pil_resize(image, (nw, nh), resample)
+
+
+def _pil_resize(image: np.ndarray, size: tuple[int, int], resample: int) -> np.ndarray:
+    """PIL's resize of ``image`` ``[H, W(, C)]`` to ``size`` = (width, height); a one-channel ``[H, W, 1]``
+    image goes through PIL as ``[H, W]`` (PIL has no one-channel 3-D mode) and keeps its channel axis."""
     gray = image.ndim == 3 and image.shape[-1] == 1
-    out = np.asarray(Image.fromarray(image[..., 0] if gray else image).resize((nw, nh), resample))
+    out = np.asarray(Image.fromarray(image[..., 0] if gray else image).resize(size, resample))
     return out[..., None] if gray else out
 
 
@@ -340,10 +353,7 @@ def scale_image(image: np.ndarray, scale: float, resample: int = Image.BICUBIC) 
     if scale == 1:
         return image
     h, w = image.shape[:2]
-    size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
-    gray = image.ndim == 3 and image.shape[2] == 1
-    out = np.asarray(Image.fromarray(image[..., 0] if gray else image).resize(size, resample))
-    return out[..., None] if gray else out
+    return _pil_resize(image, (max(1, int(round(w * scale))), max(1, int(round(h * scale)))), resample)
 
 
 def random_crop(
@@ -353,12 +363,16 @@ def random_crop(
     flip: bool = True,
     downscale: tuple[float, float] = (1.0, 1.0),
 ) -> np.ndarray:
-    """One training crop ``uint8 [crop, crop, 3]``, as in the L3C data preparation.
+    """One training crop ``uint8 [crop, crop, C]``, as in the L3C data preparation.
 
     A scale ``s`` is drawn uniformly from ``downscale`` (``s <= 1`` shrinks the image), a
     window of ``crop / s`` pixels is cut at a random place and resized to ``crop`` with a
     bicubic (antialiased) filter; that equals downscaling the whole image and cropping.
+    ``image`` must be ``uint8 [H, W, C]`` with C = 3 or 1 (:class:`DataError` otherwise).
     """
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] not in (1, 3):
+        raise DataError(f"random_crop expects a uint8 image [H, W, 3] or [H, W, 1], got "
+                        f"{getattr(image, 'dtype', type(image).__name__)} {np.shape(image)}")
     h, w = image.shape[:2]
     lo, hi = downscale
     scale = float(rng.uniform(lo, hi)) if hi > lo else float(lo)
@@ -369,7 +383,7 @@ def random_crop(
     x = int(rng.integers(0, w - window + 1))
     patch = image[y : y + window, x : x + window]
     if window != crop:
-        patch = np.asarray(Image.fromarray(patch).resize((crop, crop), Image.BICUBIC))
+        patch = _pil_resize(patch, (crop, crop), Image.BICUBIC)
     if flip and rng.random() < 0.5:
         patch = patch[:, ::-1]
     return np.ascontiguousarray(patch)
@@ -380,7 +394,7 @@ def image_tiles(image: np.ndarray, tile: int) -> np.ndarray:
 
     The right and bottom remainders (less than one tile) are not covered.
     """
-    if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 1:
+    if not is_whole(tile) or tile < 1:
         raise DataError(f"image_tiles: tile must be a positive integer, got {tile!r}")
     if np.ndim(image) != 3:
         raise DataError(f"image_tiles expects an image [H, W, C], got shape {np.shape(image)}")
@@ -422,7 +436,7 @@ class ImageBatches:
         if batch_size % process_count:
             raise DataError(f"global batch size {batch_size} is not divisible by {process_count} hosts")
         for name, value in (("crop", crop), ("eval_crop", eval_crop)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            if not is_whole(value) or value < 1:
                 raise DataError(f"data.{name} must be a positive number of pixels, got {value!r}")
         try:
             lo, hi = (float(v) for v in downscale)

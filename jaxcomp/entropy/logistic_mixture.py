@@ -20,7 +20,8 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+from jaxcomp.checks import is_whole
 
 LOG_SCALES_MIN = -7.0
 
@@ -81,7 +82,7 @@ def _check_inputs(name: str, params: MixtureParams, x: jax.Array | None, levels:
                   channels_first: bool = False, channel: int | None = None) -> None:
     """Trace-time checks (shapes and dtypes are static): ``levels >= 2``, ``x`` float with the
     parameters' ``[B, H, W, C]`` (``[C, B, H, W]`` channels-first) shape, ``channel`` in range."""
-    if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 2:
+    if not is_whole(levels) or levels < 2:
         raise ValueError(f"{name}: levels must be an integer >= 2, got {levels!r}")
     shape = params.means.shape
     want = (shape[:1] + shape[2:]) if channels_first else shape[:-1]

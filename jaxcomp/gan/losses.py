@@ -101,7 +101,9 @@ def feature_matching(real_feats: Sequence[Sequence[jax.Array]], fake_feats: Sequ
     if len(real_feats) != len(fake_feats):
         raise ValueError(f"{len(real_feats)} real and {len(fake_feats)} fake scales")
     total = jnp.zeros((), jnp.float32)
-    for r_scale, f_scale in zip(real_feats, fake_feats):
+    for s, (r_scale, f_scale) in enumerate(zip(real_feats, fake_feats)):
+        if len(r_scale) != len(f_scale):  # zip would drop layers without a word
+            raise ValueError(f"scale {s}: {len(r_scale)} real and {len(f_scale)} fake layers")
         layers = list(zip(r_scale[:-1], f_scale[:-1]))
         for r, f in layers:
             total += 4.0 * jnp.mean(jnp.abs(jax.lax.stop_gradient(r) - f)) / (len(layers) * len(real_feats))

@@ -20,6 +20,7 @@ import ml_collections
 import numpy as np
 import scipy.optimize as so
 
+from jaxcomp.checks import is_whole
 from jaxcomp.greedy.nnmp import VARIANTS, distance_objective, logistic_objective, nnmp
 from jaxcomp.greedy.realdata import nnls_reference
 from jaxcomp.reporting import write_table
@@ -31,7 +32,7 @@ def nnls_problem(m: int, k: int, density: float, noise: float, seed: int) -> tup
     """Random Gaussian ``M`` ``(m, k)``, ``b = M w0 + noise`` with sparse non-negative ``w0``
     and a negative component so that the solution has zeros."""
     for name, value in (("m", m), ("k", k)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        if not is_whole(value) or value < 1:
             raise ValueError(f"nnls.{name} must be a positive integer, got {value!r}")
     if not 0 <= density <= 1 or not noise >= 0:
         raise ValueError(f"nnls.density must be in [0, 1] and nnls.noise >= 0, got {density!r}, {noise!r}")

@@ -53,6 +53,8 @@ import numpy as np
 from jax import lax
 from numpy.typing import ArrayLike
 
+from jaxcomp.checks import is_whole
+
 Array = jax.Array
 
 VARIANTS = ("nnmp", "away", "pairwise", "fully_corrective")
@@ -393,7 +395,7 @@ def distance_runner(variant: str, max_iter: int, lmo: Callable[[Array], Array],
     if not callable(lmo):
         raise ValueError("lmo must be callable")
     for name, value, low in (("max_iter", max_iter, 1), ("inner_iter", inner_iter, 1)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        if not is_whole(value) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     run = _make_runner(None, variant, int(max_iter), lmo, True, int(inner_iter))
 
@@ -446,7 +448,7 @@ def nnmp_batch(atoms: ArrayLike, targets: ArrayLike, *, variant: str = "nnmp", m
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown NNMP variant {variant!r}; expected one of {', '.join(VARIANTS)}")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+    if not is_whole(max_iter) or max_iter < 1:
         raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
     A = np.asarray(atoms)
     if A.ndim != 2 or A.shape[0] < 1 or A.shape[1] < 1:
@@ -519,7 +521,7 @@ def nnmp(
         objective = make_objective(objective, L=L)
     if not objective.quadratic and objective.L is None:
         raise ValueError("a non-quadratic objective needs its smoothness constant L for the step size")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+    if not is_whole(max_iter) or max_iter < 1:
         raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
     if lmo is not None and not callable(lmo):
         raise ValueError("lmo must be callable")

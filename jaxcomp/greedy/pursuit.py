@@ -44,6 +44,8 @@ from jax import lax
 from jax.scipy.linalg import solve_triangular
 from numpy.typing import ArrayLike
 
+from jaxcomp.checks import is_whole
+
 Array = jax.Array
 
 
@@ -104,7 +106,7 @@ def _check_signals(y, m: int) -> tuple[np.ndarray, bool]:
 
 
 def _check_common(max_iter, tol, corr_tol, K: int) -> int:
-    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+    if not is_whole(max_iter) or max_iter < 1:
         raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
     if np.ndim(tol) != 0 or np.asarray(tol).dtype.kind not in "iuf" or not np.isfinite(tol) or tol < 0:
         raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
@@ -398,8 +400,8 @@ def mp(
     that many distinct atoms are in the support (default: ``max_iter``).
     """
     if max_nonzeros is None:
-        valid = isinstance(max_iter, (int, np.integer)) and not isinstance(max_iter, bool) and max_iter >= 1
+        valid = is_whole(max_iter) and max_iter >= 1
         max_nonzeros = max_iter if valid else 1  # an invalid max_iter is reported by _run
-    if isinstance(max_nonzeros, bool) or not isinstance(max_nonzeros, (int, np.integer)) or max_nonzeros < 1:
+    if not is_whole(max_nonzeros) or max_nonzeros < 1:
         raise ValueError(f"max_nonzeros must be a positive integer, got {max_nonzeros!r}")
     return _run("mp", D, y, max_iter, tol, corr_tol, exclude, int(max_nonzeros))

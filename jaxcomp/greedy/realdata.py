@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import scipy.optimize as so
 
+from jaxcomp.checks import is_whole
 from jaxcomp.files import load_npz
 from jaxcomp.greedy.nnmp import VARIANTS, NNMPResult, nnmp_batch
 from jaxcomp.reporting import write_table
@@ -539,7 +540,7 @@ def rank1_lmo(shape: tuple[int, int], *, power_iter: int = 50, n_starts: int = 4
     import jax.numpy as jnp
 
     for name, value in (("power_iter", power_iter), ("n_starts", n_starts)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        if not is_whole(value):
             raise ValueError(f"rank1_lmo: {name} must be an integer, got {value!r}")
     p, n = (int(s) for s in shape)
     if p < 1 or n < 1 or power_iter < 1 or n_starts < 0:
@@ -630,7 +631,7 @@ def rank1_nnmp(Y: np.ndarray, variant: str, max_iter: int, *, power_iter: int = 
     Y = _check_nonneg(Y)
     if variant not in VARIANTS:
         raise ValueError(f"unknown NNMP variant {variant!r}; expected one of {', '.join(VARIANTS)}")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+    if not is_whole(max_iter) or max_iter < 1:
         raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
     with jax.enable_x64(x64):
         res = jax.tree_util.tree_map(np.asarray, _rank1_call(Y, variant, max_iter, power_iter, n_starts, seed, x64)())

@@ -27,6 +27,7 @@ Inputs are ``float [B, H, W, C]`` in ``[0, max_val]``; results are per image, ``
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Sequence
 
 import jax
@@ -43,6 +44,25 @@ def _check_pair(name: str, x: jax.Array, y: jax.Array, ndim: int | None = 4) -> 
         raise ValueError(f"{name} expects two images {want} of the same shape, got {x.shape} and {y.shape}")
 
 
+def _check_scales(name: str, x: jax.Array, y: jax.Array, max_val: float) -> None:
+    """Raises ValueError for two concrete images on different scales: an integer image above 1 beside
+    a float image within ``[0, 1]`` (e.g. ``uint8`` against ``[0, 1]`` floats). Warns when both are
+    float images within ``[0, 1]`` (not all zero) but ``max_val`` is above 1 (at 255 a PSNR ~48 dB
+    too high). Skipped under ``jax.jit`` (traced values have no range to look at)."""
+    if any(isinstance(v, jax.core.Tracer) for v in (x, y, max_val)) or x.size == 0:
+        return
+    top = {k: float(jnp.max(v)) for k, v in (("x", x), ("y", y))}
+    ints = {k: jnp.issubdtype(v.dtype, jnp.integer) for k, v in (("x", x), ("y", y))}
+    for a, b in (("x", "y"), ("y", "x")):
+        if ints[a] and not ints[b] and top[a] > 1 and top[b] <= 1:
+            raise ValueError(f"{name}: {a} is {(x if a == 'x' else y).dtype} up to {top[a]:g} but {b} is a float "
+                             f"image within [0, 1]; put both on one scale (e.g. {b} * 255) and set max_val to it")
+    if (not any(ints.values()) and 0 < max(top.values()) <= 1 < max_val
+            and min(float(jnp.min(x)), float(jnp.min(y))) >= 0):
+        warnings.warn(f"{name}: both images lie within [0, 1] but max_val is {max_val:g}; for images in "
+                      "[0, 1] pass max_val=1.0", stacklevel=3)
+
+
 def mse(x: jax.Array, y: jax.Array) -> jax.Array:
     """Mean squared error per image: ``[B, ...]`` x2 (e.g. ``[B, H, W, C]``) -> ``float32 [B]``."""
     x, y = jnp.asarray(x), jnp.asarray(y)
@@ -52,7 +72,14 @@ def mse(x: jax.Array, y: jax.Array) -> jax.Array:
 
 
 def psnr(x: jax.Array, y: jax.Array, max_val: float = 255.0) -> jax.Array:
-    """PSNR in dB per image: ``[B, ...]`` x2 -> ``float32 [B]`` (inf for identical images)."""
+    """PSNR in dB per image: ``[B, H, W, C]`` x2 (any real dtype, in ``[0, max_val]``) -> ``float32 [B]``
+    (inf for identical images). One image needs its batch axis (``x[None]``): an ``[H, W, C]`` image
+    would otherwise be read as H images. Concrete images on different scales (``uint8`` against
+    ``[0, 1]`` floats) are refused; images within ``[0, 1]`` with ``max_val > 1`` warn. For other
+    shapes, :func:`mse` and :func:`psnr_from_mse`."""
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    _check_pair("psnr", x, y)
+    _check_scales("psnr", x, y, max_val)
     return 10.0 * jnp.log10(max_val**2 / mse(x, y))
 
 
@@ -173,7 +200,10 @@ def ms_ssim(x: jax.Array, y: jax.Array, max_val: float = 255.0, weights: Sequenc
         raise ValueError("ms_ssim needs at least one scale weight, got weights=()")
     if not isinstance(max_val, jax.core.Tracer) and not float(max_val) > 0:
         raise ValueError(f"ms_ssim: max_val (the data range) must be > 0, got {max_val!r}")
-    return _ms_ssim(jnp.asarray(x), jnp.asarray(y), max_val, weights)
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    if x.shape == y.shape:  # else _ms_ssim names the shapes
+        _check_scales("ms_ssim", x, y, max_val)
+    return _ms_ssim(x, y, max_val, weights)
 
 
 @functools.partial(jax.jit, static_argnames=("weights",))

@@ -28,6 +28,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
+from jaxcomp.checks import is_whole
 from jaxcomp.configs import ConfigError
 from jaxcomp.files import open_appending, write_atomic
 from jaxcomp.train.state import plateau_reset, plateau_scale, plateau_settings, plateau_update
@@ -85,7 +86,7 @@ def check_devices(config: ml_collections.ConfigDict, n_devices: int) -> None:
     sizes = [("data.batch_size", config.data.get("batch_size") if "data" in config else None)]
     if config.get("eval_every", 1):
         sizes.append(("eval_batch_size", config.get("eval_batch_size")))
-    sizes = [(k, v) for k, v in sizes if isinstance(v, int) and not isinstance(v, bool)]
+    sizes = [(k, v) for k, v in sizes if is_whole(v)]
     for key, value in sizes:
         if value % n_devices:
             # a device count that splits every batch of the run, not only this one
@@ -430,7 +431,7 @@ def check_settings(config: ml_collections.ConfigDict) -> None:
         value = values[key]
         if value is None and key != "steps":
             continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        if not is_whole(value) or value < least:
             raise ConfigError(f"config.{key} must be an integer >= {least}, got {value!r}"
                               + (" (0 would keep no checkpoint)" if key == "keep" else ""))
     try:

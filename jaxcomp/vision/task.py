@@ -49,7 +49,15 @@ Batch = dict[str, jax.Array]
 
 def confusion_counts(pred: jax.Array, labels: jax.Array, num_classes: int) -> tuple[jax.Array, jax.Array]:
     """Per-example intersection and union of every class: ``int [B, ...]`` twice -> ``float32 [B, K]`` twice.
-    Positions whose label is not a class (``>= num_classes``, e.g. VOC's void 255) are left out."""
+    Positions whose label is not a class (``>= num_classes``, e.g. VOC's void 255) are left out.
+    ``pred`` holds class indices (argmax the logits first); shapes and integer dtypes are checked
+    (a float prediction would count as no class at all)."""
+    if pred.shape != labels.shape or pred.ndim < 1:
+        raise ValueError(f"confusion_counts expects predictions and labels of one shape [B, ...], got "
+                         f"{pred.shape} and {labels.shape} (argmax logits [B, ..., K] first)")
+    for name, v in (("pred", pred), ("labels", labels)):
+        if not jnp.issubdtype(v.dtype, jnp.integer):
+            raise ValueError(f"confusion_counts: {name} must hold integer class indices, got {v.dtype}")
     labels = labels.reshape(labels.shape[0], -1)
     valid = (labels < num_classes)[..., None]
     p = jax.nn.one_hot(pred.reshape(pred.shape[0], -1), num_classes, dtype=jnp.float32) * valid
@@ -61,6 +69,9 @@ def confusion_counts(pred: jax.Array, labels: jax.Array, num_classes: int) -> tu
 def mean_iou(inter: np.ndarray, union: np.ndarray) -> float:
     """Mean over classes of ``sum(intersection) / sum(union)`` (``[N, K]`` or ``[K]`` totals); classes
     absent from both predictions and labels are left out (as in the VOC evaluation)."""
+    if np.shape(inter) != np.shape(union) or np.ndim(inter) < 1:
+        raise ValueError(f"mean_iou expects intersections and unions of one shape [N, K] or [K], got "
+                         f"{np.shape(inter)} and {np.shape(union)}")
     i = np.asarray(inter, np.float64).reshape(-1, np.shape(inter)[-1]).sum(0)
     u = np.asarray(union, np.float64).reshape(-1, np.shape(union)[-1]).sum(0)
     present = u > 0

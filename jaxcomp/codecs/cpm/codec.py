@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcomp.checks import is_whole
 from jaxcomp.codecs import common
 from jaxcomp.codecs.cpm.model import (
     CPM,
@@ -151,7 +152,7 @@ def _refine_functions(spec: CPMSpec) -> tuple[Any, Any, Any]:
 
 def _check_refinement(steps: int, lr: float, objective: dict | None) -> None:
     """ValueError unless ``steps`` >= 0, ``lr`` > 0 and, for ``steps`` > 0, an ``objective`` is given."""
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
+    if not is_whole(steps):
         raise ValueError(f"refine must be a whole number of steps, got {steps!r}")
     if steps < 0 or not lr > 0:
         raise ValueError(f"refine must be >= 0 steps and refine_lr > 0, got {steps} and {lr}")
