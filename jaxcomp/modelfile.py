@@ -286,6 +286,9 @@ def load_model(checkpoint: str, task: str) -> tuple[ml_collections.ConfigDict, A
     (:func:`jaxcomp.codecs.pretrained.load_model` defaults to the shipped L3C model.)
     """
     path = checkpoint
+    if not isinstance(path, (str, os.PathLike)):
+        raise ModelLoadError(f"a checkpoint is a path (a .msgpack file or a training workdir), "
+                             f"got {type(path).__name__}")
     if os.path.isdir(path):
         config, params, notes = load_workdir(path)  # names a folder without config.json
     elif os.path.isfile(path):

@@ -50,6 +50,9 @@ def test_kd_loss_value_and_gradient_scale(logits):
         np.testing.assert_allclose(grad, temp * (q - p) / len(s), atol=1e-6)
     assert float(distill.kd_loss(t, t, 3.0)) == pytest.approx(0.0, abs=1e-6)
     assert float(jnp.abs(jax.grad(lambda x: distill.kd_loss(s, x, 2.0))(jnp.asarray(t))).max()) == 0.0
+    for bad in (0.0, -1.0, float("nan"), True):  # NaN losses (T = 0), or a bool read as T = 1
+        with pytest.raises(ValueError, match="temperature must be > 0"):
+            distill.kd_loss(s, t, bad)
 
 
 def test_ban_losses_are_cross_entropy_to_the_teacher(logits):
@@ -751,6 +754,18 @@ def test_language_model_trains_with_a_ban_label_student(tmp_path, repo):
     # evaluation counts the scored tokens only; perplexity is exp of the mean NLL per scored token
     ev = jax.jit(task.eval_step)(state, batch)
     np.testing.assert_allclose(np.asarray(ev["tokens"]), w.sum(-1))
+    hits = np.argmax(np.asarray(jax.jit(task.predict)(state, batch)), -1) == targets
+    np.testing.assert_allclose(np.asarray(ev["correct"]), (hits * w).sum(-1))  # scored tokens only
+    assert (hits * (w == 0)).sum() > 0  # unscored tokens the model gets right: a count without w differs
+    # the student's "agreement" is with the teacher's argmax, not the labels (no dropout here, so the
+    # training forward pass is the inference one); every label set to word 0, so the two differ
+    shifted = dict(batch, targets=np.zeros_like(targets))
+    m = jax.jit(student.loss)(s_state.params, s_state, shifted, jax.random.PRNGKey(2))[1][0]
+    s_top = np.argmax(np.asarray(jax.jit(student.predict)(s_state, batch)), -1)
+    t_top = np.argmax(np.asarray(jax.jit(task.predict)(state, batch)), -1)
+    scored = w > 0
+    assert float(m["agreement"]) == pytest.approx(np.mean((s_top == t_top)[scored]), abs=1e-6)
+    assert float(m["agreement"]) != pytest.approx(np.mean((s_top == shifted["targets"])[scored]), abs=1e-3)
     from jaxcomp.distill.generations import lm_metrics
     from jaxcomp.distill.task import build_model
 
@@ -1266,6 +1281,10 @@ def test_paired_interval_is_the_student_t_interval():
     (teacher,) = [r for r in summarize(rows) if r["model"] == "teacher"]
     assert teacher["error"] == "4.00 ± 1.00"
     assert row["error - teacher"] == f"-0.83 ± {np.std([-1.0, -0.5, -1.0], ddof=1):.2f}"
+    # a tie is not "better": lower on one seed, equal on one, higher on one -> 1/3
+    tied = [{"seed": s, "model": m, "error": e} for s, (t, b) in enumerate([(3.0, 2.0), (4.0, 4.0), (5.0, 6.0)])
+            for m, e in (("teacher", t), ("BAN-1", b))]
+    assert [r for r in summarize(tied) if r["model"] == "BAN-1"][0]["better than teacher"] == "1/3"
     with pytest.raises(ValueError, match="at least 2"):
         paired_interval(np.array([1.0]))
 

@@ -1,5 +1,7 @@
 """The shared argument checks of :mod:`jaxcomp.checks`, and one caller's use of them."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -18,3 +20,58 @@ def test_a_count_given_as_true_is_refused_where_it_is_used():
     assert np.count_nonzero(omp(D, y, max_iter=np.int64(2)).coef) == 2
     with pytest.raises(ValueError, match="max_iter must be a positive integer"):
         omp(D, y, max_iter=True)  # 1 to Python (and >= 1); a mistake here
+
+
+def _bad_calls():
+    """``(name, call, exception, message)``: bad arguments to public functions that gave a wrong
+    result without a word or a traceback from inside numpy / scipy / JAX (2026-12-07 review)."""
+    import jax.numpy as jnp
+
+    from jaxcomp import strassen
+    from jaxcomp.cluster.spectral import spectral_clustering
+    from jaxcomp.cluster.ssc import affinity_from_coefficients
+    from jaxcomp.data import DataError
+    from jaxcomp.data.text import Vocabulary, read_words
+    from jaxcomp.ecg.synthetic import synthesize_record
+    from jaxcomp.modelfile import ModelLoadError, load_model
+    from jaxcomp.nn import pixel_shuffle
+
+    w = jnp.array([[0.9, -0.1], [-1.2, 0.5]])
+    rng = np.random.default_rng(0)
+    ring = np.roll(np.eye(4), 1, 1) + np.roll(np.eye(4), -1, 1)
+    return [
+        ("ternary threshold < 0", lambda: strassen.ternary_pattern(w, threshold=-1.0), ValueError, "threshold"),
+        ("ternary threshold NaN", lambda: strassen.ternary_pattern(w, threshold=float("nan")), ValueError, "threshold"),
+        ("ternary of ints", lambda: strassen.ternary_pattern(jnp.array([[1, -2]])), ValueError, "float weights"),
+        ("mix above 1", lambda: strassen.mix_ternary(w, 2.0), ValueError, r"mix must be in \[0, 1\]"),
+        ("affinity not square", lambda: affinity_from_coefficients(np.ones((3, 4))), ValueError, "square"),
+        ("affinity 1-D", lambda: affinity_from_coefficients(np.ones(3)), ValueError, "2-D"),
+        ("affinity None", lambda: affinity_from_coefficients(None), ValueError, "2-D"),
+        ("affinity NaN", lambda: affinity_from_coefficients(np.full((2, 2), np.nan)), ValueError, "finite"),
+        ("k-means restarts 0", lambda: spectral_clustering(ring, 2, n_init=0), ValueError, "n_init"),
+        ("no points", lambda: spectral_clustering(np.zeros((0, 0)), 2), ValueError, "no points"),
+        ("ECG label -1", lambda: synthesize_record(rng, -1, 3000), ValueError, "class index"),
+        ("ECG label 4", lambda: synthesize_record(rng, 4, 3000), ValueError, "class index"),
+        ("ECG no samples", lambda: synthesize_record(rng, 0, 0), ValueError, "n_samples"),
+        ("vocabulary of a string", lambda: Vocabulary("hello"), DataError, "list of words"),
+        ("vocabulary of None", lambda: Vocabulary(None), DataError, "list of words"),
+        ("encode a string", lambda: Vocabulary(["a", "b"]).encode("ab"), DataError, "list of words"),
+        ("read_words(None)", lambda: read_words(None), DataError, "expects a file path"),
+        ("load_model(None)", lambda: load_model(None, "l3c"), ModelLoadError, "a checkpoint is a path"),
+        ("pixel_shuffle factor True", lambda: pixel_shuffle(jnp.zeros((1, 2, 2, 4)), True), ValueError, "factor"),
+        ("pixel_shuffle factor 0", lambda: pixel_shuffle(jnp.zeros((1, 2, 2, 4)), 0), ValueError, "factor"),
+    ]
+
+
+def test_bad_arguments_to_the_public_api_are_named():
+    failures = []
+    for name, call, exception, message in _bad_calls():
+        try:
+            call()
+            failures.append(f"{name}: no error")
+        except exception as e:
+            if not re.search(message, str(e)):
+                failures.append(f"{name}: {type(e).__name__} {e!s} (expected {message!r})")
+        except Exception as e:  # noqa: BLE001 - a traceback from inside a library is what this test catches
+            failures.append(f"{name}: {type(e).__name__} {e!s}")
+    assert not failures, "\n".join(failures)

@@ -76,6 +76,64 @@ def test_coder_refuses_bad_symbols_and_pmfs():
             f(np.array([0, 1, 1]), zero_row)
 
 
+def test_coder_refuses_bad_levels_counts_words_and_window_starts():
+    """levels < 2 crashed inside constriction with a Rust panic (not an Exception); decode_uniform
+    gave symbols for any count or level number; floats were truncated. Now each is a CodingError, and
+    a decode that leaves words over (another count, other levels or models) is one too."""
+    from jaxcomp.coding import decode_uniform, decode_windowed, encode_uniform, encode_windowed
+
+    symbols = np.array([0, 1, 2, 1, 2, 2, 0, 1])
+    words = encode_uniform(symbols, 3)
+    np.testing.assert_array_equal(decode_uniform(words, 8, 3), symbols)
+    np.testing.assert_array_equal(decode_uniform(list(words), np.int64(8), np.int32(3)), symbols)
+    for levels in (1, 0, True, 2.0, None):
+        with pytest.raises(CodingError, match="levels must be an integer >= 2"):
+            encode_uniform(np.zeros(2, int), levels)
+        with pytest.raises(CodingError, match="levels must be an integer >= 2"):
+            decode_uniform(words, 8, levels)
+    for count in (-1, True, 8.0):
+        with pytest.raises(CodingError, match="count must be an integer"):
+            decode_uniform(words, count, 3)
+    for count, levels in ((7, 3), (8, 5)):  # fewer symbols, or another alphabet: words left over
+        with pytest.raises(CodingError, match="holds more than was decoded"):
+            decode_uniform(words, count, levels)
+    with pytest.raises(CodingError, match="uint32"):
+        decode_uniform(words.astype(np.float64), 8, 3)
+    with pytest.raises(CodingError, match=r"\[0, 2\*\*32\)"):
+        decode_uniform(np.array([-1, 5]), 8, 3)
+    pmfs = np.full((3, 3), 1 / 3, np.float32)  # windows of 2 levels + escape
+    lo = np.array([0, 2, 4])
+    stream = encode_windowed(np.array([1, 2, 7]), pmfs, lo, 8)
+    np.testing.assert_array_equal(decode_windowed(stream, pmfs, lo, 8), [1, 2, 7])
+    with pytest.raises(CodingError, match="levels must be an integer >= 2"):
+        encode_windowed(np.array([0, 0, 0]), pmfs, lo, 1)
+    for f in (lambda lo: encode_windowed(np.array([1, 2, 7]), pmfs, lo, 8),
+              lambda lo: decode_windowed(stream, pmfs, lo, 8)):
+        with pytest.raises(CodingError, match="window starts must be integers"):
+            f(lo + 0.5)
+    with pytest.raises(CodingError, match=r"outside \[0, 8\)"):
+        decode_windowed(stream, pmfs, lo + 6, 8)  # windows moved past the last level
+    with pytest.raises(CodingError, match="holds more than was decoded"):
+        decode_categorical(encode_categorical(np.array([0, 1, 2]), pmfs), pmfs[:2])
+
+
+def test_container_refuses_bad_fingerprints_codecs_and_meta():
+    with pytest.raises(ValueError, match="16 bytes"):  # struct padded it with zeros, or cut it, without a word
+        pack("l3c", b"abc", {}, [b"x"])
+    with pytest.raises(ValueError, match="16 bytes"):
+        pack("l3c", bytes(20), {}, [b"x"])
+    with pytest.raises(ValueError, match="unknown codec 'foo'"):
+        pack("foo", bytes(16), {}, [b"x"])
+    with pytest.raises(ValueError, match="JSON data"):
+        pack("l3c", bytes(16), {"shape": np.array([2, 3])}, [b"x"])
+    blob = pack("l3c", bytes(16), {"a": 1}, [b"x"])
+    with pytest.raises(ValueError, match="unknown codec 'foo'"):
+        unpack(blob, "foo")
+    with pytest.raises(TypeError, match="16-byte fingerprint"):
+        unpack(blob, "l3c", bytes(16).hex())
+    assert unpack(blob, "l3c", bytes(16)) == ({"a": 1}, [b"x"])
+
+
 def test_container_refuses_more_payloads_than_its_count_field_holds():
     from jaxcomp.coding import MAX_PAYLOADS
 

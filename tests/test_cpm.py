@@ -319,6 +319,18 @@ def test_training_step_lowers_the_loss_and_reports_rates(cpm_tiny_config):
         assert np.isfinite(float(m[key])), key
     ev = jax.jit(task.eval_step)(state, batch)
     assert ev["bpp"].shape == (2,) and ((ev["ms_ssim"] > 0) & (ev["ms_ssim"] <= 1)).all()
+    # the reported rates and scores by hand from the forward pass: bits per *pixel* (32 x 32, not
+    # per subpixel), the importance as a fraction of the channels, PSNR the mean of per-image PSNRs
+    m, rates, out = jax.jit(task.forward)(state.params, batch["image"])
+    mean_metrics = jax.jit(lambda p: task.objective(p, batch["image"])[1])(state.params)
+    np.testing.assert_allclose(np.asarray(m["bpp"]), np.asarray(rates["bits"]) / 1024, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(m["kmap_bpp"]), np.asarray(rates["kmap_bits"]) / 1024, rtol=1e-6)
+    coded = np.sum(np.asarray(out["mask"]) > 0, axis=-1).mean(axis=(1, 2)) / task.spec.channels
+    np.testing.assert_allclose(np.asarray(m["importance"]), coded, rtol=1e-6)
+    mse = np.mean((np.asarray(batch["image"], np.float64) - np.asarray(out["x_hat"], np.float64)) ** 2, axis=(1, 2, 3))
+    mean_of_psnrs, psnr_of_mean = np.mean(10 * np.log10(255.0**2 / mse)), 10 * np.log10(255.0**2 / mse.mean())
+    assert abs(mean_of_psnrs - psnr_of_mean) > 1e-3 * mean_of_psnrs  # the two differ by more than the tolerance
+    assert float(mean_metrics["psnr"]) == pytest.approx(mean_of_psnrs, rel=1e-4)
 
 
 def test_training_objective_is_its_terms_value_and_gradient(cpm_tiny_config, cpm_tiny_params):

@@ -1,5 +1,6 @@
 """ECG: challenge-format reader, folds, spectrogram vs scipy, masks, augmentation, F1, bad input, training."""
 
+import functools
 import os
 
 import jax
@@ -49,6 +50,16 @@ def test_reader_reads_the_challenge_format(challenge_dir):
     # the package's writer produces files the reader reads back
     write_record(str(challenge_dir / "out"), "S1", ds.signals[2])
     np.testing.assert_allclose(read_record(str(challenge_dir / "out" / "S1")), ds.signals[2], atol=5e-4)
+    # what the writer cannot store faithfully is refused (NaN was written as 0, 40 mV clipped to 32.767)
+    bad_nan = ds.signals[2].copy()
+    bad_nan[5] = np.nan
+    for signal, gain, message in ((bad_nan, 1000.0, "NaN/inf samples"),
+                                  (ds.signals[2] * 40, 1000.0, "does not fit int16"),
+                                  (ds.signals[2], 0.0, "gain must be a positive number"),
+                                  (np.stack([ds.signals[2]] * 2), 1000.0, "single-lead")):
+        with pytest.raises(ECGDataError, match=message):
+            write_record(str(challenge_dir / "bad"), "S2", signal, gain=gain)
+    assert not (challenge_dir / "bad").exists()  # nothing half-written
 
 
 def test_bad_input_names_the_record(tmp_path, challenge_dir):
@@ -93,6 +104,11 @@ def test_stratified_kfold_is_deterministic_and_balanced():
         assert not set(train) & set(test) and len(train) + len(test) == len(labels)
     counts = np.array([np.bincount(labels[t], minlength=4) for _, t in folds])
     assert (counts.max(0) - counts.min(0) <= 1).all()  # every class spread evenly
+    # labels that are not one integer or string per recording (NaN never equals a class: an empty fold)
+    for bad in (np.full(6, np.nan), labels.reshape(-1, 1)[:6].repeat(2, 1)):
+        with pytest.raises(ECGDataError, match="one integer or string label per recording"):
+            stratified_kfold(bad, 2, 0)
+    assert len(stratified_kfold(np.array(list("NANAON")), 2, 0)) == 2  # challenge letters work too
 
 
 def test_folds_follow_fold_seed_not_the_training_seed():
@@ -407,6 +423,30 @@ def test_padding_does_not_change_the_logits(tiny_config):
                 state = state.replace(model_state=stats)
             logits.append(np.asarray(jax.jit(task.predict)(state, batch))[0])
         np.testing.assert_allclose(logits[0], logits[1], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_dropout_acts_in_training_only_after_the_conv_blocks_and_the_lstms(tiny_config):
+    """Training-mode outputs differ between dropout keys, inference ones do not: for the CNN (dropout at
+    the end of each conv block) and for the CRNN with its conv blocks in inference mode (so only the
+    dropout after each LSTM layer is random)."""
+    from jaxcomp.ecg.models import build_model, spec_from_config
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 24, 33))
+    frames = jnp.array([24, 17])
+    for name, conv_train in (("cnn", True), ("crnn", False)):
+        model = build_model(spec_from_config(apply_overrides(tiny_config, [f"model.name={name}",
+                                                                            "model.dropout=0.5"]).model))
+        variables = model.init(jax.random.PRNGKey(1), x, frames)
+
+        @functools.partial(jax.jit, static_argnames="train")
+        def run(key, train, variables=variables, model=model, conv_train=conv_train):
+            return model.apply(variables, x, frames, train=train, conv_train=conv_train and train,
+                               rngs={"dropout": key}, mutable=["batch_stats"])[0]
+
+        a, b = run(jax.random.PRNGKey(2), True), run(jax.random.PRNGKey(3), True)
+        assert float(jnp.abs(a - b).max()) > 1e-3, name
+        np.testing.assert_array_equal(np.asarray(run(jax.random.PRNGKey(2), False)),
+                                      np.asarray(run(jax.random.PRNGKey(3), False)), err_msg=name)
 
 
 def test_tiny_training_beats_chance_and_stage_two_freezes_the_conv_blocks(tiny_config, tmp_path, repo):

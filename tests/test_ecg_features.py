@@ -79,6 +79,34 @@ def test_rr_std_ordering_and_value():
     assert abs(f_irr[_F["rmssd"]] - np.sqrt(np.mean(np.diff(true_rr) ** 2))) < 0.015
 
 
+def test_rr_features_equal_their_definitions_on_the_true_intervals():
+    """Every RR feature against its definition computed here from the true R times of an irregular
+    rhythm (detection moves a peak by a sample or two: small tolerances). pNN20 and pNN50 must differ
+    (their thresholds do), and so must each ratio from its neighbours."""
+    rng = np.random.default_rng(3)
+    rr_true = 0.8 * np.exp(rng.normal(0, 0.15, 60))
+    r = 0.4 + np.concatenate([[0], np.cumsum(rr_true)])
+    r = r[r < 29.5]
+    f = record_features(_beat_train(r, 30.0), FS)
+    rr = np.diff(r)
+    drr = np.diff(rr)
+    med = np.median(rr)
+    q75, q25 = np.percentile(rr, [75, 25])
+    expected = {
+        "duration_s": 30.0, "beats_per_s": len(r) / 30.0, "rr_mean": rr.mean(), "rr_median": med, "rr_std": rr.std(),
+        "rr_cv": rr.std() / rr.mean(), "rr_mad_cv": 1.4826 * np.median(np.abs(rr - med)) / med,
+        "rmssd": np.sqrt(np.mean(drr**2)), "rmssd_norm": np.sqrt(np.mean(drr**2)) / rr.mean(),
+        "pnn50": np.mean(np.abs(drr) > 0.050), "pnn20": np.mean(np.abs(drr) > 0.020),
+        "rr_min_ratio": rr.min() / med, "rr_max_ratio": rr.max() / med,
+        "rr_range_norm": (rr.max() - rr.min()) / rr.mean(),
+        "drr_mean_abs_norm": np.mean(np.abs(drr)) / rr.mean(), "rr_iqr_norm": (q75 - q25) / med,
+    }
+    assert expected["pnn20"] - expected["pnn50"] > 0.1  # the two thresholds give different fractions here
+    for name, value in expected.items():
+        tol = 0.04 if name.startswith("pnn") else 0.015 * max(abs(value), 0.05)
+        assert abs(f[_F[name]] - value) <= tol, (name, f[_F[name]], value)
+
+
 def test_feature_matrix_shape():
     X = feature_matrix([np.zeros(600), _beat_train(np.arange(0.4, 9.5, 1.0), 10.0)], FS)
     assert X.shape == (2, len(FEATURE_NAMES)) and X.dtype == np.float64 and np.isfinite(X).all()
@@ -105,6 +133,10 @@ def test_spectral_amplitude_and_beat_shape_features_mean_what_they_say():
     x = _beat_train(r[~inverted], 30.0) - _beat_train(r[inverted], 30.0, noise=0.0)
     f = record_features(x, FS)
     assert f[_F["frac_beats_corr_below_0.8"]] == pytest.approx(inverted.mean(), abs=0.03)
+    # a Pearson correlation: a baseline offset (here 3 mV, e.g. an uncorrected DC level) changes nothing
+    f_offset = record_features(x + 3.0, FS)
+    for name in ("template_corr_mean", "template_corr_p10", "frac_beats_corr_below_0.8"):
+        assert f_offset[_F[name]] == pytest.approx(f[_F[name]], abs=1e-6), name
 
 
 def test_detector_searches_back_for_a_weak_beat():

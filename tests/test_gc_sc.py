@@ -231,6 +231,11 @@ def test_colour_clusters_are_deterministic_with_k_classes(config):
     np.testing.assert_array_equal(check_labels(np.full((2, 2), 7), (2, 2), 4, outside=0), 0)
     with pytest.raises(DataError, match="does not match"):
         check_labels(np.zeros((2, 3), np.uint8), (2, 2), 4)
+    for classes in (300, 0, True):  # 290 of 300 classes came back as 290 % 256 = 34
+        with pytest.raises(DataError, match=r"integer in \[1, 256\]"):
+            check_labels(np.full((3, 3), 290), (3, 3), classes)
+    with pytest.raises(DataError, match="not one of 4"):
+        check_labels(np.full((2, 2), 7), (2, 2), 4, outside=4)
 
 
 def test_tfds_cityscapes_keys(repo, monkeypatch):

@@ -266,6 +266,8 @@ def test_nnmp_plain_callable_and_custom_lmo():
         (dict(objective=lambda x: (x**2).sum()), "smoothness constant L"),
         (dict(atoms=np.zeros((3, 0))), r"non-empty 2-D .* got shape \(3, 0\)"),
         (dict(atoms=np.eye(3) * (1 + 1j)), "atoms must be real numbers, got dtype complex128"),
+        (dict(variant="fully_corrective", inner_iter=0), "inner_iter must be a positive integer"),  # gave x = 0
+        (dict(max_iter=True), "max_iter must be a positive integer"),
     ],
 )
 def test_nnmp_bad_input(kwargs, match):

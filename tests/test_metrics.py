@@ -310,6 +310,14 @@ def test_images_on_different_scales_are_refused_and_unit_range_floats_warn(fn):
         jax.jit(fn)(u8, unit)  # traced: nothing to look at
 
 
+def test_anticorrelated_images_score_near_zero_not_nan():
+    """A negative contrast-structure term (an image against its negative) is kept at a tiny positive
+    value: a negative base with a fractional exponent would make MS-SSIM NaN (an untrained codec's loss)."""
+    x = np.random.default_rng(0).uniform(0, 255, (1, 32, 32, 3)).astype(np.float32)
+    score = float(ms_ssim(x, 255.0 - x)[0])
+    assert np.isfinite(score) and 0.0 < score < 1e-3
+
+
 def test_too_small_for_five_scales():
     a = np.zeros((1, 15, 40, 3), np.float32)
     with pytest.raises(ValueError, match="at least 16 pixels"):

@@ -67,6 +67,11 @@ def test_ternarize_params_uses_and_removes_learned_scales():
     np.testing.assert_array_equal(strassen.ternarize_params(params, 0.0)["layer"]["wb"], params["layer"]["wb"])
     leaves = strassen.ternary_leaves(with_scales)
     assert leaves["layer/wb"][1] == 2.0 and leaves["layer/wb"][0].dtype == np.int8
+    # without a learned scale, TWN's deployable scale is the optimal one, not 1: the threshold is
+    # 0.7 mean|w| = 0.4725, so 0.9, -1.2 and 0.5 are kept, and the scale is their mean |w|
+    t, scale = strassen.ternary_leaves(params)["layer/wb"]
+    np.testing.assert_array_equal(t, [[1, 0], [-1, 1]])
+    assert scale == pytest.approx((0.9 + 1.2 + 0.5) / 3, rel=1e-6)
 
 
 def test_strassen_weights_compute_exact_products_and_a_wrong_sign_does_not():

@@ -436,7 +436,8 @@ def test_optimizers_and_schedules(l3c_tiny_config):
 
 def test_schedules_and_optimizers_give_the_hand_computed_values():
     """Learning rates and updates computed by hand, not by optax: cosine to 0, linear warm-up before
-    it, Adam with the config's b1 / b2, Nesterov momentum, clipping by the global norm."""
+    it, Adam with the config's b1 / b2, RMSprop with PyTorch's defaults, Nesterov momentum, clipping
+    by the global norm."""
     import jax.numpy as jnp
 
     def opt(**kw):
@@ -477,6 +478,14 @@ def test_schedules_and_optimizers_give_the_hand_computed_values():
         expected.append(-0.1 * (m / (1 - 0.5**t)) / (np.sqrt(v / (1 - 0.9**t)) + 1e-8))
     got = updates(opt(name="adam", learning_rate=0.1, b1=0.5, b2=0.9), [jnp.float32(1.0), jnp.float32(3.0)])
     np.testing.assert_allclose(got, expected, rtol=1e-5)
+    # RMSprop as PyTorch's (the L3C reference): decay 0.99, eps 1e-8 added *outside* the root; on a
+    # gradient of 1e-6 eps inside the root would shrink the update ~900x
+    v, expected = 0.0, []
+    for g in (1e-6, 3e-6):
+        v = 0.99 * v + 0.01 * g * g
+        expected.append(-0.1 * g / (np.sqrt(v) + 1e-8))
+    got = updates(opt(name="rmsprop", learning_rate=0.1), [jnp.float32(1e-6), jnp.float32(3e-6)])
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
     # Nesterov: the first step is g + 0.9 g
     assert updates(opt(momentum=0.9, nesterov=True), [jnp.float32(1.0)])[0] == pytest.approx(-1.9)
     # clipping scales the whole gradient to global norm 1: (3, 4) -> (0.6, 0.8), not each value to 1
@@ -919,6 +928,11 @@ def test_plateau_factor_is_checkpointed_resumed_and_reset(l3c_tiny_config, tmp_p
     trainer.train(reset, str(tmp_path / "reset"), task, data, progress=False)
     logged = [r["lr_factor"] for r in read_jsonl(str(tmp_path / "reset" / "metrics.jsonl")) if "lr_factor" in r]
     assert logged == [1.0, 0.5, 0.25, 1.0]  # reset after step 3's evaluation: step 4's is a first again
+    # the logged learning rate is the one used: the schedule's times the factor in force at that step
+    rows = [r for r in read_jsonl(str(tmp_path / "reset" / "metrics.jsonl")) if "learning_rate" in r]
+    _, schedule = trainer.make_optimizer(reset.optimizer)
+    ratios = [r["learning_rate"] / float(schedule(r["step"] - 1)) for r in rows]
+    np.testing.assert_allclose(ratios, [1.0, 1.0, 0.5, 1.0], rtol=1e-6)
     with pytest.raises(ConfigError, match="not among the evaluation's metrics"):
         trainer.train(apply_overrides(config, ["optimizer.plateau.metric=perplexity"]), str(tmp_path / "bad"),
                       task, data, progress=False)

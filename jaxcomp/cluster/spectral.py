@@ -84,6 +84,10 @@ def spectral_clustering(
     """
     A = _check_affinity(A)
     n = A.shape[0]
+    if n == 0:
+        raise ValueError("the affinity has no points (shape (0, 0))")
+    if isinstance(n_init, bool) or int(n_init) != n_init or n_init < 1:
+        raise ValueError(f"n_init (k-means restarts) must be a positive integer, got {n_init!r}")
     if n_clusters is not None:
         if isinstance(n_clusters, bool) or int(n_clusters) != n_clusters or n_clusters < 1:
             raise ValueError(f"n_clusters must be a positive integer, got {n_clusters!r}")

@@ -214,7 +214,13 @@ def affinity_from_coefficients(C: sp.spmatrix | ArrayLike, normalize: str = "non
     """
     if normalize not in AFFINITY_NORMALIZATIONS:
         raise ValueError(f"normalize must be one of {AFFINITY_NORMALIZATIONS}, got {normalize!r}")
+    if C is None or (not sp.issparse(C) and np.ndim(C) != 2):
+        raise ValueError(f"C must be a 2-D (N, N) coefficient matrix, got {type(C).__name__} of shape {np.shape(C)}")
     C = sp.csr_matrix(C)
+    if C.shape[0] != C.shape[1]:
+        raise ValueError(f"C must be square (N, N): one row of coefficients per point, got shape {C.shape}")
+    if C.dtype.kind not in "iufb" or (C.nnz and not np.all(np.isfinite(C.data))):
+        raise ValueError("C must hold finite real coefficients (NaN or infinite values give a NaN affinity)")
     absC = abs(C).astype(np.float64)
     absC.eliminate_zeros()
     if normalize == "l2":

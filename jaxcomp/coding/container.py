@@ -72,10 +72,18 @@ def fingerprint(params: Any, architecture: dict[str, Any]) -> bytes:
 def pack(codec: str, model: bytes, meta: dict[str, Any], payloads: Sequence[bytes]) -> bytes:
     """Serialises a bitstream; ``payloads`` are opaque byte strings, at most :data:`MAX_PAYLOADS`
     (``ValueError`` beyond: codecs check their tile count against it before coding)."""
+    if codec not in CODEC_IDS:
+        raise ValueError(f"unknown codec {codec!r}; the container knows {sorted(CODEC_IDS)}")
+    if not isinstance(model, bytes) or len(model) != 16:  # struct would pad or cut it without a word
+        raise ValueError(f"the model fingerprint is 16 bytes (see fingerprint()), got "
+                         f"{len(model) if isinstance(model, bytes) else type(model).__name__}")
     if len(payloads) > MAX_PAYLOADS:
         raise ValueError(f"a bitstream holds at most {MAX_PAYLOADS} payloads, got {len(payloads)}: "
                          f"use larger tiles or split the image")
-    meta_bytes = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
+    try:
+        meta_bytes = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
+    except TypeError as e:  # e.g. a NumPy array or integer in meta
+        raise ValueError(f"bitstream meta must be JSON data (numbers, strings, lists, dicts): {e}") from e
     parts = [_HEAD.pack(MAGIC, FORMAT_VERSION, CODEC_IDS[codec], model, len(meta_bytes)), meta_bytes,
              struct.pack("<H", len(payloads)), struct.pack(f"<{len(payloads)}I", *map(len, payloads)), *payloads]
     body = b"".join(parts)
@@ -117,6 +125,8 @@ def unpack(data: bytes, codec: str, model: bytes | None = None) -> tuple[dict[st
       bytes-like (``bytes``, ``bytearray``, ``memoryview``).
     """
     data = _as_bytes(data)
+    if model is not None and not isinstance(model, bytes):
+        raise TypeError(f"model is a 16-byte fingerprint (bytes) or None, not {type(model).__name__}")
     if len(data) < _HEAD.size:
         if MAGIC.startswith(bytes(data[:4])) and len(data) > 0:
             raise TruncatedError(f"bitstream truncated: {len(data)} bytes is shorter than the header")
@@ -127,6 +137,8 @@ def unpack(data: bytes, codec: str, model: bytes | None = None) -> tuple[dict[st
     if version != FORMAT_VERSION:
         raise UnsupportedError(f"bitstream format version {version}; this jaxcomp reads version {FORMAT_VERSION}")
     names = {v: k for k, v in CODEC_IDS.items()}
+    if codec not in CODEC_IDS:
+        raise ValueError(f"unknown codec {codec!r}; the container knows {sorted(CODEC_IDS)}")
     if codec_id != CODEC_IDS[codec]:
         raise UnsupportedError(f"bitstream was written by codec {names.get(codec_id, codec_id)!r}, not {codec!r}")
     pos = _HEAD.size

@@ -12,6 +12,8 @@ from __future__ import annotations
 import constriction
 import numpy as np
 
+from jaxcomp.checks import is_whole
+
 _CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
 
 
@@ -28,6 +30,33 @@ def _check_symbols(symbols: np.ndarray, levels: int) -> np.ndarray:
     if len(symbols) and (symbols.min() < 0 or symbols.max() >= levels):
         raise CodingError(f"symbols must lie in [0, {levels})")
     return np.ascontiguousarray(symbols, dtype=np.int32)
+
+
+def _check_levels(levels: int) -> int:
+    """``levels`` as an ``int`` >= 2 (constriction's uniform model panics, a Rust abort that
+    ``except Exception`` does not catch, on fewer); :class:`CodingError` otherwise."""
+    if not is_whole(levels) or levels < 2:
+        raise CodingError(f"levels must be an integer >= 2, got {levels!r}")
+    return int(levels)
+
+
+def _check_words(words: np.ndarray) -> np.ndarray:
+    """A compressed stream as ``uint32 [words]``: unsigned 32-bit words (any integer dtype whose
+    values fit), never floats, which a cast would truncate."""
+    words = np.asarray(words)
+    if words.ndim != 1 or not (np.issubdtype(words.dtype, np.integer) or words.size == 0):
+        raise CodingError(f"a compressed stream is uint32 [words], got {words.dtype} {words.shape}")
+    if words.size and words.dtype != np.uint32 and (words.min() < 0 or words.max() > 0xFFFFFFFF):
+        raise CodingError("a compressed stream's words must lie in [0, 2**32)")
+    return np.ascontiguousarray(words, dtype=np.uint32)
+
+
+def _check_finished(coder) -> None:
+    """Raises :class:`CodingError` unless the decoder used up its whole stream: words left over mean
+    fewer symbols, other models or another stream than the ones it was encoded with."""
+    if not coder.is_empty():
+        raise CodingError("the stream holds more than was decoded: wrong symbol count or models, "
+                          "or not the stream these symbols were coded into")
 
 
 def _check_pmfs(pmfs: np.ndarray, n: int | None = None) -> np.ndarray:
@@ -61,14 +90,15 @@ def encode_categorical(symbols: np.ndarray, pmfs: np.ndarray) -> np.ndarray:
 
 def decode_categorical(words: np.ndarray, pmfs: np.ndarray) -> np.ndarray:
     """Inverse of :func:`encode_categorical`: ``int32 [N]`` for ``pmfs`` ``[N, L]``."""
-    pmfs = _check_pmfs(pmfs)
+    pmfs, words = _check_pmfs(pmfs), _check_words(words)
     if pmfs.shape[0] == 0:
         return np.zeros((0,), np.int32)
     try:
-        coder = constriction.stream.stack.AnsCoder(np.ascontiguousarray(words, dtype=np.uint32))
+        coder = constriction.stream.stack.AnsCoder(words)
         symbols = coder.decode(_CATEGORICAL, pmfs)
     except Exception as e:  # constriction raises plain exceptions on invalid streams
         raise CodingError(f"entropy-coded stream does not decode: {e}") from e
+    _check_finished(coder)
     return np.asarray(symbols, np.int32)
 
 
@@ -110,7 +140,8 @@ class CategoricalStreamDecoder:
 
 
 def encode_uniform(symbols: np.ndarray, levels: int) -> np.ndarray:
-    """Codes int ``symbols`` in ``[0, levels)`` with a uniform prior: ``uint32 [words]``."""
+    """Codes int ``symbols`` in ``[0, levels)`` (``levels`` >= 2) with a uniform prior: ``uint32 [words]``."""
+    levels = _check_levels(levels)
     symbols = _check_symbols(symbols, levels)
     coder = constriction.stream.stack.AnsCoder()
     if len(symbols):
@@ -119,14 +150,22 @@ def encode_uniform(symbols: np.ndarray, levels: int) -> np.ndarray:
 
 
 def decode_uniform(words: np.ndarray, count: int, levels: int) -> np.ndarray:
-    """Inverse of :func:`encode_uniform`: ``int32 [count]``."""
+    """Inverse of :func:`encode_uniform`: ``int32 [count]``. :class:`CodingError` where the stream is
+    not used up by ``count`` symbols of ``levels`` (a count or level number other than the encoder's
+    is caught that way when it leaves words over; a larger count that runs past the end decodes as
+    zeros, which only the codecs' checksums see)."""
+    levels = _check_levels(levels)
+    if not is_whole(count) or count < 0:
+        raise CodingError(f"count must be an integer >= 0, got {count!r}")
+    words = _check_words(words)
     if count == 0:
         return np.zeros((0,), np.int32)
     try:
-        coder = constriction.stream.stack.AnsCoder(np.ascontiguousarray(words, dtype=np.uint32))
-        symbols = coder.decode(constriction.stream.model.Uniform(levels), count)
+        coder = constriction.stream.stack.AnsCoder(words)
+        symbols = coder.decode(constriction.stream.model.Uniform(levels), int(count))
     except Exception as e:
         raise CodingError(f"entropy-coded stream does not decode: {e}") from e
+    _check_finished(coder)
     return np.asarray(symbols, np.int32)
 
 
@@ -153,9 +192,18 @@ def ideal_bits(symbols: np.ndarray, pmfs: np.ndarray) -> float:
     return float(information_content(symbols, pmfs).sum())
 
 
+def _check_lo(lo: np.ndarray) -> np.ndarray:
+    """Window starts as ``int64 [N]``; floats (a cast would truncate them) are refused."""
+    lo = np.asarray(lo).reshape(-1)
+    if lo.size and not np.issubdtype(lo.dtype, np.integer):
+        raise CodingError(f"window starts must be integers, got dtype {lo.dtype}")
+    return lo.astype(np.int64)
+
+
 def _window_indices(symbols: np.ndarray, pmfs: np.ndarray, lo: np.ndarray, levels: int):
+    levels = _check_levels(levels)
     symbols = _check_symbols(symbols, levels).astype(np.int64)
-    lo = np.asarray(lo).reshape(-1).astype(np.int64)
+    lo = _check_lo(lo)
     window = pmfs.shape[1] - 1
     if len(lo) != len(symbols):
         raise CodingError(f"{len(symbols)} symbols but {len(lo)} window starts")
@@ -187,15 +235,15 @@ def encode_windowed(symbols: np.ndarray, pmfs: np.ndarray, lo: np.ndarray, level
 
 def decode_windowed(words: np.ndarray, pmfs: np.ndarray, lo: np.ndarray, levels: int) -> np.ndarray:
     """Inverse of :func:`encode_windowed`: ``int32 [N]``."""
-    pmfs = _check_pmfs(pmfs)
-    lo = np.asarray(lo).reshape(-1).astype(np.int32)
+    pmfs, levels, words = _check_pmfs(pmfs), _check_levels(levels), _check_words(words)
+    lo = _check_lo(lo)
     if len(lo) != pmfs.shape[0]:
         raise CodingError(f"{pmfs.shape[0]} PMFs but {len(lo)} window starts")
     if pmfs.shape[0] == 0:
         return np.zeros((0,), np.int32)
     window = pmfs.shape[1] - 1
     try:
-        coder = constriction.stream.stack.AnsCoder(np.ascontiguousarray(words, dtype=np.uint32))
+        coder = constriction.stream.stack.AnsCoder(words)
         index = np.asarray(coder.decode(_CATEGORICAL, pmfs), np.int32)
         escaped = index == window
         symbols = lo + index
@@ -204,7 +252,10 @@ def decode_windowed(words: np.ndarray, pmfs: np.ndarray, lo: np.ndarray, levels:
                                                        int(escaped.sum())), np.int32)
     except Exception as e:  # constriction raises plain exceptions on invalid streams
         raise CodingError(f"entropy-coded stream does not decode: {e}") from e
-    return symbols
+    _check_finished(coder)
+    if symbols.min() < 0 or symbols.max() >= levels:
+        raise CodingError(f"decoded symbols outside [0, {levels}): window starts or models other than the encoder's")
+    return symbols.astype(np.int32)
 
 
 def ideal_bits_windowed(symbols: np.ndarray, pmfs: np.ndarray, lo: np.ndarray, levels: int) -> np.ndarray:

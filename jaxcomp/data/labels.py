@@ -28,6 +28,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
+from jaxcomp.checks import is_whole
 from jaxcomp.data.images import (
     DataError,
     ImageBatches,
@@ -194,7 +195,13 @@ class TfdsLabelledSource(TfdsImageSource):
 def check_labels(labels: np.ndarray, shape: tuple[int, int], classes: int, outside: int = -1,
                  where: str = "label map") -> np.ndarray:
     """An integer label map of ``shape`` with values in ``[0, classes)`` as ``uint8 [H, W]``; values
-    ``>= classes`` become ``outside`` if ``outside >= 0``, else a :class:`DataError`."""
+    ``>= classes`` become ``outside`` if ``outside >= 0``, else a :class:`DataError`. ``classes`` is
+    at most 256 (uint8 would wrap larger labels)."""
+    if not is_whole(classes) or not 1 <= classes <= 256:
+        raise DataError(f"{where}: the number of label classes must be an integer in [1, 256] (uint8 label "
+                        f"maps), got {classes!r}")
+    if outside >= classes:
+        raise DataError(f"{where}: labels outside the classes map to {outside}, which is not one of {classes}")
     labels = np.asarray(labels)
     if not np.issubdtype(labels.dtype, np.integer):
         raise DataError(f"{where}: labels must be integers, got dtype {labels.dtype}")

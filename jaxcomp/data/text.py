@@ -35,6 +35,8 @@ def read_words(path: str) -> list[str]:
       DataError: naming the file, if it is missing, not UTF-8 text (e.g. a binary or compressed
         file) or holds no word.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise DataError(f"read_words expects a file path, got {type(path).__name__}")
     if not os.path.isfile(path):
         raise DataError(f"text file not found: {path!r}")
     try:
@@ -47,10 +49,18 @@ def read_words(path: str) -> list[str]:
     return words
 
 
+def _check_word_list(words: object, where: str) -> None:
+    """A sequence of words, not one string (which would be read as its characters) or None."""
+    if isinstance(words, (str, bytes)) or words is None or not hasattr(words, "__iter__"):
+        raise DataError(f"{where} expects a list of words, got {type(words).__name__} "
+                        "(split a text first, e.g. with read_words)")
+
+
 class Vocabulary:
     """Word <-> id; words not in the vocabulary map to ``<unk>`` (an error if there is none)."""
 
     def __init__(self, words: list[str]):
+        _check_word_list(words, "Vocabulary")
         counts = collections.Counter(words)
         self.words = sorted(counts, key=lambda w: (-counts[w], w))
         self.ids = {w: i for i, w in enumerate(self.words)}
@@ -60,6 +70,7 @@ class Vocabulary:
 
     def encode(self, words: list[str]) -> np.ndarray:
         """``int32 [N]`` ids of ``words``."""
+        _check_word_list(words, "Vocabulary.encode")
         unk = self.ids.get("<unk>")
         try:
             return np.asarray([self.ids[w] if unk is None else self.ids.get(w, unk) for w in words], np.int32)

@@ -81,9 +81,9 @@ def label_loss(student_logits: jax.Array, labels: jax.Array, mask: jax.Array | N
 def check_kd_temperature(temperature: float) -> None:
     """``ValueError`` unless ``temperature > 0`` (:func:`kd_loss` divides the logits by it: NaN losses
     from the first step otherwise). Drivers call it before anything trains."""
-    if not temperature > 0:
+    if isinstance(temperature, bool) or not temperature > 0:
         raise ValueError(f"distill.temperature must be > 0 for a 'kd' student (the logits are divided by it), "
-                         f"got {temperature}")
+                         f"got {temperature!r}")
 
 
 def kd_loss(student_logits: jax.Array, teacher_logits: jax.Array, temperature: float = 4.0,
@@ -96,6 +96,8 @@ def kd_loss(student_logits: jax.Array, teacher_logits: jax.Array, temperature: f
     Args: student_logits, teacher_logits ``float [..., C]``; temperature ``T > 0``; mask ``bool [...]``.
     """
     _check_pair(student_logits, teacher_logits)
+    if not isinstance(temperature, jax.core.Tracer):  # a traced T is the caller's to check
+        check_kd_temperature(temperature)
     t = jax.lax.stop_gradient(teacher_logits.astype(jnp.float32)) / temperature
     s = student_logits.astype(jnp.float32) / temperature
     p_t, logp_t = jax.nn.softmax(t, axis=-1), jax.nn.log_softmax(t, axis=-1)

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 import ml_collections
 import numpy as np
 
+from jaxcomp.checks import is_whole
 from jaxcomp.data.images import DataError, eval_batches_from_arrays
 
 CLASSES = ("N", "A", "O", "~")
@@ -178,11 +179,22 @@ def read_record(path: str, expected_fs: int = FS) -> np.ndarray:
 def write_record(directory: str, name: str, signal_mv: np.ndarray, fs: int = FS, gain: float = 1000.0) -> None:
     """Writes ``signal_mv`` as a challenge record ``name.hea`` + ``name.mat`` (int16 ADC, MATLAB v4).
 
-    Used to export synthetic sets in the challenge's format and by the reader's tests.
+    Used to export synthetic sets in the challenge's format and by the reader's tests. Raises
+    :class:`ECGDataError` for a signal :func:`check_recording` refuses (NaN samples were written as 0),
+    a gain that is not a positive number, or samples that int16 cannot hold at that gain (they were
+    clipped without a word: lower the gain).
     """
     from scipy.io import savemat
 
-    adc = np.clip(np.round(np.asarray(signal_mv, np.float64) * gain), -32768, 32767).astype(np.int16)
+    signal_mv = check_recording(name, signal_mv, fs, expected_fs=fs)
+    if not (isinstance(gain, (int, float, np.integer, np.floating)) and not isinstance(gain, bool)
+            and np.isfinite(gain) and gain > 0):
+        raise ECGDataError(f"record {name}: the gain must be a positive number of ADC units per mV, got {gain!r}")
+    adc = np.round(signal_mv.astype(np.float64) * gain)
+    if adc.size and np.abs(adc).max() > 32767:
+        raise ECGDataError(f"record {name}: {float(np.abs(signal_mv).max()):g} mV does not fit int16 at gain "
+                           f"{gain:g}/mV (at most {32767 / gain:g} mV); lower the gain")
+    adc = adc.astype(np.int16)
     os.makedirs(directory, exist_ok=True)
     savemat(os.path.join(directory, name + ".mat"), {"val": adc[None, :]}, format="4")
     checksum = int(adc.astype(np.int64).sum()) % 65536
@@ -247,8 +259,11 @@ def stratified_kfold(labels: np.ndarray, k: int, seed: int) -> list[tuple[np.nda
     ``default_rng(seed)`` and dealt round-robin to the folds.
     """
     labels = np.asarray(labels)
-    if k < 2:
-        raise ECGDataError(f"need at least 2 folds, got {k}")
+    if labels.ndim != 1 or labels.dtype.kind not in "iuUS":  # float labels may be NaN, which never equals a class
+        raise ECGDataError(f"labels must be one integer or string label per recording [N], got "
+                           f"{labels.dtype} {labels.shape}")
+    if not is_whole(k) or k < 2:
+        raise ECGDataError(f"need at least 2 folds, got {k!r}")
     if len(labels) < k:
         raise ECGDataError(f"{len(labels)} recordings cannot be split into {k} folds")
     rng = np.random.default_rng(seed)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxcomp.checks import is_whole
 from jaxcomp.ecg.data import CLASSES, FS, ECGDataset
 
 _CHALLENGE_CLASS_PROBS = (0.59, 0.09, 0.28, 0.04)  # CinC 2017 training set: 5050/738/2456/284 of 8528
@@ -205,6 +206,10 @@ def synthesize_record(rng: np.random.Generator, label: int, n_samples: int) -> t
 
     Returns the signal and a dict describing what was generated (rhythm, heart rate, ...).
     """
+    if not is_whole(label) or not 0 <= label < len(CLASSES):  # -1 would silently give '~'
+        raise ValueError(f"label must be a class index 0..{len(CLASSES) - 1} ({', '.join(CLASSES)}), got {label!r}")
+    if not is_whole(n_samples) or n_samples < 1:
+        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
     duration = n_samples / FS
     name = CLASSES[label]
     morph = _morphology(rng)

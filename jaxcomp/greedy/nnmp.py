@@ -521,8 +521,9 @@ def nnmp(
         objective = make_objective(objective, L=L)
     if not objective.quadratic and objective.L is None:
         raise ValueError("a non-quadratic objective needs its smoothness constant L for the step size")
-    if not is_whole(max_iter) or max_iter < 1:
-        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+    for name, value in (("max_iter", max_iter), ("inner_iter", inner_iter)):
+        if not is_whole(value) or value < 1:  # inner_iter 0 returned x = 0 for fully-corrective MP
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if lmo is not None and not callable(lmo):
         raise ValueError("lmo must be callable")
     if atoms is None:

@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcomp.checks import is_whole
+
 # PyTorch's default conv initialisation (kaiming_uniform with a=sqrt(5), i.e. U(+-1/sqrt(fan_in))):
 # the reference implementations (L3C, the CVPR'18 context model) train from it, and deep
 # residual stacks without normalisation start with much smaller activations than under
@@ -125,6 +127,10 @@ class Conv(nn.Module):
 
 def pixel_shuffle(x: jax.Array, factor: int) -> jax.Array:
     """Depth-to-space: ``[B, H, W, C*f*f] -> [B, H*f, W*f, C]`` (PyTorch's PixelShuffle order)."""
+    if not is_whole(factor) or factor < 1:
+        raise ValueError(f"pixel_shuffle: factor must be a positive integer, got {factor!r}")
+    if x.ndim != 4:
+        raise ValueError(f"pixel_shuffle expects [B, H, W, C], got shape {x.shape}")
     b, h, w, c = x.shape
     if c % (factor * factor):
         raise ValueError(f"pixel_shuffle: {c} channels not divisible by {factor}^2")

@@ -44,6 +44,10 @@ def ternary_pattern(w: jax.Array, method: str = "twn", threshold: float = 0.7) -
     ``round``: ``clip(round(w), -1, 1)``.
     """
     _check_method(method)
+    if not isinstance(threshold, jax.core.Tracer) and (isinstance(threshold, bool) or not threshold >= 0):
+        raise ValueError(f"the ternary threshold must be a number >= 0 (a fraction of mean |w|), got {threshold!r}")
+    if not jnp.issubdtype(jnp.asarray(w).dtype, jnp.floating):
+        raise ValueError(f"ternary_pattern expects float weights, got dtype {jnp.asarray(w).dtype}")
     if method == "round":
         return jnp.clip(jnp.round(w), -1, 1)
     delta = threshold * jnp.mean(jnp.abs(w))
@@ -86,7 +90,9 @@ def ternarize(w: jax.Array, method: str = "twn", threshold: float = 0.7,
 def mix_ternary(w: jax.Array, mix: jax.Array | float, method: str = "twn", threshold: float = 0.7,
                 scale: jax.Array | None = None) -> jax.Array:
     """``(1 - mix) * w + mix * ternarize(w)``: 0 is full precision, 1 ternary (gradient identity in w).
-    Same shape and dtype as ``w``."""
+    Same shape and dtype as ``w``. A concrete ``mix`` outside ``[0, 1]`` is refused."""
+    if not isinstance(mix, jax.core.Tracer) and (isinstance(mix, bool) or not 0.0 <= float(mix) <= 1.0):
+        raise ValueError(f"mix must be in [0, 1] (0 full precision, 1 ternary), got {mix!r}")
     return ((1.0 - mix) * w + mix * ternarize(w, method, threshold, scale)).astype(w.dtype)
 
 
