@@ -8,9 +8,14 @@ import pytest
 from jaxcomp.checks import is_whole
 
 
-def test_is_whole_takes_python_and_numpy_integers_and_refuses_bools_and_floats():
-    assert all(is_whole(v) for v in (0, 3, -2, np.int64(3), np.uint8(7), np.int32(-1)))
-    assert not any(is_whole(v) for v in (True, False, np.bool_(True), 3.0, np.float32(3), "3", None, [3]))
+def test_is_whole_takes_python_numpy_and_jax_integers_and_refuses_bools_and_floats():
+    import jax
+    import jax.numpy as jnp
+
+    assert all(is_whole(v) for v in (0, 3, -2, np.int64(3), np.uint8(7), np.int32(-1), jnp.int32(4)))
+    assert not any(is_whole(v) for v in (True, False, np.bool_(True), 3.0, np.float32(3), "3", None, [3],
+                                         jnp.float32(3), jnp.array([3]), jnp.bool_(True)))
+    assert not jax.jit(lambda v: jnp.asarray(is_whole(v)))(3)  # a traced count is not known when tracing
 
 
 def test_a_count_given_as_true_is_refused_where_it_is_used():
@@ -48,7 +53,7 @@ def _bad_calls():
         ("affinity 1-D", lambda: affinity_from_coefficients(np.ones(3)), ValueError, "2-D"),
         ("affinity None", lambda: affinity_from_coefficients(None), ValueError, "2-D"),
         ("affinity NaN", lambda: affinity_from_coefficients(np.full((2, 2), np.nan)), ValueError, "finite"),
-        ("k-means restarts 0", lambda: spectral_clustering(ring, 2, n_init=0), ValueError, "n_init"),
+        ("k-means restarts 0", lambda: spectral_clustering(ring, 2, n_init=0), ValueError, r"n_init \(k-means"),
         ("no points", lambda: spectral_clustering(np.zeros((0, 0)), 2), ValueError, "no points"),
         ("ECG label -1", lambda: synthesize_record(rng, -1, 3000), ValueError, "class index"),
         ("ECG label 4", lambda: synthesize_record(rng, 4, 3000), ValueError, "class index"),
@@ -60,6 +65,10 @@ def _bad_calls():
         ("load_model(None)", lambda: load_model(None, "l3c"), ModelLoadError, "a checkpoint is a path"),
         ("pixel_shuffle factor True", lambda: pixel_shuffle(jnp.zeros((1, 2, 2, 4)), True), ValueError, "factor"),
         ("pixel_shuffle factor 0", lambda: pixel_shuffle(jnp.zeros((1, 2, 2, 4)), 0), ValueError, "factor"),
+        ("pixel_shuffle of [H, W, C]", lambda: pixel_shuffle(jnp.zeros((2, 2, 4)), 2), ValueError, r"\[B, H, W, C\]"),
+        ("mix per element", lambda: strassen.mix_ternary(w, jnp.array([0.5, 0.5])), ValueError, "scalar"),
+        ("k-means restarts 2.0", lambda: spectral_clustering(ring, 2, n_init=2.0), ValueError, r"n_init \(k-means"),
+        ("k-means restarts None", lambda: spectral_clustering(ring, 2, n_init=None), ValueError, r"n_init \(k-means"),
     ]
 
 

@@ -115,6 +115,12 @@ def test_coder_refuses_bad_levels_counts_words_and_window_starts():
         decode_windowed(stream, pmfs, lo + 6, 8)  # windows moved past the last level
     with pytest.raises(CodingError, match="holds more than was decoded"):
         decode_categorical(encode_categorical(np.array([0, 1, 2]), pmfs), pmfs[:2])
+    with pytest.raises(CodingError, match="holds more than was decoded"):  # inside the alphabet, words over
+        decode_windowed(stream, pmfs[:2], lo[:2], 8)
+    from jaxcomp.coding import CategoricalStreamDecoder
+
+    with pytest.raises(CodingError, match="uint32"):
+        CategoricalStreamDecoder(stream.astype(np.float64))
 
 
 def test_container_refuses_bad_fingerprints_codecs_and_meta():

@@ -108,7 +108,11 @@ def test_stratified_kfold_is_deterministic_and_balanced():
     for bad in (np.full(6, np.nan), labels.reshape(-1, 1)[:6].repeat(2, 1)):
         with pytest.raises(ECGDataError, match="one integer or string label per recording"):
             stratified_kfold(bad, 2, 0)
-    assert len(stratified_kfold(np.array(list("NANAON")), 2, 0)) == 2  # challenge letters work too
+    for letters in (np.array(list("NANAON")), np.array(list("NANAON"), dtype=object)):  # challenge letters too
+        assert len(stratified_kfold(letters, 2, 0)) == 2
+    for k in (1, True, 2.0):
+        with pytest.raises(ECGDataError, match="at least 2 folds"):
+            stratified_kfold(labels, k, 0)
 
 
 def test_folds_follow_fold_seed_not_the_training_seed():

@@ -437,6 +437,33 @@ def test_matmul_experiment_rediscovers_a_rank_7_algorithm(repo, tmp_path):
     np.testing.assert_array_equal(products @ w["wc"].T, (a @ b).reshape(500, 4))
 
 
+def test_run_seed_reports_the_sparsest_exact_restart():
+    """Among a seed's exact restarts the one with the fewest nonzero weights is reported (fewest
+    additions), whatever its place; an inexact restart never wins. Restarts: a denser exact rank-8
+    algorithm (two products rewritten as (a1 + a2) b1 and a2 (b2 - b1)), the naive one, and zeros."""
+    from jaxcomp.strassen.matmul import MatmulSearch, matmul_tensor, run_seed, tensor_error
+
+    t = matmul_tensor()
+    triples = np.argwhere(t)  # one naive product per (a, b, c)
+    r = len(triples)
+    wa, wb, wc = np.zeros((r, t.shape[0])), np.zeros((r, t.shape[1])), np.zeros((t.shape[2], r))
+    for p, (a, b, c) in enumerate(triples):
+        wa[p, a], wb[p, b], wc[c, p] = 1, 1, 1
+    (p1, p2) = [p for p in range(r) if triples[p][2] == triples[0][2]][:2]
+    dense = [wa.copy(), wb.copy(), wc.copy()]
+    dense[0][p1, triples[p2][0]] = 1      # (a1 + a2) b1
+    dense[1][p2, triples[p1][1]] = -1     # a2 (b2 - b1)
+    for w in ((wa, wb, wc), dense):
+        assert tensor_error(*w) == 0
+    restarts = [dense, [wa, wb, wc], [np.zeros_like(wa), np.zeros_like(wb), np.zeros_like(wc)]]
+    params = {k: np.stack([x[i] for x in restarts]).astype(np.float32) for i, k in enumerate(("wa", "wb", "wc"))}
+    spec = MatmulSearch(r=r, restarts=3)
+    result = run_seed(lambda key: (params, None), spec, seed=0)
+    assert result.exact and result.restarts_exact == 2
+    nnz = sum(int(np.count_nonzero(v)) for v in result.weights.values())
+    assert nnz == 3 * r  # the naive algorithm's 24, not the denser one's 26
+
+
 @pytest.fixture(scope="module")
 def spn_kd_run(repo, tmp_path_factory):
     """A full-precision ResNet-8 (strassen.enabled=False, untrained, a confident head) saved as a run,

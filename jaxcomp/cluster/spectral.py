@@ -9,6 +9,8 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import eigsh
 from sklearn.cluster import KMeans
 
+from jaxcomp.checks import is_whole
+
 
 def _check_affinity(A) -> sp.csr_matrix:
     if sp.issparse(A):
@@ -86,17 +88,17 @@ def spectral_clustering(
     n = A.shape[0]
     if n == 0:
         raise ValueError("the affinity has no points (shape (0, 0))")
-    if isinstance(n_init, bool) or int(n_init) != n_init or n_init < 1:
+    if not is_whole(n_init) or n_init < 1:
         raise ValueError(f"n_init (k-means restarts) must be a positive integer, got {n_init!r}")
     if n_clusters is not None:
-        if isinstance(n_clusters, bool) or int(n_clusters) != n_clusters or n_clusters < 1:
+        if not is_whole(n_clusters) or n_clusters < 1:
             raise ValueError(f"n_clusters must be a positive integer, got {n_clusters!r}")
         if n_clusters > n:
             raise ValueError(f"fewer points ({n}) than clusters ({n_clusters})")
         k = int(n_clusters)
         vals, vecs = laplacian_spectrum(A, k, seed)
     else:
-        if isinstance(max_clusters, bool) or int(max_clusters) != max_clusters or max_clusters < 1:
+        if not is_whole(max_clusters) or max_clusters < 1:
             raise ValueError(f"max_clusters must be a positive integer, got {max_clusters!r}")
         kmax = min(max_clusters + 1, n)
         vals, vecs = laplacian_spectrum(A, kmax, seed)

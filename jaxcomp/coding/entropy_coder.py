@@ -123,8 +123,9 @@ class CategoricalStreamDecoder:
     incrementally: each :meth:`decode` call takes the PMFs ``[N, L]`` of the next ``N`` symbols."""
 
     def __init__(self, words: np.ndarray):
+        words = _check_words(words)
         try:
-            self._coder = constriction.stream.stack.AnsCoder(np.ascontiguousarray(words, dtype=np.uint32))
+            self._coder = constriction.stream.stack.AnsCoder(words)
         except Exception as e:
             raise CodingError(f"entropy-coded stream is unreadable: {e}") from e
 

@@ -259,6 +259,8 @@ def stratified_kfold(labels: np.ndarray, k: int, seed: int) -> list[tuple[np.nda
     ``default_rng(seed)`` and dealt round-robin to the folds.
     """
     labels = np.asarray(labels)
+    if labels.dtype.kind == "O" and all(isinstance(v, str) for v in labels.ravel()):
+        labels = labels.astype(str)
     if labels.ndim != 1 or labels.dtype.kind not in "iuUS":  # float labels may be NaN, which never equals a class
         raise ECGDataError(f"labels must be one integer or string label per recording [N], got "
                            f"{labels.dtype} {labels.shape}")

@@ -41,22 +41,27 @@ def _check_pair(name: str, x: jax.Array, y: jax.Array, ndim: int | None = 4) -> 
     """Raises ValueError unless ``x`` and ``y`` have one shape (with ``ndim`` axes, if given)."""
     if x.shape != y.shape or (ndim is not None and x.ndim != ndim) or x.ndim < 2:
         want = "[B, H, W, C]" if ndim == 4 else "[B, ...]"
-        raise ValueError(f"{name} expects two images {want} of the same shape, got {x.shape} and {y.shape}")
+        hint = " (one image: x[None]; a gray batch [B, H, W]: x[..., None])" if ndim == 4 and x.shape == y.shape else ""
+        raise ValueError(f"{name} expects two images {want} of the same shape, got {x.shape} and {y.shape}{hint}")
 
 
 def _check_scales(name: str, x: jax.Array, y: jax.Array, max_val: float) -> None:
-    """Raises ValueError for two concrete images on different scales: an integer image above 1 beside
-    a float image within ``[0, 1]`` (e.g. ``uint8`` against ``[0, 1]`` floats). Warns when both are
-    float images within ``[0, 1]`` (not all zero) but ``max_val`` is above 1 (at 255 a PSNR ~48 dB
-    too high). Skipped under ``jax.jit`` (traced values have no range to look at)."""
+    """Warns for two concrete images that look like two scales: an integer image above 1 beside a
+    float image within ``[0, 1]`` (e.g. ``uint8`` against ``[0, 1]`` floats: PSNR ~6 dB), or two
+    float images within ``[0, 1]`` (not all zero) with ``max_val`` above 1 (at 255 a PSNR ~48 dB too
+    high). A warning, not an error: a nearly black reconstruction on the 0-255 scale (an untrained
+    decoder's) looks the same and is a real, low score. Skipped under ``jax.jit`` (traced values
+    have no range to look at)."""
     if any(isinstance(v, jax.core.Tracer) for v in (x, y, max_val)) or x.size == 0:
         return
     top = {k: float(jnp.max(v)) for k, v in (("x", x), ("y", y))}
     ints = {k: jnp.issubdtype(v.dtype, jnp.integer) for k, v in (("x", x), ("y", y))}
     for a, b in (("x", "y"), ("y", "x")):
         if ints[a] and not ints[b] and top[a] > 1 and top[b] <= 1:
-            raise ValueError(f"{name}: {a} is {(x if a == 'x' else y).dtype} up to {top[a]:g} but {b} is a float "
-                             f"image within [0, 1]; put both on one scale (e.g. {b} * 255) and set max_val to it")
+            warnings.warn(f"{name}: {a} is {(x if a == 'x' else y).dtype} up to {top[a]:g} but {b} is a float "
+                          f"image within [0, 1]; if {b} is on the [0, 1] scale, put both on one scale (e.g. "
+                          f"{b} * 255) and set max_val to it", stacklevel=3)
+            return
     if (not any(ints.values()) and 0 < max(top.values()) <= 1 < max_val
             and min(float(jnp.min(x)), float(jnp.min(y))) >= 0):
         warnings.warn(f"{name}: both images lie within [0, 1] but max_val is {max_val:g}; for images in "
@@ -74,9 +79,9 @@ def mse(x: jax.Array, y: jax.Array) -> jax.Array:
 def psnr(x: jax.Array, y: jax.Array, max_val: float = 255.0) -> jax.Array:
     """PSNR in dB per image: ``[B, H, W, C]`` x2 (any real dtype, in ``[0, max_val]``) -> ``float32 [B]``
     (inf for identical images). One image needs its batch axis (``x[None]``): an ``[H, W, C]`` image
-    would otherwise be read as H images. Concrete images on different scales (``uint8`` against
-    ``[0, 1]`` floats) are refused; images within ``[0, 1]`` with ``max_val > 1`` warn. For other
-    shapes, :func:`mse` and :func:`psnr_from_mse`."""
+    would otherwise be read as H images. Concrete images that look like two scales (``uint8``
+    against ``[0, 1]`` floats, or ``[0, 1]`` floats with ``max_val > 1``) warn. For other shapes,
+    :func:`mse` and :func:`psnr_from_mse`."""
     x, y = jnp.asarray(x), jnp.asarray(y)
     _check_pair("psnr", x, y)
     _check_scales("psnr", x, y, max_val)

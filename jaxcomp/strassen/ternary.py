@@ -91,6 +91,8 @@ def mix_ternary(w: jax.Array, mix: jax.Array | float, method: str = "twn", thres
                 scale: jax.Array | None = None) -> jax.Array:
     """``(1 - mix) * w + mix * ternarize(w)``: 0 is full precision, 1 ternary (gradient identity in w).
     Same shape and dtype as ``w``. A concrete ``mix`` outside ``[0, 1]`` is refused."""
+    if jnp.ndim(mix) != 0:
+        raise ValueError(f"mix must be a scalar in [0, 1], got shape {jnp.shape(mix)}")
     if not isinstance(mix, jax.core.Tracer) and (isinstance(mix, bool) or not 0.0 <= float(mix) <= 1.0):
         raise ValueError(f"mix must be in [0, 1] (0 full precision, 1 ternary), got {mix!r}")
     return ((1.0 - mix) * w + mix * ternarize(w, method, threshold, scale)).astype(w.dtype)
