@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxcomp.checks import is_whole
+
 __all__ = [
     "Codec", "CodecError", "LossyCodec", "NotLosslessError", "RateMatch", "assert_bit_exact", "bits_per_pixel",
     "bits_per_subpixel", "check_image", "encode_at_bitrate", "lossless_baselines", "lossless_codec_names",
@@ -101,12 +103,23 @@ def check_image(image: Any) -> np.ndarray:
 
 def bits_per_subpixel(num_bytes: int, shape: Sequence[int]) -> float:
     """``8 * num_bytes / (H * W * C)`` for an image of ``shape`` ``[H, W, C]``."""
+    _check_rate_args(num_bytes, shape, 3)
     return 8.0 * num_bytes / float(np.prod(shape))
 
 
 def bits_per_pixel(num_bytes: int, shape: Sequence[int]) -> float:
     """``8 * num_bytes / (H * W)`` for an image of ``shape`` ``[H, W, ...]`` (the lossy papers' bpp)."""
+    _check_rate_args(num_bytes, shape, 2)
     return 8.0 * num_bytes / float(shape[0] * shape[1])
+
+
+def _check_rate_args(num_bytes: int, shape: Sequence[int], least_axes: int) -> None:
+    """A byte count ``>= 0`` and an image shape of positive sides (a negative size gave a negative rate)."""
+    if not is_whole(num_bytes) or num_bytes < 0:
+        raise ValueError(f"num_bytes must be an integer >= 0, got {num_bytes!r}")
+    if len(shape) < least_axes or not all(is_whole(n) and n > 0 for n in shape):
+        axes = "[H, W, C]" if least_axes == 3 else "[H, W, ...]"
+        raise ValueError(f"shape must be an image shape {axes} of positive sides, got {tuple(shape)!r}")
 
 
 def verify_lossless(codec: Codec, image: np.ndarray) -> bytes:

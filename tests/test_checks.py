@@ -33,17 +33,21 @@ def _bad_calls():
     import jax.numpy as jnp
 
     from jaxcomp import strassen
+    from jaxcomp.baselines import bits_per_pixel, bits_per_subpixel
+    from jaxcomp.cluster.data import union_of_subspaces
     from jaxcomp.cluster.spectral import spectral_clustering
-    from jaxcomp.cluster.ssc import affinity_from_coefficients
+    from jaxcomp.cluster.ssc import affinity_from_coefficients, tau_from_noise
     from jaxcomp.data import DataError
     from jaxcomp.data.text import Vocabulary, read_words
+    from jaxcomp.distill.losses import distillation_loss
     from jaxcomp.ecg.synthetic import synthesize_record
     from jaxcomp.modelfile import ModelLoadError, load_model
-    from jaxcomp.nn import pixel_shuffle
+    from jaxcomp.nn import conv_strided_s2d, pixel_shuffle
 
     w = jnp.array([[0.9, -0.1], [-1.2, 0.5]])
     rng = np.random.default_rng(0)
     ring = np.roll(np.eye(4), 1, 1) + np.roll(np.eye(4), -1, 1)
+    logits, labels = jnp.zeros((2, 3)), jnp.array([0, 1])
     return [
         ("ternary threshold < 0", lambda: strassen.ternary_pattern(w, threshold=-1.0), ValueError, "threshold"),
         ("ternary threshold NaN", lambda: strassen.ternary_pattern(w, threshold=float("nan")), ValueError, "threshold"),
@@ -69,6 +73,27 @@ def _bad_calls():
         ("mix per element", lambda: strassen.mix_ternary(w, jnp.array([0.5, 0.5])), ValueError, "scalar"),
         ("k-means restarts 2.0", lambda: spectral_clustering(ring, 2, n_init=2.0), ValueError, r"n_init \(k-means"),
         ("k-means restarts None", lambda: spectral_clustering(ring, 2, n_init=None), ValueError, r"n_init \(k-means"),
+        ("subspaces sigma NaN", lambda: union_of_subspaces(12, 3, 2, sigma=float("nan")), ValueError, "finite"),
+        ("no subspaces", lambda: union_of_subspaces(12, 3, 0), ValueError, "n_subspaces must be an integer"),
+        ("subspace dim 2.5", lambda: union_of_subspaces(12, 2.5, 2), ValueError, "subspace_dim must be an integer"),
+        ("tau of NaN noise", lambda: tau_from_noise(float("nan"), 10), ValueError, "finite sigma"),
+        ("tau margin < 0", lambda: tau_from_noise(0.1, 10, margin=-2.0), ValueError, "margin > 0"),
+        ("negative bytes", lambda: bits_per_subpixel(-10, (4, 4, 3)), ValueError, "num_bytes"),
+        ("bpp of a 1-D shape", lambda: bits_per_pixel(10, (4,)), ValueError, "image shape"),
+        ("strided conv stride 0", lambda: conv_strided_s2d(jnp.zeros((1, 4, 4, 2)), jnp.zeros((3, 3, 2, 1)), 0, (1, 1)),
+         ValueError, "stride must be a positive integer"),
+        ("strided conv channels", lambda: conv_strided_s2d(jnp.zeros((1, 4, 4, 3)), jnp.zeros((3, 3, 2, 1)), 2, (1, 1)),
+         ValueError, r"input \[B, H, W, 2\]"),
+        ("negative label weight", lambda: distillation_loss("kd", logits, logits, labels, None, label_weight=-1.0),
+         ValueError, "label_weight must be finite and >= 0"),
+        ("NaN label weight", lambda: distillation_loss("ban_label", logits, logits, labels, None,
+                                                       label_weight=float("nan")), ValueError, "label_weight"),
+        ("label weights, one negative", lambda: distillation_loss("kd", logits, logits, labels, None,
+                                                                  label_weight=np.array([1.0, -1.0])),
+         ValueError, "label_weight must be finite and >= 0"),
+        ("subspaces rho None", lambda: union_of_subspaces(12, 3, 2, rho=None), ValueError, "finite numbers"),
+        ("strided conv 0-d kernel", lambda: conv_strided_s2d(jnp.zeros((1, 4, 4, 2)), jnp.zeros(()), 2, (1, 1)),
+         ValueError, "square kernels"),
     ]
 
 

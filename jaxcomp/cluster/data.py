@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 
+from jaxcomp.checks import is_whole
 from jaxcomp.files import atomic_file, load_npz
 
 
@@ -30,6 +31,16 @@ def union_of_subspaces(
       ``(X (N, m) float32, labels (N,) int64)`` with ``N = n_subspaces * round(rho * d)``.
     """
     m, d, L, t = ambient_dim, subspace_dim, n_subspaces, intersection_dim
+    for name, value, least in (("ambient_dim", m, 1), ("subspace_dim", d, 1), ("n_subspaces", L, 1),
+                               ("intersection_dim", t, 0)):
+        if not is_whole(value) or value < least:
+            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    try:
+        finite = bool(np.isfinite(float(rho)) and np.isfinite(float(sigma)))
+    except (TypeError, ValueError):
+        finite = False
+    if not finite:
+        raise ValueError(f"rho and sigma must be finite numbers, got rho={rho!r}, sigma={sigma!r}")
     if not 0 <= t <= d or d < 1:
         raise ValueError(f"need 0 <= intersection_dim <= subspace_dim, got t={t}, d={d}")
     if t + L * (d - t) > m:

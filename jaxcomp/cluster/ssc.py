@@ -97,8 +97,10 @@ POINT_NORMS = ("unit", "raw")
 
 def tau_from_noise(sigma: float, ambient_dim: int, subspace_dim: int = 0, margin: float = 1.1) -> float:
     """Data-dependent residual threshold for noise level ``sigma`` (see module docstring)."""
-    if sigma < 0 or ambient_dim < 1 or not 0 <= subspace_dim <= ambient_dim:
-        raise ValueError("need sigma >= 0, ambient_dim >= 1 and 0 <= subspace_dim <= ambient_dim")
+    if not (np.isfinite(sigma) and np.isfinite(margin)) or sigma < 0 or margin <= 0:  # NaN gave tau NaN
+        raise ValueError(f"need a finite sigma >= 0 and margin > 0, got sigma={sigma!r}, margin={margin!r}")
+    if ambient_dim < 1 or not 0 <= subspace_dim <= ambient_dim:
+        raise ValueError("need ambient_dim >= 1 and 0 <= subspace_dim <= ambient_dim")
     return float(margin * sigma * math.sqrt((ambient_dim - subspace_dim) / ambient_dim) / math.sqrt(1 + sigma**2))
 
 

@@ -202,6 +202,10 @@ def distillation_loss(name: str, student_logits: jax.Array, teacher_logits: jax.
     soft term already scaled by ``T^2``); ``ban_label`` and ``dkpp`` use ``label_weight`` as in
     :func:`ban_label_loss` / :func:`dkpp_loss` (``dkpp_keys``: its per-position keys, ``row_keys``).
     """
+    if not isinstance(label_weight, jax.core.Tracer):  # a traced weight is the caller's to check
+        values = np.asarray(label_weight, dtype=np.float64)
+        if not (np.all(np.isfinite(values)) and np.all(values >= 0)):
+            raise ValueError(f"label_weight must be finite and >= 0, got {label_weight!r}")
     if name == "ce":
         return label_loss(student_logits, labels, mask)
     if name not in LOSSES:

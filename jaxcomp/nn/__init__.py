@@ -256,9 +256,13 @@ def conv_strided_s2d(x: jax.Array, kernel: jax.Array, stride: int, padding: tupl
     convolution too. On XLA's CPU backend the strided form's input gradient is a dilated
     transposed convolution, 15-30x slower than its forward pass (pix2pixHD's discriminator).
     """
+    if kernel.ndim != 4 or kernel.shape[0] != kernel.shape[1]:
+        raise ValueError(f"conv_strided_s2d: square kernels [k, k, I, O] only, got {kernel.shape}")
     k, s = kernel.shape[0], stride
-    if kernel.shape[1] != k:
-        raise ValueError(f"conv_strided_s2d: square kernels only, got {kernel.shape[:2]}")
+    if not is_whole(s) or s < 1:
+        raise ValueError(f"conv_strided_s2d: stride must be a positive integer, got {stride!r}")
+    if x.ndim != 4 or x.shape[-1] != kernel.shape[2]:
+        raise ValueError(f"conv_strided_s2d: input [B, H, W, {kernel.shape[2]}] expected by the kernel, got {x.shape}")
     taps = -(-k // s)
     kernel = jnp.pad(kernel, ((0, taps * s - k), (0, taps * s - k), (0, 0), (0, 0)))
     b, h, w, c = x.shape
