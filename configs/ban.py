@@ -158,6 +158,8 @@ def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
         teacher_config="",            # or a whole config for generation 0 (its own recipe), e.g. ban.py:paper_wrn_28_2
         teacher_overrides=(),         # key=value overrides of teacher_config (the data location is inherited)
         student_baseline=True,        # with teacher_model: also train the student architecture on labels
+        time_limit=0.0,               # seconds of wall clock for the whole command (0: none); a model stopped
+                                      # by it is continued, and finished ones skipped, by the same command
     ))
 
     c.steps = 1200

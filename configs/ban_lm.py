@@ -68,7 +68,8 @@ def get_config(variant: str = "ptb") -> ml_collections.ConfigDict:
         plateau=dict(metric="", factor=0.5, min_delta=0.0, mode="min", reset_steps=()),
     ))
     c.ban = ml_collections.ConfigDict(dict(generations=1, seeds=(0,), loss="ban_label", variants=(),
-                                           teacher_model=""))
+                                           teacher_model="",
+                                           time_limit=0.0))  # seconds for the whole command (0: none); see ban.py
     c.steps = 300
     c.log_every = 50
     c.eval_every = -1                # -1: once, at the last step (set below); experiments/ban.py evaluates itself

@@ -182,6 +182,7 @@ def get_config(variant: str = "mnist") -> ml_collections.ConfigDict:
             steps=0,              # > 0: every stage-2 run trains this many steps (else the variant's own)
             mmd=0.0,              # > 0: DPLC's lambda (loss.mmd) in place of the stage-2 variant's; or one per rate
             split="test",         # test: report | val: choose settings (never on the reported data)
+            time_limit=0.0,       # seconds for the whole command (0: none); the same command continues
             eval_images=10_000, grid_images=10, quiet=False))
         if dataset == "mnist":
             # 0, 4, 16, 64 and 256 bits per image on the 2x2 grid (0 to 0.25 bpp)
@@ -199,6 +200,7 @@ def get_config(variant: str = "mnist") -> ml_collections.ConfigDict:
         c.generators = ml_collections.ConfigDict(dict(
             objectives=("wgan", "wae", "wpp"), seeds=(0, 1, 2),
             steps=0,              # > 0: every run trains this many steps (the decays scaled); else the variant's own
+            time_limit=0.0,       # seconds for the whole command (0: none); the same command continues
             eval_images=10_000, grid_images=10, quiet=False))
         if dataset == "mnist":
             c.generators.steps = 2500  # half the shipped generator's 5000: 9 runs in about an hour on 2 CPU cores

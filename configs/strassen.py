@@ -102,7 +102,8 @@ def _experiment(ratios, kd: bool, seeds=(0,), twn: bool = False, kd_lr_factor: f
     # an SPN model (and with kd the same SPN model distilled from that seed's full-precision model);
     # kd_lr_factor scales the learning rate of the KD runs, quantized_overrides ("key=value" strings)
     # apply to the SPN and TWN runs only (e.g. their own learning-rate schedule)
-    # time_limit: seconds of wall clock per model (0: none); a model stopped early continues on a rerun
+    # time_limit: seconds of wall clock for the whole command (0: none); the model it stops continues,
+    # and finished ones are skipped, when the same command runs again
     return ml_collections.ConfigDict(dict(hidden_ratios=tuple(ratios), kd=kd, seeds=tuple(seeds), twn=twn,
                                           kd_lr_factor=float(kd_lr_factor),
                                           quantized_overrides=tuple(quantized_overrides), time_limit=0.0))

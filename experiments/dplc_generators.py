@@ -62,6 +62,10 @@ def objective_config(config: ml_collections.ConfigDict, objective: str, seed: in
         c = ml_collections.ConfigDict(config.to_dict())
     else:
         c = with_stage1_data_and_sizes(load_config(f"{CONFIGS}:{dataset}_{objective}"), config)
+    for block in ("sweep", "generators"):  # a command's time budget is not a setting of the run (its digest)
+        if "time_limit" in c.get(block, {}):
+            with c.unlocked():
+                del c[block]["time_limit"]
     c.seed = int(seed)
     c.data.seed = int(seed)
     if config.generators.steps:
@@ -117,11 +121,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
     from jaxcomp import tasks
     from jaxcomp import train as trainer
     from jaxcomp.codecs.dplc.model import spec_from_config
+    from jaxcomp.deadline import Deadline
     from jaxcomp.reporting import write_table
 
     g = config.get("generators")
     if g is None:
         raise ValueError("the config has no 'generators' block: use a stage-1 variant of configs/dplc.py")
+    deadline = Deadline(g.get("time_limit", 0.0), "generators.time_limit")
     os.makedirs(workdir, exist_ok=True)
     # the report images of the sweep (evaluation_images reads sweep.split / sweep.eval_images), on a copy
     chosen = ml_collections.ConfigDict(config.to_dict())
@@ -150,8 +156,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
                 with np.load(grid_file) as f:
                     samples, rec = f["samples"], (f["recons"] if "recons" in f else None)
             else:
+                deadline.for_training(run_dir, c.steps)  # out of time: stop before anything is built
                 task, data = tasks.build(c)
-                state, _ = trainer.train(c, run_dir, task, data, progress=not g.get("quiet", False))
+                state, _ = trainer.train(c, run_dir, task, data, progress=not g.get("quiet", False),
+                                         time_limit=deadline.for_training(run_dir, c.steps))
+                deadline.check_finished(state, c.steps, run_dir)
                 scores, samples, rec = score(task, jax.device_get(state.params), test, metric, int(seed))
                 row = dict(objective=objective, seed=int(seed), steps=int(c.steps), **scores, settings=settings)
                 samples = samples[: g.grid_images]

@@ -212,6 +212,7 @@ def run(config, workdir: str) -> str:
     from jaxcomp import tasks
     from jaxcomp import train as trainer
     from jaxcomp.codecs.dplc.model import spec_from_config
+    from jaxcomp.deadline import Deadline
     from jaxcomp.metrics import reconstruction_scores
     from jaxcomp.reporting import write_table
 
@@ -221,6 +222,7 @@ def run(config, workdir: str) -> str:
     for key in ("rates", "methods", "seeds"):  # an empty sweep would report the reference rows alone, exit 0
         if not tuple(s[key]):
             raise ValueError(f"sweep.{key} is empty: the sweep would train nothing")
+    deadline = Deadline(s.get("time_limit", 0.0), "sweep.time_limit")
     os.makedirs(workdir, exist_ok=True)
     test, reference = evaluation_images(config)
     spec = spec_from_config(config.model)
@@ -247,7 +249,9 @@ def run(config, workdir: str) -> str:
                                          f"{found.tolist()}); use another --workdir, "
                                          f"or remove {run_dir} to train it again")
                 else:
-                    state, _ = trainer.train(c, run_dir, task, data, progress=not s.get("quiet", False))
+                    state, _ = trainer.train(c, run_dir, task, data, progress=not s.get("quiet", False),
+                                             time_limit=deadline.for_training(run_dir, c.steps))
+                    deadline.check_finished(state, c.steps, run_dir)
                     decoded = decode_all(task, jax.device_get(state.params), test, seed)
                     with atomic_file(cache) as f:
                         np.savez_compressed(f, decoded=decoded, images=len(test), made_by=made_by)

@@ -10,7 +10,8 @@ layers with ternary kernels), then for each ``experiment.hidden_ratios`` an SPN 
 ``kd`` loss). The seed sets the initialisation, the example order and the augmentation (a data
 subset stays the same). Every model lives in its own sub-folder of --workdir (``seed<k>/...`` with
 several seeds; with its per-layer op_counts.md), so a rerun resumes or skips finished models;
-``experiment.time_limit`` (seconds per model) stops a model early (rerun to continue). Writes
+``experiment.time_limit`` (seconds for the whole command) stops the model in training at that
+time, checkpointed, and reports nothing (the same command continues; finished models are skipped). Writes
 results.md (mean ± sample std over seeds) / results.json and a plot of the metric against the
 multiplications. Compiled programs are cached in --workdir/jax_cache (seeds share them).
 
@@ -30,6 +31,7 @@ import numpy as np
 from jaxcomp import tasks
 from jaxcomp import train as trainer
 from jaxcomp.configs import apply_overrides, config_script_main
+from jaxcomp.deadline import Deadline
 from jaxcomp.distill import check_kd_temperature
 from jaxcomp.strassen.counting import format_table, summarize
 from jaxcomp.xla import enable_compilation_cache
@@ -40,6 +42,7 @@ def _variant(config: ml_collections.ConfigDict, enabled: bool, ratio: float = 1.
     e = config.experiment
     c = apply_overrides(config, e.get("quantized_overrides", ())) if enabled else \
         ml_collections.ConfigDict(config.to_dict())
+    c.experiment.time_limit = 0.0  # the command's budget is not a setting of the model (its config.json)
     c.strassen.enabled = enabled
     c.strassen.mode = mode
     c.strassen.hidden_ratio = float(ratio)
@@ -53,12 +56,11 @@ def _variant(config: ml_collections.ConfigDict, enabled: bool, ratio: float = 1.
     return c
 
 
-def _train(config, workdir: str, time_limit: float | None = None) -> dict:
+def _train(config, workdir: str, deadline: Deadline) -> dict:
+    deadline.for_training(workdir, config.steps)  # out of time: stop before anything is built
     task, data = tasks.build(config)
-    state, metrics = trainer.train(config, workdir, task, data, time_limit=time_limit)
-    if int(state.step) < config.steps:
-        raise RuntimeError(f"{workdir} stopped at step {int(state.step)} of {config.steps} (time limit); "
-                           "rerun the same command to continue")
+    state, metrics = trainer.train(config, workdir, task, data, time_limit=deadline.for_training(workdir, config.steps))
+    deadline.check_finished(state, config.steps, workdir)
     example = data.train_batch(0)[task.input_key]
     rows = task.op_counts(state, example)
     with open(os.path.join(workdir, "op_counts.md"), "w") as f:
@@ -107,11 +109,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
     os.makedirs(workdir, exist_ok=True)
     enable_compilation_cache(os.path.join(workdir, "jax_cache"), min_compile_secs=1.0)  # seeds share programs
     lm = config.task == "lm"
-    time_limit = config.experiment.get("time_limit", 0) or None
+    deadline = Deadline(config.experiment.get("time_limit", 0.0), "experiment.time_limit")
     results = []
     for name, ratio, seed, cfg, wd in plan(config, workdir):
         print(f"== {name} r/out={ratio} seed={seed} -> {wd}", flush=True)
-        out = _train(cfg, wd, time_limit)
+        out = _train(cfg, wd, deadline)
         results.append(dict(model=name, hidden_ratio=ratio, seed=seed, kd=name.endswith("KD"), workdir=wd, **out))
     metric = "perplexity" if lm else "accuracy"
     unit = "per token" if lm else "per image"

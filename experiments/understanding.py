@@ -24,7 +24,8 @@
 
 Writes ``results.md`` (tables, mean ± std over seeds), ``results.json``, ``accuracy_vs_bpp.png``.
 Finished runs are skipped, so the same command continues an interrupted study
-(``experiment.time_limit`` seconds stops it between runs).
+(``experiment.time_limit`` seconds for the whole command stops it, the run in training checkpointed, and
+writes the report of what is finished).
 """
 
 from __future__ import annotations
@@ -37,16 +38,13 @@ from typing import Any
 import numpy as np
 
 from jaxcomp.configs import config_script_main
+from jaxcomp.deadline import Deadline, OutOfTime
 from jaxcomp.files import write_atomic
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "understanding.py")
 
 
 STAGES = ("codecs", "classification", "joint", "segmentation", "compute")
-
-
-class OutOfTime(Exception):
-    pass
 
 
 def _module():
@@ -84,17 +82,12 @@ class Study:
     def __init__(self, config, workdir: str):
         self.config, self.workdir, self.exp = config, workdir, config.experiment
         self.cfg = _module()
-        self.started = time.monotonic()
+        self.deadline = Deadline(self.exp.get("time_limit", 0), "experiment.time_limit")
         self.results: dict[str, Any] = {"rows": [], "codecs": {}, "flops": {}, "joint": [], "linear": []}
         from jaxcomp.xla import enable_compilation_cache
 
         # the seeds of a row compile the same programs: the second and third hit the cache
         enable_compilation_cache(os.path.join(workdir, "jax_cache"), min_compile_secs=1.0)
-
-    def check_time(self) -> None:
-        limit = self.exp.get("time_limit", 0)
-        if limit and time.monotonic() - self.started > limit:
-            raise OutOfTime
 
     # ---- configs -------------------------------------------------------------------------
 
@@ -126,6 +119,8 @@ class Study:
         import ml_collections
 
         c = ml_collections.ConfigDict(self.config.to_dict())
+        # the command's budget is not a setting of the row: its key (and a finished row) stays valid under another
+        c.experiment.time_limit = 0
         c.data = self.data_block(kind)
         c.model.num_classes = int(c.data.num_classes)
         self.cfg.set_input(c, inp, kind)
@@ -160,13 +155,11 @@ class Study:
         from jaxcomp import tasks
         from jaxcomp import train as trainer
 
-        self.check_time()
+        self.deadline.for_training(workdir, config.steps)  # out of time: stop before anything is built
         task, data = tasks.build(config)
-        limit = self.exp.get("time_limit", 0)
-        left = max(1.0, limit - (time.monotonic() - self.started)) if limit else None
-        state, _ = trainer.train(config, workdir, task, data, progress=False, time_limit=left)
-        if int(state.step) < config.steps:
-            raise OutOfTime
+        state, _ = trainer.train(config, workdir, task, data, progress=False,
+                                 time_limit=self.deadline.for_training(workdir, config.steps))
+        self.deadline.check_finished(state, config.steps, workdir)
         return task, state
 
     def codecs(self) -> None:
@@ -344,8 +337,8 @@ class Study:
                     raise ValueError(f"unknown experiment stage {stage!r}; use {STAGES}")
                 getattr(self, stage)()
                 done.append(stage)
-        except OutOfTime:
-            print(f"experiment.time_limit reached after stages {done}: run the same command to continue", flush=True)
+        except OutOfTime as e:
+            print(f"{e} after stages {done}: run the same command to continue", flush=True)
         os.makedirs(self.workdir, exist_ok=True)
         with open(os.path.join(self.workdir, "results.json"), "w") as f:
             json.dump(self.results, f, indent=1)

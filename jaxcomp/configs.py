@@ -191,9 +191,13 @@ def config_script_main(description: str, default_config: str, run: Callable[[ml_
     Loads the config, calls ``run(config, workdir)`` and prints what it returns. Config and
     input errors (``ValueError`` and subclasses, ``OSError`` such as a missing file or a workdir
     that is a file) are printed as one ``error:`` line with exit status 2 instead of a traceback.
+    A run stopped by its time limit (:class:`jaxcomp.deadline.OutOfTime`) prints one ``stopped:``
+    line on stderr and exits with status 0, as ``experiments/train.py --time-limit`` does.
     """
     import argparse
     import sys
+
+    from jaxcomp.deadline import OutOfTime
 
     try:
         overrides, rest = split_cli_overrides(sys.argv[1:] if argv is None else list(argv))
@@ -202,6 +206,9 @@ def config_script_main(description: str, default_config: str, run: Callable[[ml_
         parser.add_argument("--workdir", required=True, help="output directory")
         args = parser.parse_args(rest)
         result = run(load_config(args.config, overrides), args.workdir)
+    except OutOfTime as e:
+        print(f"stopped: {e}; run the same command to continue (finished models are kept)", file=sys.stderr)
+        return 0
     except (ValueError, OSError) as e:  # OSError: e.g. a workdir that is a file, a folder not writable
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import flax.linen as nn
 import jax
@@ -655,7 +656,7 @@ def test_independent_ensemble_control_uses_teachers_of_different_seeds(tiny_conf
         assert abs(_mean_prob_metrics([alone], labels)["nll"] - expected["nll"]) > 1e-3
 
 
-def test_tiny_generations_train_and_chain_teachers(ban_config, tmp_path):
+def test_tiny_generations_train_and_chain_teachers(ban_config, tmp_path, monkeypatch):
     from jaxcomp.distill.generations import run_generations, summarize
     from jaxcomp.distill.task import build_task, load_teacher
 
@@ -701,9 +702,24 @@ def test_tiny_generations_train_and_chain_teachers(ban_config, tmp_path):
     with pytest.raises(ValueError, match="distill.temperature must be > 0"):  # NaN losses from the first step
         build_task(apply_overrides(config, ["distill.loss=kd", "distill.temperature=0.0",
                                             f"distill.teachers=('{tmp_path / 'seed0' / 'teacher'}',)"]))
-    # a rerun skips finished models and reproduces the numbers
-    again = run_generations(config, str(tmp_path), progress=False, log=lambda *_: None)
-    assert again[0]["error"] == rows[0]["error"]
+    # a rerun skips finished models and reproduces the numbers, even past its time limit (nothing to train)
+    again = run_generations(apply_overrides(config, ["ban.time_limit=1e-9"]), str(tmp_path), progress=False,
+                            log=lambda *_: None)
+    assert [(r["model"], r["error"]) for r in again] == [(r["model"], r["error"]) for r in rows]
+    # a student stopped by the limit is checkpointed where it stopped, and neither evaluated nor reported (the
+    # same command continues it); the budget each unfinished model is given is cut to 1 us, so that it stops
+    # after its first step whatever the machine's load
+    from jaxcomp.deadline import Deadline, OutOfTime
+    from jaxcomp.files import latest_complete_checkpoint
+
+    given = Deadline.for_training
+    monkeypatch.setattr(Deadline, "for_training", lambda self, wd, steps: given(self, wd, steps) and 1e-6)
+    shutil.copytree(tmp_path / "seed0" / "teacher", tmp_path / "sliced" / "seed0" / "teacher")
+    with pytest.raises(OutOfTime, match=rf"ban\.time_limit reached: .*ban-1 stopped at step 1 of {config.steps}"):
+        run_generations(apply_overrides(config, ["ban.time_limit=3600"]), str(tmp_path / "sliced"), progress=False,
+                        log=lambda *_: None)
+    assert 0 < latest_complete_checkpoint(tmp_path / "sliced" / "seed0" / "ban-1") < config.steps
+    assert "time_limit" not in json.loads((student_dir / "config.json").read_text())["ban"]  # not a model setting
     assert os.path.isdir(student_dir / "checkpoints")
     # evaluating a finished run (experiments/train.py --eval-only) reports without training
     from jaxcomp import tasks
@@ -1192,11 +1208,12 @@ def test_driver_wires_variant_label_weights_and_teacher_configs(repo, tmp_path, 
     """Without training (``train_member`` recorded): a variant ``"dkpp:0"`` trains DKPP with label weight 0
     and ``"ban_label:1"`` with 1; ``ban.teacher_config`` trains the teacher from that config, with the
     students' data location and ``ban.teacher_overrides`` applied, and no label-only student baseline."""
+    from jaxcomp.deadline import Deadline
     from jaxcomp.distill import generations
 
     calls = []
 
-    def fake_train_member(config, workdir, name, teachers, progress=True):
+    def fake_train_member(config, workdir, name, teachers, progress=True, deadline=None):
         calls.append((name, config, [t.workdir for t in teachers]))
         return generations.Member(name, workdir, {"error": 1.0, "nll": 1.0, "confidence": 0.5}, None, None)
 
@@ -1206,7 +1223,7 @@ def test_driver_wires_variant_label_weights_and_teacher_configs(repo, tmp_path, 
         "data.tfds_data_dir=/somewhere/tfds", "ban.seeds=(4,)", "ban.variants=('dkpp:0', 'ban_label:1', 'cwtm')",
         "ban.teacher_overrides=('steps=7',)", "distill.label_weight=0.5"])
     config = apply_overrides(config, [f"ban.teacher_config={path}:paper_wrn_28_2"])
-    generations._run_seed(config, 4, str(tmp_path), False, lambda *_: None, [])
+    generations._run_seed(config, 4, str(tmp_path), False, lambda *_: None, [], Deadline(None))
     by_name = {name: (c, t) for name, c, t in calls}
     assert list(by_name) == ["teacher", "BAN-1", "DKPP", "BAN_LABEL", "CWTM"]
     teacher, _ = by_name["teacher"]

@@ -38,9 +38,17 @@ def _bad_calls():
     from jaxcomp.cluster.spectral import spectral_clustering
     from jaxcomp.cluster.ssc import affinity_from_coefficients, tau_from_noise
     from jaxcomp.data import DataError
-    from jaxcomp.data.text import Vocabulary, read_words
-    from jaxcomp.distill.losses import distillation_loss
+    from jaxcomp.data.labels import majority_filter
+    from jaxcomp.data.text import Vocabulary, read_words, word_characters
+    from jaxcomp.distill.losses import (
+        ban_loss,
+        distillation_loss,
+        dkpp_targets,
+        ensemble_log_probs,
+        soft_cross_entropy,
+    )
     from jaxcomp.ecg.synthetic import synthesize_record
+    from jaxcomp.entropy.logistic_mixture import mixture_log_pmf, split_mixture_params
     from jaxcomp.modelfile import ModelLoadError, load_model
     from jaxcomp.nn import conv_strided_s2d, pixel_shuffle
 
@@ -94,6 +102,30 @@ def _bad_calls():
         ("subspaces rho None", lambda: union_of_subspaces(12, 3, 2, rho=None), ValueError, "finite numbers"),
         ("strided conv 0-d kernel", lambda: conv_strided_s2d(jnp.zeros((1, 4, 4, 2)), jnp.zeros(()), 2, (1, 1)),
          ValueError, "square kernels"),
+        # the review's list left open on 2026-12-07, mended the next session
+        ("ternary mix at step NaN", lambda: strassen.ternary_mix(float("nan"), 10, 5), ValueError, "finite"),
+        ("a_tilde box upside down", lambda: strassen.project_a_tilde(5.0, 1.0), ValueError, "low <= high"),
+        ("ensemble of no members", lambda: ensemble_log_probs(jnp.zeros((0, 2, 3))), ValueError, r"M >= 1"),
+        ("negative mask weight", lambda: ban_loss(logits, logits, mask=jnp.array([1.0, -1.0])), ValueError,
+         "non-negative"),
+        ("DKPP without a key", lambda: dkpp_targets(logits, None), ValueError, "rng"),
+        ("soft targets of other shape", lambda: soft_cross_entropy(logits, jnp.ones((2, 4)) / 4), ValueError,
+         "same shape"),
+        ("SPN hidden widths differ", lambda: strassen.spn_tensor(jnp.ones((7, 4)), jnp.ones((6, 4)), jnp.ones((4, 7))),
+         ValueError, "one hidden width"),
+        ("SPN product of wrong width",
+         lambda: strassen.spn_matmul(*strassen.strassen_weights(), np.ones(3), np.ones(4)), ValueError,
+         r"a \[\.\.\., 4\]"),
+        ("TWN scale of other shape", lambda: strassen.optimal_scale(w, jnp.ones(3)), ValueError, "same shape"),
+        ("1.5 mixtures", lambda: split_mixture_params(jnp.zeros((1, 2, 2, 9)), 1, 1.5, False), ValueError,
+         "mixtures must be a positive integer"),
+        ("PMF of a raw array", lambda: mixture_log_pmf(jnp.zeros((1, 2, 2, 9)), None, 256), TypeError,
+         "MixtureParams"),
+        ("characters of no words", lambda: word_characters([]), DataError, "non-empty list"),
+        ("majority filter radius 1.5", lambda: majority_filter(np.zeros((4, 4), np.uint8), 2, 1.5), ValueError,
+         "integers"),
+        ("majority filter of an image", lambda: majority_filter(np.zeros((4, 4, 3), np.uint8), 2, 1), ValueError,
+         r"label map \[H, W\]"),
     ]
 
 
@@ -109,3 +141,40 @@ def test_bad_arguments_to_the_public_api_are_named():
         except Exception as e:  # noqa: BLE001 - a traceback from inside a library is what this test catches
             failures.append(f"{name}: {type(e).__name__} {e!s}")
     assert not failures, "\n".join(failures)
+
+
+def test_deadline_gives_what_is_left_lets_finished_runs_through_and_stops_the_command(tmp_path, capsys, repo):
+    """One time budget for a driver's trainings (:mod:`jaxcomp.deadline`): bad budgets are refused by
+    name, a run with a finished checkpoint is restored after the limit (nothing to train), an
+    unfinished one raises OutOfTime, and a driver's OutOfTime is one line on stderr and exit status 0."""
+    import time
+
+    from jaxcomp.configs import config_script_main
+    from jaxcomp.deadline import Deadline, OutOfTime
+
+    for bad in (True, "60", -1.0, float("nan"), float("inf"), [60]):
+        with pytest.raises(ValueError, match=r"ban\.time_limit must be"):
+            Deadline(bad, "ban.time_limit")
+    assert Deadline(0).for_training(str(tmp_path), 10) is None and Deadline(None).left() is None
+    assert 3000 < Deadline(np.float32(3600)).left() <= 3600
+    assert 3000 < Deadline(3600).for_training(str(tmp_path), 10) <= 3600
+    spent = Deadline(1e-6, "ban.time_limit")
+    time.sleep(1e-3)
+    finished = tmp_path / "checkpoints" / "10"
+    finished.mkdir(parents=True)
+    with pytest.raises(OutOfTime, match=r"^ban\.time_limit reached$"):
+        spent.for_training(str(tmp_path), 10)  # a folder without orbax's commit marker is not finished
+    (finished / "_CHECKPOINT_METADATA").write_text("{}")
+    assert spent.for_training(str(tmp_path), 10) is None and spent.for_training(str(tmp_path), 8) is None
+    with pytest.raises(OutOfTime):
+        spent.for_training(str(tmp_path), 12)
+    with pytest.raises(OutOfTime, match=r"ban\.time_limit reached: w stopped at step 7 of 10"):
+        Deadline(60, "ban.time_limit").check_finished(type("S", (), {"step": 7})(), 10, "w")
+    Deadline(60).check_finished(type("S", (), {"step": 10})(), 10, "w")
+
+    def stopped(config, workdir):
+        raise OutOfTime("ban.time_limit reached: w stopped at step 7 of 10")
+
+    assert config_script_main("", f"{repo}/configs/ban.py:digits", stopped, ["--workdir", str(tmp_path)]) == 0
+    assert capsys.readouterr().err.startswith("stopped: ban.time_limit reached: w stopped at step 7 of 10; run the "
+                                              "same command to continue")

@@ -33,6 +33,11 @@ def test_each_objective_config_trains_its_own_loss_on_the_users_data(repo):
         assert (g.model.latent, g.model.prior) == (64, "uniform")  # the user's generator sizes
         assert g.steps == 1000 and g.optimizer.boundaries == (700,)
     assert got["wgan"].optimizer_d.boundaries == (700,) and got["wpp"].optimizer_d.boundaries == ()
+    # the command's time budgets are not settings of a run: a slice with another budget finds its finished runs
+    sliced = apply_overrides(c, ["generators.time_limit=540", "sweep.time_limit=60"])
+    for o, g in got.items():
+        assert dplc_generators.objective_config(sliced, o, 7).to_json(sort_keys=True) == g.to_json(sort_keys=True), o
+        assert "time_limit" not in g.generators and "time_limit" not in g.sweep, o
     with pytest.raises(ValueError, match="unknown objective"):
         dplc_generators.objective_config(c, "vae", 0)
 

@@ -79,6 +79,11 @@ def _features(rgb: np.ndarray, position_weight: float) -> np.ndarray:
 def majority_filter(labels: np.ndarray, k: int, radius: int) -> np.ndarray:
     """Each pixel takes the most frequent label of the ``(2 radius + 1)^2`` window around it (the
     window clipped at the edges; ties to the lower label): ``uint8 [H, W]``."""
+    if not is_whole(radius) or not is_whole(k) or k < 1:
+        raise ValueError(f"majority_filter: k (classes) and radius (pixels) must be integers, k >= 1; got k={k!r}, "
+                         f"radius={radius!r}")
+    if np.ndim(labels) != 2:
+        raise ValueError(f"majority_filter: labels must be a label map [H, W], got shape {np.shape(labels)}")
     if radius <= 0:
         return labels
     h, w = labels.shape

@@ -181,6 +181,8 @@ def word_characters(words: list[str], max_word_len: int = 0) -> tuple[np.ndarray
       the character vocabulary has ``NUM_RESERVED_CHARS + len(chars)`` entries (PTB: 5 + 46 = 51, as
       Kim et al.'s; its longest word has 19 characters, so the table is ``[10000, 21]``).
     """
+    if isinstance(words, str) or not len(words):
+        raise DataError(f"word_characters needs the vocabulary as a non-empty list of words, got {words!r:.60}")
     special = {"<unk>": [CHAR_UNK], EOS: [CHAR_EOS]}
     chars = sorted({c for w in words if w not in special for c in w})
     ids = {c: NUM_RESERVED_CHARS + i for i, c in enumerate(chars)}

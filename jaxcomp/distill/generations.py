@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 
 from jaxcomp import train as trainer
+from jaxcomp.deadline import Deadline
 from jaxcomp.distill.losses import check_kd_temperature, cross_entropy
 from jaxcomp.distill.task import Teacher, build_task, teacher_from_state
 
@@ -38,6 +39,8 @@ class Member:
 def _config_for(config: ml_collections.ConfigDict, *, seed: int, loss: str, teacher_workdirs: Sequence[str],
                 model_name: str | None = None, label_weight: float | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict(config.to_dict())
+    if "time_limit" in c.get("ban", {}):  # the command's budget, not a setting of the model
+        del c.ban["time_limit"]
     c.seed = seed
     c.data.seed = seed
     c.distill.loss = loss
@@ -72,13 +75,21 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, 
 
 
 def train_member(config: ml_collections.ConfigDict, workdir: str, name: str, teachers: Sequence[Member],
-                 progress: bool = True) -> Member:
-    """Trains (or, if finished, restores) one model of the chain in ``workdir`` and evaluates it."""
+                 progress: bool = True, deadline: Deadline | None = None) -> Member:
+    """Trains (or, if finished, restores) one model of the chain in ``workdir`` and evaluates it.
+
+    ``deadline``: the run's time budget; a model it stops raises :class:`jaxcomp.deadline.OutOfTime`
+    (checkpointed: the same call continues it), so a half-trained model is never evaluated.
+    """
     from jaxcomp import tasks
 
+    deadline = Deadline(None) if deadline is None else deadline
+    deadline.for_training(workdir, config.steps)  # out of time: stop before the teachers and data are built
     task = build_task(config, teachers=[t.teacher for t in teachers])
     data = tasks.build_data(config, config.task)
-    state, _ = trainer.train(config, workdir, task, data, progress=progress)
+    state, _ = trainer.train(config, workdir, task, data, progress=progress,
+                             time_limit=deadline.for_training(workdir, config.steps))
+    deadline.check_finished(state, config.steps, workdir)
     logits = None
     if config.task == "classification":
         logits = predict_logits(task, state, data.eval_batches(config.eval_batch_size))
@@ -122,13 +133,14 @@ def run_generations(config: ml_collections.ConfigDict, workdir: str, progress: b
     """
     if not tuple(config.ban.seeds):
         raise ValueError("ban.seeds is empty: give at least one seed")
+    deadline = Deadline(config.ban.get("time_limit", 0.0), "ban.time_limit")
     losses = [config.ban.loss] + [v.partition(":")[0] for v in config.ban.variants]
     if "kd" in losses:  # before the teacher trains, not at the student
         check_kd_temperature(config.distill.temperature)
     rows: list[dict[str, Any]] = []
     teachers = []
     for seed in config.ban.seeds:
-        rows.extend(_run_seed(config, seed, os.path.join(workdir, f"seed{seed}"), progress, log, teachers))
+        rows.extend(_run_seed(config, seed, os.path.join(workdir, f"seed{seed}"), progress, log, teachers, deadline))
     if config.task == "classification" and len(teachers) >= 2:
         rows.extend(independent_ensembles(config, teachers))
     return rows
@@ -155,7 +167,7 @@ def independent_ensembles(config: ml_collections.ConfigDict, teachers: Sequence[
 
 
 def _run_seed(config: ml_collections.ConfigDict, seed: int, base: str, progress: bool, log,
-              teachers: list) -> list[dict[str, Any]]:
+              teachers: list, deadline: Deadline) -> list[dict[str, Any]]:
     ban = config.ban
     rows: list[dict[str, Any]] = []
 
@@ -164,7 +176,7 @@ def _run_seed(config: ml_collections.ConfigDict, seed: int, base: str, progress:
         c = _config_for(config if base_config is None else base_config, seed=1000 * seed + index, loss=loss,
                         teacher_workdirs=[t.workdir for t in teachers], model_name=model_name,
                         label_weight=label_weight)
-        m = train_member(c, os.path.join(base, name.lower().replace(" ", "_")), name, teachers, progress)
+        m = train_member(c, os.path.join(base, name.lower().replace(" ", "_")), name, teachers, progress, deadline)
         rows.append({"seed": seed, "model": name, **m.metrics})
         log(f"seed {seed} {name}: " + " ".join(f"{k}={v:.4g}" for k, v in m.metrics.items()))
         return m

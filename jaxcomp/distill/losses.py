@@ -17,8 +17,13 @@ LOSSES = ("ce", "kd", "ban", "ban_label", "cwtm", "dkpp")
 
 
 def _check_mask(values: jax.Array, mask: jax.Array | None) -> None:
-    if mask is not None and tuple(mask.shape) != tuple(values.shape):
+    if mask is None:
+        return
+    if tuple(mask.shape) != tuple(values.shape):
         raise ValueError(f"mask has shape {tuple(mask.shape)}; expected the positions' shape {tuple(values.shape)}")
+    # a concrete mask (outside a trace) is checked for weights that would subtract a position's loss
+    if not isinstance(mask, jax.core.Tracer) and not np.all(np.asarray(mask) >= 0):
+        raise ValueError("mask must be boolean or non-negative weights; it holds negative (or NaN) entries")
 
 
 def _mean(values: jax.Array, mask: jax.Array | None) -> jax.Array:
@@ -69,6 +74,9 @@ def soft_cross_entropy(logits: jax.Array, target_probs: jax.Array) -> jax.Array:
 
     ``target_probs`` is treated as a constant (no gradient flows into it).
     """
+    if tuple(logits.shape) != tuple(target_probs.shape):
+        raise ValueError(f"logits {tuple(logits.shape)} and target_probs {tuple(target_probs.shape)} must have "
+                         "the same shape [..., C]")
     target_probs = jax.lax.stop_gradient(target_probs.astype(jnp.float32))
     return -jnp.sum(target_probs * jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), axis=-1)
 
@@ -150,6 +158,8 @@ def dkpp_targets(teacher_logits: jax.Array, rng: jax.Array, row_keys: jax.Array 
     position's permutation drawn from its own key instead of from ``rng``, so the same key gives
     the same permutation whatever the step or the position in the batch.
     """
+    if rng is None and row_keys is None:
+        raise ValueError("dkpp_targets needs rng (a PRNG key) or row_keys to draw the permutations, got neither")
     probs = jax.nn.softmax(jax.lax.stop_gradient(teacher_logits.astype(jnp.float32)), axis=-1)
     shape = probs.shape
     probs = probs.reshape(-1, shape[-1])
@@ -189,6 +199,9 @@ def ensemble_log_probs(logits: jax.Array) -> jax.Array:
     The result is a valid logits array (its softmax is the averaged distribution), so it can
     serve as the teacher of another generation.
     """
+    if logits.ndim < 2 or logits.shape[0] == 0:
+        raise ValueError(f"ensemble_log_probs needs the members' logits stacked as [M >= 1, ..., C], got shape "
+                         f"{tuple(logits.shape)}")
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     return jax.scipy.special.logsumexp(logp, axis=0) - jnp.log(logits.shape[0])
 

@@ -57,6 +57,9 @@ def split_mixture_params(
     """
     if coeffs not in ("tanh", "sigmoid"):
         raise ValueError(f"coeffs must be 'tanh' or 'sigmoid', not {coeffs!r}")
+    for name, value in (("channels", channels), ("mixtures", mixtures)):
+        if not is_whole(value) or value < 1:
+            raise ValueError(f"split_mixture_params: {name} must be a positive integer, got {value!r}")
     if autoregressive and channels != 3:
         raise ValueError(f"autoregressive mixtures are defined for 3 (RGB) channels, not {channels}")
     expected = num_mixture_params(channels, mixtures, autoregressive)
@@ -84,6 +87,9 @@ def _check_inputs(name: str, params: MixtureParams, x: jax.Array | None, levels:
     parameters' ``[B, H, W, C]`` (``[C, B, H, W]`` channels-first) shape, ``channel`` in range."""
     if not is_whole(levels) or levels < 2:
         raise ValueError(f"{name}: levels must be an integer >= 2, got {levels!r}")
+    if not isinstance(params, MixtureParams):
+        raise TypeError(f"{name}: params must be MixtureParams (split_mixture_params of the network's output), "
+                        f"got {type(params).__name__}")
     shape = params.means.shape
     want = (shape[:1] + shape[2:]) if channels_first else shape[:-1]
     if x is not None:

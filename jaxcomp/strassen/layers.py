@@ -53,8 +53,16 @@ def matmul_tensor(n: int = 2, m: int = 2, k: int = 2) -> np.ndarray:
     return t
 
 
+def _check_spn(wa: jax.Array, wb: jax.Array, wc: jax.Array) -> None:
+    """``wa [r, nm]``, ``wb [r, mk]``, ``wc [nk, r]`` with one ``r`` (the hidden width)."""
+    if wa.ndim != 2 or wb.ndim != 2 or wc.ndim != 2 or not wa.shape[0] == wb.shape[0] == wc.shape[1]:
+        raise ValueError(f"SPN weights must be wa [r, n*m], wb [r, m*k], wc [n*k, r] with one hidden width r; "
+                         f"got wa {tuple(wa.shape)}, wb {tuple(wb.shape)}, wc {tuple(wc.shape)}")
+
+
 def spn_tensor(wa: jax.Array, wb: jax.Array, wc: jax.Array) -> jax.Array:
     """The bilinear map an SPN computes as a tensor ``[nm, mk, nk]``: ``sum_r wa[r,a] wb[r,b] wc[c,r]``."""
+    _check_spn(wa, wb, wc)
     return jnp.einsum("ra,rb,cr->abc", wa, wb, wc)
 
 
@@ -68,6 +76,10 @@ def spn_matmul(wa: jax.Array, wb: jax.Array, wc: jax.Array, a: jax.Array, b: jax
     Returns:
       ``[..., n*k]`` vec(C), same dtype as the inputs.
     """
+    _check_spn(wa, wb, wc)
+    if a.shape[-1:] != wa.shape[1:] or b.shape[-1:] != wb.shape[1:]:
+        raise ValueError(f"spn_matmul: a [..., {wa.shape[1]}] and b [..., {wb.shape[1]}] (the widths of wa and wb), "
+                         f"got a {tuple(a.shape)} and b {tuple(b.shape)}")
     return ((a @ wa.T) * (b @ wb.T)) @ wc.T
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxcomp.strassen.ternary import TERNARY_KEYS
@@ -27,6 +28,8 @@ def ternary_mix(step: jax.Array | int, ternary_start: int, ramp_steps: int = 0) 
 
     ``ternary_start < 0`` means never ternarize (a full-precision run).
     """
+    if not isinstance(step, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(step, np.float64))):
+        raise ValueError(f"ternary_mix: step must be a finite number, got {step!r}")
     step = jnp.asarray(step, jnp.float32)
     if ternary_start < 0:
         return jnp.zeros((), jnp.float32)
@@ -75,6 +78,8 @@ def project_a_tilde(low: float = A_TILDE_RANGE[0], high: float = A_TILDE_RANGE[1
     The reference clips its ``sp_in_weights`` to ``[0, 100]`` before each forward pass ("apply
     non-negativity constraint"), i.e. after every update: projected gradient descent.
     """
+    if not low <= high:  # also NaN
+        raise ValueError(f"project_a_tilde: the box [low, high] must have low <= high, got [{low!r}, {high!r}]")
     def init(params):
         del params
         return optax.EmptyState()

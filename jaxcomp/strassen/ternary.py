@@ -55,7 +55,11 @@ def ternary_pattern(w: jax.Array, method: str = "twn", threshold: float = 0.7) -
 
 
 def optimal_scale(w: jax.Array, t: jax.Array) -> jax.Array:
-    """The TWN scale ``argmin_s ||w - s t||^2 = sum |w| |t| / sum |t|`` (1 if ``t`` is all zero)."""
+    """The TWN scale ``argmin_s ||w - s t||^2 = sum |w| |t| / sum |t|`` (1 if ``t`` is all zero);
+    ``w`` and its ternary pattern ``t`` have one shape. Scalar."""
+    if tuple(jnp.shape(w)) != tuple(jnp.shape(t)):
+        raise ValueError(f"optimal_scale: w {tuple(jnp.shape(w))} and its pattern t {tuple(jnp.shape(t))} must have "
+                         "the same shape")
     kept = jnp.sum(jnp.abs(t))
     return jnp.where(kept > 0, jnp.sum(jnp.abs(w) * jnp.abs(t)) / jnp.maximum(kept, 1.0), 1.0)
 
