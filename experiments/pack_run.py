@@ -18,11 +18,23 @@ a refused or damaged archive leaves no half-unpacked run for the next training c
 an existing empty workdir (a link to scratch space, a mount point) is kept as it is.
 The recipe for an accelerator with a per-command time limit is in docs/l3c.md
 ("Training on an accelerator, in slices").
+
+A driver's workdir (``experiments.ban``, ``strassen_nets``, ``dplc_sweep``, ``dplc_generators``,
+``understanding``: many training runs below one folder, stopped by their ``*.time_limit``) packs the
+same way: every run below it (a folder with ``config.json``) travels with its files and its latest
+complete checkpoint only, every other file of the tree (the drivers' cached scores, decodings and
+reports) as it is, and neither TensorBoard logs nor XLA compilation caches (``jax_cache``). The
+archive lists its runs and their steps in ``packed_tree.json``; unpacking checks that each run's
+checkpoint is the listed, complete one, then the same driver command continues on the new machine.
+
+    python -m experiments.pack_run --workdir runs/ban_wrn --out ban_wrn.tar             # a driver's tree
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import os
 import shutil
 import sys
@@ -33,6 +45,8 @@ from jaxcomp.files import CHECKPOINT_COMMIT_MARKERS, atomic_file, latest_complet
 
 RUN_FILES = ("config.json", "metrics.jsonl", "lineage.json")
 STAGING_PREFIX = ".unpacking-"  # unpack's hidden folder inside the workdir, until everything is out
+TREE_MANIFEST = "packed_tree.json"  # at the root of the archive of a driver's workdir: its runs and steps
+NOT_CARRIED = ("tensorboard", "jax_cache")  # folders of a tree left behind (logs; machine-local compiled code)
 
 
 class PackError(Exception):
@@ -52,20 +66,61 @@ def _complete(names: set[str], step_dir: str) -> bool:
     return any(f"{step_dir}/{marker}" in names for marker in CHECKPOINT_COMMIT_MARKERS)
 
 
+def tree_files(root: str) -> tuple[dict[str, int | None], list[str]]:
+    """What :func:`pack` carries of a driver's workdir ``root``: ``({run: step}, [file])``, paths
+    relative to ``root`` (``/``-separated). A run is a folder below ``root`` with ``config.json``;
+    its step is its newest complete checkpoint (``None``: none yet, so it starts again), the only
+    checkpoint that travels. Other files travel as they are, except those under ``tensorboard`` /
+    ``jax_cache`` folders, an unpack's staging folder, and links or special files."""
+    runs: dict[str, int | None] = {}
+    files: list[str] = []
+    for here, dirs, names in os.walk(root):
+        rel = os.path.relpath(here, root).replace(os.sep, "/")
+        rel = "" if rel == "." else rel + "/"
+        dirs[:] = sorted(d for d in dirs if d not in NOT_CARRIED and not d.startswith(STAGING_PREFIX)
+                         and not os.path.islink(os.path.join(here, d)))
+        parent = rel[:-len("/checkpoints/")]
+        if os.path.basename(here) == "checkpoints" and parent in runs:
+            step = runs[parent]
+            dirs[:] = [d for d in dirs if step is not None and d == str(step)]
+            continue  # orbax's own files at this level belong to other (older, unfinished) saves
+        if rel and "config.json" in names:
+            runs[rel[:-1]] = latest_complete_checkpoint(here)
+        files.extend(rel + n for n in sorted(names)
+                     if os.path.isfile(os.path.join(here, n)) and not os.path.islink(os.path.join(here, n)))
+    return runs, files
+
+
 def pack(workdir: str, out: str, force: bool = False) -> tuple[str, int]:
-    """Writes the archive; returns ``(the step packed, the archive's size in bytes)``.
+    """Writes the archive; returns ``(the step packed, the archive's size in bytes)``; for a
+    driver's workdir (runs below it, see :func:`tree_files`) the first item is ``"N runs"``.
 
     Raises:
-      PackError: ``workdir`` is not a run with a complete checkpoint, or ``out`` exists and
-        ``force`` is False.
+      PackError: ``workdir`` is neither a run with a complete checkpoint nor a folder with runs
+        below it, or ``out`` exists and ``force`` is False.
     """
     if os.path.exists(out) and not force:
         raise PackError(f"{out} exists: choose another name, or pass --force to replace it")
-    if not os.path.isfile(os.path.join(workdir, "config.json")):
-        raise PackError(f"{workdir} is not a training workdir (no config.json)")
     run, target = os.path.realpath(workdir), os.path.realpath(out)
     if os.path.commonpath([run, target]) == run:
         raise PackError(f"{out} is inside the run it packs ({workdir}); write the archive elsewhere")
+    if not os.path.isfile(os.path.join(workdir, "config.json")):
+        runs, files = tree_files(workdir) if os.path.isdir(workdir) else ({}, [])
+        if not runs:
+            raise PackError(f"{workdir} is not a training workdir (no config.json) nor a driver's folder of runs")
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        manifest = json.dumps({"format": 1, "runs": runs}, indent=1, sort_keys=True).encode()
+        with atomic_file(out) as f, tarfile.open(fileobj=f, mode="w") as tar:
+            info = tarfile.TarInfo(TREE_MANIFEST)
+            info.size = len(manifest)
+            tar.addfile(info, io.BytesIO(manifest))
+            for name in files:
+                tar.add(os.path.join(workdir, name), arcname=name, recursive=False)
+            for name, step in runs.items():
+                if step is not None:
+                    tar.add(os.path.join(workdir, name, "checkpoints", str(step)),
+                            arcname=f"{name}/checkpoints/{step}")
+        return f"{len(runs)} runs", os.path.getsize(out)
     step = latest_checkpoint(workdir)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     with atomic_file(out) as f, tarfile.open(fileobj=f, mode="w") as tar:
@@ -77,7 +132,8 @@ def pack(workdir: str, out: str, force: bool = False) -> tuple[str, int]:
 
 
 def unpack(archive: str, workdir: str) -> str:
-    """Unpacks into ``workdir`` (created; if it exists it must be empty); returns the step it holds."""
+    """Unpacks into ``workdir`` (created; if it exists it must be empty); returns the step it holds
+    (a driver's tree: ``"N runs"``)."""
     if os.path.isdir(workdir):  # an unpack killed midway (a per-command time limit) leaves its staging folder
         for name in os.listdir(workdir):
             if name.startswith(STAGING_PREFIX):
@@ -90,16 +146,21 @@ def unpack(archive: str, workdir: str) -> str:
     try:
         with tarfile.open(archive) as tar:
             members = tar.getmembers()
-            steps = {m.name.split("/")[1] for m in members if m.name.startswith("checkpoints/") and m.name.count("/")}
-            bad = [m.name for m in members if not (m.name in RUN_FILES or m.name == "checkpoints"
-                                                   or m.name.startswith("checkpoints/"))
-                   or ".." in m.name.split("/") or m.issym() or m.islnk()]
-            if bad or len(steps) != 1 or not next(iter(steps)).isdigit():
-                raise PackError(f"{archive} is not a packed run (unexpected members: {bad[:3] or sorted(steps)})")
             names = {m.name for m in members}
-            if "config.json" not in names or not _complete(names, f"checkpoints/{next(iter(steps))}"):
-                raise PackError(f"{archive} is not a complete packed run (no config.json or no finished "
-                                f"checkpoint in it)")
+            if TREE_MANIFEST in names:
+                what = _check_tree(archive, tar, members)
+            else:
+                steps = {m.name.split("/")[1] for m in members
+                         if m.name.startswith("checkpoints/") and m.name.count("/")}
+                bad = [m.name for m in members if not (m.name in RUN_FILES or m.name == "checkpoints"
+                                                       or m.name.startswith("checkpoints/"))
+                       or ".." in m.name.split("/") or m.issym() or m.islnk()]
+                if bad or len(steps) != 1 or not next(iter(steps)).isdigit():
+                    raise PackError(f"{archive} is not a packed run (unexpected members: {bad[:3] or sorted(steps)})")
+                if "config.json" not in names or not _complete(names, f"checkpoints/{next(iter(steps))}"):
+                    raise PackError(f"{archive} is not a complete packed run (no config.json or no finished "
+                                    f"checkpoint in it)")
+                what = next(iter(steps))
             special = [m.name for m in members if not (m.isfile() or m.isdir())]
             if special:
                 raise PackError(f"{archive} holds members that are not plain files or folders ({special[:3]}): "
@@ -113,6 +174,8 @@ def unpack(archive: str, workdir: str) -> str:
                     tar.extractall(staging, members=members, filter="data")
                 else:
                     tar.extractall(staging, members=members)
+                if os.path.exists(os.path.join(staging, TREE_MANIFEST)):
+                    os.remove(os.path.join(staging, TREE_MANIFEST))
                 # the run's files first, the checkpoint last: a training command never sees a
                 # checkpoint without its config
                 for name in sorted(os.listdir(staging), key=lambda n: n == "checkpoints"):
@@ -132,7 +195,32 @@ def unpack(archive: str, workdir: str) -> str:
                 raise
     except (tarfile.TarError, EOFError) as e:
         raise PackError(f"{archive} is not a readable archive (truncated or corrupt?): {e}") from e
-    return next(iter(steps))
+    return what
+
+
+def _check_tree(archive: str, tar: tarfile.TarFile, members: list[tarfile.TarInfo]) -> str:
+    """The checks of a driver's packed tree before anything is extracted: relative paths only, no
+    links, a readable manifest, and per listed run its ``config.json`` and exactly the listed,
+    complete checkpoint. Returns ``"N runs"``."""
+    bad = [m.name for m in members if m.name.startswith("/") or ".." in m.name.split("/") or m.issym() or m.islnk()]
+    if bad:
+        raise PackError(f"{archive} is not a packed run (members outside the tree or links: {bad[:3]})")
+    try:
+        manifest = json.loads(tar.extractfile(TREE_MANIFEST).read())
+        runs = dict(manifest["runs"])
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise PackError(f"{archive}: unreadable {TREE_MANIFEST} ({e})") from None
+    names = {m.name for m in members}
+    for run, step in runs.items():
+        if f"{run}/config.json" not in names:
+            raise PackError(f"{archive} is not a complete packed tree: run {run!r} has no config.json")
+        found = {m.name.split("/")[run.count("/") + 2] for m in members
+                 if m.name.startswith(f"{run}/checkpoints/") and m.name.count("/") > run.count("/") + 1}
+        if found != (set() if step is None else {str(step)}) or (
+                step is not None and not _complete(names, f"{run}/checkpoints/{step}")):
+            raise PackError(f"{archive} is not a complete packed tree: run {run!r} lists checkpoint {step}, "
+                            f"holds {sorted(found) or 'none'}" + ("" if step is None else " (or it is unfinished)"))
+    return f"{len(runs)} runs"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,10 +234,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.out:
             step, size = pack(args.workdir, args.out, force=args.force)
-            print(f"packed step {step} of {args.workdir} into {args.out} ({size / 2 ** 20:.1f} MiB)")
+            what = step if step.endswith("runs") else f"step {step}"
+            print(f"packed {what} of {args.workdir} into {args.out} ({size / 2 ** 20:.1f} MiB)")
         else:
             step = unpack(args.unpack, args.workdir)
-            print(f"unpacked step {step} into {args.workdir}: run the same training command to continue")
+            what = step if step.endswith("runs") else f"step {step}"
+            print(f"unpacked {what} into {args.workdir}: run the same command to continue")
     except (PackError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

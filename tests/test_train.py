@@ -1,5 +1,6 @@
 """The trainer: resume after a kill, sharding over devices, evaluation masks, config errors."""
 
+import io
 import json
 import os
 import subprocess
@@ -945,3 +946,59 @@ def test_plateau_factor_is_checkpointed_resumed_and_reset(l3c_tiny_config, tmp_p
     trainer.check_settings(apply_overrides(two_player, ["optimizer_d.plateau.metric=''"]))
     with pytest.raises(ConfigError, match="reads the plateau rule from config.optimizer only"):
         trainer.check_settings(apply_overrides(two_player, ["optimizer_d.plateau.metric=bpsp"]))
+
+
+def test_pack_run_carries_a_drivers_tree_of_runs(tmp_path):
+    """A driver's workdir (runs below it): each run travels with its latest complete checkpoint only, the
+    drivers' own files as they are, no TensorBoard logs or compilation caches; the unpacked tree is that
+    selection, and archives whose runs hold other or unfinished checkpoints are refused."""
+    import tarfile
+
+    from experiments import pack_run
+
+    root = tmp_path / "ban"
+
+    def put(rel: str, text: str = "x") -> None:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+
+    put("seed0/teacher/config.json", "{}")
+    put("seed0/teacher/metrics.jsonl")
+    for step in (20, 40):  # an older and the newest complete checkpoint
+        put(f"seed0/teacher/checkpoints/{step}/state")
+        put(f"seed0/teacher/checkpoints/{step}/_CHECKPOINT_METADATA")
+    put("seed0/teacher/checkpoints/60/state")  # a save cut short: not complete
+    put("seed0/teacher/tensorboard/events")
+    put("seed0/ban-1/config.json", "{}")  # started, killed before its first checkpoint
+    put("runs/dplc_b4_s0/config.json", "{}")
+    put("runs/dplc_b4_s0/decoded.npz")  # a driver's cache inside a run
+    put("runs/dplc_b4_s0/checkpoints/400/commit_success.txt")
+    put("jax_cache/compiled")
+    put("results.md", "| table |")
+    runs, files = pack_run.tree_files(str(root))
+    assert runs == {"seed0/teacher": 40, "seed0/ban-1": None, "runs/dplc_b4_s0": 400}
+    assert pack_run.pack(str(root), str(tmp_path / "tree.tar"))[0] == "3 runs"
+    moved = tmp_path / "elsewhere"
+    assert pack_run.unpack(str(tmp_path / "tree.tar"), str(moved)) == "3 runs"
+    got = sorted(str(p.relative_to(moved)) for p in moved.rglob("*") if p.is_file())
+    assert got == ["results.md", "runs/dplc_b4_s0/checkpoints/400/commit_success.txt", "runs/dplc_b4_s0/config.json",
+                   "runs/dplc_b4_s0/decoded.npz", "seed0/ban-1/config.json",
+                   "seed0/teacher/checkpoints/40/_CHECKPOINT_METADATA", "seed0/teacher/checkpoints/40/state",
+                   "seed0/teacher/config.json", "seed0/teacher/metrics.jsonl"]
+    assert pack_run.main(["--workdir", str(tmp_path / "empty_dir_is_no_tree"), "--out", str(tmp_path / "e.tar")]) == 2
+    # a tree whose run holds another checkpoint than its list says, or an unfinished one, is refused
+    for name, step_dir, manifest in (("other", "20", {"seed0/teacher": 40}),
+                                     ("unfinished", "60", {"seed0/teacher": 60}),
+                                     ("noconfig", "40", {"seed0/teacher": 40, "seed0/missing": None})):
+        odd = tmp_path / f"{name}.tar"
+        with tarfile.open(odd, "w") as tar:
+            data = json.dumps({"format": 1, "runs": manifest}).encode()
+            info = tarfile.TarInfo(pack_run.TREE_MANIFEST)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+            tar.add(str(root / "seed0/teacher/config.json"), arcname="seed0/teacher/config.json")
+            tar.add(str(root / f"seed0/teacher/checkpoints/{step_dir}"),
+                    arcname=f"seed0/teacher/checkpoints/{step_dir}")
+        with pytest.raises(pack_run.PackError, match="not a complete packed tree"):
+            pack_run.unpack(str(odd), str(tmp_path / name))
+        assert not (tmp_path / name).exists()
