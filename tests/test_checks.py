@@ -38,8 +38,9 @@ def _bad_calls():
     from jaxcomp.cluster.spectral import spectral_clustering
     from jaxcomp.cluster.ssc import affinity_from_coefficients, tau_from_noise
     from jaxcomp.data import DataError
+    from jaxcomp.data.digit_scenes import SceneSpec, texture_split
     from jaxcomp.data.labels import majority_filter
-    from jaxcomp.data.text import Vocabulary, read_words, word_characters
+    from jaxcomp.data.text import LMBatches, Vocabulary, read_words, word_characters
     from jaxcomp.distill.losses import (
         ban_loss,
         distillation_loss,
@@ -47,15 +48,27 @@ def _bad_calls():
         ensemble_log_probs,
         soft_cross_entropy,
     )
+    from jaxcomp.ecg.data import ECGBatches, ECGDataError, ECGDataset
+    from jaxcomp.ecg.experiments import ECGTrainingBatches
     from jaxcomp.ecg.synthetic import synthesize_record
-    from jaxcomp.entropy.logistic_mixture import mixture_log_pmf, split_mixture_params
+    from jaxcomp.entropy.logistic_mixture import (
+        mixture_log_pmf,
+        mixture_log_prob,
+        mixture_pmf,
+        mixture_pmf_window,
+        split_mixture_params,
+    )
     from jaxcomp.modelfile import ModelLoadError, load_model
     from jaxcomp.nn import conv_strided_s2d, pixel_shuffle
+    from jaxcomp.strassen.counting import dense_counts
+    from jaxcomp.vision.task import confusion_counts, mean_iou
 
     w = jnp.array([[0.9, -0.1], [-1.2, 0.5]])
     rng = np.random.default_rng(0)
     ring = np.roll(np.eye(4), 1, 1) + np.roll(np.eye(4), -1, 1)
     logits, labels = jnp.zeros((2, 3)), jnp.array([0, 1])
+    params = split_mixture_params(jnp.zeros((1, 2, 2, 3)), 1, 1, False)  # one channel, one logistic
+    ecg = ECGDataset(["a", "b"], [np.zeros(300, np.float32)] * 2, np.array([0, 1]))
     return [
         ("ternary threshold < 0", lambda: strassen.ternary_pattern(w, threshold=-1.0), ValueError, "threshold"),
         ("ternary threshold NaN", lambda: strassen.ternary_pattern(w, threshold=float("nan")), ValueError, "threshold"),
@@ -126,6 +139,46 @@ def _bad_calls():
          "integers"),
         ("majority filter of an image", lambda: majority_filter(np.zeros((4, 4, 3), np.uint8), 2, 1), ValueError,
          r"label map \[H, W\]"),
+        # a review of the APIs no earlier review had probed (2026-12-07, session 27)
+        ("mixture grid upside down", lambda: mixture_pmf(params, None, 16, x_min=1.0, x_max=-1.0), ValueError,
+         "x_min < x_max"),
+        ("pixels given to the [-1, 1] grid", lambda: mixture_log_prob(params, jnp.full((1, 2, 2, 1), 128.0), 256),
+         ValueError, r"on the grid of 256 levels in \[-1, 1\]"),
+        ("NaN values to code", lambda: mixture_pmf(params, jnp.full((1, 2, 2, 1), jnp.nan), 16), ValueError,
+         "NaN or inf"),
+        ("window of 4.5 levels", lambda: mixture_pmf_window(params, None, 16, 4.5), ValueError, "window"),
+        ("channel True", lambda: mixture_pmf(params, None, 16, channel=True), ValueError, "integer index"),
+        ("prediction past the classes", lambda: confusion_counts(jnp.array([[0, 5]]), jnp.array([[0, 1]]), 4),
+         ValueError, r"classes 0\.\.3"),
+        ("IoU counts swapped", lambda: mean_iou(np.array([5.0, 1.0]), np.array([1.0, 2.0])), ValueError,
+         "intersection <= union"),
+        ("LM batch of 0", lambda: LMBatches(np.arange(50) % 7, None, 7, 0, 5), DataError, "batch_size=0"),
+        ("LM tokens past the vocabulary", lambda: LMBatches(np.arange(50), None, 7, 4, 5), DataError,
+         "outside the vocabulary"),
+        ("LM float tokens", lambda: LMBatches(np.arange(50) + 0.5, None, 100, 4, 5), DataError, "integer token ids"),
+        ("LM burn-in < 0", lambda: LMBatches(np.arange(50) % 7, None, 7, 4, 5, burn_in=-2), DataError, "burn_in=-2"),
+        ("ECG label 7", lambda: ECGDataset(["a"], [np.zeros(10, np.float32)], np.array([7])), ECGDataError,
+         "class indices"),
+        ("ECG labels short", lambda: ECGDataset(["a", "b"], [np.zeros(10)] * 2, np.array([0])), ECGDataError,
+         "one name, signal and label"),
+        ("ECG NaN signal", lambda: ECGDataset(["a"], [np.full(10, np.nan)], np.array([0])), ECGDataError,
+         "NaN or inf"),
+        ("ECG index past the data", lambda: ECGBatches(ecg, np.array([0, 5]), np.array([1]), 2), ECGDataError,
+         "holds indices"),
+        ("ECG batch of 2.0", lambda: ECGBatches(ecg, np.array([0]), np.array([1]), 2.0), ECGDataError,
+         "batch_size must be a positive integer"),
+        ("ECG bucket < 0", lambda: ECGBatches(ecg, np.array([0]), np.array([1]), 2, buckets=(-5.0,)), ECGDataError,
+         "buckets"),
+        ("ECG validation inside training", lambda: ECGTrainingBatches(ecg, [0, 1], [1], [], 2, 0, (15.0,),
+                                                                      np.ones(4), np.ones(4, np.int64)),
+         ECGDataError, "share recordings"),
+        ("ECG repeats 0.5", lambda: ECGTrainingBatches(ecg, [0], [1], [], 2, 0, (15.0,), np.ones(4), np.full(4, 0.5)),
+         ECGDataError, "repeats"),
+        ("no counted layers", lambda: strassen.summarize([]), ValueError, "no counted layers"),
+        ("dense layer of 3.7 inputs", lambda: dense_counts(3.7, 4), ValueError, "positive integers"),
+        ("scene size 64.0", lambda: SceneSpec(size=64.0), DataError, "size"),
+        ("scene contrast NaN", lambda: SceneSpec(min_contrast=float("nan")), DataError, "finite"),
+        ("textures of one path", lambda: texture_split("photos", "train"), DataError, "list of photo paths"),
     ]
 
 

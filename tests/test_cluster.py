@@ -788,3 +788,28 @@ def test_clustering_metrics_refuse_non_finite_labels():
     assert clustering_accuracy(np.array(["a", "b", "b"], dtype=object), [0, 1, 1]) == 1.0  # e.g. pandas strings
     with pytest.raises(ValueError, match="integers, strings or other names"):
         normalized_mutual_info([0, 1], [0j, 1j])
+
+
+def test_spectral_clustering_seeds_the_spectrum_and_k_means(monkeypatch):
+    """``seed`` reaches both random steps (the Lanczos start vector and k-means' starts), and ``n_init``
+    k-means; two seeds give the same partition of a clear two-block graph."""
+    from jaxcomp.cluster import spectral
+
+    seen = {}
+    kmeans, spectrum = spectral.KMeans, spectral.laplacian_spectrum
+
+    def recording_kmeans(**kwargs):
+        seen["kmeans"] = kwargs
+        return kmeans(**kwargs)
+
+    def recording_spectrum(A, k, seed):
+        seen["spectrum"] = seed
+        return spectrum(A, k, seed)
+
+    monkeypatch.setattr(spectral, "KMeans", recording_kmeans)
+    monkeypatch.setattr(spectral, "laplacian_spectrum", recording_spectrum)
+    blocks = np.kron(np.eye(2), np.ones((5, 5))) + 1e-3
+    labels, k = spectral.spectral_clustering(blocks, 2, seed=7, n_init=3)
+    assert k == 2 and seen == {"kmeans": {"n_clusters": 2, "n_init": 3, "random_state": 7}, "spectrum": 7}
+    other, _ = spectral.spectral_clustering(blocks, 2, seed=8, n_init=3)
+    assert len(set(labels[:5])) == len(set(labels[5:])) == 1 and adjusted_rand_index(labels, other) == 1.0

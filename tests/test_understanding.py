@@ -226,6 +226,9 @@ def test_segmentation_counts_and_void_labels():
     inter, union = confusion_counts(pred, labels, 3)
     np.testing.assert_array_equal(np.asarray(inter), [[1, 1, 0]])
     np.testing.assert_array_equal(np.asarray(union), [[1, 2, 1]])  # the void pixel's prediction not counted
+    ignored = confusion_counts(pred, labels.at[0, 1, 1].set(-1), 3)  # an ignore label -1: void as well
+    np.testing.assert_array_equal(np.asarray(ignored[0]), [[1, 1, 0]])
+    np.testing.assert_array_equal(np.asarray(ignored[1]), [[1, 2, 1]])
     assert mean_iou(np.asarray(inter), np.asarray(union)) == pytest.approx((1 + 0.5 + 0) / 3)
     # a class neither predicted nor labelled is left out of the mean, not counted as 0 or NaN (guards
     # the mutant `understanding/miou-over-absent-classes`)
@@ -244,6 +247,7 @@ def test_segmentation_counts_and_void_labels():
     assert float(all_void) == 0.0
     one = task.task_loss(logits, jnp.array([[[0, 255], [255, 255]]]))
     assert float(one) == pytest.approx(float(-jax.nn.log_softmax(logits[0, 0, 0])[0]), rel=1e-6)
+    assert float(task.task_loss(logits, jnp.array([[[0, -1], [255, -1]]]))) == pytest.approx(float(one), rel=1e-6)
 
 
 def test_segmentation_task_trains_on_latents():

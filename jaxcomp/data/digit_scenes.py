@@ -59,6 +59,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from jaxcomp.checks import is_whole
 from jaxcomp.data import MNIST_TRAIN
 from jaxcomp.data.classification import load_mnist_arrays
 from jaxcomp.data.images import DataError, list_images, load_image, sample_image_paths
@@ -108,6 +109,23 @@ class SceneSpec:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise DataError(f"unknown digit-scene kind {self.kind!r}; use one of {', '.join(KINDS)}")
+        pairs = {k: v if isinstance(v, (tuple, list)) and len(v) == 2 else None
+                 for k, v in (("digits", self.digits), ("digit_size", self.digit_size),
+                              ("crop_scale", self.crop_scale))}
+        whole = {"size": self.size, "seed": self.seed, **{f"{k}[{i}]": v for k in ("digits", "digit_size")
+                                                         for i, v in enumerate(pairs[k] or ())}}
+        bad = [k for k, p in pairs.items() if p is None] + [k for k, v in whole.items() if not is_whole(v)]
+        if bad:
+            raise DataError(f"digit-scene {', '.join(bad)}: size and seed must be integers, digits and digit_size "
+                            f"pairs (min, max) of integers, crop_scale a pair; got size={self.size!r}, "
+                            f"seed={self.seed!r}, digits={self.digits!r}, digit_size={self.digit_size!r}, "
+                            f"crop_scale={self.crop_scale!r}")
+        reals = [self.jitter, self.colour_offset, self.min_contrast, *self.crop_scale]
+        if not all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
+                                                and np.isfinite(v) for v in reals):
+            raise DataError(f"digit-scene crop_scale, jitter, colour_offset and min_contrast must be finite "
+                            f"numbers; got {self.crop_scale!r}, {self.jitter!r}, {self.colour_offset!r}, "
+                            f"{self.min_contrast!r}")
         if self.size < 8 or self.size % 8:
             raise DataError(f"digit-scene size must be a positive multiple of 8, got {self.size}")
         lo, hi = self.digits
@@ -154,6 +172,9 @@ def texture_split(photo_paths: Sequence[str], split: str) -> list[str]:
     Raises DataError for fewer than 3 usable photos or an unknown split.
     """
     _check_split(split)
+    if isinstance(photo_paths, (str, os.PathLike)):
+        raise DataError(f"texture_split expects a list of photo paths (list_images(folder)), got the one path "
+                        f"{photo_paths!r}")
     usable = usable_photos(photo_paths)
     n = len(usable)
     if n < 3:
@@ -289,7 +310,7 @@ def build_scenes(spec: SceneSpec, split: str, n: int, mnist_path: str, photos_pa
     Drawing order of the digits: slot 0 first; later slots are drawn over earlier ones.
     """
     split_id, kind_id = _check_split(split), KINDS.index(spec.kind)
-    if n < 0 or start < 0:
+    if not is_whole(n) or not is_whole(start) or n < 0 or start < 0:
         raise DataError(f"need n >= 0 and start >= 0, got n={n}, start={start}")
     textures = texture_split(list_images(photos_path), split)
     digits, digit_labels = split_digits(mnist_path, split)

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 import ml_collections
 import numpy as np
 
+from jaxcomp.checks import is_whole
 from jaxcomp.data.images import DataError, eval_batches_from_arrays, prefetch_batches
 
 EOS = "<eos>"
@@ -78,12 +79,35 @@ class Vocabulary:
             raise DataError(f"word {e.args[0]!r} is not in the vocabulary (and there is no <unk>)") from None
 
 
+def _check_tokens(what: str, tokens: np.ndarray, vocab_size: int) -> np.ndarray:
+    """``tokens`` as a 1-D integer array of ids in ``0 .. vocab_size - 1`` (:meth:`Vocabulary.encode`'s)."""
+    tokens = np.asarray(tokens)
+    if tokens.ndim != 1 or not (np.issubdtype(tokens.dtype, np.integer) or tokens.size == 0):
+        raise DataError(f"the {what} text must be a 1-D array of integer token ids (Vocabulary.encode), got "
+                        f"shape {tokens.shape} of {tokens.dtype}")
+    if tokens.size and not (0 <= tokens.min() and tokens.max() < vocab_size):
+        raise DataError(f"the {what} text holds token ids in [{tokens.min()}, {tokens.max()}], outside the "
+                        f"vocabulary's 0..{vocab_size - 1}")
+    return tokens
+
+
 class LMBatches:
     """Language-model batches: ``tokens int32 [B, burn_in + seq_len]``, ``targets`` (the next tokens,
     same shape) and ``weights float32`` (1 on scored positions, 0 on burn-in and padding)."""
 
     def __init__(self, train: np.ndarray, val: np.ndarray | None, vocab_size: int, batch_size: int,
                  seq_len: int, burn_in: int = 0, seed: int = 0, process_index: int = 0, process_count: int = 1):
+        sizes = {"vocab_size": vocab_size, "batch_size": batch_size, "seq_len": seq_len, "process_count": process_count}
+        counts = {"burn_in": burn_in, "seed": seed, "process_index": process_index}
+        bad = [f"{k}={v!r}" for k, v in sizes.items() if not is_whole(v) or v < 1] + \
+              [f"{k}={v!r}" for k, v in counts.items() if not is_whole(v) or v < 0]
+        if bad:
+            raise DataError(f"LMBatches: {', '.join(bad)}: sizes must be integers >= 1, burn_in, seed and "
+                            "process_index integers >= 0")
+        if process_index >= process_count:
+            raise DataError(f"LMBatches: process_index {process_index} of {process_count} processes")
+        train = _check_tokens("training", train, vocab_size)
+        val = None if val is None else _check_tokens("validation", val, vocab_size)
         if batch_size % process_count:
             raise DataError(f"global batch size {batch_size} is not divisible by {process_count} hosts")
         if len(train) < burn_in + seq_len + 2:

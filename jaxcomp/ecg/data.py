@@ -53,6 +53,21 @@ class ECGDataset:
     fs: int = FS
     source: str = ""
 
+    def __post_init__(self) -> None:
+        labels = np.asarray(self.labels)
+        if not len(self.names) == len(self.signals) == len(labels) or labels.ndim != 1:
+            raise ECGDataError(f"ECGDataset: {len(self.names)} names, {len(self.signals)} signals and labels of shape "
+                               f"{labels.shape}: one name, signal and label per recording")
+        if labels.size and (not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0
+                            or labels.max() >= len(CLASSES)):
+            raise ECGDataError(f"ECGDataset: labels must be class indices 0..{len(CLASSES) - 1} "
+                               f"({', '.join(CLASSES)}), got {labels.dtype} values {sorted(set(labels.tolist()))[:6]}")
+        for name, s in zip(self.names, self.signals):
+            if np.ndim(s) != 1 or not len(s) or not np.all(np.isfinite(s)):
+                raise ECGDataError(f"ECGDataset: recording {name} must be a non-empty 1-D array of finite samples "
+                                   f"(mV), got shape {np.shape(s)}" + ("" if np.ndim(s) != 1 or not len(s)
+                                                                       else " with NaN or inf"))
+
     def __len__(self) -> int:
         return len(self.names)
 
@@ -304,6 +319,18 @@ def class_weights(labels: np.ndarray, power: float = 1.0) -> np.ndarray:
     return w.astype(np.float32)
 
 
+def check_indices(name: str, idx: np.ndarray, n: int) -> np.ndarray:
+    """``idx`` as a 1-D integer array of recording indices in ``0 .. n - 1`` (a boolean mask, a float
+    or a negative index would pick other recordings than meant)."""
+    idx = np.asarray(idx)
+    if idx.ndim != 1 or not (np.issubdtype(idx.dtype, np.integer) or idx.size == 0):
+        raise ECGDataError(f"{name} must be a 1-D array of integer recording indices, got shape {idx.shape} of "
+                           f"{idx.dtype}")
+    if idx.size and not (0 <= idx.min() and idx.max() < n):
+        raise ECGDataError(f"{name} holds indices in [{idx.min()}, {idx.max()}]; the data set has {n} recordings")
+    return idx.astype(np.int64)
+
+
 class ECGBatches:
     """Length-bucketed training batches and fixed-shape evaluation batches (the trainer's ``Batches``).
 
@@ -319,12 +346,21 @@ class ECGBatches:
     def __init__(self, dataset: ECGDataset, train_idx: np.ndarray, eval_idx: np.ndarray, batch_size: int,
                  seed: int = 0, buckets: Sequence[float] = (15.0, 30.0), class_weight_power: float = 1.0,
                  process_index: int = 0, process_count: int = 1):
+        for name, v in (("batch_size", batch_size), ("process_count", process_count)):
+            if not is_whole(v) or v < 1:
+                raise ECGDataError(f"{name} must be a positive integer, got {v!r}")
+        if not is_whole(process_index) or not 0 <= process_index < process_count:
+            raise ECGDataError(f"process_index must be an integer in 0..{process_count - 1}, got {process_index!r}")
         if batch_size % process_count:
             raise ECGDataError(f"batch size {batch_size} is not divisible by {process_count} hosts")
         if len(train_idx) == 0:
             raise ECGDataError("no training recordings")
+        if not all(isinstance(b, (int, float, np.number)) and not isinstance(b, bool) and 0 < b < np.inf
+                   for b in buckets):
+            raise ECGDataError(f"buckets must be positive, finite lengths in seconds, got {tuple(buckets)!r}")
         self.dataset = dataset
-        self.train_idx, self.eval_idx = np.asarray(train_idx), np.asarray(eval_idx)
+        self.train_idx = check_indices("train_idx", train_idx, len(dataset))
+        self.eval_idx = check_indices("eval_idx", eval_idx, len(dataset))
         self.batch_size, self.seed = batch_size, seed
         self.local_batch_size = batch_size // process_count
         self.process_index, self.process_count = process_index, process_count

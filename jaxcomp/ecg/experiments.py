@@ -42,7 +42,7 @@ import ml_collections
 import numpy as np
 
 from jaxcomp.configs import apply_overrides, config_digest
-from jaxcomp.ecg.data import CLASSES, ECGBatches, ECGDataset, fold_indices, load_dataset
+from jaxcomp.ecg.data import CLASSES, ECGBatches, ECGDataError, ECGDataset, check_indices, fold_indices, load_dataset
 from jaxcomp.ecg.scoring import challenge_f1, confusion_matrix, plot_confusion, score
 from jaxcomp.ecg.task import BEST_MODEL, ECGTask, best_model
 from jaxcomp.files import append_jsonl, read_jsonl, write_atomic
@@ -122,9 +122,19 @@ class ECGTrainingBatches(ECGBatches):
                  repeats: np.ndarray,
                  process_index: int = 0, process_count: int = 1):
         super().__init__(dataset, train_idx, eval_idx, batch_size, seed, buckets, 1.0, process_index, process_count)
-        self.val_idx = np.asarray(val_idx)
-        self.weights = np.asarray(class_weights, np.float32)
-        self.repeats = np.asarray(repeats, np.int64)
+        self.val_idx = check_indices("val_idx", val_idx, len(dataset))
+        if np.intersect1d(self.val_idx, self.train_idx).size:
+            raise ECGDataError("val_idx and train_idx share recordings: the validation split would score "
+                               "recordings the model trains on")
+        weights, counts = np.asarray(class_weights), np.asarray(repeats)
+        if weights.shape != (len(CLASSES),) or not np.all(np.isfinite(weights)) or np.any(weights < 0):
+            raise ECGDataError(f"class_weights must be {len(CLASSES)} finite weights >= 0, got {class_weights!r}")
+        if counts.shape != (len(CLASSES),) or not np.issubdtype(counts.dtype, np.integer) or np.any(counts < 0) \
+                or not np.any(counts[np.unique(dataset.labels[self.train_idx])] > 0):
+            raise ECGDataError(f"repeats must be {len(CLASSES)} integers >= 0, one of a class that trains > 0; "
+                               f"got {repeats!r}")
+        self.weights = weights.astype(np.float32)
+        self.repeats = counts.astype(np.int64)
         self.oversampled = bool(np.any(self.repeats != 1))
         if self.oversampled:
             mass = [self.repeats[dataset.labels[m]].astype(np.float64) for m in self.train_buckets]

@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxcomp.checks import is_whole
 
@@ -82,11 +83,17 @@ def split_mixture_params(
 
 
 def _check_inputs(name: str, params: MixtureParams, x: jax.Array | None, levels: int,
-                  channels_first: bool = False, channel: int | None = None) -> None:
-    """Trace-time checks (shapes and dtypes are static): ``levels >= 2``, ``x`` float with the
-    parameters' ``[B, H, W, C]`` (``[C, B, H, W]`` channels-first) shape, ``channel`` in range."""
+                  channels_first: bool = False, channel: int | None = None,
+                  x_min: float = -1.0, x_max: float = 1.0) -> None:
+    """Trace-time checks (shapes and dtypes are static): ``levels >= 2``, ``x_min < x_max``, ``x``
+    float with the parameters' ``[B, H, W, C]`` (``[C, B, H, W]`` channels-first) shape, ``channel``
+    an index in range; a concrete ``x`` (outside ``jit``) also finite and on ``[x_min, x_max]``."""
     if not is_whole(levels) or levels < 2:
         raise ValueError(f"{name}: levels must be an integer >= 2, got {levels!r}")
+    if not all(isinstance(v, jax.core.Tracer) for v in (x_min, x_max)) and not x_min < x_max:  # also NaN
+        raise ValueError(f"{name}: the grid [x_min, x_max] needs x_min < x_max, got [{x_min!r}, {x_max!r}]")
+    if channel is not None and not is_whole(channel):
+        raise ValueError(f"{name}: channel must be an integer index, got {channel!r}")
     if not isinstance(params, MixtureParams):
         raise TypeError(f"{name}: params must be MixtureParams (split_mixture_params of the network's output), "
                         f"got {type(params).__name__}")
@@ -98,6 +105,16 @@ def _check_inputs(name: str, params: MixtureParams, x: jax.Array | None, levels:
                              f"got dtype {x.dtype}; map integer symbols to their values first")
         if tuple(x.shape) != tuple(want):
             raise ValueError(f"{name}: x has shape {tuple(x.shape)}, the mixture parameters are for {tuple(want)}")
+        if not any(isinstance(v, jax.core.Tracer) for v in (x, x_min, x_max)) and x.size:
+            half = (float(x_max) - float(x_min)) / (levels - 1) / 2
+            xv = np.asarray(x)
+            finite = xv[np.isfinite(xv)]
+            if finite.size < xv.size:
+                raise ValueError(f"{name}: x must be finite values on the grid of {levels} levels, got NaN or inf")
+            if finite.min() < x_min - half or finite.max() > x_max + half:
+                raise ValueError(f"{name}: x must be values on the grid of {levels} levels in [{x_min:g}, {x_max:g}], "
+                                 f"got values in [{finite.min():g}, {finite.max():g}] (e.g. pixels in [0, 255] must "
+                                 "be mapped to the grid first)")
     n_channels = shape[0] if channels_first else shape[-2]
     if channel is not None and not 0 <= channel < n_channels:
         raise ValueError(f"{name}: channel must be in [0, {n_channels - 1}], got {channel}")
@@ -174,7 +191,7 @@ def mixture_log_prob(
         dimension of K=10 vectorise poorly; here the minor dimension is W): L3C's loss +
         gradient on 16 crops of 64x64, 0.49 instead of 0.87 s for the mixture part.
     """
-    _check_inputs("mixture_log_prob", params, x, levels, channels_first)
+    _check_inputs("mixture_log_prob", params, x, levels, channels_first, x_min=x_min, x_max=x_max)
     means = conditioned_means(params, x, channels_first)
     k_axis = 1 if channels_first else -1
     value = x[:, None] if channels_first else x[..., None]
@@ -192,7 +209,7 @@ def mixture_log_pmf(
     (their entries must be the true values; channels ``>= c`` are ignored), which is what
     a decoder has when it decodes R, then G, then B.
     """
-    _check_inputs("mixture_log_pmf", params, x, levels)
+    _check_inputs("mixture_log_pmf", params, x, levels, x_min=x_min, x_max=x_max)
     means = conditioned_means(params, x)  # [B, H, W, C, K]
     grid = jnp.linspace(x_min, x_max, levels, dtype=jnp.float32)
     log_probs = bin_log_prob(grid[:, None], means[..., None, :], params.log_scales[..., None, :],
@@ -227,7 +244,7 @@ def mixture_pmf(
     (``[B, H, W, 1, levels]``): a decoder of RGB asks for R, then G given R, then B given R
     and G (``x`` holds the decoded values; later channels are ignored).
     """
-    _check_inputs("mixture_pmf", params, x, levels, channel=channel)
+    _check_inputs("mixture_pmf", params, x, levels, channel=channel, x_min=x_min, x_max=x_max)
     means, log_scales, logits = _channel_params(params, x, channel)
     delta = (x_max - x_min) / (levels - 1)
     edges = x_min + delta * (jnp.arange(levels - 1, dtype=jnp.float32) + 0.5)  # [L-1]
@@ -258,8 +275,8 @@ def mixture_pmf_window(
     photos a 64-level window adds ~0.15% to the bitstream. ``channel`` as in
     :func:`mixture_pmf`.
     """
-    _check_inputs("mixture_pmf_window", params, x, levels, channel=channel)
-    if not 0 < window < levels:
+    _check_inputs("mixture_pmf_window", params, x, levels, channel=channel, x_min=x_min, x_max=x_max)
+    if not is_whole(window) or not 0 < window < levels:
         raise ValueError(f"window must lie in [1, {levels - 1}] for {levels} levels, got {window}")
     means, log_scales, logits = _channel_params(params, x, channel)
     delta = (x_max - x_min) / (levels - 1)

@@ -46,6 +46,15 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from jaxcomp.checks import is_whole
+
+
+def _check_sizes(name: str, **sizes: int) -> None:
+    """Layer sizes are positive integers (a float or 0 would give counts of a layer that cannot exist)."""
+    bad = {k: v for k, v in sizes.items() if not is_whole(v) or v < 1}
+    if bad:
+        raise ValueError(f"{name}: sizes must be positive integers, got {bad}")
+
 
 def _counts(muls: int, adds: int, fp_muls: int, fp_adds: int, spn: bool, bn_muls: int = 0) -> dict[str, int]:
     return dict(muls=int(muls), adds=int(adds), fp_muls=int(fp_muls), fp_adds=int(fp_adds), spn=int(spn),
@@ -62,6 +71,7 @@ def arithmetic_counts(muls: int, adds: int, full_precision: bool = True, bn_muls
 
 def dense_counts(d_in: int, d_out: int, bias: bool = False) -> dict[str, int]:
     """A full-precision dense layer (it is its own reference)."""
+    _check_sizes("dense_counts", d_in=d_in, d_out=d_out)
     muls, adds = d_in * d_out, (d_in - 1) * d_out + (d_out if bias else 0)
     return _counts(muls, adds, muls, adds, False)
 
@@ -69,6 +79,7 @@ def dense_counts(d_in: int, d_out: int, bias: bool = False) -> dict[str, int]:
 def conv_counts(h_out: int, w_out: int, c_in: int, c_out: int, kh: int, kw: int,
                 bias: bool = False) -> dict[str, int]:
     """A full-precision ``kh x kw`` conv with an ``h_out x w_out x c_out`` output."""
+    _check_sizes("conv_counts", h_out=h_out, w_out=w_out, c_in=c_in, c_out=c_out, kh=kh, kw=kw)
     n = h_out * w_out * c_out
     fan_in = kh * kw * c_in
     muls, adds = n * fan_in, n * (fan_in - 1) + (n if bias else 0)
@@ -78,6 +89,7 @@ def conv_counts(h_out: int, w_out: int, c_in: int, c_out: int, kh: int, kw: int,
 def spn_dense_counts(d_in: int, d_out: int, r: int, bias: bool = False, batch_norm: bool = False) -> dict[str, int]:
     """An SPN dense layer with ``r`` hidden units (and a batch norm after ``W_b``: ``r`` more additions,
     its shift), and the dense layer it replaces."""
+    _check_sizes("spn_dense_counts", r=r)
     fp = dense_counts(d_in, d_out, bias)
     adds = r * (d_in - 1) + (r if batch_norm else 0) + d_out * (r - 1) + (d_out if bias else 0)
     return _counts(r, adds, fp["muls"], fp["adds"], True)
@@ -92,6 +104,7 @@ def spn_conv_counts(h_hidden: int, w_hidden: int, h_out: int, w_out: int, c_in: 
     ``h_out x w_out x c_out``: the output; ``batch_norm``: its shift after ``W_b`` adds ``r``
     additions per hidden position; ``identity_wc``: ``W_c`` is the identity (no additions).
     """
+    _check_sizes("spn_conv_counts", h_hidden=h_hidden, w_hidden=w_hidden, r=r, kh_b=kh_b, kw_b=kw_b)
     fp = conv_counts(h_out, w_out, c_in, c_out, kh, kw, bias)
     pos = h_hidden * w_hidden
     adds = pos * r * (kh_b * kw_b * c_in - 1) + (pos * r if batch_norm else 0)
@@ -189,6 +202,9 @@ def summarize(rows: Sequence[tuple[str, dict]]) -> dict[str, float]:
     ``*_mul_reduction_without_bn`` reductions leave those out (the convention of counting only the
     ``r`` products with ``a_tilde``).
     """
+    if not len(rows):
+        raise ValueError("summarize: no counted layers (count_ops found no layer it counts in this model: a "
+                         "reduction of nothing would read as 100%)")
     keys = ("muls", "adds", "fp_muls", "fp_adds", "bn_muls")
     total = {k: sum(c.get(k, 0) for _, c in rows) for k in keys}
     spn = {k: sum(c.get(k, 0) for _, c in rows if c["spn"]) for k in keys}

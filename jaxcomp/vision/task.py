@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxcomp.checks import is_whole
 from jaxcomp.distill.losses import cross_entropy
 from jaxcomp.metrics import psnr_from_mse
 from jaxcomp.train import TrainState, l2_penalty, make_optimizer
@@ -49,17 +50,24 @@ Batch = dict[str, jax.Array]
 
 def confusion_counts(pred: jax.Array, labels: jax.Array, num_classes: int) -> tuple[jax.Array, jax.Array]:
     """Per-example intersection and union of every class: ``int [B, ...]`` twice -> ``float32 [B, K]`` twice.
-    Positions whose label is not a class (``>= num_classes``, e.g. VOC's void 255) are left out.
-    ``pred`` holds class indices (argmax the logits first); shapes and integer dtypes are checked
-    (a float prediction would count as no class at all)."""
+    Positions whose label is not a class (``>= num_classes``, e.g. VOC's void 255, or negative, e.g. an
+    ignore label -1) are left out. ``pred`` holds class indices (argmax the logits first); shapes and
+    integer dtypes are checked (a float prediction would count as no class at all), and outside ``jit``
+    so are predictions outside ``0 .. num_classes - 1``."""
     if pred.shape != labels.shape or pred.ndim < 1:
         raise ValueError(f"confusion_counts expects predictions and labels of one shape [B, ...], got "
                          f"{pred.shape} and {labels.shape} (argmax logits [B, ..., K] first)")
     for name, v in (("pred", pred), ("labels", labels)):
         if not jnp.issubdtype(v.dtype, jnp.integer):
             raise ValueError(f"confusion_counts: {name} must hold integer class indices, got {v.dtype}")
+    if not is_whole(num_classes) or num_classes < 1:
+        raise ValueError(f"confusion_counts: num_classes must be a positive integer, got {num_classes!r}")
+    if not isinstance(pred, jax.core.Tracer) and pred.size and not (
+            0 <= int(pred.min()) and int(pred.max()) < num_classes):
+        raise ValueError(f"confusion_counts: predictions must be classes 0..{num_classes - 1}, got values in "
+                         f"[{int(pred.min())}, {int(pred.max())}] (is num_classes right?)")
     labels = labels.reshape(labels.shape[0], -1)
-    valid = (labels < num_classes)[..., None]
+    valid = ((labels >= 0) & (labels < num_classes))[..., None]
     p = jax.nn.one_hot(pred.reshape(pred.shape[0], -1), num_classes, dtype=jnp.float32) * valid
     t = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
     inter = jnp.sum(p * t, axis=1)
@@ -74,6 +82,9 @@ def mean_iou(inter: np.ndarray, union: np.ndarray) -> float:
                          f"{np.shape(inter)} and {np.shape(union)}")
     i = np.asarray(inter, np.float64).reshape(-1, np.shape(inter)[-1]).sum(0)
     u = np.asarray(union, np.float64).reshape(-1, np.shape(union)[-1]).sum(0)
+    if not (np.all(np.isfinite(i)) and np.all(np.isfinite(u)) and np.all(0 <= i) and np.all(i <= u)):
+        raise ValueError("mean_iou expects counts with 0 <= intersection <= union (confusion_counts' pair, in "
+                         "that order); got negative, non-finite or swapped values")
     present = u > 0
     return float(np.mean(i[present] / u[present])) if present.any() else float("nan")
 
@@ -192,8 +203,9 @@ class UnderstandingTask:
 
     def task_loss(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
         """Mean cross-entropy over the examples (classification) or the labelled pixels (segmentation:
-        labels ``>= num_classes``, e.g. VOC's void, are ignored)."""
-        valid = labels < self.num_classes
+        labels ``>= num_classes``, e.g. VOC's void, and negative ones, e.g. an ignore label -1, are
+        ignored, as in :func:`confusion_counts`)."""
+        valid = (labels >= 0) & (labels < self.num_classes)
         ce = cross_entropy(logits, jnp.where(valid, labels, 0))
         return jnp.sum(ce * valid) / jnp.maximum(jnp.sum(valid), 1)
 
@@ -202,7 +214,7 @@ class UnderstandingTask:
         logits, batch_stats, codec = self.forward(params, state.model_state, batch["image"], True, rng)
         labels = batch["label"]
         task_loss = self.task_loss(logits, labels)
-        valid = labels < self.num_classes
+        valid = (labels >= 0) & (labels < self.num_classes)
         accuracy = jnp.sum((jnp.argmax(logits, -1) == labels) * valid) / jnp.maximum(jnp.sum(valid), 1)
         metrics = {"task_loss": task_loss, "accuracy" if self.kind == "classification" else "pixel_accuracy": accuracy}
         loss = task_loss
@@ -241,7 +253,7 @@ class UnderstandingTask:
             out = {"accuracy": (pred == labels).astype(jnp.float32), "cross_entropy": cross_entropy(logits, labels)}
         else:
             inter, union = confusion_counts(pred, labels, self.num_classes)
-            valid = labels < self.num_classes
+            valid = (labels >= 0) & (labels < self.num_classes)
             out = {"pixel_accuracy": jnp.sum((pred == labels) * valid, axis=(1, 2))
                    / jnp.maximum(jnp.sum(valid, axis=(1, 2)), 1)}
             for k in range(self.num_classes):
