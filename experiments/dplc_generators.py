@@ -54,6 +54,7 @@ def objective_config(config: ml_collections.ConfigDict, objective: str, seed: in
     variants with the user's data block and generator sizes
     (``jaxcomp.codecs.dplc.task.GENERATOR_FIELDS``); then ``seed``."""
     from jaxcomp.configs import load_config
+    from jaxcomp.deadline import without_budget
 
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; use {sorted(OBJECTIVES)}")
@@ -62,10 +63,7 @@ def objective_config(config: ml_collections.ConfigDict, objective: str, seed: in
         c = ml_collections.ConfigDict(config.to_dict())
     else:
         c = with_stage1_data_and_sizes(load_config(f"{CONFIGS}:{dataset}_{objective}"), config)
-    for block in ("sweep", "generators"):  # a command's time budget is not a setting of the run (its digest)
-        if "time_limit" in c.get(block, {}):
-            with c.unlocked():
-                del c[block]["time_limit"]
+    c = without_budget(c, "sweep.time_limit", "generators.time_limit")
     c.seed = int(seed)
     c.data.seed = int(seed)
     if config.generators.steps:

@@ -81,9 +81,8 @@ def tree_files(root: str) -> tuple[dict[str, int | None], list[str]]:
                          and not os.path.islink(os.path.join(here, d)))
         parent = rel[:-len("/checkpoints/")]
         if os.path.basename(here) == "checkpoints" and parent in runs:
-            step = runs[parent]
-            dirs[:] = [d for d in dirs if step is not None and d == str(step)]
-            continue  # orbax's own files at this level belong to other (older, unfinished) saves
+            dirs[:] = []  # pack adds the run's one checkpoint folder; other files here belong to other saves
+            continue
         if rel and "config.json" in names:
             runs[rel[:-1]] = latest_complete_checkpoint(here)
         files.extend(rel + n for n in sorted(names)

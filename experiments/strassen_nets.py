@@ -31,7 +31,7 @@ import numpy as np
 from jaxcomp import tasks
 from jaxcomp import train as trainer
 from jaxcomp.configs import apply_overrides, config_script_main
-from jaxcomp.deadline import Deadline
+from jaxcomp.deadline import Deadline, without_budget
 from jaxcomp.distill import check_kd_temperature
 from jaxcomp.strassen.counting import format_table, summarize
 from jaxcomp.xla import enable_compilation_cache
@@ -40,9 +40,8 @@ from jaxcomp.xla import enable_compilation_cache
 def _variant(config: ml_collections.ConfigDict, enabled: bool, ratio: float = 1.0, kd_teacher: str = "",
              seed: int | None = None, mode: str = "spn"):
     e = config.experiment
-    c = apply_overrides(config, e.get("quantized_overrides", ())) if enabled else \
-        ml_collections.ConfigDict(config.to_dict())
-    c.experiment.time_limit = 0.0  # the command's budget is not a setting of the model (its config.json)
+    c = without_budget(apply_overrides(config, e.get("quantized_overrides", ())) if enabled else config,
+                       "experiment.time_limit")
     c.strassen.enabled = enabled
     c.strassen.mode = mode
     c.strassen.hidden_ratio = float(ratio)

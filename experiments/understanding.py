@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from jaxcomp.configs import config_script_main
-from jaxcomp.deadline import Deadline, OutOfTime
+from jaxcomp.deadline import Deadline, OutOfTime, without_budget
 from jaxcomp.files import write_atomic
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "understanding.py")
@@ -55,13 +55,15 @@ def _module():
 
 def _row_key(config) -> str:
     """What a row's result depends on: its whole config and the codec's parameters (a cached result with
-    another key is stale: retrained codec, other data sizes, other network)."""
+    another key is stale: retrained codec, other data sizes, other network). The codec counts by its
+    parameters, not by its path (``data.codec`` lies in the study's workdir: a study unpacked under
+    another path keeps its rows). Keys made before 2026-12-07 held the path and are refused."""
     import hashlib
 
     from jaxcomp.configs import canonical_json
     from jaxcomp.vision.data import model_digest
 
-    h = hashlib.sha256(canonical_json(config).encode())
+    h = hashlib.sha256(canonical_json(config, exclude=("data.codec",)).encode())
     if config.data.get("codec", ""):
         h.update(model_digest(config.data.codec).encode())
     return h.hexdigest()[:16]
@@ -116,11 +118,8 @@ class Study:
         return c
 
     def row_config(self, kind: str, inp: str, point: str, seed: int):
-        import ml_collections
 
-        c = ml_collections.ConfigDict(self.config.to_dict())
-        # the command's budget is not a setting of the row: its key (and a finished row) stays valid under another
-        c.experiment.time_limit = 0
+        c = without_budget(self.config, "experiment.time_limit")
         c.data = self.data_block(kind)
         c.model.num_classes = int(c.data.num_classes)
         self.cfg.set_input(c, inp, kind)

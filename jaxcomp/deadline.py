@@ -34,6 +34,24 @@ def _process_0s(value: float | None) -> float | None:
     return None if math.isnan(got) else got
 
 
+def without_budget(config: Any, *keys: str) -> Any:
+    """An unlocked copy of ``config`` (an ``ml_collections.ConfigDict``) without the dotted ``keys``
+    (a driver's ``*.time_limit``): the command's budget is not a setting of the runs it trains, so
+    it stays out of their ``config.json``, digests and row keys, and a slice with another budget
+    finds the runs of the one before."""
+    import ml_collections
+
+    c = ml_collections.ConfigDict(config.to_dict())
+    for key in keys:
+        *parents, last = key.split(".")
+        node = c
+        for part in parents:
+            node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
+        if isinstance(node, ml_collections.ConfigDict) and last in node:
+            del node[last]
+    return c
+
+
 class OutOfTime(Exception):
     """A run stopped by its time limit; the same command continues it (every finished piece is kept)."""
 

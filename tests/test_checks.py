@@ -144,7 +144,7 @@ def _bad_calls():
          "x_min < x_max"),
         ("pixels given to the [-1, 1] grid", lambda: mixture_log_prob(params, jnp.full((1, 2, 2, 1), 128.0), 256),
          ValueError, r"on the grid of 256 levels in \[-1, 1\]"),
-        ("NaN values to code", lambda: mixture_pmf(params, jnp.full((1, 2, 2, 1), jnp.nan), 16), ValueError,
+        ("NaN values to code", lambda: mixture_log_prob(params, jnp.full((1, 2, 2, 1), jnp.nan), 16), ValueError,
          "NaN or inf"),
         ("window of 4.5 levels", lambda: mixture_pmf_window(params, None, 16, 4.5), ValueError, "window"),
         ("channel True", lambda: mixture_pmf(params, None, 16, channel=True), ValueError, "integer index"),
@@ -231,3 +231,23 @@ def test_deadline_gives_what_is_left_lets_finished_runs_through_and_stops_the_co
     assert config_script_main("", f"{repo}/configs/ban.py:digits", stopped, ["--workdir", str(tmp_path)]) == 0
     assert capsys.readouterr().err.startswith("stopped: ban.time_limit reached: w stopped at step 7 of 10; run the "
                                               "same command to continue")
+
+
+def test_mixture_checks_read_only_the_channels_that_condition():
+    """Outside ``jit`` the mixtures check the values they read: a decoder's channels not decoded yet may
+    hold anything (NaN here), the decoded ones may not; under ``jit`` a traced grid bound is fine."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxcomp.entropy.logistic_mixture import mixture_log_prob, mixture_pmf, split_mixture_params
+
+    rgb = split_mixture_params(jnp.zeros((1, 2, 2, 3 * 3 * 2 + 3 * 2)), 3, 2, True)
+    x = jnp.zeros((1, 2, 2, 3)).at[..., 1:].set(jnp.nan)  # R decoded, G and B not yet
+    assert np.all(np.isfinite(np.asarray(mixture_pmf(rgb, x, 16, channel=1))))  # G given R
+    with pytest.raises(ValueError, match="NaN or inf"):
+        mixture_pmf(rgb, x, 16, channel=2)  # B given R and G: G is read
+    with pytest.raises(ValueError, match="NaN or inf"):
+        mixture_log_prob(rgb, x, 16)  # the probability of every channel's value
+    y = jnp.zeros((1, 2, 2, 3))
+    traced = jax.jit(lambda lo: mixture_log_prob(rgb, y, 16, x_min=lo, x_max=1.0))(-1.0)
+    np.testing.assert_allclose(np.asarray(traced), np.asarray(mixture_log_prob(rgb, y, 16)), rtol=1e-6)

@@ -978,6 +978,9 @@ def test_pack_run_carries_a_drivers_tree_of_runs(tmp_path):
     runs, files = pack_run.tree_files(str(root))
     assert runs == {"seed0/teacher": 40, "seed0/ban-1": None, "runs/dplc_b4_s0": 400}
     assert pack_run.pack(str(root), str(tmp_path / "tree.tar"))[0] == "3 runs"
+    with tarfile.open(tmp_path / "tree.tar") as tar:
+        names = tar.getnames()
+    assert len(names) == len(set(names))  # each file once (a checkpoint's files were in twice)
     moved = tmp_path / "elsewhere"
     assert pack_run.unpack(str(tmp_path / "tree.tar"), str(moved)) == "3 runs"
     got = sorted(str(p.relative_to(moved)) for p in moved.rglob("*") if p.is_file())

@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxcomp.configs import load_config
+from jaxcomp.configs import apply_overrides, load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "understanding.py")
@@ -486,6 +486,7 @@ def test_study_scores_on_the_report_split_with_each_seed_and_mode(tmp_path, monk
     monkeypatch.setattr(vdata, "understanding_arrays", lambda data, split: (asked.append(split), splits[split])[1])
     monkeypatch.setattr(vdata, "split_images", lambda data, split: (asked.append(split), splits[split])[1])
     monkeypatch.setattr(s, "train", lambda c, wd: (trained.append(c), os.makedirs(wd), ("task", "state"))[2])
+    row_key = study._row_key
     monkeypatch.setattr(study, "_row_key", lambda c: "key")  # (the codec's parameters are not made here)
     monkeypatch.setattr(study, "evaluate", lambda task, state, x, y, b, codec_metrics=False:
                         {"accuracy": float(np.mean(x == splits["test"][0]))})
@@ -494,6 +495,16 @@ def test_study_scores_on_the_report_split_with_each_seed_and_mode(tmp_path, monk
     assert [r["accuracy"] for r in s.results["rows"]] == [1.0, 1.0]  # scored on the report split's inputs
     assert asked.count("train") == 1 and "val" not in asked  # the baseline's fit; nothing chosen on val
     assert s.results["linear"][0]["accuracy"] == 1.0  # separable: fitted on train, scored on test
+    # a row's key holds its codec's parameters, not the codec's path in the workdir, nor the command's budget:
+    # a study unpacked under another path (pack_run), or continued with another time limit, keeps its rows
+    monkeypatch.setattr(vdata, "model_digest", lambda path: "the codec's parameters")
+    row = s.row_config("classification", "latent", "low", 0)
+    moved = ml_collections.ConfigDict(row.to_dict())
+    moved.data.codec = "/elsewhere/study/codec_low"
+    assert row_key(row) == row_key(moved) != row_key(s.row_config("classification", "latent", "low", 1))
+    s.config = apply_overrides(config, ["experiment.time_limit=540"])
+    assert row_key(s.row_config("classification", "latent", "low", 0)) == row_key(row)
+    s.config = config
     trained.clear()
     s.joint()
     assert [(c.understanding.train_codec, c.seed) for c in trained] == [(True, 0), (False, 0), (True, 1), (False, 1)]

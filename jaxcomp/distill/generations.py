@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 
 from jaxcomp import train as trainer
-from jaxcomp.deadline import Deadline
+from jaxcomp.deadline import Deadline, without_budget
 from jaxcomp.distill.losses import check_kd_temperature, cross_entropy
 from jaxcomp.distill.task import Teacher, build_task, teacher_from_state
 
@@ -38,9 +38,7 @@ class Member:
 
 def _config_for(config: ml_collections.ConfigDict, *, seed: int, loss: str, teacher_workdirs: Sequence[str],
                 model_name: str | None = None, label_weight: float | None = None) -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict(config.to_dict())
-    if "time_limit" in c.get("ban", {}):  # the command's budget, not a setting of the model
-        del c.ban["time_limit"]
+    c = without_budget(config, "ban.time_limit")
     c.seed = seed
     c.data.seed = seed
     c.distill.loss = loss

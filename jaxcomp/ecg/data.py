@@ -54,7 +54,7 @@ class ECGDataset:
     source: str = ""
 
     def __post_init__(self) -> None:
-        labels = np.asarray(self.labels)
+        labels = self.labels = np.asarray(self.labels)
         if not len(self.names) == len(self.signals) == len(labels) or labels.ndim != 1:
             raise ECGDataError(f"ECGDataset: {len(self.names)} names, {len(self.signals)} signals and labels of shape "
                                f"{labels.shape}: one name, signal and label per recording")

@@ -84,13 +84,16 @@ def split_mixture_params(
 
 def _check_inputs(name: str, params: MixtureParams, x: jax.Array | None, levels: int,
                   channels_first: bool = False, channel: int | None = None,
-                  x_min: float = -1.0, x_max: float = 1.0) -> None:
+                  x_min: float = -1.0, x_max: float = 1.0, conditioning: bool = False) -> None:
     """Trace-time checks (shapes and dtypes are static): ``levels >= 2``, ``x_min < x_max``, ``x``
     float with the parameters' ``[B, H, W, C]`` (``[C, B, H, W]`` channels-first) shape, ``channel``
-    an index in range; a concrete ``x`` (outside ``jit``) also finite and on ``[x_min, x_max]``."""
+    an index in range; a concrete ``x`` (outside ``jit``) also finite and on ``[x_min, x_max]``. With
+    ``conditioning`` (``x`` only conditions the PMFs) only the channels read are: those before
+    ``channel`` (all but the last without one), none without RGB coefficients; the others may hold
+    anything (a decoder's channels not decoded yet)."""
     if not is_whole(levels) or levels < 2:
         raise ValueError(f"{name}: levels must be an integer >= 2, got {levels!r}")
-    if not all(isinstance(v, jax.core.Tracer) for v in (x_min, x_max)) and not x_min < x_max:  # also NaN
+    if not any(isinstance(v, jax.core.Tracer) for v in (x_min, x_max)) and not x_min < x_max:  # also NaN
         raise ValueError(f"{name}: the grid [x_min, x_max] needs x_min < x_max, got [{x_min!r}, {x_max!r}]")
     if channel is not None and not is_whole(channel):
         raise ValueError(f"{name}: channel must be an integer index, got {channel!r}")
@@ -105,6 +108,9 @@ def _check_inputs(name: str, params: MixtureParams, x: jax.Array | None, levels:
                              f"got dtype {x.dtype}; map integer symbols to their values first")
         if tuple(x.shape) != tuple(want):
             raise ValueError(f"{name}: x has shape {tuple(x.shape)}, the mixture parameters are for {tuple(want)}")
+        if conditioning:
+            read = 0 if params.coeffs is None else (x.shape[-1] - 1 if channel is None else channel)
+            x = x[..., :read]
         if not any(isinstance(v, jax.core.Tracer) for v in (x, x_min, x_max)) and x.size:
             half = (float(x_max) - float(x_min)) / (levels - 1) / 2
             xv = np.asarray(x)
@@ -209,7 +215,7 @@ def mixture_log_pmf(
     (their entries must be the true values; channels ``>= c`` are ignored), which is what
     a decoder has when it decodes R, then G, then B.
     """
-    _check_inputs("mixture_log_pmf", params, x, levels, x_min=x_min, x_max=x_max)
+    _check_inputs("mixture_log_pmf", params, x, levels, x_min=x_min, x_max=x_max, conditioning=True)
     means = conditioned_means(params, x)  # [B, H, W, C, K]
     grid = jnp.linspace(x_min, x_max, levels, dtype=jnp.float32)
     log_probs = bin_log_prob(grid[:, None], means[..., None, :], params.log_scales[..., None, :],
@@ -244,7 +250,7 @@ def mixture_pmf(
     (``[B, H, W, 1, levels]``): a decoder of RGB asks for R, then G given R, then B given R
     and G (``x`` holds the decoded values; later channels are ignored).
     """
-    _check_inputs("mixture_pmf", params, x, levels, channel=channel, x_min=x_min, x_max=x_max)
+    _check_inputs("mixture_pmf", params, x, levels, channel=channel, x_min=x_min, x_max=x_max, conditioning=True)
     means, log_scales, logits = _channel_params(params, x, channel)
     delta = (x_max - x_min) / (levels - 1)
     edges = x_min + delta * (jnp.arange(levels - 1, dtype=jnp.float32) + 0.5)  # [L-1]
@@ -275,7 +281,8 @@ def mixture_pmf_window(
     photos a 64-level window adds ~0.15% to the bitstream. ``channel`` as in
     :func:`mixture_pmf`.
     """
-    _check_inputs("mixture_pmf_window", params, x, levels, channel=channel, x_min=x_min, x_max=x_max)
+    _check_inputs("mixture_pmf_window", params, x, levels, channel=channel, x_min=x_min, x_max=x_max,
+                  conditioning=True)
     if not is_whole(window) or not 0 < window < levels:
         raise ValueError(f"window must lie in [1, {levels - 1}] for {levels} levels, got {window}")
     means, log_scales, logits = _channel_params(params, x, channel)
