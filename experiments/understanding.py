@@ -57,13 +57,17 @@ def _row_key(config) -> str:
     """What a row's result depends on: its whole config and the codec's parameters (a cached result with
     another key is stale: retrained codec, other data sizes, other network). The codec counts by its
     parameters, not by its path (``data.codec`` lies in the study's workdir: a study unpacked under
-    another path keeps its rows). Keys made before 2026-12-07 held the path and are refused."""
+    another path keeps its rows), and of the ``experiment`` block only ``report_split`` counts (the
+    rest, e.g. ``points``, ``stages``, ``codecs_from``, ``time_limit``, picks which rows run, while a
+    row's network, data and steps are in its own keys). Keys made before this rule (2026-12-07,
+    session 27) are refused."""
     import hashlib
 
     from jaxcomp.configs import canonical_json
     from jaxcomp.vision.data import model_digest
 
-    h = hashlib.sha256(canonical_json(config, exclude=("data.codec",)).encode())
+    h = hashlib.sha256(canonical_json(config, exclude=("data.codec", "experiment")).encode())
+    h.update(str(config.experiment.get("report_split", "test")).encode())
     if config.data.get("codec", ""):
         h.update(model_digest(config.data.codec).encode())
     return h.hexdigest()[:16]

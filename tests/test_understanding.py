@@ -502,8 +502,11 @@ def test_study_scores_on_the_report_split_with_each_seed_and_mode(tmp_path, monk
     moved = ml_collections.ConfigDict(row.to_dict())
     moved.data.codec = "/elsewhere/study/codec_low"
     assert row_key(row) == row_key(moved) != row_key(s.row_config("classification", "latent", "low", 1))
-    s.config = apply_overrides(config, ["experiment.time_limit=540"])
-    assert row_key(s.row_config("classification", "latent", "low", 0)) == row_key(row)
+    s.config = apply_overrides(config, ["experiment.time_limit=540", "experiment.points=('low',)",
+                                        "experiment.codecs_from=/elsewhere/gpu_study"])
+    assert row_key(s.row_config("classification", "latent", "low", 0)) == row_key(row)  # which rows run
+    s.config = apply_overrides(config, ["experiment.report_split=val"])
+    assert row_key(s.row_config("classification", "latent", "low", 0)) != row_key(row)  # what a row reports
     s.config = config
     trained.clear()
     s.joint()
