@@ -93,7 +93,9 @@ def get_config(variant: str = "cnn") -> ml_collections.ConfigDict:
     # ran at 1e-3 (train.py::trainCRNN, network.py::build); (1, 0.1, 0.01) gives the intended decay.
     c.cv = ml_collections.ConfigDict(dict(models=("cnn", "crnn", "crnn_e2e"), seeds=(0,), folds=(),
                                           crnn_steps=20_000, crnn_e2e_phases=3, crnn_e2e_steps=56_800,
-                                          crnn_e2e_lr_factors=(1.0, 1.0, 1.0)))
+                                          crnn_e2e_lr_factors=(1.0, 1.0, 1.0),
+                                          # seconds for the whole command (0: none); the same command continues
+                                          time_limit=0.0))
     c.init_from = ""  # a trained ECG model (workdir or .msgpack) to start from: parameters and batch statistics
     c.optimizer = ml_collections.ConfigDict(dict(
         name="adam", learning_rate=1e-3, schedule="constant", decay_steps=0, warmup_steps=0, grad_clip=0.0,

@@ -20,7 +20,7 @@ The recipe for an accelerator with a per-command time limit is in docs/l3c.md
 ("Training on an accelerator, in slices").
 
 A driver's workdir (``experiments.ban``, ``strassen_nets``, ``dplc_sweep``, ``dplc_generators``,
-``understanding``: many training runs below one folder, stopped by their ``*.time_limit``) packs the
+``understanding``, ``ecg_cv``: many training runs below one folder, stopped by their ``*.time_limit``) packs the
 same way: every run below it (a folder with ``config.json``) travels with its files and its latest
 complete checkpoint only, every other file of the tree (the drivers' cached scores, decodings and
 reports) as it is, and neither TensorBoard logs nor XLA compilation caches (``jax_cache``). The

@@ -1,13 +1,13 @@
 """One wall-clock budget for every training of a driver run (host-side, pure Python).
 
-A driver that trains several models (the BAN generations, StrassenNets' table, the DPLC sweeps,
-the understanding stages) takes one ``time_limit`` in seconds for the whole command: each training
-is given what is left (:meth:`Deadline.for_training`), the trainer checkpoints where it stops, and
-:meth:`Deadline.check_finished` raises :class:`OutOfTime` so that nothing is scored or reported
-from a half-trained model. The same command run again skips the finished models and continues the
-stopped one from its checkpoint. For leased machines with a per-command limit, and for sharing a
-CPU with other work. :func:`jaxcomp.configs.config_script_main` turns :class:`OutOfTime` into one
-line on stderr and exit status 0.
+A driver that trains several models (the BAN generations, StrassenNets' table, the DPLC sweeps, the
+understanding stages, the ECG cross-validation) takes one ``time_limit`` in seconds for the whole
+command: each training is given what is left (:meth:`Deadline.for_training`), the trainer
+checkpoints where it stops, and :meth:`Deadline.check_finished` raises :class:`OutOfTime` so that
+nothing is scored or reported from a half-trained model. The same command run again skips the
+finished models and continues the stopped one from its checkpoint. For leased machines with a
+per-command limit, and for sharing a CPU with other work. :func:`jaxcomp.configs.config_script_main`
+turns :class:`OutOfTime` into one line on stderr and exit status 0.
 """
 
 from __future__ import annotations

@@ -602,7 +602,7 @@ def test_results_table_averages_each_model_alone():
     assert "| **crnn mean ± std** | | 2 runs | | 0.200 ± 0.000 |" in table
 
 
-def test_cross_validation_refuses_results_of_another_config(repo, tmp_path):
+def test_cross_validation_refuses_results_of_another_config(repo, tmp_path, monkeypatch):
     """results.jsonl rows are reused only by the config that made them: a changed setting would
     otherwise report the old runs as its own (seeds, folds and models only choose runs)."""
     import json
@@ -611,7 +611,8 @@ def test_cross_validation_refuses_results_of_another_config(repo, tmp_path):
 
     config = load_config(str(repo / "configs" / "ecg.py") + ":tiny_cnn")
     digest = results_digest(config)
-    assert digest == results_digest(apply_overrides(config, ["cv.seeds=(5, 6)", "cv.models=('crnn',)"]))
+    assert digest == results_digest(apply_overrides(config, ["cv.seeds=(5, 6)", "cv.models=('crnn',)",
+                                                             "cv.time_limit=540"]))
     assert digest != results_digest(apply_overrides(config, ["steps=5000"]))
     assert digest != results_digest(apply_overrides(config, ["model.channels=64"]))
     row = dict(seed=0, fold=0, model="cnn", steps=config.steps, f1=0.1, config_digest=digest)
@@ -628,6 +629,20 @@ def test_cross_validation_refuses_results_of_another_config(repo, tmp_path):
         table = cross_validate(apply_overrides(config, ["cv.seeds=(0,)", "cv.folds=(0,)", "cv.models=('cnn',)"]),
                                str(tmp_path))
     assert "| cnn | 0 | 0 | 4 | 0.889 |" in table  # the old row, not a new run
+    # cv.time_limit: the model in training stops with a checkpoint and nothing is reported (its budget cut to
+    # 1 us, so that it stops after its first step whatever the machine's load); its config holds no budget
+    from jaxcomp.deadline import Deadline, OutOfTime
+    from jaxcomp.files import latest_complete_checkpoint
+
+    given = Deadline.for_training
+    monkeypatch.setattr(Deadline, "for_training", lambda self, wd, steps: given(self, wd, steps) and 1e-6)
+    sliced = apply_overrides(config, ["cv.seeds=(0,)", "cv.folds=(0,)", "cv.models=('cnn',)", "cv.time_limit=3600"])
+    with pytest.raises(OutOfTime, match=rf"cv\.time_limit reached: .*cnn stopped at step 1 of {config.steps}"):
+        cross_validate(sliced, str(tmp_path / "sliced"))
+    assert latest_complete_checkpoint(tmp_path / "sliced" / "seed0" / "fold0" / "cnn") == 1
+    assert not (tmp_path / "sliced" / "results.jsonl").exists()
+    saved = json.loads((tmp_path / "sliced" / "seed0" / "fold0" / "cnn" / "config.json").read_text())
+    assert "time_limit" not in saved["cv"]
 
 
 def test_scores_take_names_or_indices_and_refuse_what_is_neither():
@@ -684,9 +699,9 @@ def test_cross_validation_and_early_stopping_wiring(tiny_config, tmp_path, monke
             self.cfg, self.val_idx, self.train_idx = cfg, np.arange(5, 8), np.arange(5)
             self.dataset = SimpleNamespace(source="stub")
 
-    def train_with_validation(cfg, workdir, task, data):
+    def train_with_validation(cfg, workdir, task, data, time_limit=None):
         runs.append((cfg, workdir, data))
-        return "state", {"best_step": None}
+        return "state", {"best_step": None, "stopped_at": None, "last_state": None}
 
     def predict_split(task, state, data, batch_size, idx=None):
         scored.append(idx)

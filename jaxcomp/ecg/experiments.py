@@ -42,6 +42,7 @@ import ml_collections
 import numpy as np
 
 from jaxcomp.configs import apply_overrides, config_digest
+from jaxcomp.deadline import Deadline, without_budget
 from jaxcomp.ecg.data import CLASSES, ECGBatches, ECGDataError, ECGDataset, check_indices, fold_indices, load_dataset
 from jaxcomp.ecg.scoring import challenge_f1, confusion_matrix, plot_confusion, score
 from jaxcomp.ecg.task import BEST_MODEL, ECGTask, best_model
@@ -342,8 +343,9 @@ _NEEDS = {"crnn": ("cnn",), "cnn_more": ("cnn",), "crnn_e2e": ("cnn", "crnn")}  
 
 def results_digest(config: ml_collections.ConfigDict) -> str:
     """A digest of every setting of ``config`` that changes a cross-validation run's result: all of
-    it but ``cv.seeds``, ``cv.folds`` and ``cv.models``, which only choose the runs."""
-    return config_digest(config, exclude=("cv.seeds", "cv.folds", "cv.models"))
+    it but ``cv.seeds``, ``cv.folds`` and ``cv.models``, which only choose the runs, and the command's
+    budget ``cv.time_limit``."""
+    return config_digest(config, exclude=("cv.seeds", "cv.folds", "cv.models", "cv.time_limit"))
 
 
 def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -352,8 +354,23 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> str:
     Finished runs are read back from ``workdir/results.jsonl`` and not run again; each row records
     :func:`results_digest` of its config, and rows of another config raise ``ValueError`` (a
     changed setting would otherwise report the old runs as the new ones); rows written before
-    rows carried the digest are reused with a warning."""
+    rows carried the digest are reused with a warning. ``cv.time_limit`` (seconds for the whole
+    command): the model in training stops there with a checkpoint and
+    :class:`jaxcomp.deadline.OutOfTime` is raised; the same command continues it.
+    """
     from tqdm.auto import tqdm
+
+    deadline = Deadline(config.cv.get("time_limit", 0.0), "cv.time_limit")
+    digest = results_digest(config)
+    config = without_budget(config, "cv.time_limit")  # the runs' configs (their config.json) hold no budget
+
+    def train(cfg, run_dir, task, data):
+        deadline.for_training(run_dir, cfg.steps)  # out of time: stop before this run starts
+        state, info = train_with_validation(cfg, run_dir, task, data,
+                                            time_limit=deadline.for_training(run_dir, cfg.steps))
+        if info["stopped_at"] is None and info["last_state"] is not None:  # not stopped early by validation
+            deadline.check_finished(info["last_state"], cfg.steps, run_dir)
+        return state, info
 
     os.makedirs(workdir, exist_ok=True)
     enable_compilation_cache(os.path.join(workdir, "jax_cache"), min_compile_secs=1.0)
@@ -368,7 +385,6 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> str:
         end_to_end_config(config, 0, "")  # its settings' own checks, before hours of training
     results_path = os.path.join(workdir, "results.jsonl")
     done = {}
-    digest = results_digest(config)
     if os.path.exists(results_path):
         rows = read_jsonl(results_path)
         undigested = sum("config_digest" not in r for r in rows)
@@ -396,12 +412,12 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> str:
                 cfg = end_to_end_config(config, k, start, tuple(_run_overrides(seed, fold)))
                 task, data = ECGTask(cfg), build_training_data(cfg)
                 phase_dir = os.path.join(run_dir, f"crnn_e2e{k}")
-                state, info = train_with_validation(cfg, phase_dir, task, data)
+                state, info = train(cfg, phase_dir, task, data)
                 start = best_model(phase_dir)
         else:
             cfg = _stage_configs(config, seed, fold, os.path.join(run_dir, "cnn"))[model]
             task, data = ECGTask(cfg), build_training_data(cfg)
-            state, info = train_with_validation(cfg, os.path.join(run_dir, model), task, data)
+            state, info = train(cfg, os.path.join(run_dir, model), task, data)
         train_s = time.perf_counter() - t0
         labels, preds, _, _ = predict_split(task, state, data, cfg.eval_batch_size)
         steps = cfg.steps * (int(config.cv.crnn_e2e_phases) if model == "crnn_e2e" else 1)
