@@ -10,7 +10,9 @@ the held-out fold, train the CRNN from its conv blocks (stage 2, cv.crnn_steps),
 (cv.crnn_e2e_phases of cv.crnn_e2e_steps, each from the last one's best validation model).
 Writes results.jsonl, results.md (F1 per fold, mean +- std) and confusion.png into --workdir
 and prints the table. Started again, it skips finished runs; a workdir whose results were made
-with other settings (anything but cv.seeds, cv.folds, cv.models) is refused.
+with other settings (anything but cv.seeds, cv.folds, cv.models and the budget cv.time_limit) is
+refused. ``cv.time_limit`` (seconds for the whole command) stops the model in training with a
+checkpoint and writes no row for it; the same command continues.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """ECG: challenge-format reader, folds, spectrogram vs scipy, masks, augmentation, F1, bad input, training."""
 
 import functools
+import json
 import os
 
 import jax
@@ -737,6 +738,20 @@ def test_cross_validation_and_early_stopping_wiring(tiny_config, tmp_path, monke
     with pytest.raises(ValueError, match="1 entries for cv.crnn_e2e_phases=2"):  # before any training
         ex.cross_validate(apply_overrides(config, ["cv.crnn_e2e_lr_factors=(1.0,)"]), str(tmp_path / "cv1"))
     assert len(runs) == n_runs
+    # past cv.time_limit a run that validation stopped early goes ahead (it trains no further: its row is
+    # scored), and the next one stops the command before its data is built
+    from jaxcomp.deadline import Deadline, OutOfTime
+
+    def spent(self, wd, steps):
+        raise OutOfTime("cv.time_limit reached")
+
+    monkeypatch.setattr(Deadline, "for_training", spent)
+    stopped = tmp_path / "sliced" / "seed3" / "fold0" / "cnn"
+    stopped.mkdir(parents=True)
+    (stopped / "validation.json").write_text(json.dumps({"stopped_at": 4, "best_step": 3, "history": []}))
+    with pytest.raises(OutOfTime):
+        ex.cross_validate(apply_overrides(config, ["cv.time_limit=60"]), str(tmp_path / "sliced"))
+    assert [wd for _, wd, _ in runs[n_runs:]] == [str(stopped)]
     # early stopping: validation F1 per step 0.3 0.5 0.5 0.4 0.45 0.6 ...: best step 3, stopped at 5
     monkeypatch.undo()
     f1s = {1: 0.3, 2: 0.5, 3: 0.5, 4: 0.4, 5: 0.45, 6: 0.6, 7: 0.6, 8: 0.6, 9: 0.6}

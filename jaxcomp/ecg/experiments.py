@@ -364,13 +364,20 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> str:
     digest = results_digest(config)
     config = without_budget(config, "cv.time_limit")  # the runs' configs (their config.json) hold no budget
 
-    def train(cfg, run_dir, task, data):
-        deadline.for_training(run_dir, cfg.steps)  # out of time: stop before this run starts
-        state, info = train_with_validation(cfg, run_dir, task, data,
-                                            time_limit=deadline.for_training(run_dir, cfg.steps))
+    def train(cfg, run_dir):
+        """``(task, data, state, info)`` of one run: built and trained within the budget."""
+        log_path, stopped_early = os.path.join(run_dir, VALIDATION_LOG), False
+        if os.path.isfile(log_path):
+            with open(log_path) as f:
+                stopped_early = json.load(f).get("stopped_at") is not None
+        if not stopped_early:  # (an early-stopped run trains no further: it goes ahead after the limit)
+            deadline.for_training(run_dir, cfg.steps)  # out of time: stop before the data is built
+        task, data = ECGTask(cfg), build_training_data(cfg)
+        state, info = train_with_validation(
+            cfg, run_dir, task, data, time_limit=None if stopped_early else deadline.for_training(run_dir, cfg.steps))
         if info["stopped_at"] is None and info["last_state"] is not None:  # not stopped early by validation
             deadline.check_finished(info["last_state"], cfg.steps, run_dir)
-        return state, info
+        return task, data, state, info
 
     os.makedirs(workdir, exist_ok=True)
     enable_compilation_cache(os.path.join(workdir, "jax_cache"), min_compile_secs=1.0)
@@ -410,14 +417,12 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> str:
             start = best_model(os.path.join(run_dir, "crnn"))
             for k in range(int(config.cv.crnn_e2e_phases)):
                 cfg = end_to_end_config(config, k, start, tuple(_run_overrides(seed, fold)))
-                task, data = ECGTask(cfg), build_training_data(cfg)
                 phase_dir = os.path.join(run_dir, f"crnn_e2e{k}")
-                state, info = train(cfg, phase_dir, task, data)
+                task, data, state, info = train(cfg, phase_dir)
                 start = best_model(phase_dir)
         else:
             cfg = _stage_configs(config, seed, fold, os.path.join(run_dir, "cnn"))[model]
-            task, data = ECGTask(cfg), build_training_data(cfg)
-            state, info = train(cfg, os.path.join(run_dir, model), task, data)
+            task, data, state, info = train(cfg, os.path.join(run_dir, model))
         train_s = time.perf_counter() - t0
         labels, preds, _, _ = predict_split(task, state, data, cfg.eval_batch_size)
         steps = cfg.steps * (int(config.cv.crnn_e2e_phases) if model == "crnn_e2e" else 1)
