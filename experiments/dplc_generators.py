@@ -154,10 +154,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
                 with np.load(grid_file) as f:
                     samples, rec = f["samples"], (f["recons"] if "recons" in f else None)
             else:
-                deadline.for_training(run_dir, c.steps)  # out of time: stop before anything is built
+                limit = deadline.for_training(run_dir, c.steps)  # out of time: stop before anything is built
                 task, data = tasks.build(c)
                 state, _ = trainer.train(c, run_dir, task, data, progress=not g.get("quiet", False),
-                                         time_limit=deadline.for_training(run_dir, c.steps))
+                                         time_limit=limit and deadline.left())
                 deadline.check_finished(state, c.steps, run_dir)
                 scores, samples, rec = score(task, jax.device_get(state.params), test, metric, int(seed))
                 row = dict(objective=objective, seed=int(seed), steps=int(c.steps), **scores, settings=settings)

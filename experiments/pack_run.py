@@ -77,8 +77,7 @@ def tree_files(root: str) -> tuple[dict[str, int | None], list[str]]:
     for here, dirs, names in os.walk(root):
         rel = os.path.relpath(here, root).replace(os.sep, "/")
         rel = "" if rel == "." else rel + "/"
-        dirs[:] = sorted(d for d in dirs if d not in NOT_CARRIED and not d.startswith(STAGING_PREFIX)
-                         and not os.path.islink(os.path.join(here, d)))
+        dirs[:] = sorted(d for d in dirs if d not in NOT_CARRIED and not d.startswith(STAGING_PREFIX))
         parent = rel[:-len("/checkpoints/")]
         if os.path.basename(here) == "checkpoints" and parent in runs:
             dirs[:] = []  # pack adds the run's one checkpoint folder; other files here belong to other saves
@@ -103,11 +102,13 @@ def pack(workdir: str, out: str, force: bool = False) -> tuple[str, int]:
     run, target = os.path.realpath(workdir), os.path.realpath(out)
     if os.path.commonpath([run, target]) == run:
         raise PackError(f"{out} is inside the run it packs ({workdir}); write the archive elsewhere")
-    if not os.path.isfile(os.path.join(workdir, "config.json")):
-        runs, files = tree_files(workdir) if os.path.isdir(workdir) else ({}, [])
-        if not runs:
-            raise PackError(f"{workdir} is not a training workdir (no config.json) nor a driver's folder of runs")
-        os.makedirs(os.path.dirname(target), exist_ok=True)
+    single = os.path.isfile(os.path.join(workdir, "config.json"))
+    runs, files = ({}, []) if single else tree_files(workdir)  # (a missing folder: no runs)
+    if not single and not runs:
+        raise PackError(f"{workdir} is not a training workdir (no config.json) nor a driver's folder of runs")
+    step = latest_checkpoint(workdir) if single else f"{len(runs)} runs"
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    if not single:
         manifest = json.dumps({"format": 1, "runs": runs}, indent=1, sort_keys=True).encode()
         with atomic_file(out) as f, tarfile.open(fileobj=f, mode="w") as tar:
             info = tarfile.TarInfo(TREE_MANIFEST)
@@ -115,13 +116,10 @@ def pack(workdir: str, out: str, force: bool = False) -> tuple[str, int]:
             tar.addfile(info, io.BytesIO(manifest))
             for name in files:
                 tar.add(os.path.join(workdir, name), arcname=name, recursive=False)
-            for name, step in runs.items():
-                if step is not None:
-                    tar.add(os.path.join(workdir, name, "checkpoints", str(step)),
-                            arcname=f"{name}/checkpoints/{step}")
-        return f"{len(runs)} runs", os.path.getsize(out)
-    step = latest_checkpoint(workdir)
-    os.makedirs(os.path.dirname(target), exist_ok=True)
+            for name, at in runs.items():
+                if at is not None:
+                    tar.add(os.path.join(workdir, name, "checkpoints", str(at)), arcname=f"{name}/checkpoints/{at}")
+        return step, os.path.getsize(out)
     with atomic_file(out) as f, tarfile.open(fileobj=f, mode="w") as tar:
         for name in RUN_FILES:
             if os.path.exists(os.path.join(workdir, name)):
@@ -147,7 +145,7 @@ def unpack(archive: str, workdir: str) -> str:
             members = tar.getmembers()
             names = {m.name for m in members}
             if TREE_MANIFEST in names:
-                what = _check_tree(archive, tar, members)
+                what = _check_tree(archive, tar, members, names)
             else:
                 steps = {m.name.split("/")[1] for m in members
                          if m.name.startswith("checkpoints/") and m.name.count("/")}
@@ -197,19 +195,19 @@ def unpack(archive: str, workdir: str) -> str:
     return what
 
 
-def _check_tree(archive: str, tar: tarfile.TarFile, members: list[tarfile.TarInfo]) -> str:
-    """The checks of a driver's packed tree before anything is extracted: relative paths only, no
-    links, a readable manifest, and per listed run its ``config.json`` and exactly the listed,
-    complete checkpoint. Returns ``"N runs"``."""
-    bad = [m.name for m in members if m.name.startswith("/") or ".." in m.name.split("/") or m.issym() or m.islnk()]
+def _check_tree(archive: str, tar: tarfile.TarFile, members: list[tarfile.TarInfo], names: set[str]) -> str:
+    """The checks of a driver's packed tree before anything is extracted: relative paths only, a
+    readable manifest, and per listed run its ``config.json`` and exactly the listed, complete
+    checkpoint (links and special members are refused by :func:`unpack` for both kinds of archive).
+    Returns ``"N runs"``."""
+    bad = [m.name for m in members if m.name.startswith("/") or ".." in m.name.split("/")]
     if bad:
-        raise PackError(f"{archive} is not a packed run (members outside the tree or links: {bad[:3]})")
+        raise PackError(f"{archive} is not a packed run (members outside the tree: {bad[:3]})")
     try:
         manifest = json.loads(tar.extractfile(TREE_MANIFEST).read())
         runs = dict(manifest["runs"])
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise PackError(f"{archive}: unreadable {TREE_MANIFEST} ({e})") from None
-    names = {m.name for m in members}
     for run, step in runs.items():
         if f"{run}/config.json" not in names:
             raise PackError(f"{archive} is not a complete packed tree: run {run!r} has no config.json")
@@ -233,11 +231,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.out:
             step, size = pack(args.workdir, args.out, force=args.force)
-            what = step if step.endswith("runs") else f"step {step}"
-            print(f"packed {what} of {args.workdir} into {args.out} ({size / 2 ** 20:.1f} MiB)")
         else:
             step = unpack(args.unpack, args.workdir)
-            what = step if step.endswith("runs") else f"step {step}"
+        what = step if step.endswith("runs") else f"step {step}"
+        if args.out:
+            print(f"packed {what} of {args.workdir} into {args.out} ({size / 2 ** 20:.1f} MiB)")
+        else:
             print(f"unpacked {what} into {args.workdir}: run the same command to continue")
     except (PackError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

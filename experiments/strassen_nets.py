@@ -56,9 +56,9 @@ def _variant(config: ml_collections.ConfigDict, enabled: bool, ratio: float = 1.
 
 
 def _train(config, workdir: str, deadline: Deadline) -> dict:
-    deadline.for_training(workdir, config.steps)  # out of time: stop before anything is built
+    limit = deadline.for_training(workdir, config.steps)  # out of time: stop before anything is built
     task, data = tasks.build(config)
-    state, metrics = trainer.train(config, workdir, task, data, time_limit=deadline.for_training(workdir, config.steps))
+    state, metrics = trainer.train(config, workdir, task, data, time_limit=limit and deadline.left())
     deadline.check_finished(state, config.steps, workdir)
     example = data.train_batch(0)[task.input_key]
     rows = task.op_counts(state, example)

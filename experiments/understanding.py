@@ -122,7 +122,6 @@ class Study:
         return c
 
     def row_config(self, kind: str, inp: str, point: str, seed: int):
-
         c = without_budget(self.config, "experiment.time_limit")
         c.data = self.data_block(kind)
         c.model.num_classes = int(c.data.num_classes)
@@ -158,10 +157,9 @@ class Study:
         from jaxcomp import tasks
         from jaxcomp import train as trainer
 
-        self.deadline.for_training(workdir, config.steps)  # out of time: stop before anything is built
+        limit = self.deadline.for_training(workdir, config.steps)  # out of time: stop before anything is built
         task, data = tasks.build(config)
-        state, _ = trainer.train(config, workdir, task, data, progress=False,
-                                 time_limit=self.deadline.for_training(workdir, config.steps))
+        state, _ = trainer.train(config, workdir, task, data, progress=False, time_limit=limit and self.deadline.left())
         self.deadline.check_finished(state, config.steps, workdir)
         return task, state
 

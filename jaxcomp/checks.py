@@ -15,3 +15,16 @@ def is_whole(value: Any) -> bool:
     if isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer):
         return value.ndim == 0 and bool(jax.numpy.issubdtype(value.dtype, jax.numpy.integer))
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def index_array(values: Any, n: int, name: str, kind: str = "indices", domain: str = "",
+                error: type[Exception] = ValueError) -> np.ndarray:
+    """``values`` as a 1-D integer NumPy array of entries in ``0 .. n - 1`` (indices, token ids, class
+    labels), else ``error`` naming ``name``: a float, a boolean mask or a negative entry would pick other
+    items than meant. ``kind`` and ``domain`` word the message (``domain`` defaults to ``0..n-1``)."""
+    values = np.asarray(values)
+    if values.ndim != 1 or not (np.issubdtype(values.dtype, np.integer) or values.size == 0):
+        raise error(f"{name} must be a 1-D array of integer {kind}, got shape {values.shape} of {values.dtype}")
+    if values.size and not (0 <= values.min() and values.max() < n):
+        raise error(f"{name} holds {kind} in [{values.min()}, {values.max()}], outside {domain or f'0..{n - 1}'}")
+    return values

@@ -144,15 +144,20 @@ def canonical_json(config: ml_collections.ConfigDict, exclude: Iterable[str] = (
     (the text :func:`config_digest` hashes; the same config always gives the same text)."""
     import json
 
+    return json.dumps(settings_without(config, exclude), sort_keys=True, default=str)
+
+
+def settings_without(config: ml_collections.ConfigDict, keys: Iterable[str]) -> dict:
+    """``config.to_dict()`` without the dotted ``keys`` (those absent are skipped)."""
     settings = config.to_dict()
-    for key in exclude:
+    for key in keys:
         *parents, last = key.split(".")
         node = settings
         for part in parents:
             node = node.get(part, {}) if isinstance(node, dict) else {}
         if isinstance(node, dict):
             node.pop(last, None)
-    return json.dumps(settings, sort_keys=True, default=str)
+    return settings
 
 
 def config_digest(config: ml_collections.ConfigDict, exclude: Iterable[str] = ()) -> str:

@@ -41,15 +41,9 @@ def without_budget(config: Any, *keys: str) -> Any:
     finds the runs of the one before."""
     import ml_collections
 
-    c = ml_collections.ConfigDict(config.to_dict())
-    for key in keys:
-        *parents, last = key.split(".")
-        node = c
-        for part in parents:
-            node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
-        if isinstance(node, ml_collections.ConfigDict) and last in node:
-            del node[last]
-    return c
+    from jaxcomp.configs import settings_without
+
+    return ml_collections.ConfigDict(settings_without(config, keys))
 
 
 class OutOfTime(Exception):

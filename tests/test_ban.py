@@ -714,6 +714,7 @@ def test_tiny_generations_train_and_chain_teachers(ban_config, tmp_path, monkeyp
 
     given = Deadline.for_training
     monkeypatch.setattr(Deadline, "for_training", lambda self, wd, steps: given(self, wd, steps) and 1e-6)
+    monkeypatch.setattr(Deadline, "left", lambda self: self.ends and 1e-6)
     shutil.copytree(tmp_path / "seed0" / "teacher", tmp_path / "sliced" / "seed0" / "teacher")
     with pytest.raises(OutOfTime, match=rf"ban\.time_limit reached: .*ban-1 stopped at step 1 of {config.steps}"):
         run_generations(apply_overrides(config, ["ban.time_limit=3600"]), str(tmp_path / "sliced"), progress=False,

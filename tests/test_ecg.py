@@ -637,6 +637,7 @@ def test_cross_validation_refuses_results_of_another_config(repo, tmp_path, monk
 
     given = Deadline.for_training
     monkeypatch.setattr(Deadline, "for_training", lambda self, wd, steps: given(self, wd, steps) and 1e-6)
+    monkeypatch.setattr(Deadline, "left", lambda self: self.ends and 1e-6)
     sliced = apply_overrides(config, ["cv.seeds=(0,)", "cv.folds=(0,)", "cv.models=('cnn',)", "cv.time_limit=3600"])
     with pytest.raises(OutOfTime, match=rf"cv\.time_limit reached: .*cnn stopped at step 1 of {config.steps}"):
         cross_validate(sliced, str(tmp_path / "sliced"))

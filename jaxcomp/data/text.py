@@ -23,7 +23,7 @@ from collections.abc import Iterator
 import ml_collections
 import numpy as np
 
-from jaxcomp.checks import is_whole
+from jaxcomp.checks import index_array, is_whole
 from jaxcomp.data.images import DataError, eval_batches_from_arrays, prefetch_batches
 
 EOS = "<eos>"
@@ -79,18 +79,6 @@ class Vocabulary:
             raise DataError(f"word {e.args[0]!r} is not in the vocabulary (and there is no <unk>)") from None
 
 
-def _check_tokens(what: str, tokens: np.ndarray, vocab_size: int) -> np.ndarray:
-    """``tokens`` as a 1-D integer array of ids in ``0 .. vocab_size - 1`` (:meth:`Vocabulary.encode`'s)."""
-    tokens = np.asarray(tokens)
-    if tokens.ndim != 1 or not (np.issubdtype(tokens.dtype, np.integer) or tokens.size == 0):
-        raise DataError(f"the {what} text must be a 1-D array of integer token ids (Vocabulary.encode), got "
-                        f"shape {tokens.shape} of {tokens.dtype}")
-    if tokens.size and not (0 <= tokens.min() and tokens.max() < vocab_size):
-        raise DataError(f"the {what} text holds token ids in [{tokens.min()}, {tokens.max()}], outside the "
-                        f"vocabulary's 0..{vocab_size - 1}")
-    return tokens
-
-
 class LMBatches:
     """Language-model batches: ``tokens int32 [B, burn_in + seq_len]``, ``targets`` (the next tokens,
     same shape) and ``weights float32`` (1 on scored positions, 0 on burn-in and padding)."""
@@ -106,8 +94,10 @@ class LMBatches:
                             "process_index integers >= 0")
         if process_index >= process_count:
             raise DataError(f"LMBatches: process_index {process_index} of {process_count} processes")
-        train = _check_tokens("training", train, vocab_size)
-        val = None if val is None else _check_tokens("validation", val, vocab_size)
+        domain = f"the vocabulary's 0..{vocab_size - 1} (Vocabulary.encode's ids)"
+        train = index_array(train, vocab_size, "the training text", "token ids", domain, DataError)
+        val = None if val is None else index_array(val, vocab_size, "the validation text", "token ids", domain,
+                                                   DataError)
         if batch_size % process_count:
             raise DataError(f"global batch size {batch_size} is not divisible by {process_count} hosts")
         if len(train) < burn_in + seq_len + 2:

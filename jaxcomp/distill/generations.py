@@ -82,11 +82,10 @@ def train_member(config: ml_collections.ConfigDict, workdir: str, name: str, tea
     from jaxcomp import tasks
 
     deadline = Deadline(None) if deadline is None else deadline
-    deadline.for_training(workdir, config.steps)  # out of time: stop before the teachers and data are built
+    limit = deadline.for_training(workdir, config.steps)  # out of time: stop before the teachers and data are built
     task = build_task(config, teachers=[t.teacher for t in teachers])
     data = tasks.build_data(config, config.task)
-    state, _ = trainer.train(config, workdir, task, data, progress=progress,
-                             time_limit=deadline.for_training(workdir, config.steps))
+    state, _ = trainer.train(config, workdir, task, data, progress=progress, time_limit=limit and deadline.left())
     deadline.check_finished(state, config.steps, workdir)
     logits = None
     if config.task == "classification":

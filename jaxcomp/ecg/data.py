@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 import ml_collections
 import numpy as np
 
-from jaxcomp.checks import is_whole
+from jaxcomp.checks import index_array, is_whole
 from jaxcomp.data.images import DataError, eval_batches_from_arrays
 
 CLASSES = ("N", "A", "O", "~")
@@ -58,10 +58,8 @@ class ECGDataset:
         if not len(self.names) == len(self.signals) == len(labels) or labels.ndim != 1:
             raise ECGDataError(f"ECGDataset: {len(self.names)} names, {len(self.signals)} signals and labels of shape "
                                f"{labels.shape}: one name, signal and label per recording")
-        if labels.size and (not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0
-                            or labels.max() >= len(CLASSES)):
-            raise ECGDataError(f"ECGDataset: labels must be class indices 0..{len(CLASSES) - 1} "
-                               f"({', '.join(CLASSES)}), got {labels.dtype} values {sorted(set(labels.tolist()))[:6]}")
+        index_array(labels, len(CLASSES), "ECGDataset labels", "class indices",
+                    f"0..{len(CLASSES) - 1} ({', '.join(CLASSES)})", ECGDataError)
         for name, s in zip(self.names, self.signals):
             if np.ndim(s) != 1 or not len(s) or not np.all(np.isfinite(s)):
                 raise ECGDataError(f"ECGDataset: recording {name} must be a non-empty 1-D array of finite samples "
@@ -320,15 +318,8 @@ def class_weights(labels: np.ndarray, power: float = 1.0) -> np.ndarray:
 
 
 def check_indices(name: str, idx: np.ndarray, n: int) -> np.ndarray:
-    """``idx`` as a 1-D integer array of recording indices in ``0 .. n - 1`` (a boolean mask, a float
-    or a negative index would pick other recordings than meant)."""
-    idx = np.asarray(idx)
-    if idx.ndim != 1 or not (np.issubdtype(idx.dtype, np.integer) or idx.size == 0):
-        raise ECGDataError(f"{name} must be a 1-D array of integer recording indices, got shape {idx.shape} of "
-                           f"{idx.dtype}")
-    if idx.size and not (0 <= idx.min() and idx.max() < n):
-        raise ECGDataError(f"{name} holds indices in [{idx.min()}, {idx.max()}]; the data set has {n} recordings")
-    return idx.astype(np.int64)
+    """``idx`` as ``int64 [k]`` recording indices in ``0 .. n - 1`` (:func:`jaxcomp.checks.index_array`)."""
+    return index_array(idx, n, name, "indices", f"the data set's {n} recordings", ECGDataError).astype(np.int64)
 
 
 class ECGBatches:

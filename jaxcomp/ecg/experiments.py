@@ -370,11 +370,10 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> str:
         if os.path.isfile(log_path):
             with open(log_path) as f:
                 stopped_early = json.load(f).get("stopped_at") is not None
-        if not stopped_early:  # (an early-stopped run trains no further: it goes ahead after the limit)
-            deadline.for_training(run_dir, cfg.steps)  # out of time: stop before the data is built
+        # out of time: stop before the data is built (an early-stopped run trains no further: it goes ahead)
+        limit = None if stopped_early else deadline.for_training(run_dir, cfg.steps)
         task, data = ECGTask(cfg), build_training_data(cfg)
-        state, info = train_with_validation(
-            cfg, run_dir, task, data, time_limit=None if stopped_early else deadline.for_training(run_dir, cfg.steps))
+        state, info = train_with_validation(cfg, run_dir, task, data, time_limit=limit and deadline.left())
         if info["stopped_at"] is None and info["last_state"] is not None:  # not stopped early by validation
             deadline.check_finished(info["last_state"], cfg.steps, run_dir)
         return task, data, state, info
