@@ -108,8 +108,13 @@ def bits_per_subpixel(num_bytes: int, shape: Sequence[int]) -> float:
 
 
 def bits_per_pixel(num_bytes: int, shape: Sequence[int]) -> float:
-    """``8 * num_bytes / (H * W)`` for an image of ``shape`` ``[H, W, ...]`` (the lossy papers' bpp)."""
+    """``8 * num_bytes / (H * W)`` for one image of ``shape`` ``[H, W]`` or ``[H, W, C]`` (``C <= 4``;
+    the lossy papers' bpp). A batch ``[B, H, W, C]`` or a channels-first ``[C, H, W]`` shape is refused
+    (its first two axes are not the image's sides)."""
     _check_rate_args(num_bytes, shape, 2)
+    if len(shape) > 3 or (len(shape) == 3 and shape[-1] > 4):
+        raise ValueError(f"bits_per_pixel takes one image's shape [H, W] or [H, W, C] (C <= 4), got "
+                         f"{tuple(shape)!r}: a batch or a channels-first shape would divide by the wrong sides")
     return 8.0 * num_bytes / float(shape[0] * shape[1])
 
 

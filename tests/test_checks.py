@@ -30,10 +30,12 @@ def test_a_count_given_as_true_is_refused_where_it_is_used():
 def _bad_calls():
     """``(name, call, exception, message)``: bad arguments to public functions that gave a wrong
     result without a word or a traceback from inside numpy / scipy / JAX (2026-12-07 review)."""
+    import jax
     import jax.numpy as jnp
 
-    from jaxcomp import strassen
+    from jaxcomp import gan, strassen
     from jaxcomp.baselines import bits_per_pixel, bits_per_subpixel
+    from jaxcomp.cluster import SSCOMP
     from jaxcomp.cluster.data import union_of_subspaces
     from jaxcomp.cluster.spectral import spectral_clustering
     from jaxcomp.cluster.ssc import affinity_from_coefficients, tau_from_noise
@@ -58,8 +60,10 @@ def _bad_calls():
         mixture_pmf_window,
         split_mixture_params,
     )
+    from jaxcomp.metrics import MNISTFeatures
     from jaxcomp.modelfile import ModelLoadError, load_model
     from jaxcomp.nn import conv_strided_s2d, pixel_shuffle
+    from jaxcomp.quantize import uniform_levels
     from jaxcomp.strassen.counting import dense_counts
     from jaxcomp.vision.task import confusion_counts, mean_iou
 
@@ -101,6 +105,8 @@ def _bad_calls():
         ("tau margin < 0", lambda: tau_from_noise(0.1, 10, margin=-2.0), ValueError, "margin > 0"),
         ("negative bytes", lambda: bits_per_subpixel(-10, (4, 4, 3)), ValueError, "num_bytes"),
         ("bpp of a 1-D shape", lambda: bits_per_pixel(10, (4,)), ValueError, "image shape"),
+        ("bpp of a batch shape (200 for 50)", lambda: bits_per_pixel(100, (1, 4, 4, 3)), ValueError, "one image"),
+        ("bpp of a channels-first shape", lambda: bits_per_pixel(100, (3, 64, 64)), ValueError, "channels-first"),
         ("strided conv stride 0", lambda: conv_strided_s2d(jnp.zeros((1, 4, 4, 2)), jnp.zeros((3, 3, 2, 1)), 0, (1, 1)),
          ValueError, "stride must be a positive integer"),
         ("strided conv channels", lambda: conv_strided_s2d(jnp.zeros((1, 4, 4, 3)), jnp.zeros((3, 3, 2, 1)), 2, (1, 1)),
@@ -179,6 +185,29 @@ def _bad_calls():
         ("scene size 64.0", lambda: SceneSpec(size=64.0), DataError, "size"),
         ("scene contrast NaN", lambda: SceneSpec(min_contrast=float("nan")), DataError, "finite"),
         ("textures of one path", lambda: texture_split("photos", "train"), DataError, "list of photo paths"),
+        # a 2026-12-07 probe of the GAN pieces, metrics and coders (session 28)
+        ("d_loss of no scale (0: no signal)", lambda: gan.d_loss("hinge", [], []), ValueError, "no discriminator"),
+        ("g_loss of no scale", lambda: gan.g_loss("lsgan", []), ValueError, "no discriminator"),
+        ("d_loss of a whole MSD output", lambda: gan.d_loss("hinge", [[logits, logits]], [[logits, logits]]),
+         ValueError, "logits_of"),
+        ("feature matching of no scale", lambda: gan.feature_matching([], []), ValueError, "no scale"),
+        ("feature matching of one PatchD's list (batch read as layers)",
+         lambda: gan.feature_matching([jnp.ones((2, 4, 4, 8)), logits], [jnp.zeros((2, 4, 4, 8)), logits]),
+         ValueError, r"wrap it as \[feats\]"),
+        ("feature matching of two batch sizes",
+         lambda: gan.feature_matching([[jnp.ones((1, 4, 4, 8)), logits]], [[jnp.zeros((2, 4, 4, 8)), logits]]),
+         ValueError, "differ"),
+        ("MMD of no kernel scale", lambda: gan.mmd_imq(jnp.ones((3, 2)), jnp.zeros((3, 2)), scales=()), ValueError,
+         "scales > 0"),
+        ("MMD of prior variance 0 (NaN)", lambda: gan.mmd_imq(jnp.ones((3, 2)), jnp.zeros((3, 2)), prior_var=0.0),
+         ValueError, "prior_var"),
+        ("discriminator of 0 scales", lambda: gan.MultiScaleDiscriminator(scales=0).init(
+            jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3))), ValueError, "scales >= 1"),
+        ("levels of one value", lambda: uniform_levels(4, 1.0, 1.0), ValueError, "x_min < x_max"),
+        ("MNIST features in batches of 0", lambda: MNISTFeatures(batch_size=0), ValueError, "batch_size"),
+        ("SSC seed of a Generator (refused after coding)",
+         lambda: SSCOMP(random_state=np.random.default_rng(0)).fit(rng.normal(size=(20, 5))), ValueError,
+         "random_state must be an integer"),
     ]
 
 

@@ -86,11 +86,12 @@ def test_coder_refuses_bad_levels_counts_words_and_window_starts():
     words = encode_uniform(symbols, 3)
     np.testing.assert_array_equal(decode_uniform(words, 8, 3), symbols)
     np.testing.assert_array_equal(decode_uniform(list(words), np.int64(8), np.int32(3)), symbols)
-    for levels in (1, 0, True, 2.0, None):
-        with pytest.raises(CodingError, match="levels must be an integer >= 2"):
+    for levels in (1, 0, True, 2.0, None, 2**24 + 1, 2**32):  # past 2**24 constriction panicked too
+        with pytest.raises(CodingError, match=r"levels must be an integer in \[2, 2\*\*24\]"):
             encode_uniform(np.zeros(2, int), levels)
-        with pytest.raises(CodingError, match="levels must be an integer >= 2"):
+        with pytest.raises(CodingError, match=r"levels must be an integer in \[2, 2\*\*24\]"):
             decode_uniform(words, 8, levels)
+    assert decode_uniform(encode_uniform([2**24 - 1], 2**24), 1, 2**24)[0] == 2**24 - 1  # the largest
     for count in (-1, True, 8.0):
         with pytest.raises(CodingError, match="count must be an integer"):
             decode_uniform(words, count, 3)
@@ -105,8 +106,11 @@ def test_coder_refuses_bad_levels_counts_words_and_window_starts():
     lo = np.array([0, 2, 4])
     stream = encode_windowed(np.array([1, 2, 7]), pmfs, lo, 8)
     np.testing.assert_array_equal(decode_windowed(stream, pmfs, lo, 8), [1, 2, 7])
-    with pytest.raises(CodingError, match="levels must be an integer >= 2"):
+    with pytest.raises(CodingError, match=r"levels must be an integer in \[2"):
         encode_windowed(np.array([0, 0, 0]), pmfs, lo, 1)
+    for one_level in (np.ones((3, 1)), np.ones((3, 0))):  # constriction's message blamed the values
+        with pytest.raises(CodingError, match=r"PMFs need L in \[2, 2\*\*24\] levels"):
+            encode_categorical(np.zeros(3, int), one_level)
     for f in (lambda lo: encode_windowed(np.array([1, 2, 7]), pmfs, lo, 8),
               lambda lo: decode_windowed(stream, pmfs, lo, 8)):
         with pytest.raises(CodingError, match="window starts must be integers"):
@@ -126,6 +130,10 @@ def test_coder_refuses_bad_levels_counts_words_and_window_starts():
 def test_container_refuses_bad_fingerprints_codecs_and_meta():
     with pytest.raises(ValueError, match="16 bytes"):  # struct padded it with zeros, or cut it, without a word
         pack("l3c", b"abc", {}, [b"x"])
+    words = encode_categorical(np.array([0, 1, 2]), np.full((3, 3), 1 / 3))  # uint32 [words]: len counts words
+    with pytest.raises(ValueError, match=r"payloads must be bytes, got ndarray .*words.tobytes\(\)"):
+        pack("l3c", bytes(16), {}, [words])
+    assert unpack(pack("l3c", bytes(16), {}, [words.tobytes()]), "l3c")[1] == [words.tobytes()]
     with pytest.raises(ValueError, match="16 bytes"):
         pack("l3c", bytes(20), {}, [b"x"])
     with pytest.raises(ValueError, match="unknown codec 'foo'"):

@@ -56,10 +56,27 @@ def test_detector_on_project_generator():
 @pytest.mark.parametrize("signal", [np.zeros(9000), np.zeros(200), np.zeros(10), np.zeros(0), np.ones(3000),
                                     np.r_[np.zeros(1500), 5.0, np.zeros(1500)]],
                          ids=["zeros_30s", "zeros_short", "ten_samples", "empty", "constant", "one_spike"])
-def test_features_finite_for_degenerate_input(signal):
+def test_features_of_degenerate_input_are_the_documented_fallbacks(signal):
+    """Finite, and the values the fallbacks define (record_features zeroes NaN last, so finiteness alone
+    would pass a feature that broke into NaN): no beat, or one, gives one RR "interval" as long as the
+    recording; a flat recording has no spectrum (log of the floor) and is all flat samples."""
     f = record_features(signal, FS)
     assert f.dtype == np.float64 and f.shape == (len(FEATURE_NAMES),)
     assert np.all(np.isfinite(f))
+    v = dict(zip(FEATURE_NAMES, f))
+    duration = max(len(signal), 1) / FS
+    beats = 1 if signal.max(initial=0) > 1 else 0  # the spike is one beat, not its filter's ringing
+    assert v["duration_s"] == pytest.approx(duration)
+    assert v["beats_per_s"] == pytest.approx(beats / duration)
+    for name in ("rr_mean", "rr_median"):
+        assert v[name] == pytest.approx(duration), name
+    for name in ("rr_min_ratio", "rr_max_ratio", "frac_beats_corr_below_0.8"):
+        assert v[name] == 1.0, name
+    for name in ("rr_std", "rr_cv", "rr_mad_cv", "rmssd", "pnn50", "pnn20", "rr_range_norm", "template_corr_mean"):
+        assert v[name] == 0.0, name
+    if beats == 0:  # flat
+        assert v["frac_flat"] == 1.0 and v["std"] == 0.0 and v["p99_minus_p1"] == 0.0
+        assert v["logpow_total"] == pytest.approx(np.log(1e-12))
 
 
 def test_rr_std_ordering_and_value():

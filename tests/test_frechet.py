@@ -89,6 +89,9 @@ def test_refuses_mismatched_shapes_and_non_finite_input():
         frechet.gaussian_stats(np.zeros((1, 3)))
     with pytest.raises(ValueError, match="finite"):
         frechet.gaussian_stats(np.array([[0.0, np.inf], [1.0, 2.0]]))
+    features = np.random.default_rng(3).normal(size=(100, 8))
+    with pytest.warns(UserWarning, match="transposed"):  # [D, N]: 286 where the [N, D] set gives 8.9
+        frechet.gaussian_stats(features.T)
 
 
 def test_classification_data_pads_mnist_as_dplc_does(tmp_path):

@@ -256,6 +256,24 @@ def test_nnmp_plain_callable_and_custom_lmo():
     assert np.all(res.weights >= 0)
 
 
+def test_nnmp_warns_when_a_too_small_L_stalls_it():
+    """``f = ||x - 1||^2`` has L = 2; with L = 1 every step overshoots to a point of equal value, is
+    rejected, and the run stops at f(0) looking like a solution: a warning names L. At L = 2 it
+    converges; where 0 is the optimum (no atom descends) a run without progress is silent."""
+    import warnings
+
+    import jax.numpy as jnp
+
+    with pytest.warns(UserWarning, match=r"smoothness constant L \(1.0\) too small"):
+        stalled = nnmp(lambda x: jnp.sum((x - 1) ** 2), np.eye(3), max_iter=6, L=1.0)
+    assert stalled.history[0] == 3.0 and stalled.history[-1] == pytest.approx(3.0, rel=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert nnmp(lambda x: jnp.sum((x - 1) ** 2), np.eye(3), max_iter=6, L=2.0).history[-1] < 1e-6
+        at_zero = nnmp(lambda x: jnp.sum((x + 1) ** 2), np.eye(3), max_iter=6, L=1.0)
+    np.testing.assert_array_equal(at_zero.x, 0.0)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

@@ -301,6 +301,9 @@ def test_images_that_look_like_two_scales_warn(fn):
             fn(x, y)
     with pytest.warns(UserWarning, match="max_val=1.0"):
         fn(unit, unit[:, ::-1])
+    signed = unit * 2 - 1  # a tanh decoder's [-1, 1]: MS-SSIM 0.99998 and PSNR 70 dB at max_val 255
+    with pytest.warns(UserWarning, match=r"within \[-1, 1\].*\(x \+ 1\) / 2"):
+        fn(signed, signed[:, ::-1])
     import warnings
 
     with warnings.catch_warnings():
@@ -343,7 +346,8 @@ def test_reconstruction_scores_average_per_image_psnrs():
 
 def test_bad_arguments_are_named():
     """Arguments that would give numbers from nothing are refused by name: sets of two shapes
-    (nothing is broadcast), NaN, an empty set, a data range <= 0, no scale weight, a 0-wide window."""
+    (nothing is broadcast), NaN, an empty set, a data range <= 0 (in every function that takes one), no
+    scale weight, a 0-wide window."""
     from jaxcomp.metrics import reconstruction_scores
 
     a = np.zeros((2, 16, 16, 3), np.uint8)
@@ -353,8 +357,14 @@ def test_bad_arguments_are_named():
         reconstruction_scores(a[:0], a[:0])
     with pytest.raises(ValueError, match="NaN"):
         reconstruction_scores(np.full(a.shape, np.nan), a)
+    for f in (ms_ssim, psnr, ssim_components, reconstruction_scores):  # psnr gave -inf, or dB of the wrong sign
+        for bad in (0, -1.0, float("nan")):
+            with pytest.raises(ValueError, match="max_val"):
+                f(a, a, max_val=bad)
+    from jaxcomp.metrics import psnr_from_mse
+
     with pytest.raises(ValueError, match="max_val"):
-        ms_ssim(a, a, max_val=0)
+        psnr_from_mse(np.ones(2), max_val=0.0)
     with pytest.raises(ValueError, match="at least one scale weight"):
         ms_ssim(a, a, weights=())
     with pytest.raises(ValueError, match="filter_size"):

@@ -69,6 +69,9 @@ def test_pyramid_odd_sizes_and_smooth_images():
     np.testing.assert_allclose(reconstruct_laplacian_pyramid(pyr), image, atol=2e-3)
     batch = laplacian_pyramid(np.stack([image, image[::-1]]), 2)  # [N, H, W, 3] works level by level
     np.testing.assert_allclose(batch[1][1], laplacian_pyramid(image[::-1], 2)[1])
+    np.testing.assert_allclose(reconstruct_laplacian_pyramid(batch), np.stack([image, image[::-1]]), atol=2e-3)
+    with pytest.raises(ValueError, match="laplacian_pyramid's levels"):
+        reconstruct_laplacian_pyramid([])
     # a constant image has no detail at any level, also at odd sizes and borders (mirror edges)
     flat = laplacian_pyramid(np.full((37, 50, 3), 100, np.uint8), 4)
     assert max(np.abs(p).max() for p in flat[:-1]) < 1e-3

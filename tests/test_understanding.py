@@ -184,13 +184,17 @@ def test_precomputed_and_in_graph_inputs_agree(tiny_codec, tmp_path):
 
 def test_loss_weights_the_task_and_decays_the_network(tiny_codec):
     """The joint training loss is ``codec loss + task_weight * task loss + 0.5 * l2 * ||net||²``,
-    recomputed here from the forward pass (the decay was once dropped from it). Only the joint loss
-    is checked; training the task alone goes through the same decay line."""
-    batch = _batch("classification", size=16, n=2)
+    recomputed here from the forward pass (the decay was once dropped from it); the task trained alone
+    (on precomputed latents: a small compilation) is ``task loss + 0.5 * l2 * ||net||²``, unweighted."""
     rng = jax.random.PRNGKey(3)
     sumsq = lambda tree: sum(float(jnp.sum(jnp.square(v))) for v in jax.tree.leaves(tree))  # noqa: E731
-    for train_codec in (True,):  # the task alone (False) shares the decay line; one compilation here
-        c = _config("latent", codec=tiny_codec, precomputed=False, train_codec=train_codec)
+    for train_codec in (True, False):
+        if train_codec:
+            c = _config("latent", codec=tiny_codec, precomputed=False, train_codec=True)
+            batch = _batch("classification", size=16, n=2)
+        else:
+            c = _config("latent")
+            batch = _batch("classification", size=16, n=2, latent_channels=4)
         c.understanding.task_weight = 0.3
         c.optimizer.l2 = 0.1
         task = _build(c)

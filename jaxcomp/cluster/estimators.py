@@ -9,6 +9,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, ClusterMixin
 
+from jaxcomp.checks import is_whole
 from jaxcomp.cluster.spectral import spectral_clustering
 from jaxcomp.cluster.ssc import AFFINITY_NORMALIZATIONS, affinity_from_coefficients, check_data, sparse_coefficients
 
@@ -24,6 +25,9 @@ class _SSCBase(ClusterMixin, BaseEstimator):
             isinstance(self.n_clusters, bool) or int(self.n_clusters) != self.n_clusters or self.n_clusters < 1
         ):
             raise ValueError(f"n_clusters must be a positive integer or None, got {self.n_clusters!r}")
+        if not is_whole(self.random_state) or self.random_state < 0:  # named before minutes of coding
+            raise ValueError(f"random_state must be an integer seed >= 0 (it seeds the eigensolver and k-means), "
+                             f"got {self.random_state!r}")
         self.n_features_in_ = check_data(X, self.n_clusters).shape[1]
         t0 = time.perf_counter()
         C, info = sparse_coefficients(

@@ -77,6 +77,10 @@ def pack(codec: str, model: bytes, meta: dict[str, Any], payloads: Sequence[byte
     if not isinstance(model, bytes) or len(model) != 16:  # struct would pad or cut it without a word
         raise ValueError(f"the model fingerprint is 16 bytes (see fingerprint()), got "
                          f"{len(model) if isinstance(model, bytes) else type(model).__name__}")
+    if any(not isinstance(p, (bytes, bytearray)) for p in payloads):  # a uint32 array: len counts words
+        kinds = sorted({type(p).__name__ for p in payloads if not isinstance(p, (bytes, bytearray))})
+        raise ValueError(f"payloads must be bytes, got {', '.join(kinds)} (an entropy coder's uint32 words: "
+                         f"pass words.tobytes())")
     if len(payloads) > MAX_PAYLOADS:
         raise ValueError(f"a bitstream holds at most {MAX_PAYLOADS} payloads, got {len(payloads)}: "
                          f"use larger tiles or split the image")

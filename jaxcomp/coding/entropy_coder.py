@@ -32,11 +32,15 @@ def _check_symbols(symbols: np.ndarray, levels: int) -> np.ndarray:
     return np.ascontiguousarray(symbols, dtype=np.int32)
 
 
+# constriction's models have 24-bit precision: at most 2**24 symbols (its uniform model panics beyond)
+MAX_LEVELS = 2**24
+
+
 def _check_levels(levels: int) -> int:
-    """``levels`` as an ``int`` >= 2 (constriction's uniform model panics, a Rust abort that
-    ``except Exception`` does not catch, on fewer); :class:`CodingError` otherwise."""
-    if not is_whole(levels) or levels < 2:
-        raise CodingError(f"levels must be an integer >= 2, got {levels!r}")
+    """``levels`` as an ``int`` in ``[2, 2**24]`` (constriction's uniform model panics, a Rust abort
+    that ``except Exception`` does not catch, outside); :class:`CodingError` otherwise."""
+    if not is_whole(levels) or not 2 <= levels <= MAX_LEVELS:
+        raise CodingError(f"levels must be an integer in [2, 2**24] (the coder's 24-bit precision), got {levels!r}")
     return int(levels)
 
 
@@ -61,8 +65,11 @@ def _check_finished(coder) -> None:
 
 def _check_pmfs(pmfs: np.ndarray, n: int | None = None) -> np.ndarray:
     pmfs = np.asarray(pmfs)
-    if pmfs.ndim != 2 or pmfs.shape[1] < 1:
+    if pmfs.ndim != 2:
         raise CodingError(f"PMFs must have shape [N, L], got {pmfs.shape}")
+    if not 2 <= pmfs.shape[1] <= MAX_LEVELS:  # constriction's own message blames the values
+        raise CodingError(f"PMFs need L in [2, 2**24] levels (one level carries no information; the coder "
+                          f"has 24-bit precision), got shape {pmfs.shape}")
     if n is not None and pmfs.shape[0] != n:
         raise CodingError(f"{n} symbols but {pmfs.shape[0]} PMFs")
     if pmfs.dtype not in (np.float32, np.float64):
@@ -89,7 +96,10 @@ def encode_categorical(symbols: np.ndarray, pmfs: np.ndarray) -> np.ndarray:
 
 
 def decode_categorical(words: np.ndarray, pmfs: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`encode_categorical`: ``int32 [N]`` for ``pmfs`` ``[N, L]``."""
+    """Inverse of :func:`encode_categorical`: ``int32 [N]`` for ``pmfs`` ``[N, L]``. :class:`CodingError`
+    where the stream is not used up by these symbols; more PMFs than the encoder's (or an empty stream)
+    decode the extra symbols as zeros, which only the codecs' checksums see: an ANS stream of near-certain
+    symbols may be legitimately empty, so running past its end cannot be told from a short stream."""
     pmfs, words = _check_pmfs(pmfs), _check_words(words)
     if pmfs.shape[0] == 0:
         return np.zeros((0,), np.int32)
@@ -235,7 +245,8 @@ def encode_windowed(symbols: np.ndarray, pmfs: np.ndarray, lo: np.ndarray, level
 
 
 def decode_windowed(words: np.ndarray, pmfs: np.ndarray, lo: np.ndarray, levels: int) -> np.ndarray:
-    """Inverse of :func:`encode_windowed`: ``int32 [N]``."""
+    """Inverse of :func:`encode_windowed`: ``int32 [N]`` (a stream shorter than its PMFs: as
+    :func:`decode_categorical`)."""
     pmfs, levels, words = _check_pmfs(pmfs), _check_levels(levels), _check_words(words)
     lo = _check_lo(lo)
     if len(lo) != pmfs.shape[0]:

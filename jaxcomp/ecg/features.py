@@ -5,7 +5,9 @@
   integration, then candidate peaks of the integrated signal (at least a refractory period of
   200 ms apart) classified by an adaptive threshold ``NPK + 0.25 (SPK - NPK)`` whose signal and
   noise levels are running averages (weight 1/8) of the peaks accepted / rejected, with a
-  search-back at half the threshold when no beat was found for 1.66 mean RR intervals. Each
+  search-back at half the threshold when no beat was found for 1.66 mean RR intervals; a beat
+  must also carry at least 1e-4 of the recording's largest integrated energy (else a flat lead's
+  filter ringing around one artefact, learnt from silence, reads as a rhythm). Each
   detection is moved to the largest absolute band-passed sample within +-75 ms (the R peak,
   whatever the lead's polarity).
 * :func:`record_features` turns one recording into a fixed-length float64 vector
@@ -102,6 +104,9 @@ def detect_qrs(signal: np.ndarray, fs: float) -> np.ndarray:
     if len(cand) == 0:
         return np.zeros(0, np.int64)
     heights = mwi[cand]
+    # a beat carries at least 1e-4 of the largest energy (1 % of its amplitude): a flat lead's filter
+    # ringing around one artefact is not a rhythm, whatever the adaptive threshold learnt on silence
+    floor = 1e-4 * float(mwi.max())
     # initialise the signal/noise levels on the first 2 s (Pan-Tompkins' learning phase)
     first = mwi[: int(2 * fs)]
     spk, npk = 0.25 * first.max(), 0.5 * first.mean()
@@ -112,14 +117,14 @@ def detect_qrs(signal: np.ndarray, fs: float) -> np.ndarray:
         thr = npk + 0.25 * (spk - npk)
         if beats and c - beats[-1] < refractory:
             continue
-        if h > thr:
+        if h > thr and h >= floor:
             # search back: a long gap since the last beat means a missed one; take the largest
             # candidate in the gap above half the threshold
             if beats and rr_recent:
                 mean_rr = float(np.mean(rr_recent[-8:]))
                 if c - beats[-1] > 1.66 * mean_rr:
                     gap = [j for j in range(last_i + 1, i) if cand[j] - beats[-1] >= refractory
-                           and c - cand[j] >= refractory and heights[j] > 0.5 * thr]
+                           and c - cand[j] >= refractory and heights[j] > max(0.5 * thr, floor)]
                     if gap:
                         j = max(gap, key=lambda j: heights[j])
                         rr_recent.append(int(cand[j] - beats[-1]))

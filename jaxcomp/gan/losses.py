@@ -23,8 +23,17 @@ KINDS = ("lsgan", "nonsaturating", "hinge", "wgan")
 Logits = jax.Array | Sequence[jax.Array]
 
 
-def _as_list(x: Logits) -> list[jax.Array]:
-    return list(x) if isinstance(x, (list, tuple)) else [x]
+def _as_list(x: Logits, name: str = "logits") -> list[jax.Array]:
+    """Per-scale logits as a non-empty list of arrays; ValueError for no scale (a loss of 0: no
+    adversarial signal) and for a list of lists (a multi-scale discriminator's whole output: take
+    :func:`~jaxcomp.gan.logits_of` first)."""
+    out = list(x) if isinstance(x, (list, tuple)) else [x]
+    if not out:
+        raise ValueError(f"{name}: no discriminator output (an empty list would give a loss of 0)")
+    if any(isinstance(v, (list, tuple)) for v in out):
+        raise ValueError(f"{name}: expected logits [B, ...] or one array per scale, got a list of lists (a "
+                         f"MultiScaleDiscriminator's features and logits: pass logits_of(outputs))")
+    return out
 
 
 def _check_kind(kind: str) -> None:
@@ -36,7 +45,7 @@ def d_loss(kind: str, real: Logits, fake: Logits) -> jax.Array:
     """The discriminator's (critic's) loss, to minimise; ``float32 []``. ``real``, ``fake``: logits
     ``[B, ...]`` or lists of them (one per scale), summed over scales."""
     _check_kind(kind)
-    real, fake = _as_list(real), _as_list(fake)
+    real, fake = _as_list(real, "d_loss real"), _as_list(fake, "d_loss fake")
     if len(real) != len(fake):
         raise ValueError(f"{len(real)} real and {len(fake)} fake discriminator outputs")
     total = jnp.zeros((), jnp.float32)
@@ -56,7 +65,7 @@ def g_loss(kind: str, fake: Logits) -> jax.Array:
     """The generator's adversarial loss, to minimise; ``float32 []`` summed over scales."""
     _check_kind(kind)
     total = jnp.zeros((), jnp.float32)
-    for f in _as_list(fake):
+    for f in _as_list(fake, "g_loss"):
         if kind == "lsgan":
             total += jnp.mean(jnp.square(f - 1.0))
         elif kind == "nonsaturating":
@@ -100,12 +109,20 @@ def feature_matching(real_feats: Sequence[Sequence[jax.Array]], fake_feats: Sequ
     """
     if len(real_feats) != len(fake_feats):
         raise ValueError(f"{len(real_feats)} real and {len(fake_feats)} fake scales")
+    if not real_feats:
+        raise ValueError("feature_matching: no scale (an empty list would give a loss of 0)")
     total = jnp.zeros((), jnp.float32)
     for s, (r_scale, f_scale) in enumerate(zip(real_feats, fake_feats)):
+        if not all(isinstance(v, (list, tuple)) for v in (r_scale, f_scale)):  # arrays: batch read as layers
+            raise ValueError("feature_matching expects, per scale, a list of layer activations (one "
+                             "PatchDiscriminator's output: wrap it as [feats]; a MultiScaleDiscriminator's "
+                             f"output as it is), got {type(r_scale).__name__} at scale {s}")
         if len(r_scale) != len(f_scale):  # zip would drop layers without a word
             raise ValueError(f"scale {s}: {len(r_scale)} real and {len(f_scale)} fake layers")
         layers = list(zip(r_scale[:-1], f_scale[:-1]))
-        for r, f in layers:
+        for i, (r, f) in enumerate(layers):
+            if r.shape != f.shape:  # broadcasting would compare other examples
+                raise ValueError(f"feature_matching: scale {s} layer {i}: real {r.shape} and fake {f.shape} differ")
             total += 4.0 * jnp.mean(jnp.abs(jax.lax.stop_gradient(r) - f)) / (len(layers) * len(real_feats))
     return total
 
@@ -132,6 +149,11 @@ def mmd_imq(x: jax.Array, y: jax.Array, prior_var: float = 1.0, scales: Sequence
     n, m, d = x.shape[0], y.shape[0], x.shape[1]
     if n < 2 or m < 2:
         raise ValueError(f"mmd_imq needs at least 2 samples on each side, got {n} and {m}")
+    scales = tuple(scales)
+    if not scales or not all(float(c) > 0 for c in scales):
+        raise ValueError(f"mmd_imq needs kernel scales > 0 (none gives 0), got {scales!r}")
+    if not isinstance(prior_var, jax.core.Tracer) and not float(prior_var) > 0:
+        raise ValueError(f"mmd_imq: prior_var must be > 0 (the prior's variance), got {prior_var!r}")
     off_x = 1.0 - jnp.eye(n, dtype=x.dtype)
     off_y = 1.0 - jnp.eye(m, dtype=y.dtype)
     total = jnp.zeros((), jnp.float32)

@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxcomp.checks import is_whole
 from jaxcomp.nn import StridedConv
 
 
@@ -80,6 +81,8 @@ class MultiScaleDiscriminator(nn.Module):
     def __call__(self, x: jax.Array, cond: jax.Array | None = None) -> list[list[jax.Array]]:
         if x.ndim != 4:
             raise ValueError(f"the discriminator expects images [B, H, W, C], got shape {x.shape}")
+        if not is_whole(self.scales) or self.scales < 1:
+            raise ValueError(f"MultiScaleDiscriminator needs scales >= 1, got {self.scales!r}")
         if cond is not None and cond.shape[:3] != x.shape[:3]:
             raise ValueError(f"conditioning map {cond.shape} does not match the images {x.shape}")
         out = []

@@ -43,6 +43,7 @@ inside a ``jax.enable_x64`` context (no global config change) — needed to matc
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -558,4 +559,19 @@ def nnmp(
             raise ValueError(f"mismatched shapes: gradient has shape {gshape}, expected ({m},)")
         run = _make_runner(objective, variant, int(max_iter), lmo, lmo_returns_atom, int(inner_iter))
         out = run(jnp.asarray(A, dtype))
-        return jax.tree_util.tree_map(lambda a: np.asarray(a), out)
+        out = jax.tree_util.tree_map(lambda a: np.asarray(a), out)
+        h0, h1 = float(out.history[0]), float(out.history[-1])
+        if atoms is not None and not h1 < h0 - 1e-6 * max(abs(h0), 1e-30):  # no progress beyond rounding
+            _warn_if_stalled(objective, A, out.x)
+        return out
+
+
+def _warn_if_stalled(objective: Objective, A: np.ndarray, x: np.ndarray) -> None:
+    """Warns when a run that never lowered the objective stopped where an atom still descends
+    (``<grad f(x), a_k> < 0``): steps of ``1 / L`` with ``L`` below the true smoothness constant
+    overshoot, are rejected, and the result looks like a solution."""
+    g = np.asarray(objective.grad(jnp.asarray(x)), np.float64)
+    slopes = np.asarray(A, np.float64).T @ g / np.maximum(np.linalg.norm(A, axis=0), 1e-30)
+    if slopes.min() < -1e-6 * max(float(np.linalg.norm(g)), 1e-30) and np.linalg.norm(g) > 1e-6:
+        warnings.warn(f"nnmp made no progress although atom {int(slopes.argmin())} still descends (slope "
+                      f"{slopes.min():.3g}): is the smoothness constant L ({objective.L!r}) too small?", stacklevel=3)

@@ -17,6 +17,7 @@ other, not with FIDs of other networks.
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
@@ -25,12 +26,18 @@ MNIST_CLASSIFIER = os.path.join(PRETRAINED, "mnist_classifier.msgpack")
 
 
 def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(mean float64 [D], unbiased covariance float64 [D, D])`` of ``features [N, D]`` (N >= 2)."""
+    """``(mean float64 [D], unbiased covariance float64 [D, D])`` of ``features [N, D]`` (N >= 2).
+    Fewer samples than features (N <= D) warn: the covariance is then singular (rank N - 1), a
+    Fréchet distance from it is far from the one of more samples, and a transposed ``[D, N]`` set
+    looks just like it."""
     f = np.asarray(features, np.float64)
     if f.ndim != 2 or len(f) < 2:
         raise ValueError(f"gaussian_stats needs features [N >= 2, D], got shape {f.shape}")
     if not np.isfinite(f).all():
         raise ValueError("gaussian_stats: the features are not all finite")
+    if f.shape[0] <= f.shape[1]:
+        warnings.warn(f"gaussian_stats: {f.shape[0]} samples of {f.shape[1]} features (N <= D): the covariance "
+                      f"is singular; are the features transposed ([N, D] expected)?", stacklevel=2)
     return f.mean(0), np.cov(f, rowvar=False, ddof=1).reshape(f.shape[1], f.shape[1])
 
 
@@ -93,9 +100,12 @@ class MNISTFeatures:
         import jax
         import jax.numpy as jnp
 
+        from jaxcomp.checks import is_whole
         from jaxcomp.modelfile import ModelLoadError, load_model
         from jaxcomp.models import classifier
 
+        if not is_whole(batch_size) or batch_size < 1:
+            raise ValueError(f"MNISTFeatures: batch_size must be a positive integer, got {batch_size!r}")
         config, variables, notes = load_model(path, task="classification")
         norm = notes.get("normalization")
         if set(variables) != {"params", "batch_stats"} or not norm:

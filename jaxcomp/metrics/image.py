@@ -62,10 +62,19 @@ def _check_scales(name: str, x: jax.Array, y: jax.Array, max_val: float) -> None
                           f"image within [0, 1]; if {b} is on the [0, 1] scale, put both on one scale (e.g. "
                           f"{b} * 255) and set max_val to it", stacklevel=3)
             return
-    if (not any(ints.values()) and 0 < max(top.values()) <= 1 < max_val
-            and min(float(jnp.min(x)), float(jnp.min(y))) >= 0):
+    low = min(float(jnp.min(x)), float(jnp.min(y)))
+    if not any(ints.values()) and 0 < max(top.values()) <= 1 < max_val and low >= 0:
         warnings.warn(f"{name}: both images lie within [0, 1] but max_val is {max_val:g}; for images in "
                       "[0, 1] pass max_val=1.0", stacklevel=3)
+    elif not any(ints.values()) and max(top.values()) <= 1 < max_val and -1 <= low < -0.05:
+        warnings.warn(f"{name}: both images lie within [-1, 1] (a tanh decoder's range) but max_val is "
+                      f"{max_val:g}; shift them to [0, 1] ((x + 1) / 2) and pass max_val=1.0", stacklevel=3)
+
+
+def _check_max_val(name: str, max_val: float) -> None:
+    """ValueError for a concrete data range ``max_val <= 0`` (or NaN): PSNRs of -inf or of the wrong sign."""
+    if not isinstance(max_val, jax.core.Tracer) and not float(max_val) > 0:
+        raise ValueError(f"{name}: max_val (the data range) must be > 0, got {max_val!r}")
 
 
 def mse(x: jax.Array, y: jax.Array) -> jax.Array:
@@ -84,6 +93,7 @@ def psnr(x: jax.Array, y: jax.Array, max_val: float = 255.0) -> jax.Array:
     :func:`mse` and :func:`psnr_from_mse`."""
     x, y = jnp.asarray(x), jnp.asarray(y)
     _check_pair("psnr", x, y)
+    _check_max_val("psnr", max_val)
     _check_scales("psnr", x, y, max_val)
     return 10.0 * jnp.log10(max_val**2 / mse(x, y))
 
@@ -97,6 +107,7 @@ def reconstruction_scores(decoded: np.ndarray, reference: np.ndarray, max_val: f
       ValueError: the two sets differ in shape (nothing is broadcast), are empty, or hold NaN or
         infinite values.
     """
+    _check_max_val("reconstruction_scores", max_val)
     decoded, reference = np.asarray(decoded, np.float64), np.asarray(reference, np.float64)
     if decoded.shape != reference.shape or decoded.ndim < 2 or decoded.size == 0:
         raise ValueError(f"reconstruction_scores expects two non-empty sets [N, ...] of one shape, got "
@@ -110,6 +121,7 @@ def reconstruction_scores(decoded: np.ndarray, reference: np.ndarray, max_val: f
 def psnr_from_mse(mse_: jax.Array, max_val: float = 255.0) -> jax.Array:
     """PSNR in dB from a per-image MSE (``[B] -> [B]``), the MSE floored at 1e-10 (finite for exact
     reconstructions, as the training metrics want)."""
+    _check_max_val("psnr_from_mse", max_val)
     return 10.0 * jnp.log10(max_val**2 / jnp.maximum(mse_, 1e-10))
 
 
@@ -151,14 +163,20 @@ def _blur_bwd(size: int, sigma: float, _: None, ct: jax.Array) -> tuple[jax.Arra
 _blur.defvjp(_blur_fwd, _blur_bwd)
 
 
-@functools.partial(jax.jit, static_argnames=("filter_size", "filter_sigma"))
 def ssim_components(x: jax.Array, y: jax.Array, max_val: float = 255.0, filter_size: int = 11,
                     filter_sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03) -> tuple[jax.Array, jax.Array]:
     """``(ssim, cs)`` per image, ``float32 [B]`` each: SSIM and its contrast-structure part.
 
-    ``x, y``: ``[B, H, W, C]`` in ``[0, max_val]``. The maps are averaged over all channels; the
-    window is ``min(filter_size, H, W)`` wide with sigma scaled alike.
+    ``x, y``: ``[B, H, W, C]`` in ``[0, max_val]`` (``max_val > 0``). The maps are averaged over all
+    channels; the window is ``min(filter_size, H, W)`` wide with sigma scaled alike.
     """
+    _check_max_val("ssim", max_val)
+    return _ssim_components(x, y, max_val, filter_size, filter_sigma, k1, k2)
+
+
+@functools.partial(jax.jit, static_argnames=("filter_size", "filter_sigma"))
+def _ssim_components(x: jax.Array, y: jax.Array, max_val: float, filter_size: int, filter_sigma: float,
+                     k1: float, k2: float) -> tuple[jax.Array, jax.Array]:
     if filter_size < 1 or not filter_sigma > 0:
         raise ValueError(f"ssim: filter_size must be >= 1 and filter_sigma > 0, got {filter_size}, {filter_sigma}")
     _check_pair("ssim", x, y)
@@ -203,8 +221,7 @@ def ms_ssim(x: jax.Array, y: jax.Array, max_val: float = 255.0, weights: Sequenc
     weights = tuple(float(v) for v in weights)
     if not weights:
         raise ValueError("ms_ssim needs at least one scale weight, got weights=()")
-    if not isinstance(max_val, jax.core.Tracer) and not float(max_val) > 0:
-        raise ValueError(f"ms_ssim: max_val (the data range) must be > 0, got {max_val!r}")
+    _check_max_val("ms_ssim", max_val)
     x, y = jnp.asarray(x), jnp.asarray(y)
     if x.shape == y.shape:  # else _ms_ssim names the shapes
         _check_scales("ms_ssim", x, y, max_val)
@@ -223,7 +240,7 @@ def _ms_ssim(x: jax.Array, y: jax.Array, max_val: float, weights: tuple[float, .
     w = jnp.asarray(weights, jnp.float32)
     values = []
     for scale in range(n):
-        ssim, cs = ssim_components(x, y, max_val)
+        ssim, cs = _ssim_components(x, y, max_val, 11, 1.5, 0.01, 0.03)
         # cs can be slightly negative for unrelated images; the original clips nothing, but a
         # negative base with a fractional exponent is NaN, so keep it at a tiny positive value.
         values.append(jnp.maximum(cs if scale < n - 1 else ssim, 1e-6))

@@ -117,11 +117,18 @@ def laplacian_pyramid(image: np.ndarray, levels: int) -> list[np.ndarray]:
 
 
 def reconstruct_laplacian_pyramid(pyramid: Sequence[np.ndarray]) -> np.ndarray:
-    """The image (float32 ``[H, W, 3]``) whose :func:`laplacian_pyramid` is ``pyramid``: starting
-    from the coarsest level, upsample to the next level's size and add its detail."""
-    image = np.asarray(pyramid[-1], np.float32)
+    """The image (float32 ``[H, W, 3]``, or ``[N, H, W, 3]`` for a batch's pyramid) whose
+    :func:`laplacian_pyramid` is ``pyramid``: starting from the coarsest level, upsample to the next
+    level's size and add its detail."""
+    pyramid = [np.asarray(level, np.float32) for level in pyramid]
+    if not pyramid or any(level.ndim not in (3, 4) or level.ndim != pyramid[0].ndim for level in pyramid):
+        raise ValueError(f"expected laplacian_pyramid's levels ([h, w, 3] each, or [N, h, w, 3]), got shapes "
+                         f"{[level.shape for level in pyramid]}")
+    if pyramid[0].ndim == 4:
+        return np.stack([reconstruct_laplacian_pyramid([level[i] for level in pyramid])
+                         for i in range(len(pyramid[0]))])
+    image = pyramid[-1]
     for detail in reversed(pyramid[:-1]):
-        detail = np.asarray(detail, np.float32)
         image = _pyr_up(image, detail.shape[:2]) + detail
     return image
 
