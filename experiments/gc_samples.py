@@ -60,7 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/gc_samples")
     args = p.parse_args(argv)
 
-    from jaxcomp.codecs.gc.sampler import LatentSamplerTask, decode_latents, prior_sample_images, sample_images
+    from jaxcomp.codecs.gc.sampler import (
+        LatentSamplerTask,
+        decode_latents,
+        image_latents,
+        prior_sample_images,
+        sample_images,
+    )
     from jaxcomp.data import DataError, benchmark_image_paths, load_image, sample_image_paths
     from jaxcomp.metrics import swd
     from jaxcomp.modelfile import ModelLoadError, load_model
@@ -87,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     first = {}
     for seed in seeds:
         real = random_crops(photos, args.n, crop, seed)
-        latents = task.latents(task.gc_params, real)
+        latents = image_latents(task, real)
         sets = {"wgan-gp": sample_images(task, params, args.n, seed), "prior": prior_sample_images(task, args.n, seed),
                 "reconstruction": decode_latents(task, latents, seed), "real (another draw)":
                 random_crops(photos, args.n, crop, 1000 + seed)}

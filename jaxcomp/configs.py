@@ -9,6 +9,7 @@ surfacing deep inside the code that later reads the config.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import difflib
 import importlib.util
 import inspect
@@ -67,7 +68,12 @@ def load_config(spec: str, overrides: Iterable[str] = ()) -> ml_collections.Conf
     if known and variant and variant not in known:
         raise ConfigError(f"{path} has no variant {variant!r}; known variants: {', '.join(known)}")
     params = inspect.signature(module.get_config).parameters
-    config = module.get_config(variant) if (variant or params) else module.get_config()
+    if variant:
+        config = module.get_config(variant)
+    elif params and next(iter(params.values())).default is inspect.Parameter.empty:
+        config = module.get_config("")
+    else:  # no variant: get_config's own default (configs/cpm.py's "" once skipped its paper data rule)
+        config = module.get_config()
     if variant and not params:
         raise ConfigError(f"{path} takes no variant but {variant!r} was given")
     config = apply_overrides(config, overrides)
@@ -137,6 +143,18 @@ def _unknown_key(config: ml_collections.ConfigDict, key: str) -> ConfigError:
     close = difflib.get_close_matches(key, _all_keys(config), n=3)
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     return ConfigError(f"config has no key {key!r}{hint}")
+
+
+def spec_from_section(cls: type, section: ml_collections.ConfigDict, name: str) -> Any:
+    """``cls(**section)`` for a dataclass spec (lists become tuples); keys ``cls`` does not have are a
+    :class:`ConfigError` naming them and ``name`` (a config of another task, ``--config.task`` changed,
+    gave a ``TypeError`` traceback)."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(section.keys()) - fields)
+    if unknown:
+        raise ConfigError(f"unknown config.model keys for {name}: {unknown} (a config of another task?); known: "
+                          f"{sorted(fields)}")
+    return cls(**{k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in section.items()})
 
 
 def canonical_json(config: ml_collections.ConfigDict, exclude: Iterable[str] = ()) -> str:

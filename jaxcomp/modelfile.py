@@ -79,6 +79,8 @@ def export_params(params: Any, config: ml_collections.ConfigDict, path: str, tra
     if os.path.splitext(path)[1].lower() == ".json":
         raise ValueError(f"{path}: a model's parameters cannot go to a .json file, where its notes go; "
                          f"name it NAME.msgpack")
+    if os.path.isdir(path):  # a bare IsADirectoryError from the atomic write before
+        raise ValueError(f"{path} is a folder: give the model file's path, e.g. {os.path.join(path, 'model.msgpack')}")
     host = jax.tree.map(lambda a: np.asarray(a).astype(dtype) if _is_float(a) else np.asarray(a), params)
     data = serialization.msgpack_serialize(host)
     training = dict(training, stored_dtype=dtype, params_sha256=hashlib.sha256(data).hexdigest())

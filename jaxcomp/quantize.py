@@ -24,15 +24,19 @@ def soft_hard_quantize(x: jax.Array, centers: jax.Array, sigma: float) -> tuple[
     Args:
       x: ``float32 [...]`` values to quantize.
       centers: ``float32 [L]`` quantization centres.
-      sigma: softness of the soft assignment ``softmax(-sigma * (x - c)^2)``.
+      sigma: softness of the soft assignment ``softmax(-sigma * (x - c)^2)``, finite and > 0
+        (a concrete value is checked; ``inf`` made the values NaN).
 
     Returns:
       ``(values, symbols)``: ``float32 [...]`` equal to the nearest centre in the forward
       pass whose gradient is that of the soft assignment ``sum_l softmax_l * c_l``; and
-      ``int32 [...]`` indices of the nearest centres.
+      ``int32 [...]`` indices of the nearest centres. A NaN in ``x`` gives symbol 0 and a NaN
+      value (traced inputs cannot be refused: check the encoder's output upstream).
     """
     if np.ndim(centers) != 1 or np.shape(centers)[0] < 1:  # shapes are static: checked at trace time
         raise ValueError(f"soft_hard_quantize expects centres float32 [L] with L >= 1, got shape {np.shape(centers)}")
+    if not isinstance(sigma, jax.core.Tracer) and not (np.all(np.isfinite(sigma)) and np.all(np.asarray(sigma) > 0)):
+        raise ValueError(f"soft_hard_quantize: sigma must be finite and > 0, got {sigma!r}")
     d = jnp.square(x[..., None] - centers)
     soft = jnp.sum(jax.nn.softmax(-sigma * d, axis=-1) * centers, axis=-1)
     symbols = jnp.argmin(d, axis=-1).astype(jnp.int32)

@@ -31,3 +31,24 @@ def test_public_functions_have_type_hints():
                 missing.append(f"{path.relative_to(PACKAGE.parent)}:{f.lineno} {f.name}: {what}")
     assert len(list(PACKAGE.rglob("*.py"))) > 50  # the scan sees the package
     assert not missing, "public functions without type hints:\n" + "\n".join(missing)
+
+
+def test_a_config_without_variant_is_its_default_variant():
+    """``configs/X.py`` with no ``:VARIANT`` is ``get_config``'s default variant: cpm.py's no-variant config
+    was once the paper hyperparameters without the paper variant's rule against training on the
+    shipped (evaluation) photos, and three configs refused to load without a variant."""
+    import inspect
+
+    from jaxcomp.configs import config_module, load_config
+
+    root = pathlib.Path(__file__).resolve().parents[1] / "configs"
+    checked = []
+    for path in sorted(root.glob("*.py")):
+        module = config_module(str(path))
+        params = inspect.signature(module.get_config).parameters
+        if not params or next(iter(params.values())).default is inspect.Parameter.empty:
+            continue
+        default = next(iter(params.values())).default
+        assert load_config(str(path)).to_json() == load_config(f"{path}:{default}").to_json(), path.name
+        checked.append(path.name)
+    assert {"cpm.py", "l3c.py", "dplc.py", "ssc.py"} <= set(checked)

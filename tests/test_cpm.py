@@ -259,6 +259,20 @@ def test_bad_images_are_refused(codec, photo, monkeypatch):
         codec.compress(np.zeros((8, 8, 4), np.uint8))
     with pytest.raises(ValueError, match="shape"):
         codec.compress(np.zeros((8, 8, 2), np.uint8))
+    # analyse checks its image too (floats in [0, 1] gave other symbols; RGBA an error from inside JAX)
+    for bad, message in ((photo[:16, :16] / 255.0, "uint8"), (np.zeros((16, 16, 4), np.uint8), "RGBA")):
+        with pytest.raises(ValueError, match=message):
+            codec.analyse(bad)
+    # synthesise: symbols outside the centres were clamped by JAX, a larger size came back smaller
+    symbols, _ = codec.analyse(photo[:16, :16])
+    levels = len(codec.centers)
+    for bad, message in ((symbols + levels, rf"symbols must lie in 0\.\.{levels - 1}"), (symbols - levels, "lie in"),
+                         (symbols.astype(np.float32), "integers"), (symbols[..., :1], "shape")):
+        with pytest.raises(ValueError, match=message):
+            codec.synthesise(bad, 16, 16)
+    with pytest.raises(ValueError, match=r"height must be an integer in 1\.\.16"):
+        codec.synthesise(symbols, 40, 16)
+    assert codec.synthesise(symbols, 13, 16).shape == (13, 16, 3)
 
 
 def test_a_model_file_whose_notes_describe_other_layers_is_refused(tmp_path):
@@ -389,6 +403,9 @@ def test_config_errors_are_clear(cpm_tiny_config):
     bad = apply_overrides(cpm_tiny_config, ["loss.distortion=ssim"])
     with pytest.raises(ValueError, match="distortion"):
         cpm.CPMTask(bad)
+    for override in ("loss.H_target=-1.0", "loss.beta=-500.0", "loss.K_ms_ssim=1e400"):  # H_target -1: always on
+        with pytest.raises(ValueError, match="must be a finite number >= 0"):
+            cpm.CPMTask(apply_overrides(cpm_tiny_config, [override]))
     task = cpm.CPMTask(cpm_tiny_config)
     with pytest.raises(ValueError, match="multiples of 8"):
         task.check_batch((1, 36, 36, 3))

@@ -159,6 +159,12 @@ def test_bad_images_give_clear_errors(tmp_path, monkeypatch, repo):
         assert im.mode == "RGB"  # what the check must see through
     with pytest.raises(DataError, match=r"rgb16\.png: RGB \(RGB;16B\) images \(more than 8 bits per sample\)"):
         load_image(str(tmp_path / "rgb16.png"))
+    # a 16-bit PPM: Pillow opens it as "RGB" too, its tile saying (mode, maxval), not a deep raw mode
+    (tmp_path / "rgb16.ppm").write_bytes(b"P6 4 4 65535\n" + np.full((4, 4, 3), 0xABCD, ">u2").tobytes())
+    with pytest.raises(DataError, match=r"rgb16\.ppm: RGB \(maxval 65535\) images \(more than 8 bits"):
+        load_image(str(tmp_path / "rgb16.ppm"))
+    (tmp_path / "rgb8.ppm").write_bytes(b"P6 4 4 255\n" + np.full((4, 4, 3), 171, np.uint8).tobytes())
+    assert (load_image(str(tmp_path / "rgb8.ppm")) == 171).all()
     Image.new("CMYK", (8, 8), (1, 2, 3, 4)).save(tmp_path / "cmyk.tif")
     with pytest.raises(DataError, match="CMYK images are not supported"):
         load_image(str(tmp_path / "cmyk.tif"))

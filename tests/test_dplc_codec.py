@@ -210,6 +210,12 @@ def test_refuses_images_it_does_not_code(codec, gray, photo):
         codec.compress(photo, seed=2**32)
     with pytest.raises(ValueError, match="seed"):
         codec.compress(photo, seed=-1)
+    symbols = codec.analyse(photo)  # symbols outside the centres were decoded as others
+    levels = codec.spec.levels
+    for bad, message in ((symbols * 0 - 1, rf"lie in 0\.\.{levels - 1}"), (symbols + levels, "lie in"),
+                         (symbols + 0.7, "integers")):
+        with pytest.raises(ValueError, match=message):
+            codec.synthesise(bad, 0)
     # the grayscale model takes [S, S] and [S, S, 1] and gives back what it was given
     gray_image = photo[..., 2]
     assert gray.codec.decompress(gray.codec.compress(gray_image)).shape == (16, 16)

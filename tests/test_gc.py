@@ -205,6 +205,13 @@ def test_codec_refuses_bad_input(state, config, photo):
     flipped[len(flipped) // 2] ^= 4
     with pytest.raises(BitstreamError, match="corrupt"):
         codec.decompress(bytes(flipped))
+    symbols = codec.analyse(photo)  # synthesise: symbols past the 5 centres were clamped, -1 wrapped
+    for bad, message in ((np.full_like(symbols, 99), r"lie in 0\.\.4"), (np.full_like(symbols, -1), r"lie in 0\.\.4"),
+                         (symbols.astype(np.float32), "integers"), (symbols[None], "shape")):
+        with pytest.raises(ValueError, match=message):
+            codec.synthesise(bad, *photo.shape[:2])
+    with pytest.raises(ValueError, match=r"width must be an integer in 1\.\.96"):  # came back 88 wide
+        codec.synthesise(symbols, photo.shape[0], 480)
     other = gc.GCCodec(spec, jax.tree.map(lambda a: a * 1.01, state.params["generator"]))
     with pytest.raises(ModelMismatchError):
         other.decompress(data)
@@ -382,7 +389,8 @@ def test_latent_sampler_trains_on_frozen_latents_and_samples_centres(state, conf
     assert {"critic_real", "critic_fake", "gap"} <= set(metrics)
     for a, b in zip(_leaves(final.model_state["gc"]), _leaves(state.params["generator"])):
         np.testing.assert_array_equal(a, b)  # GC stays frozen
-    init = trainer.jit_init(task.init)(jax.random.split(jax.random.PRNGKey(scfg.seed))[0], data.train_batch(0))
+    init = trainer.init_state(task, data.train_batch(0), jax.random.split(jax.random.PRNGKey(scfg.seed))[0],
+                              trainer.make_mesh())  # the trainer's own compiled init, reused
     g_moved = [not np.array_equal(a, b) for a, b in zip(_leaves(init.params["generator"]),
                                                         _leaves(final.params["generator"]))]
     assert any(g_moved)  # steps 0, 1 the critic's, step 2 the generator's

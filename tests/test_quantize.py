@@ -27,3 +27,8 @@ def test_levels_and_centres_are_checked():
     for centres in (jnp.zeros((0,)), jnp.zeros((2, 3))):
         with pytest.raises(ValueError, match=r"centres float32 \[L\]"):
             soft_hard_quantize(jnp.zeros(3), centres, 1.0)
+    for sigma in (float("inf"), 0.0, -1.0, float("nan")):  # inf made every value NaN
+        with pytest.raises(ValueError, match="sigma must be finite and > 0"):
+            soft_hard_quantize(jnp.zeros(3), jnp.array([0.0, 1.0]), sigma)
+    with pytest.raises(ValueError, match="x_min < x_max"):  # four identical centres before
+        uniform_levels(4, 1.0, 1.0)

@@ -147,10 +147,29 @@ def test_loop_settings_that_cannot_work_are_refused_before_anything_runs(l3c_tin
              ("eval_every=-1", r"config\.eval_every must be an integer >= 0"),
              ("eval_batch_size=0", r"config\.eval_batch_size must be"),
              ("data.batch_size=0", r"config\.data\.batch_size must be an integer >= 1"),
-             ("steps=-1", r"config\.steps must be an integer >= 0")]
+             ("steps=-1", r"config\.steps must be an integer >= 0"),
+             # a negative rate ascended the loss (exit 0, a checkpoint); inf gave NaN metrics, saved too
+             ("optimizer.learning_rate=-1e-3", r"optimizer\.learning_rate must be a finite number > 0"),
+             ("optimizer.learning_rate=1e400", r"optimizer\.learning_rate must be a finite number > 0"),
+             ("optimizer.warmup_steps=-5", r"optimizer\.warmup_steps must be an integer >= 0")]
     for override, match in cases:
         with pytest.raises(ConfigError, match=match):
             trainer.check_settings(apply_overrides(l3c_tiny_config, [override]))
+    with pytest.raises(ConfigError, match=r"optimizer\.decay_steps must be an integer >= 1"):  # cosine over 0
+        trainer.check_settings(apply_overrides(l3c_tiny_config, ["optimizer.schedule=cosine"]))
+    # steps overridden without decay_steps (the configs tie them): a rate of 0 for half the run, or most left
+    cosine = ["optimizer.schedule=cosine", "optimizer.decay_steps=2000"]
+    with pytest.warns(UserWarning, match=r"decay_steps=2000 .* but steps=4000: the learning rate is 0 for the "
+                                         r"last 2000 steps"):
+        trainer.check_settings(apply_overrides(l3c_tiny_config, cosine + ["steps=4000"]))
+    with pytest.warns(UserWarning, match=r"steps=500: the run ends with 85% of the peak learning rate left"):
+        trainer.check_settings(apply_overrides(l3c_tiny_config, cosine + ["steps=500"]))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        trainer.check_settings(apply_overrides(l3c_tiny_config, cosine + ["steps=2000"]))
+        trainer.check_settings(apply_overrides(l3c_tiny_config, cosine + ["steps=0", "eval_every=0"]))  # --eval-only
     trainer.check_settings(l3c_tiny_config)
     trainer.check_settings(apply_overrides(l3c_tiny_config, ["steps=0", "eval_every=0"]))  # --eval-only
     with pytest.raises(ConfigError, match="keep"):  # train() checks before it creates the workdir
@@ -281,6 +300,8 @@ def test_lineage_follows_a_chain_of_exported_models(l3c_tiny_config, tmp_path):
     assert load_model(other, task="l3c")[2]["params_sha256"] == hashlib.sha256(other_bytes).hexdigest()
     with pytest.raises(ValueError, match=r"other\.json: a model's parameters cannot go to a \.json file"):
         export_params(params, l3c_tiny_config, str(tmp_path / "other.json"), {})
+    with pytest.raises(ValueError, match=r"is a folder: give the model file's path"):
+        export_params(params, l3c_tiny_config, str(tmp_path), {})
     # the notes given where the parameters are meant: named as such, not as a torn pair
     notes = str(tmp_path / "other.json")
     for load in (lambda: load_model(notes, task="l3c"), lambda: lineage(notes)):
@@ -631,6 +652,10 @@ def test_command_line_reports_errors_without_traceback(repo, tmp_path, l3c_tiny_
     # in place of a mistyped workdir: only a model named on the command line is
     assert train_main(["--config", "configs/cpm.py:cpu_low", "--workdir", str(tmp_path / "typo"), "--eval-only"]) == 2
     assert "no checkpoint in" in capsys.readouterr().err
+    # a config of another task (--config.task changed) is named, not a TypeError traceback
+    assert train_main(["--config", "configs/cpm.py:tiny", "--workdir", str(tmp_path / "other"), "--config.task=l3c",
+                       "--no-progress"]) == 2
+    assert "unknown config.model keys for L3C: ['center_init'" in capsys.readouterr().err
     # paths that are not workdirs are named as such (they gave a bare [Errno 17] / [Errno 2])
     (tmp_path / "a_file").write_text("x")
     with pytest.raises(SystemExit):

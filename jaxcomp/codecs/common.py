@@ -51,6 +51,33 @@ def check_image(image: np.ndarray, codec: str) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+def check_symbols(symbols: np.ndarray, levels: int, codec: str, ndim: int = 3, channels: int | None = None
+                  ) -> np.ndarray:
+    """Latent symbols for a codec's ``synthesise`` as ``int32``: an integer array of ``ndim`` axes (its
+    last ``channels`` wide, if given) with every entry in ``0 .. levels - 1``; ``ValueError`` naming
+    ``codec`` otherwise (an index outside the centres was clamped or wrapped by JAX: an image of other
+    symbols, without a word; a float was truncated)."""
+    symbols = np.asarray(symbols)
+    if symbols.dtype == bool or not np.issubdtype(symbols.dtype, np.integer):
+        raise ValueError(f"{codec}: symbols must be integers, got dtype {symbols.dtype}")
+    if symbols.ndim != ndim or (channels is not None and symbols.shape[-1] != channels):
+        want = f"{ndim} axes" + (f", the last {channels} wide" if channels is not None else "")
+        raise ValueError(f"{codec}: symbols of {want} expected, got shape {symbols.shape}")
+    if symbols.size and (symbols.min() < 0 or symbols.max() >= levels):
+        raise ValueError(f"{codec}: symbols must lie in 0..{levels - 1}, got values in "
+                         f"[{int(symbols.min())}, {int(symbols.max())}]")
+    return symbols.astype(np.int32)
+
+
+def check_output_size(height: int, width: int, latent: tuple[int, int], factor: int, codec: str) -> None:
+    """``ValueError`` unless ``0 < height <= factor * h`` and ``0 < width <= factor * w`` for a latent
+    of ``(h, w)`` positions: a larger image asked of fewer symbols came back smaller, without a word."""
+    for name, side, cells in (("height", height, latent[0]), ("width", width, latent[1])):
+        if not is_whole(side) or not 0 < side <= factor * cells:
+            raise ValueError(f"{codec}: {name} must be an integer in 1..{factor * cells} for symbols of "
+                             f"{latent[0]}x{latent[1]} positions (each {factor} pixels), got {side!r}")
+
+
 def check_tile(tile: int, multiple: int, max_tile: int) -> int:
     """``tile`` as an ``int``: a whole positive multiple of ``multiple`` pixels up to ``max_tile`` (the
     largest a codec's stream header admits; a larger one would write files its decoder refuses);

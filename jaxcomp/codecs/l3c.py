@@ -49,6 +49,7 @@ import numpy as np
 from jaxcomp.checks import is_whole
 from jaxcomp.codecs import common
 from jaxcomp.codecs.common import NUMERICS_HELP, check_image, numerics
+from jaxcomp.configs import spec_from_section
 from jaxcomp.entropy import logistic_mixture as lm
 from jaxcomp.nn import AtrousHead, Conv, ResBody, pixel_shuffle
 from jaxcomp.quantize import soft_hard_quantize, uniform_levels
@@ -184,7 +185,7 @@ class L3CSpec:
 
 
 def spec_from_config(model: ml_collections.ConfigDict) -> L3CSpec:
-    return L3CSpec(**model.to_dict())
+    return spec_from_section(L3CSpec, model, "L3C")
 
 
 def image_to_unit(x: jax.Array) -> jax.Array:

@@ -47,6 +47,17 @@ def _raw_modes(im: Image.Image) -> list[str]:
     return [r for r in raws if isinstance(r, str)]
 
 
+def _deep_netpbm(im: Image.Image) -> list[str]:
+    """``["maxval N"]`` for a PPM/PGM whose samples go up to ``N > 255`` (16 bits), which Pillow opens
+    as 8-bit "RGB" (its tile's arguments are ``(mode, maxval)``, not a deep raw mode)."""
+    out = []
+    for tile in getattr(im, "tile", None) or []:
+        args = tile[3] if len(tile) > 3 else None
+        if isinstance(args, tuple) and len(args) == 2 and isinstance(args[1], int) and args[1] > 255:
+            out.append(f"maxval {args[1]}")
+    return out
+
+
 def load_image(path: str, keep_gray: bool = False) -> np.ndarray:
     """Decodes an image file to ``uint8 [H, W, 3]`` RGB.
 
@@ -71,7 +82,7 @@ def load_image(path: str, keep_gray: bool = False) -> np.ndarray:
                                 f"only single images are supported")
             if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info):
                 raise DataError(f"{path}: has an alpha channel ({mode}); only RGB images are supported")
-            deep = [r for r in raws if _DEEP_RGB_RAW_MODE.fullmatch(r)]
+            deep = [r for r in raws if _DEEP_RGB_RAW_MODE.fullmatch(r)] + _deep_netpbm(im)
             if mode.startswith("I") or mode == "F" or deep:
                 stored = f"RGB ({deep[0]})" if deep else mode
                 raise DataError(f"{path}: {stored} images (more than 8 bits per sample) are not supported")

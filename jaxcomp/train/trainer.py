@@ -18,6 +18,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
@@ -31,7 +32,7 @@ from tqdm.auto import tqdm
 from jaxcomp.checks import is_whole
 from jaxcomp.configs import ConfigError
 from jaxcomp.files import open_appending, write_atomic
-from jaxcomp.train.state import plateau_reset, plateau_scale, plateau_settings, plateau_update
+from jaxcomp.train.state import make_schedule, plateau_reset, plateau_scale, plateau_settings, plateau_update
 
 log = logging.getLogger("jaxcomp.train")
 
@@ -438,6 +439,13 @@ def check_settings(config: ml_collections.ConfigDict) -> None:
         plateau = plateau_settings(config.optimizer) if "optimizer" in config else None
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    for key in sorted(k for k in config.keys() if k.startswith("optimizer")):
+        if isinstance(config[key], ml_collections.ConfigDict) and "learning_rate" in config[key]:
+            try:
+                make_schedule(config[key])
+            except ValueError as e:
+                raise ConfigError(str(e).replace("optimizer.", f"{key}.", 1)) from None
+            _warn_on_schedule_length(config, key)
     for key in sorted(k for k in config.keys() if k.startswith("optimizer") and k != "optimizer"):
         section = config[key]
         if isinstance(section, ml_collections.ConfigDict) and section.get("plateau", None) is not None \
@@ -449,6 +457,24 @@ def check_settings(config: ml_collections.ConfigDict) -> None:
     if plateau is not None and not config.get("eval_every"):
         raise ConfigError(f"optimizer.plateau.metric={plateau.metric!r} needs evaluations to watch: set "
                           "config.eval_every > 0 (or optimizer.plateau.metric='' to switch the rule off)")
+
+
+def _warn_on_schedule_length(config: ml_collections.ConfigDict, key: str) -> None:
+    """Warns when a cosine schedule does not end with the run: ``steps`` overridden without
+    ``decay_steps`` (the configs tie them) leaves the rate at 0 for the last steps, or ends the run
+    with most of the rate left."""
+    opt, steps = config[key], config.get("steps")
+    if opt.get("schedule", "constant") != "cosine" or not is_whole(steps) or steps == 0:  # 0: --eval-only
+        return
+    decay, warmup = int(opt.decay_steps), int(opt.get("warmup_steps", 0))
+    if steps > warmup + decay:
+        warnings.warn(f"{key}.decay_steps={decay} (after {warmup} warm-up steps) but steps={steps}: the learning "
+                      f"rate is 0 for the last {steps - warmup - decay} steps; set {key}.decay_steps with steps",
+                      stacklevel=3)
+    elif steps < decay:
+        left = 0.5 * (1 + math.cos(math.pi * max(steps - warmup, 0) / decay))
+        warnings.warn(f"{key}.decay_steps={decay} but steps={steps}: the run ends with {left:.0%} of the peak "
+                      f"learning rate left; set {key}.decay_steps with steps", stacklevel=3)
 
 
 def _save_config(config: ml_collections.ConfigDict, workdir: str) -> None:

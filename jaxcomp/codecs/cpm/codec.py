@@ -260,7 +260,7 @@ class CPMCodec:
         latent (:meth:`refine`)."""
         import hashlib
 
-        rgb = common.as_rgb(image)
+        rgb = common.as_rgb(check_image(image))
         key = (rgb.shape, hashlib.blake2b(np.ascontiguousarray(rgb).tobytes(), digest_size=16).digest())
         if self._memo is not None and self._memo[0] == key:
             return self._memo[1]
@@ -284,7 +284,11 @@ class CPMCodec:
         return np.where(masked, self.zero_symbol, symbols).astype(np.int32)
 
     def synthesise(self, symbols: np.ndarray, height: int, width: int) -> np.ndarray:
-        """Symbols ``[h, w, C]`` -> ``uint8 [height, width, 3]``."""
+        """Symbols ``int [h, w, C]`` (each in ``0 .. L-1``) -> ``uint8 [height, width, 3]`` (at most
+        ``8h x 8w``)."""
+        symbols = common.check_symbols(symbols, len(self.centers), "the context-model codec",
+                                       channels=self.spec.channels)
+        common.check_output_size(height, width, symbols.shape[:2], FACTOR, "the context-model codec")
         q = jnp.asarray(self.centers[symbols])[None]
         x = np.asarray(self._decode_fn(self.params, q)[0])
         return np.round(x[:height, :width]).astype(np.uint8)

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxcomp.configs import spec_from_section
 from jaxcomp.nn import Conv, ConvTranspose, torch_kernel_init
 from jaxcomp.quantize import soft_hard_quantize
 
@@ -43,9 +44,7 @@ class CPMSpec:
 
 
 def spec_from_config(model: ml_collections.ConfigDict) -> CPMSpec:
-    d = model.to_dict()
-    d["center_init"] = tuple(d.get("center_init", (-2.0, 2.0)))
-    return CPMSpec(**d)
+    return spec_from_section(CPMSpec, model, "the context-model codec")
 
 
 class ResBlock(nn.Module):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -29,7 +30,11 @@ def objective_weights(loss: ml_collections.ConfigDict) -> dict[str, float]:
         d = dict(ms_ssim=0.0, mse=loss.K_mse)
     else:
         raise ValueError(f"loss.distortion must be 'ms_ssim' or 'mse', not {loss.distortion!r}")
-    return dict(d, beta=loss.beta, H_target=loss.H_target)
+    weights = dict(d, beta=loss.beta, H_target=loss.H_target)
+    for key, value in weights.items():  # H_target -1 kept the rate penalty always on, beta < 0 paid for bits
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"config.loss: the weight {key!r} must be a finite number >= 0, got {value!r}")
+    return weights
 
 
 

@@ -198,7 +198,7 @@ class DPLCCodec:
 
     def synthesise(self, symbols: np.ndarray, seed: int) -> np.ndarray:
         """``G(B(centres[symbols], u))`` with ``u`` drawn from ``seed``: ``uint8 [S, S, C]``."""
-        symbols = np.asarray(symbols, np.int32)
+        symbols = common.check_symbols(symbols, self.spec.levels, "the DPLC codec", ndim=len(self.symbol_shape))
         if symbols.shape != self.symbol_shape:
             raise ValueError(f"symbols of this model are int32 {list(self.symbol_shape)}, got {symbols.shape}")
         seed = _check_seed(seed)

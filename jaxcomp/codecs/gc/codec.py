@@ -113,7 +113,10 @@ class GCCodec:
 
     def synthesise(self, symbols: np.ndarray, height: int, width: int, seed: int = 0) -> np.ndarray:
         """G's image for ``symbols [h, w, C]``, cropped to ``uint8 [height, width, 3]``; ``seed``
-        draws the noise channels (if any)."""
+        draws the noise channels (if any). ``symbols``: integers in ``0..4``; ``height``, ``width`` at
+        most ``16h``, ``16w``."""
+        symbols = common.check_symbols(symbols, LEVELS, "the GC codec", channels=self.spec.channels)
+        common.check_output_size(height, width, symbols.shape[:2], FACTOR, "the GC codec")
         noise = None
         if self.spec.noise_channels:
             key = jax.random.PRNGKey(seed)

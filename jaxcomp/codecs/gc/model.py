@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from jaxcomp.configs import spec_from_section
 from jaxcomp.nn import ConvTranspose, StridedConv
 from jaxcomp.quantize import soft_hard_quantize
 
@@ -67,11 +68,7 @@ class GCSpec:
 
 
 def spec_from_config(model: ml_collections.ConfigDict) -> GCSpec:
-    names = {f.name for f in dataclasses.fields(GCSpec)}
-    unknown = sorted(set(model.keys()) - names)
-    if unknown:
-        raise ValueError(f"unknown config.model keys for GC: {unknown}; known: {sorted(names)}")
-    return GCSpec(**{k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in model.items()})
+    return spec_from_section(GCSpec, model, "GC")
 
 
 def centers() -> jax.Array:

@@ -14,6 +14,7 @@ prior (what the entropy model alone knows about the latent).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -158,19 +159,38 @@ def load_frozen_gc(checkpoint: str) -> tuple[ml_collections.ConfigDict, Any]:
     return config, params["generator"]
 
 
+def _jitted(task: LatentSamplerTask, name: str, fn: Callable, **jit_kwargs: Any) -> Callable:
+    """``jax.jit(fn)``, made once per task: the host-side helpers below compile each shape once
+    instead of running the networks op by op (hundreds of small compilations)."""
+    cache = task.__dict__.setdefault("_jit_cache", {})
+    if name not in cache:
+        cache[name] = jax.jit(fn, **jit_kwargs)
+    return cache[name]
+
+
+def image_latents(task: LatentSamplerTask, images: np.ndarray) -> jax.Array:
+    """The frozen GC's latents of ``images`` (``uint8`` or float ``[n, crop, crop, 3]`` in [0, 255]):
+    ``float32 [n, h, w, C]`` (centres), jitted."""
+    latents = _jitted(task, "latents", task.latents)
+    return latents(jax.tree.map(jnp.asarray, task.gc_params), jnp.asarray(images))
+
+
 def sample_images(task: LatentSamplerTask, params: Any, n: int, seed: int = 0) -> np.ndarray:
     """``n`` images ``uint8 [n, crop, crop, 3]`` decoded from sampled latents."""
-    w = task.sample_latents(params, jax.random.PRNGKey(seed), n)
+    w = _jitted(task, "sample", task.sample_latents, static_argnums=2)(params, jax.random.PRNGKey(seed), n)
     return decode_latents(task, w)
 
 
 def prior_sample_latents(task: LatentSamplerTask, n: int, seed: int = 0) -> jax.Array:
     """Latents ``float32 [n, h, w, C]`` (centres) whose symbols are drawn i.i.d. from GC's factorized
     prior, each channel from its own row of ``prior_logits [C, 5]``."""
-    logits = jnp.asarray(task.gc_params["prior_logits"])  # [C, 5]
     shape = (n, task.side, task.side, task.gc_spec.channels)
-    symbols = jax.random.categorical(jax.random.PRNGKey(seed), jnp.broadcast_to(logits, shape + (LEVELS,)))
-    return centers()[symbols]
+
+    def draw(logits, key, shape):
+        return centers()[jax.random.categorical(key, jnp.broadcast_to(logits, shape + (LEVELS,)))]
+
+    logits = jnp.asarray(task.gc_params["prior_logits"])  # [C, 5]
+    return _jitted(task, "prior", draw, static_argnums=2)(logits, jax.random.PRNGKey(seed), shape)
 
 
 def prior_sample_images(task: LatentSamplerTask, n: int, seed: int = 0) -> np.ndarray:
@@ -184,5 +204,7 @@ def decode_latents(task: LatentSamplerTask, w_hat: jax.Array, seed: int = 0) -> 
     noise = None
     if task.gc_spec.noise_channels:
         noise = jax.random.normal(jax.random.PRNGKey(seed), w_hat.shape[:3] + (task.gc_spec.noise_channels,))
-    x = task.gc.apply({"params": jax.tree.map(jnp.asarray, task.gc_params)}, w_hat, noise, method=GC.decode)
-    return np.asarray(jnp.round(to_pixels(x)).astype(jnp.uint8))
+    def decode(params, w, noise):
+        return jnp.round(to_pixels(task.gc.apply({"params": params}, w, noise, method=GC.decode))).astype(jnp.uint8)
+
+    return np.asarray(_jitted(task, "decode", decode)(jax.tree.map(jnp.asarray, task.gc_params), w_hat, noise))

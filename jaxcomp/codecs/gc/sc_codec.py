@@ -225,7 +225,15 @@ class SCCodec:
     def synthesise(self, symbols: np.ndarray, heatmap: np.ndarray, semantic: np.ndarray, seed: int = 0) -> np.ndarray:
         """G's image ``uint8 [H, W, 3]`` for ``symbols [h, w, C]`` (zeroed where ``heatmap`` is 0) and
         the label map ``[H, W]``; ``seed`` draws the noise channels (if any)."""
+        semantic = np.asarray(semantic)
+        if semantic.ndim != 2:
+            raise ValueError(f"the SC codec: the label map is [H, W], got shape {semantic.shape}")
         height, width = semantic.shape
+        symbols = common.check_symbols(symbols, LEVELS, "the SC codec", channels=self.spec.channels)
+        if symbols.shape[:2] != self.latent_shape(height, width) or np.shape(heatmap) != symbols.shape[:2]:
+            raise ValueError(f"the SC codec: a {height}x{width} label map needs symbols and a heatmap of "
+                             f"{self.latent_shape(height, width)} positions, got {symbols.shape} and "
+                             f"{np.shape(heatmap)}")
         noise = None
         if self.spec.noise_channels:
             key = jax.random.PRNGKey(seed)
