@@ -17,6 +17,21 @@ def is_whole(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
+def finite_number(value: Any, name: str, minimum: float = 0.0, strict: bool = True) -> float:
+    """``value`` as a ``float``: a real number (Python or NumPy, not a bool) that is finite and ``> minimum``
+    (``>= minimum`` unless ``strict``); else a ValueError naming ``name`` and what is wrong."""
+    import numbers
+
+    bound = f"{'>' if strict else '>='} {minimum:g}"
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be a finite number {bound}, got {float(value)}")
+    if value < minimum or (strict and value == minimum):
+        raise ValueError(f"{name} must be {bound}, got {float(value):g}")
+    return float(value)
+
+
 def index_array(values: Any, n: int, name: str, kind: str = "indices", domain: str = "",
                 error: type[Exception] = ValueError) -> np.ndarray:
     """``values`` as a 1-D integer NumPy array of entries in ``0 .. n - 1`` (indices, token ids, class

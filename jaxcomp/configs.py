@@ -145,14 +145,15 @@ def _unknown_key(config: ml_collections.ConfigDict, key: str) -> ConfigError:
     return ConfigError(f"config has no key {key!r}{hint}")
 
 
-def spec_from_section(cls: type, section: ml_collections.ConfigDict, name: str) -> Any:
+def spec_from_section(cls: type, section: ml_collections.ConfigDict, name: str, where: str = "config.model"
+                      ) -> Any:
     """``cls(**section)`` for a dataclass spec (lists become tuples); keys ``cls`` does not have are a
-    :class:`ConfigError` naming them and ``name`` (a config of another task, ``--config.task`` changed,
-    gave a ``TypeError`` traceback)."""
+    :class:`ConfigError` naming them, the section ``where`` and ``name`` (a config of another task,
+    ``--config.task`` changed, gave a ``TypeError`` traceback)."""
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(section.keys()) - fields)
     if unknown:
-        raise ConfigError(f"unknown config.model keys for {name}: {unknown} (a config of another task?); known: "
+        raise ConfigError(f"unknown {where} keys for {name}: {unknown} (a config of another task?); known: "
                           f"{sorted(fields)}")
     return cls(**{k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in section.items()})
 

@@ -212,8 +212,8 @@ def test_refuses_images_it_does_not_code(codec, gray, photo):
         codec.compress(photo, seed=-1)
     symbols = codec.analyse(photo)  # symbols outside the centres were decoded as others
     levels = codec.spec.levels
-    for bad, message in ((symbols * 0 - 1, rf"lie in 0\.\.{levels - 1}"), (symbols + levels, "lie in"),
-                         (symbols + 0.7, "integers")):
+    for bad, message in ((symbols * 0 - 1, rf"outside 0\.\.{levels - 1}"), (symbols + levels, "outside"),
+                         (symbols + 0.7, "integer values")):
         with pytest.raises(ValueError, match=message):
             codec.synthesise(bad, 0)
     # the grayscale model takes [S, S] and [S, S, 1] and gives back what it was given

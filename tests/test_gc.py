@@ -206,8 +206,8 @@ def test_codec_refuses_bad_input(state, config, photo):
     with pytest.raises(BitstreamError, match="corrupt"):
         codec.decompress(bytes(flipped))
     symbols = codec.analyse(photo)  # synthesise: symbols past the 5 centres were clamped, -1 wrapped
-    for bad, message in ((np.full_like(symbols, 99), r"lie in 0\.\.4"), (np.full_like(symbols, -1), r"lie in 0\.\.4"),
-                         (symbols.astype(np.float32), "integers"), (symbols[None], "shape")):
+    for bad, message in ((np.full_like(symbols, 99), r"outside 0\.\.4"), (np.full_like(symbols, -1), r"outside 0\.\.4"),
+                         (symbols.astype(np.float32), "integer values"), (symbols[None], "shape")):
         with pytest.raises(ValueError, match=message):
             codec.synthesise(bad, *photo.shape[:2])
     with pytest.raises(ValueError, match=r"width must be an integer in 1\.\.96"):  # came back 88 wide

@@ -367,7 +367,7 @@ def test_sc_codec_refuses_bad_input(config, state, photo):
     with pytest.raises(ValueError, match="uint8"):
         codec.compress(image.astype(np.float32), labels, heat)
     symbols = codec.analyse(image, labels)
-    with pytest.raises(ValueError, match=r"lie in 0\.\.4"):
+    with pytest.raises(ValueError, match=r"outside 0\.\.4"):
         codec.synthesise(symbols + 5, heat, labels)
     with pytest.raises(ValueError, match=r"needs symbols and a heatmap of \(5, 6\) positions"):
         codec.synthesise(symbols[:4], heat[:4], labels)

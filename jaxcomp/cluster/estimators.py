@@ -25,9 +25,9 @@ class _SSCBase(ClusterMixin, BaseEstimator):
             isinstance(self.n_clusters, bool) or int(self.n_clusters) != self.n_clusters or self.n_clusters < 1
         ):
             raise ValueError(f"n_clusters must be a positive integer or None, got {self.n_clusters!r}")
-        if not is_whole(self.random_state) or self.random_state < 0:  # named before minutes of coding
-            raise ValueError(f"random_state must be an integer seed >= 0 (it seeds the eigensolver and k-means), "
-                             f"got {self.random_state!r}")
+        if self.random_state is not None and (not is_whole(self.random_state) or self.random_state < 0):
+            raise ValueError(f"random_state must be an integer seed >= 0 or None (it seeds the eigensolver and "
+                             f"k-means), got {self.random_state!r}")  # named before minutes of coding
         self.n_features_in_ = check_data(X, self.n_clusters).shape[1]
         t0 = time.perf_counter()
         C, info = sparse_coefficients(

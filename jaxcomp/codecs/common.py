@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from jaxcomp.checks import is_whole
+from jaxcomp.checks import index_array, is_whole
 
 #: the largest image side a stream's header admits (every codec's decoder refuses larger, so every
 #: encoder refuses to write them: a file that cannot be decoded would be lost data)
@@ -58,14 +58,10 @@ def check_symbols(symbols: np.ndarray, levels: int, codec: str, ndim: int = 3, c
     ``codec`` otherwise (an index outside the centres was clamped or wrapped by JAX: an image of other
     symbols, without a word; a float was truncated)."""
     symbols = np.asarray(symbols)
-    if symbols.dtype == bool or not np.issubdtype(symbols.dtype, np.integer):
-        raise ValueError(f"{codec}: symbols must be integers, got dtype {symbols.dtype}")
     if symbols.ndim != ndim or (channels is not None and symbols.shape[-1] != channels):
         want = f"{ndim} axes" + (f", the last {channels} wide" if channels is not None else "")
         raise ValueError(f"{codec}: symbols of {want} expected, got shape {symbols.shape}")
-    if symbols.size and (symbols.min() < 0 or symbols.max() >= levels):
-        raise ValueError(f"{codec}: symbols must lie in 0..{levels - 1}, got values in "
-                         f"[{int(symbols.min())}, {int(symbols.max())}]")
+    index_array(symbols.reshape(-1), levels, f"{codec}: the symbols", "values")
     return symbols.astype(np.int32)
 
 

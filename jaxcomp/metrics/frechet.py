@@ -25,7 +25,7 @@ PRETRAINED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretraine
 MNIST_CLASSIFIER = os.path.join(PRETRAINED, "mnist_classifier.msgpack")
 
 
-def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def gaussian_stats(features: np.ndarray, stacklevel: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """``(mean float64 [D], unbiased covariance float64 [D, D])`` of ``features [N, D]`` (N >= 2).
     Fewer samples than features (N <= D) warn: the covariance is then singular (rank N - 1), a
     Fréchet distance from it is far from the one of more samples, and a transposed ``[D, N]`` set
@@ -37,7 +37,7 @@ def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError("gaussian_stats: the features are not all finite")
     if f.shape[0] <= f.shape[1]:
         warnings.warn(f"gaussian_stats: {f.shape[0]} samples of {f.shape[1]} features (N <= D): the covariance "
-                      f"is singular; are the features transposed ([N, D] expected)?", stacklevel=2)
+                      f"is singular; are the features transposed ([N, D] expected)?", stacklevel=stacklevel)
     return f.mean(0), np.cov(f, rowvar=False, ddof=1).reshape(f.shape[1], f.shape[1])
 
 
@@ -76,7 +76,7 @@ def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: n
 def frechet_distance_features(features_a: np.ndarray, features_b: np.ndarray) -> float:
     """The Fréchet distance between the Gaussian fits (:func:`gaussian_stats`) of two feature sets
     ``[N, D]`` and ``[M, D]`` (N, M >= 2)."""
-    return frechet_distance(*gaussian_stats(features_a), *gaussian_stats(features_b))
+    return frechet_distance(*gaussian_stats(features_a, stacklevel=3), *gaussian_stats(features_b, stacklevel=3))
 
 
 class MNISTFeatures:

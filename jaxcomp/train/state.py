@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -14,7 +13,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxcomp.checks import is_whole
+from jaxcomp.checks import finite_number, is_whole
 
 
 @flax.struct.dataclass
@@ -68,14 +67,12 @@ def make_schedule(opt: ml_collections.ConfigDict) -> optax.Schedule:
     ``boundaries[i]`` when that tuple is given: e.g. a restart at a higher rate); any of them after
     ``warmup_steps`` of linear warm-up.
     """
-    lr = opt.learning_rate
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"optimizer.learning_rate must be a finite number > 0, got {lr!r} (a negative rate "
-                         f"ascends the loss)")
+    # the section's own name is not known here: check_settings names it (optimizer, optimizer_d, ...)
+    lr = finite_number(opt.learning_rate, "learning_rate")  # a negative rate ascends the loss
     name = opt.get("schedule", "constant")
     for key, least in (("warmup_steps", 0), ("decay_steps", 1)):
         if (key == "warmup_steps" or name == "cosine") and (not is_whole(opt.get(key, 0)) or opt.get(key, 0) < least):
-            raise ValueError(f"optimizer.{key} must be an integer >= {least}, got {opt.get(key, None)!r}")
+            raise ValueError(f"{key} must be an integer >= {least}, got {opt.get(key, None)!r}")
     if name == "constant":
         schedule = optax.constant_schedule(lr)
     elif name == "step":

@@ -420,7 +420,10 @@ def check_settings(config: ml_collections.ConfigDict) -> None:
     """Raises :class:`jaxcomp.configs.ConfigError` for a loop setting that cannot work, before
     anything is built or compiled: ``steps``, ``eval_every`` >= 0; ``log_every``,
     ``checkpoint_every``, ``keep`` (checkpoints kept: 0 would keep none), ``eval_batch_size`` and
-    ``data.batch_size`` (where the config has them) >= 1; ``optimizer.plateau`` well formed and, when
+    ``data.batch_size`` (where the config has them) >= 1; in every ``optimizer*`` section a finite
+    ``learning_rate`` > 0, whole ``warmup_steps`` >= 0 and, for a cosine schedule, ``decay_steps`` >= 1
+    (a warning when that schedule ends long before the run or leaves more than 5 % of its rate at
+    the end: ``steps`` overridden without ``decay_steps``); ``optimizer.plateau`` well formed and, when
     on, evaluations to watch (``eval_every`` > 0); no plateau rule on another optimizer section (a
     two-player task's ``optimizer_d``): the trainer reads the rule from ``config.optimizer`` only
     (and applies its factor to every optimizer's state)."""
@@ -444,7 +447,7 @@ def check_settings(config: ml_collections.ConfigDict) -> None:
             try:
                 make_schedule(config[key])
             except ValueError as e:
-                raise ConfigError(str(e).replace("optimizer.", f"{key}.", 1)) from None
+                raise ConfigError(f"config.{key}.{e}") from None
             _warn_on_schedule_length(config, key)
     for key in sorted(k for k in config.keys() if k.startswith("optimizer") and k != "optimizer"):
         section = config[key]
@@ -467,12 +470,12 @@ def _warn_on_schedule_length(config: ml_collections.ConfigDict, key: str) -> Non
     if opt.get("schedule", "constant") != "cosine" or not is_whole(steps) or steps == 0:  # 0: --eval-only
         return
     decay, warmup = int(opt.decay_steps), int(opt.get("warmup_steps", 0))
+    left = 0.5 * (1 + math.cos(math.pi * min(max(steps - warmup, 0) / decay, 1.0)))
     if steps > warmup + decay:
         warnings.warn(f"{key}.decay_steps={decay} (after {warmup} warm-up steps) but steps={steps}: the learning "
                       f"rate is 0 for the last {steps - warmup - decay} steps; set {key}.decay_steps with steps",
                       stacklevel=3)
-    elif steps < decay:
-        left = 0.5 * (1 + math.cos(math.pi * max(steps - warmup, 0) / decay))
+    elif left > 0.05:  # more than 5 % of the peak rate left at the last step
         warnings.warn(f"{key}.decay_steps={decay} but steps={steps}: the run ends with {left:.0%} of the peak "
                       f"learning rate left; set {key}.decay_steps with steps", stacklevel=3)
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
+from jaxcomp.checks import finite_number
 from jaxcomp.codecs.cpm.model import (
     CPM,
     FACTOR,
@@ -32,8 +32,7 @@ def objective_weights(loss: ml_collections.ConfigDict) -> dict[str, float]:
         raise ValueError(f"loss.distortion must be 'ms_ssim' or 'mse', not {loss.distortion!r}")
     weights = dict(d, beta=loss.beta, H_target=loss.H_target)
     for key, value in weights.items():  # H_target -1 kept the rate penalty always on, beta < 0 paid for bits
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise ValueError(f"config.loss: the weight {key!r} must be a finite number >= 0, got {value!r}")
+        weights[key] = finite_number(value, f"config.loss: the weight {key!r}", strict=False)
     return weights
 
 

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxcomp.codecs.gc.model import FACTOR
+from jaxcomp.configs import spec_from_section
 
 MODES = ("none", "box", "classes")
 CHOSEN = ("preserve", "synthesize")
@@ -56,11 +57,7 @@ class SCSettings:
 def settings_from_config(sc: ml_collections.ConfigDict | None) -> SCSettings:
     if sc is None:
         return SCSettings(mode="none")
-    names = {f.name for f in dataclasses.fields(SCSettings)}
-    unknown = sorted(set(sc.keys()) - names)
-    if unknown:
-        raise ValueError(f"unknown config.sc keys: {unknown}; known: {sorted(names)}")
-    return SCSettings(**dict(sc.items()))
+    return spec_from_section(SCSettings, sc, "selective compression", where="config.sc")
 
 
 def cells_touched(mask: jax.Array) -> jax.Array:
