@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from jaxcomp.checks import finite_number
+
 KINDS = ("lsgan", "nonsaturating", "hinge", "wgan")
 Logits = jax.Array | Sequence[jax.Array]
 
@@ -152,8 +154,8 @@ def mmd_imq(x: jax.Array, y: jax.Array, prior_var: float = 1.0, scales: Sequence
     scales = tuple(scales)
     if not scales or not all(float(c) > 0 for c in scales):
         raise ValueError(f"mmd_imq needs kernel scales > 0 (none gives 0), got {scales!r}")
-    if not isinstance(prior_var, jax.core.Tracer) and not float(prior_var) > 0:
-        raise ValueError(f"mmd_imq: prior_var must be > 0 (the prior's variance), got {prior_var!r}")
+    if not isinstance(prior_var, jax.core.Tracer):
+        finite_number(prior_var, "mmd_imq: prior_var (the prior's variance)")
     off_x = 1.0 - jnp.eye(n, dtype=x.dtype)
     off_y = 1.0 - jnp.eye(m, dtype=y.dtype)
     total = jnp.zeros((), jnp.float32)

@@ -34,6 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcomp.checks import finite_number
+
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
@@ -73,8 +75,8 @@ def _check_scales(name: str, x: jax.Array, y: jax.Array, max_val: float) -> None
 
 def _check_max_val(name: str, max_val: float) -> None:
     """ValueError for a concrete data range ``max_val <= 0`` (or NaN): PSNRs of -inf or of the wrong sign."""
-    if not isinstance(max_val, jax.core.Tracer) and not float(max_val) > 0:
-        raise ValueError(f"{name}: max_val (the data range) must be > 0, got {max_val!r}")
+    if not isinstance(max_val, jax.core.Tracer):
+        finite_number(max_val, f"{name}: max_val (the data range)")
 
 
 def mse(x: jax.Array, y: jax.Array) -> jax.Array:
