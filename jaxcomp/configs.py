@@ -145,17 +145,19 @@ def _unknown_key(config: ml_collections.ConfigDict, key: str) -> ConfigError:
     return ConfigError(f"config has no key {key!r}{hint}")
 
 
-def spec_from_section(cls: type, section: ml_collections.ConfigDict, name: str, where: str = "config.model"
-                      ) -> Any:
+def spec_from_section(cls: type, section: ml_collections.ConfigDict, name: str, where: str = "config.model",
+                      others: Iterable[str] = ()) -> Any:
     """``cls(**section)`` for a dataclass spec (lists become tuples); keys ``cls`` does not have are a
     :class:`ConfigError` naming them, the section ``where`` and ``name`` (a config of another task,
-    ``--config.task`` changed, gave a ``TypeError`` traceback)."""
+    ``--config.task`` changed, gave a ``TypeError`` traceback). ``others``: keys of the section that
+    other code reads (accepted, not passed to ``cls``)."""
     fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(section.keys()) - fields)
+    others = set(others)
+    unknown = sorted(set(section.keys()) - fields - others)
     if unknown:
         raise ConfigError(f"unknown {where} keys for {name}: {unknown} (a config of another task?); known: "
-                          f"{sorted(fields)}")
-    return cls(**{k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in section.items()})
+                          f"{sorted(fields | others)}")
+    return cls(**{k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in section.items() if k in fields})
 
 
 def canonical_json(config: ml_collections.ConfigDict, exclude: Iterable[str] = ()) -> str:

@@ -52,3 +52,32 @@ def test_a_config_without_variant_is_its_default_variant():
         assert load_config(str(path)).to_json() == load_config(f"{path}:{default}").to_json(), path.name
         checked.append(path.name)
     assert {"cpm.py", "l3c.py", "dplc.py", "ssc.py"} <= set(checked)
+
+
+def test_every_model_spec_takes_its_own_configs_and_names_another_tasks_keys():
+    """Each codec's / classifier's ``spec_from_config`` builds from every variant of its config files,
+    and refuses a ``config.model`` of another task by naming the foreign keys (DPLC's and ECG's
+    once kept only the keys they knew: a GC model section built a DPLC generator silently)."""
+    import importlib
+
+    import pytest
+
+    from jaxcomp.configs import ConfigError, config_module, load_config, variants
+
+    root = pathlib.Path(__file__).resolve().parents[1] / "configs"
+    builders = {"l3c.py": "jaxcomp.codecs.l3c", "cpm.py": "jaxcomp.codecs.cpm.model",
+                "gc.py": "jaxcomp.codecs.gc.model", "dplc.py": "jaxcomp.codecs.dplc.model",
+                "ecg.py": "jaxcomp.ecg.models"}
+    models = {}
+    for name, module in builders.items():
+        build = importlib.import_module(module).spec_from_config
+        known = variants(config_module(str(root / name)))
+        assert len(known) >= 3, (name, known)
+        for variant in known:
+            build(load_config(f"{root / name}:{variant}").model)
+        models[name] = (build, load_config(str(root / name)).model)
+    for name, (build, _) in models.items():
+        for other, (_, section) in models.items():
+            if other != name:
+                with pytest.raises(ConfigError, match=r"unknown config\.model keys for .*\(a config of another task"):
+                    build(section)

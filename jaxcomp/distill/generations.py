@@ -55,8 +55,9 @@ def _config_for(config: ml_collections.ConfigDict, *, seed: int, loss: str, teac
 
 
 def predict_logits(task: Any, state: Any, batches: Iterable[dict[str, np.ndarray]]) -> np.ndarray:
-    """Evaluation-mode logits of every valid example of ``batches``: ``float32 [N, ...]`` (host)."""
-    predict = jax.jit(task.predict)
+    """Evaluation-mode logits of every valid example of ``batches``: ``float32 [N, ...]`` (host); the
+    jitted ``task.predict`` is made once per task (:func:`jaxcomp.train.per_task`)."""
+    predict = trainer.per_task("predict", task, lambda: jax.jit(task.predict))
     out = []
     for batch in batches:
         valid = batch.pop("valid")
@@ -92,8 +93,9 @@ def train_member(config: ml_collections.ConfigDict, workdir: str, name: str, tea
         logits = predict_logits(task, state, data.eval_batches(config.eval_batch_size))
         metrics = classification_metrics(logits, data.eval_arrays()["label"])
     else:
-        metrics = lm_metrics(trainer.evaluate(jax.jit(task.eval_step), state,
-                                              data.eval_batches(config.eval_batch_size), trainer.make_mesh()))
+        mesh = trainer.make_mesh()  # the trainer's compiled eval step (already compiled where a plateau rule watched)
+        metrics = lm_metrics(trainer.evaluate(trainer.compile_steps(task, mesh)[1], state,
+                                              data.eval_batches(config.eval_batch_size), mesh))
     return Member(name, workdir, metrics, logits, teacher_from_state(task, state))
 
 

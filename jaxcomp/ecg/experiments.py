@@ -179,17 +179,12 @@ def build_training_data(config: ml_collections.ConfigDict, fold: int | None = No
                               weights, repeats, jax.process_index(), jax.process_count())
 
 
-def _jitted_predict(task: ECGTask):
-    fn = getattr(task, "_jitted_predict", None)
-    if fn is None:
-        fn = task._jitted_predict = jax.jit(task.predict)
-    return fn
-
-
 def predict_split(task: ECGTask, state: TrainState, data: ECGBatches, batch_size: int, idx: np.ndarray | None = None
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(labels [n], predictions [n], probabilities [n, 4], indices [n])`` of a split (default: the eval fold)."""
-    predict = _jitted_predict(task)
+    from jaxcomp.train import per_task
+
+    predict = per_task("ecg-predict", task, lambda: jax.jit(task.predict))
     labels, preds, probs, index = [], [], [], []
     for batch in data.eval_batches(batch_size, idx):
         valid = batch.pop("valid")

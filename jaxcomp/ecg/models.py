@@ -34,6 +34,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from jaxcomp.configs import spec_from_section
+
 
 @dataclasses.dataclass(frozen=True)
 class ECGModelSpec:
@@ -52,8 +54,9 @@ class ECGModelSpec:
 
 
 def spec_from_config(model: ml_collections.ConfigDict) -> ECGModelSpec:
-    fields = {f.name for f in dataclasses.fields(ECGModelSpec)}
-    spec = ECGModelSpec(**{k: v for k, v in model.items() if k in fields})
+    """An :class:`ECGModelSpec` from ``config.model`` (``normalize`` is the task's: the spectrogram's
+    per-recording normalisation); a key neither has is a ``ConfigError`` naming it."""
+    spec = spec_from_section(ECGModelSpec, model, "the ECG classifier", others=("normalize",))
     if spec.name not in ("cnn", "crnn"):
         raise ValueError(f"unknown model.name {spec.name!r}; use 'cnn' or 'crnn'")
     if spec.name == "crnn" and not 1 <= spec.crnn_conv_blocks <= spec.conv_blocks:

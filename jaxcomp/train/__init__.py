@@ -32,6 +32,7 @@ from jaxcomp.train.trainer import (
     load_init_params,
     make_mesh,
     maybe_initialize_distributed,
+    per_task,
     replicated,
     restore_checkpoint,
     restore_for_eval,
@@ -45,7 +46,7 @@ __all__ = [
     "batch_sharding", "benchmark_train_step", "check_devices", "check_settings", "checkpoint_manager",
     "compile_steps", "evaluate",
     "init_state", "jit_init", "l2_penalty", "load_init_params", "make_mesh", "make_optimizer", "make_schedule",
-    "maybe_initialize_distributed", "param_path", "plateau_reset", "plateau_scale", "plateau_settings",
+    "maybe_initialize_distributed", "per_task", "param_path", "plateau_reset", "plateau_scale", "plateau_settings",
     "plateau_update", "replicated", "restore_checkpoint", "restore_for_eval", "scale_on_plateau", "shard_batch",
     "train", "train_only_labels", "warm_start",
 ]

@@ -122,16 +122,24 @@ def shard_batch(batch: Batch, mesh: Mesh) -> dict[str, jax.Array]:
     return out
 
 
-# The jitted functions of the last few (task, mesh) pairs: a second ``train`` of the same task
+# The jitted functions of the last few (kind, task, mesh) triples: a second ``train`` of the same task
 # object (a run continued after its time limit, a warm start, a test) reuses them, and so JAX's
 # compiled executables, instead of tracing and lowering the model again (gc.py:tiny: 9.8-15.3 s a
-# call without, 1.7-2.0 s with, the persistent compilation cache on in both). A task is treated as
-# immutable once built. Bounded, because the functions hold their task.
+# call without, 1.7-2.0 s with, the persistent compilation cache on in both). Host-side helpers of
+# other modules (ECG's predictions, GC's latent sampler) keep theirs here too, through
+# :func:`per_task`. A task is treated as immutable once built. Bounded, because the entries hold
+# their task.
 _JITTED: collections.OrderedDict = collections.OrderedDict()
-_JITTED_MAX = 8
+_JITTED_MAX = 16
 
 
-def _jitted(kind: str, task: Task, mesh: Mesh, build: Callable[[], Any]) -> Any:
+def per_task(kind: str, task: Any, build: Callable[[], Any], mesh: Mesh | None = None) -> Any:
+    """``build()`` once per (``kind``, ``task`` object, ``mesh``), then the same value back.
+
+    For jitted functions of a task (``build`` returns ``jax.jit(...)``): a caller that asks again
+    reuses the traced and compiled function instead of tracing the model again. ``kind`` names the
+    function (``"predict"``, ``"sample"``...), unique per task; the last few entries are kept.
+    """
     key = (kind, id(task), mesh)  # the entry holds its task, so no other object takes that id meanwhile
     hit = _JITTED.get(key)
     if hit is not None:
@@ -161,7 +169,7 @@ def compile_steps(task: Task, mesh: Mesh) -> tuple[Callable, Callable]:
         evaluate = jax.jit(task.eval_step, out_shardings=rep)
         return train, evaluate
 
-    return _jitted("steps", task, mesh, build)
+    return per_task("steps", task, build, mesh)
 
 
 # An initialisation runs once, but on the CPU its compile takes longer than the training step's:
@@ -186,7 +194,7 @@ def jit_init(fn: Callable, **jit_kwargs: Any) -> Callable:
 def init_state(task: Task, batch: Batch, rng: jax.Array, mesh: Mesh) -> Any:
     """The task's initial state, replicated over the mesh (its jitted init reused per task, as
     :func:`compile_steps`)."""
-    init = _jitted("init", task, mesh, lambda: jit_init(task.init, out_shardings=replicated(mesh)))
+    init = per_task("init", task, lambda: jit_init(task.init, out_shardings=replicated(mesh)), mesh)
     return init(rng, shard_batch(batch, mesh))
 
 

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from jaxcomp.configs import spec_from_section
 from jaxcomp.nn import ConvTranspose, StridedConv
 from jaxcomp.quantize import soft_hard_quantize
 
@@ -92,9 +93,8 @@ class DPLCSpec:
 
 
 def spec_from_config(model: ml_collections.ConfigDict) -> DPLCSpec:
-    """A :class:`DPLCSpec` from ``config.model`` (unknown keys are an error of the config layer)."""
-    fields = {f.name for f in dataclasses.fields(DPLCSpec)}
-    return DPLCSpec(**{k: v for k, v in model.to_dict().items() if k in fields})
+    """A :class:`DPLCSpec` from ``config.model``; a key it does not have is a ``ConfigError`` naming it."""
+    return spec_from_section(DPLCSpec, model, "DPLC")
 
 
 def sample_prior(spec: DPLCSpec, rng: jax.Array, n: int) -> jax.Array:

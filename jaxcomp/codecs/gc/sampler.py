@@ -26,7 +26,7 @@ import numpy as np
 from jaxcomp.codecs.gc.model import FACTOR, GC, LEVELS, centers, spec_from_config, to_pixels
 from jaxcomp.gan import d_loss, g_loss, gradient_penalty, schedule_from_config, two_player_step
 from jaxcomp.nn import StridedConv
-from jaxcomp.train import TwoPlayerState, make_optimizer
+from jaxcomp.train import TwoPlayerState, make_optimizer, per_task
 
 
 class LatentGenerator(nn.Module):
@@ -160,12 +160,10 @@ def load_frozen_gc(checkpoint: str) -> tuple[ml_collections.ConfigDict, Any]:
 
 
 def _jitted(task: LatentSamplerTask, name: str, fn: Callable, **jit_kwargs: Any) -> Callable:
-    """``jax.jit(fn)``, made once per task: the host-side helpers below compile each shape once
-    instead of running the networks op by op (hundreds of small compilations)."""
-    cache = task.__dict__.setdefault("_jit_cache", {})
-    if name not in cache:
-        cache[name] = jax.jit(fn, **jit_kwargs)
-    return cache[name]
+    """``jax.jit(fn)``, made once per task (:func:`jaxcomp.train.trainer.per_task`): the host-side
+    helpers below compile each shape once instead of running the networks op by op (hundreds of
+    small compilations)."""
+    return per_task(f"gc-sampler-{name}", task, lambda: jax.jit(fn, **jit_kwargs))
 
 
 def image_latents(task: LatentSamplerTask, images: np.ndarray) -> jax.Array:
