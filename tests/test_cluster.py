@@ -813,3 +813,16 @@ def test_spectral_clustering_seeds_the_spectrum_and_k_means(monkeypatch):
     assert k == 2 and seen == {"kmeans": {"n_clusters": 2, "n_init": 3, "random_state": 7}, "spectrum": 7}
     other, _ = spectral.spectral_clustering(blocks, 2, seed=8, n_init=3)
     assert len(set(labels[:5])) == len(set(labels[5:])) == 1 and adjusted_rand_index(labels, other) == 1.0
+
+
+def test_random_state_none_draws_fresh_randomness_and_still_clusters(subspaces, monkeypatch):
+    """``random_state=None`` (scikit-learn's "fresh randomness") is accepted: the eigensolver and
+    k-means get ``None`` (not 0), and the clear union of subspaces is still clustered exactly."""
+    from jaxcomp.cluster import spectral
+
+    seen = []
+    spectrum = spectral.laplacian_spectrum
+    monkeypatch.setattr(spectral, "laplacian_spectrum", lambda A, k, seed: seen.append(seed) or spectrum(A, k, seed))
+    X, y = subspaces
+    est = SSCOMP(n_clusters=3, s_max=6, tau=1e-3, chunk_size=CHUNK, random_state=None).fit(X)
+    assert seen == [None] and clustering_error(y, est.labels_) == 0.0
