@@ -1,7 +1,7 @@
 """SSC-OMP / SSC-MP experiments: phase diagrams, s_max sensitivity, MNIST comparison.
 
-  python -m experiments.cluster --config configs/ssc.py:synthetic --workdir /tmp/ssc
-  python -m experiments.cluster --config configs/ssc.py:mnist --workdir /tmp/mnist \
+  python -m experiments.cluster --config configs/ssc.py:synthetic --workdir runs/ssc
+  python -m experiments.cluster --config configs/ssc.py:mnist --workdir runs/ssc_mnist \
       --config.data.num_points=2000
 
 Writes a Markdown table, a CSV and PNG plots into --workdir and prints the table.

@@ -1,6 +1,6 @@
 """Mean ± std over seeds of MNIST clustering runs written by separate processes.
 
-``python -m experiments.cluster --config configs/ssc.py:mnist_scattering`` runs its 3 seeds in one
+``python -m experiments.cluster --config configs/ssc.py:mnist_scattering --workdir runs/x`` runs its 3 seeds in one
 process; on a busy machine the seeds can run as 3 processes instead
 (``--config.seed=S --config.n_seeds=1 --workdir runs/x/seedS``) and be combined here:
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import json
 import pathlib
 import re
 import shlex
@@ -19,8 +20,9 @@ import pytest
 from jaxcomp.configs import ConfigError, load_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SOURCES = ["README.md", *sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md")),
-           *sorted(str(p.relative_to(REPO)) for p in (REPO / "configs").glob("*.py"))]
+SOURCES = ["README.md", *(str(p.relative_to(REPO)) for folder, pattern in (
+    ("docs", "*.md"), ("notebooks", "*.ipynb"), ("configs", "*.py"), ("experiments", "*.py"), ("jaxcomp", "**/*.py"))
+    for p in sorted((REPO / folder).glob(pattern)))]
 CONFIG_SPEC = re.compile(r"^configs/\w+\.py(:\w+)?$")
 
 
@@ -103,7 +105,12 @@ def quoted_commands() -> list[tuple[str, int, str, list[str]]]:
     found = []
     for name in SOURCES:
         text = (REPO / name).read_text()
-        markdown = name.endswith(".md")
+        markdown = name.endswith((".md", ".ipynb"))
+        if name.endswith(".ipynb"):  # the markdown and code cells (a code cell's "!python -m ..." too)
+            cells = json.loads(text)["cells"]
+            text = "\n\n".join("".join(c["source"]) if c["cell_type"] == "markdown"
+                                 else "```\n" + "".join(c["source"]).replace("!python", "python") + "\n```"
+                                 for c in cells)
         if not markdown:  # a docstring's "\\" is the shell's "\"
             text = text.replace("\\\\\n", "\\\n")
         spans = []  # (offset, text, read as shell lines)
