@@ -196,3 +196,24 @@ def test_a_quoted_command_parses(where, line, module, argv, monkeypatch, capsys)
             load_config(str(REPO / spec), overrides)
         except (ConfigError, ValueError) as e:
             pytest.fail(f"{where}:{line}: {module} {' '.join(argv)}: {e}")
+
+
+def test_every_config_variant_the_docs_name_exists():
+    """``configs/X.py:VARIANT`` anywhere in the same sources (prose included) names a config file and a
+    variant it declares (patterns such as ``paper_*`` or ``paper_{a,b}`` aside)."""
+    from jaxcomp.configs import config_module, variants
+
+    named = {}
+    for name in SOURCES:
+        for m in re.finditer(r"configs/(\w+)\.py:(\w+)(?![\w*{<\[])", (REPO / name).read_text()):
+            if not m.group(2).isupper():  # configs/NAME.py:VARIANT: a placeholder
+                named.setdefault(m.group(0), name)
+    assert len(named) > 50
+    wrong = []
+    for spec, where in sorted(named.items()):
+        path, variant = spec.split(":")
+        if not (REPO / path).exists():
+            wrong.append(f"{where}: {spec} (no such file)")
+        elif variant not in variants(config_module(str(REPO / path))):
+            wrong.append(f"{where}: {spec} (variants: {', '.join(variants(config_module(str(REPO / path))))})")
+    assert not wrong, "\n".join(wrong)
