@@ -37,7 +37,7 @@ def run(config, workdir: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return config_script_main(__doc__, "configs/ban.py:digits", run, argv)
+    return config_script_main(__doc__, "configs/ban.py:digits", run, argv, sections=("ban", "distill"))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from jaxcomp.configs import config_script_main
 
 
 def main(argv: list[str] | None = None) -> int:
-    return config_script_main(__doc__, "configs/ssc.py:synthetic", run, argv)
+    return config_script_main(__doc__, "configs/ssc.py:synthetic", run, argv, sections=("ssc",))
 
 
 if __name__ == "__main__":

@@ -211,7 +211,7 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return config_script_main(__doc__, "configs/dplc.py:mnist", run, argv)
+    return config_script_main(__doc__, "configs/dplc.py:mnist", run, argv, sections=("generators",))
 
 
 if __name__ == "__main__":

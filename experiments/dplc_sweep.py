@@ -349,7 +349,7 @@ def save_grid(rows: list[np.ndarray], path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return config_script_main(__doc__, "configs/dplc.py:mnist", run, argv)
+    return config_script_main(__doc__, "configs/dplc.py:mnist", run, argv, sections=("sweep",))
 
 
 if __name__ == "__main__":

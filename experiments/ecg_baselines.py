@@ -163,7 +163,7 @@ def run(config, workdir):
 
 
 def main(argv: list[str] | None = None) -> int:
-    return config_script_main(__doc__, "configs/ecg.py:cpu_cnn", run, argv)
+    return config_script_main(__doc__, "configs/ecg.py:cpu_cnn", run, argv, sections=("cv",))
 
 
 if __name__ == "__main__":

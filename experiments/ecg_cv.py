@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     from jaxcomp.xla import prefer_xla_cpu_convolutions
 
     prefer_xla_cpu_convolutions()
-    return config_script_main(__doc__, "configs/ecg.py:cpu_cnn", run, argv)
+    return config_script_main(__doc__, "configs/ecg.py:cpu_cnn", run, argv, sections=("cv",))
 
 
 if __name__ == "__main__":

@@ -51,11 +51,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="storage precision of the parameters (float16: half the file; loaded as float32)")
     parser.add_argument("--force", action="store_true", help="replace an existing NAME.msgpack / NAME.json")
     args = parser.parse_args(argv)
-    if os.path.splitext(args.out)[1].lower() == ".json":  # before loading anything
-        parser.error(f"--out {args.out}: the notes go to NAME.json beside the parameters; name it NAME.msgpack")
-    existing = [p for p in (args.out, os.path.splitext(args.out)[0] + ".json") if os.path.exists(p)]
-    if existing and not args.force:  # e.g. a shipped model: never replaced by accident
-        parser.error(f"{' and '.join(existing)} exist(s): choose another --out, or pass --force to replace")
+    from jaxcomp.modelfile import check_new_model_path
+
+    try:  # before loading anything; e.g. a shipped model is never replaced by accident
+        check_new_model_path(args.out, args.force)
+    except ValueError as e:
+        parser.error(str(e))
 
     from jaxcomp.data import DataError
     from jaxcomp.files import read_jsonl

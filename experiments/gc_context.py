@@ -27,23 +27,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", required=True, help="folder of photos; those named like the shipped samples are "
                                                    "held out and only evaluated")
     p.add_argument("--out", required=True, help="the model with its context table (.msgpack, .json beside it)")
-    p.add_argument("--smoothing", type=float, default=0.5)
+    p.add_argument("--smoothing", type=float, default=0.5, help="added to every context's counts (> 0)")
     p.add_argument("--dtype", default="float16", choices=["float32", "float16"])
+    p.add_argument("--force", action="store_true", help="replace an existing --out (and its .json)")
     args = p.parse_args(argv)
 
+    from jaxcomp.checks import finite_number
+    from jaxcomp.modelfile import check_new_model_path
+
+    try:  # before any image is encoded
+        finite_number(args.smoothing, "--smoothing")
+        check_new_model_path(args.out, args.force)
+    except ValueError as e:
+        p.error(str(e))
+    try:
+        return _fit(args)
+    except (ValueError, OSError) as e:  # DataError, ModelLoadError: a bad image or model file
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _fit(args: argparse.Namespace) -> int:
     from PIL import Image
     from tqdm import tqdm
 
     from jaxcomp.codecs.gc import GCCodec, context, spec_from_config
-    from jaxcomp.data import DataError, list_images, load_image, sample_image_paths
-    from jaxcomp.modelfile import ModelLoadError, export_params, load_model
+    from jaxcomp.data import list_images, load_image, sample_image_paths
+    from jaxcomp.modelfile import export_params, load_model
 
-    try:
-        config, params, notes = load_model(args.model, task="gc")
-        files = list_images(args.images)
-    except (ModelLoadError, DataError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    config, params, notes = load_model(args.model, task="gc")
+    files = list_images(args.images)
     held = {os.path.basename(q) for q in sample_image_paths()}
     train_files = [f for f in files if os.path.basename(f) not in held]
     test_files = [f for f in files if os.path.basename(f) in held]

@@ -25,6 +25,8 @@ import dataclasses
 import glob
 import json
 import os
+import re
+import sys
 import time
 
 import jax
@@ -34,7 +36,7 @@ from jaxcomp.codecs import l3c
 from jaxcomp.codecs.pretrained import PRETRAINED_DIR
 from jaxcomp.data import load_image
 from jaxcomp.files import read_jsonl
-from jaxcomp.modelfile import export_params, load_model
+from jaxcomp.modelfile import check_new_model_path, export_params, load_model
 from jaxcomp.train import jit_init
 
 # The paper-architecture RGB model the sub-pixel experiments start from: the one shipped from 2026-12-02
@@ -54,12 +56,13 @@ def _base(path: str) -> tuple:
     """``(config, params)`` of a 1-step L3C model to add sub-pixel heads to (a clear error otherwise)."""
     config, params, _ = load_model(path, task="l3c")
     if config.model.get("subpixel_steps", 1) != 1:
-        raise SystemExit(f"{path} already has {config.model.subpixel_steps} sub-pixel steps; give a 1-step model "
+        raise ValueError(f"{path} already has {config.model.subpixel_steps} sub-pixel steps; give a 1-step model "
                          f"(--base, default {BASE_MODEL})")
     return config, params
 
 
 def cmd_init(args: argparse.Namespace) -> None:
+    check_new_model_path(args.out, args.force)
     config, params = _base(args.base)
     config.unlock()
     config.model.subpixel_steps, config.model.subpixel_head = args.steps, args.head
@@ -217,6 +220,10 @@ def cmd_curves(args: argparse.Namespace) -> None:
 
 
 def cmd_timing(args: argparse.Namespace) -> None:
+    for variant in args.variants:
+        if not re.fullmatch(r"(1|2|4)/(light|shared)", variant):
+            raise ValueError(f"variant {variant!r}: give STEPS/HEAD with STEPS 1, 2 or 4 and HEAD light or shared, "
+                             f"e.g. 4/light")
     imgs = [load_image(p)[:512, :512] for p in args.photos]
     config, params = _base(args.base)
     base = l3c.L3CCodec(l3c.spec_from_config(config.model), params)
@@ -241,14 +248,15 @@ def cmd_timing(args: argparse.Namespace) -> None:
         print(variant, json.dumps(dict(first_call_s=first, encode_s=enc, decode_s=dec, bytes=len(data))), flush=True)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("init", help="a 1-step model (--base) + zero sub-pixel heads")
     a.add_argument("--steps", type=int, choices=(2, 4), required=True)
     a.add_argument("--head", choices=("light", "shared"), default="light")
     a.add_argument("--base", default=BASE_MODEL, help="a 1-step model (.msgpack or workdir)")
-    a.add_argument("--out", required=True)
+    a.add_argument("--out", required=True, help="the model (.msgpack, its .json beside it)")
+    a.add_argument("--force", action="store_true", help="replace an existing --out")
     a.set_defaults(fn=cmd_init)
     a = sub.add_parser("plot", help="validation curves of fine-tuning runs")
     a.add_argument("runs", nargs="+")
@@ -272,8 +280,13 @@ def main(argv: list[str] | None = None) -> None:
                                                  for n in ("Aqua.png", "Dune.png")])
     a.set_defaults(fn=cmd_timing)
     args = p.parse_args(argv)
-    args.fn(args)
+    try:
+        args.fn(args)
+    except (ValueError, OSError) as e:  # a model, photo or run that is not what is needed, an --out taken
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -15,7 +15,7 @@ from jaxcomp.greedy.benchmarks import run
 
 
 def main(argv: list[str] | None = None) -> int:
-    return config_script_main(__doc__, "configs/nnmp.py:default", run, argv)
+    return config_script_main(__doc__, "configs/nnmp.py:default", run, argv, sections=("nnls", "variants"))
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     all_models = "--all" in argv
     argv = [a for a in argv if a != "--all"]
     return config_script_main(__doc__, "configs/strassen.py:digits",
-                              lambda config, workdir: run(config, workdir, all_models), argv)
+                              lambda config, workdir: run(config, workdir, all_models), argv, sections=("strassen",))
 
 
 if __name__ == "__main__":

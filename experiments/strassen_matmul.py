@@ -68,7 +68,7 @@ def run(config, workdir: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return config_script_main(__doc__, "configs/strassen_matmul.py:paper", run, argv)
+    return config_script_main(__doc__, "configs/strassen_matmul.py:paper", run, argv, sections=("search", "ranks"))
 
 
 if __name__ == "__main__":

@@ -170,7 +170,7 @@ def _plot(results: list[dict], metric: str, path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return config_script_main(__doc__, "configs/strassen.py:digits", run, argv)
+    return config_script_main(__doc__, "configs/strassen.py:digits", run, argv, sections=("strassen",))
 
 
 if __name__ == "__main__":

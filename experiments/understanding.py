@@ -233,10 +233,11 @@ class Study:
         key = (inp, point if inp != "original" else "none")
         path = os.path.join(self.workdir, f"linear_{key[0]}_{key[1]}.json")
         c = self.row_config("classification", inp, point, 0)
+        row_key = _row_key(c)  # hashes the codec's parameters: once
         if os.path.isfile(path):
             with open(path) as f:
                 row = json.load(f)
-            if row.get("key") == _row_key(c):
+            if row.get("key") == row_key:
                 self.results["linear"].append(row)
                 return
         xtr, ytr = understanding_arrays(c.data, "train")
@@ -249,7 +250,7 @@ class Study:
             warnings.simplefilter("ignore")
             clf = LogisticRegression(max_iter=300, C=1.0).fit(f(xtr), ytr)
         acc = float(np.mean(clf.predict(f(xte)) == yte))
-        row = dict(input=inp, point=key[1], accuracy=acc, key=_row_key(c))
+        row = dict(input=inp, point=key[1], accuracy=acc, key=row_key)
         write_atomic(path, json.dumps(row))
         self.results["linear"].append(row)
         print(f"[linear {inp} {point}] accuracy {acc:.4f}", flush=True)
@@ -536,7 +537,8 @@ def main(argv: list[str] | None = None) -> int:
     from jaxcomp.xla import prefer_xla_cpu_convolutions
 
     prefer_xla_cpu_convolutions()
-    return config_script_main(__doc__, "configs/understanding.py:cpu", run, argv)
+    return config_script_main(__doc__, "configs/understanding.py:cpu", run, argv,
+                              sections=("understanding", "experiment"))
 
 
 if __name__ == "__main__":

@@ -211,10 +211,12 @@ def split_cli_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def config_script_main(description: str, default_config: str, run: Callable[[ml_collections.ConfigDict, str], Any],
-                       argv: Sequence[str] | None = None) -> int:
+                       argv: Sequence[str] | None = None, sections: Sequence[str] = ()) -> int:
     """Entry point of an experiment script: ``--config FILE:VARIANT --workdir DIR [--config.k=v ...]``.
 
-    Loads the config, calls ``run(config, workdir)`` and prints what it returns. Config and
+    Loads the config, calls ``run(config, workdir)`` and prints what it returns. ``sections``: the
+    config sections the script reads (``("cv",)`` for the ECG drivers); a config without one (another
+    system's config, a trainer-only variant) is refused naming it, not an ``AttributeError``. Config and
     input errors (``ValueError`` and subclasses, ``OSError`` such as a missing file or a workdir
     that is a file) are printed as one ``error:`` line with exit status 2 instead of a traceback.
     A run stopped by its time limit (:class:`jaxcomp.deadline.OutOfTime`) prints one ``stopped:``
@@ -231,7 +233,12 @@ def config_script_main(description: str, default_config: str, run: Callable[[ml_
         parser.add_argument("--config", default=default_config, help="configs/NAME.py:VARIANT")
         parser.add_argument("--workdir", required=True, help="output directory")
         args = parser.parse_args(rest)
-        result = run(load_config(args.config, overrides), args.workdir)
+        config = load_config(args.config, overrides)
+        missing = [name for name in sections if name not in config]
+        if missing:
+            raise ConfigError(f"{args.config} is not a config for this script: it has no {', '.join(missing)} "
+                              f"section (e.g. {default_config} has)")
+        result = run(config, args.workdir)
     except OutOfTime as e:
         print(f"stopped: {e}; run the same command to continue (finished models are kept)", file=sys.stderr)
         return 0

@@ -89,6 +89,21 @@ def export_params(params: Any, config: ml_collections.ConfigDict, path: str, tra
     write_atomic(os.path.splitext(path)[0] + ".json", record)
 
 
+def check_new_model_path(path: str, force: bool = False) -> None:
+    """``ValueError`` unless ``path`` can take a new model: ``NAME.msgpack`` (not its ``.json`` notes,
+    not a folder) whose ``NAME.msgpack`` and ``NAME.json`` do not exist yet, or ``force`` (replace them).
+    Commands call it before they compute anything, so a user's model (a shipped one too) is never
+    replaced by accident and a long run does not end in a refusal."""
+    if os.path.splitext(path)[1].lower() == ".json":
+        raise ValueError(f"--out {path}: the notes go to NAME.json beside the parameters; name it NAME.msgpack")
+    if os.path.isdir(path):
+        raise ValueError(f"--out {path} is a folder: give the model file's path, e.g. "
+                         f"{os.path.join(path, 'model.msgpack')}")
+    existing = [p for p in (path, os.path.splitext(path)[0] + ".json") if os.path.exists(p)]
+    if existing and not force:
+        raise ValueError(f"{' and '.join(existing)} exist(s): choose another --out, or pass --force to replace")
+
+
 def lineage(init_from: str, sha256: str | None = None) -> list[dict[str, Any]]:
     """The chain of trainings a run with ``config.init_from=init_from`` continues, oldest first.
 

@@ -280,3 +280,53 @@ def test_mixture_checks_read_only_the_channels_that_condition():
     y = jnp.zeros((1, 2, 2, 3))
     traced = jax.jit(lambda lo: mixture_log_prob(rgb, y, 16, x_min=lo, x_max=1.0))(-1.0)
     np.testing.assert_allclose(np.asarray(traced), np.asarray(mixture_log_prob(rgb, y, 16)), rtol=1e-6)
+
+
+def test_every_driver_refuses_another_systems_config_by_name(repo, tmp_path, capsys):
+    """Each ``config_script_main`` driver names the sections it reads: a config of another system (or a
+    trainer-only variant) is one ``error:`` line and exit status 2, not an ``AttributeError`` traceback
+    from wherever the script first reads its section."""
+    import importlib
+    import re
+
+    drivers = sorted(p.stem for p in (repo / "experiments").glob("*.py")
+                     if re.search(r"config_script_main\(__doc__", p.read_text()))
+    assert len(drivers) >= 12, drivers
+    for name in drivers:
+        main = importlib.import_module(f"experiments.{name}").main
+        assert main(["--config", f"{repo}/configs/gc.py:tiny", "--workdir", str(tmp_path / name)]) == 2, name
+        err = capsys.readouterr().err
+        assert "gc.py:tiny is not a config for this script: it has no " in err and "Traceback" not in err, (name, err)
+        assert not (tmp_path / name).exists()  # refused before anything is written
+
+
+def test_model_writing_commands_refuse_a_taken_out_and_bad_numbers_before_computing(tmp_path, capsys):
+    """``gc_context`` and ``l3c_subpixel init`` wrote over a user's model (and its notes) without a
+    word, and ``gc_context --smoothing nan`` stored a model of NaN context logits with exit status 0;
+    a bad ``--base`` or timing variant of ``l3c_subpixel`` was a traceback. One check of a new model
+    path (:func:`jaxcomp.modelfile.check_new_model_path`) for them and ``export_model``."""
+    from experiments import gc_context, l3c_subpixel
+    from jaxcomp.codecs.gc.context import fit_context_logits
+    from jaxcomp.modelfile import check_new_model_path
+
+    mine = tmp_path / "mine.msgpack"
+    mine.write_bytes(b"a user's model")
+    (tmp_path / "mine.json").write_text("{}")
+    for argv, why in ((["--out", str(mine)], "exist(s): choose another --out, or pass --force"),
+                      (["--out", str(tmp_path / "new.msgpack"), "--smoothing", "nan"], "--smoothing must be a finite")):
+        with pytest.raises(SystemExit) as stop:
+            gc_context.main(["--model", "no_such_model.msgpack", "--images", str(tmp_path), *argv])
+        assert stop.value.code == 2 and why in capsys.readouterr().err
+    assert l3c_subpixel.main(["init", "--steps", "4", "--out", str(mine)]) == 2
+    assert "exist(s)" in capsys.readouterr().err and mine.read_bytes() == b"a user's model"
+    assert l3c_subpixel.main(["init", "--steps", "4", "--out", str(tmp_path / "x.msgpack"), "--base", "nope"]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert l3c_subpixel.main(["timing", "four/light"]) == 2
+    assert "give STEPS/HEAD" in capsys.readouterr().err
+    for bad in (float("nan"), 0.0, -1.0):
+        with pytest.raises(ValueError, match="smoothing must be"):
+            fit_context_logits([], 2, bad)
+    for path, why in ((tmp_path / "m.json", "name it NAME.msgpack"), (tmp_path, "is a folder")):
+        with pytest.raises(ValueError, match=why):
+            check_new_model_path(str(path))
+    check_new_model_path(str(mine), force=True)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from jaxcomp.checks import finite_number
 from jaxcomp.codecs.gc.model import LEVELS
 
 if TYPE_CHECKING:
@@ -41,7 +42,9 @@ def contexts(symbols: np.ndarray) -> np.ndarray:
 
 def fit_context_logits(latents: Iterable[np.ndarray], channels: int, smoothing: float = 0.5) -> np.ndarray:
     """Log-probabilities ``float32 [C, 6, 6, 6, 5]`` (channel, left, up, previous channel, symbol):
-    the counts of ``latents`` (each ``int [h, w, C]``) plus ``smoothing``, normalised."""
+    the counts of ``latents`` (each ``int [h, w, C]``) plus ``smoothing`` (finite, > 0: an unseen
+    context's symbols keep a probability), normalised."""
+    finite_number(smoothing, "smoothing")
     counts = np.zeros((channels, SIDE, SIDE, SIDE, LEVELS), np.float64)
     for s in latents:
         s = np.asarray(s)
