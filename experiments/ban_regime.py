@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         return _chains(args.chains, args.config)
     names = [s for s in args.settings.split(",") if s]
     unknown = [s for s in names if s not in SETTINGS]
+    if not names:
+        print(f"error: --settings names no setting; known: {', '.join(SETTINGS)}", file=sys.stderr)
+        return 2
     if unknown:
         print(f"error: unknown settings {unknown}; known: {', '.join(SETTINGS)}", file=sys.stderr)
         return 2
@@ -113,9 +116,14 @@ def _chains(workdir: str, config_spec: str) -> int:
     from jaxcomp.configs import load_config
     from jaxcomp.reporting import write_table
 
+    seeds = sorted(glob.glob(os.path.join(workdir, "seed*")))
+    if not seeds:  # a mistyped path made an empty report in a new folder
+        print(f"error: --chains {workdir}: no seed*/ folders of a finished experiments/ban.py run there",
+              file=sys.stderr)
+        return 2
     config = load_config(config_spec)
     rows = []
-    for seed_dir in sorted(glob.glob(os.path.join(workdir, "seed*"))):
+    for seed_dir in seeds:
         for model in ["teacher"] + [f"ban-{g}" for g in range(1, config.ban.generations + 1)]:
             path = os.path.join(seed_dir, model)
             if os.path.isfile(os.path.join(path, "config.json")):

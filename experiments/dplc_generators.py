@@ -42,6 +42,7 @@ from experiments.dplc_sweep import (
     set_steps,
     with_stage1_data_and_sizes,
 )
+from jaxcomp.checks import nonempty
 from jaxcomp.configs import config_script_main
 from jaxcomp.files import atomic_file, write_atomic
 
@@ -126,6 +127,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
     if g is None:
         raise ValueError("the config has no 'generators' block: use a stage-1 variant of configs/dplc.py")
     deadline = Deadline(g.get("time_limit", 0.0), "generators.time_limit")
+    nonempty(g.seeds, "generators.seeds")
+    for objective in nonempty(g.objectives, "generators.objectives"):  # every name before any training
+        objective_config(config, objective, 0)
     os.makedirs(workdir, exist_ok=True)
     # the report images of the sweep (evaluation_images reads sweep.split / sweep.eval_images), on a copy
     chosen = ml_collections.ConfigDict(config.to_dict())

@@ -26,6 +26,7 @@ import os
 
 import numpy as np
 
+from jaxcomp.checks import nonempty
 from jaxcomp.configs import apply_overrides, config_script_main
 from jaxcomp.files import read_jsonl
 
@@ -65,9 +66,10 @@ def summarize(rows_by_variant: dict[str, list[dict]]) -> tuple[str, dict]:
 def run(config, workdir):
     from jaxcomp.ecg.experiments import cross_validate
 
+    seeds = nonempty(config.cv.seeds, "cv.seeds")  # before the workdir is made
     os.makedirs(workdir, exist_ok=True)
     folds = list(config.cv.folds) or list(range(config.data.num_folds))
-    for seed in config.cv.seeds:  # seed-major: a run cut short leaves every variant with the same seeds
+    for seed in seeds:  # seed-major: a run cut short leaves every variant with the same seeds
         for variant, overrides in VARIANTS.items():
             cfg = apply_overrides(config, overrides + ["cv.models=('cnn',)", f"cv.seeds=({int(seed)},)"])
             print(f"== seed {seed}, {variant}: {' '.join(overrides)}", flush=True)

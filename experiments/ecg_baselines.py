@@ -30,6 +30,7 @@ import time
 
 import numpy as np
 
+from jaxcomp.checks import nonempty
 from jaxcomp.configs import config_script_main
 
 # Quoted from docs/ecg.md ("5-fold cross-validation on the synthetic set"), 2 seeds x 5 folds, NOT re-run here.
@@ -67,13 +68,13 @@ def run(config, workdir):
     from jaxcomp.ecg.features import FEATURE_NAMES, feature_matrix
     from jaxcomp.ecg.scoring import score
 
+    seeds = list(dict.fromkeys(int(s) for s in nonempty(config.cv.seeds, "cv.seeds")))
     os.makedirs(workdir, exist_ok=True)
     t0 = time.perf_counter()
     dataset = load_dataset(config.data)
     t_data = time.perf_counter() - t0
     splits = stratified_kfold(dataset.labels, config.data.num_folds, config.data.fold_seed)
     folds = list(config.cv.folds) or list(range(config.data.num_folds))
-    seeds = list(dict.fromkeys(int(s) for s in config.cv.seeds))
     tree_seeds = (seeds + [s for s in range(3) if s not in seeds])[:max(3, len(seeds))]  # at least 3
 
     t0 = time.perf_counter()

@@ -18,11 +18,14 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from jaxcomp.checks import count, nonempty
 from jaxcomp.configs import config_script_main
 from jaxcomp.strassen.matmul import MatmulSearch, describe_algorithm, make_search, run_seed, verify_on_integers
 
 
 def run(config, workdir: str) -> str:
+    nonempty(config.ranks, "ranks")
+    count(config.seeds, "seeds")
     os.makedirs(workdir, exist_ok=True)
     rows, report, records = [], [], []
     for r in config.ranks:

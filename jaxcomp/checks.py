@@ -43,3 +43,20 @@ def index_array(values: Any, n: int, name: str, kind: str = "indices", domain: s
     if values.size and not (0 <= values.min() and values.max() < n):
         raise error(f"{name} holds {kind} in [{values.min()}, {values.max()}], outside {domain or f'0..{n - 1}'}")
     return values
+
+
+def nonempty(values: Any, name: str) -> list:
+    """``list(values)``, or a ValueError naming ``name`` if it is empty: a driver given no seeds, folds
+    or rates wrote an empty table and exited 0 (or failed deep in its summary)."""
+    values = list(values)
+    if not values:
+        raise ValueError(f"{name} is empty: the run would compute nothing; give at least one")
+    return values
+
+
+def count(value: Any, name: str, minimum: int = 1) -> int:
+    """``value`` as an ``int`` that is whole and ``>= minimum`` (a number of seeds, steps, points), or a
+    ValueError naming ``name``."""
+    if not is_whole(value) or value < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    return int(value)

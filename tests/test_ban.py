@@ -706,6 +706,16 @@ def test_tiny_generations_train_and_chain_teachers(ban_config, tmp_path, monkeyp
     again = run_generations(apply_overrides(config, ["ban.time_limit=1e-9"]), str(tmp_path), progress=False,
                             log=lambda *_: None)
     assert [(r["model"], r["error"]) for r in again] == [(r["model"], r["error"]) for r in rows]
+    # a rerun with other settings is refused by name, before anything is restored: it reported the old
+    # models under the new settings; bookkeeping and where the inputs lie may change
+    lr = config.optimizer.learning_rate
+    with pytest.raises(ValueError, match=rf"a run with other settings: optimizer\.learning_rate \({lr!r} -> 0\.5"):
+        run_generations(apply_overrides(config, ["optimizer.learning_rate=0.5"]), str(tmp_path), progress=False,
+                        log=lambda *_: None)
+    from jaxcomp.train import check_same_settings
+
+    moved = apply_overrides(read_workdir_config(str(student_dir)), ["log_every=7", "distill.teachers=('x',)"])
+    check_same_settings(moved, str(student_dir))
     # a student stopped by the limit is checkpointed where it stopped, and neither evaluated nor reported (the
     # same command continues it); the budget each unfinished model is given is cut to 1 us, so that it stops
     # after its first step whatever the machine's load

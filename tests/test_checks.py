@@ -330,3 +330,34 @@ def test_model_writing_commands_refuse_a_taken_out_and_bad_numbers_before_comput
         with pytest.raises(ValueError, match=why):
             check_new_model_path(str(path))
     check_new_model_path(str(mine), force=True)
+
+
+def test_drivers_refuse_empty_selections_before_running(tmp_path, capsys, repo):
+    """Drivers given no seeds, folds, ranks or settings wrote an empty table and exited 0, or failed deep
+    in their summaries (an IndexError, a KeyError, ``min()`` of nothing); an unknown DPLC objective
+    was found only after the others had trained; ``ban_regime --chains`` with a mistyped path made a
+    folder with an empty report. Each is now one ``error:`` line, exit 2, before anything is written."""
+    import os
+
+    from experiments import ban_regime, cluster, dplc_generators, ecg_ablation, ecg_baselines, ecg_cv, strassen_matmul
+
+    w = str(tmp_path / "w")
+    cases = [
+        (ecg_cv.main, "ecg.py:tiny_cnn", "cv.seeds=()", "cv.seeds is empty"),
+        (ecg_ablation.main, "ecg.py:tiny_cnn", "cv.seeds=()", "cv.seeds is empty"),
+        (ecg_baselines.main, "ecg.py:tiny_cnn", "cv.seeds=()", "cv.seeds is empty"),
+        (strassen_matmul.main, "strassen_matmul.py:paper", "ranks=()", "ranks is empty"),
+        (strassen_matmul.main, "strassen_matmul.py:paper", "seeds=0", "seeds must be a whole number >= 1"),
+        (cluster.main, "ssc.py:mnist", "n_seeds=0", "n_seeds must be a whole number >= 1"),
+        (dplc_generators.main, "dplc.py:tiny", "generators.seeds=()", "generators.seeds is empty"),
+        (dplc_generators.main, "dplc.py:tiny", "generators.objectives=('wgan','bogus')", "unknown objective 'bogus'"),
+    ]
+    for main, config, override, why in cases:
+        assert main(["--config", f"{repo}/configs/{config}", "--workdir", w, f"--config.{override}"]) == 2, override
+        err = capsys.readouterr().err
+        assert why in err and "Traceback" not in err, (main.__module__, override, err)
+        assert not os.path.exists(w), (main.__module__, override)
+    assert ban_regime.main(["--workdir", w, "--settings", ","]) == 2
+    assert "names no setting" in capsys.readouterr().err
+    assert ban_regime.main(["--chains", w]) == 2 and "no seed*/ folders" in capsys.readouterr().err
+    assert not os.path.exists(w)

@@ -13,7 +13,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from jaxcomp.checks import is_whole
+from jaxcomp.checks import count, is_whole
 from jaxcomp.cluster.baselines import sklearn_ssc_omp_coefficients
 from jaxcomp.cluster.data import load_mnist, mnist_features, union_of_subspaces
 from jaxcomp.cluster.estimators import SSCMP, SSCOMP
@@ -238,7 +238,7 @@ def run_mnist(cfg: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     rows = []
     labels_out: dict[str, np.ndarray] = {}
     coded: dict[str, tuple[int, np.ndarray, Any, float]] = {}  # algorithm -> (seed, positions, C, coding s)
-    for seed in [int(cfg.seed) + i for i in range(int(cfg.n_seeds))]:
+    for seed in [int(cfg.seed) + i for i in range(count(cfg.n_seeds, "n_seeds"))]:
         X, y, feat_s, idx = _mnist_data(cfg, seed, return_indices=True)
         print(f"MNIST seed {seed}: {X.shape[0]} points, features={d.features} dim={X.shape[1]} ({feat_s:.1f}s)")
         Xn = check_data(X)
@@ -364,6 +364,8 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> str:
         check_synthetic_settings(cfg)
     if exp in ("mnist", "speed"):
         _positive("data.num_points", cfg.data.num_points)
+    if exp == "mnist":
+        count(cfg.n_seeds, "n_seeds")
     os.makedirs(workdir, exist_ok=True)  # after the checks: a refused run leaves no folder
     if exp == "phase":
         rows, name = run_phase(cfg, workdir), f"phase_{cfg.grid.axes}"

@@ -83,6 +83,7 @@ def train_member(config: ml_collections.ConfigDict, workdir: str, name: str, tea
     from jaxcomp import tasks
 
     deadline = Deadline(None) if deadline is None else deadline
+    trainer.check_same_settings(config, workdir)  # a re-run with other settings: not the old models
     limit = deadline.for_training(workdir, config.steps)  # out of time: stop before the teachers and data are built
     task = build_task(config, teachers=[t.teacher for t in teachers])
     data = tasks.build_data(config, config.task)

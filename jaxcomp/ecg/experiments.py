@@ -41,6 +41,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from jaxcomp.checks import nonempty
 from jaxcomp.configs import apply_overrides, config_digest
 from jaxcomp.deadline import Deadline, without_budget
 from jaxcomp.ecg.data import CLASSES, ECGBatches, ECGDataError, ECGDataset, check_indices, fold_indices, load_dataset
@@ -373,10 +374,9 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> str:
             deadline.check_finished(info["last_state"], cfg.steps, run_dir)
         return task, data, state, info
 
-    os.makedirs(workdir, exist_ok=True)
-    enable_compilation_cache(os.path.join(workdir, "jax_cache"), min_compile_secs=1.0)
+    seeds = nonempty(config.cv.seeds, "cv.seeds")
     folds = list(config.cv.folds) or list(range(config.data.num_folds))
-    models = list(config.cv.models)
+    models = nonempty(config.cv.models, "cv.models")
     unknown = set(models) - set(_MODELS)
     if unknown:
         raise ValueError(f"cv.models may hold {', '.join(map(repr, _MODELS))}, got {sorted(unknown)}")
@@ -384,6 +384,8 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> str:
         if not config.cv.crnn_e2e_phases:
             raise ValueError("cv.models has 'crnn_e2e' but cv.crnn_e2e_phases is 0")
         end_to_end_config(config, 0, "")  # its settings' own checks, before hours of training
+    os.makedirs(workdir, exist_ok=True)  # after the checks: a refused run leaves nothing behind
+    enable_compilation_cache(os.path.join(workdir, "jax_cache"), min_compile_secs=1.0)
     results_path = os.path.join(workdir, "results.jsonl")
     done = {}
     if os.path.exists(results_path):
@@ -399,7 +401,7 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> str:
                                  f"the file aside to run them again")
             done[(r["seed"], r["fold"], r["model"])] = r
     needed = set(models) | {n for m in models for n in _NEEDS.get(m, ())}
-    runs = [(s, f, m) for s in config.cv.seeds for f in folds for m in _MODELS if m in needed]
+    runs = [(s, f, m) for s in seeds for f in folds for m in _MODELS if m in needed]
     bar = tqdm(runs, desc="cv runs", mininterval=10.0)
     for seed, fold, model in bar:
         bar.set_postfix_str(f"seed {seed} fold {fold} {model}")

@@ -23,6 +23,7 @@ from jaxcomp.train.trainer import (
     batch_sharding,
     benchmark_train_step,
     check_devices,
+    check_same_settings,
     check_settings,
     checkpoint_manager,
     compile_steps,
@@ -43,8 +44,8 @@ from jaxcomp.train.trainer import (
 
 __all__ = [
     "Batches", "CheckpointError", "PlateauState", "Task", "TrainState", "TwoPlayerState", "abstract_state",
-    "batch_sharding", "benchmark_train_step", "check_devices", "check_settings", "checkpoint_manager",
-    "compile_steps", "evaluate",
+    "batch_sharding", "benchmark_train_step", "check_devices", "check_same_settings", "check_settings",
+    "checkpoint_manager", "compile_steps", "evaluate",
     "init_state", "jit_init", "l2_penalty", "load_init_params", "make_mesh", "make_optimizer", "make_schedule",
     "maybe_initialize_distributed", "per_task", "param_path", "plateau_reset", "plateau_scale", "plateau_settings",
     "plateau_update", "replicated", "restore_checkpoint", "restore_for_eval", "scale_on_plateau", "shard_batch",

@@ -488,6 +488,49 @@ def _warn_on_schedule_length(config: ml_collections.ConfigDict, key: str) -> Non
                       f"learning rate left; set {key}.decay_steps with steps", stacklevel=3)
 
 
+# Settings that change how a run is logged and checkpointed, or where its inputs are found (a run
+# carried to another machine), never the model it trains.
+BOOKKEEPING_KEYS = ("log_every", "checkpoint_every", "keep", "eval_every", "eval_batch_size", "distributed",
+                    "data.path", "data.tfds_data_dir", "distill.teachers")
+
+
+def check_same_settings(config: ml_collections.ConfigDict, workdir: str,
+                        may_differ: Sequence[str] = BOOKKEEPING_KEYS) -> None:
+    """``ValueError`` if ``workdir`` holds a run saved with other settings than ``config`` (dotted keys
+    named; the keys ``may_differ`` and those under them aside). For drivers that restore or continue finished
+    runs and report them: a re-run with, say, other label noise would otherwise continue or report the
+    old models under the new settings (the plain ``train`` keeps the old config aside and continues)."""
+    import json
+
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(path):
+        return
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except ValueError as e:
+        raise ValueError(f"{path}: unreadable run config ({e})") from e
+
+    def flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(tree, dict) and tree:
+            out: dict[str, Any] = {}
+            for key, sub in tree.items():
+                out.update(flat(sub, f"{prefix}.{key}" if prefix else str(key)))
+            return out
+        return {prefix: tree}
+
+    new, old = flat(json.loads(config.to_json_best_effort())), flat(saved)
+    absent = object()
+    differ = sorted(k for k in set(new) | set(old)
+                    if new.get(k, absent) != old.get(k, absent)
+                    and not any(k == m or k.startswith(m + ".") for m in may_differ))
+    if differ:
+        shown = ", ".join(f"{k} ({old.get(k, 'absent')!r} -> {new.get(k, 'absent')!r})" for k in differ[:6])
+        more = f" and {len(differ) - 6} more" if len(differ) > 6 else ""
+        raise ValueError(f"{workdir} holds a run with other settings: {shown}{more}; use a new --workdir "
+                         f"(or the settings it was run with)")
+
+
 def _save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     if jax.process_index() != 0:
         return
