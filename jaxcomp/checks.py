@@ -18,11 +18,17 @@ def is_whole(value: Any) -> bool:
 
 
 def finite_number(value: Any, name: str, minimum: float = 0.0, strict: bool = True) -> float:
-    """``value`` as a ``float``: a real number (Python or NumPy, not a bool) that is finite and ``> minimum``
-    (``>= minimum`` unless ``strict``); else a ValueError naming ``name`` and what is wrong."""
+    """``value`` as a ``float``: a real number (Python or NumPy, a 0-d array or a concrete JAX scalar; not a
+    bool) that is finite and ``> minimum`` (``>= minimum`` unless ``strict``); else a ValueError naming
+    ``name`` and what is wrong. Callers skip traced values (no number to check under ``jax.jit``)."""
     import numbers
 
     bound = f"{'>' if strict else '>='} {minimum:g}"
+    dtype = getattr(value, "dtype", None)
+    if getattr(value, "shape", None) == () and dtype is not None and np.dtype(dtype).kind not in "bcOSUV":
+        value = np.asarray(value).item()  # a 0-d NumPy array or a concrete JAX scalar (e.g. x.max()): its number
+    elif getattr(value, "shape", None) == () and dtype is not None and "bfloat16" in str(dtype):
+        value = float(np.asarray(value, np.float32))
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
         raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
     if not np.isfinite(value):

@@ -10,10 +10,12 @@ from jaxcomp.checks import is_whole
 
 
 def uniform_levels(levels: int, x_min: float = -1.0, x_max: float = 1.0) -> jax.Array:
-    """``levels`` (>= 2) evenly spaced centres in ``[x_min, x_max]``, ``float32 [levels]``."""
+    """``levels`` (>= 2, a Python or NumPy integer) evenly spaced centres in ``[x_min, x_max]`` (numbers,
+    traced ones too), ``float32 [levels]``."""
     if not is_whole(levels) or levels < 2:
         raise ValueError(f"uniform_levels needs an integer number of levels >= 2, got {levels!r}")
-    if not float(x_min) < float(x_max):  # equal ends gave identical centres
+    traced = any(isinstance(v, jax.core.Tracer) for v in (x_min, x_max))  # under jit: no numbers to compare
+    if not traced and not float(x_min) < float(x_max):  # equal ends gave identical centres
         raise ValueError(f"uniform_levels needs x_min < x_max, got {x_min!r} and {x_max!r}")
     return jnp.linspace(x_min, x_max, levels, dtype=jnp.float32)
 

@@ -361,3 +361,46 @@ def test_drivers_refuse_empty_selections_before_running(tmp_path, capsys, repo):
     assert "names no setting" in capsys.readouterr().err
     assert ban_regime.main(["--chains", w]) == 2 and "no seed*/ folders" in capsys.readouterr().err
     assert not os.path.exists(w)
+
+
+def test_functions_a_user_jits_take_concrete_jax_scalars_and_traced_hyperparameters():
+    """From a probe of the public functions under jit / grad / vmap: a concrete JAX or 0-d NumPy scalar
+    (``x.max()``, ``z.var()``) was refused as "not a finite number"; traced kernel scales and level ends
+    (annealed under ``jit``) were a ConcretizationTypeError; traced MS-SSIM weights, which are compiled
+    in, get a TypeError that says so; a traced label weight of 0 gave NaN for a padding label where the
+    eager call gave a number, and a missing label array is named."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxcomp.checks import finite_number
+    from jaxcomp.distill.losses import distillation_loss
+    from jaxcomp.gan import mmd_imq
+    from jaxcomp.metrics import ms_ssim, psnr
+    from jaxcomp.quantize import uniform_levels
+
+    for scalar in (jnp.float32(2.0), jnp.array(2), np.array(2.0), jnp.array(2.0, jnp.bfloat16)):
+        assert finite_number(scalar, "s") == 2.0
+    for bad in (jnp.array(True), jnp.array([2.0]), jnp.array(jnp.nan), np.array("2")):
+        with pytest.raises(ValueError, match="s must be a finite number"):
+            finite_number(bad, "s")
+    x = jax.random.uniform(jax.random.PRNGKey(0), (2, 32, 32, 3))
+    y = 0.9 * x
+    np.testing.assert_allclose(psnr(x, y, x.max()), psnr(x, y, float(x.max())), rtol=1e-6)
+    z, w = jax.random.normal(jax.random.PRNGKey(1), (8, 4)), jax.random.normal(jax.random.PRNGKey(2), (8, 4)) + 1
+    np.testing.assert_allclose(mmd_imq(z, w, z.var()), mmd_imq(z, w, float(z.var())), rtol=1e-6)
+    np.testing.assert_allclose(jax.jit(mmd_imq)(z, w, 1.0, jnp.array([1.0, 2.0])), mmd_imq(z, w, 1.0, (1.0, 2.0)),
+                               rtol=1e-5)
+    np.testing.assert_allclose(jax.jit(lambda a: uniform_levels(5, a, 1.0))(-1.0), uniform_levels(5), atol=1e-7)
+    with pytest.raises(TypeError, match="ms_ssim: weights must be concrete numbers"):
+        jax.jit(lambda a, b, v: ms_ssim(a, b, 1.0, weights=v))(x, y, jnp.array([0.5, 0.5]))
+    s, t = jax.random.normal(jax.random.PRNGKey(3), (4, 3)), jax.random.normal(jax.random.PRNGKey(4), (4, 3))
+    labels, key = jnp.array([0, 1, -1, 2]), jax.random.PRNGKey(5)  # -1: a padding label
+    for name in ("kd", "ban_label", "dkpp"):
+        loss = lambda a, lw, name=name: distillation_loss(name, a, t, labels, key, 2.0, lw)  # noqa: E731
+        eager = float(loss(s, 0.0))
+        assert np.isfinite(eager) and float(jax.jit(loss)(s, 0.0)) == pytest.approx(eager, rel=1e-6), name
+        valid = lambda a, lw, name=name: distillation_loss(name, a, t, labels % 3, key, 2.0, lw)  # noqa: E731
+        traced = float(jax.jit(valid)(s, 0.5))  # a traced nonzero weight counts, as the eager one
+        assert traced == pytest.approx(float(valid(s, 0.5)), rel=1e-6) and traced != pytest.approx(float(valid(s, 0.0)))
+        with pytest.raises(ValueError, match="needs the labels .* a traced label_weight is never skipped"):
+            jax.jit(lambda a, lw, name=name: distillation_loss(name, a, t, None, key, 2.0, lw))(s, 0.0)

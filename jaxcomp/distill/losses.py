@@ -49,6 +49,19 @@ def _is_zero(weight: float | jax.Array) -> bool:
     return float(weight) == 0
 
 
+def _with_label_term(loss: jax.Array, student_logits: jax.Array, labels: jax.Array | None,
+                     label_weight: float | jax.Array, mask: jax.Array | None) -> jax.Array:
+    """``loss + label_weight * label cross-entropy``; nothing added for a concrete 0 (labels may then be
+    ``None``). A traced weight needs the labels, and where it is 0 the term is dropped exactly (a padding
+    label's NaN stayed in the loss as ``0 * NaN`` under ``jit``, while the eager call gave a number)."""
+    if _is_zero(label_weight):
+        return loss
+    if labels is None:
+        raise ValueError("this loss needs the labels (int [...]) for its label term, got None; a traced "
+                         "label_weight is never skipped: pass the labels, or a concrete label_weight=0")
+    return loss + jnp.where(label_weight == 0, 0.0, label_weight * label_loss(student_logits, labels, mask))
+
+
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Per-position cross-entropy with integer labels: ``float [..., C], int [...] -> float32 [...]``.
 
@@ -122,8 +135,7 @@ def ban_loss(student_logits: jax.Array, teacher_logits: jax.Array, mask: jax.Arr
 def ban_label_loss(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.Array,
                    label_weight: float = 1.0, mask: jax.Array | None = None) -> jax.Array:
     """BAN+L: :func:`ban_loss` plus ``label_weight`` times the label cross-entropy. Scalar."""
-    loss = ban_loss(student_logits, teacher_logits, mask)
-    return loss if _is_zero(label_weight) else loss + label_weight * label_loss(student_logits, labels, mask)
+    return _with_label_term(ban_loss(student_logits, teacher_logits, mask), student_logits, labels, label_weight, mask)
 
 
 def cwtm_weights(teacher_logits: jax.Array, mask: jax.Array | None = None) -> jax.Array:
@@ -188,9 +200,7 @@ def dkpp_loss(student_logits: jax.Array, teacher_logits: jax.Array, rng: jax.Arr
     """Cross-entropy to :func:`dkpp_targets` (plus ``label_weight`` x label cross-entropy). Scalar."""
     _check_pair(student_logits, teacher_logits)
     loss = _mean(soft_cross_entropy(student_logits, dkpp_targets(teacher_logits, rng, row_keys)), mask)
-    if labels is not None and not _is_zero(label_weight):
-        loss = loss + label_weight * label_loss(student_logits, labels, mask)
-    return loss
+    return _with_label_term(loss, student_logits, labels, label_weight, mask)
 
 
 def ensemble_log_probs(logits: jax.Array) -> jax.Array:
@@ -226,8 +236,8 @@ def distillation_loss(name: str, student_logits: jax.Array, teacher_logits: jax.
     if teacher_logits is None:
         raise ValueError(f"distillation loss {name!r} needs a teacher")
     if name == "kd":
-        loss = kd_loss(student_logits, teacher_logits, temperature, mask)
-        return loss if _is_zero(label_weight) else loss + label_weight * label_loss(student_logits, labels, mask)
+        return _with_label_term(kd_loss(student_logits, teacher_logits, temperature, mask), student_logits, labels,
+                                label_weight, mask)
     if name == "ban":
         return ban_loss(student_logits, teacher_logits, mask)
     if name == "ban_label":

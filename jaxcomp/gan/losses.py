@@ -145,6 +145,7 @@ def mmd_imq(x: jax.Array, y: jax.Array, prior_var: float = 1.0, scales: Sequence
     multiquadratic kernel, summed over ``C = s * 2 * d * prior_var`` for each ``s`` in ``scales``,
     as the Wasserstein auto-encoder (Tolstikhin et al. 2018) and DPLC use (``2 d var`` is the
     expected squared distance of two prior samples). ``float32 []``; may be slightly negative.
+    ``prior_var`` and ``scales`` may be traced (e.g. annealed under ``jit``); concrete ones are checked.
     """
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
         raise ValueError(f"mmd_imq expects [n, d] and [m, d], got {x.shape} and {y.shape}")
@@ -152,7 +153,7 @@ def mmd_imq(x: jax.Array, y: jax.Array, prior_var: float = 1.0, scales: Sequence
     if n < 2 or m < 2:
         raise ValueError(f"mmd_imq needs at least 2 samples on each side, got {n} and {m}")
     scales = tuple(scales)
-    if not scales or not all(float(c) > 0 for c in scales):
+    if not scales or not all(isinstance(c, jax.core.Tracer) or float(c) > 0 for c in scales):
         raise ValueError(f"mmd_imq needs kernel scales > 0 (none gives 0), got {scales!r}")
     if not isinstance(prior_var, jax.core.Tracer):
         finite_number(prior_var, "mmd_imq: prior_var (the prior's variance)")

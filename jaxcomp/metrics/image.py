@@ -1,5 +1,9 @@
 """PSNR and MS-SSIM (Wang, Simoncelli & Bovik 2003) in JAX.
 
+All are jittable and differentiable; MS-SSIM and the SSIM components in reverse mode only (``grad``,
+``vjp``: their Gaussian blur has a hand-written, faster gradient, a ``custom_vjp``; ``jvp`` /
+``jacfwd`` raise a TypeError). Data ranges may be traced; MS-SSIM's weights are static.
+
 MS-SSIM follows the definition of the original implementation that the CVPR'18 context-model
 paper and much learned-compression work report (Google's ``msssim.py``; ``tf.image.ssim_multiscale``
 differs only in how it averages over colour channels, see below):
@@ -215,11 +219,15 @@ def ms_ssim(x: jax.Array, y: jax.Array, max_val: float = 255.0, weights: Sequenc
       x, y: ``float/uint8 [B, H, W, C]`` images in ``[0, max_val]``; with 5 scales, H and W
         should be at least 16 (the coarsest scale is ``H / 16``).
       max_val: the data range.
-      weights: per-scale exponents (default: the paper's five).
+      weights: per-scale exponents (default: the paper's five), concrete numbers: static under
+        ``jax.jit`` (each set compiles once).
 
     Returns:
       ``float32 [B]`` in ``[0, 1]`` (1 for identical images).
     """
+    if any(isinstance(v, jax.core.Tracer) for v in (weights if isinstance(weights, (tuple, list)) else [weights])):
+        raise TypeError("ms_ssim: weights must be concrete numbers (Python or NumPy; they are compiled into the "
+                        "function, one compilation per set), got a traced value; pass them outside jax.jit")
     weights = tuple(float(v) for v in weights)
     if not weights:
         raise ValueError("ms_ssim needs at least one scale weight, got weights=()")

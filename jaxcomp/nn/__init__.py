@@ -1,4 +1,11 @@
-"""Shared Flax (linen) building blocks. All tensors are NHWC ``float32`` unless stated."""
+"""Shared Flax (linen) building blocks. All tensors are NHWC ``float32`` unless stated.
+
+:class:`Conv`, :class:`StridedConv` and :class:`ConvTranspose` add their bias with
+:func:`add_channel_bias`, a ``custom_vjp`` (a faster bias gradient on the CPU): they support ``jit``,
+``vmap`` and reverse-mode derivatives (``grad``, ``vjp``, gradients of gradients), not forward mode
+(``jvp``, ``jacfwd``, ``hessian`` raise a TypeError); use Flax's ``nn.Conv`` where those are needed
+(the same parameters and outputs).
+"""
 
 from __future__ import annotations
 
@@ -72,9 +79,10 @@ class Conv(nn.Module):
 
     The fields mean what ``nn.Conv``'s do; the parameter tree (``kernel``, ``bias``), the
     initial values, the auto-names (``Conv_<i>``), the outputs (bit for bit) and the name scopes
-    are ``nn.Conv``'s. Inputs ``[B, *spatial, I]``; ``padding`` a ``lax`` string (``"SAME"``,
-    ``"VALID"``), an int or per-dimension ints / pairs (``nn.Conv``'s ``"CIRCULAR"``,
-    ``"CAUSAL"`` and ``"REFLECT"``, masks and unshared biases are not offered: use ``nn.Conv``).
+    are ``nn.Conv``'s; its derivatives are reverse mode only (the module docstring). Inputs
+    ``[B, *spatial, I]``; ``padding`` a ``lax`` string (``"SAME"``, ``"VALID"``), an int or
+    per-dimension ints / pairs (``nn.Conv``'s ``"CIRCULAR"``, ``"CAUSAL"`` and ``"REFLECT"``,
+    masks and unshared biases are not offered: use ``nn.Conv``).
     """
 
     features: int
