@@ -43,6 +43,9 @@ def save_logits(config, workdir: str, seed: int) -> str:
         apply = jax.jit(lambda x, t=teacher: t.model.apply(t.variables, x, train=False))
         out[model] = np.concatenate([np.asarray(apply(images[i : i + 500])) for i in range(0, len(images), 500)])
         print(f"seed {seed} {model}: restored", flush=True)
+    if not out:  # an empty file read as a chain of no models failed the table with a KeyError
+        raise ValueError(f"{base}: no finished model (teacher/checkpoints/{config.steps} is missing); run "
+                         f"experiments/ban.py with this config and workdir first")
     target = os.path.join(base, "logits.npz")
     with atomic_file(target) as f:
         np.savez(f, **out)
@@ -71,7 +74,7 @@ def collect(config, workdir: str) -> str:
         with np.load(path) as f:
             chains[seed] = {k: f[k] for k in f.files}
     if not chains:
-        raise SystemExit(f"no seed*/logits.npz under {workdir}: run with --seeds first")
+        raise ValueError(f"no seed*/logits.npz under {workdir}: run with --seeds first")
     generations = min(len(c) for c in chains.values()) - 1
     rows, teachers = [], []
     for seed in sorted(chains):
@@ -109,15 +112,22 @@ def main(argv: list[str] | None = None) -> int:
     prefer_xla_cpu_convolutions()
     from jaxcomp.configs import load_config
 
-    config = load_config(args.config)
-    if config.task != "classification":
-        print("error: ban_collect tabulates classification runs", file=sys.stderr)
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
+    try:
+        config = load_config(args.config)
+        if config.get("task") != "classification" or "ban" not in config:
+            raise ValueError(f"{args.config}: ban_collect tabulates the classification runs of experiments/ban.py")
+        if seeds:
+            for seed in seeds:
+                print(save_logits(config, args.workdir, seed))
+        else:
+            print(collect(config, args.workdir))
+    except (ValueError, OSError) as e:  # a config, workdir or logits file that is not what is needed
+        print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.seeds:
-        for seed in (int(s) for s in args.seeds.split(",")):
-            print(save_logits(config, args.workdir, seed))
-    else:
-        print(collect(config, args.workdir))
     return 0
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 import numpy as np
 
@@ -119,6 +120,14 @@ def main() -> int:
     parser.add_argument("--only", choices=("all", "simple", "realistic"), default="all",
                         help="the figures of the simple generator, of the realistic one, or both")
     args = parser.parse_args()
+    from jaxcomp.files import check_output_folder
+
+    try:
+        check_output_folder(args.out)
+    except ValueError as e:
+        parser.error(str(e))
+    if args.data != SHARED and not os.path.isdir(args.data):  # the default may be absent (no shared data)
+        parser.error(f"--data {args.data} is not a folder of recordings")
     os.makedirs(args.out, exist_ok=True)
     if args.only in ("all", "realistic"):
         realistic_figures(args.out)
@@ -179,6 +188,9 @@ def main() -> int:
     if os.path.exists(healthy):
         h = np.load(healthy).astype(np.float64)[: 120 * 1000]
         real.append(("healthy 1 kHz recording (-> 300 Hz)", scipy.signal.resample_poly(h, 3, 10)))
+    if not real:
+        print(f"warning: no MIT-BIH 208 or healthy recording in {args.data}: the figure shows synthetic beats only",
+              file=sys.stderr)
     synth = np.concatenate([synthesize_record(np.random.default_rng([11, i]), 0, 30 * FS)[0] for i in range(6)])
     panels = [("synthetic N (6 records)", synth)] + real
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), sharey=True)

@@ -59,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--out", default="runs/gc_samples")
     args = p.parse_args(argv)
+    from jaxcomp.files import check_output_folder
+
+    try:  # before the sampling, not after it
+        check_output_folder(args.out)
+    except ValueError as e:
+        p.error(str(e))
 
     from jaxcomp.codecs.gc.sampler import (
         LatentSamplerTask,

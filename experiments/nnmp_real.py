@@ -22,6 +22,7 @@ writes a Markdown/CSV table, the curves (``.npz``) and a PNG figure into ``--wor
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from jaxcomp.greedy.nnmp import VARIANTS
@@ -85,6 +86,18 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("--accuracy", type=float, default=0.5, help="relative error for the time-to-accuracy column")
     k.add_argument("--no-sklearn", action="store_true", help="skip the scikit-learn NMF baseline")
     a = p.parse_args(argv)
+    if len(set(a.seeds)) != len(a.seeds):  # a repeated seed counted twice: a spread of 0 where there is none
+        p.error(f"--seeds repeats a seed: {','.join(map(str, a.seeds))}")
+    if a.experiment == "rank1" and not 0 < a.accuracy < 1:
+        p.error(f"--accuracy is a relative error in (0, 1), got {a.accuracy}")
+    try:
+        return _run(a)
+    except (ValueError, OSError) as e:  # bad sizes, a missing data file, a workdir that is a file
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(a: argparse.Namespace) -> int:
     t0, c0 = time.perf_counter(), time.process_time()
     if a.experiment == "regression":
         md = run_regression(a.workdir, data=a.data, mnist_path=a.mnist_path, n_atoms=a.atoms, n_targets=a.targets,

@@ -18,6 +18,7 @@ import os
 import sys
 
 from jaxcomp.cluster.benchmarks import aggregate_seeds
+from jaxcomp.files import check_output_file, write_atomic
 from jaxcomp.reporting import markdown_table
 
 
@@ -26,21 +27,56 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("workdirs", nargs="+", help="directories holding mnist_runs.csv")
     parser.add_argument("--out", default="", help="also write the Markdown table here")
     args = parser.parse_args(argv)
-    rows = []
-    for d in args.workdirs:
-        path = os.path.join(d, "mnist_runs.csv")
-        if not os.path.isfile(path):
-            print(f"error: no mnist_runs.csv in {d!r}", file=sys.stderr)
-            return 2
-        with open(path) as f:
-            for r in csv.DictReader(f):
-                rows.append({**r, **{k: float(r[k]) for k in ("accuracy", "nmi", "ari", "seconds")}})
+    if args.out:
+        try:
+            check_output_file(args.out)
+        except ValueError as e:
+            parser.error(str(e))
+    try:
+        rows = read_runs(args.workdirs)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     md = markdown_table(aggregate_seeds(rows))
     print(md)
     if args.out:
-        with open(args.out, "w") as f:
-            f.write(md)
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        write_atomic(args.out, md)
     return 0
+
+
+def read_runs(workdirs: list[str]) -> list[dict]:
+    """The rows of each workdir's ``mnist_runs.csv`` (numbers as floats); a ValueError names a missing
+    file, column or value, a folder given twice, a (method, seed) row in two folders (one run counted
+    as two seeds: a spread of 0) or no rows at all."""
+    seen_dirs: dict[str, str] = {}
+    seen_rows: dict[tuple[str, str], str] = {}
+    rows = []
+    for d in workdirs:
+        real = os.path.realpath(d)
+        if real in seen_dirs:
+            raise ValueError(f"{d!r} is given twice (also as {seen_dirs[real]!r}): its seeds would count twice")
+        seen_dirs[real] = d
+        path = os.path.join(d, "mnist_runs.csv")
+        if not os.path.isfile(path):
+            raise ValueError(f"no mnist_runs.csv in {d!r}")
+        with open(path, newline="") as f:
+            for line, r in enumerate(csv.DictReader(f), start=2):
+                try:
+                    row = {**r, **{k: float(r[k]) for k in ("accuracy", "nmi", "ari", "seconds")}}
+                    key = (r["method"], r["seed"])
+                    row["notes"] = r["notes"] or ""
+                except (KeyError, TypeError, ValueError) as e:
+                    raise ValueError(f"{path} line {line}: not a row of experiments/cluster.py's mnist runs "
+                                     f"(method, seed, accuracy, nmi, ari, seconds): {e}") from e
+                if key in seen_rows:
+                    raise ValueError(f"{path}: {key[0]} seed {key[1]} is also in {seen_rows[key]}; one run "
+                                     f"would count as two seeds")
+                seen_rows[key] = path
+                rows.append(row)
+    if not rows:
+        raise ValueError(f"no rows in the mnist_runs.csv of {', '.join(workdirs)}")
+    return rows
 
 
 if __name__ == "__main__":

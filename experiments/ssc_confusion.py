@@ -26,11 +26,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import zipfile
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from jaxcomp.cluster.metrics import all_metrics, contingency
+from jaxcomp.files import check_output_file, write_atomic
 from jaxcomp.reporting import markdown_table
 
 SHARE = 0.25
@@ -71,7 +73,11 @@ def load_labels(workdirs: list[str]) -> dict[int, dict[str, np.ndarray]]:
         path = os.path.join(d, "mnist_labels.npz")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"no mnist_labels.npz in {d!r} (written by experiments.cluster's mnist runs)")
-        with np.load(path) as f:
+        try:
+            archive = np.load(path)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # BadZipFile: a cut or damaged file
+            raise ValueError(f"{path}: not a readable .npz of cluster labels ({e})") from e
+        with archive as f:
             for key in f.files:
                 seed_s, _, name = key.partition(":")
                 entry = seeds.setdefault(int(seed_s), {})
@@ -101,12 +107,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="", help="also write the Markdown table here")
     parser.add_argument("--figure", default="", help="draw the first seed's tables into this PNG")
     args = parser.parse_args(argv)
+    if args.figure and not os.path.splitext(args.figure)[1]:  # matplotlib would write NAME.png and we name NAME
+        args.figure += ".png"
     try:
+        for flag, path in (("--out", args.out), ("--figure", args.figure)):
+            if path:
+                check_output_file(path, flag)
         seeds = load_labels(args.workdirs)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     methods = list(dict.fromkeys(k for s in seeds.values() for k in s if k != "truth"))
+    if not methods:
+        print(f"error: the mnist_labels.npz of {', '.join(args.workdirs)} hold no method's labels, only the "
+              f"true digits", file=sys.stderr)
+        return 2
     rows = []
     for name in methods:
         stats = [confusion_stats(s["truth"], s[name]) for s in seeds.values() if name in s]
@@ -118,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
           f"(share >= {SHARE:g}); entropies in bits\n\n" + markdown_table(rows))
     print(md)
     if args.out:
-        with open(args.out, "w") as f:
-            f.write(md + "\n")
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        write_atomic(args.out, md + "\n")
     if args.figure:
         import matplotlib
 
@@ -142,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         fig.suptitle(f"seed {min(seeds)}: share of each cluster (column) by digit; column labels = cluster sizes",
                      fontsize=8)
         fig.tight_layout()
+        os.makedirs(os.path.dirname(os.path.abspath(args.figure)), exist_ok=True)
         fig.savefig(args.figure, dpi=120)
         print(f"wrote {args.figure}")
     return 0

@@ -82,6 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mnist", default="", help="MNIST npz (default: the configs' ../shared/data path)")
     parser.add_argument("--out", default="", help="also write the Markdown table here")
     args = parser.parse_args(argv)
+    if args.out:
+        from jaxcomp.files import check_output_file
+
+        try:  # before the run, not after it
+            check_output_file(args.out)
+        except ValueError as e:
+            parser.error(str(e))
     for flag, value, least in (("--num-points", args.num_points, 1), ("--chunk-size", args.chunk_size, 1),
                                ("--n-clusters", args.n_clusters, 2)):
         if value < least:
@@ -139,9 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     md = markdown_table(rows)
     print(md)
     if args.out:
+        from jaxcomp.files import write_atomic
+
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            f.write(md)
+        write_atomic(args.out, md)
     return 0
 
 

@@ -96,6 +96,34 @@ def write_atomic(path: str | os.PathLike, data: bytes | str, *, private: bool = 
         f.write(data)
 
 
+def check_output_folder(path: str | os.PathLike, flag: str = "--out") -> None:
+    """``ValueError`` unless ``path`` is a folder or can become one (it does not exist, and neither
+    does a file on its way): commands call it before they compute, so that an output folder named
+    after a file fails at once, not after the work (as ``FileExistsError`` from ``os.makedirs``)."""
+    path = os.path.abspath(os.fspath(path))
+    probe = path
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            return
+        probe = parent
+    if not os.path.isdir(probe):
+        where = "" if probe == path else f" ({probe} is a file)"
+        raise ValueError(f"{flag} {os.fspath(path)} must be a folder{where}, and is not")
+
+
+def check_output_file(path: str | os.PathLike, flag: str = "--out") -> None:
+    """``ValueError`` unless ``path`` can be written as a file: not a folder, and its folder is one or can
+    become one (:func:`check_output_folder`); called before the work that produces the file."""
+    if os.path.isdir(path):
+        raise ValueError(f"{flag} {os.fspath(path)} is a folder: give the file's path")
+    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    try:
+        check_output_folder(folder, flag)
+    except ValueError as e:
+        raise ValueError(f"{flag} {os.fspath(path)}: its folder {folder} cannot be made (a file is on its way)") from e
+
+
 def open_appending(path: str | os.PathLike) -> IO[str]:
     """``path`` opened to append text lines (UTF-8; created if missing).
 

@@ -360,6 +360,10 @@ def test_drivers_refuse_empty_selections_before_running(tmp_path, capsys, repo):
     assert ban_regime.main(["--workdir", w, "--settings", ","]) == 2
     assert "names no setting" in capsys.readouterr().err
     assert ban_regime.main(["--chains", w]) == 2 and "no seed*/ folders" in capsys.readouterr().err
+    from experiments import ban_collect  # an empty logits file, then a KeyError in the table
+
+    assert ban_collect.main(["--config", f"{repo}/configs/ban.py:tiny", "--workdir", w, "--seeds", "0"]) == 2
+    assert "no finished model" in capsys.readouterr().err
     assert not os.path.exists(w)
 
 
@@ -404,3 +408,66 @@ def test_functions_a_user_jits_take_concrete_jax_scalars_and_traced_hyperparamet
         assert traced == pytest.approx(float(valid(s, 0.5)), rel=1e-6) and traced != pytest.approx(float(valid(s, 0.0)))
         with pytest.raises(ValueError, match="needs the labels .* a traced label_weight is never skipped"):
             jax.jit(lambda a, lw, name=name: distillation_loss(name, a, t, None, key, 2.0, lw))(s, 0.0)
+
+
+def test_ssc_aggregate_counts_each_run_once_and_names_bad_files(tmp_path, capsys):
+    """``ssc_aggregate`` took one folder given twice as two seeds (std 0), and gave tracebacks for a
+    missing column or an ``--out`` folder, and an empty table for a header-only file."""
+    from experiments import ssc_aggregate
+
+    header = "method,seed,accuracy,nmi,ari,seconds,notes\n"
+    for seed, acc in ((0, 0.8), (1, 0.9)):
+        (tmp_path / f"s{seed}").mkdir()
+        (tmp_path / f"s{seed}" / "mnist_runs.csv").write_text(header + f"ssc_mp,{seed},{acc},0.7,0.6,10,\n")
+    out = tmp_path / "table.md"
+    assert ssc_aggregate.main([str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(out)]) == 0
+    assert "| ssc_mp | 2 | 0.85" in out.read_text()
+    capsys.readouterr()
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "mnist_runs.csv").write_text((tmp_path / "s1" / "mnist_runs.csv").read_text())
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "mnist_runs.csv").write_text("method,seed,accuracy\nssc_mp,5,0.8\n")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "mnist_runs.csv").write_text(header)
+    for dirs, why in ((["s1", "s1"], "is given twice"), (["s1", "copy"], "ssc_mp seed 1 is also in"),
+                      (["bad"], "line 2: not a row of"), (["empty"], "no rows in")):
+        assert ssc_aggregate.main([str(tmp_path / d) for d in dirs]) == 2, dirs
+        err = capsys.readouterr().err
+        assert why in err and "Traceback" not in err, (dirs, err)
+    with pytest.raises(SystemExit):
+        ssc_aggregate.main([str(tmp_path / "s0"), "--out", str(tmp_path)])
+    assert "is a folder" in capsys.readouterr().err
+
+
+def test_table_and_figure_commands_check_their_outputs_before_the_work(tmp_path, capsys):
+    """Output paths that cannot be written were found only after the work (``FileExistsError`` from
+    ``os.makedirs``, a ``FileNotFoundError`` for an ``--out`` in a missing folder); ``ssc_confusion``
+    read a damaged ``.npz`` with a BadZipFile traceback and a labels file without methods as an empty
+    table, and printed ``wrote NAME`` where matplotlib wrote ``NAME.png``."""
+    from experiments import gc_samples, ssc_confusion
+    from jaxcomp.files import check_output_file, check_output_folder
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    check_output_folder(tmp_path / "new" / "deeper")
+    check_output_file(tmp_path / "new" / "t.md")
+    for check, path, why in ((check_output_folder, a_file, "must be a folder"),
+                             (check_output_folder, a_file / "sub", f"({a_file} is a file)"),
+                             (check_output_file, tmp_path, "is a folder"),
+                             (check_output_file, a_file / "t.md", "its folder")):
+        with pytest.raises(ValueError, match=re.escape(why)):
+            check(path)
+    with pytest.raises(SystemExit):
+        gc_samples.main(["--sampler", "no_such_sampler", "--out", str(a_file)])
+    assert "--out" in capsys.readouterr().err
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "mnist_labels.npz").write_bytes(b"PK\x03\x04 cut")
+    assert ssc_confusion.main([str(run)]) == 2 and "not a readable .npz" in capsys.readouterr().err
+    np.savez(run / "mnist_labels.npz", **{"0:truth": np.arange(6) % 2})
+    assert ssc_confusion.main([str(run)]) == 2 and "hold no method's labels" in capsys.readouterr().err
+    np.savez(run / "mnist_labels.npz", **{"0:truth": np.arange(6) % 2, "0:ssc_mp": np.arange(6) % 2})
+    assert ssc_confusion.main([str(run), "--out", str(tmp_path / "new" / "t.md"), "--figure", str(tmp_path / "f")]) == 0
+    assert (tmp_path / "new" / "t.md").exists() and (tmp_path / "f.png").exists()
+    assert f"wrote {tmp_path / 'f.png'}" in capsys.readouterr().out
+    assert ssc_confusion.main([str(run), "--out", str(a_file / "t.md")]) == 2
