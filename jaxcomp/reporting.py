@@ -28,16 +28,20 @@ def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -
 
 def write_table(rows: Sequence[dict], workdir: str, name: str, columns: Sequence[str] | None = None,
                 title: str | None = None) -> str:
-    """Writes ``workdir/name.md`` and ``workdir/name.csv`` and returns the Markdown text."""
+    """Writes ``workdir/name.md`` and ``workdir/name.csv`` and returns the Markdown text. Each file is
+    written whole or not at all (:func:`jaxcomp.files.write_atomic`): a run stopped while writing keeps
+    the previous table, never half of one."""
+    import io
+
+    from jaxcomp.files import write_atomic
+
     os.makedirs(workdir, exist_ok=True)
     columns = list(columns or (rows[0].keys() if rows else []))
     md = markdown_table(rows, columns)
-    with open(os.path.join(workdir, name + ".md"), "w") as f:
-        if title:
-            f.write(f"## {title}\n\n")
-        f.write(md)
-    with open(os.path.join(workdir, name + ".csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
+    write_atomic(os.path.join(workdir, name + ".md"), (f"## {title}\n\n" if title else "") + md)
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    write_atomic(os.path.join(workdir, name + ".csv"), text.getvalue())
     return md
