@@ -33,6 +33,7 @@ from jaxcomp import train as trainer
 from jaxcomp.configs import apply_overrides, config_script_main
 from jaxcomp.deadline import Deadline, without_budget
 from jaxcomp.distill import check_kd_temperature
+from jaxcomp.files import write_atomic
 from jaxcomp.strassen.counting import format_table, summarize
 from jaxcomp.xla import enable_compilation_cache
 
@@ -56,14 +57,16 @@ def _variant(config: ml_collections.ConfigDict, enabled: bool, ratio: float = 1.
 
 
 def _train(config, workdir: str, deadline: Deadline) -> dict:
+    # a finished model of other settings would be restored and reported under these; the plan (which
+    # models, ratios, seeds: ``experiment``) may change
+    trainer.check_same_settings(config, workdir, trainer.BOOKKEEPING_KEYS + ("experiment",))
     limit = deadline.for_training(workdir, config.steps)  # out of time: stop before anything is built
     task, data = tasks.build(config)
     state, metrics = trainer.train(config, workdir, task, data, time_limit=limit and deadline.left())
     deadline.check_finished(state, config.steps, workdir)
     example = data.train_batch(0)[task.input_key]
     rows = task.op_counts(state, example)
-    with open(os.path.join(workdir, "op_counts.md"), "w") as f:
-        f.write(format_table(rows) + "\n")
+    write_atomic(os.path.join(workdir, "op_counts.md"), format_table(rows) + "\n")
     counts = summarize(rows)
     if config.task == "lm":
         metrics = dict(metrics, perplexity=math.exp(metrics["nll_sum"] / metrics["tokens"]))

@@ -17,19 +17,34 @@ def is_whole(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
+def _is_numpy_dtype(dtype: Any) -> bool:
+    try:
+        np.dtype(dtype)
+    except TypeError:
+        return False
+    return True
+
+
 def finite_number(value: Any, name: str, minimum: float = 0.0, strict: bool = True) -> float:
     """``value`` as a ``float``: a real number (Python or NumPy, a 0-d array or a concrete JAX scalar; not a
     bool) that is finite and ``> minimum`` (``>= minimum`` unless ``strict``); else a ValueError naming
     ``name`` and what is wrong. Callers skip traced values (no number to check under ``jax.jit``)."""
     import numbers
 
+    import jax
+
     bound = f"{'>' if strict else '>='} {minimum:g}"
+    if isinstance(value, jax.core.Tracer):  # callers check concrete values only
+        raise TypeError(f"{name} is traced (inside jax.jit): it has no value to check")
     dtype = getattr(value, "dtype", None)
-    if getattr(value, "shape", None) == () and dtype is not None and np.dtype(dtype).kind not in "bcOSUV":
-        value = np.asarray(value).item()  # a 0-d NumPy array or a concrete JAX scalar (e.g. x.max()): its number
-    elif getattr(value, "shape", None) == () and dtype is not None and "bfloat16" in str(dtype):
-        value = float(np.asarray(value, np.float32))
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
+    if getattr(value, "shape", None) == () and dtype is not None and not isinstance(value, np.generic):
+        # a 0-d NumPy array or a concrete JAX scalar (e.g. x.max()): its number, if it is a real one
+        if "bfloat16" in str(dtype):
+            value = float(np.asarray(value, np.float32))
+        elif _is_numpy_dtype(dtype) and np.dtype(dtype).kind in "iuf":
+            value = np.asarray(value).item()
+    if isinstance(value, (bool, np.bool_, np.timedelta64, np.datetime64)) or not isinstance(
+            value, (numbers.Real, np.floating, np.integer)):
         raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
     if not np.isfinite(value):
         raise ValueError(f"{name} must be a finite number {bound}, got {float(value)}")

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxcomp.files import sha256_file, write_atomic
+from jaxcomp.files import check_output_file, sha256_file, write_atomic
 
 
 class ModelLoadError(ValueError):
@@ -60,7 +60,7 @@ def check_params(params: Any, expected: Any, path: str,
 
 def export_params(params: Any, config: ml_collections.ConfigDict, path: str, training: dict[str, Any],
                   dtype: str = "float32") -> None:
-    """Writes ``path`` (.msgpack parameters) and the ``.json`` beside it.
+    """Writes ``path`` (.msgpack parameters) and the ``.json`` beside it (making the folder if needed).
 
     Each file is written whole or not at all (:func:`jaxcomp.files.write_atomic`), the ``.json``
     second. It records ``training["params_sha256"]``, the SHA-256 of the ``.msgpack`` bytes, so a
@@ -85,7 +85,7 @@ def export_params(params: Any, config: ml_collections.ConfigDict, path: str, tra
     data = serialization.msgpack_serialize(host)
     training = dict(training, stored_dtype=dtype, params_sha256=hashlib.sha256(data).hexdigest())
     record = json.dumps({"config": json.loads(config.to_json_best_effort()), "training": training}, indent=2)
-    write_atomic(path, data)
+    write_atomic(path, data, makedirs=True)
     write_atomic(os.path.splitext(path)[0] + ".json", record)
 
 
@@ -99,6 +99,7 @@ def check_new_model_path(path: str, force: bool = False) -> None:
     if os.path.isdir(path):
         raise ValueError(f"--out {path} is a folder: give the model file's path, e.g. "
                          f"{os.path.join(path, 'model.msgpack')}")
+    check_output_file(path)  # its folder is one or can become one (export_params makes it)
     existing = [p for p in (path, os.path.splitext(path)[0] + ".json") if os.path.exists(p)]
     if existing and not force:
         raise ValueError(f"{' and '.join(existing)} exist(s): choose another --out, or pass --force to replace")

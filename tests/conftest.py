@@ -136,3 +136,16 @@ def _executable_cache_restored():
     before = xla.executable_cache_dir()
     yield
     xla.enable_executable_cache(before)
+
+
+@pytest.fixture(autouse=True)
+def _xla_flags_restored():
+    """A test that calls a script's ``main`` (which may add jaxcomp's CPU-convolution choice to
+    ``XLA_FLAGS``, :func:`jaxcomp.xla.prefer_xla_cpu_convolutions`) leaves the variable as it found it,
+    so the processes later tests start see the flags they would alone."""
+    before = os.environ.get("XLA_FLAGS")
+    yield
+    if before is None:
+        os.environ.pop("XLA_FLAGS", None)
+    else:
+        os.environ["XLA_FLAGS"] = before

@@ -712,6 +712,13 @@ def test_tiny_generations_train_and_chain_teachers(ban_config, tmp_path, monkeyp
     with pytest.raises(ValueError, match=rf"a run with other settings: optimizer\.learning_rate \({lr!r} -> 0\.5"):
         run_generations(apply_overrides(config, ["optimizer.learning_rate=0.5"]), str(tmp_path), progress=False,
                         log=lambda *_: None)
+    # the driver's plan may change: with a variant added the finished teacher and BAN-1 are restored (not
+    # refused), and the new student is what the spent budget stops
+    from jaxcomp.deadline import OutOfTime
+
+    with pytest.raises(OutOfTime, match="ban.time_limit reached"):
+        run_generations(apply_overrides(config, ["ban.variants=('cwtm',)", "ban.time_limit=1e-9"]), str(tmp_path),
+                        progress=False, log=lambda *_: None)
     from jaxcomp.train import check_same_settings
 
     moved = apply_overrides(read_workdir_config(str(student_dir)), ["log_every=7", "distill.teachers=('x',)"])

@@ -326,9 +326,11 @@ def test_model_writing_commands_refuse_a_taken_out_and_bad_numbers_before_comput
     for bad in (float("nan"), 0.0, -1.0):
         with pytest.raises(ValueError, match="smoothing must be"):
             fit_context_logits([], 2, bad)
-    for path, why in ((tmp_path / "m.json", "name it NAME.msgpack"), (tmp_path, "is a folder")):
+    for path, why in ((tmp_path / "m.json", "name it NAME.msgpack"), (tmp_path, "is a folder"),
+                      (mine / "x.msgpack", "its folder .* cannot be made")):
         with pytest.raises(ValueError, match=why):
             check_new_model_path(str(path))
+    check_new_model_path(str(tmp_path / "new" / "folder" / "x.msgpack"))  # export_params makes the folder
     check_new_model_path(str(mine), force=True)
 
 
@@ -384,9 +386,12 @@ def test_functions_a_user_jits_take_concrete_jax_scalars_and_traced_hyperparamet
 
     for scalar in (jnp.float32(2.0), jnp.array(2), np.array(2.0), jnp.array(2.0, jnp.bfloat16)):
         assert finite_number(scalar, "s") == 2.0
-    for bad in (jnp.array(True), jnp.array([2.0]), jnp.array(jnp.nan), np.array("2")):
+    for bad in (jnp.array(True), jnp.array([2.0]), jnp.array(jnp.nan), np.array("2"), np.timedelta64(2, "ns"),
+                np.array(2, "timedelta64[ns]"), np.array(None)):
         with pytest.raises(ValueError, match="s must be a finite number"):
             finite_number(bad, "s")
+    with pytest.raises(TypeError, match="s is traced"):
+        jax.jit(lambda v: finite_number(v, "s"))(2.0)
     x = jax.random.uniform(jax.random.PRNGKey(0), (2, 32, 32, 3))
     y = 0.9 * x
     np.testing.assert_allclose(psnr(x, y, x.max()), psnr(x, y, float(x.max())), rtol=1e-6)
@@ -403,6 +408,7 @@ def test_functions_a_user_jits_take_concrete_jax_scalars_and_traced_hyperparamet
         loss = lambda a, lw, name=name: distillation_loss(name, a, t, labels, key, 2.0, lw)  # noqa: E731
         eager = float(loss(s, 0.0))
         assert np.isfinite(eager) and float(jax.jit(loss)(s, 0.0)) == pytest.approx(eager, rel=1e-6), name
+        assert float(jax.jit(jax.grad(loss, argnums=1))(s, 0.0)) == 0.0, name  # by the weight: not 0 * NaN
         valid = lambda a, lw, name=name: distillation_loss(name, a, t, labels % 3, key, 2.0, lw)  # noqa: E731
         traced = float(jax.jit(valid)(s, 0.5))  # a traced nonzero weight counts, as the eager one
         assert traced == pytest.approx(float(valid(s, 0.5)), rel=1e-6) and traced != pytest.approx(float(valid(s, 0.0)))

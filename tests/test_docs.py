@@ -21,8 +21,8 @@ from jaxcomp.configs import ConfigError, load_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SOURCES = ["README.md", *(str(p.relative_to(REPO)) for folder, pattern in (
-    ("docs", "*.md"), ("notebooks", "*.ipynb"), ("configs", "*.py"), ("experiments", "*.py"), ("jaxcomp", "**/*.py"))
-    for p in sorted((REPO / folder).glob(pattern)))]
+    ("docs", "*.md"), ("notebooks", "*.ipynb"), ("configs", "*.py"), ("experiments", "*.py"), ("jaxcomp", "**/*.py"),
+    ("jaxcomp", "**/*.md")) for p in sorted((REPO / folder).glob(pattern)))]
 CONFIG_SPEC = re.compile(r"^configs/\w+\.py(:\w+)?$")
 
 
@@ -186,6 +186,21 @@ def test_the_docs_quote_commands_of_every_kind():
 @pytest.mark.parametrize("where,line,module,argv", COMMANDS,
                          ids=[f"{w}:{n}:{m.split('.')[1]}" for w, n, m, _ in COMMANDS])
 def test_a_quoted_command_parses(where, line, module, argv, monkeypatch, capsys):
+    from jaxcomp import configs
+
+    script = importlib.import_module(module)
+    if "..." not in argv and getattr(script, "config_script_main", None) is configs.config_script_main:
+        # a driver: its own command line, config (the quoted one or its default), overrides and sections,
+        # stopped where it would start running
+        def up_to_run(description, default_config, run, argv=None, sections=()):
+            return configs.config_script_main(description, default_config, lambda config, workdir: "", argv,
+                                              sections)
+
+        monkeypatch.setattr(script, "config_script_main", up_to_run)
+        monkeypatch.chdir(REPO)
+        status = script.main(argv)
+        assert status == 0, f"{where}:{line}: {module} {' '.join(argv)}: {capsys.readouterr().err}"
+        return
     if "..." not in argv:  # an abbreviated command ("--config X ..."): its config is checked, not its flags
         _parse_only(module, [a for a in argv if not a.startswith("--config.")], monkeypatch)
     overrides = [a[len("--config."):] for a in argv if a.startswith("--config.")]

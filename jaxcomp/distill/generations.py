@@ -83,7 +83,9 @@ def train_member(config: ml_collections.ConfigDict, workdir: str, name: str, tea
     from jaxcomp import tasks
 
     deadline = Deadline(None) if deadline is None else deadline
-    trainer.check_same_settings(config, workdir)  # a re-run with other settings: not the old models
+    # a re-run with other settings must not restore and report the old models; the driver's plan (``ban``:
+    # seeds, generations, variants) may change, each model's own settings may not
+    trainer.check_same_settings(config, workdir, trainer.BOOKKEEPING_KEYS + ("ban",))
     limit = deadline.for_training(workdir, config.steps)  # out of time: stop before the teachers and data are built
     task = build_task(config, teachers=[t.teacher for t in teachers])
     data = tasks.build_data(config, config.task)

@@ -52,14 +52,15 @@ def _is_zero(weight: float | jax.Array) -> bool:
 def _with_label_term(loss: jax.Array, student_logits: jax.Array, labels: jax.Array | None,
                      label_weight: float | jax.Array, mask: jax.Array | None) -> jax.Array:
     """``loss + label_weight * label cross-entropy``; nothing added for a concrete 0 (labels may then be
-    ``None``). A traced weight needs the labels, and where it is 0 the term is dropped exactly (a padding
-    label's NaN stayed in the loss as ``0 * NaN`` under ``jit``, while the eager call gave a number)."""
+    ``None``). A traced weight needs the labels, and where it is 0 the term is dropped exactly, in the
+    value and in the derivative by the weight (a padding label's NaN stayed in the loss as ``0 * NaN``
+    under ``jit``, while the eager call gave a number)."""
     if _is_zero(label_weight):
         return loss
     if labels is None:
         raise ValueError("this loss needs the labels (int [...]) for its label term, got None; a traced "
                          "label_weight is never skipped: pass the labels, or a concrete label_weight=0")
-    return loss + jnp.where(label_weight == 0, 0.0, label_weight * label_loss(student_logits, labels, mask))
+    return loss + label_weight * jnp.where(label_weight == 0, 0.0, label_loss(student_logits, labels, mask))
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:

@@ -16,6 +16,7 @@ from jaxcomp.train.state import (
     train_only_labels,
 )
 from jaxcomp.train.trainer import (
+    BOOKKEEPING_KEYS,
     Batches,
     CheckpointError,
     Task,
@@ -43,7 +44,8 @@ from jaxcomp.train.trainer import (
 )
 
 __all__ = [
-    "Batches", "CheckpointError", "PlateauState", "Task", "TrainState", "TwoPlayerState", "abstract_state",
+    "BOOKKEEPING_KEYS", "Batches", "CheckpointError", "PlateauState", "Task", "TrainState", "TwoPlayerState",
+    "abstract_state",
     "batch_sharding", "benchmark_train_step", "check_devices", "check_same_settings", "check_settings",
     "checkpoint_manager", "compile_steps", "evaluate",
     "init_state", "jit_init", "l2_penalty", "load_init_params", "make_mesh", "make_optimizer", "make_schedule",
