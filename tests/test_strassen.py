@@ -994,3 +994,23 @@ def test_spn_layers_refuse_shapes_they_cannot_build():
         strassen.SPNDenseBlocks(10, 2, 4).init(jax.random.PRNGKey(0), x)
     with pytest.raises(ValueError, match="identity_wc=True"):
         strassen.SPNConv(4, (3, 1), hidden=3, identity_wc=True).init(jax.random.PRNGKey(0), jnp.ones((1, 5, 1, 2)))
+
+
+def test_driver_refuses_a_workdir_run_with_other_settings(repo, tmp_path):
+    """``experiments/strassen_nets.py`` restores a finished model instead of training it again: a model
+    of other settings (another learning rate) in its workdir is refused by name before anything is
+    built, not reported as this config's; the plan (``experiment``) and bookkeeping may change."""
+    import json
+
+    from experiments import strassen_nets
+    from jaxcomp.configs import apply_overrides, load_config
+    from jaxcomp.deadline import Deadline
+
+    config = load_config(str(repo / "configs" / "strassen.py") + ":tiny")
+    (tmp_path / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+    saved = json.loads((tmp_path / "config.json").read_text())
+    saved["experiment"] = {"seeds": [9]}
+    saved["log_every"] = 12345
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match=r"holds a run with other settings: optimizer\.learning_rate"):
+        strassen_nets._train(apply_overrides(config, ["optimizer.learning_rate=0.123"]), str(tmp_path), Deadline(None))
