@@ -30,6 +30,7 @@ def save_logits(config, workdir: str, seed: int) -> str:
     from jaxcomp import tasks
     from jaxcomp.distill.task import load_teacher
     from jaxcomp.files import atomic_file
+    from jaxcomp.train import BOOKKEEPING_KEYS, check_same_settings
 
     data = tasks.build_data(config, "classification")
     images = data.eval_arrays()["image"]
@@ -37,6 +38,10 @@ def save_logits(config, workdir: str, seed: int) -> str:
     out = {}
     for model in ["teacher"] + [f"ban-{g}" for g in range(1, config.ban.generations + 1)]:
         path = os.path.join(base, model)
+        if not (model == "teacher" and config.ban.get("teacher_config")):  # a teacher of its own config
+            # a chain trained with other settings (another learning rate, other data) is not tabulated as
+            # this config's; what the driver sets per model (seeds, losses, teachers) may differ
+            check_same_settings(config, path, BOOKKEEPING_KEYS + ("ban", "seed", "data.seed", "distill", "model.name"))
         if not os.path.isdir(os.path.join(path, "checkpoints", str(config.steps))):  # not finished
             break
         teacher = load_teacher(path, data=data)

@@ -35,6 +35,7 @@ import numpy as np
 
 from jaxcomp.configs import config_digest, config_script_main
 from jaxcomp.files import atomic_file
+from jaxcomp.modelfile import params_digest
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "dplc.py")
 METHODS = {"dplc": "compress", "cae": "cae", "gan": "gan"}
@@ -237,12 +238,15 @@ def run(config, workdir: str) -> str:
                 bits = task.spec.bits
                 run_dir = os.path.join(workdir, "runs", f"{method}_b{bits:g}_s{seed}")
                 cache = os.path.join(run_dir, "decoded.npz")
-                made_by = np.array([config_digest(c), images_digest])
+                # the generator counts by its parameters: one trained further in the same place is another
+                made_by = np.array([config_digest(c), images_digest, params_digest(c.compress.generator)])
                 if os.path.exists(cache):  # a run of other settings or images is not this one's
                     with np.load(cache) as f:
                         found = f["made_by"] if "made_by" in f.files else None
                     if found is None:  # written before the check: nothing to compare, reused as before
                         print(f"warning: {cache} predates the settings check; reused as it is")
+                    elif len(found) == 2 and np.array_equal(found, made_by[:2]):  # before the generator's digest
+                        print(f"warning: {cache} predates the generator's check; reused as it is")
                     elif not np.array_equal(found, made_by):
                         raise ValueError(f"{cache} was made with other settings or test images than this sweep's "
                                          f"(config and images digests {made_by.tolist()}, the file's "

@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-only", action="store_true",
                         help="evaluate the latest checkpoint in --workdir, or, with none there, the model "
                              "--config.init_from= names")
+    parser.add_argument("--allow-changed-config", action="store_true",
+                        help="continue a --workdir whose saved config.json has other settings (refused otherwise: "
+                             "the model would mix both; the old file is kept aside as config.json.<time>)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                         help="stop with a checkpoint after this much wall-clock time from the start of "
@@ -67,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise trainer.CheckpointError(f"--eval-only: no checkpoint in {args.workdir} (an untrained model, or "
                                               f"the config's starting model, would be scored; to score a model file "
                                               f"or another workdir, name it: --config.init_from=PATH)")
+        if not args.eval_only and not args.allow_changed_config:  # before anything is built
+            # a run continued under other settings mixes both and is labelled with the new ones; more steps
+            # (a longer run) and the starting model (read at step 0 only) may change
+            trainer.check_same_settings(config, args.workdir, trainer.BOOKKEEPING_KEYS + ("steps", "init_from"))
         trainer.maybe_initialize_distributed(config)
         task, data = tasks.build(config)
         if args.eval_only:

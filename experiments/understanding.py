@@ -153,10 +153,21 @@ class Study:
 
     # ---- stages --------------------------------------------------------------------------
 
+    @staticmethod
+    def check_settings(config, workdir: str) -> None:
+        """A workdir of this study holding a run of other settings (another codec learning rate, other
+        scenes) is refused, not continued or reused; the study's plan (``experiment``), the starting
+        model's and the codec's paths (a study unpacked elsewhere) may differ."""
+        from jaxcomp import train as trainer
+
+        trainer.check_same_settings(config, workdir, trainer.BOOKKEEPING_KEYS + ("experiment", "init_from",
+                                                                                  "data.codec"))
+
     def train(self, config, workdir: str):
         from jaxcomp import tasks
         from jaxcomp import train as trainer
 
+        self.check_settings(config, workdir)
         limit = self.deadline.for_training(workdir, config.steps)  # out of time: stop before anything is built
         task, data = tasks.build(config)
         state, _ = trainer.train(config, workdir, task, data, progress=False, time_limit=limit and self.deadline.left())
@@ -169,6 +180,8 @@ class Study:
         test_images, _ = split_images(self.data_block("classification"), self.exp.report_split)
         for point in self.exp.points:
             c = self.codec_config(point)
+            if not self.exp.get("codecs_from", ""):
+                self.check_settings(c, self.codec_dir(point))  # before a finished codec is reused
             if not self.exp.get("codecs_from", "") and not _finished(self.codec_dir(point), c.steps):
                 print(f"[codec {point}] fine-tuning {c.steps} steps from {c.init_from}", flush=True)
                 self.train(c, self.codec_dir(point))

@@ -12,6 +12,7 @@ models shipped with the package are found by :mod:`jaxcomp.codecs.pretrained`.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 from typing import Any
@@ -103,6 +104,20 @@ def check_new_model_path(path: str, force: bool = False) -> None:
     existing = [p for p in (path, os.path.splitext(path)[0] + ".json") if os.path.exists(p)]
     if existing and not force:
         raise ValueError(f"{' and '.join(existing)} exist(s): choose another --out, or pass --force to replace")
+
+
+def params_digest(path: str) -> str:
+    """A short hash (16 hex digits) of a model's parameters: the bytes of an exported ``.msgpack``, or
+    the parameters of a training workdir's latest checkpoint. For caches of a model's outputs: keyed by
+    what the model computes, not by its path (a model trained further in the same place is another)."""
+    if not os.path.exists(path):
+        raise ModelLoadError(f"model not found: {path!r} (an exported .msgpack or a training workdir)")
+    if os.path.isdir(path):
+        h = hashlib.sha256()
+        for leaf in jax.tree.leaves(load_workdir(path, batch_stats=False)[1]):
+            h.update(np.ascontiguousarray(leaf).tobytes())
+        return h.hexdigest()[:16]
+    return sha256_file(path)[:16]
 
 
 def lineage(init_from: str, sha256: str | None = None) -> list[dict[str, Any]]:

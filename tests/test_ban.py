@@ -656,7 +656,7 @@ def test_independent_ensemble_control_uses_teachers_of_different_seeds(tiny_conf
         assert abs(_mean_prob_metrics([alone], labels)["nll"] - expected["nll"]) > 1e-3
 
 
-def test_tiny_generations_train_and_chain_teachers(ban_config, tmp_path, monkeypatch):
+def test_tiny_generations_train_and_chain_teachers(ban_config, tmp_path, monkeypatch, capsys, repo):
     from jaxcomp.distill.generations import run_generations, summarize
     from jaxcomp.distill.task import build_task, load_teacher
 
@@ -719,6 +719,11 @@ def test_tiny_generations_train_and_chain_teachers(ban_config, tmp_path, monkeyp
     with pytest.raises(OutOfTime, match="ban.time_limit reached"):
         run_generations(apply_overrides(config, ["ban.variants=('cwtm',)", "ban.time_limit=1e-9"]), str(tmp_path),
                         progress=False, log=lambda *_: None)
+    from experiments import ban_collect  # tabulating the chain as another config's is refused too
+
+    digits = f"{repo}/configs/ban.py:digits"
+    assert ban_collect.main(["--config", digits, "--workdir", str(tmp_path), "--seeds", "0"]) == 2
+    assert "teacher holds a run with other settings" in capsys.readouterr().err
     from jaxcomp.train import check_same_settings
 
     moved = apply_overrides(read_workdir_config(str(student_dir)), ["log_every=7", "distill.teachers=('x',)"])

@@ -97,6 +97,12 @@ def test_tiny_sweep_end_to_end(repo, tmp_path, monkeypatch):
     longer = _config(repo, "tiny", **{"sweep.generator": gdir, "sweep.steps": c.sweep.steps + 2})
     with pytest.raises(ValueError, match="decoded.npz was made with other settings or test images"):
         dplc_sweep.run(longer, work)  # not the old runs reported as the new settings'
+    # the generator trained further in the same workdir is another generator: its old decodings are
+    # refused (they were keyed by its path), not tabulated beside a G(z) row of the new one
+    more = _config(repo, "tiny", **{"steps": g.steps + 2})
+    trainer.train(more, gdir, *tasks.build(more), progress=False)
+    with pytest.raises(ValueError, match="decoded.npz was made with other settings or test images"):
+        dplc_sweep.run(c, work)
 
 
 def test_an_empty_sweep_is_refused_before_anything_runs(repo, tmp_path):

@@ -645,6 +645,12 @@ def test_cross_validation_refuses_results_of_another_config(repo, tmp_path, monk
     assert not (tmp_path / "sliced" / "results.jsonl").exists()
     saved = json.loads((tmp_path / "sliced" / "seed0" / "fold0" / "cnn" / "config.json").read_text())
     assert "time_limit" not in saved["cv"]
+    # a run folder of other settings (no row yet, or results.jsonl moved aside) is refused, not continued or
+    # scored as this config's; another plan (cv: seeds, folds, models, budget) is not another setting
+    with pytest.raises(ValueError, match=r"cnn holds a run with other settings: optimizer\.learning_rate"):
+        cross_validate(apply_overrides(sliced, ["optimizer.learning_rate=0.5"]), str(tmp_path / "sliced"))
+    with pytest.raises(OutOfTime):
+        cross_validate(apply_overrides(sliced, ["cv.models=('cnn', 'crnn')"]), str(tmp_path / "sliced"))
 
 
 def test_scores_take_names_or_indices_and_refuse_what_is_neither():

@@ -655,6 +655,18 @@ def test_command_line_reports_errors_without_traceback(repo, tmp_path, l3c_tiny_
     # in place of a mistyped workdir: only a model named on the command line is
     assert train_main(["--config", "configs/cpm.py:cpu_low", "--workdir", str(tmp_path / "typo"), "--eval-only"]) == 2
     assert "no checkpoint in" in capsys.readouterr().err
+    # a workdir whose saved config has other settings is refused before anything is built (a continuation
+    # would mix both and carry the new settings only); more steps and bookkeeping may change
+    from jaxcomp.configs import load_config
+
+    saved = load_config(f"{repo}/configs/l3c.py:tiny", ["optimizer.learning_rate=0.5", "log_every=3"])
+    (tmp_path / "changed").mkdir()
+    (tmp_path / "changed" / "config.json").write_text(saved.to_json_best_effort(indent=2, sort_keys=True))
+    assert train_main(["--config", f"{repo}/configs/l3c.py:tiny", "--workdir", str(tmp_path / "changed"),
+                       "--config.steps=7", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a run with other settings: optimizer.learning_rate (0.5 -> " in err and "log_every" not in err
+    assert "--allow-changed-config" in err
     # a config of another task (--config.task changed) is named, not a TypeError traceback
     assert train_main(["--config", "configs/cpm.py:tiny", "--workdir", str(tmp_path / "other"), "--config.task=l3c",
                        "--no-progress"]) == 2

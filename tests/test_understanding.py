@@ -539,7 +539,7 @@ def test_study_scores_on_the_report_split_with_each_seed_and_mode(tmp_path, monk
 
 @pytest.mark.slow
 @needs_shared
-def test_study_runs_end_to_end(tmp_path):
+def test_study_runs_end_to_end(tmp_path, capsys):
     """``experiments.understanding`` on the tiny config: every stage, every table of the report."""
     from experiments.understanding import main
 
@@ -549,6 +549,11 @@ def test_study_runs_end_to_end(tmp_path):
                     "Joint training"):
         assert section in report
     assert (tmp_path / "accuracy_vs_bpp.png").is_file()
+    # the same study with another codec learning rate: its finished codecs are refused, not reused (the
+    # codec stage once checked only their step count)
+    assert main(["--config", CONFIG + ":tiny", "--workdir", str(tmp_path),
+                 "--config.experiment.codec_learning_rate=0.5"]) == 2
+    assert "codec_low holds a run with other settings: optimizer.learning_rate" in capsys.readouterr().err
 
 
 @needs_shared
@@ -582,3 +587,26 @@ def test_jpeg_baseline_at_a_generous_rate_decodes_each_tile_in_place():
     tiles = np.stack([photo[y:y + 64, x:x + 64] for y in (0, 100, 200) for x in (0, 150, 300)][:4])
     out = jpeg_at_bpp(tiles, 4.0, grid=2)
     assert out["psnr"] > 30 and out["reachable"] == 1.0 and 2.0 < out["bpp"] <= 4.0
+
+
+def test_study_refuses_a_finished_codec_of_other_settings(tmp_path, monkeypatch):
+    """The codec stage reused a codec workdir once it had the step count (a re-run with another codec
+    learning rate or other scenes reported the old codec); a codec of other settings is now refused
+    before it is reused or trained further. Data stubbed, nothing trains."""
+    import jaxcomp.vision.data as vdata
+    from experiments import understanding as study
+
+    config = load_config(CONFIG + ":tiny")
+    s = object.__new__(study.Study)  # without __init__'s compilation cache (global JAX state)
+    s.config, s.workdir, s.exp, s.cfg = config, str(tmp_path), config.experiment, study._module()
+    s.results = {"rows": [], "codecs": {}, "flops": {}, "joint": [], "linear": []}
+    monkeypatch.setattr(vdata, "split_images", lambda data, split: (np.zeros((2, 8, 8, 3), np.uint8), np.zeros(2)))
+    point = config.experiment.points[0]
+    other = study.Study.codec_config(s, point)
+    other.optimizer.learning_rate = 0.5
+    os.makedirs(s.codec_dir(point))
+    with open(os.path.join(s.codec_dir(point), "config.json"), "w") as f:
+        f.write(other.to_json_best_effort(indent=2, sort_keys=True))
+    monkeypatch.setattr(s, "train", lambda c, wd: pytest.fail("trained a codec of other settings further"))
+    with pytest.raises(ValueError, match=rf"codec_{point} holds a run with other settings: optimizer\.learning_rate"):
+        s.codecs()

@@ -362,6 +362,11 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> str:
 
     def train(cfg, run_dir):
         """``(task, data, state, info)`` of one run: built and trained within the budget."""
+        from jaxcomp.train import BOOKKEEPING_KEYS, check_same_settings
+
+        # a run folder of other settings (results.jsonl moved aside, as its refusal suggests) would be
+        # restored and scored as this config's; the plan (cv) and the starting model's path may differ
+        check_same_settings(cfg, run_dir, BOOKKEEPING_KEYS + ("cv", "init_from"))
         log_path, stopped_early = os.path.join(run_dir, VALIDATION_LOG), False
         if os.path.isfile(log_path):
             with open(log_path) as f:
@@ -397,8 +402,8 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> str:
         for r in rows:
             if r.get("config_digest", digest) != digest:
                 raise ValueError(f"{results_path}: its runs were made with another config (digest "
-                                 f"{r['config_digest']}, this config {digest}); use another --workdir, or move "
-                                 f"the file aside to run them again")
+                                 f"{r['config_digest']}, this config {digest}); use another --workdir (its run folders "
+                                 f"hold that config's models too)")
             done[(r["seed"], r["fold"], r["model"])] = r
     needed = set(models) | {n for m in models for n in _NEEDS.get(m, ())}
     runs = [(s, f, m) for s in seeds for f in folds for m in _MODELS if m in needed]
@@ -439,8 +444,7 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> str:
     rows = [done[k] for k in runs if k[2] in models]
     sources = sorted({r.get("source", "") for r in rows})
     table = f"Data: {', '.join(sources)}; F1 = mean(F1_N, F1_A, F1_O).\n\n" + results_table(rows)
-    with open(os.path.join(workdir, "results.md"), "w") as f:
-        f.write(table + "\n")
+    write_atomic(os.path.join(workdir, "results.md"), table + "\n")
     plot_cv_confusion(rows, os.path.join(workdir, "confusion.png"))
     return table
 

@@ -530,7 +530,8 @@ def check_same_settings(config: ml_collections.ConfigDict, workdir: str,
         shown = ", ".join(f"{k} ({old.get(k, 'absent')!r} -> {new.get(k, 'absent')!r})" for k in differ[:6])
         more = f" and {len(differ) - 6} more" if len(differ) > 6 else ""
         raise ValueError(f"{workdir} holds a run with other settings: {shown}{more}; use a new --workdir "
-                         f"(or the settings it was run with)")
+                         f"(or the settings it was run with; experiments/train.py: --allow-changed-config to "
+                         f"continue it anyway)")
 
 
 def _save_config(config: ml_collections.ConfigDict, workdir: str) -> None:

@@ -26,7 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxcomp.data.images import DataError
-from jaxcomp.files import atomic_file, load_npz, sha256_file
+from jaxcomp.files import atomic_file, load_npz
 
 if TYPE_CHECKING:
     from jaxcomp.data.digit_scenes import SceneSpec
@@ -35,20 +35,13 @@ VOC_VOID = 255  # VOC's "void" border label; the task ignores labels >= num_clas
 
 
 def model_digest(path: str) -> str:
-    """A short hash of a model's parameters: the bytes of a ``.msgpack``, the latest checkpoint of a workdir."""
+    """A short hash of a model's parameters (:func:`jaxcomp.modelfile.params_digest`); a missing model is a
+    :class:`DataError` (the codec of an understanding run's data)."""
+    from jaxcomp.modelfile import params_digest
+
     if not os.path.exists(path):
         raise DataError(f"codec model not found: {path!r} (an exported .msgpack or a training workdir)")
-    h = hashlib.sha256()
-    if os.path.isdir(path):  # a workdir: the parameters of its latest checkpoint
-        import jax
-
-        from jaxcomp.modelfile import load_workdir
-
-        _, params, _ = load_workdir(path, batch_stats=False)
-        for leaf in jax.tree.leaves(params):
-            h.update(np.ascontiguousarray(leaf).tobytes())
-        return h.hexdigest()[:16]
-    return sha256_file(path)[:16]
+    return params_digest(path)
 
 
 def codec_outputs(codec: str, images: np.ndarray, batch_size: int = 64, cache_dir: str = "",
