@@ -49,6 +49,16 @@ from jaxcomp.files import atomic_file, write_atomic
 OBJECTIVES = {"wgan": "WGAN-GP", "wae": "WAE", "wpp": "Wasserstein++"}
 
 
+def run_settings(run_config: ml_collections.ConfigDict, eval_images: int, metric: str, split: str) -> dict:
+    """What a stage-1 run's cached scores depend on: its config without the plan (``generators``: which
+    objectives and seeds; ``sweep``: the stage-2 rates), so that adding a seed does not refuse the runs
+    made already, and the report images and metric."""
+    from jaxcomp.configs import canonical_json
+
+    return dict(config=canonical_json(run_config, exclude=("generators", "sweep")), eval_images=int(eval_images),
+                metric=metric, split=split)
+
+
 def objective_config(config: ml_collections.ConfigDict, objective: str, seed: int) -> ml_collections.ConfigDict:
     """The stage-1 config of ``objective`` for the data set of ``config``: Wasserstein++ is ``config``
     itself (with the user's overrides); WGAN-GP and WAE are the ``<data>_wgan`` / ``<data>_wae``
@@ -147,12 +157,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
             run_dir = os.path.join(workdir, "runs", f"{objective}_s{seed}")
             cached = os.path.join(run_dir, "scores.json")
             grid_file = os.path.join(run_dir, "grid.npz")
-            settings = dict(config=c.to_json(sort_keys=True), eval_images=len(test), metric=metric.name,
-                            split=chosen.sweep.split)
+            settings = run_settings(c, len(test), metric.name, chosen.sweep.split)
+            whole = dict(settings, config=c.to_json(sort_keys=True))  # how runs before 2026-12-07 recorded them
             if os.path.exists(cached) and os.path.exists(grid_file):
                 with open(cached) as f:
                     row = json.load(f)
-                if row.get("settings") != settings:
+                if row.get("settings") not in (settings, whole):
                     raise ValueError(f"{run_dir} was trained or scored with other settings (config, steps, report "
                                      "images or metric): use another --workdir or remove that run")
                 with np.load(grid_file) as f:
@@ -177,8 +187,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
                 grid_samples[objective] = samples[: g.grid_images]
                 if rec is not None:
                     grid_recons[objective] = rec[: g.grid_images]
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
+    write_atomic(os.path.join(workdir, "results.json"), json.dumps(results, indent=1))
     md = write_table(summarize(results), workdir, "results",
                      title=f"DPLC stage 1: {config.sweep.dataset}, {len(test)} held-out images, seeds "
                            f"{tuple(g.seeds)}; distance = {metric.name}")

@@ -40,6 +40,16 @@ def test_each_objective_config_trains_its_own_loss_on_the_users_data(repo):
         assert "time_limit" not in g.generators and "time_limit" not in g.sweep, o
     with pytest.raises(ValueError, match="unknown objective"):
         dplc_generators.objective_config(c, "vae", 0)
+    # a run's cached scores stand for its own settings: another seed list or stage-2 sweep is the same run
+    # (adding a seed refused every run made already), another loss weight is not
+    settings = {o: dplc_generators.run_settings(g, 100, "m", "test") for o, g in got.items()}
+    planned = apply_overrides(c, ["generators.seeds=(0, 1, 2, 3)", "sweep.rates=((2, 2),)"])
+    weighted = apply_overrides(c, ["loss.gan=0.02"])
+    for o in got:
+        assert dplc_generators.run_settings(dplc_generators.objective_config(planned, o, 7), 100, "m", "test") == \
+            settings[o], o
+    assert dplc_generators.run_settings(dplc_generators.objective_config(weighted, "wpp", 7), 100, "m",
+                                        "test") != settings["wpp"]
 
 
 class _IdentityModel:
