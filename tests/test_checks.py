@@ -477,3 +477,30 @@ def test_table_and_figure_commands_check_their_outputs_before_the_work(tmp_path,
     assert (tmp_path / "new" / "t.md").exists() and (tmp_path / "f.png").exists()
     assert f"wrote {tmp_path / 'f.png'}" in capsys.readouterr().out
     assert ssc_confusion.main([str(run), "--out", str(a_file / "t.md")]) == 2
+
+
+def test_same_settings_compares_the_keys_both_runs_have(tmp_path):
+    """``check_same_settings``: another value is named; bookkeeping, the keys given as ``may_differ``
+    (and those under them), and keys only one side has (a setting added to the configs since the run,
+    or no longer read) are not changes; an unreadable or non-object config.json is named."""
+    import json
+
+    import ml_collections
+
+    from jaxcomp.train import check_same_settings
+
+    saved = {"seed": 0, "optimizer": {"learning_rate": 0.001, "old_key": 1}, "log_every": 5, "plan": {"seeds": [0]}}
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    same = ml_collections.ConfigDict({"seed": 0, "optimizer": {"learning_rate": 1e-3, "new_key": 2}, "log_every": 50,
+                                      "plan": {"seeds": (0, 1)}})
+    check_same_settings(same, str(tmp_path), ("log_every", "plan"))
+    check_same_settings(same, str(tmp_path / "no_run"))  # nothing saved: nothing to compare
+    with pytest.raises(ValueError, match=r"other settings: plan\.seeds \(\[0\] -> \[0, 1\]\)"):
+        check_same_settings(same, str(tmp_path), ("log_every",))
+    other = ml_collections.ConfigDict(dict(same.to_dict(), seed=3))
+    with pytest.raises(ValueError, match=r"other settings: seed \(0 -> 3\)"):
+        check_same_settings(other, str(tmp_path), ("log_every", "plan"))
+    for text, why in (("[1, 2]", "a run config is a JSON object"), ('{"seed": ', "unreadable run config")):
+        (tmp_path / "config.json").write_text(text)
+        with pytest.raises(ValueError, match=why):
+            check_same_settings(same, str(tmp_path))

@@ -497,8 +497,8 @@ BOOKKEEPING_KEYS = ("log_every", "checkpoint_every", "keep", "eval_every", "eval
 def check_same_settings(config: ml_collections.ConfigDict, workdir: str,
                         may_differ: Sequence[str] = BOOKKEEPING_KEYS) -> None:
     """``ValueError`` if ``workdir`` holds a run saved with other settings than ``config`` (dotted keys
-    named; the keys ``may_differ`` and those under them aside, and keys the saved run does not have:
-    settings added to the configs since it ran). For drivers that restore or continue finished
+    named; the keys ``may_differ`` and those under them aside, and keys only one side has: settings
+    added to the configs since the run, or no longer read). For drivers that restore or continue finished
     runs and report them: a re-run with, say, other label noise would otherwise continue or report the
     old models under the new settings (the plain ``train`` keeps the old config aside and continues)."""
     import json
@@ -511,6 +511,8 @@ def check_same_settings(config: ml_collections.ConfigDict, workdir: str,
             saved = json.load(f)
     except ValueError as e:
         raise ValueError(f"{path}: unreadable run config ({e})") from e
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path}: a run config is a JSON object, not {type(saved).__name__}")
 
     def flat(tree: Any, prefix: str = "") -> dict[str, Any]:
         if isinstance(tree, dict) and tree:
@@ -521,13 +523,12 @@ def check_same_settings(config: ml_collections.ConfigDict, workdir: str,
         return {prefix: tree}
 
     new, old = flat(json.loads(config.to_json_best_effort())), flat(saved)
-    absent = object()
-    # a key the saved run does not have is a setting added to the configs since (its default then was
-    # the code's): not a change of this run's settings
-    differ = sorted(k for k in old
-                    if new.get(k, absent) != old[k] and not any(k == m or k.startswith(m + ".") for m in may_differ))
+    # a key only one side has is a setting added to the configs since the run (its default then was the
+    # code's) or one no longer read: not a change of this run's settings
+    differ = sorted(k for k in set(old) & set(new)
+                    if new[k] != old[k] and not any(k == m or k.startswith(m + ".") for m in may_differ))
     if differ:
-        shown = ", ".join(f"{k} ({old.get(k, 'absent')!r} -> {new.get(k, 'absent')!r})" for k in differ[:6])
+        shown = ", ".join(f"{k} ({old[k]!r} -> {new[k]!r})" for k in differ[:6])
         more = f" and {len(differ) - 6} more" if len(differ) > 6 else ""
         raise ValueError(f"{workdir} holds a run with other settings: {shown}{more}; use a new --workdir "
                          f"(or the settings it was run with; experiments/train.py: --allow-changed-config to "
