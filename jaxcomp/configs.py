@@ -237,7 +237,7 @@ def config_script_main(description: str, default_config: str, run: Callable[[ml_
         missing = [name for name in sections if name not in config]
         if missing:
             raise ConfigError(f"{args.config} is not a config for this script: it has no {', '.join(missing)} "
-                              f"section (e.g. {default_config} has)")
+                              f"section ({default_config} has one)")
         result = run(config, args.workdir)
     except OutOfTime as e:
         print(f"stopped: {e}; run the same command to continue (finished models are kept)", file=sys.stderr)
