@@ -500,7 +500,8 @@ def check_same_settings(config: ml_collections.ConfigDict, workdir: str,
     named; the keys ``may_differ`` and those under them aside, and keys only one side has: settings
     added to the configs since the run, or no longer read). For drivers that restore or continue finished
     runs and report them: a re-run with, say, other label noise would otherwise continue or report the
-    old models under the new settings (the plain ``train`` keeps the old config aside and continues)."""
+    old models under the new settings (the library's ``train`` keeps the old config aside and continues;
+    ``experiments/train.py`` refuses unless ``--allow-changed-config``)."""
     import json
 
     path = os.path.join(workdir, "config.json")
