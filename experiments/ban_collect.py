@@ -3,6 +3,9 @@
     python -m experiments.ban_collect --config configs/ban.py:mnist_soft --workdir runs/ban_soft --seeds 0
     python -m experiments.ban_collect --config configs/ban.py:mnist_soft --workdir runs/ban_soft
 
+(``--config.a.b=v`` overrides: those the chains were trained with; a chain of other settings is
+refused by name.)
+
 ``experiments/ban.py`` run once per seed (``--config.ban.seeds="(S,)"``, in parallel) trains
 every chain but each process's table holds one seed. With ``--seeds``, this restores the finished
 models of those seeds (``teacher``, ``ban-1`` .. ``ban-<generations>``, as far as they exist),
@@ -110,7 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="the run's config, configs/NAME.py:VARIANT")
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--seeds", default="", help="comma-separated: save these seeds' logits (else: the table)")
-    args = parser.parse_args(argv)
+    from jaxcomp.configs import ConfigError, split_cli_overrides
+
+    try:  # --config.a.b=v: the overrides the chain was trained with (experiments/ban.py's)
+        overrides, rest = split_cli_overrides(sys.argv[1:] if argv is None else list(argv))
+    except ConfigError as e:
+        parser.error(str(e))
+    args = parser.parse_args(rest)
 
     from jaxcomp.xla import prefer_xla_cpu_convolutions
 
@@ -122,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, overrides)
         if config.get("task") != "classification" or "ban" not in config:
             raise ValueError(f"{args.config}: ban_collect tabulates the classification runs of experiments/ban.py")
         if seeds:
