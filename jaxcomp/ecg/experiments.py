@@ -364,7 +364,7 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> str:
         """``(task, data, state, info)`` of one run: built and trained within the budget."""
         from jaxcomp.train import BOOKKEEPING_KEYS, check_same_settings
 
-        # a run folder of other settings (results.jsonl moved aside, as its refusal suggests) would be
+        # a run folder of other settings (its results.jsonl moved aside, say) would be
         # restored and scored as this config's; the plan (cv) and the starting model's path may differ
         check_same_settings(cfg, run_dir, BOOKKEEPING_KEYS + ("cv", "init_from"))
         log_path, stopped_early = os.path.join(run_dir, VALIDATION_LOG), False
