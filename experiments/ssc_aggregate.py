@@ -40,8 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     md = markdown_table(aggregate_seeds(rows))
     print(md)
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        write_atomic(args.out, md)
+        write_atomic(args.out, md, makedirs=True)
     return 0
 
 

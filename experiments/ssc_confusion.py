@@ -133,8 +133,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(share >= {SHARE:g}); entropies in bits\n\n" + markdown_table(rows))
     print(md)
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        write_atomic(args.out, md + "\n")
+        write_atomic(args.out, md + "\n", makedirs=True)
     if args.figure:
         import matplotlib
 

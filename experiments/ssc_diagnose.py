@@ -148,8 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         from jaxcomp.files import write_atomic
 
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        write_atomic(args.out, md)
+        write_atomic(args.out, md, makedirs=True)
     return 0
 
 

@@ -96,6 +96,22 @@ def write_atomic(path: str | os.PathLike, data: bytes | str, *, private: bool = 
         f.write(data)
 
 
+def read_run_config(workdir: str | os.PathLike) -> dict | None:
+    """The ``config.json`` object a training run saved in ``workdir`` (``None`` if there is none); a
+    ValueError naming the file if it is not JSON or not a JSON object."""
+    path = os.path.join(os.fspath(workdir), "config.json")
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except ValueError as e:
+        raise ValueError(f"{path}: unreadable run config ({e})") from e
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path}: a run config is a JSON object, not {type(saved).__name__}")
+    return saved
+
+
 def check_output_folder(path: str | os.PathLike, flag: str = "--out") -> None:
     """``ValueError`` unless ``path`` is a folder or can become one (it does not exist, and neither
     does a file on its way): commands call it before they compute, so that an output folder named

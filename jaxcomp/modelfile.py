@@ -77,11 +77,7 @@ def export_params(params: Any, config: ml_collections.ConfigDict, path: str, tra
 
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype must be float32 or float16, not {dtype!r}")
-    if os.path.splitext(path)[1].lower() == ".json":
-        raise ValueError(f"{path}: a model's parameters cannot go to a .json file, where its notes go; "
-                         f"name it NAME.msgpack")
-    if os.path.isdir(path):  # a bare IsADirectoryError from the atomic write before
-        raise ValueError(f"{path} is a folder: give the model file's path, e.g. {os.path.join(path, 'model.msgpack')}")
+    _check_model_file_name(path)
     host = jax.tree.map(lambda a: np.asarray(a).astype(dtype) if _is_float(a) else np.asarray(a), params)
     data = serialization.msgpack_serialize(host)
     training = dict(training, stored_dtype=dtype, params_sha256=hashlib.sha256(data).hexdigest())
@@ -90,16 +86,21 @@ def export_params(params: Any, config: ml_collections.ConfigDict, path: str, tra
     write_atomic(os.path.splitext(path)[0] + ".json", record)
 
 
+def _check_model_file_name(path: str) -> None:
+    """``ValueError`` for a model path that is its ``.json`` notes' name or a folder."""
+    if os.path.splitext(path)[1].lower() == ".json":
+        raise ValueError(f"{path}: a model's parameters cannot go to a .json file, where its notes go; "
+                         f"name it NAME.msgpack")
+    if os.path.isdir(path):  # a bare IsADirectoryError from the atomic write before
+        raise ValueError(f"{path} is a folder: give the model file's path, e.g. {os.path.join(path, 'model.msgpack')}")
+
+
 def check_new_model_path(path: str, force: bool = False) -> None:
     """``ValueError`` unless ``path`` can take a new model: ``NAME.msgpack`` (not its ``.json`` notes,
     not a folder) whose ``NAME.msgpack`` and ``NAME.json`` do not exist yet, or ``force`` (replace them).
     Commands call it before they compute anything, so a user's model (a shipped one too) is never
     replaced by accident and a long run does not end in a refusal."""
-    if os.path.splitext(path)[1].lower() == ".json":
-        raise ValueError(f"--out {path}: the notes go to NAME.json beside the parameters; name it NAME.msgpack")
-    if os.path.isdir(path):
-        raise ValueError(f"--out {path} is a folder: give the model file's path, e.g. "
-                         f"{os.path.join(path, 'model.msgpack')}")
+    _check_model_file_name(path)
     check_output_file(path)  # its folder is one or can become one (export_params makes it)
     existing = [p for p in (path, os.path.splitext(path)[0] + ".json") if os.path.exists(p)]
     if existing and not force:

@@ -14,8 +14,6 @@ loss is ``config.distill.loss``, one of :data:`jaxcomp.distill.losses.LOSSES`.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +24,7 @@ import ml_collections
 import numpy as np
 
 from jaxcomp.distill.losses import LOSSES, check_kd_temperature, cross_entropy, distillation_loss, ensemble_log_probs
+from jaxcomp.files import read_run_config
 from jaxcomp.models import LSTMLanguageModel, classifier, default_dense
 from jaxcomp.train import TrainState, l2_penalty, make_optimizer
 
@@ -324,16 +323,9 @@ def build_task(config: ml_collections.ConfigDict, teachers: Sequence[Teacher] | 
 
 def read_workdir_config(workdir: str) -> ml_collections.ConfigDict:
     """The ``config.json`` a training run saved in ``workdir``."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(path):
+    saved = read_run_config(workdir)
+    if saved is None:
         raise ValueError(f"teacher workdir {workdir!r} has no config.json (is it a finished training run?)")
-    try:
-        with open(path) as f:
-            saved = json.load(f)
-    except ValueError as e:
-        raise ValueError(f"{path}: unreadable run config ({e})") from e
-    if not isinstance(saved, dict):
-        raise ValueError(f"{path}: a run config is a JSON object, not {type(saved).__name__}")
     return ml_collections.ConfigDict(saved)
 
 

@@ -504,26 +504,15 @@ def check_same_settings(config: ml_collections.ConfigDict, workdir: str,
     ``experiments/train.py`` refuses unless ``--allow-changed-config``)."""
     import json
 
-    path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(path):
+    from flax import traverse_util
+
+    from jaxcomp.files import read_run_config
+
+    saved = read_run_config(workdir)
+    if saved is None:
         return
-    try:
-        with open(path) as f:
-            saved = json.load(f)
-    except ValueError as e:
-        raise ValueError(f"{path}: unreadable run config ({e})") from e
-    if not isinstance(saved, dict):
-        raise ValueError(f"{path}: a run config is a JSON object, not {type(saved).__name__}")
-
-    def flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-        if isinstance(tree, dict) and tree:
-            out: dict[str, Any] = {}
-            for key, sub in tree.items():
-                out.update(flat(sub, f"{prefix}.{key}" if prefix else str(key)))
-            return out
-        return {prefix: tree}
-
-    new, old = flat(json.loads(config.to_json_best_effort())), flat(saved)
+    new = traverse_util.flatten_dict(json.loads(config.to_json_best_effort()), sep=".")
+    old = traverse_util.flatten_dict(saved, sep=".")
     # a key only one side has is a setting added to the configs since the run (its default then was the
     # code's) or one no longer read: not a change of this run's settings
     differ = sorted(k for k in set(old) & set(new)
