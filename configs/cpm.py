@@ -43,6 +43,7 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
         tfds_name="", tfds_train_split="train", tfds_val_split="", tfds_data_dir="",
         crop=160, batch_size=30, flip=True, downscale=(1.0, 1.0),
         eval_crop=256, cache=True, seed=0,
+        eval_downscale=1.0,  # validation images resized by this before tiling (1.0: their own size)
     ))
     c.model = ml_collections.ConfigDict(dict(
         channels=32, features=128, groups=5, centers=6, sigma=1.0, center_init=(-2.0, 2.0),
@@ -95,7 +96,7 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
         c.steps = c.optimizer.decay_steps
     elif variant == "tiny":
         c.model.update(channels=4, features=8, groups=1, context_features=4)
-        c.data.update(crop=32, batch_size=2, eval_crop=32, num_val=1)
+        c.data.update(crop=32, batch_size=2, eval_crop=32, num_val=1, eval_downscale=0.5)  # 1 photo, half size
         c.optimizer.update(learning_rate=1e-3, schedule="constant", decay_steps=0)
         c.steps, c.log_every, c.eval_every, c.checkpoint_every = 4, 2, 4, 4
         c.eval_batch_size = 2

@@ -22,6 +22,21 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # the codecs' many small ones too
 
+# XLA's legacy CPU fusion emitters (``--xla_cpu_use_fusion_emitters=false``) compile the suite's many
+# small programs faster (README "Tests": tests/test_cpm.py 51 / 62 s of CPU against 72 / 97 s with
+# jaxlib's default emitters, alternating, 2026-12-07). Both give the same values
+# up to float rounding and the suite passes either way; ``JAXCOMP_TEST_XLA_DEFAULTS=1`` runs it with
+# jaxlib's defaults. Only on the jaxlib line that knows the flag (an unknown XLA flag aborts the process).
+if os.environ.get("JAXCOMP_TEST_XLA_DEFAULTS") != "1" and "fusion_emitters" not in os.environ.get("XLA_FLAGS", ""):
+    from importlib import metadata
+
+    try:
+        _jaxlib = metadata.version("jaxlib")
+    except metadata.PackageNotFoundError:
+        _jaxlib = ""
+    if _jaxlib.startswith("0.10."):
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_use_fusion_emitters=false").strip()
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 if str(REPO) not in sys.path:  # experiments/ (scripts, not installed) imports as a package from any directory

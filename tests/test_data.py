@@ -228,7 +228,7 @@ def test_tfds_array_record_source_without_tensorflow(l3c_tiny_config, tmp_path):
     JaxcompTinyPhotos(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
     config = apply_overrides(l3c_tiny_config, [
         "data.source=tfds", "data.tfds_name=jaxcomp_tiny_photos", f"data.tfds_data_dir={tmp_path}",
-        "data.tfds_val_split=validation"])
+        "data.tfds_val_split=validation", "data.eval_downscale=1.0"])
     data = build_image_data(config.data)
     assert len(data.train) == 3 and len(data.val) == 2
     batch = data.train_batch(0)["image"]

@@ -71,7 +71,9 @@ def test_encoder_and_f_see_the_map_and_the_heatmap_zeroes_the_latent(config, sta
     # partly preserved: G sees heatmap * w_hat, so any values in the zeroed cells give the same image
     decode = jax.jit(lambda w, s: model.apply({"params": params}, w, None, s, method=gc.GC.decode))
     junk = jnp.where(heat[..., None] > 0, full["w_hat"], 7.0)
-    np.testing.assert_allclose(np.asarray(decode(junk * heat[..., None], s)), np.asarray(masked["x_hat"]), atol=1e-6)
+    # two programs (float rounding apart: ~7e-6 with XLA's legacy CPU fusion emitters); junk that reached G
+    # would move the image by far more
+    np.testing.assert_allclose(np.asarray(decode(junk * heat[..., None], s)), np.asarray(masked["x_hat"]), atol=1e-4)
 
 
 def test_distortion_ignores_the_masked_pixels(config, state):

@@ -442,7 +442,8 @@ def test_validation_data_that_cannot_be_evaluated_fails_before_training(l3c_tiny
         for i in range(n):
             Image.fromarray(rng.integers(0, 256, (side, side, 3), np.uint8)).save(tmp_path / folder / f"{i}.png")
     config = apply_overrides(l3c_tiny_config, ["data.source=folder", f"data.path={tmp_path / 'train'}",
-                                               f"data.val_path={tmp_path / 'val'}", "steps=4", "eval_every=4"])
+                                               f"data.val_path={tmp_path / 'val'}", "steps=4", "eval_every=4",
+                                               "data.eval_downscale=1.0"])
     task, data = tasks.build(config)
     with pytest.raises(DataError, match="every validation image is smaller than data.eval_crop=32"):
         trainer.train(config, str(tmp_path / "run"), task, data, progress=False)
