@@ -121,6 +121,27 @@ def params_digest(path: str) -> str:
     return sha256_file(path)[:16]
 
 
+def model_digest(path: str) -> str:
+    """A short hash (16 hex digits) of what a model computes: its parameters (:func:`params_digest`)
+    and the config it is loaded with (an exported model's ``.json`` ``"config"``, a workdir's
+    ``config.json``; the config builds the network and the metrics around it). For pure caches of
+    a model's outputs, where a key too strict costs only a recomputation."""
+
+    digest = params_digest(path)  # names a missing model
+    if os.path.isdir(path):
+        config_path, config = os.path.join(path, "config.json"), None
+        if os.path.isfile(config_path):
+            config = _read_json(config_path, "run config")
+    else:
+        config_path = os.path.splitext(path)[0] + ".json"
+        notes = _read_json(config_path, "model notes") if os.path.isfile(config_path) else {}
+        config = notes.get("config") if isinstance(notes, dict) else None
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{path}: no model config in {config_path}")
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256((digest + "\n" + text).encode()).hexdigest()[:16]
+
+
 def lineage(init_from: str, sha256: str | None = None) -> list[dict[str, Any]]:
     """The chain of trainings a run with ``config.init_from=init_from`` continues, oldest first.
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -172,6 +174,17 @@ def test_precomputed_and_in_graph_inputs_agree(tiny_codec, tmp_path):
     np.savez(path.removesuffix(".npz"), latent=np.zeros(3))  # np.savez appends .npz
     np.testing.assert_array_equal(codec_outputs(tiny_codec, images, batch_size=4, cache_dir=cache,
                                                 progress=False)["decoded"], out["decoded"])
+    # the key holds the codec's config too (it builds the task that measures bits and quality): the same
+    # parameters under an edited config are computed again, not served the old config's outputs
+    edited = tmp_path / "edited" / "cpm_tiny.msgpack"
+    edited.parent.mkdir()
+    shutil.copy(tiny_codec, edited)
+    notes = json.loads(open(tiny_codec.removesuffix(".msgpack") + ".json").read())
+    notes["config"]["model"]["sigma"] = 2.0
+    (tmp_path / "edited" / "cpm_tiny.json").write_text(json.dumps(notes))
+    before = set(os.listdir(cache))
+    codec_outputs(str(edited), images, batch_size=4, cache_dir=cache, progress=False)
+    assert len(set(os.listdir(cache)) - before) == 1
     in_graph = _build(_config("latent", codec=tiny_codec, precomputed=False))
     pre = _build(_config("latent", codec=tiny_codec, precomputed=True))
     b_img = {"image": jnp.asarray(images, jnp.float32), "label": jnp.zeros(4, jnp.int32)}

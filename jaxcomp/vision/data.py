@@ -3,8 +3,8 @@ and the labelled arrays of each input (latent / decoded / original) for the trai
 
 * :func:`codec_outputs` runs a CPM model (workdir or ``.msgpack``) over ``uint8 [N, H, W, 3]``
   images once, jitted, in fixed-size batches, and returns the quantized latents ŷ, the decodings
-  and the rate and quality of every image; cached as ``.npz`` keyed by the model's bytes and the
-  images' bytes.
+  and the rate and quality of every image; cached as ``.npz`` keyed by the model's parameters and
+  config and the images' bytes.
 * :func:`understanding_arrays` gives ``(inputs, labels)`` of one split for ``config.data`` with
   ``source="digit_scenes"`` (the local MNIST-on-photos scenes of :mod:`jaxcomp.data.digit_scenes`)
   or ``source="voc"`` (PASCAL VOC 2012 segmentation in its original folder layout:
@@ -34,14 +34,17 @@ if TYPE_CHECKING:
 VOC_VOID = 255  # VOC's "void" border label; the task ignores labels >= num_classes
 
 
-def model_digest(path: str) -> str:
-    """A short hash of a model's parameters (:func:`jaxcomp.modelfile.params_digest`); a missing model is a
-    :class:`DataError` (the codec of an understanding run's data)."""
+def model_digest(path: str, with_config: bool = False) -> str:
+    """A short hash of a model's parameters (:func:`jaxcomp.modelfile.params_digest`), with
+    ``with_config`` also of the config it loads with (:func:`jaxcomp.modelfile.model_digest`, the key
+    of :func:`codec_outputs`' caches); a missing model is a :class:`DataError` (the codec of an
+    understanding run's data)."""
+    from jaxcomp.modelfile import model_digest as params_and_config
     from jaxcomp.modelfile import params_digest
 
     if not os.path.exists(path):
         raise DataError(f"codec model not found: {path!r} (an exported .msgpack or a training workdir)")
-    return params_digest(path)
+    return params_and_config(path) if with_config else params_digest(path)
 
 
 def codec_outputs(codec: str, images: np.ndarray, batch_size: int = 64, cache_dir: str = "",
@@ -60,7 +63,7 @@ def codec_outputs(codec: str, images: np.ndarray, batch_size: int = 64, cache_di
     if images.shape[1] % 8 or images.shape[2] % 8:
         raise DataError(f"image sides must be multiples of 8 for the codec, got {images.shape[1:3]}")
     path = ""
-    digest = model_digest(codec)
+    digest = model_digest(codec, with_config=True)  # the config builds the task that measures bits and quality
     if cache_dir:
         key = hashlib.sha256(images.tobytes()).hexdigest()[:16]
         path = os.path.join(cache_dir, f"codec_{digest}_{key}.npz")
@@ -94,8 +97,8 @@ _CODEC_OUTPUTS = ("latent", "decoded", "bits", "bpp", "ms_ssim", "psnr")
 
 @functools.lru_cache(maxsize=4)
 def _codec_runner(codec: str, digest: str):
-    """``(jitted run(params, x), params)`` of a CPM model, kept per model (``digest``: its parameters'
-    hash), so that every split and every call reuses one compilation; the parameters are an argument,
+    """``(jitted run(params, x), params)`` of a CPM model, kept per model (``digest``: the hash of its
+    parameters and config), so that every split and every call reuses one compilation; the parameters are an argument,
     not constants baked into the program."""
     import jax
     import jax.numpy as jnp
