@@ -86,7 +86,8 @@ def cpm_tiny_params(cpm_tiny_config):
     return jit_init(model.init)(jax.random.PRNGKey(0), np.zeros((1, 32, 32, 3), np.float32))["params"]
 
 
-# Test modules whose programs compile as a user's run compiles them: the exact numerics of the
+# Test modules whose programs compile at XLA's full optimisation level, as a user's run does (with the
+# fusion emitters above; tests/test_user_compile.py, slow, runs them with jaxlib's defaults): the exact numerics of the
 # entropy models, the coder, the L3C and DPLC codec modules (bit-exact coding of real photos, stored
 # executables), the command, the executable cache and the codec benchmarks. Every other module
 # trains and evaluates tiny models, where XLA's optimisation passes cost more time than they save:
@@ -114,7 +115,8 @@ def _compile_effort(request):
 
 @pytest.fixture
 def user_compile():
-    """For one test in a level-0 module: compile as a user's run does (e.g. to compare against it)."""
+    """For one test in a level-0 module: compile at the optimisation level of a user's run (e.g. to compare
+    against it)."""
     with _compile_mode(False):
         yield
 

@@ -179,7 +179,8 @@ def test_precomputed_and_in_graph_inputs_agree(tiny_codec, tmp_path):
     edited = tmp_path / "edited" / "cpm_tiny.msgpack"
     edited.parent.mkdir()
     shutil.copy(tiny_codec, edited)
-    notes = json.loads(open(tiny_codec.removesuffix(".msgpack") + ".json").read())
+    with open(tiny_codec.removesuffix(".msgpack") + ".json") as f:
+        notes = json.load(f)
     notes["config"]["model"]["sigma"] = 2.0
     (tmp_path / "edited" / "cpm_tiny.json").write_text(json.dumps(notes))
     before = set(os.listdir(cache))
