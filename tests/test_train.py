@@ -128,6 +128,13 @@ def test_kill_and_resume_continues_from_the_same_state(l3c_tiny_config, tmp_path
     biggest.write_bytes(biggest.read_bytes()[: biggest.stat().st_size // 2])
     with pytest.raises(ModelLoadError, match=r"unreadable checkpoint of step 6"):
         load_model(str(damaged), task=config.task)
+    # ... and through the trainer (continuing or evaluating it): tensorstore's plain Exception was a
+    # ~2000-line traceback with no error line
+    with pytest.raises(trainer.CheckpointError, match=r"checkpoints/6 is damaged: a file in it cannot be read"):
+        trainer.restore_for_eval(config, str(damaged), task, batch)
+    (damaged / "checkpoints" / "9").mkdir()  # an empty step folder hid the others behind "does not match"
+    with pytest.raises(trainer.CheckpointError, match=r"checkpoints/9 is incomplete .* resume from step 6"):
+        trainer.restore_for_eval(config, str(damaged), task, batch)
     wider = apply_overrides(config, ["model.features=12"])
     with pytest.raises(trainer.CheckpointError, match=r"does not match .*has shape"):  # named before restoring
         trainer.restore_for_eval(wider, workdir, tasks.build(wider)[0], batch)

@@ -302,6 +302,11 @@ def restore_checkpoint(manager: ocp.CheckpointManager, abstract: Any, step: int 
     if step not in manager.all_steps():
         raise CheckpointError(f"no checkpoint for step {step} in {manager.directory}; "
                               f"available: {sorted(manager.all_steps())}")
+    if not os.path.isdir(os.path.join(str(manager.directory), str(step), "default")):  # e.g. a folder made by hand
+        earlier = sorted(s for s in manager.all_steps() if s < step)
+        raise CheckpointError(f"checkpoint {manager.directory}/{step} is incomplete (no 'default' item in it): "
+                              f"remove that folder to resume from "
+                              f"{f'step {earlier[-1]}' if earlier else 'the start'}")
     mismatch = _param_mismatch(manager, step, abstract)
     if mismatch:
         # checked before restoring: a failing orbax restore leaves background futures whose
@@ -310,12 +315,26 @@ def restore_checkpoint(manager: ocp.CheckpointManager, abstract: Any, step: int 
                               f"(different architecture or task?): {mismatch}")
     try:
         return manager.restore(step, args=ocp.args.StandardRestore(abstract))
-    except (ValueError, KeyError, TypeError) as e:
+    except Exception as e:  # noqa: BLE001 (orbax and tensorstore raise many types, plain Exception too)
+        root = e
+        while root.__cause__ is not None:  # the innermost cause names the file and the bytes it lacks
+            root = root.__cause__
+        detail = " ".join(str(root).split(" See full TensorStore details")[0].split())[:500]
+        if any(code in detail for code in ("OUT_OF_RANGE", "DATA_LOSS", "Error reading")):
+            raise CheckpointError(
+                f"checkpoint {manager.directory}/{step} is damaged: a file in it cannot be read (cut short or "
+                f"removed in a copy?); restore its files, or remove that step to resume from an earlier one "
+                f"({type(root).__name__}: {detail})") from e
+        if not isinstance(root, (ValueError, KeyError, TypeError)):
+            raise CheckpointError(
+                f"checkpoint {manager.directory}/{step} could not be restored ({type(root).__name__}: {detail}); "
+                f"if its files were damaged or removed in a copy, restore them, or remove that step to resume "
+                f"from an earlier one") from e
         raise CheckpointError(
             f"checkpoint {manager.directory}/{step} does not match the model of this config "
             f"(different architecture or task; an optimizer state saved by an older version of its "
             f"task: start a new run from its parameters with init_from; or its files are damaged, cut "
-            f"short in a copy: restore them, or resume from an earlier step): {str(e)[:500]}"
+            f"short in a copy: restore them, or resume from an earlier step): {detail}"
         ) from e
 
 
