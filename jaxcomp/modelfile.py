@@ -126,7 +126,6 @@ def model_digest(path: str) -> str:
     and the config it is loaded with (an exported model's ``.json`` ``"config"``, a workdir's
     ``config.json``; the config builds the network and the metrics around it). For pure caches of
     a model's outputs, where a key too strict costs only a recomputation."""
-
     digest = params_digest(path)  # names a missing model
     if os.path.isdir(path):
         config_path, config = os.path.join(path, "config.json"), None

@@ -128,10 +128,14 @@ def test_kill_and_resume_continues_from_the_same_state(l3c_tiny_config, tmp_path
     biggest.write_bytes(biggest.read_bytes()[: biggest.stat().st_size // 2])
     with pytest.raises(ModelLoadError, match=r"unreadable checkpoint of step 6"):
         load_model(str(damaged), task=config.task)
-    # ... and through the trainer (continuing or evaluating it): tensorstore's plain Exception was a
-    # ~2000-line traceback with no error line
-    with pytest.raises(trainer.CheckpointError, match=r"checkpoints/6 is damaged: a file in it cannot be read"):
-        trainer.restore_for_eval(config, str(damaged), task, batch)
+    # ... and through the trainer (continuing or evaluating it), a cut data file (tensorstore's plain Exception
+    # was a ~2000-line traceback with no error line) or cut metadata (a JSON error)
+    for name, pattern in (("cut_data", "ocdbt.process_0/d/*"), ("cut_metadata", "_METADATA")):
+        shutil.copytree(workdir, tmp_path / name)
+        cut = max((tmp_path / name / "checkpoints" / "6" / "default").glob(pattern), key=lambda p: p.stat().st_size)
+        cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+        with pytest.raises(trainer.CheckpointError, match=r"checkpoints/6 is damaged: a file in it cannot be read"):
+            trainer.restore_for_eval(config, str(tmp_path / name), task, batch)
     (damaged / "checkpoints" / "9").mkdir()  # an empty step folder hid the others behind "does not match"
     with pytest.raises(trainer.CheckpointError, match=r"checkpoints/9 is incomplete .* resume from step 6"):
         trainer.restore_for_eval(config, str(damaged), task, batch)

@@ -319,15 +319,21 @@ def restore_checkpoint(manager: ocp.CheckpointManager, abstract: Any, step: int 
         root = e
         while root.__cause__ is not None:  # the innermost cause names the file and the bytes it lacks
             root = root.__cause__
-        detail = " ".join(str(root).split(" See full TensorStore details")[0].split())[:500]
-        if any(code in detail for code in ("OUT_OF_RANGE", "DATA_LOSS", "Error reading")):
+        def text(x: BaseException) -> str:
+            return " ".join(str(x).split(" See full TensorStore details")[0].split())
+
+        detail = f"{type(e).__name__}: {text(e)}" + ("" if root is e else f" <- {type(root).__name__}: {text(root)}")
+        detail = detail[:600]
+        damaged = isinstance(root, (json.JSONDecodeError, UnicodeDecodeError)) or any(  # metadata or data cut
+            code in detail for code in ("OUT_OF_RANGE", "DATA_LOSS", "Error reading"))
+        if damaged:
             raise CheckpointError(
                 f"checkpoint {manager.directory}/{step} is damaged: a file in it cannot be read (cut short or "
                 f"removed in a copy?); restore its files, or remove that step to resume from an earlier one "
-                f"({type(root).__name__}: {detail})") from e
+                f"({detail})") from e
         if not isinstance(root, (ValueError, KeyError, TypeError)):
             raise CheckpointError(
-                f"checkpoint {manager.directory}/{step} could not be restored ({type(root).__name__}: {detail}); "
+                f"checkpoint {manager.directory}/{step} could not be restored ({detail}); "
                 f"if its files were damaged or removed in a copy, restore them, or remove that step to resume "
                 f"from an earlier one") from e
         raise CheckpointError(
