@@ -114,11 +114,15 @@ def params_digest(path: str) -> str:
     if not os.path.exists(path):
         raise ModelLoadError(f"model not found: {path!r} (an exported .msgpack or a training workdir)")
     if os.path.isdir(path):
-        h = hashlib.sha256()
-        for leaf in jax.tree.leaves(load_workdir(path, batch_stats=False)[1]):
-            h.update(np.ascontiguousarray(leaf).tobytes())
-        return h.hexdigest()[:16]
+        return _tree_digest(load_workdir(path, batch_stats=False)[1])
     return sha256_file(path)[:16]
+
+
+def _tree_digest(params: Any) -> str:
+    h = hashlib.sha256()
+    for leaf in jax.tree.leaves(params):
+        h.update(np.ascontiguousarray(leaf).tobytes())
+    return h.hexdigest()[:16]
 
 
 def model_digest(path: str) -> str:
@@ -126,17 +130,16 @@ def model_digest(path: str) -> str:
     and the config it is loaded with (an exported model's ``.json`` ``"config"``, a workdir's
     ``config.json``; the config builds the network and the metrics around it). For pure caches of
     a model's outputs, where a key too strict costs only a recomputation."""
-    digest = params_digest(path)  # names a missing model
-    if os.path.isdir(path):
-        config_path, config = os.path.join(path, "config.json"), None
-        if os.path.isfile(config_path):
-            config = _read_json(config_path, "run config")
+    if os.path.isdir(path):  # one read of the workdir: its config.json and latest parameters
+        run_config, params, _ = load_workdir(path, batch_stats=False)
+        digest, config = _tree_digest(params), run_config.to_dict()
     else:
+        digest = params_digest(path)  # names a missing model
         config_path = os.path.splitext(path)[0] + ".json"
         notes = _read_json(config_path, "model notes") if os.path.isfile(config_path) else {}
         config = notes.get("config") if isinstance(notes, dict) else None
-    if not isinstance(config, dict):
-        raise ModelLoadError(f"{path}: no model config in {config_path}")
+        if not isinstance(config, dict):
+            raise ModelLoadError(f"{path}: no model config in {config_path}")
     text = json.dumps(config, sort_keys=True, default=str)
     return hashlib.sha256((digest + "\n" + text).encode()).hexdigest()[:16]
 

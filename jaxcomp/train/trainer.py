@@ -319,11 +319,7 @@ def restore_checkpoint(manager: ocp.CheckpointManager, abstract: Any, step: int 
         root = e
         while root.__cause__ is not None:  # the innermost cause names the file and the bytes it lacks
             root = root.__cause__
-        def text(x: BaseException) -> str:
-            return " ".join(str(x).split(" See full TensorStore details")[0].split())
-
-        detail = f"{type(e).__name__}: {text(e)}" + ("" if root is e else f" <- {type(root).__name__}: {text(root)}")
-        detail = detail[:600]
+        detail = _error_text(e) + ("" if root is e else f" <- {_error_text(root)}")
         damaged = isinstance(root, (json.JSONDecodeError, UnicodeDecodeError)) or any(  # metadata or data cut
             code in detail for code in ("OUT_OF_RANGE", "DATA_LOSS", "Error reading"))
         if damaged:
@@ -342,6 +338,12 @@ def restore_checkpoint(manager: ocp.CheckpointManager, abstract: Any, step: int 
             f"task: start a new run from its parameters with init_from; or its files are damaged, cut "
             f"short in a copy: restore them, or resume from an earlier step): {detail}"
         ) from e
+
+
+def _error_text(error: BaseException) -> str:
+    """``Type: message`` on one line, without tensorstore's multi-line spec dump, at most 300 characters."""
+    text = " ".join(str(error).split(" See full TensorStore details")[0].split())
+    return f"{type(error).__name__}: {text}"[:300]
 
 
 def _path_name(path: tuple) -> str:
