@@ -14,12 +14,16 @@ setup(
                                "metrics/pretrained/*.msgpack", "metrics/pretrained/*.json", "metrics/pretrained/*.md",
                                "ecg/templates/*.npz", "ecg/templates/*.md",
                                "ecg/pretrained/*.msgpack", "ecg/pretrained/*.json", "ecg/pretrained/*.md"]},
+    # The JAX stack's floors are the versions the suite runs on (jax/jaxlib 0.10.2, flax 0.12.8,
+    # optax 0.2.8, orbax-checkpoint 0.12.8, constriction 0.5.0): the code uses jax.typeof and newer
+    # orbax restore arguments, and `import jaxcomp` sets an XLA flag that older jaxlibs do not know
+    # (XLA aborts on an unknown flag). Older versions were never run.
     install_requires=[
-        "jax>=0.4.30",
-        "flax>=0.8",
-        "optax>=0.2",
-        "orbax-checkpoint>=0.6",
-        "constriction>=0.4",
+        "jax>=0.10.2",
+        "flax>=0.12",
+        "optax>=0.2.8",
+        "orbax-checkpoint>=0.12",
+        "constriction>=0.5",
         "tensorflow-datasets>=4.9",
         "numpy>=1.26",
         "ml_collections>=0.1.1",

@@ -38,13 +38,17 @@ def param_shapes(module: Any, *inputs: jax.ShapeDtypeStruct | None) -> Any:
     return jax.eval_shape(module.init, jax.random.PRNGKey(0), *inputs).get("params", {})
 
 
-def check_params(params: Any, expected: Any, path: str,
-                 architecture: str = "the architecture its .json describes") -> None:
+def check_params(params: Any, expected: Any, path: str, architecture: str | None = None) -> None:
     """Raises :class:`ModelLoadError` unless ``params`` has exactly the tree and shapes of
     ``expected`` (e.g. :func:`param_shapes`): a model file whose notes name another architecture
     than its parameters (an edited ``.json``, a mismatched pair) is refused by name instead of
     failing inside Flax or, with parameters to spare, coding with part of them. ``path`` and
-    ``architecture`` name the parameters' source and what they should fit in the message."""
+    ``architecture`` name the parameters' source and what they should fit in the message (by
+    default the architecture that ``path``'s notes describe: a workdir's ``config.json``, an
+    exported model's ``.json``)."""
+    if architecture is None:
+        notes = "config.json" if os.path.isdir(path) else ".json"
+        architecture = f"the architecture its {notes} describes"
     def name(path: tuple) -> str:
         return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
 

@@ -1,5 +1,6 @@
 """The shared argument checks of :mod:`jaxcomp.checks`, and one caller's use of them."""
 
+import os
 import re
 
 import numpy as np
@@ -61,7 +62,7 @@ def _bad_calls():
         split_mixture_params,
     )
     from jaxcomp.metrics import MNISTFeatures
-    from jaxcomp.modelfile import ModelLoadError, load_model
+    from jaxcomp.modelfile import ModelLoadError, check_params, load_model
     from jaxcomp.nn import conv_strided_s2d, pixel_shuffle
     from jaxcomp.quantize import uniform_levels
     from jaxcomp.strassen.counting import dense_counts
@@ -92,6 +93,11 @@ def _bad_calls():
         ("encode a string", lambda: Vocabulary(["a", "b"]).encode("ab"), DataError, "list of words"),
         ("read_words(None)", lambda: read_words(None), DataError, "expects a file path"),
         ("load_model(None)", lambda: load_model(None, "l3c"), ModelLoadError, "a checkpoint is a path"),
+        ("workdir's params of another shape", lambda: check_params({"w": np.zeros(2)}, {"w": np.zeros(3)},
+                                                                    os.path.dirname(__file__)),
+         ModelLoadError, r"do not fit the architecture its config\.json describes \(w: \(2,\) instead of \(3,\)\)"),
+        ("model file's params missing one", lambda: check_params({}, {"w": np.zeros(3)}, "m.msgpack"),
+         ModelLoadError, r"m\.msgpack: .* do not fit the architecture its \.json describes \(missing w\)"),
         ("pixel_shuffle factor True", lambda: pixel_shuffle(jnp.zeros((1, 2, 2, 4)), True), ValueError, "factor"),
         ("pixel_shuffle factor 0", lambda: pixel_shuffle(jnp.zeros((1, 2, 2, 4)), 0), ValueError, "factor"),
         ("pixel_shuffle of [H, W, C]", lambda: pixel_shuffle(jnp.zeros((2, 2, 4)), 2), ValueError, r"\[B, H, W, C\]"),
