@@ -220,6 +220,10 @@ def test_losses_refuse_mismatched_shapes_and_flag_bad_labels():
     w = jnp.asarray([1.0, 0.5, 0.0, 0.0])
     ce = np.asarray(distill.cross_entropy(s, y))
     assert float(distill.label_loss(s, y, w)) == pytest.approx((ce[0] + 0.5 * ce[1]) / 1.5, rel=1e-6)
+    # weights summing to less than 1 give the same weighted mean (no floor at 1 in the denominator)
+    assert float(distill.label_loss(s, y, 0.1 * w)) == pytest.approx((ce[0] + 0.5 * ce[1]) / 1.5, rel=1e-6)
+    assert float(distill.kd_loss(s, -s, 2.0, 0.1 * w)) == pytest.approx(float(distill.kd_loss(s, -s, 2.0, w)), rel=1e-6)
+    assert float(distill.label_loss(s, y, jnp.zeros(4))) == 0.0
     assert float(distill.distillation_loss("kd", s, -s, None, key, 2.0, jnp.asarray(0.0))) == pytest.approx(
         float(distill.kd_loss(s, -s, 2.0)), rel=1e-6)
     with pytest.raises(ValueError, match="needs the labels"):

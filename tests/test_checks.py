@@ -40,6 +40,7 @@ def _bad_calls():
     from jaxcomp.cluster.data import union_of_subspaces
     from jaxcomp.cluster.spectral import spectral_clustering
     from jaxcomp.cluster.ssc import affinity_from_coefficients, tau_from_noise
+    from jaxcomp.codecs import l3c
     from jaxcomp.data import DataError
     from jaxcomp.data.digit_scenes import SceneSpec, texture_split
     from jaxcomp.data.labels import majority_filter
@@ -96,6 +97,11 @@ def _bad_calls():
         ("workdir's params of another shape", lambda: check_params({"w": np.zeros(2)}, {"w": np.zeros(3)},
                                                                     os.path.dirname(__file__)),
          ModelLoadError, r"do not fit the architecture its config\.json describes \(w: \(2,\) instead of \(3,\)\)"),
+        ("gradient penalty of uint8 images", lambda: gan.gradient_penalty(
+            lambda v: jnp.sum(v, (1, 2, 3)), jnp.zeros((2, 4, 4, 3), jnp.uint8), jnp.zeros((2, 4, 4, 3), jnp.uint8),
+            jax.random.PRNGKey(0)), ValueError, "real must be floating point"),
+        ("rgb pyramid of 10x10 at 2 scales", lambda: l3c.rgb_pyramid(jnp.zeros((1, 10, 10, 3)), 2), ValueError,
+         r"multiples of 2\*\*scales = 4, got shape \(1, 10, 10, 3\)"),
         ("model file's params missing one", lambda: check_params({}, {"w": np.zeros(3)}, "m.msgpack"),
          ModelLoadError, r"m\.msgpack: .* do not fit the architecture its \.json describes \(missing w\)"),
         ("pixel_shuffle factor True", lambda: pixel_shuffle(jnp.zeros((1, 2, 2, 4)), True), ValueError, "factor"),

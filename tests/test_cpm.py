@@ -59,6 +59,18 @@ def test_rate_penalty_is_a_hinge_above_the_target():
     assert float(r) == 0.0
 
 
+def test_symbol_bits_are_minus_log2_p_and_nan_outside_the_levels():
+    """``-log2 p(s)``; a symbol outside ``0..L-1`` (e.g. -1 padding) is NaN, not the last level's
+    bits (negative indices wrap in ``take_along_axis``) nor 0 bits (no one-hot row)."""
+    logits = jnp.log(jnp.array([0.7, 0.2, 0.1]))[None, None, None, None]  # [1, 1, 1, 1, L=3]
+    for s, want in ((0, -np.log2(0.7)), (2, -np.log2(0.1)), (-1, np.nan), (3, np.nan)):
+        sym = jnp.full((1, 1, 1, 1), s)
+        got = float(cpm.symbol_bits(logits, sym)[0, 0, 0, 0])
+        centers = jnp.array([-1.0, 0.0, 1.0])
+        soft = float(cpm.expected_symbol_bits(logits, jnp.zeros((1, 1, 1, 1)), sym, centers, 1.0)[0, 0, 0, 0])
+        np.testing.assert_allclose([got, soft], [want, want], rtol=1e-6)
+
+
 def test_rate_terms_count_only_unmasked_symbols():
     """``bits`` sums the symbols the mask keeps (plus the importance map); ``H_real`` all of them
     (guards `cpm/rate-counts-masked-symbols`)."""

@@ -103,6 +103,20 @@ def test_omp_single_signal_and_exclude(planted):
     assert np.asarray(res.n_iter) == 8  # cannot reach zero residual without the banned atom
 
 
+def test_pursuits_compute_half_precision_inputs_in_float32_also_under_x64(planted):
+    """The docstring's "float32 unless x64 is enabled and inputs are float64": turning x64 on for
+    unrelated float64 work must not run a pursuit of float16 inputs in float16 (~6x the residual)."""
+    import jax
+
+    D, X, Y, supports = planted
+    base = omp(D.astype(np.float16), Y[:2].astype(np.float16), max_iter=4)
+    with jax.enable_x64(True):
+        half = omp(D.astype(np.float16), Y[:2].astype(np.float16), max_iter=4)
+        wide = omp(D.astype(np.float64), Y[:2].astype(np.float64), max_iter=4)
+    assert base.coef.dtype == half.coef.dtype == np.float32 and wide.coef.dtype == np.float64
+    np.testing.assert_allclose(half.coef, base.coef, rtol=1e-5, atol=1e-6)
+
+
 def test_mp_residual_never_increases(planted):
     D, _, Y, _ = planted
     norms = [np.asarray(mp(D, Y, max_iter=k).residual_norm) for k in (1, 3, 9)]

@@ -49,6 +49,16 @@ def test_twn_ternary_values_threshold_and_straight_through_gradient():
     # bf16 weights stay bf16 (the docstring's "same dtype as w"), also with a float32 scale or mix
     wb = w.astype(jnp.bfloat16)
     assert strassen.ternarize(wb, scale=s).dtype == strassen.mix_ternary(wb, jnp.float32(0.5)).dtype == jnp.bfloat16
+    # float16 kernels of a real layer's size (3x3x128x128 ~ 147k entries): the sums of the threshold,
+    # the optimal scale and the scale's gradient overflow float16 unless accumulated in float32
+    big = jax.random.normal(jax.random.PRNGKey(2), (384, 384))
+    qh, q32 = strassen.ternarize(big.astype(jnp.float16)), strassen.ternarize(big)
+    assert qh.dtype == jnp.float16
+    np.testing.assert_allclose(np.unique(np.asarray(qh, np.float32)), np.unique(np.asarray(q32)), rtol=1e-3)
+    gh = jax.grad(lambda s: jnp.sum(strassen.ternarize(big.astype(jnp.float16), scale=s)
+                                    * g[0, 0].astype(jnp.float16)).astype(jnp.float32))(jnp.float16(0.3))
+    np.testing.assert_allclose(float(gh), float(g[0, 0]) * np.mean(np.asarray(big)[np.asarray(q32) != 0] > 0) * 2
+                               - float(g[0, 0]), rtol=2e-2)
     with pytest.raises(ValueError, match="unknown ternary method"):
         strassen.ternary_pattern(w, "binary")
 

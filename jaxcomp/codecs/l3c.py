@@ -307,6 +307,9 @@ def rgb_pyramid(x: jax.Array, scales: int, method: str = "bicubic") -> list[jax.
     """``[x(0), ..., x(S)]`` in [0, 255], float32, from ``x [B, H, W, C]`` (H, W multiples of
     ``2**scales``): bicubic (antialiased) x2 downscalings rounded to 8 bits, or with
     ``method="subsample"`` the top-left pixel of each 2x2 block (``x(s)[:, ::2, ::2]``)."""
+    if x.ndim != 4 or x.shape[1] % 2**scales or x.shape[2] % 2**scales:
+        raise ValueError(f"rgb_pyramid: x must be [B, H, W, C] with H and W multiples of 2**scales = {2**scales}, "
+                         f"got shape {tuple(x.shape)} (pad the image first)")
     out = [x.astype(jnp.float32)]
     if method == "subsample":
         for _ in range(scales):

@@ -4,7 +4,8 @@ Shapes: ``logits`` are ``float [..., C]`` over any leading axes (``[B, C]`` for 
 ``[B, T, C]`` for a language model); ``labels`` are ``int [...]``. Every ``*_loss`` returns a
 ``float32`` scalar: the mean over all leading positions (or, for CWTM, the weighted sum its
 definition asks for). An optional ``mask [...]`` excludes positions (padding): boolean, or non-negative
-weights (a position counts with its weight; 0 excludes it, whatever its logits or label hold).
+weights (a position counts with its weight: the weighted mean ``sum(w * loss) / sum(w)``; 0 excludes
+it, whatever its logits or label hold; an all-zero mask gives 0).
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ def _mean(values: jax.Array, mask: jax.Array | None) -> jax.Array:
     _check_mask(values, mask)
     weight = mask.astype(values.dtype)  # a bool mask, or non-negative weights
     # where, not only a product: a masked position's value (e.g. NaN for a padding label) must not count
-    return jnp.sum(jnp.where(weight > 0, values * weight, 0.0)) / jnp.maximum(jnp.sum(weight), 1.0)
+    # the weighted mean: weights summing to less than 1 (e.g. normalised importances) are not scaled
+    # down by a floor at 1; only an all-zero mask gives 0
+    total = jnp.sum(weight)
+    return jnp.sum(jnp.where(weight > 0, values * weight, 0.0)) / jnp.where(total > 0, total, 1.0)
 
 
 def _check_pair(student_logits: jax.Array, teacher_logits: jax.Array) -> None:

@@ -88,6 +88,10 @@ def gradient_penalty(critic: Callable[[jax.Array], jax.Array], real: jax.Array, 
     """
     if real.shape != fake.shape:
         raise ValueError(f"gradient_penalty: real {real.shape} and fake {fake.shape} differ in shape")
+    for name, a in (("real", real), ("fake", fake)):
+        if not jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating):
+            raise ValueError(f"gradient_penalty: {name} must be floating point (images as float, e.g. "
+                             f"uint8 / 127.5 - 1), got dtype {jnp.asarray(a).dtype}")
     eps = jax.random.uniform(rng, (real.shape[0],) + (1,) * (real.ndim - 1), real.dtype)
     x_hat = eps * real + (1.0 - eps) * jax.lax.stop_gradient(fake)
     grads = jax.grad(lambda x: jnp.sum(critic(x)))(x_hat)

@@ -327,7 +327,9 @@ def _run(kind, D, y, max_iter, tol, corr_tol, exclude, max_nonzeros=None) -> Pur
     max_iter = _check_common(max_iter, tol, corr_tol, K)
     Y = y[None] if single else y
     ex = _check_exclude(exclude, Y.shape[0], K)
-    dtype = jnp.result_type(D.dtype, Y.dtype) if jax.config.jax_enable_x64 else jnp.float32
+    # float64 only when x64 is on and an input is float64; half precision is computed in float32
+    wide = any(d.kind == "f" and d.itemsize >= 8 for d in (D.dtype, Y.dtype))
+    dtype = jnp.float64 if jax.config.jax_enable_x64 and wide else jnp.float32
     # an atom whose squared norm is not a normal number in the device's precision divides by zero there
     tiny = np.sqrt(np.finfo(dtype).tiny)
     small = np.flatnonzero(np.linalg.norm(D.astype(np.float64), axis=0) < tiny)

@@ -50,7 +50,7 @@ def ternary_pattern(w: jax.Array, method: str = "twn", threshold: float = 0.7) -
         raise ValueError(f"ternary_pattern expects float weights, got dtype {jnp.asarray(w).dtype}")
     if method == "round":
         return jnp.clip(jnp.round(w), -1, 1)
-    delta = threshold * jnp.mean(jnp.abs(w))
+    delta = threshold * jnp.mean(jnp.abs(w), dtype=jnp.promote_types(w.dtype, jnp.float32))
     return jnp.where(jnp.abs(w) > delta, jnp.sign(w), 0.0).astype(w.dtype)
 
 
@@ -60,8 +60,11 @@ def optimal_scale(w: jax.Array, t: jax.Array) -> jax.Array:
     if tuple(jnp.shape(w)) != tuple(jnp.shape(t)):
         raise ValueError(f"optimal_scale: w {tuple(jnp.shape(w))} and its pattern t {tuple(jnp.shape(t))} must have "
                          "the same shape")
-    kept = jnp.sum(jnp.abs(t))
-    return jnp.where(kept > 0, jnp.sum(jnp.abs(w) * jnp.abs(t)) / jnp.maximum(kept, 1.0), 1.0)
+    # sums in float32 at least: a float16 kernel of ~80k entries overflows both sums (inf / inf = NaN)
+    acc = jnp.promote_types(jnp.result_type(w, t), jnp.float32)
+    kept = jnp.sum(jnp.abs(t), dtype=acc)
+    scale = jnp.where(kept > 0, jnp.sum(jnp.abs(w).astype(acc) * jnp.abs(t).astype(acc)) / jnp.maximum(kept, 1.0), 1.0)
+    return scale.astype(jnp.result_type(w, t))
 
 
 def ternarize(w: jax.Array, method: str = "twn", threshold: float = 0.7,
@@ -86,7 +89,7 @@ def ternarize(w: jax.Array, method: str = "twn", threshold: float = 0.7,
     # Forward: exactly scale * t. Backward: w straight through; the scale gets the *mean* of g * t
     # over the kept entries -- one scalar summing thousands of gradients diverges at the
     # learning rates the weights use (an SGD 0.05 ResNet run lost all accuracy that way).
-    kept = jnp.maximum(jnp.sum(jnp.abs(t)), 1.0)
+    kept = jnp.maximum(jnp.sum(jnp.abs(t), dtype=jnp.promote_types(t.dtype, jnp.float32)), 1.0)
     scale_path = jax.lax.stop_gradient(scale) + (scale - jax.lax.stop_gradient(scale)) / kept
     return (scale_path * t).astype(w.dtype) + (w - jax.lax.stop_gradient(w))
 

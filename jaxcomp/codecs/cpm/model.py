@@ -299,9 +299,12 @@ def kmap_bits(kmap_logits: jax.Array, k: jax.Array) -> jax.Array:
 
 
 def symbol_bits(logits: jax.Array, symbols: jax.Array) -> jax.Array:
-    """``-log2 p(symbol)`` under the context model, ``float32 [B, h, w, C]``."""
+    """``-log2 p(symbol)`` under the context model: ``logits [B, h, w, C, L]``, integer ``symbols
+    [B, h, w, C]`` -> ``float32 [B, h, w, C]``; NaN where a symbol is outside ``0..L-1`` (a padding
+    value such as -1 would otherwise be scored as the last level)."""
     logp = jax.nn.log_softmax(logits, axis=-1)
-    return -jnp.take_along_axis(logp, symbols[..., None], axis=-1)[..., 0] / np.log(2.0)
+    bits = -jnp.take_along_axis(logp, symbols[..., None], axis=-1, mode="clip")[..., 0] / np.log(2.0)
+    return jnp.where((symbols >= 0) & (symbols < logits.shape[-1]), bits, jnp.nan)
 
 
 def expected_symbol_bits(logits: jax.Array, z: jax.Array, symbols: jax.Array, centers: jax.Array,
@@ -310,11 +313,12 @@ def expected_symbol_bits(logits: jax.Array, z: jax.Array, symbols: jax.Array, ce
     soft assignment of ``z`` to the centres (so a value can learn to move to a cheaper centre).
 
     ``logits [B, h, w, C, L]``, ``z`` (values before quantization) and ``symbols`` ``[B, h, w, C]``
-    -> ``float32 [B, h, w, C]``."""
+    -> ``float32 [B, h, w, C]`` (NaN where a symbol is outside ``0..L-1``, as :func:`symbol_bits`)."""
     per_centre = -jax.nn.log_softmax(logits, axis=-1) / np.log(2.0)
     soft = jax.nn.softmax(-sigma * jnp.square(z[..., None] - centers), axis=-1)
     assign = soft + jax.lax.stop_gradient(jax.nn.one_hot(symbols, centers.shape[0]) - soft)
-    return jnp.sum(assign * per_centre, axis=-1)
+    bits = jnp.sum(assign * per_centre, axis=-1)  # a symbol without a one-hot row would cost 0 bits
+    return jnp.where((symbols >= 0) & (symbols < centers.shape[0]), bits, jnp.nan)
 
 
 def rate_terms(spec: CPMSpec, out: dict[str, jax.Array], bc: jax.Array | None = None) -> dict[str, jax.Array]:
