@@ -82,9 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     records = [r for r in records if isinstance(r.get("step"), int) and r["step"] <= steps]
     evals = [r for r in records if r.get("split") == "eval"]
     train = [r for r in records if r.get("split") == "train"]
-    # wall time of training: steps logged between consecutive records divided by their rate
+    # wall time of training: steps logged between consecutive records divided by their rate (a row
+    # at or before the previous one's step, from a log written before rows past a resumed run's
+    # checkpoint were set aside, is a repeat and not counted again)
     seconds, prev = 0.0, 0
     for r in train:
+        if r["step"] <= prev:
+            continue
         if r.get("steps_per_sec"):
             seconds += (r["step"] - prev) / r["steps_per_sec"]
         prev = r["step"]

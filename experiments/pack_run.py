@@ -41,7 +41,7 @@ import sys
 import tarfile
 import tempfile
 
-from jaxcomp.files import CHECKPOINT_COMMIT_MARKERS, atomic_file, latest_complete_checkpoint
+from jaxcomp.files import CHECKPOINT_COMMIT_MARKERS, LOCK_FILE, atomic_file, latest_complete_checkpoint
 
 RUN_FILES = ("config.json", "metrics.jsonl", "lineage.json")
 STAGING_PREFIX = ".unpacking-"  # unpack's hidden folder inside the workdir, until everything is out
@@ -71,7 +71,8 @@ def tree_files(root: str) -> tuple[dict[str, int | None], list[str]]:
     relative to ``root`` (``/``-separated). A run is a folder below ``root`` with ``config.json``;
     its step is its newest complete checkpoint (``None``: none yet, so it starts again), the only
     checkpoint that travels. Other files travel as they are, except those under ``tensorboard`` /
-    ``jax_cache`` folders, an unpack's staging folder, and links or special files."""
+    ``jax_cache`` folders, an unpack's staging folder, the trainer's lock files (``train.lock``), and
+    links or special files."""
     runs: dict[str, int | None] = {}
     files: list[str] = []
     for here, dirs, names in os.walk(root):
@@ -84,8 +85,8 @@ def tree_files(root: str) -> tuple[dict[str, int | None], list[str]]:
             continue
         if rel and "config.json" in names:
             runs[rel[:-1]] = latest_complete_checkpoint(here)
-        files.extend(rel + n for n in sorted(names)
-                     if os.path.isfile(os.path.join(here, n)) and not os.path.islink(os.path.join(here, n)))
+        files.extend(rel + n for n in sorted(names) if n != LOCK_FILE
+                     and os.path.isfile(os.path.join(here, n)) and not os.path.islink(os.path.join(here, n)))
     return runs, files
 
 

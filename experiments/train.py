@@ -5,7 +5,9 @@
 
 Resumes from the last checkpoint in --workdir; --eval-only evaluates that checkpoint (or, with
 none there, the model ``--config.init_from=`` names on this command line: an exported .msgpack or
-another workdir; a config's own default starting model is not scored in place of a mistyped workdir).
+another workdir; a config's own default starting model is not scored in place of a mistyped workdir)
+and prints the scores, leaving the workdir's config.json and metrics.jsonl as its training wrote
+them. One process at a time trains or evaluates a workdir (``WORKDIR/train.lock``).
 --time-limit SECONDS stops (with a checkpoint) once that much wall-clock time has passed; the
 same command then continues the run, as if it had not stopped (for leased machines with a
 per-command limit, or a shared CPU).
@@ -76,12 +78,11 @@ def main(argv: list[str] | None = None) -> int:
             trainer.check_same_settings(config, args.workdir, trainer.BOOKKEEPING_KEYS + ("steps", "init_from"))
         trainer.maybe_initialize_distributed(config)
         task, data = tasks.build(config)
-        if args.eval_only:
-            config.unlock()
-            config.steps = 0
-            config.lock()
-        state, metrics = trainer.train(config, args.workdir, task, data, progress=not args.no_progress,
-                                       time_limit=args.time_limit)
+        if args.eval_only:  # writes nothing into the workdir: its config.json and log stay its training's
+            state, metrics = trainer.evaluate_run(config, args.workdir, task, data)
+        else:
+            state, metrics = trainer.train(config, args.workdir, task, data, progress=not args.no_progress,
+                                           time_limit=args.time_limit)
     except (ConfigError, DataError, trainer.CheckpointError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{str(e).splitlines()[0]}", file=sys.stderr)
         return 2
     step = int(state.step)
-    if step < config.steps:
+    if step < config.steps and not args.eval_only:
         print(f"stopped by --time-limit at step {step} of {config.steps}; run the same command to continue",
               file=sys.stderr)
     print(json.dumps({"workdir": args.workdir, "step": step, "eval": metrics}))

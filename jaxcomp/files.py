@@ -239,6 +239,7 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 CHECKPOINT_COMMIT_MARKERS = ("commit_success.txt", "_CHECKPOINT_METADATA")  # orbax writes one of them last
+LOCK_FILE = "train.lock"  # in a workdir: locked by the one process training or evaluating it (jaxcomp.train)
 
 
 def latest_complete_checkpoint(workdir: str | os.PathLike) -> int | None:

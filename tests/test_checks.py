@@ -162,6 +162,8 @@ def _bad_calls():
          "x_min < x_max"),
         ("pixels given to the [-1, 1] grid", lambda: mixture_log_prob(params, jnp.full((1, 2, 2, 1), 128.0), 256),
          ValueError, r"on the grid of 256 levels in \[-1, 1\]"),
+        ("a value half-way between two levels", lambda: mixture_log_prob(params, jnp.zeros((1, 2, 2, 1)), 16),
+         ValueError, r"\(steps of 0\.133333\), got 0, 0\.50 of a step off the grid"),
         ("NaN values to code", lambda: mixture_log_prob(params, jnp.full((1, 2, 2, 1), jnp.nan), 16), ValueError,
          "NaN or inf"),
         ("window of 4.5 levels", lambda: mixture_pmf_window(params, None, 16, 4.5), ValueError, "window"),
@@ -289,7 +291,7 @@ def test_mixture_checks_read_only_the_channels_that_condition():
         mixture_pmf(rgb, x, 16, channel=2)  # B given R and G: G is read
     with pytest.raises(ValueError, match="NaN or inf"):
         mixture_log_prob(rgb, x, 16)  # the probability of every channel's value
-    y = jnp.zeros((1, 2, 2, 3))
+    y = jnp.full((1, 2, 2, 3), 1 / 15)  # a grid point of 16 levels on [-1, 1]
     traced = jax.jit(lambda lo: mixture_log_prob(rgb, y, 16, x_min=lo, x_max=1.0))(-1.0)
     np.testing.assert_allclose(np.asarray(traced), np.asarray(mixture_log_prob(rgb, y, 16)), rtol=1e-6)
 

@@ -162,7 +162,7 @@ def test_mixture_inputs_are_checked_at_trace_time():
     scored as values, fewer than 2 levels and a channel out of range are refused by name."""
     raw = jnp.zeros((1, 2, 2, lm.num_mixture_params(3, 2, True)))
     p = lm.split_mixture_params(raw, 3, 2, True)
-    x = jnp.zeros((1, 2, 2, 3))
+    x = jnp.full((1, 2, 2, 3), 1 / 255)  # a grid point of 256 levels on [-1, 1] (0 is not one)
     assert lm.mixture_log_prob(p, x, 256).shape == (1, 2, 2, 3)
     for bad, match in ((jnp.zeros((1, 2, 2, 1)), "shape"), (jnp.zeros((4, 2, 2, 3)), "shape"),
                        (jnp.full((1, 2, 2, 3), 200, jnp.uint8), "must be float")):

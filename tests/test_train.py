@@ -53,11 +53,18 @@ def test_kill_and_resume_continues_from_the_same_state(l3c_tiny_config, tmp_path
     assert manager.latest_step() == 4  # step 5 was lost with the kill
     manager.close()
     log_path = os.path.join(workdir, "metrics.jsonl")
+    unsaved = {"step": 5, "split": "train", "bpsp": 99.0}  # a row logged after the last checkpoint
     torn = '{"step": 5, "split": "tra'  # the kill cut a line of the log short
     with open(log_path, "a") as f:
-        f.write(torn)
+        f.write(json.dumps(unsaved) + "\n" + torn)
+    # one process at a time: a second one is refused by name while the workdir is held
+    with trainer.workdir_lock(workdir, "a test"), pytest.raises(
+            trainer.CheckpointError, match=r"killed is in use by another process \(pid \d+ on .*, a test, since"):
+        trainer.train(config, workdir, task, data, progress=False)
     resumed, _ = trainer.train(config, workdir, task, data, progress=False)
     assert int(resumed.step) == 6
+    # the unsaved row was set aside (its step was trained again), not kept beside the new one
+    assert read_jsonl(os.path.join(workdir, "metrics.discarded.jsonl")) == [unsaved]
     for a, b in zip(_params(reference), _params(resumed)):
         np.testing.assert_array_equal(a, b)
     # a time limit stops after the step that ran out of time, checkpointed even off the
@@ -65,6 +72,8 @@ def test_kill_and_resume_continues_from_the_same_state(l3c_tiny_config, tmp_path
     limited = str(tmp_path / "limited")
     stopped, metrics = trainer.train(config, limited, task, data, progress=False, time_limit=1e-9)
     assert int(stopped.step) == 1 and metrics == {}
+    # the steps since the last train row are logged before the stop (none lost from the log)
+    assert [r["step"] for r in read_jsonl(os.path.join(limited, "metrics.jsonl"))] == [1]
     manager = trainer.checkpoint_manager(limited)
     assert manager.latest_step() == 1
     manager.close()
@@ -74,7 +83,7 @@ def test_kill_and_resume_continues_from_the_same_state(l3c_tiny_config, tmp_path
     assert pack_run.pack(limited, archive)[0] == "1"
     moved = str(tmp_path / "elsewhere" / "run")
     assert pack_run.unpack(archive, moved) == "1"
-    assert sorted(os.listdir(moved)) == ["checkpoints", "config.json", "metrics.jsonl"]
+    assert sorted(os.listdir(moved)) == ["checkpoints", "config.json", "metrics.jsonl"]  # no train.lock
     with pytest.raises(pack_run.PackError, match="already has checkpoints"):
         pack_run.unpack(archive, moved)
     seen = []
@@ -83,6 +92,28 @@ def test_kill_and_resume_continues_from_the_same_state(l3c_tiny_config, tmp_path
     assert int(finished.step) == 6 and seen[0] == 2  # continued from the moved step-1 checkpoint
     for a, b in zip(_params(reference), _params(finished)):
         np.testing.assert_array_equal(a, b)
+    assert [r["step"] for r in read_jsonl(os.path.join(moved, "metrics.jsonl")) if r["split"] == "train"] == [1, 5, 6]
+    # evaluating the finished run, here or with --eval-only's function, logs nothing and keeps its config
+    before = {n: open(os.path.join(moved, n)).read() for n in ("config.json", "metrics.jsonl")}
+    scored = apply_overrides(config, ["eval_every=2", "optimizer.learning_rate=0.5"])
+    _, again = trainer.train(scored, moved, task, data, progress=False)
+    state, only = trainer.evaluate_run(scored, moved, task, data)
+    assert int(state.step) == 6 and again and only == pytest.approx(again, rel=1e-6)
+    assert {n: open(os.path.join(moved, n)).read() for n in before} == before
+    # an export's training time counts a step once, also from a log of before the rows were set aside
+    import shutil
+
+    from experiments import export_model
+
+    rows = read_jsonl(os.path.join(moved, "metrics.jsonl"))
+    seconds = sum((r["step"] - p) / r["steps_per_sec"] for r, p in zip(rows, [0, 1, 5]))
+    repeated = str(tmp_path / "repeated")
+    shutil.copytree(moved, repeated)
+    with open(os.path.join(repeated, "metrics.jsonl"), "a") as f:  # steps 1 and 5 logged again, slowly
+        f.write("".join(json.dumps({**r, "steps_per_sec": 1e-3}) + "\n" for r in rows[:2]))
+    for run in (moved, repeated):
+        assert export_model.main(["--workdir", run, "--out", f"{run}.msgpack"]) == 0
+        assert json.load(open(f"{run}.json"))["training"]["train_seconds"] == round(seconds)
     with open(os.path.join(workdir, "config.json")) as f:
         assert json.load(f)["model"]["features"] == config.model.features
     raw = open(log_path).read().splitlines()
@@ -110,8 +141,6 @@ def test_kill_and_resume_continues_from_the_same_state(l3c_tiny_config, tmp_path
     for a, b in zip(_params(restored), jax.tree.leaves(params)):
         np.testing.assert_array_equal(a, b)
     # a damaged copy of the run: each damage named, as a ModelLoadError
-    import shutil
-
     from jaxcomp.modelfile import ModelLoadError
 
     damaged = tmp_path / "damaged"
@@ -147,7 +176,8 @@ def test_kill_and_resume_continues_from_the_same_state(l3c_tiny_config, tmp_path
     with pytest.raises(trainer.CheckpointError, match="does not match"):
         trainer.train(apply_overrides(wider, ["steps=8"]), workdir, *tasks.build(wider), progress=False)
     assert open(os.path.join(workdir, "config.json")).read() == saved
-    assert sorted(os.listdir(workdir)) == ["checkpoints", "config.json", "metrics.jsonl", "tensorboard"]
+    assert sorted(os.listdir(workdir)) == ["checkpoints", "config.json", "metrics.discarded.jsonl", "metrics.jsonl",
+                                           "tensorboard", "train.lock"]
 
 
 def test_loop_settings_that_cannot_work_are_refused_before_anything_runs(l3c_tiny_config, tmp_path):
@@ -649,7 +679,6 @@ def test_command_line_reports_errors_without_traceback(repo, tmp_path, l3c_tiny_
     import jax
 
     from experiments.train import main as train_main
-    from jaxcomp.files import latest_complete_checkpoint
     from jaxcomp.modelfile import export_params
 
     monkeypatch.chdir(repo)
@@ -660,7 +689,7 @@ def test_command_line_reports_errors_without_traceback(repo, tmp_path, l3c_tiny_
         assert train_main(["--config", "configs/l3c.py:tiny", "--workdir", str(tmp_path / f"eval{shift}"),
                            "--eval-only", "--no-progress", f"--config.init_from={model}"]) == 0
         printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-        assert printed["step"] == 0 and latest_complete_checkpoint(str(tmp_path / f"eval{shift}")) is None
+        assert printed["step"] == 0 and not (tmp_path / f"eval{shift}").exists()  # nothing written
         scores.append(printed["eval"]["bpsp"])
     assert scores[0] != scores[1]  # the model named, not a fresh initialisation, is scored
     # a config's own default starting model (CPM's cpu_low starts from the cpu_med run) is not scored

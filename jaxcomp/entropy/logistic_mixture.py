@@ -87,7 +87,8 @@ def _check_inputs(name: str, params: MixtureParams, x: jax.Array | None, levels:
                   x_min: float = -1.0, x_max: float = 1.0, conditioning: bool = False) -> None:
     """Trace-time checks (shapes and dtypes are static): ``levels >= 2``, ``x_min < x_max``, ``x``
     float with the parameters' ``[B, H, W, C]`` (``[C, B, H, W]`` channels-first) shape, ``channel``
-    an index in range; a concrete ``x`` (outside ``jit``) also finite and on ``[x_min, x_max]``. With
+    an index in range; a concrete ``x`` (outside ``jit``) also finite, on ``[x_min, x_max]`` and, unless it
+    only conditions, on its grid points (within 1% of a step: float rounding, not half-way values). With
     ``conditioning`` (``x`` only conditions the PMFs) only the channels read are: those before
     ``channel`` (all but the last without one), none without RGB coefficients; the others may hold
     anything (a decoder's channels not decoded yet)."""
@@ -121,6 +122,15 @@ def _check_inputs(name: str, params: MixtureParams, x: jax.Array | None, levels:
                 raise ValueError(f"{name}: x must be values on the grid of {levels} levels in [{x_min:g}, {x_max:g}], "
                                  f"got values in [{finite.min():g}, {finite.max():g}] (e.g. pixels in [0, 255] must "
                                  "be mapped to the grid first)")
+            # the values scored must be grid points (up to float rounding); conditioning values only
+            # shift the means linearly, so there they need only be in range
+            steps = (finite.astype(np.float64) - float(x_min)) / (2 * half)
+            off = np.abs(steps - np.round(steps))
+            if not conditioning and off.max() > 0.01:
+                bad = finite.reshape(-1)[int(np.argmax(off))]
+                raise ValueError(f"{name}: x must be values on the grid of {levels} levels in [{x_min:g}, {x_max:g}] "
+                                 f"(steps of {2 * half:g}), got {bad:g}, {off.max():.2f} of a step off the grid "
+                                 "(quantize first, e.g. round(pixels) mapped to the grid)")
     n_channels = shape[0] if channels_first else shape[-2]
     if channel is not None and not 0 <= channel < n_channels:
         raise ValueError(f"{name}: channel must be in [0, {n_channels - 1}], got {channel}")

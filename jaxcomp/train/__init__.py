@@ -29,6 +29,7 @@ from jaxcomp.train.trainer import (
     checkpoint_manager,
     compile_steps,
     evaluate,
+    evaluate_run,
     init_state,
     jit_init,
     load_init_params,
@@ -41,15 +42,16 @@ from jaxcomp.train.trainer import (
     shard_batch,
     train,
     warm_start,
+    workdir_lock,
 )
 
 __all__ = [
     "BOOKKEEPING_KEYS", "Batches", "CheckpointError", "PlateauState", "Task", "TrainState", "TwoPlayerState",
     "abstract_state",
     "batch_sharding", "benchmark_train_step", "check_devices", "check_same_settings", "check_settings",
-    "checkpoint_manager", "compile_steps", "evaluate",
+    "checkpoint_manager", "compile_steps", "evaluate", "evaluate_run",
     "init_state", "jit_init", "l2_penalty", "load_init_params", "make_mesh", "make_optimizer", "make_schedule",
     "maybe_initialize_distributed", "per_task", "param_path", "plateau_reset", "plateau_scale", "plateau_settings",
     "plateau_update", "replicated", "restore_checkpoint", "restore_for_eval", "scale_on_plateau", "shard_batch",
-    "train", "train_only_labels", "warm_start",
+    "train", "train_only_labels", "warm_start", "workdir_lock",
 ]

@@ -11,11 +11,13 @@ TensorBoard and ``metrics.jsonl``, and evaluating every ``eval_every`` steps.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import math
 import os
 import shutil
+import socket
 import sys
 import time
 import warnings
@@ -31,8 +33,13 @@ from tqdm.auto import tqdm
 
 from jaxcomp.checks import is_whole
 from jaxcomp.configs import ConfigError
-from jaxcomp.files import open_appending, write_atomic
+from jaxcomp.files import LOCK_FILE, open_appending, write_atomic
 from jaxcomp.train.state import make_schedule, plateau_reset, plateau_scale, plateau_settings, plateau_update
+
+try:
+    import fcntl
+except ImportError:  # not POSIX (Windows): workdirs are not locked
+    fcntl = None
 
 log = logging.getLogger("jaxcomp.train")
 
@@ -552,6 +559,69 @@ def check_same_settings(config: ml_collections.ConfigDict, workdir: str,
                          f"continue it anyway)")
 
 
+DISCARDED_METRICS = "metrics.discarded.jsonl"  # rows logged after the last checkpoint of a stopped run
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str, purpose: str = "training") -> Iterator[None]:
+    """Holds an exclusive lock on ``WORKDIR/train.lock`` (process 0; released when the block ends
+    or the process dies): a second process training or evaluating the same workdir is refused by
+    name instead of both writing the same checkpoint steps and interleaving their logs. (POSIX
+    ``flock``; where Python has no ``fcntl``, e.g. on Windows, nothing is locked.)
+
+    Raises:
+      CheckpointError: another process holds the workdir (its pid, host and purpose are named).
+    """
+    if jax.process_index() != 0 or fcntl is None:
+        yield
+        return
+    os.makedirs(workdir, exist_ok=True)
+    f = open(os.path.join(workdir, LOCK_FILE), "a+", encoding="utf-8")
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "a process that did not say which"
+            raise CheckpointError(f"{workdir} is in use by another process ({holder}): two runs in one workdir "
+                                  "overwrite each other's checkpoints and interleave their logs; wait for it to "
+                                  "finish, stop it, or use another --workdir") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}, {purpose}, since "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n")
+        f.flush()
+        yield
+    finally:
+        f.close()  # releases the lock
+
+
+def _set_aside_rows_past(workdir: str, step: int) -> None:
+    """Moves the rows of ``metrics.jsonl`` logged after ``step`` (a run stopped after its last
+    checkpoint: training that was not saved and is about to be redone) to
+    ``metrics.discarded.jsonl``, so the log holds each step once and nothing is lost."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if jax.process_index() != 0 or not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = [line if line.endswith("\n") else line + "\n" for line in f if line.strip()]
+    keep, later = [], []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:  # a torn line stays where it is (read_jsonl skips it with a warning)
+            row = None
+        later_row = isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] > step
+        (later if later_row else keep).append(line)
+    if not later:
+        return
+    with open_appending(os.path.join(workdir, DISCARDED_METRICS)) as f:  # first: a kill here loses nothing
+        f.write("".join(later))
+    write_atomic(path, "".join(keep))
+    log.warning("%d rows of %s were logged after step %d, the checkpoint this run continues from (training "
+                "that was not saved); moved to %s", len(later), path, step, DISCARDED_METRICS)
+
+
 def _save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     if jax.process_index() != 0:
         return
@@ -597,17 +667,30 @@ def train(
     Returns:
       The final state (``state.step < config.steps`` if stopped by ``time_limit``) and the last
       evaluation metrics (empty without validation data).
+
+    The workdir is locked while this runs (:func:`workdir_lock`: a second process is refused). A
+    run continued from a checkpoint first moves the log rows written after that checkpoint (by
+    the stopped run, whose steps are redone) to ``metrics.discarded.jsonl``; a run stopped by
+    ``time_limit`` logs the train metrics of its last, partial logging interval; a finished run
+    called again reports its evaluation without logging it twice.
     """
     started = time.monotonic()
     check_settings(config)
     mesh = make_mesh() if mesh is None else mesh
     check_devices(config, mesh.devices.size)
-    os.makedirs(workdir, exist_ok=True)
+    with workdir_lock(workdir, "training"):
+        return _train(config, workdir, task, data, callbacks, mesh, progress, time_limit, started)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, task: Task, data: Batches,
+           callbacks: Sequence[Callable[[int, Any, Metrics], None]], mesh: Mesh, progress: bool,
+           time_limit: float | None, started: float) -> tuple[Any, dict[str, float]]:
     rng = jax.random.PRNGKey(config.seed)
     init_rng, train_rng = jax.random.split(rng)
 
     manager = checkpoint_manager(workdir, config.keep)
     start_step = manager.latest_step() or 0
+    _set_aside_rows_past(workdir, start_step)
     batches = data.train_batches(start_step)
     first = next(batches)
     if config.eval_every and start_step < config.steps:
@@ -616,7 +699,7 @@ def train(
     if start_step:
         state = restore_checkpoint(manager, abstract_state(task, first, init_rng, mesh), start_step)
         log.info("resumed from %s at step %d", manager.directory, start_step)
-        if 0 < config.steps < start_step:  # (steps 0: --eval-only, evaluation is what is asked)
+        if 0 < config.steps < start_step:  # (steps 0: evaluation is what is asked)
             log.warning("the checkpoint in %s is at step %d, past config.steps=%d: nothing is trained, "
                         "the step-%d model is evaluated", manager.directory, start_step, config.steps, start_step)
     else:
@@ -631,7 +714,8 @@ def train(
 
                 # the hash of the bytes just loaded, not of the file when the model is exported
                 record_lineage(workdir, config.init_from, notes.get("sha256"))
-    _save_config(config, workdir)  # only once the checkpoint or starting model fits this config
+    if start_step < config.steps:  # a run trained to its end (or past it) is reported, its config kept
+        _save_config(config, workdir)  # only once the checkpoint or starting model fits this config
     train_step, eval_step = compile_steps(task, mesh)
     plateau = plateau_settings(config.optimizer) if "optimizer" in config else None
     plateau_resets = {int(s) for s in plateau.get("reset_steps", ())} if plateau is not None else set()
@@ -641,9 +725,9 @@ def train(
     writer = MetricWriter(workdir)
     eval_metrics: dict[str, float] = {}
 
-    def run_eval(step: int) -> dict[str, float]:
+    def run_eval(step: int, log_it: bool = True) -> dict[str, float]:
         metrics = evaluate(eval_step, state, data.eval_batches(config.eval_batch_size), mesh)
-        if metrics:
+        if metrics and log_it:
             writer.write(step, metrics, "eval")
             if progress and jax.process_index() == 0:
                 tqdm.write(f"step {step} eval: " + _fmt(metrics))
@@ -652,7 +736,20 @@ def train(
     bar = tqdm(total=config.steps, initial=start_step, disable=not progress or jax.process_index() != 0,
                dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0, desc="train")
     pending: list[Metrics] = []
-    last_log_time, last_log_step = time.perf_counter(), start_step
+    last_log = [time.perf_counter(), start_step]  # time and step of the last train row
+
+    def log_train(step: int) -> None:
+        """The means of the steps since the last train row, as one row at ``step``."""
+        means = {k: float(np.mean([float(m[k]) for m in pending])) for k in pending[0]}
+        now = time.perf_counter()
+        means["steps_per_sec"] = (step - last_log[1]) / max(now - last_log[0], 1e-9)
+        if plateau is not None and "learning_rate" in means:  # the schedule's rate times the rule's factor
+            means["learning_rate"] *= plateau_scale(state.opt_state)
+        last_log[:] = [now, step]
+        writer.write(step, means, "train")
+        bar.set_postfix_str(_fmt(means))
+        pending.clear()
+
     step = start_step
     batch = first
     try:
@@ -664,15 +761,7 @@ def train(
                 callback(step, state, metrics)
             bar.update(1)
             if step % config.log_every == 0 or step == config.steps:
-                means = {k: float(np.mean([float(m[k]) for m in pending])) for k in pending[0]}
-                now = time.perf_counter()
-                means["steps_per_sec"] = (step - last_log_step) / max(now - last_log_time, 1e-9)
-                if plateau is not None and "learning_rate" in means:  # the schedule's rate times the rule's factor
-                    means["learning_rate"] *= plateau_scale(state.opt_state)
-                last_log_time, last_log_step = now, step
-                writer.write(step, means, "train")
-                bar.set_postfix_str(_fmt(means))
-                pending.clear()
+                log_train(step)
             if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
                 eval_metrics = run_eval(step)
                 if plateau is not None:
@@ -682,6 +771,8 @@ def train(
             if step % config.checkpoint_every == 0 or step == config.steps:  # after the plateau rule's update
                 manager.save(step, args=ocp.args.StandardSave(state))
             if step < config.steps and _out_of_time(started, time_limit, step, config.log_every):
+                if pending:  # the steps since the last row, logged before the checkpoint that keeps them
+                    log_train(step)
                 if step % config.checkpoint_every:
                     manager.save(step, args=ocp.args.StandardSave(state))
                 log.info("time limit of %.0f s reached: stopped at step %d of %d (checkpointed; "
@@ -690,7 +781,8 @@ def train(
             if step < config.steps:
                 batch = next(batches)
         if not eval_metrics and step == start_step and config.eval_every:
-            eval_metrics = run_eval(step)  # already trained to the end: report, do not train
+            # already trained to the end: report, do not train (nor log the evaluation a second time)
+            eval_metrics = run_eval(step, log_it=False)
     finally:
         bar.close()
         manager.wait_until_finished()
@@ -732,6 +824,50 @@ def _out_of_time(started: float, time_limit: float | None, step: int, every: int
     return bool(multihost_utils.broadcast_one_to_all(late))
 
 
+def evaluate_run(config: ml_collections.ConfigDict, workdir: str, task: Task, data: Batches,
+                 mesh: Mesh | None = None) -> tuple[Any, dict[str, float]]:
+    """``(state, metrics)``: the latest checkpoint in ``workdir`` (or, with none there, the model
+    ``config.init_from`` names, on a fresh initialisation) evaluated on ``data``'s validation
+    batches (``{}`` when ``config.eval_every`` is 0: no validation data). What
+    ``experiments/train.py --eval-only`` runs.
+
+    Writes nothing into ``workdir`` but its lock file (held meanwhile, :func:`workdir_lock`): the run's
+    ``config.json`` and ``metrics.jsonl`` stay those of its training, whatever this config
+    overrides (another validation set, say). ``state.step`` is the checkpoint's step (0 for
+    ``init_from``).
+
+    Raises:
+      CheckpointError: neither a checkpoint nor ``config.init_from``; the checkpoint or model does
+        not fit the config's model; the workdir is in use.
+    """
+    check_settings(config)
+    mesh = make_mesh() if mesh is None else mesh
+    check_devices(config, mesh.devices.size)
+    init_rng, _ = jax.random.split(jax.random.PRNGKey(config.seed))
+    batches = data.train_batches(0)
+    try:
+        first = next(batches)  # the shapes to build the model with
+    finally:
+        getattr(batches, "close", lambda: None)()
+    from jaxcomp.files import latest_complete_checkpoint
+
+    # a workdir that does not exist (a model named by init_from) is not made: nothing is written
+    lock = workdir_lock(workdir, "--eval-only") if os.path.isdir(workdir) else contextlib.nullcontext()
+    with lock:
+        if latest_complete_checkpoint(workdir) is not None:
+            state = restore_for_eval(config, workdir, task, first, mesh=mesh)
+        elif config.get("init_from", ""):
+            loaded, _ = load_init_params(config)
+            state = warm_start(init_state(task, first, init_rng, mesh), loaded, config.init_from, mesh,
+                               grow=bool(config.get("init_grow", False)))
+        else:
+            raise CheckpointError(f"no checkpoint in {workdir} and no config.init_from to evaluate")
+        _, eval_step = compile_steps(task, mesh)
+        metrics = evaluate(eval_step, state, data.eval_batches(config.eval_batch_size), mesh) \
+            if config.eval_every else {}
+    return state, metrics
+
+
 def restore_for_eval(
     config: ml_collections.ConfigDict, workdir: str, task: Task, example_batch: Batch,
     step: int | None = None, mesh: Mesh | None = None,
@@ -752,8 +888,8 @@ def _fmt(metrics: dict[str, float]) -> str:
 
 __all__ = [
     "Batches", "CheckpointError", "Task", "abstract_state", "batch_sharding", "checkpoint_manager",
-    "compile_steps", "evaluate", "init_state", "jit_init", "make_mesh", "maybe_initialize_distributed",
-    "replicated", "restore_checkpoint", "restore_for_eval", "shard_batch", "train",
+    "compile_steps", "evaluate", "evaluate_run", "init_state", "jit_init", "make_mesh", "maybe_initialize_distributed",
+    "replicated", "restore_checkpoint", "restore_for_eval", "shard_batch", "train", "workdir_lock",
 ]
 
 
