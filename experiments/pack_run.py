@@ -4,10 +4,10 @@ files that describe the run) into one archive, unpack it into a workdir elsewher
     python -m experiments.pack_run --workdir runs/l3c_paper --out l3c_paper.tar          # pack
     python -m experiments.pack_run --unpack l3c_paper.tar --workdir runs/l3c_paper       # unpack
 
-The archive holds ``config.json``, ``metrics.jsonl``, ``lineage.json`` (those present) and only the
-latest ``checkpoints/<step>/`` (parameters, optimizer state and step: all a resumed run needs;
-batches depend only on the step, so the continued run is the one an uninterrupted run would
-have been). Older checkpoints and TensorBoard logs stay behind. Packing refuses to replace an
+The archive holds ``config.json``, ``metrics.jsonl``, ``metrics.discarded.jsonl``, ``lineage.json``
+(those present) and only the latest ``checkpoints/<step>/`` (parameters, optimizer state and
+step: all a resumed run needs; batches depend only on the step, so the continued run is the one
+an uninterrupted run would have been). Older checkpoints and TensorBoard logs stay behind. Packing refuses to replace an
 existing archive (``--force`` does) and to write the archive inside the run it packs (even with
 ``--force``: it could replace the run's own files); a missing folder of ``--out`` is made.
 Unpacking refuses a workdir that is not empty (it would mix two runs or replace their files), any
@@ -43,7 +43,7 @@ import tempfile
 
 from jaxcomp.files import CHECKPOINT_COMMIT_MARKERS, LOCK_FILE, atomic_file, latest_complete_checkpoint
 
-RUN_FILES = ("config.json", "metrics.jsonl", "lineage.json")
+RUN_FILES = ("config.json", "metrics.jsonl", "metrics.discarded.jsonl", "lineage.json")
 STAGING_PREFIX = ".unpacking-"  # unpack's hidden folder inside the workdir, until everything is out
 TREE_MANIFEST = "packed_tree.json"  # at the root of the archive of a driver's workdir: its runs and steps
 NOT_CARRIED = ("tensorboard", "jax_cache")  # folders of a tree left behind (logs; machine-local compiled code)

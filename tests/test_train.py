@@ -180,6 +180,31 @@ def test_kill_and_resume_continues_from_the_same_state(l3c_tiny_config, tmp_path
                                            "tensorboard", "train.lock"]
 
 
+def test_workdir_lock_refuses_a_second_holder_only(tmp_path, monkeypatch, caplog):
+    """A held workdir is refused naming its holder; a filesystem without ``flock`` (ENOSYS) runs
+    unlocked with a warning instead of every run being refused as "in use"."""
+    import errno
+    import logging
+
+    from jaxcomp.train import trainer as loop
+
+    workdir = str(tmp_path / "w")
+    with trainer.workdir_lock(workdir, "first"):
+        with pytest.raises(trainer.CheckpointError, match=r"in use by another process \(pid \d+ .*, first, since"):
+            with trainer.workdir_lock(workdir):
+                pass
+    with trainer.workdir_lock(workdir), trainer.workdir_lock(str(tmp_path / "other")):
+        pass  # released after the block; another workdir is independent
+
+    def no_flock(*_):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(loop.fcntl, "flock", no_flock)
+    with caplog.at_level(logging.WARNING, logger="jaxcomp.train"), trainer.workdir_lock(workdir):
+        pass
+    assert "cannot be locked (" in caplog.text and "Function not implemented" in caplog.text
+
+
 def test_loop_settings_that_cannot_work_are_refused_before_anything_runs(l3c_tiny_config, tmp_path):
     """keep=0 would train and keep no checkpoint; log_every=0 would fail after compiling."""
     cases = [("keep=0", r"config\.keep must be an integer >= 1, got 0 \(0 would keep no checkpoint\)"),

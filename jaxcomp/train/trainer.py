@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import json
 import logging
 import math
@@ -509,7 +510,7 @@ def _warn_on_schedule_length(config: ml_collections.ConfigDict, key: str) -> Non
     ``decay_steps`` (the configs tie them) leaves the rate at 0 for the last steps, or ends the run
     with most of the rate left."""
     opt, steps = config[key], config.get("steps")
-    if opt.get("schedule", "constant") != "cosine" or not is_whole(steps) or steps == 0:  # 0: --eval-only
+    if opt.get("schedule", "constant") != "cosine" or not is_whole(steps) or steps == 0:  # 0: nothing trained
         return
     decay, warmup = int(opt.decay_steps), int(opt.get("warmup_steps", 0))
     left = 0.5 * (1 + math.cos(math.pi * min(max(steps - warmup, 0) / decay, 1.0)))
@@ -564,36 +565,50 @@ DISCARDED_METRICS = "metrics.discarded.jsonl"  # rows logged after the last chec
 
 @contextlib.contextmanager
 def workdir_lock(workdir: str, purpose: str = "training") -> Iterator[None]:
-    """Holds an exclusive lock on ``WORKDIR/train.lock`` (process 0; released when the block ends
-    or the process dies): a second process training or evaluating the same workdir is refused by
-    name instead of both writing the same checkpoint steps and interleaving their logs. (POSIX
-    ``flock``; where Python has no ``fcntl``, e.g. on Windows, nothing is locked.)
+    """Holds an exclusive lock on ``WORKDIR/train.lock`` (taken by process 0, its outcome shared
+    with the others; released when the block ends or the process dies): a second process training
+    or evaluating the same workdir is refused by name instead of both writing the same checkpoint
+    steps and interleaving their logs. (POSIX ``flock``; where Python has no ``fcntl``, e.g. on
+    Windows, or the filesystem has no ``flock``, nothing is locked: a warning says so.)
 
     Raises:
       CheckpointError: another process holds the workdir (its pid, host and purpose are named).
     """
-    if jax.process_index() != 0 or fcntl is None:
-        yield
-        return
-    os.makedirs(workdir, exist_ok=True)
-    f = open(os.path.join(workdir, LOCK_FILE), "a+", encoding="utf-8")
-    try:
+    f, holder = None, None
+    if jax.process_index() == 0 and fcntl is not None:
+        os.makedirs(workdir, exist_ok=True)
+        f = open(os.path.join(workdir, LOCK_FILE), "a+", encoding="utf-8")
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                f.seek(0)
+                holder = f.read().strip() or "a process that did not say which"
+            else:  # e.g. a filesystem without flock (ENOSYS, EOPNOTSUPP): run, as before there were locks
+                log.warning("%s cannot be locked (%s): nothing stops a second process from using it meanwhile",
+                            workdir, e)
+            f.close()
+            f = None
+    busy = holder is not None
+    if jax.process_count() > 1:  # every process stops, not only process 0
+        from jax.experimental import multihost_utils
+
+        busy = bool(multihost_utils.broadcast_one_to_all(np.bool_(busy)))
+    if busy:
+        raise CheckpointError(f"{workdir} is in use by another process ({holder or 'seen by process 0'}): two runs "
+                              "in one workdir overwrite each other's checkpoints and interleave their logs; wait "
+                              "for it to finish, stop it, or use another --workdir")
+    try:
+        if f is not None:
             f.seek(0)
-            holder = f.read().strip() or "a process that did not say which"
-            raise CheckpointError(f"{workdir} is in use by another process ({holder}): two runs in one workdir "
-                                  "overwrite each other's checkpoints and interleave their logs; wait for it to "
-                                  "finish, stop it, or use another --workdir") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()} on {socket.gethostname()}, {purpose}, since "
-                f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n")
-        f.flush()
+            f.truncate()
+            f.write(f"pid {os.getpid()} on {socket.gethostname()}, {purpose}, since "
+                    f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n")
+            f.flush()
         yield
     finally:
-        f.close()  # releases the lock
+        if f is not None:
+            f.close()  # releases the lock
 
 
 def _set_aside_rows_past(workdir: str, step: int) -> None:
@@ -709,7 +724,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, task: Task, data: Ba
         if loaded is not None:
             state = warm_start(state, loaded, config.init_from, mesh, grow=bool(config.get("init_grow", False)))
             log.info("started from the parameters of %s", config.init_from)
-            if jax.process_index() == 0:
+            if jax.process_index() == 0 and config.steps > 0:  # (steps 0: nothing trained, nothing recorded)
                 from jaxcomp.modelfile import record_lineage
 
                 # the hash of the bytes just loaded, not of the file when the model is exported
