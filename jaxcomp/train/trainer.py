@@ -724,13 +724,15 @@ def _train(config: ml_collections.ConfigDict, workdir: str, task: Task, data: Ba
         if loaded is not None:
             state = warm_start(state, loaded, config.init_from, mesh, grow=bool(config.get("init_grow", False)))
             log.info("started from the parameters of %s", config.init_from)
-            if jax.process_index() == 0 and config.steps > 0:  # (steps 0: nothing trained, nothing recorded)
+            if jax.process_index() == 0:
                 from jaxcomp.modelfile import record_lineage
 
                 # the hash of the bytes just loaded, not of the file when the model is exported
                 record_lineage(workdir, config.init_from, notes.get("sha256"))
-    if start_step < config.steps:  # a run trained to its end (or past it) is reported, its config kept
-        _save_config(config, workdir)  # only once the checkpoint or starting model fits this config
+    # a run trained to its end (or past it) is reported with its config kept; a new one (also of 0
+    # steps, a starting model's run) saves it, once the checkpoint or starting model fits this config
+    if start_step < config.steps or not start_step:
+        _save_config(config, workdir)
     train_step, eval_step = compile_steps(task, mesh)
     plateau = plateau_settings(config.optimizer) if "optimizer" in config else None
     plateau_resets = {int(s) for s in plateau.get("reset_steps", ())} if plateau is not None else set()
