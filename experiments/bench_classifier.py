@@ -31,6 +31,8 @@ import resource
 import sys
 import time
 
+from jaxcomp.checks import int_at_least
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -39,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--size", type=int, default=32, help="image height and width")
     parser.add_argument("--channels", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=10, help="timed steps")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps (the first compiles)")
+    parser.add_argument("--steps", type=int_at_least(1), default=10, help="timed steps")
+    parser.add_argument("--warmup", type=int_at_least(0), default=2, help="untimed steps (the first compiles)")
     parser.add_argument("--teacher", action="store_true", help="time a BAN step with a same-size teacher")
     parser.add_argument("--device-augment", action="store_true",
                         help="feed 4-pixel-padded images and crop + flip them inside the step (crop_flip_device)")

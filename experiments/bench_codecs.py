@@ -70,14 +70,21 @@ def extra_codecs(args: argparse.Namespace) -> list[Codec]:
 
 def build_codecs(args: argparse.Namespace) -> list[Codec]:
     """``lossless_baselines()`` plus :func:`extra_codecs`, filtered by ``--codecs``."""
-    codecs = lossless_baselines() + extra_codecs(args)
+    try:
+        baselines, missing = lossless_baselines(), ""
+    except ImportError as e:  # without imagecodecs: the learned codecs can still be measured, when named
+        baselines, missing = [], f" ({e}; --codecs l3c needs none)"
+    codecs = baselines + extra_codecs(args)
     if not args.codecs:
+        if missing:
+            raise CodecError(f"no baseline codecs{missing}")
         return codecs
     by_name = {c.name: c for c in codecs}
     wanted = [n.strip() for n in args.codecs.split(",") if n.strip()]
     unknown = [n for n in wanted if n not in by_name]
     if unknown:
-        raise CodecError(f"unknown codec(s) {', '.join(map(repr, unknown))}; available: {', '.join(by_name)}")
+        raise CodecError(f"unknown codec(s) {', '.join(map(repr, unknown))}; available: {', '.join(by_name)}"
+                         f"{missing}")
     return [by_name[n] for n in dict.fromkeys(wanted)]
 
 

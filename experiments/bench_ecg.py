@@ -17,6 +17,7 @@ import json
 import sys
 
 from experiments._children import run_each_config
+from jaxcomp.checks import int_at_least
 
 
 def bench_one(spec: str, steps: int, warmup: int, seconds: float, overrides: list[str]) -> dict:
@@ -44,16 +45,16 @@ def bench_one(spec: str, steps: int, warmup: int, seconds: float, overrides: lis
                 overrides=" ".join(overrides))
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", nargs="+", required=True)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int_at_least(1), default=10)
+    parser.add_argument("--warmup", type=int_at_least(0), default=2)
     parser.add_argument("--seconds", type=float, default=30.0, help="recording length of the benchmark batch")
     parser.add_argument("--override", action="append", default=[], help="key=value, applied to every config")
     parser.add_argument("--json", default="", help="append results as JSON lines to this file")
     parser.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args._child:
         print(json.dumps(bench_one(args.config[0], args.steps, args.warmup, args.seconds, args.override)))
         return 0

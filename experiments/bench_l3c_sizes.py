@@ -212,10 +212,13 @@ def main(argv: list[str] | None = None) -> int:
 
     enable_compilation_cache(args.cache_dir)
     from jaxcomp.codecs.l3c import load_codec
+    from jaxcomp.data import DataError
 
-    sizes = parse_sizes(args.sizes)
     folder = os.path.join(args.out, "images")
-    paths = write_crops(args.photos, sizes, folder)
+    try:  # before any timing: sizes, the photos and their crops
+        paths = write_crops(args.photos, parse_sizes(args.sizes), folder)
+    except (ValueError, DataError, OSError) as e:
+        p.error(str(e))
     kwargs = {} if args.buckets == "default" else {
         "buckets": {"auto": "auto", "none": None, "one": [args.tile]}[args.buckets]}
     load_before = load_average()
@@ -241,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
                      f"({r['first_compile_s']:.2f}) | {r['first_loads']} ({r['first_load_s']:.2f}) | "
                      f"{r['warm_s']:.2f} ({r['warm_encode_s']:.2f} + {r['warm_decode_s']:.2f}) | "
                      f"{r['warm_traces']} | {r['extra_s']:.2f} | {r['bpsp']:.4f} |")
-    lines.append(f"\nAfter the first image: traces {sum(r['first_traces'] for r in later)}, compile s "
+    lines.append("\nOne image: no unseen size after the first." if not later else
+                 f"\nAfter the first image: traces {sum(r['first_traces'] for r in later)}, compile s "
                  f"{sum(r['first_compile_s'] for r in later):.2f}, executables loaded "
                  f"{sum(r['first_loads'] for r in later)} ({sum(r['first_load_s'] for r in later):.2f} s); "
                  f"extra s max {max(r['extra_s'] for r in later):.2f}, "

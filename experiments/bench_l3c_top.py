@@ -21,6 +21,8 @@ import sys
 
 import numpy as np
 
+from jaxcomp.checks import int_at_least
+
 
 def crop_positions(height: int, width: int, side: int, count: int, seed: int) -> list[tuple[int, int]]:
     """``count`` top-left corners ``(y, x)`` of ``side x side`` crops inside ``height x width``
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--photos", default="../shared/data/photos", help="folder holding the shipped photos' originals")
     p.add_argument("--split", default="val", choices=["val", "test"])
     p.add_argument("--sides", default="16,32,64,96,128,160,192,256", help="crop sides in px, comma-separated")
-    p.add_argument("--crops", type=int, default=4, help="crops per photo and side")
+    p.add_argument("--crops", type=int_at_least(1), default=4, help="crops per photo and side")
     p.add_argument("--checkpoint", default=None, help="an exported L3C model (default: the shipped one)")
     p.add_argument("--out", default="runs/bench_l3c_top")
     args = p.parse_args(argv)
@@ -48,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         sides = [int(v) for v in args.sides.split(",")]
     except ValueError:
         p.error(f"--sides needs comma-separated integers, got {args.sides!r}")
+    if min(sides) < 1:
+        p.error(f"--sides must be positive, got {args.sides!r}")
     names = sorted(held_out_names(args.split))
     paths = [os.path.join(args.photos, n) for n in names]
     missing = [q for q in paths if not os.path.isfile(q)]
@@ -59,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    small = [(q, im.shape) for q, im in zip(paths, images) if min(im.shape[:2]) < max(sides)]
+    if small:  # before the codecs load
+        (q, shape), = small[:1]
+        p.error(f"--sides {max(sides)}: {q} is {shape[0]}x{shape[1]}, it has no {max(sides)}x{max(sides)} crop")
     settings = {"top 0": (0, 1), "top 1, every level": (1, 1), "top 2, every level": (2, 1),
                 f"top 2, min side {l3c.DEFAULT_TOP_MIN_SIDE} (default)": (2, None)}
     codecs = {name: l3c.load_codec(args.checkpoint, top_levels=t, top_min_side=m) for name, (t, m) in settings.items()}

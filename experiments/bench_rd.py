@@ -274,6 +274,13 @@ def run(args: argparse.Namespace) -> list[dict]:
     grids = dict(quality=parse_list(args.qualities, float, "--qualities"), bpsp=parse_list(args.bpsp, float, "--bpsp"))
     names = [n.strip() for n in args.codecs.split(",") if n.strip()]
     baselines = lossy_baselines(list(dict.fromkeys(names))) if names else []
+    for codec in baselines:  # a setting past the knob's range is clamped by the library: a mislabelled point
+        flag = "--qualities" if codec.param == "quality" else "--bpsp"
+        lo, hi = codec.param_range
+        outside = [v for v in grids[codec.param] if not lo <= v <= hi]
+        if outside:
+            raise CodecError(f"{flag}: {codec.name}'s {codec.param} must be in [{lo:g}, {hi:g}], got "
+                             f"{', '.join(f'{v:g}' for v in outside)}")
     learned = learned_codecs(args)
     if not learned and not baselines:
         raise CodecError("nothing to benchmark: no learned checkpoints and no baselines")

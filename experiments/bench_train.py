@@ -17,6 +17,7 @@ import os
 import sys
 
 from experiments._children import run_each_config
+from jaxcomp.checks import int_at_least
 
 
 def names_its_data(overrides: list[str]) -> bool:
@@ -84,18 +85,18 @@ def bench_one(spec: str, steps: int, warmup: int, overrides: list[str], phases: 
     )
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", nargs="+", required=True)
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--steps", type=int_at_least(1), default=5)
+    parser.add_argument("--warmup", type=int_at_least(0), default=1)
     parser.add_argument("--override", action="append", default=[], help="key=value, applied to every config")
     parser.add_argument("--xla-flags", default="", help="extra XLA_FLAGS for the measured runs")
     parser.add_argument("--phases", action="store_true",
                         help="also time forward, forward + loss and forward + loss + gradient separately")
     parser.add_argument("--json", default="", help="append results as JSON lines to this file")
     parser.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args._child:
         print(json.dumps(bench_one(args.config[0], args.steps, args.warmup, args.override, args.phases)))
         return 0

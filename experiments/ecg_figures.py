@@ -7,7 +7,7 @@ generator's beats next to the real beats of its template bank.
 
 The real recordings are read from ../shared/data/ecg when present (MIT-BIH arrhythmia
 record 208 at 360 Hz, raw 11-bit ADC, 200 ADC/mV around 1024; a healthy 1 kHz recording);
-without them the beat comparison is skipped.
+without them the beat figure shows the synthetic beats only (with a warning).
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ distance of Laplacian-pyramid patches (:func:`jaxcomp.metrics.swd`):
 * ``reconstruction``: GC's own reconstructions of the real crops (the ceiling: real latents).
 
 Each is repeated for ``--seeds`` (draws of the samples and of the real crops); the table gives
-mean +- std. Writes ``samples.md/.csv`` and ``grid_<set>.png`` (the first seed) to ``--out``.
+mean +- std. Writes ``samples.md/.csv`` and ``grid_<set>.png`` (the first seed; e.g.
+``grid_real_another_draw.png``) to ``--out``.
 """
 
 from __future__ import annotations
@@ -91,10 +92,14 @@ def main(argv: list[str] | None = None) -> int:
             if not paths:
                 raise DataError("--held-out: no image in the folder is named like a shipped sample")
         photos = [load_image(q) for q in paths]
+        crop = config.data.crop
+        small = [q for q, im in zip(paths, photos) if min(im.shape[:2]) < crop]
+        if small:  # before the sampling: random_crops would stop on it midway
+            raise DataError(f"{small[0]}: smaller than the sampler's {crop}x{crop} crops ({len(small)} such "
+                            f"image(s) in {args.images})")
     except (ModelLoadError, DataError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    crop = config.data.crop
     rows = []
     first = {}
     for seed in seeds:
@@ -119,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image
 
     for name, images in first.items():
-        safe = name.split(" ")[0]
+        safe = name.replace(" (", "_").replace(")", "").replace(" ", "_")  # "real (another draw)": real_another_draw
         Image.fromarray(grid(images[:16], 4)).save(os.path.join(args.out, f"grid_{safe}.png"))
     return 0
 

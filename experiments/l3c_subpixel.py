@@ -82,7 +82,10 @@ def _eval_rows(run: str) -> tuple[int | None, dict[int, dict], dict[int, float]]
     evals = {r["step"]: r for r in rows if r.get("split") == "eval"}
     if not evals:
         raise SystemExit(f"{run}: no evaluation rows yet")
-    train = {r["step"]: r["bpsp"] for r in rows if r.get("split") == "train"}
+    if any("bpsp" not in r for r in evals.values()):
+        raise SystemExit(f"{run}: its evaluation rows have no bpsp (an L3C run is needed; these hold "
+                         f"{', '.join(sorted(next(iter(evals.values()))))})")
+    train = {r["step"]: r["bpsp"] for r in rows if r.get("split") == "train" and "bpsp" in r}
     seed = None
     if os.path.isfile(os.path.join(run, "config.json")):
         with open(os.path.join(run, "config.json")) as f:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import os
 import sys
 
@@ -65,6 +66,9 @@ def read_runs(workdirs: list[str]) -> list[dict]:
                     row = {**r, **{k: float(r[k]) for k in ("accuracy", "nmi", "ari", "seconds")}}
                     key = (r["method"], r["seed"])
                     row["notes"] = r["notes"] or ""
+                    bad = [k for k in ("accuracy", "nmi", "ari", "seconds") if not math.isfinite(row[k])]
+                    if bad:
+                        raise ValueError(f"{', '.join(bad)} not a finite number")
                 except (KeyError, TypeError, ValueError) as e:
                     raise ValueError(f"{path} line {line}: not a row of experiments/cluster.py's mnist runs "
                                      f"(method, seed, accuracy, nmi, ari, seconds): {e}") from e

@@ -67,7 +67,10 @@ def store(path: str, check_only: bool = False, timeout: int = 1800) -> tuple[flo
 
     from jaxcomp.files import write_atomic
 
-    nb = nbformat.read(path, as_version=4)
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except (ValueError, nbformat.ValidationError) as e:  # NotJSONError is a ValueError
+        raise RuntimeError(f"{path}: not a readable notebook ({type(e).__name__}: {str(e)[:200]})") from e
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
@@ -78,6 +81,8 @@ def store(path: str, check_only: bool = False, timeout: int = 1800) -> tuple[flo
                                 resources={"metadata": {"path": os.path.dirname(os.path.abspath(path))}}).execute()
     except nbclient.exceptions.CellExecutionError as e:
         raise RuntimeError(f"{path}: a cell raised; nothing stored:\n{str(e)[-1500:]}") from e
+    except nbclient.exceptions.CellTimeoutError as e:
+        raise RuntimeError(f"{path}: a cell ran past --timeout {timeout} s; nothing stored ({str(e)[:300]})") from e
     finally:
         os.environ.update(env_backup)
     seconds = time.perf_counter() - t0
@@ -95,10 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
     args = parser.parse_args(argv)
     status = 0
-    for path in args.notebooks:
+    for path in args.notebooks:  # every path before the first run (a run may take half an hour)
         if not (path.endswith(".ipynb") and os.path.isfile(path)):
             print(f"error: {path}: not a notebook file", file=sys.stderr)
             return 2
+    for path in args.notebooks:
         try:
             seconds, missing = store(path, args.check, args.timeout)
         except RuntimeError as e:

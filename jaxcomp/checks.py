@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -81,3 +83,19 @@ def count(value: Any, name: str, minimum: int = 1) -> int:
     if not is_whole(value) or value < minimum:
         raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
     return int(value)
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An ``argparse`` ``type=`` for whole numbers ``>= minimum`` (``--steps``, ``--crops``): a bad
+    value is the parser's one-line error naming the option, not a traceback or a NaN result."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"int >= {minimum}"
+    return parse

@@ -449,14 +449,69 @@ def test_ssc_aggregate_counts_each_run_once_and_names_bad_files(tmp_path, capsys
     (tmp_path / "bad" / "mnist_runs.csv").write_text("method,seed,accuracy\nssc_mp,5,0.8\n")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "mnist_runs.csv").write_text(header)
+    (tmp_path / "nan").mkdir()
+    (tmp_path / "nan" / "mnist_runs.csv").write_text(header + "ssc_mp,7,nan,0.7,0.6,10,\n")
     for dirs, why in ((["s1", "s1"], "is given twice"), (["s1", "copy"], "ssc_mp seed 1 is also in"),
-                      (["bad"], "line 2: not a row of"), (["empty"], "no rows in")):
+                      (["bad"], "line 2: not a row of"), (["empty"], "no rows in"),
+                      (["nan"], "accuracy not a finite number")):
         assert ssc_aggregate.main([str(tmp_path / d) for d in dirs]) == 2, dirs
         err = capsys.readouterr().err
         assert why in err and "Traceback" not in err, (dirs, err)
     with pytest.raises(SystemExit):
         ssc_aggregate.main([str(tmp_path / "s0"), "--out", str(tmp_path)])
     assert "is a folder" in capsys.readouterr().err
+
+
+def test_benchmarks_and_tools_refuse_bad_arguments_before_the_work(tmp_path, capsys, monkeypatch):
+    """A probe of the benchmark and tool commands (2026-12-07): ``--steps 0`` reported NaN timings
+    with exit 0, ``--qualities 150`` labelled q100's point 150, one ``--sizes`` entry crashed after
+    all the timing, ``--crops 0`` divided by zero, ``store_notebook`` ran (and rewrote) the first
+    notebook before finding the second path wrong, and a damaged notebook, a missing imagecodecs or
+    another system's run gave tracebacks."""
+    import sys
+
+    from experiments import (
+        bench_classifier,
+        bench_codecs,
+        bench_ecg,
+        bench_l3c_sizes,
+        bench_l3c_top,
+        bench_rd,
+        bench_train,
+        l3c_subpixel,
+        store_notebook,
+    )
+
+    for main, argv, why in (
+            (bench_train.main, ["--config", "configs/l3c.py:tiny", "--steps", "0"], "--steps: must be >= 1, got 0"),
+            (bench_ecg.main, ["--config", "configs/ecg.py:tiny", "--warmup", "-1"], "--warmup: must be >= 0, got -1"),
+            (bench_classifier.main, ["--steps", "x"], "--steps: not a whole number: 'x'"),
+            (bench_l3c_top.main, ["--crops", "0"], "--crops: must be >= 1, got 0"),
+            (bench_l3c_sizes.main, ["--sizes", "0x32", "--out", str(tmp_path / "s")], "entries must be positive"),
+            (bench_l3c_sizes.main, ["--photos", str(tmp_path), "--out", str(tmp_path / "s")], "no images")):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 2 and why in capsys.readouterr().err, argv
+    assert bench_rd.main(["--codecs", "jpeg", "--qualities", "50,150", "--out", str(tmp_path / "rd")]) == 2
+    assert "--qualities: jpeg's quality must be in [0, 100], got 150" in capsys.readouterr().err
+    # a notebook path that is wrong is found before any notebook runs; a damaged one is named
+    empty = tmp_path / "ok.ipynb"
+    empty.write_text('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+    before = empty.read_text()
+    assert store_notebook.main([str(empty), str(tmp_path / "typo.ipynb")]) == 2
+    assert empty.read_text() == before and "ran in" not in capsys.readouterr().out
+    (tmp_path / "bad.ipynb").write_text("{cut")
+    assert store_notebook.main([str(tmp_path / "bad.ipynb")]) == 1
+    assert "not a readable notebook (NotJSONError" in capsys.readouterr().err
+    # another system's run given to the L3C curves
+    (tmp_path / "cpm").mkdir()
+    (tmp_path / "cpm" / "metrics.jsonl").write_text('{"step": 5, "split": "eval", "bpp": 0.3}\n')
+    with pytest.raises(SystemExit, match="evaluation rows have no bpsp"):
+        l3c_subpixel.main(["plot", str(tmp_path / "cpm"), "--out", str(tmp_path / "c.png")])
+    # without imagecodecs: named, and the learned codec alone still benchmarks
+    monkeypatch.setitem(sys.modules, "imagecodecs", None)
+    assert bench_codecs.main(["--no-l3c", "--out", str(tmp_path / "bc")]) == 2
+    assert "no baseline codecs (the baseline codecs need imagecodecs" in capsys.readouterr().err
 
 
 def test_table_and_figure_commands_check_their_outputs_before_the_work(tmp_path, capsys):

@@ -424,7 +424,9 @@ def test_latent_sampler_trains_on_frozen_latents_and_samples_centres(state, conf
                             "--out", str(out)]) == 0
     text = (out / "samples.md").read_text()
     assert all(f"| {name} |" in text for name in ("wgan-gp", "prior", "reconstruction", "real (another draw)"))
-    assert (out / "grid_wgan-gp.png").exists()
+    grids = sorted(p.name for p in out.glob("grid_*.png"))  # one per set, none written over another
+    assert grids == ["grid_prior.png", "grid_real.png", "grid_real_another_draw.png", "grid_reconstruction.png",
+                     "grid_wgan-gp.png"]
     assert gc_samples.main(["--sampler", str(tmp_path / "missing"), "--out", str(out)]) == 2
 
 

@@ -921,6 +921,9 @@ def benchmark_train_step(task: Task, batch: Batch, steps: int = 5, warmup: int =
     """
     import resource
 
+    from jaxcomp.checks import count
+
+    steps, warmup = count(steps, "steps", 1), count(warmup, "warmup", 0)  # a median of no steps is NaN
     mesh = make_mesh() if mesh is None else mesh
     rng = jax.random.PRNGKey(0)
     state = init_state(task, batch, rng, mesh)
