@@ -56,6 +56,7 @@ def get_config(variant: str = "paper_c4") -> ml_collections.ConfigDict:
 
     c.data = ml_collections.ConfigDict(dict(
         source="samples", path="", val_path="", holdout="samples_val", num_val=2,
+        allow_samples=True,  # False (paper variants): refuse to train on the shipped samples
         tfds_name="", tfds_train_split="train", tfds_val_split="", tfds_data_dir="",
         crop=256, batch_size=8, flip=True, downscale=(0.5, 1.0), eval_crop=256, cache=True, seed=0,
         eval_downscale=1.0,  # validation images resized by this before tiling (1.0: their own size)
