@@ -637,6 +637,18 @@ def _set_aside_rows_past(workdir: str, step: int) -> None:
                 "that was not saved); moved to %s", len(later), path, step, DISCARDED_METRICS)
 
 
+def _new_state(config: ml_collections.ConfigDict, task: Task, batch: Batch, rng: jax.Array,
+               mesh: Mesh) -> tuple[Any, dict | None]:
+    """``(state, notes)`` of a run's step 0: ``task.init``, warm-started from ``config.init_from``
+    when set (``notes`` as :func:`load_init_params` gives them, else None). The starting model is
+    read before init compiles, so a wrong path fails at once."""
+    loaded, notes = load_init_params(config) if config.get("init_from", "") else (None, None)
+    state = init_state(task, batch, rng, mesh)
+    if loaded is not None:
+        state = warm_start(state, loaded, config.init_from, mesh, grow=bool(config.get("init_grow", False)))
+    return state, notes
+
+
 def _save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     if jax.process_index() != 0:
         return
@@ -718,11 +730,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, task: Task, data: Ba
             log.warning("the checkpoint in %s is at step %d, past config.steps=%d: nothing is trained, "
                         "the step-%d model is evaluated", manager.directory, start_step, config.steps, start_step)
     else:
-        # the starting model is read before init compiles, so a wrong path fails at once
-        loaded, notes = load_init_params(config) if config.get("init_from", "") else (None, {})
-        state = init_state(task, first, init_rng, mesh)
-        if loaded is not None:
-            state = warm_start(state, loaded, config.init_from, mesh, grow=bool(config.get("init_grow", False)))
+        state, notes = _new_state(config, task, first, init_rng, mesh)
+        if notes is not None:
             log.info("started from the parameters of %s", config.init_from)
             if jax.process_index() == 0:
                 from jaxcomp.modelfile import record_lineage
@@ -874,9 +883,7 @@ def evaluate_run(config: ml_collections.ConfigDict, workdir: str, task: Task, da
         if latest_complete_checkpoint(workdir) is not None:
             state = restore_for_eval(config, workdir, task, first, mesh=mesh)
         elif config.get("init_from", ""):
-            loaded, _ = load_init_params(config)
-            state = warm_start(init_state(task, first, init_rng, mesh), loaded, config.init_from, mesh,
-                               grow=bool(config.get("init_grow", False)))
+            state, _ = _new_state(config, task, first, init_rng, mesh)
         else:
             raise CheckpointError(f"no checkpoint in {workdir} and no config.init_from to evaluate")
         _, eval_step = compile_steps(task, mesh)
