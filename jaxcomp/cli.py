@@ -170,7 +170,9 @@ class _Codecs:
                              "give the model it was compressed with (--checkpoint)")
 
 
-def _compress_one(codec, src: str, dst: str) -> tuple[int, int]:
+def _compress_one(codec, src: str, dst: str) -> tuple[int, int, int, bool]:
+    """(subpixels coded, pixels, bytes written, grayscale?): a grayscale image counts 3 subpixels
+    a pixel, the 3 equal channels L3C codes it as, so its bits per subpixel compare with RGB ones."""
     from jaxcomp.data import load_image
 
     image = load_image(src, keep_gray=True)  # grayscale stays [H, W] and decodes as grayscale
@@ -178,10 +180,12 @@ def _compress_one(codec, src: str, dst: str) -> tuple[int, int]:
         image = codec.adapt(image)
     data = codec.compress(image)
     write_atomic(dst, data)
-    return image.size, image.shape[0] * image.shape[1], len(data)
+    pixels = image.shape[0] * image.shape[1]
+    return 3 * pixels if image.ndim == 2 else image.size, pixels, len(data), image.ndim == 2
 
 
-def _decompress_one(codecs: _Codecs, src: str, dst: str) -> tuple[int, int]:
+def _decompress_one(codecs: _Codecs, src: str, dst: str) -> tuple[int, int, int, bool]:
+    """As :func:`_compress_one`, for the image decoded from ``src``."""
     import io
 
     from PIL import Image
@@ -194,7 +198,8 @@ def _decompress_one(codecs: _Codecs, src: str, dst: str) -> tuple[int, int]:
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")
     write_atomic(dst, buf.getvalue())
-    return image.size, image.shape[0] * image.shape[1], len(data)
+    pixels = image.shape[0] * image.shape[1]
+    return 3 * pixels if image.ndim == 2 else image.size, pixels, len(data), image.ndim == 2
 
 
 def _stream_codec(path: str) -> str:
@@ -288,16 +293,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     total_in = total_px = total_out = 0
     lossy = compress and args.codec in ("cpm", "gc", "dplc")
 
-    def rate(nbytes: int, subpixels: int, pixels: int) -> str:
+    def rate(nbytes: int, subpixels: int, pixels: int, gray: bool = False) -> str:
         if lossy:
             return f"{8 * nbytes / pixels:.4f} bits per pixel"
+        if gray:  # what the codec coded: 3 equal channels
+            return (f"{8 * nbytes / subpixels:.3f} bits per subpixel (a grayscale image, coded as 3 equal "
+                    f"channels: {8 * nbytes / pixels:.3f} bits per gray pixel)")
         return f"{8 * nbytes / subpixels:.3f} bits per subpixel"
 
     bar = tqdm(pairs, disable=args.quiet or len(pairs) == 1, unit="file", desc=args.command)
     for src, dst in bar:
         try:
-            subpixels, pixels, nbytes = (_compress_one(codec, src, dst) if compress
-                                         else _decompress_one(codecs, src, dst))
+            subpixels, pixels, nbytes, gray = (_compress_one(codec, src, dst) if compress
+                                               else _decompress_one(codecs, src, dst))
         except (UsageError, BitstreamError, DataError, ValueError, OSError) as e:
             failures += 1
             message = str(e)  # load_image's errors already start with the path
@@ -312,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         total_px += pixels
         total_out += nbytes
         if not args.quiet and len(pairs) == 1:
-            print(f"{src} -> {dst}: {nbytes} bytes, {rate(nbytes, subpixels, pixels)}")
+            print(f"{src} -> {dst}: {nbytes} bytes, {rate(nbytes, subpixels, pixels, gray)}")
     if not args.quiet and len(pairs) > 1 and total_in:
         print(f"{len(pairs) - failures}/{len(pairs)} files, {rate(total_out, total_in, total_px)}")
     return 1 if failures else 0

@@ -61,6 +61,12 @@ def test_folder_roundtrip_is_exact(model_file, photos, tmp_path, capsys):
     assert cli.main(["compress", str(twins), str(tmp_path / "t"), *args]) == 2
     assert "would both be written to p0.jxc" in capsys.readouterr().err and not (tmp_path / "t").exists()
 
+    # a grayscale image's rate counts the 3 equal channels L3C codes, and says so
+    assert cli.main(["compress", str(photos / "gray.png"), str(tmp_path / "g.jxc"), *args[:2]]) == 0
+    out, nbytes = capsys.readouterr().out, (tmp_path / "g.jxc").stat().st_size
+    assert f"{8 * nbytes / (3 * 24 * 24):.3f} bits per subpixel (a grayscale image" in out
+    assert f"{8 * nbytes / (24 * 24):.3f} bits per gray pixel" in out
+
 
 def test_streams_of_earlier_shipped_l3c_models_decode_without_a_checkpoint(l3c_tiny_config, l3c_tiny_params,
                                                                            photos, tmp_path, monkeypatch, capsys):
