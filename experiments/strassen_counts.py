@@ -17,7 +17,6 @@ fold into ternary weights), and without them. Writes op_counts.md into --workdir
 from __future__ import annotations
 
 import os
-import sys
 
 import jax
 import ml_collections
@@ -95,11 +94,9 @@ def run(config, workdir: str, all_models: bool = False) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    all_models = "--all" in argv
-    argv = [a for a in argv if a != "--all"]
     return config_script_main(__doc__, "configs/strassen.py:digits",
-                              lambda config, workdir: run(config, workdir, all_models), argv, sections=("strassen",))
+                              lambda config, workdir, all: run(config, workdir, all), argv, sections=("strassen",),
+                              flags={"all": "one summary row per model of the config's experiment (summary.md)"})
 
 
 if __name__ == "__main__":

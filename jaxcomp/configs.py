@@ -15,7 +15,7 @@ import importlib.util
 import inspect
 import os
 import types
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import ml_collections
@@ -211,7 +211,8 @@ def split_cli_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def config_script_main(description: str, default_config: str, run: Callable[[ml_collections.ConfigDict, str], Any],
-                       argv: Sequence[str] | None = None, sections: Sequence[str] = ()) -> int:
+                       argv: Sequence[str] | None = None, sections: Sequence[str] = (),
+                       flags: Mapping[str, str] | None = None) -> int:
     """Entry point of an experiment script: ``--config FILE:VARIANT --workdir DIR [--config.k=v ...]``.
 
     Loads the config, calls ``run(config, workdir)`` and prints what it returns. ``sections``: the
@@ -220,7 +221,9 @@ def config_script_main(description: str, default_config: str, run: Callable[[ml_
     input errors (``ValueError`` and subclasses, ``OSError`` such as a missing file or a workdir
     that is a file) are printed as one ``error:`` line with exit status 2 instead of a traceback.
     A run stopped by its time limit (:class:`jaxcomp.deadline.OutOfTime`) prints one ``stopped:``
-    line on stderr and exits with status 0, as ``experiments/train.py --time-limit`` does.
+    line on stderr and exits with status 0, as ``experiments/train.py --time-limit`` does. ``flags``:
+    the script's own on/off options, ``{name: help}`` (``--name`` on the command line, listed by
+    ``--help``), passed to ``run`` as keyword arguments ``name=True/False``.
     """
     import argparse
     import sys
@@ -232,13 +235,15 @@ def config_script_main(description: str, default_config: str, run: Callable[[ml_
         parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
         parser.add_argument("--config", default=default_config, help="configs/NAME.py:VARIANT")
         parser.add_argument("--workdir", required=True, help="output directory")
+        for name, text in (flags or {}).items():
+            parser.add_argument(f"--{name}", action="store_true", help=text)
         args = parser.parse_args(rest)
         config = load_config(args.config, overrides)
         missing = [name for name in sections if name not in config]
         if missing:
             raise ConfigError(f"{args.config} is not a config for this script: it has no {', '.join(missing)} "
                               f"section ({default_config} has one)")
-        result = run(config, args.workdir)
+        result = run(config, args.workdir, **{name: getattr(args, name) for name in (flags or {})})
     except OutOfTime as e:
         print(f"stopped: {e}; run the same command to continue (finished models are kept)", file=sys.stderr)
         return 0

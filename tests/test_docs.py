@@ -192,9 +192,9 @@ def test_a_quoted_command_parses(where, line, module, argv, monkeypatch, capsys)
     if "..." not in argv and getattr(script, "config_script_main", None) is configs.config_script_main:
         # a driver: its own command line, config (the quoted one or its default), overrides and sections,
         # stopped where it would start running
-        def up_to_run(description, default_config, run, argv=None, sections=()):
-            return configs.config_script_main(description, default_config, lambda config, workdir: "", argv,
-                                              sections)
+        def up_to_run(description, default_config, run, argv=None, sections=(), flags=None):
+            return configs.config_script_main(description, default_config, lambda config, workdir, **_: "", argv,
+                                              sections, flags)
 
         monkeypatch.setattr(script, "config_script_main", up_to_run)
         monkeypatch.chdir(REPO)

@@ -1024,3 +1024,18 @@ def test_driver_refuses_a_workdir_run_with_other_settings(repo, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(saved))
     with pytest.raises(ValueError, match=r"holds a run with other settings: optimizer\.learning_rate"):
         strassen_nets._train(apply_overrides(config, ["optimizer.learning_rate=0.123"]), str(tmp_path), Deadline(None))
+
+
+def test_counts_command_lists_and_takes_its_all_flag(repo, tmp_path, capsys):
+    """``strassen_counts --all`` is an option its ``--help`` lists (not parsed by hand beside the config
+    parser) and writes summary.md; without it only op_counts.md is written."""
+    from experiments import strassen_counts
+
+    with pytest.raises(SystemExit):
+        strassen_counts.main(["--help"])
+    assert "--all " in capsys.readouterr().out
+    tiny = f"{repo}/configs/strassen.py:tiny"
+    assert strassen_counts.main(["--config", tiny, "--workdir", str(tmp_path / "one")]) == 0
+    assert strassen_counts.main(["--config", tiny, "--workdir", str(tmp_path / "all"), "--all"]) == 0
+    assert sorted(os.listdir(tmp_path / "one")) == ["op_counts.md"]
+    assert sorted(os.listdir(tmp_path / "all")) == ["op_counts.md", "summary.md"]
