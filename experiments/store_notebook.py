@@ -9,7 +9,8 @@ notebook's own settings). Refuses to store a notebook whose run raised an error,
 a cell that makes a figure (``plt.show()``, ``plt.figure(``, ``plt.subplots(``) stored no picture. Machine paths in the
 text outputs (the project folder, the home folder, the virtual environment) are replaced by
 relative ones, as ``tests/test_notebooks.py::test_stored_outputs_name_no_machine_paths``
-requires. The file is replaced atomically; ``--check`` runs and reports without writing.
+requires, and a progress bar's redraws are stored as its final state (:func:`collapse_progress`).
+The file is replaced atomically; ``--check`` runs and reports without writing.
 """
 
 from __future__ import annotations
@@ -41,6 +42,26 @@ def _clean(value):
     if isinstance(value, dict):
         return {k: (v if k == "image/png" else _clean(v)) for k, v in value.items()}
     return value
+
+
+def collapse_progress(outputs: list[dict]) -> list[dict]:
+    """A cell's outputs with consecutive stream outputs of one stream (``stdout``/``stderr``) merged
+    and each line reduced to what a terminal shows of it: the text after its last carriage return
+    (a progress bar's redraws, dozens of outputs, become its final state). Other outputs and their
+    order are kept."""
+    merged: list[dict] = []
+    for output in outputs:
+        if (output.get("output_type") == "stream" and merged and merged[-1].get("output_type") == "stream"
+                and merged[-1].get("name") == output.get("name")):
+            merged[-1] = {**merged[-1], "text": "".join(merged[-1]["text"]) + "".join(output["text"])}
+        else:
+            merged.append(dict(output))
+    for output in merged:
+        if output.get("output_type") == "stream":
+            lines = "".join(output["text"]).split("\n")
+            shown = [next((p for p in reversed(line.split("\r")) if p), "") for line in lines]
+            output["text"] = "\n".join(shown).splitlines(keepends=True)  # nbformat's list of lines
+    return [o for o in merged if o.get("output_type") != "stream" or "".join(o["text"]).strip()]
 
 
 FIGURE_CALLS = ("plt.show()", "plt.figure(", "plt.subplots(")
@@ -87,6 +108,9 @@ def store(path: str, check_only: bool = False, timeout: int = 1800) -> tuple[flo
         os.environ.update(env_backup)
     seconds = time.perf_counter() - t0
     data = _clean(json.loads(nbformat.writes(nb)))
+    for cell in data["cells"]:
+        if cell.get("cell_type") == "code":
+            cell["outputs"] = collapse_progress(cell["outputs"])
     missing = missing_figures(data["cells"])
     if not check_only and not missing:
         write_atomic(path, (json.dumps(data, indent=1, ensure_ascii=False) + "\n").encode())

@@ -72,3 +72,33 @@ def test_stored_notebooks_are_whole_runs():
         errors = [i for i, c in enumerate(cells) for o in c.get("outputs", []) if o.get("output_type") == "error"]
         assert not errors, f"{path.name}: code cells {errors} stored an error"
         assert not missing_figures(json.loads(path.read_text())["cells"]), f"{path.name}: figures missing"
+
+
+def test_progress_bars_are_stored_as_their_final_state():
+    """``store_notebook`` stores a progress bar's redraws (one stream output each, joined by carriage
+    returns) as the line a terminal shows at the end, keeps other text and the order of outputs, and
+    no stored notebook holds a carriage return or a printed warning in a text output."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(HERE.parent))
+    from experiments.store_notebook import collapse_progress
+
+    def stream(name, text):
+        return {"output_type": "stream", "name": name, "text": text}
+
+    image = {"output_type": "display_data", "data": {"image/png": "..."}, "metadata": {}}
+    outputs = [stream("stderr", "\rtrain:   0%| 0/9"), stream("stderr", "\rtrain:  50%| 4/9"),
+               stream("stdout", "step 4\n"), stream("stderr", "\rtrain: 100%| 9/9\n"),
+               stream("stdout", "a\nb\r\n"), image, stream("stdout", "after\rAFTER\n")]
+    got = collapse_progress(outputs)
+    assert [(o["output_type"], "".join(o.get("text", ""))) for o in got] == [
+        ("stream", "train:  50%| 4/9"), ("stream", "step 4\n"), ("stream", "train: 100%| 9/9\n"),
+        ("stream", "a\nb\n"), ("display_data", ""), ("stream", "AFTER\n")]
+    assert got[4] == image and outputs[0]["text"] == "\rtrain:   0%| 0/9"  # its input is not modified
+    for path in sorted((HERE.parent / "notebooks").glob("*.ipynb")):
+        for i, cell in enumerate(json.loads(path.read_text())["cells"]):
+            for output in cell.get("outputs", []):
+                text = "".join(output.get("text", ""))
+                assert "\r" not in text, f"{path.name} cell {i}: a progress bar's redraws"
+                assert "Warning:" not in text, f"{path.name} cell {i} stores a warning: {text[:200]}"
