@@ -525,6 +525,13 @@ def test_text_reader_vocabulary_and_exact_evaluation_windows(tmp_path, repo):
     with pytest.raises(DataError, match="language-model data folder not found"):
         build_lm_data(apply_overrides(config, [f"data.path={tmp_path / 'nope'}"]).data)
     assert isinstance(data, LMBatches)
+    (tmp_path / "ptb.valid.txt").write_bytes(" a c\n".encode("utf-8-sig"))  # an editor's byte-order mark
+    assert read_words(str(tmp_path / "ptb.valid.txt")) == ["a", "c", "<eos>"]
+    (tmp_path / "ptb.train.txt").write_text(" a b c\n")  # without <unk>: a word it lacks names both files
+    (tmp_path / "ptb.valid.txt").write_text(" a z\n")
+    with pytest.raises(DataError, match=r"ptb\.valid\.txt: word 'z' is not in the vocabulary .* of .*ptb\.train\.txt"):
+        build_lm_data(config.data)
+    (tmp_path / "ptb.train.txt").write_text(" a b c\n a b <unk>\n a\n")
     (tmp_path / "ptb.valid.txt").write_text("\n \n")  # empty: an evaluation of nothing, a KeyError later
     with pytest.raises(DataError, match=r"ptb\.valid\.txt: holds no words"):
         build_lm_data(config.data)

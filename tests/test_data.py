@@ -350,3 +350,110 @@ def test_folders_and_validation_images_that_would_train_or_score_on_less_say_so(
         assert len(data.eval_tiles()) == 1
         assert len(data.eval_tiles()) == 1  # every evaluation of a run: one warning
     assert caplog.text.count("1 of 2 validation images are smaller") == 1
+
+
+def test_classification_arrays_of_a_users_file_are_checked(tmp_path):
+    """An MNIST-style ``.npz`` (or tfds arrays) in a layout the loaders do not read is refused by name
+    instead of training on garbage: channels-first or flattened images, RGBA, one-hot, fractional or
+    negative labels, a count mismatch; Keras' ``[N, 1]`` labels and whole-valued float labels are read."""
+    from jaxcomp.data.classification import check_classification_arrays, load_mnist_arrays
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (6, 28, 28), dtype=np.uint8), np.array([0, 1, 2, 3, 4, 5], np.uint8)
+
+    def npz(name, x_train, y_train):
+        path = tmp_path / f"{name}.npz"
+        np.savez(path, x_train=x_train, y_train=y_train, x_test=x, y_test=y)
+        return str(path)
+
+    images, labels = load_mnist_arrays(npz("good", x, y[:, None].astype(np.float32)), "train")
+    assert images.shape == (6, 28, 28, 1) and labels.dtype == np.int32 and labels.tolist() == list(range(6))
+    for name, x_train, y_train, message in [
+        ("nchw", x[:, None], y, r"got uint8 \(6, 1, 28, 28\) \(channels first"),
+        ("flat", x.reshape(6, -1), y, r"\(6, 784\) \(flattened"),
+        ("onehot", x, np.eye(10, dtype=np.uint8)[y], r"labels of shape \(6, 10\) \(one-hot"),
+        ("fraction", x, y + 0.5, r"whole class indices, got float64 values such as \[0.5, 1.5, 2.5\]"),
+        ("negative", x, y.astype(np.int64) - 1, r"0..K-1, got -1"),
+        ("count", x, y[:5], "6 images but 5 labels"),
+    ]:
+        path = npz(name, x_train, y_train)
+        with pytest.raises(DataError, match=rf"{name}\.npz \(train split\): .*{message}"):
+            load_mnist_arrays(path, "train")
+    with pytest.raises(DataError, match=r"cifar: expected uint8 images .* got uint8 \(6, 28, 28, 4\)"):
+        check_classification_arrays(np.zeros((6, 28, 28, 4), np.uint8), y, "cifar")
+
+
+def test_tfds_data_problems_are_named(monkeypatch, tmp_path):
+    """What a prepared tfds dataset can hold that the loaders do not read, and what a config can ask that
+    it does not have, each named (the example, the features or splits there are): images of several
+    sizes or RGBA for in-memory classification, no 'label' feature, an unknown split, a dataset not
+    prepared (tfds' list of every dataset is not repeated); the streamed ImageNet batches' size above
+    resize, RGBA and labels out of range; data.resize with a dataset's own label maps (refused; colour
+    clusters are labelled on the resized images); an image smaller than the crop names its file."""
+    import ml_collections
+    import tensorflow_datasets as tfds
+
+    from jaxcomp.data import build_image_data
+    from jaxcomp.data.classification import load_tfds_arrays
+    from jaxcomp.vision.data import TfdsStreamBatches
+
+    rng = np.random.default_rng(0)
+    rgb = [rng.integers(0, 256, (40, 48, 3), dtype=np.uint8) for _ in range(3)]
+    datasets = {
+        "sizes": [{"image": rgb[0], "label": 0}, {"image": rgb[1][:36], "label": 1}],
+        "rgba": [{"image": np.zeros((40, 48, 4), np.uint8), "label": 0}],
+        "nolabel": [{"image": rgb[0], "digit": 0}],
+        "good": [{"image": im, "label": i} for i, im in enumerate(rgb)],
+        "badlabel": [{"image": rgb[0], "label": 7}],
+    }
+
+    def data_source(name, split, data_dir=None, download=True):
+        if name == "absent":
+            raise tfds.core.registered.DatasetNotFoundError("Dataset absent not found.\nAvailable datasets:\n\t- mnist")
+        if split not in ("train", "validation"):
+            raise ValueError(f"Unknown split '{split}'. Should be one of ['train', 'validation'].")
+        return datasets[name]
+
+    monkeypatch.setattr(tfds, "data_source", data_source)
+    with pytest.raises(DataError, match=r"'sizes' split 'train': example 1 is an image of uint8 \(36, 48, 3\)"):
+        load_tfds_arrays("sizes", "train")
+    with pytest.raises(DataError, match=r"'rgba' split 'train': expected uint8 images .*\(1, 40, 48, 4\)"):
+        load_tfds_arrays("rgba", "train")
+    with pytest.raises(DataError, match=r"no 'label' feature \(they have 'image', 'digit'\)"):
+        load_tfds_arrays("nolabel", "train")
+    with pytest.raises(DataError, match=r"'good' has no split 'test': its splits are \['train', 'validation'\]"):
+        load_tfds_arrays("good", "test")
+    with pytest.raises(DataError, match="'absent' split 'train' is not available") as absent:
+        load_tfds_arrays("absent", "train")
+    assert "Available datasets" not in str(absent.value) and "tfds build absent" in str(absent.value)
+    assert load_tfds_arrays("good", "train")[0].shape == (3, 40, 48, 3)
+
+    def stream(name, **settings):
+        return TfdsStreamBatches(ml_collections.ConfigDict(dict(
+            tfds_name=name, tfds_train_split="train", tfds_val_split="validation", size=32, resize=36,
+            batch_size=1, seed=0, num_classes=3, flip=True) | settings))
+
+    assert stream("good").train_batch(0)["image"].shape == (1, 32, 32, 3)
+    with pytest.raises(DataError, match="data.size=32 and data.resize=24: need 0 < size <= resize"):
+        stream("good", resize=24)
+    with pytest.raises(DataError, match=r"tfds rgba:train example 0 is an image of uint8 \(40, 48, 4\)"):
+        stream("rgba").train_batch(0)
+    with pytest.raises(DataError, match=r"tfds badlabel:train example 0 has label 7; expected a class index in 0..2"):
+        stream("badlabel").train_batch(0)
+
+    images = ml_collections.ConfigDict(dict(
+        source="tfds", tfds_name="good", tfds_train_split="train", tfds_val_split="validation", tfds_data_dir="",
+        batch_size=1, crop=16, flip=False, downscale=(1.0, 1.0), eval_crop=16, seed=0, cache=True, resize=16,
+        labels="tfds", label_classes=4))
+    with pytest.raises(DataError, match="data.resize=16 with data.labels='tfds'"):
+        build_image_data(images)
+    clusters = build_image_data(ml_collections.ConfigDict(images.to_dict() | {"labels": "clusters"}))
+    assert clusters.eval_arrays()["image"].shape == (3, 16, 16, 3)  # one 16-pixel tile an image: resized first
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(rgb[0][:12]).save(folder / "small.png")
+    small = ml_collections.ConfigDict(images.to_dict() | dict(source="folder", path=str(folder), labels="",
+                                                              resize=0, num_val=0, holdout="hash"))
+    with pytest.raises(DataError, match=r"small\.png: image of size 12x48 is smaller than the crop 16"):
+        build_image_data(small).train_batch(0)

@@ -82,6 +82,18 @@ def test_bad_input_names_the_record(tmp_path, challenge_dir):
         f.write("B00005,N\nB00006,X\n")
     with pytest.raises(ECGDataError, match=r"B00006: unknown label 'X'"):
         load_challenge(str(tmp_path))
+    # a spreadsheet's byte-order mark before the first record's name is not part of it
+    (tmp_path / "REFERENCE.csv").write_bytes("B00004,N\n".encode("utf-8-sig"))
+    with pytest.raises(ECGDataError, match=r"record B00004: 3000 samples"):  # found, then its own problem
+        load_challenge(str(tmp_path))
+    # a single-lead WFDB record in format 16 (.dat, as PhysioNet's other databases store them) is read
+    adc = np.arange(-40, 3000 - 40, dtype="<i2")
+    adc.tofile(tmp_path / "D00001.dat")
+    (tmp_path / "D00001.hea").write_text("D00001 1 300 3000\nD00001.dat 16 1000/mV 16 0 -40 0 0 ECG\n")
+    np.testing.assert_allclose(read_record(str(tmp_path / "D00001")), adc / 1000.0, atol=1e-7)
+    (tmp_path / "D00002.hea").write_text("D00002 1 300 3000\nD00001.dat 212 1000/mV 12 0 -40 0 0 ECG\n")
+    with pytest.raises(ECGDataError, match=r"D00002: .*D00001\.dat is a WFDB signal file in format '212'"):
+        read_record(str(tmp_path / "D00002"))
     (tmp_path / "REFERENCE.csv").write_text("B00004,N\nB00003,A\nB00004,O\n")
     with pytest.raises(ECGDataError, match=r"record B00004 is listed twice \(rows 1 and 3\)"):
         load_challenge(str(tmp_path))

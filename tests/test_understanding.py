@@ -406,12 +406,19 @@ def test_imagenet_stream_epochs_crops_and_flips():
     rng = np.random.default_rng(0)
     pictures = rng.integers(0, 256, (8, 20, 26, 3), dtype=np.uint8)
 
-    class Source:  # tfds records: {"image", "label"}; the label is the example's index
+    class Source:  # TfdsImageSource's interface: images, features; the label is the example's index
         def __len__(self):
             return len(pictures)
 
-        def record(self, i):
-            return {"image": pictures[i], "label": i}
+        def __getitem__(self, i):
+            return pictures[i]
+
+        def feature(self, i, key):
+            assert key == "label"
+            return np.asarray(i)
+
+        def describe(self, i):
+            return f"example {i}"
 
     def stream(flip):
         s = object.__new__(TfdsStreamBatches)

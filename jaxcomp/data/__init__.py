@@ -81,23 +81,35 @@ def build_image_data(data: ml_collections.ConfigDict) -> ImageBatches:
       * ``"tfds"`` — ``data.tfds_name`` with ``data.tfds_train_split`` / ``tfds_val_split``
         from ``data.tfds_data_dir`` (array_record, no TensorFlow needed).
     With ``data.resize`` > 0 every image (training and validation) is first resized so its
-    shorter side is ``data.resize`` and centre-cropped square (:func:`resize_centre_crop`).
+    shorter side is ``data.resize`` and centre-cropped square (:func:`resize_centre_crop`); with
+    ``data.labels="clusters"`` before its colour clusters are labelled (a dataset's own label maps,
+    ``labels="tfds"``, are not resized: refused).
     Each host reads its own shard: batch ``step`` differs per ``jax.process_index()``.
     """
     if data.get("labels", ""):
         from jaxcomp.data.labels import build_labelled_data
 
-        return build_labelled_data(data, _image_sources, jax.process_index(), jax.process_count())
-    train, val = _image_sources(data)
-    if data.get("resize", 0):
-        train = ResizedSource(train, data.resize, cache=data.get("cache", True))
-        val = ResizedSource(val, data.resize, cache=data.get("cache", True)) if val is not None else None
+        if data.get("resize", 0) and data.labels != "clusters":
+            raise DataError(f"data.resize={data.resize} with data.labels={data.labels!r}: a dataset's own label maps "
+                            "are not resized; leave data.resize=0 (data.downscale scales training crops, "
+                            "data.eval_downscale validation images, label maps alike)")
+        return build_labelled_data(data, _resized_image_sources, jax.process_index(), jax.process_count())
+    train, val = _resized_image_sources(data)
     return ImageBatches(
         train, val, batch_size=data.batch_size, crop=data.crop, flip=data.flip,
         downscale=tuple(data.downscale), eval_crop=data.eval_crop, seed=data.seed,
         process_index=jax.process_index(), process_count=jax.process_count(),
         eval_downscale=data.get("eval_downscale", 1.0),
     )
+
+
+def _resized_image_sources(data: ml_collections.ConfigDict):
+    """:func:`_image_sources`, resized first when ``data.resize`` > 0 (:class:`ResizedSource`)."""
+    train, val = _image_sources(data)
+    if data.get("resize", 0):
+        train = ResizedSource(train, data.resize, cache=data.get("cache", True))
+        val = ResizedSource(val, data.resize, cache=data.get("cache", True)) if val is not None else None
+    return train, val
 
 
 def _image_sources(data: ml_collections.ConfigDict):

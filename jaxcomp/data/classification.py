@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxcomp.data.images import DataError, eval_batches_from_arrays, prefetch_batches, tfds_prepare_help
+from jaxcomp.data.images import DataError, eval_batches_from_arrays, prefetch_batches
 from jaxcomp.files import load_npz
 
 if TYPE_CHECKING:
@@ -52,6 +52,39 @@ def load_digits_arrays(split: str, num_test: int = 497) -> tuple[np.ndarray, np.
     raise DataError(f"unknown digits split {split!r}; use 'train', 'test' or 'all'")
 
 
+def check_classification_arrays(images: np.ndarray, labels: np.ndarray,
+                                where: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(uint8 [N, H, W, C], int32 [N])`` from images ``[N, H, W]`` or ``[N, H, W, 1 | 3]`` and class
+    indices ``[N]`` (or ``[N, 1]``, as Keras' CIFAR files) of whole numbers >= 0; anything else (a
+    channels-first or flattened layout, RGBA, one-hot or fractional or negative labels, a count
+    mismatch) is a :class:`DataError` naming ``where`` (the file or dataset) and what was found."""
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
+        hint = ""
+        if images.ndim == 4 and images.shape[1] in (1, 3) and images.shape[-1] not in (1, 3):
+            hint = " (channels first? store them as [N, H, W, C])"
+        elif images.ndim == 2:
+            hint = " (flattened? store them as [N, H, W])"
+        raise DataError(f"{where}: expected uint8 images [N, H, W] or [N, H, W, 1 or 3], got "
+                        f"{images.dtype} {images.shape}{hint}")
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1:
+        raise DataError(f"{where}: expected class indices [N], got labels of shape {labels.shape}"
+                        + (" (one-hot? store the class index of each example)" if labels.ndim == 2 else ""))
+    if len(labels) != len(images):
+        raise DataError(f"{where}: {len(images)} images but {len(labels)} labels")
+    if labels.dtype.kind not in "iub" and not (labels.dtype.kind == "f" and np.all(labels == np.round(labels))):
+        odd = labels[labels != np.round(labels)] if labels.dtype.kind == "f" else labels
+        raise DataError(f"{where}: labels must be whole class indices, got {labels.dtype} values such as "
+                        f"{odd[:3].tolist()}")
+    if len(labels) and labels.min() < 0:
+        raise DataError(f"{where}: labels must be class indices 0..K-1, got {labels.min()} (labels 1..K? subtract 1)")
+    return images, labels.astype(np.int32)
+
+
 def load_mnist_arrays(path: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     """MNIST from an ``.npz`` with ``x_train, y_train, x_test, y_test`` (the Keras layout):
     ``uint8 [N, 28, 28, 1]``, ``int32 [N]``."""
@@ -66,36 +99,39 @@ def load_mnist_arrays(path: str, split: str) -> tuple[np.ndarray, np.ndarray]:
         arrays = load_npz(path, [f"x_{split}", f"y_{split}"])
     except ValueError as e:  # not an .npz, truncated, or without the split's arrays
         raise DataError(str(e)) from e
-    x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-    if x.ndim == 3:
-        x = x[..., None]
-    if x.dtype != np.uint8 or x.ndim != 4 or len(x) != len(y):
-        raise DataError(f"{path}: expected uint8 images [N, H, W(, C)] and N labels, got {x.dtype} {x.shape}, "
-                        f"{len(y)} labels")
-    return x, y.astype(np.int32)
+    return check_classification_arrays(arrays[f"x_{split}"], arrays[f"y_{split}"], f"{path} ({split} split)")
 
 
 def load_tfds_arrays(name: str, split: str, data_dir: str = "") -> tuple[np.ndarray, np.ndarray]:
     """A prepared tfds image-classification dataset (e.g. ``cifar10``, ``cifar100``) read into memory
     through ``tfds.data_source`` (array_record; no TensorFlow, no download)."""
-    import tensorflow_datasets as tfds
+    from jaxcomp.data.images import open_tfds
 
-    try:
-        source = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
-    except Exception as e:  # tfds raises several types for "not prepared" / "unknown name"
-        raise DataError(
-            f"tfds dataset {name!r} split {split!r} is not available under "
-            f"data_dir={data_dir or '~/tensorflow_datasets'!r} "
-            f"in array_record format ({type(e).__name__}: {str(e)[:300]}). " + tfds_prepare_help(name)
-        ) from e
+    source = open_tfds(name, split, data_dir)
+    where = f"tfds dataset {name!r} split {split!r}"
     n = len(source)
+    if not n:
+        raise DataError(f"{where} has no examples")
     first = source[0]
-    images = np.empty((n, *np.asarray(first["image"]).shape), np.uint8)
-    labels = np.empty(n, np.int32)
+    missing = [key for key in ("image", "label") if key not in first]
+    if missing:
+        raise DataError(f"{where}: its examples have no {' or '.join(repr(k) for k in missing)} feature (they have "
+                        f"{', '.join(repr(k) for k in first)}); a classification dataset needs 'image' and 'label'")
+    shape = np.asarray(first["image"]).shape
+    images = np.empty((n, *shape), np.uint8)
+    labels = np.empty(n, np.int64)
     for i in tqdm(range(n), desc=f"reading {name}:{split}", mininterval=5.0, leave=False):
         record = source[i]
-        images[i], labels[i] = record["image"], record["label"]
-    return images, labels
+        image = np.asarray(record["image"])
+        if image.shape != shape or image.dtype != np.uint8:
+            raise DataError(f"{where}: example {i} is an image of {image.dtype} {image.shape}, example 0 of uint8 "
+                            f"{shape}; an in-memory classification dataset needs images of one size (resize them "
+                            f"when preparing it, or use data.source='tfds_stream' with data.resize)")
+        label = np.asarray(record["label"])
+        if label.ndim:
+            raise DataError(f"{where}: example {i} has a label of shape {label.shape}; expected one class index")
+        images[i], labels[i] = image, label
+    return check_classification_arrays(images, labels, where)
 
 
 def downsample(images: np.ndarray, factor: int) -> np.ndarray:

@@ -24,7 +24,7 @@ from PIL import Image, ImageOps
 
 from jaxcomp.checks import is_whole
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".webp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".ppm", ".pgm", ".bmp", ".webp", ".tif", ".tiff")
 SAMPLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "samples")
 
 
@@ -214,6 +214,19 @@ class ImageSource(Protocol):
     def __getitem__(self, index: int) -> np.ndarray: ...
 
 
+def describe_image(source: ImageSource, index: int) -> str:
+    """Where image ``index`` of ``source`` comes from, for messages: its file, its tfds example, or
+    ``image INDEX`` for a source that cannot say (an array)."""
+    describe = getattr(source, "describe", None)
+    return describe(index) if callable(describe) else f"image {index}"
+
+
+def error_at(where: str, error: Exception) -> DataError:
+    """``error`` as a :class:`DataError` that starts by naming ``where`` (once)."""
+    message = str(error)
+    return DataError(message if message.startswith(where) else f"{where}: {message}")
+
+
 class ImageFolderSource:
     """Images from a list of files; decoded once and kept in memory when ``cache``."""
 
@@ -229,6 +242,10 @@ class ImageFolderSource:
 
     def __len__(self) -> int:
         return len(self.files)
+
+    def describe(self, index: int) -> str:
+        """Where image ``index`` comes from, for messages: its file."""
+        return self.files[index]
 
     def __getitem__(self, index: int) -> np.ndarray:
         if self._cache is None:
@@ -251,6 +268,31 @@ def tfds_prepare_help(name: str) -> str:
             f"pass --config.data.tfds_data_dir=DIR")
 
 
+def open_tfds(name: str, split: str, data_dir: str | None = None) -> Sequence[dict]:
+    """``tfds.data_source(name, split)`` of a dataset prepared in array_record format under ``data_dir``
+    (nothing is downloaded); a :class:`DataError` that says what is wrong: a split the dataset does
+    not have (naming those it has), a split that selects nothing, or a dataset not prepared there
+    (with :func:`tfds_prepare_help`)."""
+    import tensorflow_datasets as tfds
+
+    try:
+        return tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
+    except Exception as e:  # tfds raises several types for "not prepared" / "unknown name" / "unknown split"
+        text = str(e)
+        unknown = re.search(r"Unknown split .*?Should be one of (\[[^\]]*\])", text, re.S)
+        if unknown:
+            raise DataError(f"tfds dataset {name!r} has no split {split!r}: its splits are {unknown.group(1)} "
+                            f"(data.tfds_train_split / data.tfds_val_split)") from e
+        if "can not be of 0 length" in text:
+            raise DataError(f"tfds split {split!r} of {name!r} selects no examples") from e
+        first = text.strip().splitlines()[0][:300] if text.strip() else ""  # not tfds' list of every dataset
+        raise DataError(
+            f"tfds dataset {name!r} split {split!r} is not available under data_dir="
+            f"{data_dir or '~/tensorflow_datasets'!r} in array_record format ({type(e).__name__}: {first}). "
+            + tfds_prepare_help(name)
+        ) from e
+
+
 class TfdsImageSource:
     """Images of a named tfds dataset, read through ``tfds.data_source`` (no TensorFlow).
 
@@ -259,33 +301,41 @@ class TfdsImageSource:
     """
 
     def __init__(self, name: str, split: str, data_dir: str | None = None, image_key: str = "image"):
-        import tensorflow_datasets as tfds
-
-        try:
-            self._source = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
-        except Exception as e:  # tfds raises several types for "not prepared" / "unknown name"
-            raise DataError(
-                f"tfds dataset {name!r} split {split!r} is not available under data_dir={data_dir!r} "
-                f"in array_record format ({type(e).__name__}: {e}). " + tfds_prepare_help(name)
-            ) from e
-        self.image_key = image_key
+        self._source = open_tfds(name, split, data_dir)
+        self.image_key, self.name, self.split = image_key, name, split
 
     def __len__(self) -> int:
         return len(self._source)
 
-    def record(self, index: int) -> dict:
-        """Example ``index`` as tfds stores it (all its features, e.g. ``image`` and ``label``)."""
-        return self._source[index]
+    def describe(self, index: int) -> str:
+        """Where example ``index`` comes from, for messages."""
+        return f"tfds {self.name}:{self.split} example {index}"
+
+    def feature(self, index: int, key: str) -> np.ndarray:
+        """Feature ``key`` of example ``index``; a :class:`DataError` naming the features there are if it
+        has none of that name."""
+        record = self._source[index]
+        if key not in record:
+            raise DataError(f"{self.describe(index)} has no feature {key!r}; it has "
+                            f"{', '.join(repr(k) for k in record)}")
+        return np.asarray(record[key])
 
     def __getitem__(self, index: int) -> np.ndarray:
-        image = np.asarray(self._source[index][self.image_key])
-        if image.ndim == 2:
-            image = np.repeat(image[..., None], 3, axis=-1)
-        if image.shape[-1] == 1:
-            image = np.repeat(image, 3, axis=-1)
-        if image.dtype != np.uint8 or image.shape[-1] != 3:
-            raise DataError(f"tfds image {index} has dtype {image.dtype} shape {image.shape}; need uint8 RGB")
-        return image
+        return rgb_image(self.feature(index, self.image_key), self.describe(index))
+
+
+def rgb_image(image: np.ndarray, where: str) -> np.ndarray:
+    """``uint8 [H, W, 3]`` from ``uint8 [H, W, 3]``, ``[H, W, 1]`` or ``[H, W]`` (gray, repeated);
+    anything else (RGBA, 16 bits, float) a :class:`DataError` naming ``where``."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = np.repeat(image, 3, axis=-1)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+        raise DataError(f"{where} is an image of {image.dtype} {image.shape}; need uint8 RGB [H, W, 3] or gray "
+                        "[H, W] / [H, W, 1]")
+    return image
 
 
 class ArrayImageSource:
@@ -349,6 +399,10 @@ class ResizedSource:
     def __len__(self) -> int:
         return len(self.source)
 
+    def describe(self, index: int) -> str:
+        """Where image ``index`` comes from, for messages (that of the source it resizes)."""
+        return f"{describe_image(self.source, index)} (resized to {self.size})"
+
     def __getitem__(self, index: int) -> np.ndarray:
         if self._cache is not None and index in self._cache:
             return self._cache[index]
@@ -388,7 +442,7 @@ def random_crop(
     lo, hi = downscale
     scale = float(rng.uniform(lo, hi)) if hi > lo else float(lo)
     if min(h, w) < crop:
-        raise DataError(f"image of size {h}x{w} is smaller than the crop {crop}")
+        raise DataError(f"image of size {h}x{w} is smaller than the crop {crop} (remove it, or lower data.crop)")
     window = max(crop, min(int(round(crop / scale)), h, w))  # a strong downscale is capped by the image
     y = int(rng.integers(0, h - window + 1))
     x = int(rng.integers(0, w - window + 1))
@@ -474,7 +528,12 @@ class ImageBatches:
         """This host's part of global batch ``step``: ``{'image': uint8 [B_local, crop, crop, 3]}``."""
         rng = np.random.default_rng([self.seed, step, self.process_index])
         idx = rng.integers(0, len(self.train), self.local_batch_size)
-        crops = [random_crop(self.train[int(i)], rng, self.crop, self.flip, self.downscale) for i in idx]
+        crops = []
+        for i in idx:
+            try:
+                crops.append(random_crop(self.train[int(i)], rng, self.crop, self.flip, self.downscale))
+            except DataError as e:  # e.g. an image smaller than the crop: say which
+                raise error_at(describe_image(self.train, int(i)), e) from e
         return {"image": np.stack(crops)}
 
     def train_batches(self, start_step: int = 0, prefetch: int = 2) -> Iterator[dict[str, np.ndarray]]:

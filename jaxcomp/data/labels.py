@@ -34,8 +34,11 @@ from jaxcomp.data.images import (
     ImageBatches,
     ImageSource,
     TfdsImageSource,
+    describe_image,
+    error_at,
     eval_batches_from_arrays,
     image_tiles,
+    rgb_image,
     scale_image,
 )
 
@@ -158,6 +161,10 @@ class ClusterLabelSource:
     def __len__(self) -> int:
         return len(self.images)
 
+    def describe(self, index: int) -> str:
+        """Where image ``index`` comes from, for messages."""
+        return describe_image(self.images, index)
+
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         image = self.images[index]
         if self._cache is not None and index in self._cache:
@@ -182,15 +189,9 @@ class TfdsLabelledSource(TfdsImageSource):
         example = self._source[index]
         for key in (self.image_key, self.label_key):
             if key not in example:
-                raise DataError(f"tfds example {index} has no {key!r} (it has {sorted(example)}); "
+                raise DataError(f"{self.describe(index)} has no {key!r} (it has {sorted(example)}); "
                                 "set data.tfds_image_key / data.tfds_label_key")
-        image = np.asarray(example[self.image_key])
-        if image.ndim == 3 and image.shape[-1] == 1:
-            image = image[..., 0]
-        if image.ndim == 2:
-            image = np.repeat(image[..., None], 3, -1)
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
-            raise DataError(f"tfds image {index} has dtype {image.dtype} shape {image.shape}; need uint8 RGB")
+        image = rgb_image(example[self.image_key], self.describe(index))
         labels = np.asarray(example[self.label_key])
         if labels.ndim == 3 and labels.shape[-1] == 1:
             labels = labels[..., 0]
@@ -231,7 +232,7 @@ def random_crop_pair(image: np.ndarray, labels: np.ndarray, rng: np.random.Gener
     lo, hi = downscale
     scale = float(rng.uniform(lo, hi)) if hi > lo else float(lo)
     if min(h, w) < crop:
-        raise DataError(f"image of size {h}x{w} is smaller than the crop {crop}")
+        raise DataError(f"image of size {h}x{w} is smaller than the crop {crop} (remove it, or lower data.crop)")
     window = max(crop, min(int(round(crop / scale)), h, w))
     y = int(rng.integers(0, h - window + 1))
     x = int(rng.integers(0, w - window + 1))
@@ -259,13 +260,18 @@ class LabelledImageBatches(ImageBatches):
 
     def _pair(self, source: LabelledSource, index: int) -> tuple[np.ndarray, np.ndarray]:
         image, labels = source[index]
-        return image, check_labels(labels, image.shape[:2], self.classes, self.outside, f"image {index}")
+        return image, check_labels(labels, image.shape[:2], self.classes, self.outside, describe_image(source, index))
 
     def train_batch(self, step: int) -> dict[str, np.ndarray]:
         rng = np.random.default_rng([self.seed, step, self.process_index])
         idx = rng.integers(0, len(self.train), self.local_batch_size)
-        pairs = [random_crop_pair(*self._pair(self.train, int(i)), rng, self.crop, self.flip, self.downscale)
-                 for i in idx]
+        pairs = []
+        for i in idx:
+            try:
+                pairs.append(random_crop_pair(*self._pair(self.train, int(i)), rng, self.crop, self.flip,
+                                              self.downscale))
+            except DataError as e:  # e.g. an image smaller than the crop: say which
+                raise error_at(describe_image(self.train, int(i)), e) from e
         return {"image": np.stack([p[0] for p in pairs]),
                 "semantic": np.stack([p[1] for p in pairs]).astype(np.int32)}
 

@@ -41,7 +41,7 @@ def read_words(path: str) -> list[str]:
     if not os.path.isfile(path):
         raise DataError(f"text file not found: {path!r}")
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # -sig: an editor's byte-order mark is not a word
             words = [w for line in f for w in line.split() + [EOS]]
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text (a binary or compressed file?): {e}") from e
@@ -159,7 +159,12 @@ def build_lm_data(data: ml_collections.ConfigDict, process_index: int | None = N
     split = data.get("split", "valid")
     if split not in ("valid", "test"):
         raise DataError(f"data.split must be 'valid' or 'test', got {split!r}")
-    val = vocab.encode(read_words(os.path.join(data.path, f"{prefix}{split}.txt")))
+    val_path = os.path.join(data.path, f"{prefix}{split}.txt")
+    val_words = read_words(val_path)
+    try:
+        val = vocab.encode(val_words)
+    except DataError as e:  # a word of the evaluation text the training text never has (and no <unk>)
+        raise DataError(f"{val_path}: {e} of {os.path.join(data.path, f'{prefix}train.txt')}") from e
     train = vocab.encode(train_words)
     if data.get("train_tokens", 0):
         train = train[: data.train_tokens]

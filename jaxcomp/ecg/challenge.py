@@ -6,7 +6,9 @@ A challenge record is two files (as in ``training2017/`` and the challenge's hid
   sampling rate in Hz, number of samples) and one signal line
   ``A00001.mat 16+24 1000/mV 16 0 -127 0 0 ECG`` (file, format, gain in ADC units per mV,
   resolution, ADC zero, first value, checksum, block size, description);
-* ``A00001.mat`` — a MATLAB v4 file whose variable ``val`` holds the int16 ADC values, ``[1, n]``.
+* ``A00001.mat`` — a MATLAB v4 file whose variable ``val`` holds the int16 ADC values, ``[1, n]``
+  (or, as PhysioNet's other single-lead databases store it, a WFDB signal file in format 16 that
+  the header names, e.g. ``A00001.dat 16 1000/mV ...``: little-endian int16; other formats are refused).
 
 :func:`read_challenge_record` returns float32 millivolts ``(adc - baseline) / gain`` at 300 Hz:
 a header with another sampling rate is resampled (polyphase, :func:`scipy.signal.resample_poly`)
@@ -83,6 +85,21 @@ def resample_to(signal: np.ndarray, fs: float, target_fs: int = FS) -> np.ndarra
     return resample_poly(np.asarray(signal, np.float64), ratio.numerator, ratio.denominator).astype(np.float32)
 
 
+def _read_format16(path: str, fmt: str, name: str) -> np.ndarray:
+    """The ADC values (float64 ``[n]``) of a single-lead WFDB signal file in format 16 (little-endian
+    int16; ``16+N``: after N bytes), the one other format a single-lead record is commonly stored in."""
+    base, _, offset = fmt.partition("+")
+    if base != "16" or not (offset or "0").isdigit():
+        raise ECGDataError(f"record {name}: {path} is a WFDB signal file in format {fmt!r}; read are CinC 2017 "
+                           f"'.mat' files and single-lead format-16 signal files (convert others, e.g. with "
+                           f"wfdb's rdrecord and wrsamp(fmt=['16']))")
+    raw = np.fromfile(path, np.uint8)[int(offset or 0):]
+    if raw.size % 2:
+        raise ECGDataError(f"record {name}: {path} holds {raw.size} bytes after its offset, not whole 16-bit samples "
+                           f"(truncated?)")
+    return raw.view("<i2").astype(np.float64)
+
+
 def read_challenge_record(path: str, resample: bool = True, target_fs: int = FS) -> np.ndarray:
     """One challenge record as float32 millivolts ``[n]`` at ``target_fs`` Hz.
 
@@ -112,20 +129,23 @@ def read_challenge_record(path: str, resample: bool = True, target_fs: int = FS)
             raise ECGDataError(f"record {name}: no signal file {mat} (the header names {header['file']!r})")
     if os.path.getsize(mat) == 0:
         raise ECGDataError(f"record {name}: {mat} is empty (0 bytes)")
-    try:
-        content = loadmat(mat)
-    except Exception as e:  # scipy raises ValueError, TypeError, OSError, ... for broken files
-        raise ECGDataError(f"record {name}: {mat} is not a readable MATLAB file (corrupt or truncated?): "
-                           f"{type(e).__name__}: {e}") from e
-    if "val" not in content:
-        keys = sorted(k for k in content if not k.startswith("__"))
-        raise ECGDataError(f"record {name}: {mat} has no variable 'val' (it has: {', '.join(keys) or 'none'})")
-    val = np.asarray(content["val"])
-    if val.ndim != 2 or (val.size and 1 not in val.shape):
-        raise ECGDataError(f"record {name}: 'val' in {mat} has shape {val.shape}; expected one lead, [1, n]")
-    if not (np.issubdtype(val.dtype, np.number) and not np.iscomplexobj(val)):
-        raise ECGDataError(f"record {name}: 'val' in {mat} holds {val.dtype} values, not numbers")
-    adc = val.reshape(-1).astype(np.float64)
+    if not mat.lower().endswith(".mat"):  # a WFDB signal file, as PhysioNet's other databases ship
+        adc = _read_format16(mat, header["fmt"], name)
+    else:
+        try:
+            content = loadmat(mat)
+        except Exception as e:  # scipy raises ValueError, TypeError, OSError, ... for broken files
+            raise ECGDataError(f"record {name}: {mat} is not a readable MATLAB file (corrupt or truncated?): "
+                               f"{type(e).__name__}: {e}") from e
+        if "val" not in content:
+            keys = sorted(k for k in content if not k.startswith("__"))
+            raise ECGDataError(f"record {name}: {mat} has no variable 'val' (it has: {', '.join(keys) or 'none'})")
+        val = np.asarray(content["val"])
+        if val.ndim != 2 or (val.size and 1 not in val.shape):
+            raise ECGDataError(f"record {name}: 'val' in {mat} has shape {val.shape}; expected one lead, [1, n]")
+        if not (np.issubdtype(val.dtype, np.number) and not np.iscomplexobj(val)):
+            raise ECGDataError(f"record {name}: 'val' in {mat} holds {val.dtype} values, not numbers")
+        adc = val.reshape(-1).astype(np.float64)
     if adc.size == 0:
         raise ECGDataError(f"record {name}: empty signal (0 samples) in {mat}")
     if header["n_samples"] >= 0 and len(adc) != header["n_samples"]:

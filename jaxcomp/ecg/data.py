@@ -221,7 +221,7 @@ def read_reference(path: str) -> list[tuple[str, int]]:
     """``REFERENCE.csv`` as ``[(record, label index)]``; ECGDataError names a bad line's record."""
     out = []
     try:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark
             for row in csv.reader(f):
                 if not row or not "".join(row).strip():
                     continue

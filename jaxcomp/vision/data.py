@@ -208,6 +208,9 @@ class TfdsStreamBatches:
         from jaxcomp.data.images import TfdsImageSource
 
         self.size, self.resize = int(data.size), int(data.get("resize", data.size))
+        if not 0 < self.size <= self.resize:
+            raise DataError(f"data.size={self.size} and data.resize={self.resize}: need 0 < size <= resize (images "
+                            "are resized to `resize` on their shorter side, then cropped to `size`)")
         self.train = TfdsImageSource(data.tfds_name, data.tfds_train_split, data.get("tfds_data_dir", ""))
         split = data.get("tfds_val_split", "")
         self.val = TfdsImageSource(data.tfds_name, split, data.get("tfds_data_dir", "")) if split else None
@@ -222,21 +225,22 @@ class TfdsStreamBatches:
     def _example(self, source, index: int, rng: np.random.Generator | None) -> tuple[np.ndarray, int]:
         from jaxcomp.data.images import resize_centre_crop, resize_shorter_side
 
-        record = source.record(index)
-        image = np.asarray(record["image"])
-        if image.ndim == 2 or image.shape[-1] == 1:
-            image = np.repeat(image.reshape(*image.shape[:2], 1), 3, axis=-1)
+        image, label = source[index], source.feature(index, "label")
+        if label.ndim or label.dtype.kind not in "iu" or not 0 <= int(label) < self.num_classes:
+            raise DataError(f"{source.describe(index)} has label {label.tolist()!r}; expected a class index in "
+                            f"0..{self.num_classes - 1} (data.num_classes={self.num_classes})")
+        label = int(label)
         if rng is None:  # evaluation: the shorter side to `resize` as in training, then the centre crop
             big = resize_centre_crop(image, self.resize)
             top = (self.resize - self.size) // 2
-            return big[top:top + self.size, top:top + self.size], int(record["label"])
+            return big[top:top + self.size, top:top + self.size], label
         big = resize_shorter_side(image, self.resize)
         nh, nw = big.shape[:2]
         y, x = rng.integers(0, nh - self.size + 1), rng.integers(0, nw - self.size + 1)
         crop = big[y:y + self.size, x:x + self.size]
         if self.flip and rng.random() < 0.5:
             crop = crop[:, ::-1]
-        return crop, int(record["label"])
+        return crop, label
 
     def train_batch(self, step: int) -> dict[str, np.ndarray]:
         n = len(self.train)
