@@ -182,7 +182,8 @@ def test_kill_and_resume_continues_from_the_same_state(l3c_tiny_config, tmp_path
 
 def test_workdir_lock_refuses_a_second_holder_only(tmp_path, monkeypatch, caplog):
     """A held workdir is refused naming its holder; a filesystem without ``flock`` (ENOSYS) runs
-    unlocked with a warning instead of every run being refused as "in use"."""
+    unlocked with a warning instead of every run being refused as "in use"; a read-only workdir is
+    evaluated (``read_only``) without the lock, with a warning, and refused for training."""
     import errno
     import logging
 
@@ -203,6 +204,17 @@ def test_workdir_lock_refuses_a_second_holder_only(tmp_path, monkeypatch, caplog
     with caplog.at_level(logging.WARNING, logger="jaxcomp.train"), trainer.workdir_lock(workdir):
         pass
     assert "cannot be locked (" in caplog.text and "Function not implemented" in caplog.text
+
+    def read_only_filesystem(path, *args, **kwargs):  # a workdir on a read-only mount (root ignores chmod)
+        raise OSError(errno.EROFS, "Read-only file system", path)
+
+    monkeypatch.setattr(loop, "open", read_only_filesystem, raising=False)
+    with pytest.raises(OSError, match="Read-only file system"):
+        with trainer.workdir_lock(workdir):  # training must write: refused
+            pass
+    with caplog.at_level(logging.WARNING, logger="jaxcomp.train"), trainer.workdir_lock(workdir, read_only=True):
+        pass  # --eval-only only reads: goes on, unlocked, and says so
+    assert "is not writable (" in caplog.text and "without its lock" in caplog.text
 
 
 def test_loop_settings_that_cannot_work_are_refused_before_anything_runs(l3c_tiny_config, tmp_path):

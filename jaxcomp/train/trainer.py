@@ -564,12 +564,16 @@ DISCARDED_METRICS = "metrics.discarded.jsonl"  # rows logged after the last chec
 
 
 @contextlib.contextmanager
-def workdir_lock(workdir: str, purpose: str = "training") -> Iterator[None]:
+def workdir_lock(workdir: str, purpose: str = "training", read_only: bool = False) -> Iterator[None]:
     """Holds an exclusive lock on ``WORKDIR/train.lock`` (taken by process 0, its outcome shared
     with the others; released when the block ends or the process dies): a second process training
     or evaluating the same workdir is refused by name instead of both writing the same checkpoint
     steps and interleaving their logs. (POSIX ``flock``; where Python has no ``fcntl``, e.g. on
     Windows, or the filesystem has no ``flock``, nothing is locked: a warning says so.)
+
+    ``read_only``: the holder only reads the workdir (``--eval-only``): where the lock file cannot be
+    made (a read-only workdir, another user's run) it goes on unlocked, with a warning, since nothing
+    that it does can clash with a writer.
 
     Raises:
       CheckpointError: another process holds the workdir (its pid, host and purpose are named).
@@ -577,7 +581,13 @@ def workdir_lock(workdir: str, purpose: str = "training") -> Iterator[None]:
     f, holder = None, None
     if jax.process_index() == 0 and fcntl is not None:
         os.makedirs(workdir, exist_ok=True)
-        f = open(os.path.join(workdir, LOCK_FILE), "a+", encoding="utf-8")
+        try:
+            f = open(os.path.join(workdir, LOCK_FILE), "a+", encoding="utf-8")
+        except OSError as e:
+            if not (read_only and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS)):
+                raise
+            log.warning("%s is not writable (%s): %s without its lock", workdir, e, purpose)
+    if f is not None:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -878,7 +888,7 @@ def evaluate_run(config: ml_collections.ConfigDict, workdir: str, task: Task, da
     from jaxcomp.files import latest_complete_checkpoint
 
     # a workdir that does not exist (a model named by init_from) is not made: nothing is written
-    lock = workdir_lock(workdir, "--eval-only") if os.path.isdir(workdir) else contextlib.nullcontext()
+    lock = workdir_lock(workdir, "--eval-only", read_only=True) if os.path.isdir(workdir) else contextlib.nullcontext()
     with lock:
         if latest_complete_checkpoint(workdir) is not None:
             state = restore_for_eval(config, workdir, task, first, mesh=mesh)
