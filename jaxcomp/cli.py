@@ -170,6 +170,9 @@ class _Codecs:
                              "give the model it was compressed with (--checkpoint)")
 
 
+LOSSY = ("cpm", "gc", "dplc")  # codecs whose rate is reported per pixel
+
+
 def _compress_one(codec, src: str, dst: str) -> tuple[int, int, int, bool]:
     """(subpixels coded, pixels, bytes written, grayscale?): a grayscale image counts 3 subpixels
     a pixel, the 3 equal channels L3C codes it as, so its bits per subpixel compare with RGB ones."""
@@ -184,11 +187,14 @@ def _compress_one(codec, src: str, dst: str) -> tuple[int, int, int, bool]:
     return 3 * pixels if image.ndim == 2 else image.size, pixels, len(data), image.ndim == 2
 
 
-def _decompress_one(codecs: _Codecs, src: str, dst: str) -> tuple[int, int, int, bool]:
-    """As :func:`_compress_one`, for the image decoded from ``src``."""
+def _decompress_one(codecs: _Codecs, src: str, dst: str) -> tuple[int, int, int, bool, bool]:
+    """As :func:`_compress_one`, for the image decoded from ``src``, and whether its codec is lossy
+    (its rate is then reported per pixel)."""
     import io
 
     from PIL import Image
+
+    from jaxcomp.coding import peek
 
     with open(src, "rb") as f:
         data = f.read()
@@ -199,7 +205,8 @@ def _decompress_one(codecs: _Codecs, src: str, dst: str) -> tuple[int, int, int,
     Image.fromarray(image).save(buf, format="PNG")
     write_atomic(dst, buf.getvalue())
     pixels = image.shape[0] * image.shape[1]
-    return 3 * pixels if image.ndim == 2 else image.size, pixels, len(data), image.ndim == 2
+    return (3 * pixels if image.ndim == 2 else image.size, pixels, len(data), image.ndim == 2,
+            peek(data)[0] in LOSSY)
 
 
 def _stream_codec(path: str) -> str:
@@ -291,9 +298,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     failures = 0
     total_in = total_px = total_out = 0
-    lossy = compress and args.codec in ("cpm", "gc", "dplc")
+    any_lossy = False
 
-    def rate(nbytes: int, subpixels: int, pixels: int, gray: bool = False) -> str:
+    def rate(nbytes: int, subpixels: int, pixels: int, gray: bool = False, lossy: bool = False) -> str:
         if lossy:
             return f"{8 * nbytes / pixels:.4f} bits per pixel"
         if gray:  # what the codec coded: 3 equal channels
@@ -304,8 +311,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     bar = tqdm(pairs, disable=args.quiet or len(pairs) == 1, unit="file", desc=args.command)
     for src, dst in bar:
         try:
-            subpixels, pixels, nbytes, gray = (_compress_one(codec, src, dst) if compress
-                                               else _decompress_one(codecs, src, dst))
+            if compress:
+                subpixels, pixels, nbytes, gray = _compress_one(codec, src, dst)
+                lossy = args.codec in LOSSY
+            else:
+                subpixels, pixels, nbytes, gray, lossy = _decompress_one(codecs, src, dst)
         except (UsageError, BitstreamError, DataError, ValueError, OSError) as e:
             failures += 1
             message = str(e)  # load_image's errors already start with the path
@@ -320,9 +330,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         total_px += pixels
         total_out += nbytes
         if not args.quiet and len(pairs) == 1:
-            print(f"{src} -> {dst}: {nbytes} bytes, {rate(nbytes, subpixels, pixels, gray)}")
-    if not args.quiet and len(pairs) > 1 and total_in:
-        print(f"{len(pairs) - failures}/{len(pairs)} files, {rate(total_out, total_in, total_px)}")
+            print(f"{src} -> {dst}: {nbytes} bytes, {rate(nbytes, subpixels, pixels, gray, lossy)}")
+        any_lossy = any_lossy or lossy
+    if not args.quiet and len(pairs) > 1 and total_in:  # per pixel if any file is lossy
+        print(f"{len(pairs) - failures}/{len(pairs)} files, {rate(total_out, total_in, total_px, lossy=any_lossy)}")
     return 1 if failures else 0
 
 

@@ -302,8 +302,10 @@ def test_command_line_roundtrip(models, codec, gray, photo, tmp_path, capsys, mo
     Image.fromarray(photo).save(tmp_path / "p.png")
     args = ["--checkpoint", models.model, "--cache-dir", ""]
     assert cli.main(["compress", "--codec", "dplc", *args, str(tmp_path / "p.png"), str(tmp_path / "p.jxc")]) == 0
-    assert "bits per pixel" in capsys.readouterr().out
+    rate = f"{8 * (tmp_path / 'p.jxc').stat().st_size / (16 * 16):.4f} bits per pixel"
+    assert rate in capsys.readouterr().out
     assert cli.main(["decompress", *args, str(tmp_path / "p.jxc"), str(tmp_path / "d.png")]) == 0
+    assert rate in capsys.readouterr().out  # a lossy file's rate, per pixel, decoding too
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "d.png")), codec.reconstruct(photo))
     # without --checkpoint: a file of a model that is not shipped, and no shipped model to compress with
     assert cli.main(["decompress", "--cache-dir", "", str(tmp_path / "p.jxc"), str(tmp_path / "e.png")]) == 1
