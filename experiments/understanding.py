@@ -23,7 +23,9 @@
    MS-SSIM, PSNR on the test scenes.
 
 Writes ``results.md`` (tables, mean ± std over seeds), ``results.json``, ``accuracy_vs_bpp.png``.
-Finished runs are skipped, so the same command continues an interrupted study
+The plan (stages, seeds, points, the report split) is checked before anything runs. A command that
+runs fewer stages keeps the sections of the others from the workdir's last ``results.json`` (the
+report says which). Finished runs are skipped, so the same command continues an interrupted study
 (``experiment.time_limit`` seconds for the whole command stops it, the run in training checkpointed, and
 writes the report of what is finished).
 """
@@ -222,8 +224,9 @@ class Study:
                         with open(report) as f:
                             row = json.load(f)
                         if row.get("key") != key:
-                            raise ValueError(f"{wd} holds a run of another config or codec; remove it or use "
-                                             "another --workdir")
+                            self.check_settings(c, wd)  # names the config keys that differ, if any do
+                            raise ValueError(f"{wd} holds a run of another codec (its parameters differ) or of "
+                                             "a config from before 2026-12-07; remove it or use another --workdir")
                     if row is None:
                         print(f"[{name}] {c.model.name} ({c.steps} steps)", flush=True)
                         task, state = self.train(c, wd)
@@ -344,21 +347,97 @@ class Study:
                 self.results["joint"].append(dict(mode=mode, point=point, seed=int(seed), **m))
                 print(f"[{os.path.basename(wd)}] {m}", flush=True)
 
+    def check_plan(self) -> None:
+        """The ``experiment`` block's plan, checked before any stage runs (a typo in the last stage
+        was found after an hour of codec training): known, distinct stages, seeds and points; the
+        segmentation and joint points among the codecs this study trains (unless ``codecs_from``
+        holds them); a report split the scenes have."""
+        from jaxcomp.configs import ConfigError
+
+        def distinct(name: str, values) -> list:
+            values = list(values)
+            if not values:
+                raise ConfigError(f"experiment.{name} is empty")
+            repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+            if repeated:
+                raise ConfigError(f"experiment.{name} repeats {repeated} (a repeated seed would count as another "
+                                  "seed in the spread)")
+            return values
+
+        stages = distinct("stages", self.exp.stages)
+        unknown = [s for s in stages if s not in STAGES]
+        if unknown:
+            raise ConfigError(f"unknown experiment stage(s) {unknown}; use {STAGES}")
+        for seed in distinct("seeds", self.exp.seeds):
+            if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+                raise ConfigError(f"experiment.seeds must be whole numbers >= 0, got {seed!r}")
+        points = distinct("points", self.exp.points)
+        if self.exp.get("report_split", "test") not in ("val", "test"):
+            raise ConfigError(f"experiment.report_split must be 'val' or 'test', got {self.exp.report_split!r}")
+        if not self.exp.get("codecs_from", ""):
+            outside = [p for p in self.exp.get("seg_points", None) or () if p not in points]
+            if "segmentation" in stages and outside:
+                raise ConfigError(f"experiment.seg_points {outside} are not among experiment.points {points}, "
+                                  "whose codecs this study trains (or give experiment.codecs_from)")
+            if "joint" in stages and self.exp.joint_point not in points:
+                raise ConfigError(f"experiment.joint_point={self.exp.joint_point!r} is not among experiment.points "
+                                  f"{points}, whose codecs this study trains (or give experiment.codecs_from)")
+
     def run(self) -> str:
+        self.check_plan()
         done = []
         try:
             for stage in self.exp.stages:
-                if stage not in STAGES:
-                    raise ValueError(f"unknown experiment stage {stage!r}; use {STAGES}")
                 getattr(self, stage)()
                 done.append(stage)
         except OutOfTime as e:
             print(f"{e} after stages {done}: run the same command to continue", flush=True)
         os.makedirs(self.workdir, exist_ok=True)
-        with open(os.path.join(self.workdir, "results.json"), "w") as f:
-            json.dump(self.results, f, indent=1)
-        report = write_report(self.results, self.workdir)
-        return report
+        path = os.path.join(self.workdir, "results.json")
+        results = merge_results(self.results, _read_results(path), done)
+        write_atomic(path, json.dumps(results, indent=1))
+        return write_report(results, self.workdir)
+
+
+#: the sections of ``results.json`` each stage makes (rows of one task: ``("rows", task)``)
+STAGE_SECTIONS = {"codecs": ("codecs",), "classification": (("rows", "classification"), "linear"),
+                  "segmentation": (("rows", "segmentation"),), "compute": ("flops",), "joint": ("joint",)}
+
+
+def _read_results(path: str) -> dict[str, Any]:
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except ValueError:  # a damaged file: the report holds this run's sections only
+        print(f"warning: {path} is not readable JSON; its sections are not carried over", flush=True)
+        return {}
+
+
+def merge_results(new: dict[str, Any], earlier: dict[str, Any], done: list[str]) -> dict[str, Any]:
+    """``new`` (the sections of the stages in ``done``) with the sections of every other stage taken from
+    ``earlier`` (the study's last ``results.json``), so a command that runs fewer stages (or is
+    stopped by its time limit) does not drop finished results from the report; ``carried_over``
+    lists the stages whose sections come from an earlier command."""
+    out = {k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v) for k, v in new.items()}
+    carried = []
+    for stage, sections in STAGE_SECTIONS.items():
+        if stage in done:
+            continue
+        found = False
+        for section in sections:
+            if isinstance(section, tuple):  # rows of one task
+                rows = [r for r in earlier.get("rows", []) if r.get("task") == section[1]]
+                out["rows"] = [r for r in out.get("rows", []) if r.get("task") != section[1]] + rows
+                found = found or bool(rows)
+            elif earlier.get(section):
+                out[section] = earlier[section]
+                found = True
+        if found:
+            carried.append(stage)
+    out["carried_over"] = carried
+    return out
 
 
 def jpeg_at_bpp(images: np.ndarray, bpp: float, grid: int = 8) -> dict[str, float]:
@@ -455,6 +534,9 @@ def _ms(values: list[float], digits: int = 3) -> str:
 def write_report(results: dict[str, Any], workdir: str) -> str:
     """``results.md`` (and ``accuracy_vs_bpp.png``) from the results; returns the markdown."""
     lines = ["# Understanding on compressed representations: results", ""]
+    if results.get("carried_over"):
+        lines += [f"Sections of the stages {', '.join(results['carried_over'])} come from an earlier command in "
+                  "this workdir (not run by the last one).", ""]
     codecs = results.get("codecs", {})
     if codecs:
         lines += ["## Codec operating points (test scenes)", "",
@@ -472,7 +554,8 @@ def write_report(results: dict[str, Any], workdir: str) -> str:
         if not sel:
             continue
         head = "top-1 accuracy" if kind == "classification" else "mIoU"
-        lines += [f"## {kind.capitalize()}: {head} on the test scenes (mean ± std over seeds)", ""]
+        lines += [f"## {kind.capitalize()}: {head} on the test scenes (mean ± population std over seeds, "
+                  "ddof 0)", ""]
         extra = " | linear (logistic regression)" if kind == "classification" else ""
         lines += [f"| point | bpp | input | network | {head} | seeds{extra} |",
                   "|---|---|---|---|---|---|" + ("---|" if extra else "")]
@@ -494,7 +577,7 @@ def write_report(results: dict[str, Any], workdir: str) -> str:
         lines.append("")
     joint = results.get("joint", [])
     if joint:
-        lines += ["## Joint training (test scenes, mean ± std over seeds)", "",
+        lines += ["## Joint training (test scenes, mean ± population std over seeds, ddof 0)", "",
                   "| mode | accuracy | bpp | MS-SSIM | PSNR (dB) | seeds |", "|---|---|---|---|---|---|"]
         for mode in ("classifier_only", "joint"):
             rs = [r for r in joint if r["mode"] == mode]

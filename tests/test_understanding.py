@@ -631,3 +631,52 @@ def test_study_refuses_a_finished_codec_of_other_settings(tmp_path, monkeypatch)
     monkeypatch.setattr(s, "train", lambda c, wd: pytest.fail("trained a codec of other settings further"))
     with pytest.raises(ValueError, match=rf"codec_{point} holds a run with other settings: optimizer\.learning_rate"):
         s.codecs()
+
+
+def test_study_checks_its_plan_first_and_keeps_earlier_sections(tmp_path, monkeypatch):
+    """A study's plan is checked before any stage runs (a misspelt last stage once failed after the codecs
+    had trained): repeated seeds (counted as more seeds in the spread), empty lists, negative seeds, a
+    report split the scenes lack, joint and segmentation points whose codecs the study does not train.
+    A command that runs fewer stages keeps the earlier command's sections in results.json / results.md
+    (the compute table was lost), saying which; the stages it runs replace theirs."""
+    from experiments import understanding as study
+    from jaxcomp.configs import ConfigError
+
+    config = load_config(CONFIG + ":tiny")
+    s = object.__new__(study.Study)  # without __init__'s compilation cache (global JAX state)
+    s.config, s.workdir, s.cfg = config, str(tmp_path), study._module()
+    for override, message in [
+        ("experiment.stages=('codecs', 'clasification')", r"unknown experiment stage\(s\) \['clasification'\]"),
+        ("experiment.stages=()", "experiment.stages is empty"),
+        ("experiment.seeds=(0, 0)", r"experiment.seeds repeats \[0\]"),
+        ("experiment.seeds=(-1,)", "experiment.seeds must be whole numbers >= 0, got -1"),
+        ("experiment.report_split=tst", "experiment.report_split must be 'val' or 'test', got 'tst'"),
+        ("experiment.joint_point=high", r"joint_point='high' is not among experiment.points"),
+        ("experiment.seg_points=('high',)", r"seg_points \['high'\] are not among experiment.points"),
+    ]:
+        s.exp = apply_overrides(config, [override]).experiment
+        with pytest.raises(ConfigError, match=message):
+            s.check_plan()
+    s.exp = apply_overrides(config, ["experiment.joint_point=high",
+                                     "experiment.codecs_from=/elsewhere/gpu_study"]).experiment
+    s.check_plan()  # codecs trained elsewhere may hold other points
+
+    def row(task, seed, accuracy):
+        return dict(task=task, input="latent", point="low", seed=seed, net="cresnet", key="k",
+                    accuracy=accuracy, miou=accuracy)
+
+    earlier = {"rows": [row("classification", 0, 0.5), row("segmentation", 0, 0.2)], "linear": [],
+               "codecs": {"low": dict(bpp=0.3, bpp_std=0.0, ms_ssim=0.9, psnr=24.0, latent_shape=[8, 8, 32],
+                                      jpeg_bpp=0.3, jpeg_ms_ssim=0.8, jpeg_psnr=22.0, jpeg_reachable=1.0)},
+               "flops": {"decoder_low": dict(flops=2e6, xla=2e6, ms_per_image=0.1)}, "joint": []}
+    (tmp_path / "results.json").write_text(json.dumps(earlier))
+    s.exp = apply_overrides(config, ["experiment.stages=('classification',)"]).experiment
+    s.results = {"rows": [row("classification", 0, 0.7)], "codecs": {}, "flops": {}, "joint": [], "linear": []}
+    monkeypatch.setattr(s, "classification", lambda: None)
+    report = s.run()
+    merged = json.loads((tmp_path / "results.json").read_text())
+    assert merged["flops"] == earlier["flops"] and merged["codecs"] == earlier["codecs"]
+    assert sorted((r["task"], r["accuracy"]) for r in merged["rows"]) == [("classification", 0.7),
+                                                                          ("segmentation", 0.2)]
+    assert merged["carried_over"] == ["codecs", "segmentation", "compute"]
+    assert "Compute per image" in report and "come from an earlier command" in report and "0.700" in report
