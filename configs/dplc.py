@@ -180,7 +180,8 @@ def get_config(variant: str = "mnist") -> ml_collections.ConfigDict:
             dataset=dataset, generator="", methods=("dplc", "cae", "gan"), seeds=(0, 1, 2),
             rates=((0, 2), (2, 2), (4, 2), (8, 2), (16, 2)),  # 0 .. 256 bits on the 4x4 grid
             steps=0,              # > 0: every stage-2 run trains this many steps (else the variant's own)
-            mmd=0.0,              # > 0: DPLC's lambda (loss.mmd) in place of the stage-2 variant's; or one per rate
+            mmd=0.0,              # > 0: DPLC's lambda (loss.mmd) in place of the stage-2 variant's
+            mmd_per_rate=(),      # or one lambda per rate of `rates` (e.g. "(1.0, 1.0, 3.0, 3.0, 10.0)")
             split="test",         # test: report | val: choose settings (never on the reported data)
             time_limit=0.0,       # seconds for the whole command (0: none); the same command continues
             eval_images=10_000, grid_images=10, quiet=False))

@@ -42,11 +42,12 @@ from experiments.dplc_sweep import (
     set_steps,
     with_stage1_data_and_sizes,
 )
-from jaxcomp.checks import nonempty
+from jaxcomp.checks import count, distinct, seed_list
 from jaxcomp.configs import config_script_main
 from jaxcomp.files import atomic_file, write_atomic
 
 OBJECTIVES = {"wgan": "WGAN-GP", "wae": "WAE", "wpp": "Wasserstein++"}
+GRID_KEPT = 16  # images of each run's grids kept in its grid.npz (more when grid_images asks more)
 
 
 def run_settings(run_config: ml_collections.ConfigDict, eval_images: int, metric: str, split: str) -> dict:
@@ -137,8 +138,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
     if g is None:
         raise ValueError("the config has no 'generators' block: use a stage-1 variant of configs/dplc.py")
     deadline = Deadline(g.get("time_limit", 0.0), "generators.time_limit")
-    nonempty(g.seeds, "generators.seeds")
-    for objective in nonempty(g.objectives, "generators.objectives"):  # every name before any training
+    seed_list(g.seeds, "generators.seeds")  # a repeated seed would be one run counted twice in the spread
+    count(g.eval_images, "generators.eval_images", 1)
+    count(g.grid_images, "generators.grid_images", 0)
+    for objective in distinct(g.objectives, "generators.objectives"):  # every name before any training
         objective_config(config, objective, 0)
     os.makedirs(workdir, exist_ok=True)
     # the report images of the sweep (evaluation_images reads sweep.split / sweep.eval_images), on a copy
@@ -175,8 +178,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
                 deadline.check_finished(state, c.steps, run_dir)
                 scores, samples, rec = score(task, jax.device_get(state.params), test, metric, int(seed))
                 row = dict(objective=objective, seed=int(seed), steps=int(c.steps), **scores, settings=settings)
-                samples = samples[: g.grid_images]
-                rec = None if rec is None else rec[: g.grid_images]
+                keep = max(int(g.grid_images), GRID_KEPT)  # a later command may show more (up to this many)
+                samples = samples[:keep]
+                rec = None if rec is None else rec[:keep]
                 with atomic_file(grid_file) as f:
                     np.savez_compressed(f, samples=samples, **({} if rec is None else {"recons": rec}))
                 write_atomic(cached, json.dumps(row, indent=1))
@@ -191,10 +195,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
     md = write_table(summarize(results), workdir, "results",
                      title=f"DPLC stage 1: {config.sweep.dataset}, {len(test)} held-out images, seeds "
                            f"{tuple(g.seeds)}; distance = {metric.name}")
-    save_grid([grid_samples[o] for o in g.objectives], os.path.join(workdir, "samples.png"))
+    save_grid([grid_samples[o] for o in g.objectives], os.path.join(workdir, "samples.png"), g.grid_images)
     if grid_recons:
         save_grid([test[: g.grid_images]] + [grid_recons[o] for o in g.objectives if o in grid_recons],
-                  os.path.join(workdir, "reconstructions.png"))
+                  os.path.join(workdir, "reconstructions.png"), g.grid_images)
     return md
 
 

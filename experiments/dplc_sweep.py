@@ -21,7 +21,9 @@ originals' tiles, while the "test" ones are reported): the distance between two 
 itself.
 
 Writes ``results.md/.csv`` (mean ± std over seeds), ``results.json``, ``curves.png`` (both metrics
-against bits per image) and ``samples_b<bits>.png`` (originals, DPLC, CAE, GAN rows; seed 0).
+against bits per image) and ``samples_b<bits>.png`` (originals, then one row per method in the order of
+``sweep.methods``; seed 0). The plan is checked first (:func:`check_plan`: nothing repeated, no two rates
+of the same bits per image); ``sweep.mmd_per_rate`` gives DPLC one lambda per rate.
 """
 
 from __future__ import annotations
@@ -53,11 +55,12 @@ def stage2_config(config, method: str, code_channels: int, levels: int, seed: in
     c.model.update(code_channels=int(code_channels), levels=int(levels))
     c.compress.generator = config.sweep.generator
     mmd = config.sweep.get("mmd", 0.0)
-    if method == "dplc" and isinstance(mmd, (tuple, list)):  # one lambda per rate of sweep.rates
+    per_rate = tuple(config.sweep.get("mmd_per_rate", ()))
+    if method == "dplc" and per_rate:  # one lambda per rate of sweep.rates, in place of sweep.mmd
         rates = [tuple(r) for r in config.sweep.rates]
-        if len(mmd) != len(rates):
-            raise ValueError(f"sweep.mmd has {len(mmd)} values for {len(rates)} rates")
-        mmd = mmd[rates.index((code_channels, levels))]
+        if len(per_rate) != len(rates):
+            raise ValueError(f"sweep.mmd_per_rate has {len(per_rate)} values for {len(rates)} rates")
+        mmd = float(per_rate[rates.index((code_channels, levels))])
     if method == "dplc" and mmd > 0:
         c.loss.mmd = float(mmd)
     c.seed = int(seed)
@@ -204,6 +207,54 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
+def check_plan(config) -> None:
+    """The sweep's plan, checked before anything trains: rates, methods and seeds given, none repeated
+    (a repeated seed is one run counted twice in the spread), seeds whole and >= 0, at least one report
+    image, ``grid_images`` >= 0, per-rate ``mmd_per_rate`` one per rate, and no two rates of the same
+    bits per image (their runs would share a folder, ``<method>_b<bits>_s<seed>``, and a row of the
+    table)."""
+    import math
+
+    from jaxcomp.checks import count, distinct, seed_list
+
+    s = config.sweep
+    rates = distinct([tuple(r) for r in s.rates], "sweep.rates")
+    distinct(s.methods, "sweep.methods")
+    seed_list(s.seeds, "sweep.seeds")
+    count(s.eval_images, "sweep.eval_images", 1)
+    count(s.grid_images, "sweep.grid_images", 0)
+    per_rate = tuple(s.get("mmd_per_rate", ()))
+    if per_rate and len(per_rate) != len(rates):
+        raise ValueError(f"sweep.mmd_per_rate has {len(per_rate)} values for {len(rates)} rates")
+    by_bits: dict[float, tuple] = {}
+    for m, levels in rates:
+        if not (isinstance(m, int) and isinstance(levels, int) and m >= 0 and levels >= 2):
+            raise ValueError(f"sweep.rates holds {(m, levels)}: each rate is (m >= 0 code channels, L >= 2 levels)")
+        bits = m * math.log2(levels)  # per code position: equal bits per image exactly when this is equal
+        if bits in by_bits:
+            raise ValueError(f"sweep.rates {by_bits[bits]} and {(m, levels)} code the same bits per image: their "
+                             "runs would share one folder and one row of the table; keep one")
+        by_bits[bits] = (m, levels)
+
+
+def warn_unfinished_generator(generator: str) -> None:
+    """A warning when the stage-1 model is a training workdir stopped before its config's steps (a
+    ``--time-limit`` stop): every stage-2 run would build on an unfinished generator."""
+    from jaxcomp.codecs.dplc.codec import resolve_model
+    from jaxcomp.modelfile import ModelLoadError, load_workdir
+
+    path = resolve_model(generator)
+    if not os.path.isdir(path):
+        return
+    try:
+        g_config, _, notes = load_workdir(path)
+    except ModelLoadError:
+        return  # the sweep's own loading names the problem
+    if int(notes.get("step", 0)) < int(g_config.steps):
+        print(f"warning: the generator {path} stopped at step {notes.get('step')} of its {g_config.steps}; the "
+              "sweep builds on that unfinished model (finish it with the same training command)", flush=True)
+
+
 def run(config, workdir: str) -> str:
     from jaxcomp.xla import prefer_xla_cpu_convolutions
 
@@ -220,9 +271,8 @@ def run(config, workdir: str) -> str:
     s = config.sweep
     if not s.generator:
         raise ValueError("set --config.sweep.generator to the stage-1 model (a dplc_generator workdir or .msgpack)")
-    for key in ("rates", "methods", "seeds"):  # an empty sweep would report the reference rows alone, exit 0
-        if not tuple(s[key]):
-            raise ValueError(f"sweep.{key} is empty: the sweep would train nothing")
+    check_plan(config)
+    warn_unfinished_generator(s.generator)
     deadline = Deadline(s.get("time_limit", 0.0), "sweep.time_limit")
     os.makedirs(workdir, exist_ok=True)
     test, reference = evaluation_images(config)
@@ -286,8 +336,8 @@ def run(config, workdir: str) -> str:
     plot_curves(results, os.path.join(workdir, "curves.png"))
     for bits, per_method in grids.items():
         save_grid([test[: s.grid_images]] + [per_method[k] for k in s.methods if k in per_method],
-                  os.path.join(workdir, f"samples_b{bits:g}.png"))
-    save_grid([samples[: s.grid_images]], os.path.join(workdir, "generator_samples.png"))
+                  os.path.join(workdir, f"samples_b{bits:g}.png"), s.grid_images)
+    save_grid([samples[: s.grid_images]], os.path.join(workdir, "generator_samples.png"), s.grid_images)
     return md
 
 
@@ -343,11 +393,21 @@ def plot_curves(results: dict[str, Any], path: str) -> None:
     plt.close(fig)
 
 
-def save_grid(rows: list[np.ndarray], path: str) -> None:
-    """Rows of images ``uint8 [n, S, S, C]`` side by side into one PNG."""
+def save_grid(rows: list[np.ndarray], path: str, wanted: int | None = None) -> None:
+    """Rows of images ``uint8 [n, S, S, C]`` side by side into one PNG, each cut to the shortest row's
+    length (a run's cached grid may hold fewer images than a later command asks: a warning says so);
+    nothing is written for ``wanted`` = 0 or rows without images."""
     from PIL import Image
 
-    strips = [np.concatenate(list(r), axis=1) for r in rows]
+    n = min((len(r) for r in rows), default=0)
+    if wanted is not None:
+        n = min(n, int(wanted))
+        if n < wanted:
+            print(f"warning: {os.path.basename(path)} shows {n} images a row, not {wanted} (the runs' cached grids "
+                  "hold fewer)", flush=True)
+    if n == 0:
+        return
+    strips = [np.concatenate(list(r[:n]), axis=1) for r in rows]
     grid = np.concatenate(strips, axis=0)
     Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)
 

@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-from jaxcomp.checks import nonempty
+from jaxcomp.checks import seed_list
 from jaxcomp.configs import config_script_main
 
 # Quoted from docs/ecg.md ("5-fold cross-validation on the synthetic set"), 2 seeds x 5 folds, NOT re-run here.
@@ -68,7 +68,7 @@ def run(config, workdir):
     from jaxcomp.ecg.features import FEATURE_NAMES, feature_matrix
     from jaxcomp.ecg.scoring import score
 
-    seeds = list(dict.fromkeys(int(s) for s in nonempty(config.cv.seeds, "cv.seeds")))
+    seeds = seed_list(config.cv.seeds, "cv.seeds")
     os.makedirs(workdir, exist_ok=True)
     t0 = time.perf_counter()
     dataset = load_dataset(config.data)
@@ -92,10 +92,10 @@ def run(config, workdir):
     t0 = time.perf_counter()
     for fold in folds:
         train_idx, eval_idx = splits[fold]
-        for method, seed_list in (("logreg", [seeds[0]]), ("hgb", tree_seeds), ("logreg_rr", [seeds[0]]),
+        for method, method_seeds in (("logreg", [seeds[0]]), ("hgb", tree_seeds), ("logreg_rr", [seeds[0]]),
                                   ("logreg_spec", [seeds[0]])):
             cols = groups.get(method, slice(None))
-            for seed in seed_list:
+            for seed in method_seeds:
                 model = _model(method.split("_")[0], seed)
                 t1 = time.perf_counter()
                 model.fit(X[train_idx][:, cols], y[train_idx])

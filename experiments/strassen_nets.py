@@ -30,6 +30,7 @@ import numpy as np
 
 from jaxcomp import tasks
 from jaxcomp import train as trainer
+from jaxcomp.checks import seed_list
 from jaxcomp.configs import apply_overrides, config_script_main
 from jaxcomp.deadline import Deadline, without_budget
 from jaxcomp.distill import check_kd_temperature
@@ -77,10 +78,8 @@ def plan(config: ml_collections.ConfigDict, workdir: str) -> list[tuple[str, Any
     """``[(model, ratio, seed, config, workdir)]`` in training order: per seed the full-precision model
     first (the KD teacher of that seed's SPN + KD models), then TWN, then the SPN models."""
     e = config.experiment
-    seeds = tuple(e.get("seeds", (config.seed,)))
     # checked before the first model trains (a bad ratio used to fail after the full-precision run)
-    if not seeds:
-        raise ValueError("experiment.seeds is empty: give at least one seed")
+    seeds = tuple(seed_list(e.get("seeds", (config.seed,)), "experiment.seeds"))
     if not e.hidden_ratios or any(not (isinstance(r, (int, float)) and r > 0) for r in e.hidden_ratios):
         raise ValueError(f"experiment.hidden_ratios must be one or more ratios > 0, got {tuple(e.hidden_ratios)}")
     if e.kd:

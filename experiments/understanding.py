@@ -352,26 +352,15 @@ class Study:
         was found after an hour of codec training): known, distinct stages, seeds and points; the
         segmentation and joint points among the codecs this study trains (unless ``codecs_from``
         holds them); a report split the scenes have."""
+        from jaxcomp.checks import distinct, seed_list
         from jaxcomp.configs import ConfigError
 
-        def distinct(name: str, values) -> list:
-            values = list(values)
-            if not values:
-                raise ConfigError(f"experiment.{name} is empty")
-            repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
-            if repeated:
-                raise ConfigError(f"experiment.{name} repeats {repeated} (a repeated seed would count as another "
-                                  "seed in the spread)")
-            return values
-
-        stages = distinct("stages", self.exp.stages)
+        stages = distinct(self.exp.stages, "experiment.stages")
         unknown = [s for s in stages if s not in STAGES]
         if unknown:
             raise ConfigError(f"unknown experiment stage(s) {unknown}; use {STAGES}")
-        for seed in distinct("seeds", self.exp.seeds):
-            if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-                raise ConfigError(f"experiment.seeds must be whole numbers >= 0, got {seed!r}")
-        points = distinct("points", self.exp.points)
+        seed_list(self.exp.seeds, "experiment.seeds")
+        points = distinct(self.exp.points, "experiment.points")
         if self.exp.get("report_split", "test") not in ("val", "test"):
             raise ConfigError(f"experiment.report_split must be 'val' or 'test', got {self.exp.report_split!r}")
         if not self.exp.get("codecs_from", ""):

@@ -77,6 +77,30 @@ def nonempty(values: Any, name: str) -> list:
     return values
 
 
+def seed_list(values: Any, name: str) -> list[int]:
+    """``values`` as a list of ``int`` seeds: not empty, whole numbers >= 0, none repeated (a repeated
+    seed is one run counted twice: more seeds and a smaller spread in a mean ± std table), or a
+    ValueError naming ``name``."""
+    seeds = nonempty(values, name)
+    for seed in seeds:
+        if not is_whole(seed) or seed < 0:
+            raise ValueError(f"{name} must be whole numbers >= 0, got {seed!r}")
+    repeated = sorted({int(s) for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise ValueError(f"{name} repeats {repeated}: a repeated seed is one run counted twice in the spread")
+    return [int(s) for s in seeds]
+
+
+def distinct(values: Any, name: str) -> list:
+    """``list(values)``, not empty and without repeats (methods, objectives, stages, rates), or a
+    ValueError naming ``name`` and the repeated entries."""
+    values = nonempty(values, name)
+    repeated = [v for i, v in enumerate(values) if v in values[:i]]
+    if repeated:
+        raise ValueError(f"{name} repeats {list(dict.fromkeys(repeated))}")
+    return values
+
+
 def count(value: Any, name: str, minimum: int = 1) -> int:
     """``value`` as an ``int`` that is whole and ``>= minimum`` (a number of seeds, steps, points), or a
     ValueError naming ``name``."""

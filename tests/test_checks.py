@@ -355,7 +355,16 @@ def test_drivers_refuse_empty_selections_before_running(tmp_path, capsys, repo):
     folder with an empty report. Each is now one ``error:`` line, exit 2, before anything is written."""
     import os
 
-    from experiments import ban_regime, cluster, dplc_generators, ecg_ablation, ecg_baselines, ecg_cv, strassen_matmul
+    from experiments import (
+        ban_regime,
+        cluster,
+        dplc_generators,
+        dplc_sweep,
+        ecg_ablation,
+        ecg_baselines,
+        ecg_cv,
+        strassen_matmul,
+    )
 
     w = str(tmp_path / "w")
     cases = [
@@ -367,9 +376,25 @@ def test_drivers_refuse_empty_selections_before_running(tmp_path, capsys, repo):
         (cluster.main, "ssc.py:mnist", "n_seeds=0", "n_seeds must be a whole number >= 1"),
         (dplc_generators.main, "dplc.py:tiny", "generators.seeds=()", "generators.seeds is empty"),
         (dplc_generators.main, "dplc.py:tiny", "generators.objectives=('wgan','bogus')", "unknown objective 'bogus'"),
+        # a repeated seed or objective is one run counted twice (more seeds, a smaller spread)
+        (ecg_cv.main, "ecg.py:tiny_cnn", "cv.seeds=(0,0)", "cv.seeds repeats [0]"),
+        (dplc_generators.main, "dplc.py:tiny", "generators.seeds=(1,0,1)", "generators.seeds repeats [1]"),
+        (dplc_generators.main, "dplc.py:tiny", "generators.seeds=(-1,)", "generators.seeds must be whole numbers >= 0"),
+        (dplc_generators.main, "dplc.py:tiny", "generators.objectives=('wae','wae')",
+         "generators.objectives repeats ['wae']"),
+        (dplc_generators.main, "dplc.py:tiny", "generators.grid_images=-1", "grid_images must be a whole number >= 0"),
+        (dplc_generators.main, "dplc.py:tiny", "generators.eval_images=0", "eval_images must be a whole number >= 1"),
     ]
+    sweep = ["sweep.generator=runs/some_generator"]
+    for override, why in [("sweep.seeds=(0,0)", "sweep.seeds repeats [0]"),
+                          ("sweep.methods=('dplc','dplc')", "sweep.methods repeats ['dplc']"),
+                          ("sweep.rates=((2,2),(1,4))", "sweep.rates (2, 2) and (1, 4) code the same bits per image"),
+                          ("sweep.eval_images=-3", "sweep.eval_images must be a whole number >= 1, got -3"),
+                          ("sweep.mmd_per_rate=(1.0,)", "sweep.mmd_per_rate has 1 values for 2 rates")]:
+        cases.append((dplc_sweep.main, "dplc.py:tiny", [*sweep, override], why))
     for main, config, override, why in cases:
-        assert main(["--config", f"{repo}/configs/{config}", "--workdir", w, f"--config.{override}"]) == 2, override
+        overrides = [f"--config.{o}" for o in ([override] if isinstance(override, str) else override)]
+        assert main(["--config", f"{repo}/configs/{config}", "--workdir", w, *overrides]) == 2, override
         err = capsys.readouterr().err
         assert why in err and "Traceback" not in err, (main.__module__, override, err)
         assert not os.path.exists(w), (main.__module__, override)

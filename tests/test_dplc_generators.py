@@ -136,3 +136,12 @@ def test_tiny_comparison_end_to_end(repo, tmp_path, monkeypatch):
         os.path.join(work, "runs"))}
     dplc_generators.run(c, work)
     assert all(os.path.getmtime(os.path.join(work, "runs", d, "scores.json")) == t for d, t in stamps.items())
+    # the grids are not part of a run's settings: a rerun may show more of each run's cached images (it failed
+    # in numpy), or none (grid_images=0 had cached empty grids that broke every later run)
+    from PIL import Image
+
+    more = _config(repo, "tiny", **{"generators.grid_images": 8})
+    dplc_generators.run(more, work)
+    assert Image.open(os.path.join(work, "samples.png")).size[0] == 8 * more.model.image_size
+    dplc_generators.run(_config(repo, "tiny", **{"generators.grid_images": 0}), work)
+    assert all(os.path.getmtime(os.path.join(work, "runs", d, "scores.json")) == t for d, t in stamps.items())

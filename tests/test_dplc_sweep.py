@@ -71,9 +71,10 @@ def test_folder_without_the_sample_names_falls_back_to_validation_tiles(repo, tm
 
 
 @pytest.mark.slow
-def test_tiny_sweep_end_to_end(repo, tmp_path, monkeypatch):
+def test_tiny_sweep_end_to_end(repo, tmp_path, monkeypatch, capsys):
     """Stage 1 (6 steps), then the sweep of the tiny config: every (method, rate, seed) run trains once,
-    a rerun trains nothing, and the results name every run."""
+    a rerun trains nothing, and the results name every run; a generator stopped before its steps is
+    named by a warning; ``grid_images`` above what the runs cached shows what there is."""
     from jaxcomp import tasks
     from jaxcomp import train as trainer
 
@@ -94,6 +95,11 @@ def test_tiny_sweep_end_to_end(repo, tmp_path, monkeypatch):
         os.path.join(work, "runs"))}
     dplc_sweep.run(c, work)  # cached: no run is trained or decoded again
     assert all(os.path.getmtime(os.path.join(work, "runs", d, "decoded.npz")) == t for d, t in stamps.items())
+    assert "stopped at step" not in capsys.readouterr().out
+    stopped = str(tmp_path / "g_stopped")
+    trainer.train(g, stopped, *tasks.build(g), progress=False, time_limit=1e-9)  # a --time-limit stop
+    dplc_sweep.warn_unfinished_generator(stopped)
+    assert f"stopped at step 1 of its {g.steps}" in capsys.readouterr().out
     longer = _config(repo, "tiny", **{"sweep.generator": gdir, "sweep.steps": c.sweep.steps + 2})
     with pytest.raises(ValueError, match="decoded.npz was made with other settings or test images"):
         dplc_sweep.run(longer, work)  # not the old runs reported as the new settings'
@@ -129,9 +135,9 @@ def test_stage2_runs_take_the_stage1_generators_sizes(repo):
         assert s.seed == s.data.seed == 2
     assert set(GENERATOR_FIELDS) >= {"image_size", "channels", "latent", "features", "prior", "prior_var",
                                                 "upsample"}
-    # sweep.mmd is DPLC's lambda (one value, or one per rate); the baselines keep theirs (no MMD)
-    for mmd, want in ((7.0, (7.0, 7.0)), ((2.0, 3.0), (2.0, 3.0))):
-        c.sweep = ml_collections.ConfigDict(dict(c.sweep.to_dict(), rates=((32, 4), (8, 2)), mmd=mmd))
+    # sweep.mmd is DPLC's lambda (sweep.mmd_per_rate: one per rate); the baselines keep theirs (no MMD)
+    for key, mmd, want in (("mmd", 7.0, (7.0, 7.0)), ("mmd_per_rate", (2.0, 3.0), (2.0, 3.0))):
+        c.sweep = ml_collections.ConfigDict({**c.sweep.to_dict(), "rates": ((32, 4), (8, 2)), "mmd": 0.0, key: mmd})
         got = tuple(dplc_sweep.stage2_config(c, "dplc", m, levels, seed=0).loss.mmd for m, levels in c.sweep.rates)
         assert got == want
         for method in ("cae", "gan"):
@@ -148,3 +154,17 @@ def test_distribution_metric_reuses_the_report_sets_features_only_for_that_set()
     first, again = metric(a, b), metric(a, b)
     assert first == again == pytest.approx(metric.features.frechet(a, b), rel=1e-12)
     assert metric(a, c) == pytest.approx(metric.features.frechet(a, c), rel=1e-12) != first
+
+
+def test_sample_grids_show_what_every_row_has(tmp_path, capsys):
+    """``save_grid`` cuts every row to the shortest (a run's cached grid may hold fewer images than a later
+    command asks: numpy refused to concatenate), says so, and writes nothing for 0 images."""
+    from PIL import Image
+
+    rows = [np.full((6, 4, 4, 1), 9, np.uint8), np.zeros((3, 4, 4, 1), np.uint8)]
+    dplc_sweep.save_grid(rows, str(tmp_path / "g.png"), wanted=5)
+    grid = np.asarray(Image.open(tmp_path / "g.png"))
+    assert grid.shape == (8, 12) and (grid[:4] == 9).all() and (grid[4:] == 0).all()
+    assert "shows 3 images a row, not 5" in capsys.readouterr().out
+    dplc_sweep.save_grid(rows, str(tmp_path / "none.png"), wanted=0)
+    assert not (tmp_path / "none.png").exists()

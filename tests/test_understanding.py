@@ -640,7 +640,6 @@ def test_study_checks_its_plan_first_and_keeps_earlier_sections(tmp_path, monkey
     A command that runs fewer stages keeps the earlier command's sections in results.json / results.md
     (the compute table was lost), saying which; the stages it runs replace theirs."""
     from experiments import understanding as study
-    from jaxcomp.configs import ConfigError
 
     config = load_config(CONFIG + ":tiny")
     s = object.__new__(study.Study)  # without __init__'s compilation cache (global JAX state)
@@ -648,6 +647,7 @@ def test_study_checks_its_plan_first_and_keeps_earlier_sections(tmp_path, monkey
     for override, message in [
         ("experiment.stages=('codecs', 'clasification')", r"unknown experiment stage\(s\) \['clasification'\]"),
         ("experiment.stages=()", "experiment.stages is empty"),
+        ("experiment.stages=('codecs', 'compute', 'codecs')", r"experiment.stages repeats \['codecs'\]"),
         ("experiment.seeds=(0, 0)", r"experiment.seeds repeats \[0\]"),
         ("experiment.seeds=(-1,)", "experiment.seeds must be whole numbers >= 0, got -1"),
         ("experiment.report_split=tst", "experiment.report_split must be 'val' or 'test', got 'tst'"),
@@ -655,7 +655,7 @@ def test_study_checks_its_plan_first_and_keeps_earlier_sections(tmp_path, monkey
         ("experiment.seg_points=('high',)", r"seg_points \['high'\] are not among experiment.points"),
     ]:
         s.exp = apply_overrides(config, [override]).experiment
-        with pytest.raises(ConfigError, match=message):
+        with pytest.raises(ValueError, match=message):
             s.check_plan()
     s.exp = apply_overrides(config, ["experiment.joint_point=high",
                                      "experiment.codecs_from=/elsewhere/gpu_study"]).experiment

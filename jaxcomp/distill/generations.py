@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 
 from jaxcomp import train as trainer
+from jaxcomp.checks import seed_list
 from jaxcomp.deadline import Deadline, without_budget
 from jaxcomp.distill.losses import check_kd_temperature, cross_entropy
 from jaxcomp.distill.task import Teacher, build_task, teacher_from_state
@@ -133,8 +134,7 @@ def run_generations(config: ml_collections.ConfigDict, workdir: str, progress: b
     control, ensembles of independently trained teachers (:func:`independent_ensembles`). Returns one
     row per model and seed: ``{'seed', 'model', 'error', 'nll', 'confidence'}`` (or perplexity for ``lm``).
     """
-    if not tuple(config.ban.seeds):
-        raise ValueError("ban.seeds is empty: give at least one seed")
+    seed_list(config.ban.seeds, "ban.seeds")
     deadline = Deadline(config.ban.get("time_limit", 0.0), "ban.time_limit")
     losses = [config.ban.loss] + [v.partition(":")[0] for v in config.ban.variants]
     if "kd" in losses:  # before the teacher trains, not at the student

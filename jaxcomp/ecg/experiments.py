@@ -41,7 +41,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxcomp.checks import nonempty
+from jaxcomp.checks import nonempty, seed_list
 from jaxcomp.configs import apply_overrides, config_digest
 from jaxcomp.deadline import Deadline, without_budget
 from jaxcomp.ecg.data import CLASSES, ECGBatches, ECGDataError, ECGDataset, check_indices, fold_indices, load_dataset
@@ -379,7 +379,7 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> str:
             deadline.check_finished(info["last_state"], cfg.steps, run_dir)
         return task, data, state, info
 
-    seeds = nonempty(config.cv.seeds, "cv.seeds")
+    seeds = seed_list(config.cv.seeds, "cv.seeds")
     folds = list(config.cv.folds) or list(range(config.data.num_folds))
     models = nonempty(config.cv.models, "cv.models")
     unknown = set(models) - set(_MODELS)
