@@ -208,7 +208,8 @@ def get_config(variant: str = "mnist") -> ml_collections.ConfigDict:
         elif dataset == "photos":
             c.generators.eval_images = 1000
         elif dataset == "tiny":
-            c.generators.update(seeds=(0, 1), steps=2, eval_images=8, grid_images=4, quiet=True)
+            # 3 steps: two critic steps (gan.d_steps=2), then one generator step, so each objective's G moves
+            c.generators.update(seeds=(0, 1), steps=3, eval_images=8, grid_images=4, quiet=True)
     if stage:
         c.gan.update(mode="none", d_steps=1, warmup_steps=0)
         c.loss.gan = 0.0

@@ -131,6 +131,9 @@ def test_tiny_comparison_end_to_end(repo, tmp_path, monkeypatch):
     assert {(r["objective"], r["seed"]) for r in results["runs"]} == {
         (o, s) for o in c.generators.objectives for s in c.generators.seeds}
     assert all(("recon_mse" in r) == (r["objective"] != "wgan") for r in results["runs"])
+    # each objective's generator moved (2 critic steps, then a generator step): not the same G(z) scores
+    distance = {(r["objective"], r["seed"]): r["sample_distance"] for r in results["runs"]}
+    assert distance[("wgan", 0)] != distance[("wpp", 0)]
     assert all(os.path.exists(os.path.join(work, f)) for f in ("samples.png", "reconstructions.png"))
     stamps = {d: os.path.getmtime(os.path.join(work, "runs", d, "scores.json")) for d in os.listdir(
         os.path.join(work, "runs"))}
