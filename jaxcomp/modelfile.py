@@ -34,8 +34,10 @@ def param_shapes(module: Any, *inputs: jax.ShapeDtypeStruct | None) -> Any:
     """The parameter tree of ``module.init(rng, *inputs)`` (a Flax module; ``inputs`` as
     ``jax.ShapeDtypeStruct`` or ``None``) with ``jax.ShapeDtypeStruct`` leaves: one abstract trace,
     once per module and input shapes in a process (``{}`` for a module without parameters). What
-    :func:`check_params` compares against."""
-    return jax.eval_shape(module.init, jax.random.PRNGKey(0), *inputs).get("params", {})
+    :func:`check_params` compares against. Traced with 64-bit floats off, as the models compute (a
+    process with ``jax_enable_x64`` on failed here, in a convolution of float32 and float64)."""
+    with jax.enable_x64(False):
+        return jax.eval_shape(module.init, jax.random.PRNGKey(0), *inputs).get("params", {})
 
 
 def check_params(params: Any, expected: Any, path: str, architecture: str | None = None) -> None:

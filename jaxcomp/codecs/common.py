@@ -2,10 +2,18 @@
 
 A codec computes its probabilities with jitted JAX functions; a stream records which numerics
 computed them (:func:`numerics`) and a decoder with other numerics refuses it with
-:data:`NUMERICS_HELP` instead of decoding into a checksum error (see :mod:`jaxcomp.xla`).
+:data:`NUMERICS_HELP` instead of decoding into a checksum error (see :mod:`jaxcomp.xla`). The
+process-wide JAX settings that would change a codec's values (64-bit floats, the threefry
+variant) are fixed while a codec computes (:func:`fixed_numerics`, :func:`in_fixed_numerics`).
 """
 
 from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import jax
 import numpy as np
@@ -18,6 +26,34 @@ MAX_SIDE = 1 << 16
 
 NUMERICS_HELP = ("Decode on the same platform; on CPU, 'cpu/xla' is what a process gets that imports jaxcomp "
                  "before running JAX, 'cpu/ynn' what it gets with JAXCOMP_KEEP_YNN=1 (or after JAX started).")
+
+
+@contextlib.contextmanager
+def fixed_numerics() -> Iterator[None]:
+    """The JAX settings every codec computes under, whatever the process has set: 32-bit floats
+    (``jax_enable_x64`` off) and JAX's default partitionable threefry bits. A file's decoding must
+    not depend on settings its stream does not record (a DPLC file written with x64 on decoded to
+    other pixels, and failed its checksum, in a process with x64 off; the CPM model did not load)."""
+    with jax.enable_x64(False), jax.threefry_partitionable(True):
+        yield
+
+
+def in_fixed_numerics(cls: type) -> type:
+    """Class decorator: ``__init__`` and every public method of ``cls`` (not properties, static or
+    class methods) run under :func:`fixed_numerics`."""
+
+    def wrap(method: Callable) -> Callable:
+        @functools.wraps(method)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            with fixed_numerics():
+                return method(*args, **kwargs)
+
+        return wrapped
+
+    for name, value in list(vars(cls).items()):
+        if (name == "__init__" or not name.startswith("_")) and inspect.isfunction(value):
+            setattr(cls, name, wrap(value))
+    return cls
 
 
 def numerics() -> str:

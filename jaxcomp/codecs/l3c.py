@@ -777,6 +777,7 @@ def check_top_levels(spec: L3CSpec, top_levels: Any) -> int:
     return int(top_levels)
 
 
+@common.in_fixed_numerics
 class L3CCodec:
     """Lossless compression of ``uint8`` images with a trained L3C model.
 

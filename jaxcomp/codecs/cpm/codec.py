@@ -164,6 +164,7 @@ _CONTEXT_STEP = jax.jit(_context_step, donate_argnums=(1,))
 _KMAP_TABLE = jax.jit(lambda p: jax.nn.softmax(KMAP_SCALE * p["kmap_logits"], -1))
 
 
+@common.in_fixed_numerics
 class CPMCodec:
     """Lossy compression of ``uint8`` images with a trained context-model codec.
 
@@ -262,8 +263,8 @@ class CPMCodec:
 
         rgb = common.as_rgb(check_image(image))
         key = (rgb.shape, hashlib.blake2b(np.ascontiguousarray(rgb).tobytes(), digest_size=16).digest())
-        if self._memo is not None and self._memo[0] == key:
-            return self._memo[1]
+        if self._memo is not None and self._memo[0] == key:  # copies: the caller may write into its arrays
+            return self._memo[1][0].copy(), self._memo[1][1].copy()
         x = jnp.asarray(self._pad(rgb), jnp.float32)[None]
         self.refine_trace = []
         if self.refine_steps and min(x.shape[1:3]) >= MIN_REFINE:
@@ -275,9 +276,9 @@ class CPMCodec:
         symbols = np.asarray(out["symbols"][0])
         k = np.asarray(unmasked_count(out["mask"])[0]) if self.spec.importance_map else \
             np.full(symbols.shape[:2], self.spec.channels, np.int32)
-        result = (self._apply_mask(symbols, k), k)
+        result = (self._apply_mask(symbols, k), np.array(k))
         self._memo = (key, result)
-        return result
+        return result[0].copy(), result[1].copy()
 
     def _apply_mask(self, symbols: np.ndarray, k: np.ndarray) -> np.ndarray:
         masked = np.arange(self.spec.channels)[None, None, :] >= k[..., None]

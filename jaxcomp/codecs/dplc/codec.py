@@ -97,6 +97,7 @@ def decode_symbols(payload: bytes, count: int, levels: int) -> np.ndarray:
     return symbols
 
 
+@common.in_fixed_numerics
 class DPLCCodec:
     """Compress/decompress with a DPLC stage-2 model (``params``: the ``"generator"`` player's tree,
     ``{"encoder": E, "map": B, "decoder": G}``; ``"encoder"`` may be absent at 0 bits).
@@ -132,7 +133,7 @@ class DPLCCodec:
 
         def synthesise(params, symbols, seed):
             code = spec.centers()[symbols]
-            noise = map_noise(spec, jax.random.PRNGKey(seed, impl="threefry2x32"), symbols.shape[0])
+            noise = map_noise(spec, jax.random.key(seed, impl="threefry2x32"), symbols.shape[0])  # any default PRNG
             z = mapper.apply({"params": params["map"]}, code, noise)
             x_hat = generator.apply({"params": params["decoder"]}, z)
             return jnp.round(to_pixels(x_hat)).astype(jnp.uint8)

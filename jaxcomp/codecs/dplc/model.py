@@ -201,7 +201,8 @@ class StochasticMap(nn.Module):
 def map_noise(spec: DPLCSpec, rng: jax.Array, n: int) -> jax.Array:
     """B's noise: ``float32 [n, g, g, k]`` uniform in half a quantization step, ``[-1/L, 1/L]``."""
     half = 1.0 / spec.levels
-    return jax.random.uniform(rng, (n, spec.grid, spec.grid, spec.noise_channels), minval=-half, maxval=half)
+    return jax.random.uniform(rng, (n, spec.grid, spec.grid, spec.noise_channels), jnp.float32, minval=-half,
+                              maxval=half)
 
 
 class Critic(nn.Module):

@@ -50,6 +50,7 @@ def check_image(image: np.ndarray) -> np.ndarray:
     return image
 
 
+@common.in_fixed_numerics
 class GCCodec:
     """Compress/decompress with a GC generator (``params``: the ``"generator"`` player's tree).
 
@@ -119,7 +120,7 @@ class GCCodec:
         common.check_output_size(height, width, symbols.shape[:2], FACTOR, "the GC codec")
         noise = None
         if self.spec.noise_channels:
-            key = jax.random.PRNGKey(seed)
+            key = jax.random.key(seed, impl="threefry2x32")  # the same bits whatever the process's default PRNG
             noise = jax.random.normal(key, (1,) + symbols.shape[:2] + (self.spec.noise_channels,), jnp.float32)
         out = np.asarray(self._synthesise(self.params, jnp.asarray(symbols)[None], noise))[0]
         return out[:height, :width]

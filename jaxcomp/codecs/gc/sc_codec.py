@@ -162,6 +162,7 @@ def heatmap_from_classes(semantic: np.ndarray, synthesize: list[int] | tuple[int
     return keep.reshape(lh, FACTOR, lw, FACTOR).any((1, 3)).astype(np.uint8)
 
 
+@common.in_fixed_numerics
 class SCCodec:
     """Compress/decompress with a selective (SC) GC generator (``params``: the generator player's tree).
 
@@ -236,7 +237,7 @@ class SCCodec:
                              f"{np.shape(heatmap)}")
         noise = None
         if self.spec.noise_channels:
-            key = jax.random.PRNGKey(seed)
+            key = jax.random.key(seed, impl="threefry2x32")  # the same bits whatever the process's default PRNG
             noise = jax.random.normal(key, (1,) + symbols.shape[:2] + (self.spec.noise_channels,), jnp.float32)
         out = self._synthesise(self.params, jnp.asarray(symbols)[None], jnp.asarray(heatmap, jnp.float32)[None],
                                jnp.asarray(self._pad(semantic))[None], noise)
