@@ -146,6 +146,8 @@ def test_container_refuses_bad_fingerprints_codecs_and_meta():
     with pytest.raises(TypeError, match="16-byte fingerprint"):
         unpack(blob, "l3c", bytes(16).hex())
     assert unpack(blob, "l3c", bytes(16)) == ({"a": 1}, [b"x"])
+    with pytest.raises(BitstreamError, match=r"metadata is not an object \(a list\)"):  # was an AttributeError
+        unpack(pack("l3c", bytes(16), [1, 2], [b"x"]), "l3c")
 
 
 def test_container_refuses_more_payloads_than_its_count_field_holds():

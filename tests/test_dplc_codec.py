@@ -122,6 +122,7 @@ def test_roundtrip_decodes_the_reconstruction_of_the_stored_seed(codec, models, 
     assert meta["s"] == dc.default_seed(photo)
     decoded = codec.decompress(data)
     assert decoded.shape == photo.shape and decoded.dtype == np.uint8
+    assert decoded.flags.writeable and codec.reconstruct(photo).flags.writeable  # the caller's arrays
     np.testing.assert_array_equal(decoded, codec.reconstruct(photo, meta["s"]))
     np.testing.assert_array_equal(codec.decompress(data), decoded)  # twice the same
     assert codec.compress(photo) == data  # the default seed comes from the image: one image, one file

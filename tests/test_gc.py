@@ -12,7 +12,7 @@ import pytest
 from jaxcomp import cli, gan, tasks
 from jaxcomp import train as trainer
 from jaxcomp.codecs import gc
-from jaxcomp.coding import BitstreamError, ModelMismatchError, TruncatedError, UnsupportedError, pack
+from jaxcomp.coding import BitstreamError, ModelMismatchError, TruncatedError, UnsupportedError, pack, unpack
 from jaxcomp.configs import apply_overrides, load_config
 from jaxcomp.data import load_image, sample_image_paths
 from jaxcomp.modelfile import export_params
@@ -162,6 +162,7 @@ def test_codec_roundtrip_is_exact_and_within_the_bound(state, config, photo):
     data = codec.compress(photo)
     decoded = codec.decompress(data)
     assert decoded.shape == photo.shape and decoded.dtype == np.uint8
+    assert decoded.flags.writeable and decoded.flags.c_contiguous  # the caller's array, as L3C's and CPM's
     np.testing.assert_array_equal(decoded, codec.reconstruct(photo))
     np.testing.assert_array_equal(codec.decompress(data), decoded)  # deterministic
     # untrained prior = uniform: the payload is the raw symbols' information, plus at most the ANS
@@ -206,6 +207,11 @@ def test_codec_refuses_bad_input(state, config, photo):
     flipped[len(flipped) // 2] ^= 4
     with pytest.raises(BitstreamError, match="corrupt"):
         codec.decompress(bytes(flipped))
+    # a forged header (checksum recomputed) claiming a huge image: refused before G allocates it (it aborted in XLA)
+    meta, payloads = unpack(data, "gc", codec.fingerprint)
+    forged = pack("gc", codec.fingerprint, dict(meta, h=1 << 16, w=1 << 16), payloads)
+    with pytest.raises(BitstreamError, match="claims a 65536x65536 image, .* in a payload of"):
+        codec.decompress(forged)
     symbols = codec.analyse(photo)  # synthesise: symbols past the 5 centres were clamped, -1 wrapped
     for bad, message in ((np.full_like(symbols, 99), r"outside 0\.\.4"), (np.full_like(symbols, -1), r"outside 0\.\.4"),
                          (symbols.astype(np.float32), "integer values"), (symbols[None], "shape")):

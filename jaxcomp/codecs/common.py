@@ -127,7 +127,8 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
 
 
 def as_mode(rgb: np.ndarray, gray: bool) -> np.ndarray:
-    """A decoded ``uint8 [H, W, 3]`` as the input's mode: ``[H, W]`` (rounded channel mean) if ``gray``."""
+    """A decoded ``uint8 [H, W, 3]`` as the input's mode: ``[H, W]`` (rounded channel mean) if ``gray``;
+    a new writable C-contiguous array either way (not a read-only view of JAX's buffer)."""
     if not gray:
-        return rgb
+        return np.array(rgb, np.uint8, order="C")
     return np.round(rgb.astype(np.float32).mean(-1)).astype(np.uint8)

@@ -1206,8 +1206,8 @@ class L3CCodec:
                 out[y:y + th, x:x + tw] = coder._decode_tile(payloads[start:end], th, tw, window, top)
         except CodingError as e:
             raise BitstreamError(f"bitstream does not decode: {e}") from e
-        image = out[..., 0] if mode == "L" else out
-        if zlib.crc32(np.ascontiguousarray(image).tobytes()) != crc:
+        image = np.ascontiguousarray(out[..., 0]) if mode == "L" else out  # not a view of 3x the memory
+        if zlib.crc32(image.tobytes()) != crc:
             raise BitstreamError("decoded pixels do not match the encoder's checksum: the model computed different "
                                  "probabilities here than when compressing (different platform or jaxlib?)")
         return image

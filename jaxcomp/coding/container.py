@@ -171,6 +171,8 @@ def unpack(data: bytes, codec: str, model: bytes | None = None) -> tuple[dict[st
         meta = json.loads(meta_bytes.decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BitstreamError("bitstream metadata is unreadable") from e
+    if not isinstance(meta, dict):  # every codec writes an object; a list or number is no jaxcomp stream's
+        raise BitstreamError(f"bitstream metadata is not an object (a {type(meta).__name__})")
     payloads, pos2 = [], pos
     for size in sizes:
         payloads.append(bytes(data[pos2 : pos2 + size]))

@@ -467,12 +467,14 @@ class CPMCodec:
         tiles = self._tiles(lh, lw, tile // FACTOR)
         if len(payloads) != len(tiles):
             raise BitstreamError(f"bitstream has {len(payloads)} payloads, expected {len(tiles)}")
-        symbols = np.zeros((lh, lw, self.spec.channels), np.int32)
         try:
+            symbols = np.zeros((lh, lw, self.spec.channels), np.int32)
             for payload, (y, x, th, tw) in zip(payloads, tiles):
                 symbols[y:y + th, x:x + tw] = self._decode_tile(payload, th, tw)
         except CodingError as e:
             raise BitstreamError(f"bitstream does not decode: {e}") from e
+        except MemoryError as e:  # a header claiming an image far larger than its payload (a forged size)
+            raise BitstreamError(f"bitstream claims a {h}x{w} image that this process cannot hold in memory") from e
         image = common.as_mode(self.synthesise(symbols, h, w), mode == "L")
         if zlib.crc32(np.ascontiguousarray(image).tobytes()) != crc:
             raise BitstreamError("decoded image does not match the encoder's checksum: the model computed "

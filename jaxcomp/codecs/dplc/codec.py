@@ -203,7 +203,8 @@ class DPLCCodec:
         if symbols.shape != self.symbol_shape:
             raise ValueError(f"symbols of this model are int32 {list(self.symbol_shape)}, got {symbols.shape}")
         seed = _check_seed(seed)
-        return np.asarray(self._synthesise(self.params, jnp.asarray(symbols)[None], np.uint32(seed)))[0]
+        # a writable array of its own (np.asarray of a JAX array is a read-only view of its buffer)
+        return np.array(self._synthesise(self.params, jnp.asarray(symbols)[None], np.uint32(seed))[0])
 
     def reconstruct(self, image: np.ndarray, seed: int | None = None) -> np.ndarray:
         """What :meth:`decompress` of :meth:`compress` ``(image, seed)`` gives (no coding): ``uint8``
@@ -256,7 +257,7 @@ class DPLCCodec:
         if zlib.crc32(image.tobytes()) != crc:
             raise BitstreamError("decoded image does not match the encoder's checksum: the model computed "
                                  "different values here than when compressing (different platform or jaxlib?)")
-        return image[..., 0] if rank == 2 else image
+        return np.ascontiguousarray(image[..., 0]) if rank == 2 else image
 
 
 def _is_u32(x: Any) -> bool:

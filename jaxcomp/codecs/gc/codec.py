@@ -208,6 +208,13 @@ class GCCodec:
             raise BitstreamError("bitstream payload is not a whole number of 32-bit words")
         if ent == "x" and self.context_pmfs is None:
             raise BitstreamError("this file was coded with a latent context model that this model does not have")
+        # every symbol costs at least -log2(its model's largest probability) bits: a header claiming more
+        # symbols than the payload can hold (a forged size) is refused before the generator allocates it
+        pmax = {"x": self.context_pmfs, "p": self.pmfs, "u": np.full(LEVELS, 1.0 / LEVELS)}[ent]
+        least = count * -np.log2(min(1.0, float(np.max(pmax)) + 1e-6))
+        if 32 * len(words) + 64 < least:
+            raise BitstreamError(f"bitstream claims a {h}x{w} image, {count} symbols of at least {least:.0f} bits in "
+                                 f"all, in a payload of {32 * len(words)} bits")
         shape = (lh, lw, self.spec.channels)
         try:
             if ent == "x":
