@@ -33,7 +33,8 @@ import numpy as np
 from jaxcomp.checks import seed_list
 from jaxcomp.configs import config_script_main
 
-# Quoted from docs/ecg.md ("5-fold cross-validation on the synthetic set"), 2 seeds x 5 folds, NOT re-run here.
+# Quoted from docs/ecg.md ("5-fold cross-validation on the synthetic set"), 2 seeds x 5 folds, NOT re-run here
+# (docs/ecg.md's baselines table shows the 3-seed rows, with these F1s beside them).
 QUOTED_NETWORKS = {
     "command": "python -m experiments.ecg_cv --config configs/ecg.py:cpu_cnn --workdir runs/ecg_cv_synth "
                "--config.cv.seeds=\"(0, 1)\"",
