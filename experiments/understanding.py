@@ -404,11 +404,16 @@ def _read_results(path: str) -> dict[str, Any]:
         return {}
 
 
+#: what identifies an entry of a list section (a row: its task, input, point and seed)
+IDENTITY = {"rows": ("task", "input", "point", "seed"), "linear": ("input", "point"),
+            "joint": ("mode", "point", "seed")}
+
+
 def merge_results(new: dict[str, Any], earlier: dict[str, Any], done: list[str]) -> dict[str, Any]:
-    """``new`` (the sections of the stages in ``done``) with the sections of every other stage taken from
-    ``earlier`` (the study's last ``results.json``), so a command that runs fewer stages (or is
-    stopped by its time limit) does not drop finished results from the report; ``carried_over``
-    lists the stages whose sections come from an earlier command."""
+    """``new`` with, for every stage not in ``done`` (not run by this command, or stopped by its time
+    limit part-way), the entries of the study's last ``results.json`` (``earlier``) that ``new`` does
+    not hold, so a command that runs fewer stages does not drop finished results from the report;
+    ``carried_over`` lists the stages with entries from an earlier command."""
     out = {k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v) for k, v in new.items()}
     carried = []
     for stage, sections in STAGE_SECTIONS.items():
@@ -416,13 +421,19 @@ def merge_results(new: dict[str, Any], earlier: dict[str, Any], done: list[str])
             continue
         found = False
         for section in sections:
-            if isinstance(section, tuple):  # rows of one task
-                rows = [r for r in earlier.get("rows", []) if r.get("task") == section[1]]
-                out["rows"] = [r for r in out.get("rows", []) if r.get("task") != section[1]] + rows
-                found = found or bool(rows)
-            elif earlier.get(section):
-                out[section] = earlier[section]
-                found = True
+            name, task = section if isinstance(section, tuple) else (section, None)
+            before = earlier.get(name)
+            if isinstance(before, dict):  # codecs, flops: by point / network
+                extra = {k: v for k, v in before.items() if k not in out.setdefault(name, {})}
+                out[name].update(extra)
+            elif isinstance(before, list):
+                ident = lambda r, keys=IDENTITY[name]: tuple(r.get(k) for k in keys)  # noqa: E731
+                have = {ident(r) for r in out.setdefault(name, [])}
+                extra = [r for r in before if (task is None or r.get("task") == task) and ident(r) not in have]
+                out[name] = out[name] + extra
+            else:
+                continue
+            found = found or bool(extra)
         if found:
             carried.append(stage)
     out["carried_over"] = carried

@@ -680,3 +680,19 @@ def test_study_checks_its_plan_first_and_keeps_earlier_sections(tmp_path, monkey
                                                                           ("segmentation", 0.2)]
     assert merged["carried_over"] == ["codecs", "segmentation", "compute"]
     assert "Compute per image" in report and "come from an earlier command" in report and "0.700" in report
+    # a stage stopped part-way by the time limit: its new rows, and the earlier ones it did not redo
+    from jaxcomp.deadline import OutOfTime
+
+    earlier["rows"].append(row("classification", 1, 0.6))
+    (tmp_path / "results.json").write_text(json.dumps(earlier))
+    s.results = {"rows": [row("classification", 0, 0.7)], "codecs": {}, "flops": {}, "joint": [], "linear": []}
+
+    def stopped():
+        raise OutOfTime("experiment.time_limit")
+
+    monkeypatch.setattr(s, "classification", stopped)
+    s.run()
+    merged = json.loads((tmp_path / "results.json").read_text())
+    assert sorted((r["task"], r["seed"], r["accuracy"]) for r in merged["rows"]) == [
+        ("classification", 0, 0.7), ("classification", 1, 0.6), ("segmentation", 0, 0.2)]
+    assert "classification" in merged["carried_over"]
