@@ -54,13 +54,8 @@ def stage2_config(config, method: str, code_channels: int, levels: int, seed: in
     c = with_stage1_data_and_sizes(load_config(f"{CONFIGS}:{config.sweep.dataset}_{METHODS[method]}"), config)
     c.model.update(code_channels=int(code_channels), levels=int(levels))
     c.compress.generator = config.sweep.generator
-    mmd = config.sweep.get("mmd", 0.0)
-    per_rate = tuple(config.sweep.get("mmd_per_rate", ()))
-    if method == "dplc" and per_rate:  # one lambda per rate of sweep.rates, in place of sweep.mmd
-        rates = [tuple(r) for r in config.sweep.rates]
-        if len(per_rate) != len(rates):
-            raise ValueError(f"sweep.mmd_per_rate has {len(per_rate)} values for {len(rates)} rates")
-        mmd = float(per_rate[rates.index((code_channels, levels))])
+    per_rate = mmd_per_rate(config)
+    mmd = per_rate[(code_channels, levels)] if per_rate else config.sweep.get("mmd", 0.0)
     if method == "dplc" and mmd > 0:
         c.loss.mmd = float(mmd)
     c.seed = int(seed)
@@ -68,6 +63,18 @@ def stage2_config(config, method: str, code_channels: int, levels: int, seed: in
     if config.sweep.steps:
         set_steps(c, int(config.sweep.steps), ("optimizer",))
     return c
+
+
+def mmd_per_rate(config) -> dict[tuple[int, int], float] | None:
+    """DPLC's lambda for each ``(m, L)`` of ``sweep.rates`` from ``sweep.mmd_per_rate`` (one value per
+    rate, in place of ``sweep.mmd``), or None where it is not given; a ValueError if the counts differ."""
+    per_rate = tuple(config.sweep.get("mmd_per_rate", ()))
+    if not per_rate:
+        return None
+    rates = [tuple(r) for r in config.sweep.rates]
+    if len(per_rate) != len(rates):
+        raise ValueError(f"sweep.mmd_per_rate has {len(per_rate)} values for {len(rates)} rates")
+    return {rate: float(value) for rate, value in zip(rates, per_rate)}
 
 
 def with_stage1_data_and_sizes(c, config):
@@ -223,9 +230,7 @@ def check_plan(config) -> None:
     seed_list(s.seeds, "sweep.seeds")
     count(s.eval_images, "sweep.eval_images", 1)
     count(s.grid_images, "sweep.grid_images", 0)
-    per_rate = tuple(s.get("mmd_per_rate", ()))
-    if per_rate and len(per_rate) != len(rates):
-        raise ValueError(f"sweep.mmd_per_rate has {len(per_rate)} values for {len(rates)} rates")
+    mmd_per_rate(config)  # one lambda per rate, if given
     by_bits: dict[float, tuple] = {}
     for m, levels in rates:
         if not (isinstance(m, int) and isinstance(levels, int) and m >= 0 and levels >= 2):

@@ -40,6 +40,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+import numpy as np
+
 from jaxcomp.data.images import IMAGE_EXTENSIONS
 from jaxcomp.files import write_atomic
 from jaxcomp.xla import default_cache_dir, enable_compilation_cache
@@ -173,9 +175,15 @@ class _Codecs:
 LOSSY = ("cpm", "gc", "dplc")  # codecs whose rate is reported per pixel
 
 
+def _counts(image: np.ndarray, nbytes: int) -> tuple[int, int, int, bool]:
+    """(subpixels coded, pixels, bytes, grayscale?) of an image and its file: a grayscale image counts 3
+    subpixels a pixel, the 3 equal channels L3C codes it as, so its bits per subpixel compare with RGB ones."""
+    pixels = image.shape[0] * image.shape[1]
+    return 3 * pixels if image.ndim == 2 else image.size, pixels, nbytes, image.ndim == 2
+
+
 def _compress_one(codec, src: str, dst: str) -> tuple[int, int, int, bool]:
-    """(subpixels coded, pixels, bytes written, grayscale?): a grayscale image counts 3 subpixels
-    a pixel, the 3 equal channels L3C codes it as, so its bits per subpixel compare with RGB ones."""
+    """:func:`_counts` of the image compressed from ``src`` into ``dst``."""
     from jaxcomp.data import load_image
 
     image = load_image(src, keep_gray=True)  # grayscale stays [H, W] and decodes as grayscale
@@ -183,8 +191,7 @@ def _compress_one(codec, src: str, dst: str) -> tuple[int, int, int, bool]:
         image = codec.adapt(image)
     data = codec.compress(image)
     write_atomic(dst, data)
-    pixels = image.shape[0] * image.shape[1]
-    return 3 * pixels if image.ndim == 2 else image.size, pixels, len(data), image.ndim == 2
+    return _counts(image, len(data))
 
 
 def _decompress_one(codecs: _Codecs, src: str, dst: str) -> tuple[int, int, int, bool, bool]:
@@ -204,9 +211,7 @@ def _decompress_one(codecs: _Codecs, src: str, dst: str) -> tuple[int, int, int,
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")
     write_atomic(dst, buf.getvalue())
-    pixels = image.shape[0] * image.shape[1]
-    return (3 * pixels if image.ndim == 2 else image.size, pixels, len(data), image.ndim == 2,
-            peek(data)[0] in LOSSY)
+    return (*_counts(image, len(data)), peek(data)[0] in LOSSY)
 
 
 def _stream_codec(path: str) -> str:

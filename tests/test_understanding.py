@@ -406,16 +406,14 @@ def test_imagenet_stream_epochs_crops_and_flips():
     rng = np.random.default_rng(0)
     pictures = rng.integers(0, 256, (8, 20, 26, 3), dtype=np.uint8)
 
-    class Source:  # TfdsImageSource's interface: images, features; the label is the example's index
+    class Source:  # TfdsImageSource's interface: examples; the label is the example's index
+        image_key = "image"
+
         def __len__(self):
             return len(pictures)
 
-        def __getitem__(self, i):
-            return pictures[i]
-
-        def feature(self, i, key):
-            assert key == "label"
-            return np.asarray(i)
+        def example(self, i, *keys):
+            return {"image": pictures[i], "label": i}
 
         def describe(self, i):
             return f"example {i}"

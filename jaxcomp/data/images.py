@@ -311,17 +311,19 @@ class TfdsImageSource:
         """Where example ``index`` comes from, for messages."""
         return f"tfds {self.name}:{self.split} example {index}"
 
-    def feature(self, index: int, key: str) -> np.ndarray:
-        """Feature ``key`` of example ``index``; a :class:`DataError` naming the features there are if it
-        has none of that name."""
+    def example(self, index: int, *keys: str) -> dict:
+        """Example ``index`` as tfds stores it (read once), with each of ``keys`` checked to be among its
+        features: a :class:`DataError` naming the features there are otherwise."""
         record = self._source[index]
-        if key not in record:
-            raise DataError(f"{self.describe(index)} has no feature {key!r}; it has "
-                            f"{', '.join(repr(k) for k in record)}")
-        return np.asarray(record[key])
+        missing = [key for key in keys if key not in record]
+        if missing:
+            raise DataError(f"{self.describe(index)} has no {' or '.join(repr(k) for k in missing)} feature (it has "
+                            f"{', '.join(repr(k) for k in record)}; the keys read are data.tfds_image_key / "
+                            "data.tfds_label_key where a config has them)")
+        return record
 
     def __getitem__(self, index: int) -> np.ndarray:
-        return rgb_image(self.feature(index, self.image_key), self.describe(index))
+        return rgb_image(self.example(index, self.image_key)[self.image_key], self.describe(index))
 
 
 def rgb_image(image: np.ndarray, where: str) -> np.ndarray:

@@ -186,11 +186,7 @@ class TfdsLabelledSource(TfdsImageSource):
         self.label_key = label_key
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        example = self._source[index]
-        for key in (self.image_key, self.label_key):
-            if key not in example:
-                raise DataError(f"{self.describe(index)} has no {key!r} (it has {sorted(example)}); "
-                                "set data.tfds_image_key / data.tfds_label_key")
+        example = self.example(index, self.image_key, self.label_key)  # names data.tfds_*_key if one is missing
         image = rgb_image(example[self.image_key], self.describe(index))
         labels = np.asarray(example[self.label_key])
         if labels.ndim == 3 and labels.shape[-1] == 1:

@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxcomp.data.images import DataError
+from jaxcomp.data.images import DataError, rgb_image
 from jaxcomp.files import atomic_file, load_npz
 
 if TYPE_CHECKING:
@@ -225,7 +225,8 @@ class TfdsStreamBatches:
     def _example(self, source, index: int, rng: np.random.Generator | None) -> tuple[np.ndarray, int]:
         from jaxcomp.data.images import resize_centre_crop, resize_shorter_side
 
-        image, label = source[index], source.feature(index, "label")
+        record = source.example(index, source.image_key, "label")  # one read: image and label
+        image, label = rgb_image(record[source.image_key], source.describe(index)), np.asarray(record["label"])
         if label.ndim or label.dtype.kind not in "iu" or not 0 <= int(label) < self.num_classes:
             raise DataError(f"{source.describe(index)} has label {label.tolist()!r}; expected a class index in "
                             f"0..{self.num_classes - 1} (data.num_classes={self.num_classes})")
