@@ -104,7 +104,7 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
         tasks=("classification", "segmentation"),
         # cResNet-51 : ResNet-50 in miniature: the latent network gets back the RGB one's depth in its
         # 1/16 stage (the paper adds conv4_x blocks), at about the same FLOPs
-        latent_net="cresnet-1-3-1", rgb_net="resnet-1-1-1-1", time_limit=0,
+        latent_net="cresnet-1-3-1", rgb_net="resnet-1-1-1-1", time_limit=0.0,
         codec_steps=400, codec_batch_size=16, codec_learning_rate=3e-4,
         seg_size=64, seg_steps=1500, seg_points=(), codecs_from="", linear=True,
         joint_point="low", joint_steps=300, joint_task_weight=1.0, joint_learning_rate=1e-4,

@@ -3,6 +3,7 @@
     python -m experiments.ban_regime --workdir runs/ban_regime                  # every setting
     python -m experiments.ban_regime --workdir runs/ban_regime --settings base,n10k
     python -m experiments.ban_regime --chains runs/ban_soft --config configs/ban.py:mnist_soft
+    python -m experiments.ban_regime --workdir runs/ban_regime --time-limit 540  # in slices
 
 Tests docs/ban.md's hypothesis that MNIST-1000 teachers fit their training set, so that their
 outputs there are nearly one-hot. For each setting (overrides of ``configs/ban.py:mnist``), one
@@ -14,6 +15,9 @@ of images with max-probability above 0.99, accuracy against the labels it was tr
 against the clean labels. The validation errors of the teacher and of BAN-1 say whether a
 student gains in that regime. Writes ``regime.md`` / ``regime.csv`` into ``--workdir``; each
 model trains in ``--workdir/<setting>/seed0/<model>/`` (a rerun skips finished models).
+``--time-limit SECONDS`` is the budget of the whole command, all settings together: the model in
+training stops there, checkpointed, the table keeps the settings finished so far, and the same
+command continues.
 
 ``--chains DIR`` instead summarises the same training-set statistics for every model of a
 finished ``experiments/ban.py`` run in DIR (``seed*/teacher``, ``ban-1``, ...; ``--config`` is
@@ -71,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chains", default="", help="a finished experiments/ban.py workdir to summarise instead")
     parser.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, of {', '.join(SETTINGS)}")
     parser.add_argument("--config", default="configs/ban.py:mnist")
+    parser.add_argument("--time-limit", type=float, default=0.0,
+                        help="seconds for the whole command, all settings together (0: none); the same command "
+                             "continues")
     args = parser.parse_args(argv)
     if bool(args.workdir) == bool(args.chains):
         print("error: give exactly one of --workdir and --chains", file=sys.stderr)
@@ -90,15 +97,25 @@ def main(argv: list[str] | None = None) -> int:
 
     prefer_xla_cpu_convolutions()
     from jaxcomp.configs import load_config
+    from jaxcomp.deadline import Deadline, OutOfTime
     from jaxcomp.distill.generations import run_generations
     from jaxcomp.reporting import write_table
 
+    try:
+        deadline = Deadline(args.time_limit, "--time-limit")
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     table = []
     for name in names:
         description, overrides = SETTINGS[name]
         config = load_config(args.config, VALIDATION + SINGLE + overrides)
         base = os.path.join(args.workdir, name)
-        rows = {r["model"]: r for r in run_generations(config, base, progress=False)}
+        try:
+            rows = {r["model"]: r for r in run_generations(config, base, progress=False, deadline=deadline)}
+        except OutOfTime as e:
+            print(f"stopped: {e}; run the same command to continue (finished models are kept)", file=sys.stderr)
+            return 0
         stats = training_set_outputs(os.path.join(base, "seed0", "teacher"), config)
         row = {"setting": name, "description": description, **{k: round(v, 4) for k, v in stats.items()},
                "teacher_val_error": round(rows["teacher"]["error"], 2),

@@ -16,7 +16,9 @@ Each variant's runs go to ``WORKDIR/<variant>/`` (``results.jsonl``; finished ru
 script is started again, so a ``both`` directory already filled by ``experiments/ecg_cv.py`` with the
 same config is reused). Writes ``WORKDIR/ablation.md`` / ``ablation.json``: challenge F1 mean +- std over
 all runs (seeds x folds) per variant, the std over seeds of the per-seed mean, and each variant's
-paired difference to ``none`` (same seed and fold), and prints the table.
+paired difference to ``none`` (same seed and fold), and prints the table. ``cv.time_limit`` (seconds)
+is the budget of the whole command, all seeds and variants together: the run in training stops there,
+checkpointed, nothing is summarised, and the same command continues.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import os
 
 import numpy as np
 
-from jaxcomp.checks import nonempty
+from jaxcomp.checks import seed_list
 from jaxcomp.configs import apply_overrides, config_script_main
 from jaxcomp.files import read_jsonl
 
@@ -64,16 +66,19 @@ def summarize(rows_by_variant: dict[str, list[dict]]) -> tuple[str, dict]:
 
 
 def run(config, workdir):
+    from jaxcomp.deadline import Deadline
     from jaxcomp.ecg.experiments import cross_validate
 
-    seeds = nonempty(config.cv.seeds, "cv.seeds")  # before the workdir is made
+    seeds = seed_list(config.cv.seeds, "cv.seeds")  # before the workdir is made
+    # cv.time_limit is the whole command's budget, shared by every seed and variant (not each one's)
+    deadline = Deadline(config.cv.get("time_limit", 0.0), "cv.time_limit")
     os.makedirs(workdir, exist_ok=True)
     folds = list(config.cv.folds) or list(range(config.data.num_folds))
     for seed in seeds:  # seed-major: a run cut short leaves every variant with the same seeds
         for variant, overrides in VARIANTS.items():
             cfg = apply_overrides(config, overrides + ["cv.models=('cnn',)", f"cv.seeds=({int(seed)},)"])
             print(f"== seed {seed}, {variant}: {' '.join(overrides)}", flush=True)
-            cross_validate(cfg, os.path.join(workdir, variant))
+            cross_validate(cfg, os.path.join(workdir, variant), deadline=deadline)
     rows_by_variant = {}
     for variant in VARIANTS:
         path = os.path.join(workdir, variant, "results.jsonl")

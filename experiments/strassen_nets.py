@@ -13,7 +13,8 @@ several seeds; with its per-layer op_counts.md), so a rerun resumes or skips fin
 ``experiment.time_limit`` (seconds for the whole command) stops the model in training at that
 time, checkpointed, and reports nothing (the same command continues; finished models are skipped). Writes
 results.md (mean ± sample std over seeds) / results.json and a plot of the metric against the
-multiplications. Compiled programs are cached in --workdir/jax_cache (seeds share them).
+multiplications. Compiled programs are cached in --workdir/jax_cache (seeds share them), or in
+``$JAXCOMP_CACHE_DIR`` / ``$JAX_COMPILATION_CACHE_DIR`` where one is set.
 
   python -m experiments.strassen_nets --config configs/strassen.py:mnist --workdir runs/strassen_mnist
 """
@@ -36,7 +37,7 @@ from jaxcomp.deadline import Deadline, without_budget
 from jaxcomp.distill import check_kd_temperature
 from jaxcomp.files import write_atomic
 from jaxcomp.strassen.counting import format_table, summarize
-from jaxcomp.xla import enable_compilation_cache
+from jaxcomp.xla import driver_cache_dir, enable_compilation_cache
 
 
 def _variant(config: ml_collections.ConfigDict, enabled: bool, ratio: float = 1.0, kd_teacher: str = "",
@@ -108,7 +109,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> str:
     os.makedirs(workdir, exist_ok=True)
-    enable_compilation_cache(os.path.join(workdir, "jax_cache"), min_compile_secs=1.0)  # seeds share programs
+    enable_compilation_cache(driver_cache_dir(workdir), min_compile_secs=1.0)  # seeds share programs
     lm = config.task == "lm"
     deadline = Deadline(config.experiment.get("time_limit", 0.0), "experiment.time_limit")
     results = []

@@ -90,12 +90,12 @@ class Study:
     def __init__(self, config, workdir: str):
         self.config, self.workdir, self.exp = config, workdir, config.experiment
         self.cfg = _module()
-        self.deadline = Deadline(self.exp.get("time_limit", 0), "experiment.time_limit")
+        self.deadline = Deadline(self.exp.get("time_limit", 0.0), "experiment.time_limit")
         self.results: dict[str, Any] = {"rows": [], "codecs": {}, "flops": {}, "joint": [], "linear": []}
-        from jaxcomp.xla import enable_compilation_cache
+        from jaxcomp.xla import driver_cache_dir, enable_compilation_cache
 
         # the seeds of a row compile the same programs: the second and third hit the cache
-        enable_compilation_cache(os.path.join(workdir, "jax_cache"), min_compile_secs=1.0)
+        enable_compilation_cache(driver_cache_dir(workdir), min_compile_secs=1.0)
 
     # ---- configs -------------------------------------------------------------------------
 

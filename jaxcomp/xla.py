@@ -64,6 +64,18 @@ def default_cache_dir() -> str:
     return os.path.join(base, "jaxcomp", "xla")
 
 
+def driver_cache_dir(workdir: str) -> str:
+    """The compilation cache of a driver that trains several models in ``workdir`` (the ECG
+    cross-validation, the understanding and StrassenNets drivers): ``$JAXCOMP_CACHE_DIR`` or
+    ``$JAX_COMPILATION_CACHE_DIR`` where one is set (so a cache carried from one leased machine to
+    the next serves every driver, as it does ``experiments.train``), else ``workdir/jax_cache``
+    (which :mod:`experiments.pack_run` leaves behind)."""
+    for var in ("JAXCOMP_CACHE_DIR", "JAX_COMPILATION_CACHE_DIR"):
+        if os.environ.get(var):
+            return os.environ[var]
+    return os.path.join(workdir, "jax_cache")
+
+
 def enable_compilation_cache(path: str, min_compile_secs: float = 0.0) -> bool:
     """Points JAX's persistent compilation cache at ``path`` (created if needed) and
     :class:`CachedFunction`'s executables at ``path/jaxcomp-executables``; ``""`` turns the

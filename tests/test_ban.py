@@ -1148,6 +1148,33 @@ def test_regime_outputs_score_the_teacher_against_the_given_and_the_clean_labels
     assert 0.0 <= out["train_entropy"] < 1e-3 and out["share_max_prob_gt_0.99"] == 1.0
 
 
+def test_regime_shares_one_budget_across_its_settings(tmp_path, monkeypatch, capsys):
+    """``experiments/ban_regime.py --time-limit`` is the whole command's budget: one Deadline goes to
+    every setting's run_generations (the budget was per call, and the script had no way to set it);
+    out of time, it stops with exit 0 and keeps the settings finished so far."""
+    import jaxcomp.distill.generations as generations
+    from experiments import ban_regime
+    from jaxcomp.deadline import OutOfTime
+
+    given = []
+
+    def run_generations(config, workdir, progress=True, log=print, deadline=None):
+        given.append(deadline)
+        if len(given) == 2:
+            raise OutOfTime("--time-limit reached")
+        return [{"model": "teacher", "error": 2.0}, {"model": "BAN-1", "error": 1.5}]
+
+    monkeypatch.setattr(generations, "run_generations", run_generations)
+    monkeypatch.setattr(ban_regime, "training_set_outputs", lambda workdir, config: {"train_entropy": 0.1})
+    w = tmp_path / "w"
+    assert ban_regime.main(["--workdir", str(w), "--settings", "base,short", "--time-limit", "600"]) == 0
+    assert len(given) == 2 and given[0] is given[1] and given[0].ends is not None
+    assert "stopped: --time-limit reached" in capsys.readouterr().err
+    assert "| base |" in (w / "regime.md").read_text() and "short" not in (w / "regime.md").read_text()
+    assert ban_regime.main(["--workdir", str(w), "--time-limit", "-1"]) == 2
+    assert "--time-limit must be a finite number of seconds > 0" in capsys.readouterr().err
+
+
 _SMALL_RUN = ["steps=2", "data.batch_size=2", "eval_batch_size=4", "checkpoint_every=2", "eval_every=2", "log_every=1",
               "optimizer.decay_steps=2", "optimizer.boundaries=(1,)", "ban.seeds=(0,)"]
 

@@ -179,10 +179,12 @@ def test_compilation_cache_folder(tmp_path, monkeypatch, capsys):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert xla.default_cache_dir() == os.path.join(str(tmp_path), "jaxcomp", "xla")
+    assert xla.driver_cache_dir("runs/x") == os.path.join("runs/x", "jax_cache")
     monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/jax/own")
-    assert xla.default_cache_dir() == "/jax/own"
+    # a cache carried between leased machines serves the drivers too, not only experiments.train
+    assert xla.default_cache_dir() == xla.driver_cache_dir("runs/x") == "/jax/own"
     monkeypatch.setenv("JAXCOMP_CACHE_DIR", "/ours")
-    assert xla.default_cache_dir() == "/ours"
+    assert xla.default_cache_dir() == xla.driver_cache_dir("runs/x") == "/ours"
     assert not xla.enable_compilation_cache("")
     (tmp_path / "a_file").write_text("x")
     assert not xla.enable_compilation_cache(str(tmp_path / "a_file" / "cache"))

@@ -54,6 +54,27 @@ def test_a_config_without_variant_is_its_default_variant():
     assert {"cpm.py", "l3c.py", "dplc.py", "ssc.py"} <= set(checked)
 
 
+def test_every_budget_key_takes_fractional_seconds():
+    """Each driver's budget (``*.time_limit``) defaults to a float in every config that has one, so
+    that an override such as ``540.5`` is accepted like the others (the understanding study's was an
+    int: "expects int (default 0), got '540.5'", while the other drivers' took it)."""
+    from jaxcomp.configs import load_config
+
+    root = pathlib.Path(__file__).resolve().parents[1] / "configs"
+    found = {}
+    for path in sorted(root.glob("*.py")):
+        config = load_config(str(path))
+        for section in config.keys():
+            if hasattr(config[section], "keys") and "time_limit" in config[section]:
+                value = config[section]["time_limit"]
+                found[f"{path.name}:{section}.time_limit"] = value
+                loaded = load_config(str(path), [f"{section}.time_limit=540.5"])
+                assert loaded[section]["time_limit"] == 540.5, (path.name, section)
+    assert all(isinstance(v, float) for v in found.values()), found
+    assert {"understanding.py:experiment.time_limit", "strassen.py:experiment.time_limit", "ban.py:ban.time_limit",
+            "ecg.py:cv.time_limit", "dplc.py:sweep.time_limit", "dplc.py:generators.time_limit"} <= set(found)
+
+
 def test_every_model_spec_takes_its_own_configs_and_names_another_tasks_keys():
     """Each codec's / classifier's ``spec_from_config`` builds from every variant of its config files,
     and refuses a ``config.model`` of another task by naming the foreign keys (DPLC's and ECG's

@@ -94,7 +94,29 @@ def test_bad_input_names_the_record(tmp_path, challenge_dir):
     (tmp_path / "D00002.hea").write_text("D00002 1 300 3000\nD00001.dat 212 1000/mV 12 0 -40 0 0 ECG\n")
     with pytest.raises(ECGDataError, match=r"D00002: .*D00001\.dat is a WFDB signal file in format '212'"):
         read_record(str(tmp_path / "D00002"))
+    # the path of the signal file itself names the record too; the header's sample count 0 is WFDB's "not
+    # given"; format 16's -32768 is WFDB's invalid sample (a gap), not -32.768 mV; an infinite gain is refused
+    np.testing.assert_allclose(read_record(str(tmp_path / "D00001.dat")), adc / 1000.0, atol=1e-7)
+    (tmp_path / "D00001.hea").write_text("D00001 1 300 0\nD00001.dat 16 1000/mV 16 0 -40 0 0 ECG\n")
+    assert len(read_record(str(tmp_path / "D00001"))) == 3000
+    gap = adc.copy()
+    gap[100:300] = -32768
+    gap.tofile(tmp_path / "D00003.dat")
+    (tmp_path / "D00003.hea").write_text("D00003 1 300 3000\nD00003.dat 16 1000/mV 16 0 -40 0 0 ECG\n")
+    with pytest.raises(ECGDataError, match=r"D00003: 200 samples .*invalid-sample value -32768 .*first at sample 100"):
+        read_record(str(tmp_path / "D00003"))
+    (tmp_path / "D00004.hea").write_text("D00004 1 300 3000\nD00001.dat 16 inf/mV 16 0 -40 0 0 ECG\n")
+    with pytest.raises(ECGDataError, match=r"D00004: gain 'inf/mV' .* not a finite number"):
+        read_record(str(tmp_path / "D00004"))
+    # a record stored with upper-case extensions (UPPER.HEA + UPPER.MAT) is read
+    _write_challenge_record(str(tmp_path), "UP001", np.sin(np.arange(3000) / 9.0))
+    for ext in (".hea", ".mat"):
+        os.rename(tmp_path / f"UP001{ext}", tmp_path / f"UP001{ext.upper()}")
+    assert len(read_record(str(tmp_path / "UP001.MAT"))) == 3000
     (tmp_path / "REFERENCE.csv").write_text("B00004,N\nB00003,A\nB00004,O\n")
+    with pytest.raises(ECGDataError, match=r"record B00004 is listed twice \(rows 1 and 3\)"):
+        load_challenge(str(tmp_path))
+    (tmp_path / "REFERENCE.csv").write_text("B00004,N\nB00003,A\nB00004.mat,O\n")  # one file, two labels
     with pytest.raises(ECGDataError, match=r"record B00004 is listed twice \(rows 1 and 3\)"):
         load_challenge(str(tmp_path))
     with pytest.raises(ECGDataError, match=r"limit must be >= 0 records"):
@@ -703,6 +725,47 @@ def test_qrs_detection_refuses_several_leads_nan_and_no_rate():
     assert np.all(np.isfinite(record_features(np.where(t < 1, np.nan, s), 300)))  # zeroed, as documented
 
 
+def test_cross_validation_rows_are_tied_to_the_recordings_they_scored(tiny_config, tmp_path, monkeypatch):
+    """Recordings read from a directory can change under the same config: a rerun after REFERENCE.csv was
+    relabelled mixed the old rows with new ones into one mean, exit 0. Rows now carry the data's digest and
+    a rerun on other data is refused; data.path with the synthetic source (silently ignored) is refused."""
+    from types import SimpleNamespace
+
+    from jaxcomp.ecg import experiments as ex
+    from jaxcomp.ecg.challenge import write_challenge_directory
+
+    rng = np.random.default_rng(0)
+    labels = [i % 4 for i in range(12)]
+    write_challenge_directory(str(tmp_path / "rec"), [rng.normal(size=3000).astype(np.float32) for _ in labels],
+                              labels)
+    config = apply_overrides(tiny_config, ["data.source=challenge", f"data.path={tmp_path / 'rec'}", "data.num_folds=2",
+                                           "cv.seeds=(0,)", "cv.folds=(0,)", "cv.models=('cnn',)"])
+
+    class Data:
+        def __init__(self, cfg):
+            self.val_idx, self.dataset = np.arange(2), SimpleNamespace(source="stub")
+
+    monkeypatch.setattr(ex, "enable_compilation_cache", lambda *a, **k: None)
+    monkeypatch.setattr(ex, "ECGTask", lambda cfg: "task")
+    monkeypatch.setattr(ex, "build_training_data", Data)
+    monkeypatch.setattr(ex, "train_with_validation", lambda cfg, wd, task, data, time_limit=None:
+                        ("state", {"best_step": None, "stopped_at": None, "last_state": None}))
+    monkeypatch.setattr(ex, "predict_split", lambda task, state, data, bs, idx=None: (np.arange(4), np.arange(4),
+                                                                                      None, None))
+    monkeypatch.setattr(ecg_data, "_DATASETS", {})
+    ex.cross_validate(config, str(tmp_path / "cv"))
+    row = json.loads((tmp_path / "cv" / "results.jsonl").read_text())
+    assert row["data_digest"] == ecg_data.load_challenge(str(tmp_path / "rec")).digest()
+    ex.cross_validate(config, str(tmp_path / "cv"))  # the same data: the row is reused
+    reference = tmp_path / "rec" / "REFERENCE.csv"
+    reference.write_text(reference.read_text().replace(",N", ",O"))
+    monkeypatch.setattr(ecg_data, "_DATASETS", {})  # a new process would read the directory again
+    with pytest.raises(ValueError, match=r"made on other recordings or labels .*use another --workdir"):
+        ex.cross_validate(apply_overrides(config, ["cv.folds=(0, 1)"]), str(tmp_path / "cv"))
+    with pytest.raises(ECGDataError, match=r"data\.path=.* is read only with data\.source='challenge'"):
+        ecg_data.load_dataset(apply_overrides(tiny_config, [f"data.path={tmp_path / 'rec'}"]).data)
+
+
 def test_cross_validation_and_early_stopping_wiring(tiny_config, tmp_path, monkeypatch):
     """With training and data stubbed: every (seed, fold) run has its own workdir and its seed reaches
     the batches; runs are scored on the held-out fold (not the validation split); the cnn_more control
@@ -893,3 +956,28 @@ def test_feature_baselines_fit_on_the_training_folds_and_ablation_differences_ar
     _, summary = ecg_ablation.summarize(rows)
     mean, _, better = summary["bursts"]["paired_diff_vs_none"]
     assert mean == pytest.approx(0.035) and better == 2
+
+
+def test_ecg_ablation_shares_one_budget_across_its_variants(tiny_config, tmp_path, monkeypatch):
+    """cv.time_limit is experiments.ecg_ablation's budget for the whole command: one Deadline goes to
+    every seed's and variant's cross-validation (each built its own, so 4 variants x 3 seeds ran for up
+    to 12 times the limit); cross_validate uses a deadline it is given over the config's (none here)."""
+    import jaxcomp.ecg.experiments as ecg_experiments
+    from experiments import ecg_ablation
+    from jaxcomp.deadline import Deadline, OutOfTime
+
+    given = []
+    monkeypatch.setattr(ecg_experiments, "cross_validate",
+                        lambda cfg, workdir, deadline=None: given.append((cfg.cv.seeds, deadline)) or "")
+    ecg_ablation.run(apply_overrides(tiny_config, ["cv.seeds=(0, 1)", "cv.time_limit=600"]), str(tmp_path / "a"))
+    assert [s for s, _ in given] == [(0,)] * 4 + [(1,)] * 4
+    assert given[0][1].ends is not None and all(d is given[0][1] for _, d in given)
+    with pytest.raises(ValueError, match=r"cv\.seeds repeats \[0\]"):
+        ecg_ablation.run(apply_overrides(tiny_config, ["cv.seeds=(0, 0)"]), str(tmp_path / "b"))
+    monkeypatch.undo()
+    spent = Deadline(1e-9, "cv.time_limit")
+    with pytest.raises(OutOfTime, match=r"cv\.time_limit reached"):  # before any data is built
+        ecg_experiments.cross_validate(apply_overrides(tiny_config, ["cv.seeds=(0,)", "cv.folds=(0,)",
+                                                                     "cv.models=('cnn',)"]),
+                                       str(tmp_path / "c"), deadline=spent)
+    assert not list((tmp_path / "c").rglob("checkpoints"))

@@ -117,7 +117,7 @@ def ensemble_metrics(members: Sequence[Member], labels: np.ndarray) -> dict[str,
 
 
 def run_generations(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
-                    log: Callable[[str], Any] = print) -> list[dict[str, Any]]:
+                    log: Callable[[str], Any] = print, deadline: Deadline | None = None) -> list[dict[str, Any]]:
     """The whole experiment ``config.ban`` describes, for every seed of ``ban.seeds``.
 
     Per seed: a teacher (``ban.teacher_model`` if set, else ``model.name``; cross-entropy to
@@ -133,9 +133,14 @@ def run_generations(config: ml_collections.ConfigDict, workdir: str, progress: b
     seeds), and the BANE ensembles (BAN-1..k, and the teacher with all generations); then, as their
     control, ensembles of independently trained teachers (:func:`independent_ensembles`). Returns one
     row per model and seed: ``{'seed', 'model', 'error', 'nll', 'confidence'}`` (or perplexity for ``lm``).
+    ``ban.time_limit`` (seconds; 0: none) is the budget of the call: the model in training stops there,
+    checkpointed, and :class:`jaxcomp.deadline.OutOfTime` is raised (a second call continues);
+    ``deadline``, a budget shared with the caller's other work (``experiments/ban_regime.py``'s
+    settings), is used instead when given.
     """
     seed_list(config.ban.seeds, "ban.seeds")
-    deadline = Deadline(config.ban.get("time_limit", 0.0), "ban.time_limit")
+    if deadline is None:
+        deadline = Deadline(config.ban.get("time_limit", 0.0), "ban.time_limit")
     losses = [config.ban.loss] + [v.partition(":")[0] for v in config.ban.variants]
     if "kd" in losses:  # before the teacher trains, not at the student
         check_kd_temperature(config.distill.temperature)

@@ -38,7 +38,13 @@ MIN_FS, MAX_FS = 50.0, 20_000.0  # sampling rates outside these are treated as a
 
 
 def _record_base(path: str) -> str:
-    return path[:-4] if path.lower().endswith((".hea", ".mat")) else path
+    """``path`` without its ``.hea``, ``.mat`` or ``.dat`` (a WFDB signal file), in any case."""
+    return path[:-4] if path.lower().endswith((".hea", ".mat", ".dat")) else path
+
+
+def _beside(base: str, ext: str) -> str:
+    """``base + ext`` (``ext`` lower case), or the upper-case ``base + EXT`` where only that exists."""
+    return base + ext.upper() if not os.path.isfile(base + ext) and os.path.isfile(base + ext.upper()) else base + ext
 
 
 # factors from a WFDB header's amplitude unit to millivolts (the unit is matched in lower case)
@@ -56,7 +62,7 @@ def read_challenge_header(path: str) -> dict:
     """
     base = _record_base(path)
     name = os.path.basename(base)
-    hea = base + ".hea"
+    hea = _beside(base, ".hea")
     if not os.path.isfile(hea):
         raise ECGDataError(f"record {name}: no header {hea} (a challenge record is {name}.hea + {name}.mat)")
     try:
@@ -97,7 +103,13 @@ def _read_format16(path: str, fmt: str, name: str) -> np.ndarray:
     if raw.size % 2:
         raise ECGDataError(f"record {name}: {path} holds {raw.size} bytes after its offset, not whole 16-bit samples "
                            f"(truncated?)")
-    return raw.view("<i2").astype(np.float64)
+    adc = raw.view("<i2").astype(np.float64)
+    gaps = adc == -32768  # WFDB's invalid-sample value of format 16: a gap in the recording, not -32768 ADC units
+    if gaps.any():
+        raise ECGDataError(f"record {name}: {int(gaps.sum())} samples of {path} hold WFDB's invalid-sample value "
+                           f"-32768 (a gap in the recording; first at sample {int(np.argmax(gaps))}): cut the "
+                           f"recording at the gap or fill it before classifying")
+    return adc
 
 
 def read_challenge_record(path: str, resample: bool = True, target_fs: int = FS) -> np.ndarray:
@@ -119,12 +131,12 @@ def read_challenge_record(path: str, resample: bool = True, target_fs: int = FS)
     header = read_challenge_header(base)
     if header["fs"] != target_fs and not resample:
         raise ECGDataError(f"record {name}: sampling rate {header['fs']:g} Hz, expected {target_fs} Hz "
-                           f"(resample it first, e.g. read_challenge_record(path, resample=True); the models' "
-                           f"spectrogram front end assumes {target_fs} Hz)")
+                           f"(resample it first: read_challenge_record(path, resample=True), or on the command "
+                           f"line leave out --no-resample; the models' spectrogram front end assumes {target_fs} Hz)")
     mat = os.path.join(os.path.dirname(base), header["file"])
     if not os.path.isfile(mat):
-        if os.path.isfile(base + ".mat"):
-            mat = base + ".mat"
+        if os.path.isfile(_beside(base, ".mat")):
+            mat = _beside(base, ".mat")
         else:
             raise ECGDataError(f"record {name}: no signal file {mat} (the header names {header['file']!r})")
     if os.path.getsize(mat) == 0:
@@ -148,7 +160,7 @@ def read_challenge_record(path: str, resample: bool = True, target_fs: int = FS)
         adc = val.reshape(-1).astype(np.float64)
     if adc.size == 0:
         raise ECGDataError(f"record {name}: empty signal (0 samples) in {mat}")
-    if header["n_samples"] >= 0 and len(adc) != header["n_samples"]:
+    if header["n_samples"] > 0 and len(adc) != header["n_samples"]:  # WFDB: 0 or none = not given
         raise ECGDataError(f"record {name}: {len(adc)} samples in {mat} but the header says {header['n_samples']} "
                            f"(a truncated or mismatched file)")
     bad = ~np.isfinite(adc)
@@ -218,7 +230,7 @@ def find_records(path: str) -> list[str]:
             raise ECGDataError(f"{path}: no challenge records (.hea + .mat files) in this directory")
         return [os.path.join(path, n) for n in names]
     base = _record_base(path)
-    if not (os.path.isfile(path) or os.path.isfile(base + ".hea") or os.path.isfile(base + ".mat")):
+    if not (os.path.isfile(path) or os.path.isfile(_beside(base, ".hea")) or os.path.isfile(_beside(base, ".mat"))):
         raise ECGDataError(f"{path}: no such record (expected RECORD.mat with RECORD.hea beside it, or a directory)")
     return [base]
 

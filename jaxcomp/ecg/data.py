@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 import os
 from collections.abc import Iterator, Sequence
 
@@ -80,6 +81,18 @@ class ECGDataset:
 
     def class_counts(self) -> np.ndarray:
         return np.bincount(self.labels, minlength=len(CLASSES))
+
+    def digest(self) -> str:
+        """sha256 (hex, 16 digits) of the names, labels, rate and samples: what a cross-validation row
+        was computed on, so that rows of a changed ``REFERENCE.csv`` or re-exported recordings are not
+        mixed with new ones under the same config."""
+        import hashlib
+
+        h = hashlib.sha256(f"{self.fs}\n{len(self)}\n".encode())
+        for name, label, s in zip(self.names, self.labels, self.signals):
+            h.update(f"{name},{int(label)},{len(s)}\n".encode())
+            h.update(np.ascontiguousarray(s, np.float32).tobytes())
+        return h.hexdigest()[:16]
 
 
 # the largest |sample| a recording may hold, in mV: surface ECGs stay within ~10 mV, so this only
@@ -168,6 +181,8 @@ def read_header(path: str) -> dict:
             g, b = g.rstrip(")").split("(")
             baseline = int(b)
         gain = float(g) or 200.0
+        if not math.isfinite(gain):
+            raise ECGDataError(f"record {name}: gain {sig[2]!r} in {path} is not a finite number")
     adc_zero = int(sig[4]) if len(sig) > 4 else 0
     return dict(record=rec[0], fs=fs, n_samples=n_samples, file=sig[0], fmt=sig[1] if len(sig) > 1 else "",
                 gain=gain, baseline=adc_zero if baseline is None else baseline, units=units)
@@ -232,9 +247,11 @@ def read_reference(path: str) -> list[tuple[str, int]]:
         raise ECGDataError(f"cannot read {path}: {e}") from e
     seen: dict[str, int] = {}
     for i, (name, _) in enumerate(out):
-        if name in seen:  # one recording, two labels, perhaps in two folds
-            raise ECGDataError(f"{path}: record {name} is listed twice (rows {seen[name] + 1} and {i + 1})")
-        seen[name] = i
+        # A00001 and A00001.mat are one record (the reader finds the other file beside either)
+        key = name[:-4] if name.lower().endswith((".hea", ".mat", ".dat")) else name
+        if key in seen:  # one recording, two labels, perhaps in two folds
+            raise ECGDataError(f"{path}: record {key} is listed twice (rows {seen[key] + 1} and {i + 1})")
+        seen[key] = i
     return out
 
 
@@ -408,6 +425,9 @@ def load_dataset(data: ml_collections.ConfigDict) -> ECGDataset:
     or ``"challenge"`` (``path`` = the CinC 2017 ``training2017/`` directory; ``limit`` > 0
     reads only the first records).
     """
+    if data.source == "synthetic" and data.get("path"):  # a user's recordings silently replaced by generated ones
+        raise ECGDataError(f"data.path={data.path!r} is read only with data.source='challenge' (this config's source "
+                           f"is 'synthetic': --config.data.source=challenge to train on that directory)")
     if data.source == "synthetic":
         from jaxcomp.ecg.synthetic import synthesize_dataset
 

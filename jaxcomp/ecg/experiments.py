@@ -48,7 +48,7 @@ from jaxcomp.ecg.data import CLASSES, ECGBatches, ECGDataError, ECGDataset, chec
 from jaxcomp.ecg.scoring import challenge_f1, confusion_matrix, plot_confusion, score
 from jaxcomp.ecg.task import BEST_MODEL, ECGTask, best_model
 from jaxcomp.files import append_jsonl, read_jsonl, write_atomic
-from jaxcomp.xla import enable_compilation_cache
+from jaxcomp.xla import driver_cache_dir, enable_compilation_cache
 
 if TYPE_CHECKING:
     from jaxcomp.train import TrainState
@@ -344,7 +344,7 @@ def results_digest(config: ml_collections.ConfigDict) -> str:
     return config_digest(config, exclude=("cv.seeds", "cv.folds", "cv.models", "cv.time_limit"))
 
 
-def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> str:
+def cross_validate(config: ml_collections.ConfigDict, workdir: str, deadline: Deadline | None = None) -> str:
     """Runs the cross-validation a config's ``cv`` block describes; returns the Markdown table.
 
     Finished runs are read back from ``workdir/results.jsonl`` and not run again; each row records
@@ -352,11 +352,14 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> str:
     changed setting would otherwise report the old runs as the new ones); rows written before
     rows carried the digest are reused with a warning. ``cv.time_limit`` (seconds for the whole
     command): the model in training stops there with a checkpoint and
-    :class:`jaxcomp.deadline.OutOfTime` is raised; the same command continues it.
+    :class:`jaxcomp.deadline.OutOfTime` is raised; the same command continues it. ``deadline``: a
+    budget shared with the caller's other work (a script that cross-validates several variants in one
+    command, e.g. ``experiments/ecg_ablation.py``), used instead of the config's ``cv.time_limit``.
     """
     from tqdm.auto import tqdm
 
-    deadline = Deadline(config.cv.get("time_limit", 0.0), "cv.time_limit")
+    if deadline is None:
+        deadline = Deadline(config.cv.get("time_limit", 0.0), "cv.time_limit")
     digest = results_digest(config)
     config = without_budget(config, "cv.time_limit")  # the runs' configs (their config.json) hold no budget
 
@@ -390,9 +393,12 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> str:
             raise ValueError("cv.models has 'crnn_e2e' but cv.crnn_e2e_phases is 0")
         end_to_end_config(config, 0, "")  # its settings' own checks, before hours of training
     os.makedirs(workdir, exist_ok=True)  # after the checks: a refused run leaves nothing behind
-    enable_compilation_cache(os.path.join(workdir, "jax_cache"), min_compile_secs=1.0)
+    enable_compilation_cache(driver_cache_dir(workdir), min_compile_secs=1.0)
     results_path = os.path.join(workdir, "results.jsonl")
     done = {}
+    # recordings read from a directory can change under the same config (a relabelled REFERENCE.csv,
+    # re-exported records): rows carry the data's digest too; generated data is fixed by the config
+    data_digest = load_dataset(config.data).digest() if config.data.source != "synthetic" else None
     if os.path.exists(results_path):
         rows = read_jsonl(results_path)
         undigested = sum("config_digest" not in r for r in rows)
@@ -404,6 +410,10 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> str:
                 raise ValueError(f"{results_path}: its runs were made with another config (digest "
                                  f"{r['config_digest']}, this config {digest}); use another --workdir (its run folders "
                                  f"hold that config's models too)")
+            if r.get("data_digest", data_digest) != data_digest:
+                raise ValueError(f"{results_path}: its runs were made on other recordings or labels than "
+                                 f"{config.data.path} holds now (data digest {r['data_digest']}, now {data_digest}); "
+                                 f"use another --workdir")
             done[(r["seed"], r["fold"], r["model"])] = r
     needed = set(models) | {n for m in models for n in _NEEDS.get(m, ())}
     runs = [(s, f, m) for s in seeds for f in folds for m in _MODELS if m in needed]
@@ -429,6 +439,8 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> str:
         steps = cfg.steps * (int(config.cv.crnn_e2e_phases) if model == "crnn_e2e" else 1)
         r = dict(seed=seed, fold=fold, model=model, steps=steps, train_s=round(train_s, 1), n_eval=len(labels),
                  source=data.dataset.source, config_digest=digest, **score(labels, preds))
+        if data_digest is not None:
+            r["data_digest"] = data_digest
         if info["best_step"] is not None:
             last_state = info["last_state"]
             if last_state is not None:
