@@ -9,7 +9,7 @@ Variants:
               1200 steps of batch 64 (~60 epochs); a minute per model on 2 CPU cores.
   mnist       the CPU experiment of docs/ban.md: 1000 MNIST training images (class-balanced, the
               same for every run) and the 10k test images, both averaged down to 14x14 (4x fewer
-              pixels: ~23 steps/s instead of ~4 on 2 shared cores); ResNet-8 (width 1, 78k
+              pixels: ~23 steps/s instead of ~4 on 2 shared cores); ResNet-8 (width 1, 75k
               parameters); 1000 steps of batch 64 (64 epochs), SGD + Nesterov 0.05, cosine decay,
               L2 5e-4, random shifts of up to 1 pixel. Small data, so that dark knowledge matters.
   mnist_cross the cross-architecture student: a DenseNet-BC-22-12 teacher (71k parameters; ResNet-8

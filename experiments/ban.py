@@ -16,6 +16,19 @@ import os
 from jaxcomp.configs import config_script_main
 
 
+def table_title(config) -> str:
+    """The results table's title: model, data, the split it is evaluated on, the seeds and what ± is."""
+    seeds = ", ".join(str(s) for s in config.ban.seeds)
+    if config.task == "classification":
+        title = f"{config.model.name} on {config.data.source} ({config.data.get('eval_on', 'test')} split)"
+    else:
+        arch = config.model.get("arch", "lstm")
+        arch = {"lstm": "LSTM", "char_cnn": "character-CNN"}.get(arch, arch)
+        title = (f"{arch} LM ({config.model.layers} x {config.model.hidden}) on "
+                 f"{os.path.basename(os.path.normpath(config.data.path))} ({config.data.get('split', 'valid')} split)")
+    return title + f"; seeds {seeds}, mean ± sample std (ddof 1) over seeds"
+
+
 def run(config, workdir: str) -> str:
     from jaxcomp.xla import prefer_xla_cpu_convolutions
 
@@ -26,10 +39,7 @@ def run(config, workdir: str) -> str:
     rows = run_generations(config, workdir, progress=False)
     write_table(rows, workdir, "per_seed")
     summary = summarize(rows)
-    if config.task == "classification":
-        title = f"{config.model.name} on {config.data.source}"
-    else:
-        title = f"LSTM LM ({config.model.layers} x {config.model.hidden}) on {os.path.basename(config.data.path)}"
+    title = table_title(config)
     table = write_table(summary, workdir, "results", columns=list(dict.fromkeys(k for r in summary for k in r)),
                         title=title)
     plot_summary(rows, os.path.join(workdir, "results.png"), title)

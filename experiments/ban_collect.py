@@ -25,33 +25,35 @@ import os
 import sys
 
 
+def settings_digest(config) -> str:
+    """The digest of the settings a chain's logits depend on (all but what the driver sets per model or
+    seed, and the plan): saved with the logits, so that the table is not made under other settings."""
+    from jaxcomp.configs import config_digest
+    from jaxcomp.train import BOOKKEEPING_KEYS
+
+    return config_digest(config, exclude=BOOKKEEPING_KEYS + ("ban", "seed", "data.seed", "distill", "model.name"))
+
+
 def save_logits(config, workdir: str, seed: int) -> str:
     """Evaluation logits of the finished models of one seed's chain -> ``seed<S>/logits.npz``."""
     import jax
     import numpy as np
 
     from jaxcomp import tasks
+    from jaxcomp.distill.generations import finished_chain
     from jaxcomp.distill.task import load_teacher
     from jaxcomp.files import atomic_file
-    from jaxcomp.train import BOOKKEEPING_KEYS, check_same_settings
 
     data = tasks.build_data(config, "classification")
     images = data.eval_arrays()["image"]
     base = os.path.join(workdir, f"seed{seed}")
-    out = {}
-    for model in ["teacher"] + [f"ban-{g}" for g in range(1, config.ban.generations + 1)]:
-        path = os.path.join(base, model)
-        if not (model == "teacher" and config.ban.get("teacher_config")):  # a teacher of its own config
-            # a chain trained with other settings (another learning rate, other data) is not tabulated as
-            # this config's; what the driver sets per model (seeds, losses, teachers) may differ
-            check_same_settings(config, path, BOOKKEEPING_KEYS + ("ban", "seed", "data.seed", "distill", "model.name"))
-        if not os.path.isdir(os.path.join(path, "checkpoints", str(config.steps))):  # not finished
-            break
+    out = {"__settings__": np.array(settings_digest(config))}
+    for model, path in finished_chain(config, base):
         teacher = load_teacher(path, data=data)
         apply = jax.jit(lambda x, t=teacher: t.model.apply(t.variables, x, train=False))
         out[model] = np.concatenate([np.asarray(apply(images[i : i + 500])) for i in range(0, len(images), 500)])
         print(f"seed {seed} {model}: restored", flush=True)
-    if not out:  # an empty file read as a chain of no models failed the table with a KeyError
+    if len(out) == 1:  # an empty file read as a chain of no models failed the table with a KeyError
         raise ValueError(f"{base}: no finished model (teacher/checkpoints/{config.steps} is missing); run "
                          f"experiments/ban.py with this config and workdir first")
     target = os.path.join(base, "logits.npz")
@@ -81,6 +83,14 @@ def collect(config, workdir: str) -> str:
         seed = int(os.path.basename(os.path.dirname(path))[4:])
         with np.load(path) as f:
             chains[seed] = {k: f[k] for k in f.files}
+        saved = str(chains[seed].pop("__settings__", ""))
+        if saved != settings_digest(config):  # e.g. the tiny run's logits tabulated under the paper's title
+            how = "under other settings than --config gives" if saved else "by an older version, without its settings"
+            raise ValueError(f"{path} was saved {how}; run --seeds {seed} again with the config and overrides "
+                             f"the chain was trained with")
+        wrong = {k: v.shape for k, v in chains[seed].items() if v.shape[0] != len(labels)}
+        if wrong:
+            raise ValueError(f"{path}: logits of {wrong} for {len(labels)} evaluation images of this config")
     if not chains:
         raise ValueError(f"no seed*/logits.npz under {workdir}: run with --seeds first")
     generations = min(len(c) for c in chains.values()) - 1

@@ -19,9 +19,10 @@ model trains in ``--workdir/<setting>/seed0/<model>/`` (a rerun skips finished m
 training stops there, checkpointed, the table keeps the settings finished so far, and the same
 command continues.
 
-``--chains DIR`` instead summarises the same training-set statistics for every model of a
-finished ``experiments/ban.py`` run in DIR (``seed*/teacher``, ``ban-1``, ...; ``--config`` is
-that run's config), into ``DIR/train_outputs.md``.
+``--chains DIR`` instead summarises the same training-set statistics for every finished model of an
+``experiments/ban.py`` run in DIR (``seed*/teacher``, ``ban-1``, ...; ``--config`` is that run's config:
+models of other settings are refused by name, a chain ends at its first unfinished model), into
+``DIR/train_outputs.md``.
 """
 
 from __future__ import annotations
@@ -138,16 +139,25 @@ def _chains(workdir: str, config_spec: str) -> int:
         print(f"error: --chains {workdir}: no seed*/ folders of a finished experiments/ban.py run there",
               file=sys.stderr)
         return 2
+    from jaxcomp.distill.generations import finished_chain
+
     config = load_config(config_spec)
+    try:  # models of another config (scored on the wrong images) or stopped by a time limit are not summarised
+        chains = [(seed_dir, finished_chain(config, seed_dir)) for seed_dir in seeds]
+    except ValueError as e:
+        print(f"error: {e} (--config must be the config the chains were trained with)", file=sys.stderr)
+        return 2
     rows = []
-    for seed_dir in seeds:
-        for model in ["teacher"] + [f"ban-{g}" for g in range(1, config.ban.generations + 1)]:
-            path = os.path.join(seed_dir, model)
-            if os.path.isfile(os.path.join(path, "config.json")):
-                stats = training_set_outputs(path, config)
-                rows.append({"seed": os.path.basename(seed_dir), "model": model,
-                             **{k: round(v, 4) for k, v in stats.items()}})
-                print(rows[-1], flush=True)
+    for seed_dir, chain in chains:
+        for model, path in chain:
+            stats = training_set_outputs(path, config)
+            rows.append({"seed": os.path.basename(seed_dir), "model": model,
+                         **{k: round(v, 4) for k, v in stats.items()}})
+            print(rows[-1], flush=True)
+    if not rows:
+        print(f"error: --chains {workdir}: no finished model (teacher/checkpoints/{config.steps}) of {config_spec}",
+              file=sys.stderr)
+        return 2
     write_table(rows, workdir, "train_outputs", title="outputs on the training set")
     return 0
 

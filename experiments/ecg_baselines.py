@@ -19,7 +19,8 @@ data.fold_seed)``, the split ``build_ecg_data`` uses; cv.folds, default all). Fe
 and scores challenge F1 (``jaxcomp.ecg.scoring.score``) on the held-out fold. Data and folds
 never change with the seed. Writes results.json (every run + summaries) and results.md (a table:
 method, F1 mean +- std over folds x seeds, per-class F1) into --workdir, with the networks'
-cross-validation numbers quoted from docs/ecg.md (not re-run) for comparison, and prints it.
+cross-validation numbers quoted from docs/ecg.md (not re-run) for comparison, and prints it. A
+--workdir holding the results of other settings is refused (use another, or move results.json aside).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import numpy as np
 
 from jaxcomp.checks import seed_list
 from jaxcomp.configs import config_script_main
+from jaxcomp.reporting import check_report_settings
 
 # Quoted from docs/ecg.md ("5-fold cross-validation on the synthetic set"), 2 seeds x 5 folds, NOT re-run here
 # (docs/ecg.md's baselines table shows the 3-seed rows, with these F1s beside them).
@@ -70,6 +72,7 @@ def run(config, workdir):
     from jaxcomp.ecg.scoring import score
 
     seeds = seed_list(config.cv.seeds, "cv.seeds")
+    check_report_settings(workdir, config, may_differ=("cv.time_limit",))  # a rerun replaced other settings' table
     os.makedirs(workdir, exist_ok=True)
     t0 = time.perf_counter()
     dataset = load_dataset(config.data)
@@ -157,7 +160,8 @@ def run(config, workdir):
     with open(os.path.join(workdir, "results.md"), "w") as f:
         f.write(text)
     with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump(dict(source=dataset.source, n=len(y), folds=folds, fold_seed=config.data.fold_seed,
+        json.dump(dict(config=config.to_dict(), source=dataset.source, n=len(y), folds=folds,
+                       fold_seed=config.data.fold_seed,
                        seeds=seeds, tree_seeds=tree_seeds, features=list(FEATURE_NAMES), summary=summary,
                        runs=runs, quoted_networks=QUOTED_NETWORKS if quote else None,
                        timings=dict(data_s=t_data, features_s=t_feat, fits_s=t_fit)), f, indent=1)

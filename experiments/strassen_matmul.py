@@ -5,7 +5,8 @@
 For each r: success rate over seeds (a seed = ``search.restarts`` parallel restarts, all in its
 time), seconds per seed, and the best integer tensor error; prints the discovered algorithm as
 products M1..Mr and outputs C11..C22, checked exactly (integer tensor identity and random integer
-matrices). Writes results.md and results.json into --workdir.
+matrices). Writes results.md and results.json into --workdir; a --workdir holding results of other
+settings is refused (use another, or move results.json aside).
 """
 
 from __future__ import annotations
@@ -20,12 +21,16 @@ from tqdm.auto import tqdm
 
 from jaxcomp.checks import count, nonempty
 from jaxcomp.configs import config_script_main
+from jaxcomp.reporting import check_report_settings
 from jaxcomp.strassen.matmul import MatmulSearch, describe_algorithm, make_search, run_seed, verify_on_integers
 
 
 def run(config, workdir: str) -> str:
     nonempty(config.ranks, "ranks")
     count(config.seeds, "seeds")
+    count(config.first_seed, "first_seed", minimum=0)  # after the search, as numpy's errors naming no key
+    count(config.integer_trials, "integer_trials")
+    check_report_settings(workdir, config)  # another rank's or seed count's rerun replaced the table
     os.makedirs(workdir, exist_ok=True)
     rows, report, records = [], [], []
     for r in config.ranks:

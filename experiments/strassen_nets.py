@@ -81,6 +81,19 @@ def plan(config: ml_collections.ConfigDict, workdir: str) -> list[tuple[str, Any
     e = config.experiment
     # checked before the first model trains (a bad ratio used to fail after the full-precision run)
     seeds = tuple(seed_list(e.get("seeds", (config.seed,)), "experiment.seeds"))
+    # what this driver sets per model is not a setting of the command: an override of it was ignored
+    # (--config.seed=5 trained seed 0; a *_twn variant's strassen.mode=twn printed the SPN table)
+    for key, value in (("seed", config.seed), ("data.seed", config.data.get("seed", config.seed))):
+        if value not in seeds:
+            raise ValueError(f"{key}={value} is not one of experiment.seeds={seeds}: this driver trains the seeds "
+                             f"of experiment.seeds (e.g. --config.experiment.seeds='({value},)')")
+    if config.strassen.mode != "spn":
+        raise ValueError(f"strassen.mode={config.strassen.mode!r}: this driver sets each model's mode (SPN, and "
+                         f"with experiment.twn=True the TWN baseline); use a config without the mode set, e.g. "
+                         f"not a *_twn variant (those are for experiments.train)")
+    if config.strassen.hidden_ratio != 1.0:
+        raise ValueError(f"strassen.hidden_ratio={config.strassen.hidden_ratio} is set per model by this driver: "
+                         f"give the ratios as experiment.hidden_ratios")
     if not e.hidden_ratios or any(not (isinstance(r, (int, float)) and r > 0) for r in e.hidden_ratios):
         raise ValueError(f"experiment.hidden_ratios must be one or more ratios > 0, got {tuple(e.hidden_ratios)}")
     if e.kd:

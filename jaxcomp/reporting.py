@@ -45,3 +45,30 @@ def write_table(rows: Sequence[dict], workdir: str, name: str, columns: Sequence
     w.writerows(rows)
     write_atomic(os.path.join(workdir, name + ".csv"), text.getvalue())
     return md
+
+
+def check_report_settings(workdir: str, config, name: str = "results.json", may_differ: Sequence[str] = ()) -> None:
+    """``ValueError`` if ``workdir/name`` (a driver's JSON report holding, under ``"config"``, the config
+    it was made with) was made with other settings than ``config`` (an ``ml_collections.ConfigDict``):
+    a rerun with other settings (other ranks, another data seed) replaced the earlier results, which
+    took minutes to hours, without a word. The dotted keys ``may_differ`` and the trainer's bookkeeping
+    keys aside; with the same settings the report is made again, and one without a ``"config"``
+    (written by an older version) is replaced as before. Call it before any work."""
+    import json
+
+    from jaxcomp.train import BOOKKEEPING_KEYS, settings_differences
+
+    path = os.path.join(workdir, name)
+    if not os.path.isfile(path):
+        return
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path} is not a readable report ({e}); move it aside or use another --workdir") from e
+    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+        return
+    differ = settings_differences(config, saved["config"], tuple(BOOKKEEPING_KEYS) + tuple(may_differ))
+    if differ:
+        raise ValueError(f"{workdir} holds results of other settings: {differ}; use another --workdir (or move "
+                         f"{name} aside to replace them)")

@@ -735,6 +735,10 @@ def test_tiny_generations_train_and_chain_teachers(ban_config, tmp_path, monkeyp
     assert "other settings: optimizer.learning_rate" in capsys.readouterr().err
     assert ban_collect.main(["--config", tiny, "--workdir", str(tmp_path), "--config.no_such_key=1"]) == 2
     assert "config has no key 'no_such_key'" in capsys.readouterr().err
+    from experiments import ban_regime  # its --chains summary scored another config's models on its images
+
+    assert ban_regime.main(["--chains", str(tmp_path), "--config", digits]) == 2
+    assert "teacher holds a run with other settings" in capsys.readouterr().err
     from jaxcomp.train import check_same_settings
 
     moved = apply_overrides(read_workdir_config(str(student_dir)), ["log_every=7", "distill.teachers=('x',)"])
@@ -1148,6 +1152,32 @@ def test_regime_outputs_score_the_teacher_against_the_given_and_the_clean_labels
     assert 0.0 <= out["train_entropy"] < 1e-3 and out["share_max_prob_gt_0.99"] == 1.0
 
 
+def test_results_title_names_the_model_split_seeds_and_spread(repo):
+    """experiments/ban.py's table said neither the split nor the seeds nor what ± is, and titled every LM
+    "LSTM LM", the character-CNN one too."""
+    from experiments.ban import table_title
+
+    title = table_title(load_config(f"{repo}/configs/ban.py:mnist", ["ban.seeds=(0, 1, 2)"]))
+    assert title == "resnet8 on mnist (test split); seeds 0, 1, 2, mean ± sample std (ddof 1) over seeds"
+    lm = load_config(f"{repo}/configs/ban_lm.py:tiny", ["model.arch=char_cnn"])
+    assert table_title(lm).startswith("character-CNN LM (1 x 32) on ptb (valid split); seeds 0")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("ban.loss=bann", r"ban\.loss='bann' is not a loss"),
+    ("ban.variants=('cwtmm',)", r"ban\.variants: 'cwtmm' names no loss"),
+    ("ban.variants=('dkpp:abc',)", r"ban\.variants: 'dkpp:abc': the label weight after ':' must be a number"),
+    ("ban.generations=-2", r"ban\.generations must be a whole number >= 0, got -2"),
+])
+def test_generations_plan_is_checked_before_the_teacher_trains(tiny_config, tmp_path, override, message):
+    """A misspelt loss or variant failed after the teacher (and BAN-1) had trained; generations=-2 ran as 0."""
+    from jaxcomp.distill.generations import run_generations
+
+    with pytest.raises(ValueError, match=message):
+        run_generations(apply_overrides(tiny_config, [override]), str(tmp_path / "w"), progress=False)
+    assert not (tmp_path / "w").exists()
+
+
 def test_regime_shares_one_budget_across_its_settings(tmp_path, monkeypatch, capsys):
     """``experiments/ban_regime.py --time-limit`` is the whole command's budget: one Deadline goes to
     every setting's run_generations (the budget was per call, and the script had no way to set it);
@@ -1305,7 +1335,7 @@ def test_collected_table_ensembles_the_students_not_the_teacher(ban_config, tmp_
     teacher enters only the row that names it), the same metrics ``run_generations`` reports."""
     import csv
 
-    from experiments.ban_collect import collect
+    from experiments.ban_collect import collect, settings_digest
     from jaxcomp import tasks
     from jaxcomp.distill.generations import Member, ensemble_metrics
 
@@ -1318,7 +1348,10 @@ def test_collected_table_ensembles_the_students_not_the_teacher(ban_config, tmp_
     logits, other = chain(), chain()
     for seed, chain_logits in ((0, logits), (1, other)):
         (tmp_path / f"seed{seed}").mkdir()
-        np.savez(tmp_path / f"seed{seed}" / "logits.npz", **chain_logits)
+        np.savez(tmp_path / f"seed{seed}" / "logits.npz", __settings__=settings_digest(ban_config), **chain_logits)
+    # logits saved under other settings (the tiny run's under the paper config's title) are not tabulated
+    with pytest.raises(ValueError, match=r"seed0/logits\.npz was saved under other settings than --config gives"):
+        collect(apply_overrides(ban_config, ["optimizer.learning_rate=0.5"]), str(tmp_path))
     collect(ban_config.copy_and_resolve_references(), str(tmp_path))
     with open(tmp_path / "per_seed.csv") as f:
         every = list(csv.DictReader(f))

@@ -949,6 +949,10 @@ def test_feature_baselines_fit_on_the_training_folds_and_ablation_differences_ar
         train_idx, eval_idx = splits[fold]
         for rows in fitted[k * per_fold:(k + 1) * per_fold]:
             assert rows == set(train_idx.tolist()) and not rows & set(eval_idx.tolist())
+    # a rerun with other settings replaced the table (and its runs) without a word; the same settings rerun
+    with pytest.raises(ValueError, match=r"baselines holds results of other settings: data\.fold_seed \(0 -> 5\)"):
+        ecg_baselines.run(apply_overrides(config, ["data.fold_seed=5"]), str(tmp_path / "baselines"))
+    ecg_baselines.run(apply_overrides(config, ["cv.time_limit=60"]), str(tmp_path / "baselines"))
     rows = {"none": [dict(seed=0, fold=0, f1=0.5), dict(seed=0, fold=1, f1=0.6)],
             "bursts": [dict(seed=0, fold=0, f1=0.55), dict(seed=0, fold=1, f1=0.62)]}
     for r in rows["none"] + rows["bursts"]:

@@ -190,6 +190,18 @@ def test_predict_command_with_the_shipped_model(records_dir, tmp_path, capsys):
     for model, why in ((other_run, "holds a 'l3c' model, not 'ecg'"), (tmp_path / "no_run", "checkpoint not found")):
         assert main([str(d), "--model", str(model), "--quiet"]) == 2
         assert why in capsys.readouterr().err
+    # a .json edited to another architecture than its .msgpack (the SHA covers the parameters only) is
+    # refused by name, not a Flax ScopeParamShapeError at the first recording
+    from jaxcomp.ecg.pretrained import DEFAULT_MODEL
+
+    edited = tmp_path / "edited" / "ecg.msgpack"
+    edited.parent.mkdir()
+    shutil.copy(DEFAULT_MODEL, edited)
+    notes = json.loads(open(DEFAULT_MODEL[:-len(".msgpack")] + ".json").read())
+    notes["config"]["model"]["channels"] *= 2
+    (tmp_path / "edited" / "ecg.json").write_text(json.dumps(notes))
+    assert main([str(d), "--model", str(edited), "--quiet"]) == 2
+    assert "parameters do not fit the architecture its .json describes" in capsys.readouterr().err
     # --out never replaces a folder, an input record or a file that is not an earlier predictions CSV
     keep = tmp_path / "notes.txt"
     keep.write_text("mine")

@@ -158,6 +158,16 @@ def test_spn_dense_shapes_and_compute():
     bare = strassen.SPNDense(5, hidden=3, batch_norm=False)
     q = {k: v for k, v in p.items() if k != "bn"}
     np.testing.assert_allclose(bare.apply({"params": q}, x), (hid * a_tilde) @ p["wc"] + p["bias"], rtol=1e-5)
+    # a size that is not a whole number >= 1 is named (it failed inside JAX's initializers or XLA)
+    for layer, inp, message in ((strassen.SPNDense(5, hidden=0), x, "SPNDense: hidden must be a whole number >= 1"),
+                                (strassen.SPNDense(5, hidden=2.5), x, "SPNDense: hidden must be"),
+                                (strassen.SPNDenseBlocks(8, 2, blocks=0), x, "SPNDenseBlocks: blocks must be"),
+                                (strassen.SPNConv(4, (3, 3), 2, p=0), np.ones((1, 8, 8, 3), np.float32),
+                                 "SPNConv: p must be a whole number >= 1"),
+                                (strassen.SPNConv(4, (3, 3), -1), np.ones((1, 8, 8, 3), np.float32),
+                                 "SPNConv: hidden must be")):
+        with pytest.raises(ValueError, match=message):
+            layer.init(jax.random.PRNGKey(0), inp)
 
 
 def test_spn_lm_has_the_references_batch_norms_and_a_tilde_stays_in_its_box(repo):
@@ -445,6 +455,12 @@ def test_matmul_experiment_rediscovers_a_rank_7_algorithm(repo, tmp_path):
     a, b = rng.integers(-10**6, 10**6, (2, 500, 2, 2))
     products = (a.reshape(500, 4) @ w["wa"].T) * (b.reshape(500, 4) @ w["wb"].T)  # the 7 multiplications
     np.testing.assert_array_equal(products @ w["wc"].T, (a @ b).reshape(500, 4))
+    # a rerun with another rank into the same folder replaced this table (a paper table of 20 seeds, say)
+    from jaxcomp.configs import apply_overrides
+
+    with pytest.raises(ValueError, match=r"holds results of other settings: ranks \(\[7\] -> \[6\]\)"):
+        run(apply_overrides(config, ["ranks=(6,)"]), str(tmp_path))
+    assert json.loads((tmp_path / "results.json").read_text())["results"][0]["r"] == 7
 
 
 def test_run_seed_reports_the_sparsest_exact_restart():
@@ -927,9 +943,15 @@ def test_mnist_experiment_plan_seeds_baselines_and_teachers(repo, tmp_path):
     for override, message in (("experiment.seeds=()", "experiment.seeds is empty"),
                               ("experiment.hidden_ratios=()", "hidden_ratios must be one or more"),
                               ("experiment.hidden_ratios=(0.0,)", "hidden_ratios must be one or more"),
-                              ("distill.temperature=0.0", "distill.temperature must be > 0")):
+                              ("distill.temperature=0.0", "distill.temperature must be > 0"),
+                              # what the driver sets per model: an override of it was silently ignored
+                              ("seed=5", "seed=5 is not one of experiment.seeds=(0, 1, 2)"),
+                              ("data.seed=7", "data.seed=7 is not one of experiment.seeds"),
+                              ("strassen.mode=twn", "strassen.mode='twn': this driver sets each model's mode"),
+                              ("strassen.hidden_ratio=0.5", "strassen.hidden_ratio=0.5 is set per model")):
         with pytest.raises(ValueError, match=re.escape(message)):
             plan(apply_overrides(config, [override]), str(tmp_path))
+    assert len(plan(apply_overrides(config, ["seed=2"]), str(tmp_path))) == len(runs)  # one of the seeds
 
 
 def test_paper_ptb_plan_follows_the_reference_learning_rates(repo, tmp_path):

@@ -116,6 +116,53 @@ def ensemble_metrics(members: Sequence[Member], labels: np.ndarray) -> dict[str,
     return classification_metrics(np.log(np.maximum(probs, 1e-30)), labels)
 
 
+def check_plan(ban: ml_collections.ConfigDict) -> list[str]:
+    """The losses ``ban`` (a config's ``ban`` block) trains with, ``[ban.loss, variants' ...]``, or a
+    ValueError naming the key: a misspelt loss or variant, a variant weight that is not a number, or
+    ``ban.generations`` that is not a whole number >= 0 were found only when their student came to
+    train, after the teacher (hours on the paper configs), or (generations < 0) ran as 0."""
+    from jaxcomp.checks import count
+    from jaxcomp.distill.losses import LOSSES
+
+    count(ban.generations, "ban.generations", minimum=0)
+    if ban.loss not in LOSSES:
+        raise ValueError(f"ban.loss={ban.loss!r} is not a loss; use one of {', '.join(LOSSES)}")
+    losses = [ban.loss]
+    for variant in ban.variants:
+        loss, colon, weight = str(variant).partition(":")
+        if loss not in LOSSES:
+            raise ValueError(f"ban.variants: {variant!r} names no loss; use one of {', '.join(LOSSES)} "
+                             f"(optionally 'loss:w', w the label weight)")
+        if colon:
+            try:
+                float(weight)
+            except ValueError:
+                raise ValueError(f"ban.variants: {variant!r}: the label weight after ':' must be a number") from None
+        losses.append(loss)
+    return losses
+
+
+def finished_chain(config: ml_collections.ConfigDict, seed_dir: str) -> list[tuple[str, str]]:
+    """``[(model, workdir)]`` of the finished models of one seed's chain in ``seed_dir`` (``teacher``,
+    ``ban-1`` .., in order, up to the first unfinished one) of a :func:`run_generations` run of
+    ``config``, for scripts that read a finished run (``experiments/ban_collect.py``,
+    ``experiments/ban_regime.py --chains``). A model trained with other settings (another learning
+    rate, other data: a ValueError naming the keys; what the driver sets per model, i.e. seeds,
+    losses, teachers, may differ) is not reported as this config's, and a model stopped before
+    ``config.steps`` (a time limit) ends the chain."""
+    from jaxcomp.train import BOOKKEEPING_KEYS, check_same_settings
+
+    out = []
+    for model in ["teacher"] + [f"ban-{g}" for g in range(1, config.ban.generations + 1)]:
+        path = os.path.join(seed_dir, model)
+        if not (model == "teacher" and config.ban.get("teacher_config")):  # a teacher of its own config
+            check_same_settings(config, path, BOOKKEEPING_KEYS + ("ban", "seed", "data.seed", "distill", "model.name"))
+        if not os.path.isdir(os.path.join(path, "checkpoints", str(config.steps))):  # not finished
+            break
+        out.append((model, path))
+    return out
+
+
 def run_generations(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
                     log: Callable[[str], Any] = print, deadline: Deadline | None = None) -> list[dict[str, Any]]:
     """The whole experiment ``config.ban`` describes, for every seed of ``ban.seeds``.
@@ -141,7 +188,7 @@ def run_generations(config: ml_collections.ConfigDict, workdir: str, progress: b
     seed_list(config.ban.seeds, "ban.seeds")
     if deadline is None:
         deadline = Deadline(config.ban.get("time_limit", 0.0), "ban.time_limit")
-    losses = [config.ban.loss] + [v.partition(":")[0] for v in config.ban.variants]
+    losses = check_plan(config.ban)
     if "kd" in losses:  # before the teacher trains, not at the student
         check_kd_temperature(config.distill.temperature)
     rows: list[dict[str, Any]] = []

@@ -121,6 +121,15 @@ def spn_batch_norm(module: nn.Module, hid: jax.Array, train: bool | None) -> jax
                         name="bn")(hid)  # called inside ``module``'s compact method: its submodule
 
 
+def _check_sizes(layer: str, **sizes: int) -> None:
+    """ValueError unless every size is a whole number >= 1 (``hidden`` = 0 failed as a ZeroDivisionError in
+    the initializer, -1 as an MLIR error, 2.5 as a JAX shape TypeError; ``p`` = 0 divided by zero)."""
+    from jaxcomp.checks import count
+
+    for name, value in sizes.items():
+        count(value, f"{layer}: {name}")
+
+
 class SPNDense(nn.Module):
     """``y = W_c[BN(W_b x) * a_tilde] + bias``: ``[..., D_in] -> [..., features]`` with ``hidden`` multiplications.
 
@@ -146,6 +155,7 @@ class SPNDense(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        _check_sizes("SPNDense", features=self.features, hidden=self.hidden)
         d_in = x.shape[-1]
         wb = self.param("wb", nn.initializers.variance_scaling(1.0, "fan_in", "normal"), (d_in, self.hidden))
         hid = x @ wb
@@ -183,6 +193,7 @@ class SPNDenseBlocks(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        _check_sizes("SPNDenseBlocks", features=self.features, hidden=self.hidden, blocks=self.blocks)
         if self.features % self.blocks:
             raise ValueError(f"SPNDenseBlocks: features={self.features} is not divisible by blocks={self.blocks}")
         width = self.features // self.blocks
@@ -243,6 +254,7 @@ class SPNConv(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         if x.ndim != 4:
             raise ValueError(f"SPNConv expects [B, H, W, C], got shape {x.shape}")
+        _check_sizes("SPNConv", features=self.features, hidden=self.hidden, p=self.p)
         if self.identity_wc and (self.p != 1 or self.hidden != self.features):
             raise ValueError(f"SPNConv(identity_wc=True) needs p = 1 and hidden = features, got p={self.p}, "
                              f"hidden={self.hidden}, features={self.features}")

@@ -39,6 +39,7 @@ from jaxcomp.train.trainer import (
     replicated,
     restore_checkpoint,
     restore_for_eval,
+    settings_differences,
     shard_batch,
     train,
     warm_start,
@@ -52,6 +53,6 @@ __all__ = [
     "checkpoint_manager", "compile_steps", "evaluate", "evaluate_run",
     "init_state", "jit_init", "l2_penalty", "load_init_params", "make_mesh", "make_optimizer", "make_schedule",
     "maybe_initialize_distributed", "per_task", "param_path", "plateau_reset", "plateau_scale", "plateau_settings",
-    "plateau_update", "replicated", "restore_checkpoint", "restore_for_eval", "scale_on_plateau", "shard_batch",
-    "train", "train_only_labels", "warm_start", "workdir_lock",
+    "plateau_update", "replicated", "restore_checkpoint", "restore_for_eval", "scale_on_plateau",
+    "settings_differences", "shard_batch", "train", "train_only_labels", "warm_start", "workdir_lock",
 ]

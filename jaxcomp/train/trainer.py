@@ -529,6 +529,23 @@ BOOKKEEPING_KEYS = ("log_every", "checkpoint_every", "keep", "eval_every", "eval
                     "data.path", "data.tfds_data_dir", "distill.teachers")
 
 
+def settings_differences(config: ml_collections.ConfigDict, saved: dict, may_differ: Sequence[str] = ()) -> str:
+    """The settings in which ``config`` differs from ``saved`` (a config as a nested dict, e.g. a run's
+    ``config.json``), as ``"key (old -> new), ..."`` (at most 6 named), or ``""``. The dotted keys
+    ``may_differ`` and those under them aside, and keys only one side has (settings added to the configs
+    since, or no longer read: their default then was the code's)."""
+    import json
+
+    from flax import traverse_util
+
+    new = traverse_util.flatten_dict(json.loads(config.to_json_best_effort()), sep=".")
+    old = traverse_util.flatten_dict(saved, sep=".")
+    differ = sorted(k for k in set(old) & set(new)
+                    if new[k] != old[k] and not any(k == m or k.startswith(m + ".") for m in may_differ))
+    shown = ", ".join(f"{k} ({old[k]!r} -> {new[k]!r})" for k in differ[:6])
+    return shown + (f" and {len(differ) - 6} more" if len(differ) > 6 else "")
+
+
 def check_same_settings(config: ml_collections.ConfigDict, workdir: str,
                         may_differ: Sequence[str] = BOOKKEEPING_KEYS) -> None:
     """``ValueError`` if ``workdir`` holds a run saved with other settings than ``config`` (dotted keys
@@ -537,25 +554,14 @@ def check_same_settings(config: ml_collections.ConfigDict, workdir: str,
     runs and report them: a re-run with, say, other label noise would otherwise continue or report the
     old models under the new settings (the library's ``train`` keeps the old config aside and continues;
     ``experiments/train.py`` refuses unless ``--allow-changed-config``)."""
-    import json
-
-    from flax import traverse_util
-
     from jaxcomp.files import read_run_config
 
     saved = read_run_config(workdir)
     if saved is None:
         return
-    new = traverse_util.flatten_dict(json.loads(config.to_json_best_effort()), sep=".")
-    old = traverse_util.flatten_dict(saved, sep=".")
-    # a key only one side has is a setting added to the configs since the run (its default then was the
-    # code's) or one no longer read: not a change of this run's settings
-    differ = sorted(k for k in set(old) & set(new)
-                    if new[k] != old[k] and not any(k == m or k.startswith(m + ".") for m in may_differ))
+    differ = settings_differences(config, saved, may_differ)
     if differ:
-        shown = ", ".join(f"{k} ({old[k]!r} -> {new[k]!r})" for k in differ[:6])
-        more = f" and {len(differ) - 6} more" if len(differ) > 6 else ""
-        raise ValueError(f"{workdir} holds a run with other settings: {shown}{more}; use a new --workdir "
+        raise ValueError(f"{workdir} holds a run with other settings: {differ}; use a new --workdir "
                          f"(or the settings it was run with; experiments/train.py: --allow-changed-config to "
                          f"continue it anyway)")
 

@@ -54,6 +54,7 @@ class ECGClassifier:
                                f"not {sorted(variables)}")
         self.config = _without_stage(config)
         self.task = ECGTask(self.config)
+        _check_variables(self.task, variables, path)
         self.variables = variables
         self.notes = dict(notes or {})
         self.path = path
@@ -121,6 +122,24 @@ class ECGClassifier:
     def predict(self, signals: Sequence[np.ndarray]) -> list[str]:
         """The most probable class (``N``, ``A``, ``O`` or ``~``) of each recording."""
         return [CLASSES[i] for i in self.predict_proba(signals).argmax(-1)]
+
+
+def _check_variables(task: Any, variables: dict, path: str) -> None:
+    """:class:`jaxcomp.modelfile.ModelLoadError` unless ``variables`` have the tree and shapes the task's
+    model (its config's ``model`` block) makes: a ``.json`` edited or paired with another model's
+    ``.msgpack`` failed inside Flax at the first recording (ScopeParamShapeError), after the command had
+    reported the records before it."""
+    from jaxcomp.modelfile import check_params
+
+    def init(rng: jax.Array) -> Any:  # abstract: shapes only, nothing computed
+        feats, frames = task.features({"signal": jnp.zeros((1, 30 * FS), jnp.float32),
+                                       "length": jnp.full((1,), 30 * FS, jnp.int32)})
+        return task.model.init({"params": rng, "dropout": rng}, feats, frames, train=False)
+
+    with jax.enable_x64(False):
+        want = jax.eval_shape(init, jax.random.PRNGKey(0))
+    check_params({k: variables[k] for k in ("params", "batch_stats")},
+                 {k: want[k] for k in ("params", "batch_stats")}, path or "model")
 
 
 def load_classifier(path: str | None = None, batch_size: int = 16) -> ECGClassifier:
