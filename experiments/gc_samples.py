@@ -14,7 +14,8 @@ distance of Laplacian-pyramid patches (:func:`jaxcomp.metrics.swd`):
 
 Each is repeated for ``--seeds`` (draws of the samples and of the real crops); the table gives
 mean +- std. Writes ``samples.md/.csv`` and ``grid_<set>.png`` (the first seed; e.g.
-``grid_real_another_draw.png``) to ``--out``.
+``grid_real_another_draw.png``) to ``--out``; an ``--out`` that holds those of an earlier run is
+refused before anything is computed, unless ``--force`` (replace them).
 """
 
 from __future__ import annotations
@@ -51,19 +52,46 @@ def grid(images: np.ndarray, cols: int) -> np.ndarray:
     return out
 
 
+def _seeds(text: str) -> list[int]:
+    """``--seeds`` ``"0,1,2"`` -> ``[0, 1, 2]`` (``ValueError`` naming the flag for an entry that is
+    not an integer; :func:`jaxcomp.checks.seed_list` then refuses an empty, negative or repeated one)."""
+    entries = [e.strip() for e in text.split(",")] if text.strip() else []
+    try:
+        return [int(e) for e in entries]
+    except ValueError:
+        raise ValueError(f"--seeds must be comma-separated whole numbers >= 0, got {text!r}") from None
+
+
+def previous_outputs(out: str) -> list[str]:
+    """The files of an earlier run in ``out`` that a run would replace: ``samples.md``, ``samples.csv``,
+    ``grid_*.png`` (sorted names; none when ``out`` does not exist)."""
+    if not os.path.isdir(out):
+        return []
+    return sorted(f for f in os.listdir(out)
+                  if f in ("samples.md", "samples.csv") or (f.startswith("grid_") and f.endswith(".png")))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sampler", required=True, help="training workdir or exported .msgpack of a gc_sampler run")
     p.add_argument("--images", default="", help="folder of real photos (default: the photos shipped with jaxcomp)")
     p.add_argument("--held-out", action="store_true", help="only the images named like the shipped samples")
     p.add_argument("--n", type=int, default=16, help="images per set and seed")
-    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated, distinct whole numbers >= 0")
     p.add_argument("--out", default="runs/gc_samples")
+    p.add_argument("--force", action="store_true",
+                   help="replace the samples.md/.csv and grid_*.png of an earlier run in --out")
     args = p.parse_args(argv)
+    from jaxcomp.checks import seed_list
     from jaxcomp.files import check_output_folder
 
     try:  # before the sampling, not after it
+        seeds = seed_list(_seeds(args.seeds), "--seeds")
         check_output_folder(args.out)
+        existing = previous_outputs(args.out)
+        if existing and not args.force:
+            raise ValueError(f"{args.out} holds the output of an earlier run ({', '.join(existing)}): choose "
+                             f"another --out, or pass --force to replace it")
     except ValueError as e:
         p.error(str(e))
 
@@ -80,7 +108,6 @@ def main(argv: list[str] | None = None) -> int:
     from jaxcomp.reporting import write_table
 
     try:
-        seeds = [int(s) for s in args.seeds.split(",")]
         if args.n < 2:
             raise ValueError(f"--n must be >= 2, got {args.n}")
         config, params, _ = load_model(args.sampler, task="gc_sampler")

@@ -7,7 +7,10 @@ process; on a busy machine the seeds can run as 3 processes instead
   python -m experiments.ssc_aggregate runs/x/seed0 runs/x/seed1 runs/x/seed2 --out runs/x/mnist.md
 
 Reads each directory's ``mnist_runs.csv`` and prints (and with ``--out`` writes) the table that the
-one-process run returns.
+one-process run returns. The directories must hold runs of the same settings but for the seeds (their
+``config.txt``, which ``experiments.cluster`` writes before it starts: ``seed`` and ``n_seeds`` may
+differ, nothing else); runs of other settings (another ``data.num_points``, ``ssc.s_max``, features...)
+are refused, naming the settings and the directories, instead of being averaged into one row.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import math
 import os
 import sys
 
-from jaxcomp.cluster.benchmarks import aggregate_seeds
+from jaxcomp.cluster.benchmarks import SEED_KEYS, aggregate_seeds, check_same_settings
 from jaxcomp.files import check_output_file, write_atomic
 from jaxcomp.reporting import markdown_table
 
@@ -48,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
 def read_runs(workdirs: list[str]) -> list[dict]:
     """The rows of each workdir's ``mnist_runs.csv`` (numbers as floats); a ValueError names a missing
     file, column or value, a folder given twice, a (method, seed) row in two folders (one run counted
-    as two seeds: a spread of 0) or no rows at all."""
+    as two seeds: a spread of 0), folders of other settings than the seeds (``config.txt``, see
+    :func:`jaxcomp.cluster.benchmarks.check_same_settings`; also a folder without one, when there are
+    several) or no rows at all."""
     seen_dirs: dict[str, str] = {}
     seen_rows: dict[tuple[str, str], str] = {}
     rows = []
@@ -79,6 +84,7 @@ def read_runs(workdirs: list[str]) -> list[dict]:
                 rows.append(row)
     if not rows:
         raise ValueError(f"no rows in the mnist_runs.csv of {', '.join(workdirs)}")
+    check_same_settings(workdirs, SEED_KEYS, "mnist runs")
     return rows
 
 

@@ -3,8 +3,10 @@
 Reads the ``mnist_labels.npz`` that ``python -m experiments.cluster`` writes for the ``mnist*``
 configs (each seed's true digits and every method's labels) from one or more run directories (runs
 of the same seeds draw the same samples, so methods from different directories are compared on the
-same points; a seed whose true digits differ between directories is refused) and reports, per method
-(mean over seeds):
+same points; a seed whose true digits differ between directories is refused, and so are directories
+whose ``data`` settings differ, or that hold one method's runs with settings that differ other than by
+seed: their ``config.txt``, which ``experiments.cluster`` writes before it starts) and reports, per
+method (mean over seeds):
 
 * accuracy and NMI;
 * ``H(digit | cluster)`` in bits: how mixed the clusters are (0: every cluster is one digit);
@@ -31,6 +33,7 @@ import zipfile
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from jaxcomp.cluster.benchmarks import SEED_KEYS, check_same_settings, read_settings, settings_differences
 from jaxcomp.cluster.metrics import all_metrics, contingency
 from jaxcomp.files import check_output_file, write_atomic
 from jaxcomp.reporting import markdown_table
@@ -66,9 +69,14 @@ def confusion_stats(truth: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 
 
 def load_labels(workdirs: list[str]) -> dict[int, dict[str, np.ndarray]]:
-    """``{seed: {"truth": (N,), method: (N,), ...}}`` from the directories' ``mnist_labels.npz``."""
+    """``{seed: {"truth": (N,), method: (N,), ...}}`` from the directories' ``mnist_labels.npz``.
+    Several directories must have ``config.txt`` files with the same ``data`` settings, and a method
+    found in several (other seeds) must have the same settings in each but for ``seed`` / ``n_seeds``
+    (else a ValueError naming the settings and directories: its mean would mix settings)."""
     seeds: dict[int, dict[str, np.ndarray]] = {}
     origin: dict[tuple[int, str], str] = {}
+    if len(workdirs) > 1:
+        check_same_data(workdirs)
     for d in workdirs:
         path = os.path.join(d, "mnist_labels.npz")
         if not os.path.isfile(path):
@@ -90,7 +98,29 @@ def load_labels(workdirs: list[str]) -> dict[int, dict[str, np.ndarray]]:
                                          f"{d!r}; compare each run once")
                     origin[int(seed_s), name] = d
                 entry[name] = f[key]
+    by_method: dict[str, list[str]] = {}
+    for (_, name), d in origin.items():
+        by_method.setdefault(name, [])
+        if d not in by_method[name]:
+            by_method[name].append(d)
+    for name, dirs in by_method.items():
+        check_same_settings(dirs, SEED_KEYS, f"runs of {name!r}")
     return seeds
+
+
+def check_same_data(workdirs: list[str]) -> None:
+    """``ValueError`` unless every workdir has a ``config.txt`` with the same ``data`` settings."""
+    first, first_dir = None, ""
+    for d in workdirs:
+        settings = read_settings(d)
+        if settings is None:
+            raise ValueError(f"no config.txt in {d!r}: its data settings cannot be compared with the other "
+                             "directories'")
+        data = {"data": settings.get("data", {})}
+        if first is None:
+            first, first_dir = data, d
+        elif diff := settings_differences(first, data):
+            raise ValueError(f"{first_dir!r} and {d!r} hold clusterings of other data: {diff}")
 
 
 def ordered_table(truth: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -94,6 +94,14 @@ def main(argv: list[str] | None = None) -> int:
         if value < least:
             print(f"error: {flag} must be >= {least}, got {value}", file=sys.stderr)
             return 2
+    if args.n_clusters >= args.num_points:  # the spectrum needs n_clusters + 1 eigenvalues: a traceback after the work
+        print(f"error: --n-clusters ({args.n_clusters}) must be below --num-points ({args.num_points})",
+              file=sys.stderr)
+        return 2
+    if len(set(args.specs)) != len(args.specs) or len(set(args.affinities)) != len(args.affinities):
+        print(f"error: --specs / --affinities repeat an entry (duplicate rows): {args.specs} {args.affinities}",
+              file=sys.stderr)
+        return 2
 
     from jaxcomp.cluster.data import load_mnist, mnist_features
     from jaxcomp.cluster.ssc import AFFINITY_NORMALIZATIONS, affinity_from_coefficients, sparse_coefficients

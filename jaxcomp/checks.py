@@ -61,8 +61,11 @@ def index_array(values: Any, n: int, name: str, kind: str = "indices", domain: s
     labels), else ``error`` naming ``name``: a float, a boolean mask or a negative entry would pick other
     items than meant. ``kind`` and ``domain`` word the message (``domain`` defaults to ``0..n-1``)."""
     values = np.asarray(values)
-    if values.ndim != 1 or not (np.issubdtype(values.dtype, np.integer) or values.size == 0):
+    if values.ndim != 1:
         raise error(f"{name} must be a 1-D array of integer {kind}, got shape {values.shape} of {values.dtype}")
+    if not (np.issubdtype(values.dtype, np.integer) or values.size == 0):
+        # not the shape: a caller may have flattened its array (a codec's [h, w, C] symbols) to check it
+        raise error(f"{name} must be integer {kind}, got {values.dtype}")
     if values.size and not (0 <= values.min() and values.max() < n):
         raise error(f"{name} holds {kind} in [{values.min()}, {values.max()}], outside {domain or f'0..{n - 1}'}")
     return values

@@ -458,15 +458,18 @@ def test_functions_a_user_jits_take_concrete_jax_scalars_and_traced_hyperparamet
             jax.jit(lambda a, lw, name=name: distillation_loss(name, a, t, None, key, 2.0, lw))(s, 0.0)
 
 
-def test_ssc_aggregate_counts_each_run_once_and_names_bad_files(tmp_path, capsys):
+def test_ssc_aggregate_counts_each_run_once_and_names_bad_files(tmp_path, capsys, repo):
     """``ssc_aggregate`` took one folder given twice as two seeds (std 0), and gave tracebacks for a
     missing column or an ``--out`` folder, and an empty table for a header-only file."""
     from experiments import ssc_aggregate
+    from jaxcomp.configs import load_config
 
+    settings = str(load_config(f"{repo}/configs/ssc.py:mnist"))  # a run's config.txt: runs of one setting combine
     header = "method,seed,accuracy,nmi,ari,seconds,notes\n"
     for seed, acc in ((0, 0.8), (1, 0.9)):
         (tmp_path / f"s{seed}").mkdir()
         (tmp_path / f"s{seed}" / "mnist_runs.csv").write_text(header + f"ssc_mp,{seed},{acc},0.7,0.6,10,\n")
+        (tmp_path / f"s{seed}" / "config.txt").write_text(settings)
     out = tmp_path / "table.md"
     assert ssc_aggregate.main([str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(out)]) == 0
     assert "| ssc_mp | 2 | 0.85" in out.read_text()
@@ -479,6 +482,8 @@ def test_ssc_aggregate_counts_each_run_once_and_names_bad_files(tmp_path, capsys
     (tmp_path / "empty" / "mnist_runs.csv").write_text(header)
     (tmp_path / "nan").mkdir()
     (tmp_path / "nan" / "mnist_runs.csv").write_text(header + "ssc_mp,7,nan,0.7,0.6,10,\n")
+    for d in ("copy", "bad", "empty", "nan"):
+        (tmp_path / d / "config.txt").write_text(settings)
     for dirs, why in ((["s1", "s1"], "is given twice"), (["s1", "copy"], "ssc_mp seed 1 is also in"),
                       (["bad"], "line 2: not a row of"), (["empty"], "no rows in"),
                       (["nan"], "accuracy not a finite number")):

@@ -660,7 +660,8 @@ def test_confusion_stats_by_hand_and_refuses_mixed_samples(tmp_path, capsys):
     perfect = ssc_confusion.confusion_stats(np.array([0, 0, 1, 1]), np.array([5, 5, 2, 2]))
     assert perfect["h_digit_given_cluster"] == perfect["h_cluster_given_digit"] == 0.0
     a, b = tmp_path / "a", tmp_path / "b"
-    a.mkdir(), b.mkdir()
+    for d in (a, b):  # runs of the same settings (their config.txt)
+        _run_dir(d, load_config(os.path.join(ROOT, "configs/ssc.py:mnist")))
     np.savez(a / "mnist_labels.npz", **{"0:truth": np.array([0, 0, 1, 1]), "0:m1": np.array([0, 0, 0, 1])})
     np.savez(b / "mnist_labels.npz", **{"0:truth": np.array([0, 1, 1, 1]), "0:m2": np.array([1, 1, 0, 0])})
     assert ssc_confusion.main([str(a), str(b)]) == 2
@@ -826,3 +827,138 @@ def test_random_state_none_draws_fresh_randomness_and_still_clusters(subspaces, 
     X, y = subspaces
     est = SSCOMP(n_clusters=3, s_max=6, tau=1e-3, chunk_size=CHUNK, random_state=None).fit(X)
     assert seen == [None] and clustering_error(y, est.labels_) == 0.0
+
+
+def _run_dir(path, cfg, seed_rows=None, labels=None):
+    """A workdir as ``experiments.cluster`` leaves it: ``config.txt`` (``str(cfg)``), and optionally
+    ``mnist_runs.csv`` rows ``(method, seed, accuracy)`` and ``mnist_labels.npz`` entries."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.txt").write_text(str(cfg))
+    if seed_rows is not None:
+        lines = ["method,seed,accuracy,nmi,ari,seconds,notes"] + [f"{m},{s},{a},0.5,0.5,1.0," for m, s, a in seed_rows]
+        (path / "mnist_runs.csv").write_text("\n".join(lines) + "\n")
+    if labels is not None:
+        np.savez(path / "mnist_labels.npz", **labels)
+    return str(path)
+
+
+def test_aggregate_and_confusion_refuse_runs_of_other_settings(tmp_path, capsys):
+    """Runs split by seed combine; runs of another ``data.num_points`` / ``ssc.s_max`` (their
+    ``config.txt``) are refused naming the setting and both workdirs, not averaged into one row."""
+    from experiments import ssc_aggregate, ssc_confusion
+
+    spec = os.path.join(ROOT, "configs/ssc.py:mnist")
+    base = ["data.num_points=300", "n_seeds=1"]
+    a = _run_dir(tmp_path / "a", load_config(spec, base), [("SSC-OMP", 0, 0.8)])
+    b = _run_dir(tmp_path / "b", load_config(spec, base + ["seed=1", "data.cache_dir=/elsewhere"]),
+                 [("SSC-OMP", 1, 0.6)])
+    assert ssc_aggregate.main([a, b]) == 0  # seeds (and the cache folder) may differ
+    assert "| SSC-OMP | 2 | 0.7" in capsys.readouterr().out
+    c = _run_dir(tmp_path / "c", load_config(spec, ["data.num_points=120", "ssc.s_max=3", "seed=2"]),
+                 [("SSC-OMP", 2, 0.9)])
+    assert ssc_aggregate.main([a, b, c]) == 2
+    err = capsys.readouterr().err
+    assert "data.num_points (300 -> 120)" in err and "ssc.s_max (10 -> 3)" in err and a in err and c in err
+    (tmp_path / "c" / "config.txt").unlink()
+    assert ssc_aggregate.main([a, c]) == 2 and "no config.txt in" in capsys.readouterr().err
+    # confusion: one method's seeds from two workdirs of other s_max are refused; other data too
+    truth = np.array([0, 0, 1, 1])
+    la = _run_dir(tmp_path / "la", load_config(spec, base), labels={"0:truth": truth, "0:m": truth})
+    lb = _run_dir(tmp_path / "lb", load_config(spec, base + ["seed=1"]), labels={"1:truth": truth, "1:m": truth})
+    assert ssc_confusion.main([la, lb]) == 0
+    capsys.readouterr()
+    lc = _run_dir(tmp_path / "lc", load_config(spec, base + ["seed=1", "ssc.s_max=3"]),
+                  labels={"1:truth": truth, "1:m": truth})
+    assert ssc_confusion.main([la, lc]) == 2
+    err = capsys.readouterr().err
+    assert "ssc.s_max (10 -> 3)" in err and "'m'" in err
+    ld = _run_dir(tmp_path / "ld", load_config(spec, ["data.num_points=120", "seed=1"]),
+                  labels={"1:truth": truth, "1:other": truth})
+    assert ssc_confusion.main([la, ld]) == 2 and "data.num_points (300 -> 120)" in capsys.readouterr().err
+
+
+def test_a_workdir_of_other_settings_is_refused_before_any_work(tmp_path):
+    """``run`` into a workdir holding results of another seed or experiment is refused by name
+    before any work; with the same settings it runs as before (here: to the missing MNIST file),
+    and config.txt is written before the work."""
+    from jaxcomp.cluster.benchmarks import run
+
+    spec = os.path.join(ROOT, "configs/ssc.py:mnist")
+    over = ["data.num_points=300", f"data.path={tmp_path / 'missing.npz'}"]
+    work = tmp_path / "w"
+    with pytest.raises(FileNotFoundError, match="MNIST file not found"):
+        run(load_config(spec, over), str(work))
+    assert (work / "config.txt").read_text() == str(load_config(spec, over))  # written first
+    (work / "mnist_runs.csv").write_text("method,seed\n")
+    with pytest.raises(FileNotFoundError, match="MNIST file not found"):  # the same settings: as today
+        run(load_config(spec, over), str(work))
+    with pytest.raises(ValueError, match=r"holds results \(mnist_runs.csv\) of other settings: seed \(0 -> 1\)"):
+        run(load_config(spec, over + ["seed=1"]), str(work))
+    phase = tmp_path / "p"
+    _run_dir(phase, load_config(os.path.join(ROOT, "configs/ssc.py:tiny")))
+    (phase / "phase_t_rho.csv").write_text("x\n")
+    with pytest.raises(ValueError, match=r"other settings: .*experiment \('phase' -> 'smax'\)"):
+        run(load_config(os.path.join(ROOT, "configs/ssc.py:smax")), str(phase))
+    (phase / "config.txt").unlink()
+    with pytest.raises(ValueError, match="no config.txt: their settings are unknown"):
+        run(load_config(os.path.join(ROOT, "configs/ssc.py:tiny")), str(phase))
+
+
+def test_experiment_plans_are_checked_before_any_work(tmp_path):
+    """Repeated algorithms (one seed counted twice), a grid t of 2.5 (run as t = 2, reported as 2.5)
+    and a speed run without SSC-OMP (its ratios' reference row) are refused before the work."""
+    from jaxcomp.cluster.benchmarks import phase_cell, run
+
+    def refused(variant, override, match):  # a missing MNIST file: an accepted plan fails at once, not minutes later
+        cfg = load_config(os.path.join(ROOT, f"configs/ssc.py:{variant}"), [override, f"data.path={tmp_path}/no.npz"])
+        with pytest.raises(ValueError, match=match):
+            run(cfg, str(tmp_path / "never"))
+        assert not (tmp_path / "never").exists()
+
+    refused("mnist", "ssc.algorithms=('omp','omp')", r"ssc.algorithms repeats \['omp'\]")
+    refused("tiny", "ssc.algorithms=('mp','mp')", r"ssc.algorithms repeats \['mp'\]")
+    refused("tiny", "grid.t=(2.5,)", "grid.t must hold whole numbers >= 0, got 2.5")
+    refused("noise_smax", "grid.s_max=(1, 2.5)", "grid.s_max must hold whole numbers >= 1, got 2.5")
+    refused("mnist_speed", "speed.algorithms=('mp',)", "speed.algorithms must include 'omp'")
+    cfg = load_config(os.path.join(ROOT, "configs/ssc.py:tiny"))
+    assert phase_cell(cfg, 2.0)[0] == 2
+    with pytest.raises(ValueError, match="grid.t must hold whole numbers"):
+        phase_cell(cfg, 2.5)
+
+
+@pytest.mark.parametrize("estimator", [SSCOMP, SSCMP])
+def test_ssc_refuses_point_norms_outside_float32(estimator):
+    """With ``point_norms="raw"`` the float32 pursuit squares the points' norms: at 1e30 / 1e25 they
+    overflow, at 1e-30 (or half the rows at 1e-22) they underflow, and SSC returned no coefficients
+    and arbitrary clusters; refused naming the problem. Unit norms are scaled in float64 without
+    overflow, so data of 1e155 clusters as at scale 1."""
+    X = np.random.default_rng(0).standard_normal((24, 6))
+    for scale in (1e30, 1e25, 1e-30):
+        with pytest.raises(ValueError, match="X's points .*(overflows|underflows) in float32"):
+            estimator(3, s_max=4, point_norms="raw", chunk_size=CHUNK).fit_predict(X * scale)
+    half = X.copy()
+    half[:12] *= 1e-22
+    with pytest.raises(ValueError, match=r"12 of norm below 1\.1e-19, e\.g\. row 0"):
+        sparse_coefficients(half, "omp", s_max=4, point_norms="raw", chunk_size=CHUNK)
+    C, _ = sparse_coefficients(X * 1e155, "omp", s_max=4, chunk_size=CHUNK)
+    C1, _ = sparse_coefficients(X, "omp", s_max=4, chunk_size=CHUNK)
+    assert C.nnz == C1.nnz > 0
+    np.testing.assert_allclose(C.toarray(), C1.toarray(), atol=1e-5)
+
+
+def test_ssc_parameters_of_the_wrong_type_are_named(tmp_path, capsys):
+    from experiments import ssc_diagnose
+    from jaxcomp.greedy import omp
+
+    X = np.random.default_rng(0).standard_normal((12, 4))
+    with pytest.raises(ValueError, match="tau must be a finite number"):
+        SSCOMP(2, tau="0.1").fit(X)
+    with pytest.raises(ValueError, match="corr_tol must be a finite number"):
+        SSCMP(2, corr_tol="0.1").fit(X)
+    with pytest.raises(ValueError, match="corr_tol must be a number in"):
+        omp(np.eye(3), np.ones(3), max_iter=2, corr_tol="0.1")
+    with pytest.raises(ValueError, match="n_clusters must be a positive integer or None, got 3.0"):
+        SSCOMP(3.0).fit(X)
+    args = ["--num-points", "30", "--n-clusters", "40", "--mnist", str(tmp_path / "missing.npz")]
+    assert ssc_diagnose.main(args) == 2
+    assert "--n-clusters (40) must be below --num-points (30)" in capsys.readouterr().err

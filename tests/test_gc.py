@@ -433,7 +433,64 @@ def test_latent_sampler_trains_on_frozen_latents_and_samples_centres(state, conf
     grids = sorted(p.name for p in out.glob("grid_*.png"))  # one per set, none written over another
     assert grids == ["grid_prior.png", "grid_real.png", "grid_real_another_draw.png", "grid_reconstruction.png",
                      "grid_wgan-gp.png"]
-    assert gc_samples.main(["--sampler", str(tmp_path / "missing"), "--out", str(out)]) == 2
+    assert gc_samples.main(["--sampler", str(tmp_path / "missing"), "--out", str(out), "--force"]) == 2
+
+
+def test_gc_samples_refuses_an_earlier_run_and_bad_seeds_before_it_samples(tmp_path, capsys):
+    """A second run into the same --out replaced its table and grids without a word (--force now
+    does); --seeds 0,0 counted one seed twice; --seeds '' failed with int()'s message, no flag named.
+    All are refused before the sampler is loaded (here: one that does not exist)."""
+    from experiments import gc_samples
+
+    out = tmp_path / "samples"
+    missing = ["--sampler", str(tmp_path / "missing"), "--out", str(out)]
+    for seeds, message in (("0,0", "--seeds repeats [0]"), ("", "--seeds is empty"), ("0,,1", "--seeds must be"),
+                           ("a", "--seeds must be"), ("-1", "--seeds must be whole numbers >= 0")):
+        with pytest.raises(SystemExit) as e:
+            gc_samples.main(missing + ["--seeds", seeds])
+        assert e.value.code == 2 and message in capsys.readouterr().err, seeds
+    assert gc_samples.main(missing + ["--seeds", "2,0"]) == 2  # to the sampler: not found
+    assert "missing" in capsys.readouterr().err
+    for earlier in ("samples.csv", "grid_prior.png"):
+        out.mkdir(exist_ok=True)
+        (out / earlier).write_text("an earlier run's")
+        with pytest.raises(SystemExit):
+            gc_samples.main(missing)
+        err = capsys.readouterr().err
+        assert earlier in err and "--force" in err
+        assert gc_samples.main(missing + ["--force"]) == 2  # past the check, to the missing sampler
+        (out / earlier).unlink()
+    (out / "notes.txt").write_text("not a sample")  # other files do not count
+    assert gc_samples.main(missing) == 2
+    assert gc_samples.previous_outputs(str(tmp_path / "nowhere")) == []
+
+
+def test_sampler_needs_a_named_gc_model_before_it_writes(repo, tmp_path, capsys):
+    """configs/gc_sampler.py:tiny without gc_model said 'checkpoint not found: ' (an empty name)."""
+    from experiments.train import main as train_main
+
+    workdir = tmp_path / "sampler"
+    assert train_main(["--config", str(repo / "configs" / "gc_sampler.py") + ":tiny", "--workdir", str(workdir),
+                       "--no-progress"]) == 2
+    assert "config.gc_model must name a trained GC model" in capsys.readouterr().err
+    assert not workdir.exists()
+    with pytest.raises(ValueError, match="must name a trained GC model"):
+        from jaxcomp.codecs.gc.sampler import load_frozen_gc
+
+        load_frozen_gc("  ")
+
+
+def test_synthesise_names_the_symbols_dtype_not_a_flattened_shape(state, config):
+    """Float symbols [4, 5, C] were reported as 'a 1-D array ..., got shape (4*5*C,)': the shape the
+    check flattened them to, not the caller's (which is fine); the message names the dtype."""
+    codec = gc.GCCodec(gc.spec_from_config(config.model), state.params["generator"])
+    c = config.model.channels
+    with pytest.raises(ValueError) as e:
+        codec.synthesise(np.zeros((4, 5, c), np.float32), 64, 80)
+    assert "the symbols must be integer values, got float32" in str(e.value)
+    assert f"({4 * 5 * c},)" not in str(e.value) and "1-D" not in str(e.value)
+    with pytest.raises(ValueError, match=r"got shape \(1, 4, 5, "):  # a wrong shape: the caller's
+        codec.synthesise(np.zeros((1, 4, 5, c), np.int32), 64, 80)
 
 
 @pytest.mark.slow

@@ -104,6 +104,34 @@ def test_distortion_ignores_the_masked_pixels(config, state):
     assert float(metrics["preserved"]) == pytest.approx(float(heat.mean()))
 
 
+def test_sc_train_metrics_are_honest_when_a_step_keeps_no_pixels(config, state):
+    """SC's logged train metrics: no per-step MSE/PSNR of the preserved pixels (a step that keeps none
+    logged MSE 0, PSNR 148 dB, averaged into the window); the whole image's MSE/PSNR, and the preserved
+    pixels' squared error as a sum, so that a window's preserved_sq_err / preserved is their MSE."""
+    image = jnp.asarray(load_image(sample_image_paths()[2])[:64, :64][None])
+    batch = {"image": image, "semantic": _map(4, 1, 64, 64)}
+    rng = jax.random.PRNGKey(5)
+    rows = []
+    for overrides in (["sc.mode=classes", "sc.class_fraction=0.0"], ["sc.mode=box"]):  # none kept; a box kept
+        task, _ = tasks.build_task(apply_overrides(config, overrides))
+        heat = task.heatmap(batch, rng)
+        _, (metrics, x_hat) = jax.jit(task.generator_loss)(state.params, batch, rng, jnp.float32(1.0))
+        decoded = gc.model.to_pixels(x_hat)
+        whole = float(jnp.mean(jnp.square(decoded - image)))
+        assert not {"mse", "psnr"} & set(metrics)
+        assert float(metrics["mse_image"]) == pytest.approx(whole, rel=1e-5)
+        assert float(metrics["psnr_image"]) == pytest.approx(10 * np.log10(255.0**2 / whole), rel=1e-5)
+        assert float(metrics["preserved"]) == pytest.approx(float(heat.mean()))
+        rows.append((metrics, float(sc.masked_mse(image.astype(jnp.float32), decoded, heat)), float(heat.mean())))
+    (none, _, kept0), (box, box_mse, kept1) = rows
+    assert kept0 == 0.0 and 0 < kept1 < 1
+    assert float(none["preserved_sq_err"]) == 0.0 and float(none["psnr_image"]) < 60
+    assert float(box["preserved_sq_err"]) / kept1 == pytest.approx(box_mse, rel=1e-5)
+    # a window of both steps, averaged as the trainer does: the MSE of the one step's preserved pixels
+    window = {k: np.mean([float(m[k]) for m, _, _ in rows]) for k in ("preserved_sq_err", "preserved")}
+    assert window["preserved_sq_err"] / window["preserved"] == pytest.approx(box_mse, rel=1e-5)
+
+
 def test_per_image_masked_mse_and_the_codecs_heatmap_by_hand():
     """masked_mse_per_image: each image's squared error over its preserved pixels and 3 channels;
     heatmap_from_classes: 1 in the latent cells holding any pixel of a class that is not synthesised."""
@@ -118,8 +146,52 @@ def test_per_image_masked_mse_and_the_codecs_heatmap_by_hand():
     semantic[0:16, 0:16] = 3          # cell (0, 0): class 3 only
     semantic[20, 17] = 3              # cell (1, 1): one pixel of class 3 among class 0
     semantic[32:, :] = 5              # the last row of cells: class 5 only
-    np.testing.assert_array_equal(heatmap_from_classes(semantic, [0, 5]), [[1, 0], [0, 1], [0, 0]])
-    np.testing.assert_array_equal(heatmap_from_classes(semantic, [3]), [[0, 1], [1, 1], [1, 1]])
+    np.testing.assert_array_equal(heatmap_from_classes(semantic, [0, 5], 6), [[1, 0], [0, 1], [0, 0]])
+    np.testing.assert_array_equal(heatmap_from_classes(semantic, [3], 6), [[0, 1], [1, 1], [1, 1]])
+
+
+def test_heatmap_from_classes_refuses_maps_and_classes_it_cannot_honour():
+    """A class outside the model's, a float or 3-D map, or non-integer classes gave an all-ones heatmap
+    (nothing synthesised) or an unpacking error; each is now refused by name."""
+    from jaxcomp.codecs.gc.sc_codec import heatmap_from_classes
+
+    sem = np.repeat(np.repeat(np.asarray([[0, 1, 2], [3, 0, 1]], np.int32), 16, 0), 16, 1)  # a class per cell
+    np.testing.assert_array_equal(heatmap_from_classes(sem, [], K), 1)  # nothing asked: all kept
+    np.testing.assert_array_equal(heatmap_from_classes(sem, [3, 1], K), [[1, 0, 1], [0, 1, 0]])
+    for semantic, classes, message in (
+            (sem, [99], r"classes to synthesise holds classes in \[99, 99\], outside 0\.\.3"),
+            (sem, [-1], r"outside 0\.\.3"),
+            (sem, [4], r"outside 0\.\.3"),
+            (sem, [1.0], "the classes to synthesise must be integer classes, got float64"),
+            (sem + 0.5, [3], "label map must hold integer classes, got dtype float64"),
+            (sem.astype(bool), [1], "integer classes"),
+            (sem[None], [3], r"label map has shape \(1, 32, 48\); it must be \[H, W\]"),
+            (sem[0], [3], r"shape \(48,\)"),
+            (sem + K, [3], r"lie in 0\.\.3 \(this model has 4\), got 4\.\.7")):
+        with pytest.raises(ValueError, match=message):
+            heatmap_from_classes(semantic, classes, K)
+    with pytest.raises(ValueError, match="classes"):
+        heatmap_from_classes(sem, [3], 0)
+
+
+def test_sc_codec_synthesise_checks_its_inputs_as_compress_does(config, state):
+    """synthesise took labels out of range (one_hot made zero vectors) and a non-binary heatmap (0.5
+    scaled the latent); it refuses them with compress's own checks (check_semantic, check_heatmap)."""
+    codec = sc_codec.SCCodec(gc.spec_from_config(config.model), state.params["generator"])
+    labels = np.asarray(_map(3, 1, 40, 40))[0]
+    symbols = np.full((3, 3, config.model.channels), 2, np.int32)
+    heat = np.ones((3, 3), np.uint8)
+    for semantic, heatmap, message in (
+            (labels + K, heat, r"lie in 0\.\.3"),
+            (labels - 1, heat, r"lie in 0\.\.3"),
+            (labels.astype(np.float32), heat, "integer classes"),
+            (labels[None], heat, r"shape \(1, 40, 40\)"),
+            (labels, heat * 0.5, "binary"),
+            (labels, heat.astype(np.float32), "binary"),
+            (labels, heat * 2, "binary")):
+        with pytest.raises(ValueError, match=message):
+            codec.synthesise(symbols, heatmap, semantic)
+    assert codec.synthesise(symbols, heat.astype(bool), labels).shape == (40, 40, 3)
 
 
 def test_sc_evaluation_scores_the_whole_latent_and_the_drawn_heatmap(config, state):
@@ -310,6 +382,22 @@ def test_sc_training_through_the_trainer(config, tmp_path):
         tasks.build_task(apply_overrides(config, ["data.label_classes=5"]))
 
 
+def test_the_latent_sampler_refuses_an_sc_model_before_it_writes(config, state, repo, tmp_path, capsys):
+    """An SC model as config.gc_model failed at init, inside the workdir (config.json and checkpoints/
+    left behind), with a message that did not say the sampler needs a global GC model."""
+    from experiments.train import main as train_main
+    from jaxcomp.modelfile import export_params
+
+    model = str(tmp_path / "sc_tiny.msgpack")
+    export_params(state.params, config, model, {"note": "untrained, for tests"})
+    workdir = tmp_path / "sampler"
+    assert train_main(["--config", str(repo / "configs" / "gc_sampler.py") + ":tiny", "--workdir", str(workdir),
+                       f"--config.gc_model={model}", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "a selective (SC) model" in err and "needs a global, non-selective GC model" in err and model in err
+    assert not workdir.exists()
+
+
 def test_label_map_coder_is_lossless_and_adapts():
     rng = np.random.default_rng(0)
     flat = np.repeat(np.repeat(rng.integers(0, 5, (6, 5)), 8, 0), 8, 1)  # 48x40, piecewise constant
@@ -324,7 +412,7 @@ def test_label_map_coder_is_lossless_and_adapts():
 def test_sc_codec_roundtrip_and_part_bits(config, state, photo):
     image, labels = photo
     codec = sc_codec.SCCodec(gc.spec_from_config(config.model), state.params["generator"])
-    heat = sc_codec.heatmap_from_classes(labels, [0, 1])
+    heat = sc_codec.heatmap_from_classes(labels, [0, 1], K)
     assert heat.shape == (5, 6) and 0 < heat.mean() < 1
     data = codec.compress(image, labels, heat)
     decoded, dec_labels, dec_heat = codec.decompress(data, maps=True)
@@ -352,7 +440,7 @@ def test_sc_codec_refuses_bad_input(config, state, photo):
     image, labels = photo
     spec = gc.spec_from_config(config.model)
     codec = sc_codec.SCCodec(spec, state.params["generator"])
-    heat = sc_codec.heatmap_from_classes(labels, [2])
+    heat = sc_codec.heatmap_from_classes(labels, [2], K)
     bad_inputs = [
         (None, heat, "needs the image's label map"),
         (labels[:, :80], heat, r"shape \(72, 80\)"),

@@ -1040,3 +1040,55 @@ def test_complex_text_and_fractional_inputs_are_refused():
         mp(D, y, 3, exclude=2.5)
     with pytest.raises(ValueError, match="tol must be a finite number"):
         omp(D, y, 3, tol=None)
+
+
+def test_nnmp_refuses_scales_outside_its_precision():
+    """Atoms of norm ~1e20 (f = 9.66 against the NNLS optimum 8.78, with a warning blaming L), atoms
+    of ~1e-25 (f(0) returned) or targets of ~1e25 (an inf history) are refused in float32, naming them."""
+    from jaxcomp.greedy.nnmp import logistic_objective, nnmp_batch
+
+    rng = np.random.default_rng(0)
+    A, b = np.abs(rng.standard_normal((10, 6))), rng.standard_normal(10)
+    with pytest.raises(ValueError, match=r"the atoms \(columns\) reach a norm of .*overflows in float32"):
+        nnmp(distance_objective(b), A * 1e20)
+    with pytest.raises(ValueError, match=r"the atoms \(columns\): 6 of norm below .*underflows in float32"):
+        nnmp_batch(A * 1e-25, b)
+    with pytest.raises(ValueError, match=r"the targets \(rows\) reach a norm of .*overflows in float32"):
+        nnmp_batch(A, b * 1e25)
+    with pytest.raises(ValueError, match="objective values overflow in float32"):
+        nnmp(distance_objective(b * 1e25), A)  # the target hides in the objective: its history is checked
+    with pytest.raises(ValueError, match="l2 .* must be >= 0, got -0.01"):
+        logistic_objective(A.T, np.ones(6), l2=-0.01)
+
+
+def test_nnmp_experiment_plans_are_checked_before_any_work(tmp_path):
+    """Checkpoints past ``max_iter`` (silently dropped), ``outer_iter`` 0 (an IndexError after the
+    work), repeated variants (duplicate rows) and a negative ridge are refused before any work;
+    an optimum f* ~ 0 gives a NaN relative gap and the absolute one."""
+    import os
+
+    from jaxcomp.configs import load_config
+    from jaxcomp.greedy import benchmarks as gb
+    from jaxcomp.greedy import realdata
+
+    tiny = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "nnmp.py:tiny")
+    never = str(tmp_path / "never")
+    small = dict(data="digits", seeds=(0,), variants=("nnmp",))  # an accepted plan runs in seconds
+    for call, match in (
+        (lambda: realdata.run_regression(never, max_iter=20, checkpoints=(5, 50), n_atoms=10, n_targets=2, **small),
+         r"checkpoints .* 1\.\.20, got 50"),
+        (lambda: realdata.run_regression(never, variants=("nnmp", "nnmp")), r"variants repeats \['nnmp'\]"),
+        (lambda: realdata.run_rank1(never, max_iter=8, checkpoints=(9,)), r"1\.\.8, got 9"),
+        (lambda: realdata.run_nmf(never, outer_iter=0, n_images=20, rank=3, data="digits", seeds=(0,),
+                                  methods=("anls",), sklearn_baseline=False),
+         "outer_iter must be a whole number >= 1, got 0"),
+        (lambda: gb.run(load_config(tiny, ["logistic.l2=-0.01"]), never), "logistic.l2 must be"),
+        (lambda: gb.run(load_config(tiny, ["variants=('away','away')"]), never), "variants repeats"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            call()
+    assert not os.path.exists(never)
+    assert realdata.check_plan(max_iter=20, checkpoints=(20, 5)) == [5, 20]
+    zero = gb.gaps(1e-20, 1e-31, 10.0)
+    assert np.isnan(zero["relative_gap"]) and zero["absolute_gap"] == pytest.approx(1e-20)
+    assert gb.gaps(2.0, 1.0, 10.0) == {"absolute_gap": 1.0, "relative_gap": 1.0}

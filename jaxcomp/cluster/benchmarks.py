@@ -13,7 +13,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from jaxcomp.checks import count, is_whole
+from jaxcomp.checks import count, distinct, is_whole
 from jaxcomp.cluster.baselines import sklearn_ssc_omp_coefficients
 from jaxcomp.cluster.data import load_mnist, mnist_features, union_of_subspaces
 from jaxcomp.cluster.estimators import SSCMP, SSCOMP
@@ -68,6 +68,8 @@ def phase_cell(cfg: ml_collections.ConfigDict, value: float) -> tuple[int, float
     axes = cfg.grid.axes
     if axes not in ("t_rho", "sigma_rho", "smax_rho"):
         raise ValueError(f"unknown grid.axes {axes!r}; expected t_rho, sigma_rho or smax_rho")
+    if axes in ("t_rho", "smax_rho"):  # int() of t = 2.5 ran t = 2 in a row reported as 2.5
+        _whole_values(f"grid.{'t' if axes == 't_rho' else 's_max'}", [value], minimum=0 if axes == "t_rho" else 1)
     t = int(value) if axes == "t_rho" else int(cfg.data.intersection_dim)
     sigma = float(value) if axes == "sigma_rho" else float(cfg.data.sigma)
     s_max = int(value) if axes == "smax_rho" else int(cfg.ssc.s_max)
@@ -299,7 +301,8 @@ def run_speed(cfg: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     """SSC-OMP coding time: jaxcomp (all points, cold = with compilation, then warm) against
     scikit-learn's ``orthogonal_mp`` per point and ``orthogonal_mp_gram`` on a precomputed Gram
     (both timed on ``speed.sample_points`` points and extrapolated linearly to all N), on the same
-    features in the same process (``speed.algorithms``: also SSC-MP if listed). ``speed.num_points``
+    features in the same process (``speed.algorithms``: must include ``omp``, the ratios' reference,
+    checked by :func:`run`; also SSC-MP if listed). ``speed.num_points``
     > 0 keeps the first that many points of the MNIST sample (0: all). Also reports the fraction of
     sampled points whose scikit-learn support equals ours."""
     X, _, feat_s = _mnist_data(cfg, int(cfg.seed))
@@ -336,6 +339,26 @@ def run_speed(cfg: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     return rows
 
 
+def _whole_values(key: str, values, minimum: int = 0) -> None:
+    """``ValueError`` naming ``key`` unless every value is a whole number ``>= minimum`` (an int, or a
+    float such as ``2.0`` with no fractional part): a dimension or an iteration count of 2.5 would run
+    as 2 and be reported as 2.5."""
+    for v in values:
+        whole = is_whole(v) or (isinstance(v, float) and v.is_integer())
+        if not whole or v < minimum:
+            raise ValueError(f"{key} must hold whole numbers >= {minimum}, got {v!r}")
+
+
+def check_algorithms(values, key: str) -> list[str]:
+    """``values`` as a list of known, distinct algorithms (``omp``, ``mp``), or a ValueError naming
+    ``key``: a repeated one is one run counted twice (a spread of 0 over "2" seeds)."""
+    values = distinct(values, key)
+    unknown = [a for a in values if a not in NAMES]
+    if unknown:
+        raise ValueError(f"{key} holds unknown algorithm(s) {unknown}; expected 'omp', 'mp' or both")
+    return values
+
+
 def _positive(key: str, value: object) -> None:
     if not is_whole(value) or value < 1:
         raise ValueError(f"{key} must be a positive integer, got {value!r}")
@@ -348,15 +371,125 @@ def check_synthetic_settings(cfg: ml_collections.ConfigDict) -> None:
     _positive("data.n_subspaces", cfg.data.n_subspaces)
     if not list(cfg.ssc.algorithms):
         raise ValueError("ssc.algorithms is empty; give 'omp', 'mp' or both")
+    check_algorithms(cfg.ssc.algorithms, "ssc.algorithms")
     axes = {"phase": ["rho", {"t_rho": "t", "sigma_rho": "sigma", "smax_rho": "s_max"}.get(cfg.grid.axes)],
             "smax": ["s_max"]}[cfg.experiment]
     for axis in axes:
         if axis is not None and not list(cfg.grid[axis]):
             raise ValueError(f"grid.{axis} is empty; give at least one value")
+        if axis in ("t", "s_max"):
+            _whole_values(f"grid.{axis}", cfg.grid[axis], minimum=0 if axis == "t" else 1)
+
+
+CONFIG_FILE = "config.txt"
+# not settings of a result: where scattering features are cached (the same features either way)
+NOT_SETTINGS = ("data.cache_dir",)
+# what separate processes of one run (``ssc_aggregate``, ``ssc_confusion``) may differ in
+SEED_KEYS = ("seed", "n_seeds")
+# what the drivers write into a workdir (besides config.txt): results of the settings in config.txt
+OUTPUTS = ("mnist_runs.md", "mnist_runs.csv", "mnist_labels.npz", "mnist.md", "mnist.csv", "speed.md", "speed.csv",
+           "smax.md", "smax.csv", "smax.png", "phase_t_rho.md", "phase_t_rho.csv", "phase_t_rho.png",
+           "phase_sigma_rho.md", "phase_sigma_rho.csv", "phase_sigma_rho.png", "phase_smax_rho.md",
+           "phase_smax_rho.csv", "phase_smax_rho.png")
+
+
+def _settings_loader():
+    import yaml
+
+    class Loader(yaml.SafeLoader):  # str(ConfigDict) is YAML with !!python/tuple tags; read them as lists
+        pass
+
+    Loader.add_constructor("tag:yaml.org,2002:python/tuple", lambda loader, node: loader.construct_sequence(node))
+    return Loader
+
+
+def settings_of(cfg: ml_collections.ConfigDict | str) -> dict:
+    """A config's (or the text of a ``config.txt``'s) settings as a nested dict of plain values,
+    without :data:`NOT_SETTINGS`: the same config always gives the same dict, whether read from the
+    config or from the ``config.txt`` a run wrote."""
+    import yaml
+
+    from jaxcomp.configs import settings_without
+
+    text = cfg if isinstance(cfg, str) else str(cfg)
+    try:
+        settings = yaml.load(text, Loader=_settings_loader())
+    except yaml.YAMLError as e:
+        raise ValueError(f"not a config.txt written by experiments.cluster: {e}") from None
+    if not isinstance(settings, dict):
+        raise ValueError("not a config.txt written by experiments.cluster (no settings in it)")
+    return settings_without(ml_collections.ConfigDict(settings), NOT_SETTINGS)
+
+
+def read_settings(workdir: str) -> dict | None:
+    """The settings (:func:`settings_of`) of the run that wrote ``workdir``, from its ``config.txt``
+    (written before the run starts), or ``None`` if it has none."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        try:
+            return settings_of(f.read())
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+
+
+def settings_differences(a: dict, b: dict, ignore: tuple[str, ...] = ()) -> str:
+    """The settings in which ``b`` differs from ``a`` (nested dicts, :func:`settings_of`) as
+    ``"key (A -> B), ..."``, or ``""``: the trainer's rule (:func:`jaxcomp.train.settings_differences`),
+    the dotted keys ``ignore`` (and those under them) aside, and keys only one side has (settings added
+    to the configs since, or no longer read)."""
+    from jaxcomp.train import settings_differences as differences
+
+    return differences(ml_collections.ConfigDict(b), a, ignore)
+
+
+def check_same_settings(workdirs: list[str], ignore: tuple[str, ...] = SEED_KEYS, what: str = "runs") -> None:
+    """``ValueError`` unless the runs in ``workdirs`` have the same settings (their ``config.txt``)
+    but for the dotted keys ``ignore`` (by default the seeds: one run split into processes by seed),
+    naming the differing settings and the two workdirs; or naming a workdir without ``config.txt``
+    (its settings cannot be checked) when there are several. One workdir is always accepted."""
+    if len(workdirs) < 2:
+        return
+    first, first_dir = None, ""
+    for d in workdirs:
+        settings = read_settings(d)
+        if settings is None:
+            raise ValueError(f"no {CONFIG_FILE} in {d!r}: its settings cannot be compared with the other "
+                             f"workdirs' (combine only {what} of the same settings)")
+        if first is None:
+            first, first_dir = settings, d
+            continue
+        diff = settings_differences(first, settings, ignore)
+        if diff:
+            raise ValueError(f"{what} of other settings: {first_dir!r} and {d!r} differ in {diff} "
+                             f"(only {', '.join(ignore) or 'nothing'} may differ)")
+
+
+def check_workdir(cfg: ml_collections.ConfigDict, workdir: str) -> None:
+    """``ValueError`` naming ``workdir`` and the differing settings when it holds results
+    (:data:`OUTPUTS`) of a run with other settings (its ``config.txt``; seeds and the experiment
+    included) or of unknown settings (results but no ``config.txt``): a rerun would overwrite them,
+    or leave them beside a config.txt of another run. A workdir of the same settings is reused."""
+    if not os.path.isdir(workdir):
+        return
+    held = [name for name in OUTPUTS if os.path.exists(os.path.join(workdir, name))]
+    saved = read_settings(workdir)
+    if saved is None:
+        if held:
+            raise ValueError(f"workdir {workdir!r} holds results ({', '.join(held[:3])}) but no {CONFIG_FILE}: "
+                             f"their settings are unknown and this run would overwrite them; use another --workdir")
+        return
+    diff = settings_differences(saved, settings_of(cfg))
+    if diff and held:
+        raise ValueError(f"workdir {workdir!r} holds results ({', '.join(held[:3])}) of other settings: "
+                         f"{diff} (there -> this run); use another --workdir, or the same settings to rerun those")
 
 
 def run(cfg: ml_collections.ConfigDict, workdir: str) -> str:
-    """Runs the experiment named by ``cfg.experiment`` and writes ``workdir/<name>.{md,csv}``."""
+    """Runs the experiment named by ``cfg.experiment`` and writes ``workdir/<name>.{md,csv}``, and
+    first ``workdir/config.txt`` (the settings). A workdir holding results of other settings (seeds
+    and experiment included; :func:`check_workdir`) is refused before any work."""
     exp = cfg.experiment
     if not float(cfg.ssc.tau) >= 0:  # a negative threshold was reported as tau 0 in noise mode
         raise ValueError(f"ssc.tau must be >= 0, got {cfg.ssc.tau!r}")
@@ -366,7 +499,15 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> str:
         _positive("data.num_points", cfg.data.num_points)
     if exp == "mnist":
         count(cfg.n_seeds, "n_seeds")
+        check_algorithms(cfg.ssc.algorithms, "ssc.algorithms")
+    if exp == "speed":  # the ratios are to SSC-OMP's warm row: without it the run failed after all its timing
+        if "omp" not in check_algorithms(cfg.speed.algorithms, "speed.algorithms"):
+            raise ValueError(f"speed.algorithms must include 'omp' (the scikit-learn baselines are SSC-OMP and "
+                             f"every ratio is to jaxcomp's SSC-OMP), got {tuple(cfg.speed.algorithms)!r}")
+    check_workdir(cfg, workdir)
     os.makedirs(workdir, exist_ok=True)  # after the checks: a refused run leaves no folder
+    with atomic_file(os.path.join(workdir, CONFIG_FILE), "w") as f:  # first: a stopped run's results keep theirs
+        f.write(str(cfg))
     if exp == "phase":
         rows, name = run_phase(cfg, workdir), f"phase_{cfg.grid.axes}"
     elif exp == "smax":
@@ -377,7 +518,4 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> str:
         rows, name = run_speed(cfg, workdir), "speed"
     else:
         raise ValueError(f"unknown experiment {exp!r}; expected phase, smax, mnist or speed")
-    md = write_table(rows, workdir, name, title=name)
-    with open(os.path.join(workdir, "config.txt"), "w") as f:
-        f.write(str(cfg))
-    return md
+    return write_table(rows, workdir, name, title=name)

@@ -21,9 +21,7 @@ class _SSCBase(ClusterMixin, BaseEstimator):
         if self.affinity_normalization not in AFFINITY_NORMALIZATIONS:
             raise ValueError(f"affinity_normalization must be one of {AFFINITY_NORMALIZATIONS}, "
                              f"got {self.affinity_normalization!r}")
-        if self.n_clusters is not None and (
-            isinstance(self.n_clusters, bool) or int(self.n_clusters) != self.n_clusters or self.n_clusters < 1
-        ):
+        if self.n_clusters is not None and (not is_whole(self.n_clusters) or self.n_clusters < 1):  # 3.0: late
             raise ValueError(f"n_clusters must be a positive integer or None, got {self.n_clusters!r}")
         if self.random_state is not None and (not is_whole(self.random_state) or self.random_state < 0):
             raise ValueError(f"random_state must be an integer seed >= 0 or None (it seeds the eigensolver and "

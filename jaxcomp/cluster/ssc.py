@@ -42,8 +42,8 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import ArrayLike
 
-from jaxcomp.checks import is_whole
-from jaxcomp.greedy.pursuit import mp_batch, omp_batch
+from jaxcomp.checks import finite_number, is_whole
+from jaxcomp.greedy.pursuit import check_norm_range, mp_batch, norms64, omp_batch
 
 ALGORITHMS = ("omp", "mp")
 
@@ -55,7 +55,8 @@ def check_data(X: ArrayLike, n_clusters: int | None = None, unit_norm: bool = Tr
     Raises:
       ValueError: a sparse matrix, complex or non-numeric entries, not 2-D, no features, NaN/inf,
         zero rows (points: a zero point has no direction), fewer than 2 points, or fewer points than
-        ``n_clusters``.
+        ``n_clusters``; with ``unit_norm=False``, rows whose squared norm under- or overflows float32
+        (:func:`jaxcomp.greedy.pursuit.check_norm_range`).
       TypeError: an object array holding something that is not a number (e.g. a dict).
     """
     import scipy.sparse as sp
@@ -85,11 +86,18 @@ def check_data(X: ArrayLike, n_clusters: int | None = None, unit_norm: bool = Tr
     X = X.astype(np.float64)
     if not np.all(np.isfinite(X)):
         raise ValueError("X contains NaN or infinite entries")
-    norms = np.linalg.norm(X, axis=1)
+    norms = norms64(X, axis=1)  # scaled: the squares of rows of 1e155 overflow even float64
     zero = np.flatnonzero(norms == 0)
     if zero.size:
         raise ValueError(f"X has {zero.size} zero point(s) (all-zero rows), e.g. row {int(zero[0])}")
-    return (X / norms[:, None]).astype(np.float32) if unit_norm else X.astype(np.float32)
+    if unit_norm:
+        scale = np.max(np.abs(X), axis=1, keepdims=True)
+        return ((X / scale) / (norms[:, None] / scale)).astype(np.float32)
+    # raw norms: the points are both the atoms and the signals of the float32 pursuit, whose squared norms
+    # underflow (rows below ~1e-19) or overflow (beyond ~5e18) there: no support, arbitrary clusters
+    check_norm_range(norms, np.float32, "X's points (rows)", "row",
+                     hint="rescale X (point_norms='raw' keeps the points' norms; 'unit' scales each to 1)")
+    return X.astype(np.float32)
 
 
 POINT_NORMS = ("unit", "raw")
@@ -105,6 +113,9 @@ def tau_from_noise(sigma: float, ambient_dim: int, subspace_dim: int = 0, margin
 
 
 def _check_params(algorithm, s_max, tau, p_max, corr_tol, chunk_size, point_norms="unit"):
+    # numbers first, by name: a string tau ("0.1") was a NumPy TypeError naming no parameter
+    tau = finite_number(tau, "tau", minimum=0.0, strict=False)
+    corr_tol = finite_number(corr_tol, "corr_tol", minimum=0.0, strict=False)
     if point_norms not in POINT_NORMS:
         raise ValueError(f"point_norms must be one of {POINT_NORMS}, got {point_norms!r}")
     if point_norms == "raw" and corr_tol > 0:
@@ -117,9 +128,7 @@ def _check_params(algorithm, s_max, tau, p_max, corr_tol, chunk_size, point_norm
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
     if p_max is not None and (not is_whole(p_max) or p_max < 1):
         raise ValueError(f"p_max must be a positive integer or None, got {p_max!r}")
-    if not np.isfinite(tau) or tau < 0:
-        raise ValueError(f"tau must be a finite number >= 0, got {tau!r}")
-    if not np.isfinite(corr_tol) or not 0 <= corr_tol < 1:
+    if not corr_tol < 1:
         raise ValueError(f"corr_tol must be in [0, 1), got {corr_tol!r}")
 
 

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 
 import ml_collections
 import numpy as np
 import scipy.optimize as so
 
-from jaxcomp.checks import is_whole
+from jaxcomp.checks import distinct, finite_number, is_whole
 from jaxcomp.greedy.nnmp import VARIANTS, distance_objective, logistic_objective, nnmp
 from jaxcomp.greedy.realdata import nnls_reference
 from jaxcomp.reporting import write_table
@@ -88,19 +89,39 @@ def _plot(histories: dict, fstar: float, title: str, path: str):
     plt.close(fig)
 
 
-def _run_variants(obj, atoms, cfg, fstar, problem, workdir, title, rows):
-    histories = {}
-    for v in cfg.variants:
+# f* below this share of f(0) counts as 0: a relative gap to it is rounding noise divided by ~0
+ZERO_OPTIMUM = 1e-12
+
+
+def gaps(final: float, fstar: float, f0: float) -> dict:
+    """``absolute_gap`` ``final - f*`` and ``relative_gap`` ``(final - f*) / |f*|``; the relative
+    gap is NaN when ``|f*| <= ZERO_OPTIMUM * |f(0)|`` (an exactly solvable problem, e.g. NNLS
+    without noise: f* ~ 1e-31 gave relative gaps of 1e28), where only the absolute gap means something."""
+    zero = abs(fstar) <= ZERO_OPTIMUM * max(abs(f0), 1e-300)
+    relative = float("nan") if zero else float((final - fstar) / abs(fstar))
+    return {"absolute_gap": float(final - fstar), "relative_gap": relative}
+
+
+def check_variants(variants) -> list[str]:
+    """``variants`` as a list of known, distinct NNMP variants, else a ValueError naming ``variants``
+    (a repeated one gave duplicate rows)."""
+    variants = distinct(variants, "variants")
+    for v in variants:
         if v not in VARIANTS:
             raise ValueError(f"unknown NNMP variant {v!r}; expected one of {', '.join(VARIANTS)}")
+    return variants
+
+
+def _run_variants(obj, atoms, cfg, fstar, problem, workdir, title, rows):
+    histories = {}
+    for v in check_variants(cfg.variants):
         t0 = time.perf_counter()
         res = nnmp(obj, atoms, variant=v, max_iter=cfg.max_iter, inner_iter=cfg.inner_iter, x64=cfg.x64)
         secs = time.perf_counter() - t0
         h = np.asarray(res.history, np.float64)
         histories[v] = h
         rows.append({"problem": problem, "variant": LABELS[v], "iterations": cfg.max_iter,
-                     "final_objective": float(h[-1]), "reference": fstar,
-                     "relative_gap": float((h[-1] - fstar) / abs(fstar)),
+                     "final_objective": float(h[-1]), "reference": fstar, **gaps(h[-1], fstar, h[0]),
                      "min_weight": float(np.min(res.weights)), "n_active": int(res.n_active[-1]),
                      "seconds_incl_compile": secs})
     _plot(histories, fstar, title, os.path.join(workdir, f"nnmp_{problem}.png"))
@@ -108,7 +129,12 @@ def _run_variants(obj, atoms, cfg, fstar, problem, workdir, title, rows):
 
 
 def run(cfg: ml_collections.ConfigDict, workdir: str) -> str:
-    """Runs the NNLS and logistic problems for every variant; returns the Markdown table."""
+    """Runs the NNLS and logistic problems for every variant; returns the Markdown table (final
+    objective, reference f*, ``absolute_gap`` and ``relative_gap``: NaN, with a warning, where f* is
+    ~0, see :func:`gaps`). ``variants`` must be distinct and ``logistic.l2`` a finite number >= 0
+    (checked before any work)."""
+    check_variants(cfg.variants)
+    finite_number(cfg.logistic.l2, "logistic.l2", minimum=0.0, strict=False)  # < 0: unbounded below, f* -inf
     os.makedirs(workdir, exist_ok=True)
     rows: list[dict] = []
     p = cfg.nnls
@@ -116,6 +142,9 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> str:
     W_ref, f_ref, _ = nnls_reference(M, b[None])
     w_ref, fstar = W_ref[0], float(f_ref[0])
     print(f"NNLS m={p.m} k={p.k}: scipy.optimize.nnls objective {fstar:.12g}, {int((w_ref > 0).sum())} active")
+    if abs(fstar) <= ZERO_OPTIMUM * 0.5 * float(b @ b):
+        warnings.warn(f"the NNLS optimum f* = {fstar:.3g} is ~0 (nnls.noise = {p.noise!r}: b lies in the cone): "
+                      "its relative gaps are not defined (NaN in the table); read absolute_gap", stacklevel=2)
     _run_variants(distance_objective(b), M, cfg, fstar, "nnls", workdir,
                   f"NNLS over cone of {p.k} atoms in R^{p.m} (strongly convex)", rows)
     q = cfg.logistic
@@ -129,9 +158,9 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> str:
                              rows)
         best = min(ref, min(float(np.min(h)) for h in hist.values()))
         if best < ref:  # the greedy methods beat L-BFGS-B: use the best value as f*
-            for r in rows[start:]:
+            for r, h in zip(rows[start:], hist.values()):
                 r["reference"] = best
-                r["relative_gap"] = (r["final_objective"] - best) / abs(best)
+                r.update(gaps(r["final_objective"], best, h[0]))
             _plot(hist, best - 1e-14, f"logistic loss, w >= 0, l2={l2:g}", os.path.join(workdir, f"nnmp_{name}.png"))
         print(f"{name}: reference objective {min(best, ref):.12g}")
     md = write_table(rows, workdir, "nnmp", title="Non-negative matching pursuit")

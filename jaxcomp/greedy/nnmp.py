@@ -46,7 +46,7 @@ import functools
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -55,6 +55,7 @@ from jax import lax
 from numpy.typing import ArrayLike
 
 from jaxcomp.checks import is_whole
+from jaxcomp.greedy.pursuit import check_norm_range, norms64
 
 Array = jax.Array
 
@@ -134,8 +135,12 @@ def logistic_objective(F: ArrayLike, y: ArrayLike, l2: float = 0.0) -> Objective
     """Mean logistic loss ``mean_i log(1 + exp(-y_i <F_i, x>)) + l2/2 ||x||^2``.
 
     ``F`` ``(n, m)`` features, ``y`` ``(n,)`` labels in {-1, +1}. ``L = ||F||_2^2/(4n) + l2``.
-    Strongly convex when ``l2 > 0``.
+    Strongly convex when ``l2 > 0``; a negative ``l2`` (concave penalty: the loss is unbounded below
+    over the cone) is refused, as is a NaN or infinite one.
     """
+    from jaxcomp.checks import finite_number
+
+    l2 = finite_number(l2, "logistic l2 (the ridge weight)", minimum=0.0, strict=False)
     F, y = np.asarray(F), np.asarray(y)
     if F.ndim != 2 or y.shape != (F.shape[0],):
         raise ValueError(f"mismatched shapes: F {F.shape}, y {y.shape}")
@@ -363,13 +368,25 @@ def _make_runner(objective: Objective | None, variant: str, max_iter: int, lmo, 
     return jax.jit(run) if jit else run
 
 
-def _check_atom_columns(A: np.ndarray) -> None:
-    """Refuses atoms ``A`` ``(m, K)`` with NaN / infinite entries or zero columns (no direction)."""
+def _check_atom_columns(A: np.ndarray, dtype: Any) -> None:
+    """Refuses atoms ``A`` ``(m, K)`` with NaN / infinite entries, zero columns (no direction), or
+    columns whose squared norm under- or overflows ``dtype`` (the precision of the run: float32
+    unless ``x64``), where the line search's ``<a, a>`` is 0 or inf and the result silently wrong."""
     if not np.all(np.isfinite(A)):
         raise ValueError("atoms contain NaN or infinite entries")
-    zero = np.flatnonzero(np.linalg.norm(A, axis=0) == 0)
+    norms = norms64(A, axis=0)
+    zero = np.flatnonzero(norms == 0)
     if zero.size:
         raise ValueError(f"atoms have {zero.size} zero column(s), e.g. column {int(zero[0])}")
+    check_norm_range(norms, dtype, "the atoms (columns)", "column", hint="rescale the atoms (or use x64=True)")
+
+
+def _check_history(history: np.ndarray, dtype: Any) -> None:
+    """Refuses a run whose objective values ``f(x_t)`` are not finite in ``dtype``: a target or an
+    objective whose scale overflows there gives inf / NaN histories and a meaningless answer."""
+    if not np.all(np.isfinite(history)):
+        raise ValueError(f"the objective values overflow in {np.dtype(dtype).name} (non-finite history): "
+                         "rescale the problem (targets, features) or use x64=True")
 
 
 def distance_runner(variant: str, max_iter: int, lmo: Callable[[Array], Array],
@@ -445,7 +462,9 @@ def nnmp_batch(atoms: ArrayLike, targets: ArrayLike, *, variant: str = "nnmp", m
 
     Raises:
       ValueError: unknown variant, bad ``max_iter``, non-2-D / non-finite / zero atoms, targets
-        that are not ``(n, m)`` or not finite.
+        that are not ``(n, m)`` or not finite, atoms or targets whose squared norm under- or
+        overflows the precision (float32 unless ``x64``; :func:`jaxcomp.greedy.pursuit.check_norm_range`),
+        or a history that is not finite.
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown NNMP variant {variant!r}; expected one of {', '.join(VARIANTS)}")
@@ -456,7 +475,7 @@ def nnmp_batch(atoms: ArrayLike, targets: ArrayLike, *, variant: str = "nnmp", m
         raise ValueError(f"atoms must be a non-empty 2-D (m, K) array with atoms as columns, got shape {A.shape}")
     if not np.issubdtype(A.dtype, np.number) or np.iscomplexobj(A):
         raise ValueError(f"atoms must be real numbers, got dtype {A.dtype}")
-    _check_atom_columns(A)
+    _check_atom_columns(A, np.float64 if x64 else np.float32)
     Y = np.asarray(targets)
     single = Y.ndim == 1
     if single:
@@ -468,11 +487,14 @@ def nnmp_batch(atoms: ArrayLike, targets: ArrayLike, *, variant: str = "nnmp", m
         raise ValueError(f"targets must be real numbers, got dtype {Y.dtype}")
     if not np.all(np.isfinite(Y)):
         raise ValueError("targets contain NaN or infinite entries")
+    check_norm_range(norms64(Y, axis=-1), np.float64 if x64 else np.float32, "the targets (rows)", "row", small=False,
+                     hint="rescale the targets (or use x64=True)")
     with jax.enable_x64(x64):
         dtype = jnp.float64 if x64 else jnp.float32
         run = _batched_distance_runner(variant, int(max_iter))
         out = run(jnp.asarray(A, dtype), jnp.asarray(Y, dtype))
         out = jax.tree_util.tree_map(lambda a: np.asarray(a), out)
+    _check_history(out.history, np.float64 if x64 else np.float32)
     out = out._replace(atoms=np.asarray(A, np.float64 if x64 else np.float32))
     if single:
         out = out._replace(x=out.x[0], weights=out.weights[0], history=out.history[0], n_active=out.n_active[0])
@@ -512,7 +534,9 @@ def nnmp(
       :class:`NNMPResult` with numpy-convertible jax arrays.
 
     Raises:
-      ValueError: unknown variant, NaNs in atoms, zero atoms, shape mismatch, missing ``L``.
+      ValueError: unknown variant, NaNs in atoms, zero atoms, atoms whose squared norm under- or
+        overflows the precision (float32 unless ``x64``), shape mismatch, missing ``L``, or objective
+        values that are not finite (e.g. a target of norm 1e25 in float32).
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown NNMP variant {variant!r}; expected one of {', '.join(VARIANTS)}")
@@ -539,7 +563,7 @@ def nnmp(
             raise ValueError(f"atoms must be a non-empty 2-D (m, K) array with atoms as columns, got shape {A.shape}")
         if np.iscomplexobj(A) or not np.issubdtype(A.dtype, np.number):
             raise ValueError(f"atoms must be real numbers, got dtype {A.dtype}")
-        _check_atom_columns(A)
+        _check_atom_columns(A, np.float64 if x64 else np.float32)
         if dim is not None and dim != A.shape[0]:
             raise ValueError(f"mismatched shapes: dim={dim} but atoms have {A.shape[0]} rows")
         if lmo_returns_atom:
@@ -560,6 +584,7 @@ def nnmp(
         run = _make_runner(objective, variant, int(max_iter), lmo, lmo_returns_atom, int(inner_iter))
         out = run(jnp.asarray(A, dtype))
         out = jax.tree_util.tree_map(lambda a: np.asarray(a), out)
+        _check_history(out.history, dtype)
         h0, h1 = float(out.history[0]), float(out.history[-1])
         if atoms is not None and not h1 < h0 - 1e-6 * max(abs(h0), 1e-30):  # no progress beyond rounding
             _warn_if_stalled(objective, A, out.x)

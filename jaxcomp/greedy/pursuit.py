@@ -73,6 +73,46 @@ class PursuitResult(NamedTuple):
 # ----------------------------------------------------------------------------- validation
 
 
+def norms64(X: ArrayLike, axis: int = -1) -> np.ndarray:
+    """Euclidean norms of ``X`` along ``axis`` in float64, without overflow or underflow of the
+    squares (each vector is scaled by its largest ``|entry|`` first): ``(..., )`` with ``axis`` removed."""
+    X = np.asarray(X, np.float64)
+    scale = np.max(np.abs(X), axis=axis, keepdims=True) if X.size else np.ones_like(X)
+    safe = np.where(scale > 0, scale, 1.0)
+    return np.squeeze(safe, axis=axis) * np.linalg.norm(X / safe, axis=axis)
+
+
+def norm_range(dtype: Any) -> tuple[float, float]:
+    """``(smallest, largest)`` vector norm whose square is a normal, finite number of ``dtype`` with
+    room for a few sums and products: ``sqrt(tiny)`` and ``sqrt(max) / 4`` (float32: 1.1e-19, 4.6e18)."""
+    info = np.finfo(dtype)
+    return float(np.sqrt(info.tiny)), float(np.sqrt(info.max) / 4)
+
+
+def check_norm_range(norms: ArrayLike, dtype: Any, what: str, item: str, *, small: bool = True, large: bool = True,
+                     hint: str = "rescale them") -> None:
+    """``ValueError`` when a vector norm in ``norms`` (e.g. :func:`norms64`) lies outside
+    :func:`norm_range` of ``dtype`` (the precision the computation runs in): its squared norm would
+    underflow to 0 or overflow to inf there, and the pursuit (or NNMP, or SSC) would return an empty
+    support or an arbitrary answer without a word. ``what``: the vectors (plural, for the message),
+    ``item``: one of them (``"column"``, ``"row"``); ``small`` / ``large``: which side to check.
+    Shared by :mod:`jaxcomp.greedy.pursuit`, :mod:`jaxcomp.greedy.nnmp` and :mod:`jaxcomp.cluster.ssc`."""
+    norms = np.asarray(norms, np.float64).ravel()
+    if not norms.size:
+        return
+    tiny, huge = norm_range(dtype)
+    name = np.dtype(dtype).name
+    if small:
+        low = np.flatnonzero(norms < tiny)
+        if low.size:
+            raise ValueError(f"{what}: {low.size} of norm below {tiny:.1e}, e.g. {item} {int(low[0])} (norm "
+                             f"{norms[low[0]]:.3g}), whose squared norm underflows in {name}; {hint}")
+    if large and norms.max() > huge:
+        raise ValueError(f"{what} reach a norm of {norms.max():.3g}, beyond {huge:.1e}, whose square overflows "
+                         f"in {name}; {hint}")
+
+
+
 def _check_dictionary(D) -> np.ndarray:
     D = np.asarray(D)
     if D.ndim != 2:
@@ -110,8 +150,9 @@ def _check_common(max_iter, tol, corr_tol, K: int) -> int:
         raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
     if np.ndim(tol) != 0 or np.asarray(tol).dtype.kind not in "iuf" or not np.isfinite(tol) or tol < 0:
         raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
-    if not np.isfinite(corr_tol) or not 0 <= corr_tol < 1:
-        raise ValueError(f"corr_tol must be in [0, 1), got {corr_tol!r}")
+    if np.ndim(corr_tol) != 0 or np.asarray(corr_tol).dtype.kind not in "iuf" or not np.isfinite(corr_tol) \
+            or not 0 <= corr_tol < 1:  # a string ("0.1") was a NumPy TypeError naming no parameter
+        raise ValueError(f"corr_tol must be a number in [0, 1), got {corr_tol!r}")
     return int(max_iter)
 
 
@@ -330,19 +371,11 @@ def _run(kind, D, y, max_iter, tol, corr_tol, exclude, max_nonzeros=None) -> Pur
     # float64 only when x64 is on and an input is float64; half precision is computed in float32
     wide = any(d.kind == "f" and d.itemsize >= 8 for d in (D.dtype, Y.dtype))
     dtype = jnp.float64 if jax.config.jax_enable_x64 and wide else jnp.float32
-    # an atom whose squared norm is not a normal number in the device's precision divides by zero there
-    tiny = np.sqrt(np.finfo(dtype).tiny)
-    small = np.flatnonzero(np.linalg.norm(D.astype(np.float64), axis=0) < tiny)
-    if small.size:
-        raise ValueError(f"dictionary D has {small.size} column(s) of norm below {tiny:.1e}, e.g. column "
-                         f"{int(small[0])}, whose squared norm underflows in {np.dtype(dtype).name}; rescale the atoms")
-    # ... and one whose squared norm (or a signal's) overflows gives inf residuals and an empty support
-    huge = np.sqrt(np.finfo(dtype).max) / 4
-    for what, norms in (("dictionary D's columns", np.linalg.norm(D.astype(np.float64), axis=0)),
-                        ("the signals y", np.linalg.norm(Y.astype(np.float64), axis=-1))):
-        if norms.size and norms.max() > huge:
-            raise ValueError(f"{what} reach a norm of {norms.max():.3g}, beyond {huge:.1e}, whose square overflows "
-                             f"in {np.dtype(dtype).name}; rescale them (the pursuit is invariant to a common scale)")
+    # an atom whose squared norm is not a normal number in the device's precision divides by zero there,
+    # and one whose squared norm (or a signal's) overflows gives inf residuals and an empty support
+    invariant = "rescale them (the pursuit is invariant to a common scale of D or of y)"
+    check_norm_range(norms64(D, axis=0), dtype, "dictionary D's columns", "column", hint=invariant)
+    check_norm_range(norms64(Y, axis=-1), dtype, "the signals y", "signal", small=False, hint=invariant)
     Dj, Yj = jnp.asarray(D, dtype), jnp.asarray(Y, dtype)
     tol_j, ctol_j = jnp.asarray(tol, dtype), jnp.asarray(corr_tol, dtype)
     if kind == "omp":

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import scipy.optimize as so
 
-from jaxcomp.checks import is_whole
+from jaxcomp.checks import count, distinct, is_whole, seed_list
 from jaxcomp.files import load_npz
 from jaxcomp.greedy.nnmp import VARIANTS, NNMPResult, nnmp_batch
 from jaxcomp.reporting import write_table
@@ -164,6 +164,26 @@ def lasso_curve(A: np.ndarray, B: np.ndarray, fstar: np.ndarray, iters: Iterable
     return out
 
 
+def check_plan(*, max_iter: int, checkpoints: Sequence[int] | None = None, variants: Sequence[str] = (),
+               seeds: Sequence[int] = (0,), iter_name: str = "max_iter", variant_name: str = "variants",
+               allowed: Sequence[str] = VARIANTS, kind: str = "NNMP variant") -> list[int]:
+    """Checks a real-data experiment's plan before any work, a ValueError naming the setting: ``max_iter``
+    (``iter_name``) a whole number >= 1, every checkpoint a whole number in ``1..max_iter`` (one past
+    it was silently dropped from the table), ``variants`` known and distinct (a repeat gave duplicate
+    rows), ``seeds`` whole, >= 0 and distinct. Returns the sorted checkpoints with ``max_iter``."""
+    max_iter = count(max_iter, iter_name)
+    for v in distinct(variants, variant_name) if variants else ():
+        if v not in allowed:
+            raise ValueError(f"unknown {kind} {v!r} in {variant_name}; expected one of {', '.join(allowed)}")
+    seed_list(seeds, "seeds")
+    if checkpoints is None:
+        return [max_iter]
+    for t in checkpoints:
+        if not is_whole(t) or not 1 <= t <= max_iter:
+            raise ValueError(f"checkpoints must be whole numbers in 1..{iter_name} = 1..{max_iter}, got {t!r}")
+    return sorted({int(t) for t in checkpoints} | {max_iter})
+
+
 def run_regression(workdir: str, *, data: str = "auto", mnist_path: str = DEFAULT_MNIST, n_atoms: int = 100,
                    n_targets: int = 20, max_iter: int = 200, checkpoints: Sequence[int] = (10, 25, 50, 100),
                    seeds: Sequence[int] = (0, 1, 2), variants: Sequence[str] = VARIANTS,
@@ -179,14 +199,12 @@ def run_regression(workdir: str, *, data: str = "auto", mnist_path: str = DEFAUL
     to the exact optimum) and the Lasso curve. Writes ``regression.md/.csv`` (per method: gap
     after ``T`` iterations, time, time to a relative gap <= ``accuracy``, mean ± std over seeds),
     ``regression_curves.npz`` and the figure (``workdir/nnmp_regression.png`` unless ``figure``
-    is given). Returns the Markdown.
+    is given). Returns the Markdown. Checkpoints outside ``1..max_iter``, repeated variants or seeds
+    are refused before any work (:func:`check_plan`).
     """
-    for v in variants:
-        if v not in VARIANTS:
-            raise ValueError(f"unknown NNMP variant {v!r}; expected one of {', '.join(VARIANTS)}")
+    Ts = check_plan(max_iter=max_iter, checkpoints=checkpoints, variants=variants, seeds=seeds)
     os.makedirs(workdir, exist_ok=True)
     train, test, name = load_images(data, mnist_path)
-    Ts = sorted({int(t) for t in checkpoints if 0 < t < max_iter} | {int(max_iter)})
     curves: dict[str, list] = {v: [] for v in variants}
     times: dict[str, list] = {v: [] for v in variants}
     per_seed = []
@@ -418,10 +436,11 @@ def run_nmf(workdir: str, *, data: str = "auto", mnist_path: str = DEFAULT_MNIST
             sklearn_baseline: bool = True, figure: str | None = None) -> str:
     """NMF of ``n_images`` random training digits (columns) for each method and seed; writes
     ``nmf.md/.csv`` (final relative error, code non-zeros per column, seconds: mean ± std),
-    ``nmf_curves.npz`` and the figure. Returns the Markdown table."""
-    for mth in methods:
-        if mth != "anls" and mth not in VARIANTS:
-            raise ValueError(f"unknown coding method {mth!r}; expected anls or one of {', '.join(VARIANTS)}")
+    ``nmf_curves.npz`` and the figure. Returns the Markdown table. ``outer_iter`` >= 1, distinct
+    known ``methods`` and seeds are checked first (:func:`check_plan`)."""
+    # outer_iter 0 failed after all the work (the table reports the error after iteration 1)
+    check_plan(max_iter=outer_iter, variants=methods, seeds=seeds, iter_name="outer_iter", variant_name="methods",
+               allowed=("anls",) + VARIANTS, kind="coding method")
     os.makedirs(workdir, exist_ok=True)
     train, _, name = load_images(data, mnist_path)
     errs: dict[str, list] = {m: [] for m in methods}
@@ -687,19 +706,13 @@ def run_rank1(workdir: str, *, data: str = "auto", mnist_path: str = DEFAULT_MNI
     Writes ``rank1.md/.csv`` (mean ± std over seeds), ``rank1_curves.npz`` and the figure
     (``workdir/nnmp_rank1.png`` unless ``figure``). Returns the Markdown.
     """
-    for v in variants:
-        if v not in VARIANTS:
-            raise ValueError(f"unknown NNMP variant {v!r}; expected one of {', '.join(VARIANTS)}")
-    if max_iter < 1:
-        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
     if not list(seeds) or not list(variants):
         raise ValueError("run_rank1 needs at least one seed and one variant")
-    if n_images < 1 or any(int(t) < 1 for t in checkpoints) or not 0 < accuracy < 1:
-        raise ValueError(f"run_rank1 needs n_images >= 1, checkpoints >= 1 and 0 < accuracy < 1; got {n_images}, "
-                         f"{tuple(checkpoints)}, {accuracy}")
+    Ts = check_plan(max_iter=max_iter, checkpoints=checkpoints, variants=variants, seeds=seeds)
+    if n_images < 1 or not 0 < accuracy < 1:
+        raise ValueError(f"run_rank1 needs n_images >= 1 and 0 < accuracy < 1; got {n_images}, {accuracy}")
     os.makedirs(workdir, exist_ok=True)
     train, _, name = load_images(data, mnist_path)
-    Ts = sorted({int(t) for t in checkpoints if 0 < t < max_iter} | {int(max_iter)})
     errs: dict[str, list] = {v: [] for v in variants}
     nact: dict[str, list] = {v: [] for v in variants}
     times: dict[str, list] = {v: [] for v in variants}

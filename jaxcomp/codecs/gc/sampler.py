@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxcomp.codecs.gc.model import FACTOR, GC, LEVELS, centers, spec_from_config, to_pixels
+from jaxcomp.codecs.gc.model import FACTOR, GC, LEVELS, GCSpec, centers, spec_from_config, to_pixels
 from jaxcomp.gan import d_loss, g_loss, gradient_penalty, schedule_from_config, two_player_step
 from jaxcomp.nn import StridedConv
 from jaxcomp.train import TwoPlayerState, make_optimizer, per_task
@@ -73,8 +73,10 @@ def quantize(w: jax.Array) -> jax.Array:
 
 class LatentSamplerTask:
     """``config.task = "gc_sampler"``: WGAN-GP on the latents of the frozen GC model
-    ``config.gc_model`` (a shipped name like ``c4``, a ``.msgpack`` or a workdir), for crops of
-    ``config.data.crop`` pixels (latents ``crop/16`` a side).
+    ``config.gc_model`` (a shipped name like ``c4``, a ``.msgpack`` or a workdir of a global GC model,
+    not a selective one: its encoder and generator take no label map), for crops of
+    ``config.data.crop`` pixels (latents ``crop/16`` a side). Both are checked when the task is
+    built, before the trainer writes anything into its workdir.
 
     ``config.model``: ``noise`` (z's size), ``features`` (generator), ``critic_features``.
     ``config.loss``: ``gp`` (the gradient penalty's weight, 10).
@@ -82,9 +84,12 @@ class LatentSamplerTask:
 
     def __init__(self, config: ml_collections.ConfigDict, gc_config: ml_collections.ConfigDict | None = None,
                  gc_params: Any = None):
+        name = "the GC model given"
         if gc_params is None:
-            gc_config, gc_params = load_frozen_gc(config.gc_model)
+            name = f"config.gc_model={config.get('gc_model', '')}"
+            gc_config, gc_params = load_frozen_gc(config.get("gc_model", ""))
         self.gc_spec = spec_from_config(gc_config.model)
+        check_global(self.gc_spec, name)
         self.gc = GC(self.gc_spec)
         self.gc_params = gc_params
         if config.data.crop % FACTOR:
@@ -152,11 +157,30 @@ class LatentSamplerTask:
 
 
 def load_frozen_gc(checkpoint: str) -> tuple[ml_collections.ConfigDict, Any]:
-    """``(config, generator params)`` of a GC model: a shipped name (``c4`` ...), ``.msgpack`` or workdir."""
+    """``(config, generator params)`` of a GC model: a shipped name (``c4`` ...), ``.msgpack`` or workdir.
+
+    Raises:
+      ValueError: ``checkpoint`` is empty (``config.gc_model`` unset).
+      jaxcomp.modelfile.ModelLoadError: not found, or not a GC model.
+    """
     from jaxcomp.codecs.gc.codec import CHECKPOINTS, load_gc_model, shipped_model
 
+    if not isinstance(checkpoint, str) or not checkpoint.strip():
+        raise ValueError(f"config.gc_model must name a trained GC model (a shipped name: {', '.join(CHECKPOINTS)}; "
+                         f"an exported .msgpack or a training workdir of configs/gc.py), got {checkpoint!r}")
     config, _, params = load_gc_model(shipped_model(checkpoint) if checkpoint in CHECKPOINTS else checkpoint)
     return config, params["generator"]
+
+
+def check_global(spec: GCSpec, name: str) -> None:
+    """``ModelLoadError`` unless ``spec`` is a global GC model: a selective (SC) one's encoder and
+    generator need a label map, which the sampler's images and samples do not have."""
+    from jaxcomp.modelfile import ModelLoadError
+
+    if spec.semantic_classes:
+        raise ModelLoadError(f"{name}: a selective (SC) model (semantic_classes="
+                             f"{spec.semantic_classes}); the latent sampler needs a global, non-selective GC "
+                             f"model (model.semantic_classes=0), whose encoder and generator need no label map")
 
 
 def _jitted(task: LatentSamplerTask, name: str, fn: Callable, **jit_kwargs: Any) -> Callable:

@@ -116,17 +116,17 @@ def label_map_bits(labels: np.ndarray, classes: int) -> float:
     return sum(ideal_bits(s, p) for s, p in label_map_parts(labels, classes))
 
 
-def check_semantic(semantic: Any, shape: tuple[int, int], classes: int) -> np.ndarray:
-    """A label map for an image of ``shape``: integers ``[H, W]`` in ``0..classes-1``; returned as
-    ``int32``; anything else is a ``ValueError`` that says what is wrong."""
+def check_semantic(semantic: Any, shape: tuple[int, int] | None, classes: int) -> np.ndarray:
+    """A label map for an image of ``shape`` (``None``: any ``[H, W]``): integers ``[H, W]`` in
+    ``0..classes-1``; returned as ``int32``; anything else is a ``ValueError`` that says what is wrong."""
+    want = "[H, W]" if shape is None else f"[H, W] = {tuple(shape)}"
     if semantic is None:
-        raise ValueError(f"the SC codec needs the image's label map: integers [H, W] = {tuple(shape)} "
-                         f"in 0..{classes - 1}")
+        raise ValueError(f"the SC codec needs the image's label map: integers {want} in 0..{classes - 1}")
     semantic = np.asarray(semantic)
     if not np.issubdtype(semantic.dtype, np.integer):
         raise ValueError(f"the label map must hold integer classes, got dtype {semantic.dtype}")
-    if semantic.shape != tuple(shape):
-        raise ValueError(f"the label map has shape {semantic.shape}; the image needs {tuple(shape)}")
+    if semantic.ndim != 2 or (shape is not None and semantic.shape != tuple(shape)):
+        raise ValueError(f"the label map has shape {semantic.shape}; it must be {want}")
     if semantic.size and (semantic.min() < 0 or semantic.max() >= classes):
         raise ValueError(f"the label map's classes must lie in 0..{classes - 1} (this model has {classes}), "
                          f"got {int(semantic.min())}..{int(semantic.max())}")
@@ -147,16 +147,26 @@ def check_heatmap(heatmap: Any, shape: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(heatmap, np.uint8)
 
 
-def heatmap_from_classes(semantic: np.ndarray, synthesize: list[int] | tuple[int, ...]) -> np.ndarray:
-    """The heatmap that synthesises the classes ``synthesize`` of ``semantic`` (int ``[H, W]``):
+def heatmap_from_classes(semantic: np.ndarray, synthesize: list[int] | tuple[int, ...], classes: int) -> np.ndarray:
+    """The heatmap that synthesises the classes ``synthesize`` of ``semantic`` (integers ``[H, W]`` in
+    ``0..classes-1``, ``classes`` = the model's ``semantic_classes``, :attr:`SCCodec.classes`):
     ``uint8 [ceil(H/16), ceil(W/16)]``, 1 (preserved) where a cell holds any pixel of another class.
     That is the training rule of ``sc.chosen="preserve"`` (the paper's, and every shipped config's:
     a cell touching a kept class is kept, :func:`jaxcomp.codecs.gc.semantic.cells_touched`); a model
     trained with ``chosen="synthesize"`` synthesised every cell touching a synthesised class instead,
-    so at mixed cells it saw the opposite rule: give such a model your own heatmap."""
-    semantic = np.asarray(semantic)
+    so at mixed cells it saw the opposite rule: give such a model your own heatmap.
+
+    A map that is not integers ``[H, W]`` in ``0..classes-1`` (:func:`check_semantic`), or classes to
+    synthesise that are not integers in ``0..classes-1``, is a ``ValueError``: either would give a
+    heatmap that synthesises nothing, without a word."""
+    from jaxcomp.checks import count, index_array
+
+    classes = count(classes, "classes (the model's semantic_classes)")
+    semantic = check_semantic(semantic, None, classes)
     h, w = semantic.shape
-    keep = ~np.isin(semantic, np.asarray(list(synthesize), np.int64))
+    listed = np.asarray(list(synthesize) if np.ndim(synthesize) else [synthesize])
+    index_array(listed, classes, "the classes to synthesise", "classes")
+    keep = ~np.isin(semantic, listed)
     keep = np.pad(keep, ((0, -h % FACTOR), (0, -w % FACTOR)), mode="edge")
     lh, lw = keep.shape[0] // FACTOR, keep.shape[1] // FACTOR
     return keep.reshape(lh, FACTOR, lw, FACTOR).any((1, 3)).astype(np.uint8)
@@ -224,17 +234,18 @@ class SCCodec:
         return np.asarray(self._analyse(self.params, rgb[None], self._pad(semantic)[None]))[0]
 
     def synthesise(self, symbols: np.ndarray, heatmap: np.ndarray, semantic: np.ndarray, seed: int = 0) -> np.ndarray:
-        """G's image ``uint8 [H, W, 3]`` for ``symbols [h, w, C]`` (zeroed where ``heatmap`` is 0) and
-        the label map ``[H, W]``; ``seed`` draws the noise channels (if any)."""
-        semantic = np.asarray(semantic)
-        if semantic.ndim != 2:
-            raise ValueError(f"the SC codec: the label map is [H, W], got shape {semantic.shape}")
+        """G's image ``uint8 [H, W, 3]`` for ``symbols`` (integers ``[h, w, C]`` in ``0..4``, zeroed where
+        ``heatmap`` is 0), the binary ``heatmap [h, w]`` (:func:`check_heatmap`) and the label map
+        (integers ``[H, W]`` in ``0..K-1``, :func:`check_semantic`; ``h, w = ceil(H/16), ceil(W/16)``);
+        ``seed`` draws the noise channels (if any). Anything else is a ``ValueError``."""
+        semantic = check_semantic(semantic, None, self.classes)  # the checks of compress and reconstruct
         height, width = semantic.shape
         symbols = common.check_symbols(symbols, LEVELS, "the SC codec", channels=self.spec.channels)
         if symbols.shape[:2] != self.latent_shape(height, width) or np.shape(heatmap) != symbols.shape[:2]:
             raise ValueError(f"the SC codec: a {height}x{width} label map needs symbols and a heatmap of "
                              f"{self.latent_shape(height, width)} positions, got {symbols.shape} and "
                              f"{np.shape(heatmap)}")
+        heatmap = check_heatmap(heatmap, symbols.shape[:2])
         noise = None
         if self.spec.noise_channels:
             key = jax.random.key(seed, impl="threefry2x32")  # the same bits whatever the process's default PRNG

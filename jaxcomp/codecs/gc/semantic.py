@@ -134,6 +134,15 @@ def masked_mse(x: jax.Array, x_hat: jax.Array, heatmap: jax.Array) -> jax.Array:
     return jnp.sum(m * jnp.square(x - x_hat)) / jnp.maximum(3.0 * jnp.sum(m), 1.0)
 
 
+def preserved_sq_err(x: jax.Array, x_hat: jax.Array, heatmap: jax.Array) -> jax.Array:
+    """The preserved pixels' squared error over all subpixels of the batch (``x``, ``x_hat`` ``[B, H, W, 3]``,
+    ``heatmap [B, H/16, W/16]``), a scalar: ``sum(m (x - x_hat)^2) / (3 B H W)``; 0 when nothing is
+    preserved, which is true of a sum. Divided by the preserved fraction ``mean(heatmap)`` it is
+    :func:`masked_mse`; averaged over steps of one batch shape, then divided by the average fraction,
+    it is the MSE of all those steps' preserved pixels, each pixel counted once."""
+    return jnp.mean(upsample(heatmap) * jnp.square(x - x_hat))
+
+
 def masked_mse_per_image(x: jax.Array, x_hat: jax.Array, heatmap: jax.Array) -> jax.Array:
     """:func:`masked_mse` of each image, ``float32 [B]``."""
     m = upsample(heatmap)

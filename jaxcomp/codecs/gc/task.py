@@ -15,6 +15,16 @@ every step draws a heatmap from its key (``config.sc``, :mod:`jaxcomp.codecs.gc.
 zeroes the latent where G must synthesise; the MSE is over the preserved pixels only (the
 upsampled heatmap), the adversarial and feature-matching terms stay on the whole image, and the
 discriminator sees the one-hot label map beside the image (a conditional GAN, as the paper's SC).
+
+Logged per training step (scalars, which the trainer averages over a logging window, step by step):
+``loss``, ``g_adv``, ``fm``, ``prior_bits_per_symbol``, ``bpp_prior`` (SC: of the coded symbols only)
+and, for GC, ``mse`` / ``psnr`` of the decoded images (255 scale, per image, then the batch mean).
+SC logs no per-step MSE of the preserved pixels, which a step that keeps none does not have (it
+read 0, a PSNR of 148 dB, averaged into the window): ``mse_image`` / ``psnr_image`` of the whole
+image decoded under the step's heatmap (synthesised regions included), ``preserved`` (fraction of
+the latent, and so of the pixels, coded) and ``preserved_sq_err`` (their squared error summed over
+all subpixels, :func:`jaxcomp.codecs.gc.semantic.preserved_sq_err`): a window's
+``preserved_sq_err / preserved`` is the MSE of its preserved pixels (255 scale).
 """
 
 from __future__ import annotations
@@ -144,17 +154,21 @@ class GCTask:
             rate = c.beta * jnp.mean(bits) / self.spec.channels
         loss = adversarial * (adv + c.lambda_fm * fm) + c.lambda_mse * mse + prior_fit + rate
         pixels = float(x.shape[1] * x.shape[2])
-        image = batch["image"].astype(jnp.float32)
+        image, decoded = batch["image"].astype(jnp.float32), to_pixels(x_hat)
+        # each image's MSE over all its pixels (255 scale): defined whatever the heatmap, so its PSNR is real
+        mse255 = jnp.mean(jnp.square(decoded - image), axis=(1, 2, 3))
+        bits = prior_bits(out["prior_logits"], symbols)
+        metrics = dict(loss=loss, g_adv=adv, fm=fm, prior_bits_per_symbol=prior_fit)
         if heat is None:
-            mse255 = jnp.mean(jnp.square(to_pixels(x_hat) - image), axis=(1, 2, 3))
-            bits = prior_bits(out["prior_logits"], symbols)
-        else:  # pooled over the batch's preserved pixels (an image may have none)
-            mse255 = sc.masked_mse(image, to_pixels(x_hat), heat)
-            bits = prior_bits(out["prior_logits"], symbols) * heat  # only the preserved symbols are sent
-        metrics = dict(loss=loss, mse=jnp.mean(mse255), psnr=jnp.mean(psnr_from_mse(mse255)), g_adv=adv, fm=fm,
-                       prior_bits_per_symbol=prior_fit, bpp_prior=jnp.mean(bits.sum((1, 2))) / pixels)
-        if heat is not None:
-            metrics["preserved"] = jnp.mean(heat)
+            metrics.update(mse=jnp.mean(mse255), psnr=jnp.mean(psnr_from_mse(mse255)))
+        else:
+            # SC: no MSE of the preserved pixels per step (a step that keeps none has no such MSE, and the
+            # trainer averages a window's steps unweighted); their squared error as a sum over all subpixels
+            # instead, so that mean(preserved_sq_err) / mean(preserved) over a window is their MSE
+            bits = bits * heat  # only the preserved symbols are sent
+            metrics.update(mse_image=jnp.mean(mse255), psnr_image=jnp.mean(psnr_from_mse(mse255)),
+                           preserved=jnp.mean(heat), preserved_sq_err=sc.preserved_sq_err(image, decoded, heat))
+        metrics["bpp_prior"] = jnp.mean(bits.sum((1, 2))) / pixels
         return loss, (metrics, x_hat)
 
     def discriminator_loss(self, params: Any, batch: dict[str, jax.Array], fake: jax.Array, rng: jax.Array
