@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Sequence
+from typing import Any
 
 
 def _fmt(v) -> str:
@@ -47,7 +48,8 @@ def write_table(rows: Sequence[dict], workdir: str, name: str, columns: Sequence
     return md
 
 
-def check_report_settings(workdir: str, config, name: str = "results.json", may_differ: Sequence[str] = ()) -> None:
+def check_report_settings(workdir: str, config: Any, name: str = "results.json",
+                          may_differ: Sequence[str] = ()) -> None:
     """``ValueError`` if ``workdir/name`` (a driver's JSON report holding, under ``"config"``, the config
     it was made with) was made with other settings than ``config`` (an ``ml_collections.ConfigDict``):
     a rerun with other settings (other ranks, another data seed) replaced the earlier results, which

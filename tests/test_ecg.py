@@ -192,6 +192,14 @@ def test_spectrogram_matches_scipy_and_masks_padding():
         assert abs(valid.mean()) < 1e-4 and valid.var() == pytest.approx(1.0, rel=1e-3)
         np.testing.assert_allclose(np.asarray(louder[b, : frames[b]]), valid, atol=2e-3)
     assert not np.asarray(norm[0, frames[0]:]).any()
+    # a length past the padded width counts as the width (its statistics were divided by frames the
+    # array does not hold: mean -1.1, std 0.9), one below a window as no frame; shapes are named
+    over, over_frames = log_spectrogram(jnp.asarray(padded), jnp.asarray([1000, 3200]))
+    assert over_frames.tolist() == [num_frames(1000), num_frames(1600)]
+    np.testing.assert_allclose(np.asarray(over), np.asarray(norm), atol=1e-6)
+    assert log_spectrogram(jnp.asarray(padded), jnp.asarray([1000, 10]))[1].tolist() == [num_frames(1000), 0]
+    with pytest.raises(ValueError, match=r"lengths their lengths \[B\], got shapes \(2, 1600\) and \(2, 1\)"):
+        log_spectrogram(jnp.asarray(padded), jnp.asarray([[1000], [1600]]))
 
 
 def test_batch_norm_updates_its_running_statistics_with_the_momentum():

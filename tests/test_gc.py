@@ -88,6 +88,14 @@ def test_generator_is_the_papers_layout():
     logp = np.log(np.exp(logits) / np.exp(logits).sum(1, keepdims=True)) / np.log(2.0)
     want = [-(logp[0, 2] + logp[1, 0]), -(logp[0, 4] + logp[1, 1])]
     np.testing.assert_allclose(gc.prior_bits(logits, symbols)[0, 0], want, rtol=1e-5)
+    # symbols without their channel axis, or of one channel, broadcast silently against the C priors
+    from jaxcomp.codecs.gc.model import soft_prior_bits
+
+    for bad in (jnp.zeros((1, 3, 4), jnp.int32), symbols[..., :1]):  # [B, h, w] without C; C = 1
+        with pytest.raises(ValueError, match=r"prior_bits: the prior is \[C, 5\] and the latent \[\.\.\., C\]"):
+            gc.prior_bits(logits, bad)
+    with pytest.raises(ValueError, match=r"soft_prior_bits: .* got shapes \(2, 5\) and \(1, 1, 2, 1\)"):
+        jax.jit(lambda w: soft_prior_bits(w, logits, 1.0))(jnp.zeros((1, 1, 2, 1)))
 
 
 def test_each_player_steps_with_its_own_optimizer(config):

@@ -349,7 +349,7 @@ def _whole_values(key: str, values, minimum: int = 0) -> None:
             raise ValueError(f"{key} must hold whole numbers >= {minimum}, got {v!r}")
 
 
-def check_algorithms(values, key: str) -> list[str]:
+def check_algorithms(values: Any, key: str) -> list[str]:
     """``values`` as a list of known, distinct algorithms (``omp``, ``mp``), or a ValueError naming
     ``key``: a repeated one is one run counted twice (a spread of 0 over "2" seeds)."""
     values = distinct(values, key)

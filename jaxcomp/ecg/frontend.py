@@ -62,15 +62,24 @@ def log_spectrogram(x: jax.Array, lengths: jax.Array, normalize: bool = True) ->
 
     Args:
       x: float32 ``[B, L]`` signals (mV), zero-padded.
-      lengths: int32 ``[B]`` true lengths (>= 64).
+      lengths: int32 ``[B]`` true lengths (>= 64); a length above ``L`` counts as ``L`` (the frames
+        the array holds), one below 64 as no frame.
       normalize: standardise each recording's log spectrogram over its valid frames
         (zero mean, unit variance), which removes the recording's gain.
 
     Returns:
-      ``(features [B, T, 33] float32, frames [B] int32)``; features beyond ``frames`` are 0.
+      ``(features [B, T, 33] float32, frames [B] int32)``; features beyond ``frames`` are 0,
+      ``0 <= frames <= T``.
+
+    Raises:
+      ValueError: ``x`` is not ``[B, L]`` or ``lengths`` not ``[B]`` (checked on shapes, so also under jit).
     """
+    if jnp.ndim(x) != 2 or jnp.shape(lengths) != jnp.shape(x)[:1]:
+        raise ValueError(f"log_spectrogram: x must be signals [B, L] and lengths their lengths [B], got shapes "
+                         f"{jnp.shape(x)} and {jnp.shape(lengths)}")
     s = jnp.log(spectrogram(x) + LOG_FLOOR)
-    frames = num_frames(lengths).astype(jnp.int32)
+    # a length past the padded width divided the statistics by frames the array does not hold
+    frames = jnp.clip(num_frames(lengths), 0, s.shape[1]).astype(jnp.int32)
     mask = (jnp.arange(s.shape[1])[None, :] < frames[:, None])[:, :, None]
     if normalize:
         count = jnp.maximum(frames, 1)[:, None, None] * s.shape[2]

@@ -196,7 +196,10 @@ def mixture_log_prob(
     params: MixtureParams, x: jax.Array, levels: int, x_min: float = -1.0, x_max: float = 1.0,
     channels_first: bool = False,
 ) -> jax.Array:
-    """log P(x) per channel, ``float32 [B, H, W, C]`` (natural log).
+    """log P(x) per channel, ``float32 [B, H, W, C]`` (natural log) for float32 inputs; computed in the
+    inputs' dtype (float64 ones give float64). Half precision cannot hold a grid of 256 levels in
+    ``[-1, 1]`` (bfloat16 ``x`` is up to 0.24 of a step off it), so such ``x`` is refused by the grid
+    check outside jit and scored inaccurately inside it: cast to float32 first.
 
     Args:
       params: mixture parameters for ``C`` channels.

@@ -84,7 +84,9 @@ def gradient_penalty(critic: Callable[[jax.Array], jax.Array], real: jax.Array, 
 
     ``critic(x [B, ...]) -> [B]`` (or any shape whose sum over an example is its score; per-example
     scores must not mix examples, e.g. no batch norm). ``real``, ``fake``: ``float32 [B, ...]``.
-    Returns ``float32 []``; multiply by the weight (10 in the paper) yourself.
+    Returns ``float32 []``; multiply by the weight (10 in the paper) yourself. A critic's term: its
+    gradient flows to the critic's parameters (and ``real``), not to ``fake``, whose gradient is
+    stopped (it is exactly 0 with respect to ``fake``, so the penalty cannot train a generator).
     """
     if real.shape != fake.shape:
         raise ValueError(f"gradient_penalty: real {real.shape} and fake {fake.shape} differ in shape")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from collections.abc import Sequence
 
 import ml_collections
 import numpy as np
@@ -102,7 +103,7 @@ def gaps(final: float, fstar: float, f0: float) -> dict:
     return {"absolute_gap": float(final - fstar), "relative_gap": relative}
 
 
-def check_variants(variants) -> list[str]:
+def check_variants(variants: Sequence[str]) -> list[str]:
     """``variants`` as a list of known, distinct NNMP variants, else a ValueError naming ``variants``
     (a repeated one gave duplicate rows)."""
     variants = distinct(variants, "variants")

@@ -198,9 +198,20 @@ class GC(nn.Module):
         return dict(w=w, w_hat=w_hat, symbols=symbols, x_hat=x_hat, prior_logits=self.prior_logits)
 
 
+def _check_prior_shapes(name: str, prior_logits: jax.Array, latent: jax.Array) -> None:
+    """ValueError unless ``prior_logits`` is ``[C, 5]`` and ``latent`` ends in the same ``C`` (shapes
+    only, so also under jit): symbols without their channel axis, or of one channel, broadcast against
+    the ``C`` priors silently (the width read as channels, one symbol charged under every prior)."""
+    shape, lat = jnp.shape(prior_logits), jnp.shape(latent)
+    if len(shape) != 2 or shape[1] != LEVELS or not lat or lat[-1] != shape[0]:
+        raise ValueError(f"{name}: the prior is [C, {LEVELS}] and the latent [..., C] with the same C, got "
+                         f"shapes {shape} and {lat}")
+
+
 def prior_bits(prior_logits: jax.Array, symbols: jax.Array) -> jax.Array:
     """Bits of ``symbols [..., C]`` under the factorized prior ``[C, 5]``: ``float32 [...]`` summed
-    over channels (NaN where a symbol is outside ``0..4``)."""
+    over channels (NaN where a symbol is outside ``0..4``); other shapes are a ValueError."""
+    _check_prior_shapes("prior_bits", prior_logits, symbols)
     logp = jax.nn.log_softmax(prior_logits, axis=-1)
     onehot = jax.nn.one_hot(symbols, LEVELS, dtype=jnp.float32)
     bits = -jnp.sum(onehot * logp, axis=(-2, -1)) / jnp.log(2.0)
@@ -216,7 +227,8 @@ def soft_prior_bits(w: jax.Array, prior_logits: jax.Array, sigma: float) -> jax.
     nearest centres; the gradient is that of the expected bits under the quantizer's soft
     assignment ``softmax(-sigma * (w - c)^2)`` (soft-to-hard, as the quantizer's own gradient), so a
     rate term moves each latent towards the centres the prior codes cheaply. The prior itself gets
-    no gradient here (it is fitted by its own term)."""
+    no gradient here (it is fitted by its own term). Other shapes are a ValueError."""
+    _check_prior_shapes("soft_prior_bits", prior_logits, w)
     d = jnp.square(w[..., None] - centers())
     soft = jax.nn.softmax(-sigma * d, axis=-1)
     hard = jax.nn.one_hot(jnp.argmin(d, axis=-1), LEVELS, dtype=jnp.float32)
