@@ -13,8 +13,10 @@ and saves their evaluation logits to ``seed<S>/logits.npz`` (run one process per
 parallelise); without it, it reads every ``seed*/logits.npz`` and writes what
 ``experiments/ban.py`` writes over all seeds: ``per_seed.csv``, ``results.md`` / ``.csv`` (mean ±
 std, paired difference to the teacher with its 95% t-interval, seeds better than the teacher;
-BANE and the independent-ensemble control) and ``results.png``. Only the generations every seed
-finished enter the table.
+BANE and the independent-ensemble control) and ``results.png``, replacing the per-seed processes'
+tables there. Only the generations every seed finished enter the table; the students of
+``ban.variants`` (CWTM, DKPP, ...) and a cross-architecture run's ``student CE`` are not collected
+(their rows are in the per-seed processes' printed output and their model folders).
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ def collect(config, workdir: str) -> str:
             rows.append({"seed": seed, "model": m.name, **classification_metrics(m.logits, labels)})
         for k in range(2, generations + 1):
             rows.append({"seed": seed, "model": f"BANE-1..{k}", **ensemble_metrics(members[1 : k + 1], labels)})
-        if generations:
+        if generations >= 2:  # as experiments/ban.py: with one generation this is BANE's one pair
             rows.append({"seed": seed, "model": f"teacher + BAN-1..{generations}", **ensemble_metrics(members, labels)})
     with config.unlocked():
         config.ban.generations = generations

@@ -1375,6 +1375,15 @@ def test_collected_table_ensembles_the_students_not_the_teacher(ban_config, tmp_
     everyone = ensemble_metrics(list(members.values()), labels)
     assert float(rows["teacher + BAN-1..2"]["nll"]) == pytest.approx(everyone["nll"], rel=1e-5)
     assert bane["nll"] != pytest.approx(everyone["nll"], rel=1e-3)
+    # one generation: the rows experiments/ban.py writes (no "teacher + BAN-1..1" ensemble of its own)
+    one = tmp_path / "one"
+    for seed in (0, 1):
+        (one / f"seed{seed}").mkdir(parents=True)
+        np.savez(one / f"seed{seed}" / "logits.npz", __settings__=settings_digest(ban_config),
+                 **{m: v for m, v in chain().items() if m != "ban-2"})
+    collect(ban_config.copy_and_resolve_references(), str(one))
+    with open(one / "per_seed.csv") as f:
+        assert {r["model"] for r in csv.DictReader(f)} == {"teacher", "BAN-1", "2 independent"}
 
 
 def test_paired_interval_is_the_student_t_interval():
