@@ -27,13 +27,22 @@ import os
 import sys
 
 
-def settings_digest(config) -> str:
-    """The digest of the settings a chain's logits depend on (all but what the driver sets per model or
-    seed, and the plan): saved with the logits, so that the table is not made under other settings."""
-    from jaxcomp.configs import config_digest
-    from jaxcomp.train import BOOKKEEPING_KEYS
+def check_saved_settings(config, saved_json: str, path: str, seed: int) -> None:
+    """ValueError unless the config saved with a seed's logits (JSON, ``""`` for files of an older version)
+    has ``config``'s settings, by the trainer's rule (:func:`jaxcomp.train.settings_differences`; the
+    bookkeeping keys and :data:`jaxcomp.distill.generations.PER_MODEL_KEYS` aside): the table is not
+    made under other settings (e.g. the tiny run's logits under the paper config's title)."""
+    import json
 
-    return config_digest(config, exclude=BOOKKEEPING_KEYS + ("ban", "seed", "data.seed", "distill", "model.name"))
+    from jaxcomp.distill.generations import PER_MODEL_KEYS
+    from jaxcomp.train import BOOKKEEPING_KEYS, settings_differences
+
+    again = f"run --seeds {seed} again with the config and overrides the chain was trained with"
+    if not saved_json:
+        raise ValueError(f"{path} was saved by an older version, without its settings; {again}")
+    differ = settings_differences(config, json.loads(saved_json), BOOKKEEPING_KEYS + PER_MODEL_KEYS)
+    if differ:
+        raise ValueError(f"{path} was saved under other settings than --config gives: {differ}; {again}")
 
 
 def save_logits(config, workdir: str, seed: int) -> str:
@@ -49,13 +58,13 @@ def save_logits(config, workdir: str, seed: int) -> str:
     data = tasks.build_data(config, "classification")
     images = data.eval_arrays()["image"]
     base = os.path.join(workdir, f"seed{seed}")
-    out = {"__settings__": np.array(settings_digest(config))}
+    out = {"__config__": np.array(config.to_json_best_effort())}
     for model, path in finished_chain(config, base):
         teacher = load_teacher(path, data=data)
         apply = jax.jit(lambda x, t=teacher: t.model.apply(t.variables, x, train=False))
         out[model] = np.concatenate([np.asarray(apply(images[i : i + 500])) for i in range(0, len(images), 500)])
         print(f"seed {seed} {model}: restored", flush=True)
-    if len(out) == 1:  # an empty file read as a chain of no models failed the table with a KeyError
+    if len(out) == 1:  # only the config: an empty file read as a chain of no models failed the table with a KeyError
         raise ValueError(f"{base}: no finished model (teacher/checkpoints/{config.steps} is missing); run "
                          f"experiments/ban.py with this config and workdir first")
     target = os.path.join(base, "logits.npz")
@@ -85,11 +94,7 @@ def collect(config, workdir: str) -> str:
         seed = int(os.path.basename(os.path.dirname(path))[4:])
         with np.load(path) as f:
             chains[seed] = {k: f[k] for k in f.files}
-        saved = str(chains[seed].pop("__settings__", ""))
-        if saved != settings_digest(config):  # e.g. the tiny run's logits tabulated under the paper's title
-            how = "under other settings than --config gives" if saved else "by an older version, without its settings"
-            raise ValueError(f"{path} was saved {how}; run --seeds {seed} again with the config and overrides "
-                             f"the chain was trained with")
+        check_saved_settings(config, str(chains[seed].pop("__config__", "")), path, seed)
         wrong = {k: v.shape for k, v in chains[seed].items() if v.shape[0] != len(labels)}
         if wrong:
             raise ValueError(f"{path}: logits of {wrong} for {len(labels)} evaluation images of this config")

@@ -2,7 +2,7 @@
 
     python -m experiments.ban_regime --workdir runs/ban_regime                  # every setting
     python -m experiments.ban_regime --workdir runs/ban_regime --settings base,n10k
-    python -m experiments.ban_regime --chains runs/ban_soft --config configs/ban.py:mnist_soft
+    python -m experiments.ban_regime --chains runs/ban_soft --config configs/ban.py:mnist_soft [--config.a.b=v]
     python -m experiments.ban_regime --workdir runs/ban_regime --time-limit 540  # in slices
 
 Tests docs/ban.md's hypothesis that MNIST-1000 teachers fit their training set, so that their
@@ -20,9 +20,9 @@ training stops there, checkpointed, the table keeps the settings finished so far
 command continues.
 
 ``--chains DIR`` instead summarises the same training-set statistics for every finished model of an
-``experiments/ban.py`` run in DIR (``seed*/teacher``, ``ban-1``, ...; ``--config`` is that run's config:
-models of other settings are refused by name, a chain ends at its first unfinished model), into
-``DIR/train_outputs.md``.
+``experiments/ban.py`` run in DIR (``seed*/teacher``, ``ban-1``, ...; ``--config`` and ``--config.a.b=v``
+overrides are that run's: models of other settings are refused by name, a chain ends at its first
+unfinished model), into ``DIR/train_outputs.md``.
 """
 
 from __future__ import annotations
@@ -79,12 +79,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-limit", type=float, default=0.0,
                         help="seconds for the whole command, all settings together (0: none); the same command "
                              "continues")
-    args = parser.parse_args(argv)
+    from jaxcomp.configs import ConfigError, split_cli_overrides
+
+    try:  # --config.a.b=v (with --chains): the overrides the chains were trained with
+        overrides, rest = split_cli_overrides(sys.argv[1:] if argv is None else list(argv))
+    except ConfigError as e:
+        parser.error(str(e))
+    args = parser.parse_args(rest)
     if bool(args.workdir) == bool(args.chains):
         print("error: give exactly one of --workdir and --chains", file=sys.stderr)
         return 2
     if args.chains:
-        return _chains(args.chains, args.config)
+        return _chains(args.chains, args.config, overrides)
+    if overrides:  # each setting is its own overrides of configs/ban.py:mnist
+        print(f"error: --config.X overrides go with --chains (the chains' training overrides); the settings here "
+              f"are fixed: {', '.join(SETTINGS)}", file=sys.stderr)
+        return 2
     names = [s for s in args.settings.split(",") if s]
     unknown = [s for s in names if s not in SETTINGS]
     if not names:
@@ -128,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _chains(workdir: str, config_spec: str) -> int:
+def _chains(workdir: str, config_spec: str, overrides: list[str] = ()) -> int:
     import glob
 
     from jaxcomp.configs import load_config
@@ -141,11 +151,16 @@ def _chains(workdir: str, config_spec: str) -> int:
         return 2
     from jaxcomp.distill.generations import finished_chain
 
-    config = load_config(config_spec)
+    try:
+        config = load_config(config_spec, list(overrides))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:  # models of another config (scored on the wrong images) or stopped by a time limit are not summarised
         chains = [(seed_dir, finished_chain(config, seed_dir)) for seed_dir in seeds]
     except ValueError as e:
-        print(f"error: {e} (--config must be the config the chains were trained with)", file=sys.stderr)
+        print(f"error: {e} (--config and --config.X overrides must be those the chains were trained with)",
+              file=sys.stderr)
         return 2
     rows = []
     for seed_dir, chain in chains:

@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--atoms", type=int, default=100, help="training digits used as atoms (K)")
     r.add_argument("--targets", type=int, default=20, help="held-out digits coded per seed")
     r.add_argument("--max-iter", type=int, default=200)
-    r.add_argument("--checkpoints", type=_ints, default=(10, 25, 50, 100), help="iterations timed separately")
+    r.add_argument("--checkpoints", type=_ints, default=None,
+                   help="iterations timed separately (default 10,25,50,100, those up to --max-iter)")
     r.add_argument("--variants", type=_names(VARIANTS), default=VARIANTS)
     r.add_argument("--lasso-iters", type=_ints, default=(1, 3, 10, 30, 100, 300, 1000))
     r.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
@@ -79,13 +80,17 @@ def main(argv: list[str] | None = None) -> int:
     k = sub.add_parser("rank1", parents=[common], help="NMF over the cone of non-negative rank-one matrices")
     k.add_argument("--images", type=int, default=200, help="digits as columns of Y")
     k.add_argument("--max-iter", type=int, default=40, help="greedy iterations (= max. rank)")
-    k.add_argument("--checkpoints", type=_ints, default=(5, 10, 20), help="iterations timed separately / NMF ranks")
+    k.add_argument("--checkpoints", type=_ints, default=None,
+                   help="iterations timed separately / NMF ranks (default 5,10,20, those up to --max-iter)")
     k.add_argument("--variants", type=_names(VARIANTS), default=VARIANTS)
     k.add_argument("--power-iter", type=int, default=50, help="alternating power steps per LMO start")
     k.add_argument("--starts", type=int, default=4, help="random LMO starts (plus the largest-entry start)")
     k.add_argument("--accuracy", type=float, default=0.5, help="relative error for the time-to-accuracy column")
     k.add_argument("--no-sklearn", action="store_true", help="skip the scikit-learn NMF baseline")
     a = p.parse_args(argv)
+    if getattr(a, "checkpoints", ()) is None:  # the defaults that a smaller --max-iter leaves (given ones are checked)
+        default = (10, 25, 50, 100) if a.experiment == "regression" else (5, 10, 20)
+        a.checkpoints = tuple(t for t in default if t <= a.max_iter)
     if len(set(a.seeds)) != len(a.seeds):  # a repeated seed counted twice: a spread of 0 where there is none
         p.error(f"--seeds repeats a seed: {','.join(map(str, a.seeds))}")
     if a.experiment == "rank1" and not 0 < a.accuracy < 1:

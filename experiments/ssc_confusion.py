@@ -33,7 +33,7 @@ import zipfile
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from jaxcomp.cluster.benchmarks import SEED_KEYS, check_same_settings, read_settings, settings_differences
+from jaxcomp.cluster.benchmarks import SEED_KEYS, check_same_settings, differences_between, read_settings
 from jaxcomp.cluster.metrics import all_metrics, contingency
 from jaxcomp.files import check_output_file, write_atomic
 from jaxcomp.reporting import markdown_table
@@ -119,7 +119,7 @@ def check_same_data(workdirs: list[str]) -> None:
         data = {"data": settings.get("data", {})}
         if first is None:
             first, first_dir = data, d
-        elif diff := settings_differences(first, data):
+        elif diff := differences_between(first, data):
             raise ValueError(f"{first_dir!r} and {d!r} hold clusterings of other data: {diff}")
 
 

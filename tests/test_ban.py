@@ -739,6 +739,12 @@ def test_tiny_generations_train_and_chain_teachers(ban_config, tmp_path, monkeyp
 
     assert ban_regime.main(["--chains", str(tmp_path), "--config", digits]) == 2
     assert "teacher holds a run with other settings" in capsys.readouterr().err
+    assert ban_regime.main(["--chains", str(tmp_path), "--config", tiny, "--config.optimizer.learning_rate=0.5"]) == 2
+    assert "other settings: optimizer.learning_rate" in capsys.readouterr().err
+    # the chain's own config and overrides (ban.variants is the driver's plan, not a setting): summarised
+    assert ban_regime.main(["--chains", str(tmp_path), "--config", tiny, "--config.ban.variants=()"]) == 0
+    assert [r.split("|")[2].strip() for r in (tmp_path / "train_outputs.md").read_text().splitlines()[4:]] == \
+        ["teacher", "ban-1"]
     from jaxcomp.train import check_same_settings
 
     moved = apply_overrides(read_workdir_config(str(student_dir)), ["log_every=7", "distill.teachers=('x',)"])
@@ -1335,7 +1341,7 @@ def test_collected_table_ensembles_the_students_not_the_teacher(ban_config, tmp_
     teacher enters only the row that names it), the same metrics ``run_generations`` reports."""
     import csv
 
-    from experiments.ban_collect import collect, settings_digest
+    from experiments.ban_collect import collect
     from jaxcomp import tasks
     from jaxcomp.distill.generations import Member, ensemble_metrics
 
@@ -1348,9 +1354,10 @@ def test_collected_table_ensembles_the_students_not_the_teacher(ban_config, tmp_
     logits, other = chain(), chain()
     for seed, chain_logits in ((0, logits), (1, other)):
         (tmp_path / f"seed{seed}").mkdir()
-        np.savez(tmp_path / f"seed{seed}" / "logits.npz", __settings__=settings_digest(ban_config), **chain_logits)
+        np.savez(tmp_path / f"seed{seed}" / "logits.npz", __config__=ban_config.to_json_best_effort(), **chain_logits)
     # logits saved under other settings (the tiny run's under the paper config's title) are not tabulated
-    with pytest.raises(ValueError, match=r"seed0/logits\.npz was saved under other settings than --config gives"):
+    with pytest.raises(ValueError, match=r"seed0/logits\.npz was saved under other settings than --config gives: "
+                                         r"optimizer\.learning_rate"):
         collect(apply_overrides(ban_config, ["optimizer.learning_rate=0.5"]), str(tmp_path))
     collect(ban_config.copy_and_resolve_references(), str(tmp_path))
     with open(tmp_path / "per_seed.csv") as f:
@@ -1379,7 +1386,7 @@ def test_collected_table_ensembles_the_students_not_the_teacher(ban_config, tmp_
     one = tmp_path / "one"
     for seed in (0, 1):
         (one / f"seed{seed}").mkdir(parents=True)
-        np.savez(one / f"seed{seed}" / "logits.npz", __settings__=settings_digest(ban_config),
+        np.savez(one / f"seed{seed}" / "logits.npz", __config__=ban_config.to_json_best_effort(),
                  **{m: v for m, v in chain().items() if m != "ban-2"})
     collect(ban_config.copy_and_resolve_references(), str(one))
     with open(one / "per_seed.csv") as f:

@@ -892,6 +892,10 @@ def test_a_workdir_of_other_settings_is_refused_before_any_work(tmp_path):
     (work / "mnist_runs.csv").write_text("method,seed\n")
     with pytest.raises(FileNotFoundError, match="MNIST file not found"):  # the same settings: as today
         run(load_config(spec, over), str(work))
+    # the same settings from another checkout or machine (configs/ssc.py makes data.path absolute)
+    moved = [over[0], f"data.path={tmp_path / 'elsewhere' / 'missing.npz'}"]
+    with pytest.raises(FileNotFoundError, match="MNIST file not found"):
+        run(load_config(spec, moved), str(work))
     with pytest.raises(ValueError, match=r"holds results \(mnist_runs.csv\) of other settings: seed \(0 -> 1\)"):
         run(load_config(spec, over + ["seed=1"]), str(work))
     phase = tmp_path / "p"

@@ -765,6 +765,11 @@ def test_cross_validation_rows_are_tied_to_the_recordings_they_scored(tiny_confi
     row = json.loads((tmp_path / "cv" / "results.jsonl").read_text())
     assert row["data_digest"] == ecg_data.load_challenge(str(tmp_path / "rec")).digest()
     ex.cross_validate(config, str(tmp_path / "cv"))  # the same data: the row is reused
+    older = tmp_path / "older"  # a row written before rows carried the data's digest: reused, with a warning
+    older.mkdir()
+    (older / "results.jsonl").write_text(json.dumps({k: v for k, v in row.items() if k != "data_digest"}) + "\n")
+    with pytest.warns(UserWarning, match=r"1 row\(s\) predate the check of the recordings"):
+        ex.cross_validate(config, str(older))
     reference = tmp_path / "rec" / "REFERENCE.csv"
     reference.write_text(reference.read_text().replace(",N", ",O"))
     monkeypatch.setattr(ecg_data, "_DATASETS", {})  # a new process would read the directory again

@@ -147,6 +147,7 @@ def test_per_image_masked_mse_and_the_codecs_heatmap_by_hand():
     semantic[20, 17] = 3              # cell (1, 1): one pixel of class 3 among class 0
     semantic[32:, :] = 5              # the last row of cells: class 5 only
     np.testing.assert_array_equal(heatmap_from_classes(semantic, [0, 5], 6), [[1, 0], [0, 1], [0, 0]])
+    np.testing.assert_array_equal(heatmap_from_classes(semantic, {5, 0}, 6), [[1, 0], [0, 1], [0, 0]])  # a set
     np.testing.assert_array_equal(heatmap_from_classes(semantic, [3], 6), [[0, 1], [1, 1], [1, 1]])
 
 

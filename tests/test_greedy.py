@@ -1092,3 +1092,18 @@ def test_nnmp_experiment_plans_are_checked_before_any_work(tmp_path):
     zero = gb.gaps(1e-20, 1e-31, 10.0)
     assert np.isnan(zero["relative_gap"]) and zero["absolute_gap"] == pytest.approx(1e-20)
     assert gb.gaps(2.0, 1.0, 10.0) == {"absolute_gap": 1.0, "relative_gap": 1.0}
+
+
+def test_nnmp_real_default_checkpoints_follow_max_iter(monkeypatch, tmp_path):
+    """``experiments.nnmp_real rank1 --max-iter 10`` refused its own default checkpoints (5, 10, 20) once
+    checkpoints past ``max_iter`` became an error: the defaults now stop at ``--max-iter``; given ones
+    are still checked."""
+    from experiments import nnmp_real
+
+    seen = []
+    monkeypatch.setattr(nnmp_real, "_run", lambda a: seen.append(a.checkpoints) or 0)
+    w = ["--workdir", str(tmp_path)]
+    assert nnmp_real.main(["rank1", "--max-iter", "10", *w]) == 0
+    assert nnmp_real.main(["regression", "--max-iter", "30", *w]) == 0
+    assert nnmp_real.main(["rank1", "--max-iter", "10", "--checkpoints", "5,50", *w]) == 0
+    assert seen == [(5, 10), (10, 25), (5, 50)]

@@ -382,8 +382,10 @@ def check_synthetic_settings(cfg: ml_collections.ConfigDict) -> None:
 
 
 CONFIG_FILE = "config.txt"
-# not settings of a result: where scattering features are cached (the same features either way)
-NOT_SETTINGS = ("data.cache_dir",)
+# not settings of a result: where scattering features are cached (the same features either way) and
+# where the MNIST file lies (configs/ssc.py makes it absolute from the checkout: a rerun from another
+# checkout or machine is the same run; the trainer's bookkeeping keys treat data.path so too)
+NOT_SETTINGS = ("data.cache_dir", "data.path")
 # what separate processes of one run (``ssc_aggregate``, ``ssc_confusion``) may differ in
 SEED_KEYS = ("seed", "n_seeds")
 # what the drivers write into a workdir (besides config.txt): results of the settings in config.txt
@@ -434,9 +436,9 @@ def read_settings(workdir: str) -> dict | None:
             raise ValueError(f"{path}: {e}") from None
 
 
-def settings_differences(a: dict, b: dict, ignore: tuple[str, ...] = ()) -> str:
-    """The settings in which ``b`` differs from ``a`` (nested dicts, :func:`settings_of`) as
-    ``"key (A -> B), ..."``, or ``""``: the trainer's rule (:func:`jaxcomp.train.settings_differences`),
+def differences_between(a: dict, b: dict, ignore: tuple[str, ...] = ()) -> str:
+    """The settings in which ``b`` (the later run) differs from ``a`` (nested dicts, :func:`settings_of`)
+    as ``"key (A -> B), ..."``, or ``""``: the trainer's rule (:func:`jaxcomp.train.settings_differences`),
     the dotted keys ``ignore`` (and those under them) aside, and keys only one side has (settings added
     to the configs since, or no longer read)."""
     from jaxcomp.train import settings_differences as differences
@@ -460,7 +462,7 @@ def check_same_settings(workdirs: list[str], ignore: tuple[str, ...] = SEED_KEYS
         if first is None:
             first, first_dir = settings, d
             continue
-        diff = settings_differences(first, settings, ignore)
+        diff = differences_between(first, settings, ignore)
         if diff:
             raise ValueError(f"{what} of other settings: {first_dir!r} and {d!r} differ in {diff} "
                              f"(only {', '.join(ignore) or 'nothing'} may differ)")
@@ -480,7 +482,7 @@ def check_workdir(cfg: ml_collections.ConfigDict, workdir: str) -> None:
             raise ValueError(f"workdir {workdir!r} holds results ({', '.join(held[:3])}) but no {CONFIG_FILE}: "
                              f"their settings are unknown and this run would overwrite them; use another --workdir")
         return
-    diff = settings_differences(saved, settings_of(cfg))
+    diff = differences_between(saved, settings_of(cfg))
     if diff and held:
         raise ValueError(f"workdir {workdir!r} holds results ({', '.join(held[:3])}) of other settings: "
                          f"{diff} (there -> this run); use another --workdir, or the same settings to rerun those")

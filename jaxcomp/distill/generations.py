@@ -142,6 +142,10 @@ def check_plan(ban: ml_collections.ConfigDict) -> list[str]:
     return losses
 
 
+# what run_generations sets per model or seed, and its plan (the ban section): not settings of a chain
+PER_MODEL_KEYS = ("ban", "seed", "data.seed", "distill", "model.name")
+
+
 def finished_chain(config: ml_collections.ConfigDict, seed_dir: str) -> list[tuple[str, str]]:
     """``[(model, workdir)]`` of the finished models of one seed's chain in ``seed_dir`` (``teacher``,
     ``ban-1`` .., in order, up to the first unfinished one) of a :func:`run_generations` run of
@@ -156,7 +160,7 @@ def finished_chain(config: ml_collections.ConfigDict, seed_dir: str) -> list[tup
     for model in ["teacher"] + [f"ban-{g}" for g in range(1, config.ban.generations + 1)]:
         path = os.path.join(seed_dir, model)
         if not (model == "teacher" and config.ban.get("teacher_config")):  # a teacher of its own config
-            check_same_settings(config, path, BOOKKEEPING_KEYS + ("ban", "seed", "data.seed", "distill", "model.name"))
+            check_same_settings(config, path, BOOKKEEPING_KEYS + PER_MODEL_KEYS)
         if not os.path.isdir(os.path.join(path, "checkpoints", str(config.steps))):  # not finished
             break
         out.append((model, path))

@@ -401,6 +401,11 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str, deadline: De
     data_digest = load_dataset(config.data).digest() if config.data.source != "synthetic" else None
     if os.path.exists(results_path):
         rows = read_jsonl(results_path)
+        unchecked = sum("data_digest" not in r for r in rows) if data_digest is not None else 0
+        if unchecked:  # written before rows carried the data's digest: the recordings cannot be checked
+            warnings.warn(f"{results_path}: {unchecked} row(s) predate the check of the recordings they scored and "
+                          f"are reused as they are; move the file aside if {config.data.path} changed since",
+                          stacklevel=2)
         undigested = sum("config_digest" not in r for r in rows)
         if undigested:  # written before rows carried digests: their config cannot be checked
             warnings.warn(f"{results_path}: {undigested} row(s) predate the config check and are reused as "

@@ -164,7 +164,7 @@ def heatmap_from_classes(semantic: np.ndarray, synthesize: list[int] | tuple[int
     classes = count(classes, "classes (the model's semantic_classes)")
     semantic = check_semantic(semantic, None, classes)
     h, w = semantic.shape
-    listed = np.asarray(list(synthesize) if np.ndim(synthesize) else [synthesize])
+    listed = np.asarray([synthesize] if np.isscalar(synthesize) else list(synthesize))  # a class, list or set
     index_array(listed, classes, "the classes to synthesise", "classes")
     keep = ~np.isin(semantic, listed)
     keep = np.pad(keep, ((0, -h % FACTOR), (0, -w % FACTOR)), mode="edge")

@@ -22,8 +22,8 @@ and, for GC, ``mse`` / ``psnr`` of the decoded images (255 scale, per image, the
 SC logs no per-step MSE of the preserved pixels, which a step that keeps none does not have (it
 read 0, a PSNR of 148 dB, averaged into the window): ``mse_image`` / ``psnr_image`` of the whole
 image decoded under the step's heatmap (synthesised regions included), ``preserved`` (fraction of
-the latent, and so of the pixels, coded) and ``preserved_sq_err`` (their squared error summed over
-all subpixels, :func:`jaxcomp.codecs.gc.semantic.preserved_sq_err`): a window's
+the latent, and so of the pixels, coded) and ``preserved_sq_err`` (the squared error averaged over all
+subpixels, 0 where synthesised, :func:`jaxcomp.codecs.gc.semantic.preserved_sq_err`): a window's
 ``preserved_sq_err / preserved`` is the MSE of its preserved pixels (255 scale).
 """
 
@@ -163,7 +163,7 @@ class GCTask:
             metrics.update(mse=jnp.mean(mse255), psnr=jnp.mean(psnr_from_mse(mse255)))
         else:
             # SC: no MSE of the preserved pixels per step (a step that keeps none has no such MSE, and the
-            # trainer averages a window's steps unweighted); their squared error as a sum over all subpixels
+            # trainer averages a window's steps unweighted); their squared error averaged over all subpixels
             # instead, so that mean(preserved_sq_err) / mean(preserved) over a window is their MSE
             bits = bits * heat  # only the preserved symbols are sent
             metrics.update(mse_image=jnp.mean(mse255), psnr_image=jnp.mean(psnr_from_mse(mse255)),
