@@ -948,6 +948,10 @@ def test_ssc_refuses_point_norms_outside_float32(estimator):
     C1, _ = sparse_coefficients(X, "omp", s_max=4, chunk_size=CHUNK)
     assert C.nnz == C1.nnz > 0
     np.testing.assert_allclose(C.toarray(), C1.toarray(), atol=1e-5)
+    # ordinary data keeps the plain float64 norms: the same float32 points as every result quoted before
+    from jaxcomp.cluster.ssc import check_data
+
+    np.testing.assert_array_equal(check_data(X), (X / np.linalg.norm(X, axis=1)[:, None]).astype(np.float32))
 
 
 def test_ssc_parameters_of_the_wrong_type_are_named(tmp_path, capsys):

@@ -86,13 +86,15 @@ def check_data(X: ArrayLike, n_clusters: int | None = None, unit_norm: bool = Tr
     X = X.astype(np.float64)
     if not np.all(np.isfinite(X)):
         raise ValueError("X contains NaN or infinite entries")
-    norms = norms64(X, axis=1)  # scaled: the squares of rows of 1e155 overflow even float64
+    with np.errstate(over="ignore", under="ignore"):
+        norms = np.linalg.norm(X, axis=1)
+    if not np.all(np.isfinite(norms)) or np.any((norms == 0) & np.any(X != 0, axis=1)):
+        norms = norms64(X, axis=1)  # scaled: the squares of rows of 1e155 overflow even float64 (or underflow)
     zero = np.flatnonzero(norms == 0)
     if zero.size:
         raise ValueError(f"X has {zero.size} zero point(s) (all-zero rows), e.g. row {int(zero[0])}")
-    if unit_norm:
-        scale = np.max(np.abs(X), axis=1, keepdims=True)
-        return ((X / scale) / (norms[:, None] / scale)).astype(np.float32)
+    if unit_norm:  # the plain norms where they are finite: the same float32 points as before the scaled path
+        return (X / norms[:, None]).astype(np.float32)
     # raw norms: the points are both the atoms and the signals of the float32 pursuit, whose squared norms
     # underflow (rows below ~1e-19) or overflow (beyond ~5e18) there: no support, arbitrary clusters
     check_norm_range(norms, np.float32, "X's points (rows)", "row",
