@@ -91,8 +91,6 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(a, "checkpoints", ()) is None:  # the defaults that a smaller --max-iter leaves (given ones are checked)
         default = (10, 25, 50, 100) if a.experiment == "regression" else (5, 10, 20)
         a.checkpoints = tuple(t for t in default if t <= a.max_iter)
-    if len(set(a.seeds)) != len(a.seeds):  # a repeated seed counted twice: a spread of 0 where there is none
-        p.error(f"--seeds repeats a seed: {','.join(map(str, a.seeds))}")
     if a.experiment == "rank1" and not 0 < a.accuracy < 1:
         p.error(f"--accuracy is a relative error in (0, 1), got {a.accuracy}")
     try:
